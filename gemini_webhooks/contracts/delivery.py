@@ -1,0 +1,70 @@
+"""The wire format of one delivery: what the emulator sends and the receiver verifies.
+
+Static webhooks: Standard Webhooks headers, HMAC-SHA256 signatures (`v1,<base64>`), one per
+currently valid secret, space separated. Dynamic webhooks: the same `webhook-id` and
+`webhook-timestamp` headers, and `webhook-signature` holding an RS256 JWT whose claims are
+the envelope plus the registered claims below. The scheme is told apart by the header's
+shape (`signature_scheme`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, NotRequired, TypedDict
+
+HEADER_ID = "webhook-id"
+HEADER_TIMESTAMP = "webhook-timestamp"
+HEADER_SIGNATURE = "webhook-signature"
+
+ENVELOPE_VERSION = "v1"
+
+# Google's JWKS for dynamic webhooks, and the issuer its tokens carry by default.
+GOOGLE_JWKS_URI = "https://generativelanguage.googleapis.com/.well-known/jwks.json"
+GOOGLE_ISSUER = "https://generativelanguage.googleapis.com"
+JWKS_PATH = "/.well-known/jwks.json"
+JWT_ALGORITHM = "RS256"
+
+# Registered JWT claims a dynamic delivery carries besides the envelope's own fields.
+# `jti` equals the `webhook-id` header; `aud` is the target URI unless configured otherwise.
+JWT_REGISTERED_CLAIMS = ("iss", "aud", "iat", "exp", "jti")
+
+# The type of the WebhookService's test event (sent by `webhooks.ping`).
+PING_EVENT_TYPE = "webhook.ping"
+
+# Replay window the guide asks every receiver to enforce.
+DEFAULT_TOLERANCE_SECONDS = 5 * 60
+
+
+class Envelope(TypedDict):
+    """The thin payload: a snapshot with status and pointers, never the output itself."""
+
+    type: str
+    version: str
+    timestamp: str
+    data: dict[str, Any]
+    user_metadata: NotRequired[dict[str, Any]]
+
+
+_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+_HMAC_SHAPE = re.compile(r"^v1,[A-Za-z0-9+/=]+( v1,[A-Za-z0-9+/=]+)*$")
+
+Scheme = Literal["hmac", "jwt"]
+
+
+def signature_scheme(header_value: str) -> Scheme | None:
+    """Which scheme signed a delivery, from the shape of its `webhook-signature` header.
+
+    Any space-separated `v[N],...` list is Standard Webhooks (the verifier ignores versions
+    it does not know); three base64url segments are a JWT; anything else is malformed.
+    """
+    value = header_value.strip()
+    if _JWT_SHAPE.match(value):
+        return "jwt"
+    if value and all(re.match(r"^v\d+[a-z]*,\S+$", part) for part in value.split(" ") if part):
+        return "hmac"
+    return None
+
+
+def is_hmac_v1_list(header_value: str) -> bool:
+    """True when every entry is a well-formed `v1,<base64>` signature."""
+    return bool(_HMAC_SHAPE.match(header_value.strip()))

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from standardwebhooks.webhooks import Webhook
+
+from gemini_webhooks.contracts.delivery import signature_scheme
+
+
+def test_standard_webhooks_signature_is_recognised_as_hmac() -> None:
+    hook = Webhook("whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    from datetime import UTC, datetime
+
+    header = hook.sign("msg_1", datetime.now(UTC), "{}")
+    assert signature_scheme(header) == "hmac"
+    assert signature_scheme(f"{header} {header}") == "hmac"
+
+
+def test_rs256_jwt_is_recognised_as_jwt() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = jwt.encode({"a": 1}, key, algorithm="RS256", headers={"kid": "k1"})
+    assert signature_scheme(token) == "jwt"
+
+
+@pytest.mark.parametrize("header", ["", "garbage", "v1", "a.b", "v1,abc def"])
+def test_malformed_headers_have_no_scheme(header: str) -> None:
+    assert signature_scheme(header) is None
