@@ -1,0 +1,285 @@
+"""The operator's Prometheus metrics — every name, label and meaning defined here once.
+
+All metrics live in one dedicated `CollectorRegistry` (`REGISTRY`), served by
+`serve(port)`; the chart's dashboard and alert rules import the name constants below.
+Labels are low-cardinality by construction: results, methods, status codes and reasons
+come from small closed sets, and the only per-resource labels are `namespace` and `name`
+of a GeminiWebhook. No label value and no sample ever carries secret material: the
+per-webhook gauges are fed timestamps and booleans, never a secret.
+
+Per-webhook values (remote state, secret age, next rotation, DeliveryVerified) are kept
+in a small table (`WebhookTable`) and turned into samples at scrape time, so a deleted
+resource disappears from every series at once (`forget`) and the secret's age is exact at
+the moment Prometheus reads it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+NAMESPACE = "gemini_webhook_operator"
+
+# Exposed sample names (counters carry their `_total` suffix, histograms their base name).
+RECONCILES_TOTAL = f"{NAMESPACE}_reconciles_total"
+RECONCILE_DURATION_SECONDS = f"{NAMESPACE}_reconcile_duration_seconds"
+API_REQUESTS_TOTAL = f"{NAMESPACE}_webhookservice_requests_total"
+API_REQUEST_DURATION_SECONDS = f"{NAMESPACE}_webhookservice_request_duration_seconds"
+WEBHOOKS = f"{NAMESPACE}_webhooks"
+SECRET_AGE_SECONDS = f"{NAMESPACE}_signing_secret_age_seconds"
+NEXT_ROTATION_TIMESTAMP_SECONDS = f"{NAMESPACE}_next_rotation_timestamp_seconds"
+ROTATIONS_TOTAL = f"{NAMESPACE}_rotations_total"
+HEALS_TOTAL = f"{NAMESPACE}_heals_total"
+DELIVERY_PINGS_TOTAL = f"{NAMESPACE}_delivery_pings_total"
+DELIVERY_ROUND_TRIP_SECONDS = f"{NAMESPACE}_delivery_round_trip_seconds"
+DELIVERY_VERIFIED = f"{NAMESPACE}_delivery_verified"
+
+ALL_METRIC_NAMES: tuple[str, ...] = (
+    RECONCILES_TOTAL,
+    RECONCILE_DURATION_SECONDS,
+    API_REQUESTS_TOTAL,
+    API_REQUEST_DURATION_SECONDS,
+    WEBHOOKS,
+    SECRET_AGE_SECONDS,
+    NEXT_ROTATION_TIMESTAMP_SECONDS,
+    ROTATIONS_TOTAL,
+    HEALS_TOTAL,
+    DELIVERY_PINGS_TOTAL,
+    DELIVERY_ROUND_TRIP_SECONDS,
+    DELIVERY_VERIFIED,
+)
+
+# Closed label sets (documented in docs/operator-receiver.md).
+ReconcileResult = Literal["success", "retry", "error"]
+RECONCILE_RESULTS: tuple[str, ...] = ("success", "retry", "error")
+REMOTE_STATES: tuple[str, ...] = (
+    "enabled",
+    "disabled",
+    "disabled_due_to_failed_deliveries",
+    "absent",
+)
+PingResult = Literal["verified", "not_verified", "send_failed", "receiver_unreachable"]
+PING_RESULTS: tuple[str, ...] = ("verified", "not_verified", "send_failed", "receiver_unreachable")
+# Status "code" of a WebhookService call that never got an HTTP answer.
+CODE_TRANSPORT_ERROR = "transport_error"
+CODE_TIMEOUT = "timeout"
+
+# Round trips run from under a second (loopback) to tens of seconds (retries, cold pods).
+_ROUND_TRIP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+@dataclass(frozen=True)
+class WebhookRecord:
+    """What the per-webhook gauges report for one GeminiWebhook (no secret material)."""
+
+    remote_state: str | None = None
+    secret_created_at: float | None = None  # unix seconds
+    next_rotation_at: float | None = None  # unix seconds
+    delivery_verified: bool | None = None  # None: health check disabled or not yet known
+
+
+def _unix(value: datetime | float | None) -> float | None:
+    if value is None or isinstance(value, float | int):
+        return value
+    if value.tzinfo is None:
+        raise ValueError("timestamps for metrics must carry a time zone")
+    return value.timestamp()
+
+
+class WebhookTable(Collector):
+    """Per-webhook state, turned into gauge samples when scraped. Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._records: dict[tuple[str, str], WebhookRecord] = {}
+
+    def _update(self, namespace: str, name: str, **changes: object) -> None:
+        with self._lock:
+            record = self._records.get((namespace, name), WebhookRecord())
+            self._records[(namespace, name)] = replace(record, **changes)  # type: ignore[arg-type]
+
+    def set_remote_state(self, namespace: str, name: str, state: str | None) -> None:
+        """The webhook's remote state as last observed; None or "absent" when it is gone."""
+        if state is not None and state not in REMOTE_STATES:
+            raise ValueError(f"unknown remote state {state!r}; expected one of {REMOTE_STATES}")
+        self._update(namespace, name, remote_state=state or "absent")
+
+    def set_secret_created(self, namespace: str, name: str, at: datetime | float | None) -> None:
+        """When the current signing secret was created (None: the operator holds none)."""
+        self._update(namespace, name, secret_created_at=_unix(at))
+
+    def set_next_rotation(self, namespace: str, name: str, at: datetime | float | None) -> None:
+        """When the next scheduled rotation is due (None: no schedule, or paused)."""
+        self._update(namespace, name, next_rotation_at=_unix(at))
+
+    def set_delivery_verified(self, namespace: str, name: str, verified: bool | None) -> None:
+        """The DeliveryVerified condition (None: health check disabled or not yet run)."""
+        self._update(namespace, name, delivery_verified=verified)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop every series of a deleted resource."""
+        with self._lock:
+            self._records.pop((namespace, name), None)
+
+    def record(self, namespace: str, name: str) -> WebhookRecord | None:
+        with self._lock:
+            return self._records.get((namespace, name))
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            records = sorted(self._records.items())
+        now = self._clock()
+        by_state = GaugeMetricFamily(
+            WEBHOOKS, "GeminiWebhook resources by the remote webhook's state.", labels=["state"]
+        )
+        counts = dict.fromkeys(REMOTE_STATES, 0)
+        age = GaugeMetricFamily(
+            SECRET_AGE_SECONDS,
+            "Age of the current signing secret the operator holds, per GeminiWebhook.",
+            labels=["namespace", "name"],
+        )
+        next_rotation = GaugeMetricFamily(
+            NEXT_ROTATION_TIMESTAMP_SECONDS,
+            "Unix time of the next scheduled signing-secret rotation, per GeminiWebhook.",
+            labels=["namespace", "name"],
+        )
+        verified = GaugeMetricFamily(
+            DELIVERY_VERIFIED,
+            "1 when the last health ping was delivered and verified by the receiver, else 0.",
+            labels=["namespace", "name"],
+        )
+        for (namespace, name), record in records:
+            if record.remote_state is not None:
+                counts[record.remote_state] += 1
+            if record.secret_created_at is not None:
+                age.add_metric([namespace, name], max(0.0, now - record.secret_created_at))
+            if record.next_rotation_at is not None:
+                next_rotation.add_metric([namespace, name], record.next_rotation_at)
+            if record.delivery_verified is not None:
+                verified.add_metric([namespace, name], 1.0 if record.delivery_verified else 0.0)
+        for state, count in counts.items():
+            by_state.add_metric([state], count)
+        yield by_state
+        yield age
+        yield next_rotation
+        yield verified
+
+
+class OperatorMetrics:
+    """Every operator metric, registered in one registry."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.reconciles = Counter(
+            RECONCILES_TOTAL.removesuffix("_total"),
+            "Reconciliations of GeminiWebhook resources, by handler and result.",
+            ["handler", "result"],
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            RECONCILE_DURATION_SECONDS,
+            "Duration of one reconciliation, by handler.",
+            ["handler"],
+            registry=r,
+        )
+        self.api_requests = Counter(
+            API_REQUESTS_TOTAL.removesuffix("_total"),
+            "WebhookService calls, by SDK method and HTTP status code "
+            f"({CODE_TRANSPORT_ERROR!r}/{CODE_TIMEOUT!r} when no answer came).",
+            ["method", "code"],
+            registry=r,
+        )
+        self.api_request_duration = Histogram(
+            API_REQUEST_DURATION_SECONDS,
+            "Duration of one WebhookService call, by SDK method.",
+            ["method"],
+            registry=r,
+        )
+        self.rotations = Counter(
+            ROTATIONS_TOTAL.removesuffix("_total"),
+            "Signing-secret rotations performed, by the reason that triggered them.",
+            ["reason"],
+            registry=r,
+        )
+        self.heals = Counter(
+            HEALS_TOTAL.removesuffix("_total"),
+            "Heals performed (lost secret regained, remote webhook recreated, ...), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.delivery_pings = Counter(
+            DELIVERY_PINGS_TOTAL.removesuffix("_total"),
+            "Health pings sent to webhooks, by outcome.",
+            ["result"],
+            registry=r,
+        )
+        self.delivery_round_trip = Histogram(
+            DELIVERY_ROUND_TRIP_SECONDS,
+            "Seconds from sending a health ping to the receiver reporting it verified.",
+            buckets=_ROUND_TRIP_BUCKETS,
+            registry=r,
+        )
+        self.webhooks = WebhookTable(clock)
+        r.register(self.webhooks)
+
+    @contextmanager
+    def time_reconcile(self, handler: str) -> Iterator[None]:
+        """Count and time one reconciliation; the result follows how the block ends.
+
+        A `kopf.TemporaryError` (or any exception named `*TemporaryError`) counts as
+        "retry", another exception as "error", a normal exit as "success".
+        """
+        started = time.perf_counter()
+        result: ReconcileResult = "success"
+        try:
+            yield
+        except BaseException as error:
+            result = "retry" if type(error).__name__.endswith("TemporaryError") else "error"
+            raise
+        finally:
+            self.reconcile_duration.labels(handler).observe(time.perf_counter() - started)
+            self.reconciles.labels(handler, result).inc()
+
+    def observe_api_call(self, method: str, code: int | str, seconds: float) -> None:
+        """Record one WebhookService call (`code`: HTTP status, or a CODE_* constant)."""
+        self.api_requests.labels(method, str(code)).inc()
+        self.api_request_duration.labels(method).observe(seconds)
+
+    def observe_ping(self, result: PingResult, round_trip_seconds: float | None = None) -> None:
+        """Record one health ping's outcome, and its round trip when it verified."""
+        if result not in PING_RESULTS:
+            raise ValueError(f"unknown ping result {result!r}")
+        self.delivery_pings.labels(result).inc()
+        if round_trip_seconds is not None:
+            self.delivery_round_trip.observe(round_trip_seconds)
+
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+METRICS = OperatorMetrics(REGISTRY)
+
+
+def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY) -> WSGIServer:
+    """Serve `/metrics` on a daemon thread (port 0: any free port).
+
+    The bound port is `server.server_address[1]`; `server.shutdown()` stops it.
+    """
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server
