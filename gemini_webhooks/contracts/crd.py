@@ -1,0 +1,388 @@
+"""The GeminiWebhook CustomResourceDefinition, built in Python — the single source of truth.
+
+`python -m gemini_webhooks.generate` renders it to `crds/` and `docs/crd-reference.md`.
+Every field carries a description (so `kubectl explain` reads as documentation), and
+validation uses plain OpenAPI keywords (patterns, enums, bounds, `required`) that every
+API server — and our Kubernetes sandbox — checks before the operator sees a resource.
+
+The spec/status layout is a contract: the operator reads it, the receiver's chart and the
+sandbox build on it. Change it only in backward-compatible ways within `v1alpha1`.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from typing import Any
+
+from gemini_webhooks.contracts.events import SUBSCRIBABLE_EVENT_TYPES
+from gemini_webhooks.contracts.signing_secret import API_GROUP
+
+KIND = "GeminiWebhook"
+LIST_KIND = "GeminiWebhookList"
+PLURAL = "geminiwebhooks"
+SINGULAR = "geminiwebhook"
+SHORT_NAMES = ("gwh",)
+CATEGORIES = ("gemini",)
+VERSION = "v1alpha1"
+API_VERSION = f"{API_GROUP}/{VERSION}"
+CRD_NAME = f"{PLURAL}.{API_GROUP}"
+
+# Annotations the operator reads on a GeminiWebhook.
+ANNOTATION_ROTATE = f"{API_GROUP}/rotate"
+"""Set (any value) to request a rotation now, like cert-manager's `renew`; removed once done."""
+
+# Condition types and the spec's enumerations, shared with the operator.
+CONDITION_READY = "Ready"
+CONDITION_SYNCED = "Synced"
+CONDITION_DELIVERY_VERIFIED = "DeliveryVerified"
+STATES = ("Enabled", "Disabled")
+REVOCATIONS = ("Grace", "Immediate")
+DELETION_POLICIES = ("Delete", "Orphan")
+REMOTE_STATES = ("enabled", "disabled", "disabled_due_to_failed_deliveries")
+
+DEFAULT_API_KEY_SECRET_KEY = "api-key"
+DEFAULT_SIGNING_SECRET_SUFFIX = "-signing-secret"
+
+# A Go-style duration made of hours/minutes/seconds (`720h`, `90m`, `1h30m`), as
+# cert-manager and most operators spell them; days are written in hours.
+DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+# Five space-separated cron fields; the operator parses it fully (cronsim).
+CRON_PATTERN = r"^\S+( \S+){4}$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+URL_PATTERN = r"^https?://[^\s/?#]+([/?#]\S*)?$"
+WEBHOOK_ID_PATTERN = r"^[-_.a-zA-Z0-9]+$"
+
+
+def _string(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+def _bool(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "boolean", "description": description, **extra}
+
+
+def _object(
+    description: str,
+    properties: dict[str, Any],
+    required: tuple[str, ...] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+    }
+    if required:
+        schema["required"] = list(required)
+    schema.update(extra)
+    return schema
+
+
+def _timestamp(description: str) -> dict[str, Any]:
+    return _string(description, format="date-time")
+
+
+def _minimal_receiver_schema() -> dict[str, Any]:
+    return _object(
+        "The receiver the operator deploys for this webhook: it verifies deliveries "
+        "with the signing secrets and forwards them.",
+        {
+            "enabled": _bool(
+                "Deploy a receiver (Deployment, Service, ConfigMap, RBAC) for this webhook.",
+                default=False,
+            )
+        },
+    )
+
+
+def receiver_schema() -> dict[str, Any]:
+    """`spec.receiver`, owned by the receiver-resources module when it is installed."""
+    try:
+        module = importlib.import_module("gemini_webhooks.contracts.crd_receiver")
+    except ModuleNotFoundError:
+        return _minimal_receiver_schema()
+    schema: dict[str, Any] = module.receiver_schema()
+    return copy.deepcopy(schema)
+
+
+def spec_schema() -> dict[str, Any]:
+    return _object(
+        "The desired webhook: where Gemini delivers which events, the API key to manage it "
+        "with, where its signing secrets are kept and how they rotate.",
+        {
+            "displayName": _string(
+                "Human-readable name of the remote webhook. The operator appends a marker "
+                "with this resource's UID so that it can always find its own webhook.",
+                minLength=1,
+                maxLength=200,
+            ),
+            "url": _string(
+                "The URL Gemini delivers events to (`https://...`; `http://` only for local "
+                "emulators). When `receiver.enabled` is true and this is omitted, the "
+                "operator uses the receiver Service's URL.",
+                maxLength=2048,
+                pattern=URL_PATTERN,
+            ),
+            "events": {
+                "type": "array",
+                "description": "Event types this webhook subscribes to. A static webhook can "
+                "subscribe to: " + ", ".join(SUBSCRIBABLE_EVENT_TYPES) + ". (`*.cancelled` "
+                "events reach only dynamic webhooks; `batch.completed` is spelled "
+                "`batch.succeeded`.)",
+                "minItems": 1,
+                "maxItems": len(SUBSCRIBABLE_EVENT_TYPES),
+                "x-kubernetes-list-type": "set",
+                "items": _string(
+                    "One subscribable event type.", enum=list(SUBSCRIBABLE_EVENT_TYPES)
+                ),
+            },
+            "state": _string(
+                "Desired remote state. `Disabled` keeps the webhook (and its secrets) but "
+                "stops deliveries. A webhook Gemini disabled after failed deliveries is "
+                "reported, not re-enabled behind your back: set `Disabled` then `Enabled` "
+                "to re-enable it.",
+                enum=list(STATES),
+                default="Enabled",
+            ),
+            "apiKeySecretRef": _object(
+                "The Secret (in this namespace) holding the Gemini API key used to manage "
+                "this webhook.",
+                {
+                    "name": _string(
+                        "Name of the Secret.",
+                        minLength=1,
+                        maxLength=253,
+                        pattern=DNS_SUBDOMAIN_PATTERN,
+                    ),
+                    "key": _string(
+                        "Key within the Secret's data.",
+                        default=DEFAULT_API_KEY_SECRET_KEY,
+                        minLength=1,
+                        maxLength=253,
+                        pattern=SECRET_KEY_PATTERN,
+                    ),
+                },
+                required=("name",),
+            ),
+            "signingSecretName": _string(
+                "Name of the Secret the operator writes the signing secrets to (format: "
+                "docs/operator.md). Defaults to `<metadata.name>-signing-secret`. Must not be "
+                "an existing Secret that this resource does not own.",
+                minLength=1,
+                maxLength=253,
+                pattern=DNS_SUBDOMAIN_PATTERN,
+            ),
+            "rotation": _object(
+                "When and how the signing secret rotates. Without `interval` or `schedule` "
+                "it rotates only when requested (annotation `" + ANNOTATION_ROTATE + "`) or "
+                "when the operator must regain a lost secret.",
+                {
+                    "interval": _string(
+                        "Rotate this long after the last rotation, as hours/minutes/seconds "
+                        "(`720h` = 30 days). Mutually exclusive with `schedule`.",
+                        pattern=DURATION_PATTERN,
+                        minLength=2,
+                        maxLength=32,
+                    ),
+                    "schedule": _string(
+                        "Rotate at the first time matching this 5-field cron expression "
+                        "(UTC) after the last rotation, e.g. `0 3 1 * *`. Mutually exclusive "
+                        "with `interval`.",
+                        pattern=CRON_PATTERN,
+                        maxLength=128,
+                    ),
+                    "revocation": _string(
+                        "What happens to the previous secret: `Grace` keeps it valid for "
+                        "24 hours (Gemini signs with both; consumers never miss a delivery), "
+                        "`Immediate` revokes it at once.",
+                        enum=list(REVOCATIONS),
+                        default="Grace",
+                    ),
+                    "paused": _bool(
+                        "Suspend scheduled rotation. Lost secrets are still regained and an "
+                        "explicit rotation request is still honoured.",
+                        default=False,
+                    ),
+                },
+            )
+            | {"not": {"required": ["interval", "schedule"]}},
+            "deletionPolicy": _string(
+                "What deleting this resource does to the remote webhook: `Delete` deletes it, "
+                "`Orphan` leaves it in place.",
+                enum=list(DELETION_POLICIES),
+                default="Delete",
+            ),
+            "webhookId": _string(
+                "Adopt the existing remote webhook with this ID instead of creating one. "
+                "The operator rotates its signing secret once to obtain a secret it holds.",
+                minLength=1,
+                maxLength=128,
+                pattern=WEBHOOK_ID_PATTERN,
+            ),
+            "apiBaseUrl": _string(
+                "Override the Gemini API base URL (for the local emulator or a proxy).",
+                maxLength=2048,
+                pattern=URL_PATTERN,
+            ),
+            "healthCheck": _object(
+                "End-to-end health: the operator pings the webhook periodically and after "
+                "every rotation, and reports whether the receiver verified the ping as the "
+                "`DeliveryVerified` condition.",
+                {
+                    "enabled": _bool("Run the periodic ping check.", default=False),
+                    "interval": _string(
+                        "Time between pings, as hours/minutes/seconds.",
+                        pattern=DURATION_PATTERN,
+                        default="10m",
+                        minLength=2,
+                        maxLength=32,
+                    ),
+                },
+            ),
+            "receiver": receiver_schema(),
+        },
+        required=("events", "apiKeySecretRef"),
+    )
+
+
+def _condition_schema() -> dict[str, Any]:
+    return _object(
+        "A condition, per the Kubernetes API conventions.",
+        {
+            "type": _string("Condition type: Ready, Synced or DeliveryVerified.", maxLength=64),
+            "status": _string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+            "reason": _string("Machine-readable CamelCase reason.", maxLength=128),
+            "message": _string("Human-readable details (never secret material).", maxLength=4096),
+            "lastTransitionTime": _timestamp("When the status last changed."),
+            "observedGeneration": {
+                "type": "integer",
+                "format": "int64",
+                "description": "The .metadata.generation this condition was computed from.",
+                "minimum": 0,
+            },
+        },
+        required=("type", "status"),
+    )
+
+
+def status_schema() -> dict[str, Any]:
+    return _object(
+        "The observed state, written by the operator.",
+        {
+            "webhookId": _string("ID of the remote webhook this resource manages."),
+            "remoteState": _string(
+                "The remote webhook's state as last observed.", enum=list(REMOTE_STATES)
+            ),
+            "url": _string("The URL the remote webhook delivers to."),
+            "signingSecretName": _string("The Secret holding the signing secrets."),
+            "lastRotationTime": _timestamp(
+                "When the current signing secret was obtained (creation or rotation); the "
+                "next scheduled rotation is computed from it, so restarts never skip or "
+                "repeat one."
+            ),
+            "nextRotationTime": _timestamp("When the next scheduled rotation is due."),
+            "lastRotationReason": _string(
+                "Why the last rotation happened (e.g. DueByPolicy, SecretMissing)."
+            ),
+            "observedGeneration": {
+                "type": "integer",
+                "format": "int64",
+                "description": "The .metadata.generation last reconciled.",
+                "minimum": 0,
+            },
+            "conditions": {
+                "type": "array",
+                "description": "Ready, Synced and (with health checks) DeliveryVerified.",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "items": _condition_schema(),
+            },
+        },
+    )
+
+
+def printer_columns() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "Webhook ID",
+            "type": "string",
+            "jsonPath": ".status.webhookId",
+            "description": "ID of the remote webhook.",
+        },
+        {
+            "name": "State",
+            "type": "string",
+            "jsonPath": ".status.remoteState",
+            "description": "Remote state.",
+        },
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+            "description": "Whether the webhook is in place with a secret the operator holds.",
+        },
+        {
+            "name": "Last Rotation",
+            "type": "date",
+            "jsonPath": ".status.lastRotationTime",
+            "description": "When the signing secret last rotated.",
+        },
+        {
+            "name": "Age",
+            "type": "date",
+            "jsonPath": ".metadata.creationTimestamp",
+            "description": "Age of the resource.",
+        },
+    ]
+
+
+def crd() -> dict[str, Any]:
+    """The CustomResourceDefinition manifest (apiextensions.k8s.io/v1)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": CRD_NAME,
+            "labels": {"app.kubernetes.io/name": "gemini-webhook-operator"},
+        },
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": LIST_KIND,
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": list(CATEGORIES),
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": printer_columns(),
+                    "schema": {
+                        "openAPIV3Schema": _object(
+                            "A Gemini API webhook managed declaratively: the operator creates "
+                            "it through the WebhookService, keeps it as specified, stores its "
+                            "signing secrets in a Secret and rotates them.",
+                            {
+                                "apiVersion": _string(
+                                    "APIVersion defines the versioned schema of this object."
+                                ),
+                                "kind": _string("Kind is the type of this object."),
+                                "metadata": {"type": "object", "description": "Object metadata."},
+                                "spec": spec_schema(),
+                                "status": status_schema(),
+                            },
+                            required=("spec",),
+                        )
+                    },
+                }
+            ],
+        },
+    }
