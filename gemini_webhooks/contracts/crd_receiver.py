@@ -1,0 +1,430 @@
+"""The GeminiWebhook's `spec.receiver` and `spec.healthCheck`: schema and typed view.
+
+Two faces of one contract:
+- `RECEIVER_SCHEMA` / `HEALTH_CHECK_SCHEMA`: OpenAPI v3 *structural* schemas (every field
+  described, so `kubectl explain geminiwebhook.spec.receiver` reads as documentation) that
+  the CRD (`contracts.crd`) embeds under `spec.properties`.
+- `ReceiverSpec` / `HealthCheckSpec`: pydantic models of the same fields (camelCase
+  aliases), which the operator uses to read a resource. They reject unknown keys, so a
+  resource that slipped past admission (or a cluster without schema validation) still fails
+  with a message naming the field. A test keeps both faces in step.
+
+The receiver section maps onto the receiver's own config (`contracts.receiver_config`);
+the operator renders that mapping in `gemini_webhook_operator.receiver_resources`.
+Field names follow Kubernetes conventions (camelCase); routes mirror the receiver's routes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from gemini_webhooks.contracts.delivery import (
+    DEFAULT_TOLERANCE_SECONDS,
+    GOOGLE_ISSUER,
+    GOOGLE_JWKS_URI,
+)
+
+# Go-style durations as Kubernetes users write them: "90s", "5m", "1h30m".
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+DEFAULT_REPLICAS = 1
+MAX_REPLICAS = 20
+DEFAULT_SERVICE_PORT = 80
+DEFAULT_HEALTH_INTERVAL = "10m"
+DEFAULT_HEALTH_TIMEOUT = "30s"
+MIN_HEALTH_INTERVAL_SECONDS = 60.0
+
+
+class CrdReceiverError(ValueError):
+    """`spec.receiver` or `spec.healthCheck` is invalid; the message names the field."""
+
+
+def parse_duration(value: str) -> timedelta:
+    """A Go-style duration ("1h30m") as a timedelta; ValueError names the bad value."""
+    if not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"invalid duration {value!r}: expected e.g. '90s', '5m', '1h30m'")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+    return timedelta(seconds=seconds)
+
+
+# --- OpenAPI v3 structural schema -------------------------------------------------------
+
+
+def _str(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+def _int(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "integer", "description": description, **extra}
+
+
+def _bool(description: str, default: bool) -> dict[str, Any]:
+    return {"type": "boolean", "description": description, "default": default}
+
+
+def _list(description: str, items: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"type": "array", "description": description, "items": items, **extra}
+
+
+def _obj(
+    description: str,
+    properties: dict[str, Any],
+    required: list[str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "description": description}
+    schema["properties"] = properties
+    if required:
+        schema["required"] = required
+    schema.update(extra)
+    return schema
+
+
+_QUANTITY = {
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "x-kubernetes-int-or-string": True,
+    # The pattern controller-gen emits for resource.Quantity (applies to strings only).
+    "pattern": (
+        r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+        r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    ),
+}
+
+_TARGET = _obj(
+    "Where an event goes: exactly one of `service` or `url`.",
+    {
+        "service": _obj(
+            "A Service in the cluster.",
+            {
+                "name": _str("Service name.", minLength=1),
+                "namespace": _str(
+                    "Service namespace; defaults to the GeminiWebhook's namespace.", minLength=1
+                ),
+                "port": _int("Service port.", minimum=1, maximum=65535),
+                "path": _str("Path on the Service.", default="/", pattern="^/"),
+            },
+            required=["name", "port"],
+        ),
+        "url": _str("An http(s) URL.", pattern="^https?://"),
+        "format": _str(
+            "`envelope`: the envelope JSON as received; `cloudevents`: a CloudEvent in binary "
+            "mode (ce-* headers, data as body).",
+            enum=["envelope", "cloudevents"],
+            default="envelope",
+        ),
+    },
+    oneOf=[{"required": ["service"]}, {"required": ["url"]}],
+)
+
+_TARGETS = _list("Every target receives the event.", _TARGET, minItems=1)
+
+RECEIVER_SCHEMA: dict[str, Any] = _obj(
+    "A receiver deployed for this webhook: verifies every delivery's signature, drops "
+    "replays and duplicates, and forwards events to the routes' targets.",
+    {
+        "enabled": _bool("Deploy the receiver.", False),
+        "replicas": _int(
+            "Receiver pods; more than one also gets a PodDisruptionBudget (use `redis` to "
+            "share deduplication between replicas).",
+            minimum=1,
+            maximum=MAX_REPLICAS,
+            default=DEFAULT_REPLICAS,
+        ),
+        "image": _str("Receiver image; defaults to the operator's configured receiver image."),
+        "imagePullPolicy": _str(
+            "Image pull policy of the receiver container.",
+            enum=["Always", "IfNotPresent", "Never"],
+        ),
+        "resources": _obj(
+            "Compute resources of the receiver container; defaults to the operator's.",
+            {
+                "requests": {
+                    "type": "object",
+                    "description": "Minimum resources, e.g. `cpu: 50m`, `memory: 64Mi`.",
+                    "additionalProperties": _QUANTITY,
+                },
+                "limits": {
+                    "type": "object",
+                    "description": "Maximum resources, e.g. `memory: 256Mi`.",
+                    "additionalProperties": _QUANTITY,
+                },
+            },
+        ),
+        "routes": _list(
+            "Ordered routing rules; the first rule that matches an event decides its targets.",
+            _obj(
+                "One routing rule.",
+                {
+                    "name": _str("Rule name (logs and metrics).", minLength=1),
+                    "match": _obj(
+                        "When the rule applies; every given condition must hold, an absent "
+                        "one matches everything.",
+                        {
+                            "types": _list(
+                                "Event type globs, e.g. `batch.*`, `video.generated`.",
+                                {"type": "string", "minLength": 1},
+                            ),
+                            "sources": _list(
+                                "Delivery sources: `static` (this webhook) and/or `dynamic` "
+                                "(request-level webhooks).",
+                                {"type": "string", "enum": ["static", "dynamic"]},
+                            ),
+                            "userMetadata": {
+                                "type": "object",
+                                "description": "`user_metadata` key to value glob; each key "
+                                "must be present and match.",
+                                "additionalProperties": {"type": "string"},
+                            },
+                        },
+                    ),
+                    "targets": _TARGETS,
+                },
+                required=["name", "targets"],
+            ),
+        ),
+        "defaultRoute": _obj(
+            "Targets for events no rule matches. Without `redis`, set this or "
+            "`deadLetter` so that an unroutable event is never dropped.",
+            {"targets": _TARGETS},
+            required=["targets"],
+        ),
+        "deadLetter": _obj(
+            "Where unroutable events go when `redis` is not set (with Redis: a stream).",
+            {"target": _TARGET},
+            required=["target"],
+        ),
+        "dynamic": _obj(
+            "Also accept dynamic (request-level) webhooks, signed with RS256 JWTs.",
+            {
+                "enabled": _bool("Accept JWT-signed deliveries.", False),
+                "audiences": _list(
+                    "Accepted `aud` values, usually the public URI of this receiver.",
+                    {"type": "string", "minLength": 1},
+                ),
+                "issuer": _str("Required `iss` claim.", default=GOOGLE_ISSUER),
+                "jwksUri": _str(
+                    "JWKS URI pinned for verification.",
+                    default=GOOGLE_JWKS_URI,
+                    pattern="^https?://",
+                ),
+            },
+        ),
+        "redis": _obj(
+            "Durable mode: accept deliveries into a Redis Stream and share deduplication "
+            "between replicas. The URL is given in the resource.",
+            {
+                "url": _str(
+                    "Redis URL, e.g. `redis://redis.team-a.svc:6379/0`; it is written to the "
+                    "receiver's ConfigMap, so it must not carry a password.",
+                    pattern="^(redis|rediss|unix)://",
+                ),
+            },
+            required=["url"],
+        ),
+        "dedup": _obj(
+            "Deduplication on `webhook-id` (Gemini retries for 24 h).",
+            {
+                "ttl": _str(
+                    "How long a `webhook-id` is remembered.",
+                    default="25h",
+                    pattern=DURATION_PATTERN,
+                ),
+                "maxEntries": _int(
+                    "Without Redis: the oldest ids are forgotten beyond this count.",
+                    minimum=1,
+                    default=1_000_000,
+                ),
+            },
+        ),
+        "replayTolerance": _str(
+            "Reject deliveries whose `webhook-timestamp` is older (or further in the future) "
+            "than this.",
+            default=f"{DEFAULT_TOLERANCE_SECONDS // 60}m",
+            pattern=DURATION_PATTERN,
+        ),
+        "service": _obj(
+            "The Service in front of the receiver; the webhook's `url` should reach it.",
+            {
+                "type": _str(
+                    "Service type.",
+                    enum=["ClusterIP", "NodePort", "LoadBalancer"],
+                    default="ClusterIP",
+                ),
+                "port": _int(
+                    "Service port for deliveries.",
+                    minimum=1,
+                    maximum=65535,
+                    default=DEFAULT_SERVICE_PORT,
+                ),
+            },
+        ),
+        "logLevel": _str(
+            "Receiver log level.", enum=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO"
+        ),
+    },
+)
+
+HEALTH_CHECK_SCHEMA: dict[str, Any] = _obj(
+    "End-to-end health: the operator pings the webhook periodically and after every "
+    "rotation, and asks the receiver whether the ping arrived and verified "
+    "(condition `DeliveryVerified`). Needs `receiver.enabled`.",
+    {
+        "enabled": _bool("Run the end-to-end check.", False),
+        "interval": _str(
+            "Time between pings, e.g. `10m` (at least 1m; each ping is a WebhookService call).",
+            default=DEFAULT_HEALTH_INTERVAL,
+            pattern=DURATION_PATTERN,
+        ),
+        "timeout": _str(
+            "How long a ping may take to arrive and verify before the check fails.",
+            default=DEFAULT_HEALTH_TIMEOUT,
+            pattern=DURATION_PATTERN,
+        ),
+    },
+)
+
+
+# --- Typed view ------------------------------------------------------------------------
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+Quantity = int | str
+
+
+class ServiceRefSpec(_Spec):
+    name: str = Field(min_length=1)
+    namespace: str | None = Field(None, min_length=1)
+    port: int = Field(ge=1, le=65535)
+    path: str = Field("/", pattern="^/")
+
+
+class TargetSpec(_Spec):
+    service: ServiceRefSpec | None = None
+    url: str | None = Field(None, pattern="^https?://")
+    format: Literal["envelope", "cloudevents"] = "envelope"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TargetSpec:
+        if (self.service is None) == (self.url is None):
+            raise ValueError("set exactly one of 'service' or 'url'")
+        return self
+
+
+class MatchSpec(_Spec):
+    types: list[str] = Field(default_factory=list)
+    sources: list[Literal["static", "dynamic"]] = Field(default_factory=list)
+    user_metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class RouteSpec(_Spec):
+    name: str = Field(min_length=1)
+    match: MatchSpec = Field(default_factory=MatchSpec)
+    targets: list[TargetSpec] = Field(min_length=1)
+
+
+class DefaultRouteSpec(_Spec):
+    targets: list[TargetSpec] = Field(min_length=1)
+
+
+class DeadLetterSpec(_Spec):
+    target: TargetSpec
+
+
+class DynamicSpec(_Spec):
+    enabled: bool = False
+    audiences: list[str] = Field(default_factory=list)
+    issuer: str = GOOGLE_ISSUER
+    jwks_uri: str = Field(GOOGLE_JWKS_URI, pattern="^https?://")
+
+
+class RedisSpec(_Spec):
+    url: str = Field(pattern="^(redis|rediss|unix)://")
+
+
+class DedupSpec(_Spec):
+    ttl: Duration = "25h"
+    max_entries: int = Field(1_000_000, ge=1)
+
+
+class ResourcesSpec(_Spec):
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class ServiceSpec(_Spec):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    port: int = Field(DEFAULT_SERVICE_PORT, ge=1, le=65535)
+
+
+class ReceiverSpec(_Spec):
+    enabled: bool = False
+    replicas: int = Field(DEFAULT_REPLICAS, ge=1, le=MAX_REPLICAS)
+    image: str | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    resources: ResourcesSpec | None = None
+    routes: list[RouteSpec] = Field(default_factory=list)
+    default_route: DefaultRouteSpec | None = None
+    dead_letter: DeadLetterSpec | None = None
+    dynamic: DynamicSpec = Field(default_factory=DynamicSpec)
+    redis: RedisSpec | None = None
+    dedup: DedupSpec = Field(default_factory=DedupSpec)
+    replay_tolerance: Duration = f"{DEFAULT_TOLERANCE_SECONDS // 60}m"
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class HealthCheckSpec(_Spec):
+    enabled: bool = False
+    interval: Duration = DEFAULT_HEALTH_INTERVAL
+    timeout: Duration = DEFAULT_HEALTH_TIMEOUT
+
+    @model_validator(mode="after")
+    def _sane_times(self) -> HealthCheckSpec:
+        if parse_duration(self.interval).total_seconds() < MIN_HEALTH_INTERVAL_SECONDS:
+            raise ValueError("interval must be at least 1m")
+        if parse_duration(self.timeout) >= parse_duration(self.interval):
+            raise ValueError("timeout must be shorter than interval")
+        return self
+
+
+def _explain(section: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = section
+        for part in item["loc"]:
+            if isinstance(part, int):
+                where += f"[{part}]"
+            elif part[:1].isalpha():
+                where += f".{part}"
+        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"{where}: {message.removeprefix('Value error, ')}")
+    return "; ".join(lines)
+
+
+def receiver_spec(spec: dict[str, Any]) -> ReceiverSpec:
+    """The typed `spec.receiver` of a GeminiWebhook (defaults when absent)."""
+    try:
+        return ReceiverSpec.model_validate(spec.get("receiver") or {})
+    except ValidationError as error:
+        raise CrdReceiverError(_explain("spec.receiver", error)) from None
+
+
+def health_check_spec(spec: dict[str, Any]) -> HealthCheckSpec:
+    """The typed `spec.healthCheck` of a GeminiWebhook (defaults when absent)."""
+    try:
+        return HealthCheckSpec.model_validate(spec.get("healthCheck") or {})
+    except ValidationError as error:
+        raise CrdReceiverError(_explain("spec.healthCheck", error)) from None

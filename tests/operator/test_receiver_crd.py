@@ -1,0 +1,171 @@
+"""`spec.receiver` / `spec.healthCheck`: a structural, documented schema in step with the
+typed view the operator reads."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from gemini_webhooks.contracts import crd_receiver
+from gemini_webhooks.contracts.crd_receiver import (
+    HEALTH_CHECK_SCHEMA,
+    RECEIVER_SCHEMA,
+    CrdReceiverError,
+    HealthCheckSpec,
+    ReceiverSpec,
+    health_check_spec,
+    parse_duration,
+    receiver_spec,
+)
+
+
+def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = [(path, schema)]
+    for name, sub in schema.get("properties", {}).items():
+        found += walk(sub, f"{path}.{name}")
+    if schema.get("items", {}).get("type") == "object":
+        found += walk(schema["items"], f"{path}[]")
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict) and "description" in extra:
+        found += walk(extra, f"{path}{{}}")
+    return found
+
+
+@pytest.mark.parametrize("schema", [RECEIVER_SCHEMA, HEALTH_CHECK_SCHEMA])
+def test_every_field_has_a_description(schema: dict[str, Any]) -> None:
+    undocumented = [path for path, node in walk(schema) if not node.get("description")]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize("schema", [RECEIVER_SCHEMA, HEALTH_CHECK_SCHEMA])
+def test_schema_is_structural(schema: dict[str, Any]) -> None:
+    # Structural: every node names its type (or is int-or-string); oneOf/anyOf below a
+    # node carry no types or descriptions of their own, except the int-or-string pattern.
+    for path, node in walk(schema):
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), path
+        for branch in node.get("oneOf", []):
+            assert set(branch) <= {"required"}, path
+
+
+def schema_fields(schema: dict[str, Any]) -> dict[str, Any]:
+    return schema.get("properties", {})
+
+
+def model_fields(model: type[BaseModel]) -> dict[str, Any]:
+    return {(f.alias or n): f for n, f in model.model_fields.items()}
+
+
+def compare(schema: dict[str, Any], model: type[BaseModel], path: str) -> list[str]:
+    problems = []
+    in_schema, in_model = set(schema_fields(schema)), set(model_fields(model))
+    if in_schema != in_model:
+        problems.append(f"{path}: schema {sorted(in_schema)} != model {sorted(in_model)}")
+    for name, field in model_fields(model).items():
+        sub = schema_fields(schema).get(name)
+        if sub is None:
+            continue
+        if "default" in sub:
+            got = field.get_default(call_default_factory=True)
+            assert got == sub["default"], f"{path}.{name}: default {got!r} != {sub['default']!r}"
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", (annotation,)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                node = sub["items"] if sub.get("type") == "array" else sub
+                problems += compare(node, candidate, f"{path}.{name}")
+            for inner in getattr(candidate, "__args__", ()):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    problems += compare(sub["items"], inner, f"{path}.{name}[]")
+    return problems
+
+
+def test_schema_and_typed_view_name_the_same_fields_with_the_same_defaults() -> None:
+    assert compare(RECEIVER_SCHEMA, ReceiverSpec, "receiver") == []
+    assert compare(HEALTH_CHECK_SCHEMA, HealthCheckSpec, "healthCheck") == []
+
+
+def test_absent_sections_mean_defaults() -> None:
+    assert receiver_spec({}).enabled is False
+    assert receiver_spec({}).replicas == 1
+    assert health_check_spec({}).enabled is False
+
+
+def test_full_receiver_section_is_read_with_camel_case_names() -> None:
+    spec = receiver_spec(
+        {
+            "receiver": {
+                "enabled": True,
+                "replicas": 3,
+                "routes": [
+                    {
+                        "name": "batches",
+                        "match": {"types": ["batch.*"], "userMetadata": {"team": "a*"}},
+                        "targets": [{"service": {"name": "h", "port": 8080}}],
+                    }
+                ],
+                "defaultRoute": {"targets": [{"url": "http://x.example/"}]},
+                "dynamic": {"enabled": True, "audiences": ["https://hooks.example/"]},
+                "redis": {"url": "redis://redis:6379/0"},
+                "replayTolerance": "2m",
+                "service": {"type": "LoadBalancer", "port": 8443},
+            }
+        }
+    )
+    assert spec.routes[0].match.user_metadata == {"team": "a*"}
+    assert spec.default_route is not None
+    assert spec.dynamic.audiences == ["https://hooks.example/"]
+    assert spec.service.type == "LoadBalancer"
+
+
+def test_unknown_field_is_rejected_by_its_path() -> None:
+    with pytest.raises(CrdReceiverError, match=r"spec\.receiver\.routes\[0\]\.matches: unknown"):
+        receiver_spec({"receiver": {"routes": [{"name": "r", "matches": {}, "targets": []}]}})
+
+
+def test_target_needs_exactly_one_destination() -> None:
+    with pytest.raises(CrdReceiverError, match=r"defaultRoute\.targets\[0\].*exactly one"):
+        receiver_spec(
+            {
+                "receiver": {
+                    "defaultRoute": {
+                        "targets": [{"url": "http://a/", "service": {"name": "b", "port": 1}}]
+                    }
+                }
+            }
+        )
+
+
+def test_too_many_replicas_is_rejected() -> None:
+    with pytest.raises(CrdReceiverError, match=r"spec\.receiver\.replicas"):
+        receiver_spec({"receiver": {"replicas": crd_receiver.MAX_REPLICAS + 1}})
+
+
+def test_health_check_interval_below_a_minute_is_rejected() -> None:
+    with pytest.raises(CrdReceiverError, match="at least 1m"):
+        health_check_spec({"healthCheck": {"enabled": True, "interval": "30s", "timeout": "5s"}})
+
+
+def test_health_check_timeout_must_be_shorter_than_interval() -> None:
+    with pytest.raises(CrdReceiverError, match="shorter than interval"):
+        health_check_spec({"healthCheck": {"interval": "1m", "timeout": "2m"}})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("1h30m", timedelta(minutes=90)),
+        ("250ms", timedelta(milliseconds=250)),
+        ("25h", timedelta(hours=25)),
+    ],
+)
+def test_durations_are_read_like_kubernetes_durations(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "5", "5 m", "-1s", "1d"])
+def test_malformed_durations_are_rejected(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
