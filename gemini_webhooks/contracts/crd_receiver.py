@@ -1,9 +1,10 @@
 """The GeminiWebhook's `spec.receiver` and `spec.healthCheck`: schema and typed view.
 
 Two faces of one contract:
-- `RECEIVER_SCHEMA` / `HEALTH_CHECK_SCHEMA`: OpenAPI v3 *structural* schemas (every field
-  described, so `kubectl explain geminiwebhook.spec.receiver` reads as documentation) that
-  the CRD (`contracts.crd`) embeds under `spec.properties`.
+- `RECEIVER_SCHEMA` (`receiver_schema()`): the OpenAPI v3 *structural* schema of
+  `spec.receiver` (every field described, so `kubectl explain geminiwebhook.spec.receiver`
+  reads as documentation) that the CRD (`contracts.crd`) embeds; `spec.healthCheck`'s
+  schema is defined in `contracts.crd` itself.
 - `ReceiverSpec` / `HealthCheckSpec`: pydantic models of the same fields (camelCase
   aliases), which the operator uses to read a resource. They reject unknown keys, so a
   resource that slipped past admission (or a cluster without schema validation) still fails
@@ -16,6 +17,7 @@ Field names follow Kubernetes conventions (camelCase); routes mirror the receive
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -23,23 +25,20 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from gemini_webhooks.contracts.crd import DURATION_PATTERN
 from gemini_webhooks.contracts.delivery import (
     DEFAULT_TOLERANCE_SECONDS,
     GOOGLE_ISSUER,
     GOOGLE_JWKS_URI,
 )
 
-# Go-style durations as Kubernetes users write them: "90s", "5m", "1h30m".
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 DEFAULT_REPLICAS = 1
 MAX_REPLICAS = 20
 DEFAULT_SERVICE_PORT = 80
 DEFAULT_HEALTH_INTERVAL = "10m"
-DEFAULT_HEALTH_TIMEOUT = "30s"
-MIN_HEALTH_INTERVAL_SECONDS = 60.0
+MIN_HEALTH_INTERVAL_SECONDS = 60
 
 
 class CrdReceiverError(ValueError):
@@ -47,10 +46,10 @@ class CrdReceiverError(ValueError):
 
 
 def parse_duration(value: str) -> timedelta:
-    """A Go-style duration ("1h30m") as a timedelta; ValueError names the bad value."""
-    if not re.fullmatch(DURATION_PATTERN, value):
+    """An hours/minutes/seconds duration ("1h30m", the CRD's `DURATION_PATTERN`)."""
+    if not value or not re.fullmatch(DURATION_PATTERN, value):
         raise ValueError(f"invalid duration {value!r}: expected e.g. '90s', '5m', '1h30m'")
-    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"([0-9]+)([hms])", value))
     return timedelta(seconds=seconds)
 
 
@@ -235,6 +234,7 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
                     "How long a `webhook-id` is remembered.",
                     default="25h",
                     pattern=DURATION_PATTERN,
+                    minLength=2,
                 ),
                 "maxEntries": _int(
                     "Without Redis: the oldest ids are forgotten beyond this count.",
@@ -248,6 +248,7 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
             "than this.",
             default=f"{DEFAULT_TOLERANCE_SECONDS // 60}m",
             pattern=DURATION_PATTERN,
+            minLength=2,
         ),
         "service": _obj(
             "The Service in front of the receiver; the webhook's `url` should reach it.",
@@ -271,24 +272,10 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
     },
 )
 
-HEALTH_CHECK_SCHEMA: dict[str, Any] = _obj(
-    "End-to-end health: the operator pings the webhook periodically and after every "
-    "rotation, and asks the receiver whether the ping arrived and verified "
-    "(condition `DeliveryVerified`). Needs `receiver.enabled`.",
-    {
-        "enabled": _bool("Run the end-to-end check.", False),
-        "interval": _str(
-            "Time between pings, e.g. `10m` (at least 1m; each ping is a WebhookService call).",
-            default=DEFAULT_HEALTH_INTERVAL,
-            pattern=DURATION_PATTERN,
-        ),
-        "timeout": _str(
-            "How long a ping may take to arrive and verify before the check fails.",
-            default=DEFAULT_HEALTH_TIMEOUT,
-            pattern=DURATION_PATTERN,
-        ),
-    },
-)
+
+def receiver_schema() -> dict[str, Any]:
+    """`spec.receiver` for the CRD (`contracts.crd` embeds it)."""
+    return copy.deepcopy(RECEIVER_SCHEMA)
 
 
 # --- Typed view ------------------------------------------------------------------------
@@ -300,7 +287,7 @@ class _Spec(BaseModel):
     )
 
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, min_length=2)]
 Quantity = int | str
 
 
@@ -387,16 +374,16 @@ class ReceiverSpec(_Spec):
 
 
 class HealthCheckSpec(_Spec):
+    """`spec.healthCheck` (its schema lives in `contracts.crd`)."""
+
     enabled: bool = False
     interval: Duration = DEFAULT_HEALTH_INTERVAL
-    timeout: Duration = DEFAULT_HEALTH_TIMEOUT
 
     @model_validator(mode="after")
-    def _sane_times(self) -> HealthCheckSpec:
+    def _not_too_often(self) -> HealthCheckSpec:
+        # Each ping is a WebhookService call; the steady-state budget is one per interval.
         if parse_duration(self.interval).total_seconds() < MIN_HEALTH_INTERVAL_SECONDS:
             raise ValueError("interval must be at least 1m")
-        if parse_duration(self.timeout) >= parse_duration(self.interval):
-            raise ValueError("timeout must be shorter than interval")
         return self
 
 

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from gemini_webhooks.contracts import crd_receiver
+from gemini_webhooks.contracts import crd, crd_receiver
 from gemini_webhooks.contracts.crd_receiver import (
-    HEALTH_CHECK_SCHEMA,
     RECEIVER_SCHEMA,
     CrdReceiverError,
     HealthCheckSpec,
@@ -32,6 +31,9 @@ def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, An
     if isinstance(extra, dict) and "description" in extra:
         found += walk(extra, f"{path}{{}}")
     return found
+
+
+HEALTH_CHECK_SCHEMA = crd.spec_schema()["properties"]["healthCheck"]
 
 
 @pytest.mark.parametrize("schema", [RECEIVER_SCHEMA, HEALTH_CHECK_SCHEMA])
@@ -84,6 +86,10 @@ def compare(schema: dict[str, Any], model: type[BaseModel], path: str) -> list[s
 def test_schema_and_typed_view_name_the_same_fields_with_the_same_defaults() -> None:
     assert compare(RECEIVER_SCHEMA, ReceiverSpec, "receiver") == []
     assert compare(HEALTH_CHECK_SCHEMA, HealthCheckSpec, "healthCheck") == []
+
+
+def test_the_crd_embeds_this_receiver_schema() -> None:
+    assert crd.spec_schema()["properties"]["receiver"] == RECEIVER_SCHEMA
 
 
 def test_absent_sections_mean_defaults() -> None:
@@ -144,12 +150,7 @@ def test_too_many_replicas_is_rejected() -> None:
 
 def test_health_check_interval_below_a_minute_is_rejected() -> None:
     with pytest.raises(CrdReceiverError, match="at least 1m"):
-        health_check_spec({"healthCheck": {"enabled": True, "interval": "30s", "timeout": "5s"}})
-
-
-def test_health_check_timeout_must_be_shorter_than_interval() -> None:
-    with pytest.raises(CrdReceiverError, match="shorter than interval"):
-        health_check_spec({"healthCheck": {"interval": "1m", "timeout": "2m"}})
+        health_check_spec({"healthCheck": {"enabled": True, "interval": "30s"}})
 
 
 @pytest.mark.parametrize(
@@ -157,7 +158,7 @@ def test_health_check_timeout_must_be_shorter_than_interval() -> None:
     [
         ("90s", timedelta(seconds=90)),
         ("1h30m", timedelta(minutes=90)),
-        ("250ms", timedelta(milliseconds=250)),
+        ("1h1s", timedelta(seconds=3601)),
         ("25h", timedelta(hours=25)),
     ],
 )
@@ -165,7 +166,7 @@ def test_durations_are_read_like_kubernetes_durations(text: str, expected: timed
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "5", "5 m", "-1s", "1d"])
+@pytest.mark.parametrize("text", ["", "5", "5 m", "-1s", "1d", "1.5h", "30s1m"])
 def test_malformed_durations_are_rejected(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
