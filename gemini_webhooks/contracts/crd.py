@@ -12,7 +12,6 @@ sandbox build on it. Change it only in backward-compatible ways within `v1alpha1
 from __future__ import annotations
 
 import copy
-import importlib
 from typing import Any
 
 from gemini_webhooks.contracts.events import SUBSCRIBABLE_EVENT_TYPES
@@ -84,26 +83,14 @@ def _timestamp(description: str) -> dict[str, Any]:
     return _string(description, format="date-time")
 
 
-def _minimal_receiver_schema() -> dict[str, Any]:
-    return _object(
-        "The receiver the operator deploys for this webhook: it verifies deliveries "
-        "with the signing secrets and forwards them.",
-        {
-            "enabled": _bool(
-                "Deploy a receiver (Deployment, Service, ConfigMap, RBAC) for this webhook.",
-                default=False,
-            )
-        },
-    )
-
-
 def receiver_schema() -> dict[str, Any]:
-    """`spec.receiver`, owned by the receiver-resources module when it is installed."""
-    try:
-        module = importlib.import_module("gemini_webhooks.contracts.crd_receiver")
-    except ModuleNotFoundError:
-        return _minimal_receiver_schema()
-    schema: dict[str, Any] = module.receiver_schema()
+    """`spec.receiver`, defined beside the receiver's typed view (`crd_receiver`).
+
+    Imported here, not at module level: `crd_receiver` itself imports this module's patterns.
+    """
+    from gemini_webhooks.contracts import crd_receiver
+
+    schema: dict[str, Any] = crd_receiver.receiver_schema()
     return copy.deepcopy(schema)
 
 

@@ -26,8 +26,9 @@ def _walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, A
     found = [(path or "<root>", schema)]
     for name, child in schema.get("properties", {}).items():
         found += _walk(child, f"{path}.{name}")
-    if "items" in schema:
-        found += _walk(schema["items"], f"{path}[]")
+    items = schema.get("items", {})
+    if items and items.get("type", "object") == "object":  # scalar items: see their list
+        found += _walk(items, f"{path}[]")
     return found
 
 
