@@ -218,6 +218,11 @@ class Supervisor:
         self.progress(f"stopped {child.name} (exit code {code})")
         return code
 
+    def forget(self, child: Child) -> None:
+        """Drop a child that exited by itself (its process is already reaped)."""
+        if child in self.children and not child.running:
+            self.children.remove(child)
+
     def exited(self) -> list[Child]:
         """Children that exited on their own (not stopped by us)."""
         return [c for c in self.children if not c.running]

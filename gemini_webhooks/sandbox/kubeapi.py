@@ -1,0 +1,138 @@
+"""The few Kubernetes API calls the sandbox's kubelet and demo make, over plain HTTP.
+
+The sandbox talks only to its own Kubernetes API sandbox (loopback, no authentication),
+so a dozen lines of aiohttp serve better than a full client: no threads, no generated
+models, and errors that say which call failed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import yaml
+
+JSON = dict[str, Any]
+
+_CORE = {"configmaps", "secrets", "services", "namespaces", "events", "pods", "serviceaccounts"}
+
+
+class KubeApiError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def server_from_kubeconfig(text: str) -> str:
+    """The API server URL of the kubeconfig's current context."""
+    config = yaml.safe_load(text) or {}
+    contexts = {c["name"]: c.get("context", {}) for c in config.get("contexts") or []}
+    clusters = {c["name"]: c.get("cluster", {}) for c in config.get("clusters") or []}
+    context = contexts.get(config.get("current-context", ""), {})
+    cluster = clusters.get(context.get("cluster", ""))
+    if not cluster or not cluster.get("server"):
+        raise ValueError("the kubeconfig names no server for its current context")
+    server: str = cluster["server"]
+    return server.rstrip("/")
+
+
+def resource_path(resource: str, namespace: str | None = None, name: str | None = None) -> str:
+    """`/api/v1/...` for core resources, `/apis/<group>/<version>/...` otherwise.
+
+    `resource` is `plural` for core types or `plural.group/version` (`deployments.apps/v1`).
+    """
+    if resource in _CORE:
+        base = "/api/v1"
+        plural = resource
+    else:
+        plural, _, group_version = resource.partition(".")
+        base = f"/apis/{group_version}"
+    path = base
+    if namespace is not None:
+        path += f"/namespaces/{quote(namespace, safe='')}"
+    path += f"/{plural}"
+    if name is not None:
+        path += f"/{quote(name, safe='')}"
+    return path
+
+
+class KubeApi:
+    def __init__(self, server: str, *, timeout: float = 10.0) -> None:
+        self.server = server.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> JSON:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        data = None if body is None else json.dumps(body)
+        headers = {"content-type": content_type, "accept": "application/json"}
+        async with self._session.request(
+            method, self.server + path, params=params, data=data, headers=headers
+        ) as response:
+            text = await response.text()
+            if response.status >= 400:
+                try:
+                    message = json.loads(text).get("message", text)
+                except (ValueError, AttributeError):
+                    message = text
+                raise KubeApiError(response.status, f"{method} {path}: {response.status} {message}")
+            result: JSON = json.loads(text) if text else {}
+            return result
+
+    async def get(self, resource: str, namespace: str | None, name: str) -> JSON | None:
+        try:
+            return await self._request("GET", resource_path(resource, namespace, name))
+        except KubeApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def list(
+        self, resource: str, namespace: str | None = None, *, label_selector: str = ""
+    ) -> list[JSON]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        result = await self._request("GET", resource_path(resource, namespace), params=params)
+        items: list[JSON] = result.get("items") or []
+        return items
+
+    async def create(self, resource: str, namespace: str | None, body: JSON) -> JSON:
+        return await self._request("POST", resource_path(resource, namespace), body=body)
+
+    async def apply(self, resource: str, namespace: str | None, body: JSON) -> JSON:
+        """Create, or replace the object's spec/data if it exists (last writer wins)."""
+        name = body["metadata"]["name"]
+        current = await self.get(resource, namespace, name)
+        if current is None:
+            return await self.create(resource, namespace, body)
+        return await self.patch(resource, namespace, name, body)
+
+    async def patch(
+        self, resource: str, namespace: str | None, name: str, body: JSON, *, status: bool = False
+    ) -> JSON:
+        path = resource_path(resource, namespace, name) + ("/status" if status else "")
+        return await self._request(
+            "PATCH", path, body=body, content_type="application/merge-patch+json"
+        )
+
+    async def delete(self, resource: str, namespace: str | None, name: str) -> None:
+        try:
+            await self._request("DELETE", resource_path(resource, namespace, name))
+        except KubeApiError as error:
+            if error.status != 404:
+                raise
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

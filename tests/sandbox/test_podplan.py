@@ -1,0 +1,197 @@
+"""A receiver Deployment's pod template becomes one local process, faithfully."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gemini_webhooks.sandbox.kubelet import PodPorts, service_endpoints
+from gemini_webhooks.sandbox.podplan import (
+    PodPlanError,
+    decode_secret_data,
+    plan_pod,
+    template_hash,
+)
+
+CONFIG = {
+    "listen": {"host": "0.0.0.0", "port": 8080},
+    "internal": {"port": 9090},
+    "static_webhooks": [
+        {"name": "orders", "secrets": {"file": {"path": "/var/run/secrets/gemini"}}}
+    ],
+    "default_route": {"targets": [{"url": "http://consumer.default.svc:8080/"}]},
+}
+
+DEPLOYMENT: dict[str, Any] = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "orders-receiver", "namespace": "team-a", "generation": 1},
+    "spec": {
+        "replicas": 1,
+        "template": {
+            "metadata": {"labels": {"app": "orders-receiver"}},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "receiver",
+                        "args": ["receiver", "--config", "/etc/gemini-webhooks/config.yaml"],
+                        "env": [
+                            {"name": "LOG_DIR", "value": "/tmp/logs"},
+                            {
+                                "name": "POD_NAMESPACE",
+                                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                            },
+                            {"name": "GREETING", "value": "in $(POD_NAMESPACE) at $$HOME"},
+                            {
+                                "name": "REDIS_PASSWORD",
+                                "valueFrom": {
+                                    "secretKeyRef": {
+                                        "name": "redis",
+                                        "key": "password",
+                                        "optional": True,
+                                    }
+                                },
+                            },
+                        ],
+                        "ports": [
+                            {"name": "http", "containerPort": 8080},
+                            {"name": "internal", "containerPort": 9090},
+                        ],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "internal"}},
+                        "volumeMounts": [
+                            {
+                                "name": "config",
+                                "mountPath": "/etc/gemini-webhooks",
+                                "readOnly": True,
+                            },
+                            {"name": "secrets", "mountPath": "/var/run/secrets/gemini"},
+                            {"name": "tmp", "mountPath": "/tmp"},
+                        ],
+                    }
+                ],
+                "volumes": [
+                    {"name": "config", "configMap": {"name": "orders-receiver"}},
+                    {"name": "secrets", "secret": {"secretName": "orders-signing-secret"}},
+                    {"name": "tmp", "emptyDir": {}},
+                ],
+            },
+        },
+    },
+}
+
+OBJECTS = {
+    ("ConfigMap", "team-a", "orders-receiver"): {"config.yaml": yaml.safe_dump(CONFIG)},
+    ("Secret", "team-a", "orders-signing-secret"): {
+        "signing-secrets.json": "{}",
+        "current": "whsec_x",
+    },
+}
+HOST_PORTS = {8080: 41001, 9090: 41002}
+
+
+def _plan(tmp_path: Path, deployment: dict[str, Any] = DEPLOYMENT, objects: Any = OBJECTS) -> Any:
+    return plan_pod(
+        deployment,
+        lookup=lambda kind, ns, name: objects.get((kind, ns, name)),
+        pod_dir=tmp_path,
+        host_ports=HOST_PORTS,
+        executables=lambda name: f"/venv/bin/{name}",
+        base_env={"KUBECONFIG": "/sandbox/kubeconfig"},
+    )
+
+
+def test_the_command_is_the_image_entrypoint_with_the_args_and_mount_paths_rewritten(
+    tmp_path: Path,
+) -> None:
+    plan = _plan(tmp_path)
+    config = tmp_path / "volumes" / "0-config" / "config.yaml"
+    assert plan.argv == ["/venv/bin/gemini-webhooks", "receiver", "--config", str(config)]
+    assert config in plan.files
+
+
+def test_configmap_and_secret_volumes_are_written_with_every_key(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    secret_dir = tmp_path / "volumes" / "1-secrets"
+    assert plan.files[secret_dir / "current"] == b"whsec_x"
+    assert (secret_dir / "signing-secrets.json") in plan.files
+    assert tmp_path / "volumes" / "2-tmp" in plan.dirs
+
+
+def test_the_receiver_config_binds_its_container_ports_to_their_loopback_ports(
+    tmp_path: Path,
+) -> None:
+    plan = _plan(tmp_path)
+    config = yaml.safe_load(plan.files[tmp_path / "volumes" / "0-config" / "config.yaml"])
+    assert config["listen"] == {"host": "127.0.0.1", "port": 41001}
+    assert config["internal"] == {"host": "127.0.0.1", "port": 41002}
+    assert config["static_webhooks"][0]["secrets"]["file"]["path"] == str(
+        tmp_path / "volumes" / "1-secrets"
+    )
+
+
+def test_env_takes_values_field_refs_and_expansions_and_rewrites_mount_paths(
+    tmp_path: Path,
+) -> None:
+    env = _plan(tmp_path).env
+    assert env["KUBECONFIG"] == "/sandbox/kubeconfig"
+    assert env["POD_NAMESPACE"] == "team-a"
+    assert env["GREETING"] == "in team-a at $HOME"
+    assert env["LOG_DIR"] == str(tmp_path / "volumes" / "2-tmp" / "logs")
+    assert "REDIS_PASSWORD" not in env  # optional and absent
+
+
+def test_the_readiness_probe_targets_the_loopback_port_of_the_named_container_port(
+    tmp_path: Path,
+) -> None:
+    readiness = _plan(tmp_path).readiness
+    assert (readiness.kind, readiness.port, readiness.path) == ("http", 41002, "/readyz")
+
+
+def test_a_missing_secret_volume_stops_the_pod_from_starting_and_names_the_secret(
+    tmp_path: Path,
+) -> None:
+    objects = {k: v for k, v in OBJECTS.items() if k[0] != "Secret"}
+    with pytest.raises(PodPlanError, match="Secret team-a/orders-signing-secret not found"):
+        _plan(tmp_path, objects=objects)
+
+
+def test_a_restart_follows_pod_template_changes_only() -> None:
+    scaled = copy.deepcopy(DEPLOYMENT)
+    scaled["spec"]["replicas"] = 3
+    assert template_hash(scaled) == template_hash(DEPLOYMENT)
+    changed = copy.deepcopy(DEPLOYMENT)
+    changed["spec"]["template"]["metadata"]["annotations"] = {"checksum/config": "abc"}
+    assert template_hash(changed) != template_hash(DEPLOYMENT)
+
+
+def test_secret_data_is_decoded_with_string_data_folded_in() -> None:
+    secret = {"data": {"a": base64.b64encode(b"one").decode()}, "stringData": {"b": "two"}}
+    assert decode_secret_data(secret) == {"a": "one", "b": "two"}
+
+
+def test_a_service_selecting_the_pod_gets_the_loopback_port_of_its_target_port() -> None:
+    ports = PodPorts()
+    ports.allocate(DEPLOYMENT["spec"]["template"]["spec"]["containers"][0])
+    services = [
+        {
+            "metadata": {"name": "orders-receiver", "namespace": "team-a"},
+            "spec": {
+                "selector": {"app": "orders-receiver"},
+                "ports": [{"port": 80, "targetPort": "http"}, {"port": 9090}],
+            },
+        },
+        {
+            "metadata": {"name": "other", "namespace": "team-a"},
+            "spec": {"selector": {"app": "other"}, "ports": [{"port": 80}]},
+        },
+    ]
+    pods = {("team-a", "orders-receiver"): ({"app": "orders-receiver"}, ports)}
+    assert service_endpoints(services, pods) == {
+        "team-a/orders-receiver:80": f"127.0.0.1:{ports.by_number[8080]}",
+        "team-a/orders-receiver:9090": f"127.0.0.1:{ports.by_number[9090]}",
+    }
