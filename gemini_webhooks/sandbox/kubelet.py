@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 
 from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
-from gemini_webhooks.contracts.signing_secret import LABEL_MANAGED_BY, MANAGED_BY
+from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 from gemini_webhooks.sandbox.kubeapi import JSON, KubeApi, KubeApiError
 from gemini_webhooks.sandbox.podplan import (
     PodPlan,
@@ -43,7 +43,7 @@ from gemini_webhooks.sandbox.podplan import (
 from gemini_webhooks.sandbox.ports import free_port
 from gemini_webhooks.sandbox.supervisor import Child, ProcessSpec, Progress, Supervisor
 
-RECEIVER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+RECEIVER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=receiver"
 DEPLOYMENTS = "deployments.apps/v1"
 MAX_BACKOFF = 30.0
 
