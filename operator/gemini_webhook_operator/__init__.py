@@ -1,0 +1,1 @@
+"""gemini-webhook-operator: reconciles GeminiWebhook resources with kopf."""
