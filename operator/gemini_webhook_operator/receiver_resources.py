@@ -1,0 +1,518 @@
+"""The receiver deployed for one GeminiWebhook, rendered as Kubernetes objects — pure.
+
+`render(resource, settings)` returns every object the receiver needs: ConfigMap (the
+receiver's config, built with the `contracts.receiver_config` models), ServiceAccount,
+Role + RoleBinding (get/watch on its own signing Secret only), Deployment, the public
+Service, an internal Service (health and ping status, for the operator) and, with more
+than one replica, a PodDisruptionBudget. All are owned by the GeminiWebhook (garbage
+collected with it) and labelled so that the operator can find and prune them.
+
+Rolling rules: the pod template carries the hash of the rendered config, so a config
+change rolls the Deployment. The signing secrets are not in the pod template — the
+receiver watches its Secret through the API — so a rotation changes nothing here and the
+pods pick up the new secret without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from gemini_webhooks.contracts import receiver_config as rc
+from gemini_webhooks.contracts.crd import API_VERSION, DEFAULT_SIGNING_SECRET_SUFFIX, KIND
+from gemini_webhooks.contracts.crd_receiver import (
+    CrdReceiverError,
+    ReceiverSpec,
+    TargetSpec,
+    parse_duration,
+    receiver_spec,
+)
+from gemini_webhooks.contracts.service_endpoints import service_url
+from gemini_webhooks.contracts.signing_secret import (
+    API_GROUP,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_WEBHOOK,
+    MANAGED_BY,
+)
+
+JSON = dict[str, Any]
+
+APP_NAME = "gemini-webhook-receiver"
+COMPONENT_RECEIVER = "receiver"
+ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
+
+CONFIG_KEY = "config.yaml"
+CONFIG_DIR = "/etc/gemini-webhook-receiver"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
+HTTP_PORT = 8080
+INTERNAL_PORT = 9090
+HEALTHZ_PATH = "/healthz"
+READYZ_PATH = "/readyz"
+PING_STATUS_PATH = "/internal/pings"
+# The routing `source` name of this webhook's own (static) deliveries; the CRD's route
+# `sources: [static]` maps onto it one to one.
+STATIC_SOURCE = "static"
+
+# Kubernetes names: a Service name is a DNS label (63), and so is a label value.
+_MAX_LABEL = 63
+_INTERNAL_SUFFIX = "-internal"
+_RECEIVER_SUFFIX = "-receiver"
+
+# Kinds render() may produce, for pruning what a disabled receiver leaves behind.
+OWNED_KINDS: tuple[tuple[str, str], ...] = (
+    ("v1", "ConfigMap"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
+
+
+class ReceiverRenderError(ValueError):
+    """The resource's receiver cannot be rendered; the message names the field."""
+
+
+def _default_resources() -> JSON:
+    return {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """Operator-wide defaults for the receivers it deploys."""
+
+    image: str = "ghcr.io/gemini-webhook-operator/gemini-webhook-operator:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    resources: JSON = field(default_factory=_default_resources)
+    run_as_user: int = 65532  # the image's numeric USER
+    cluster_domain: str = "cluster.local"
+    image_pull_secrets: tuple[str, ...] = ()
+
+
+def _short(name: str, budget: int) -> str:
+    """`name` if it fits `budget`, else a prefix plus a stable hash (still unique)."""
+    if len(name) <= budget:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: budget - 9].rstrip('-.')}-{digest}"
+
+
+def receiver_name(webhook_name: str) -> str:
+    """Name of the receiver's objects; short enough for `<name>-internal` to be a DNS label."""
+    budget = _MAX_LABEL - len(_INTERNAL_SUFFIX)
+    return _short(webhook_name, budget - len(_RECEIVER_SUFFIX)) + _RECEIVER_SUFFIX
+
+
+def internal_service_name(webhook_name: str) -> str:
+    return receiver_name(webhook_name) + _INTERNAL_SUFFIX
+
+
+def signing_secret_name(resource: Mapping[str, Any]) -> str:
+    spec = resource.get("spec") or {}
+    name: str = spec.get("signingSecretName") or (
+        resource["metadata"]["name"] + DEFAULT_SIGNING_SECRET_SUFFIX
+    )
+    return name
+
+
+def selector_labels(webhook_name: str) -> dict[str, str]:
+    """The Deployment's (immutable) selector: stable for the life of the resource."""
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": _short(webhook_name, _MAX_LABEL),
+    }
+
+
+def labels(webhook_name: str) -> dict[str, str]:
+    return {
+        **selector_labels(webhook_name),
+        "app.kubernetes.io/component": COMPONENT_RECEIVER,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_WEBHOOK: _short(webhook_name, _MAX_LABEL),
+        LABEL_COMPONENT: COMPONENT_RECEIVER,
+    }
+
+
+def owner_reference(resource: Mapping[str, Any]) -> JSON:
+    metadata = resource["metadata"]
+    return {
+        "apiVersion": resource.get("apiVersion", API_VERSION),
+        "kind": resource.get("kind", KIND),
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def public_url(
+    resource: Mapping[str, Any],
+    *,
+    cluster_domain: str = "cluster.local",
+    overrides: Mapping[str, str] | None = None,
+) -> str:
+    """Where deliveries reach the receiver's public Service (the webhook's default `url`)."""
+    metadata = resource["metadata"]
+    spec = receiver_spec(resource.get("spec") or {})
+    return service_url(
+        receiver_name(metadata["name"]),
+        metadata["namespace"],
+        spec.service.port,
+        "/",
+        cluster_domain=cluster_domain,
+        overrides=overrides,
+    )
+
+
+def ping_status_url(
+    resource: Mapping[str, Any],
+    *,
+    cluster_domain: str = "cluster.local",
+    overrides: Mapping[str, str] | None = None,
+) -> str:
+    """The receiver's ping-status endpoint, through its internal Service."""
+    metadata = resource["metadata"]
+    return service_url(
+        internal_service_name(metadata["name"]),
+        metadata["namespace"],
+        INTERNAL_PORT,
+        PING_STATUS_PATH,
+        cluster_domain=cluster_domain,
+        overrides=overrides,
+    )
+
+
+# --- The receiver's config -------------------------------------------------------------
+
+
+def _target(target: TargetSpec, namespace: str) -> rc.TargetConfig:
+    if target.service is not None:
+        service = rc.ServiceTarget(
+            name=target.service.name,
+            namespace=target.service.namespace or namespace,
+            port=target.service.port,
+            path=target.service.path,
+        )
+        return rc.TargetConfig(service=service, format=target.format)
+    return rc.TargetConfig(url=target.url, format=target.format)
+
+
+def receiver_config(resource: Mapping[str, Any], settings: ReceiverSettings) -> rc.ReceiverConfig:
+    """The receiver's configuration for this resource, as the contract's models."""
+    metadata = resource["metadata"]
+    namespace: str = metadata["namespace"]
+    spec = receiver_spec(resource.get("spec") or {})
+    if spec.redis is None and spec.default_route is None and spec.dead_letter is None:
+        raise ReceiverRenderError(
+            "spec.receiver: without `redis`, set `defaultRoute` or `deadLetter` so that an "
+            "unroutable event is never dropped"
+        )
+    try:
+        return rc.ReceiverConfig(
+            listen=rc.ListenConfig(port=HTTP_PORT),
+            internal=rc.InternalConfig(port=INTERNAL_PORT),
+            replay=rc.ReplayConfig(
+                tolerance_seconds=int(parse_duration(spec.replay_tolerance).total_seconds())
+            ),
+            dedup=rc.DedupConfig(
+                backend="redis" if spec.redis is not None else "memory",
+                ttl_seconds=int(parse_duration(spec.dedup.ttl).total_seconds()),
+                max_entries=spec.dedup.max_entries,
+            ),
+            static_webhooks=[
+                # No `webhook_id` (informational only): taking it from the status would
+                # make the remote ID's arrival roll the Deployment; the config follows
+                # the spec alone.
+                rc.StaticWebhookConfig(
+                    name=STATIC_SOURCE,
+                    secrets=rc.SecretsSource(
+                        kubernetes=rc.KubernetesSecretRef(
+                            namespace=namespace, name=signing_secret_name(resource)
+                        )
+                    ),
+                )
+            ],
+            dynamic=rc.DynamicConfig(
+                enabled=spec.dynamic.enabled,
+                audiences=list(spec.dynamic.audiences),
+                issuer=spec.dynamic.issuer,
+                jwks_uri=spec.dynamic.jwks_uri,
+            ),
+            routes=[
+                rc.RouteConfig(
+                    name=route.name,
+                    match=rc.MatchConfig(
+                        types=list(route.match.types),
+                        sources=list(route.match.sources),
+                        user_metadata=dict(route.match.user_metadata),
+                    ),
+                    targets=[_target(t, namespace) for t in route.targets],
+                )
+                for route in spec.routes
+            ],
+            default_route=(
+                rc.DefaultRouteConfig(
+                    targets=[_target(t, namespace) for t in spec.default_route.targets]
+                )
+                if spec.default_route is not None
+                else None
+            ),
+            dead_letter=rc.DeadLetterConfig(
+                target=_target(spec.dead_letter.target, namespace) if spec.dead_letter else None
+            ),
+            redis=rc.RedisConfig(url=spec.redis.url) if spec.redis is not None else None,
+            logging=rc.LoggingConfig(level=spec.log_level),
+            cluster_domain=settings.cluster_domain,
+        )
+    except ValidationError as error:
+        messages = "; ".join(
+            e["msg"].removeprefix("Value error, ")
+            for e in error.errors(include_url=False, include_input=False)
+        )
+        raise ReceiverRenderError(f"spec.receiver: {messages}") from None
+
+
+def config_hash(config_text: str) -> str:
+    return hashlib.sha256(config_text.encode()).hexdigest()[:16]
+
+
+# --- The objects -----------------------------------------------------------------------
+
+
+def _metadata(resource: Mapping[str, Any], name: str) -> JSON:
+    return {
+        "name": name,
+        "namespace": resource["metadata"]["namespace"],
+        "labels": labels(resource["metadata"]["name"]),
+        "ownerReferences": [owner_reference(resource)],
+    }
+
+
+def _container_security_context(settings: ReceiverSettings) -> JSON:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": settings.run_as_user,
+        "runAsGroup": settings.run_as_user,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _deployment(
+    resource: Mapping[str, Any], spec: ReceiverSpec, settings: ReceiverSettings, digest: str
+) -> JSON:
+    webhook = resource["metadata"]["name"]
+    name = receiver_name(webhook)
+    pod_labels = labels(webhook)
+    container: JSON = {
+        "name": "receiver",
+        "image": spec.image or settings.image,
+        "imagePullPolicy": spec.image_pull_policy or settings.image_pull_policy,
+        "args": ["receiver", "--config", CONFIG_PATH],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "internal", "containerPort": INTERNAL_PORT, "protocol": "TCP"},
+        ],
+        "env": [
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
+        "resources": (
+            spec.resources.model_dump(exclude_defaults=True)
+            if spec.resources is not None
+            else settings.resources
+        ),
+        "securityContext": _container_security_context(settings),
+        "readinessProbe": {
+            "httpGet": {"path": READYZ_PATH, "port": "internal"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": HEALTHZ_PATH, "port": "internal"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's
+        ],
+    }
+    pod_spec: JSON = {
+        "serviceAccountName": name,
+        "automountServiceAccountToken": True,  # the receiver watches its Secret via the API
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_user,
+            "fsGroup": settings.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": name}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+        ],
+        "terminationGracePeriodSeconds": 30,
+    }
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
+    if spec.replicas > 1:
+        pod_spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector_labels(webhook)},
+            }
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(resource, name),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(webhook)},
+            # Never fewer verifying pods than asked for during a rollout.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {ANNOTATION_CONFIG_HASH: digest},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render(resource: Mapping[str, Any], settings: ReceiverSettings) -> list[JSON]:
+    """Every object of the resource's receiver; [] when `spec.receiver.enabled` is false.
+
+    Raises ReceiverRenderError (naming the field) when the receiver section is invalid.
+    """
+    for key in ("name", "namespace", "uid"):
+        if not (resource.get("metadata") or {}).get(key):
+            raise ReceiverRenderError(f"metadata.{key} is required to render a receiver")
+    try:
+        spec = receiver_spec(resource.get("spec") or {})
+        if not spec.enabled:
+            return []
+        config = receiver_config(resource, settings)
+    except CrdReceiverError as error:
+        raise ReceiverRenderError(str(error)) from None
+    config_text = rc.dump(config)
+    webhook = resource["metadata"]["name"]
+    name = receiver_name(webhook)
+    secret_name = signing_secret_name(resource)
+    selector = selector_labels(webhook)
+
+    objects: list[JSON] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _metadata(resource, name),
+            "data": {CONFIG_KEY: config_text},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(resource, name),
+            "automountServiceAccountToken": False,  # mounted by the one pod spec that needs it
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _metadata(resource, name),
+            # Exactly its own Secret: `get` for the initial read, `watch` (with a
+            # `metadata.name` field selector, which resourceNames authorizes) for changes.
+            # No `list`: a get supplies the resourceVersion the watch starts from.
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": [secret_name],
+                    "verbs": ["get", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _metadata(resource, name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [
+                {
+                    "kind": "ServiceAccount",
+                    "name": name,
+                    "namespace": resource["metadata"]["namespace"],
+                }
+            ],
+        },
+        _deployment(resource, spec, settings, config_hash(config_text)),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(resource, name),
+            "spec": {
+                "type": spec.service.type,
+                "selector": selector,
+                "ports": [
+                    {
+                        "name": "http",
+                        "port": spec.service.port,
+                        "targetPort": "http",
+                        "protocol": "TCP",
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(resource, internal_service_name(webhook)),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector,
+                "ports": [
+                    {
+                        "name": "internal",
+                        "port": INTERNAL_PORT,
+                        "targetPort": "internal",
+                        "protocol": "TCP",
+                    }
+                ],
+            },
+        },
+    ]
+    if spec.replicas > 1:
+        objects.append(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": _metadata(resource, name),
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+            }
+        )
+    return objects
+
+
+def fingerprint(objects: list[JSON]) -> str:
+    """A short digest of rendered objects (to skip applying what has not changed)."""
+    return hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()[:16]

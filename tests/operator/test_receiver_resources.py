@@ -1,0 +1,293 @@
+"""The receiver's Kubernetes objects, rendered from a GeminiWebhook — pure rendering."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from gemini_webhook_operator.receiver_resources import (
+    ANNOTATION_CONFIG_HASH,
+    CONFIG_KEY,
+    CONFIG_PATH,
+    ReceiverRenderError,
+    ReceiverSettings,
+    internal_service_name,
+    ping_status_url,
+    public_url,
+    receiver_name,
+    render,
+)
+
+from gemini_webhooks.contracts import receiver_config
+from gemini_webhooks.contracts.crd import API_VERSION, KIND
+
+SETTINGS = ReceiverSettings(image="registry.example/gwo:1.0")
+K8S_VERSION = "1.33.0"
+
+
+def webhook(**receiver: Any) -> dict[str, Any]:
+    section = {
+        "enabled": True,
+        "routes": [
+            {
+                "name": "batches",
+                "match": {"types": ["batch.*"], "sources": ["static"]},
+                "targets": [{"service": {"name": "batch-handler", "port": 8080, "path": "/e"}}],
+            }
+        ],
+        "defaultRoute": {"targets": [{"url": "http://catch-all.team-a.svc:8080/"}]},
+    }
+    section.update(receiver)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": "orders", "namespace": "team-a", "uid": "uid-1", "generation": 1},
+        "spec": {
+            "events": ["batch.succeeded"],
+            "apiKeySecretRef": {"name": "gemini-api-key"},
+            "receiver": section,
+        },
+    }
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["kind"] if o["kind"] != "Service" else o["metadata"]["name"]: o for o in objects}
+
+
+def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == "Deployment")
+
+
+def test_one_replica_renders_config_rbac_deployment_and_services_without_pdb() -> None:
+    kinds = sorted(o["kind"] for o in render(webhook(), SETTINGS))
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Service",
+        "ServiceAccount",
+    ]
+
+
+def test_more_than_one_replica_adds_a_pod_disruption_budget() -> None:
+    objects = render(webhook(replicas=3), SETTINGS)
+    pdb = next(o for o in objects if o["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == deployment(objects)["spec"]["selector"]
+    assert deployment(objects)["spec"]["replicas"] == 3
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_every_object_validates_strictly_against_the_kubernetes_schema(replicas: int) -> None:
+    for obj in render(webhook(replicas=replicas), SETTINGS):
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_every_object_is_owned_by_the_geminiwebhook_and_labelled() -> None:
+    for obj in render(webhook(replicas=2), SETTINGS):
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner == {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": "orders",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        assert obj["metadata"]["namespace"] == "team-a"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == (
+            "gemini-webhook-operator"
+        )
+        assert obj["metadata"]["labels"]["gemini.webhooks.dev/webhook"] == "orders"
+
+
+def test_pod_meets_the_restricted_pod_security_standard() -> None:
+    pod = deployment(render(webhook(), SETTINGS))["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True
+        assert isinstance(context["runAsUser"], int) and context["runAsUser"] > 0
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert "add" not in context["capabilities"]
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not any(key in pod for key in ("hostNetwork", "hostPID", "hostIPC", "hostAliases"))
+    assert all("hostPath" not in v for v in pod["volumes"])
+
+
+def test_role_allows_exactly_get_and_watch_on_its_own_secret() -> None:
+    role = by_kind(render(webhook(), SETTINGS))["Role"]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["orders-signing-secret"],
+            "verbs": ["get", "watch"],
+        }
+    ]
+
+
+def test_role_follows_a_custom_signing_secret_name() -> None:
+    resource = webhook()
+    resource["spec"]["signingSecretName"] = "custom"
+    role = by_kind(render(resource, SETTINGS))["Role"]
+    assert role["rules"][0]["resourceNames"] == ["custom"]
+
+
+def test_role_binding_binds_the_receivers_service_account_to_its_role() -> None:
+    objects = by_kind(render(webhook(), SETTINGS))
+    binding, account = objects["RoleBinding"], objects["ServiceAccount"]
+    assert binding["roleRef"]["name"] == objects["Role"]["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "team-a"}
+    ]
+    pod = deployment(list(objects.values()))["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+
+
+def test_config_map_holds_a_valid_receiver_config_mapped_from_the_spec() -> None:
+    objects = by_kind(
+        render(
+            webhook(
+                dynamic={"enabled": True, "audiences": ["https://hooks.example/"]},
+                replayTolerance="2m",
+                dedup={"ttl": "30h"},
+            ),
+            SETTINGS,
+        )
+    )
+    config = receiver_config.parse(objects["ConfigMap"]["data"][CONFIG_KEY])
+    (static,) = config.static_webhooks
+    assert static.secrets.kubernetes is not None
+    assert (static.secrets.kubernetes.namespace, static.secrets.kubernetes.name) == (
+        "team-a",
+        "orders-signing-secret",
+    )
+    assert config.routes[0].match.sources == ["static"]
+    target = config.routes[0].targets[0].service
+    assert target is not None
+    assert (target.name, target.namespace, target.port, target.path) == (
+        "batch-handler",
+        "team-a",
+        8080,
+        "/e",
+    )
+    assert config.default_route is not None
+    assert config.dynamic.enabled and config.dynamic.audiences == ["https://hooks.example/"]
+    assert config.replay.tolerance_seconds == 120
+    assert config.dedup.ttl_seconds == 30 * 3600
+    assert config.dedup.backend == "memory"
+
+
+def test_redis_makes_deduplication_shared() -> None:
+    objects = by_kind(render(webhook(redis={"url": "redis://redis.team-a.svc:6379/0"}), SETTINGS))
+    config = receiver_config.parse(objects["ConfigMap"]["data"][CONFIG_KEY])
+    assert config.redis is not None and config.dedup.backend == "redis"
+
+
+def test_container_runs_the_receiver_on_the_mounted_config() -> None:
+    objects = render(webhook(), SETTINGS)
+    pod = deployment(objects)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["receiver", "--config", CONFIG_PATH]
+    assert container["image"] == "registry.example/gwo:1.0"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    assert CONFIG_PATH.startswith(mount["mountPath"] + "/")
+    volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    assert volume["configMap"]["name"] == by_kind(objects)["ConfigMap"]["metadata"]["name"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_image_and_resources_in_the_spec_override_the_operator_defaults() -> None:
+    objects = render(webhook(image="mine:2", resources={"limits": {"memory": "512Mi"}}), SETTINGS)
+    (container,) = deployment(objects)["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "mine:2"
+    assert container["resources"] == {"limits": {"memory": "512Mi"}}
+
+
+def test_a_config_change_changes_the_pod_template_hash() -> None:
+    before = deployment(render(webhook(), SETTINGS))
+    after = deployment(render(webhook(replayTolerance="1m"), SETTINGS))
+    annotation = before["spec"]["template"]["metadata"]["annotations"][ANNOTATION_CONFIG_HASH]
+    assert (
+        annotation != after["spec"]["template"]["metadata"]["annotations"][ANNOTATION_CONFIG_HASH]
+    )
+
+
+def test_a_secret_rotation_leaves_every_object_unchanged() -> None:
+    before = webhook()
+    after = copy.deepcopy(before)
+    after["status"] = {
+        "webhookId": "wh_1",
+        "lastRotationTime": "2026-11-25T10:00:00Z",
+        "lastRotationReason": "DueByPolicy",
+    }
+    assert render(before, SETTINGS) == render(after, SETTINGS)
+
+
+def test_a_replica_change_does_not_roll_the_pods() -> None:
+    one = deployment(render(webhook(), SETTINGS))["spec"]["template"]
+    three = deployment(render(webhook(replicas=3), SETTINGS))["spec"]["template"]
+    assert one["metadata"] == three["metadata"]
+
+
+def test_disabled_receiver_renders_nothing() -> None:
+    assert render(webhook(enabled=False), SETTINGS) == []
+    resource = webhook()
+    del resource["spec"]["receiver"]
+    assert render(resource, SETTINGS) == []
+
+
+def test_receiver_without_a_place_for_unroutable_events_is_rejected() -> None:
+    resource = webhook()
+    del resource["spec"]["receiver"]["defaultRoute"]
+    with pytest.raises(ReceiverRenderError, match="set `defaultRoute` or `deadLetter`"):
+        render(resource, SETTINGS)
+
+
+def test_invalid_receiver_section_is_rejected_naming_the_field() -> None:
+    with pytest.raises(ReceiverRenderError, match=r"spec\.receiver\.service\.port"):
+        render(webhook(service={"port": 0}), SETTINGS)
+
+
+def test_dynamic_without_audience_is_rejected() -> None:
+    with pytest.raises(ReceiverRenderError, match="audiences"):
+        render(webhook(dynamic={"enabled": True}), SETTINGS)
+
+
+def test_resource_without_uid_cannot_be_owned_and_is_rejected() -> None:
+    resource = webhook()
+    del resource["metadata"]["uid"]
+    with pytest.raises(ReceiverRenderError, match=r"metadata\.uid"):
+        render(resource, SETTINGS)
+
+
+def test_long_resource_names_still_give_valid_service_names() -> None:
+    resource = webhook()
+    resource["metadata"]["name"] = "a" * 200
+    objects = render(resource, SETTINGS)
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        if obj["kind"] == "Service":
+            assert len(obj["metadata"]["name"]) <= 63
+    assert receiver_name("a" * 200) != receiver_name("a" * 199)
+
+
+def test_urls_go_through_the_service_endpoint_overrides() -> None:
+    resource = webhook(service={"port": 8443})
+    name = receiver_name("orders")
+    overrides = {
+        f"team-a/{name}:8443": "127.0.0.1:5000",
+        f"team-a/{internal_service_name('orders')}:9090": "127.0.0.1:5001",
+    }
+    assert public_url(resource, overrides=overrides) == "http://127.0.0.1:5000/"
+    assert ping_status_url(resource, overrides=overrides) == "http://127.0.0.1:5001/internal/pings"
+    assert public_url(resource) == f"http://{name}.team-a.svc.cluster.local:8443/"
