@@ -1,0 +1,298 @@
+"""The container image: the Dockerfile's structure, read with the official BuildKit parser
+(PyPI `dockerfile`), and its install steps, run for real in a clean virtualenv.
+
+No Docker engine runs here, so the build itself is replayed: the build context is assembled
+exactly as `.dockerignore` filters it, and the builder stage's `RUN` lines that create and
+fill the virtualenv are executed with the image paths mapped onto a temporary directory.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dockerfile
+import pytest
+import yaml
+
+from gemini_webhooks.cli import SUBCOMMANDS, _available
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "gemini-webhook-operator"
+COMPILERS = re.compile(r"\b(build-essential|gcc|g\+\+|clang|cc|make|cargo|rustc)\b")
+OCI_LABELS = (
+    "org.opencontainers.image.title",
+    "org.opencontainers.image.description",
+    "org.opencontainers.image.version",
+    "org.opencontainers.image.licenses",
+    "org.opencontainers.image.source",
+)
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    commands: list[dockerfile.Command] = field(default_factory=list)
+
+    def all(self, cmd: str) -> list[dockerfile.Command]:
+        return [c for c in self.commands if c.cmd == cmd]
+
+
+def _stages() -> tuple[dict[str, str], list[Stage]]:
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for command in dockerfile.parse_file(str(ROOT / "Dockerfile")):
+        if command.cmd == "FROM":
+            base, _, name = command.value
+            stages.append(Stage(name=name, base=base))
+        elif not stages:
+            if command.cmd == "ARG":
+                key, _, default = command.value[0].partition("=")
+                args[key] = default
+        else:
+            stages[-1].commands.append(command)
+    return args, stages
+
+
+def _labels(stage: Stage) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for command in stage.all("LABEL"):
+        pairs = command.value
+        for key, value in zip(pairs[::2], pairs[1::2], strict=True):
+            labels[key] = value.strip('"')
+    return labels
+
+
+def _arg_default(stage: Stage, name: str) -> str | None:
+    for command in stage.all("ARG"):
+        key, _, default = command.value[0].partition("=")
+        if key == name:
+            return default
+    return None
+
+
+def _pyproject_version() -> str:
+    return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
+
+
+def test_image_is_built_in_two_stages_from_a_slim_python_base() -> None:
+    args, stages = _stages()
+    assert [s.name for s in stages] == ["builder", "final"]
+    for stage in stages:
+        base = args.get(stage.base.strip("${}"), stage.base)
+        assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base), base
+
+
+def test_builder_stage_has_the_compilers() -> None:
+    _, (builder, _) = _stages()
+    assert any(COMPILERS.search(c.value[0]) for c in builder.all("RUN"))
+
+
+def test_final_stage_installs_nothing_and_takes_only_the_virtualenv() -> None:
+    _, (_, final) = _stages()
+    assert final.all("RUN") == [], "the final stage must not run package managers"
+    copies = final.all("COPY") + final.all("ADD")
+    assert [(c.flags, c.value) for c in copies] == [
+        (("--from=builder",), ("/opt/venv", "/opt/venv"))
+    ]
+    assert not any(COMPILERS.search(c.original) for c in final.commands if c.cmd != "LABEL")
+
+
+def test_final_stage_runs_as_a_numeric_non_root_user() -> None:
+    _, (_, final) = _stages()
+    users = final.all("USER")
+    assert users, "no USER in the final stage"
+    uid, _, gid = users[-1].value[0].partition(":")
+    assert uid.isdigit() and int(uid) != 0
+    assert gid == "" or (gid.isdigit() and int(gid) != 0)
+
+
+def test_one_entrypoint_serves_every_subcommand() -> None:
+    _, (_, final) = _stages()
+    (entrypoint,) = final.all("ENTRYPOINT")
+    assert entrypoint.json and entrypoint.value == ("gemini-webhooks",)
+
+
+def test_image_carries_the_oci_labels_with_the_project_version() -> None:
+    _, (_, final) = _stages()
+    labels = _labels(final)
+    assert set(OCI_LABELS) <= set(labels)
+    assert labels["org.opencontainers.image.version"] == "${VERSION}"
+    assert _arg_default(final, "VERSION") == _pyproject_version()
+
+
+def test_chart_default_image_is_this_image_at_the_project_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    _, (_, final) = _stages()
+    assert chart["appVersion"] == _pyproject_version()
+    assert values["image"]["tag"] == "", "the tag defaults to the chart's appVersion"
+    title = _labels(final)["org.opencontainers.image.title"]
+    assert values["image"]["repository"].rsplit("/", 1)[-1] == title
+
+
+# --- .dockerignore, with the moby patternmatcher's semantics -----------------------------
+
+
+def _ignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
+    patterns = []
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        line = line.removeprefix("!").strip().strip("/")
+        regex = ""
+        i = 0
+        while i < len(line):
+            if line.startswith("**/", i):
+                regex += "(?:.*/)?"
+                i += 3
+            elif line.startswith("**", i):
+                regex += ".*"
+                i += 2
+            elif line[i] == "*":
+                regex += "[^/]*"
+                i += 1
+            elif line[i] == "?":
+                regex += "[^/]"
+                i += 1
+            else:
+                regex += re.escape(line[i])
+                i += 1
+        patterns.append((negated, re.compile(regex + r"\Z")))
+    return patterns
+
+
+def _ignored(relative: str, patterns: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    parts = relative.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for negated, pattern in patterns:
+        if any(pattern.match(c) for c in candidates):
+            ignored = not negated
+    return ignored
+
+
+def _build_context(destination: Path) -> list[str]:
+    patterns = _ignore_patterns()
+    sent = []
+    for path in sorted(ROOT.rglob("*")):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative.startswith((".git/", ".venv/")) or path.is_dir():
+            continue
+        if _ignored(relative, patterns):
+            continue
+        target = destination / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        sent.append(relative)
+    return sent
+
+
+def test_dockerignore_keeps_tests_virtualenvs_and_git_out_of_the_context() -> None:
+    patterns = _ignore_patterns()
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/conftest.py",
+        "charts/x/values.yaml",
+        "gemini_webhooks/__pycache__/cli.cpython-311.pyc",
+        "bench/receiver/x.py",
+    ):
+        assert _ignored(path, patterns), path
+    for path in ("pyproject.toml", "README.md", "gemini_webhooks/cli.py"):
+        assert not _ignored(path, patterns), path
+
+
+@dataclass
+class BuiltImage:
+    venv: Path
+    context: Path
+    sent: list[str]
+
+
+@pytest.fixture(scope="module")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
+    """Replays the builder stage: COPY from the filtered context, then its RUN lines."""
+    work = tmp_path_factory.mktemp("image")
+    context, src, venv = work / "context", work / "src", work / "opt-venv"
+    sent = _build_context(context)
+    src.mkdir()
+    _, (builder, _) = _stages()
+    python = getattr(sys, "_base_executable", sys.executable)
+    for command in builder.commands:
+        if command.cmd == "COPY":
+            *sources, target = command.value
+            for source in sources:
+                origin = context / source
+                assert origin.exists(), f"COPY {source}: not in the build context"
+                dest = src / target.removeprefix("./")
+                if origin.is_dir():
+                    shutil.copytree(origin, dest, dirs_exist_ok=True)
+                else:
+                    dest = dest if not target.endswith("/") else dest / origin.name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(origin, dest)
+        elif command.cmd == "RUN" and ("venv" in command.value[0]):
+            line = command.value[0].replace("/opt/venv", str(venv)).replace("/src", str(src))
+            line = re.sub(r"^python\b", python, line)
+            subprocess.run(line, shell=True, check=True, cwd=src, capture_output=True, timeout=240)
+    yield BuiltImage(venv=venv, context=context, sent=sent)
+
+
+@pytest.mark.real_component
+def test_install_steps_produce_a_console_script_with_every_subcommand(
+    image_venv: BuiltImage,
+) -> None:
+    out = subprocess.run(
+        [image_venv.venv / "bin" / "gemini-webhooks", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    present = [name for name, (module, _) in SUBCOMMANDS.items() if _available(module)]
+    assert present
+    for name in present:
+        assert name in out, f"subcommand {name!r} is in the repo but not in the image"
+
+
+@pytest.mark.real_component
+def test_installed_image_has_consistent_dependencies_and_no_dev_tools(
+    image_venv: BuiltImage,
+) -> None:
+    pip = image_venv.venv / "bin" / "pip"
+    subprocess.run([pip, "check"], check=True, capture_output=True, timeout=60)
+    installed = subprocess.run(
+        [pip, "list", "--format=freeze"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.lower()
+    for dev_tool in ("pytest", "ruff", "mypy", "hypothesis"):
+        assert f"\n{dev_tool}==" not in "\n" + installed, dev_tool
+
+
+@pytest.mark.real_component
+def test_installed_image_imports_every_component_package(image_venv: BuiltImage) -> None:
+    python = image_venv.venv / "bin" / "python"
+    packages = ["gemini_webhooks"] + [
+        name
+        for name in ("gemini_webhook_operator", "gemini_webhook_receiver")
+        if any(
+            (ROOT / folder / name / "__init__.py").exists() for folder in ("operator", "receiver")
+        )
+    ]
+    code = "import importlib,sys;[importlib.import_module(p) for p in sys.argv[1:]]"
+    subprocess.run(
+        [python, "-c", code, *packages],
+        check=True,
+        capture_output=True,
+        cwd=image_venv.venv,
+        timeout=60,
+    )
