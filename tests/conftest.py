@@ -13,7 +13,7 @@ from collections.abc import Generator
 
 import pytest
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.fixtures.emulator", "tests.fixtures.redis"]
 
 REAL_CLUSTER = bool(os.environ.get("KUBECONFIG"))
 

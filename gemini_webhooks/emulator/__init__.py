@@ -1,0 +1,11 @@
+"""A local Gemini API emulator: WebhookService, batches, event delivery and a control API.
+
+`Emulator` (aiohttp, embeddable, async start/stop or `async with`), `ThreadedEmulator`
+(the same on a background thread), `ControlClient` (the control API from Python).
+"""
+
+from .app import Emulator, EmulatorConfig
+from .control import ControlClient, ControlError
+from .threaded import ThreadedEmulator
+
+__all__ = ["ControlClient", "ControlError", "Emulator", "EmulatorConfig", "ThreadedEmulator"]

@@ -1,0 +1,106 @@
+"""`gemini-webhooks emulator`: run the local Gemini API emulator until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from gemini_webhooks.contracts.delivery import GOOGLE_ISSUER
+
+from .app import Emulator, EmulatorConfig
+
+API_KEY_ENV = "GEMINI_EMULATOR_API_KEYS"
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return number
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one")
+    parser.add_argument(
+        "--batch-seconds",
+        type=_positive,
+        default=10.0,
+        help="how long a batch runs before it finishes by itself (default 10)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=_positive,
+        default=1.0,
+        help="divide every duration (backoff, 24 h windows, batch time) by this factor",
+    )
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help=f"accept only this x-goog-api-key (repeatable; also ${API_KEY_ENV}, comma separated)",
+    )
+    parser.add_argument("--issuer", default=GOOGLE_ISSUER, help="`iss` of dynamic-webhook JWTs")
+    parser.add_argument(
+        "--delivery-timeout",
+        type=_positive,
+        default=5.0,
+        help="seconds an endpoint has to answer a delivery (not scaled)",
+    )
+    parser.add_argument(
+        "--port-file", help="write the bound port to this file once listening (for --port 0)"
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    keys = list(args.api_key)
+    keys += [k.strip() for k in os.environ.get(API_KEY_ENV, "").split(",") if k.strip()]
+    return EmulatorConfig(
+        host=args.host,
+        port=args.port,
+        api_keys=tuple(keys),
+        batch_seconds=args.batch_seconds,
+        time_scale=args.time_scale,
+        issuer=args.issuer,
+        delivery_timeout=args.delivery_timeout,
+    )
+
+
+async def _serve(config: EmulatorConfig, port_file: str | None) -> None:
+    emulator = Emulator(config)
+    await emulator.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if port_file:
+        with open(port_file, "w") as handle:  # noqa: ASYNC230 — once, before serving
+            handle.write(str(emulator.port))
+    print(f"gemini-webhooks emulator listening on {emulator.base_url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await emulator.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        print(f"gemini-webhooks emulator: {error}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config, args.port_file))
+    except OSError as error:
+        print(f"gemini-webhooks emulator: cannot listen: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,135 @@
+"""A small client for the emulator's control API (`/emulator/v1/...`), for tests, the
+sandbox and demos. The WebhookService and batches are driven with `google-genai` itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+PREFIX = "/emulator/v1"
+
+
+class ControlError(RuntimeError):
+    """The control API refused a request (the Google JSON error's message is kept)."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(f"{status_code}: {message}")
+        self.status_code = status_code
+        self.message = message
+
+
+class ControlClient:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 10.0) -> None:
+        headers = {"x-goog-api-key": api_key} if api_key else {}
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise ControlError(response.status_code, message)
+        return response.json()
+
+    def health(self) -> bool:
+        return bool(self._call("GET", f"{PREFIX}/healthz").get("ok"))
+
+    def reset(self) -> None:
+        self._call("POST", f"{PREFIX}/reset")
+
+    def fire(
+        self,
+        event_type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        webhook_config: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Emit one catalogue event; missing `data` fields get generated values.
+        With `webhook_config` ({"uris": [...], "user_metadata": {...}}) it is a dynamic
+        delivery; otherwise it goes to the subscribed static webhooks."""
+        body: dict[str, Any] = {"type": event_type, "data": dict(data or {})}
+        if webhook_config is not None:
+            body["webhook_config"] = dict(webhook_config)
+        result: dict[str, Any] = self._call("POST", f"{PREFIX}/events", json=body)
+        return result
+
+    def deliveries(self, **filters: str) -> list[dict[str, Any]]:
+        """The delivery log; filter by webhook_id, event_type, event_id or state."""
+        found: list[dict[str, Any]] = self._call("GET", f"{PREFIX}/deliveries", params=filters)[
+            "deliveries"
+        ]
+        return found
+
+    def delivery(self, delivery_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("GET", f"{PREFIX}/deliveries/{delivery_id}")
+        return found
+
+    def wait_for_deliveries(
+        self, count: int = 1, *, timeout: float = 10.0, settled: bool = True, **filters: str
+    ) -> list[dict[str, Any]]:
+        """Poll the log until `count` deliveries match (and, if `settled`, none of them is
+        still pending); raise TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.deliveries(**filters)
+            if len(found) >= count and not (
+                settled and any(d["state"] == "pending" for d in found)
+            ):
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"expected {count} settled deliveries, log has: {found}")
+            time.sleep(0.02)
+
+    def finish_batch(
+        self,
+        name: str,
+        outcome: str,
+        *,
+        error_code: int | str | None = None,
+        error_message: str | None = None,
+    ) -> dict[str, Any]:
+        """End a batch now with `outcome` (succeeded/failed/cancelled/expired)."""
+        body = {"outcome": outcome, "error_code": error_code, "error_message": error_message}
+        batch_id = name.removeprefix("batches/")
+        result: dict[str, Any] = self._call(
+            "POST", f"{PREFIX}/batches/{batch_id}:finish", json=body
+        )
+        return result
+
+    def plan_batch(self, name: str, outcome: str, **error: Any) -> None:
+        """Make a running batch end with `outcome` when its run time is up."""
+        batch_id = name.removeprefix("batches/")
+        self._call("POST", f"{PREFIX}/batches/{batch_id}:plan", json={"outcome": outcome, **error})
+
+    def set_batch_outcome(self, outcome: str, **error: Any) -> None:
+        """The outcome of every batch that finishes by itself from now on."""
+        self._call("PUT", f"{PREFIX}/batch-outcome", json={"outcome": outcome, **error})
+
+    def rollover_signing_key(self) -> str:
+        """Start signing dynamic deliveries with a new key; returns its `kid`."""
+        kid: str = self._call("POST", f"{PREFIX}/signing-keys:rollover")["kid"]
+        return kid
+
+    def set_endpoint_overrides(self, overrides: Mapping[str, str]) -> None:
+        """Replace the in-process endpoint overrides (`host:port` or `namespace/name:port`
+        -> `address:port`)."""
+        self._call("PUT", f"{PREFIX}/endpoint-overrides", json={"overrides": dict(overrides)})
+
+    def jwks(self) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("GET", "/.well-known/jwks.json")
+        return found

@@ -1,0 +1,163 @@
+"""WebhookService state: the registered webhooks, their secrets and their pages.
+
+Every mutation validates first (in `decisions`) and then changes state in one step, so a
+refused request never leaves a half-made webhook.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from gemini_webhooks.contracts.signing_secret import SECRET_PREFIX, truncate_secret
+
+from . import decisions
+from .clock import rfc3339
+from .errors import invalid_argument, not_found
+
+
+def new_signing_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` + base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@dataclass
+class Webhook:
+    id: str
+    seq: int
+    name: str
+    uri: str
+    subscribed_events: list[str]
+    state: decisions.WebhookState
+    create_time: datetime
+    update_time: datetime
+    secrets: tuple[decisions.SecretEntry, ...] = field(repr=False)
+    failing_since: datetime | None = None
+
+    def valid_secrets(self, now: datetime) -> tuple[decisions.SecretEntry, ...]:
+        return decisions.valid_secrets(self.secrets, now)
+
+    def view(self) -> decisions.WebhookView:
+        return decisions.WebhookView(self.id, self.state, tuple(self.subscribed_events))
+
+    def resource(self, now: datetime) -> dict[str, Any]:
+        """The Webhook as the API shows it (never a full secret)."""
+        signing: list[dict[str, Any]] = []
+        for entry in self.valid_secrets(now):
+            item: dict[str, Any] = {"truncated_secret": truncate_secret(entry.secret)}
+            if entry.expire_time is not None:
+                item["expire_time"] = rfc3339(entry.expire_time)
+            signing.append(item)
+        return {
+            "id": self.id,
+            "name": self.name,
+            "uri": self.uri,
+            "subscribed_events": list(self.subscribed_events),
+            "state": self.state,
+            "create_time": rfc3339(self.create_time),
+            "update_time": rfc3339(self.update_time),
+            "signing_secrets": signing,
+        }
+
+
+class PageTokens:
+    """Opaque page tokens: the creation sequence number of the last webhook shown, MACed so a
+    client cannot forge or mangle one. Listing by sequence keeps pages stable while
+    webhooks are added (they appear at the end) or removed (nothing shifts)."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+
+    def encode(self, after_seq: int) -> str:
+        payload = str(after_seq).encode()
+        mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:12]
+        return base64.urlsafe_b64encode(payload + b"." + mac).decode().rstrip("=")
+
+    def decode(self, token: str) -> int:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            payload, _, mac = raw.partition(b".")
+            expected = hmac.new(self._key, payload, hashlib.sha256).digest()[:12]
+            if not hmac.compare_digest(mac, expected):
+                raise ValueError
+            return int(payload.decode())
+        except (ValueError, UnicodeDecodeError):
+            raise invalid_argument("page_token is not valid") from None
+
+
+class WebhookStore:
+    def __init__(self) -> None:
+        self._webhooks: dict[str, Webhook] = {}
+        self._seq = itertools.count(1)
+        self.tokens = PageTokens()
+
+    def __iter__(self) -> Iterator[Webhook]:
+        return iter(list(self._webhooks.values()))
+
+    def clear(self) -> None:
+        self._webhooks.clear()
+
+    def create(self, request: decisions.NewWebhook, now: datetime) -> tuple[Webhook, str]:
+        secret = new_signing_secret()
+        webhook = Webhook(
+            id=secrets.token_hex(8),
+            seq=next(self._seq),
+            name=request.name,
+            uri=request.uri,
+            subscribed_events=request.subscribed_events,
+            state="enabled",
+            create_time=now,
+            update_time=now,
+            secrets=(decisions.SecretEntry(secret=secret, created_at=now),),
+        )
+        self._webhooks[webhook.id] = webhook
+        return webhook, secret
+
+    def get(self, webhook_id: str) -> Webhook:
+        webhook = self._webhooks.get(webhook_id)
+        if webhook is None:
+            raise not_found(f"webhook {webhook_id!r} not found")
+        return webhook
+
+    def find(self, webhook_id: str) -> Webhook | None:
+        return self._webhooks.get(webhook_id)
+
+    def delete(self, webhook_id: str) -> None:
+        self.get(webhook_id)
+        del self._webhooks[webhook_id]
+
+    def update(self, webhook_id: str, changes: dict[str, Any], now: datetime) -> Webhook:
+        webhook = self.get(webhook_id)
+        for key, value in changes.items():
+            setattr(webhook, key, value)
+        if changes.get("state") == "enabled":
+            webhook.failing_since = None
+        webhook.update_time = now
+        return webhook
+
+    def rotate(
+        self,
+        webhook_id: str,
+        behavior: decisions.RevocationBehavior,
+        now: datetime,
+        grace: timedelta,
+    ) -> str:
+        webhook = self.get(webhook_id)
+        secret = new_signing_secret()
+        webhook.secrets = decisions.rotate_secrets(webhook.secrets, secret, behavior, now, grace)
+        webhook.update_time = now
+        return secret
+
+    def page(self, page_size: int, page_token: str | None) -> tuple[list[Webhook], str | None]:
+        after = self.tokens.decode(page_token) if page_token else 0
+        ordered = sorted((w for w in self._webhooks.values() if w.seq > after), key=lambda w: w.seq)
+        items = ordered[:page_size]
+        more = len(ordered) > page_size
+        return items, (self.tokens.encode(items[-1].seq) if more and items else None)
