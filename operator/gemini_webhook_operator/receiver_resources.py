@@ -2,7 +2,7 @@
 
 `render(resource, settings)` returns every object the receiver needs: ConfigMap (the
 receiver's config, built with the `contracts.receiver_config` models), ServiceAccount,
-Role + RoleBinding (get/watch on its own signing Secret only), Deployment, the public
+Role + RoleBinding (get/list/watch on its own signing Secret only), Deployment, the public
 Service, an internal Service (health and ping status, for the operator) and, with more
 than one replica, a PodDisruptionBudget. All are owned by the GeminiWebhook (garbage
 collected with it) and labelled so that the operator can find and prune them.
@@ -63,6 +63,8 @@ STATIC_SOURCE = "static"
 _MAX_LABEL = 63
 _INTERNAL_SUFFIX = "-internal"
 _RECEIVER_SUFFIX = "-receiver"
+
+SECRET_VERBS = ("get", "list", "watch")
 
 # Kinds render() may produce, for pruning what a disabled receiver leaves behind.
 OWNED_KINDS: tuple[tuple[str, str], ...] = (
@@ -440,15 +442,16 @@ def render(resource: Mapping[str, Any], settings: ReceiverSettings) -> list[JSON
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": _metadata(resource, name),
-            # Exactly its own Secret: `get` for the initial read, `watch` (with a
-            # `metadata.name` field selector, which resourceNames authorizes) for changes.
-            # No `list`: a get supplies the resourceVersion the watch starts from.
+            # Its own Secret and nothing else. The receiver lists-then-watches with a
+            # `metadata.name` field selector (the list gives the resourceVersion the watch
+            # resumes from); RBAC authorizes list/watch by resourceNames only for requests
+            # carrying that selector, so `list` reveals no other Secret than `get` does.
             "rules": [
                 {
                     "apiGroups": [""],
                     "resources": ["secrets"],
                     "resourceNames": [secret_name],
-                    "verbs": ["get", "watch"],
+                    "verbs": list(SECRET_VERBS),
                 }
             ],
         },

@@ -122,14 +122,14 @@ def test_pod_meets_the_restricted_pod_security_standard() -> None:
     assert all("hostPath" not in v for v in pod["volumes"])
 
 
-def test_role_allows_exactly_get_and_watch_on_its_own_secret() -> None:
+def test_role_allows_only_reading_and_watching_its_own_secret() -> None:
     role = by_kind(render(webhook(), SETTINGS))["Role"]
     assert role["rules"] == [
         {
             "apiGroups": [""],
             "resources": ["secrets"],
             "resourceNames": ["orders-signing-secret"],
-            "verbs": ["get", "watch"],
+            "verbs": ["get", "list", "watch"],
         }
     ]
 
