@@ -1,0 +1,121 @@
+"""`gemini-webhooks sandbox [--demo]`: the whole system on loopback, in one command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from gemini_webhooks.sandbox.supervisor import ChildFailedError, install_stop_signals
+from gemini_webhooks.sandbox.system import DEFAULT_STATE_DIR, Sandbox, SandboxOptions
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return number
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run the Gemini API emulator, a Kubernetes API sandbox with the GeminiWebhook CRD, "
+        "the operator, a receiver for every GeminiWebhook and a sample consumer, all on "
+        "127.0.0.1. Ctrl-C stops everything."
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the guided tour (apply, fire every event, rotate under traffic, delete), "
+        "print a summary table and exit: 0 when every step held",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="where the kubeconfig, logs and ready-to-apply examples go; emptied at start "
+        "(default: ./.sandbox)",
+    )
+    parser.add_argument(
+        "--namespace", default="default", help="namespace of the examples (default: default)"
+    )
+    parser.add_argument(
+        "--batch-seconds",
+        type=_positive,
+        default=5.0,
+        help="how long an emulated batch runs before it finishes by itself (default 5)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    options = SandboxOptions(
+        state_dir=args.state_dir,
+        namespace=args.namespace,
+        batch_seconds=args.batch_seconds,
+        echo_consumer=True,
+    )
+    try:
+        return asyncio.run(_main(options, demo=args.demo))
+    except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
+        return 130
+
+
+async def _main(options: SandboxOptions, *, demo: bool) -> int:
+    stop = asyncio.Event()
+    restore = install_stop_signals(stop)
+    sandbox = Sandbox(options)
+    try:
+        start = asyncio.create_task(sandbox.start())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not start.done():
+            start.cancel()
+            await asyncio.gather(start, return_exceptions=True)
+            print("[sandbox] interrupted while starting; stopped everything", flush=True)
+            return 130
+        stopper.cancel()
+        try:
+            start.result()
+        except ChildFailedError as error:
+            print(f"[sandbox] could not start: {error}", file=sys.stderr, flush=True)
+            return 1
+        if demo:
+            from gemini_webhooks.sandbox.demo import run_demo
+
+            tour = asyncio.create_task(run_demo(sandbox))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({tour, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not tour.done():
+                tour.cancel()
+                await asyncio.gather(tour, return_exceptions=True)
+                print("[sandbox] demo interrupted; stopping everything", flush=True)
+                return 130
+            stopper.cancel()
+            return 0 if tour.result() else 1
+        print(sandbox.next_steps(), flush=True)
+        await _wait_until_stopped_or_crashed(sandbox, stop)
+        print("\n[sandbox] stopping everything", flush=True)
+        return 0
+    finally:
+        await asyncio.shield(sandbox.stop())
+        restore()
+        print("[sandbox] stopped; no processes left behind", flush=True)
+
+
+async def _wait_until_stopped_or_crashed(sandbox: Sandbox, stop: asyncio.Event) -> None:
+    """Serve until Ctrl-C; say so when a core child dies (pods are the kubelet's concern)."""
+    reported: set[int] = set()
+    while not stop.is_set():
+        for child in sandbox.supervisor.exited():
+            if child.pid not in reported and not child.name.startswith("pod-"):
+                reported.add(child.pid)
+                print(
+                    f"[sandbox] {child.name} exited with code {child.process.returncode}; "
+                    f"the end of its log:\n{child.log_tail()}",
+                    flush=True,
+                )
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            pass

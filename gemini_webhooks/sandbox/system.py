@@ -1,0 +1,377 @@
+"""The whole system on loopback: what `gemini-webhooks sandbox` starts, in order.
+
+1. the sample consumer (in this process), standing in for an in-cluster Service;
+2. the Gemini API emulator (`gemini-webhooks emulator`, a child process);
+3. the Kubernetes API sandbox (`gemini-webhooks kube-sandbox`), with our CRD installed,
+   the API-key Secret and the consumer's Service created;
+4. the kubelet (in this process), which runs the receiver of every GeminiWebhook;
+5. the operator (`gemini-webhooks operator`), pointed at both.
+
+Every child gets `KUBECONFIG` and the Service endpoints (`GEMINI_WEBHOOKS_SERVICE_ENDPOINTS`
+for what is known at start, `..._FILE` for what the kubelet learns later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import string
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gemini_webhooks.contracts import crd as crd_contract
+from gemini_webhooks.contracts.crd import DEFAULT_API_KEY_SECRET_KEY
+from gemini_webhooks.contracts.service_endpoints import ENV_VAR, FILE_ENV_VAR, service_key
+from gemini_webhooks.sandbox.consumer import SampleConsumer
+from gemini_webhooks.sandbox.kubeapi import KubeApi, server_from_kubeconfig
+from gemini_webhooks.sandbox.kubelet import Kubelet, venv_executable
+from gemini_webhooks.sandbox.ports import LOOPBACK, free_port
+from gemini_webhooks.sandbox.supervisor import (
+    Child,
+    ChildFailedError,
+    ProcessSpec,
+    Progress,
+    Supervisor,
+    http_ready,
+)
+
+CONSUMER_SERVICE = "sample-consumer"
+CONSUMER_PORT = 8080
+API_KEY_SECRET = "gemini-api-key"
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+DEFAULT_STATE_DIR = Path(".sandbox")
+
+
+@dataclass
+class SandboxOptions:
+    state_dir: Path = DEFAULT_STATE_DIR
+    namespace: str = "default"
+    api_key: str = "sandbox-api-key"  # not a secret: the emulator's only accepted key
+    batch_seconds: float = 5.0
+    time_scale: float = 1.0
+    echo_consumer: bool = True
+    start_operator: bool = True
+    operator_args: list[str] = field(default_factory=list)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+class Sandbox:
+    def __init__(self, options: SandboxOptions, *, progress: Progress | None = None) -> None:
+        self.options = options
+        self.progress: Progress = progress or (lambda line: print(line, flush=True))
+        self.state_dir = options.state_dir.resolve()
+        self.supervisor = Supervisor(self.state_dir / "logs", progress=self._say)
+        self.consumer = SampleConsumer(echo=self._say if options.echo_consumer else None)
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self.endpoints_file = self.state_dir / "service-endpoints.json"
+        self.emulator_url = ""
+        self.kube_url = ""
+        self.operator_metrics_url = ""
+        self.operator: Child | None = None
+        self.api: KubeApi | None = None
+        self.kubelet: Kubelet | None = None
+        self._kubelet_task: asyncio.Task[None] | None = None
+
+    def _say(self, line: str) -> None:
+        self.progress(f"[sandbox] {line}")
+
+    # -- environment ------------------------------------------------------------------------
+
+    @property
+    def static_endpoints(self) -> dict[str, str]:
+        key = service_key(CONSUMER_SERVICE, self.options.namespace, CONSUMER_PORT)
+        return {key: f"{LOOPBACK}:{self.consumer.port}"}
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env[ENV_VAR] = json.dumps(self.static_endpoints, sort_keys=True)
+        env[FILE_ENV_VAR] = str(self.endpoints_file)
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _write_endpoints(self, mapping: dict[str, str]) -> None:
+        temporary = self.endpoints_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(mapping, sort_keys=True, indent=1))
+        os.replace(temporary, self.endpoints_file)
+
+    # -- start ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        (self.state_dir / "logs").mkdir(parents=True)
+        (self.state_dir / ".gitignore").write_text("*\n")
+        self._say(f"state, logs and kubeconfig in {self.state_dir}")
+
+        await self.consumer.start(LOOPBACK, 0)
+        self._write_endpoints(self.static_endpoints)
+        self._say(f"sample consumer listening on http://{LOOPBACK}:{self.consumer.port}/")
+
+        await self._start_emulator()
+        await self._start_kube()
+        await self._install()
+        self._start_kubelet()
+        if self.options.start_operator:
+            await self.start_operator()
+        self._write_examples()
+
+    async def _start_emulator(self) -> None:
+        port_file = self.state_dir / "emulator.port"
+        argv = [
+            venv_executable("gemini-webhooks"),
+            "emulator",
+            "--host",
+            LOOPBACK,
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--api-key",
+            self.options.api_key,
+            "--batch-seconds",
+            str(self.options.batch_seconds),
+            "--time-scale",
+            str(self.options.time_scale),
+        ]
+
+        async def ready() -> bool:
+            port = _read_text(port_file)
+            if not port:
+                return False
+            self.emulator_url = f"http://{LOOPBACK}:{port}"
+            return await http_ready(f"{self.emulator_url}/emulator/v1/healthz")()
+
+        await self.supervisor.start(
+            ProcessSpec(
+                "emulator",
+                argv,
+                env=self.child_env(),
+                ready=ready,
+                ready_what="its port file, then /emulator/v1/healthz",
+            )
+        )
+
+    async def _start_kube(self) -> None:
+        argv = [
+            venv_executable("gemini-webhooks"),
+            "kube-sandbox",
+            "--host",
+            LOOPBACK,
+            "--port",
+            "0",
+            "--kubeconfig",
+            str(self.kubeconfig),
+        ]
+
+        async def ready() -> bool:
+            text = _read_text(self.kubeconfig)
+            if not text:
+                return False
+            try:
+                self.kube_url = server_from_kubeconfig(text)
+            except (ValueError, yaml.YAMLError):
+                return False  # being written
+            return await http_ready(f"{self.kube_url}/version")()
+
+        await self.supervisor.start(
+            ProcessSpec(
+                "kube-sandbox",
+                argv,
+                env=self.child_env(),
+                ready=ready,
+                ready_what=f"the kubeconfig {self.kubeconfig}, then /version",
+            )
+        )
+        self.api = KubeApi(self.kube_url)
+
+    async def _install(self) -> None:
+        """Our CRD, the API-key Secret and the sample consumer's Service."""
+        assert self.api is not None
+        crd = crd_contract.crd()
+        await self.api.apply("customresourcedefinitions.apiextensions.k8s.io/v1", None, crd)
+        group_version = f"/apis/{crd_contract.API_VERSION}"
+        await self._wait_http(self.kube_url + group_version, "the GeminiWebhook API")
+        self._say(f"CRD {crd_contract.CRD_NAME} installed")
+        namespace = self.options.namespace
+        if await self.api.get("namespaces", None, namespace) is None:
+            await self.api.create(
+                "namespaces",
+                None,
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            )
+        await self.api.apply(
+            "secrets",
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": API_KEY_SECRET, "namespace": namespace},
+                "type": "Opaque",
+                "stringData": {DEFAULT_API_KEY_SECRET_KEY: self.options.api_key},
+            },
+        )
+        await self.api.apply(
+            "services",
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": CONSUMER_SERVICE,
+                    "namespace": namespace,
+                    "labels": {"app.kubernetes.io/name": CONSUMER_SERVICE},
+                },
+                "spec": {"ports": [{"name": "http", "port": CONSUMER_PORT}]},
+            },
+        )
+        self._say(
+            f"Secret {namespace}/{API_KEY_SECRET} (the emulator's API key) and Service "
+            f"{namespace}/{CONSUMER_SERVICE}:{CONSUMER_PORT} (the sample consumer) created"
+        )
+
+    async def _wait_http(self, url: str, what: str, within: float = 30.0) -> None:
+        check = http_ready(url)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not await check():
+            if loop.time() > deadline:
+                raise ChildFailedError(f"{what} did not appear at {url} within {within:.0f}s")
+            await asyncio.sleep(0.1)
+
+    def _start_kubelet(self) -> None:
+        assert self.api is not None
+        env = self.child_env()
+        self.kubelet = Kubelet(
+            self.api,
+            self.supervisor,
+            self.state_dir,
+            base_env=env,
+            static_endpoints=self.static_endpoints,
+            on_endpoints=self._write_endpoints,
+            progress=self._say,
+        )
+        self._kubelet_task = asyncio.create_task(self.kubelet.run(), name="kubelet")
+        self._say("kubelet watching receiver Deployments")
+
+    async def start_operator(self) -> None:
+        metrics_port = free_port()
+        health_port = free_port()
+        argv = [
+            venv_executable("gemini-webhooks"),
+            "operator",
+            "--metrics-host",
+            LOOPBACK,
+            "--metrics-port",
+            str(metrics_port),
+            "--health-host",
+            LOOPBACK,
+            "--health-port",
+            str(health_port),
+            *self.options.operator_args,
+        ]
+        self.operator_metrics_url = f"http://{LOOPBACK}:{metrics_port}/metrics"
+        self.operator = await self.supervisor.start(
+            ProcessSpec(
+                "operator",
+                argv,
+                env=self.child_env(),
+                ready=http_ready(f"http://{LOOPBACK}:{health_port}/healthz"),
+                ready_what="its health endpoint",
+            ),
+            ready_timeout=60,
+        )
+
+    async def stop_operator(self) -> None:
+        if self.operator is not None:
+            await self.supervisor.stop(self.operator)
+            self.operator = None
+
+    def _write_examples(self) -> None:
+        """The examples, filled with this sandbox's URLs, ready for `kubectl apply -f`."""
+        target = self.state_dir / "examples"
+        target.mkdir(exist_ok=True)
+        values = {"EMULATOR_URL": self.emulator_url, "NAMESPACE": self.options.namespace}
+        for source in sorted(EXAMPLES_DIR.glob("*.yaml")):
+            text = string.Template(source.read_text()).substitute(values)
+            (target / source.name).write_text(text)
+
+    def example_path(self, name: str = "sandbox-demo.yaml") -> Path:
+        return self.state_dir / "examples" / name
+
+    def example(self, name: str = "sandbox-demo.yaml") -> dict[str, Any]:
+        document: dict[str, Any] = yaml.safe_load(self.example_path(name).read_text())
+        return document
+
+    # -- stop -----------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        if self._kubelet_task is not None:
+            self._kubelet_task.cancel()
+            await asyncio.gather(self._kubelet_task, return_exceptions=True)
+            self._kubelet_task = None
+        await self.supervisor.aclose()
+        await self.consumer.stop()
+        if self.api is not None:
+            await self.api.close()
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.stop())
+
+    # -- what to do next ------------------------------------------------------------------
+
+    def next_steps(self) -> str:
+        namespace = self.options.namespace
+        receiver_internal = "the receiver's internal port (see `.sandbox/service-endpoints.json`)"
+        return "\n".join(
+            [
+                "",
+                "The sandbox is up. In another terminal:",
+                "",
+                f"  export KUBECONFIG={self.kubeconfig}",
+                f"  kubectl apply -f {self.example_path()}",
+                "  kubectl get geminiwebhooks -w        # until READY is True",
+                "",
+                "Fire an event (every type of the catalogue works) through the emulator's control",
+                "API; the receiver verifies it and the sample consumer prints it here:",
+                "",
+                f"  curl -s -X POST {self.emulator_url}/emulator/v1/events \\",
+                "       -H 'content-type: application/json' \\",
+                '       -d \'{"type": "batch.succeeded"}\'',
+                "",
+                "Where things are:",
+                f"  Gemini API emulator   {self.emulator_url}   (API key: {self.options.api_key})",
+                f"  Kubernetes API        {self.kube_url}",
+                f"  operator /metrics     {self.operator_metrics_url or '(not started)'}",
+                f"  receiver /metrics     {receiver_internal}",
+                f"  sample consumer       http://{LOOPBACK}:{self.consumer.port}/_consumer/received",
+                f"  logs                  {self.state_dir / 'logs'}",
+                f"  namespace             {namespace}",
+                "",
+                "Ctrl-C stops everything.",
+            ]
+        )

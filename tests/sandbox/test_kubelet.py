@@ -1,0 +1,165 @@
+"""The kubelet runs the real receiver exactly as the operator's Deployment says.
+
+No operator here: the test does what the operator would (register the webhook through
+the SDK, write the signing-secret Secret, apply the rendered receiver objects), so that a
+failure points at the kubelet, not at the reconcile loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gemini_webhook_operator.receiver_resources import (
+    ReceiverSettings,
+    public_url,
+    receiver_name,
+    render,
+    signing_secret_name,
+)
+from google import genai
+from google.genai import types
+
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.signing_secret import SigningSecret, SigningSecrets, encode
+from gemini_webhooks.emulator import ControlClient
+from gemini_webhooks.sandbox.kubeapi import KubeApi
+from gemini_webhooks.sandbox.kubelet import DEPLOYMENTS
+from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
+
+RESOURCES = {
+    "ConfigMap": "configmaps",
+    "ServiceAccount": "serviceaccounts",
+    "Service": "services",
+    "Role": "roles.rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rolebindings.rbac.authorization.k8s.io/v1",
+    "Deployment": DEPLOYMENTS,
+    "PodDisruptionBudget": "poddisruptionbudgets.policy/v1",
+}
+GWH = f"{crd.PLURAL}.{crd.API_VERSION}"
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    options = SandboxOptions(state_dir=tmp_path / "sandbox", start_operator=False)
+    async with Sandbox(options, progress=lambda line: None) as running:
+        yield running
+
+
+async def _wait(predicate: Any, within: float, what: str) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def _deploy_receiver_like_the_operator(sandbox: Sandbox) -> tuple[dict[str, Any], str]:
+    api: KubeApi = sandbox.api  # type: ignore[assignment]
+    namespace = sandbox.options.namespace
+    resource = await api.create(GWH, namespace, sandbox.example())
+    client = genai.Client(
+        api_key=sandbox.options.api_key,
+        http_options=types.HttpOptions(base_url=sandbox.emulator_url),
+    )
+    hook = await asyncio.to_thread(
+        client.webhooks.create,
+        name="kubelet test",
+        uri=public_url(resource),
+        subscribed_events=["batch.succeeded", "video.generated"],
+    )
+    secrets = SigningSecrets(
+        webhook_id=hook.id,
+        secrets=(SigningSecret(hook.new_signing_secret, datetime.now(UTC)),),
+    )
+    await api.create(
+        "secrets",
+        namespace,
+        {"metadata": {"name": signing_secret_name(resource)}, "stringData": encode(secrets)},
+    )
+    for obj in render(resource, ReceiverSettings()):
+        await api.create(RESOURCES[obj["kind"]], namespace, obj)
+    return resource, hook.id
+
+
+async def test_the_receiver_deployment_runs_becomes_ready_and_delivers_to_the_consumer(
+    sandbox: Sandbox,
+) -> None:
+    api: KubeApi = sandbox.api  # type: ignore[assignment]
+    resource, _ = await _deploy_receiver_like_the_operator(sandbox)
+    name = receiver_name(resource["metadata"]["name"])
+
+    async def ready() -> bool:
+        deployment = await api.get(DEPLOYMENTS, "default", name)
+        return bool(deployment and (deployment.get("status") or {}).get("readyReplicas") == 1)
+
+    await _wait(ready, 30, "the receiver Deployment to report readyReplicas=1")
+    assert sandbox.kubelet is not None
+    assert f"default/{name}:80" in sandbox.kubelet.endpoints
+
+    control = ControlClient(sandbox.emulator_url, api_key=sandbox.options.api_key)
+    await asyncio.to_thread(control.fire, "batch.succeeded", {"id": "batches/kubelet-1"})
+    arrivals = await sandbox.consumer.wait_for(
+        lambda got: any(a.event_type == "batch.succeeded" for a in got), within=20
+    )
+    batch = next(a for a in arrivals if a.event_type == "batch.succeeded")
+    assert batch.path == "/batches"
+    assert batch.body["data"]["id"] == "batches/kubelet-1"
+
+
+async def test_a_pod_template_change_restarts_the_pod_on_the_same_loopback_port(
+    sandbox: Sandbox,
+) -> None:
+    api: KubeApi = sandbox.api  # type: ignore[assignment]
+    resource, _ = await _deploy_receiver_like_the_operator(sandbox)
+    name = receiver_name(resource["metadata"]["name"])
+    kubelet = sandbox.kubelet
+    assert kubelet is not None
+
+    async def running_pid() -> int | None:
+        pod = kubelet.pods.get(("default", name))
+        return pod.child.pid if pod and pod.child and pod.child.running and pod.ready else None
+
+    first = await _wait(running_pid, 30, "the first pod")
+    endpoint = kubelet.endpoints[f"default/{name}:80"]
+    await api.patch(
+        DEPLOYMENTS,
+        "default",
+        name,
+        {"spec": {"template": {"metadata": {"annotations": {"example.com/restart": "1"}}}}},
+    )
+
+    async def restarted() -> int | None:
+        pid = await running_pid()
+        return pid if pid not in (None, first) else None
+
+    await _wait(restarted, 30, "a new pod after the template change")
+    assert kubelet.endpoints[f"default/{name}:80"] == endpoint
+
+
+async def test_deleting_the_deployment_stops_its_pod(sandbox: Sandbox) -> None:
+    api: KubeApi = sandbox.api  # type: ignore[assignment]
+    resource, _ = await _deploy_receiver_like_the_operator(sandbox)
+    name = receiver_name(resource["metadata"]["name"])
+    kubelet = sandbox.kubelet
+    assert kubelet is not None
+
+    async def pod_pid() -> int | None:
+        pod = kubelet.pods.get(("default", name))
+        return pod.child.pid if pod and pod.child else None
+
+    pid = await _wait(pod_pid, 30, "the pod")
+    await api.delete(DEPLOYMENTS, "default", name)
+
+    async def gone() -> bool:
+        return ("default", name) not in kubelet.pods
+
+    await _wait(gone, 30, "the pod to be stopped")
+    assert all(child.pid != pid for child in sandbox.supervisor.children)
