@@ -13,7 +13,11 @@ from collections.abc import Generator
 
 import pytest
 
-pytest_plugins: list[str] = ["tests.fixtures.emulator", "tests.fixtures.redis"]
+pytest_plugins: list[str] = [
+    "tests.fixtures.emulator",
+    "tests.fixtures.redis",
+    "tests.fixtures.kube",
+]
 
 REAL_CLUSTER = bool(os.environ.get("KUBECONFIG"))
 

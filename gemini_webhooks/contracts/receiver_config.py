@@ -39,6 +39,7 @@ from gemini_webhooks.contracts.delivery import (
 DYNAMIC_SOURCE = "dynamic"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+ListenPort = Annotated[int, Field(ge=0, le=65535)]  # 0: an ephemeral port (tests)
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
@@ -54,7 +55,7 @@ class ListenConfig(_Model):
     """The public endpoint Gemini delivers to (the Service in front of the receiver)."""
 
     host: str = Field("0.0.0.0", description="Address to bind the delivery endpoint to.")
-    port: Port = Field(8080, description="Port of the delivery endpoint.")
+    port: ListenPort = Field(8080, description="Port of the delivery endpoint.")
     path: str = Field(
         "/", pattern=r"^/", description="Path that accepts deliveries (static and dynamic)."
     )
@@ -67,7 +68,7 @@ class InternalConfig(_Model):
     """
 
     host: str = Field("0.0.0.0", description="Address to bind the internal endpoint to.")
-    port: Port = Field(9090, description="Port of the internal endpoint.")
+    port: ListenPort = Field(9090, description="Port of the internal endpoint.")
 
 
 class LimitsConfig(_Model):

@@ -1,0 +1,461 @@
+"""The receiver process: the public delivery endpoint and the internal endpoint.
+
+`handle_delivery` is the hot path: read headers, verify (static or dynamic, by the shape of
+`webhook-signature`), check the replay window, deduplicate, then either enqueue into Redis
+or forward inline. Every rejection is a `Rejection` with its own 4xx and metric label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from gemini_webhooks.contracts.delivery import (
+    HEADER_ID,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    PING_EVENT_TYPE,
+    signature_scheme,
+)
+from gemini_webhooks.contracts.receiver_config import DYNAMIC_SOURCE, ReceiverConfig
+from gemini_webhooks.contracts.signing_secret import SigningSecrets
+
+from . import dynamic, metrics, reasons, static
+from .dedup import Dedup, MemoryDedup, RedisDedup
+from .delivery import Targets, deliver_inline
+from .forwarding import Event
+from .logs import log
+from .queue import Consumer, Stream
+from .reasons import Rejection
+from .secret_sources import FileSecretSource, KubernetesSecretSource, SecretSource
+
+PINGS_PATH = "/internal/pings"
+_MAX_ID_LENGTH = 256
+_JSON = "application/json"
+
+
+def _answer(status: int, body: bytes) -> web.Response:
+    return web.Response(status=status, body=body, content_type=_JSON)
+
+
+_ACCEPTED = b'{"status":"accepted"}'
+_DUPLICATE = b'{"status":"duplicate"}'
+_PING = b'{"status":"ping"}'
+_UNAVAILABLE = b'{"error":"unavailable","message":"not delivered; retry later"}'
+
+
+@dataclass
+class PingRecord:
+    source: str
+    webhook_id: str
+    received_at: float
+    scheme: str
+    secret_index: int | None
+    secret_fingerprint: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "webhook_id": self.webhook_id,
+            "received_at": datetime.fromtimestamp(self.received_at, UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
+            "scheme": self.scheme,
+            "secret_index": self.secret_index,
+            "secret_fingerprint": self.secret_fingerprint,
+        }
+
+
+class Receiver:
+    def __init__(self, config: ReceiverConfig) -> None:
+        self.config = config
+        self.tolerance = config.replay.tolerance_seconds
+        self.targets = Targets(config)
+        self.secret_sets = [static.SecretSet(w.name) for w in config.static_webhooks]
+        self.sources: list[SecretSource] = []
+        self.pings: dict[str, PingRecord] = {}
+        self.redis: aioredis.Redis | None = None
+        self.stream: Stream | None = None
+        self.consumer: Consumer | None = None
+        self.dedup: Dedup | None = None
+        self.memory_dedup: MemoryDedup | None = None
+        self.jwks: dynamic.JwksCache | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._rejections = {
+            r.reason: (
+                metrics.deliveries.labels("rejected", r.reason),
+                orjson.dumps({"error": r.reason, "message": r.message}),
+            )
+            for r in vars(reasons).values()
+            if isinstance(r, Rejection)
+        }
+        self._count_accepted = metrics.deliveries.labels("accepted", "ok")
+        self._count_duplicate = metrics.deliveries.labels("duplicate", "ok")
+        self._count_ping = metrics.deliveries.labels("ping", "ok")
+        self._count_failed = metrics.deliveries.labels("failed", "not_delivered")
+        self._verify_hmac = metrics.verification_seconds.labels("hmac")
+        self._verify_jwt = metrics.verification_seconds.labels("jwt")
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self.accepting = False
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self.config.forwarding.max_connections, keepalive_timeout=30
+                ),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    def _on_secrets(self, secret_set: static.SecretSet, update: SigningSecrets | None) -> None:
+        if update is None:
+            secret_set.replace(SigningSecrets(webhook_id="", secrets=()))
+            log(30, "signing-secret Secret is gone; no secret accepted", webhook=secret_set.name)
+        else:
+            secret_set.replace(update)
+        count = secret_set.valid_count(time.time())
+        metrics.secret_reloads.labels(secret_set.name, "ok").inc()
+        metrics.loaded_secrets.labels(secret_set.name).set(count)
+        log(20, "signing secrets loaded", webhook=secret_set.name, valid_secrets=count)
+
+    async def start(self) -> None:
+        cfg = self.config
+        for webhook, secret_set in zip(cfg.static_webhooks, self.secret_sets, strict=True):
+
+            def update(value: SigningSecrets | None, s: static.SecretSet = secret_set) -> None:
+                self._on_secrets(s, value)
+
+            if webhook.secrets.file is not None:
+                source: SecretSource = FileSecretSource(webhook.name, webhook.secrets.file, update)
+            else:
+                assert webhook.secrets.kubernetes is not None
+                source = KubernetesSecretSource(webhook.name, webhook.secrets.kubernetes, update)
+            await source.start()
+            self.sources.append(source)
+        if cfg.dynamic.enabled:
+            self.jwks = dynamic.JwksCache(
+                cfg.dynamic,
+                dynamic.aiohttp_fetch(self.session, cfg.forwarding.timeout_seconds),
+            )
+        if cfg.redis is not None:
+            self.redis = aioredis.Redis.from_url(cfg.redis.url, socket_timeout=5)
+            redis_dedup = cfg.dedup.backend == "redis"
+            self.stream = Stream(
+                self.redis, cfg.redis, cfg.dedup.ttl_seconds if redis_dedup else None
+            )
+            self.consumer = Consumer(self.stream, self.targets, cfg.forwarding, self.session)
+            await self.consumer.start()
+            if not redis_dedup:
+                self.memory_dedup = MemoryDedup(cfg.dedup.ttl_seconds, cfg.dedup.max_entries)
+        elif cfg.dedup.backend == "memory":
+            self.memory_dedup = MemoryDedup(cfg.dedup.ttl_seconds, cfg.dedup.max_entries)
+        self.dedup = self.memory_dedup
+        if self.dedup is None and self.redis is not None and self.stream is None:
+            assert cfg.redis is not None
+            self.dedup = RedisDedup(self.redis, cfg.redis.dedup_key_prefix, cfg.dedup.ttl_seconds)
+        self.accepting = True
+
+    async def stop(self, drain_seconds: float = 10.0) -> None:
+        self.accepting = False
+        deadline = time.monotonic() + drain_seconds
+        if self._inflight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), drain_seconds)
+        if self.consumer is not None:
+            await self.consumer.stop(max(deadline - time.monotonic(), 0.5))
+        for source in self.sources:
+            await source.stop()
+        if self._session is not None:
+            await self._session.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        now = time.time()
+        checks: dict[str, Any] = {s.name: s.valid_count(now) > 0 for s in self.secret_sets}
+        if self.redis is not None:
+            try:
+                checks["redis"] = bool(await asyncio.wait_for(self.redis.ping(), 2.0))
+            except (RedisError, OSError, TimeoutError):
+                checks["redis"] = False
+        checks["accepting"] = self.accepting
+        return all(checks.values()), checks
+
+    # ---- hot path --------------------------------------------------------------------
+
+    def _reject(self, rejection: Rejection, msg_id: str | None) -> web.Response:
+        counter, body = self._rejections[rejection.reason]
+        counter.inc()
+        log(20, "delivery rejected", webhook_id=msg_id, reason=rejection.reason)
+        return _answer(rejection.status, body)
+
+    async def handle_delivery(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            return await self._handle(request)
+        except Exception as error:  # a bug must not crash the server or leak details
+            log(50, "internal error handling delivery", error=type(error).__name__)
+            self._count_failed.inc()
+            return _answer(503, _UNAVAILABLE)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+            metrics.ack_seconds.observe(time.perf_counter() - started)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        headers = request.headers
+        msg_id = headers.get(HEADER_ID)
+        raw_timestamp = headers.get(HEADER_TIMESTAMP)
+        signature = headers.get(HEADER_SIGNATURE)
+        if not msg_id or not raw_timestamp or not signature:
+            return self._reject(reasons.MISSING_HEADERS, msg_id)
+        if len(msg_id) > _MAX_ID_LENGTH or not msg_id.isprintable() or " " in msg_id:
+            return self._reject(reasons.MALFORMED_ID, None)
+        timestamp = static.parse_timestamp(raw_timestamp)
+        if timestamp is None:
+            return self._reject(reasons.MALFORMED_TIMESTAMP, msg_id)
+        scheme = signature_scheme(signature)
+        if scheme is None:
+            return self._reject(reasons.MALFORMED_SIGNATURE, msg_id)
+        if not self.accepting:
+            self._count_failed.inc()
+            return _answer(503, _UNAVAILABLE)
+        limits = self.config.limits
+        length = request.content_length
+        if length is not None and length > limits.max_body_bytes:
+            return self._reject(reasons.BODY_TOO_LARGE, msg_id)
+        if request.body_exists and request.content_type != _JSON:
+            return self._reject(reasons.WRONG_CONTENT_TYPE, msg_id)
+        try:
+            async with asyncio.timeout(limits.read_timeout_seconds):
+                body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._reject(reasons.BODY_TOO_LARGE, msg_id)
+        except TimeoutError:
+            return self._reject(reasons.READ_TIMEOUT, msg_id)
+        except (aiohttp.ClientPayloadError, ValueError):
+            return self._reject(reasons.MALFORMED_BODY, msg_id)
+        now = time.time()
+        if scheme == "hmac":
+            verified = self._verify_static(msg_id, timestamp, signature, body, now)
+        else:
+            verified = await self._verify_dynamic(msg_id, timestamp, signature, body, now)
+        if isinstance(verified, Rejection):
+            return self._reject(verified, msg_id)
+        event, ping = verified
+        if ping is not None:
+            self.pings[ping.source] = ping
+            metrics.last_ping_timestamp_seconds.labels(ping.source).set(ping.received_at)
+            self._count_ping.inc()
+            log(
+                20,
+                "ping received",
+                webhook_id=msg_id,
+                source=ping.source,
+                secret_index=ping.secret_index,
+            )
+            return _answer(200, _PING)
+        return await self._accept(event)
+
+    def _verify_static(
+        self, msg_id: str, timestamp: int, signature: str, body: bytes, now: float
+    ) -> tuple[Event, PingRecord | None] | Rejection:
+        if not self.secret_sets:
+            return reasons.BAD_SIGNATURE
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            return reasons.MALFORMED_BODY
+        started = time.perf_counter()
+        match = static.verify(self.secret_sets, msg_id, timestamp, signature, text, now)
+        self._verify_hmac.observe(time.perf_counter() - started)
+        if isinstance(match, Rejection):
+            return match
+        window = static.check_window(timestamp, now, self.tolerance)
+        if window is not None:
+            return window
+        try:
+            envelope = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return reasons.MALFORMED_BODY
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str):
+            return reasons.MALFORMED_BODY
+        event_type: str = envelope["type"]
+        if event_type == PING_EVENT_TYPE:
+            return Event(msg_id, match.source, "hmac", event_type, body), PingRecord(
+                match.source, msg_id, now, "hmac", match.secret_index, match.fingerprint
+            )
+        return Event(msg_id, match.source, "hmac", event_type, body, received_at=now), None
+
+    async def _verify_dynamic(
+        self, msg_id: str, timestamp: int, token: str, body: bytes, now: float
+    ) -> tuple[Event, PingRecord | None] | Rejection:
+        if self.jwks is None:
+            return reasons.DYNAMIC_DISABLED
+        window = static.check_window(timestamp, now, self.tolerance)
+        if window is not None:
+            return window
+        started = time.perf_counter()
+        match = await dynamic.verify(
+            self.config.dynamic, self.jwks, token, msg_id, body, now, self.tolerance
+        )
+        self._verify_jwt.observe(time.perf_counter() - started)
+        if isinstance(match, Rejection):
+            return match
+        event_type: str = match.envelope["type"]
+        event = Event(
+            msg_id,
+            DYNAMIC_SOURCE,
+            "jwt",
+            event_type,
+            orjson.dumps(match.envelope),
+            claims=orjson.dumps(match.claims),
+            received_at=now,
+        )
+        if event_type == PING_EVENT_TYPE:
+            return event, PingRecord(DYNAMIC_SOURCE, msg_id, now, "jwt", None, match.kid)
+        return event, None
+
+    async def _accept(self, event: Event) -> web.Response:
+        if self.stream is not None:
+            return await self._enqueue(event)
+        assert self.dedup is not None
+        if not await self.dedup.claim(event.msg_id):
+            return self._duplicate(event)
+        envelope = orjson.loads(event.envelope)
+        rule, targets = self.targets.for_event(event, envelope.get("user_metadata"))
+        if not targets:
+            metrics.unroutable.labels(event.source).inc()
+            assert self.targets.dead_letter is not None  # the config guarantees one
+            targets = [self.targets.dead_letter]
+            metrics.dead_letters.labels("unroutable").inc()
+            log(30, "no route matched; dead-lettering", webhook_id=event.msg_id)
+        delivered = await deliver_inline(self.session(), self.config.forwarding, event, targets)
+        if not delivered:
+            await self.dedup.release(event.msg_id)
+            self._count_failed.inc()
+            return _answer(503, _UNAVAILABLE)
+        metrics.end_to_end_seconds.observe(time.time() - event.received_at)
+        self._count_accepted.inc()
+        log(10, "event delivered", webhook_id=event.msg_id, rule=rule, targets=len(targets))
+        return _answer(200, _ACCEPTED)
+
+    def _duplicate(self, event: Event) -> web.Response:
+        metrics.duplicates.labels(event.source).inc()
+        self._count_duplicate.inc()
+        log(10, "duplicate delivery", webhook_id=event.msg_id)
+        return _answer(200, _DUPLICATE)
+
+    async def _enqueue(self, event: Event) -> web.Response:
+        assert self.stream is not None
+        memory = self.memory_dedup
+        if memory is not None and not await memory.claim(event.msg_id):
+            return self._duplicate(event)
+        try:
+            admitted = await self.stream.admit(event)
+        except (RedisError, OSError) as error:
+            admitted = "full"
+            log(
+                40,
+                "redis unavailable; answering 503",
+                webhook_id=event.msg_id,
+                error=type(error).__name__,
+            )
+        if admitted == "duplicate":
+            return self._duplicate(event)
+        if admitted == "full":
+            if memory is not None:
+                await memory.release(event.msg_id)
+            self._count_failed.inc()
+            return _answer(503, _UNAVAILABLE)
+        self._count_accepted.inc()
+        log(10, "event queued", webhook_id=event.msg_id)
+        return _answer(200, _ACCEPTED)
+
+    # ---- internal endpoint -----------------------------------------------------------
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"content-type": CONTENT_TYPE_LATEST})
+
+    async def handle_healthz(self, request: web.Request) -> web.Response:
+        return _answer(200, b'{"status":"ok"}')
+
+    async def handle_readyz(self, request: web.Request) -> web.Response:
+        ok, checks = await self.ready()
+        return _answer(200 if ok else 503, orjson.dumps({"ready": ok, "checks": checks}))
+
+    async def handle_pings(self, request: web.Request) -> web.Response:
+        body = {"pings": {name: record.as_json() for name, record in self.pings.items()}}
+        return _answer(200, orjson.dumps(body))
+
+
+def public_app(receiver: Receiver) -> web.Application:
+    app = web.Application(client_max_size=receiver.config.limits.max_body_bytes)
+    app.router.add_post(receiver.config.listen.path, receiver.handle_delivery)
+    return app
+
+
+def internal_app(receiver: Receiver) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/metrics", receiver.handle_metrics)
+    app.router.add_get("/healthz", receiver.handle_healthz)
+    app.router.add_get("/readyz", receiver.handle_readyz)
+    app.router.add_get(PINGS_PATH, receiver.handle_pings)
+    return app
+
+
+@dataclass
+class Running:
+    receiver: Receiver
+    runners: list[web.AppRunner]
+    public_port: int
+    internal_port: int
+
+    async def stop(self, drain_seconds: float = 10.0) -> None:
+        await self.receiver.stop(drain_seconds)
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+async def serve(config: ReceiverConfig, *, drain_seconds: float = 10.0) -> Running:
+    """Start everything; the returned ports are the bound ones (config may say 0)."""
+    receiver = Receiver(config)
+    await receiver.start()
+    runners = []
+    ports = []
+    for app, listen in (
+        (public_app(receiver), config.listen),
+        (internal_app(receiver), config.internal),
+    ):
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_seconds)
+        await runner.setup()
+        site = web.TCPSite(runner, listen.host, listen.port, backlog=1024)
+        await site.start()
+        runners.append(runner)
+        ports.append(runner.addresses[-1][1])
+    log(
+        20,
+        "receiver listening",
+        port=ports[0],
+        internal_port=ports[1],
+        mode="redis" if config.redis else "inline",
+    )
+    return Running(receiver, runners, ports[0], ports[1])

@@ -1,0 +1,72 @@
+"""Deduplication on `webhook-id`: claim an id before delivering, release it if delivery fails.
+
+A claimed id is answered 2xx and not forwarded again; a released one (delivery failed, 503
+sent) is claimable by Gemini's retry. Memory: one replica, bounded. Redis: `SET NX EX`,
+shared by replicas.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+
+class Dedup(Protocol):
+    async def claim(self, msg_id: str) -> bool:
+        """True when this id was not seen within the TTL (and is now claimed)."""
+        ...
+
+    async def release(self, msg_id: str) -> None: ...
+
+
+class MemoryDedup:
+    """Insertion-ordered map id → expiry; the oldest entries go first (TTL, then the bound)."""
+
+    def __init__(self, ttl_seconds: float, max_entries: int) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def claim_now(self, msg_id: str, now: float) -> bool:
+        seen = self._seen
+        expiry = seen.get(msg_id)
+        if expiry is not None and expiry > now:
+            return False
+        if expiry is not None:
+            del seen[msg_id]
+        seen[msg_id] = now + self._ttl
+        # Entries are in expiry order (constant TTL), so expired ones are at the front.
+        while seen:
+            oldest, oldest_expiry = next(iter(seen.items()))
+            if oldest_expiry > now and len(seen) <= self._max:
+                break
+            del seen[oldest]
+        return True
+
+    async def claim(self, msg_id: str) -> bool:
+        return self.claim_now(msg_id, time.monotonic())
+
+    async def release(self, msg_id: str) -> None:
+        self._seen.pop(msg_id, None)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class RedisDedup:
+    def __init__(self, client: aioredis.Redis, prefix: str, ttl_seconds: int) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+
+    def key(self, msg_id: str) -> str:
+        return self._prefix + msg_id
+
+    async def claim(self, msg_id: str) -> bool:
+        return bool(await self._client.set(self.key(msg_id), b"1", nx=True, ex=self._ttl))
+
+    async def release(self, msg_id: str) -> None:
+        await self._client.delete(self.key(msg_id))

@@ -1,0 +1,120 @@
+"""Getting an accepted event to its targets: retries with backoff, fan-out, dead-lettering.
+
+Shared by both modes: inline (no Redis; the answer to Gemini waits for this) and the Redis
+consumer (the answer was already sent; this runs from the stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+import aiohttp
+
+from gemini_webhooks.contracts.receiver_config import ForwardingConfig, ReceiverConfig, TargetConfig
+from gemini_webhooks.contracts.service_endpoints import ServiceEndpointsError, overrides_from_env
+
+from .forwarding import Event, Target, forward, resolve
+from .logs import log
+from .routing import Router
+
+
+def backoff(config: ForwardingConfig, attempt: int) -> float:
+    """Delay before retry number `attempt` (1-based)."""
+    delay = config.backoff_initial_seconds * config.backoff_multiplier ** max(attempt - 1, 0)
+    return float(min(delay, config.backoff_max_seconds))
+
+
+class Targets:
+    """Routes events and resolves their targets once per target (not per event).
+
+    Service targets resolve through `service_url` with the sandbox's overrides; the
+    overrides file may change while we run, so it is re-checked at most once a second.
+    """
+
+    def __init__(
+        self,
+        config: ReceiverConfig,
+        overrides: Callable[[], Mapping[str, str]] = overrides_from_env,
+    ) -> None:
+        self._config = config
+        self._overrides_source = overrides
+        self._overrides = dict(overrides())
+        self._checked_at = time.monotonic()
+        self.router = Router(config)
+        self._resolved: dict[int, Target] = {}
+        self._keep: list[TargetConfig] = []  # keeps the ids used as keys alive
+        dead = config.dead_letter.target
+        self._dead_letter = dead
+
+    def _refresh_overrides(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < 1.0:
+            return
+        self._checked_at = now
+        try:
+            current = dict(self._overrides_source())
+        except ServiceEndpointsError as error:
+            log(
+                40, "service endpoint overrides unreadable; keeping the last ones", error=str(error)
+            )
+            return
+        if current != self._overrides:
+            self._overrides = current
+            self._resolved.clear()
+
+    def resolve(self, target: TargetConfig) -> Target:
+        self._refresh_overrides()
+        found = self._resolved.get(id(target))
+        if found is None:
+            found = resolve(target, self._config.cluster_domain, self._overrides)
+            self._resolved[id(target)] = found
+            self._keep.append(target)
+        return found
+
+    @property
+    def dead_letter(self) -> Target | None:
+        return self.resolve(self._dead_letter) if self._dead_letter is not None else None
+
+    def for_event(self, event: Event, user_metadata: object) -> tuple[str | None, list[Target]]:
+        decision = self.router.route(event.event_type, event.source, user_metadata)
+        return decision.rule, [self.resolve(t) for t in decision.targets]
+
+
+async def deliver_once(
+    session: aiohttp.ClientSession, event: Event, targets: list[Target], attempt_seconds: float
+) -> list[Target]:
+    """One attempt at every target, concurrently; returns the targets that failed."""
+    if len(targets) == 1:
+        outcome = await forward(session, event, targets[0], attempt_seconds)
+        return [] if outcome == "ok" else targets
+    outcomes = await asyncio.gather(*(forward(session, event, t, attempt_seconds) for t in targets))
+    return [t for t, o in zip(targets, outcomes, strict=True) if o != "ok"]
+
+
+async def deliver_inline(
+    session: aiohttp.ClientSession,
+    config: ForwardingConfig,
+    event: Event,
+    targets: list[Target],
+) -> bool:
+    """Deliver within the inline deadline, retrying; True when every target took it."""
+    pending = targets
+    try:
+        async with asyncio.timeout(config.inline_deadline_seconds):
+            for attempt in range(1, config.inline_attempts + 1):
+                pending = await deliver_once(session, event, pending, config.timeout_seconds)
+                if not pending:
+                    return True
+                if attempt < config.inline_attempts:
+                    await asyncio.sleep(backoff(config, attempt))
+    except TimeoutError:
+        pass
+    log(
+        30,
+        "inline delivery failed; answering 503 so Gemini retries",
+        webhook_id=event.msg_id,
+        failed_targets=[t.name for t in pending],
+    )
+    return False

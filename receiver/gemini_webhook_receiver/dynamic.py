@@ -1,0 +1,153 @@
+"""Dynamic deliveries: an RS256 JWT in `webhook-signature`, verified with PyJWT.
+
+Keys come only from the pinned JWKS URI; an unknown `kid` triggers a refresh at most once
+per `jwks_min_refresh_seconds` (so forged kids cannot turn us into a fetch amplifier).
+What is forwarded is what was authenticated: the envelope rebuilt from the verified
+claims; a non-empty body must equal it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import jwt
+import orjson
+
+from gemini_webhooks.contracts.delivery import JWT_ALGORITHM, JWT_REGISTERED_CLAIMS
+from gemini_webhooks.contracts.receiver_config import DynamicConfig
+
+from . import metrics, reasons
+from .logs import log
+from .reasons import Rejection
+
+Fetch = Callable[[str], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class DynamicMatch:
+    envelope: dict[str, Any]
+    claims: dict[str, Any]  # the registered claims (iss, aud, iat, exp, jti)
+    kid: str
+
+
+class JwksCache:
+    def __init__(self, config: DynamicConfig, fetch: Fetch) -> None:
+        self._config = config
+        self._fetch = fetch
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._last_attempt = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, *, forced: bool = False) -> bool:
+        """Fetch the JWKS unless one was fetched within the minimum interval."""
+        async with self._lock:
+            now = time.monotonic()
+            if now - self._last_attempt < self._config.jwks_min_refresh_seconds:
+                metrics.jwks_refreshes.labels("rate_limited").inc()
+                return False
+            self._last_attempt = now
+            try:
+                raw = await self._fetch(self._config.jwks_uri)
+                keyset = jwt.PyJWKSet.from_json(raw.decode())
+            except (OSError, aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as e:
+                metrics.jwks_refreshes.labels("error").inc()
+                log(30, "jwks refresh failed", error=type(e).__name__, forced=forced)
+                return False
+            self._keys = {
+                k.key_id: k for k in keyset.keys if k.key_id and k.algorithm_name == JWT_ALGORITHM
+            }
+            self._fetched_at = now
+            metrics.jwks_refreshes.labels("ok").inc()
+            log(20, "jwks refreshed", keys=len(self._keys))
+            return True
+
+    async def key(self, kid: str) -> jwt.PyJWK | Rejection:
+        key = self._keys.get(kid)
+        stale = time.monotonic() - self._fetched_at > self._config.jwks_max_age_seconds
+        if key is None or stale:
+            await self.refresh(forced=key is None)
+            key = self._keys.get(kid)
+        if key is None:
+            return reasons.UNKNOWN_KID if self._keys else reasons.JWKS_UNAVAILABLE
+        return key
+
+
+def _claims_error(error: jwt.PyJWTError) -> Rejection:
+    if isinstance(error, jwt.ExpiredSignatureError):
+        return reasons.TOKEN_EXPIRED
+    if isinstance(error, jwt.InvalidAudienceError):
+        return reasons.WRONG_AUDIENCE
+    if isinstance(error, jwt.InvalidIssuerError):
+        return reasons.WRONG_ISSUER
+    return reasons.INVALID_TOKEN
+
+
+async def verify(
+    config: DynamicConfig,
+    jwks: JwksCache,
+    token: str,
+    msg_id: str,
+    body: bytes,
+    now: float,
+    tolerance: int,
+) -> DynamicMatch | Rejection:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        return reasons.INVALID_TOKEN
+    if header.get("alg") != JWT_ALGORITHM:
+        return reasons.UNSUPPORTED_ALGORITHM
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        return reasons.UNKNOWN_KID
+    key = await jwks.key(kid)
+    if isinstance(key, Rejection):
+        return key
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[JWT_ALGORITHM],
+            audience=config.audiences,
+            issuer=config.issuer,
+            leeway=config.leeway_seconds,
+            options={"require": ["iss", "aud", "iat", "exp", "jti"]},
+        )
+    except jwt.PyJWTError as error:
+        return _claims_error(error)
+    iat = claims["iat"]
+    if not isinstance(iat, int | float):
+        return reasons.INVALID_TOKEN
+    if iat < now - tolerance - config.leeway_seconds:
+        return reasons.TIMESTAMP_EXPIRED
+    if claims["jti"] != msg_id:
+        return reasons.ID_MISMATCH
+    envelope = {k: v for k, v in claims.items() if k not in JWT_REGISTERED_CLAIMS and k != "nbf"}
+    if not isinstance(envelope.get("type"), str):
+        return reasons.INVALID_TOKEN
+    if body.strip():
+        try:
+            sent = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return reasons.BODY_MISMATCH
+        if sent != envelope:
+            return reasons.BODY_MISMATCH
+    registered = {k: claims[k] for k in JWT_REGISTERED_CLAIMS if k in claims}
+    return DynamicMatch(envelope=envelope, claims=registered, kid=kid)
+
+
+def aiohttp_fetch(session_factory: Callable[[], aiohttp.ClientSession], timeout: float) -> Fetch:
+    async def fetch(uri: str) -> bytes:
+        async with session_factory().get(
+            uri, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+        ) as response:
+            response.raise_for_status()
+            return await response.content.read(1024 * 1024)
+
+    return fetch

@@ -1,0 +1,120 @@
+"""Forwarding one event to one target: envelope JSON or a binary-mode CloudEvent.
+
+`webhook-id` travels as `webhook-id` and `idempotency-key` so targets can deduplicate too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gemini_webhooks.contracts.receiver_config import TargetConfig
+from gemini_webhooks.contracts.service_endpoints import service_url
+
+from . import metrics
+
+HEADER_EVENT_TYPE = "x-gemini-event-type"
+HEADER_SOURCE = "x-gemini-source"
+HEADER_SCHEME = "x-gemini-signature-scheme"
+HEADER_CLAIMS = "x-gemini-verified-claims"
+CLOUDEVENTS_SOURCE_PREFIX = "gemini.googleapis.com/webhooks/"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A verified event, as stored and forwarded."""
+
+    msg_id: str
+    source: str  # static webhook name or "dynamic"
+    scheme: str  # "hmac" or "jwt"
+    event_type: str
+    envelope: bytes  # the envelope JSON that was authenticated
+    claims: bytes = b""  # dynamic: the verified registered claims, JSON
+    received_at: float = 0.0  # unix seconds
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved target: a stable name for metrics/logs and its URL."""
+
+    name: str
+    url: str
+    cloudevents: bool
+
+
+def resolve(target: TargetConfig, cluster_domain: str, overrides: Mapping[str, str]) -> Target:
+    if target.service is not None:
+        svc = target.service
+        url = service_url(
+            svc.name,
+            svc.namespace,
+            svc.port,
+            svc.path,
+            cluster_domain=cluster_domain,
+            overrides=overrides,
+        )
+        name = f"{svc.namespace}/{svc.name}:{svc.port}"
+    else:
+        assert target.url is not None
+        url = target.url
+        name = url.split("?", 1)[0]
+    return Target(name=name, url=url, cloudevents=target.format == "cloudevents")
+
+
+def request_for(event: Event, target: Target) -> tuple[dict[str, str], bytes]:
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": event.msg_id,
+        "idempotency-key": event.msg_id,
+        HEADER_EVENT_TYPE: event.event_type,
+        HEADER_SOURCE: event.source,
+        HEADER_SCHEME: event.scheme,
+    }
+    if event.claims:
+        headers[HEADER_CLAIMS] = event.claims.decode()
+    if not target.cloudevents:
+        return headers, event.envelope
+    envelope: dict[str, Any] = orjson.loads(event.envelope)
+    headers.update(
+        {
+            "ce-specversion": "1.0",
+            "ce-id": event.msg_id,
+            "ce-type": event.event_type,
+            "ce-source": CLOUDEVENTS_SOURCE_PREFIX + event.source,
+        }
+    )
+    if isinstance(envelope.get("timestamp"), str):
+        headers["ce-time"] = envelope["timestamp"]
+    data = envelope.get("data")
+    if isinstance(envelope.get("data"), dict) and isinstance(data, dict) and "id" in data:
+        headers["ce-subject"] = str(data["id"])
+    if "user_metadata" in envelope:
+        headers["ce-usermetadata"] = orjson.dumps(envelope["user_metadata"]).decode()
+    return headers, orjson.dumps(data if data is not None else {})
+
+
+async def forward(
+    session: aiohttp.ClientSession, event: Event, target: Target, attempt_seconds: float
+) -> str:
+    """POST once; returns the outcome label (ok, http_error, timeout, error)."""
+    headers, body = request_for(event, target)
+    try:
+        async with session.post(
+            target.url,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=attempt_seconds),
+            allow_redirects=False,
+        ) as response:
+            await response.read()
+            outcome = "ok" if 200 <= response.status < 300 else "http_error"
+    except TimeoutError:
+        outcome = "timeout"
+    except (aiohttp.ClientError, OSError, ValueError):
+        outcome = "error"
+    metrics.forwards.labels(target.name, outcome).inc()
+    return outcome

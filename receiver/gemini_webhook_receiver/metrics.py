@@ -1,0 +1,131 @@
+"""Every Prometheus metric the receiver exports — the one place their names are defined.
+
+The Grafana dashboard and the alert rules import these names; keep them stable.
+Label values are bounded sets (outcomes, reason codes, configured webhook/target names),
+never ids, URLs with secrets, or secret material.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+NAMESPACE = "gemini_receiver"
+
+# Latency buckets in seconds, dense below 10 ms where acknowledgement lives.
+_FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_SLOW = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+DELIVERIES_TOTAL = "gemini_receiver_deliveries_total"
+deliveries = Counter(
+    "deliveries",
+    "Deliveries received, by outcome (accepted, duplicate, ping, rejected, failed) and "
+    "reason (ok or the rejection reason code).",
+    ["outcome", "reason"],
+    namespace=NAMESPACE,
+)
+verification_seconds = Histogram(
+    "verification_seconds",
+    "Time to verify one delivery's signature, by scheme (hmac, jwt).",
+    ["scheme"],
+    namespace=NAMESPACE,
+    buckets=_FAST,
+)
+ack_seconds = Histogram(
+    "ack_seconds",
+    "Time from request start to the answer sent to Gemini.",
+    namespace=NAMESPACE,
+    buckets=_FAST,
+)
+end_to_end_seconds = Histogram(
+    "end_to_end_seconds",
+    "Time from receipt to delivery at every target.",
+    namespace=NAMESPACE,
+    buckets=_SLOW,
+)
+duplicates = Counter(
+    "duplicates",
+    "Deliveries answered 2xx without forwarding because their webhook-id was seen.",
+    ["source"],
+    namespace=NAMESPACE,
+)
+forwards = Counter(
+    "forwards",
+    "Forward attempts, by target name and outcome (ok, http_error, error, timeout).",
+    ["target", "outcome"],
+    namespace=NAMESPACE,
+)
+unroutable = Counter(
+    "unroutable",
+    "Events that no routing rule (nor a default route) matched; they are dead-lettered.",
+    ["source"],
+    namespace=NAMESPACE,
+)
+dead_letters = Counter(
+    "dead_letters",
+    "Events given up on, by reason (unroutable, max_attempts, max_age).",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+queue_depth = Gauge(
+    "queue_depth",
+    "Redis mode: entries in the deliveries stream not yet acknowledged by the group.",
+    namespace=NAMESPACE,
+)
+queue_lag_seconds = Gauge(
+    "queue_lag_seconds",
+    "Redis mode: age of the oldest unacknowledged entry.",
+    namespace=NAMESPACE,
+)
+dead_letter_depth = Gauge(
+    "dead_letter_depth",
+    "Redis mode: entries in the dead-letter stream.",
+    namespace=NAMESPACE,
+)
+jwks_refreshes = Counter(
+    "jwks_refreshes",
+    "JWKS fetches, by outcome (ok, error, rate_limited).",
+    ["outcome"],
+    namespace=NAMESPACE,
+)
+secret_reloads = Counter(
+    "secret_reloads",
+    "Signing-secret (re)loads, by static webhook and outcome (ok, error).",
+    ["webhook", "outcome"],
+    namespace=NAMESPACE,
+)
+loaded_secrets = Gauge(
+    "loaded_secrets",
+    "Signing secrets currently accepted, by static webhook.",
+    ["webhook"],
+    namespace=NAMESPACE,
+)
+last_ping_timestamp_seconds = Gauge(
+    "last_ping_timestamp_seconds",
+    "Unix time of the last verified ping delivery, by source.",
+    ["source"],
+    namespace=NAMESPACE,
+)
+inflight = Gauge(
+    "inflight",
+    "Deliveries being handled or forwarded right now.",
+    namespace=NAMESPACE,
+)
+
+METRIC_NAMES: tuple[str, ...] = (
+    DELIVERIES_TOTAL,
+    "gemini_receiver_verification_seconds",
+    "gemini_receiver_ack_seconds",
+    "gemini_receiver_end_to_end_seconds",
+    "gemini_receiver_duplicates_total",
+    "gemini_receiver_forwards_total",
+    "gemini_receiver_unroutable_total",
+    "gemini_receiver_dead_letters_total",
+    "gemini_receiver_queue_depth",
+    "gemini_receiver_queue_lag_seconds",
+    "gemini_receiver_dead_letter_depth",
+    "gemini_receiver_jwks_refreshes_total",
+    "gemini_receiver_secret_reloads_total",
+    "gemini_receiver_loaded_secrets",
+    "gemini_receiver_last_ping_timestamp_seconds",
+    "gemini_receiver_inflight",
+)

@@ -1,0 +1,386 @@
+"""Redis mode: accept into a stream at once, deliver from a consumer group.
+
+- `admit`: one Lua call — dedup `SET NX EX` (when dedup is in Redis), a length check (a full
+  stream answers 503 rather than trimming unprocessed events), and `XADD`.
+- `Consumer`: reads new entries, delivers each to its targets with retries and backoff,
+  keeps the entry "touched" (XCLAIM to itself) while it waits so other replicas leave it
+  alone, and reclaims (XAUTOCLAIM) entries that a crashed replica left pending.
+- An entry is `XACK`ed and `XDEL`eted once every target took it; after `max_attempts` or
+  `max_age_seconds` it moves to the dead-letter stream (`replay` moves it back).
+Per-entry state (attempt count, targets already done) lives in a small hash beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from gemini_webhooks.contracts.receiver_config import ForwardingConfig, RedisConfig
+
+from . import metrics
+from .delivery import Targets, backoff, deliver_once
+from .forwarding import Event
+from .logs import log
+
+Admitted = Literal["accepted", "duplicate", "full"]
+
+_ADMIT = """
+if ARGV[1] ~= '0' then
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+end
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then
+  if ARGV[1] ~= '0' then redis.call('DEL', KEYS[2]) end
+  return -1
+end
+redis.call('XADD', KEYS[1], '*', 'id', ARGV[3], 'source', ARGV[4], 'scheme', ARGV[5],
+  'type', ARGV[6], 'envelope', ARGV[7], 'claims', ARGV[8], 'received_at', ARGV[9])
+return 1
+"""
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.msg_id,
+        "source": event.source,
+        "scheme": event.scheme,
+        "type": event.event_type,
+        "envelope": event.envelope,
+        "claims": event.claims,
+        "received_at": repr(event.received_at),
+    }
+
+
+def event_from_fields(fields: dict[bytes, bytes]) -> Event:
+    return Event(
+        msg_id=fields[b"id"].decode(),
+        source=fields[b"source"].decode(),
+        scheme=fields[b"scheme"].decode(),
+        event_type=fields[b"type"].decode(),
+        envelope=fields[b"envelope"],
+        claims=fields.get(b"claims", b""),
+        received_at=float(fields.get(b"received_at", b"0")),
+    )
+
+
+def entry_age_seconds(entry_id: bytes, now: float) -> float:
+    return now - int(entry_id.split(b"-", 1)[0]) / 1000.0
+
+
+class Stream:
+    def __init__(self, client: aioredis.Redis, config: RedisConfig, dedup_ttl: int | None):
+        # redis-py's annotations model every reply as `bytes | str | None` unions (they
+        # depend on decode_responses); we never decode, so replies are handled as bytes.
+        self.client: Any = client
+        self.config = config
+        self._dedup_ttl = dedup_ttl  # None: dedup is done elsewhere (memory backend)
+        self._admit = client.register_script(_ADMIT)
+
+    def state_key(self, entry_id: bytes | str) -> str:
+        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        return f"{self.config.stream}:state:{eid}"
+
+    async def admit(self, event: Event) -> Admitted:
+        result = await self._admit(
+            keys=[self.config.stream, self.config.dedup_key_prefix + event.msg_id],
+            args=[
+                self._dedup_ttl or 0,
+                self.config.stream_maxlen,
+                event.msg_id,
+                event.source,
+                event.scheme,
+                event.event_type,
+                event.envelope,
+                event.claims,
+                repr(event.received_at),
+            ],
+        )
+        return "accepted" if result == 1 else "duplicate" if result == 0 else "full"
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.client.xgroup_create(
+                self.config.stream, self.config.consumer_group, id="0", mkstream=True
+            )
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+        cfg = self.config
+        attempts = await self.client.hget(self.state_key(entry_id), "attempts")
+        record: dict[str, bytes | str] = {k.decode(): v for k, v in fields.items()}
+        record.update(
+            {
+                "reason": reason,
+                "attempts": attempts or b"0",
+                "original_entry": entry_id,
+                "dead_at": repr(time.time()),
+            }
+        )
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(cfg.dead_letter_stream, record)
+            pipe.xack(cfg.stream, cfg.consumer_group, entry_id)
+            pipe.xdel(cfg.stream, entry_id)
+            pipe.delete(self.state_key(entry_id))
+            await pipe.execute()
+        metrics.dead_letters.labels(reason).inc()
+        log(30, "event dead-lettered", webhook_id=fields.get(b"id", b"").decode(), reason=reason)
+
+    async def complete(self, entry_id: bytes) -> None:
+        cfg = self.config
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xack(cfg.stream, cfg.consumer_group, entry_id)
+            pipe.xdel(cfg.stream, entry_id)
+            pipe.delete(self.state_key(entry_id))
+            await pipe.execute()
+
+    async def replay(self, ids: set[str] | None) -> int:
+        """Move dead letters (all, or those with these webhook-ids) back to the stream."""
+        cfg = self.config
+        moved = 0
+        cursor = "-"
+        while True:
+            batch = await self.client.xrange(cfg.dead_letter_stream, min=cursor, count=100)
+            if not batch:
+                return moved
+            for entry_id, fields in batch:
+                if ids is None or fields.get(b"id", b"").decode() in ids:
+                    original = {
+                        k: v
+                        for k, v in fields.items()
+                        if k not in (b"reason", b"attempts", b"original_entry", b"dead_at")
+                    }
+                    async with self.client.pipeline(transaction=True) as pipe:
+                        pipe.xadd(cfg.stream, original)
+                        pipe.xdel(cfg.dead_letter_stream, entry_id)
+                        await pipe.execute()
+                    moved += 1
+            cursor = "(" + batch[-1][0].decode()
+
+    async def update_gauges(self) -> None:
+        cfg = self.config
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.xlen(cfg.stream)
+            pipe.xrange(cfg.stream, count=1)
+            pipe.xlen(cfg.dead_letter_stream)
+            depth, oldest, dead = await pipe.execute()
+        metrics.queue_depth.set(depth)
+        metrics.queue_lag_seconds.set(
+            max(entry_age_seconds(oldest[0][0], time.time()), 0.0) if oldest else 0.0
+        )
+        metrics.dead_letter_depth.set(dead)
+
+
+class Consumer:
+    def __init__(
+        self,
+        stream: Stream,
+        targets: Targets,
+        forwarding: ForwardingConfig,
+        session: Callable[[], aiohttp.ClientSession],
+    ) -> None:
+        self.stream = stream
+        self.cfg = stream.config
+        self.targets = targets
+        self.forwarding = forwarding
+        self._session = session
+        self.name = self.cfg.consumer_name or socket.gethostname()
+        self._slots = asyncio.Semaphore(self.cfg.concurrency)
+        self._working: set[asyncio.Task[None]] = set()
+        self._active: set[bytes] = set()
+        self._stopping = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._read_loop(), name="stream-read"),
+            asyncio.create_task(self._reclaim_loop(), name="stream-reclaim"),
+            asyncio.create_task(self._gauge_loop(), name="stream-gauges"),
+        ]
+
+    async def stop(self, drain_seconds: float) -> None:
+        """Stop reading; let in-flight deliveries finish (those that don't stay pending)."""
+        self._stopping.set()
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._working:
+            _, still = await asyncio.wait(self._working, timeout=drain_seconds)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still)
+
+    async def _guarded(self, what: str, body: Callable[[], Awaitable[None]]) -> None:
+        while not self._stopping.is_set():
+            try:
+                await body()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as error:
+                log(40, f"{what} failed; retrying", error=type(error).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _read_loop(self) -> None:
+        async def own_pending_then_new() -> None:
+            # First our own pending entries (we restarted under the same name), then new.
+            await self.stream.ensure_group()
+            start = "0"
+            while not self._stopping.is_set():
+                await self._slots.acquire()
+                self._slots.release()
+                reply = await self.stream.client.xreadgroup(
+                    self.cfg.consumer_group,
+                    self.name,
+                    {self.cfg.stream: start},
+                    count=self.cfg.concurrency,
+                    block=None if start == "0" else 1000,
+                )
+                entries = reply[0][1] if reply else []
+                if start == "0" and not entries:
+                    start = ">"
+                    continue
+                for entry_id, fields in entries:
+                    if fields:
+                        await self._spawn(entry_id, fields)
+                if start == "0":
+                    start = ">"  # own pending handed out; the reclaim loop catches the rest
+
+        await self._guarded("stream read", own_pending_then_new)
+
+    async def _reclaim_loop(self) -> None:
+        idle_ms = int(self.cfg.claim_idle_seconds * 1000)
+
+        async def reclaim() -> None:
+            while not self._stopping.is_set():
+                await asyncio.sleep(min(self.cfg.claim_idle_seconds / 2, 5.0))
+                cursor = "0-0"
+                while True:
+                    reply = await self.stream.client.xautoclaim(
+                        self.cfg.stream,
+                        self.cfg.consumer_group,
+                        self.name,
+                        idle_ms,
+                        start_id=cursor,
+                        count=100,
+                    )
+                    cursor, claimed = reply[0], reply[1]
+                    for entry_id, fields in claimed:
+                        if entry_id in self._active:
+                            continue
+                        if not fields:  # deleted meanwhile
+                            await self.stream.complete(entry_id)
+                            continue
+                        log(20, "reclaimed pending entry", entry=entry_id.decode())
+                        await self._spawn(entry_id, fields)
+                    if cursor in (b"0-0", "0-0"):
+                        break
+
+        await self._guarded("stream reclaim", reclaim)
+
+    async def _gauge_loop(self) -> None:
+        async def gauges() -> None:
+            while not self._stopping.is_set():
+                await self.stream.update_gauges()
+                await asyncio.sleep(1.0)
+
+        await self._guarded("queue gauges", gauges)
+
+    async def _spawn(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        await self._slots.acquire()
+        self._active.add(entry_id)
+        task = asyncio.create_task(self._deliver(entry_id, fields))
+        self._working.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._working.discard(t)
+            self._active.discard(entry_id)
+            self._slots.release()
+
+        task.add_done_callback(done)
+
+    async def _touch(self, entry_id: bytes) -> None:
+        await self.stream.client.xclaim(
+            self.cfg.stream, self.cfg.consumer_group, self.name, 0, [entry_id], justid=True
+        )
+
+    async def _wait(self, entry_id: bytes, delay: float) -> None:
+        keepalive = max(self.cfg.claim_idle_seconds / 3, 0.05)
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, keepalive))
+            await self._touch(entry_id)
+
+    async def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            await self._deliver_entry(entry_id, fields)
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError) as error:
+            # Left pending: the reclaim loop (ours or another replica's) picks it up.
+            log(40, "delivery interrupted", entry=entry_id.decode(), error=type(error).__name__)
+        except Exception as error:
+            log(40, "entry cannot be delivered", entry=entry_id.decode(), error=repr(error))
+            await self.stream.dead_letter(entry_id, fields, "undecodable")
+
+    async def _deliver_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        event = event_from_fields(fields)
+        envelope = orjson.loads(event.envelope)
+        rule, targets = self.targets.for_event(event, envelope.get("user_metadata"))
+        if not targets:
+            metrics.unroutable.labels(event.source).inc()
+            await self.stream.dead_letter(entry_id, fields, "unroutable")
+            return
+        state_key = self.stream.state_key(entry_id)
+        client = self.stream.client
+        while True:
+            state = await client.hgetall(state_key)
+            done = {k[5:].decode() for k in state if k.startswith(b"done:")}
+            pending = [t for t in targets if t.name not in done]
+            attempts = int(state.get(b"attempts", b"0"))
+            age = entry_age_seconds(entry_id, time.time())
+            if pending and attempts >= self.cfg.max_attempts:
+                await self.stream.dead_letter(entry_id, fields, "max_attempts")
+                return
+            if pending and age > self.cfg.max_age_seconds:
+                await self.stream.dead_letter(entry_id, fields, "max_age")
+                return
+            if pending:
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.hincrby(state_key, "attempts", 1)
+                    pipe.expire(state_key, int(self.cfg.max_age_seconds) + 86400)
+                    await pipe.execute()
+                failed = await deliver_once(
+                    self._session(), event, pending, self.forwarding.timeout_seconds
+                )
+                succeeded = [t for t in pending if t not in failed]
+                if succeeded:
+                    await client.hset(state_key, mapping={f"done:{t.name}": 1 for t in succeeded})
+                pending = failed
+            if not pending:
+                await self.stream.complete(entry_id)
+                if event.received_at:
+                    metrics.end_to_end_seconds.observe(max(time.time() - event.received_at, 0))
+                log(
+                    10,
+                    "event delivered",
+                    webhook_id=event.msg_id,
+                    rule=rule,
+                    targets=len(targets),
+                    attempts=attempts + 1,
+                )
+                return
+            if self._stopping.is_set():
+                return  # stays pending; whoever runs next reclaims it
+            await self._wait(entry_id, backoff(self.forwarding, attempts + 1))

@@ -1,0 +1,196 @@
+"""Where signing secrets come from: a mounted file (polled) or a Kubernetes Secret (watched).
+
+Both hand a parsed `SigningSecrets` (or None when the Secret is gone) to a callback on the
+event loop. A bad update is counted and logged and the previous secrets stay in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gemini_webhooks.contracts.receiver_config import FileSecretRef, KubernetesSecretRef
+from gemini_webhooks.contracts.signing_secret import (
+    KEY_SECRETS,
+    SecretFormatError,
+    SigningSecrets,
+    decode,
+)
+
+from . import metrics
+from .logs import log
+
+OnUpdate = Callable[[SigningSecrets | None], None]
+_FILE_POLL_SECONDS = 0.2
+
+
+def _report_error(webhook: str, what: str, error: Exception) -> None:
+    metrics.secret_reloads.labels(webhook, "error").inc()
+    # SecretFormatError messages never carry secret material; other errors: type only.
+    detail = str(error) if isinstance(error, SecretFormatError) else type(error).__name__
+    log(40, "signing secrets not loaded", webhook=webhook, source=what, error=detail)
+
+
+class FileSecretSource:
+    """Re-reads the file when its identity or content changes (kubelet swaps a symlink)."""
+
+    def __init__(self, webhook: str, ref: FileSecretRef, on_update: OnUpdate) -> None:
+        path = Path(ref.path)
+        self._path = path / KEY_SECRETS if path.is_dir() else path
+        self._webhook = webhook
+        self._on_update = on_update
+        self._seen: bytes | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def poll(self) -> None:
+        try:
+            raw = self._path.read_bytes()
+        except OSError as error:
+            if self._seen is not None or self._task is None:
+                _report_error(self._webhook, "file", error)
+            self._seen = None
+            return
+        if raw == self._seen:
+            return
+        self._seen = raw
+        try:
+            secrets = decode({KEY_SECRETS: raw.decode()})
+        except (SecretFormatError, UnicodeDecodeError) as error:
+            _report_error(self._webhook, "file", error)
+            return
+        self._on_update(secrets)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(_FILE_POLL_SECONDS)
+            self.poll()
+
+    async def start(self) -> None:
+        self.poll()
+        self._task = asyncio.create_task(self._run(), name=f"secrets-file-{self._webhook}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def _kube_api() -> Any:
+    from kubernetes import client, config
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+    else:
+        config.load_kube_config()
+    return client.CoreV1Api()
+
+
+class KubernetesSecretSource:
+    """List-then-watch one Secret with the `kubernetes` client, in a daemon thread.
+
+    The client is synchronous; a thread keeps it off the event loop. Updates arrive with the
+    watch event (well under a second after the API server stores the change).
+    """
+
+    def __init__(self, webhook: str, ref: KubernetesSecretRef, on_update: OnUpdate) -> None:
+        self._webhook = webhook
+        self._ref = ref
+        self._on_update = on_update
+        self._stopped = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._first = threading.Event()
+
+    def _emit(self, data: dict[str, str] | None) -> None:
+        if data is None:
+            update: SigningSecrets | None = None
+        else:
+            try:
+                string_data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+                update = decode(string_data)
+            except (SecretFormatError, ValueError) as error:
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(_report_error, self._webhook, "kubernetes", error)
+                return
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._on_update, update)
+
+    def _watch_forever(self) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        ns, name = self._ref.namespace, self._ref.name
+        selector = f"metadata.name={name}"
+        api = None
+        while not self._stopped.is_set():
+            try:
+                if api is None:
+                    api = _kube_api()
+                listed = api.list_namespaced_secret(ns, field_selector=selector)
+                self._emit(listed.items[0].data or {} if listed.items else None)
+                self._first.set()
+                version = listed.metadata.resource_version
+                stream = watch.Watch()
+                for event in stream.stream(
+                    api.list_namespaced_secret,
+                    ns,
+                    field_selector=selector,
+                    resource_version=version,
+                    timeout_seconds=30,
+                    _request_timeout=40,
+                ):
+                    if self._stopped.is_set():
+                        stream.stop()
+                        break
+                    kind = event.get("type")
+                    if kind in ("ADDED", "MODIFIED"):
+                        self._emit(event["object"].data or {})
+                    elif kind == "DELETED":
+                        self._emit(None)
+            except ApiException as error:
+                if error.status != 410:  # 410 Gone: our version is too old; just re-list
+                    self._report_thread_error(error)
+                    self._stopped.wait(1.0)
+            except Exception as error:  # the thread must survive any client failure
+                self._report_thread_error(error)
+                self._stopped.wait(1.0)
+
+    def _report_thread_error(self, error: Exception) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            status = getattr(error, "status", None)
+            report = functools.partial(
+                log,
+                40,
+                "secret watch failed",
+                webhook=self._webhook,
+                error=type(error).__name__,
+                status=status,
+            )
+            self._loop.call_soon_threadsafe(report)
+            self._loop.call_soon_threadsafe(
+                metrics.secret_reloads.labels(self._webhook, "error").inc
+            )
+        self._first.set()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._watch_forever, name=f"secrets-kube-{self._webhook}", daemon=True
+        )
+        self._thread.start()
+        # Give the first list a moment so readiness reflects it; never block start-up on it.
+        await asyncio.get_running_loop().run_in_executor(None, self._first.wait, 5.0)
+
+    async def stop(self) -> None:
+        self._stopped.set()
+
+
+SecretSource = FileSecretSource | KubernetesSecretSource

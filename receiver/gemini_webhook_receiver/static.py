@@ -1,0 +1,133 @@
+"""Static deliveries: Standard Webhooks HMAC signatures, checked against every loaded secret.
+
+The `standardwebhooks` library computes the signature (`Webhook.sign`); its `verify` is not
+used because it hard-codes a 5-minute window and raises one error for every failure, while
+we need a configurable window and distinct reasons ("matched a revoked secret", "clock
+skew"). What remains here is the comparison loop, done with `hmac.compare_digest`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from standardwebhooks.webhooks import Webhook
+
+from gemini_webhooks.contracts.signing_secret import SigningSecrets, truncate_secret
+
+from . import reasons
+from .reasons import Rejection
+
+# How many secrets that disappeared from the Secret we still recognise as revoked.
+_RETIRED_MEMORY = 16
+
+
+@dataclass(frozen=True)
+class LoadedSecret:
+    """A secret ready to verify with: the library object is built once, not per request."""
+
+    index: int  # position in the Secret: 0 is the newest
+    fingerprint: str  # the truncated form Gemini itself reports; never the secret
+    expires_at: float  # unix seconds; inf while current
+    webhook: Webhook = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class StaticMatch:
+    source: str
+    secret_index: int
+    fingerprint: str
+
+
+class SecretSet:
+    """The secrets of one static webhook; replaced atomically on every reload."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.secrets: tuple[LoadedSecret, ...] = ()
+        self.retired: tuple[LoadedSecret, ...] = ()
+        self.loaded = False
+
+    def replace(self, secrets: SigningSecrets) -> None:
+        loaded = tuple(
+            LoadedSecret(
+                index=i,
+                fingerprint=truncate_secret(s.secret),
+                expires_at=s.expire_time.timestamp() if s.expire_time else float("inf"),
+                webhook=Webhook(s.secret),
+            )
+            for i, s in enumerate(secrets.secrets)
+        )
+        kept = {s.fingerprint for s in loaded}
+        gone = tuple(s for s in self.secrets if s.fingerprint not in kept)
+        self.retired = (gone + tuple(r for r in self.retired if r.fingerprint not in kept))[
+            :_RETIRED_MEMORY
+        ]
+        self.secrets = loaded
+        self.loaded = True
+
+    def valid_count(self, now: float) -> int:
+        return sum(1 for s in self.secrets if now < s.expires_at)
+
+
+def parse_timestamp(value: str) -> int | None:
+    if not value.isascii() or not value.isdigit() or len(value) > 12:
+        return None
+    return int(value)
+
+
+def _candidates(signature_header: str) -> list[bytes]:
+    return [
+        part[3:].encode("utf-8", "surrogateescape")
+        for part in signature_header.split(" ")
+        if part.startswith("v1,")
+    ]
+
+
+def _matches(
+    secret: LoadedSecret, msg_id: str, signed_at: datetime, body: str, candidates: list[bytes]
+) -> bool:
+    expected = secret.webhook.sign(msg_id, signed_at, body)[3:].encode()
+    # Every candidate is compared (no early exit) so timing does not reveal which matched.
+    found = False
+    for candidate in candidates:
+        found |= hmac.compare_digest(expected, candidate)
+    return found
+
+
+def verify(
+    sets: list[SecretSet],
+    msg_id: str,
+    timestamp: int,
+    signature_header: str,
+    body: str,
+    now: float,
+) -> StaticMatch | Rejection:
+    """Which webhook and secret signed this delivery, or why none did."""
+    candidates = _candidates(signature_header)
+    if not candidates:
+        return reasons.BAD_SIGNATURE
+    signed_at = datetime.fromtimestamp(timestamp, tz=UTC)
+    any_loaded = False
+    for secret_set in sets:
+        for secret in secret_set.secrets:
+            any_loaded = True
+            if now < secret.expires_at and _matches(secret, msg_id, signed_at, body, candidates):
+                return StaticMatch(secret_set.name, secret.index, secret.fingerprint)
+    if not any_loaded:
+        return reasons.NO_SECRETS
+    for secret_set in sets:
+        stale = [s for s in secret_set.secrets if now >= s.expires_at] + list(secret_set.retired)
+        for secret in stale:
+            if _matches(secret, msg_id, signed_at, body, candidates):
+                return reasons.REVOKED_SECRET
+    return reasons.BAD_SIGNATURE
+
+
+def check_window(timestamp: int, now: float, tolerance: int) -> Rejection | None:
+    if timestamp < now - tolerance:
+        return reasons.TIMESTAMP_EXPIRED
+    if timestamp > now + tolerance:
+        return reasons.CLOCK_SKEW
+    return None

@@ -1,0 +1,194 @@
+"""Bad input gets a 4xx naming the reason, is counted, and never causes a 5xx or a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .conftest import Client, RecordingTarget, StartReceiver, base_config, envelope, signed_headers
+
+
+async def _client(
+    start_receiver: StartReceiver, target: RecordingTarget, path: Path, **kw: object
+) -> Client:
+    return await start_receiver(base_config(target.url, path, **kw))
+
+
+async def test_missing_headers_are_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    client = await _client(start_receiver, target, secrets_file[0])
+    status, answer = await client.post(b"{}", {"content-type": "application/json"})
+    assert (status, answer["error"]) == (400, "missing_headers")
+    assert (
+        await client.metric(
+            "gemini_receiver_deliveries_total", outcome="rejected", reason="missing_headers"
+        )
+        >= 1
+    )
+
+
+async def test_malformed_timestamp_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body) | {"webhook-timestamp": "yesterday"}
+    status, answer = await client.post(body, headers)
+    assert (status, answer["error"]) == (400, "malformed_timestamp")
+
+
+async def test_malformed_signature_header_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body) | {"webhook-signature": "sha256=abc"}
+    status, answer = await client.post(body, headers)
+    assert (status, answer["error"]) == (400, "malformed_signature")
+
+
+async def test_wrong_content_type_is_rejected_with_415(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body) | {"content-type": "text/plain"}
+    status, answer = await client.post(body, headers)
+    assert (status, answer["error"]) == (415, "wrong_content_type")
+
+
+async def test_body_over_the_limit_is_rejected_with_413(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path, limits={"max_body_bytes": 2048})
+    body = json.dumps(envelope(padding="x" * 4000)).encode()
+    status, answer = await client.post(body, signed_headers([secret], body))
+    assert (status, answer["error"]) == (413, "body_too_large")
+
+
+async def test_chunked_body_over_the_limit_is_rejected_with_413(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path, limits={"max_body_bytes": 2048})
+    body = json.dumps(envelope(padding="x" * 4000)).encode()
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for i in range(0, len(body), 512):
+            yield body[i : i + 512]
+
+    async with client.session.post(
+        client.url, data=chunks(), headers=signed_headers([secret], body)
+    ) as response:
+        assert response.status == 413
+        assert (await response.json())["error"] == "body_too_large"
+
+
+async def test_slow_body_is_cut_off_with_408(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path, limits={"read_timeout_seconds": 0.3})
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body) | {"content-length": str(len(body))}
+    host, port = "127.0.0.1", client.running.public_port
+    reader, writer = await asyncio.open_connection(host, port)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(f"POST / HTTP/1.1\r\nhost: {host}\r\n{head}\r\n".encode() + body[:10])
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert b" 408 " in status_line
+
+
+async def test_non_json_body_with_valid_signature_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    body = b"not json at all"
+    status, answer = await client.post(body, signed_headers([secret], body))
+    assert (status, answer["error"]) == (400, "malformed_body")
+
+
+async def test_envelope_without_type_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    body = b'{"data": {}}'
+    status, answer = await client.post(body, signed_headers([secret], body))
+    assert (status, answer["error"]) == (400, "malformed_body")
+
+
+_header_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
+
+
+async def test_arbitrary_malformed_requests_never_get_a_5xx(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    loop = asyncio.get_running_loop()
+    problems: list[str] = []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        body=st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode)),
+        msg_id=st.one_of(st.none(), _header_text),
+        timestamp=st.one_of(st.none(), _header_text, st.integers(-(10**12), 10**13).map(str)),
+        signature=st.one_of(
+            st.none(),
+            _header_text,
+            st.lists(_header_text.map(lambda s: "v1," + s), max_size=3).map(" ".join),
+            st.just("a.b.c"),
+        ),
+        content_type=st.sampled_from(
+            ["application/json", "text/plain", "", "application/json; charset=utf-8"]
+        ),
+        sign_it=st.booleans(),
+    )
+    def check(
+        body: bytes,
+        msg_id: str | None,
+        timestamp: str | None,
+        signature: str | None,
+        content_type: str,
+        sign_it: bool,
+    ) -> None:
+        headers: dict[str, str] = {}
+        if sign_it:
+            try:
+                headers = signed_headers([secret], body)
+            except UnicodeDecodeError:
+                headers = {}
+        if msg_id is not None:
+            headers["webhook-id"] = msg_id
+        if timestamp is not None:
+            headers["webhook-timestamp"] = timestamp
+        if signature is not None and not sign_it:
+            headers["webhook-signature"] = signature
+        if content_type:
+            headers["content-type"] = content_type
+
+        async def send() -> int:
+            async with aiohttp.ClientSession() as session:
+                async with session.post(client.url, data=body, headers=headers) as response:
+                    return response.status
+
+        status = asyncio.run_coroutine_threadsafe(send(), loop).result(10)
+        if status >= 500:
+            problems.append(f"{status} for {headers!r} {body!r}")
+
+    await loop.run_in_executor(None, check)
+    assert problems == []
