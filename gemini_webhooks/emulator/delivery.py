@@ -291,7 +291,12 @@ class DeliveryEngine:
                     self.scale.factor,
                 )
                 if wait is None:
-                    self._finish(delivery, "failed", "retry window exhausted")
+                    # A full retry window of failures is "sustained" by definition.
+                    if self._disable(delivery, now):
+                        reason = "retry window exhausted; webhook disabled"
+                    else:
+                        reason = "retry window exhausted"
+                    self._finish(delivery, "failed", reason)
                     return
                 delivery.next_attempt_at = now + wait
                 await self.clock.sleep(wait.total_seconds())
@@ -345,23 +350,30 @@ class DeliveryEngine:
         if webhook.failing_since is None:
             webhook.failing_since = now
         window = self.scale.delta(self.settings.disable_after)
-        if webhook.state == "enabled" and decisions.should_disable(
-            webhook.failing_since, now, window
-        ):
-            webhook.state = "disabled_due_to_failed_deliveries"
-            webhook.update_time = now
-            log.warning(
-                json.dumps(
-                    {
-                        "msg": "webhook disabled",
-                        "webhook_id": webhook.id,
-                        "state": webhook.state,
-                        "failing_since": rfc3339(webhook.failing_since),
-                    }
-                )
-            )
-            return True
+        if decisions.should_disable(webhook.failing_since, now, window):
+            return self._disable(delivery, now)
         return webhook.state != "enabled"
+
+    def _disable(self, delivery: Delivery, now: datetime) -> bool:
+        """Disable the static webhook of `delivery` for failed deliveries; True if done."""
+        if delivery.kind != "static" or not delivery.counts_for_health:
+            return False
+        webhook = self.webhooks.find(delivery.webhook_id or "")
+        if webhook is None or webhook.state != "enabled":
+            return False
+        webhook.state = "disabled_due_to_failed_deliveries"
+        webhook.update_time = now
+        log.warning(
+            json.dumps(
+                {
+                    "msg": "webhook disabled",
+                    "webhook_id": webhook.id,
+                    "state": webhook.state,
+                    "failing_since": rfc3339(webhook.failing_since or now),
+                }
+            )
+        )
+        return True
 
     def _headers(self, delivery: Delivery, uri: str, now: datetime) -> dict[str, str]:
         timestamp = int(now.timestamp())
