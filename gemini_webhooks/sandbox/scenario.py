@@ -1,0 +1,420 @@
+"""The end-to-end scenario, step by step: what `--demo` shows and `tests/e2e` asserts.
+
+Each step is a coroutine that either returns a one-line account of what held or raises
+`StepFailed` saying what did not. The steps talk to the system the way a user does:
+`kubectl` (the real binary) against the Kubernetes API, the `google-genai` SDK against
+the Gemini API, the emulator's control API to make Gemini send events, `/metrics` of the
+receiver and the operator, and what the sample consumer received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from google import genai
+from google.genai import types
+from prometheus_client.parser import text_string_to_metric_families
+
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.events import ALL_EVENT_TYPES, SUBSCRIBABLE_EVENT_TYPES
+from gemini_webhooks.contracts.service_endpoints import service_key, service_url
+from gemini_webhooks.contracts.signing_secret import decode
+from gemini_webhooks.emulator.control import ControlClient
+from gemini_webhooks.sandbox.consumer import Arrival, SampleConsumer
+from gemini_webhooks.sandbox.kubeapi import KubeApi
+from gemini_webhooks.sandbox.kubelet import venv_executable
+from gemini_webhooks.sandbox.podplan import decode_secret_data
+
+GWH = f"{crd.PLURAL}.{crd.API_VERSION}"
+RECEIVER_SUFFIX = "-receiver"
+INTERNAL_PORT = 9090
+PUBLIC_PORT = 80
+DYNAMIC_METADATA = {"tour": "dynamic", "team": "sandbox"}
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class StepFailed(AssertionError):
+    """A step of the scenario did not hold; the message says what was seen instead."""
+
+
+async def poll(
+    check: Callable[[], Awaitable[Any]], *, within: float, what: str, every: float = 0.2
+) -> Any:
+    """Call `check` until it returns something truthy; StepFailed naming `what` otherwise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last: Any = None
+    while True:
+        last = await check()
+        if last:
+            return last
+        if loop.time() > deadline:
+            raise StepFailed(f"timed out after {within:.0f}s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+async def scrape(url: str) -> Samples:
+    """Every sample of a Prometheus endpoint, keyed by (name, sorted labels)."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+        session.get(url) as response,
+    ):
+        text = await response.text()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples named `name` whose labels include `labels`."""
+    return sum(
+        value
+        for (sample_name, sample_labels), value in samples.items()
+        if sample_name == name and all((k, v) in sample_labels for k, v in labels.items())
+    )
+
+
+def moved(before: Samples, after: Samples, prefix: str) -> list[tuple[str, float]]:
+    """The counters under `prefix` that grew, with their growth, largest first."""
+    grown: list[tuple[str, float]] = []
+    for key, value in after.items():
+        name, labels = key
+        if not name.startswith(prefix) or not name.endswith("_total"):
+            continue
+        delta = value - before.get(key, 0.0)
+        if delta > 0:
+            label_text = ",".join(f"{k}={v}" for k, v in labels)
+            grown.append((f"{name}{{{label_text}}}", delta))
+    return sorted(grown, key=lambda item: (-item[1], item[0]))
+
+
+@dataclass
+class Kubectl:
+    """The real kubectl, with the sandbox's kubeconfig; each call is echoed like a shell."""
+
+    kubeconfig: Path
+    echo: Callable[[str], None] | None = None
+    timeout: float = 120.0
+
+    async def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        argv = [venv_executable("kubectl"), *args]
+        if self.echo is not None:
+            self.echo("$ kubectl " + " ".join(args))
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )
+        out, _ = await asyncio.wait_for(
+            process.communicate(stdin.encode() if stdin is not None else None), self.timeout
+        )
+        text = out.decode(errors="replace").rstrip()
+        if self.echo is not None and text:
+            for line in text.splitlines():
+                self.echo("  " + line)
+        if check and process.returncode != 0:
+            raise StepFailed(f"kubectl {' '.join(args)} exited {process.returncode}: {text}")
+        return text
+
+
+@dataclass
+class Scenario:
+    """The tour, against one running system (the sandbox; see tests/e2e for a real one)."""
+
+    api: KubeApi
+    kubectl: Kubectl
+    namespace: str
+    gemini_base_url: str
+    api_key: str
+    example_path: Path
+    consumer: SampleConsumer | None = None
+    control: ControlClient | None = None
+    endpoints: Callable[[], Mapping[str, str]] = dict
+    operator_metrics_url: str = ""
+    say: Callable[[str], None] = lambda _line: None
+    name: str = ""
+    webhook_id: str = ""
+    fired: dict[str, str] = field(default_factory=dict)  # webhook-id -> event type
+    before: dict[str, Samples] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            import yaml
+
+            document = yaml.safe_load(self.example_path.read_text())
+            self.name = document["metadata"]["name"]
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @property
+    def receiver(self) -> str:
+        return self.name + RECEIVER_SUFFIX
+
+    def gemini(self) -> genai.Client:
+        return genai.Client(
+            api_key=self.api_key, http_options=types.HttpOptions(base_url=self.gemini_base_url)
+        )
+
+    def receiver_url(self) -> str:
+        """The receiver's public URL, as Gemini is told it (cluster DNS name)."""
+        return service_url(self.receiver, self.namespace, PUBLIC_PORT, "/")
+
+    def receiver_metrics_url(self) -> str:
+        key = service_key(self.receiver + "-internal", self.namespace, INTERNAL_PORT)
+        address = self.endpoints().get(key)
+        if address is None:
+            raise StepFailed(f"the receiver's internal Service {key} has no loopback address")
+        return f"http://{address}/metrics"
+
+    async def resource(self) -> dict[str, Any] | None:
+        return await self.api.get(GWH, self.namespace, self.name)
+
+    async def condition(self, type_: str) -> dict[str, Any] | None:
+        resource = await self.resource()
+        for item in ((resource or {}).get("status") or {}).get("conditions") or []:
+            if item.get("type") == type_:
+                return dict(item)
+        return None
+
+    async def signing_secrets(self) -> int:
+        resource = await self.resource()
+        status = (resource or {}).get("status") or {}
+        name = status.get("signingSecretName") or self.name + crd.DEFAULT_SIGNING_SECRET_SUFFIX
+        secret = await self.api.get("secrets", self.namespace, name)
+        if secret is None:
+            return 0
+        return len(decode(decode_secret_data(secret)).secrets)
+
+    async def _scrape_all(self) -> dict[str, Samples]:
+        found = {"receiver": await scrape(self.receiver_metrics_url())}
+        if self.operator_metrics_url:
+            found["operator"] = await scrape(self.operator_metrics_url)
+        return found
+
+    def _need_events(self) -> tuple[ControlClient, SampleConsumer]:
+        if self.control is None or self.consumer is None:
+            raise StepFailed("this step needs the emulator's control API and the consumer")
+        return self.control, self.consumer
+
+    async def _fire(self, event_type: str, **kwargs: Any) -> list[str]:
+        control, _ = self._need_events()
+        result = await asyncio.to_thread(control.fire, event_type, **kwargs)
+        ids: list[str] = list(result["deliveries"])
+        for delivery_id in ids:
+            self.fired[delivery_id] = event_type
+        return ids
+
+    async def _arrivals(self, ids: list[str], within: float, what: str) -> list[Arrival]:
+        _, consumer = self._need_events()
+        wanted = set(ids)
+
+        def have(arrivals: list[Arrival]) -> bool:
+            return wanted <= {a.webhook_id for a in arrivals}
+
+        try:
+            arrivals = await consumer.wait_for(have, within=within)
+        except TimeoutError:
+            got = {a.webhook_id for a in consumer.arrivals}
+            missing = sorted(wanted - got)
+            raise StepFailed(f"{what}: {len(missing)} of {len(wanted)} never arrived") from None
+        return [a for a in arrivals if a.webhook_id in wanted]
+
+    # -- the steps --------------------------------------------------------------------------
+
+    async def apply(self) -> str:
+        await self.kubectl("apply", "-f", str(self.example_path))
+        return f"kubectl apply -f {self.example_path.name}: geminiwebhook/{self.name} created"
+
+    async def wait_ready(self, within: float = 90.0) -> str:
+        await self.kubectl(
+            "wait",
+            f"--for=condition={crd.CONDITION_READY}",
+            f"geminiwebhook/{self.name}",
+            "-n",
+            self.namespace,
+            f"--timeout={int(within)}s",
+        )
+
+        async def receiver_ready() -> bool:
+            deployment = await self.api.get("deployments.apps/v1", self.namespace, self.receiver)
+            return bool(deployment and (deployment.get("status") or {}).get("readyReplicas"))
+
+        await poll(receiver_ready, within=within, what=f"Deployment {self.receiver} ready")
+        resource = await self.resource() or {}
+        self.webhook_id = (resource.get("status") or {}).get("webhookId", "")
+        if not self.webhook_id:
+            raise StepFailed("Ready, but status.webhookId is empty")
+        remote = await asyncio.to_thread(self.gemini().webhooks.get, id=self.webhook_id)
+        self.before = await self._scrape_all()
+        return (
+            f"Ready; webhook {self.webhook_id} registered at {remote.uri}; "
+            f"receiver {self.receiver} running"
+        )
+
+    async def static_events(self, within: float = 30.0) -> str:
+        ids: dict[str, list[str]] = {}
+        for event_type in SUBSCRIBABLE_EVENT_TYPES:
+            ids[event_type] = await self._fire(event_type)
+            if not ids[event_type]:
+                raise StepFailed(f"the emulator sent {event_type} to no webhook")
+        flat = [i for group in ids.values() for i in group]
+        arrivals = await self._arrivals(flat, within, "static events")
+        for arrival in arrivals:
+            expected = "/batches" if (arrival.event_type or "").startswith("batch.") else "/events"
+            if arrival.path != expected:
+                raise StepFailed(f"{arrival.event_type} was routed to {arrival.path}")
+            self.say(f"  {arrival.event_type:<28} -> consumer {arrival.path}")
+        return f"all {len(ids)} subscribable types arrived, verified (HMAC) and routed"
+
+    async def dynamic_events(self, within: float = 30.0) -> str:
+        config = {"uris": [self.receiver_url()], "user_metadata": DYNAMIC_METADATA}
+        flat: list[str] = []
+        for event_type in ALL_EVENT_TYPES:
+            flat += await self._fire(event_type, webhook_config=config)
+        arrivals = await self._arrivals(flat, within, "dynamic events")
+        for arrival in arrivals:
+            body = arrival.body if isinstance(arrival.body, dict) else {}
+            if arrival.path != "/dynamic" or body.get("user_metadata") != DYNAMIC_METADATA:
+                raise StepFailed(
+                    f"dynamic {arrival.event_type} arrived at {arrival.path} with "
+                    f"user_metadata {body.get('user_metadata')}"
+                )
+            self.say(f"  {arrival.event_type:<28} -> consumer {arrival.path} (JWT)")
+        return f"all {len(ALL_EVENT_TYPES)} types arrived as dynamic deliveries (RS256 JWT)"
+
+    async def rotate_under_traffic(self, within: float = 60.0, rate: float = 10.0) -> str:
+        control, _ = self._need_events()
+        before = await self._scrape_all()
+        rejected_before = total(
+            before["receiver"], "gemini_receiver_deliveries_total", outcome="rejected"
+        )
+        resource = await self.resource() or {}
+        last_rotation = (resource.get("status") or {}).get("lastRotationTime")
+        stop = asyncio.Event()
+        sent: list[str] = []
+
+        async def traffic() -> None:
+            while not stop.is_set():
+                sent.extend(await self._fire("interaction.completed"))
+                await asyncio.sleep(1 / rate)
+
+        pump = asyncio.create_task(traffic())
+        try:
+            await asyncio.sleep(1.0)
+            await self.kubectl(
+                "annotate",
+                "--overwrite",
+                f"geminiwebhook/{self.name}",
+                "-n",
+                self.namespace,
+                f"{crd.ANNOTATION_ROTATE}=demo-{int(time.time())}",
+            )
+
+            async def rotated() -> bool:
+                status = ((await self.resource()) or {}).get("status") or {}
+                return status.get("lastRotationTime") not in (None, last_rotation)
+
+            await poll(rotated, within=within, what="status.lastRotationTime to move")
+            secrets_held = await self.signing_secrets()
+            await asyncio.sleep(2.0)  # traffic signed with both secrets, then the new one
+        finally:
+            stop.set()
+            await pump
+        await self._arrivals(sent, within, "events sent during the rotation")
+        deliveries = await asyncio.to_thread(control.deliveries, webhook_id=self.webhook_id)
+        failed_attempts = [
+            a
+            for d in deliveries
+            if d["id"] in set(sent)
+            for a in d["attempts"]
+            if not 200 <= (a.get("status_code") or 0) < 300
+        ]
+        after = await self._scrape_all()
+        rejected = (
+            total(after["receiver"], "gemini_receiver_deliveries_total", outcome="rejected")
+            - rejected_before
+        )
+        if rejected or failed_attempts:
+            raise StepFailed(
+                f"{int(rejected)} deliveries rejected by the receiver and "
+                f"{len(failed_attempts)} failed attempts during the rotation"
+            )
+        if secrets_held < 2:
+            raise StepFailed(f"the Secret holds {secrets_held} secret(s) after a Grace rotation")
+        return (
+            f"{len(sent)} events during the rotation, all delivered; 0 verification failures; "
+            f"the Secret holds {secrets_held} secrets (new + previous in grace)"
+        )
+
+    async def metrics_moved(self) -> str:
+        after = await self._scrape_all()
+        lines = []
+        for component, samples in after.items():
+            prefix = "gemini_receiver_" if component == "receiver" else "gemini_webhook_operator_"
+            grown = moved(self.before.get(component, {}), samples, prefix)
+            for name, delta in grown[:8]:
+                lines.append(f"  {component:<9} {name:<90} +{delta:g}")
+        if not lines:
+            raise StepFailed("no counter moved")
+        for line in lines:
+            self.say(line)
+        verified = total(after["receiver"], "gemini_receiver_deliveries_total", outcome="accepted")
+        if verified < len(self.fired):
+            raise StepFailed(
+                f"the receiver counts {verified:g} accepted deliveries; {len(self.fired)} fired"
+            )
+        return f"{len(lines)} counters moved; receiver accepted {verified:g} deliveries"
+
+    async def delete(self, within: float = 60.0) -> str:
+        await self.kubectl(
+            "delete",
+            f"geminiwebhook/{self.name}",
+            "-n",
+            self.namespace,
+            "--wait=true",
+            f"--timeout={int(within)}s",
+        )
+        client = self.gemini()
+
+        def remote_ids() -> set[str]:
+            found: set[str] = set()
+            for webhook in client.webhooks.list():
+                webhook_id = getattr(webhook, "id", None)
+                if webhook_id:
+                    found.add(str(webhook_id))
+            return found
+
+        async def remote_gone() -> bool:
+            return self.webhook_id not in await asyncio.to_thread(remote_ids)
+
+        await poll(remote_gone, within=within, what=f"webhook {self.webhook_id} to be deleted")
+
+        async def receiver_gone() -> bool:
+            return await self.api.get("deployments.apps/v1", self.namespace, self.receiver) is None
+
+        await poll(receiver_gone, within=within, what="the receiver Deployment to be collected")
+        return f"resource deleted; webhook {self.webhook_id} gone from the Gemini API"
+
+
+def describe_failure(error: BaseException) -> str:
+    if isinstance(error, StepFailed):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
