@@ -1,0 +1,455 @@
+"""End-to-end health: ping the webhook, learn from its receiver that the ping arrived and
+verified, report `DeliveryVerified` — decide purely, act at the edge.
+
+Decisions (pure, no I/O):
+- `ping_reason`: a chain of small checks, the first that fires says why a ping is due now
+  (`AfterRotation`, `FirstCheck`, `RetryUnverified`, `Periodic`), or None.
+- `blocked_reason`: why no ping can be sent at all (health check off, no receiver, no
+  webhook yet, webhook not enabled remotely) — reported as an Unknown condition.
+- `judge`: given when the ping was sent and what the receiver reports, the verdict:
+  verified (with the current secret), verified only with a previous secret (the receiver
+  has not picked up the rotation), not received in time, or keep waiting.
+- `rotation_complete`: a rotation counts complete only when a ping sent after it verified
+  with the current secret.
+
+I/O (thin): `HealthChecker.check` sends one ping through a callable the caller provides
+(the WebhookService wrapper's `ping`), polls the receiver's `/internal/pings` (see
+docs/receiver.md) through its internal Service (`contracts.service_endpoints`, so the
+sandbox's overrides apply) until the verdict is in, and feeds the metrics.
+`HealthChecker.tick` is what the operator's kopf timer calls for each resource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from gemini_webhook_operator.metrics import METRICS, OperatorMetrics, PingResult
+from gemini_webhook_operator.receiver_resources import STATIC_SOURCE, ping_status_url
+from gemini_webhooks.contracts.crd import CONDITION_DELIVERY_VERIFIED
+from gemini_webhooks.contracts.crd_receiver import (
+    CrdReceiverError,
+    health_check_spec,
+    parse_duration,
+    receiver_spec,
+)
+from gemini_webhooks.contracts.service_endpoints import overrides_from_env
+
+CONDITION = CONDITION_DELIVERY_VERIFIED
+
+# Why a ping is sent now.
+PING_AFTER_ROTATION = "AfterRotation"
+PING_FIRST = "FirstCheck"
+PING_PERIODIC = "Periodic"
+PING_RETRY = "RetryUnverified"
+
+# Condition reasons.
+REASON_VERIFIED = "PingVerified"
+REASON_PREVIOUS_SECRET = "VerifiedWithPreviousSecret"
+REASON_NOT_RECEIVED = "PingNotReceived"
+REASON_SEND_FAILED = "PingSendFailed"
+REASON_RECEIVER_UNREACHABLE = "ReceiverUnreachable"
+REASON_DISABLED = "HealthCheckDisabled"
+REASON_NO_RECEIVER = "ReceiverNotDeployed"
+REASON_NO_WEBHOOK = "WebhookNotCreated"
+REASON_NOT_ENABLED = "WebhookNotEnabled"
+REASON_NO_SECRET = "SigningSecretMissing"
+REASON_INVALID = "InvalidHealthCheck"
+
+# The receiver's and the operator's clocks are the cluster's; allow a little skew when
+# deciding whether a ping arrived after we sent ours.
+CLOCK_SKEW = timedelta(seconds=2)
+DEFAULT_TIMEOUT = timedelta(seconds=30)
+DEFAULT_RETRY_AFTER = timedelta(minutes=1)
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+# --- Pure decisions --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PingObservation:
+    """What the receiver reports about the last verified ping of a source."""
+
+    received_at: datetime
+    secret_fingerprint: str | None  # truncated secret (`contracts.signing_secret`)
+    delivery_id: str | None = None  # the ping's `webhook-id`
+
+
+@dataclass
+class HealthMemo:
+    """Per-resource memory of the checks (kept in kopf's memo; lost on restart, which
+    costs one early ping)."""
+
+    last_sent_at: datetime | None = None
+    last_verified_sent_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: bool | None  # the condition's True / False / Unknown
+    reason: str
+    message: str
+    round_trip: timedelta | None = None
+    ping_result: PingResult | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.status is True
+
+
+def blocked_reason(
+    *,
+    health_enabled: bool,
+    receiver_enabled: bool,
+    webhook_id: str | None,
+    remote_state: str | None,
+    current_fingerprint: str | None,
+) -> Verdict | None:
+    """Why no ping can be sent now (an Unknown condition), or None when one can."""
+    checks: tuple[tuple[bool, str, str], ...] = (
+        (not health_enabled, REASON_DISABLED, "spec.healthCheck.enabled is false"),
+        (
+            not receiver_enabled,
+            REASON_NO_RECEIVER,
+            "the health check asks the deployed receiver; set spec.receiver.enabled",
+        ),
+        (not webhook_id, REASON_NO_WEBHOOK, "the remote webhook does not exist yet"),
+        (
+            remote_state != "enabled",
+            REASON_NOT_ENABLED,
+            f"the remote webhook is {remote_state or 'unknown'}; pings are not delivered",
+        ),
+        (
+            not current_fingerprint,
+            REASON_NO_SECRET,
+            "the operator holds no signing secret to verify against",
+        ),
+    )
+    for fires, reason, message in checks:
+        if fires:
+            return Verdict(None, reason, message)
+    return None
+
+
+def ping_reason(
+    memo: HealthMemo,
+    *,
+    interval: timedelta,
+    retry_after: timedelta,
+    last_rotation: datetime | None,
+    now: datetime,
+) -> str | None:
+    """Why a ping is due now (the first check that fires), or None.
+
+    Unverified states (a rotation not yet proven, a failed check) are re-checked after
+    `retry_after` rather than a whole interval; each check is one WebhookService call.
+    """
+    last_sent, last_verified = memo.last_sent_at, memo.last_verified_sent_at
+    if last_rotation is not None and (last_sent is None or last_sent < last_rotation):
+        return PING_AFTER_ROTATION
+    if last_sent is None:
+        return PING_FIRST
+    since = now - last_sent
+    if last_verified != last_sent and since >= min(retry_after, interval):
+        return PING_RETRY
+    if since >= interval:
+        return PING_PERIODIC
+    return None
+
+
+def is_new(
+    observation: PingObservation | None, baseline: PingObservation | None, sent_at: datetime
+) -> bool:
+    """Is `observation` our ping: another delivery than the one seen before sending, and
+    not received before we sent (within the clock skew)?"""
+    if observation is None or observation.received_at < sent_at - CLOCK_SKEW:
+        return False
+    if baseline is None:
+        return True
+    if observation.delivery_id is not None and baseline.delivery_id is not None:
+        return observation.delivery_id != baseline.delivery_id
+    return observation.received_at > baseline.received_at
+
+
+def judge(
+    *,
+    sent_at: datetime,
+    observation: PingObservation | None,
+    current_fingerprint: str,
+    now: datetime,
+    timeout: timedelta,
+    baseline: PingObservation | None = None,
+) -> Verdict | None:
+    """The verdict on one ping, or None to keep waiting.
+
+    `baseline` is what the receiver reported just before the ping was sent, so that an
+    earlier ping is never taken for this one.
+    """
+    if observation is not None and is_new(observation, baseline, sent_at):
+        round_trip = max(observation.received_at - sent_at, timedelta(0))
+        if observation.secret_fingerprint == current_fingerprint:
+            return Verdict(
+                True,
+                REASON_VERIFIED,
+                f"a ping sent at {_rfc3339(sent_at)} arrived and verified with the current "
+                f"signing secret after {round_trip.total_seconds():.3f}s",
+                round_trip,
+                "verified",
+            )
+        return Verdict(
+            False,
+            REASON_PREVIOUS_SECRET,
+            f"a ping sent at {_rfc3339(sent_at)} verified only with a previous signing "
+            "secret: the receiver has not loaded the current one",
+            round_trip,
+            "not_verified",
+        )
+    if now - sent_at >= timeout:
+        return Verdict(
+            False,
+            REASON_NOT_RECEIVED,
+            f"a ping sent at {_rfc3339(sent_at)} was not reported verified by the receiver "
+            f"within {timeout.total_seconds():.0f}s (not delivered, or rejected)",
+            None,
+            "not_verified",
+        )
+    return None
+
+
+def rotation_complete(memo: HealthMemo, last_rotation: datetime | None) -> bool:
+    """A rotation is complete once a ping sent after it verified with the current secret."""
+    if last_rotation is None:
+        return True
+    return memo.last_verified_sent_at is not None and memo.last_verified_sent_at >= last_rotation
+
+
+def parse_pings(document: Any, source: str = STATIC_SOURCE) -> PingObservation | None:
+    """The receiver's `/internal/pings` answer → the observation for `source`.
+
+    Raises ValueError on a malformed answer (the message names what is wrong).
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("pings"), dict):
+        raise ValueError("ping status: expected an object with a 'pings' object")
+    record = document["pings"].get(source)
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise ValueError(f"ping status: pings.{source} is not an object")
+    received = _parse_time(record.get("received_at"))
+    if received is None:
+        raise ValueError(f"ping status: pings.{source}.received_at is not an RFC 3339 time")
+    fingerprint = record.get("secret_fingerprint")
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise ValueError(f"ping status: pings.{source}.secret_fingerprint is not a string")
+    delivery_id = record.get("webhook_id")
+    if delivery_id is not None and not isinstance(delivery_id, str):
+        raise ValueError(f"ping status: pings.{source}.webhook_id is not a string")
+    return PingObservation(received, fingerprint, delivery_id)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- I/O -------------------------------------------------------------------------------
+
+
+class ReceiverUnreachableError(Exception):
+    """The receiver's ping status could not be read (message names why, never secrets)."""
+
+
+Ping = Callable[[], Awaitable[Any]]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(error: BaseException) -> str:
+    """Error class and HTTP status only: SDK messages may quote request details."""
+    code = getattr(error, "status_code", None) or getattr(error, "code", None)
+    return f"{type(error).__name__}" + (f" (HTTP {code})" if isinstance(code, int) else "")
+
+
+class HealthChecker:
+    """Sends pings and asks receivers; one per operator (shares an HTTP session)."""
+
+    def __init__(
+        self,
+        *,
+        metrics: OperatorMetrics = METRICS,
+        clock: Callable[[], datetime] = _utcnow,
+        poll_interval: float = 0.5,
+        timeout: timedelta = DEFAULT_TIMEOUT,
+        retry_after: timedelta = DEFAULT_RETRY_AFTER,
+        request_timeout: float = 5.0,
+        cluster_domain: str = "cluster.local",
+        overrides: Callable[[], Mapping[str, str]] = overrides_from_env,
+    ) -> None:
+        self.metrics = metrics
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self.request_timeout = request_timeout
+        self.cluster_domain = cluster_domain
+        self.overrides = overrides
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout)
+            )
+        return self._session
+
+    async def observe(self, url: str) -> PingObservation | None:
+        """Read the receiver's last verified ping; ReceiverUnreachableError when it can't."""
+        try:
+            async with self._http().get(url, allow_redirects=False) as response:
+                if response.status != 200:
+                    raise ReceiverUnreachableError(f"ping status answered HTTP {response.status}")
+                body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ReceiverUnreachableError(f"ping status unreachable: {_describe(error)}") from None
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise ReceiverUnreachableError("ping status answer is too large")
+        try:
+            return parse_pings(json.loads(body))
+        except ValueError as error:
+            raise ReceiverUnreachableError(str(error)) from None
+
+    async def check(
+        self, *, url: str, ping: Ping, current_fingerprint: str
+    ) -> tuple[Verdict, datetime | None]:
+        """Send one ping and wait for the receiver's verdict; returns it and the send time."""
+        baseline: PingObservation | None = None
+        reached = False
+        unreachable: str | None = None
+        try:
+            baseline = await self.observe(url)
+            reached = True
+        except ReceiverUnreachableError as error:
+            unreachable = str(error)  # it may come up while the ping travels
+        sent_at = self.clock()
+        try:
+            await ping()
+        except Exception as error:  # the SDK's errors have no common base worth naming
+            verdict = Verdict(
+                None,
+                REASON_SEND_FAILED,
+                f"the WebhookService did not send the ping: {_describe(error)}",
+                ping_result="send_failed",
+            )
+            return verdict, None
+        while True:
+            observation = None
+            try:
+                observation = await self.observe(url)
+                reached = True
+            except ReceiverUnreachableError as error:
+                unreachable = str(error)
+            outcome = judge(
+                sent_at=sent_at,
+                observation=observation,
+                current_fingerprint=current_fingerprint,
+                now=self.clock(),
+                timeout=self.timeout,
+                baseline=baseline,
+            )
+            if outcome is not None:
+                if outcome.reason == REASON_NOT_RECEIVED and not reached:
+                    outcome = Verdict(
+                        None,
+                        REASON_RECEIVER_UNREACHABLE,
+                        f"the receiver's ping status could not be read: {unreachable}",
+                        ping_result="receiver_unreachable",
+                    )
+                return outcome, sent_at
+            await asyncio.sleep(self.poll_interval)
+
+    async def tick(
+        self,
+        resource: Mapping[str, Any],
+        memo: HealthMemo,
+        *,
+        ping: Ping,
+        current_fingerprint: str | None,
+    ) -> Verdict | None:
+        """One timer tick for one resource: the condition to report, or None (nothing new).
+
+        `resource` is the GeminiWebhook (body); `current_fingerprint` is
+        `truncate_secret(current secret)` of the Secret the operator holds.
+        """
+        metadata, spec = resource["metadata"], resource.get("spec") or {}
+        status = resource.get("status") or {}
+        namespace, name = metadata["namespace"], metadata["name"]
+        try:
+            health, receiver = health_check_spec(spec), receiver_spec(spec)
+        except CrdReceiverError as error:
+            return Verdict(None, REASON_INVALID, str(error))
+        blocked = blocked_reason(
+            health_enabled=health.enabled,
+            receiver_enabled=receiver.enabled,
+            webhook_id=status.get("webhookId"),
+            remote_state=status.get("remoteState"),
+            current_fingerprint=current_fingerprint,
+        )
+        if blocked is not None:
+            self.metrics.webhooks.set_delivery_verified(namespace, name, None)
+            return blocked
+        assert current_fingerprint is not None
+        last_rotation = _parse_time(status.get("lastRotationTime"))
+        reason = ping_reason(
+            memo,
+            interval=parse_duration(health.interval),
+            retry_after=self.retry_after,
+            last_rotation=last_rotation,
+            now=self.clock(),
+        )
+        if reason is None:
+            return None
+        url = ping_status_url(
+            resource, cluster_domain=self.cluster_domain, overrides=self.overrides()
+        )
+        verdict, sent_at = await self.check(
+            url=url, ping=ping, current_fingerprint=current_fingerprint
+        )
+        if sent_at is not None:
+            memo.last_sent_at = sent_at
+            if verdict.verified:
+                memo.last_verified_sent_at = sent_at
+        self.record(namespace, name, verdict)
+        return verdict
+
+    def record(self, namespace: str, name: str, verdict: Verdict) -> None:
+        if verdict.ping_result is not None:
+            round_trip = (
+                verdict.round_trip.total_seconds()
+                if verdict.verified and verdict.round_trip is not None
+                else None
+            )
+            self.metrics.observe_ping(verdict.ping_result, round_trip)
+        self.metrics.webhooks.set_delivery_verified(namespace, name, verdict.status)

@@ -1,0 +1,201 @@
+"""End-to-end health: the pure decisions (when to ping, what the receiver's answer means)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from gemini_webhook_operator import health
+from gemini_webhook_operator.health import (
+    HealthMemo,
+    PingObservation,
+    blocked_reason,
+    judge,
+    parse_pings,
+    ping_reason,
+    rotation_complete,
+)
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+INTERVAL = timedelta(minutes=10)
+RETRY = timedelta(minutes=1)
+CURRENT = "whsec_abcd...wxyz"
+PREVIOUS = "whsec_0000...9999"
+
+
+def reason(memo: HealthMemo, now: datetime, last_rotation: datetime | None = None) -> str | None:
+    return ping_reason(
+        memo, interval=INTERVAL, retry_after=RETRY, last_rotation=last_rotation, now=now
+    )
+
+
+def test_first_tick_pings() -> None:
+    assert reason(HealthMemo(), T0) == health.PING_FIRST
+
+
+def test_verified_ping_is_not_repeated_before_the_interval() -> None:
+    memo = HealthMemo(last_sent_at=T0, last_verified_sent_at=T0)
+    assert reason(memo, T0 + INTERVAL - timedelta(seconds=1)) is None
+
+
+def test_ping_repeats_once_the_interval_has_passed() -> None:
+    memo = HealthMemo(last_sent_at=T0, last_verified_sent_at=T0)
+    assert reason(memo, T0 + INTERVAL) == health.PING_PERIODIC
+
+
+def test_a_rotation_after_the_last_ping_triggers_one_at_once() -> None:
+    memo = HealthMemo(last_sent_at=T0, last_verified_sent_at=T0)
+    rotated = T0 + timedelta(seconds=5)
+    assert reason(memo, rotated + timedelta(seconds=1), rotated) == health.PING_AFTER_ROTATION
+
+
+def test_after_rotation_comes_first_even_on_the_first_tick() -> None:
+    assert reason(HealthMemo(), T0, T0 - timedelta(days=3)) == health.PING_AFTER_ROTATION
+
+
+def test_an_unverified_check_is_retried_sooner_than_the_interval() -> None:
+    memo = HealthMemo(last_sent_at=T0, last_verified_sent_at=None)
+    assert reason(memo, T0 + RETRY - timedelta(seconds=1)) is None
+    assert reason(memo, T0 + RETRY) == health.PING_RETRY
+
+
+def test_rotation_is_complete_only_after_a_later_ping_verified() -> None:
+    rotated = T0 + timedelta(minutes=1)
+    assert not rotation_complete(HealthMemo(last_verified_sent_at=T0), rotated)
+    assert rotation_complete(HealthMemo(last_verified_sent_at=rotated), rotated)
+    assert not rotation_complete(HealthMemo(), rotated)
+    assert rotation_complete(HealthMemo(), None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"health_enabled": False}, health.REASON_DISABLED),
+        ({"receiver_enabled": False}, health.REASON_NO_RECEIVER),
+        ({"webhook_id": None}, health.REASON_NO_WEBHOOK),
+        ({"remote_state": "disabled_due_to_failed_deliveries"}, health.REASON_NOT_ENABLED),
+        ({"current_fingerprint": None}, health.REASON_NO_SECRET),
+    ],
+)
+def test_a_check_that_cannot_run_says_why_as_unknown(kwargs: dict, expected: str) -> None:
+    arguments = {
+        "health_enabled": True,
+        "receiver_enabled": True,
+        "webhook_id": "wh_1",
+        "remote_state": "enabled",
+        "current_fingerprint": CURRENT,
+    } | kwargs
+    verdict = blocked_reason(**arguments)
+    assert verdict is not None
+    assert (verdict.status, verdict.reason) == (None, expected)
+
+
+def test_nothing_blocks_a_check_of_an_enabled_webhook_with_a_secret() -> None:
+    assert (
+        blocked_reason(
+            health_enabled=True,
+            receiver_enabled=True,
+            webhook_id="wh_1",
+            remote_state="enabled",
+            current_fingerprint=CURRENT,
+        )
+        is None
+    )
+
+
+def decide(observation: PingObservation | None, now: datetime) -> health.Verdict | None:
+    return judge(
+        sent_at=T0,
+        observation=observation,
+        current_fingerprint=CURRENT,
+        now=now,
+        timeout=timedelta(seconds=30),
+    )
+
+
+def test_ping_verified_with_the_current_secret_is_true_with_its_round_trip() -> None:
+    verdict = decide(PingObservation(T0 + timedelta(milliseconds=250), CURRENT), T0)
+    assert verdict is not None
+    assert (verdict.status, verdict.reason) == (True, health.REASON_VERIFIED)
+    assert verdict.round_trip == timedelta(milliseconds=250)
+
+
+def test_ping_verified_only_with_a_previous_secret_is_false() -> None:
+    verdict = decide(PingObservation(T0 + timedelta(seconds=1), PREVIOUS), T0)
+    assert verdict is not None
+    assert (verdict.status, verdict.reason) == (False, health.REASON_PREVIOUS_SECRET)
+
+
+def test_an_older_ping_does_not_count_and_we_keep_waiting() -> None:
+    assert decide(PingObservation(T0 - timedelta(minutes=5), CURRENT), T0) is None
+
+
+def test_no_ping_within_the_timeout_is_false() -> None:
+    verdict = decide(None, T0 + timedelta(seconds=30))
+    assert verdict is not None
+    assert (verdict.status, verdict.reason) == (False, health.REASON_NOT_RECEIVED)
+
+
+def test_messages_never_carry_secret_fingerprints() -> None:
+    for observation in (PingObservation(T0, CURRENT), PingObservation(T0, PREVIOUS)):
+        verdict = decide(observation, T0)
+        assert verdict is not None
+        assert "whsec_" not in verdict.message
+
+
+def test_receiver_ping_status_is_parsed_for_the_static_source() -> None:
+    document = {
+        "pings": {
+            "static": {
+                "source": "static",
+                "webhook_id": "msg_1",
+                "received_at": "2026-11-25T10:00:00.250000Z",
+                "scheme": "hmac",
+                "secret_index": 0,
+                "secret_fingerprint": CURRENT,
+            }
+        }
+    }
+    assert parse_pings(document) == PingObservation(
+        T0 + timedelta(milliseconds=250), CURRENT, "msg_1"
+    )
+    assert parse_pings({"pings": {}}) is None
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        {"pings": []},
+        {"pings": {"static": "x"}},
+        {"pings": {"static": {"received_at": "yesterday"}}},
+        {"pings": {"static": {"received_at": "2026-11-25T10:00:00"}}},
+        {"pings": {"static": {"received_at": "2026-11-25T10:00:00Z", "secret_fingerprint": 1}}},
+    ],
+)
+def test_malformed_ping_status_is_a_clear_error(document: object) -> None:
+    with pytest.raises(ValueError, match="ping status"):
+        parse_pings(document)
+
+
+def test_the_ping_seen_before_sending_is_not_taken_for_ours() -> None:
+    before = PingObservation(T0 - timedelta(seconds=1), PREVIOUS, "msg_1")
+    verdict = judge(
+        sent_at=T0,
+        observation=before,
+        current_fingerprint=CURRENT,
+        now=T0,
+        timeout=timedelta(seconds=30),
+        baseline=before,
+    )
+    assert verdict is None
+    ours = PingObservation(T0 + timedelta(seconds=1), CURRENT, "msg_2")
+    verdict = judge(
+        sent_at=T0,
+        observation=ours,
+        current_fingerprint=CURRENT,
+        now=T0,
+        timeout=timedelta(seconds=30),
+        baseline=before,
+    )
+    assert verdict is not None and verdict.verified
