@@ -1,0 +1,245 @@
+"""Dynamic (JWT) deliveries: RS256 against our own JWKS server, and the attack catalogue."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gemini_webhooks.contracts.delivery import PING_EVENT_TYPE
+
+from .conftest import (
+    AUDIENCE,
+    ISSUER,
+    Client,
+    RecordingTarget,
+    Signer,
+    StartReceiver,
+    base_config,
+    claims_for,
+    envelope,
+)
+
+
+def _config(
+    target: RecordingTarget, signer: Signer, secrets_path: Path | None = None
+) -> dict[str, Any]:
+    return base_config(
+        target.url,
+        secrets_path,
+        dynamic={
+            "enabled": True,
+            "audiences": [AUDIENCE],
+            "issuer": ISSUER,
+            "jwks_uri": signer.jwks_url,
+            "jwks_min_refresh_seconds": 60,
+            "leeway_seconds": 5,
+        },
+    )
+
+
+async def _send(client: Client, token: str, msg_id: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(time.time())),
+        "webhook-signature": token,
+        "content-type": "application/json",
+    }
+    return await client.post(body, headers)
+
+
+async def test_valid_token_is_forwarded_with_verified_claims(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    event = envelope("batch.succeeded", user_metadata={"team": "a"})
+    token = signer.token(claims_for(event, "msg_dyn_1"))
+    status, answer = await _send(client, token, "msg_dyn_1", json.dumps(event).encode())
+    assert (status, answer["status"]) == (200, "accepted")
+    forwarded = target.requests[0]
+    assert json.loads(forwarded.body) == event
+    assert forwarded.headers["X-Gemini-Source"] == "dynamic"
+    claims = json.loads(forwarded.headers["X-Gemini-Verified-Claims"])
+    assert claims["aud"] == AUDIENCE and claims["jti"] == "msg_dyn_1"
+
+
+async def test_empty_body_forwards_the_envelope_from_the_claims(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    event = envelope("video.generated")
+    status, _ = await _send(client, signer.token(claims_for(event, "m2")), "m2", b"")
+    assert status == 200
+    assert json.loads(target.requests[0].body) == event
+
+
+async def test_static_and_dynamic_share_one_endpoint(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    secrets_file: tuple[Path, str],
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(_config(target, signer, path))
+    assert (await client.deliver([secret]))[0] == 200
+    event = envelope()
+    assert (await _send(client, signer.token(claims_for(event, "m3")), "m3", b""))[0] == 200
+    assert [r.headers["X-Gemini-Signature-Scheme"] for r in target.requests] == ["hmac", "jwt"]
+
+
+async def test_alg_none_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    event = envelope()
+    token = jwt.encode(claims_for(event, "m"), None, algorithm="none", headers={"kid": signer.kid})  # type: ignore[arg-type]
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (401, "unsupported_algorithm")
+    assert target.requests == []
+
+
+async def test_hs256_signed_with_the_public_key_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    public_pem = signer.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    event = envelope()
+    # PyJWT refuses to HMAC with a PEM key, as an attacker's tool would not: build it by hand.
+    header = jwt.utils.base64url_encode(
+        json.dumps({"alg": "HS256", "typ": "JWT", "kid": signer.kid}).encode()
+    )
+    payload = jwt.utils.base64url_encode(json.dumps(claims_for(event, "m")).encode())
+    import hashlib
+    import hmac
+
+    mac = hmac.new(public_pem, header + b"." + payload, hashlib.sha256).digest()
+    token = (header + b"." + payload + b"." + jwt.utils.base64url_encode(mac)).decode()
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (401, "unsupported_algorithm")
+
+
+async def test_token_signed_by_another_key_with_our_kid_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    event = envelope()
+    status, answer = await _send(client, signer.token(claims_for(event, "m"), key=other), "m", b"")
+    assert (status, answer["error"]) == (401, "invalid_token")
+
+
+async def test_unknown_kid_is_rejected_and_refresh_is_rate_limited(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    event = envelope()
+    assert (await _send(client, signer.token(claims_for(event, "ok")), "ok", b""))[0] == 200
+    fetches = signer.fetches
+    for i in range(5):
+        token = signer.token(claims_for(event, f"m{i}"), kid=f"forged-{i}")
+        status, answer = await _send(client, token, f"m{i}", b"")
+        assert (status, answer["error"]) == (401, "unknown_kid")
+    assert signer.fetches - fetches <= 1
+
+
+async def test_new_kid_is_picked_up_by_a_refresh(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    config = _config(target, signer)
+    config["dynamic"]["jwks_min_refresh_seconds"] = 0.01
+    client = await start_receiver(config)
+    event = envelope()
+    assert (await _send(client, signer.token(claims_for(event, "a")), "a", b""))[0] == 200
+    rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    signer.extra_keys.append(("test-key-2", rotated))
+    time.sleep(0.02)
+    token = signer.token(claims_for(event, "b"), kid="test-key-2", key=rotated)
+    assert (await _send(client, token, "b", b""))[0] == 200
+
+
+async def test_expired_token_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    now = int(time.time())
+    token = signer.token(claims_for(envelope(), "m", iat=now - 120, exp=now - 60))
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (401, "token_expired")
+
+
+async def test_wrong_audience_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    token = signer.token(claims_for(envelope(), "m", aud="https://attacker.example/"))
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (401, "wrong_audience")
+
+
+async def test_wrong_issuer_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    token = signer.token(claims_for(envelope(), "m", iss="https://attacker.example"))
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (401, "wrong_issuer")
+
+
+async def test_body_swapped_under_a_valid_token_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    event = envelope("batch.failed")
+    token = signer.token(claims_for(event, "m"))
+    swapped = dict(event, type="batch.succeeded")
+    status, answer = await _send(client, token, "m", json.dumps(swapped).encode())
+    assert (status, answer["error"]) == (401, "body_mismatch")
+    assert target.requests == []
+
+
+async def test_token_for_another_webhook_id_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    token = signer.token(claims_for(envelope(), "original"))
+    status, answer = await _send(client, token, "replayed-as-new", b"")
+    assert (status, answer["error"]) == (401, "id_mismatch")
+
+
+async def test_old_iat_is_rejected_as_replay(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    now = int(time.time())
+    token = signer.token(claims_for(envelope(), "m", iat=now - 600, exp=now + 600))
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (400, "timestamp_expired")
+
+
+async def test_jwt_rejected_when_dynamic_is_disabled(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    secrets_file: tuple[Path, str],
+) -> None:
+    client = await start_receiver(base_config(target.url, secrets_file[0]))
+    status, answer = await _send(client, signer.token(claims_for(envelope(), "m")), "m", b"")
+    assert (status, answer["error"]) == (401, "dynamic_disabled")
+
+
+async def test_dynamic_ping_is_recorded_with_its_key_id(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    event = {"type": PING_EVENT_TYPE, "version": "v1", "data": {}}
+    assert (await _send(client, signer.token(claims_for(event, "p")), "p", b""))[0] == 200
+    _, pings = await client.get_json("/internal/pings")
+    assert pings["pings"]["dynamic"]["secret_fingerprint"] == signer.kid
+    assert target.requests == []

@@ -1,0 +1,96 @@
+"""What targets receive: envelope or binary CloudEvent, Services resolved via overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gemini_webhooks.contracts.service_endpoints import ENV_VAR
+
+from .conftest import RecordingTarget, StartReceiver, base_config, envelope
+
+
+async def test_cloudevents_target_gets_a_binary_mode_cloudevent(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    config = base_config(target.url, path)
+    config["default_route"] = {"targets": [{"url": target.url, "format": "cloudevents"}]}
+    client = await start_receiver(config)
+    event = envelope("batch.succeeded", user_metadata={"team": "a"})
+    _, _, msg_id = await client.deliver([secret], event)
+    received = target.requests[0]
+    assert received.headers["ce-specversion"] == "1.0"
+    assert received.headers["ce-id"] == msg_id
+    assert received.headers["ce-type"] == "batch.succeeded"
+    assert received.headers["ce-source"].endswith("/orders")
+    assert received.headers["ce-time"] == event["timestamp"]
+    assert received.headers["ce-subject"] == event["data"]["id"]
+    assert json.loads(received.headers["ce-usermetadata"]) == {"team": "a"}
+    assert json.loads(received.body) == event["data"]
+
+
+async def test_service_target_resolves_through_the_endpoint_overrides(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, secret = secrets_file
+    address = target.url.split("//")[1].split("/")[0]
+    monkeypatch.setenv(ENV_VAR, json.dumps({"team-a/handler:8080": address}))
+    config = base_config(target.url, path)
+    config["default_route"] = {
+        "targets": [
+            {"service": {"name": "handler", "namespace": "team-a", "port": 8080, "path": "/in"}}
+        ]
+    }
+    client = await start_receiver(config)
+    assert (await client.deliver([secret]))[0] == 200
+    assert len(target.requests) == 1
+    assert (
+        await client.metric(
+            "gemini_receiver_forwards_total", target="team-a/handler:8080", outcome="ok"
+        )
+        >= 1
+    )
+
+
+async def test_event_goes_to_every_target_of_its_rule(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    config = base_config(target.url, path)
+    config["routes"] = [
+        {
+            "name": "both",
+            "match": {"types": ["batch.*"]},
+            "targets": [{"url": target.url + "/one"}, {"url": target.url + "/two"}],
+        }
+    ]
+    client = await start_receiver(config)
+    _, _, msg_id = await client.deliver([secret])
+    assert target.ids() == [msg_id, msg_id]
+
+
+async def test_unroutable_event_goes_to_the_dead_letter_target_inline(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    config = base_config(target.url, path)
+    del config["default_route"]
+    config["routes"] = [
+        {
+            "name": "videos",
+            "match": {"types": ["video.*"]},
+            "targets": [{"url": "http://127.0.0.1:9/"}],
+        }
+    ]
+    config["dead_letter"] = {"target": {"url": target.url + "/dead"}}
+    client = await start_receiver(config)
+    status, _, msg_id = await client.deliver([secret])
+    assert status == 200
+    assert target.ids() == [msg_id]
+    assert await client.metric("gemini_receiver_unroutable_total", source="orders") >= 1

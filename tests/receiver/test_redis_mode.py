@@ -1,0 +1,197 @@
+"""Redis mode: accept into a stream, deliver from a consumer group, retry, dead-letter, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from .conftest import RecordingTarget, StartReceiver, base_config, envelope, signed_headers
+
+pytestmark = pytest.mark.real_component
+
+
+def _config(target_url: str, path: Path, redis_url: str, **redis_extra: Any) -> dict[str, Any]:
+    config = base_config(target_url, path)
+    config["redis"] = {"url": redis_url, "claim_idle_seconds": 1, **redis_extra}
+    config["dedup"] = {"backend": "redis"}
+    config["forwarding"] = {
+        "timeout_seconds": 1,
+        "backoff_initial_seconds": 0.05,
+        "backoff_max_seconds": 0.2,
+    }
+    return config
+
+
+async def test_accepted_event_is_delivered_from_the_stream(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(_config(target.url, path, redis_server))
+    status, answer, msg_id = await client.deliver([secret])
+    assert (status, answer["status"]) == (200, "accepted")
+    await target.wait_for(1)
+    assert target.ids() == [msg_id]
+    redis = aioredis.Redis.from_url(redis_server)
+    await asyncio.sleep(0.1)
+    assert await redis.xlen("gemini-webhooks:deliveries") == 0  # acked and deleted
+    await redis.aclose()
+
+
+async def test_answer_does_not_wait_for_a_slow_target(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    path, secret = secrets_file
+    target.delay = 0.5
+    client = await start_receiver(_config(target.url, path, redis_server))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert (await client.deliver([secret]))[0] == 200
+    assert loop.time() - started < 0.4
+    await target.wait_for(1)
+
+
+async def test_duplicate_across_replicas_is_forwarded_once(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    path, secret = secrets_file
+    first = await start_receiver(_config(target.url, path, redis_server, consumer_name="a"))
+    second = await start_receiver(_config(target.url, path, redis_server, consumer_name="b"))
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body)
+    assert await first.post(body, headers) == (200, {"status": "accepted"})
+    assert await second.post(body, headers) == (200, {"status": "duplicate"})
+    await target.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert len(target.requests) == 1
+
+
+async def test_failing_target_is_retried_until_it_accepts(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    path, secret = secrets_file
+    target.fail_next = 3
+    client = await start_receiver(_config(target.url, path, redis_server))
+    _, _, msg_id = await client.deliver([secret])
+    await target.wait_for(1)
+    assert target.ids() == [msg_id]
+    assert (
+        await client.metric(
+            "gemini_receiver_forwards_total", target=target.url, outcome="http_error"
+        )
+        >= 3
+    )
+
+
+async def test_event_is_dead_lettered_after_max_attempts_and_replay_delivers_it(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+    tmp_path: Path,
+) -> None:
+    path, secret = secrets_file
+    target.fail_always = True
+    config = _config(target.url, path, redis_server, max_attempts=2)
+    client = await start_receiver(config)
+    _, _, msg_id = await client.deliver([secret])
+    redis = aioredis.Redis.from_url(redis_server)
+    for _ in range(100):
+        if await redis.xlen("gemini-webhooks:dead-letters") == 1:
+            break
+        await asyncio.sleep(0.05)
+    entries = await redis.xrange("gemini-webhooks:dead-letters")
+    assert entries[0][1][b"id"].decode() == msg_id
+    assert entries[0][1][b"reason"] == b"max_attempts"
+    assert await client.metric("gemini_receiver_dead_letters_total", reason="max_attempts") >= 1
+
+    target.fail_always = False
+    config_file = tmp_path / "receiver.json"
+    config_file.write_text(json.dumps(config))
+    replay = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gemini_webhooks",
+        "receiver",
+        "replay",
+        "--config",
+        str(config_file),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await replay.communicate()
+    assert replay.returncode == 0, err
+    assert b"replayed 1 dead letter" in out
+    await target.wait_for(1)
+    assert target.ids() == [msg_id]
+    assert await redis.xlen("gemini-webhooks:dead-letters") == 0
+    await redis.aclose()
+
+
+async def test_unroutable_event_is_counted_and_dead_lettered(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    path, secret = secrets_file
+    config = _config(target.url, path, redis_server)
+    del config["default_route"]
+    config["routes"] = [
+        {"name": "videos", "match": {"types": ["video.*"]}, "targets": [{"url": target.url}]}
+    ]
+    client = await start_receiver(config)
+    _, _, msg_id = await client.deliver([secret], envelope("batch.failed"))
+    redis = aioredis.Redis.from_url(redis_server)
+    for _ in range(100):
+        if await redis.xlen("gemini-webhooks:dead-letters"):
+            break
+        await asyncio.sleep(0.05)
+    entries = await redis.xrange("gemini-webhooks:dead-letters")
+    assert (entries[0][1][b"id"].decode(), entries[0][1][b"reason"]) == (msg_id, b"unroutable")
+    assert await client.metric("gemini_receiver_unroutable_total", source="orders") >= 1
+    assert target.requests == []
+    await redis.aclose()
+
+
+async def test_unreachable_redis_answers_503_and_is_not_ready(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(_config(target.url, path, "redis://127.0.0.1:1/0"))
+    status, _, _ = await client.deliver([secret])
+    assert status == 503
+    assert (await client.get_json("/readyz"))[0] == 503
+
+
+async def test_queue_gauges_are_exported(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    path, secret = secrets_file
+    target.fail_always = True
+    client = await start_receiver(_config(target.url, path, redis_server))
+    await client.deliver([secret])
+    await asyncio.sleep(1.3)
+    assert await client.metric("gemini_receiver_queue_depth") == 1
+    assert await client.metric("gemini_receiver_queue_lag_seconds") > 0
