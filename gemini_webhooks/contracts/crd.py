@@ -273,6 +273,9 @@ def status_schema() -> dict[str, Any]:
             "lastRotationReason": _string(
                 "Why the last rotation happened (e.g. DueByPolicy, SecretMissing)."
             ),
+            "receiverFingerprint": _string(
+                "Digest of the receiver objects last applied (empty: no receiver deployed)."
+            ),
             "observedGeneration": {
                 "type": "integer",
                 "format": "int64",

@@ -1,0 +1,104 @@
+"""`gemini-webhooks operator`: reconcile GeminiWebhook resources (kopf, with our settings)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from gemini_webhook_operator import metrics, runtime
+from gemini_webhook_operator.kube import ClusterAccess
+from gemini_webhook_operator.receiver_resources import ReceiverSettings
+from gemini_webhook_operator.runtime import RunConfig
+from gemini_webhook_operator.webhookservice import ServiceSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeat for more; default: every namespace)",
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster)")
+    parser.add_argument("--context", help="kubeconfig context")
+    parser.add_argument(
+        "--drift-interval",
+        type=float,
+        default=300.0,
+        help="seconds between drift checks of each resource (default 300)",
+    )
+    parser.add_argument(
+        "--drift-jitter",
+        type=float,
+        default=0.1,
+        help="spread of the drift checks, as a fraction of the interval (default 0.1)",
+    )
+    parser.add_argument(
+        "--api-base-url",
+        help="default Gemini API base URL (resources may override it with spec.apiBaseUrl)",
+    )
+    parser.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="enable HA: replicas in this kopf peering elect one active operator "
+        "(default: standalone, a single replica)",
+    )
+    parser.add_argument("--priority", type=int, default=0, help="peering priority")
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any)"
+    )
+    parser.add_argument(
+        "--metrics-address", default="0.0.0.0", help="address of the metrics endpoint"
+    )
+    parser.add_argument(
+        "--api-rate", type=float, default=20.0, help="WebhookService calls/s per API key"
+    )
+    parser.add_argument("--api-timeout", type=float, default=10.0, help="seconds per API call")
+    parser.add_argument("--receiver-image", help="image of the receivers the operator deploys")
+    parser.add_argument("--cluster-domain", default="cluster.local")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    receiver = ReceiverSettings(cluster_domain=args.cluster_domain)
+    if args.receiver_image:
+        receiver = ReceiverSettings(image=args.receiver_image, cluster_domain=args.cluster_domain)
+    if args.drift_interval <= 0:
+        raise SystemExit("--drift-interval must be positive")
+    if not 0 <= args.drift_jitter < 1:
+        raise SystemExit("--drift-jitter must be in [0, 1)")
+    return RunConfig(
+        namespaces=tuple(args.namespace),
+        drift_interval=args.drift_interval,
+        drift_jitter=args.drift_jitter,
+        default_api_base_url=args.api_base_url,
+        peering_name=args.peering,
+        priority=args.priority,
+        liveness_endpoint=args.liveness,
+        service=ServiceSettings(timeout_seconds=args.api_timeout, rate=args.api_rate),
+        receiver=receiver,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    config = config_from_args(args)
+    access = ClusterAccess.load(args.kubeconfig, args.context)
+    if args.metrics_port is not None:
+        port = metrics.serve(args.metrics_port, addr=args.metrics_address)
+        logging.getLogger("gemini_webhook_operator").info("metrics on port %d", port)
+    try:
+        asyncio.run(runtime.run(access, config))
+    except KeyboardInterrupt:
+        return 130
+    return 0

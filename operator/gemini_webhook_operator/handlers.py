@@ -1,0 +1,205 @@
+"""kopf handlers — thin: each takes what kopf gives, calls the reconciler, writes back.
+
+`build_registry(config)` registers everything on a fresh registry, so the CLI and the tests
+run the very same handlers (`kopf.operator(registry=..., settings=..., memo=...)`).
+The memo carries the `Operator` (clients, clock, metrics) under `memo.operator`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from gemini_webhook_operator import conditions, health
+from gemini_webhook_operator.kube import KubeError, read_signing_secret
+from gemini_webhook_operator.model import InvalidSpecError, parse
+from gemini_webhook_operator.reconciler import Claim, Operator, Outcome, delete, reconcile
+from gemini_webhook_operator.webhookservice import WebhookServiceError
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.signing_secret import API_GROUP, truncate_secret
+
+RESOURCE = (API_GROUP, crd.VERSION, crd.PLURAL)
+FINALIZER = f"{API_GROUP}/finalizer"
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    drift_interval: float = 300.0
+    drift_jitter: float = 0.1  # fraction of the interval
+    health_tick: float = 30.0  # how often each resource's health check is considered
+
+
+@dataclass
+class _HealthMemos:
+    by_uid: dict[str, health.HealthMemo] = field(default_factory=dict)
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Our kopf settings: state in annotations (the CRD's structural schema prunes unknown
+    status fields), our finalizer name, Kubernetes Events only for warnings and above."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = FINALIZER
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+
+
+class _ClaimsView(Mapping[str, list[Claim]]):
+    """The `webhook_claims` kopf index as the reconciler wants it."""
+
+    def __init__(self, index: Any) -> None:
+        self._index = index
+
+    def __getitem__(self, key: str) -> list[Claim]:
+        return list(self._index[key])
+
+    def __iter__(self) -> Any:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return list(self._index[key])
+        except KeyError:
+            return default
+
+
+def _write_back(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
+    for key, value in outcome.status.items():
+        patch.status[key] = value
+    for annotation in outcome.remove_annotations:
+        patch.metadata.annotations[annotation] = None
+    for type_, reason, message in outcome.events:
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+
+async def _run(
+    handler: str, body: kopf.Body, memo: Any, patch: kopf.Patch, webhook_claims: Any
+) -> None:
+    op: Operator = memo.operator
+    async with op.lock(str(body.metadata.uid)):
+        with op.metrics.time_reconcile(handler):
+            outcome = await reconcile(op, body, claims=_ClaimsView(webhook_claims))
+            _write_back(body, patch, outcome)
+            if outcome.retry_after is not None:
+                raise kopf.TemporaryError(
+                    f"{outcome.error or 'retry'}: will retry", delay=outcome.retry_after
+                )
+
+
+def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry:
+    config = config or HandlerConfig()
+    registry = kopf.OperatorRegistry()
+
+    @kopf.index(*RESOURCE, registry=registry)
+    def webhook_claims(body: kopf.Body, **_: Any) -> dict[str, Claim] | None:
+        webhook_id = (body.get("status") or {}).get("webhookId") or body.spec.get("webhookId")
+        if not webhook_id:
+            return None
+        metadata = body.metadata
+        claim = Claim(
+            str(metadata.uid),
+            str(metadata.namespace),
+            str(metadata.name),
+            str(metadata.get("creationTimestamp") or ""),
+        )
+        return {str(webhook_id): claim}
+
+    @kopf.on.resume(*RESOURCE, registry=registry)
+    @kopf.on.create(*RESOURCE, registry=registry)
+    @kopf.on.update(*RESOURCE, registry=registry)
+    async def reconcile_on_change(
+        body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any
+    ) -> None:
+        await _run("change", body, memo, patch, kwargs["webhook_claims"])
+
+    def _jittered(**_: Any) -> float:
+        spread = config.drift_interval * config.drift_jitter
+        return max(0.0, config.drift_interval + random.uniform(-spread, spread))  # noqa: S311
+
+    @kopf.timer(
+        *RESOURCE, interval=config.drift_interval, initial_delay=_jittered, registry=registry
+    )
+    async def drift_check(body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any) -> None:
+        await _run("drift", body, memo, patch, kwargs["webhook_claims"])
+
+    @kopf.on.delete(*RESOURCE, registry=registry)
+    async def finalize(body: kopf.Body, memo: Any, **_: Any) -> None:
+        op: Operator = memo.operator
+        async with op.lock(str(body.metadata.uid)):
+            with op.metrics.time_reconcile("delete"):
+                try:
+                    await delete(op, body)
+                except (WebhookServiceError, KubeError) as error:
+                    raise kopf.TemporaryError(str(error), delay=30) from None
+        op.locks.pop(str(body.metadata.uid), None)
+
+    def _health_enabled(spec: kopf.Spec, **_: Any) -> bool:
+        return bool((spec.get("healthCheck") or {}).get("enabled"))
+
+    @kopf.timer(*RESOURCE, interval=config.health_tick, when=_health_enabled, registry=registry)
+    async def health_check(body: kopf.Body, memo: Any, patch: kopf.Patch, **_: Any) -> None:
+        op: Operator = memo.operator
+        checker: health.HealthChecker | None = getattr(memo, "health", None)
+        if checker is None:
+            return
+        memos: _HealthMemos = memo.health_memos
+        uid = str(body.metadata.uid)
+        verdict = await _health_tick(
+            op, checker, memos.by_uid.setdefault(uid, health.HealthMemo()), body
+        )
+        if verdict is None:
+            return
+        now = op.clock.now()
+        updated = conditions.set_condition(
+            list((body.get("status") or {}).get("conditions") or []),
+            crd.CONDITION_DELIVERY_VERIFIED,
+            verdict.status,
+            verdict.reason,
+            verdict.message,
+            generation=int(body.metadata.get("generation") or 0),
+            now=now,
+        )
+        patch.status["conditions"] = updated
+        if verdict.status is False:
+            kopf.event(body, type="Warning", reason=verdict.reason, message=verdict.message)
+
+    return registry
+
+
+async def _health_tick(
+    op: Operator, checker: health.HealthChecker, memo: health.HealthMemo, body: kopf.Body
+) -> health.Verdict | None:
+    try:
+        spec = parse(dict(body))
+    except InvalidSpecError:
+        return None
+    api_key = await op.kube.secret_value(spec.namespace, spec.api_key_secret, spec.api_key_key)
+    held = await read_signing_secret(op.kube, spec.namespace, spec.signing_secret_name, spec.uid)
+    current = held.secrets.current if held.secrets else None
+    webhook_id = (body.get("status") or {}).get("webhookId")
+    if not api_key or not webhook_id:
+        return await checker.tick(body, memo, ping=_never, current_fingerprint=None)
+    service = op.services.for_key(api_key, spec.api_base_url)
+
+    async def ping() -> None:
+        await service.ping(str(webhook_id))
+
+    fingerprint = truncate_secret(current.secret) if current else None
+    return await checker.tick(body, memo, ping=ping, current_fingerprint=fingerprint)
+
+
+async def _never() -> None:
+    raise RuntimeError("no webhook to ping")

@@ -1,0 +1,293 @@
+"""The Kubernetes API at the operator's edge: Secrets and the receiver's objects.
+
+kopf watches and patches GeminiWebhooks; everything else goes through this small async
+client (aiohttp, the same credentials kopf logs in with). Kubeconfig parsing is the
+`kubernetes` package's, so every kubeconfig form kubectl accepts works here too.
+Secret values are never logged and never part of an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kopf
+import kubernetes
+
+from gemini_webhooks.contracts import signing_secret as contract
+from gemini_webhooks.contracts.signing_secret import SecretFormatError, SigningSecrets
+
+JSON = dict[str, Any]
+
+# Where each kind the operator applies lives in the API.
+_KINDS: dict[str, tuple[str, str]] = {
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Secret": ("/api/v1", "secrets"),
+    "Service": ("/api/v1", "services"),
+    "ServiceAccount": ("/api/v1", "serviceaccounts"),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+}
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed; the message holds the API's status, never a body we sent."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"Kubernetes API answered {status}: {message}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    server: str
+    ca_path: str | None = None
+    insecure: bool = False
+    token: str | None = None
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+
+    def __repr__(self) -> str:  # the token stays out of logs
+        return f"ClusterAccess(server={self.server!r})"
+
+    @classmethod
+    def load(cls, kubeconfig: str | None = None, context: str | None = None) -> ClusterAccess:
+        """From a kubeconfig file (or $KUBECONFIG, ~/.kube/config), else in-cluster."""
+        configuration = kubernetes.client.Configuration()
+        path = kubeconfig or os.environ.get("KUBECONFIG")
+        if path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        else:
+            kubernetes.config.load_kube_config(
+                config_file=path, context=context, client_configuration=configuration
+            )
+        authorization = (configuration.api_key or {}).get("authorization", "")
+        token = authorization.removeprefix("Bearer ").strip() or None
+        return cls(
+            server=configuration.host,
+            ca_path=configuration.ssl_ca_cert,
+            insecure=not configuration.verify_ssl,
+            token=token,
+            certificate_path=configuration.cert_file,
+            private_key_path=configuration.key_file,
+        )
+
+    def connection_info(self) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=self.server,
+            ca_path=self.ca_path,
+            insecure=self.insecure,
+            token=self.token,
+            certificate_path=self.certificate_path,
+            private_key_path=self.private_key_path,
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if not self.server.startswith("https"):
+            return False
+        context = ssl.create_default_context(cafile=self.ca_path)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.certificate_path and self.private_key_path:
+            context.load_cert_chain(self.certificate_path, self.private_key_path)
+        return context
+
+
+def object_path(kind: str, namespace: str, name: str | None = None) -> str:
+    prefix, plural = _KINDS[kind]
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+class Kube:
+    """A minimal async Kubernetes client for the operator's own objects."""
+
+    def __init__(self, access: ClusterAccess, *, timeout: float = 30.0) -> None:
+        self.access = access
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Accept": "application/json"}
+            if self.access.token:
+                headers["Authorization"] = f"Bearer {self.access.token}"
+            connector = aiohttp.TCPConnector(ssl=self.access.ssl_context(), limit=32)
+            self._session = aiohttp.ClientSession(
+                base_url=self.access.server.rstrip("/") + "/",
+                headers=headers,
+                timeout=self._timeout,
+                connector=connector,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: JSON | None = None,
+        *,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+    ) -> JSON | None:
+        """Call the API; None for 404; KubeError for any other failure."""
+        headers = {"Content-Type": content_type} if body is not None else {}
+        try:
+            async with self._http().request(
+                method, path.lstrip("/"), json=body, headers=headers, params=params
+            ) as response:
+                if response.status == 404:
+                    return None
+                payload = await response.json(content_type=None)
+                if response.status >= 400:
+                    message = payload.get("message", "") if isinstance(payload, dict) else ""
+                    raise KubeError(response.status, str(message)[:300])
+                return payload if isinstance(payload, dict) else {}
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeError(0, f"unreachable ({type(error).__name__})") from None
+
+    async def get(self, kind: str, namespace: str, name: str) -> JSON | None:
+        return await self.request("GET", object_path(kind, namespace, name))
+
+    async def create(self, obj: JSON) -> JSON | None:
+        metadata = obj["metadata"]
+        return await self.request("POST", object_path(obj["kind"], metadata["namespace"]), obj)
+
+    async def merge_patch(self, kind: str, namespace: str, name: str, patch: JSON) -> JSON | None:
+        return await self.request(
+            "PATCH",
+            object_path(kind, namespace, name),
+            patch,
+            content_type="application/merge-patch+json",
+        )
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        await self.request("DELETE", object_path(kind, namespace, name))
+
+    async def list(self, kind: str, namespace: str, label_selector: str) -> list[JSON]:
+        found = await self.request(
+            "GET", object_path(kind, namespace), params={"labelSelector": label_selector}
+        )
+        return list((found or {}).get("items") or [])
+
+    async def apply(self, obj: JSON) -> None:
+        """Create the object, or merge-patch it into what exists."""
+        metadata = obj["metadata"]
+        try:
+            await self.create(obj)
+        except KubeError as error:
+            if error.status != 409:
+                raise
+            await self.merge_patch(obj["kind"], metadata["namespace"], metadata["name"], obj)
+
+    # -- Secrets ---------------------------------------------------------------------------
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One value of a Secret, decoded; None when the Secret or the key is missing."""
+        secret = await self.get("Secret", namespace, name)
+        if secret is None:
+            return None
+        raw = (secret.get("data") or {}).get(key)
+        if raw is None:
+            value = (secret.get("stringData") or {}).get(key)
+            return str(value).strip() if value else None
+        try:
+            return base64.b64decode(raw, validate=True).decode().strip() or None
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+
+@dataclass(frozen=True)
+class HeldSecrets:
+    """What the signing Secret holds, as far as the operator can tell."""
+
+    exists: bool
+    owned: bool  # created by this resource (owner reference with its UID)
+    secrets: SigningSecrets | None
+    problem: str | None  # why `secrets` is None (never secret material)
+
+
+def owner_reference(resource: Mapping[str, Any]) -> JSON:
+    metadata = resource["metadata"]
+    return {
+        "apiVersion": resource.get("apiVersion", "gemini.webhooks.dev/v1alpha1"),
+        "kind": resource.get("kind", "GeminiWebhook"),
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def signing_secret_labels(webhook_name: str) -> dict[str, str]:
+    return {
+        contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
+        contract.LABEL_WEBHOOK: webhook_name[:63].rstrip("-."),
+        contract.LABEL_COMPONENT: contract.COMPONENT_SIGNING_SECRET,
+    }
+
+
+async def read_signing_secret(kube: Kube, namespace: str, name: str, uid: str) -> HeldSecrets:
+    secret = await kube.get("Secret", namespace, name)
+    if secret is None:
+        return HeldSecrets(False, False, None, f"the signing Secret {name!r} does not exist")
+    owners = (secret.get("metadata") or {}).get("ownerReferences") or []
+    owned = any(o.get("uid") == uid for o in owners)
+    try:
+        held = contract.decode_data(secret.get("data") or {})
+    except SecretFormatError as error:
+        return HeldSecrets(True, owned, None, f"the signing Secret is unreadable: {error}")
+    return HeldSecrets(True, owned, held, None)
+
+
+async def write_signing_secret(
+    kube: Kube, resource: Mapping[str, Any], name: str, secrets: SigningSecrets
+) -> None:
+    """Create or overwrite the signing Secret (owned by and labelled for the resource)."""
+    metadata = resource["metadata"]
+    body: JSON = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": metadata["namespace"],
+            "labels": signing_secret_labels(metadata["name"]),
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "data": contract.encode_data(secrets),
+    }
+    try:
+        await kube.create(body)
+    except KubeError as error:
+        if error.status != 409:
+            raise
+        # Replace the data wholesale: a merge patch would keep keys we no longer write.
+        existing = await kube.get("Secret", metadata["namespace"], name) or {}
+        stale = {k: None for k in (existing.get("data") or {}) if k not in body["data"]}
+        patch = {"metadata": body["metadata"], "data": {**stale, **body["data"]}}
+        await kube.merge_patch("Secret", metadata["namespace"], name, patch)
+
+
+async def release_signing_secret(kube: Kube, namespace: str, name: str, uid: str) -> None:
+    """Drop the resource's owner reference so the Secret outlives it (deletion policy Orphan)."""
+    secret = await kube.get("Secret", namespace, name)
+    if secret is None:
+        return
+    owners = (secret.get("metadata") or {}).get("ownerReferences") or []
+    kept = [o for o in owners if o.get("uid") != uid]
+    if len(kept) != len(owners):
+        await kube.merge_patch("Secret", namespace, name, {"metadata": {"ownerReferences": kept}})

@@ -1,0 +1,608 @@
+"""One reconciliation of a GeminiWebhook: observe, decide, act — in that order.
+
+1. Read the spec (invalid → `InvalidSpec`, no retry until it changes), the API key and the
+   signing Secret.
+2. Observe the remote webhook from the shared inventory: by recorded ID, by the ID the
+   Secret records, or by the marker (our UID) in its name — so a crash before the ID was
+   recorded never leads to a second webhook.
+3. Converge: create it if absent (writing the one-time secret to the Secret *first*),
+   update only the fields that differ, rotate when the decision chain says so (Secret
+   first again), drop secrets whose grace has ended, apply the receiver's objects.
+4. Report: status fields and the `Ready`/`Synced` conditions, Events, metrics.
+
+Everything here is plain asyncio; `handlers.py` adapts it to kopf. The decisions it calls
+(`rotation`, `diff`, `signing`, `conditions`) are pure and tested on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from gemini_webhook_operator import conditions, receiver_resources, rotation, signing
+from gemini_webhook_operator.diff import DISABLED_BY_FAILURES, Desired, RemoteWebhook, changes
+from gemini_webhook_operator.kube import (
+    HeldSecrets,
+    Kube,
+    KubeError,
+    read_signing_secret,
+    write_signing_secret,
+)
+from gemini_webhook_operator.metrics import OperatorMetrics
+from gemini_webhook_operator.model import InvalidSpecError, WebhookSpec, marker_uid, parse
+from gemini_webhook_operator.webhookservice import (
+    NotFound,
+    QuotaExceeded,
+    WebhookService,
+    WebhookServiceError,
+    WebhookServices,
+)
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.service_endpoints import overrides_from_env
+from gemini_webhooks.contracts.signing_secret import SigningSecrets
+
+log = logging.getLogger("gemini_webhook_operator")
+
+# Condition reasons of the reconciler itself (WebhookService failures bring their own).
+REASON_READY = "WebhookReady"
+REASON_SYNCED = "ReconcileSuccess"
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_API_KEY_MISSING = "APIKeySecretMissing"
+REASON_SECRET_CONFLICT = "SigningSecretConflict"
+REASON_ADOPTION_NOT_FOUND = "AdoptionTargetNotFound"
+REASON_CLAIMED = "WebhookClaimedByAnotherResource"
+REASON_DISABLED_BY_FAILURES = "DisabledDueToFailedDeliveries"
+REASON_STATE_PENDING = "RemoteStateDiffers"
+REASON_KUBE_ERROR = "KubernetesAPIError"
+REASON_RECEIVER_INVALID = "InvalidReceiver"
+REASON_PROGRESSING = "Progressing"
+
+# Heal reasons (the `reason` label of the heals metric).
+HEAL_RECREATED = "RemoteDeleted"
+HEAL_FOUND_BY_MARKER = "FoundByMarker"
+HEAL_DUPLICATE_DELETED = "DuplicateDeleted"
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+StepHook = Callable[[str], Awaitable[None]]
+
+
+async def _no_step(step: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A resource's claim on a remote webhook ID (from the kopf index)."""
+
+    uid: str
+    namespace: str
+    name: str
+    created: str
+
+
+@dataclass
+class Settings:
+    drift_interval: float = 300.0
+    api_key_retry: float = 60.0
+    auth_retry: float = 300.0
+    error_backoff_base: float = 2.0
+    error_backoff_max: float = 300.0
+
+
+@dataclass
+class Operator:
+    """Everything a reconciliation needs (kept in kopf's memo)."""
+
+    kube: Kube
+    services: WebhookServices
+    metrics: OperatorMetrics
+    clock: Clock = field(default_factory=SystemClock)
+    settings: Settings = field(default_factory=Settings)
+    receiver_settings: receiver_resources.ReceiverSettings = field(
+        default_factory=receiver_resources.ReceiverSettings
+    )
+    step: StepHook = _no_step  # crash-injection point for tests; a no-op in production
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        return self.locks.setdefault(uid, asyncio.Lock())
+
+
+@dataclass
+class Outcome:
+    """What a reconciliation wants written back and reported."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    remove_annotations: list[str] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    retry_after: float | None = None  # ask to be called again this soon
+    error: str | None = None  # the failure's condition reason, for the metrics' result
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+class _Report:
+    """Builds the status conditions of one reconciliation."""
+
+    def __init__(self, body: Mapping[str, Any], now: datetime) -> None:
+        status = body.get("status") or {}
+        self.previous: list[dict[str, Any]] = list(status.get("conditions") or [])
+        self.conditions = list(self.previous)
+        self.generation = int((body.get("metadata") or {}).get("generation") or 0)
+        self.now = now
+
+    def set(self, type_: str, status: bool | None, reason: str, message: str) -> None:
+        self.conditions = conditions.set_condition(
+            self.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation=self.generation,
+            now=self.now,
+        )
+
+    def previous_reason(self, type_: str) -> str | None:
+        found = conditions.condition(self.previous, type_)
+        return None if found is None else found.get("reason")
+
+
+def _failure(
+    report: _Report,
+    outcome: Outcome,
+    reason: str,
+    message: str,
+    *,
+    retry_after: float | None,
+    ready: bool | None = False,
+) -> Outcome:
+    """Synced=False with `reason`; an Event only when the reason is new (no event storms)."""
+    if report.previous_reason(crd.CONDITION_SYNCED) != reason:
+        outcome.event("Warning", reason, message)
+    report.set(crd.CONDITION_SYNCED, False, reason, message)
+    if ready is not None or conditions.condition(report.conditions, crd.CONDITION_READY) is None:
+        report.set(crd.CONDITION_READY, ready or False, reason, message)
+    outcome.status["conditions"] = report.conditions
+    outcome.retry_after = retry_after
+    outcome.error = reason
+    return outcome
+
+
+def _desired(spec: WebhookSpec, url: str) -> Desired:
+    return Desired(spec.remote_name, url, spec.events, spec.remote_state)
+
+
+def _claim_owner(claims: list[Claim], remote: RemoteWebhook) -> Claim:
+    marked = marker_uid(remote.name)
+    for claim in claims:
+        if claim.uid == marked:
+            return claim
+    return min(claims, key=lambda c: (c.created, c.uid))
+
+
+def _held_problem(held: HeldSecrets) -> str | None:
+    return held.problem
+
+
+async def reconcile(
+    op: Operator,
+    body: Mapping[str, Any],
+    *,
+    claims: Mapping[str, list[Claim]] | None = None,
+    drift: bool = False,
+) -> Outcome:
+    """Reconcile one GeminiWebhook; never raises for expected failures."""
+    now = op.clock.now()
+    report = _Report(body, now)
+    outcome = Outcome()
+    status = body.get("status") or {}
+    try:
+        spec = parse(dict(body))
+    except InvalidSpecError as error:
+        return _failure(report, outcome, REASON_INVALID_SPEC, str(error), retry_after=None)
+
+    try:
+        return await _converge(op, body, spec, status, report, outcome, claims or {}, now)
+    except WebhookServiceError as error:
+        retry = _retry_for(op, error, body)
+        return _failure(report, outcome, error.reason, str(error), retry_after=retry, ready=None)
+    except KubeError as error:
+        retry = _backoff(op, body)
+        return _failure(
+            report, outcome, REASON_KUBE_ERROR, str(error), retry_after=retry, ready=None
+        )
+
+
+def _backoff(op: Operator, body: Mapping[str, Any]) -> float:
+    return min(op.settings.error_backoff_max, op.settings.error_backoff_base * 4)
+
+
+def _retry_for(op: Operator, error: WebhookServiceError, body: Mapping[str, Any]) -> float | None:
+    if isinstance(error, QuotaExceeded):
+        return max(1.0, error.retry_after)
+    if isinstance(error, NotFound):
+        return 1.0  # it vanished between observing and acting: observe again soon
+    if error.reason in ("InvalidAPIKey", "PermissionDenied"):
+        return op.settings.auth_retry
+    if not error.retryable:
+        return None  # a remote validation error waits for a spec change (or the drift check)
+    return _backoff(op, body)
+
+
+async def _converge(
+    op: Operator,
+    body: Mapping[str, Any],
+    spec: WebhookSpec,
+    status: Mapping[str, Any],
+    report: _Report,
+    outcome: Outcome,
+    claims: Mapping[str, list[Claim]],
+    now: datetime,
+) -> Outcome:
+    api_key = await op.kube.secret_value(spec.namespace, spec.api_key_secret, spec.api_key_key)
+    if not api_key:
+        message = (
+            f"the API key Secret {spec.api_key_secret!r} (key {spec.api_key_key!r}) "
+            "is missing or empty"
+        )
+        return _failure(
+            report, outcome, REASON_API_KEY_MISSING, message, retry_after=op.settings.api_key_retry
+        )
+    service = op.services.for_key(api_key, spec.api_base_url)
+
+    held = await read_signing_secret(op.kube, spec.namespace, spec.signing_secret_name, spec.uid)
+    if held.exists and not held.owned:
+        message = (
+            f"the Secret {spec.signing_secret_name!r} exists and is not owned by this resource; "
+            "choose another spec.signingSecretName or delete that Secret"
+        )
+        return _failure(report, outcome, REASON_SECRET_CONFLICT, message, retry_after=None)
+    secrets = held.secrets
+
+    url = spec.url
+    if url is None:
+        url = receiver_resources.public_url(
+            body,
+            cluster_domain=op.receiver_settings.cluster_domain,
+            overrides=overrides_from_env(),
+        )
+
+    remote = await _observe(op, service, spec, status, secrets, outcome)
+    if remote is None and spec.adopt_id:
+        message = f"no webhook with ID {spec.adopt_id!r} exists for this API key"
+        return _failure(
+            report,
+            outcome,
+            REASON_ADOPTION_NOT_FOUND,
+            message,
+            retry_after=op.settings.drift_interval,
+        )
+    if remote is not None:
+        claimants = [c for c in claims.get(remote.id, []) if c.uid != spec.uid]
+        if claimants:
+            owner = _claim_owner(
+                [*claimants, Claim(spec.uid, spec.namespace, spec.name, _created(body))], remote
+            )
+            if owner.uid != spec.uid:
+                message = (
+                    f"webhook {remote.id} is managed by GeminiWebhook "
+                    f"{owner.namespace}/{owner.name}; this resource leaves it alone"
+                )
+                return _failure(report, outcome, REASON_CLAIMED, message, retry_after=None)
+
+    if remote is not None and spec.adopt_id and status.get("webhookId") != remote.id:
+        outcome.event("Normal", "Adopted", f"adopted webhook {remote.id}")
+
+    last_rotation = conditions.parse_time(status.get("lastRotationTime"))
+    rotation_reason = status.get("lastRotationReason")
+    just_created = False
+    if remote is None:
+        remote, secrets = await _create(op, body, spec, service, url, status, outcome, now)
+        just_created = secrets is not None
+        if just_created:
+            last_rotation, rotation_reason = now, "Created"
+    else:
+        fields = changes(_desired(spec, url), remote)
+        if fields:
+            remote = await service.update(remote.id, fields)
+            outcome.event("Normal", "Updated", f"updated {', '.join(sorted(fields))}")
+
+    if last_rotation is None and secrets is not None and secrets.current is not None:
+        last_rotation = secrets.current.created_at
+
+    if not just_created:
+        decision = rotation.decide(
+            rotation.RotationInput(
+                now=now,
+                policy=spec.rotation,
+                webhook_id=remote.id,
+                held=secrets,
+                held_problem=_held_problem(held),
+                remote_truncated=remote.truncated_secrets,
+                last_rotation=last_rotation,
+                requested=spec.rotate_requested,
+            )
+        )
+        if isinstance(decision, rotation.Rotate):
+            remote, secrets = await _rotate(op, body, spec, service, remote, secrets, decision, now)
+            last_rotation, rotation_reason = now, decision.reason
+            outcome.event("Normal", "Rotated", f"{decision.reason}: {decision.message}")
+            op.metrics.rotations.labels(decision.reason).inc()
+            if decision.reason in rotation.HEAL_REASONS:
+                op.metrics.heals.labels(decision.reason).inc()
+            if spec.rotate_requested is not None:
+                outcome.remove_annotations.append(crd.ANNOTATION_ROTATE)
+        elif secrets is not None:
+            kept = signing.pruned(secrets, now, remote.truncated_secrets)
+            if kept is not None:
+                await write_signing_secret(op.kube, body, spec.signing_secret_name, kept)
+                removed = len(secrets.secrets) - len(kept.secrets)
+                outcome.event("Normal", "SecretExpired", f"removed {removed} expired secret(s)")
+                secrets = kept
+
+    await _apply_receiver(op, body, spec, status, outcome)
+    return _report_success(
+        op, body, spec, remote, secrets, url, last_rotation, rotation_reason, report, outcome
+    )
+
+
+def _created(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+async def _observe(
+    op: Operator,
+    service: WebhookService,
+    spec: WebhookSpec,
+    status: Mapping[str, Any],
+    secrets: SigningSecrets | None,
+    outcome: Outcome,
+) -> RemoteWebhook | None:
+    """Find this resource's remote webhook, or None if there is none."""
+    max_age = op.settings.drift_interval
+    if spec.adopt_id:
+        found = await service.find(spec.adopt_id, max_age)
+        if found is None:
+            try:  # adopted webhooks may be newer than the shared inventory
+                found = await service.get(spec.adopt_id)
+            except NotFound:
+                return None
+        return found
+    for candidate in (status.get("webhookId"), secrets.webhook_id if secrets else None):
+        if candidate:
+            found = await service.find(str(candidate), max_age)
+            if found is not None:
+                return found
+    mine = await service.find_by_marker(lambda w: marker_uid(w.name) == spec.uid, max_age)
+    if not mine:
+        return None
+    # A crash between creating a webhook and recording it leaves it findable by our marker;
+    # more than one means several such crashes: keep one, delete the others (all ours).
+    mine.sort(key=lambda w: w.id)
+    keep, *extra = mine
+    for duplicate in extra:
+        await service.delete(duplicate.id)
+        op.metrics.heals.labels(HEAL_DUPLICATE_DELETED).inc()
+        outcome.event("Warning", "DuplicateDeleted", f"deleted duplicate webhook {duplicate.id}")
+    if not status.get("webhookId"):
+        op.metrics.heals.labels(HEAL_FOUND_BY_MARKER).inc()
+        outcome.event("Normal", "Healed", f"found webhook {keep.id} by its marker")
+    return keep
+
+
+async def _create(
+    op: Operator,
+    body: Mapping[str, Any],
+    spec: WebhookSpec,
+    service: WebhookService,
+    url: str,
+    status: Mapping[str, Any],
+    outcome: Outcome,
+    now: datetime,
+) -> tuple[RemoteWebhook, SigningSecrets | None]:
+    remote, secret = await service.create(spec.remote_name, url, spec.events)
+    await op.step("create.called")
+    secrets: SigningSecrets | None = None
+    if secret:
+        secrets = signing.fresh(remote.id, secret, now)
+        # The secret is shown only now: it goes to the Secret before anything else.
+        await write_signing_secret(op.kube, body, spec.signing_secret_name, secrets)
+        await op.step("create.secret_written")
+    if not spec.enabled:
+        remote = await service.update(remote.id, {"state": "disabled"})
+    if status.get("webhookId"):
+        op.metrics.heals.labels(HEAL_RECREATED).inc()
+        outcome.event(
+            "Warning", "Recreated", f"webhook {status['webhookId']} was gone; created {remote.id}"
+        )
+    else:
+        outcome.event("Normal", "Created", f"created webhook {remote.id}")
+    return remote, secrets
+
+
+async def _rotate(
+    op: Operator,
+    body: Mapping[str, Any],
+    spec: WebhookSpec,
+    service: WebhookService,
+    remote: RemoteWebhook,
+    held: SigningSecrets | None,
+    decision: rotation.Rotate,
+    now: datetime,
+) -> tuple[RemoteWebhook, SigningSecrets]:
+    immediate = spec.rotation.immediate
+    new_secret = await service.rotate(remote.id, signing.revocation_behavior(immediate))
+    await op.step("rotate.called")
+    secrets = signing.rotated(
+        held,
+        remote.id,
+        new_secret,
+        now,
+        immediate=immediate,
+        remote_truncated=remote.truncated_secrets,
+    )
+    # Shown only now: into the Secret before anything else.
+    await write_signing_secret(op.kube, body, spec.signing_secret_name, secrets)
+    await op.step("rotate.secret_written")
+    try:
+        remote = await service.get(remote.id)
+    except WebhookServiceError:
+        service.invalidate()
+    return remote, secrets
+
+
+async def _apply_receiver(
+    op: Operator,
+    body: Mapping[str, Any],
+    spec: WebhookSpec,
+    status: Mapping[str, Any],
+    outcome: Outcome,
+) -> None:
+    try:
+        objects = receiver_resources.render(body, op.receiver_settings)
+    except receiver_resources.ReceiverRenderError as error:
+        raise InvalidReceiver(str(error)) from None
+    outcome.status["receiverFingerprint"] = (
+        receiver_resources.fingerprint(objects) if objects else None
+    )
+    if not objects and not status.get("receiverFingerprint"):
+        return
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for obj in objects:
+        await op.kube.apply(obj)
+    # Prune what an earlier spec rendered and this one does not (e.g. the PDB at 1 replica).
+    selector = ",".join(f"{k}={v}" for k, v in receiver_resources.labels(spec.name).items())
+    for kind in RECEIVER_KINDS:
+        for existing in await op.kube.list(kind, spec.namespace, selector):
+            name = existing["metadata"]["name"]
+            owners = existing["metadata"].get("ownerReferences") or []
+            if (kind, name) not in wanted and any(o.get("uid") == spec.uid for o in owners):
+                await op.kube.delete(kind, spec.namespace, name)
+
+
+RECEIVER_KINDS = (
+    "PodDisruptionBudget",
+    "Deployment",
+    "Service",
+    "ConfigMap",
+    "RoleBinding",
+    "Role",
+    "ServiceAccount",
+)
+
+
+class InvalidReceiver(KubeError):
+    def __init__(self, message: str) -> None:
+        super().__init__(422, message)
+
+
+def _report_success(
+    op: Operator,
+    body: Mapping[str, Any],
+    spec: WebhookSpec,
+    remote: RemoteWebhook,
+    secrets: SigningSecrets | None,
+    url: str,
+    last_rotation: datetime | None,
+    rotation_reason: str | None,
+    report: _Report,
+    outcome: Outcome,
+) -> Outcome:
+    status = body.get("status") or {}
+    next_rotation = (
+        None if spec.rotation.paused else rotation.next_rotation_time(spec.rotation, last_rotation)
+    )
+    expiry = signing.next_expiry(secrets)
+    if expiry is not None:
+        wait = (expiry - op.clock.now()).total_seconds()
+        if wait > 0:
+            outcome.retry_after = (
+                wait if outcome.retry_after is None else min(wait, outcome.retry_after)
+            )
+    if remote.state == DISABLED_BY_FAILURES:
+        ready, reason = False, REASON_DISABLED_BY_FAILURES
+        message = (
+            "Gemini disabled the webhook after failed deliveries; fix the endpoint, then set "
+            "spec.state to Disabled and back to Enabled"
+        )
+        if status.get("remoteState") != DISABLED_BY_FAILURES:
+            outcome.event("Warning", REASON_DISABLED_BY_FAILURES, message)
+    elif remote.state != spec.remote_state:
+        ready, reason = False, REASON_STATE_PENDING
+        message = f"remote state is {remote.state}, desired {spec.remote_state}"
+    elif secrets is None or secrets.current is None:
+        ready, reason = False, rotation.SECRET_MISSING
+        message = "the operator holds no signing secret for this webhook yet"
+    else:
+        ready, reason = True, REASON_READY
+        message = f"webhook {remote.id} is {remote.state} and its signing secret is held"
+    report.set(crd.CONDITION_READY, ready, reason, message)
+    report.set(crd.CONDITION_SYNCED, True, REASON_SYNCED, "the remote webhook matches the spec")
+    outcome.status.update(
+        {
+            "webhookId": remote.id,
+            "remoteState": remote.state,
+            "url": url,
+            "signingSecretName": spec.signing_secret_name,
+            "lastRotationTime": conditions.rfc3339(last_rotation) if last_rotation else None,
+            "nextRotationTime": conditions.rfc3339(next_rotation) if next_rotation else None,
+            "lastRotationReason": rotation_reason,
+            "observedGeneration": report.generation,
+            "conditions": report.conditions,
+        }
+    )
+    table = op.metrics.webhooks
+    table.set_remote_state(spec.namespace, spec.name, remote.state)
+    current = secrets.current if secrets is not None else None
+    table.set_secret_created(spec.namespace, spec.name, current.created_at if current else None)
+    table.set_next_rotation(spec.namespace, spec.name, next_rotation)
+    return outcome
+
+
+async def delete(op: Operator, body: Mapping[str, Any]) -> None:
+    """The finalizer: delete the remote webhook (policy Delete) or let it go (Orphan)."""
+    from gemini_webhook_operator.kube import release_signing_secret
+
+    metadata = body.get("metadata") or {}
+    spec_body = body.get("spec") or {}
+    status = body.get("status") or {}
+    namespace, name, uid = metadata.get("namespace"), metadata.get("name"), metadata.get("uid")
+    op.metrics.webhooks.forget(str(namespace), str(name))
+    try:
+        spec = parse(dict(body))
+    except InvalidSpecError:
+        return  # nothing was ever created for a resource that never validated
+    secret_name = spec.signing_secret_name
+    if spec.deletion_policy == "Orphan":
+        await release_signing_secret(op.kube, spec.namespace, secret_name, spec.uid)
+        return
+    webhook_id = status.get("webhookId") or spec_body.get("webhookId")
+    api_key = await op.kube.secret_value(spec.namespace, spec.api_key_secret, spec.api_key_key)
+    if not api_key:
+        raise WebhookServiceError("cannot delete the remote webhook: the API key Secret is missing")
+    service = op.services.for_key(api_key, spec.api_base_url)
+    if not webhook_id:
+        held = await read_signing_secret(op.kube, spec.namespace, secret_name, str(uid))
+        webhook_id = held.secrets.webhook_id if held.secrets else None
+    ids = {webhook_id} if webhook_id else set()
+    mine = await service.find_by_marker(
+        lambda w: marker_uid(w.name) == uid, op.settings.drift_interval
+    )
+    ids.update(w.id for w in mine)
+    for webhook in sorted(i for i in ids if i):
+        await service.delete(webhook)
+    await op.kube.delete("Secret", spec.namespace, secret_name)

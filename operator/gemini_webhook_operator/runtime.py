@@ -1,0 +1,113 @@
+"""Run the operator: build its parts, hand them to `kopf.operator`, close them afterwards.
+
+Used by the CLI and by the tests (in-process, on the test's event loop) alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from gemini_webhook_operator import handlers, health
+from gemini_webhook_operator.kube import ClusterAccess, Kube
+from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
+from gemini_webhook_operator.receiver_resources import ReceiverSettings
+from gemini_webhook_operator.reconciler import Clock, Operator, Settings, StepHook, SystemClock
+from gemini_webhook_operator.webhookservice import ServiceSettings, WebhookServices
+
+
+@dataclass
+class RunConfig:
+    namespaces: Collection[str] = ()  # empty: every namespace
+    drift_interval: float = 300.0
+    drift_jitter: float = 0.1
+    health_tick: float = 30.0
+    default_api_base_url: str | None = None
+    peering_name: str | None = None  # None: standalone (a single replica)
+    priority: int = 0
+    liveness_endpoint: str | None = None
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
+    api_key_retry: float = 60.0
+    auth_retry: float = 300.0
+
+
+def build_operator(
+    access: ClusterAccess,
+    config: RunConfig,
+    *,
+    metrics: OperatorMetrics = METRICS,
+    clock: Clock | None = None,
+    step: StepHook | None = None,
+) -> Operator:
+    op = Operator(
+        kube=Kube(access),
+        services=WebhookServices(
+            metrics, config.service, default_base_url=config.default_api_base_url
+        ),
+        metrics=metrics,
+        clock=clock or SystemClock(),
+        settings=Settings(
+            drift_interval=config.drift_interval,
+            api_key_retry=config.api_key_retry,
+            auth_retry=config.auth_retry,
+        ),
+        receiver_settings=config.receiver,
+    )
+    if step is not None:
+        op.step = step
+    return op
+
+
+async def run(
+    access: ClusterAccess,
+    config: RunConfig,
+    *,
+    operator: Operator | None = None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
+    op = operator or build_operator(access, config)
+    registry = handlers.build_registry(
+        handlers.HandlerConfig(
+            drift_interval=config.drift_interval,
+            drift_jitter=config.drift_jitter,
+            health_tick=config.health_tick,
+        )
+    )
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return access.connection_info()
+
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings)
+    checker = health.HealthChecker(
+        metrics=op.metrics,
+        clock=op.clock.now,
+        cluster_domain=config.receiver.cluster_domain,
+    )
+    memo = kopf.Memo(operator=op, health=checker, health_memos=handlers._HealthMemos())
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=settings,
+            memo=memo,
+            namespaces=list(config.namespaces),
+            clusterwide=not config.namespaces,
+            standalone=config.peering_name is None,
+            peering_name=config.peering_name,
+            priority=config.priority,
+            liveness_endpoint=config.liveness_endpoint,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        await checker.close()
+        await op.services.close()
+        await op.kube.close()
