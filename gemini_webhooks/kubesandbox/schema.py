@@ -1,0 +1,253 @@
+"""Structural-schema handling for custom resources, as the API server does it.
+
+In order: unknown fields are found (reported when the client asks for `Strict`, else
+pruned), defaults are applied, then values are validated. Pure functions over plain data.
+Not implemented: `x-kubernetes-validations` (CEL rules) and most `format`s.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from gemini_webhooks.kubesandbox.errors import cause
+
+Schema = Mapping[str, Any]
+
+_ROOT_KEPT = ("apiVersion", "kind", "metadata")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _preserves(schema: Schema) -> bool:
+    return bool(schema.get("x-kubernetes-preserve-unknown-fields"))
+
+
+def prune(value: Any, schema: Schema, path: str = "", *, root: bool = False) -> list[str]:
+    """Drop fields the schema does not know (in place); return their paths."""
+    unknown: list[str] = []
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        additional = schema.get("additionalProperties")
+        for key in list(value):
+            if root and key in _ROOT_KEPT:
+                continue
+            if properties is not None and key in properties:
+                unknown += prune(value[key], properties[key], _join(path, key))
+            elif isinstance(additional, Mapping):
+                unknown += prune(value[key], additional, _join(path, key))
+            elif additional is True or _preserves(schema):
+                continue
+            elif properties is None and not root and schema.get("type") != "object":
+                continue
+            else:
+                unknown.append(_join(path, key))
+                del value[key]
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            unknown += prune(item, schema["items"], f"{path}[{index}]")
+    return unknown
+
+
+def apply_defaults(value: Any, schema: Schema) -> None:
+    """Fill in `default`s for absent properties (in place), recursively."""
+    if isinstance(value, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                apply_defaults(value[key], sub)
+        additional = schema.get("additionalProperties")
+        if isinstance(additional, Mapping):
+            for key in value:
+                if key not in (schema.get("properties") or {}):
+                    apply_defaults(value[key], additional)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for item in value:
+            apply_defaults(item, schema["items"])
+
+
+def _type_ok(value: Any, schema: Schema) -> bool:
+    if schema.get("x-kubernetes-int-or-string"):
+        return isinstance(value, (int, str)) and not isinstance(value, bool)
+    expected = schema.get("type")
+    if expected is None:
+        return True
+    if expected == "object":
+        return isinstance(value, dict)
+    if expected == "array":
+        return isinstance(value, list)
+    if expected == "string":
+        return isinstance(value, str)
+    if expected == "boolean":
+        return isinstance(value, bool)
+    if expected == "integer":
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
+    if expected == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return True
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return type(value).__name__
+    return repr(value)
+
+
+def validate(value: Any, schema: Schema, path: str = "") -> list[dict[str, str]]:
+    """Causes (`field`, `reason`, `message`) for every violation under `path`."""
+    causes: list[dict[str, str]] = []
+    if value is None:
+        if schema.get("nullable"):
+            return causes
+        if schema.get("type"):
+            causes.append(
+                cause(
+                    path,
+                    "FieldValueTypeInvalid",
+                    f'Invalid value: "null": {path} in body must be of type '
+                    f'{schema["type"]}: "null"',
+                )
+            )
+        return causes
+    if not _type_ok(value, schema):
+        actual = {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+            type(value), "number" if isinstance(value, float) else "integer"
+        )
+        causes.append(
+            cause(
+                path,
+                "FieldValueTypeInvalid",
+                f'Invalid value: "{actual}": {path} in body must be of type '
+                f'{schema.get("type", "integer-or-string")}: "{actual}"',
+            )
+        )
+        return causes
+    enum = schema.get("enum")
+    if enum is not None and value not in enum:
+        supported = ", ".join(_show(e) for e in enum)
+        causes.append(
+            cause(
+                path,
+                "FieldValueNotSupported",
+                f"Unsupported value: {_show(value)}: supported values: {supported}",
+            )
+        )
+    if isinstance(value, str):
+        pattern = schema.get("pattern")
+        if pattern is not None and re.search(pattern, value) is None:
+            causes.append(
+                cause(
+                    path,
+                    "FieldValueInvalid",
+                    f"Invalid value: {_show(value)}: {path} in body should match '{pattern}'",
+                )
+            )
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            causes.append(
+                cause(
+                    path,
+                    "FieldValueInvalid",
+                    f"Invalid value: {_show(value)}: {path} in body should be at least "
+                    f"{schema['minLength']} chars long",
+                )
+            )
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            causes.append(
+                cause(
+                    path,
+                    "FieldValueTooLong",
+                    f"Too long: may not be more than {schema['maxLength']} bytes",
+                )
+            )
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        causes += _check_bounds(value, schema, path)
+    if isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            causes.append(
+                cause(
+                    path,
+                    "FieldValueInvalid",
+                    f"Invalid value: {len(value)}: {path} in body should have at least "
+                    f"{schema['minItems']} items",
+                )
+            )
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            causes.append(
+                cause(
+                    path,
+                    "FieldValueTooMany",
+                    f"Too many: {len(value)}: must have at most {schema['maxItems']} items",
+                )
+            )
+        items = schema.get("items")
+        if isinstance(items, Mapping):
+            for index, item in enumerate(value):
+                causes += validate(item, items, f"{path}[{index}]")
+    if isinstance(value, dict):
+        for required in schema.get("required") or ():
+            if required not in value:
+                causes.append(cause(_join(path, required), "FieldValueRequired", "Required value"))
+        properties = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, item in value.items():
+            if key in properties:
+                causes += validate(item, properties[key], _join(path, key))
+            elif isinstance(additional, Mapping):
+                causes += validate(item, additional, _join(path, key))
+    return causes
+
+
+def _check_bounds(value: float, schema: Schema, path: str) -> list[dict[str, str]]:
+    causes = []
+    if "minimum" in schema:
+        low = schema["minimum"]
+        if value < low or (schema.get("exclusiveMinimum") is True and value == low):
+            word = (
+                "greater than"
+                if schema.get("exclusiveMinimum") is True
+                else ("greater than or equal to")
+            )
+            causes.append(
+                cause(
+                    path,
+                    "FieldValueInvalid",
+                    f"Invalid value: {_show(value)}: {path} in body should be {word} {low}",
+                )
+            )
+    if "maximum" in schema:
+        high = schema["maximum"]
+        if value > high or (schema.get("exclusiveMaximum") is True and value == high):
+            word = (
+                "less than" if schema.get("exclusiveMaximum") is True else ("less than or equal to")
+            )
+            causes.append(
+                cause(
+                    path,
+                    "FieldValueInvalid",
+                    f"Invalid value: {_show(value)}: {path} in body should be {word} {high}",
+                )
+            )
+    return causes
+
+
+def admit(obj: dict[str, Any], schema: Schema) -> tuple[list[str], list[dict[str, str]]]:
+    """Prune, default and validate a whole object (in place): (unknown fields, causes)."""
+    unknown = prune(obj, schema, root=True)
+    apply_defaults(obj, schema)
+    body = {k: v for k, v in obj.items() if k not in _ROOT_KEPT}
+    body_schema = dict(schema)
+    body_schema["required"] = [r for r in (schema.get("required") or ()) if r not in _ROOT_KEPT]
+    properties = {k: v for k, v in (schema.get("properties") or {}).items() if k not in _ROOT_KEPT}
+    body_schema["properties"] = properties
+    return unknown, validate(body, body_schema)
