@@ -276,10 +276,14 @@ PlatformCollector(registry=REGISTRY)
 METRICS = OperatorMetrics(REGISTRY)
 
 
-def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY) -> WSGIServer:
-    """Serve `/metrics` on a daemon thread (port 0: any free port).
-
-    The bound port is `server.server_address[1]`; `server.shutdown()` stops it.
-    """
+def start_server(
+    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY
+) -> WSGIServer:
+    """Serve `/metrics` on a daemon thread (port 0: any free port); `.shutdown()` stops it."""
     server, _thread = start_http_server(port, addr=addr, registry=registry)
     return server
+
+
+def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY) -> int:
+    """Serve `/metrics` on a daemon thread for the life of the process; the bound port."""
+    return int(start_server(port, addr, registry).server_address[1])

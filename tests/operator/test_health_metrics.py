@@ -135,7 +135,7 @@ def test_ping_round_trip_feeds_the_latency_histogram() -> None:
 
 
 def test_metrics_endpoint_serves_the_default_registry_on_an_ephemeral_port() -> None:
-    server = metrics.serve(0)
+    server = metrics.start_server(0)
     port = server.server_address[1]
     metrics.METRICS.webhooks.set_remote_state("served", "x", "enabled")
     try:
