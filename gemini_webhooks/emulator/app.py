@@ -69,6 +69,10 @@ class EmulatorConfig:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
@@ -326,7 +330,7 @@ class Emulator:
         if not raw.strip():
             return None
         try:
-            return json.loads(raw)
+            return json.loads(raw, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             raise invalid_argument("Invalid JSON payload received.") from None
 
