@@ -8,7 +8,7 @@ models, and errors that say which call failed.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -17,6 +17,12 @@ import yaml
 JSON = dict[str, Any]
 
 _CORE = {"configmaps", "secrets", "services", "namespaces", "events", "pods", "serviceaccounts"}
+
+
+class ReadApi(Protocol):
+    """What the end-to-end scenario needs: reading objects."""
+
+    async def get(self, resource: str, namespace: str | None, name: str) -> JSON | None: ...
 
 
 class KubeApiError(RuntimeError):
@@ -136,3 +142,48 @@ class KubeApi:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class KubectlApi:
+    """The same reads as `KubeApi`, through `kubectl` (for real clusters and their auth)."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+
+    @staticmethod
+    def kind(resource: str) -> str:
+        plural, _, group_version = resource.partition(".")
+        group = group_version.split("/")[0] if "/" in group_version else group_version
+        return f"{plural}.{group}" if group else plural
+
+    async def _kubectl(self, *args: str) -> tuple[int, str]:
+        import asyncio
+        import os
+
+        from gemini_webhooks.sandbox.kubelet import venv_executable
+
+        process = await asyncio.create_subprocess_exec(
+            venv_executable("kubectl"),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(os.environ, KUBECONFIG=self.kubeconfig),
+        )
+        out, err = await process.communicate()
+        code = process.returncode or 0
+        return code, (out if code == 0 else err).decode(errors="replace")
+
+    async def get(self, resource: str, namespace: str | None, name: str) -> JSON | None:
+        args = ["get", self.kind(resource), name, "-o", "json"]
+        if namespace is not None:
+            args += ["-n", namespace]
+        code, text = await self._kubectl(*args)
+        if code != 0:
+            if "NotFound" in text or "not found" in text:
+                return None
+            raise KubeApiError(500, f"kubectl get {resource} {name}: {text.strip()}")
+        result: JSON = json.loads(text)
+        return result
+
+    async def close(self) -> None:
+        return None

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -182,6 +183,14 @@ class Kubelet:
                 await asyncio.sleep(self.interval)
         finally:
             await asyncio.shield(self.stop_all())
+
+    def kill_pod(self, namespace: str, name: str) -> int:
+        """SIGKILL the pod of Deployment `namespace/name` (a crash; the kubelet restarts it)."""
+        pod = self.pods.get((namespace, name))
+        if pod is None or pod.child is None or not pod.child.running:
+            raise LookupError(f"no running pod for Deployment {namespace}/{name}")
+        os.killpg(pod.child.pid, signal.SIGKILL)
+        return pod.child.pid
 
     async def stop_all(self) -> None:
         for pod in list(self.pods.values()):

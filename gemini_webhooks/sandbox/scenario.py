@@ -29,7 +29,7 @@ from gemini_webhooks.contracts.service_endpoints import service_key, service_url
 from gemini_webhooks.contracts.signing_secret import decode
 from gemini_webhooks.emulator.control import ControlClient
 from gemini_webhooks.sandbox.consumer import Arrival, SampleConsumer
-from gemini_webhooks.sandbox.kubeapi import KubeApi
+from gemini_webhooks.sandbox.kubeapi import ReadApi
 from gemini_webhooks.sandbox.kubelet import venv_executable
 from gemini_webhooks.sandbox.podplan import decode_secret_data
 
@@ -135,7 +135,7 @@ class Kubectl:
 class Scenario:
     """The tour, against one running system (the sandbox; see tests/e2e for a real one)."""
 
-    api: KubeApi
+    api: ReadApi
     kubectl: Kubectl
     namespace: str
     gemini_base_url: str
@@ -315,14 +315,7 @@ class Scenario:
         pump = asyncio.create_task(traffic())
         try:
             await asyncio.sleep(1.0)
-            await self.kubectl(
-                "annotate",
-                "--overwrite",
-                f"geminiwebhook/{self.name}",
-                "-n",
-                self.namespace,
-                f"{crd.ANNOTATION_ROTATE}=demo-{int(time.time())}",
-            )
+            await self.request_rotation()
 
             async def rotated() -> bool:
                 status = ((await self.resource()) or {}).get("status") or {}
@@ -359,6 +352,40 @@ class Scenario:
             f"{len(sent)} events during the rotation, all delivered; 0 verification failures; "
             f"the Secret holds {secrets_held} secrets (new + previous in grace)"
         )
+
+    async def rotate(self, within: float = 60.0) -> str:
+        """A requested rotation (no traffic): the Secret gains the new secret, keeps the old."""
+        resource = await self.resource() or {}
+        last_rotation = (resource.get("status") or {}).get("lastRotationTime")
+        await self.request_rotation()
+
+        async def rotated() -> bool:
+            status = ((await self.resource()) or {}).get("status") or {}
+            moved_on = status.get("lastRotationTime") not in (None, last_rotation)
+            return moved_on and await self.signing_secrets() >= 2
+
+        await poll(rotated, within=within, what="a rotation with the previous secret kept")
+        return "rotated; the previous secret is kept for its grace period"
+
+    async def request_rotation(self) -> None:
+        await self.kubectl(
+            "annotate",
+            "--overwrite",
+            f"geminiwebhook/{self.name}",
+            "-n",
+            self.namespace,
+            f"{crd.ANNOTATION_ROTATE}=requested-{time.time_ns()}",
+        )
+
+    async def remote_webhooks_for_receiver(self) -> int:
+        """How many remote webhooks deliver to this resource's receiver (should be one)."""
+        client = self.gemini()
+        url = self.receiver_url()
+
+        def count() -> int:
+            return sum(1 for w in client.webhooks.list() if getattr(w, "uri", None) == url)
+
+        return await asyncio.to_thread(count)
 
     async def metrics_moved(self) -> str:
         after = await self._scrape_all()

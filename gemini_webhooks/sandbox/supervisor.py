@@ -157,10 +157,10 @@ class Supervisor:
         self.progress: Progress = progress or (lambda _line: None)
         self.stop_grace = stop_grace
         self.children: list[Child] = []
-        log_dir.mkdir(parents=True, exist_ok=True)
 
     async def start(self, spec: ProcessSpec, *, ready_timeout: float = 60.0) -> Child:
         """Start `spec` and wait until its readiness check passes (if it has one)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{spec.name}.log"
         env = dict(os.environ if spec.env is None else spec.env)
         env.setdefault("PYTHONUNBUFFERED", "1")

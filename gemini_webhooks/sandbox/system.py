@@ -14,9 +14,11 @@ for what is known at start, `..._FILE` for what the kubelet learns later).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import string
 import sys
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ CONSUMER_PORT = 8080
 API_KEY_SECRET = "gemini-api-key"
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 DEFAULT_STATE_DIR = Path(".sandbox")
+DEMO_NAME = "sandbox-demo"
 
 
 @dataclass
@@ -58,6 +61,27 @@ class SandboxOptions:
     echo_consumer: bool = True
     start_operator: bool = True
     operator_args: list[str] = field(default_factory=list)
+
+
+MARKER = ".gemini-webhooks-sandbox"
+
+
+class StateDirError(ChildFailedError):
+    """The state directory holds something that is not a previous sandbox's state."""
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Empty `path` for a new run: only when it is empty or a previous sandbox's own."""
+    if path.exists():
+        if any(path.iterdir()) and not (path / MARKER).exists():
+            raise StateDirError(
+                f"{path} is not empty and was not made by the sandbox; refusing to empty it "
+                "(choose another --state-dir)"
+            )
+        shutil.rmtree(path)
+    (path / "logs").mkdir(parents=True)
+    (path / MARKER).write_text("state of `gemini-webhooks sandbox`; emptied on every start\n")
+    (path / ".gitignore").write_text("*\n")
 
 
 def _read_text(path: Path) -> str:
@@ -118,10 +142,7 @@ class Sandbox:
             raise
 
     async def _start(self) -> None:
-        if self.state_dir.exists():
-            shutil.rmtree(self.state_dir)
-        (self.state_dir / "logs").mkdir(parents=True)
-        (self.state_dir / ".gitignore").write_text("*\n")
+        prepare_state_dir(self.state_dir)
         self._say(f"state, logs and kubeconfig in {self.state_dir}")
 
         await self.consumer.start(LOOPBACK, 0)
@@ -302,19 +323,32 @@ class Sandbox:
             ready_timeout=60,
         )
 
-    async def stop_operator(self) -> None:
-        if self.operator is not None:
-            await self.supervisor.stop(self.operator)
-            self.operator = None
+    async def stop_operator(self, *, kill: bool = False) -> None:
+        """Stop the operator: SIGTERM (a clean exit), or SIGKILL (a crash) with `kill`."""
+        if self.operator is None:
+            return
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.operator.pid, signal.SIGKILL)
+            await self.operator.process.wait()
+        await self.supervisor.stop(self.operator)
+        self.operator = None
+
+    def render_example(self, name: str = DEMO_NAME, source: str = "sandbox-demo.yaml") -> str:
+        """An example filled with this sandbox's URLs (and `name` for the resource)."""
+        values = {
+            "EMULATOR_URL": self.emulator_url,
+            "NAMESPACE": self.options.namespace,
+            "NAME": name,
+        }
+        return string.Template((EXAMPLES_DIR / source).read_text()).substitute(values)
 
     def _write_examples(self) -> None:
         """The examples, filled with this sandbox's URLs, ready for `kubectl apply -f`."""
         target = self.state_dir / "examples"
         target.mkdir(exist_ok=True)
-        values = {"EMULATOR_URL": self.emulator_url, "NAMESPACE": self.options.namespace}
         for source in sorted(EXAMPLES_DIR.glob("*.yaml")):
-            text = string.Template(source.read_text()).substitute(values)
-            (target / source.name).write_text(text)
+            (target / source.name).write_text(self.render_example(source=source.name))
 
     def example_path(self, name: str = "sandbox-demo.yaml") -> Path:
         return self.state_dir / "examples" / name

@@ -178,3 +178,22 @@ async def test_children_die_with_a_sandbox_killed_by_sigkill(tmp_path: Path) -> 
     await program.wait()
     for pid in pids:
         assert await _wait_gone(pid)
+
+
+def test_the_sandbox_refuses_to_empty_a_directory_it_did_not_make(tmp_path: Path) -> None:
+    from gemini_webhooks.sandbox.system import StateDirError, prepare_state_dir
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StateDirError, match="refusing to empty it"):
+        prepare_state_dir(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_the_sandbox_empties_its_own_state_directory_on_start(tmp_path: Path) -> None:
+    from gemini_webhooks.sandbox.system import prepare_state_dir
+
+    state = tmp_path / "state"
+    prepare_state_dir(state)
+    (state / "logs" / "old.log").write_text("previous run")
+    prepare_state_dir(state)
+    assert not (state / "logs" / "old.log").exists()

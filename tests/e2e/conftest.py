@@ -1,0 +1,199 @@
+"""The system the end-to-end tests run against: the sandbox by default, a real one on demand.
+
+By default each test module starts the whole sandbox (`gemini_webhooks.sandbox.system`):
+emulator, Kubernetes API sandbox, operator, kubelet-run receivers, sample consumer.
+
+Against a real cluster and the real Gemini API (README, "End-to-end tests on a real
+cluster"), set:
+
+- `KUBECONFIG`: a cluster with `crds/` applied and the operator installed (Helm chart);
+- `GWO_E2E_GEMINI_API_KEY`: a Gemini API key (written to the `gemini-api-key` Secret);
+- `GWO_E2E_RECEIVER_URL_TEMPLATE`: the public URL Gemini reaches a receiver at, with
+  `{name}` for the GeminiWebhook's name, e.g. `https://{name}.hooks.example.com/`;
+- optionally `GWO_E2E_NAMESPACE` (default `gwo-e2e`, must exist) and
+  `GWO_E2E_OPERATOR_SELECTOR` (`namespace/label-selector` of the operator's pods, default
+  `gemini-webhook-operator/app.kubernetes.io/name=gemini-webhook-operator`).
+
+There, the tests that need the emulator's control API (to make Gemini send events) or the
+sample consumer are skipped (`sandbox_only`); everything else runs unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import yaml
+
+from gemini_webhooks.sandbox.demo import scenario_for
+from gemini_webhooks.sandbox.kubeapi import KubectlApi, ReadApi
+from gemini_webhooks.sandbox.scenario import Kubectl, Scenario
+from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
+
+REAL = bool(os.environ.get("KUBECONFIG"))
+REAL_ENV = ("GWO_E2E_GEMINI_API_KEY", "GWO_E2E_RECEIVER_URL_TEMPLATE")
+GEMINI_API = "https://generativelanguage.googleapis.com"
+
+
+@dataclass
+class System:
+    """One running system and what the tests may do to it."""
+
+    namespace: str
+    kubectl: Kubectl
+    api: ReadApi
+    scenario: Callable[[str], Awaitable[Scenario]]  # a scenario for a new resource `name`
+    restart_operator: Callable[[], Awaitable[None]]  # a crash (SIGKILL) and a restart
+    sandbox: Sandbox | None = None
+
+    @property
+    def real(self) -> bool:
+        return self.sandbox is None
+
+
+def _lines(sink: list[str]) -> Callable[[str], None]:
+    return sink.append
+
+
+async def _sandbox_system(state_dir: Path) -> AsyncIterator[System]:
+    log: list[str] = []
+    sandbox = Sandbox(
+        SandboxOptions(state_dir=state_dir, echo_consumer=False, batch_seconds=2.0),
+        progress=_lines(log),
+    )
+    async with sandbox:
+        examples = state_dir / "e2e-examples"
+        examples.mkdir()
+
+        async def scenario(name: str) -> Scenario:
+            path = examples / f"{name}.yaml"
+            path.write_text(sandbox.render_example(name))
+            made = scenario_for(sandbox, _lines(log))
+            made.example_path = path
+            made.name = name
+            return made
+
+        async def restart_operator() -> None:
+            await sandbox.stop_operator(kill=True)
+            await sandbox.start_operator()
+
+        assert sandbox.api is not None
+        yield System(
+            namespace=sandbox.options.namespace,
+            kubectl=Kubectl(sandbox.kubeconfig),
+            api=sandbox.api,
+            scenario=scenario,
+            restart_operator=restart_operator,
+            sandbox=sandbox,
+        )
+
+
+async def _real_system() -> AsyncIterator[System]:
+    missing = [name for name in REAL_ENV if not os.environ.get(name)]
+    if missing:
+        pytest.fail(f"KUBECONFIG points at a real cluster; also set {', '.join(missing)}")
+    kubeconfig = os.environ["KUBECONFIG"]
+    namespace = os.environ.get("GWO_E2E_NAMESPACE", "gwo-e2e")
+    api_key = os.environ["GWO_E2E_GEMINI_API_KEY"]
+    url_template = os.environ["GWO_E2E_RECEIVER_URL_TEMPLATE"]
+    operator_ns, _, operator_selector = os.environ.get(
+        "GWO_E2E_OPERATOR_SELECTOR",
+        "gemini-webhook-operator/app.kubernetes.io/name=gemini-webhook-operator",
+    ).partition("/")
+    kubectl = Kubectl(Path(kubeconfig))
+    api = KubectlApi(kubeconfig)
+    secret = yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "gemini-api-key", "namespace": namespace},
+            "stringData": {"api-key": api_key},
+        }
+    )
+    await kubectl("apply", "-f", "-", stdin=secret)
+    examples = Path(tempfile.mkdtemp(prefix="gwo-e2e-"))
+    template = Path(__file__).parents[2] / "gemini_webhooks/sandbox/examples/sandbox-demo.yaml"
+
+    async def scenario(name: str) -> Scenario:
+        document = yaml.safe_load(
+            template.read_text()
+            .replace("${NAME}", name)
+            .replace("${NAMESPACE}", namespace)
+            .replace("${EMULATOR_URL}", GEMINI_API)
+        )
+        spec = document["spec"]
+        spec.pop("apiBaseUrl")
+        spec["url"] = url_template.format(name=name)
+        receiver = spec["receiver"]
+        receiver["dynamic"] = {"enabled": True, "audiences": [spec["url"]]}
+        path = examples / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(document))
+        return Scenario(
+            api=api,
+            kubectl=kubectl,
+            namespace=namespace,
+            gemini_base_url=GEMINI_API,
+            api_key=api_key,
+            example_path=path,
+            name=name,
+        )
+
+    async def restart_operator() -> None:
+        await kubectl(
+            "delete",
+            "pod",
+            "-n",
+            operator_ns,
+            "-l",
+            operator_selector,
+            "--grace-period=0",
+            "--force",
+        )
+        await kubectl(
+            "wait",
+            "pod",
+            "-n",
+            operator_ns,
+            "-l",
+            operator_selector,
+            "--for=condition=Ready",
+            "--timeout=120s",
+        )
+
+    yield System(
+        namespace=namespace,
+        kubectl=kubectl,
+        api=api,
+        scenario=scenario,
+        restart_operator=restart_operator,
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
+    if REAL:
+        async for real in _real_system():
+            yield real
+        return
+    async for sandbox in _sandbox_system(tmp_path_factory.mktemp("sandbox") / "state"):
+        yield sandbox
+
+
+def sandbox_of(system: System) -> Sandbox:
+    """The sandbox behind `system`; the calling test must be marked `sandbox_only`."""
+    if system.sandbox is None:
+        pytest.skip("needs the emulator's control API (sandbox only)")
+    return system.sandbox
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not REAL:
+        return
+    for item in items:
+        if item.get_closest_marker("sandbox_only") is not None and "e2e" in item.nodeid:
+            item.add_marker(pytest.mark.skip(reason="sandbox only: needs the control API"))

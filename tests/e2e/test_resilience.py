@@ -1,0 +1,122 @@
+"""What real clusters do to the system: crashes mid-stream and mid-rotation, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+
+import pytest
+
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.sandbox.scenario import StepFailed, poll
+from tests.e2e.conftest import System, sandbox_of
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def _cleanup(system: System, name: str) -> None:
+    await system.kubectl(
+        "delete",
+        "geminiwebhook",
+        name,
+        "-n",
+        system.namespace,
+        "--ignore-not-found",
+        "--wait=false",
+        check=False,
+    )
+
+
+@pytest.mark.sandbox_only
+async def test_a_receiver_killed_mid_stream_loses_no_event(system: System) -> None:
+    sandbox = sandbox_of(system)
+    scenario = await system.scenario("crash-receiver")
+    try:
+        await scenario.apply()
+        await scenario.wait_ready()
+        sent: list[str] = []
+        for index in range(40):
+            sent += await scenario._fire("batch.succeeded", data={"id": f"batches/{index}"})
+            if index == 10:
+                assert sandbox.kubelet is not None
+                sandbox.kubelet.kill_pod(system.namespace, scenario.receiver)
+            await asyncio.sleep(0.05)
+        # Deliveries that failed while the pod was down are retried by Gemini (the emulator)
+        # and verified by the restarted receiver: every event arrives.
+        arrivals = await scenario._arrivals(sent, within=60, what="events sent around the crash")
+        assert {a.webhook_id for a in arrivals} == set(sent)
+        pod = sandbox.kubelet.pods[(system.namespace, scenario.receiver)]
+        assert pod.restarts >= 1
+    finally:
+        await _cleanup(system, scenario.name)
+
+
+async def test_an_operator_killed_mid_rotation_heals(system: System) -> None:
+    scenario = await system.scenario("crash-operator")
+    try:
+        await scenario.apply()
+        await scenario.wait_ready()
+        before = ((await scenario.resource()) or {}).get("status", {}).get("lastRotationTime")
+        await scenario.request_rotation()
+        await asyncio.sleep(0.3)
+        await system.restart_operator()
+
+        async def healed() -> bool:
+            resource = await scenario.resource() or {}
+            status = resource.get("status") or {}
+            ready = await scenario.condition(crd.CONDITION_READY)
+            return (
+                status.get("lastRotationTime") not in (None, before)
+                and ready is not None
+                and ready.get("status") == "True"
+            )
+
+        await poll(healed, within=90, what="the rotation to complete after the restart")
+        assert await scenario.remote_webhooks_for_receiver() == 1
+        verified = await poll(
+            lambda: _delivery_verified(scenario),
+            within=90,
+            what="DeliveryVerified=True (a ping signed after the rotation verified)",
+        )
+        assert verified
+        if system.sandbox is not None:
+            ids = await scenario._fire("video.generated")
+            await scenario._arrivals(ids, within=30, what="an event after the heal")
+    finally:
+        await _cleanup(system, scenario.name)
+
+
+async def _delivery_verified(scenario: object) -> bool:
+    from gemini_webhooks.sandbox.scenario import Scenario
+
+    assert isinstance(scenario, Scenario)
+    condition = await scenario.condition(crd.CONDITION_DELIVERY_VERIFIED)
+    return bool(condition and condition.get("status") == "True")
+
+
+INVALID = textwrap.dedent(
+    """
+    apiVersion: gemini.webhooks.dev/v1alpha1
+    kind: GeminiWebhook
+    metadata:
+      name: invalid-events
+    spec:
+      url: https://hooks.example.com/gemini
+      events: [batch.completed]
+      apiKeySecretRef: {name: gemini-api-key}
+    """
+)
+
+
+async def test_an_invalid_resource_applied_with_kubectl_gets_the_schema_error(
+    system: System,
+) -> None:
+    with pytest.raises(StepFailed) as refused:
+        await system.kubectl("apply", "-n", system.namespace, "-f", "-", stdin=INVALID)
+    message = str(refused.value)
+    assert "spec.events[0]" in message
+    assert 'Unsupported value: "batch.completed"' in message
+    assert (
+        await system.api.get(f"{crd.PLURAL}.{crd.API_VERSION}", system.namespace, "invalid-events")
+        is None
+    )
