@@ -17,6 +17,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.emulator",
     "tests.fixtures.redis",
     "tests.fixtures.kube",
+    "tests.fixtures.operator",
 ]
 
 REAL_CLUSTER = bool(os.environ.get("KUBECONFIG"))

@@ -51,7 +51,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+    settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
 
 
 class _ClaimsView(Mapping[str, list[Claim]]):
@@ -103,7 +103,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     config = config or HandlerConfig()
     registry = kopf.OperatorRegistry()
 
-    @kopf.index(*RESOURCE, registry=registry)
+    @kopf.index(*RESOURCE, id="webhook_claims", registry=registry)
     def webhook_claims(body: kopf.Body, **_: Any) -> dict[str, Claim] | None:
         webhook_id = (body.get("status") or {}).get("webhookId") or body.spec.get("webhookId")
         if not webhook_id:
@@ -117,9 +117,9 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         )
         return {str(webhook_id): claim}
 
-    @kopf.on.resume(*RESOURCE, registry=registry)
-    @kopf.on.create(*RESOURCE, registry=registry)
-    @kopf.on.update(*RESOURCE, registry=registry)
+    @kopf.on.resume(*RESOURCE, id="reconcile", registry=registry)
+    @kopf.on.create(*RESOURCE, id="reconcile", registry=registry)
+    @kopf.on.update(*RESOURCE, id="reconcile", registry=registry)
     async def reconcile_on_change(
         body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any
     ) -> None:
@@ -130,12 +130,16 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         return max(0.0, config.drift_interval + random.uniform(-spread, spread))  # noqa: S311
 
     @kopf.timer(
-        *RESOURCE, interval=config.drift_interval, initial_delay=_jittered, registry=registry
+        *RESOURCE,
+        id="drift",
+        interval=config.drift_interval,
+        initial_delay=_jittered,
+        registry=registry,
     )
     async def drift_check(body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any) -> None:
         await _run("drift", body, memo, patch, kwargs["webhook_claims"])
 
-    @kopf.on.delete(*RESOURCE, registry=registry)
+    @kopf.on.delete(*RESOURCE, id="finalize", registry=registry)
     async def finalize(body: kopf.Body, memo: Any, **_: Any) -> None:
         op: Operator = memo.operator
         async with op.lock(str(body.metadata.uid)):
@@ -149,7 +153,13 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     def _health_enabled(spec: kopf.Spec, **_: Any) -> bool:
         return bool((spec.get("healthCheck") or {}).get("enabled"))
 
-    @kopf.timer(*RESOURCE, interval=config.health_tick, when=_health_enabled, registry=registry)
+    @kopf.timer(
+        *RESOURCE,
+        id="health",
+        interval=config.health_tick,
+        when=_health_enabled,
+        registry=registry,
+    )
     async def health_check(body: kopf.Body, memo: Any, patch: kopf.Patch, **_: Any) -> None:
         op: Operator = memo.operator
         checker: health.HealthChecker | None = getattr(memo, "health", None)

@@ -1,0 +1,250 @@
+"""Running the real operator (kopf and our handlers) in-process against the `kube` fixture
+and the emulator, plus helpers to read what it did. Works against a real cluster too
+(`KUBECONFIG` set): everything goes through the Kubernetes API and kubectl."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gemini_webhook_operator import runtime
+from gemini_webhook_operator.kube import ClusterAccess, Kube
+from gemini_webhook_operator.metrics import OperatorMetrics
+from gemini_webhook_operator.reconciler import Operator
+
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.signing_secret import SigningSecrets, decode_data
+from tests.fixtures.kube import KUBECTL
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / f"{crd.CRD_NAME}.yaml"
+API_KEY_SECRET = "gemini-api-key"
+
+
+class FakeClock:
+    """Test double for the operator's wall clock: moves only when told."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime.now(UTC).replace(microsecond=0)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, delta: timedelta) -> None:
+        self.current += delta
+
+
+def kubectl(kube: Any, *args: str, stdin: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(kube.kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+    return result.stdout + result.stderr
+
+
+def install_crd(kube: Any) -> None:
+    kubectl(kube, "apply", "-f", str(CRD_FILE))
+
+
+def resource(
+    name: str,
+    url: str,
+    base_url: str,
+    *,
+    namespace: str = "default",
+    events: tuple[str, ...] = ("batch.succeeded",),
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "url": url,
+        "events": list(events),
+        "apiKeySecretRef": {"name": API_KEY_SECRET},
+        "apiBaseUrl": base_url,
+    }
+    body.update(spec)
+    return {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
+
+
+@dataclass
+class Cluster:
+    """The Kubernetes API as the tests see it (our small async client)."""
+
+    kube: Any
+    client: Kube
+
+    def path(self, name: str, namespace: str = "default") -> str:
+        return f"/apis/{crd.API_GROUP}/{crd.VERSION}/namespaces/{namespace}/{crd.PLURAL}/{name}"
+
+    async def create_api_key(self, value: str, namespace: str = "default") -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": API_KEY_SECRET, "namespace": namespace},
+            "data": {"api-key": base64.b64encode(value.encode()).decode()},
+        }
+        await self.client.apply(body)
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        ns = obj["metadata"].get("namespace", "default")
+        name = obj["metadata"]["name"]
+        existing = await self.client.request("GET", self.path(name, ns))
+        if existing is None:
+            created = await self.client.request("POST", self.path("", ns).rstrip("/"), obj)
+            assert created is not None
+            return created
+        patched = await self.client.request(
+            "PATCH", self.path(name, ns), obj, content_type="application/merge-patch+json"
+        )
+        assert patched is not None
+        return patched
+
+    async def patch(self, name: str, patch: dict[str, Any], namespace: str = "default") -> None:
+        await self.client.request(
+            "PATCH", self.path(name, namespace), patch, content_type="application/merge-patch+json"
+        )
+
+    async def get(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
+        return await self.client.request("GET", self.path(name, namespace))
+
+    async def delete(self, name: str, namespace: str = "default") -> None:
+        await self.client.request("DELETE", self.path(name, namespace))
+
+    async def signing_secrets(
+        self, name: str = "", namespace: str = "default", *, secret_name: str | None = None
+    ) -> SigningSecrets | None:
+        secret = await self.client.get(
+            "Secret", namespace, secret_name or f"{name}{crd.DEFAULT_SIGNING_SECRET_SUFFIX}"
+        )
+        if secret is None:
+            return None
+        return decode_data(secret.get("data") or {})
+
+    async def events(self, namespace: str = "default") -> list[dict[str, Any]]:
+        found = await self.client.request("GET", f"/api/v1/namespaces/{namespace}/events")
+        return list((found or {}).get("items") or [])
+
+    async def wait_for(
+        self,
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        *,
+        timeout: float = 15.0,
+        namespace: str = "default",
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            last = await self.get(name, namespace)
+            if last is not None and predicate(last):
+                return last
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{name} never matched; last seen: {json.dumps(last)[:2000]}")
+
+    async def wait_gone(self, name: str, *, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await self.get(name) is None:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{name} was not deleted")
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for item in (obj.get("status") or {}).get("conditions") or []:
+        if item.get("type") == type_:
+            return dict(item)
+    return {}
+
+
+def is_ready(obj: dict[str, Any]) -> bool:
+    return condition(obj, "Ready").get("status") == "True"
+
+
+def synced_reason(obj: dict[str, Any]) -> str | None:
+    return condition(obj, "Synced").get("reason")
+
+
+@dataclass
+class RunningOperator:
+    task: asyncio.Task[None]
+    operator: Operator
+    stop: asyncio.Event
+    metrics: OperatorMetrics
+    logs: list[str] = field(default_factory=list)
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout=10)
+        except TimeoutError:
+            await self.kill()
+
+    async def kill(self) -> None:
+        """Simulate a crash: the process stops wherever it is."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+
+@contextlib.asynccontextmanager
+async def operator_running(
+    kube: Any,
+    *,
+    drift_interval: float = 2.0,
+    clock: Any = None,
+    step: Callable[[str], Awaitable[None]] | None = None,
+    namespaces: tuple[str, ...] = (),
+    metrics: OperatorMetrics | None = None,
+) -> AsyncIterator[RunningOperator]:
+    access = ClusterAccess.load(str(kube.kubeconfig))
+    config = runtime.RunConfig(
+        namespaces=namespaces,
+        drift_interval=drift_interval,
+        drift_jitter=0.2,
+        api_key_retry=1.0,
+        auth_retry=2.0,
+    )
+    metrics = metrics or OperatorMetrics()
+    op = runtime.build_operator(access, config, metrics=metrics, clock=clock, step=step)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        runtime.run(access, config, operator=op, stop_flag=stop, ready_flag=ready),
+        name=f"operator-{uuid.uuid4().hex[:6]}",
+    )
+    waiter = asyncio.create_task(ready.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()
+        raise AssertionError("the operator stopped before it was ready")
+    if waiter not in done:
+        waiter.cancel()
+        task.cancel()
+        raise AssertionError("the operator was not ready in 20 s")
+    running = RunningOperator(task, op, stop, metrics)
+    try:
+        yield running
+    finally:
+        if not task.done():
+            await running.shutdown()
