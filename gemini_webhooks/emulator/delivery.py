@@ -123,6 +123,7 @@ class DeliverySettings:
     disable_after: timedelta = timedelta(hours=24)  # nominal, scaled by the time scale
     jwt_lifetime: timedelta = timedelta(minutes=5)  # real: receivers check it against now
     issuer: str = "https://generativelanguage.googleapis.com"
+    max_log_entries: int = 10_000  # settled deliveries beyond this are forgotten, oldest first
 
 
 class DeliveryEngine:
@@ -192,6 +193,14 @@ class DeliveryEngine:
             and (state is None or d.state == state)
         ]
 
+    def _trim_log(self) -> None:
+        excess = len(self._log) - self.settings.max_log_entries
+        if excess <= 0:
+            return
+        settled = [k for k, d in self._log.items() if d.state != "pending"][:excess]
+        for key in settled:
+            del self._log[key]
+
     def get(self, delivery_id: str) -> Delivery | None:
         return self._log.get(delivery_id)
 
@@ -253,6 +262,7 @@ class DeliveryEngine:
 
     def _start(self, delivery: Delivery, gate_key: str) -> Delivery:
         self._log[delivery.id] = delivery
+        self._trim_log()
         gate = self._gates.setdefault(
             gate_key, asyncio.Semaphore(self.settings.per_target_concurrency)
         )

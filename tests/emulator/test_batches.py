@@ -175,3 +175,12 @@ def test_a_batch_with_a_bad_webhook_uri_is_refused_and_not_created(emulator):
         )
     assert caught.value.code == 400
     assert list(client.batches.list()) == []
+
+
+def test_delete_removes_a_batch(emulator):
+    client = emulator.client()
+    batch = client.batches.create(model=MODEL, src="files/input")
+    client.batches.delete(name=batch.name)
+    with pytest.raises(genai_errors.ClientError) as caught:
+        client.batches.get(name=batch.name)
+    assert caught.value.code == 404

@@ -190,3 +190,17 @@ def test_the_service_endpoints_variable_is_read_at_delivery_time(emulator, monke
     emulator.fire("batch.succeeded")
     [entry] = emulator.wait_for_deliveries(1, state="delivered")
     assert entry["attempts"][0]["status_code"] == 200
+
+
+def test_the_delivery_log_keeps_a_bounded_number_of_settled_entries(emulator):
+    from dataclasses import replace
+
+    engine = emulator.emulator.engine
+    engine.settings = replace(engine.settings, max_log_entries=3)
+    register(emulator, emulator.endpoint())
+    fired = [emulator.fire("batch.succeeded")["event_id"] for _ in range(1)]
+    for _ in range(4):
+        emulator.wait_for_deliveries(1, event_id=fired[-1])
+        fired.append(emulator.fire("batch.succeeded")["event_id"])
+    emulator.wait_for_deliveries(1, event_id=fired[-1])
+    assert [d["event_id"] for d in emulator.deliveries()] == fired[-3:]
