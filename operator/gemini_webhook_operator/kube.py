@@ -191,7 +191,13 @@ class Kube:
         except KubeError as error:
             if error.status != 409:
                 raise
-            await self.merge_patch(obj["kind"], metadata["namespace"], metadata["name"], obj)
+            patched = await self.merge_patch(
+                obj["kind"], metadata["namespace"], metadata["name"], obj
+            )
+            if patched is None:  # a conflict, yet gone: let the caller retry
+                raise KubeError(
+                    409, f"{obj['kind']} {metadata['name']} changed concurrently"
+                ) from None
 
     # -- Secrets ---------------------------------------------------------------------------
 
@@ -276,10 +282,13 @@ async def write_signing_secret(
         if error.status != 409:
             raise
         # Replace the data wholesale: a merge patch would keep keys we no longer write.
-        existing = await kube.get("Secret", metadata["namespace"], name) or {}
+        existing = await kube.get("Secret", metadata["namespace"], name)
+        if existing is None:
+            raise KubeError(409, "the signing Secret changed concurrently") from None
         stale = {k: None for k in (existing.get("data") or {}) if k not in body["data"]}
         patch = {"metadata": body["metadata"], "data": {**stale, **body["data"]}}
-        await kube.merge_patch("Secret", metadata["namespace"], name, patch)
+        if await kube.merge_patch("Secret", metadata["namespace"], name, patch) is None:
+            raise KubeError(409, "the signing Secret changed concurrently") from None
 
 
 async def release_signing_secret(kube: Kube, namespace: str, name: str, uid: str) -> None:

@@ -1,0 +1,121 @@
+"""`FaultProxy`: a test double in front of the emulator's WebhookService.
+
+It forwards every request unchanged, records `(method, path, status)` for counting, and
+injects faults on demand: an HTTP error (with `Retry-After`), or a stall longer than the
+client's timeout. The emulator stays the only implementation of the API; this only
+breaks the wire, the way a flaky network or an overloaded Google frontend would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+
+@dataclass
+class ProxyFault:
+    status: int  # 0: stall for `stall` seconds, then drop the connection
+    count: int = 1
+    method: str | None = None
+    path_contains: str | None = None
+    retry_after: int | None = None
+    stall: float = 0.0
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path_contains is None or self.path_contains in path
+        )
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    status: int
+
+
+@dataclass
+class FaultProxy:
+    upstream: str
+    records: list[Recorded] = field(default_factory=list)
+    faults: list[ProxyFault] = field(default_factory=list)
+    url: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _runner: web.AppRunner | None = None
+    _session: aiohttp.ClientSession | None = None
+
+    def fail(self, status: int, **kwargs: object) -> ProxyFault:
+        fault = ProxyFault(status, **kwargs)  # type: ignore[arg-type]
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    def calls(self, method: str | None = None, path_contains: str = "/webhooks") -> list[Recorded]:
+        with self._lock:
+            return [
+                r
+                for r in self.records
+                if path_contains in r.path and (method is None or r.method == method)
+            ]
+
+    def _take(self, method: str, path: str) -> ProxyFault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.count > 0 and fault.matches(method, path):
+                    fault.count -= 1
+                    return fault
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        fault = self._take(request.method, path)
+        if fault is not None:
+            with self._lock:
+                self.records.append(Recorded(request.method, path, fault.status))
+            if fault.status == 0:
+                await asyncio.sleep(fault.stall)
+                raise ConnectionResetError("stalled")
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
+            body = {"error": {"code": fault.status, "message": "injected", "status": "FAULT"}}
+            return web.json_response(body, status=fault.status, headers=headers)
+        assert self._session is not None
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            data=await request.read(),
+            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+        ) as upstream:
+            payload = await upstream.read()
+            with self._lock:
+                self.records.append(Recorded(request.method, path, upstream.status))
+            return web.Response(
+                status=upstream.status,
+                body=payload,
+                content_type=upstream.content_type,
+            )
+
+    async def start(self) -> FaultProxy:
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
