@@ -150,6 +150,7 @@ class Scenario:
     webhook_id: str = ""
     fired: dict[str, str] = field(default_factory=dict)  # webhook-id -> event type
     before: dict[str, Samples] = field(default_factory=dict)
+    _client: genai.Client | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -165,9 +166,14 @@ class Scenario:
         return self.name + RECEIVER_SUFFIX
 
     def gemini(self) -> genai.Client:
-        return genai.Client(
-            api_key=self.api_key, http_options=types.HttpOptions(base_url=self.gemini_base_url)
-        )
+        # Kept: a genai.Client closes its transport when garbage collected, even while one
+        # of its sub-clients (`client.webhooks`) is still in use.
+        if self._client is None:
+            self._client = genai.Client(
+                api_key=self.api_key,
+                http_options=types.HttpOptions(base_url=self.gemini_base_url),
+            )
+        return self._client
 
     def receiver_url(self) -> str:
         """The receiver's public URL, as Gemini is told it (cluster DNS name)."""
@@ -312,6 +318,8 @@ class Scenario:
                 sent.extend(await self._fire("interaction.completed"))
                 await asyncio.sleep(1 / rate)
 
+        _, consumer = self._need_events()
+        echo, consumer.echo = consumer.echo, None  # one summary line instead of hundreds
         pump = asyncio.create_task(traffic())
         try:
             await asyncio.sleep(1.0)
@@ -327,6 +335,7 @@ class Scenario:
         finally:
             stop.set()
             await pump
+            consumer.echo = echo
         await self._arrivals(sent, within, "events sent during the rotation")
         deliveries = await asyncio.to_thread(control.deliveries, webhook_id=self.webhook_id)
         failed_attempts = [
@@ -377,13 +386,16 @@ class Scenario:
             f"{crd.ANNOTATION_ROTATE}=requested-{time.time_ns()}",
         )
 
-    async def remote_webhooks_for_receiver(self) -> int:
-        """How many remote webhooks deliver to this resource's receiver (should be one)."""
+    async def remote_webhooks_of_resource(self) -> int:
+        """How many remote webhooks carry this resource's UID marker (should be one)."""
         client = self.gemini()
-        url = self.receiver_url()
+        resource = await self.resource() or {}
+        uid = resource.get("metadata", {}).get("uid")
+        if not uid:
+            raise StepFailed(f"geminiwebhook/{self.name} has no uid")
 
         def count() -> int:
-            return sum(1 for w in client.webhooks.list() if getattr(w, "uri", None) == url)
+            return sum(1 for w in client.webhooks.list() if uid in (getattr(w, "name", "") or ""))
 
         return await asyncio.to_thread(count)
 

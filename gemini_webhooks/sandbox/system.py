@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import string
@@ -47,7 +48,8 @@ CONSUMER_SERVICE = "sample-consumer"
 CONSUMER_PORT = 8080
 API_KEY_SECRET = "gemini-api-key"
 EXAMPLES_DIR = Path(__file__).parent / "examples"
-DEFAULT_STATE_DIR = Path(".sandbox")
+STATE_DIR_ENV = "GEMINI_WEBHOOKS_SANDBOX_DIR"
+DEFAULT_STATE_DIR = Path(os.environ.get(STATE_DIR_ENV) or ".sandbox")
 DEMO_NAME = "sandbox-demo"
 
 
@@ -156,6 +158,7 @@ class Sandbox:
         if self.options.start_operator:
             await self.start_operator()
         self._write_examples()
+        self._write_env_file()
 
     async def _start_emulator(self) -> None:
         port_file = self.state_dir / "emulator.port"
@@ -297,18 +300,20 @@ class Sandbox:
 
     async def start_operator(self) -> None:
         metrics_port = free_port()
-        health_port = free_port()
+        liveness = f"http://{LOOPBACK}:{free_port()}/healthz"
         argv = [
             venv_executable("gemini-webhooks"),
             "operator",
-            "--metrics-host",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--api-base-url",
+            self.emulator_url,
+            "--metrics-address",
             LOOPBACK,
             "--metrics-port",
             str(metrics_port),
-            "--health-host",
-            LOOPBACK,
-            "--health-port",
-            str(health_port),
+            "--liveness",
+            liveness,
             *self.options.operator_args,
         ]
         self.operator_metrics_url = f"http://{LOOPBACK}:{metrics_port}/metrics"
@@ -317,8 +322,8 @@ class Sandbox:
                 "operator",
                 argv,
                 env=self.child_env(),
-                ready=http_ready(f"http://{LOOPBACK}:{health_port}/healthz"),
-                ready_what="its health endpoint",
+                ready=http_ready(liveness),
+                ready_what=f"its liveness probe {liveness}",
             ),
             ready_timeout=60,
         )
@@ -333,6 +338,23 @@ class Sandbox:
             await self.operator.process.wait()
         await self.supervisor.stop(self.operator)
         self.operator = None
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / "env"
+
+    def _write_env_file(self) -> None:
+        """`source .sandbox/env`: kubectl, the kubeconfig and the emulator, for a shell."""
+        lines = [
+            "# Written by `gemini-webhooks sandbox` for this run; `source` it in a shell.",
+            f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"',
+            f"export KUBECONFIG={shlex.quote(str(self.kubeconfig))}",
+            f"export EMULATOR_URL={shlex.quote(self.emulator_url)}",
+            f"export GEMINI_API_KEY={shlex.quote(self.options.api_key)}",
+            f"export OPERATOR_METRICS_URL={shlex.quote(self.operator_metrics_url)}",
+            f"export CONSUMER_URL=http://{LOOPBACK}:{self.consumer.port}",
+        ]
+        self.env_file.write_text("\n".join(lines) + "\n")
 
     def render_example(self, name: str = DEMO_NAME, source: str = "sandbox-demo.yaml") -> str:
         """An example filled with this sandbox's URLs (and `name` for the resource)."""
@@ -379,32 +401,33 @@ class Sandbox:
     # -- what to do next ------------------------------------------------------------------
 
     def next_steps(self) -> str:
-        namespace = self.options.namespace
-        receiver_internal = "the receiver's internal port (see `.sandbox/service-endpoints.json`)"
+        state = self.state_dir
         return "\n".join(
             [
                 "",
-                "The sandbox is up. In another terminal:",
+                "The sandbox is up. In another terminal, from the same directory:",
                 "",
-                f"  export KUBECONFIG={self.kubeconfig}",
+                f"  source {self.env_file}   # kubectl, KUBECONFIG, EMULATOR_URL, GEMINI_API_KEY",
                 f"  kubectl apply -f {self.example_path()}",
-                "  kubectl get geminiwebhooks -w        # until READY is True",
+                "  kubectl wait --for=condition=Ready geminiwebhook/sandbox-demo --timeout=90s",
+                "  kubectl get geminiwebhooks",
                 "",
-                "Fire an event (every type of the catalogue works) through the emulator's control",
-                "API; the receiver verifies it and the sample consumer prints it here:",
+                "Make Gemini (the emulator) send an event; the receiver verifies it, and the",
+                "sample consumer prints it here:",
                 "",
-                f"  curl -s -X POST {self.emulator_url}/emulator/v1/events \\",
-                "       -H 'content-type: application/json' \\",
+                '  curl -s -X POST "$EMULATOR_URL/emulator/v1/events" \\',
+                '       -H "x-goog-api-key: $GEMINI_API_KEY" \\',
+                '       -H "content-type: application/json" \\',
                 '       -d \'{"type": "batch.succeeded"}\'',
                 "",
                 "Where things are:",
                 f"  Gemini API emulator   {self.emulator_url}   (API key: {self.options.api_key})",
                 f"  Kubernetes API        {self.kube_url}",
                 f"  operator /metrics     {self.operator_metrics_url or '(not started)'}",
-                f"  receiver /metrics     {receiver_internal}",
+                f"  receiver /metrics     http://<{state}/service-endpoints.json: "
+                "<name>-receiver-internal:9090>/metrics",
                 f"  sample consumer       http://{LOOPBACK}:{self.consumer.port}/_consumer/received",
-                f"  logs                  {self.state_dir / 'logs'}",
-                f"  namespace             {namespace}",
+                f"  logs                  {state / 'logs'}",
                 "",
                 "Ctrl-C stops everything.",
             ]

@@ -72,7 +72,7 @@ async def test_an_operator_killed_mid_rotation_heals(system: System) -> None:
             )
 
         await poll(healed, within=90, what="the rotation to complete after the restart")
-        assert await scenario.remote_webhooks_for_receiver() == 1
+        assert await scenario.remote_webhooks_of_resource() == 1
         verified = await poll(
             lambda: _delivery_verified(scenario),
             within=90,
