@@ -84,13 +84,16 @@ class FileSecretSource:
 
 
 def _kube_api() -> Any:
+    """In-cluster config in a pod; otherwise the kubeconfig that `KUBECONFIG` names (read
+    now, not at import: the client library caches it at import time)."""
     from kubernetes import client, config
 
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-    else:
-        config.load_kube_config()
-    return client.CoreV1Api()
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        return client.CoreV1Api(client.ApiClient(configuration))
+    path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    return client.CoreV1Api(config.new_client_from_config(config_file=path))
 
 
 class KubernetesSecretSource:

@@ -154,6 +154,7 @@ def base_config(target_url: str, secrets_path: Path | None, **overrides: Any) ->
 class Client:
     running: Running
     session: aiohttp.ClientSession
+    baseline: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -180,19 +181,27 @@ class Client:
         async with self.session.get(self.internal + path) as response:
             return response.status, await response.json()
 
-    async def metric(self, name: str, **labels: str) -> float:
+    async def scrape(self) -> dict[tuple[str, str], float]:
         async with self.session.get(self.internal + "/metrics") as response:
             text = await response.text()
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        values = {}
         for line in text.splitlines():
-            if line.startswith("#"):
+            if line.startswith("#") or not line.strip():
                 continue
             metric, _, value = line.rpartition(" ")
-            mname, _, rest = metric.partition("{")
-            got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
-            if mname == name and got == want:
-                return float(value)
-        return 0.0
+            name, _, rest = metric.partition("{")
+            labels = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+            values[(name, labels)] = float(value)
+        return values
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """A gauge's value, or how much a counter grew since this receiver started
+        (metrics are process-wide, and other tests' receivers count too)."""
+        key = (name, ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())))
+        value = (await self.scrape()).get(key, 0.0)
+        if name.endswith("_total"):
+            value -= self.baseline.get(key, 0.0)
+        return value
 
 
 StartReceiver = Callable[[dict[str, Any]], Awaitable[Client]]
@@ -206,6 +215,7 @@ async def start_receiver() -> AsyncIterator[StartReceiver]:
         running = await serve(rc.from_dict(config), drain_seconds=2)
         client = Client(running, aiohttp.ClientSession())
         started.append(client)
+        client.baseline = await client.scrape()
         return client
 
     yield start

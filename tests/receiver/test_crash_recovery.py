@@ -117,3 +117,32 @@ async def test_sigkill_mid_stream_then_restart_delivers_every_acknowledged_event
                 second.process.wait(10)
             except subprocess.TimeoutExpired:
                 second.kill()
+
+
+async def test_sigterm_drains_an_inline_delivery_in_flight(
+    target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, secret = secrets_file
+    target.delay = 0.8
+    config: dict[str, Any] = base_config(target.url, path)
+    config["logging"] = {"level": "INFO"}
+    config_file = tmp_path / "inline.json"
+    config_file.write_text(json.dumps(config))
+    receiver = ReceiverProcess(config_file, tmp_path / "inline.log")
+    try:
+        await receiver.wait_listening()
+        body = json.dumps(envelope()).encode()
+        headers = signed_headers([secret], body)
+        async with aiohttp.ClientSession() as session:
+            request = asyncio.create_task(
+                session.post(f"http://127.0.0.1:{receiver.port}/", data=body, headers=headers)
+            )
+            await asyncio.sleep(0.3)
+            receiver.process.send_signal(signal.SIGTERM)
+            response = await request
+            assert response.status == 200
+            response.release()
+        assert target.ids() == [headers["webhook-id"]]
+        assert await asyncio.to_thread(receiver.process.wait, 10) == 0
+    finally:
+        receiver.kill()

@@ -1,0 +1,99 @@
+"""Signing secrets from a Kubernetes Secret watched through the API (the kube sandbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from gemini_webhooks.contracts import signing_secret as fmt
+
+from .conftest import RecordingTarget, StartReceiver, base_config, new_secret
+
+NAMESPACE = "default"
+NAME = "orders-signing-secret"
+
+
+def _secret_body(current: str, *older: str) -> k8s.V1Secret:
+    now = datetime.now(UTC)
+    items = [fmt.SigningSecret(current, created_at=now)]
+    items += [
+        fmt.SigningSecret(s, created_at=now, expire_time=now + timedelta(hours=24)) for s in older
+    ]
+    data = fmt.encode_data(fmt.SigningSecrets(webhook_id="wh_k", secrets=tuple(items)))
+    return k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=NAME, namespace=NAMESPACE), data=data)
+
+
+@pytest.fixture
+def core(kube: Any, monkeypatch: pytest.MonkeyPatch) -> k8s.CoreV1Api:
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    api_client = k8s_config.new_client_from_config(config_file=str(kube.kubeconfig))
+    return k8s.CoreV1Api(api_client)
+
+
+def _config(target: RecordingTarget) -> dict[str, Any]:
+    config = base_config(target.url, None)
+    config["static_webhooks"] = [
+        {"name": "orders", "secrets": {"kubernetes": {"namespace": NAMESPACE, "name": NAME}}}
+    ]
+    return config
+
+
+async def test_secret_from_the_api_verifies_deliveries(
+    core: k8s.CoreV1Api, start_receiver: StartReceiver, target: RecordingTarget
+) -> None:
+    secret = new_secret()
+    await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, _secret_body(secret))
+    client = await start_receiver(_config(target))
+    assert (await client.get_json("/readyz"))[0] == 200
+    assert (await client.deliver([secret]))[0] == 200
+
+
+async def test_rotation_in_the_secret_is_picked_up_within_a_second_without_failures(
+    core: k8s.CoreV1Api, start_receiver: StartReceiver, target: RecordingTarget
+) -> None:
+    old, new = new_secret(), new_secret()
+    await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, _secret_body(old))
+    client = await start_receiver(_config(target))
+    statuses = []
+    for i in range(20):
+        signing = [old] if i < 10 else [new, old]
+        if i == 10:
+            await asyncio.to_thread(
+                core.replace_namespaced_secret, NAME, NAMESPACE, _secret_body(new, old)
+            )
+        statuses.append((await client.deliver(signing))[0])
+    assert statuses == [200] * 20
+
+    # Revoke the old secret; a delivery signed only with the new one must pass within 1 s.
+    await asyncio.to_thread(core.replace_namespaced_secret, NAME, NAMESPACE, _secret_body(new))
+    changed_at = time.monotonic()
+    while True:
+        status, answer, _ = await client.deliver([old])
+        if status == 401:
+            break
+        assert time.monotonic() - changed_at < 1.0, "revocation not seen within 1 s"
+        await asyncio.sleep(0.02)
+    assert answer["error"] == "revoked_secret"
+    assert time.monotonic() - changed_at < 1.0
+    assert (await client.deliver([new]))[0] == 200
+
+
+async def test_missing_secret_is_not_ready_until_it_is_created(
+    core: k8s.CoreV1Api, start_receiver: StartReceiver, target: RecordingTarget
+) -> None:
+    client = await start_receiver(_config(target))
+    assert (await client.get_json("/readyz"))[0] == 503
+    secret = new_secret()
+    await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, _secret_body(secret))
+    deadline = time.monotonic() + 1.0
+    while (await client.get_json("/readyz"))[0] != 200:
+        assert time.monotonic() < deadline, "new Secret not seen within 1 s"
+        await asyncio.sleep(0.02)
+    assert (await client.deliver([secret]))[0] == 200
