@@ -27,6 +27,8 @@ class ResourceType:
     # The openAPIV3Schema of a CRD version; None for built-ins (stored as given).
     schema: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
     printer_columns: tuple[Mapping[str, Any], ...] = field(default=(), compare=False, hash=False)
+    # The `scale` subresource's paths (specReplicasPath, statusReplicasPath, labelSelectorPath).
+    scale: Mapping[str, str] | None = field(default=None, compare=False, hash=False)
     custom: bool = False  # defined by a CustomResourceDefinition
     storage_version: str = ""  # the CRD's storage version; objects are shared across versions
 
@@ -66,6 +68,7 @@ def _rt(
     short: Iterable[str] = (),
     categories: Iterable[str] = (),
     status: bool = False,
+    scale: Mapping[str, str] | None = None,
 ) -> ResourceType:
     return ResourceType(
         group=group,
@@ -76,8 +79,9 @@ def _rt(
         singular=kind.lower(),
         short_names=tuple(short),
         categories=tuple(categories),
-        subresources=frozenset({"status"} if status else set()),
+        subresources=frozenset(({"status"} if status else set()) | ({"scale"} if scale else set())),
         storage_version=version,
+        scale=scale,
     )
 
 
@@ -107,6 +111,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         short=["deploy"],
         categories=["all"],
         status=True,
+        scale={"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"},
     ),
     _rt("events.k8s.io", "v1", "events", "Event", namespaced=True, short=["ev"]),
     _rt("rbac.authorization.k8s.io", "v1", "roles", "Role", namespaced=True),
@@ -155,6 +160,7 @@ def types_from_crd(crd: Mapping[str, Any]) -> list[ResourceType]:
         if not version.get("served", True):
             continue
         subresources = frozenset((version.get("subresources") or {}).keys())
+        scale = (version.get("subresources") or {}).get("scale")
         schema = (version.get("schema") or {}).get("openAPIV3Schema")
         result.append(
             ResourceType(
@@ -169,6 +175,7 @@ def types_from_crd(crd: Mapping[str, Any]) -> list[ResourceType]:
                 subresources=subresources,
                 schema=schema,
                 printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
+                scale=scale if isinstance(scale, dict) else None,
                 custom=True,
                 storage_version=storage,
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import datetime
 import hashlib
 import json
@@ -302,6 +303,9 @@ class KubeSandbox(kmock.RawHandler):
                 )
             return _json(obj)
         body = self._body(request) if verb in ("create", "update", "patch") else None
+        if target.subresource == "scale" and rtype.scale is not None:
+            assert target.name is not None
+            return self._serve_scale(request, rtype, target.name, ns, verb, body, dry_run)
         if verb == "create":
             obj, warnings = self.cluster.create(
                 rtype, ns, body, field_validation=field_validation, dry_run=dry_run
@@ -390,10 +394,65 @@ class KubeSandbox(kmock.RawHandler):
             )
         return _json(_as_version(obj, rtype))
 
+    def _serve_scale(
+        self,
+        request: kmock.Request,
+        rtype: ResourceType,
+        name: str,
+        ns: str | None,
+        verb: str,
+        body: Any,
+        dry_run: bool,
+    ) -> aiohttp.web.Response:
+        assert rtype.scale is not None
+        spec_path = str(rtype.scale.get("specReplicasPath", ".spec.replicas"))
+        obj = self.cluster.get(rtype, ns, name)
+        current = _scale_of(obj, rtype.scale)
+        if verb == "get":
+            return _json(current)
+        if verb == "update":
+            wanted = body
+        elif verb == "patch":
+            wanted, _ = self.cluster.patch_document(
+                current, request.headers.get("Content-Type", ""), body, custom=False
+            )
+        else:
+            raise errors.method_not_allowed(f"{verb} is not supported on the scale subresource")
+        replicas = (wanted.get("spec") or {}).get("replicas") if isinstance(wanted, dict) else None
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise errors.invalid(
+                "Scale",
+                "autoscaling",
+                name,
+                [
+                    errors.cause(
+                        "spec.replicas",
+                        "FieldValueInvalid",
+                        "Invalid value: must be a non-negative integer",
+                    )
+                ],
+            )
+        rv = (wanted.get("metadata") or {}).get("resourceVersion")
+        updated = _set_path(obj, spec_path, replicas)
+        updated["metadata"] = {
+            **updated["metadata"],
+            "resourceVersion": rv or obj["metadata"]["resourceVersion"],
+        }
+        new, _ = self.cluster.update(rtype, ns, name, updated, dry_run=dry_run, require_rv=False)
+        return _json(_scale_of(new, rtype.scale))
+
     def _body(self, request: kmock.Request) -> Any:
         if not request.body:
             raise errors.bad_request("the request body is empty")
         content_type = request.headers.get("Content-Type", "")
+        if "protobuf" in content_type or "cbor" in content_type:
+            # Clients (kubectl, client-go) fall back to JSON on a 415.
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: application/json, application/yaml (not {content_type})",
+            )
         if "yaml" in content_type:
             import yaml
 
@@ -735,6 +794,39 @@ def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
 
 
 Handler = Callable[[aiohttp.web.BaseRequest], Any]
+
+
+def _scale_of(obj: Obj, paths: Mapping[str, str]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    spec_replicas = tables.jsonpath(obj, str(paths.get("specReplicasPath", ".spec.replicas")))
+    status_replicas = tables.jsonpath(obj, str(paths.get("statusReplicasPath", ".status.replicas")))
+    status: dict[str, Any] = {"replicas": status_replicas or 0}
+    selector_path = paths.get("labelSelectorPath")
+    if selector_path:
+        selector = tables.jsonpath(obj, str(selector_path))
+        if selector:
+            status["selector"] = selector
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
+        "spec": {"replicas": spec_replicas or 0},
+        "status": status,
+    }
+
+
+def _set_path(obj: Obj, path: str, value: Any) -> Obj:
+    result = copy.deepcopy(obj)
+    parts = [p for p in path.split(".") if p]
+    target = result
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+    return result
 
 
 def _both(a: Predicate, b: Predicate) -> Predicate:

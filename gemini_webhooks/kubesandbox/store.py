@@ -108,9 +108,9 @@ class Cluster:
                 yield event
 
     def expire(self) -> None:
-        """Forget the history: every resourceVersion before now is too old to watch from."""
+        """Forget the history: every resourceVersion issued so far is too old to watch from."""
         self.history.clear()
-        self.compacted_rv = self.rv
+        self.compacted_rv = self._next_rv()  # what lists return from now on is watchable
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -566,36 +566,7 @@ class Cluster:
                 subresource=subresource,
             )
         old = self.get(rtype, namespace, name)
-        current = copy.deepcopy(old)
-        try:
-            if content_type == patching.JSON_PATCH:
-                patched = patching.json_patch(current, patch_body)
-            elif content_type == patching.MERGE_PATCH:
-                if not isinstance(patch_body, dict):
-                    raise patching.PatchError("a merge patch must be a JSON object")
-                patched = patching.merge_patch(current, patch_body)
-            elif content_type == patching.STRATEGIC_MERGE_PATCH:
-                if rtype.custom:
-                    raise ApiError(
-                        415,
-                        "UnsupportedMediaType",
-                        "the body of the request was in an unknown format - accepted media types "
-                        "include: application/json-patch+json, application/merge-patch+json, "
-                        "application/apply-patch+yaml",
-                    )
-                if not isinstance(patch_body, dict):
-                    raise patching.PatchError("a strategic merge patch must be a JSON object")
-                patched = patching.strategic_merge_patch(current, patch_body)
-            else:
-                raise ApiError(
-                    415,
-                    "UnsupportedMediaType",
-                    f"the media type {content_type!r} is not a supported patch type",
-                )
-        except patching.PatchError as e:
-            raise errors.bad_request(str(e)) from None
-        except patching.PatchConflict as e:
-            raise ApiError(422, "Invalid", str(e)) from None
+        patched, _ = self.patch_document(old, content_type, patch_body, custom=rtype.custom)
         if not isinstance(patched, dict):
             raise errors.bad_request("the patch must leave a JSON object")
         meta = patched.setdefault("metadata", {})
@@ -613,6 +584,41 @@ class Cluster:
             field_validation=field_validation,
             dry_run=dry_run,
             require_rv=False,
+        )
+
+    def patch_document(
+        self, document: Obj, content_type: str, patch_body: Any, *, custom: bool
+    ) -> tuple[Any, str]:
+        """Apply a patch of the given media type to a copy of `document`."""
+        content_type = content_type.split(";")[0].strip()
+        current = copy.deepcopy(document)
+        try:
+            if content_type == patching.JSON_PATCH:
+                return patching.json_patch(current, patch_body), content_type
+            if content_type == patching.MERGE_PATCH:
+                if not isinstance(patch_body, dict):
+                    raise patching.PatchError("a merge patch must be a JSON object")
+                return patching.merge_patch(current, patch_body), content_type
+            if content_type == patching.STRATEGIC_MERGE_PATCH:
+                if custom:
+                    raise ApiError(
+                        415,
+                        "UnsupportedMediaType",
+                        "the body of the request was in an unknown format - accepted media "
+                        "types include: application/json-patch+json, "
+                        "application/merge-patch+json, application/apply-patch+yaml",
+                    )
+                if not isinstance(patch_body, dict):
+                    raise patching.PatchError("a strategic merge patch must be a JSON object")
+                return patching.strategic_merge_patch(current, patch_body), content_type
+        except patching.PatchError as e:
+            raise errors.bad_request(str(e)) from None
+        except patching.PatchConflict as e:
+            raise ApiError(422, "Invalid", str(e)) from None
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the media type {content_type!r} is not a supported patch type",
         )
 
     def apply(

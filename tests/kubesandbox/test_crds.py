@@ -1,0 +1,128 @@
+"""Fidelity point 4: CustomResourceDefinitions."""
+
+from __future__ import annotations
+
+import copy
+
+from tests.kubesandbox.conftest import GROUP, WIDGET_CRD, WIDGETS, Api, unique, widget
+
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def test_a_created_crd_is_established(widgets: Api) -> None:
+    crd = widgets.get(f"{CRDS}/widgets.{GROUP}").body
+    conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+    assert conditions["Established"] == "True"
+    assert crd["status"]["acceptedNames"]["kind"] == "Widget"
+
+
+def test_a_created_crd_is_discoverable_with_short_names_and_categories(widgets: Api) -> None:
+    groups = [g["name"] for g in widgets.get("/apis").body["groups"]]
+    assert GROUP in groups
+    resources = {r["name"]: r for r in widgets.get(f"/apis/{GROUP}/v1").body["resources"]}
+    assert resources["widgets"]["shortNames"] == ["wg"]
+    assert resources["widgets"]["categories"] == ["gadgets"]
+    assert resources["widgets"]["namespaced"] is True
+    assert "widgets/status" in resources
+
+
+def test_defaults_are_applied(widgets: Api) -> None:
+    created = widgets.post(WIDGETS, widget(unique("w"))).body
+    assert created["spec"]["color"] == "red"
+
+
+def test_unknown_fields_are_pruned(widgets: Api) -> None:
+    created = widgets.post(WIDGETS, widget(unique("w"), bogus=1)).body
+    assert "bogus" not in created["spec"]
+
+
+def test_unknown_fields_are_kept_where_the_schema_preserves_them(widgets: Api) -> None:
+    created = widgets.post(WIDGETS, widget(unique("w"), extra={"anything": [1, 2]})).body
+    assert created["spec"]["extra"] == {"anything": [1, 2]}
+
+
+def test_strict_field_validation_rejects_unknown_fields(widgets: Api) -> None:
+    reply = widgets.post(WIDGETS, widget(unique("w"), bogus=1), query={"fieldValidation": "Strict"})
+    assert reply.status == 400 and reply.body["reason"] == "BadRequest"
+    assert 'unknown field "spec.bogus"' in reply.body["message"]
+
+
+def test_warn_field_validation_reports_unknown_fields_in_a_warning(widgets: Api) -> None:
+    reply = widgets.post(WIDGETS, widget(unique("w"), bogus=1), query={"fieldValidation": "Warn"})
+    assert reply.status == 201
+    assert "spec.bogus" in reply.headers.get("Warning", "")
+
+
+def test_the_main_endpoint_ignores_status(widgets: Api) -> None:
+    name = unique("w")
+    body = widget(name)
+    body["status"] = {"phase": "made-up"}
+    created = widgets.post(WIDGETS, body).body
+    assert "status" not in created
+    patched = widgets.patch(
+        f"{WIDGETS}/{name}", {"status": {"phase": "x"}, "spec": {"size": 2}}
+    ).body
+    assert "status" not in patched and patched["spec"]["size"] == 2
+
+
+def test_the_status_endpoint_ignores_everything_but_status(widgets: Api) -> None:
+    name = unique("w")
+    widgets.post(WIDGETS, widget(name))
+    patch = {"status": {"phase": "done"}, "spec": {"size": 9}, "metadata": {"labels": {"a": "b"}}}
+    patched = widgets.patch(f"{WIDGETS}/{name}/status", patch).body
+    assert patched["status"] == {"phase": "done"}
+    assert patched["spec"]["size"] == 3
+    assert "labels" not in patched["metadata"]
+
+
+def test_a_table_response_has_the_printer_columns(widgets: Api) -> None:
+    name = unique("w")
+    widgets.post(WIDGETS, widget(name, size=7))
+    widgets.patch(
+        f"{WIDGETS}/{name}/status",
+        {"status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+    )
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    table = widgets.get(WIDGETS, headers={"Accept": accept}).body
+    assert table["kind"] == "Table"
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Size", "Ready", "Age"]
+    row = next(r for r in table["rows"] if r["cells"][0] == name)
+    assert row["cells"][1:3] == [7, "True"]
+
+
+def test_an_update_without_resource_version_is_refused_for_custom_resources(widgets: Api) -> None:
+    name = unique("w")
+    widgets.post(WIDGETS, widget(name))
+    reply = widgets.put(f"{WIDGETS}/{name}", widget(name, size=5))
+    assert reply.status == 422
+    assert reply.body["details"]["causes"][0]["field"] == "metadata.resourceVersion"
+
+
+def test_a_crd_without_a_schema_is_invalid(api: Api) -> None:
+    crd = copy.deepcopy(WIDGET_CRD)
+    crd["metadata"]["name"] = f"gizmos.{GROUP}"
+    crd["spec"]["names"] = {"plural": "gizmos", "kind": "Gizmo"}
+    del crd["spec"]["versions"][0]["schema"]
+    reply = api.post(CRDS, crd)
+    assert reply.status == 422
+    assert reply.body["details"]["causes"][0]["field"] == "spec.versions[0].schema.openAPIV3Schema"
+
+
+def test_a_crd_named_unlike_its_plural_and_group_is_invalid(api: Api) -> None:
+    crd = copy.deepcopy(WIDGET_CRD)
+    crd["metadata"]["name"] = "wrong.example.com"
+    reply = api.post(CRDS, crd)
+    assert reply.status == 422
+    assert reply.body["details"]["causes"][0]["field"] == "metadata.name"
+
+
+def test_deleting_a_crd_stops_serving_its_resource(widgets: Api) -> None:
+    widgets.post(WIDGETS, widget(unique("w")))
+    widgets.delete(f"{CRDS}/widgets.{GROUP}")
+    widgets.wait_gone(f"{CRDS}/widgets.{GROUP}", timeout=60)
+    assert widgets.get(WIDGETS).status == 404
+
+
+def test_kopf_peering_resources_are_served(api: Api) -> None:
+    resources = {r["name"] for r in api.get("/apis/kopf.dev/v1").body["resources"]}
+    assert {"clusterkopfpeerings", "kopfpeerings"} <= resources

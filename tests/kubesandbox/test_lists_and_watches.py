@@ -1,0 +1,162 @@
+"""Fidelity point 6: selectors, pagination, watches, resumption, 410 Gone, bookmarks."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.kubesandbox.conftest import Api, unique
+
+CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+
+
+def _names(reply_body: dict) -> set[str]:
+    return {i["metadata"]["name"] for i in reply_body["items"]}
+
+
+def test_label_selectors_filter_lists(api: Api) -> None:
+    tag = unique("t")
+    for name, tier in [("a", "web"), ("b", "db"), ("c", None)]:
+        labels = {"run": tag, **({"tier": tier} if tier else {})}
+        api.post(CONFIGMAPS, {"metadata": {"name": f"{tag}-{name}", "labels": labels}})
+    assert _names(api.get(CONFIGMAPS, query={"labelSelector": f"run={tag},tier=web"}).body) == {
+        f"{tag}-a"
+    }
+    assert _names(
+        api.get(CONFIGMAPS, query={"labelSelector": f"run={tag},tier in (web,db)"}).body
+    ) == {f"{tag}-a", f"{tag}-b"}
+    assert _names(api.get(CONFIGMAPS, query={"labelSelector": f"run={tag},!tier"}).body) == {
+        f"{tag}-c"
+    }
+    assert _names(api.get(CONFIGMAPS, query={"labelSelector": f"run={tag},tier!=web"}).body) == {
+        f"{tag}-b",
+        f"{tag}-c",
+    }
+
+
+def test_field_selectors_filter_by_name_and_namespace(api: Api) -> None:
+    name = unique("cm")
+    api.post(CONFIGMAPS, {"metadata": {"name": name}})
+    by_name = api.get("/api/v1/configmaps", query={"fieldSelector": f"metadata.name={name}"}).body
+    assert [i["metadata"]["namespace"] for i in by_name["items"]] == ["default"]
+    other_ns = api.get(
+        "/api/v1/configmaps",
+        query={"fieldSelector": f"metadata.name={name},metadata.namespace!=default"},
+    ).body
+    assert other_ns["items"] == []
+
+
+def test_a_malformed_label_selector_is_a_400(api: Api) -> None:
+    reply = api.get(CONFIGMAPS, query={"labelSelector": "a in (b"})
+    assert reply.status == 400
+
+
+def test_lists_are_paginated_with_limit_and_continue(api: Api) -> None:
+    tag = unique("p")
+    for i in range(5):
+        api.post(CONFIGMAPS, {"metadata": {"name": f"{tag}-{i}", "labels": {"page": tag}}})
+    seen: list[str] = []
+    query = {"labelSelector": f"page={tag}", "limit": "2"}
+    while True:
+        body = api.get(CONFIGMAPS, query=query).body
+        seen += [i["metadata"]["name"] for i in body["items"]]
+        token = body["metadata"].get("continue")
+        if not token:
+            break
+        query = {**query, "continue": token}
+    assert seen == [f"{tag}-{i}" for i in range(5)]
+
+
+def test_a_watch_without_resource_version_starts_with_the_current_objects(api: Api) -> None:
+    name = unique("cm")
+    api.post(CONFIGMAPS, {"metadata": {"name": name}})
+    events = api.watch(
+        CONFIGMAPS, {"fieldSelector": f"metadata.name={name}", "timeoutSeconds": "1"}
+    )
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", name)]
+
+
+def test_a_watch_resumes_after_the_given_resource_version(api: Api) -> None:
+    name = unique("cm")
+    created = api.post(CONFIGMAPS, {"metadata": {"name": name}}).body
+    api.patch(f"{CONFIGMAPS}/{name}", {"data": {"a": "1"}})
+    api.delete(f"{CONFIGMAPS}/{name}")
+    events = api.watch(
+        CONFIGMAPS,
+        {
+            "fieldSelector": f"metadata.name={name}",
+            "resourceVersion": created["metadata"]["resourceVersion"],
+            "timeoutSeconds": "1",
+        },
+    )
+    assert [e["type"] for e in events] == ["MODIFIED", "DELETED"]
+
+
+def test_a_watch_streams_changes_as_they_happen(api: Api) -> None:
+    name = unique("cm")
+    rv = api.get(CONFIGMAPS).body["metadata"]["resourceVersion"]
+
+    def change() -> None:
+        time.sleep(0.3)
+        api.post(CONFIGMAPS, {"metadata": {"name": name}})
+
+    thread = threading.Thread(target=change)
+    thread.start()
+    events = api.watch(
+        CONFIGMAPS,
+        {"fieldSelector": f"metadata.name={name}", "resourceVersion": rv, "timeoutSeconds": "5"},
+        until=1,
+    )
+    thread.join()
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", name)]
+
+
+def test_leaving_a_label_selector_is_seen_as_deleted(api: Api) -> None:
+    name = unique("cm")
+    created = api.post(CONFIGMAPS, {"metadata": {"name": name, "labels": {"keep": name}}}).body
+    api.patch(f"{CONFIGMAPS}/{name}", {"metadata": {"labels": {"keep": None}}})
+    events = api.watch(
+        CONFIGMAPS,
+        {
+            "labelSelector": f"keep={name}",
+            "resourceVersion": created["metadata"]["resourceVersion"],
+            "timeoutSeconds": "1",
+        },
+    )
+    assert [e["type"] for e in events] == ["DELETED"]
+
+
+def test_bookmarks_are_sent_when_asked(api: Api) -> None:
+    rv = api.get(CONFIGMAPS).body["metadata"]["resourceVersion"]
+    events = api.watch(
+        CONFIGMAPS,
+        {
+            "resourceVersion": rv,
+            "allowWatchBookmarks": "true",
+            "sendInitialEvents": "false",
+            "timeoutSeconds": "3",
+        },
+        until=1,
+    )
+    # A real API server sends bookmarks about once a minute; the sandbox every few seconds.
+    assert events and events[0]["type"] == "BOOKMARK"
+    assert int(events[0]["object"]["metadata"]["resourceVersion"]) >= int(rv)
+
+
+def test_initial_events_end_with_a_bookmark(api: Api) -> None:
+    name = unique("cm")
+    api.post(CONFIGMAPS, {"metadata": {"name": name}})
+    events = api.watch(
+        CONFIGMAPS,
+        {
+            "fieldSelector": f"metadata.name={name}",
+            "sendInitialEvents": "true",
+            "resourceVersionMatch": "NotOlderThan",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": "2",
+        },
+        until=2,
+    )
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    annotations = events[1]["object"]["metadata"]["annotations"]
+    assert annotations["k8s.io/initial-events-end"] == "true"
