@@ -138,7 +138,11 @@ def render_reference() -> str:
 
 
 def outputs() -> dict[Path, str]:
-    return {CRD_PATH: render_crd(), REFERENCE_PATH: render_reference()}
+    return {
+        CRD_PATH: render_crd(),
+        Path("charts") / "gemini-webhook-operator" / CRD_PATH: render_crd(),  # the chart's copy
+        REFERENCE_PATH: render_reference(),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
