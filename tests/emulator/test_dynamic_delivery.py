@@ -77,11 +77,11 @@ def test_after_a_key_rollover_new_tokens_use_the_new_key_and_both_keys_are_serve
     verify_jwt(emulator, request, endpoint.url)
 
 
-@pytest.mark.emulator_config(time_scale=24 * 3600 / 0.3)
+@pytest.mark.emulator_config(time_scale=24 * 3600 / 0.8)
 def test_a_retired_key_leaves_the_jwks_after_the_overlap(emulator):
     old_kid = emulator.control.jwks()["keys"][0]["kid"]
     new_kid = emulator.control.rollover_signing_key()
-    time.sleep(0.4)
+    time.sleep(0.9)
     assert [k["kid"] for k in emulator.control.jwks()["keys"]] == [new_kid]
     assert old_kid != new_kid
 
