@@ -526,13 +526,6 @@ def _report_success(
     next_rotation = (
         None if spec.rotation.paused else rotation.next_rotation_time(spec.rotation, last_rotation)
     )
-    expiry = signing.next_expiry(secrets)
-    if expiry is not None:
-        wait = (expiry - op.clock.now()).total_seconds()
-        if wait > 0:
-            outcome.retry_after = (
-                wait if outcome.retry_after is None else min(wait, outcome.retry_after)
-            )
     if remote.state == DISABLED_BY_FAILURES:
         ready, reason = False, REASON_DISABLED_BY_FAILURES
         message = (
