@@ -135,11 +135,13 @@ class WebhookStore:
 
     def update(self, webhook_id: str, changes: dict[str, Any], now: datetime) -> Webhook:
         webhook = self.get(webhook_id)
-        for key, value in changes.items():
+        changed = {k: v for k, v in changes.items() if getattr(webhook, k) != v}
+        for key, value in changed.items():
             setattr(webhook, key, value)
-        if changes.get("state") == "enabled":
+        if changed.get("state") == "enabled":
             webhook.failing_since = None
-        webhook.update_time = now
+        if changed:
+            webhook.update_time = now
         return webhook
 
     def rotate(

@@ -184,3 +184,12 @@ def test_delete_removes_a_batch(emulator):
     with pytest.raises(genai_errors.ClientError) as caught:
         client.batches.get(name=batch.name)
     assert caught.value.code == 404
+
+
+def test_a_batch_of_inline_requests_is_accepted(emulator):
+    batch = emulator.client().batches.create(
+        model=f"models/{MODEL}",
+        src=[{"contents": [{"parts": [{"text": "hello"}], "role": "user"}]}],
+    )
+    assert batch.model == f"models/{MODEL}"
+    assert batch.state.name == "JOB_STATE_PENDING"

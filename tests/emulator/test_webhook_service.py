@@ -113,6 +113,12 @@ def test_update_without_mask_changes_the_fields_given(emulator):
     assert updated.name == "keep"
 
 
+def test_an_update_that_changes_nothing_keeps_the_update_time(emulator):
+    client = emulator.client()
+    hook = create(client, name="same")
+    assert client.webhooks.update(id=hook.id, name="same").update_time == hook.update_time
+
+
 def test_update_with_unknown_mask_field_is_invalid_and_changes_nothing(emulator):
     client = emulator.client()
     hook = create(client, name="same")
