@@ -62,6 +62,7 @@ class SandboxOptions:
     time_scale: float = 1.0
     echo_consumer: bool = True
     start_operator: bool = True
+    drift_interval: float = 10.0
     operator_args: list[str] = field(default_factory=list)
 
 
@@ -314,6 +315,9 @@ class Sandbox:
             str(metrics_port),
             "--liveness",
             liveness,
+            # Drift shows within seconds on a laptop (one list call per interval).
+            "--drift-interval",
+            str(self.options.drift_interval),
             *self.options.operator_args,
         ]
         self.operator_metrics_url = f"http://{LOOPBACK}:{metrics_port}/metrics"
