@@ -132,6 +132,7 @@ async def test_ping_that_the_receiver_verifies_makes_delivery_verified_true(
     text = generate_latest(metrics.registry).decode()
     assert f"{DELIVERY_ROUND_TRIP_SECONDS}_count 1.0" in text
     assert 'gemini_webhook_operator_delivery_verified{name="orders",namespace="team-a"} 1.0' in text
+    assert "whsec_" not in text and hook.new_signing_secret not in verdict.message
 
 
 async def test_rotation_completes_only_when_the_receiver_verifies_with_the_new_secret(
