@@ -5,7 +5,14 @@
 """
 
 from .app import Emulator, EmulatorConfig
-from .control import ControlClient, ControlError
+from .control import AsyncControlClient, ControlClient, ControlError
 from .threaded import ThreadedEmulator
 
-__all__ = ["ControlClient", "ControlError", "Emulator", "EmulatorConfig", "ThreadedEmulator"]
+__all__ = [
+    "AsyncControlClient",
+    "ControlClient",
+    "ControlError",
+    "Emulator",
+    "EmulatorConfig",
+    "ThreadedEmulator",
+]

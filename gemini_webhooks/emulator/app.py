@@ -154,6 +154,10 @@ class Emulator:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    async def idle(self) -> None:
+        """Wait until every delivery has settled (delivered, failed or abandoned)."""
+        await self.engine.idle()
+
     async def reset(self) -> None:
         """Forget every webhook, batch and delivery (API keys and signing keys stay)."""
         await self._cancel_batches()

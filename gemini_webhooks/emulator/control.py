@@ -4,6 +4,7 @@ sandbox and demos. The WebhookService and batches are driven with `google-genai`
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,28 @@ class ControlError(RuntimeError):
         self.message = message
 
 
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        raise ControlError(response.status_code, message)
+
+
+def _event_body(
+    event_type: str, data: Mapping[str, Any] | None, webhook_config: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": event_type, "data": dict(data or {})}
+    if webhook_config is not None:
+        body["webhook_config"] = dict(webhook_config)
+    return body
+
+
+def _settled(found: list[dict[str, Any]], count: int, settled: bool) -> bool:
+    return len(found) >= count and not (settled and any(d["state"] == "pending" for d in found))
+
+
 class ControlClient:
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 10.0) -> None:
         headers = {"x-goog-api-key": api_key} if api_key else {}
@@ -38,12 +61,7 @@ class ControlClient:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text[:200]
-            raise ControlError(response.status_code, message)
+        _raise_for(response)
         return response.json()
 
     def health(self) -> bool:
@@ -62,9 +80,7 @@ class ControlClient:
         """Emit one catalogue event; missing `data` fields get generated values.
         With `webhook_config` ({"uris": [...], "user_metadata": {...}}) it is a dynamic
         delivery; otherwise it goes to the subscribed static webhooks."""
-        body: dict[str, Any] = {"type": event_type, "data": dict(data or {})}
-        if webhook_config is not None:
-            body["webhook_config"] = dict(webhook_config)
+        body = _event_body(event_type, data, webhook_config)
         result: dict[str, Any] = self._call("POST", f"{PREFIX}/events", json=body)
         return result
 
@@ -87,9 +103,7 @@ class ControlClient:
         deadline = time.monotonic() + timeout
         while True:
             found = self.deliveries(**filters)
-            if len(found) >= count and not (
-                settled and any(d["state"] == "pending" for d in found)
-            ):
+            if _settled(found, count, settled):
                 return found
             if time.monotonic() > deadline:
                 raise TimeoutError(f"expected {count} settled deliveries, log has: {found}")
@@ -133,3 +147,75 @@ class ControlClient:
     def jwks(self) -> dict[str, Any]:
         found: dict[str, Any] = self._call("GET", "/.well-known/jwks.json")
         return found
+
+
+class AsyncControlClient:
+    """The control API for asyncio code (same operations as `ControlClient`)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 10.0) -> None:
+        headers = {"x-goog-api-key": api_key} if api_key else {}
+        self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncControlClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._http.request(method, path, **kwargs)
+        _raise_for(response)
+        return response.json()
+
+    async def health(self) -> bool:
+        return bool((await self._call("GET", f"{PREFIX}/healthz")).get("ok"))
+
+    async def reset(self) -> None:
+        await self._call("POST", f"{PREFIX}/reset")
+
+    async def fire(
+        self,
+        event_type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        webhook_config: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body = _event_body(event_type, data, webhook_config)
+        result: dict[str, Any] = await self._call("POST", f"{PREFIX}/events", json=body)
+        return result
+
+    async def deliveries(self, **filters: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = (
+            await self._call("GET", f"{PREFIX}/deliveries", params=filters)
+        )["deliveries"]
+        return found
+
+    async def wait_for_deliveries(
+        self, count: int = 1, *, within: float = 10.0, settled: bool = True, **filters: str
+    ) -> list[dict[str, Any]]:
+        """Like `ControlClient.wait_for_deliveries`; `within` is its timeout in seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            found = await self.deliveries(**filters)
+            if _settled(found, count, settled):
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"expected {count} settled deliveries, log has: {found}")
+            await asyncio.sleep(0.02)
+
+    async def finish_batch(self, name: str, outcome: str, **error: Any) -> dict[str, Any]:
+        batch_id = name.removeprefix("batches/")
+        result: dict[str, Any] = await self._call(
+            "POST", f"{PREFIX}/batches/{batch_id}:finish", json={"outcome": outcome, **error}
+        )
+        return result
+
+    async def rollover_signing_key(self) -> str:
+        kid: str = (await self._call("POST", f"{PREFIX}/signing-keys:rollover"))["kid"]
+        return kid
+
+    async def set_endpoint_overrides(self, overrides: Mapping[str, str]) -> None:
+        await self._call("PUT", f"{PREFIX}/endpoint-overrides", json={"overrides": dict(overrides)})

@@ -128,3 +128,45 @@ def test_the_cli_refuses_a_non_positive_time_scale():
     )
     assert result.returncode == 2
     assert b"positive" in result.stderr
+
+
+async def test_async_control_client_fires_and_reads_the_log(emulator):
+    from gemini_webhooks.emulator import AsyncControlClient, ControlError
+
+    endpoint = emulator.endpoint()
+    async with AsyncControlClient(emulator.base_url, emulator.api_key) as control:
+        assert await control.health()
+        fired = await control.fire("video.generated", webhook_config={"uris": [endpoint.url]})
+        [entry] = await control.wait_for_deliveries(1, event_id=fired["event_id"])
+        assert entry["state"] == "delivered"
+        with pytest.raises(ControlError):
+            await control.fire("no.such.event")
+
+
+async def test_idle_waits_for_in_process_deliveries():
+    received = []
+
+    async with Emulator(EmulatorConfig()) as emulator:
+        from aiohttp import web
+
+        async def handle(request):
+            received.append(await request.read())
+            return web.Response()
+
+        app = web.Application()
+        app.router.add_post("/", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        from gemini_webhooks.emulator.batches import WebhookConfig
+
+        emulator.emit(
+            "batch.failed",
+            {"id": "b", "error_code": 1, "error_message": "m"},
+            WebhookConfig(uris=(f"http://127.0.0.1:{port}/",), user_metadata=None),
+        )
+        await emulator.idle()
+        await runner.cleanup()
+    assert len(received) == 1
