@@ -1,0 +1,202 @@
+"""The sandbox's pure parts: selectors, patches, schemas, JSONPath, ages, version order."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from gemini_webhooks.kubesandbox import patching, schema, selectors, tables
+from gemini_webhooks.kubesandbox.errors import ApiError
+from gemini_webhooks.kubesandbox.faults import FaultError, fault_from_json
+from gemini_webhooks.kubesandbox.openapi import version_priority
+
+
+def _labelled(**labels: str) -> dict:
+    return {"metadata": {"labels": labels}}
+
+
+@pytest.mark.parametrize(
+    ("selector", "matches"),
+    [
+        ("a=1", True),
+        ("a==1", True),
+        ("a!=1", False),
+        ("a in (1,2)", True),
+        ("a notin (1)", False),
+        ("a", True),
+        ("!a", False),
+        ("b", False),
+        ("!b", True),
+        ("a=1,b=2", False),
+        ("", True),
+    ],
+)
+def test_label_selectors(selector: str, matches: bool) -> None:
+    assert selectors.label_selector(selector)(_labelled(a="1")) is matches
+
+
+def test_a_malformed_label_selector_is_a_bad_request() -> None:
+    with pytest.raises(ApiError) as info:
+        selectors.label_selector("a in (1")
+    assert info.value.code == 400
+
+
+def test_merge_patch_follows_rfc_7386() -> None:
+    assert patching.merge_patch(
+        {"a": {"b": 1, "c": 2}, "l": [1]}, {"a": {"b": None}, "l": [2]}
+    ) == {"a": {"c": 2}, "l": [2]}
+
+
+def test_strategic_merge_patch_merges_finalizers_as_a_set() -> None:
+    assert patching.strategic_merge_patch(
+        {"metadata": {"finalizers": ["a"]}}, {"metadata": {"finalizers": ["b", "a"]}}
+    ) == {"metadata": {"finalizers": ["a", "b"]}}
+
+
+def test_strategic_merge_patch_honours_element_order_and_primitive_deletions() -> None:
+    current = {"containers": [{"name": "a"}, {"name": "b"}], "finalizers": ["x", "y"]}
+    patch = {
+        "$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
+        "$deleteFromPrimitiveList/finalizers": ["x"],
+        "containers": [{"name": "a", "image": "i"}],
+    }
+    assert patching.strategic_merge_patch(current, patch) == {
+        "containers": [{"name": "b"}, {"name": "a", "image": "i"}],
+        "finalizers": ["y"],
+    }
+
+
+def test_strategic_merge_patch_replace_directive() -> None:
+    assert patching.strategic_merge_patch(
+        {"spec": {"a": 1, "b": 2}}, {"spec": {"$patch": "replace", "c": 3}}
+    ) == {"spec": {"c": 3}}
+
+
+def test_a_json_patch_that_is_not_a_list_is_malformed() -> None:
+    with pytest.raises(patching.PatchError):
+        patching.json_patch({}, {"op": "add"})
+
+
+def test_a_json_patch_on_a_missing_path_cannot_be_applied() -> None:
+    with pytest.raises(patching.PatchConflict):
+        patching.json_patch({}, [{"op": "replace", "path": "/a/b", "value": 1}])
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "spec": {
+            "type": "object",
+            "properties": {
+                "n": {"type": "integer", "minimum": 1, "exclusiveMaximum": True, "maximum": 5},
+                "s": {"type": "string", "minLength": 2, "maxLength": 3},
+                "l": {"type": "array", "maxItems": 1, "items": {"type": "string"}},
+                "m": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "ios": {"x-kubernetes-int-or-string": True},
+                "opt": {"type": "string", "nullable": True},
+                "d": {
+                    "type": "object",
+                    "default": {},
+                    "properties": {"x": {"type": "integer", "default": 7}},
+                },
+            },
+        },
+    },
+}
+
+
+def test_schema_defaults_nest() -> None:
+    obj = {"spec": {}}
+    schema.apply_defaults(obj, SCHEMA)
+    assert obj == {"spec": {"d": {"x": 7}}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"n": 5}, "spec.n"),
+        ({"n": 0}, "spec.n"),
+        ({"s": "a"}, "spec.s"),
+        ({"s": "abcd"}, "spec.s"),
+        ({"l": ["a", "b"]}, "spec.l"),
+        ({"l": [1]}, "spec.l[0]"),
+        ({"m": {"k": "v"}}, "spec.m.k"),
+        ({"ios": 1.5}, "spec.ios"),
+        ({"n": True}, "spec.n"),
+        ({"s": None}, "spec.s"),
+    ],
+)
+def test_schema_violations_name_the_field(spec: dict, field: str) -> None:
+    causes = schema.validate({"spec": spec}, SCHEMA)
+    assert [c["field"] for c in causes] == [field]
+
+
+@pytest.mark.parametrize(
+    "spec", [{"n": 4}, {"ios": "10%"}, {"ios": 3}, {"opt": None}, {"m": {"k": 1}}]
+)
+def test_schema_accepts_valid_values(spec: dict) -> None:
+    assert schema.validate({"spec": spec}, SCHEMA) == []
+
+
+def test_pruning_reports_the_paths_it_dropped() -> None:
+    obj = {"apiVersion": "v", "kind": "K", "metadata": {}, "spec": {"n": 1, "zz": 1}, "top": 1}
+    assert sorted(schema.prune(obj, SCHEMA, root=True)) == ["spec.zz", "top"]
+    assert obj == {"apiVersion": "v", "kind": "K", "metadata": {}, "spec": {"n": 1}}
+
+
+def test_jsonpath_filters_lists() -> None:
+    obj = {
+        "status": {
+            "conditions": [{"type": "A", "status": "False"}, {"type": "Ready", "status": "True"}]
+        }
+    }
+    assert tables.jsonpath(obj, '.status.conditions[?(@.type=="Ready")].status') == "True"
+    assert tables.jsonpath(obj, ".status.conditions[0].type") == "A"
+    assert tables.jsonpath(obj, ".status.missing.deeper") is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (5, "5s"),
+        (150, "2m30s"),
+        (900, "15m"),
+        (4 * 3600 + 60, "4h1m"),
+        (20 * 3600, "20h"),
+        (3 * 86400, "3d"),
+    ],
+)
+def test_ages_print_like_kubectl(seconds: int, shown: str) -> None:
+    now = datetime.datetime(2026, 1, 10, tzinfo=datetime.UTC)
+    then = (now - datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert tables.age(then, now) == shown
+
+
+def test_versions_are_ordered_as_kubernetes_orders_them() -> None:
+    versions = ["v1alpha1", "v2beta1", "v1", "v1beta2", "v2", "foo"]
+    assert sorted(versions, key=version_priority) == [
+        "v2",
+        "v1",
+        "v2beta1",
+        "v1beta2",
+        "v1alpha1",
+        "foo",
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        {"code": 200},
+        {"code": 500, "count": 0},
+        {"code": 500, "verb": "x"},
+        {"code": 500, "retryAfter": -1},
+        {"code": 500, "nope": 1},
+        {"code": 500, "resource": 3},
+    ],
+)
+def test_malformed_fault_rules_are_refused(bad: object) -> None:
+    with pytest.raises(FaultError):
+        fault_from_json(bad)
