@@ -6,6 +6,7 @@ import json
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -344,3 +345,30 @@ def test_kubectl_get_watch_streams_rows(kubectl: KubectlRun, kube) -> None:  # t
         timeout=30,
     )
     assert name in proc.stdout
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_kubectl_applies_the_project_crds_and_examples(kubectl: KubectlRun) -> None:
+    kubectl("apply", "-f", str(REPO / "crds"))
+    for crd in yaml.safe_load_all(
+        (REPO / "crds" / "geminiwebhooks.gemini.webhooks.dev.yaml").read_text()
+    ):
+        if crd and crd.get("kind") == "CustomResourceDefinition":
+            kubectl(
+                "wait",
+                "--for=condition=Established",
+                f"crd/{crd['metadata']['name']}",
+                "--timeout=30s",
+            )
+    webhooks = {
+        f"geminiwebhook.gemini.webhooks.dev/{doc['metadata']['name']}"
+        for path in sorted((REPO / "examples").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc.get("kind") == "GeminiWebhook"
+    }
+    assert webhooks
+    kubectl("apply", "-f", str(REPO / "examples"))
+    listed = set(kubectl("get", "geminiwebhooks", "-A", "-o", "name").stdout.split())
+    assert webhooks <= listed
