@@ -199,3 +199,63 @@ def test_the_ping_seen_before_sending_is_not_taken_for_ours() -> None:
         baseline=before,
     )
     assert verdict is not None and verdict.verified
+
+
+class RecordingPing:
+    """Test double for the WebhookService ping: records calls, succeeds."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> None:
+        self.calls += 1
+
+
+def body(health_check: dict, remote_state: str = "enabled") -> dict:
+    return {
+        "metadata": {"name": "orders", "namespace": "team-a", "uid": "u1"},
+        "spec": {"healthCheck": health_check, "receiver": {"enabled": True}},
+        "status": {"webhookId": "wh_1", "remoteState": remote_state},
+    }
+
+
+async def test_invalid_health_check_is_reported_without_pinging() -> None:
+    ping = RecordingPing()
+    checker = health.HealthChecker(overrides=dict)
+    verdict = await checker.tick(
+        body({"enabled": True, "interval": "30s"}),
+        HealthMemo(),
+        ping=ping,
+        current_fingerprint=CURRENT,
+    )
+    await checker.close()
+    assert verdict is not None
+    assert (verdict.status, verdict.reason) == (None, health.REASON_INVALID)
+    assert "spec.healthCheck" in verdict.message and ping.calls == 0
+
+
+async def test_webhook_disabled_remotely_is_unknown_without_pinging() -> None:
+    ping = RecordingPing()
+    checker = health.HealthChecker(overrides=dict)
+    verdict = await checker.tick(
+        body({"enabled": True}, remote_state="disabled_due_to_failed_deliveries"),
+        HealthMemo(),
+        ping=ping,
+        current_fingerprint=CURRENT,
+    )
+    await checker.close()
+    assert verdict is not None
+    assert (verdict.status, verdict.reason) == (None, health.REASON_NOT_ENABLED)
+    assert ping.calls == 0
+
+
+async def test_nothing_is_sent_between_intervals() -> None:
+    ping = RecordingPing()
+    now = datetime.now(UTC)
+    checker = health.HealthChecker(overrides=dict)
+    memo = HealthMemo(last_sent_at=now, last_verified_sent_at=now)
+    verdict = await checker.tick(
+        body({"enabled": True}), memo, ping=ping, current_fingerprint=CURRENT
+    )
+    await checker.close()
+    assert verdict is None and ping.calls == 0
