@@ -42,6 +42,23 @@ DYNAMIC_METADATA = {"tour": "dynamic", "team": "sandbox"}
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+def all_webhooks(client: genai.Client) -> list[Any]:
+    """Every remote webhook, page by page (`webhooks.list` returns one page per call)."""
+    found: list[Any] = []
+    token: str | None = None
+    for _ in range(10_000):
+        page = (
+            client.webhooks.list(page_size=100, page_token=token)
+            if token
+            else (client.webhooks.list(page_size=100))
+        )
+        found.extend(page.webhooks or [])
+        token = page.next_page_token
+        if not token:
+            return found
+    raise StepFailed("webhooks.list never ended")
+
+
 class StepFailed(AssertionError):
     """A step of the scenario did not hold; the message says what was seen instead."""
 
@@ -395,7 +412,7 @@ class Scenario:
             raise StepFailed(f"geminiwebhook/{self.name} has no uid")
 
         def count() -> int:
-            return sum(1 for w in client.webhooks.list() if uid in (getattr(w, "name", "") or ""))
+            return sum(1 for w in all_webhooks(client) if uid in (w.name or ""))
 
         return await asyncio.to_thread(count)
 
@@ -419,6 +436,15 @@ class Scenario:
         return f"{len(lines)} counters moved; receiver accepted {verified:g} deliveries"
 
     async def delete(self, within: float = 60.0) -> str:
+        client = self.gemini()
+
+        def remote_ids() -> set[str]:
+            return {str(w.id) for w in all_webhooks(client)}
+
+        if not self.webhook_id or self.webhook_id not in await asyncio.to_thread(remote_ids):
+            raise StepFailed(
+                f"webhook {self.webhook_id or '(none)'} is not registered to begin with"
+            )
         await self.kubectl(
             "delete",
             f"geminiwebhook/{self.name}",
@@ -427,15 +453,6 @@ class Scenario:
             "--wait=true",
             f"--timeout={int(within)}s",
         )
-        client = self.gemini()
-
-        def remote_ids() -> set[str]:
-            found: set[str] = set()
-            for webhook in client.webhooks.list():
-                webhook_id = getattr(webhook, "id", None)
-                if webhook_id:
-                    found.add(str(webhook_id))
-            return found
 
         async def remote_gone() -> bool:
             return self.webhook_id not in await asyncio.to_thread(remote_ids)
