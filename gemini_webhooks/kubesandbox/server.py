@@ -23,7 +23,7 @@ import aiohttp.web
 import attrs
 import kmock
 
-from gemini_webhooks.kubesandbox import errors, openapi, tables
+from gemini_webhooks.kubesandbox import errors, openapi, protobuf, tables
 from gemini_webhooks.kubesandbox.errors import ApiError
 from gemini_webhooks.kubesandbox.faults import (
     AuditEntry,
@@ -445,13 +445,18 @@ class KubeSandbox(kmock.RawHandler):
         if not request.body:
             raise errors.bad_request("the request body is empty")
         content_type = request.headers.get("Content-Type", "")
-        if "protobuf" in content_type or "cbor" in content_type:
-            # Clients (kubectl, client-go) fall back to JSON on a 415.
+        if content_type.startswith(protobuf.CONTENT_TYPE):
+            try:
+                return protobuf.decode_object(request.body)
+            except protobuf.ProtobufError as e:
+                raise ApiError(415, "UnsupportedMediaType", str(e)) from None
+        if "cbor" in content_type or "protobuf" in content_type:
             raise ApiError(
                 415,
                 "UnsupportedMediaType",
                 f"the body of the request was in an unknown format - accepted media types "
-                f"include: application/json, application/yaml (not {content_type})",
+                f"include: application/json, application/yaml, {protobuf.CONTENT_TYPE} "
+                f"(not {content_type})",
             )
         if "yaml" in content_type:
             import yaml

@@ -27,13 +27,6 @@ def _widget_yaml(name: str, **spec: object) -> str:
     )
 
 
-def _create(kubectl: KubectlRun, *args: str) -> None:
-    # `kubectl create <generator>` posts protobuf, which the sandbox does not speak (see the
-    # docs); generating client-side and applying JSON is the same object on the server.
-    manifest = kubectl("create", *args, "--dry-run=client", "-o", "yaml").stdout
-    kubectl("apply", "-f", "-", input=manifest)
-
-
 @pytest.fixture()
 def kubectl_widgets(kubectl: KubectlRun) -> KubectlRun:
     kubectl("apply", "-f", "-", input=yaml.safe_dump(WIDGET_CRD))
@@ -148,7 +141,7 @@ def test_kubectl_deletion_is_held_by_a_finalizer_until_it_is_removed(kubectl: Ku
 
 def test_kubectl_delete_collects_owned_objects(kubectl: KubectlRun) -> None:
     owner, child = unique("owner"), unique("child")
-    _create(kubectl, "configmap", owner)
+    kubectl("create", "configmap", owner)
     uid = kubectl("get", "configmap", owner, "-o", "jsonpath={.metadata.uid}").stdout
     manifest = {
         "apiVersion": "v1",
@@ -167,7 +160,7 @@ def test_kubectl_delete_collects_owned_objects(kubectl: KubectlRun) -> None:
 
 def test_kubectl_delete_with_foreground_cascade(kubectl: KubectlRun) -> None:
     owner, child = unique("owner"), unique("child")
-    _create(kubectl, "configmap", owner)
+    kubectl("create", "configmap", owner)
     uid = kubectl("get", "configmap", owner, "-o", "jsonpath={.metadata.uid}").stdout
     manifest = {
         "apiVersion": "v1",
@@ -215,7 +208,7 @@ def test_kubectl_waits_for_a_condition(kubectl_widgets: KubectlRun) -> None:
 
 def test_kubectl_waits_for_deletion(kubectl: KubectlRun) -> None:
     name = unique("cm")
-    _create(kubectl, "configmap", name)
+    kubectl("create", "configmap", name)
     thread = threading.Thread(
         target=lambda: (time.sleep(0.5), kubectl("delete", "configmap", name))
     )
@@ -226,9 +219,9 @@ def test_kubectl_waits_for_deletion(kubectl: KubectlRun) -> None:
 
 def test_kubectl_creates_secrets_configmaps_and_deployments(kubectl: KubectlRun) -> None:
     secret, config, deploy = unique("s"), unique("cm"), unique("d")
-    _create(kubectl, "secret", "generic", secret, "--from-literal=token=hunter2")
-    _create(kubectl, "configmap", config, "--from-literal=a=1", "--from-literal=b=2")
-    _create(kubectl, "deployment", deploy, "--image=example.com/app:1", "--replicas=2")
+    kubectl("create", "secret", "generic", secret, "--from-literal=token=hunter2")
+    kubectl("create", "configmap", config, "--from-literal=a=1", "--from-literal=b=2")
+    kubectl("create", "deployment", deploy, "--image=example.com/app:1", "--replicas=2")
     assert kubectl("get", "secret", secret, "-o", "jsonpath={.data.token}").stdout == "aHVudGVyMg=="
     rows = kubectl("get", "configmap", config).stdout.splitlines()
     assert rows[0].split() == ["NAME", "DATA", "AGE"] and rows[1].split()[:2] == [config, "2"]
@@ -333,7 +326,7 @@ def test_kubectl_server_side_apply_creates_and_updates(kubectl_widgets: KubectlR
 
 def test_kubectl_get_watch_streams_rows(kubectl: KubectlRun, kube) -> None:  # type: ignore[no-untyped-def]
     name = unique("cm")
-    _create(kubectl, "configmap", name)
+    kubectl("create", "configmap", name)
     env = kube.kubectl_env(kube.kubeconfig.parent / "watch-cache")
     from tests.fixtures.kube import KUBECTL
 
@@ -372,3 +365,27 @@ def test_kubectl_applies_the_project_crds_and_examples(kubectl: KubectlRun) -> N
     kubectl("apply", "-f", str(REPO / "examples"))
     listed = set(kubectl("get", "geminiwebhooks", "-A", "-o", "name").stdout.split())
     assert webhooks <= listed
+
+
+def test_kubectl_create_generators_post_protobuf_the_sandbox_reads(kubectl: KubectlRun) -> None:
+    ns, sa, role = unique("ns"), unique("sa"), unique("role")
+    kubectl("create", "namespace", ns)
+    kubectl("create", "serviceaccount", sa, "-n", ns)
+    kubectl("create", "role", role, "-n", ns, "--verb=get,watch", "--resource=secrets")
+    kubectl(
+        "create", "rolebinding", role, "-n", ns, f"--role={role}", f"--serviceaccount={ns}:{sa}"
+    )
+    kubectl("create", "service", "clusterip", sa, "-n", ns, "--tcp=80:8080")
+    rules = json.loads(kubectl("get", "role", role, "-n", ns, "-o", "jsonpath={.rules}").stdout)
+    assert rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "watch"]}]
+    binding = json.loads(kubectl("get", "rolebinding", role, "-n", ns, "-o", "json").stdout)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role,
+    }
+    port = json.loads(
+        kubectl("get", "service", sa, "-n", ns, "-o", "jsonpath={.spec.ports[0]}").stdout
+    )
+    assert (port["port"], port["targetPort"], port["protocol"]) == (80, 8080, "TCP")

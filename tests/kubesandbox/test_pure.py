@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from gemini_webhooks.kubesandbox import patching, schema, selectors, tables
+from gemini_webhooks.kubesandbox import patching, protobuf, schema, selectors, tables
 from gemini_webhooks.kubesandbox.errors import ApiError
 from gemini_webhooks.kubesandbox.faults import FaultError, fault_from_json
 from gemini_webhooks.kubesandbox.openapi import version_priority
@@ -200,3 +200,36 @@ def test_versions_are_ordered_as_kubernetes_orders_them() -> None:
 def test_malformed_fault_rules_are_refused(bad: object) -> None:
     with pytest.raises(FaultError):
         fault_from_json(bad)
+
+
+def test_a_body_without_the_protobuf_magic_is_refused() -> None:
+    with pytest.raises(protobuf.ProtobufError):
+        protobuf.decode_object(b"{}")
+
+
+def test_a_truncated_protobuf_body_is_refused() -> None:
+    with pytest.raises(protobuf.ProtobufError):
+        protobuf.decode_object(protobuf.MAGIC + b"\x0a\x40abc")
+
+
+def test_protobuf_of_an_unsupported_kind_is_refused() -> None:
+    type_meta = b"\x0a\x02v1\x12\x03Pod"
+    body = protobuf.MAGIC + b"\x0a" + bytes([len(type_meta)]) + type_meta
+    with pytest.raises(protobuf.ProtobufError, match="Pod"):
+        protobuf.decode_object(body)
+
+
+def test_protobuf_config_map_decodes_to_its_json_shape() -> None:
+    def field(number: int, payload: bytes) -> bytes:
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    meta = field(1, b"cm") + field(2, b"")
+    entry = field(1, b"k") + field(2, b"v")
+    raw = field(1, meta) + field(2, entry)
+    body = protobuf.MAGIC + field(1, field(1, b"v1") + field(2, b"ConfigMap")) + field(2, raw)
+    assert protobuf.decode_object(body) == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cm"},
+        "data": {"k": "v"},
+    }
