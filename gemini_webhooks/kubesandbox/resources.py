@@ -29,6 +29,8 @@ class ResourceType:
     printer_columns: tuple[Mapping[str, Any], ...] = field(default=(), compare=False, hash=False)
     # The `scale` subresource's paths (specReplicasPath, statusReplicasPath, labelSelectorPath).
     scale: Mapping[str, str] | None = field(default=None, compare=False, hash=False)
+    # A CRD version's `selectableFields`, as field-selector labels (`spec.color`).
+    selectable_fields: frozenset[str] = field(default=frozenset(), compare=False, hash=False)
     custom: bool = False  # defined by a CustomResourceDefinition
     storage_version: str = ""  # the CRD's storage version; objects are shared across versions
 
@@ -176,6 +178,11 @@ def types_from_crd(crd: Mapping[str, Any]) -> list[ResourceType]:
                 schema=schema,
                 printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
                 scale=scale if isinstance(scale, dict) else None,
+                selectable_fields=frozenset(
+                    str(f.get("jsonPath", "")).lstrip(".")
+                    for f in version.get("selectableFields") or ()
+                    if isinstance(f, dict)
+                ),
                 custom=True,
                 storage_version=storage,
             )

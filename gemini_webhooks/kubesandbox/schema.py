@@ -190,11 +190,29 @@ def validate(value: Any, schema: Schema, path: str = "") -> list[dict[str, str]]
                     f"Too many: {len(value)}: must have at most {schema['maxItems']} items",
                 )
             )
+        causes += _check_list_type(value, schema, path)
         items = schema.get("items")
         if isinstance(items, Mapping):
             for index, item in enumerate(value):
                 causes += validate(item, items, f"{path}[{index}]")
     if isinstance(value, dict):
+        if "minProperties" in schema and len(value) < schema["minProperties"]:
+            causes.append(
+                cause(
+                    path,
+                    "FieldValueInvalid",
+                    f"Invalid value: {len(value)}: {path} in body should have at least "
+                    f"{schema['minProperties']} properties",
+                )
+            )
+        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+            causes.append(
+                cause(
+                    path,
+                    "FieldValueTooMany",
+                    f"Too many: {len(value)}: must have at most {schema['maxProperties']} items",
+                )
+            )
         for required in schema.get("required") or ():
             if required not in value:
                 causes.append(cause(_join(path, required), "FieldValueRequired", "Required value"))
@@ -205,6 +223,38 @@ def validate(value: Any, schema: Schema, path: str = "") -> list[dict[str, str]]
                 causes += validate(item, properties[key], _join(path, key))
             elif isinstance(additional, Mapping):
                 causes += validate(item, additional, _join(path, key))
+    return causes
+
+
+def _check_list_type(value: list[Any], schema: Schema, path: str) -> list[dict[str, str]]:
+    list_type = schema.get("x-kubernetes-list-type")
+    causes: list[dict[str, str]] = []
+    seen: list[Any] = []
+    for index, item in enumerate(value):
+        if list_type == "set":
+            key: Any = item
+        elif list_type == "map" and isinstance(item, Mapping):
+            key = tuple(item.get(k) for k in schema.get("x-kubernetes-list-map-keys") or ())
+        else:
+            continue
+        if key in seen:
+            shown = (
+                _show(item)
+                if list_type == "set"
+                else "{"
+                + ", ".join(
+                    f'"{k}":{_show(v)}'
+                    for k, v in zip(
+                        schema.get("x-kubernetes-list-map-keys") or (), key, strict=False
+                    )
+                )
+                + "}"
+            )
+            causes.append(
+                cause(f"{path}[{index}]", "FieldValueDuplicate", f"Duplicate value: {shown}")
+            )
+        else:
+            seen.append(key)
     return causes
 
 

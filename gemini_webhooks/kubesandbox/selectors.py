@@ -79,23 +79,57 @@ def _field_equals(path: str, value: str, *, negate: bool) -> Predicate:
     return lambda obj: (_lookup(obj, path) == value) != negate
 
 
-def field_selector(selector: str) -> Predicate:
-    """`metadata.name=x,metadata.namespace!=y` (any dotted path; `=`, `==`, `!=`)."""
+_EVENT_FIELDS = frozenset(
+    [
+        f"involvedObject.{f}"
+        for f in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+    ]
+    + [f"regarding.{f}" for f in ("kind", "namespace", "name", "uid", "apiVersion")]
+    + ["reason", "reportingComponent", "reportingController", "source", "type"]
+)
+# Beyond metadata.name/metadata.namespace, what each built-in type lets you select on.
+FIELD_LABELS: dict[tuple[str, str], frozenset[str]] = {
+    ("", "secrets"): frozenset({"type"}),
+    ("", "events"): _EVENT_FIELDS,
+    ("events.k8s.io", "events"): _EVENT_FIELDS,
+    ("", "namespaces"): frozenset({"status.phase"}),
+    ("", "services"): frozenset({"spec.clusterIP", "spec.type"}),
+    ("", "pods"): frozenset(
+        {
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.phase",
+            "status.podIP",
+        }
+    ),
+}
+ALWAYS_SELECTABLE = frozenset({"metadata.name", "metadata.namespace"})
+
+
+def field_selector(selector: str, allowed: frozenset[str] | None = None) -> Predicate:
+    """`metadata.name=x,metadata.namespace!=y` (`=`, `==`, `!=`) over the `allowed` fields
+    (and metadata.name/namespace); any other field is refused, as the API server does."""
     checks: list[Predicate] = []
     for requirement in _split(selector):
         m = _EQ_RE.match(requirement)
         if not m:
             raise bad_request(f"invalid field selector: {requirement.strip()!r}")
+        if allowed is not None and m.group(1) not in allowed | ALWAYS_SELECTABLE:
+            raise bad_request(f"field label not supported: {m.group(1)}")
         checks.append(_field_equals(m.group(1), m.group(3), negate=m.group(2) == "!="))
     return lambda obj: all(check(obj) for check in checks)
 
 
-def combined(labels: str | None, fields: str | None) -> Predicate | None:
+def combined(
+    labels: str | None, fields: str | None, allowed_fields: frozenset[str] | None = None
+) -> Predicate | None:
     predicates = []
     if labels:
         predicates.append(label_selector(labels))
     if fields:
-        predicates.append(field_selector(fields))
+        predicates.append(field_selector(fields, allowed_fields))
     if not predicates:
         return None
     return lambda obj: all(p(obj) for p in predicates)

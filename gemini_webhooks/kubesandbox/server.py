@@ -33,7 +33,7 @@ from gemini_webhooks.kubesandbox.faults import (
     fault_to_json,
 )
 from gemini_webhooks.kubesandbox.resources import ResourceType
-from gemini_webhooks.kubesandbox.selectors import Predicate, combined, field_selector
+from gemini_webhooks.kubesandbox.selectors import FIELD_LABELS, Predicate, combined, field_selector
 from gemini_webhooks.kubesandbox.store import Cluster, Event, Obj
 
 logger = logging.getLogger(__name__)
@@ -281,7 +281,9 @@ class KubeSandbox(kmock.RawHandler):
             )
         dry_run = params.get("dryRun") == "All"
         if verb in ("list", "watch"):
-            predicate = combined(params.get("labelSelector"), params.get("fieldSelector"))
+            predicate = combined(
+                params.get("labelSelector"), params.get("fieldSelector"), _selectable(rtype)
+            )
             if target.name:
                 by_name = field_selector(f"metadata.name={target.name}")
                 predicate = by_name if predicate is None else _both(predicate, by_name)
@@ -346,7 +348,9 @@ class KubeSandbox(kmock.RawHandler):
             propagation = "Orphan"
         dry_run = dry_run or options.get("dryRun") == ["All"]
         if verb == "deletecollection":
-            predicate = combined(params.get("labelSelector"), params.get("fieldSelector"))
+            predicate = combined(
+                params.get("labelSelector"), params.get("fieldSelector"), _selectable(rtype)
+            )
             deleted = []
             for obj in self.cluster.list_objects(rtype, ns):
                 if predicate is None or predicate(obj):
@@ -832,6 +836,12 @@ def _set_path(obj: Obj, path: str, value: Any) -> Obj:
         target = target.setdefault(part, {})
     target[parts[-1]] = value
     return result
+
+
+def _selectable(rtype: ResourceType) -> frozenset[str]:
+    if rtype.custom:
+        return rtype.selectable_fields
+    return FIELD_LABELS.get((rtype.group, rtype.plural), frozenset())
 
 
 def _both(a: Predicate, b: Predicate) -> Predicate:

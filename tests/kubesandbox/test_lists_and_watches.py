@@ -160,3 +160,37 @@ def test_initial_events_end_with_a_bookmark(api: Api) -> None:
     assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
     annotations = events[1]["object"]["metadata"]["annotations"]
     assert annotations["k8s.io/initial-events-end"] == "true"
+
+
+def test_an_unsupported_field_selector_is_a_400(api: Api) -> None:
+    reply = api.get(CONFIGMAPS, query={"fieldSelector": "data.a=1"})
+    assert reply.status == 400 and "field label not supported" in reply.body["message"]
+
+
+def test_type_specific_field_selectors_work(api: Api) -> None:
+    name = unique("s")
+    api.post(
+        "/api/v1/namespaces/default/secrets",
+        {"metadata": {"name": name}, "type": "example.com/kind"},
+    )
+    listed = api.get(
+        "/api/v1/namespaces/default/secrets", query={"fieldSelector": "type=example.com/kind"}
+    ).body
+    assert [i["metadata"]["name"] for i in listed["items"]] == [name]
+
+
+def test_deletecollection_deletes_what_the_selector_matches(api: Api) -> None:
+    tag = unique("dc")
+    for name in ("a", "b"):
+        api.post(CONFIGMAPS, {"metadata": {"name": f"{tag}-{name}", "labels": {"batch": tag}}})
+    api.post(CONFIGMAPS, {"metadata": {"name": f"{tag}-keep"}})
+    api.delete(CONFIGMAPS, query={"labelSelector": f"batch={tag}"})
+    names = {i["metadata"]["name"] for i in api.get(CONFIGMAPS).body["items"]}
+    assert f"{tag}-keep" in names and not {f"{tag}-a", f"{tag}-b"} & names
+
+
+def test_server_side_dry_run_stores_nothing(api: Api) -> None:
+    name = unique("cm")
+    reply = api.post(CONFIGMAPS, {"metadata": {"name": name}}, query={"dryRun": "All"})
+    assert reply.status == 201 and reply.body["metadata"]["name"] == name
+    assert api.get(f"{CONFIGMAPS}/{name}").status == 404

@@ -233,3 +233,47 @@ def test_protobuf_config_map_decodes_to_its_json_shape() -> None:
         "metadata": {"name": "cm"},
         "data": {"k": "v"},
     }
+
+
+def test_a_set_list_refuses_duplicates() -> None:
+    causes = schema.validate(
+        {"l": ["a", "b", "a"]},
+        {
+            "type": "object",
+            "properties": {
+                "l": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}
+            },
+        },
+    )
+    assert [(c["field"], c["reason"]) for c in causes] == [("l[2]", "FieldValueDuplicate")]
+
+
+def test_a_map_list_refuses_duplicate_keys() -> None:
+    list_schema = {
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {"type": "object", "properties": {"type": {"type": "string"}}},
+    }
+    causes = schema.validate(
+        {"c": [{"type": "A"}, {"type": "B"}, {"type": "A"}]},
+        {"type": "object", "properties": {"c": list_schema}},
+    )
+    assert [(c["field"], c["reason"]) for c in causes] == [("c[2]", "FieldValueDuplicate")]
+
+
+def test_property_counts_are_bounded() -> None:
+    bounded = {
+        "type": "object",
+        "properties": {
+            "m": {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "additionalProperties": {"type": "string"},
+            }
+        },
+    }
+    assert [c["field"] for c in schema.validate({"m": {}}, bounded)] == ["m"]
+    assert [c["field"] for c in schema.validate({"m": {"a": "1", "b": "2"}}, bounded)] == ["m"]
+    assert schema.validate({"m": {"a": "1"}}, bounded) == []
