@@ -35,6 +35,7 @@ KUBE_MINORS = sorted(
     key=lambda m: tuple(map(int, m.split("."))),
 )
 PROMETHEUS_OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+KOPF_KINDS = {"ClusterKopfPeering", "KopfPeering"}
 
 
 def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
@@ -83,8 +84,8 @@ def test_every_manifest_validates_strictly_against_kubernetes(
 ) -> None:
     _, values = combination
     for obj in manifests(values):
-        if obj["kind"] in PROMETHEUS_OPERATOR_KINDS:
-            continue  # not a Kubernetes type: see test_monitoring.py
+        if obj["kind"] in PROMETHEUS_OPERATOR_KINDS | KOPF_KINDS:
+            continue  # not Kubernetes types: see test_monitoring.py and the peering tests
         kubernetes_validate.validate(obj, f"{kube_minor}.0", strict=True)
 
 
@@ -114,8 +115,12 @@ def test_chart_crds_are_byte_for_byte_the_top_level_crds() -> None:
 
 
 def test_helm_loads_the_crds_from_the_chart() -> None:
-    names = {yaml.safe_load(c["data"])["metadata"]["name"] for c in chart().crds}
-    assert "geminiwebhooks.gemini.webhooks.dev" in names
+    names = {d["metadata"]["name"] for c in chart().crds for d in yaml.safe_load_all(c["data"])}
+    assert names == {
+        "geminiwebhooks.gemini.webhooks.dev",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
 
 
 # --- values and schema ---------------------------------------------------------------------
@@ -238,8 +243,10 @@ def test_single_replica_runs_without_leader_election_and_never_overlaps() -> Non
     objects = manifests()
     (deployment,) = find(objects, "Deployment")
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert not any(a.startswith("--leader-election") for a in _operator_args({}))
+    assert not any(a.startswith("--peering") for a in _operator_args({}))
+    assert "command" not in deployment["spec"]["template"]["spec"]["containers"][0]
     assert find(objects, "PodDisruptionBudget") == []
+    assert find(objects, "ClusterKopfPeering") == find(objects, "KopfPeering") == []
 
 
 def test_several_replicas_elect_a_leader_and_keep_one_through_disruptions() -> None:
@@ -248,14 +255,15 @@ def test_several_replicas_elect_a_leader_and_keep_one_through_disruptions() -> N
     (deployment,) = find(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 3
     assert "strategy" not in deployment["spec"]
-    assert "--leader-election" in _operator_args(values)
+    assert "--peering=gwo-gemini-webhook-operator" in _operator_args(values)
+    (peering,) = find(objects, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "gwo-gemini-webhook-operator"
     (pdb,) = find(objects, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
-    (lease_role,) = [
-        r for r in find(objects, "Role") if r["metadata"]["name"].endswith("leader-election")
-    ]
-    assert lease_role["metadata"]["namespace"] == RELEASE_NAMESPACE
-    assert {g for rule in lease_role["rules"] for g in rule["apiGroups"]} == {"coordination.k8s.io"}
+    (cluster_role,) = find(objects, "ClusterRole")
+    assert {"clusterkopfpeerings"} <= {
+        r for rule in cluster_role["rules"] for r in rule["resources"]
+    }
 
 
 def test_default_image_follows_the_chart_app_version() -> None:
@@ -277,20 +285,17 @@ def test_a_digest_pins_the_image() -> None:
 
 def test_cluster_wide_by_default() -> None:
     objects = manifests()
-    assert "--all-namespaces" in _operator_args({})
+    assert not [a for a in _operator_args({}) if a.startswith("--namespace")]
     (cluster_role,) = find(objects, "ClusterRole")
     resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert {"geminiwebhooks", "secrets"} <= resources
-    assert [
-        r for r in find(objects, "Role") if not r["metadata"]["name"].endswith("election")
-    ] == []
+    assert find(objects, "Role") == []
 
 
 def test_watch_namespaces_limits_the_operator_and_its_access_to_them() -> None:
     values = COMBINATIONS["namespaced"]
     objects = manifests(values)
     args = _operator_args(values)
-    assert "--all-namespaces" not in args
     assert [a for a in args if a.startswith("--namespace=")] == [
         "--namespace=team-a",
         "--namespace=team-b",
@@ -377,3 +382,60 @@ def test_chart_package_contains_the_rules_and_the_dashboard(tmp_path: Path) -> N
     with helm.Chart.load(archive) as packaged:
         names = {f["name"] for f in packaged.files}
     assert {"files/prometheus-rules.yaml", "files/dashboard.json"} <= names
+
+
+# --- HA: kopf peering ------------------------------------------------------------------------
+
+
+def _crd_for(obj: dict[str, Any]) -> dict[str, Any]:
+    group = obj["apiVersion"].split("/")[0]
+    for crd in chart().crds:
+        for doc in yaml.safe_load_all(crd["data"]):
+            if doc["spec"]["group"] == group and doc["spec"]["names"]["kind"] == obj["kind"]:
+                return dict(doc)
+    raise AssertionError(f"no CRD in the chart serves {obj['kind']}")
+
+
+def test_ha_peering_object_is_served_by_a_crd_the_chart_ships_at_the_right_scope() -> None:
+    cluster_wide = find(manifests(COMBINATIONS["ha"]), "ClusterKopfPeering")
+    namespaced = find(
+        manifests({"replicaCount": 2, "watchNamespaces": ["team-a", "team-b"]}), "KopfPeering"
+    )
+    assert len(cluster_wide) == 1 and "namespace" not in cluster_wide[0]["metadata"]
+    assert [p["metadata"]["namespace"] for p in namespaced] == ["team-a", "team-b"]
+    assert _crd_for(cluster_wide[0])["spec"]["scope"] == "Cluster"
+    assert _crd_for(namespaced[0])["spec"]["scope"] == "Namespaced"
+
+
+def test_ha_replicas_get_priorities_that_fall_with_their_start_time() -> None:
+    (deployment,) = find(manifests(COMBINATIONS["ha"]), "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    shell, flag, script, argv0 = container["command"]
+    assert (shell, flag, argv0) == ("/bin/sh", "-c", "gemini-webhooks")
+    assert script == 'exec gemini-webhooks "$@" --priority="-$(date +%s%6N)"'
+    assert container["args"][0] == "operator"
+
+
+def test_operator_deploys_receivers_with_the_charts_image() -> None:
+    values = {"image": {"repository": "registry.example.com/gwo", "tag": "1.2.3"}}
+    assert "--receiver-image=registry.example.com/gwo:1.2.3" in _operator_args(values)
+
+
+def test_operator_serves_the_probes_and_metrics_ports_the_pod_declares() -> None:
+    args = _operator_args({"metricsPort": 9100, "healthPort": 8081})
+    assert "--liveness=http://0.0.0.0:8081/healthz" in args
+    assert "--metrics-port=9100" in args
+
+
+def test_operator_arguments_parse_with_the_real_cli(
+    combination: tuple[str, dict[str, Any]],
+) -> None:
+    from gemini_webhooks.cli import build_parser
+
+    _, values = combination
+    args = _operator_args(values)
+    (deployment,) = find(manifests(values), "Deployment")
+    if "command" in deployment["spec"]["template"]["spec"]["containers"][0]:
+        args = [*args, "--priority=-1700000000000000"]
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "operator"

@@ -1,21 +1,26 @@
 {{/* The operator's command line; flags as `gemini-webhooks operator --help` lists them. */}}
 {{- define "gwo.operatorArgs" -}}
 - operator
+- --liveness=http://0.0.0.0:{{ .Values.healthPort }}/healthz
 - --metrics-port={{ .Values.metricsPort }}
-- --health-port={{ .Values.healthPort }}
-- --log-level={{ .Values.operator.logLevel }}
-- --log-format={{ .Values.operator.logFormat }}
-{{- if .Values.watchNamespaces }}
+- --receiver-image={{ include "gwo.image" . }}
+- --drift-interval={{ .Values.operator.driftInterval }}
+- --api-rate={{ .Values.operator.apiRate }}
+- --api-timeout={{ .Values.operator.apiTimeout }}
+- --cluster-domain={{ .Values.operator.clusterDomain }}
+{{- with .Values.operator.apiBaseUrl }}
+- --api-base-url={{ . }}
+{{- end }}
 {{- range .Values.watchNamespaces }}
 - --namespace={{ . }}
 {{- end }}
-{{- else }}
-- --all-namespaces
-{{- end }}
 {{- if include "gwo.leaderElection" . }}
-- --leader-election
+- --peering={{ include "gwo.fullname" . }}
+{{- end }}
+{{- if .Values.operator.verbose }}
+- --verbose
 {{- end }}
 {{- range .Values.operator.extraArgs }}
-- {{ . | quote }}
+- {{ . }}
 {{- end }}
 {{- end }}

@@ -1,58 +1,69 @@
 {{/*
 The operator's permissions, split by where they apply. Each rule is there because the
-operator makes that call (tests/chart/test_rbac.py compares these rules with the calls the
-operator made during its own tests: nothing missing, nothing unused).
+operator makes that call (tests/chart/test_rbac.py runs the operator with this chart's
+command line and compares these rules with the API calls it made: nothing missing,
+nothing unused).
 */}}
 
 {{/* Rules on namespaced resources, in every watched namespace. */}}
 {{- define "gwo.rbac.namespacedRules" -}}
-# The GeminiWebhook resources: watched, annotated and finalised by kopf, status reported.
+# GeminiWebhooks: kopf watches them and patches its finalizer and progress annotations;
+# the reconciler reports status.
 - apiGroups: ["gemini.webhooks.dev"]
   resources: ["geminiwebhooks"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["gemini.webhooks.dev"]
   resources: ["geminiwebhooks/status"]
-  verbs: ["get", "patch"]
-# Signing-secret Secrets are written and rotated; API-key Secrets are read.
+  verbs: ["patch"]
+# API-key Secrets are read; signing-secret Secrets written, rotated and, with the resource,
+# deleted. `watch` is never called: Kubernetes requires it because the operator grants it
+# (each receiver's Role may get and watch its own signing-secret Secret).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-# The receiver each GeminiWebhook asks for, and its identity.
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The receiver each GeminiWebhook asks for: created, merge-patched on change, listed by
+# label and pruned when the spec no longer renders them.
 - apiGroups: [""]
   resources: ["configmaps", "services", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 # Events about each resource.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if include "gwo.leaderElection" . }}
+{{- if .Values.watchNamespaces }}
+# Leader election: kopf's peering object in each watched namespace.
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
+{{- end }}
 {{- end }}
 
-{{/* Rules on cluster-scoped resources, needed in every mode. */}}
+{{/* Rules on cluster-scoped resources. */}}
 {{- define "gwo.rbac.clusterRules" -}}
 # kopf follows the CRD of the resources it serves.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
-{{- if not .Values.watchNamespaces }}
-# Watching every namespace: kopf follows namespaces as they come and go.
+{{- if .Values.watchNamespaces }}
+# Watching named namespaces: kopf follows them as they come and go.
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
+{{- else if include "gwo.leaderElection" . }}
+# Leader election, cluster-wide: kopf's ClusterKopfPeering object.
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}
-{{- end }}
-
-{{/* Rules in the release namespace only: leader election. */}}
-{{- define "gwo.rbac.leaderElectionRules" -}}
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
-  verbs: ["get", "create", "update"]
 {{- end }}
