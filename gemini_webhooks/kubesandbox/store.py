@@ -877,9 +877,11 @@ def _fold_secret(obj: Obj) -> list[dict[str, str]]:
         try:
             base64.b64decode(value, validate=True)
         except (binascii.Error, TypeError, ValueError):
-            causes.append(
-                cause(f"data[{key}]", "FieldValueInvalid", "Invalid value: illegal base64 data")
-            )
+            # The API server fails to decode such a body at all: 400, not 422.
+            raise errors.bad_request(
+                f'Secret in version "v1" cannot be handled as a Secret: illegal base64 data '
+                f"in data[{key}]"
+            ) from None
     string_data = obj.pop("stringData", None) or {}
     if not isinstance(string_data, dict):
         return [

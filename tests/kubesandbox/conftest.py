@@ -212,6 +212,18 @@ class Api:
             time.sleep(0.1)
 
 
+def eventually(check: Callable[[], Any], timeout: float = 30) -> Any:
+    """Poll until `check()` is truthy (real clusters do some things asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout}s: {check}")
+        time.sleep(0.05)
+
+
 def widget(name: str, size: int = 3, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/v1",

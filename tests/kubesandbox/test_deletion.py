@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.kubesandbox.conftest import Api, unique
+from tests.kubesandbox.conftest import Api, eventually, unique
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 
@@ -76,7 +76,8 @@ def test_foreground_deletion_waits_for_the_dependents(api: Api) -> None:
     api.delete(owner_path, {"propagationPolicy": "Foreground"})
     held = api.get(owner_path).body
     assert "foregroundDeletion" in held["metadata"]["finalizers"]
-    assert api.get(f"{CONFIGMAPS}/{child}").body["metadata"]["deletionTimestamp"]
+    eventually(lambda: api.get(f"{CONFIGMAPS}/{child}").body["metadata"].get("deletionTimestamp"))
+    assert api.get(owner_path).status == 200  # still waiting for its dependent
     api.patch(f"{CONFIGMAPS}/{child}", {"metadata": {"finalizers": None}})
     api.wait_gone(f"{CONFIGMAPS}/{child}", timeout=60)
     api.wait_gone(owner_path, timeout=60)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
+from tests.fixtures.kube import Kube
 from tests.kubesandbox.conftest import Api, unique
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
@@ -126,7 +129,8 @@ def test_leaving_a_label_selector_is_seen_as_deleted(api: Api) -> None:
     assert [e["type"] for e in events] == ["DELETED"]
 
 
-def test_bookmarks_are_sent_when_asked(api: Api) -> None:
+@pytest.mark.sandbox_only
+def test_bookmarks_are_sent_when_asked(kube_sandbox: Kube, api: Api) -> None:
     rv = api.get(CONFIGMAPS).body["metadata"]["resourceVersion"]
     events = api.watch(
         CONFIGMAPS,
