@@ -78,7 +78,8 @@ class KubeSandboxServer:
 
     async def start(self) -> None:
         await self.sandbox.__aenter__()
-        server = aiohttp.web.Server(self.sandbox)
+        # Cancel handlers whose client went away, so abandoned watches do not linger.
+        server = aiohttp.web.Server(self.sandbox, handler_cancellation=True)
         self._runner = aiohttp.web.ServerRunner(server, handle_signals=False, shutdown_timeout=1)
         await self._runner.setup()
         site = aiohttp.web.TCPSite(self._runner, self.host, self.port)

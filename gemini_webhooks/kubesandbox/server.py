@@ -606,9 +606,9 @@ class KubeSandbox(kmock.RawHandler):
                     break
                 for type_, obj in self._translate(watch, item):
                     await self._write(response, type_, obj, rtype, as_table)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
+        except ConnectionResetError:
+            return response
+        finally:  # also when cancelled: the client went away
             self._watches.get(rtype.store_key, set()).discard(watch)
         try:
             await response.write_eof()

@@ -181,9 +181,11 @@ class Api:
             None,
             stream=True,
         )
-        events = []
+        events: list[dict[str, Any]] = []
         buffer = b""
         try:
+            if until == 0:
+                return events
             for chunk in response.stream(1024, decode_content=False):
                 buffer += chunk
                 while b"\n" in buffer:
@@ -193,7 +195,7 @@ class Api:
                 if until is not None and len(events) >= until:
                     break
         finally:
-            response.release_conn()
+            response.close()  # a watch connection is not reusable: hang up
         return events
 
     def wait_gone(self, path: str, timeout: float = 10) -> None:

@@ -103,3 +103,18 @@ def test_every_resource_request_is_audited(kube_sandbox: Kube, api: Api) -> None
     api.patch(f"{CONFIGMAPS}/absent", {"data": {}})
     assert ("list", "", "secrets", "", "default") in kube_sandbox.audit
     assert ("patch", "", "configmaps", "", "default") in kube_sandbox.audit
+
+
+def test_an_abandoned_watch_is_released(kube_sandbox: Kube, api: Api) -> None:
+    assert kube_sandbox.sandbox is not None and kube_sandbox.runner is not None
+    sandbox, runner = kube_sandbox.sandbox, kube_sandbox.runner
+
+    def open_watches() -> int:
+        return runner.call(lambda: sum(len(w) for w in sandbox._watches.values()))
+
+    events = api.watch(CONFIGMAPS, {"resourceVersion": "0", "timeoutSeconds": "30"}, until=0)
+    assert events == []
+    deadline = time.monotonic() + 10
+    while open_watches() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open_watches() == 0
