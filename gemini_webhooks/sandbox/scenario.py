@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.events import ALL_EVENT_TYPES, SUBSCRIBABLE_EVENT_TYPES
 from gemini_webhooks.contracts.service_endpoints import service_key, service_url
-from gemini_webhooks.contracts.signing_secret import decode
+from gemini_webhooks.contracts.signing_secret import decode, matches_truncated
 from gemini_webhooks.emulator.control import ControlClient
 from gemini_webhooks.sandbox.consumer import Arrival, SampleConsumer
 from gemini_webhooks.sandbox.kubeapi import ReadApi
@@ -402,6 +402,19 @@ class Scenario:
             self.namespace,
             f"{crd.ANNOTATION_ROTATE}=requested-{time.time_ns()}",
         )
+
+    async def secret_matches_remote(self) -> bool:
+        """Does the Secret's current secret match one the remote webhook reports valid?"""
+        resource = await self.resource() or {}
+        status = resource.get("status") or {}
+        name = status.get("signingSecretName") or self.name + crd.DEFAULT_SIGNING_SECRET_SUFFIX
+        secret = await self.api.get("secrets", self.namespace, name)
+        if secret is None or not status.get("webhookId"):
+            return False
+        current = decode(decode_secret_data(secret)).current
+        remote = await asyncio.to_thread(self.gemini().webhooks.get, id=status["webhookId"])
+        truncated = [s.truncated_secret or "" for s in remote.signing_secrets or []]
+        return current is not None and any(matches_truncated(current.secret, t) for t in truncated)
 
     async def remote_webhooks_of_resource(self) -> int:
         """How many remote webhooks carry this resource's UID marker (should be one)."""

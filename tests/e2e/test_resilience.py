@@ -52,6 +52,8 @@ async def test_a_receiver_killed_mid_stream_loses_no_event(system: System) -> No
 
 
 async def test_an_operator_killed_mid_rotation_heals(system: System) -> None:
+    """Rotation requested, operator SIGKILLed 0.3 s later and restarted: afterwards there
+    is exactly one remote webhook, and the Secret holds the secret Gemini signs with now."""
     scenario = await system.scenario("crash-operator")
     try:
         await scenario.apply()
@@ -62,8 +64,7 @@ async def test_an_operator_killed_mid_rotation_heals(system: System) -> None:
         await system.restart_operator()
 
         async def healed() -> bool:
-            resource = await scenario.resource() or {}
-            status = resource.get("status") or {}
+            status = ((await scenario.resource()) or {}).get("status") or {}
             ready = await scenario.condition(crd.CONDITION_READY)
             return (
                 status.get("lastRotationTime") not in (None, before)
@@ -71,27 +72,14 @@ async def test_an_operator_killed_mid_rotation_heals(system: System) -> None:
                 and ready.get("status") == "True"
             )
 
-        await poll(healed, within=90, what="the rotation to complete after the restart")
+        await poll(healed, within=60, what="the rotation to complete after the restart")
         assert await scenario.remote_webhooks_of_resource() == 1
-        verified = await poll(
-            lambda: _delivery_verified(scenario),
-            within=90,
-            what="DeliveryVerified=True (a ping signed after the rotation verified)",
-        )
-        assert verified
+        assert await scenario.secret_matches_remote()
         if system.sandbox is not None:
             ids = await scenario._fire("video.generated")
             await scenario._arrivals(ids, within=30, what="an event after the heal")
     finally:
         await _cleanup(system, scenario.name)
-
-
-async def _delivery_verified(scenario: object) -> bool:
-    from gemini_webhooks.sandbox.scenario import Scenario
-
-    assert isinstance(scenario, Scenario)
-    condition = await scenario.condition(crd.CONDITION_DELIVERY_VERIFIED)
-    return bool(condition and condition.get("status") == "True")
 
 
 INVALID = textwrap.dedent(
