@@ -226,6 +226,7 @@ class Cluster:
                     "Invalid value: must be a list of strings",
                 )
             )
+        causes += _validate_keys_and_values(meta)
         return causes
 
     def _admit(
@@ -235,6 +236,8 @@ class Cluster:
         warnings: list[str] = []
         causes = self._validate_meta(rtype, obj)
         kind_key = (rtype.group, rtype.plural)
+        if old is not None:
+            causes += _immutable_fields(kind_key, obj, old)
         if kind_key == ("", "secrets"):
             causes += _fold_secret(obj)
         elif kind_key == ("", "services"):
@@ -243,6 +246,7 @@ class Cluster:
             spec = obj.setdefault("spec", {})
             if isinstance(spec, dict):
                 spec.setdefault("replicas", 1)
+                causes += _deployment_selector(spec)
         elif kind_key == ("", "namespaces"):
             obj.setdefault("status", {}).setdefault("phase", "Active")
         elif kind_key == ("apiextensions.k8s.io", "customresourcedefinitions"):
@@ -866,6 +870,138 @@ class Cluster:
             del self.types[key]
         if not keep_objects:
             self.objects.pop((group, plural), None)
+
+
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_STANDARD_FINALIZERS = {"kubernetes", ORPHAN, FOREGROUND}
+_NAME_RULE = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
+    "and end with an alphanumeric character"
+)
+
+
+def _qualified_name_problem(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return "prefix part must be a lowercase RFC 1123 subdomain"
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        return _NAME_RULE + " (and be at most 63 characters)"
+    return None
+
+
+def _validate_keys_and_values(meta: Obj) -> list[dict[str, str]]:
+    """Label/annotation keys, label values and finalizer names, as the API server checks them."""
+    causes = []
+    for field in ("labels", "annotations"):
+        values = meta.get(field)
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            problem = _qualified_name_problem(key)
+            if problem:
+                causes.append(
+                    cause(
+                        f"metadata.{field}",
+                        "FieldValueInvalid",
+                        f'Invalid value: "{key}": {problem}',
+                    )
+                )
+            if (
+                field == "labels"
+                and isinstance(value, str)
+                and value
+                and (len(value) > 63 or not _QUALIFIED_NAME.match(value))
+            ):
+                causes.append(
+                    cause(
+                        "metadata.labels",
+                        "FieldValueInvalid",
+                        f'Invalid value: "{value}": a valid label must be an empty '
+                        "string or consist of alphanumeric characters, '-', '_' or "
+                        "'.', and must start and end with an alphanumeric character "
+                        "(at most 63 characters)",
+                    )
+                )
+    annotations = meta.get("annotations")
+    if isinstance(annotations, dict):
+        size = sum(len(k) + len(v) for k, v in annotations.items() if isinstance(v, str))
+        if size > 256 * 1024:
+            causes.append(
+                cause(
+                    "metadata.annotations",
+                    "FieldValueTooLong",
+                    "Too long: must have at most 262144 bytes",
+                )
+            )
+    for index, finalizer in enumerate(meta.get("finalizers") or []):
+        if not isinstance(finalizer, str):
+            continue
+        problem = _qualified_name_problem(finalizer)
+        if problem is None and "/" not in finalizer and finalizer not in _STANDARD_FINALIZERS:
+            problem = "name is neither a standard finalizer name nor is it fully qualified"
+        if problem:
+            causes.append(
+                cause(
+                    f"metadata.finalizers[{index}]",
+                    "FieldValueInvalid",
+                    f'Invalid value: "{finalizer}": {problem}',
+                )
+            )
+    return causes
+
+
+def _deployment_selector(spec: Obj) -> list[dict[str, str]]:
+    selector = spec.get("selector")
+    match = selector.get("matchLabels") if isinstance(selector, dict) else None
+    if not isinstance(selector, dict) or not (match or selector.get("matchExpressions")):
+        return [cause("spec.selector", "FieldValueRequired", "Required value")]
+    template: Obj = spec["template"] if isinstance(spec.get("template"), dict) else {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if isinstance(match, dict) and any(labels.get(k) != v for k, v in match.items()):
+        return [
+            cause(
+                "spec.template.metadata.labels",
+                "FieldValueInvalid",
+                f"Invalid value: {labels!r}: `selector` does not match template `labels`",
+            )
+        ]
+    return []
+
+
+def _immutable_fields(kind_key: tuple[str, str], new: Obj, old: Obj) -> list[dict[str, str]]:
+    def changed(*path: str) -> bool:
+        a: Any = new
+        b: Any = old
+        for part in path:
+            a = a.get(part) if isinstance(a, dict) else None
+            b = b.get(part) if isinstance(b, dict) else None
+        return bool(a != b)
+
+    immutable = "Invalid value: field is immutable"
+    causes = []
+    if kind_key in (("", "secrets"), ("", "configmaps")) and old.get("immutable") is True:
+        if new.get("immutable") is not True:
+            causes.append(
+                cause(
+                    "immutable",
+                    "FieldValueForbidden",
+                    "Forbidden: field is immutable when `immutable` is set",
+                )
+            )
+        for field in ("data", "binaryData", "stringData"):
+            if new.get(field) is not None and changed(field):
+                causes.append(
+                    cause(
+                        field,
+                        "FieldValueForbidden",
+                        "Forbidden: field is immutable when `immutable` is set",
+                    )
+                )
+    if kind_key == ("", "secrets") and new.get("type", "Opaque") != old.get("type", "Opaque"):
+        causes.append(cause("type", "FieldValueInvalid", immutable))
+    if kind_key == ("apps", "deployments") and changed("spec", "selector"):
+        causes.append(cause("spec.selector", "FieldValueInvalid", immutable))
+    return causes
 
 
 def _fold_secret(obj: Obj) -> list[dict[str, str]]:

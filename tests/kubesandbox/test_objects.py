@@ -319,3 +319,53 @@ def test_core_types_are_stored_and_served(api: Api, collection: str, body: dict)
     listed = api.get(collection).body
     assert name in [i["metadata"]["name"] for i in listed["items"]]
     assert api.delete(f"{collection}/{name}").status == 200
+
+
+@pytest.mark.parametrize(
+    ("meta", "field"),
+    [
+        ({"labels": {"bad key!": "v"}}, "metadata.labels"),
+        ({"labels": {"k": "-starts-with-dash"}}, "metadata.labels"),
+        ({"labels": {"k": "x" * 64}}, "metadata.labels"),
+        ({"annotations": {"Example.COM/x": "v"}}, "metadata.annotations"),
+        ({"finalizers": ["no-domain"]}, "metadata.finalizers[0]"),
+    ],
+)
+def test_malformed_labels_annotations_and_finalizers_are_a_422(
+    api: Api, meta: dict, field: str
+) -> None:
+    reply = api.post(CONFIGMAPS, {"metadata": {"name": unique("cm"), **meta}})
+    assert reply.status == 422
+    assert [c["field"] for c in reply.body["details"]["causes"]] == [field]
+
+
+def test_an_immutable_config_map_refuses_data_changes(api: Api) -> None:
+    name = unique("cm")
+    api.post(CONFIGMAPS, {"metadata": {"name": name}, "data": {"a": "1"}, "immutable": True})
+    reply = api.patch(f"{CONFIGMAPS}/{name}", {"data": {"a": "2"}})
+    assert reply.status == 422 and reply.body["details"]["causes"][0]["field"] == "data"
+    assert api.patch(f"{CONFIGMAPS}/{name}", {"metadata": {"labels": {"ok": "yes"}}}).status == 200
+
+
+def test_a_secret_type_cannot_change(api: Api) -> None:
+    name = unique("s")
+    api.post(SECRETS, {"metadata": {"name": name}, "type": "example.com/one"})
+    reply = api.patch(f"{SECRETS}/{name}", {"type": "example.com/two"})
+    assert reply.status == 422 and reply.body["details"]["causes"][0]["field"] == "type"
+
+
+def test_a_deployment_selector_cannot_change(api: Api) -> None:
+    name = unique("d")
+    api.post(DEPLOYMENTS, _deployment(name))
+    patch = {"spec": {"selector": {"matchLabels": {"app": "other"}}}}
+    reply = api.patch(f"{DEPLOYMENTS}/{name}", patch)
+    assert reply.status == 422
+    assert "spec.selector" in [c["field"] for c in reply.body["details"]["causes"]]
+
+
+def test_a_deployment_whose_selector_misses_its_template_labels_is_a_422(api: Api) -> None:
+    body = _deployment(unique("d"))
+    body["spec"]["template"]["metadata"]["labels"] = {"app": "something-else"}
+    reply = api.post(DEPLOYMENTS, body)
+    assert reply.status == 422
+    assert "spec.template.metadata.labels" in [c["field"] for c in reply.body["details"]["causes"]]
