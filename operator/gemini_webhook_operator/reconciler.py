@@ -98,8 +98,7 @@ class Settings:
     drift_interval: float = 300.0
     api_key_retry: float = 60.0
     auth_retry: float = 300.0
-    error_backoff_base: float = 2.0
-    error_backoff_max: float = 300.0
+    error_backoff: float = 10.0
 
 
 @dataclass
@@ -228,7 +227,7 @@ async def reconcile(
 
 
 def _backoff(op: Operator, body: Mapping[str, Any]) -> float:
-    return min(op.settings.error_backoff_max, op.settings.error_backoff_base * 4)
+    return op.settings.error_backoff
 
 
 def _retry_for(op: Operator, error: WebhookServiceError, body: Mapping[str, Any]) -> float | None:

@@ -35,6 +35,9 @@ class RunConfig:
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
     api_key_retry: float = 60.0
     auth_retry: float = 300.0
+    error_backoff: float = 10.0  # seconds before retrying a transient failure
+    watch_timeout: float = 300.0  # server-side timeout of kopf's watch requests
+    exit_timeout: float = 2.0  # how long workers may finish their queue at shutdown
 
 
 def build_operator(
@@ -56,6 +59,7 @@ def build_operator(
             drift_interval=config.drift_interval,
             api_key_retry=config.api_key_retry,
             auth_retry=config.auth_retry,
+            error_backoff=config.error_backoff,
         ),
         receiver_settings=config.receiver,
     )
@@ -87,6 +91,10 @@ async def run(
 
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
+    settings.watching.server_timeout = config.watch_timeout
+    settings.watching.client_timeout = config.watch_timeout + 30
+    settings.queueing.exit_timeout = config.exit_timeout
+    settings.background.instant_exit_timeout = min(0.1, config.exit_timeout)
     checker = health.HealthChecker(
         metrics=op.metrics,
         clock=op.clock.now,

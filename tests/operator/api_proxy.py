@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -18,7 +19,7 @@ from aiohttp import web
 
 @dataclass
 class ProxyFault:
-    status: int  # 0: stall for `stall` seconds, then drop the connection
+    status: int  # 0: stall, then drop; -1: forward upstream, then stall and drop
     count: int = 1
     method: str | None = None
     path_contains: str | None = None
@@ -36,6 +37,7 @@ class Recorded:
     method: str
     path: str
     status: int
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -83,9 +85,16 @@ class FaultProxy:
             if fault.status == 0:
                 await asyncio.sleep(fault.stall)
                 raise ConnectionResetError("stalled")
+            if fault.status == -1:
+                await self._forward(request)
+                await asyncio.sleep(fault.stall)
+                raise ConnectionResetError("stalled after forwarding")
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
             body = {"error": {"code": fault.status, "message": "injected", "status": "FAULT"}}
             return web.json_response(body, status=fault.status, headers=headers)
+        return await self._forward(request, record=True)
+
+    async def _forward(self, request: web.Request, record: bool = False) -> web.Response:
         assert self._session is not None
         async with self._session.request(
             request.method,
@@ -94,8 +103,9 @@ class FaultProxy:
             headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
         ) as upstream:
             payload = await upstream.read()
-            with self._lock:
-                self.records.append(Recorded(request.method, path, upstream.status))
+            if record:
+                with self._lock:
+                    self.records.append(Recorded(request.method, request.path, upstream.status))
             return web.Response(
                 status=upstream.status,
                 body=payload,

@@ -21,6 +21,7 @@ from gemini_webhook_operator import runtime
 from gemini_webhook_operator.kube import ClusterAccess, Kube
 from gemini_webhook_operator.metrics import OperatorMetrics
 from gemini_webhook_operator.reconciler import Operator
+from gemini_webhook_operator.webhookservice import ServiceSettings
 
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import SigningSecrets, decode_data
@@ -196,7 +197,7 @@ class RunningOperator:
     async def shutdown(self) -> None:
         self.stop.set()
         try:
-            await asyncio.wait_for(asyncio.shield(self.task), timeout=10)
+            await asyncio.wait_for(asyncio.shield(self.task), timeout=5)
         except TimeoutError:
             await self.kill()
 
@@ -216,6 +217,8 @@ async def operator_running(
     step: Callable[[str], Awaitable[None]] | None = None,
     namespaces: tuple[str, ...] = (),
     metrics: OperatorMetrics | None = None,
+    api_timeout: float = 10.0,
+    auth_retry: float = 2.0,
 ) -> AsyncIterator[RunningOperator]:
     access = ClusterAccess.load(str(kube.kubeconfig))
     config = runtime.RunConfig(
@@ -223,7 +226,11 @@ async def operator_running(
         drift_interval=drift_interval,
         drift_jitter=0.2,
         api_key_retry=1.0,
-        auth_retry=2.0,
+        auth_retry=auth_retry,
+        error_backoff=0.5,
+        watch_timeout=5.0,
+        exit_timeout=0.2,
+        service=ServiceSettings(timeout_seconds=api_timeout, auth_backoff_seconds=auth_retry),
     )
     metrics = metrics or OperatorMetrics()
     op = runtime.build_operator(access, config, metrics=metrics, clock=clock, step=step)
