@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from gemini_webhooks.kubesandbox import errors, patching, schema
+from gemini_webhooks.kubesandbox import builtin_validation, errors, patching, schema
 from gemini_webhooks.kubesandbox.errors import ApiError, cause
 from gemini_webhooks.kubesandbox.resources import (
     BUILTIN_TYPES,
@@ -234,6 +234,8 @@ class Cluster:
     ) -> list[str]:
         """Type-specific normalisation, schema, validation. Returns warnings."""
         warnings: list[str] = []
+        if field_validation == "Strict" and not rtype.custom:
+            builtin_validation.check_strict(obj, rtype.kind, rtype.group)
         causes = self._validate_meta(rtype, obj)
         kind_key = (rtype.group, rtype.plural)
         if old is not None:

@@ -389,3 +389,28 @@ def test_kubectl_create_generators_post_protobuf_the_sandbox_reads(kubectl: Kube
         kubectl("get", "service", sa, "-n", ns, "-o", "jsonpath={.spec.ports[0]}").stdout
     )
     assert (port["port"], port["targetPort"], port["protocol"]) == (80, 8080, "TCP")
+
+
+def test_kubectl_strict_validation_rejects_an_unknown_field_of_a_built_in(
+    kubectl: KubectlRun,
+) -> None:
+    name = unique("d")
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {"name": "app", "image": "example.com/app:1", "imagePullPolicyy": "Always"}
+                    ]
+                },
+            },
+        },
+    }
+    result = kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=False)
+    assert result.returncode != 0
+    assert 'unknown field "spec.template.spec.containers[0].imagePullPolicyy"' in result.stderr

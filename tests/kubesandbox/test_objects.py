@@ -369,3 +369,9 @@ def test_a_deployment_whose_selector_misses_its_template_labels_is_a_422(api: Ap
     reply = api.post(DEPLOYMENTS, body)
     assert reply.status == 422
     assert "spec.template.metadata.labels" in [c["field"] for c in reply.body["details"]["causes"]]
+
+
+def test_strict_validation_of_a_built_in_rejects_a_mistyped_field(api: Api) -> None:
+    body = {"metadata": {"name": unique("cm")}, "data": {"a": 1}}
+    reply = api.post(CONFIGMAPS, body, query={"fieldValidation": "Strict"})
+    assert reply.status == 400 and reply.body["reason"] == "BadRequest"
