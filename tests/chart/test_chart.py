@@ -439,3 +439,32 @@ def test_operator_arguments_parse_with_the_real_cli(
         args = [*args, "--priority=-1700000000000000"]
     parsed = build_parser().parse_args(args)
     assert parsed.command == "operator"
+
+
+def test_ha_wrapper_passes_the_arguments_and_a_seniority_priority_to_the_cli() -> None:
+    import subprocess
+
+    from gemini_webhooks.cli import build_parser
+
+    (deployment,) = find(manifests(COMBINATIONS["ha"]), "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    shell, flag, script, argv0 = container["command"]
+    # `echo` stands in for the console script: the shell line is run for real.
+    printed = subprocess.run(
+        [
+            shell,
+            flag,
+            script.replace("exec gemini-webhooks", "exec echo"),
+            argv0,
+            *container["args"],
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.split()
+    assert printed[: len(container["args"])] == container["args"]
+    priority = printed[-1].removeprefix("--priority=")
+    assert priority.startswith("-") and priority[1:].isdigit() and len(priority) >= 17
+    parsed = build_parser().parse_args(printed)
+    assert parsed.priority == int(priority) and parsed.peering == "gwo-gemini-webhook-operator"

@@ -49,6 +49,7 @@ from gemini_webhooks.emulator import EmulatorConfig, ThreadedEmulator
 from gemini_webhooks.kubesandbox import ThreadedKubeSandbox
 from gemini_webhooks.observability import __main__ as generator
 from gemini_webhooks.observability import series
+from tests.chart.rendering import RELEASE_NAMESPACE, find, manifests
 from tests.fixtures.kube import KUBECTL
 from tests.fixtures.redis import REDIS_SERVER
 from tests.observability.test_generated import _panels, alert_expressions
@@ -97,6 +98,7 @@ class Stack:
     prometheus_url: str = ""
     receiver_metrics_url: str = ""
     operator_metrics_url: str = ""
+    operator_health_port: int = 0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     stoppers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -317,6 +319,7 @@ def _start_operator(stack: Stack, kubeconfig: Path, emulator_url: str) -> Path:
     ]
     _kubectl(kubeconfig, stack.workdir, "apply", "-f", "-", stdin=yaml.safe_dump_all(resources))
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    stack.operator_health_port = _free_port()
     log = stack.spawn(
         "operator",
         [
@@ -329,6 +332,7 @@ def _start_operator(stack: Stack, kubeconfig: Path, emulator_url: str) -> Path:
             "--metrics-port=0",
             "--metrics-address=127.0.0.1",
             "--drift-interval=2",
+            f"--liveness=http://127.0.0.1:{stack.operator_health_port}/healthz",
         ],
         env=env,
     )
@@ -539,3 +543,20 @@ def test_promtool_check_metrics_finds_nothing_to_warn_about(stack: Stack, compon
         [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_the_charts_helm_test_hook_passes_against_a_running_operator(stack: Stack) -> None:
+    metrics_port = int(urllib.parse.urlparse(stack.operator_metrics_url).port or 0)
+    values = {"metricsPort": metrics_port, "healthPort": stack.operator_health_port}
+    (pod,) = find(manifests(values), "Pod")
+    script = pod["spec"]["containers"][0]["args"][0]
+    service_host = f"gwo-gemini-webhook-operator-metrics.{RELEASE_NAMESPACE}.svc"
+    assert service_host in script
+    result = subprocess.run(
+        [sys.executable, "-c", script.replace(service_host, "127.0.0.1")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "operator healthy" in result.stdout
