@@ -352,6 +352,11 @@ class Kubelet:
         pod.ready = False
         ports = ", ".join(f"{p.container_port}->{p.host_port}" for p in plan.ports)
         self.progress(f"kubelet: started pod of {pod.label} (ports {ports})")
+        for port in plan.ports:
+            if port.name in ("internal", "metrics"):
+                self.progress(
+                    f"kubelet: {pod.label} metrics at http://127.0.0.1:{port.host_port}/metrics"
+                )
 
     def _write_changed_files(self, pod: Pod, plan: PodPlan) -> None:
         previous = pod.plan.files if pod.plan is not None else {}

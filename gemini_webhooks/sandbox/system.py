@@ -428,8 +428,7 @@ class Sandbox:
                 f"  Gemini API emulator   {self.emulator_url}   (API key: {self.options.api_key})",
                 f"  Kubernetes API        {self.kube_url}",
                 f"  operator /metrics     {self.operator_metrics_url or '(not started)'}",
-                f"  receiver /metrics     http://<{state}/service-endpoints.json: "
-                "<name>-receiver-internal:9090>/metrics",
+                "  receiver /metrics     printed here when each receiver starts",
                 f"  sample consumer       http://{LOOPBACK}:{self.consumer.port}/_consumer/received",
                 f"  logs                  {state / 'logs'}",
                 "",

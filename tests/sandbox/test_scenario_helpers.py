@@ -81,3 +81,43 @@ def test_the_sandbox_command_refuses_a_state_dir_it_did_not_make(tmp_path: Path)
     assert result.returncode == 1
     assert "refusing to empty it" in result.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_ctrl_c_while_the_sandbox_starts_stops_what_was_started(tmp_path: Path) -> None:
+    import os
+    import re
+    import signal
+    import time
+
+    exe = Path(sys.executable).parent / "gemini-webhooks"
+    process = subprocess.Popen(
+        [exe, "sandbox", "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    seen = ""
+    for line in process.stdout:  # interrupt as soon as the first child runs
+        seen += line
+        if "started emulator" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    seen += out
+    assert process.returncode in (0, 130), seen
+    assert "no processes left behind" in seen
+    pids = [int(p) for p in re.findall(r"\(pid (\d+),", seen)]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive, seen
