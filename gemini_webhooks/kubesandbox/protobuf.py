@@ -189,11 +189,27 @@ MESSAGES: dict[str, dict[int, Field]] = {
         4: ("targetPort", "intorstring"),
         5: ("nodePort", "int"),
     },
+    "SelfSubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "AccessReviewSpec")},
+    "AccessReviewSpec": {
+        1: ("resourceAttributes", "ResourceAttributes"),
+        2: ("nonResourceAttributes", "NonResourceAttributes"),
+    },
+    "ResourceAttributes": {
+        1: ("namespace", "string"),
+        2: ("verb", "string"),
+        3: ("group", "string"),
+        4: ("version", "string"),
+        5: ("resource", "string"),
+        6: ("subresource", "string"),
+        7: ("name", "string"),
+    },
+    "NonResourceAttributes": {1: ("path", "string"), 2: ("verb", "string")},
     "IntOrString": {1: ("type", "int"), 2: ("intVal", "int"), 3: ("strVal", "string")},
     "MapEntry": {1: ("key", "string"), 2: ("value", "bytes")},
 }
 KINDS = {
     "ConfigMap",
+    "SelfSubjectAccessReview",
     "Secret",
     "Namespace",
     "ServiceAccount",

@@ -31,6 +31,7 @@ class ResourceType:
     scale: Mapping[str, str] | None = field(default=None, compare=False, hash=False)
     # A CRD version's `selectableFields`, as field-selector labels (`spec.color`).
     selectable_fields: frozenset[str] = field(default=frozenset(), compare=False, hash=False)
+    verbs: tuple[str, ...] = ALL_VERBS
     custom: bool = False  # defined by a CustomResourceDefinition
     storage_version: str = ""  # the CRD's storage version; objects are shared across versions
 
@@ -146,6 +147,26 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         categories=["api-extensions"],
         status=True,
     ),
+)
+
+# Access reviews: created, answered, never stored. The sandbox enforces no RBAC, so the
+# answer is always "allowed" — which is the truth about this server.
+REVIEW_TYPES: tuple[ResourceType, ...] = tuple(
+    ResourceType(
+        group="authorization.k8s.io",
+        version="v1",
+        plural=plural,
+        kind=kind,
+        namespaced=namespaced,
+        singular=kind.lower(),
+        verbs=("create",),
+        storage_version="v1",
+    )
+    for plural, kind, namespaced in (
+        ("selfsubjectaccessreviews", "SelfSubjectAccessReview", False),
+        ("subjectaccessreviews", "SubjectAccessReview", False),
+        ("localsubjectaccessreviews", "LocalSubjectAccessReview", True),
+    )
 )
 
 # Namespaces every cluster starts with.

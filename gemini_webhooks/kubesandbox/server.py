@@ -259,6 +259,10 @@ class KubeSandbox(kmock.RawHandler):
             or (verb == "create" and target.name)
         ):
             raise errors.method_not_allowed(f"{method} is not supported on {path}")
+        if verb not in rtype.verbs:
+            raise errors.method_not_allowed(
+                f"{verb} is not supported on {rtype.group_resource} (only {', '.join(rtype.verbs)})"
+            )
         entry = AuditEntry(
             verb, rtype.group, rtype.plural, target.subresource or "", target.namespace or ""
         )
@@ -305,6 +309,8 @@ class KubeSandbox(kmock.RawHandler):
                 )
             return _json(obj)
         body = self._body(request) if verb in ("create", "update", "patch") else None
+        if rtype.group == "authorization.k8s.io":
+            return _json(_review(rtype, body), 201)
         if target.subresource == "scale" and rtype.scale is not None:
             assert target.name is not None
             return self._serve_scale(request, rtype, target.name, ns, verb, body, dry_run)
@@ -739,7 +745,7 @@ class KubeSandbox(kmock.RawHandler):
                 "singularName": rtype.singular,
                 "namespaced": rtype.namespaced,
                 "kind": rtype.kind,
-                "verbs": list(_ALL_VERBS),
+                "verbs": list(rtype.verbs),
                 "storageVersionHash": hashlib.sha256(rtype.group_resource.encode()).hexdigest()[
                     :12
                 ],
@@ -793,9 +799,6 @@ class KubeSandbox(kmock.RawHandler):
         raise ApiError(404, "NotFound", f"no sandbox control endpoint {method} {path}")
 
 
-_ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
-
-
 def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
     if not warnings:
         return None
@@ -803,6 +806,23 @@ def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
 
 
 Handler = Callable[[aiohttp.web.BaseRequest], Any]
+
+
+def _review(rtype: ResourceType, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+        raise errors.invalid(
+            rtype.kind,
+            rtype.group,
+            "",
+            [errors.cause("spec", "FieldValueRequired", "Required value")],
+        )
+    return {
+        **body,
+        "apiVersion": rtype.api_version,
+        "kind": rtype.kind,
+        "metadata": {"creationTimestamp": None},
+        "status": {"allowed": True, "reason": "the kube sandbox does not enforce RBAC"},
+    }
 
 
 def _scale_of(obj: Obj, paths: Mapping[str, str]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import binascii
 import collections
 import copy
 import datetime
+import json
 import re
 import secrets
 import uuid
@@ -27,11 +28,13 @@ from gemini_webhooks.kubesandbox.errors import ApiError, cause
 from gemini_webhooks.kubesandbox.resources import (
     BUILTIN_TYPES,
     INITIAL_NAMESPACES,
+    REVIEW_TYPES,
     ResourceType,
     types_from_crd,
 )
 
 KOPF_PEERING_CRDS = Path(__file__).with_name("kopf-peering.yaml")
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 Obj = dict[str, Any]
 StoreKey = tuple[str, str]  # (group, plural)
 ObjKey = tuple[str, str]  # (namespace or "", name)
@@ -72,13 +75,13 @@ class Cluster:
         self.compacted_rv = self.rv  # watches from an older resourceVersion get 410 Gone
         self.listeners: list[Callable[[Event], None]] = []
         self._next_ip = 1
-        for rtype in BUILTIN_TYPES:
+        for rtype in BUILTIN_TYPES + REVIEW_TYPES:
             self.types[(rtype.group, rtype.version, rtype.plural)] = rtype
         for name in INITIAL_NAMESPACES:
             self.create(self.types[("", "v1", "namespaces")], None, {"metadata": {"name": name}})
         crds = self.types[("apiextensions.k8s.io", "v1", "customresourcedefinitions")]
         for crd in yaml.safe_load_all(KOPF_PEERING_CRDS.read_text()):
-            self.create(crds, None, crd)
+            self.create(crds, None, _as_if_applied(crd))
 
     # --- types ----------------------------------------------------------------------------
 
@@ -1004,6 +1007,16 @@ def _immutable_fields(kind_key: tuple[str, str], new: Obj, old: Obj) -> list[dic
     if kind_key == ("apps", "deployments") and changed("spec", "selector"):
         causes.append(cause("spec.selector", "FieldValueInvalid", immutable))
     return causes
+
+
+def _as_if_applied(manifest: Obj) -> Obj:
+    """The manifest with kubectl's last-applied annotation, as `kubectl apply` would leave it
+    (so a later `kubectl apply -f crds/` of the same file does not warn about it)."""
+    applied = copy.deepcopy(manifest)
+    applied["metadata"].setdefault("annotations", {})
+    last = json.dumps(applied, separators=(",", ":"), sort_keys=True)
+    applied["metadata"]["annotations"][LAST_APPLIED] = last + "\n"
+    return applied
 
 
 def _fold_secret(obj: Obj) -> list[dict[str, str]]:

@@ -414,3 +414,19 @@ def test_kubectl_strict_validation_rejects_an_unknown_field_of_a_built_in(
     result = kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=False)
     assert result.returncode != 0
     assert 'unknown field "spec.template.spec.containers[0].imagePullPolicyy"' in result.stderr
+
+
+@pytest.mark.sandbox_only
+def test_kubectl_auth_can_i_says_yes_because_rbac_is_not_enforced(
+    kube_sandbox, kubectl: KubectlRun
+) -> None:  # type: ignore[no-untyped-def]
+    assert kubectl("auth", "can-i", "create", "secrets", "-n", "default").stdout.strip() == "yes"
+
+
+@pytest.mark.sandbox_only
+def test_applying_kopf_peering_crds_over_the_preinstalled_ones_is_quiet(
+    kube_sandbox, kubectl: KubectlRun
+) -> None:  # type: ignore[no-untyped-def]
+    peering = REPO / "gemini_webhooks" / "kubesandbox" / "kopf-peering.yaml"
+    result = kubectl("apply", "-f", str(peering))
+    assert "Warning" not in result.stderr
