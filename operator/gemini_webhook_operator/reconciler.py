@@ -252,6 +252,11 @@ async def _converge(
     claims: Mapping[str, list[Claim]],
     now: datetime,
 ) -> Outcome:
+    try:  # pure: a receiver that cannot be rendered stops us before any remote change
+        receiver_objects = receiver_resources.render(body, op.receiver_settings)
+    except receiver_resources.ReceiverRenderError as error:
+        return _failure(report, outcome, REASON_RECEIVER_INVALID, str(error), retry_after=None)
+
     api_key = await op.kube.secret_value(spec.namespace, spec.api_key_secret, spec.api_key_key)
     if not api_key:
         message = (
@@ -353,7 +358,7 @@ async def _converge(
                 outcome.event("Normal", "SecretExpired", f"removed {removed} expired secret(s)")
                 secrets = kept
 
-    await _apply_receiver(op, body, spec, status, outcome)
+    await _apply_receiver(op, receiver_objects, spec, status, outcome)
     return _report_success(
         op, body, spec, remote, secrets, url, last_rotation, rotation_reason, report, outcome
     )
@@ -466,15 +471,11 @@ async def _rotate(
 
 async def _apply_receiver(
     op: Operator,
-    body: Mapping[str, Any],
+    objects: list[dict[str, Any]],
     spec: WebhookSpec,
     status: Mapping[str, Any],
     outcome: Outcome,
 ) -> None:
-    try:
-        objects = receiver_resources.render(body, op.receiver_settings)
-    except receiver_resources.ReceiverRenderError as error:
-        raise InvalidReceiver(str(error)) from None
     outcome.status["receiverFingerprint"] = (
         receiver_resources.fingerprint(objects) if objects else None
     )
@@ -502,11 +503,6 @@ RECEIVER_KINDS = (
     "Role",
     "ServiceAccount",
 )
-
-
-class InvalidReceiver(KubeError):
-    def __init__(self, message: str) -> None:
-        super().__init__(422, message)
 
 
 def _report_success(

@@ -1,0 +1,68 @@
+"""With `spec.receiver.enabled`, the operator applies the receiver's objects (owned by the
+resource), points the webhook at the receiver's Service, and prunes them when disabled."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gemini_webhook_operator import receiver_resources
+
+from tests.operator.harness import (
+    Cluster,
+    condition,
+    is_ready,
+    operator_running,
+    resource,
+    synced_reason,
+)
+
+KINDS = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service")
+
+
+async def test_receiver_objects_are_applied_owned_and_pruned(
+    gemini: Cluster, emulator: Any, kube: Any
+) -> None:
+    receiver = {
+        "enabled": True,
+        "defaultRoute": {"targets": [{"url": "https://consumer.example.com/events"}]},
+    }
+    body = resource("served", "unused", emulator.base_url, receiver=receiver)
+    del body["spec"]["url"]
+    name = receiver_resources.receiver_name("served")
+    async with operator_running(kube):
+        created = await gemini.apply(body)
+        obj = await gemini.wait_for("served", is_ready)
+        uid = created["metadata"]["uid"]
+        for kind in KINDS:
+            found = await gemini.client.get(kind, "default", name)
+            assert found is not None, kind
+            assert found["metadata"]["ownerReferences"][0]["uid"] == uid
+        expected_url = receiver_resources.public_url(obj)
+        assert obj["status"]["url"] == expected_url
+        remote = emulator.client().webhooks.get(id=obj["status"]["webhookId"])
+        assert remote.uri == expected_url
+
+        await gemini.patch(
+            "served", {"spec": {"receiver": {"enabled": False}, "url": "https://x.example.com/"}}
+        )
+        for _ in range(100):
+            if await gemini.client.get("Deployment", "default", name) is None:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the receiver was not pruned")
+        for kind in KINDS:
+            assert await gemini.client.get(kind, "default", name) is None, kind
+
+
+async def test_an_invalid_receiver_is_reported_before_any_remote_change(
+    gemini: Cluster, emulator: Any, kube: Any
+) -> None:
+    body = resource("unroutable", "unused", emulator.base_url, receiver={"enabled": True})
+    del body["spec"]["url"]
+    async with operator_running(kube):
+        await gemini.apply(body)
+        obj = await gemini.wait_for("unroutable", lambda o: synced_reason(o) == "InvalidReceiver")
+        assert "spec.receiver" in condition(obj, "Synced")["message"]
+    assert emulator.client().webhooks.list().webhooks in (None, [])
