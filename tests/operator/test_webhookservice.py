@@ -1,0 +1,128 @@
+"""The WebhookService wrapper on its own: error classification, the shared rate limiter
+honouring Retry-After, and one shared inventory listing for concurrent observers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from gemini_webhook_operator.metrics import OperatorMetrics
+from gemini_webhook_operator.webhookservice import (
+    AuthError,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimiter,
+    RemoteValidationError,
+    Unavailable,
+    WebhookService,
+    WebhookServices,
+)
+
+from tests.operator.api_proxy import FaultProxy
+
+
+class FakeTime:
+    """Test double for monotonic time and sleep: sleeping advances the clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def test_limiter_lets_a_burst_through_then_paces() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10.0, 3, monotonic=fake.monotonic, sleep=fake.sleep)
+    for _ in range(3):
+        await limiter.acquire()
+    assert fake.slept == []
+    await limiter.acquire()
+    assert fake.slept == [pytest.approx(0.1)]
+
+
+async def test_limiter_pause_holds_every_caller_for_retry_after() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(100.0, 10, monotonic=fake.monotonic, sleep=fake.sleep)
+    limiter.pause(7.0)
+    await limiter.acquire()
+    assert sum(fake.slept) == pytest.approx(7.0)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (401, AuthError),
+        (403, PermissionDenied),
+        (400, RemoteValidationError),
+        (500, Unavailable),
+        (503, Unavailable),
+    ],
+)
+async def test_http_errors_become_typed_errors(
+    emulator: Any, api_proxy: FaultProxy, status: int, kind: type
+) -> None:
+    api_proxy.fail(status, count=1)
+    service = WebhookService(emulator.api_key, api_proxy.url, metrics=OperatorMetrics())
+    with pytest.raises(kind) as raised:
+        await service.get("anything")
+    assert emulator.api_key not in str(raised.value)
+    await service.close()
+
+
+async def test_429_carries_retry_after_and_pauses_the_limiter(
+    emulator: Any, api_proxy: FaultProxy
+) -> None:
+    api_proxy.fail(429, count=1, retry_after=3)
+    service = WebhookService(emulator.api_key, api_proxy.url, metrics=OperatorMetrics())
+    with pytest.raises(QuotaExceeded) as raised:
+        await service.get("anything")
+    assert raised.value.retry_after == 3
+    assert service.limiter.paused_for > 2
+    await service.close()
+
+
+async def test_a_rejected_key_is_not_retried_until_the_backoff_ends(
+    emulator: Any, api_proxy: FaultProxy
+) -> None:
+    service = WebhookService("wrong-key", api_proxy.url, metrics=OperatorMetrics())
+    for _ in range(3):
+        with pytest.raises(AuthError):
+            await service.inventory(max_age=0)
+    assert len(api_proxy.calls()) == 1
+    await service.close()
+
+
+async def test_concurrent_observers_share_one_listing(emulator: Any, api_proxy: FaultProxy) -> None:
+    client = emulator.client()
+    for index in range(3):
+        client.webhooks.create(
+            name=f"w{index}", uri="https://x.example.com/", subscribed_events=["batch.failed"]
+        )
+    services = WebhookServices(OperatorMetrics())
+    service = services.for_key(emulator.api_key, api_proxy.url)
+    assert services.for_key(emulator.api_key, api_proxy.url) is service
+    results = await asyncio.gather(*(service.inventory(max_age=60) for _ in range(50)))
+    assert all(len(r) == 3 for r in results)
+    assert len(api_proxy.calls("GET")) == 1
+    await service.inventory(max_age=60)
+    assert len(api_proxy.calls("GET")) == 1
+    await services.close()
+
+
+async def test_created_webhook_is_in_the_inventory_without_a_new_listing(
+    emulator: Any, api_proxy: FaultProxy
+) -> None:
+    service = WebhookService(emulator.api_key, api_proxy.url, metrics=OperatorMetrics())
+    await service.inventory(max_age=60)
+    created, secret = await service.create("n", "https://x.example.com/", ("batch.failed",))
+    assert secret is not None and secret.startswith("whsec_")
+    assert (await service.find(created.id, max_age=60)) == created
+    assert len(api_proxy.calls("GET")) == 1
+    await service.close()
