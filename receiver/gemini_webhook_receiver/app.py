@@ -34,7 +34,7 @@ from gemini_webhooks.contracts.signing_secret import SigningSecrets
 from . import dynamic, metrics, reasons, static
 from .dedup import Dedup, MemoryDedup, RedisDedup
 from .delivery import Targets, deliver_inline
-from .forwarding import Event
+from .forwarding import Event, Forwarder
 from .logs import log
 from .queue import Consumer, Stream
 from .reasons import Rejection
@@ -92,6 +92,7 @@ class Receiver:
         self.memory_dedup: MemoryDedup | None = None
         self.jwks: dynamic.JwksCache | None = None
         self._session: aiohttp.ClientSession | None = None
+        self.forwarder = Forwarder(config.forwarding.max_connections, self.session)
         self._rejections = {
             r.reason: (
                 metrics.deliveries.labels("rejected", r.reason),
@@ -158,7 +159,7 @@ class Receiver:
             self.stream = Stream(
                 self.redis, cfg.redis, cfg.dedup.ttl_seconds if redis_dedup else None
             )
-            self.consumer = Consumer(self.stream, self.targets, cfg.forwarding, self.session)
+            self.consumer = Consumer(self.stream, self.targets, cfg.forwarding, self.forwarder)
             await self.consumer.start()
             if not redis_dedup:
                 self.memory_dedup = MemoryDedup(cfg.dedup.ttl_seconds, cfg.dedup.max_entries)
@@ -180,6 +181,7 @@ class Receiver:
             await self.consumer.stop(max(deadline - time.monotonic(), 0.5))
         for source in self.sources:
             await source.stop()
+        self.forwarder.close()
         if self._session is not None:
             await self._session.close()
         if self.redis is not None:
@@ -245,8 +247,11 @@ class Receiver:
         if request.body_exists and request.content_type != _JSON:
             return self._reject(reasons.WRONG_CONTENT_TYPE, msg_id)
         try:
-            async with asyncio.timeout(limits.read_timeout_seconds):
+            if request.content.is_eof():  # already buffered: no timer needed
                 body = await request.read()
+            else:
+                async with asyncio.timeout(limits.read_timeout_seconds):
+                    body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._reject(reasons.BODY_TOO_LARGE, msg_id)
         except TimeoutError:
@@ -303,7 +308,16 @@ class Receiver:
             return Event(msg_id, match.source, "hmac", event_type, body), PingRecord(
                 match.source, msg_id, now, "hmac", match.secret_index, match.fingerprint
             )
-        return Event(msg_id, match.source, "hmac", event_type, body, received_at=now), None
+        event = Event(
+            msg_id,
+            match.source,
+            "hmac",
+            event_type,
+            body,
+            received_at=now,
+            user_metadata=envelope.get("user_metadata"),
+        )
+        return event, None
 
     async def _verify_dynamic(
         self, msg_id: str, timestamp: int, token: str, body: bytes, now: float
@@ -329,6 +343,7 @@ class Receiver:
             orjson.dumps(match.envelope),
             claims=orjson.dumps(match.claims),
             received_at=now,
+            user_metadata=match.envelope.get("user_metadata"),
         )
         if event_type == PING_EVENT_TYPE:
             return event, PingRecord(DYNAMIC_SOURCE, msg_id, now, "jwt", None, match.kid)
@@ -340,15 +355,14 @@ class Receiver:
         assert self.dedup is not None
         if not await self.dedup.claim(event.msg_id):
             return self._duplicate(event)
-        envelope = orjson.loads(event.envelope)
-        rule, targets = self.targets.for_event(event, envelope.get("user_metadata"))
+        rule, targets = self.targets.for_event(event, event.user_metadata)
         if not targets:
             metrics.unroutable.labels(event.source).inc()
             assert self.targets.dead_letter is not None  # the config guarantees one
             targets = [self.targets.dead_letter]
             metrics.dead_letters.labels("unroutable").inc()
             log(30, "no route matched; dead-lettering", webhook_id=event.msg_id)
-        delivered = await deliver_inline(self.session(), self.config.forwarding, event, targets)
+        delivered = await deliver_inline(self.forwarder, self.config.forwarding, event, targets)
         if not delivered:
             await self.dedup.release(event.msg_id)
             self._count_failed.inc()

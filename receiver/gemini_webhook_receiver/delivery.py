@@ -10,12 +10,10 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 
-import aiohttp
-
 from gemini_webhooks.contracts.receiver_config import ForwardingConfig, ReceiverConfig, TargetConfig
 from gemini_webhooks.contracts.service_endpoints import ServiceEndpointsError, overrides_from_env
 
-from .forwarding import Event, Target, forward, resolve
+from .forwarding import Event, Forwarder, Target, resolve
 from .logs import log
 from .routing import Router
 
@@ -83,18 +81,20 @@ class Targets:
 
 
 async def deliver_once(
-    session: aiohttp.ClientSession, event: Event, targets: list[Target], attempt_seconds: float
+    forwarder: Forwarder, event: Event, targets: list[Target], attempt_seconds: float
 ) -> list[Target]:
     """One attempt at every target, concurrently; returns the targets that failed."""
     if len(targets) == 1:
-        outcome = await forward(session, event, targets[0], attempt_seconds)
+        outcome = await forwarder.forward(event, targets[0], attempt_seconds)
         return [] if outcome == "ok" else targets
-    outcomes = await asyncio.gather(*(forward(session, event, t, attempt_seconds) for t in targets))
+    outcomes = await asyncio.gather(
+        *(forwarder.forward(event, t, attempt_seconds) for t in targets)
+    )
     return [t for t, o in zip(targets, outcomes, strict=True) if o != "ok"]
 
 
 async def deliver_inline(
-    session: aiohttp.ClientSession,
+    forwarder: Forwarder,
     config: ForwardingConfig,
     event: Event,
     targets: list[Target],
@@ -104,7 +104,7 @@ async def deliver_inline(
     try:
         async with asyncio.timeout(config.inline_deadline_seconds):
             for attempt in range(1, config.inline_attempts + 1):
-                pending = await deliver_once(session, event, pending, config.timeout_seconds)
+                pending = await deliver_once(forwarder, event, pending, config.timeout_seconds)
                 if not pending:
                     return True
                 if attempt < config.inline_attempts:

@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -16,6 +19,8 @@ from gemini_webhooks.contracts.receiver_config import TargetConfig
 from gemini_webhooks.contracts.service_endpoints import service_url
 
 from . import metrics
+from .http11 import Pool
+from .logs import log
 
 HEADER_EVENT_TYPE = "x-gemini-event-type"
 HEADER_SOURCE = "x-gemini-source"
@@ -35,6 +40,8 @@ class Event:
     envelope: bytes  # the envelope JSON that was authenticated
     claims: bytes = b""  # dynamic: the verified registered claims, JSON
     received_at: float = 0.0  # unix seconds
+    # The envelope's user_metadata, kept from verification so routing needs no re-parse.
+    user_metadata: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,15 @@ class Target:
     name: str
     url: str
     cloudevents: bool
+
+    @cached_property
+    def plain_http(self) -> tuple[str, int, bytes] | None:
+        """(host, port, request target) for http:// URLs, which the lean pool serves."""
+        parts = urlsplit(self.url)
+        if parts.scheme != "http" or not parts.hostname or parts.username:
+            return None
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return parts.hostname, parts.port or 80, path.encode()
 
 
 def resolve(target: TargetConfig, cluster_domain: str, overrides: Mapping[str, str]) -> Target:
@@ -97,24 +113,49 @@ def request_for(event: Event, target: Target) -> tuple[dict[str, str], bytes]:
     return headers, orjson.dumps(data if data is not None else {})
 
 
-async def forward(
-    session: aiohttp.ClientSession, event: Event, target: Target, attempt_seconds: float
-) -> str:
-    """POST once; returns the outcome label (ok, http_error, timeout, error)."""
-    headers, body = request_for(event, target)
-    try:
-        async with session.post(
-            target.url,
-            data=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=attempt_seconds),
-            allow_redirects=False,
+class Forwarder:
+    """Sends one event to one target: plain http through the lean pool, https via aiohttp."""
+
+    def __init__(self, max_connections: int, session: Callable[[], aiohttp.ClientSession]):
+        self.pool = Pool(max_connections)
+        self._session = session
+        self._counters: dict[tuple[str, str], Any] = {}
+
+    def _count(self, target: Target, outcome: str) -> None:
+        key = (target.name, outcome)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = metrics.forwards.labels(target.name, outcome)
+        counter.inc()
+
+    async def _post(self, target: Target, headers: dict[str, str], body: bytes) -> int:
+        plain = target.plain_http
+        if plain is not None:
+            host, port, path = plain
+            encoded = [(k.encode(), v.encode()) for k, v in headers.items()]
+            return await self.pool.post(host, port, path, encoded, body)
+        async with self._session().post(
+            target.url, data=body, headers=headers, allow_redirects=False
         ) as response:
             await response.read()
-            outcome = "ok" if 200 <= response.status < 300 else "http_error"
-    except TimeoutError:
-        outcome = "timeout"
-    except (aiohttp.ClientError, OSError, ValueError):
-        outcome = "error"
-    metrics.forwards.labels(target.name, outcome).inc()
-    return outcome
+            return response.status
+
+    async def forward(self, event: Event, target: Target, attempt_seconds: float) -> str:
+        """POST once; returns the outcome label (ok, http_error, timeout, error)."""
+        headers, body = request_for(event, target)
+        try:
+            async with asyncio.timeout(attempt_seconds):
+                status = await self._post(target, headers, body)
+            outcome = "ok" if 200 <= status < 300 else "http_error"
+        except TimeoutError:
+            outcome = "timeout"
+        except (aiohttp.ClientError, OSError, ValueError):
+            outcome = "error"
+        except Exception as error:  # a bug here must fail the attempt, not the process
+            log(40, "forward failed unexpectedly", target=target.name, error=repr(error))
+            outcome = "error"
+        self._count(target, outcome)
+        return outcome
+
+    def close(self) -> None:
+        self.pool.close()

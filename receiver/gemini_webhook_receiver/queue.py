@@ -19,7 +19,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-import aiohttp
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -28,7 +27,7 @@ from gemini_webhooks.contracts.receiver_config import ForwardingConfig, RedisCon
 
 from . import metrics
 from .delivery import Targets, backoff, deliver_once
-from .forwarding import Event
+from .forwarding import Event, Forwarder
 from .logs import log
 
 Admitted = Literal["accepted", "duplicate", "full"]
@@ -186,13 +185,13 @@ class Consumer:
         stream: Stream,
         targets: Targets,
         forwarding: ForwardingConfig,
-        session: Callable[[], aiohttp.ClientSession],
+        forwarder: Forwarder,
     ) -> None:
         self.stream = stream
         self.cfg = stream.config
         self.targets = targets
         self.forwarding = forwarding
-        self._session = session
+        self._forwarder = forwarder
         self.name = self.cfg.consumer_name or socket.gethostname()
         self._slots = asyncio.Semaphore(self.cfg.concurrency)
         self._working: set[asyncio.Task[None]] = set()
@@ -324,19 +323,24 @@ class Consumer:
 
     async def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
-            await self._deliver_entry(entry_id, fields)
+            event = event_from_fields(fields)
+            envelope = orjson.loads(event.envelope)
+        except (KeyError, ValueError, UnicodeDecodeError) as error:
+            log(40, "entry cannot be decoded", entry=entry_id.decode(), error=type(error).__name__)
+            await self.stream.dead_letter(entry_id, fields, "undecodable")
+            return
+        try:
+            await self._deliver_entry(entry_id, fields, event, envelope)
         except asyncio.CancelledError:
             raise
-        except (RedisError, OSError) as error:
-            # Left pending: the reclaim loop (ours or another replica's) picks it up.
-            log(40, "delivery interrupted", entry=entry_id.decode(), error=type(error).__name__)
         except Exception as error:
-            log(40, "entry cannot be delivered", entry=entry_id.decode(), error=repr(error))
-            await self.stream.dead_letter(entry_id, fields, "undecodable")
+            # Left pending: the reclaim loop (ours or another replica's) retries it, and
+            # the attempt limit still applies.
+            log(40, "delivery interrupted", entry=entry_id.decode(), error=type(error).__name__)
 
-    async def _deliver_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        event = event_from_fields(fields)
-        envelope = orjson.loads(event.envelope)
+    async def _deliver_entry(
+        self, entry_id: bytes, fields: dict[bytes, bytes], event: Event, envelope: Any
+    ) -> None:
         rule, targets = self.targets.for_event(event, envelope.get("user_metadata"))
         if not targets:
             metrics.unroutable.labels(event.source).inc()
@@ -362,7 +366,7 @@ class Consumer:
                     pipe.expire(state_key, int(self.cfg.max_age_seconds) + 86400)
                     await pipe.execute()
                 failed = await deliver_once(
-                    self._session(), event, pending, self.forwarding.timeout_seconds
+                    self._forwarder, event, pending, self.forwarding.timeout_seconds
                 )
                 succeeded = [t for t in pending if t not in failed]
                 if succeeded:

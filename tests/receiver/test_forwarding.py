@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -94,3 +95,27 @@ async def test_unroutable_event_goes_to_the_dead_letter_target_inline(
     assert status == 200
     assert target.ids() == [msg_id]
     assert await client.metric("gemini_receiver_unroutable_total", source="orders") >= 1
+
+
+async def test_target_closing_idle_connections_does_not_fail_the_next_delivery(
+    start_receiver: StartReceiver, secrets_file: tuple[Path, str]
+) -> None:
+    from aiohttp import web
+
+    recorder = RecordingTarget()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", recorder.handle)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=0.05)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/events"
+    try:
+        path, secret = secrets_file
+        client = await start_receiver(base_config(url, path))
+        for _ in range(3):
+            assert (await client.deliver([secret]))[0] == 200
+            await asyncio.sleep(0.2)  # the target drops the kept-alive connection
+        assert len(recorder.requests) == 3
+    finally:
+        await runner.cleanup()
