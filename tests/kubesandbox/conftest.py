@@ -240,8 +240,10 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture()
-def api(kube: Kube) -> Api:
-    return Api(kube.kubeconfig)
+def api(kube: Kube) -> Iterator[Api]:
+    client = Api(kube.kubeconfig)
+    yield client
+    client.client.rest_client.pool_manager.clear()
 
 
 @pytest.fixture()

@@ -55,7 +55,8 @@ def test_the_command_serves_the_api_and_writes_a_kubeconfig(tmp_path: Path) -> N
         assert "namespace/kube-system" in out
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
+        process.communicate(timeout=10)
+    assert process.returncode == 0
 
 
 def test_an_out_of_range_port_is_refused_with_a_clear_error(tmp_path: Path) -> None:
