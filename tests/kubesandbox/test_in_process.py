@@ -1,0 +1,54 @@
+"""The sandbox in-process on the test's own loop, and kmock's DSL on top of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from gemini_webhooks.kubesandbox import KubeSandboxServer
+
+
+async def test_the_server_starts_on_an_ephemeral_port_and_stops(tmp_path: Path) -> None:
+    server = KubeSandboxServer(kubeconfig=tmp_path / "kubeconfig")
+    await server.start()
+    try:
+        assert server.port > 0
+        config = yaml.safe_load((tmp_path / "kubeconfig").read_text())
+        assert config["clusters"][0]["cluster"]["server"] == server.base_url
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{server.base_url}/version") as reply,
+        ):
+            assert reply.status == 200
+    finally:
+        await server.stop()
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(f"{server.base_url}/version")
+
+
+async def test_kmock_reactions_answer_before_the_sandbox() -> None:
+    async with KubeSandboxServer() as server, aiohttp.ClientSession() as session:
+        server.sandbox["get /api/v1/namespaces/default"] << 418 << {"reason": "a teapot"}
+        async with session.get(f"{server.base_url}/api/v1/namespaces/default") as reply:
+            assert reply.status == 418 and (await reply.json()) == {"reason": "a teapot"}
+        async with session.get(f"{server.base_url}/api/v1/namespaces/kube-system") as reply:
+            assert reply.status == 200
+        paths = [request.url.path for request in server.sandbox]
+        assert paths == ["/api/v1/namespaces/default", "/api/v1/namespaces/kube-system"]
+
+
+async def test_the_state_is_inspectable_in_process() -> None:
+    async with KubeSandboxServer() as server, aiohttp.ClientSession() as session:
+        body = {"metadata": {"name": "seen"}, "data": {"a": "1"}}
+        async with session.post(
+            f"{server.base_url}/api/v1/namespaces/default/configmaps", json=body
+        ) as reply:
+            assert reply.status == 201
+        configmaps = server.sandbox.cluster.find_type("", "v1", "configmaps")
+        assert configmaps is not None
+        stored = server.sandbox.cluster.get(configmaps, "default", "seen")
+        assert stored["data"] == {"a": "1"}
