@@ -37,6 +37,9 @@ class HandlerConfig:
 @dataclass
 class _HealthMemos:
     by_uid: dict[str, health.HealthMemo] = field(default_factory=dict)
+    # The last verdict per resource: re-asserted if a concurrent status patch of the
+    # reconciler (which replaces the conditions list) dropped it.
+    last: dict[str, health.Verdict] = field(default_factory=dict)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -148,7 +151,12 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
                     await delete(op, body)
                 except (WebhookServiceError, KubeError) as error:
                     raise kopf.TemporaryError(str(error), delay=30) from None
-        op.locks.pop(str(body.metadata.uid), None)
+        uid = str(body.metadata.uid)
+        op.locks.pop(uid, None)
+        memos: _HealthMemos | None = getattr(memo, "health_memos", None)
+        if memos is not None:
+            memos.by_uid.pop(uid, None)
+            memos.last.pop(uid, None)
 
     def _health_enabled(spec: kopf.Spec, **_: Any) -> bool:
         return bool((spec.get("healthCheck") or {}).get("enabled"))
@@ -171,7 +179,15 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
             op, checker, memos.by_uid.setdefault(uid, health.HealthMemo()), body
         )
         if verdict is None:
-            return
+            verdict = memos.last.get(uid)
+            shown = conditions.condition(
+                (body.get("status") or {}).get("conditions") or [],
+                crd.CONDITION_DELIVERY_VERIFIED,
+            )
+            if verdict is None or (shown is not None and shown.get("reason") == verdict.reason):
+                return
+        else:
+            memos.last[uid] = verdict
         now = op.clock.now()
         updated = conditions.set_condition(
             list((body.get("status") or {}).get("conditions") or []),

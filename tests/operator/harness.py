@@ -219,12 +219,14 @@ async def operator_running(
     metrics: OperatorMetrics | None = None,
     api_timeout: float = 10.0,
     auth_retry: float = 2.0,
+    health_tick: float = 30.0,
 ) -> AsyncIterator[RunningOperator]:
     access = ClusterAccess.load(str(kube.kubeconfig))
     config = runtime.RunConfig(
         namespaces=namespaces,
         drift_interval=drift_interval,
         drift_jitter=0.2,
+        health_tick=health_tick,
         api_key_retry=1.0,
         auth_retry=auth_retry,
         error_backoff=0.5,

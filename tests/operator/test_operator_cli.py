@@ -1,0 +1,35 @@
+"""`gemini-webhooks operator`: discovered by the dispatcher; bad options are clear errors."""
+
+from __future__ import annotations
+
+import pytest
+from gemini_webhook_operator import cli
+
+from gemini_webhooks.cli import build_parser
+
+
+def test_operator_subcommand_is_discovered_with_its_options() -> None:
+    args = build_parser().parse_args(
+        ["operator", "-n", "a", "-n", "b", "--drift-interval", "60", "--peering", "gwo"]
+    )
+    config = cli.config_from_args(args)
+    assert tuple(config.namespaces) == ("a", "b")
+    assert config.drift_interval == 60 and config.peering_name == "gwo"
+
+
+def test_defaults_are_cluster_wide_and_standalone() -> None:
+    config = cli.config_from_args(build_parser().parse_args(["operator"]))
+    assert tuple(config.namespaces) == () and config.peering_name is None
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--drift-interval", "0"], "--drift-interval must be positive"),
+        (["--drift-jitter", "1.5"], "--drift-jitter"),
+    ],
+)
+def test_bad_options_are_rejected_with_a_message(option: list[str], message: str) -> None:
+    args = build_parser().parse_args(["operator", *option])
+    with pytest.raises(SystemExit, match=message):
+        cli.config_from_args(args)
