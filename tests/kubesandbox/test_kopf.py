@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,23 +92,60 @@ def test_kopf_runs_create_update_and_delete_handlers(kopf_env: Api) -> None:
     assert calls == [("create", name), ("update", name), ("delete", name)]
 
 
-def test_kopf_keeps_handler_progress_across_retries(kopf_env: Api) -> None:
+@pytest.mark.parametrize("storage", ["annotations", "status"])
+def test_kopf_keeps_handler_progress_across_retries(kopf_env: Api, storage: str) -> None:
     api = kopf_env
     calls: list[tuple[str, str]] = []
     name = unique("w")
     path = f"{WIDGETS}/{name}"
+    settings = _settings()
+    settings.persistence.progress_storage = (
+        kopf.AnnotationsProgressStorage()
+        if storage == "annotations"
+        else kopf.StatusProgressStorage()
+    )
     with KopfRunner(
         ["run", "-A", "--standalone"],
         registry=_registry(calls, fail_once=True),
-        settings=_settings(),
+        settings=settings,
         timeout=30,
     ):
-        api.post(WIDGETS, widget(name, size=4))
+        created = api.post(WIDGETS, widget(name, size=4)).body
         obj = _eventually(lambda: (o := api.get(path).body).get("status", {}).get("created") and o)
         assert obj["status"]["created"] == {"size": 4}
-        # The progress record of the finished handler is purged once all handlers are done.
-        annotations = obj["metadata"].get("annotations", {})
-        assert not any(k.startswith("kopf.zalando.org/created") for k in annotations)
+        # Between the failed and the successful attempt, kopf stored the handler's progress;
+        # the object's history (a watch from its first version) shows it.
+        history = api.watch(
+            WIDGETS,
+            {
+                "fieldSelector": f"metadata.name={name}",
+                "timeoutSeconds": "1",
+                "resourceVersion": created["metadata"]["resourceVersion"],
+            },
+        )
+        if storage == "annotations":
+            records = [
+                json.loads(a)
+                for e in history
+                if (
+                    a := e["object"]["metadata"]
+                    .get("annotations", {})
+                    .get("kopf.zalando.org/created")
+                )
+            ]
+        else:
+            records = [
+                p
+                for e in history
+                if (
+                    p := e["object"]
+                    .get("status", {})
+                    .get("kopf", {})
+                    .get("progress", {})
+                    .get("created")
+                )
+            ]
+        assert records and records[0]["retries"] == 1 and records[0]["success"] is False
         api.delete(path)
         api.wait_gone(path, timeout=20)
     assert calls[:2] == [("create-retry", name), ("create", name)]
