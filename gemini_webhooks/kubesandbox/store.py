@@ -50,6 +50,8 @@ _GENERATION_TYPES = {
 }
 _LABEL_NAMED = {("", "namespaces"), ("", "services")}
 FOREGROUND = "foregroundDeletion"
+CRDS = "customresourcedefinitions.apiextensions.k8s.io"
+CRD_CLEANUP = "customresourcecleanup.apiextensions.k8s.io"
 ORPHAN = "orphan"
 
 
@@ -388,6 +390,11 @@ class Cluster:
     ) -> tuple[Obj, list[str]]:
         obj = copy.deepcopy(self._check_body(rtype, body))
         meta = obj.setdefault("metadata", {})
+        if rtype.custom and self._crd_terminating(rtype):
+            raise errors.method_not_allowed(
+                f"create not allowed while custom resource definition {rtype.group_resource} "
+                "is terminating"
+            )
         if rtype.namespaced:
             body_ns = meta.get("namespace")
             if namespace and body_ns and body_ns != namespace:
@@ -704,10 +711,10 @@ class Cluster:
             finalizers.append(FOREGROUND)
         elif propagation == "Orphan" and ORPHAN not in finalizers:
             finalizers.append(ORPHAN)
-        if (rtype.group, rtype.plural) == ("", "namespaces"):
-            finalizers = (
-                finalizers or ["kubernetes"] if self._namespace_content(name) else finalizers
-            )
+        if (rtype.group, rtype.plural) == ("", "namespaces") and self._namespace_content(name):
+            finalizers = finalizers or ["kubernetes"]
+        if rtype.group_resource == CRDS and self._crd_content(obj):
+            finalizers = [*finalizers, CRD_CLEANUP] if CRD_CLEANUP not in finalizers else finalizers
         if not finalizers:
             self._remove(rtype, obj)
             self._collect()
@@ -729,8 +736,26 @@ class Cluster:
             for ctype, child in self._namespace_content(name):
                 if not child["metadata"].get("deletionTimestamp"):
                     self.delete(ctype, name, child["metadata"]["name"])
+        if rtype.group_resource == CRDS:
+            ctype = self._type_for((obj["spec"]["group"], obj["spec"]["names"]["plural"]))
+            for child in self._crd_content(obj):
+                if not child["metadata"].get("deletionTimestamp"):
+                    self.delete(
+                        ctype, child["metadata"].get("namespace"), child["metadata"]["name"]
+                    )
         self._collect()
         return new, False
+
+    def _crd_terminating(self, rtype: ResourceType) -> bool:
+        crd = self.objects[("apiextensions.k8s.io", "customresourcedefinitions")].get(
+            ("", rtype.group_resource)
+        )
+        return bool(crd and crd["metadata"].get("deletionTimestamp"))
+
+    def _crd_content(self, crd: Obj) -> list[Obj]:
+        return list(
+            self.objects.get((crd["spec"]["group"], crd["spec"]["names"]["plural"]), {}).values()
+        )
 
     def _remove(self, rtype: ResourceType, obj: Obj) -> None:
         meta = obj["metadata"]
@@ -814,6 +839,10 @@ class Cluster:
                         self._store(dtype, orphaned, dependent)
                     self._drop_finalizer(rtype, obj, ORPHAN)
                     return True
+                if rtype.group_resource == CRDS and CRD_CLEANUP in finalizers:
+                    if not self._crd_content(obj):
+                        self._drop_finalizer(rtype, obj, CRD_CLEANUP)
+                        return True
                 if (rtype.group, rtype.plural) == ("", "namespaces") and "kubernetes" in finalizers:
                     if not self._namespace_content(meta["name"]):
                         self._drop_finalizer(rtype, obj, "kubernetes")
@@ -878,7 +907,7 @@ class Cluster:
 
 
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_STANDARD_FINALIZERS = {"kubernetes", ORPHAN, FOREGROUND}
+_STANDARD_FINALIZERS = {"kubernetes", ORPHAN, FOREGROUND, CRD_CLEANUP}
 _NAME_RULE = (
     "name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
     "and end with an alphanumeric character"

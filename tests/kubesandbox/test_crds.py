@@ -126,3 +126,21 @@ def test_deleting_a_crd_stops_serving_its_resource(widgets: Api) -> None:
 def test_kopf_peering_resources_are_served(api: Api) -> None:
     resources = {r["name"] for r in api.get("/apis/kopf.dev/v1").body["resources"]}
     assert {"clusterkopfpeerings", "kopfpeerings"} <= resources
+
+
+def test_deleting_a_crd_deletes_its_objects_and_waits_for_their_finalizers(widgets: Api) -> None:
+    held, free = unique("held"), unique("free")
+    widgets.post(
+        WIDGETS, {**widget(held), "metadata": {"name": held, "finalizers": ["example.com/hold"]}}
+    )
+    rv = widgets.post(WIDGETS, widget(free)).body["metadata"]["resourceVersion"]
+    widgets.delete(f"{CRDS}/widgets.{GROUP}")
+    widgets.wait_gone(f"{WIDGETS}/{free}", timeout=60)
+    crd = widgets.get(f"{CRDS}/widgets.{GROUP}").body
+    assert crd["metadata"]["deletionTimestamp"]
+    assert widgets.get(f"{WIDGETS}/{held}").body["metadata"]["deletionTimestamp"]
+    assert widgets.post(WIDGETS, widget(unique("late"))).status == 405
+    events = widgets.watch(WIDGETS, {"resourceVersion": rv, "timeoutSeconds": "1"})
+    assert ("DELETED", free) in [(e["type"], e["object"]["metadata"]["name"]) for e in events]
+    widgets.patch(f"{WIDGETS}/{held}", {"metadata": {"finalizers": None}})
+    widgets.wait_gone(f"{CRDS}/widgets.{GROUP}", timeout=60)
