@@ -214,9 +214,10 @@ class Kubelet:
             if containers:
                 pod.ports.allocate(containers[0])
         for key in set(self.pods) - seen:
-            pod = self.pods.pop(key)
+            pod = self.pods[key]
             self.progress(f"kubelet: deployment {pod.label} is gone; stopping its pod")
             await self._stop(pod)
+            del self.pods[key]  # only once stopped: `pods` never hides a running process
 
         await self._publish_endpoints()
 

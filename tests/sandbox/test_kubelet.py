@@ -106,9 +106,14 @@ async def test_the_receiver_deployment_runs_becomes_ready_and_delivers_to_the_co
 
     control = ControlClient(sandbox.emulator_url, api_key=sandbox.options.api_key)
     await asyncio.to_thread(control.fire, "batch.succeeded", {"id": "batches/kubelet-1"})
-    arrivals = await sandbox.consumer.wait_for(
-        lambda got: any(a.event_type == "batch.succeeded" for a in got), within=20
-    )
+    try:
+        arrivals = await sandbox.consumer.wait_for(
+            lambda got: any(a.event_type == "batch.succeeded" for a in got), within=30
+        )
+    except TimeoutError:
+        log = await asyncio.to_thread(control.deliveries)
+        pod_log = sandbox.supervisor.children[-1].log_tail(30)
+        raise AssertionError(f"not delivered; emulator log: {log}\nreceiver: {pod_log}") from None
     batch = next(a for a in arrivals if a.event_type == "batch.succeeded")
     assert batch.path == "/batches"
     assert batch.body["data"]["id"] == "batches/kubelet-1"
