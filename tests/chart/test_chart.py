@@ -468,3 +468,8 @@ def test_ha_wrapper_passes_the_arguments_and_a_seniority_priority_to_the_cli() -
     assert priority.startswith("-") and priority[1:].isdigit() and len(priority) >= 17
     parsed = build_parser().parse_args(printed)
     assert parsed.priority == int(priority) and parsed.peering == "gwo-gemini-webhook-operator"
+
+
+def test_extra_arguments_reach_the_operator_verbatim() -> None:
+    values = {"operator": {"extraArgs": ["--api-rate=5", "--context=a: b"]}}
+    assert _operator_args(values)[-2:] == ["--api-rate=5", "--context=a: b"]

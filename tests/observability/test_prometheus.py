@@ -86,6 +86,7 @@ class FailingTarget(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         self.send_response(500 if self.path.startswith("/fail") else 204)
+        self.send_header("Content-Length", "0")
         self.end_headers()
 
     def log_message(self, *args: Any) -> None:
@@ -290,6 +291,32 @@ def _send_traffic(receiver_url: str, secret: str) -> None:
         assert send("interaction.completed", "msg_unroutable") < 300
 
 
+# What the traffic must have produced, downstream of the acknowledgement (Redis mode
+# delivers asynchronously): sample patterns in the receiver's /metrics.
+PIPELINE = (
+    r'gemini_receiver_forwards_total\{[^}]*outcome="ok"[^}]*\} [1-9]',
+    r'gemini_receiver_forwards_total\{[^}]*outcome="(http_error|error|timeout)"[^}]*\} [1-9]',
+    r'gemini_receiver_dead_letters_total\{reason="max_attempts"\} [1-9]',
+    r'gemini_receiver_dead_letters_total\{reason="unroutable"\} [1-9]',
+    r"gemini_receiver_end_to_end_seconds_count [1-9]",
+)
+
+
+def _wait_for_the_pipeline(stack: Stack) -> None:
+    def delivered() -> bool:
+        text = httpx.get(stack.receiver_metrics_url, timeout=2).text
+        return all(re.search(pattern, text) for pattern in PIPELINE)
+
+    _wait("forwards and dead letters", delivered)
+
+    def scraped() -> bool:  # Prometheus has seen the final values
+        result = stack.query('gemini_receiver_dead_letters_total{reason="max_attempts"} > 0')
+        return bool(result) and bool(stack.query("gemini_receiver_end_to_end_seconds_count > 0"))
+
+    _wait("prometheus to scrape them", scraped)
+    time.sleep(2)  # two more scrapes, so that every rate has two points after the traffic
+
+
 def _start_operator(stack: Stack, kubeconfig: Path, emulator_url: str) -> Path:
     _kubectl(kubeconfig, stack.workdir, "apply", "-f", str(ROOT / "crds"))
     api_key = base64.b64encode(API_KEY.encode()).decode()
@@ -457,7 +484,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _start_prometheus(stack)
         _operator_activity(stack, kubeconfig, operator_log)
         _send_traffic(receiver_url, secret)
-        time.sleep(4)  # a few scrapes after the last delivery and its retries
+        _wait_for_the_pipeline(stack)
         yield stack
     finally:
         stack.close()

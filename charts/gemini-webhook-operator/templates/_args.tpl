@@ -21,6 +21,6 @@
 - --verbose
 {{- end }}
 {{- range .Values.operator.extraArgs }}
-- {{ . }}
+- {{ . | quote }}
 {{- end }}
 {{- end }}
