@@ -15,7 +15,7 @@ import datetime
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -803,9 +803,6 @@ def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
     if not warnings:
         return None
     return {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)}
-
-
-Handler = Callable[[aiohttp.web.BaseRequest], Any]
 
 
 def _review(rtype: ResourceType, body: Any) -> dict[str, Any]:
