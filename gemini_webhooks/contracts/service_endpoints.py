@@ -40,7 +40,7 @@ def _parse(raw: str, what: str) -> dict[str, str]:
     return value
 
 
-_file_cache: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}
+_file_cache: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
 
 
 def _from_file(path: str) -> dict[str, str]:
@@ -51,7 +51,8 @@ def _from_file(path: str) -> dict[str, str]:
         return {}  # not written yet: no Services known
     except OSError as error:
         raise ServiceEndpointsError(f"{what}: {error.strerror}") from None
-    stamp = (stat.st_mtime_ns, stat.st_size)
+    # A rewrite replaces the file (new inode), so equal mtime and size cannot hide it.
+    stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
     cached = _file_cache.get(path)
     if cached is not None and cached[0] == stamp:
         return dict(cached[1])

@@ -46,3 +46,14 @@ def test_a_file_that_is_not_a_json_object_of_strings_is_a_clear_error(tmp_path: 
     path.write_text('{"default/a:80": 8080}')
     with pytest.raises(ServiceEndpointsError, match=FILE_ENV_VAR):
         overrides_from_env({FILE_ENV_VAR: str(path)})
+
+
+def test_a_replaced_file_is_seen_even_with_the_same_size_and_mtime(tmp_path: Path) -> None:
+    path = tmp_path / "endpoints.json"
+    env = {FILE_ENV_VAR: str(path)}
+    _write(path, {"default/a:80": "127.0.0.1:1111"}, 1_000_000_000)
+    assert overrides_from_env(env) == {"default/a:80": "127.0.0.1:1111"}
+    replacement = tmp_path / "endpoints.tmp"
+    _write(replacement, {"default/a:80": "127.0.0.1:2222"}, 1_000_000_000)
+    os.replace(replacement, path)  # as the sandbox writes it
+    assert overrides_from_env(env) == {"default/a:80": "127.0.0.1:2222"}
