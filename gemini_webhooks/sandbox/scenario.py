@@ -282,7 +282,8 @@ class Scenario:
         if not self.webhook_id:
             raise StepFailed("Ready, but status.webhookId is empty")
         remote = await asyncio.to_thread(self.gemini().webhooks.get, id=self.webhook_id)
-        self.before = await self._scrape_all()
+        if self.control is not None:  # loopback /metrics exist only in the sandbox
+            self.before = await self._scrape_all()
         return (
             f"Ready; webhook {self.webhook_id} registered at {remote.uri}; "
             f"receiver {self.receiver} running"
