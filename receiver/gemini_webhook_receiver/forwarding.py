@@ -132,7 +132,7 @@ class Forwarder:
         plain = target.plain_http
         if plain is not None:
             host, port, path = plain
-            encoded = [(k.encode(), v.encode()) for k, v in headers.items()]
+            encoded = [(k.encode(), v.encode()) for k, v in headers.items() if k != "host"]
             return await self.pool.post(host, port, path, encoded, body)
         async with self._session().post(
             target.url, data=body, headers=headers, allow_redirects=False

@@ -1,0 +1,100 @@
+"""The forwarding client's response framing, against raw servers that answer canned bytes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from gemini_webhook_receiver.http11 import ConnectionBroken, Pool, encode_request
+
+Serve = Callable[[list[bytes]], "asyncio.Future[int]"]
+
+
+@pytest.fixture
+async def canned() -> AsyncIterator[Callable[[list[bytes]], asyncio.Future[int]]]:
+    servers: list[asyncio.Server] = []
+    tasks: list[asyncio.Future[None]] = []
+
+    def start(answers: list[bytes]) -> asyncio.Future[int]:
+        """Serve `answers` in turn, one per request; b"" closes the connection."""
+        port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                answer = answers.pop(0)
+                if not answer:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if answer.startswith(b"HTTP/1.0"):
+                    break  # HTTP/1.0 without a length: the close ends the body
+            writer.close()
+
+        async def run() -> None:
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            servers.append(server)
+            port.set_result(server.sockets[0].getsockname()[1])
+
+        tasks.append(asyncio.ensure_future(run()))
+        return port
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+async def _post(pool: Pool, port: int) -> int:
+    return await pool.post(
+        "127.0.0.1", port, b"/x", [(b"content-type", b"application/json")], b"{}"
+    )
+
+
+async def test_content_length_response_and_keep_alive_reuse(canned) -> None:  # type: ignore[no-untyped-def]
+    port = await canned([b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"] * 2)
+    pool = Pool(4)
+    assert [await _post(pool, port), await _post(pool, port)] == [200, 200]
+    pool.close()
+
+
+async def test_chunked_response_with_trailers(canned) -> None:  # type: ignore[no-untyped-def]
+    body = (
+        b"HTTP/1.1 202 Accepted\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nx-t: 1\r\n\r\n"
+    )
+    port = await canned([body, body])
+    pool = Pool(4)
+    assert [await _post(pool, port), await _post(pool, port)] == [202, 202]
+    pool.close()
+
+
+async def test_interim_100_continue_is_skipped(canned) -> None:  # type: ignore[no-untyped-def]
+    port = await canned([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"])
+    assert await _post(Pool(1), port) == 204
+
+
+async def test_body_until_close_for_http_1_0(canned) -> None:  # type: ignore[no-untyped-def]
+    port = await canned([b"HTTP/1.0 500 Oops\r\n\r\nsomething broke"])
+    assert await _post(Pool(1), port) == 500
+
+
+async def test_connection_closed_by_the_server_is_not_reused(canned) -> None:  # type: ignore[no-untyped-def]
+    port = await canned([b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"])
+    pool = Pool(2)
+    assert await _post(pool, port) == 200
+    with pytest.raises(ConnectionBroken):
+        await _post(pool, port)  # a new connection, which this server no longer answers
+
+
+async def test_garbage_response_fails_the_attempt(canned) -> None:  # type: ignore[no-untyped-def]
+    port = await canned([b"SMTP ready\r\n\r\n"])
+    with pytest.raises(ConnectionBroken):
+        await _post(Pool(1), port)
+
+
+def test_header_values_with_line_breaks_are_refused() -> None:
+    with pytest.raises(ValueError, match="line break"):
+        encode_request(b"h", b"/", [(b"x-gemini-event-type", b"a\r\nx-evil: 1")], b"")
