@@ -44,13 +44,14 @@ class _HealthMemos:
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """Our kopf settings: state in annotations (the CRD's structural schema prunes unknown
-    status fields), our finalizer name, Kubernetes Events only for warnings and above."""
+    status fields), our finalizer name, and no Kubernetes Event per kopf log line (a retry
+    loop would post one per attempt): the reconciler posts its own, deduplicated."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = FINALIZER
-    settings.posting.level = logging.WARNING
+    settings.posting.level = logging.CRITICAL
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60

@@ -18,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from gemini_webhook_operator import runtime
-from gemini_webhook_operator.kube import ClusterAccess, Kube
+from gemini_webhook_operator.kube import ClusterAccess, Kube, KubeError
 from gemini_webhook_operator.metrics import OperatorMetrics
 from gemini_webhook_operator.reconciler import Operator
 from gemini_webhook_operator.webhookservice import ServiceSettings
 
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.signing_secret import SigningSecrets, decode_data
+from gemini_webhooks.contracts.signing_secret import (
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    SigningSecrets,
+    decode_data,
+)
 from tests.fixtures.kube import KUBECTL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +101,32 @@ class Cluster:
 
     def path(self, name: str, namespace: str = "default") -> str:
         return f"/apis/{crd.API_GROUP}/{crd.VERSION}/namespaces/{namespace}/{crd.PLURAL}/{name}"
+
+    async def wait_for_crd(self, timeout: float = 15.0) -> None:
+        """Until the API serves GeminiWebhooks (a real cluster needs the CRD established)."""
+        deadline = time.monotonic() + timeout
+        path = self.path("").rstrip("/")
+        while True:
+            try:
+                if await self.client.request("GET", path) is not None:
+                    return
+            except KubeError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("the GeminiWebhook CRD is not served")
+            await asyncio.sleep(0.2)
+
+    async def remove_everything(self, namespace: str = "default") -> None:
+        """Delete every GeminiWebhook (finalizers dropped) and the Secrets the tests made."""
+        listed = await self.client.request("GET", self.path("", namespace).rstrip("/"))
+        for item in (listed or {}).get("items") or []:
+            name = item["metadata"]["name"]
+            await self.patch(name, {"metadata": {"finalizers": None}}, namespace)
+            await self.delete(name, namespace)
+        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        for secret in await self.client.list("Secret", namespace, selector):
+            await self.client.delete("Secret", namespace, secret["metadata"]["name"])
+        await self.client.delete("Secret", namespace, API_KEY_SECRET)
 
     async def create_api_key(self, value: str, namespace: str = "default") -> None:
         body = {
