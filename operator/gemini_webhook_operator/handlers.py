@@ -93,6 +93,8 @@ async def _run(
     handler: str, body: kopf.Body, memo: Any, patch: kopf.Patch, webhook_claims: Any
 ) -> None:
     op: Operator = memo.operator
+    if body.metadata.get("deletionTimestamp"):
+        return  # the finalizer owns a resource being deleted: never recreate anything now
     async with op.lock(str(body.metadata.uid)):
         with op.metrics.time_reconcile(handler):
             outcome = await reconcile(op, body, claims=_ClaimsView(webhook_claims))
