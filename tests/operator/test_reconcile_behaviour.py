@@ -112,7 +112,7 @@ async def test_drift_is_corrected(gemini: Cluster, emulator: Any, kube: Any) -> 
 async def test_remote_deletion_is_healed(gemini: Cluster, emulator: Any, kube: Any) -> None:
     client = emulator.client()
     endpoint = emulator.endpoint()
-    async with operator_running(kube, drift_interval=1.0):
+    async with operator_running(kube, drift_interval=1.0) as running:
         await gemini.apply(resource("phoenix", endpoint.url, emulator.base_url))
         first = await gemini.wait_for("phoenix", is_ready)
         old_id = first["status"]["webhookId"]
@@ -124,6 +124,10 @@ async def test_remote_deletion_is_healed(gemini: Cluster, emulator: Any, kube: A
         held = await gemini.signing_secrets("phoenix")
         assert held is not None and held.webhook_id == healed["status"]["webhookId"]
         await _wait_event(gemini, "Recreated")
+        metrics = running.metrics
+        assert metrics.heals.labels("RemoteDeleted")._value.get() == 1
+        assert metrics.api_requests.labels("create", "200")._value.get() == 2
+        assert metrics.reconciles.labels("drift", "success")._value.get() >= 1
         emulator.fire("batch.succeeded")
         (request,) = endpoint.wait_for(1)
         import standardwebhooks
