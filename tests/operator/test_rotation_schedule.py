@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import standardwebhooks
 
 from tests.operator.harness import Cluster, FakeClock, is_ready, operator_running, resource
@@ -26,8 +27,13 @@ def _verifies_with_some(held: Any, request: Any) -> bool:
     return False
 
 
+@pytest.mark.parametrize(
+    "policy",
+    [{"interval": "168h"}, {"schedule": "0 0 * * 4"}],  # 2026-01-01 is a Thursday
+    ids=["interval", "cron-schedule"],
+)
 async def test_weekly_rotation_for_30_days_with_grace_and_no_verification_gap(
-    gemini: Cluster, emulator: Any, kube: Any
+    policy: dict[str, str], gemini: Cluster, emulator: Any, kube: Any
 ) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     clock = FakeClock(start)
@@ -36,7 +42,7 @@ async def test_weekly_rotation_for_30_days_with_grace_and_no_verification_gap(
         "weekly",
         endpoint.url,
         emulator.base_url,
-        rotation={"interval": "168h", "revocation": "Grace"},
+        rotation={**policy, "revocation": "Grace"},
     )
     rotations: list[datetime] = []
     async with operator_running(kube, clock=clock, drift_interval=3600):
