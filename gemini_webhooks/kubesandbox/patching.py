@@ -191,3 +191,42 @@ def _reorder(field: str, items: list[Any], order: list[Any]) -> list[Any]:
     ranked = [i for w in wanted for i in items if ident(i) == w]
     rest = [i for i in items if ident(i) not in wanted]
     return ranked + rest
+
+
+def remove_unapplied(live: dict[str, Any], previous: Any, applied: Any, field: str = "") -> None:
+    """Delete from `live` (in place) what `previous` applied and `applied` no longer does:
+    map keys (only those the manager applied — others' keys stay), and items of keyed
+    lists (by merge key). Other lists are atomic: dropped or replaced whole."""
+    if not isinstance(previous, dict) or not isinstance(applied, dict):
+        return
+    for key, old_value in previous.items():
+        current = live.get(key)
+        if key not in applied and not isinstance(old_value, (dict, list)):
+            live.pop(key, None)
+            continue
+        new_value = applied.get(key, {} if isinstance(old_value, dict) else [])
+        if isinstance(old_value, dict) and isinstance(current, dict):
+            remove_unapplied(current, old_value, new_value, key)
+            if key not in applied and not current:
+                live.pop(key, None)
+        elif isinstance(old_value, list) and isinstance(current, list):
+            merge_key = (
+                _merge_key(key, [*old_value, *new_value]) if isinstance(new_value, list) else None
+            )
+            if merge_key is None:
+                if key not in applied:
+                    live.pop(key, None)
+                continue
+            wanted = {i.get(merge_key) for i in new_value if isinstance(i, dict)}
+            dropped = {i.get(merge_key) for i in old_value if isinstance(i, dict)} - wanted
+            kept = [i for i in current if not (isinstance(i, dict) and i.get(merge_key) in dropped)]
+            live[key] = kept
+            by_key = {i.get(merge_key): i for i in new_value if isinstance(i, dict)}
+            before = {i.get(merge_key): i for i in old_value if isinstance(i, dict)}
+            for item in kept:
+                if isinstance(item, dict) and item.get(merge_key) in by_key:
+                    remove_unapplied(
+                        item, before.get(item.get(merge_key)), by_key[item.get(merge_key)], key
+                    )
+            if key not in applied and not kept:
+                live.pop(key, None)

@@ -335,6 +335,7 @@ class KubeSandbox(kmock.RawHandler):
         if verb == "patch":
             assert target.name is not None
             content_type = request.headers.get("Content-Type", "")
+            existed = (ns or "", target.name) in self.cluster.objects[rtype.store_key]
             obj, warnings = self.cluster.patch(
                 rtype,
                 ns,
@@ -344,8 +345,11 @@ class KubeSandbox(kmock.RawHandler):
                 subresource=target.subresource,
                 field_validation=field_validation,
                 dry_run=dry_run,
+                field_manager=params.get("fieldManager"),
             )
-            return _json(_as_version(obj, rtype), 200, _warning_headers(warnings))
+            return _json(
+                _as_version(obj, rtype), 200 if existed else 201, _warning_headers(warnings)
+            )
         options = request.data if isinstance(request.data, dict) else {}
         propagation = params.get("propagationPolicy") or options.get("propagationPolicy")
         if propagation not in (None, "Background", "Foreground", "Orphan"):

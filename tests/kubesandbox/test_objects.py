@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from tests.kubesandbox.conftest import WIDGETS, Api, unique, widget
+from tests.kubesandbox.conftest import WIDGETS, Api, Reply, unique, widget
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 SECRETS = "/api/v1/namespaces/default/secrets"
@@ -375,3 +375,35 @@ def test_strict_validation_of_a_built_in_rejects_a_mistyped_field(api: Api) -> N
     body = {"metadata": {"name": unique("cm")}, "data": {"a": 1}}
     reply = api.post(CONFIGMAPS, body, query={"fieldValidation": "Strict"})
     assert reply.status == 400 and reply.body["reason"] == "BadRequest"
+
+
+def _apply(api: Api, name: str, body: dict, manager: str | None = "tester") -> Reply:
+    query = {"fieldManager": manager} if manager else {}
+    return api.patch(
+        f"{CONFIGMAPS}/{name}",
+        {"apiVersion": "v1", "kind": "ConfigMap", **body},
+        content_type="application/apply-patch+yaml",
+        query=query,
+    )
+
+
+def test_server_side_apply_creates_then_removes_what_is_no_longer_applied(api: Api) -> None:
+    name = unique("cm")
+    created = _apply(
+        api, name, {"metadata": {"name": name, "labels": {"a": "1", "b": "2"}}, "data": {"x": "1"}}
+    )
+    assert created.status == 201
+    api.patch(f"{CONFIGMAPS}/{name}", {"metadata": {"labels": {"theirs": "3"}}})
+    again = _apply(
+        api, name, {"metadata": {"name": name, "labels": {"a": "1"}}, "data": {"x": "2"}}
+    )
+    assert again.status == 200
+    assert again.body["metadata"]["labels"] == {"a": "1", "theirs": "3"}
+    assert again.body["data"] == {"x": "2"}
+
+
+def test_server_side_apply_needs_a_field_manager(api: Api) -> None:
+    name = unique("cm")
+    reply = _apply(api, name, {"metadata": {"name": name}}, manager=None)
+    assert reply.status == 422
+    assert reply.body["details"]["causes"][0]["field"] == "fieldManager"

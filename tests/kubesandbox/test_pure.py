@@ -277,3 +277,37 @@ def test_property_counts_are_bounded() -> None:
     assert [c["field"] for c in schema.validate({"m": {}}, bounded)] == ["m"]
     assert [c["field"] for c in schema.validate({"m": {"a": "1", "b": "2"}}, bounded)] == ["m"]
     assert schema.validate({"m": {"a": "1"}}, bounded) == []
+
+
+def test_apply_removes_only_what_the_manager_no_longer_applies() -> None:
+    previous = {
+        "metadata": {"labels": {"a": "1", "b": "2"}},
+        "spec": {
+            "containers": [{"name": "x", "env": [{"name": "E1"}, {"name": "E2"}]}, {"name": "y"}],
+            "paused": True,
+        },
+    }
+    applied = {
+        "metadata": {"labels": {"a": "1"}},
+        "spec": {"containers": [{"name": "x", "env": [{"name": "E1"}]}]},
+    }
+    live = {
+        "metadata": {"labels": {"a": "1", "b": "2", "theirs": "3"}, "annotations": {"k": "v"}},
+        "spec": {
+            "containers": [
+                {"name": "x", "env": [{"name": "E1"}, {"name": "E2"}]},
+                {"name": "y"},
+                {"name": "z"},
+            ],
+            "paused": True,
+            "replicas": 3,
+        },
+    }
+    patching.remove_unapplied(live, previous, applied)
+    assert live == {
+        "metadata": {"labels": {"a": "1", "theirs": "3"}, "annotations": {"k": "v"}},
+        "spec": {
+            "containers": [{"name": "x", "env": [{"name": "E1"}]}, {"name": "z"}],
+            "replicas": 3,
+        },
+    }
