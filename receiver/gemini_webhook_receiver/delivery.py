@@ -101,16 +101,19 @@ async def deliver_inline(
 ) -> bool:
     """Deliver within the inline deadline, retrying; True when every target took it."""
     pending = targets
-    try:
-        async with asyncio.timeout(config.inline_deadline_seconds):
-            for attempt in range(1, config.inline_attempts + 1):
-                pending = await deliver_once(forwarder, event, pending, config.timeout_seconds)
-                if not pending:
-                    return True
-                if attempt < config.inline_attempts:
-                    await asyncio.sleep(backoff(config, attempt))
-    except TimeoutError:
-        pass
+    deadline = time.monotonic() + config.inline_deadline_seconds
+    for attempt in range(1, config.inline_attempts + 1):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        # One timer per attempt, bounded by what is left of the deadline.
+        pending = await deliver_once(forwarder, event, pending, min(config.timeout_seconds, left))
+        if not pending:
+            return True
+        pause = backoff(config, attempt)
+        if attempt == config.inline_attempts or time.monotonic() + pause >= deadline:
+            break
+        await asyncio.sleep(pause)
     log(
         30,
         "inline delivery failed; answering 503 so Gemini retries",

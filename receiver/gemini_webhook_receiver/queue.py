@@ -252,7 +252,7 @@ class Consumer:
                     continue
                 for entry_id, fields in entries:
                     if fields:
-                        await self._spawn(entry_id, fields)
+                        await self._spawn(entry_id, fields, fresh=start == ">")
                 if start == "0":
                     start = ">"  # own pending handed out; the reclaim loop catches the rest
 
@@ -296,10 +296,13 @@ class Consumer:
 
         await self._guarded("queue gauges", gauges)
 
-    async def _spawn(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    async def _spawn(
+        self, entry_id: bytes, fields: dict[bytes, bytes], *, fresh: bool = False
+    ) -> None:
+        """Deliver in a task; `fresh`: read for the first time, so it has no state yet."""
         await self._slots.acquire()
         self._active.add(entry_id)
-        task = asyncio.create_task(self._deliver(entry_id, fields))
+        task = asyncio.create_task(self._deliver(entry_id, fields, fresh))
         self._working.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
@@ -321,7 +324,7 @@ class Consumer:
             await asyncio.sleep(min(left, keepalive))
             await self._touch(entry_id)
 
-    async def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    async def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes], fresh: bool) -> None:
         try:
             event = event_from_fields(fields)
             envelope = orjson.loads(event.envelope)
@@ -330,7 +333,7 @@ class Consumer:
             await self.stream.dead_letter(entry_id, fields, "undecodable")
             return
         try:
-            await self._deliver_entry(entry_id, fields, event, envelope)
+            await self._deliver_entry(entry_id, fields, event, envelope, fresh)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -338,8 +341,25 @@ class Consumer:
             # the attempt limit still applies.
             log(40, "delivery interrupted", entry=entry_id.decode(), error=type(error).__name__)
 
+    def _delivered(self, event: Event, rule: str | None, targets: int, attempts: int) -> None:
+        if event.received_at:
+            metrics.end_to_end_seconds.observe(max(time.time() - event.received_at, 0))
+        log(
+            10,
+            "event delivered",
+            webhook_id=event.msg_id,
+            rule=rule,
+            targets=targets,
+            attempts=attempts,
+        )
+
     async def _deliver_entry(
-        self, entry_id: bytes, fields: dict[bytes, bytes], event: Event, envelope: Any
+        self,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        event: Event,
+        envelope: Any,
+        fresh: bool,
     ) -> None:
         rule, targets = self.targets.for_event(event, envelope.get("user_metadata"))
         if not targets:
@@ -348,6 +368,26 @@ class Consumer:
             return
         state_key = self.stream.state_key(entry_id)
         client = self.stream.client
+        if fresh:
+            # The common case in one round trip to Redis: deliver, then ack and delete.
+            # State (attempts, targets done) is written only once an attempt fails.
+            failed = await deliver_once(
+                self._forwarder, event, targets, self.forwarding.timeout_seconds
+            )
+            if not failed:
+                await self.stream.complete(entry_id)
+                self._delivered(event, rule, len(targets), 1)
+                return
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.hincrby(state_key, "attempts", 1)
+                for target in targets:
+                    if target not in failed:
+                        pipe.hset(state_key, f"done:{target.name}", 1)
+                pipe.expire(state_key, int(self.cfg.max_age_seconds) + 86400)
+                await pipe.execute()
+            if self._stopping.is_set():
+                return
+            await self._wait(entry_id, backoff(self.forwarding, 1))
         while True:
             state = await client.hgetall(state_key)
             done = {k[5:].decode() for k in state if k.startswith(b"done:")}
@@ -374,16 +414,7 @@ class Consumer:
                 pending = failed
             if not pending:
                 await self.stream.complete(entry_id)
-                if event.received_at:
-                    metrics.end_to_end_seconds.observe(max(time.time() - event.received_at, 0))
-                log(
-                    10,
-                    "event delivered",
-                    webhook_id=event.msg_id,
-                    rule=rule,
-                    targets=len(targets),
-                    attempts=attempts + 1,
-                )
+                self._delivered(event, rule, len(targets), attempts + 1)
                 return
             if self._stopping.is_set():
                 return  # stays pending; whoever runs next reclaims it
