@@ -8,7 +8,9 @@ Custom resources get their CRD schema; built-in types a permissive object schema
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.resources
 import json
 import re
 from collections.abc import Iterable
@@ -16,6 +18,7 @@ from typing import Any
 
 from gemini_webhooks.kubesandbox.resources import ResourceType
 
+KUBERNETES_VERSION = "1.34"
 _VERSION_RE = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
 
 OBJECT_META = {
@@ -64,6 +67,65 @@ def _schema_name(rtype: ResourceType) -> str:
 
 def _gvk(rtype: ResourceType) -> list[dict[str, str]]:
     return [{"group": rtype.group, "version": rtype.version, "kind": rtype.kind}]
+
+
+@functools.cache
+def _builtin_definitions() -> tuple[dict[str, Any], dict[tuple[str, str, str], str]]:
+    """Kubernetes' own schemas (from `kubernetes-validate`, if installed), as OpenAPI 3.0
+    components, and which component describes each group/version/kind."""
+    try:
+        package = importlib.resources.files("kubernetes_validate")
+    except ModuleNotFoundError:
+        return {}, {}
+    path = (
+        package / "kubernetes-json-schema" / f"v{KUBERNETES_VERSION}.0-local" / "_definitions.json"
+    )
+    try:
+        definitions = json.loads(path.read_text())["$defs"]
+    except (OSError, KeyError, ValueError):
+        return {}, {}
+    text = json.dumps(definitions).replace('"#/$defs/', '"#/components/schemas/')
+    components: dict[str, Any] = json.loads(text)
+    for schema in components.values():
+        _openapi_types(schema)
+    kinds: dict[tuple[str, str, str], str] = {}
+    for name, schema in components.items():
+        for gvk in schema.get("x-kubernetes-group-version-kind") or []:
+            kinds.setdefault(
+                (gvk.get("group", ""), gvk.get("version", ""), gvk.get("kind", "")), name
+            )
+    return components, kinds
+
+
+def _openapi_types(schema: Any) -> None:
+    """JSON-schema `type: [string, "null"]` -> OpenAPI 3.0 `type: string, nullable: true`."""
+    if isinstance(schema, dict):
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            real = [k for k in kind if k != "null"]
+            if len(real) == 1:
+                schema["type"] = real[0]
+            else:
+                del schema["type"]
+            if "null" in kind:
+                schema["nullable"] = True
+        for value in schema.values():
+            _openapi_types(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _openapi_types(item)
+
+
+def _closure(components: dict[str, Any], root: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    pending = [root]
+    while pending:
+        name = pending.pop()
+        if name in found or name not in components:
+            continue
+        found[name] = components[name]
+        pending += re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(components[name]))
+    return found
 
 
 def _kind_schema(rtype: ResourceType) -> dict[str, Any]:
@@ -120,17 +182,45 @@ def _operation(rtype: ResourceType, verb: str, ref: str) -> dict[str, Any]:
     return op
 
 
-def group_version_doc(types: Iterable[ResourceType], gv: str) -> dict[str, Any] | None:
+_DOCS: dict[tuple[Any, ...], tuple[dict[str, Any], str, list[ResourceType]]] = {}
+
+
+def _cached(types: Iterable[ResourceType], gv: str) -> tuple[dict[str, Any], str] | None:
     chosen = [t for t in types if _gv_path(t) == gv]
     if not chosen:
         return None
+    # Types are immutable; a CRD change makes new ones, hence a new key (the entry keeps
+    # the types alive, so their ids are not reused while it is cached).
+    key = (gv, *sorted((t.plural, id(t)) for t in chosen))
+    if key not in _DOCS:
+        if len(_DOCS) > 256:
+            _DOCS.clear()
+        doc = _build_doc(chosen, gv)
+        digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32].upper()
+        _DOCS[key] = (doc, digest, chosen)
+    doc, digest, _ = _DOCS[key]
+    return doc, digest
+
+
+def group_version_doc(types: Iterable[ResourceType], gv: str) -> dict[str, Any] | None:
+    cached = _cached(types, gv)
+    return None if cached is None else cached[0]
+
+
+def _build_doc(chosen: list[ResourceType], gv: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {
         "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta": OBJECT_META,
     }
     paths: dict[str, Any] = {}
+    components, kinds = _builtin_definitions()
     for rtype in chosen:
-        name = _schema_name(rtype)
-        schemas[name] = _kind_schema(rtype)
+        builtin = None if rtype.custom else kinds.get((rtype.group, rtype.version, rtype.kind))
+        if builtin is not None:
+            name = builtin
+            schemas.update(_closure(components, builtin))
+        else:
+            name = _schema_name(rtype)
+            schemas[name] = _kind_schema(rtype)
         ref = f"#/components/schemas/{name}"
         base = (
             f"/{gv}/namespaces/{{namespace}}/{rtype.plural}"
@@ -165,7 +255,7 @@ def index(types: Iterable[ResourceType]) -> dict[str, Any]:
     types = list(types)
     paths = {}
     for gv in sorted({_gv_path(t) for t in types}):
-        doc = group_version_doc(types, gv)
-        digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32].upper()
-        paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest}"}
+        cached = _cached(types, gv)
+        if cached is not None:
+            paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={cached[1]}"}
     return {"paths": paths}

@@ -430,3 +430,8 @@ def test_applying_kopf_peering_crds_over_the_preinstalled_ones_is_quiet(
     peering = REPO / "gemini_webhooks" / "kubesandbox" / "kopf-peering.yaml"
     result = kubectl("apply", "-f", str(peering))
     assert "Warning" not in result.stderr
+
+
+def test_kubectl_explains_a_built_in_type(kubectl: KubectlRun) -> None:
+    out = kubectl("explain", "deployment.spec.template.spec.containers.image").stdout
+    assert "KIND:       Deployment" in out and "Container image name" in out
