@@ -145,6 +145,7 @@ class KubeSandbox(kmock.RawHandler):
     audit: list[AuditEntry] = attrs.field(factory=list)
     bookmark_interval: float = 5.0
     keep_requests: int = 1000  # kmock keeps every request for assertions; bound that
+    max_watch_backlog: int = 10_000  # events queued for one slow watch before it is cut
     max_audit: int = 200_000
     _watches: dict[tuple[str, str], set[Watch]] = attrs.field(factory=dict, init=False)
 
@@ -170,7 +171,14 @@ class KubeSandbox(kmock.RawHandler):
 
     def _fan_out(self, event: Event) -> None:
         for watch in self._watches.get(event.key, ()):
-            watch.queue.put_nowait(event)
+            if watch.queue.qsize() >= self.max_watch_backlog:
+                # A client that does not keep up is cut off, as real API servers do; it
+                # resumes from the last resourceVersion it saw.
+                while not watch.queue.empty():
+                    watch.queue.get_nowait()
+                watch.queue.put_nowait(None)
+            else:
+                watch.queue.put_nowait(event)
 
     # --- request handling -----------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -52,3 +53,23 @@ async def test_the_state_is_inspectable_in_process() -> None:
         assert configmaps is not None
         stored = server.sandbox.cluster.get(configmaps, "default", "seen")
         assert stored["data"] == {"a": "1"}
+
+
+async def test_a_watch_that_falls_too_far_behind_is_cut() -> None:
+    async with KubeSandboxServer() as server, aiohttp.ClientSession() as session:
+        server.sandbox.max_watch_backlog = 3
+        url = f"{server.base_url}/api/v1/namespaces/default/configmaps"
+        async with session.get(
+            url, params={"watch": "1", "resourceVersion": "0", "timeoutSeconds": "3"}
+        ) as watch:
+            assert watch.status == 200
+            await asyncio.sleep(0.1)  # the stream is open and waiting
+            configmaps = server.sandbox.cluster.find_type("", "v1", "configmaps")
+            assert configmaps is not None
+            for i in range(10):  # no awaits in between: the watch cannot drain its queue
+                server.sandbox.cluster.create(
+                    configmaps, "default", {"metadata": {"name": f"c{i}"}}
+                )
+            lines = [line async for line in watch.content if line.strip()]
+        # What was queued before the cut is gone; the stream ended instead of growing.
+        assert len(lines) < 10
