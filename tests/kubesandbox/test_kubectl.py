@@ -435,3 +435,28 @@ def test_applying_kopf_peering_crds_over_the_preinstalled_ones_is_quiet(
 def test_kubectl_explains_a_built_in_type(kubectl: KubectlRun) -> None:
     out = kubectl("explain", "deployment.spec.template.spec.containers.image").stdout
     assert "KIND:       Deployment" in out and "Container image name" in out
+
+
+def test_kubectl_edit_label_and_annotate_a_custom_resource(
+    kubectl_widgets: KubectlRun, kube, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    name = unique("w")
+    kubectl_widgets("apply", "-f", "-", input=_widget_yaml(name))
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/size: 3/size: 8/' \"$1\"\n")
+    editor.chmod(0o755)
+    env = {**kube.kubectl_env(tmp_path / "cache"), "KUBE_EDITOR": str(editor)}
+    from tests.fixtures.kube import KUBECTL
+
+    subprocess.run(
+        [KUBECTL, "edit", "widget", name], env=env, check=True, capture_output=True, timeout=60
+    )
+    kubectl_widgets("label", "widget", name, "tier=gold")
+    kubectl_widgets("annotate", "widget", name, "note=edited")
+    obj = json.loads(kubectl_widgets("get", "widget", "-l", "tier=gold", "-o", "json").stdout)[
+        "items"
+    ]
+    assert [
+        (o["metadata"]["name"], o["spec"]["size"], o["metadata"]["annotations"]["note"])
+        for o in obj
+    ] == [(name, 8, "edited")]
