@@ -26,7 +26,6 @@ from typing import Any, Protocol
 from gemini_webhook_operator import conditions, receiver_resources, rotation, signing
 from gemini_webhook_operator.diff import DISABLED_BY_FAILURES, Desired, RemoteWebhook, changes
 from gemini_webhook_operator.kube import (
-    HeldSecrets,
     Kube,
     KubeError,
     read_signing_secret,
@@ -193,16 +192,11 @@ def _claim_owner(claims: list[Claim], remote: RemoteWebhook) -> Claim:
     return min(claims, key=lambda c: (c.created, c.uid))
 
 
-def _held_problem(held: HeldSecrets) -> str | None:
-    return held.problem
-
-
 async def reconcile(
     op: Operator,
     body: Mapping[str, Any],
     *,
     claims: Mapping[str, list[Claim]] | None = None,
-    drift: bool = False,
 ) -> Outcome:
     """Reconcile one GeminiWebhook; never raises for expected failures."""
     now = op.clock.now()
@@ -217,20 +211,20 @@ async def reconcile(
     try:
         return await _converge(op, body, spec, status, report, outcome, claims or {}, now)
     except WebhookServiceError as error:
-        retry = _retry_for(op, error, body)
+        retry = _retry_for(op, error)
         return _failure(report, outcome, error.reason, str(error), retry_after=retry, ready=None)
     except KubeError as error:
-        retry = _backoff(op, body)
         return _failure(
-            report, outcome, REASON_KUBE_ERROR, str(error), retry_after=retry, ready=None
+            report,
+            outcome,
+            REASON_KUBE_ERROR,
+            str(error),
+            retry_after=op.settings.error_backoff,
+            ready=None,
         )
 
 
-def _backoff(op: Operator, body: Mapping[str, Any]) -> float:
-    return op.settings.error_backoff
-
-
-def _retry_for(op: Operator, error: WebhookServiceError, body: Mapping[str, Any]) -> float | None:
+def _retry_for(op: Operator, error: WebhookServiceError) -> float | None:
     if isinstance(error, QuotaExceeded):
         return max(1.0, error.retry_after)
     if isinstance(error, NotFound):
@@ -239,7 +233,7 @@ def _retry_for(op: Operator, error: WebhookServiceError, body: Mapping[str, Any]
         return op.settings.auth_retry
     if not error.retryable:
         return None  # a remote validation error waits for a spec change (or the drift check)
-    return _backoff(op, body)
+    return op.settings.error_backoff
 
 
 async def _converge(
@@ -335,7 +329,7 @@ async def _converge(
                 policy=spec.rotation,
                 webhook_id=remote.id,
                 held=secrets,
-                held_problem=_held_problem(held),
+                held_problem=held.problem,
                 remote_truncated=remote.truncated_secrets,
                 last_rotation=last_rotation,
                 requested=spec.rotate_requested,
