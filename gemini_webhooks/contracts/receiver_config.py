@@ -165,7 +165,7 @@ class DynamicConfig(_Model):
         30.0, description="At most one JWKS refresh (on an unknown `kid`) per this interval."
     )
     jwks_max_age_seconds: PositiveSeconds = Field(
-        3600.0, description="Refresh the cached JWKS in the background after this age."
+        3600.0, description="A cached JWKS older than this is refreshed at the next lookup."
     )
     leeway_seconds: int = Field(
         30, ge=0, le=300, description="Clock-skew allowance for `exp`, `iat` and `nbf`."

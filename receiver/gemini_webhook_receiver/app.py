@@ -109,6 +109,13 @@ class Receiver:
         self._verify_jwt = metrics.verification_seconds.labels("jwt")
         self._inflight = 0
         self._idle = asyncio.Event()
+        # Computed at scrape time: no per-request cost, and grace periods that end between
+        # reloads are reflected.
+        metrics.inflight.set_function(lambda: self._inflight)
+        for secret_set in self.secret_sets:
+            metrics.loaded_secrets.labels(secret_set.name).set_function(
+                lambda s=secret_set: s.valid_count(time.time())
+            )
         self.accepting = False
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -131,7 +138,6 @@ class Receiver:
             secret_set.replace(update)
         count = secret_set.valid_count(time.time())
         metrics.secret_reloads.labels(secret_set.name, "ok").inc()
-        metrics.loaded_secrets.labels(secret_set.name).set(count)
         log(20, "signing secrets loaded", webhook=secret_set.name, valid_secrets=count)
 
     async def start(self) -> None:
