@@ -78,12 +78,18 @@ class KubeSandboxServer:
 
     async def start(self) -> None:
         await self.sandbox.__aenter__()
-        # Cancel handlers whose client went away, so abandoned watches do not linger.
-        server = aiohttp.web.Server(self.sandbox, handler_cancellation=True)
-        self._runner = aiohttp.web.ServerRunner(server, handle_signals=False, shutdown_timeout=1)
-        await self._runner.setup()
-        site = aiohttp.web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            # Cancel handlers whose client went away, so abandoned watches do not linger.
+            server = aiohttp.web.Server(self.sandbox, handler_cancellation=True)
+            self._runner = aiohttp.web.ServerRunner(
+                server, handle_signals=False, shutdown_timeout=1
+            )
+            await self._runner.setup()
+            site = aiohttp.web.TCPSite(self._runner, self.host, self.port)
+            await site.start()
+        except BaseException:
+            await self.stop()
+            raise
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
@@ -123,7 +129,11 @@ class ThreadedKubeSandbox:
 
     def start(self) -> None:
         self._thread.start()
-        self.server = self._submit(self._create())
+        try:
+            self.server = self._submit(self._create())
+        except BaseException:
+            self._shutdown_loop()
+            raise
         sandbox = self.server.sandbox
         cut, expire = sandbox.cut_watches, sandbox.expire_resource_versions
         # Fault hooks touch the loop's state: marshal them onto the loop thread.
@@ -152,11 +162,17 @@ class ThreadedKubeSandbox:
         return future.result(timeout=30)
 
     def stop(self) -> None:
-        if self.server is not None:
-            self._submit(self.server.stop())
+        try:
+            if self.server is not None:
+                self._submit(self.server.stop())
+        finally:
+            self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
-        self._loop.close()
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def __enter__(self) -> Self:
         self.start()

@@ -73,3 +73,20 @@ async def test_a_watch_that_falls_too_far_behind_is_cut() -> None:
             lines = [line async for line in watch.content if line.strip()]
         # What was queued before the cut is gone; the stream ended instead of growing.
         assert len(lines) < 10
+
+
+def test_a_threaded_sandbox_that_cannot_bind_cleans_up(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    from gemini_webhooks.kubesandbox import ThreadedKubeSandbox
+
+    before = threading.active_count()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        runner = ThreadedKubeSandbox(port=busy.getsockname()[1], kubeconfig=tmp_path / "kubeconfig")
+        with pytest.raises(OSError):
+            runner.start()
+    assert threading.active_count() == before
+    assert not (tmp_path / "kubeconfig").exists()
