@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from gemini_webhook_operator import metrics, runtime
+from gemini_webhook_operator import ha, metrics, runtime
 from gemini_webhook_operator.kube import ClusterAccess
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhook_operator.runtime import RunConfig
@@ -45,7 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="enable HA: replicas in this kopf peering elect one active operator "
         "(default: standalone, a single replica)",
     )
-    parser.add_argument("--priority", type=int, default=0, help="peering priority")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        help="peering priority (default: by seniority, so the oldest replica is active)",
+    )
     parser.add_argument(
         "--liveness",
         metavar="URL",
@@ -80,7 +84,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         drift_jitter=args.drift_jitter,
         default_api_base_url=args.api_base_url,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=args.priority if args.priority is not None else ha.seniority_priority(),
         liveness_endpoint=args.liveness,
         service=ServiceSettings(timeout_seconds=args.api_timeout, rate=args.api_rate),
         receiver=receiver,

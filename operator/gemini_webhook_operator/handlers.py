@@ -110,7 +110,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     registry = kopf.OperatorRegistry()
 
     @kopf.index(*RESOURCE, id="webhook_claims", registry=registry)
-    def webhook_claims(body: kopf.Body, **_: Any) -> dict[str, Claim] | None:
+    async def webhook_claims(body: kopf.Body, **_: Any) -> dict[str, Claim] | None:
         webhook_id = (body.get("status") or {}).get("webhookId") or body.spec.get("webhookId")
         if not webhook_id:
             return None

@@ -33,3 +33,9 @@ def test_bad_options_are_rejected_with_a_message(option: list[str], message: str
     args = build_parser().parse_args(["operator", *option])
     with pytest.raises(SystemExit, match=message):
         cli.config_from_args(args)
+
+
+def test_replicas_without_an_explicit_priority_get_distinct_seniority_priorities() -> None:
+    first = cli.config_from_args(build_parser().parse_args(["operator", "--peering", "p"]))
+    second = cli.config_from_args(build_parser().parse_args(["operator", "--peering", "p"]))
+    assert first.priority > second.priority  # the older replica wins
