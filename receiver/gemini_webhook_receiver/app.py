@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +54,10 @@ _ACCEPTED = b'{"status":"accepted"}'
 _DUPLICATE = b'{"status":"duplicate"}'
 _PING = b'{"status":"ping"}'
 _UNAVAILABLE = b'{"error":"unavailable","message":"not delivered; retry later"}'
+
+
+def _valid_now(secret_set: static.SecretSet) -> float:
+    return secret_set.valid_count(time.time())
 
 
 @dataclass
@@ -114,7 +119,7 @@ class Receiver:
         metrics.inflight.set_function(lambda: self._inflight)
         for secret_set in self.secret_sets:
             metrics.loaded_secrets.labels(secret_set.name).set_function(
-                lambda s=secret_set: s.valid_count(time.time())
+                functools.partial(_valid_now, secret_set)
             )
         self.accepting = False
 
