@@ -70,7 +70,7 @@ def _gvk(rtype: ResourceType) -> list[dict[str, str]]:
 
 
 @functools.cache
-def _builtin_definitions() -> tuple[dict[str, Any], dict[tuple[str, str, str], str]]:
+def builtin_definitions() -> tuple[dict[str, Any], dict[tuple[str, str, str], str]]:
     """Kubernetes' own schemas (from `kubernetes-validate`, if installed), as OpenAPI 3.0
     components, and which component describes each group/version/kind."""
     try:
@@ -212,7 +212,7 @@ def _build_doc(chosen: list[ResourceType], gv: str) -> dict[str, Any]:
         "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta": OBJECT_META,
     }
     paths: dict[str, Any] = {}
-    components, kinds = _builtin_definitions()
+    components, kinds = builtin_definitions()
     for rtype in chosen:
         builtin = None if rtype.custom else kinds.get((rtype.group, rtype.version, rtype.kind))
         if builtin is not None:

@@ -814,7 +814,10 @@ class KubeSandbox(kmock.RawHandler):
 def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
     if not warnings:
         return None
-    return {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)}
+    # Field names come from the client: escape them so no control character (or non-ASCII)
+    # reaches a header.
+    safe = [w.encode("unicode_escape").decode("ascii").replace('"', "'") for w in warnings]
+    return {"Warning": ", ".join(f'299 - "{w}"' for w in safe)}
 
 
 def _review(rtype: ResourceType, body: Any) -> dict[str, Any]:

@@ -241,8 +241,18 @@ class Cluster:
     ) -> list[str]:
         """Type-specific normalisation, schema, validation. Returns warnings."""
         warnings: list[str] = []
-        if field_validation == "Strict" and not rtype.custom:
-            builtin_validation.check_strict(obj, rtype.kind, rtype.group)
+        if not rtype.custom:
+            unknown = builtin_validation.prune_unknown(obj, rtype.group, rtype.version, rtype.kind)
+            if unknown and field_validation == "Strict":
+                quoted = ", ".join(f'unknown field "{u}"' for u in unknown)
+                raise errors.bad_request(
+                    f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
+                    f"{rtype.kind}: strict decoding error: {quoted}"
+                )
+            if unknown and field_validation == "Warn":
+                warnings += [f'unknown field "{u}"' for u in unknown]
+            if field_validation == "Strict":
+                builtin_validation.check_strict(obj, rtype.kind, rtype.group)
         causes = self._validate_meta(rtype, obj)
         kind_key = (rtype.group, rtype.plural)
         if old is not None:

@@ -123,3 +123,11 @@ def test_a_widget_with_a_null_spec_is_invalid(widgets: Api) -> None:
     body["spec"] = None
     reply = widgets.post(WIDGETS, body)
     assert reply.status == 422
+
+
+def test_unknown_field_names_cannot_inject_headers(api: Api) -> None:
+    body = {"metadata": {"name": unique("cm")}, "data": {}, "evil\r\nX-Injected: 1": "v"}
+    reply = api.post(CONFIGMAPS, body)
+    assert reply.status == 201
+    assert "X-Injected" not in reply.headers
+    assert "evil" in reply.headers["Warning"]
