@@ -816,7 +816,7 @@ def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
         return None
     # Field names come from the client: escape them so no control character (or non-ASCII)
     # reaches a header.
-    safe = [w.encode("unicode_escape").decode("ascii").replace('"', "'") for w in warnings]
+    safe = [w.encode("unicode_escape").decode("ascii").replace('"', '\\"') for w in warnings]
     return {"Warning": ", ".join(f'299 - "{w}"' for w in safe)}
 
 

@@ -407,3 +407,10 @@ def test_server_side_apply_needs_a_field_manager(api: Api) -> None:
     reply = _apply(api, name, {"metadata": {"name": name}}, manager=None)
     assert reply.status == 422
     assert reply.body["details"]["causes"][0]["field"] == "fieldManager"
+
+
+def test_unknown_fields_of_a_built_in_are_dropped_with_a_warning(api: Api) -> None:
+    body = {"metadata": {"name": unique("cm")}, "data": {"a": "1"}, "dta": {"typo": "x"}}
+    reply = api.post(CONFIGMAPS, body)
+    assert reply.status == 201 and "dta" not in reply.body
+    assert reply.headers["Warning"] == '299 - "unknown field \\"dta\\""'
