@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 
@@ -52,6 +53,12 @@ async def _serve(config: ReceiverConfig, drain_seconds: float) -> int:
     from .app import serve
 
     running = await serve(config, drain_seconds=drain_seconds)
+    # Everything allocated so far (imported modules, config) lives for the whole process:
+    # keep it out of the collector's full passes, which otherwise show up as p99 spikes;
+    # and collect the young generation less often (a request allocates a few dozen objects).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
