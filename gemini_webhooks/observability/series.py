@@ -11,9 +11,10 @@ Prometheus configuration — docs/deploy.md shows one):
 
 from __future__ import annotations
 
+from prometheus_client.metrics import MetricWrapperBase
+
 from gemini_webhook_operator import metrics as operator_metrics
 from gemini_webhook_receiver import metrics as receiver_metrics
-from prometheus_client.metrics import MetricWrapperBase
 
 RECEIVER_JOB = "gemini-webhook-receiver"
 OPERATOR_JOB = "gemini-webhook-operator"

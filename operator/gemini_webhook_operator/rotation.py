@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import cronsim
-from gemini_webhook_operator.model import RotationPolicy
 
+from gemini_webhook_operator.model import RotationPolicy
 from gemini_webhooks.contracts.signing_secret import SigningSecrets, matches_truncated
 
 # Reasons (condition and Event reasons; also the `reason` label of the rotations metric).

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from gemini_webhook_operator.rotation import remote_knows
-
 from gemini_webhooks.contracts.signing_secret import SigningSecret, SigningSecrets
 
 # Gemini's `revoke_previous_secrets_after_h24`.

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from gemini_webhook_operator import receiver_resources
 
+from gemini_webhook_operator import receiver_resources
 from gemini_webhooks.contracts.signing_secret import LABEL_WEBHOOK
 from gemini_webhooks.observability import __main__ as generator
 from gemini_webhooks.observability import series

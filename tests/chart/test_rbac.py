@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
 from gemini_webhook_operator import receiver_resources
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
-
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.kubesandbox import AuditEntry
 from tests.chart.rendering import RELEASE_NAMESPACE, ROOT, find, manifests

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from gemini_webhook_operator import metrics as operator_metrics
 from gemini_webhook_receiver import metrics as receiver_metrics
-
 from gemini_webhooks.observability import __main__ as generator
 from gemini_webhooks.observability import alerts, dashboard
 

@@ -22,7 +22,6 @@ from gemini_webhook_operator.kube import ClusterAccess, Kube, KubeError
 from gemini_webhook_operator.metrics import OperatorMetrics
 from gemini_webhook_operator.reconciler import Operator
 from gemini_webhook_operator.webhookservice import ServiceSettings
-
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import (
     LABEL_MANAGED_BY,

@@ -7,7 +7,6 @@ import asyncio
 from typing import Any
 
 from gemini_webhook_operator import receiver_resources
-
 from tests.operator.harness import (
     Cluster,
     condition,

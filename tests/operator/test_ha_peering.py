@@ -26,10 +26,10 @@ from typing import Any
 
 import kubernetes
 import pytest
-from gemini_webhook_operator import ha
-from gemini_webhook_operator.metrics import API_REQUESTS_TOTAL, RECONCILES_TOTAL
 from prometheus_client.parser import text_string_to_metric_families
 
+from gemini_webhook_operator import ha
+from gemini_webhook_operator.metrics import API_REQUESTS_TOTAL, RECONCILES_TOTAL
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.kubesandbox.store import KOPF_PEERING_CRDS
 from tests.fixtures.kube import KUBECTL

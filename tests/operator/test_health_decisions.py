@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from gemini_webhook_operator import health
 from gemini_webhook_operator.health import (
     HealthMemo,

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
 from gemini_webhook_operator import health
 from gemini_webhook_operator.health import HealthChecker, HealthMemo
 from gemini_webhook_operator.metrics import DELIVERY_ROUND_TRIP_SECONDS, OperatorMetrics
 from gemini_webhook_operator.receiver_resources import internal_service_name
 from gemini_webhook_receiver import app as receiver_app
-from prometheus_client import CollectorRegistry, generate_latest
-
 from gemini_webhooks.contracts import receiver_config as rc
 from gemini_webhooks.contracts.service_endpoints import service_key
 from gemini_webhooks.contracts.signing_secret import (

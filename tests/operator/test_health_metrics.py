@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import kopf
 import pytest
-from gemini_webhook_operator import metrics
-from gemini_webhook_operator.metrics import OperatorMetrics
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+
+from gemini_webhook_operator import metrics
+from gemini_webhook_operator.metrics import OperatorMetrics
 
 
 class FakeClock:

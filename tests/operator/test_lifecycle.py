@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import standardwebhooks
 import yaml
-from gemini_webhook_operator.model import marker_uid
 
+from gemini_webhook_operator.model import marker_uid
 from gemini_webhooks.contracts.signing_secret import LABEL_MANAGED_BY, MANAGED_BY
 from tests.operator.harness import Cluster, is_ready, operator_running
 

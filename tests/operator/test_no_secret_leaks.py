@@ -8,9 +8,9 @@ import logging
 from typing import Any
 
 import pytest
-from gemini_webhook_operator.metrics import OperatorMetrics
 from prometheus_client import generate_latest
 
+from gemini_webhook_operator.metrics import OperatorMetrics
 from tests.operator.harness import Cluster, is_ready, operator_running, resource
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from gemini_webhook_operator import cli
 
+from gemini_webhook_operator import cli
 from gemini_webhooks.cli import build_parser
 
 

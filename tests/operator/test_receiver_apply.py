@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from gemini_webhook_operator.receiver_resources import ReceiverSettings, render
 
+from gemini_webhook_operator.receiver_resources import ReceiverSettings, render
 from gemini_webhooks.contracts import crd
 from tests.fixtures.kube import KUBECTL
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+
 from gemini_webhook_operator.receiver_resources import (
     ANNOTATION_CONFIG_HASH,
     CONFIG_KEY,
@@ -19,7 +20,6 @@ from gemini_webhook_operator.receiver_resources import (
     receiver_name,
     render,
 )
-
 from gemini_webhooks.contracts import receiver_config
 from gemini_webhooks.contracts.crd import API_VERSION, KIND
 

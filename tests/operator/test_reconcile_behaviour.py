@@ -9,8 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from gemini_webhook_operator.model import marker_uid
 
+from gemini_webhook_operator.model import marker_uid
 from gemini_webhooks.contracts.signing_secret import matches_truncated
 from tests.operator.harness import (
     Cluster,

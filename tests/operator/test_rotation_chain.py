@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from gemini_webhook_operator import rotation
 from gemini_webhook_operator.model import RotationPolicy
 from gemini_webhook_operator.rotation import Hold, Rotate, RotationInput, decide
-
 from gemini_webhooks.contracts.signing_secret import (
     SigningSecret,
     SigningSecrets,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from gemini_webhook_operator import signing
-
 from gemini_webhooks.contracts.signing_secret import truncate_secret
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

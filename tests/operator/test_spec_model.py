@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from gemini_webhook_operator import model
 from gemini_webhook_operator.diff import Desired, RemoteWebhook, changes
 

@@ -19,9 +19,9 @@ import jwt
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
-from gemini_webhook_receiver.app import Running, serve
 from standardwebhooks.webhooks import Webhook
 
+from gemini_webhook_receiver.app import Running, serve
 from gemini_webhooks.contracts import receiver_config as rc
 from gemini_webhooks.contracts import signing_secret as fmt
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+
 from gemini_webhook_receiver.http11 import ConnectionBroken, Pool, encode_request
 
 Serve = Callable[[list[bytes]], "asyncio.Future[int]"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from gemini_webhook_receiver.routing import Router
-
 from gemini_webhooks.contracts import receiver_config as rc
 
 

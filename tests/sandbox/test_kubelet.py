@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google import genai
+from google.genai import types
+
 from gemini_webhook_operator.receiver_resources import (
     ReceiverSettings,
     public_url,
@@ -21,9 +24,6 @@ from gemini_webhook_operator.receiver_resources import (
     render,
     signing_secret_name,
 )
-from google import genai
-from google.genai import types
-
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import SigningSecret, SigningSecrets, encode
 from gemini_webhooks.emulator import ControlClient
