@@ -207,6 +207,9 @@ class _Inventory:
     webhooks: dict[str, RemoteWebhook] = field(default_factory=dict)
     fetched_at: float | None = None  # monotonic
     refreshing: asyncio.Future[dict[str, RemoteWebhook]] | None = None
+    # The last failed listing: during an outage every resource's retry would list again;
+    # instead they share this failure for a few seconds.
+    failed: tuple[float, WebhookServiceError] | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,7 @@ class ServiceSettings:
     rate: float = 20.0  # calls per second per API key, sustained
     burst: int = 40
     auth_backoff_seconds: float = 300.0  # no call with a rejected key for this long
+    failure_reuse_seconds: float = 5.0  # a failed listing answers everyone for this long
 
 
 class WebhookService:
@@ -275,6 +279,7 @@ class WebhookService:
 
     def invalidate(self) -> None:
         self._inventory.fetched_at = None
+        self._inventory.failed = None
 
     def remember(self, remote: RemoteWebhook) -> None:
         self._inventory.webhooks[remote.id] = remote
@@ -309,6 +314,11 @@ class WebhookService:
             return inv.webhooks
         if inv.refreshing is not None:
             return await asyncio.shield(inv.refreshing)
+        if inv.failed is not None:
+            failed_at, failure = inv.failed
+            if self._monotonic() - failed_at < min(max_age, self.settings.failure_reuse_seconds):
+                raise failure.with_traceback(None)  # shared: don't grow one traceback per caller
+            inv.failed = None
         future: asyncio.Future[dict[str, RemoteWebhook]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -317,6 +327,8 @@ class WebhookService:
         try:
             listed = await self._list_all()
         except BaseException as error:
+            if isinstance(error, WebhookServiceError):
+                inv.failed = (self._monotonic(), error)
             future.set_exception(error)
             future.exception()  # retrieved: waiters re-raise it, nobody logs it twice
             raise

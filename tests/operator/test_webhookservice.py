@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+
 from gemini_webhook_operator.metrics import OperatorMetrics
 from gemini_webhook_operator.webhookservice import (
     AuthError,
@@ -14,11 +15,11 @@ from gemini_webhook_operator.webhookservice import (
     QuotaExceeded,
     RateLimiter,
     RemoteValidationError,
+    ServiceSettings,
     Unavailable,
     WebhookService,
     WebhookServices,
 )
-
 from tests.operator.api_proxy import FaultProxy
 
 
@@ -125,4 +126,59 @@ async def test_created_webhook_is_in_the_inventory_without_a_new_listing(
     assert secret is not None and secret.startswith("whsec_")
     assert (await service.find(created.id, max_age=60)) == created
     assert len(api_proxy.calls("GET")) == 1
+    await service.close()
+
+
+async def test_a_failed_listing_is_shared_for_a_few_seconds_not_repeated_per_caller(
+    emulator: Any, api_proxy: FaultProxy
+) -> None:
+    fake = FakeTime()
+    api_proxy.fail(503, count=1)
+    service = WebhookService(
+        emulator.api_key,
+        api_proxy.url,
+        metrics=OperatorMetrics(),
+        settings=ServiceSettings(failure_reuse_seconds=5.0),
+        monotonic=fake.monotonic,
+    )
+    for _ in range(20):
+        with pytest.raises(Unavailable):
+            await service.inventory(max_age=60)
+        fake.now += 0.2  # 4 s in all: still inside the window
+    assert len(api_proxy.calls()) == 1
+    fake.now += 1.5  # the window ends: the next caller lists again (and succeeds)
+    assert await service.inventory(max_age=60) == {}
+    assert len(api_proxy.calls()) == 2
+    await service.close()
+
+
+async def test_a_shared_failure_is_dropped_when_the_inventory_is_invalidated(
+    emulator: Any, api_proxy: FaultProxy
+) -> None:
+    fake = FakeTime()
+    api_proxy.fail(500, count=1)
+    service = WebhookService(
+        emulator.api_key, api_proxy.url, metrics=OperatorMetrics(), monotonic=fake.monotonic
+    )
+    with pytest.raises(Unavailable):
+        await service.inventory(max_age=60)
+    service.invalidate()  # as after an ambiguous write: the next observation must list
+    assert await service.inventory(max_age=60) == {}
+    assert len(api_proxy.calls()) == 2
+    await service.close()
+
+
+async def test_the_shared_failure_window_never_outlasts_max_age(
+    emulator: Any, api_proxy: FaultProxy
+) -> None:
+    fake = FakeTime()
+    api_proxy.fail(500, count=1)
+    service = WebhookService(
+        emulator.api_key, api_proxy.url, metrics=OperatorMetrics(), monotonic=fake.monotonic
+    )
+    with pytest.raises(Unavailable):
+        await service.inventory(max_age=1.0)
+    fake.now += 1.0
+    assert await service.inventory(max_age=1.0) == {}
+    assert len(api_proxy.calls()) == 2
     await service.close()
