@@ -57,7 +57,10 @@ RECONCILE_ERROR = "error"
 # The receiver's `deliveries` outcome of a rejected delivery, and the reason of a good one.
 OUTCOME_REJECTED = "rejected"
 REASON_OK = "ok"
-FORWARD_OK = "ok"
+# A forward attempt that succeeded; every other outcome of the receiver's closed set
+# (`FORWARD_OUTCOMES`: http_error, connection_error, timeout, internal_error) is a failure.
+FORWARD_OK = receiver_metrics.FORWARD_OK
+FORWARD_FAILURES = tuple(o for o in receiver_metrics.FORWARD_OUTCOMES if o != FORWARD_OK)
 
 if REMOTE_STATE_DISABLED_BY_FAILURES not in operator_metrics.REMOTE_STATES:
     raise ImportError("the operator no longer reports disabled_due_to_failed_deliveries")

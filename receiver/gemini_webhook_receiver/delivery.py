@@ -15,6 +15,7 @@ from gemini_webhooks.contracts.service_endpoints import ServiceEndpointsError, o
 
 from .forwarding import Event, Forwarder, Target, resolve
 from .logs import log
+from .metrics import FORWARD_OK
 from .routing import Router
 
 
@@ -86,11 +87,11 @@ async def deliver_once(
     """One attempt at every target, concurrently; returns the targets that failed."""
     if len(targets) == 1:
         outcome = await forwarder.forward(event, targets[0], attempt_seconds)
-        return [] if outcome == "ok" else targets
+        return [] if outcome == FORWARD_OK else targets
     outcomes = await asyncio.gather(
         *(forwarder.forward(event, t, attempt_seconds) for t in targets)
     )
-    return [t for t, o in zip(targets, outcomes, strict=True) if o != "ok"]
+    return [t for t, o in zip(targets, outcomes, strict=True) if o != FORWARD_OK]
 
 
 async def deliver_inline(

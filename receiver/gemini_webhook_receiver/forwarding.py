@@ -21,6 +21,13 @@ from gemini_webhooks.contracts.service_endpoints import service_url
 from . import metrics
 from .http11 import Pool
 from .logs import log
+from .metrics import (
+    FORWARD_CONNECTION_ERROR,
+    FORWARD_HTTP_ERROR,
+    FORWARD_INTERNAL_ERROR,
+    FORWARD_OK,
+    FORWARD_TIMEOUT,
+)
 
 HEADER_EVENT_TYPE = "x-gemini-event-type"
 HEADER_SOURCE = "x-gemini-source"
@@ -141,19 +148,25 @@ class Forwarder:
             return response.status
 
     async def forward(self, event: Event, target: Target, attempt_seconds: float) -> str:
-        """POST once; returns the outcome label (ok, http_error, timeout, error)."""
+        """POST once; returns the outcome label, one of `metrics.FORWARD_OUTCOMES`."""
         headers, body = request_for(event, target)
         try:
             async with asyncio.timeout(attempt_seconds):
                 status = await self._post(target, headers, body)
-            outcome = "ok" if 200 <= status < 300 else "http_error"
+            outcome = FORWARD_OK if 200 <= status < 300 else FORWARD_HTTP_ERROR
         except TimeoutError:
-            outcome = "timeout"
+            outcome = FORWARD_TIMEOUT
         except (aiohttp.ClientError, OSError, ValueError):
-            outcome = "error"
+            outcome = FORWARD_CONNECTION_ERROR
         except Exception as error:  # a bug here must fail the attempt, not the process
-            log(40, "forward failed unexpectedly", target=target.name, error=repr(error))
-            outcome = "error"
+            log(
+                40,
+                "forward failed unexpectedly",
+                webhook_id=event.msg_id,
+                target=target.name,
+                error=type(error).__name__,
+            )
+            outcome = FORWARD_INTERNAL_ERROR
         self._count(target, outcome)
         return outcome
 

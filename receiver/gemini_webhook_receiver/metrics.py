@@ -48,9 +48,25 @@ duplicates = Counter(
     ["source"],
     namespace=NAMESPACE,
 )
+# The closed set of `forwards` outcomes: every failed attempt carries the one that names
+# what failed, so the dashboard, the alerts and the logs speak the same words.
+FORWARD_OK = "ok"
+FORWARD_HTTP_ERROR = "http_error"  # the target answered, but not 2xx
+FORWARD_CONNECTION_ERROR = "connection_error"  # no connection, or it broke mid-request
+FORWARD_TIMEOUT = "timeout"  # no complete answer within the attempt's time
+FORWARD_INTERNAL_ERROR = "internal_error"  # a bug in the receiver (logged with its type)
+FORWARD_OUTCOMES: tuple[str, ...] = (
+    FORWARD_OK,
+    FORWARD_HTTP_ERROR,
+    FORWARD_CONNECTION_ERROR,
+    FORWARD_TIMEOUT,
+    FORWARD_INTERNAL_ERROR,
+)
+
 forwards = Counter(
     "forwards",
-    "Forward attempts, by target name and outcome (ok, http_error, error, timeout).",
+    "Forward attempts, by target name and outcome (ok, http_error, connection_error, "
+    "timeout, internal_error).",
     ["target", "outcome"],
     namespace=NAMESPACE,
 )

@@ -215,3 +215,20 @@ def test_dashboard_and_alerts_query_only_metrics_the_components_export() -> None
     }
     assert used, "no metric found in any query"
     assert used - exported == set()
+
+
+def test_forward_failure_alert_is_unit_tested_with_every_failure_outcome_the_receiver_counts() -> (
+    None
+):
+    tests = yaml.safe_load(RULES_TESTS.read_text())["tests"]
+    (group,) = [t for t in tests if t["name"] == "GeminiReceiverForwardFailures"]
+    outcomes = {
+        m.group(1)
+        for s in group["input_series"]
+        if (m := re.search(r'outcome="([a-z_]+)"', s["series"]))
+    }
+    assert outcomes == set(receiver_metrics.FORWARD_OUTCOMES)
+    assert (
+        f'outcome!="{receiver_metrics.FORWARD_OK}"'
+        in alert_expressions()["GeminiReceiverForwardFailures"]
+    )

@@ -295,7 +295,9 @@ def _send_traffic(receiver_url: str, secret: str) -> None:
 # delivers asynchronously): sample patterns in the receiver's /metrics.
 PIPELINE = (
     r'gemini_receiver_forwards_total\{[^}]*outcome="ok"[^}]*\} [1-9]',
-    r'gemini_receiver_forwards_total\{[^}]*outcome="(http_error|error|timeout)"[^}]*\} [1-9]',
+    r'gemini_receiver_forwards_total\{[^}]*outcome="('
+    + "|".join(series.FORWARD_FAILURES)
+    + r')"[^}]*\} [1-9]',
     r'gemini_receiver_dead_letters_total\{reason="max_attempts"\} [1-9]',
     r'gemini_receiver_dead_letters_total\{reason="unroutable"\} [1-9]',
     r"gemini_receiver_end_to_end_seconds_count [1-9]",

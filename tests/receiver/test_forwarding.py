@@ -119,3 +119,34 @@ async def test_target_closing_idle_connections_does_not_fail_the_next_delivery(
         assert len(recorder.requests) == 3
     finally:
         await runner.cleanup()
+
+
+async def test_each_failed_forward_is_counted_by_what_failed(target: RecordingTarget) -> None:
+    import aiohttp
+
+    from gemini_webhook_receiver.forwarding import Event, Forwarder, Target
+    from gemini_webhook_receiver.metrics import (
+        FORWARD_CONNECTION_ERROR,
+        FORWARD_HTTP_ERROR,
+        FORWARD_OK,
+        FORWARD_OUTCOMES,
+        FORWARD_TIMEOUT,
+    )
+
+    event = Event("msg_outcomes", "orders", "hmac", "batch.failed", json.dumps(envelope()).encode())
+    session = aiohttp.ClientSession()
+    forwarder = Forwarder(4, lambda: session)
+    try:
+        to_target = Target("t", target.url, cloudevents=False)
+        outcomes = [await forwarder.forward(event, to_target, 2)]
+        target.fail_next = 1
+        outcomes.append(await forwarder.forward(event, to_target, 2))
+        target.delay = 0.5
+        outcomes.append(await forwarder.forward(event, to_target, 0.1))
+        closed = Target("closed", "http://127.0.0.1:9/", cloudevents=False)
+        outcomes.append(await forwarder.forward(event, closed, 2))
+    finally:
+        forwarder.close()
+        await session.close()
+    assert outcomes == [FORWARD_OK, FORWARD_HTTP_ERROR, FORWARD_TIMEOUT, FORWARD_CONNECTION_ERROR]
+    assert set(outcomes) <= set(FORWARD_OUTCOMES)

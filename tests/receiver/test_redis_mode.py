@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from gemini_webhook_receiver.metrics import FORWARD_HTTP_ERROR
+
 from .conftest import RecordingTarget, StartReceiver, base_config, envelope, signed_headers
 
 pytestmark = pytest.mark.real_component
@@ -95,7 +97,7 @@ async def test_failing_target_is_retried_until_it_accepts(
     assert target.ids() == [msg_id]
     assert (
         await client.metric(
-            "gemini_receiver_forwards_total", target=target.url, outcome="http_error"
+            "gemini_receiver_forwards_total", target=target.url, outcome=FORWARD_HTTP_ERROR
         )
         >= 3
     )
