@@ -37,7 +37,7 @@ from .dedup import Dedup, MemoryDedup, RedisDedup
 from .delivery import Targets, deliver_inline
 from .forwarding import Event, Forwarder
 from .logs import log
-from .queue import Consumer, Stream
+from .queue import Admitted, Consumer, Stream
 from .reasons import Rejection
 from .secret_sources import FileSecretSource, KubernetesSecretSource, SecretSource
 
@@ -114,6 +114,10 @@ class Receiver:
         self._verify_jwt = metrics.verification_seconds.labels("jwt")
         self._inflight = 0
         self._idle = asyncio.Event()
+        # Ids claimed in this process whose delivery (or enqueueing) is still under way,
+        # with the duplicates waiting for its outcome: a duplicate must not be acknowledged
+        # before the first copy is delivered or stored (if that fails, both get 503).
+        self._settling: dict[str, list[asyncio.Future[bool]]] = {}
         # Computed at scrape time: no per-request cost, and grace periods that end between
         # reloads are reflected.
         metrics.inflight.set_function(lambda: self._inflight)
@@ -365,17 +369,23 @@ class Receiver:
             return await self._enqueue(event)
         assert self.dedup is not None
         if not await self.dedup.claim(event.msg_id):
-            return self._duplicate(event)
-        rule, targets = self.targets.for_event(event, event.user_metadata)
-        if not targets:
-            metrics.unroutable.labels(event.source).inc()
-            assert self.targets.dead_letter is not None  # the config guarantees one
-            targets = [self.targets.dead_letter]
-            metrics.dead_letters.labels("unroutable").inc()
-            log(30, "no route matched; dead-lettering", webhook_id=event.msg_id)
-        delivered = await deliver_inline(self.forwarder, self.config.forwarding, event, targets)
+            return await self._duplicate_of_claimed(event)
+        self._settling[event.msg_id] = []
+        delivered = False
+        try:
+            rule, targets = self.targets.for_event(event, event.user_metadata)
+            if not targets:
+                metrics.unroutable.labels(event.source).inc()
+                assert self.targets.dead_letter is not None  # the config guarantees one
+                targets = [self.targets.dead_letter]
+                metrics.dead_letters.labels("unroutable").inc()
+                log(30, "no route matched; dead-lettering", webhook_id=event.msg_id)
+            delivered = await deliver_inline(self.forwarder, self.config.forwarding, event, targets)
+        finally:
+            if not delivered:
+                await self.dedup.release(event.msg_id)
+            self._settle(event.msg_id, delivered)
         if not delivered:
-            await self.dedup.release(event.msg_id)
             self._count_failed.inc()
             return _answer(503, _UNAVAILABLE)
         metrics.end_to_end_seconds.observe(time.time() - event.received_at)
@@ -389,26 +399,55 @@ class Receiver:
         log(10, "duplicate delivery", webhook_id=event.msg_id)
         return _answer(200, _DUPLICATE)
 
+    async def _duplicate_of_claimed(self, event: Event) -> web.Response:
+        """A duplicate of an id claimed in this process: 2xx only once the first copy is
+        delivered or stored; while that is under way, wait for it."""
+        waiters = self._settling.get(event.msg_id)
+        if waiters is None:
+            return self._duplicate(event)
+        outcome = asyncio.get_running_loop().create_future()
+        waiters.append(outcome)
+        try:
+            async with asyncio.timeout(self.config.forwarding.inline_deadline_seconds + 1.0):
+                settled = await outcome
+        except TimeoutError:
+            settled = False
+        if settled:
+            return self._duplicate(event)
+        self._count_failed.inc()
+        log(20, "duplicate of a delivery that failed; answering 503", webhook_id=event.msg_id)
+        return _answer(503, _UNAVAILABLE)
+
+    def _settle(self, msg_id: str, settled: bool) -> None:
+        for waiter in self._settling.pop(msg_id, ()):
+            if not waiter.done():
+                waiter.set_result(settled)
+
     async def _enqueue(self, event: Event) -> web.Response:
         assert self.stream is not None
         memory = self.memory_dedup
-        if memory is not None and not await memory.claim(event.msg_id):
-            return self._duplicate(event)
+        if memory is not None:
+            if not await memory.claim(event.msg_id):
+                return await self._duplicate_of_claimed(event)
+            self._settling[event.msg_id] = []
+        admitted: Admitted = "full"
         try:
             admitted = await self.stream.admit(event)
         except (RedisError, OSError) as error:
-            admitted = "full"
             log(
                 40,
                 "redis unavailable; answering 503",
                 webhook_id=event.msg_id,
                 error=type(error).__name__,
             )
+        finally:
+            if memory is not None:
+                if admitted == "full":
+                    await memory.release(event.msg_id)
+                self._settle(event.msg_id, admitted != "full")
         if admitted == "duplicate":
             return self._duplicate(event)
         if admitted == "full":
-            if memory is not None:
-                await memory.release(event.msg_id)
             self._count_failed.inc()
             return _answer(503, _UNAVAILABLE)
         self._count_accepted.inc()

@@ -143,6 +143,42 @@ async def test_duplicate_is_answered_2xx_and_not_forwarded_again(
     assert len(target.requests) == 1
 
 
+async def test_duplicate_arriving_while_the_first_copy_is_in_flight_is_answered_after_it(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    target.delay = 0.3
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body)
+    first = asyncio.create_task(client.post(body, headers))
+    await asyncio.sleep(0.1)
+    second = await client.post(body, headers)
+    assert len(target.requests) == 1  # the duplicate's 2xx came after the delivery
+    assert second == (200, {"status": "duplicate"})
+    assert await first == (200, {"status": "accepted"})
+
+
+async def test_duplicate_of_a_copy_whose_delivery_fails_is_not_acknowledged(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """Gemini may retry while its first attempt is still being forwarded (it gave up
+    waiting); a 2xx to that retry would end its retries although nothing was delivered."""
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    target.delay = 0.3
+    target.fail_next = 1
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body)
+    first = asyncio.create_task(client.post(body, headers))
+    await asyncio.sleep(0.1)
+    assert (await client.post(body, headers))[0] == 503
+    assert (await first)[0] == 503
+    target.delay = 0
+    assert await client.post(body, headers) == (200, {"status": "accepted"})
+    assert target.ids() == [headers["webhook-id"]]
+
+
 async def test_failed_forward_answers_503_and_the_retry_is_delivered(
     start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
 ) -> None:
