@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +42,45 @@ class _HealthMemos:
     last: dict[str, health.Verdict] = field(default_factory=dict)
 
 
+ROTATE_FIELD = ("metadata", "annotations", crd.ANNOTATION_ROTATE)
+
+
+# kopf keeps its state in annotations under our prefix (`gemini.webhooks.dev/`) and, when
+# it compares an object with the last handled one, drops every annotation under that
+# prefix as its own: twice, in the diff base (the prefix is branded `kopf-managed`) and in
+# the progress storage's `clear`. Our user-facing `gemini.webhooks.dev/rotate` would be
+# dropped with them and wait for the next drift check. These two keep it in the compared
+# essence, so setting it is a change like a spec edit and the update handler runs at once.
+
+
+class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled configuration, plus the rotate annotation."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> Any:
+        return super().build(body=body, extra_fields=[*(extra_fields or ()), ROTATE_FIELD])
+
+
+class ProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's handler progress; its `clear` keeps the rotate annotation in the essence."""
+
+    def clear(self, *, essence: Any) -> Any:
+        requested = ((essence.get("metadata") or {}).get("annotations") or {}).get(
+            crd.ANNOTATION_ROTATE
+        )
+        cleared = super().clear(essence=essence)
+        if requested is not None:
+            metadata = cleared.setdefault("metadata", {})
+            metadata.setdefault("annotations", {})[crd.ANNOTATION_ROTATE] = requested
+        return cleared
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """Our kopf settings: state in annotations (the CRD's structural schema prunes unknown
-    status fields), our finalizer name, and no Kubernetes Event per kopf log line (a retry
-    loop would post one per attempt): the reconciler posts its own, deduplicated."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    status fields) with the rotate annotation part of what is compared, our finalizer name,
+    and no Kubernetes Event per kopf log line (a retry loop would post one per attempt): the
+    reconciler posts its own, deduplicated."""
+    settings.persistence.progress_storage = ProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = DiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = FINALIZER

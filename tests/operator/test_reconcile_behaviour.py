@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import standardwebhooks
 
 from gemini_webhook_operator.model import marker_uid
 from gemini_webhooks.contracts.signing_secret import matches_truncated
@@ -164,6 +165,42 @@ async def test_rotate_annotation_rotates_once_and_is_removed(
         event = await _wait_event(gemini, "Rotated")
         assert "RequestedByAnnotation" in event["message"]
         assert is_ready(obj)
+
+
+async def test_rotate_annotation_acts_at_once_not_at_the_next_drift_check(
+    gemini: Cluster, emulator: Any, kube: Any
+) -> None:
+    """kopf marks our annotation prefix as its own and leaves it out of the diff; the
+    operator puts the rotate annotation back in, so setting it is a change like a spec edit."""
+    endpoint = emulator.endpoint()
+    async with operator_running(kube, drift_interval=3600.0) as running:
+        await gemini.apply(resource("prompt", endpoint.url, emulator.base_url))
+        await gemini.wait_for("prompt", is_ready)
+        before = await gemini.signing_secrets("prompt")
+        await gemini.patch(
+            "prompt", {"metadata": {"annotations": {"gemini.webhooks.dev/rotate": "now"}}}
+        )
+        await gemini.wait_for(
+            "prompt",
+            lambda o: o["status"].get("lastRotationReason") == "RequestedByAnnotation",
+            timeout=10,
+        )
+        assert running.metrics.reconciles.labels("drift", "success")._value.get() == 0
+        after = await gemini.signing_secrets("prompt")
+        assert before is not None and after is not None and before.current and after.current
+        assert after.current.secret != before.current.secret
+        # Removing the annotation (done by the operator) is no second request.
+        await gemini.wait_for(
+            "prompt",
+            lambda o: "gemini.webhooks.dev/rotate" not in (o["metadata"].get("annotations") or {}),
+        )
+        await asyncio.sleep(1.0)
+        assert running.metrics.rotations.labels("RequestedByAnnotation")._value.get() == 1
+        emulator.fire("batch.succeeded")
+        (request,) = endpoint.wait_for(1)
+        standardwebhooks.Webhook(after.current.secret).verify(
+            request.body, {k.lower(): v for k, v in request.headers.items()}
+        )
 
 
 @pytest.mark.emulator_config(
