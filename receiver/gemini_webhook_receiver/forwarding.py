@@ -69,6 +69,16 @@ class Target:
         return parts.hostname, parts.port or 80, path.encode()
 
 
+def _public_name(url: str) -> str:
+    """The URL as a metric label and in logs: without credentials, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def resolve(target: TargetConfig, cluster_domain: str, overrides: Mapping[str, str]) -> Target:
     if target.service is not None:
         svc = target.service
@@ -84,7 +94,7 @@ def resolve(target: TargetConfig, cluster_domain: str, overrides: Mapping[str, s
     else:
         assert target.url is not None
         url = target.url
-        name = url.split("?", 1)[0]
+        name = _public_name(url)
     return Target(name=name, url=url, cloudevents=target.format == "cloudevents")
 
 

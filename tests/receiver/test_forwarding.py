@@ -150,3 +150,16 @@ async def test_each_failed_forward_is_counted_by_what_failed(target: RecordingTa
         await session.close()
     assert outcomes == [FORWARD_OK, FORWARD_HTTP_ERROR, FORWARD_TIMEOUT, FORWARD_CONNECTION_ERROR]
     assert set(outcomes) <= set(FORWARD_OUTCOMES)
+
+
+def test_url_target_name_carries_no_credentials_or_query() -> None:
+    from gemini_webhook_receiver.forwarding import resolve
+    from gemini_webhooks.contracts.receiver_config import TargetConfig
+
+    target = resolve(
+        TargetConfig(url="https://user:hunter2@hooks.example.test:8443/in?token=abc#x"),
+        "cluster.local",
+        {},
+    )
+    assert target.name == "https://hooks.example.test:8443/in"
+    assert target.url.endswith("/in?token=abc#x")  # what is sent is unchanged
