@@ -97,3 +97,20 @@ async def test_missing_secret_is_not_ready_until_it_is_created(
         assert time.monotonic() < deadline, "new Secret not seen within 1 s"
         await asyncio.sleep(0.02)
     assert (await client.deliver([secret]))[0] == 200
+
+
+async def test_deleted_secret_makes_the_receiver_unready_and_deliveries_retryable(
+    core: k8s.CoreV1Api, start_receiver: StartReceiver, target: RecordingTarget
+) -> None:
+    secret = new_secret()
+    await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, _secret_body(secret))
+    client = await start_receiver(_config(target))
+    assert (await client.deliver([secret]))[0] == 200
+    await asyncio.to_thread(core.delete_namespaced_secret, NAME, NAMESPACE)
+    deadline = time.monotonic() + 1.0
+    while (await client.get_json("/readyz"))[0] != 503:
+        assert time.monotonic() < deadline, "deletion not seen within 1 s"
+        await asyncio.sleep(0.02)
+    status, answer, _ = await client.deliver([secret])
+    assert (status, answer["error"]) == (503, "no_secrets_loaded")  # Gemini retries
+    assert await client.metric("gemini_receiver_loaded_secrets", webhook="orders") == 0

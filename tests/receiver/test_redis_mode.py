@@ -197,3 +197,41 @@ async def test_queue_gauges_are_exported(
     await asyncio.sleep(1.3)
     assert await client.metric("gemini_receiver_queue_depth") == 1
     assert await client.metric("gemini_receiver_queue_lag_seconds") > 0
+
+
+async def test_shutdown_lets_a_delivery_in_flight_finish_and_acknowledges_it(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    path, secret = secrets_file
+    target.delay = 0.5
+    client = await start_receiver(_config(target.url, path, redis_server))
+    _, _, msg_id = await client.deliver([secret])
+    await asyncio.sleep(0.15)  # the consumer is now waiting on the slow target
+    await client.running.receiver.stop(drain_seconds=5)
+    assert target.ids() == [msg_id]
+    redis = aioredis.Redis.from_url(redis_server)
+    pending = await redis.xpending("gemini-webhooks:deliveries", "gemini-webhook-receiver")
+    assert pending["pending"] == 0
+    assert await redis.xlen("gemini-webhooks:deliveries") == 0
+    await redis.aclose()
+
+
+async def test_redis_answering_again_makes_the_receiver_ready_again(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    path, _ = secrets_file
+    client = await start_receiver(_config(target.url, path, redis_server))
+    assert (await client.get_json("/readyz"))[0] == 200
+    redis = aioredis.Redis.from_url(redis_server)
+    await redis.execute_command("CLIENT", "PAUSE", "3000", "ALL")  # Redis stops answering
+    status, readiness = await client.get_json("/readyz")
+    assert (status, readiness["checks"]["redis"]) == (503, False)
+    await redis.execute_command("CLIENT", "UNPAUSE")
+    assert (await client.get_json("/readyz"))[0] == 200
+    await redis.aclose()

@@ -301,3 +301,44 @@ async def test_metrics_healthz_and_pings_are_on_the_internal_port_only(
             async with session.get(client.url.rstrip("/") + route) as response:
                 assert response.status in (404, 405)
     assert (await client.get_json("/internal/pings"))[0] == 200
+
+
+async def test_draining_receiver_is_unready_refuses_new_work_and_finishes_what_it_has(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    assert (await client.get_json("/readyz"))[0] == 200
+    target.delay = 0.5
+    in_flight = asyncio.create_task(client.deliver([secret]))
+    await asyncio.sleep(0.1)
+    draining = asyncio.create_task(client.running.receiver.stop(drain_seconds=5))
+    await asyncio.sleep(0.05)
+    status, readiness = await client.get_json("/readyz")
+    assert (status, readiness["checks"]["accepting"]) == (503, False)
+    assert (await client.deliver([secret]))[0] == 503  # Gemini retries it elsewhere/later
+    status, _, msg_id = await in_flight
+    assert status == 200
+    await draining
+    assert target.ids() == [msg_id]
+
+
+async def test_loaded_secrets_gauge_counts_the_secrets_in_force(
+    start_receiver: StartReceiver, target: RecordingTarget, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.json"
+    write_secrets(path, new_secret(), (new_secret(), datetime.now(UTC) + timedelta(hours=1)))
+    client = await start_receiver(base_config(target.url, path))
+    assert await client.metric("gemini_receiver_loaded_secrets", webhook="orders") == 2
+    write_secrets(
+        path,
+        new_secret(),
+        (new_secret(), datetime.now(UTC) + timedelta(hours=1)),
+        (new_secret(), datetime.now(UTC) - timedelta(seconds=1)),  # expired: not in force
+    )
+    await asyncio.sleep(0.6)
+    assert await client.metric("gemini_receiver_loaded_secrets", webhook="orders") == 2
+    assert (
+        await client.metric("gemini_receiver_secret_reloads_total", webhook="orders", outcome="ok")
+        == 1
+    )
