@@ -19,6 +19,7 @@ from typing import Any
 from gemini_webhooks.kubesandbox.resources import ResourceType
 
 KUBERNETES_VERSION = "1.34"
+SERVED_VERSION = f"v{KUBERNETES_VERSION}.0"
 _VERSION_RE = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
 
 OBJECT_META = {
@@ -53,11 +54,11 @@ def version_priority(version: str) -> tuple[int, int, int, str]:
     return ({None: 0, "beta": 1, "alpha": 2}[level], -major, -minor, version)
 
 
-def _gv_path(rtype: ResourceType) -> str:
+def gv_path(rtype: ResourceType) -> str:
     return f"apis/{rtype.group}/{rtype.version}" if rtype.group else f"api/{rtype.version}"
 
 
-def _schema_name(rtype: ResourceType) -> str:
+def schema_name(rtype: ResourceType) -> str:
     if rtype.custom:
         reversed_group = ".".join(reversed(rtype.group.split(".")))
         return f"{reversed_group}.{rtype.version}.{rtype.kind}"
@@ -176,17 +177,31 @@ def _operation(rtype: ResourceType, verb: str, ref: str) -> dict[str, Any]:
             "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": ref}}}}
         },
     }
-    if verb in ("post", "put", "patch"):
+    if verb in ("post", "put"):
         op["parameters"] = list(_PARAMS)
         op["requestBody"] = {"content": {"*/*": {"schema": {"$ref": ref}}}}
+    elif verb == "patch":
+        # kubectl computes a strategic merge patch from these schemas (as from a real
+        # server's) only if the operation says it accepts one: built-ins do, custom kinds not.
+        op["parameters"] = list(_PARAMS)
+        patch_types = _PATCH_TYPES if rtype.custom else (*_PATCH_TYPES, STRATEGIC_MERGE)
+        op["requestBody"] = {"content": {t: {"schema": {"type": "object"}} for t in patch_types}}
     return op
+
+
+STRATEGIC_MERGE = "application/strategic-merge-patch+json"
+_PATCH_TYPES = (
+    "application/apply-patch+yaml",
+    "application/json-patch+json",
+    "application/merge-patch+json",
+)
 
 
 _DOCS: dict[tuple[Any, ...], tuple[dict[str, Any], str, list[ResourceType]]] = {}
 
 
 def _cached(types: Iterable[ResourceType], gv: str) -> tuple[dict[str, Any], str] | None:
-    chosen = [t for t in types if _gv_path(t) == gv]
+    chosen = [t for t in types if gv_path(t) == gv]
     if not chosen:
         return None
     # Types are immutable; a CRD change makes new ones, hence a new key (the entry keeps
@@ -219,7 +234,7 @@ def _build_doc(chosen: list[ResourceType], gv: str) -> dict[str, Any]:
             name = builtin
             schemas.update(_closure(components, builtin))
         else:
-            name = _schema_name(rtype)
+            name = schema_name(rtype)
             schemas[name] = _kind_schema(rtype)
         ref = f"#/components/schemas/{name}"
         base = (
@@ -245,7 +260,7 @@ def _build_doc(chosen: list[ResourceType], gv: str) -> dict[str, Any]:
             }
     return {
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes (kube sandbox)", "version": "v1.34.0"},
+        "info": {"title": "Kubernetes (kube sandbox)", "version": SERVED_VERSION},
         "paths": paths,
         "components": {"schemas": schemas},
     }
@@ -254,7 +269,7 @@ def _build_doc(chosen: list[ResourceType], gv: str) -> dict[str, Any]:
 def index(types: Iterable[ResourceType]) -> dict[str, Any]:
     types = list(types)
     paths = {}
-    for gv in sorted({_gv_path(t) for t in types}):
+    for gv in sorted({gv_path(t) for t in types}):
         cached = _cached(types, gv)
         if cached is not None:
             paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={cached[1]}"}

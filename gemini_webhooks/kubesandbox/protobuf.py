@@ -1,7 +1,7 @@
 """Reading the Kubernetes protobuf encoding, for the objects kubectl's generators send.
 
 `kubectl create configmap|secret|namespace|serviceaccount|role|rolebinding|clusterrole|
-clusterrolebinding|deployment|service` post built-in objects as
+clusterrolebinding|deployment|service|poddisruptionbudget` post built-in objects as
 `application/vnd.kubernetes.protobuf` and do not fall back to JSON. The envelope is the
 magic `k8s\\0` and a `runtime.Unknown` (type meta, raw message). We decode the raw
 message with the field numbers of `k8s.io/api` for the fields those generators set;
@@ -189,6 +189,13 @@ MESSAGES: dict[str, dict[int, Field]] = {
         4: ("targetPort", "intorstring"),
         5: ("nodePort", "int"),
     },
+    "PodDisruptionBudget": {1: ("metadata", "ObjectMeta"), 2: ("spec", "PodDisruptionBudgetSpec")},
+    "PodDisruptionBudgetSpec": {
+        1: ("minAvailable", "intorstring"),
+        2: ("selector", "LabelSelector"),
+        3: ("maxUnavailable", "intorstring"),
+        4: ("unhealthyPodEvictionPolicy", "string"),
+    },
     "SelfSubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "AccessReviewSpec")},
     "AccessReviewSpec": {
         1: ("resourceAttributes", "ResourceAttributes"),
@@ -219,6 +226,7 @@ KINDS = {
     "ClusterRoleBinding",
     "Deployment",
     "Service",
+    "PodDisruptionBudget",
 }
 
 

@@ -23,7 +23,7 @@ import aiohttp.web
 import attrs
 import kmock
 
-from gemini_webhooks.kubesandbox import errors, openapi, protobuf, tables
+from gemini_webhooks.kubesandbox import errors, openapi, openapi_v2, protobuf, tables
 from gemini_webhooks.kubesandbox.errors import ApiError
 from gemini_webhooks.kubesandbox.faults import (
     AuditEntry,
@@ -688,7 +688,7 @@ class KubeSandbox(kmock.RawHandler):
             return aiohttp.web.Response(text="ok")
         if path == "/":
             paths = sorted(
-                {"/api", "/api/v1", "/apis", "/version", "/openapi/v3", "/healthz"}
+                {"/api", "/api/v1", "/apis", "/version", "/openapi/v2", "/openapi/v3", "/healthz"}
                 | {f"/apis/{g}" for g in self._groups()}
             )
             return _json({"paths": paths})
@@ -719,7 +719,13 @@ class KubeSandbox(kmock.RawHandler):
                 raise ApiError(404, "NotFound", f"no OpenAPI document for {gv}")
             return _json(doc)
         if path == "/openapi/v2":
-            raise ApiError(404, "NotFound", "OpenAPI v2 is not served; use /openapi/v3")
+            doc, encoded = openapi_v2.served(self.cluster.served_types())
+            accept = request.headers.get("Accept", "")
+            if any(t in accept for t in openapi_v2.PROTOBUF_ACCEPTED):
+                return aiohttp.web.Response(
+                    body=encoded, headers={"Content-Type": openapi_v2.PROTOBUF}
+                )
+            return _json(doc)
         return None
 
     def _groups(self) -> dict[str, list[str]]:

@@ -110,6 +110,10 @@ def _event_age(obj: Mapping[str, Any], now: datetime.datetime) -> str:
     )
 
 
+def _or_na(value: Any) -> str:
+    return "N/A" if value is None else str(value)
+
+
 NAME: Column = ("Name", "string", lambda o, _: o.get("metadata", {}).get("name", ""))
 AGE: Column = ("Age", "date", _meta_age)
 
@@ -164,6 +168,21 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[Column]] = {
     ("coordination.k8s.io", "leases"): [
         NAME,
         ("Holder", "string", lambda o, _: o.get("spec", {}).get("holderIdentity", "")),
+        AGE,
+    ],
+    ("policy", "poddisruptionbudgets"): [
+        NAME,
+        ("Min Available", "string", lambda o, _: _or_na(o.get("spec", {}).get("minAvailable"))),
+        (
+            "Max Unavailable",
+            "string",
+            lambda o, _: _or_na(o.get("spec", {}).get("maxUnavailable")),
+        ),
+        (
+            "Allowed Disruptions",
+            "integer",
+            lambda o, _: (o.get("status") or {}).get("disruptionsAllowed", 0),
+        ),
         AGE,
     ],
     ("apiextensions.k8s.io", "customresourcedefinitions"): [

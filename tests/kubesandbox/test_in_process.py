@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
 
-from gemini_webhooks.kubesandbox import KubeSandboxServer
+from gemini_webhooks.kubesandbox import KubeSandbox, KubeSandboxServer
+from gemini_webhooks.kubesandbox.store import Cluster
 
 
 async def test_the_server_starts_on_an_ephemeral_port_and_stops(tmp_path: Path) -> None:
@@ -90,3 +92,25 @@ def test_a_threaded_sandbox_that_cannot_bind_cleans_up(tmp_path: Path) -> None:
             runner.start()
     assert threading.active_count() == before
     assert not (tmp_path / "kubeconfig").exists()
+
+
+async def test_a_watch_from_a_version_older_than_the_kept_history_is_gone() -> None:
+    sandbox = KubeSandbox(cluster=Cluster(history_size=5))
+    async with KubeSandboxServer(sandbox=sandbox) as server, aiohttp.ClientSession() as session:
+        url = f"{server.base_url}/api/v1/namespaces/default/configmaps"
+        versions = []
+        for i in range(8):  # more changes than the history keeps
+            async with session.post(url, json={"metadata": {"name": f"c{i}"}}) as reply:
+                versions.append((await reply.json())["metadata"]["resourceVersion"])
+
+        params = {"watch": "1", "resourceVersion": versions[0], "timeoutSeconds": "1"}
+        async with session.get(url, params=params) as watch:
+            old = [line async for line in watch.content if line.strip()]
+        params["resourceVersion"] = versions[-2]
+        async with session.get(url, params=params) as watch:
+            recent = [line async for line in watch.content if line.strip()]
+    (gone,) = (json.loads(line) for line in old)
+    assert gone["type"] == "ERROR" and gone["object"]["code"] == 410
+    assert gone["object"]["reason"] == "Expired"
+    (added,) = (json.loads(line) for line in recent)
+    assert (added["type"], added["object"]["metadata"]["name"]) == ("ADDED", "c7")

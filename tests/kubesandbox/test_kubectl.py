@@ -460,3 +460,152 @@ def test_kubectl_edit_label_and_annotate_a_custom_resource(
         (o["metadata"]["name"], o["spec"]["size"], o["metadata"]["annotations"]["note"])
         for o in obj
     ] == [(name, 8, "edited")]
+
+
+def _list_of(*items: dict[str, object]) -> str:
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": list(items)})
+
+
+def test_kubectl_applies_a_list_document(kubectl_widgets: KubectlRun) -> None:
+    config, widget = unique("cm"), unique("w")
+    document = _list_of(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": config}, "data": {"a": "1"}},
+        yaml.safe_load(_widget_yaml(widget)),
+    )
+    out = kubectl_widgets("apply", "-f", "-", input=document).stdout
+    assert f"configmap/{config} created" in out
+    assert f"widget.test.kubesandbox.dev/{widget} created" in out
+    again = kubectl_widgets("apply", "-f", "-", input=document).stdout
+    assert f"configmap/{config} unchanged" in again
+    assert f"widget.test.kubesandbox.dev/{widget} unchanged" in again
+
+
+def test_kubectl_validates_the_items_of_a_list_against_the_openapi_v2_schema(
+    kubectl: KubectlRun,
+) -> None:
+    # kubectl checks List items itself, with /openapi/v2; the message is kubectl's own.
+    name = unique("cm")
+    document = _list_of(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "bogus": 1}
+    )
+    result = kubectl("apply", "-f", "-", input=document, check=False)
+    assert result.returncode != 0
+    assert 'unknown field "bogus" in io.k8s.api.core.v1.ConfigMap' in result.stderr
+    assert kubectl("get", "configmap", name, check=False).returncode != 0
+
+
+def _applied_twice(kubectl: KubectlRun, manifest: dict[str, object]) -> tuple[str, dict, dict]:  # type: ignore[type-arg]
+    kind, name = str(manifest["kind"]).lower(), manifest["metadata"]["name"]  # type: ignore[index]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    before = json.loads(kubectl("get", kind, name, "-o", "json").stdout)["metadata"]
+    out = kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest)).stdout
+    after = json.loads(kubectl("get", kind, name, "-o", "json").stdout)["metadata"]
+    return out, before, after
+
+
+def test_kubectl_reapplying_unchanged_built_ins_reports_unchanged(kubectl: KubectlRun) -> None:
+    name = unique("r")
+    manifests = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "1"}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "data": {"a": "MQ=="},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "app",
+                                "image": "example.com/app:1",
+                                "env": [{"name": "A", "value": "1"}],
+                                "ports": [{"containerPort": 8080}],
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+    ]
+    for manifest in manifests:
+        out, before, after = _applied_twice(kubectl, manifest)
+        assert "unchanged" in out, out
+        assert after["resourceVersion"] == before["resourceVersion"]
+
+
+def test_kubectl_reapplying_an_unchanged_pod_disruption_budget_changes_nothing(
+    kubectl: KubectlRun,
+) -> None:
+    # PodDisruptionBudgetSpec.selector has patchStrategy=replace, so kubectl always puts it
+    # in its patch and prints "configured" (as against a real cluster: the wording is
+    # kubectl's); the server must see a no-op: same resourceVersion and generation.
+    name = unique("pdb")
+    manifest = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": name}}},
+    }
+    out, before, after = _applied_twice(kubectl, manifest)
+    assert f"poddisruptionbudget.policy/{name}" in out
+    assert (after["resourceVersion"], after["generation"]) == (
+        before["resourceVersion"],
+        before["generation"],
+    )
+    manifest["spec"]["minAvailable"] = 2  # type: ignore[index]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    changed = json.loads(kubectl("get", "pdb", name, "-o", "json").stdout)
+    assert changed["spec"]["minAvailable"] == 2
+    assert changed["metadata"]["generation"] == before["generation"] + 1
+
+
+def test_kubectl_uses_the_openapi_v3_schema_for_strategic_merge(kubectl: KubectlRun) -> None:
+    # As on a real server, built-in PATCH operations accept strategic merge patches, so
+    # kubectl computes its patch from the served schema (and asks for no OpenAPI v2).
+    name = unique("pdb")
+    manifest = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": name}}},
+    }
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    result = kubectl("apply", "-v=6", "-f", "-", input=yaml.safe_dump(manifest))
+    assert "does not support strategic merge patch" not in result.stderr
+    assert "/openapi/v2" not in result.stderr
+
+
+def test_kubectl_creates_namespaces_and_pod_disruption_budgets_from_protobuf(
+    kubectl: KubectlRun,
+) -> None:
+    ns, budget = unique("ns"), unique("pdb")
+    assert f"namespace/{ns} created" in kubectl("create", "namespace", ns).stdout
+    kubectl("create", "pdb", budget, "-n", ns, "--selector=app=x", "--min-available=50%")
+    spec = json.loads(kubectl("get", "pdb", budget, "-n", ns, "-o", "jsonpath={.spec}").stdout)
+    assert spec == {"minAvailable": "50%", "selector": {"matchLabels": {"app": "x"}}}
+    header = kubectl("get", "pdb", "-n", ns).stdout.splitlines()[0].split()
+    assert header == [
+        "NAME",
+        "MIN",
+        "AVAILABLE",
+        "MAX",
+        "UNAVAILABLE",
+        "ALLOWED",
+        "DISRUPTIONS",
+        "AGE",
+    ]
+    kubectl("delete", "namespace", ns, "--wait=false")
