@@ -355,8 +355,8 @@ class Receiver:
             DYNAMIC_SOURCE,
             "jwt",
             event_type,
-            orjson.dumps(match.envelope),
-            claims=orjson.dumps(match.claims),
+            match.envelope_json,
+            claims=match.claims_json,
             received_at=now,
             user_metadata=match.envelope.get("user_metadata"),
         )

@@ -9,6 +9,7 @@ claims; a non-empty body must equal it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +34,23 @@ class DynamicMatch:
     envelope: dict[str, Any]
     claims: dict[str, Any]  # the registered claims (iss, aud, iat, exp, jti)
     kid: str
+
+    @property
+    def envelope_json(self) -> bytes:
+        return _json(self.envelope)
+
+    @property
+    def claims_json(self) -> bytes:
+        return _json(self.claims)
+
+
+def _json(value: Any) -> bytes:
+    """orjson, or the standard library for what orjson refuses (integers beyond 64 bits,
+    which a token's JSON may carry): the forwarded JSON is exactly what was signed."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class JwksCache:
@@ -81,6 +99,8 @@ class JwksCache:
 def _claims_error(error: jwt.PyJWTError) -> Rejection:
     if isinstance(error, jwt.ExpiredSignatureError):
         return reasons.TOKEN_EXPIRED
+    if isinstance(error, jwt.ImmatureSignatureError):  # iat or nbf ahead of our clock
+        return reasons.CLOCK_SKEW
     if isinstance(error, jwt.InvalidAudienceError):
         return reasons.WRONG_AUDIENCE
     if isinstance(error, jwt.InvalidIssuerError):
@@ -121,6 +141,8 @@ async def verify(
         )
     except jwt.PyJWTError as error:
         return _claims_error(error)
+    except (TypeError, ValueError, OverflowError):  # claims of a shape PyJWT did not expect
+        return reasons.INVALID_TOKEN
     iat = claims["iat"]
     if not isinstance(iat, int | float):
         return reasons.INVALID_TOKEN
@@ -133,8 +155,10 @@ async def verify(
         return reasons.INVALID_TOKEN
     if body.strip():
         try:
-            sent = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            # Parsed as PyJWT parsed the claims (the standard library), so that equal JSON
+            # compares equal (orjson turns integers beyond 64 bits into floats).
+            sent = json.loads(body)
+        except ValueError:  # not JSON, or not UTF-8
             return reasons.BODY_MISMATCH
         if sent != envelope:
             return reasons.BODY_MISMATCH

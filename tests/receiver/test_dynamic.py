@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import jwt
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from gemini_webhooks.contracts.delivery import PING_EVENT_TYPE
 
@@ -23,6 +27,7 @@ from .conftest import (
     base_config,
     claims_for,
     envelope,
+    start_app,
 )
 
 
@@ -243,3 +248,138 @@ async def test_dynamic_ping_is_recorded_with_its_key_id(
     _, pings = await client.get_json("/internal/pings")
     assert pings["pings"]["dynamic"]["secret_fingerprint"] == signer.kid
     assert target.requests == []
+
+
+_json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+async def test_arbitrary_tokens_and_claims_never_get_a_5xx(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    """Junk in every part of a token, and validly signed tokens with claims of any JSON
+    shape (wrong types, huge numbers, NaN, missing fields): 4xx or 2xx, never 5xx."""
+    client = await start_receiver(_config(target, signer))
+    loop = asyncio.get_running_loop()
+    problems: list[str] = []
+    segment = st.binary(max_size=40).map(lambda b: jwt.utils.base64url_encode(b).decode())
+    header_json = st.dictionaries(
+        st.sampled_from(["alg", "kid", "typ", "jku", "x5u", "crit"]), _json_values, max_size=4
+    ).map(lambda h: jwt.utils.base64url_encode(json.dumps(h).encode()).decode())
+
+    # Found by earlier runs, kept: integers beyond 64 bits, non-finite numbers, a NaN `iat`.
+    @example("signed", ("", "", ""), {}, {"n": 2**70}, b"")
+    @example("signed", ("", "", ""), {}, {"n": 2**70}, json.dumps({"n": 2**70}))
+    @example("signed", ("", "", ""), {"exp": float("inf")}, {}, b"")
+    @example("signed", ("", "", ""), {"iat": float("nan")}, {}, b"")
+    @example("signed", ("", "", ""), {"iss": None, "aud": {"a": 1}}, {}, b"\xff")
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        kind=st.sampled_from(["junk", "signed"]),
+        parts=st.tuples(st.one_of(segment, header_json), segment, segment),
+        overrides=st.dictionaries(
+            st.sampled_from(["iss", "aud", "iat", "exp", "nbf", "jti", "type", "data"]),
+            _json_values,
+            max_size=4,
+        ),
+        extra=st.dictionaries(st.text(max_size=8), _json_values, max_size=3),
+        body=st.one_of(st.just(b""), st.binary(max_size=60), _json_values.map(json.dumps)),
+    )
+    def check(
+        kind: str,
+        parts: tuple[str, str, str],
+        overrides: dict[str, Any],
+        extra: dict[str, Any],
+        body: bytes | str,
+    ) -> None:
+        msg_id = "msg_fuzz"
+        if kind == "signed":
+            claims = {**extra, **claims_for(envelope(), msg_id), **overrides}
+            # Signed as raw JWS bytes: PyJWT's own encode() refuses some malformed claims.
+            payload = json.dumps(claims).encode()
+            token = jwt.api_jws.encode(payload, signer.key, "RS256", headers={"kid": signer.kid})
+        else:
+            token = ".".join(parts)
+        raw = body.encode() if isinstance(body, str) else body
+        sent = asyncio.run_coroutine_threadsafe(_send(client, token, msg_id, raw), loop)
+        status, _ = sent.result(10)
+        if status >= 500:
+            problems.append(f"{status} for {token!r} {raw!r}")
+
+    await loop.run_in_executor(None, check)
+    assert problems == []
+
+
+async def test_token_pointing_at_another_key_set_is_not_fetched_from_there(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    """`jku`/`x5u` in the header are ignored: keys come only from the pinned JWKS URI."""
+    attacker_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    attacker = Signer(key=attacker_key, kid="attacker-key")
+
+    async def jwks(request: web.Request) -> web.Response:
+        attacker.fetches += 1
+        return web.json_response(attacker.jwks())
+
+    app = web.Application()
+    app.router.add_get("/jwks.json", jwks)
+    runner, port = await start_app(app)
+    try:
+        client = await start_receiver(_config(target, signer))
+        event = envelope()
+        headers = {
+            "kid": "attacker-key",
+            "jku": f"http://127.0.0.1:{port}/jwks.json",
+            "x5u": f"http://127.0.0.1:{port}/jwks.json",
+        }
+        token = jwt.encode(claims_for(event, "m"), attacker_key, "RS256", headers=headers)
+        status, answer = await _send(client, token, "m", b"")
+        assert (status, answer["error"]) == (401, "unknown_kid")
+        assert attacker.fetches == 0
+        assert target.requests == []
+    finally:
+        await runner.cleanup()
+
+
+async def test_keys_are_cached_between_deliveries(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    for i in range(5):
+        token = signer.token(claims_for(envelope(), f"c{i}"))
+        assert (await _send(client, token, f"c{i}", b""))[0] == 200
+    assert signer.fetches == 1
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="ok") == 1
+
+
+async def test_expiry_within_the_leeway_is_accepted(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))  # leeway_seconds: 5
+    now = int(time.time())
+    token = signer.token(claims_for(envelope(), "m", iat=now - 60, exp=now - 2))
+    assert (await _send(client, token, "m", b""))[0] == 200
+
+
+async def test_token_issued_in_the_future_is_rejected_as_clock_skew(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))  # leeway_seconds: 5
+    now = int(time.time())
+    token = signer.token(claims_for(envelope(), "m", iat=now + 60, exp=now + 600))
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (400, "clock_skew")
+    token = signer.token(claims_for(envelope(), "n", iat=now + 3, exp=now + 600))
+    assert (await _send(client, token, "n", b""))[0] == 200  # within the leeway
