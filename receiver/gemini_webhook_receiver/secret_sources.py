@@ -42,16 +42,20 @@ class FileSecretSource:
     """Re-reads the file when its identity or content changes (kubelet swaps a symlink)."""
 
     def __init__(self, webhook: str, ref: FileSecretRef, on_update: OnUpdate) -> None:
-        path = Path(ref.path)
-        self._path = path / KEY_SECRETS if path.is_dir() else path
+        self._configured = Path(ref.path)
         self._webhook = webhook
         self._on_update = on_update
         self._seen: bytes | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def _file(self) -> Path:
+        # Decided at every poll: a mounted directory may appear after we start.
+        path = self._configured
+        return path / KEY_SECRETS if path.is_dir() else path
+
     def poll(self) -> None:
         try:
-            raw = self._path.read_bytes()
+            raw = self._file().read_bytes()
         except OSError as error:
             if self._seen is not None or self._task is None:
                 _report_error(self._webhook, "file", error)

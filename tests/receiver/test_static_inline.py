@@ -342,3 +342,38 @@ async def test_loaded_secrets_gauge_counts_the_secrets_in_force(
         await client.metric("gemini_receiver_secret_reloads_total", webhook="orders", outcome="ok")
         == 1
     )
+
+
+def _kubelet_write(directory: Path, current: str, generation: int) -> None:
+    """A Secret volume update as kubelet's atomic writer does it: the files go into a new
+    timestamped directory, then the `..data` symlink is swapped in one rename."""
+    fresh = directory / f"..2026_11_30_00_00_{generation:02d}.000000001"
+    fresh.mkdir()
+    write_secrets(fresh / "signing-secrets.json", current)
+    (directory / "..data_tmp").symlink_to(fresh.name)
+    (directory / "..data_tmp").replace(directory / "..data")
+    visible = directory / "signing-secrets.json"
+    if not visible.is_symlink():
+        visible.symlink_to("..data/signing-secrets.json")
+    for old in directory.glob("..2026_*"):
+        if old != fresh:
+            (old / "signing-secrets.json").unlink()
+            old.rmdir()
+
+
+async def test_mounted_secret_directory_is_reloaded_when_kubelet_swaps_it(
+    start_receiver: StartReceiver, target: RecordingTarget, tmp_path: Path
+) -> None:
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    old, new = new_secret(), new_secret()
+    _kubelet_write(mount, old, 1)
+    client = await start_receiver(base_config(target.url, mount))
+    assert (await client.deliver([old]))[0] == 200
+    _kubelet_write(mount, new, 2)
+    changed_at = time.monotonic()
+    while (await client.deliver([new]))[0] != 200:
+        assert time.monotonic() - changed_at < 1.0, "swap not seen within 1 s"
+        await asyncio.sleep(0.02)
+    status, answer, _ = await client.deliver([old])
+    assert (status, answer["error"]) == (401, "revoked_secret")
