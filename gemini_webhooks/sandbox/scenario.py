@@ -417,6 +417,17 @@ class Scenario:
         truncated = [s.truncated_secret or "" for s in remote.signing_secrets or []]
         return current is not None and any(matches_truncated(current.secret, t) for t in truncated)
 
+    async def current_secret_matches(self, truncated: str) -> bool:
+        """Is the Secret's current secret the one Gemini shows as `truncated`?"""
+        resource = await self.resource() or {}
+        status = resource.get("status") or {}
+        name = status.get("signingSecretName") or self.name + crd.DEFAULT_SIGNING_SECRET_SUFFIX
+        secret = await self.api.get("secrets", self.namespace, name)
+        if secret is None:
+            return False
+        current = decode(decode_secret_data(secret)).current
+        return current is not None and matches_truncated(current.secret, truncated)
+
     async def remote_webhooks_of_resource(self) -> int:
         """How many remote webhooks carry this resource's UID marker (should be one)."""
         client = self.gemini()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+from typing import Any
 
+import aiohttp
 import pytest
 
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.sandbox.scenario import StepFailed, poll
+from gemini_webhooks.sandbox.scenario import StepFailed, poll, scrape, total
 from tests.e2e.conftest import System, sandbox_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -78,6 +80,99 @@ async def test_an_operator_killed_mid_rotation_heals(system: System) -> None:
         if system.sandbox is not None:
             ids = await scenario._fire("video.generated")
             await scenario._arrivals(ids, within=30, what="an event after the heal")
+    finally:
+        await _cleanup(system, scenario.name)
+
+
+@pytest.mark.sandbox_only
+async def test_an_operator_killed_between_the_rotate_call_and_the_secret_write_heals(
+    system: System,
+) -> None:
+    """The exact mid-rotation crash: Gemini has issued the new secret, the Secret was never
+    written (the API server refuses the write), the operator is SIGKILLed there and
+    restarted. Events flow throughout: every one arrives and none is rejected, and after
+    the heal the Secret's current secret is the one Gemini calls current."""
+    sandbox = sandbox_of(system)
+    scenario = await system.scenario("crash-mid-rotation")
+    faults = f"{sandbox.kube_url}/sandbox/v1/faults"
+    secret_name = scenario.name + crd.DEFAULT_SIGNING_SECRET_SUFFIX
+    try:
+        await scenario.apply()
+        await scenario.wait_ready()
+        webhook_id = scenario.webhook_id
+        client = scenario.gemini()
+
+        async def remote_secrets() -> list[Any]:
+            remote = await asyncio.to_thread(client.webhooks.get, id=webhook_id)
+            return list(remote.signing_secrets or [])
+
+        assert len(await remote_secrets()) == 1
+        rejected_before = total(
+            await scrape(scenario.receiver_metrics_url()),
+            "gemini_receiver_deliveries_total",
+            outcome="rejected",
+        )
+        stop = asyncio.Event()
+        sent: list[str] = []
+
+        async def traffic() -> None:
+            while not stop.is_set():
+                sent.extend(await scenario._fire("interaction.completed"))
+                await asyncio.sleep(0.1)
+
+        pump = asyncio.create_task(traffic())
+        async with aiohttp.ClientSession() as http:
+            rule = {"code": 500, "count": 1000, "verb": "patch", "resource": "secrets"}
+            rule |= {"namespace": system.namespace, "name": secret_name}
+            async with http.post(faults, json=rule) as response:
+                assert response.status < 300, await response.text()
+
+            async def refused_writes() -> int:
+                async with http.get(faults) as response:
+                    pending = (await response.json())["faults"]
+                return sum(1000 - f["count"] for f in pending if f.get("name") == secret_name)
+
+            try:
+                await asyncio.sleep(0.5)
+                await scenario.request_rotation()
+
+                async def at_the_boundary() -> bool:
+                    return await refused_writes() >= 1
+
+                await poll(
+                    at_the_boundary, within=30, what="the Secret write after rotate", every=0.05
+                )
+                await system.restart_operator()  # SIGKILL right there, then a fresh start
+                kept = await scenario.signing_secrets()
+                issued = len(await remote_secrets())
+            finally:
+                async with http.delete(faults) as response:
+                    assert response.status < 300
+        # Crashed mid-rotation: Gemini holds a secret the Secret never got.
+        assert (kept, issued) == (1, 2)
+        try:
+
+            async def healed() -> bool:
+                secrets = await remote_secrets()
+                current = [s.truncated_secret for s in secrets if s.expire_time is None]
+                return len(current) == 1 and await scenario.current_secret_matches(current[0])
+
+            await poll(healed, within=60, what="the Secret to hold Gemini's current secret")
+            await asyncio.sleep(1.0)  # traffic signed by the healed state
+        finally:
+            stop.set()
+            await pump
+        assert await scenario.remote_webhooks_of_resource() == 1
+        await scenario._arrivals(sent, within=60, what="events sent around the crash")
+        rejected = (
+            total(
+                await scrape(scenario.receiver_metrics_url()),
+                "gemini_receiver_deliveries_total",
+                outcome="rejected",
+            )
+            - rejected_before
+        )
+        assert rejected == 0
     finally:
         await _cleanup(system, scenario.name)
 
