@@ -505,11 +505,17 @@ async def serve(config: ReceiverConfig, *, drain_seconds: float = 10.0) -> Runni
     await receiver.start()
     runners = []
     ports = []
-    for app, listen in (
-        (public_app(receiver), config.listen),
-        (internal_app(receiver), config.internal),
+    # aiohttp closes a connection that has not sent a whole request head within its
+    # keep-alive timeout (counted from the connection or the previous answer, not reset by
+    # each byte): with the read timeout there, a client trickling headers is cut off too.
+    header_seconds = config.limits.read_timeout_seconds
+    for app, listen, keepalive in (
+        (public_app(receiver), config.listen, header_seconds),
+        (internal_app(receiver), config.internal, 75.0),
     ):
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_seconds)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=drain_seconds, keepalive_timeout=keepalive
+        )
         await runner.setup()
         site = web.TCPSite(runner, listen.host, listen.port, backlog=1024)
         await site.start()

@@ -192,3 +192,30 @@ async def test_arbitrary_malformed_requests_never_get_a_5xx(
 
     await loop.run_in_executor(None, check)
     assert problems == []
+
+
+async def test_client_trickling_headers_is_cut_off_after_the_read_timeout(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, _ = secrets_file
+    client = await _client(start_receiver, target, path, limits={"read_timeout_seconds": 0.5})
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.running.public_port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    writer.write(b"POST / HTTP/1.1\r\nhost: receiver\r\n")
+    closed = False
+    try:
+        while loop.time() - started < 3.0:
+            writer.write(b"x-slow: 1\r\n")  # never the blank line that ends the head
+            await writer.drain()
+            try:
+                closed = await asyncio.wait_for(reader.read(1024), 0.1) == b""
+            except TimeoutError:
+                continue
+            if closed:
+                break
+    except ConnectionError:
+        closed = True
+    writer.close()
+    assert closed, "the connection was still open after 3 s"
+    assert loop.time() - started < 1.5
