@@ -16,10 +16,12 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 
 from tests.fixtures.kube import KUBECTL, Kube
 
 GROUP = "test.kubesandbox.dev"
+KOPF_PEERING = Path(__file__).parents[2] / "gemini_webhooks" / "kubesandbox" / "kopf-peering.yaml"
 WIDGETS = f"/apis/{GROUP}/v1/namespaces/default/widgets"
 
 WIDGET_CRD: dict[str, Any] = {
@@ -211,6 +213,18 @@ class Api:
         deadline = time.monotonic() + 30
         while self.get(WIDGETS).status != 200:
             assert time.monotonic() < deadline, "the Widget CRD was never served"
+            time.sleep(0.1)
+
+    def install_kopf_peering(self) -> None:
+        """kopf's peering CRDs (pre-installed in the sandbox; a real cluster needs them)."""
+        for crd in yaml.safe_load_all(KOPF_PEERING.read_text()):
+            reply = self.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+            assert reply.status in (201, 409), reply.body
+        deadline = time.monotonic() + 30
+        while self.get("/apis/kopf.dev/v1/clusterkopfpeerings").status != 200 or (
+            self.get("/apis/kopf.dev/v1/kopfpeerings").status != 200
+        ):
+            assert time.monotonic() < deadline, "kopf's peering CRDs were never served"
             time.sleep(0.1)
 
 

@@ -124,6 +124,7 @@ def test_deleting_a_crd_stops_serving_its_resource(widgets: Api) -> None:
 
 
 def test_kopf_peering_resources_are_served(api: Api) -> None:
+    api.install_kopf_peering()
     resources = {r["name"] for r in api.get("/apis/kopf.dev/v1").body["resources"]}
     assert {"clusterkopfpeerings", "kopfpeerings"} <= resources
 

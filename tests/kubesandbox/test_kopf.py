@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
-import yaml
 from kopf.testing import KopfRunner
 
 from tests.fixtures.kube import Kube
 from tests.kubesandbox.conftest import GROUP, WIDGETS, Api, unique, widget
-
-PEERING_CRDS = Path(__file__).parents[2] / "gemini_webhooks" / "kubesandbox" / "kopf-peering.yaml"
 
 
 def _eventually(check: Callable[[], Any], timeout: float = 20) -> Any:
@@ -151,26 +147,29 @@ def test_kopf_keeps_handler_progress_across_retries(kopf_env: Api, storage: str)
     assert calls[:2] == [("create-retry", name), ("create", name)]
 
 
-def test_kopf_peering_announces_the_operator(kopf_env: Api) -> None:
+@pytest.mark.parametrize("scope", ["cluster", "namespaced"])
+def test_kopf_peering_announces_the_operator(kopf_env: Api, scope: str) -> None:
     api = kopf_env
-    for crd in yaml.safe_load_all(PEERING_CRDS.read_text()):
-        assert api.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd).status in (
-            201,
-            409,
-        )
+    api.install_kopf_peering()
     peering = unique("peering")
-    path = f"/apis/kopf.dev/v1/clusterkopfpeerings/{peering}"
-    api.post(
-        "/apis/kopf.dev/v1/clusterkopfpeerings",
-        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": peering}},
-    )
+    if scope == "cluster":
+        collection, kind, scope_args = (
+            "/apis/kopf.dev/v1/clusterkopfpeerings",
+            "ClusterKopfPeering",
+            ["-A"],
+        )
+    else:
+        collection = "/apis/kopf.dev/v1/namespaces/default/kopfpeerings"
+        kind, scope_args = "KopfPeering", ["--namespace=default"]
+    path = f"{collection}/{peering}"
+    api.post(collection, {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": peering}})
     settings = _settings()
     settings.peering.name = peering
     settings.peering.mandatory = True
     settings.peering.lifetime = 10
     calls: list[tuple[str, str]] = []
     with KopfRunner(
-        ["run", "-A", f"--peering={peering}"],
+        ["run", *scope_args, f"--peering={peering}"],
         registry=_registry(calls),
         settings=settings,
         timeout=30,

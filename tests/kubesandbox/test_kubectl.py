@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.kubesandbox.conftest import WIDGET_CRD, KubectlRun, unique
+from tests.kubesandbox.conftest import WIDGET_CRD, Api, KubectlRun, unique
 
 pytestmark = pytest.mark.real_component
 
@@ -305,7 +305,8 @@ def test_kubectl_explains_a_custom_resource(kubectl_widgets: KubectlRun) -> None
     assert "KIND:       Widget" in out and "size" in out and "color" in out
 
 
-def test_kubectl_lists_api_resources(kubectl_widgets: KubectlRun) -> None:
+def test_kubectl_lists_api_resources(kubectl_widgets: KubectlRun, api: Api) -> None:
+    api.install_kopf_peering()
     out = kubectl_widgets("api-resources").stdout
     for expected in (
         "widgets",

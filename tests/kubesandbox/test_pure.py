@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import struct
 
 import pytest
 
-from gemini_webhooks.kubesandbox import patching, protobuf, schema, selectors, tables
+from gemini_webhooks.kubesandbox import openapi_v2, patching, protobuf, schema, selectors, tables
 from gemini_webhooks.kubesandbox.errors import ApiError
 from gemini_webhooks.kubesandbox.faults import FaultError, fault_from_json
 from gemini_webhooks.kubesandbox.openapi import version_priority
@@ -311,3 +312,57 @@ def test_apply_removes_only_what_the_manager_no_longer_applies() -> None:
             "replicas": 3,
         },
     }
+
+
+def test_openapi_v2_schemas_are_converted_as_the_api_server_converts_them() -> None:
+    crd = {
+        "type": "object",
+        "required": ["a", "b"],
+        "properties": {
+            "a": {"type": "string", "nullable": True},
+            "b": {"type": "array", "x-kubernetes-preserve-unknown-fields": True, "items": {}},
+            "c": {"allOf": [{"$ref": "#/components/schemas/X"}], "description": "d"},
+            "d": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+        },
+    }
+    assert openapi_v2.to_v2(crd, custom=True) == {
+        "type": "object",
+        "required": ["b"],
+        "properties": {
+            "a": {},
+            "b": {"x-kubernetes-preserve-unknown-fields": True},
+            "c": {"$ref": "#/definitions/X", "description": "d"},
+            "d": {"type": "string"},
+        },
+    }
+    # Built-ins keep their types (Kubernetes' own v2 has no nullable to drop them for).
+    assert openapi_v2.to_v2({"type": "string", "nullable": True}, custom=False) == {
+        "type": "string"
+    }
+
+
+def test_openapi_v2_protobuf_encodes_definitions_by_gnostic_field_numbers() -> None:
+    doc = {
+        "swagger": "2.0",
+        "info": {"title": "t", "version": "v"},
+        "definitions": {
+            "K": {
+                "type": "object",
+                "required": ["x"],
+                "properties": {"x": {"type": "integer", "minimum": 1}},
+            }
+        },
+    }
+    encoded = openapi_v2.encode_document(doc)
+    fields = protobuf._fields(encoded)
+    assert [(n, v) for n, _, v in fields[:1]] == [(1, b"2.0")]
+    (definitions,) = [v for n, _, v in fields if n == 9]
+    ((_, _, named),) = protobuf._fields(definitions)
+    name, schema = (v for _, _, v in protobuf._fields(named))
+    assert name == b"K"
+    by_number = {n: v for n, _, v in protobuf._fields(schema)}
+    assert by_number[19] == b"x" and protobuf._fields(by_number[22]) == [(1, 2, b"object")]
+    ((_, _, prop),) = protobuf._fields(by_number[25])
+    prop_fields = {n: v for n, _, v in protobuf._fields(prop)}
+    inner = {n: v for n, _, v in protobuf._fields(prop_fields[2])}
+    assert prop_fields[1] == b"x" and inner[9] == struct.pack("<d", 1.0)
