@@ -33,6 +33,24 @@ async def test_missing_headers_are_rejected(
     )
 
 
+async def test_malformed_webhook_id_is_rejected(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    body = json.dumps(envelope()).encode()
+    for bad_id in ("x" * 257, "two words"):
+        headers = signed_headers([secret], body, msg_id=bad_id)
+        status, answer = await client.post(body, headers)
+        assert (status, answer["error"]) == (400, "malformed_id")
+    assert (
+        await client.metric(
+            "gemini_receiver_deliveries_total", outcome="rejected", reason="malformed_id"
+        )
+        == 2
+    )
+
+
 async def test_malformed_timestamp_is_rejected(
     start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
 ) -> None:

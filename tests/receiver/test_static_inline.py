@@ -85,6 +85,13 @@ async def test_expired_grace_secret_is_reported_as_revoked(
     client = await start_receiver(base_config(target.url, path))
     status, answer, _ = await client.deliver([old])
     assert (status, answer["error"]) == (401, "revoked_secret")
+    counted = await client.metric(
+        "gemini_receiver_deliveries_total", outcome="rejected", reason="revoked_secret"
+    )
+    not_counted = await client.metric(
+        "gemini_receiver_deliveries_total", outcome="rejected", reason="bad_signature"
+    )
+    assert (counted, not_counted) == (1, 0)
 
 
 async def test_secret_removed_by_rotation_is_reported_as_revoked(
@@ -118,6 +125,13 @@ async def test_future_timestamp_is_rejected_as_clock_skew(
     client = await start_receiver(base_config(target.url, path))
     status, answer, _ = await client.deliver([secret], timestamp=int(time.time()) + 301)
     assert (status, answer["error"]) == (400, "clock_skew")
+    counted = await client.metric(
+        "gemini_receiver_deliveries_total", outcome="rejected", reason="clock_skew"
+    )
+    not_counted = await client.metric(
+        "gemini_receiver_deliveries_total", outcome="rejected", reason="timestamp_expired"
+    )
+    assert (counted, not_counted) == (1, 0)
 
 
 async def test_replay_window_is_configurable(
