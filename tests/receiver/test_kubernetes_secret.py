@@ -114,3 +114,30 @@ async def test_deleted_secret_makes_the_receiver_unready_and_deliveries_retryabl
     status, answer, _ = await client.deliver([secret])
     assert (status, answer["error"]) == (503, "no_secrets_loaded")  # Gemini retries
     assert await client.metric("gemini_receiver_loaded_secrets", webhook="orders") == 0
+
+
+@pytest.mark.sandbox_only
+async def test_watch_cut_with_expired_history_and_a_failed_list_still_sees_the_rotation(
+    core: k8s.CoreV1Api, kube_sandbox: Any, start_receiver: StartReceiver, target: RecordingTarget
+) -> None:
+    """The API server ends the watch, has forgotten our resourceVersion (410 Gone) and
+    fails the next list once: the source re-lists and keeps following the Secret."""
+    old, new = new_secret(), new_secret()
+    await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, _secret_body(old))
+    client = await start_receiver(_config(target))
+    assert (await client.deliver([old]))[0] == 200
+    faults = kube_sandbox.faults
+    faults.fail(500, verb="list", resource="secrets", count=1)
+    await asyncio.to_thread(faults.expire_resource_versions)
+    await asyncio.to_thread(faults.cut_watches, "secrets")
+    await asyncio.to_thread(core.replace_namespaced_secret, NAME, NAMESPACE, _secret_body(new))
+    deadline = time.monotonic() + 5.0
+    while (await client.deliver([new]))[0] != 200:
+        assert time.monotonic() < deadline, "rotation not seen after the watch was cut"
+        await asyncio.sleep(0.05)
+    status, answer, _ = await client.deliver([old])
+    assert (status, answer["error"]) == (401, "revoked_secret")
+    failed_lists = await client.metric(
+        "gemini_receiver_secret_reloads_total", webhook="orders", outcome="error"
+    )
+    assert failed_lists >= 1  # the failed list was counted, then retried
