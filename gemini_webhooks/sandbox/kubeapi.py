@@ -7,7 +7,11 @@ models, and errors that say which call failed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -144,6 +148,38 @@ class KubeApi:
             self._session = None
 
 
+async def run_kubectl(
+    args: Sequence[str],
+    *,
+    kubeconfig: str,
+    stdin: bytes | None = None,
+    within: float | None = None,
+    merge_stderr: bool = False,
+) -> tuple[int, bytes, bytes]:
+    """Run the virtualenv's `kubectl`; (exit code, stdout, stderr).
+
+    A `kubectl` still running when the call is cancelled (Ctrl-C during a `kubectl wait`)
+    or outlasts `within` seconds (TimeoutError) is killed and reaped: none outlives its caller."""
+    from gemini_webhooks.sandbox.kubelet import venv_executable
+
+    process = await asyncio.create_subprocess_exec(
+        venv_executable("kubectl"),
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
+        env=dict(os.environ, KUBECONFIG=kubeconfig),
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(stdin), within)
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await asyncio.shield(process.wait())
+    return process.returncode or 0, out or b"", err or b""
+
+
 class KubectlApi:
     """The same reads as `KubeApi`, through `kubectl` (for real clusters and their auth)."""
 
@@ -157,20 +193,7 @@ class KubectlApi:
         return f"{plural}.{group}" if group else plural
 
     async def _kubectl(self, *args: str) -> tuple[int, str]:
-        import asyncio
-        import os
-
-        from gemini_webhooks.sandbox.kubelet import venv_executable
-
-        process = await asyncio.create_subprocess_exec(
-            venv_executable("kubectl"),
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(os.environ, KUBECONFIG=self.kubeconfig),
-        )
-        out, err = await process.communicate()
-        code = process.returncode or 0
+        code, out, err = await run_kubectl(args, kubeconfig=self.kubeconfig)
         return code, (out if code == 0 else err).decode(errors="replace")
 
     async def get(self, resource: str, namespace: str | None, name: str) -> JSON | None:

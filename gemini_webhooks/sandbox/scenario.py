@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,8 +28,7 @@ from gemini_webhooks.contracts.service_endpoints import service_key, service_url
 from gemini_webhooks.contracts.signing_secret import decode, matches_truncated
 from gemini_webhooks.emulator.control import ControlClient
 from gemini_webhooks.sandbox.consumer import Arrival, SampleConsumer
-from gemini_webhooks.sandbox.kubeapi import ReadApi
-from gemini_webhooks.sandbox.kubelet import venv_executable
+from gemini_webhooks.sandbox.kubeapi import ReadApi, run_kubectl
 from gemini_webhooks.sandbox.podplan import decode_secret_data
 
 GWH = f"{crd.PLURAL}.{crd.API_VERSION}"
@@ -125,26 +123,21 @@ class Kubectl:
     timeout: float = 120.0
 
     async def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        argv = [venv_executable("kubectl"), *args]
         if self.echo is not None:
             self.echo("$ kubectl " + " ".join(args))
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )
-        out, _ = await asyncio.wait_for(
-            process.communicate(stdin.encode() if stdin is not None else None), self.timeout
+        code, out, _ = await run_kubectl(
+            args,
+            kubeconfig=str(self.kubeconfig),
+            stdin=stdin.encode() if stdin is not None else None,
+            within=self.timeout,
+            merge_stderr=True,
         )
         text = out.decode(errors="replace").rstrip()
         if self.echo is not None and text:
             for line in text.splitlines():
                 self.echo("  " + line)
-        if check and process.returncode != 0:
-            raise StepFailed(f"kubectl {' '.join(args)} exited {process.returncode}: {text}")
+        if check and code != 0:
+            raise StepFailed(f"kubectl {' '.join(args)} exited {code}: {text}")
         return text
 
 

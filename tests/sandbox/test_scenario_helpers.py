@@ -121,3 +121,58 @@ def test_ctrl_c_while_the_sandbox_starts_stops_what_was_started(tmp_path: Path) 
             break
         time.sleep(0.1)
     assert not alive, seen
+
+
+def _kubectl_children() -> list[int]:
+    import os
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm, rest = stat.split("(", 1)[1].rsplit(") ", 1)
+        state, ppid = rest.split()[0], int(rest.split()[1])
+        if comm == "kubectl" and ppid == os.getpid() and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_kubectl_cancelled_or_timed_out_is_killed_not_left_running(tmp_path: Path) -> None:
+    """Ctrl-C during the demo's `kubectl wait` must not leave a kubectl behind."""
+    import asyncio
+
+    import pytest
+
+    from gemini_webhooks.sandbox.scenario import Kubectl
+
+    kubeconfig = tmp_path / "kubeconfig"
+    exe = Path(sys.executable).parent / "gemini-webhooks"
+    server = subprocess.Popen([exe, "kube-sandbox", "--kubeconfig", str(kubeconfig)])
+    try:
+        for _ in range(300):
+            if kubeconfig.exists():
+                break
+            await asyncio.sleep(0.05)
+        kubectl = Kubectl(kubeconfig)
+        watch = asyncio.create_task(kubectl("get", "namespaces", "--watch"))  # never ends
+        for _ in range(100):
+            if _kubectl_children():
+                break
+            await asyncio.sleep(0.05)
+        assert _kubectl_children()
+        watch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watch
+        assert _kubectl_children() == []
+
+        kubectl.timeout = 1.0
+        with pytest.raises(TimeoutError):
+            await kubectl("get", "namespaces", "--watch")
+        assert _kubectl_children() == []
+    finally:
+        server.terminate()
+        server.wait(30)
