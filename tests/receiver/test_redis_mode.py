@@ -235,3 +235,39 @@ async def test_redis_answering_again_makes_the_receiver_ready_again(
     await redis.execute_command("CLIENT", "UNPAUSE")
     assert (await client.get_json("/readyz"))[0] == 200
     await redis.aclose()
+
+
+async def test_event_older_than_max_age_is_dead_lettered(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    path, secret = secrets_file
+    target.fail_always = True
+    config = _config(target.url, path, redis_server, max_attempts=1000, max_age_seconds=0.5)
+    client = await start_receiver(config)
+    _, _, msg_id = await client.deliver([secret])
+    redis = aioredis.Redis.from_url(redis_server)
+    for _ in range(100):
+        if await redis.xlen("gemini-webhooks:dead-letters"):
+            break
+        await asyncio.sleep(0.05)
+    entries = await redis.xrange("gemini-webhooks:dead-letters")
+    assert (entries[0][1][b"id"].decode(), entries[0][1][b"reason"]) == (msg_id, b"max_age")
+    assert await client.metric("gemini_receiver_dead_letters_total", reason="max_age") == 1
+    await redis.aclose()
+
+
+async def test_webhook_ids_are_remembered_in_redis_for_longer_than_gemini_retries(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(_config(target.url, path, redis_server))
+    _, _, msg_id = await client.deliver([secret])
+    redis = aioredis.Redis.from_url(redis_server)
+    assert await redis.ttl("gemini-webhooks:seen:" + msg_id) > 24 * 3600
+    await redis.aclose()
