@@ -271,3 +271,39 @@ async def test_webhook_ids_are_remembered_in_redis_for_longer_than_gemini_retrie
     redis = aioredis.Redis.from_url(redis_server)
     assert await redis.ttl("gemini-webhooks:seen:" + msg_id) > 24 * 3600
     await redis.aclose()
+
+
+async def test_replay_of_chosen_ids_leaves_the_other_dead_letters(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+    tmp_path: Path,
+) -> None:
+    path, secret = secrets_file
+    target.fail_always = True
+    config = _config(target.url, path, redis_server, max_attempts=1)
+    client = await start_receiver(config)
+    ids = [(await client.deliver([secret]))[2] for _ in range(3)]
+    redis = aioredis.Redis.from_url(redis_server)
+    for _ in range(100):
+        if await redis.xlen("gemini-webhooks:dead-letters") == 3:
+            break
+        await asyncio.sleep(0.05)
+    target.fail_always = False
+    config_file = tmp_path / "receiver.yaml"
+    config_file.write_text(json.dumps(config))
+    replay = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "gemini_webhooks", "receiver", "replay"),
+        *("--config", str(config_file), "--id", ids[0], "--id", ids[2]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await replay.communicate()
+    assert replay.returncode == 0, err
+    assert b"replayed 2 dead letter" in out
+    await target.wait_for(2)
+    assert sorted(target.ids()) == sorted([ids[0], ids[2]])
+    left = await redis.xrange("gemini-webhooks:dead-letters")
+    assert [fields[b"id"].decode() for _, fields in left] == [ids[1]]
+    await redis.aclose()
