@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import string
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -482,6 +483,29 @@ class Scenario:
 
         await poll(receiver_gone, within=within, what="the receiver Deployment to be collected")
         return f"resource deleted; webhook {self.webhook_id} gone from the Gemini API"
+
+
+EXAMPLE_TEMPLATE = Path(__file__).parent / "examples" / "sandbox-demo.yaml"
+
+
+def real_cluster_example(name: str, namespace: str, receiver_url: str) -> str:
+    """The sandbox's demo resource for a real cluster and the real Gemini API.
+
+    The same events, receiver and routes, but the default API base URL (Gemini's), the
+    receiver's public `receiver_url` as the webhook URL, and dynamic webhooks verified
+    against Google's JWKS with that URL as the audience."""
+    import yaml
+
+    document = yaml.safe_load(
+        string.Template(EXAMPLE_TEMPLATE.read_text()).substitute(
+            NAME=name, NAMESPACE=namespace, EMULATOR_URL="https://unused.invalid"
+        )
+    )
+    spec = document["spec"]
+    spec.pop("apiBaseUrl")
+    spec["url"] = receiver_url
+    spec["receiver"]["dynamic"] = {"enabled": True, "audiences": [receiver_url]}
+    return str(yaml.safe_dump(document, sort_keys=False))
 
 
 def describe_failure(error: BaseException) -> str:

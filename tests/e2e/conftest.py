@@ -32,7 +32,7 @@ import yaml
 
 from gemini_webhooks.sandbox.demo import scenario_for
 from gemini_webhooks.sandbox.kubeapi import KubectlApi, ReadApi
-from gemini_webhooks.sandbox.scenario import Kubectl, Scenario
+from gemini_webhooks.sandbox.scenario import Kubectl, Scenario, real_cluster_example
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
 
 REAL = bool(os.environ.get("KUBECONFIG"))
@@ -96,7 +96,10 @@ async def _sandbox_system(state_dir: Path) -> AsyncIterator[System]:
 async def _real_system() -> AsyncIterator[System]:
     missing = [name for name in REAL_ENV if not os.environ.get(name)]
     if missing:
-        pytest.fail(f"KUBECONFIG points at a real cluster; also set {', '.join(missing)}")
+        pytest.fail(
+            f"KUBECONFIG is set, so tests/e2e runs against that cluster and the real Gemini "
+            f"API; also set {', '.join(missing)} (or unset KUBECONFIG for the sandbox)"
+        )
     kubeconfig = os.environ["KUBECONFIG"]
     namespace = os.environ.get("GWO_E2E_NAMESPACE", "gwo-e2e")
     api_key = os.environ["GWO_E2E_GEMINI_API_KEY"]
@@ -117,22 +120,10 @@ async def _real_system() -> AsyncIterator[System]:
     )
     await kubectl("apply", "-f", "-", stdin=secret)
     examples = Path(tempfile.mkdtemp(prefix="gwo-e2e-"))
-    template = Path(__file__).parents[2] / "gemini_webhooks/sandbox/examples/sandbox-demo.yaml"
 
     async def scenario(name: str) -> Scenario:
-        document = yaml.safe_load(
-            template.read_text()
-            .replace("${NAME}", name)
-            .replace("${NAMESPACE}", namespace)
-            .replace("${EMULATOR_URL}", GEMINI_API)
-        )
-        spec = document["spec"]
-        spec.pop("apiBaseUrl")
-        spec["url"] = url_template.format(name=name)
-        receiver = spec["receiver"]
-        receiver["dynamic"] = {"enabled": True, "audiences": [spec["url"]]}
         path = examples / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(document))
+        path.write_text(real_cluster_example(name, namespace, url_template.format(name=name)))
         return Scenario(
             api=api,
             kubectl=kubectl,

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.sandbox.scenario import StepFailed, poll, scrape, total
+from gemini_webhooks.sandbox.scenario import StepFailed, poll, real_cluster_example, scrape, total
 from tests.e2e.conftest import System, sandbox_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -203,3 +203,18 @@ async def test_an_invalid_resource_applied_with_kubectl_gets_the_schema_error(
         await system.api.get(f"{crd.PLURAL}.{crd.API_VERSION}", system.namespace, "invalid-events")
         is None
     )
+
+
+async def test_the_resource_a_real_cluster_run_applies_passes_the_api_servers_schema(
+    system: System,
+) -> None:
+    """What `tests/e2e` applies on a real cluster (the demo resource without the emulator)
+    is valid against the CRD installed where this runs: checked with a server dry run."""
+    manifest = real_cluster_example(
+        "real-cluster-example", system.namespace, "https://real-cluster-example.example.com/"
+    )
+    out = await system.kubectl(
+        "apply", "--dry-run=server", "-n", system.namespace, "-f", "-", stdin=manifest
+    )
+    assert "geminiwebhook.gemini.webhooks.dev/real-cluster-example created (server dry run)" in out
+    assert "apiBaseUrl" not in manifest and "jwksUri" not in manifest
