@@ -122,17 +122,38 @@ def run_wrk(port: int, path: str, file: Path, offset: int, seconds: int) -> dict
     env = dict(os.environ, BENCH_FILE=str(file), BENCH_OFFSET=str(offset), BENCH_PATH=path)
     out = subprocess.run(
         [
-            "taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s",
-            "--timeout", "5s", "-s", str(HERE / "deliveries.lua"), f"http://127.0.0.1:{port}",
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(HERE / "deliveries.lua"),
+            f"http://127.0.0.1:{port}",
         ],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     line = next(x for x in out.splitlines() if x.startswith("BENCH_RESULT"))
     return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
 
 
-def measure(name: str, process: subprocess.Popen[bytes], port: int, path: str,
-            secret: str, duration: int, work: Path, note: str = "") -> Result:
+def measure(
+    name: str,
+    process: subprocess.Popen[bytes],
+    port: int,
+    path: str,
+    secret: str,
+    duration: int,
+    work: Path,
+    note: str = "",
+) -> Result:
     file = work / f"{name}.tsv"
     # Enough unique deliveries for the warm-up and the run at up to 40k req/s.
     count = 40_000 * (duration + WARMUP_SECONDS) + 10_000
@@ -170,14 +191,37 @@ def bench_flask(secret: str, duration: int, work: Path) -> Result:
     port = free_port()
     env = dict(os.environ, WEBHOOK_SIGNING_SECRET=secret)
     process = subprocess.Popen(
-        ["taskset", "-c", "0", str(VENV_BIN / "gunicorn"), "-w", "1", "-k", "sync",
-         "-b", f"127.0.0.1:{port}", "--chdir", str(HERE), "--log-level", "warning",
-         "flask_app:app"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "taskset",
+            "-c",
+            "0",
+            str(VENV_BIN / "gunicorn"),
+            "-w",
+            "1",
+            "-k",
+            "sync",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(HERE),
+            "--log-level",
+            "warning",
+            "flask_app:app",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        return measure("flask+gunicorn (1 sync worker)", process, port, "/gemini-callback",
-                       secret, duration, work)
+        return measure(
+            "flask+gunicorn (1 sync worker)",
+            process,
+            port,
+            "/gemini-callback",
+            secret,
+            duration,
+            work,
+        )
     finally:
         stop(process)
 
@@ -187,8 +231,9 @@ def ensure_node_modules() -> None:
         HERE / "node_modules" / "standardwebhooks"
     ).exists():
         return
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
-                   cwd=HERE, check=True)
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True
+    )
 
 
 def bench_express(secret: str, duration: int, work: Path) -> Result:
@@ -197,24 +242,36 @@ def bench_express(secret: str, duration: int, work: Path) -> Result:
     env = dict(os.environ, WEBHOOK_SIGNING_SECRET=secret, PORT=str(port), NODE_ENV="production")
     process = subprocess.Popen(
         ["taskset", "-c", "0", "node", str(HERE / "express_app.mjs")],
-        env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=HERE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        return measure("express 5 (node)", process, port, "/gemini-callback", secret,
-                       duration, work)
+        return measure(
+            "express 5 (node)", process, port, "/gemini-callback", secret, duration, work
+        )
     finally:
         stop(process)
 
 
 def _ours(name: str, secret: str, duration: int, work: Path, redis_url: str | None) -> Result:
     secrets_file = work / "signing-secrets.json"
-    secrets_file.write_text(json.dumps({
-        "version": 1, "webhookId": "wh_bench",
-        "secrets": [{"secret": secret, "createdAt": "2026-11-25T00:00:00Z", "expireTime": None}],
-    }))
+    secrets_file.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "webhookId": "wh_bench",
+                "secrets": [
+                    {"secret": secret, "createdAt": "2026-11-25T00:00:00Z", "expireTime": None}
+                ],
+            }
+        )
+    )
     sink_port, port = free_port(), free_port()
-    sink = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(HERE / "sink.py"),
-                             str(sink_port)])
+    sink = subprocess.Popen(
+        ["taskset", "-c", "1", sys.executable, str(HERE / "sink.py"), str(sink_port)]
+    )
     config: dict[str, object] = {
         "listen": {"host": "127.0.0.1", "port": port},
         "internal": {"host": "127.0.0.1", "port": 0},
@@ -227,9 +284,17 @@ def _ours(name: str, secret: str, duration: int, work: Path, redis_url: str | No
     config_file = work / f"{name.split()[0]}.json"
     config_file.write_text(json.dumps(config))
     process = subprocess.Popen(
-        ["taskset", "-c", "0", str(VENV_BIN / "gemini-webhooks"), "receiver",
-         "--config", str(config_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "taskset",
+            "-c",
+            "0",
+            str(VENV_BIN / "gemini-webhooks"),
+            "receiver",
+            "--config",
+            str(config_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_port(sink_port, sink)
@@ -247,15 +312,28 @@ def bench_memory(secret: str, duration: int, work: Path) -> Result:
 def bench_redis(secret: str, duration: int, work: Path) -> Result:
     port = free_port()
     redis = subprocess.Popen(
-        ["taskset", "-c", "1", shutil.which("redis-server") or "redis-server",
-         "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(work)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "taskset",
+            "-c",
+            "1",
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_port(port, redis)
-        return _ours("ours, redis streams", secret, duration, work,
-                     f"redis://127.0.0.1:{port}/0")
+        return _ours("ours, redis streams", secret, duration, work, f"redis://127.0.0.1:{port}/0")
     finally:
         stop(redis)
 
@@ -287,33 +365,45 @@ def main() -> int:
             print(f"running {key} ...", file=sys.stderr, flush=True)
             results[key] = BENCHES[key](secret, args.duration, Path(tmp))
 
-    print(f"\nload average at end: {os.getloadavg()[0]:.2f} (figures are only comparable "
-          "within one run on a quiet machine)\n")
-    header = f"{'server':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} " \
-             f"{'errors':>7} {'peak RSS MiB':>13}  notes"
+    print(
+        f"\nload average at end: {os.getloadavg()[0]:.2f} (figures are only comparable "
+        "within one run on a quiet machine)\n"
+    )
+    header = (
+        f"{'server':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+        f"{'errors':>7} {'peak RSS MiB':>13}  notes"
+    )
     print(header)
     print("-" * len(header))
     for r in results.values():
-        print(f"{r.name:34} {r.requests_per_second:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
-              f"{r.non_2xx:8d} {r.errors:7d} {r.rss_mib:13.1f}  {r.note}")
+        print(
+            f"{r.name:34} {r.requests_per_second:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
+            f"{r.non_2xx:8d} {r.errors:7d} {r.rss_mib:13.1f}  {r.note}"
+        )
     print()
     targets = [
-        ("memory", "flask", 3.0), ("memory", "express", 1.5), ("redis", "flask", 2.0),
+        ("memory", "flask", 3.0),
+        ("memory", "express", 1.5),
+        ("redis", "flask", 2.0),
         ("redis", "express", None),
     ]
     for ours, base, goal in targets:
         if ours in results and base in results:
             ratio = results[ours].requests_per_second / results[base].requests_per_second
-            verdict = "" if goal is None else (
-                f"  (target >= {goal:.1f}x: {'met' if ratio >= goal else 'NOT met'})"
+            verdict = (
+                ""
+                if goal is None
+                else (f"  (target >= {goal:.1f}x: {'met' if ratio >= goal else 'NOT met'})")
             )
             print(f"{results[ours].name} / {results[base].name}: {ratio:.2f}x{verdict}")
     for key in ("memory", "redis"):
         if key in results:
             r = results[key]
-            print(f"{r.name}: p99 {r.p99_ms:.2f} ms (target < 10 ms: "
-                  f"{'met' if r.p99_ms < 10 else 'NOT met'}), peak RSS {r.rss_mib:.0f} MiB "
-                  f"(target < 150 MiB: {'met' if r.rss_mib < 150 else 'NOT met'})")
+            print(
+                f"{r.name}: p99 {r.p99_ms:.2f} ms (target < 10 ms: "
+                f"{'met' if r.p99_ms < 10 else 'NOT met'}), peak RSS {r.rss_mib:.0f} MiB "
+                f"(target < 150 MiB: {'met' if r.rss_mib < 150 else 'NOT met'})"
+            )
     return 0
 
 

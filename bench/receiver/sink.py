@@ -29,7 +29,8 @@ class Sink(asyncio.Protocol):
             length = 0
             at = head.find(b"content-length:")
             if at >= 0:
-                length = int(head[at + 15 : head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None])
+                line_end = head.find(b"\r\n", at)
+                length = int(head[at + 15 : line_end if line_end > 0 else None])
             total = end + 4 + length
             if len(self.buffer) < total:
                 return
