@@ -307,3 +307,36 @@ async def test_replay_of_chosen_ids_leaves_the_other_dead_letters(
     left = await redis.xrange("gemini-webhooks:dead-letters")
     assert [fields[b"id"].decode() for _, fields in left] == [ids[1]]
     await redis.aclose()
+
+
+async def test_duplicate_is_answered_only_after_the_first_copy_is_stored(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    """Memory dedup in front of the stream: a duplicate arriving while the first copy is
+    still being written to Redis gets its 2xx after that write, not before."""
+    path, secret = secrets_file
+    config = _config(target.url, path, redis_server)
+    config["dedup"] = {"backend": "memory"}
+    client = await start_receiver(config)
+    redis = aioredis.Redis.from_url(redis_server)
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body)
+    answered: list[str] = []
+
+    async def post(name: str) -> tuple[int, dict[str, Any]]:
+        result = await client.post(body, headers)
+        answered.append(name)
+        return result
+
+    await redis.execute_command("CLIENT", "PAUSE", "500", "WRITE")  # the XADD waits
+    first = asyncio.create_task(post("first"))
+    await asyncio.sleep(0.1)
+    second = await post("second")
+    assert await first == (200, {"status": "accepted"})
+    assert second == (200, {"status": "duplicate"})
+    assert answered == ["first", "second"]
+    await target.wait_for(1)
+    await redis.aclose()
