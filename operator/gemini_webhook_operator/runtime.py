@@ -9,6 +9,7 @@ import asyncio
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -27,6 +28,7 @@ class RunConfig:
     drift_interval: float = 300.0
     drift_jitter: float = 0.1
     health_tick: float = 30.0
+    health_retry: float = 60.0  # an unverified health check is re-checked this soon
     default_api_base_url: str | None = None
     peering_name: str | None = None  # None: standalone (a single replica)
     priority: int = 0
@@ -99,6 +101,7 @@ async def run(
         metrics=op.metrics,
         clock=op.clock.now,
         cluster_domain=config.receiver.cluster_domain,
+        retry_after=timedelta(seconds=config.health_retry),
     )
     memo = kopf.Memo(operator=op, health=checker, health_memos=handlers._HealthMemos())
     try:

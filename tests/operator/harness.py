@@ -250,6 +250,7 @@ async def operator_running(
     api_timeout: float = 10.0,
     auth_retry: float = 2.0,
     health_tick: float = 30.0,
+    health_retry: float = 60.0,
 ) -> AsyncIterator[RunningOperator]:
     access = ClusterAccess.load(str(kube.kubeconfig))
     config = runtime.RunConfig(
@@ -257,6 +258,7 @@ async def operator_running(
         drift_interval=drift_interval,
         drift_jitter=0.2,
         health_tick=health_tick,
+        health_retry=health_retry,
         api_key_retry=1.0,
         auth_retry=auth_retry,
         error_backoff=0.5,

@@ -1,10 +1,33 @@
 """The operator's kopf timer runs the health module for resources with
-`spec.healthCheck.enabled` and reports the `DeliveryVerified` condition."""
+`spec.healthCheck.enabled` and reports the `DeliveryVerified` condition.
+
+The full loop runs for real: the operator (kopf, our handlers) creates the webhook and
+writes its Secret; the real receiver watches that Secret through the Kubernetes API (as
+its Deployment would) and verifies the pings the emulator delivers; the operator learns
+the verdict from the receiver's ping status. The receiver runs in this process instead of
+a Pod, so its internal Service is mapped to it with the service-endpoints override.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
+import pytest
+
+from gemini_webhook_operator import conditions
+from gemini_webhook_operator.receiver_resources import (
+    INTERNAL_PORT,
+    STATIC_SOURCE,
+    internal_service_name,
+)
+from gemini_webhook_receiver import app as receiver_app
+from gemini_webhooks.contracts import receiver_config as rc
+from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
 from tests.operator.harness import Cluster, condition, is_ready, operator_running, resource
 
 
@@ -21,3 +44,101 @@ async def test_health_check_reports_delivery_verified_through_the_timer(
         assert verified["status"] == "Unknown"
         assert verified["reason"] == "ReceiverNotDeployed"
         assert is_ready(obj)  # the health condition sits beside Ready and Synced
+
+
+NAME = "verified"
+RECEIVER_SPEC = {
+    "enabled": True,
+    "defaultRoute": {"targets": [{"url": "https://consumer.example.com/events"}]},
+}
+
+
+@pytest.fixture
+async def receiver(kube: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """The real receiver, reading `verified`'s signing Secret through the Kubernetes API."""
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+    config = rc.ReceiverConfig(
+        listen=rc.ListenConfig(host="127.0.0.1", port=0),
+        internal=rc.InternalConfig(host="127.0.0.1", port=0),
+        static_webhooks=[
+            rc.StaticWebhookConfig(
+                name=STATIC_SOURCE,
+                secrets=rc.SecretsSource(
+                    kubernetes=rc.KubernetesSecretRef(
+                        namespace="default", name=f"{NAME}-signing-secret"
+                    )
+                ),
+            )
+        ],
+        dead_letter=rc.DeadLetterConfig(target=rc.TargetConfig(url="http://127.0.0.1:9/")),
+    )
+    running = await receiver_app.serve(config, drain_seconds=0.1)
+    key = service_key(internal_service_name(NAME), "default", INTERNAL_PORT)
+    monkeypatch.setenv(ENV_VAR, json.dumps({key: f"127.0.0.1:{running.internal_port}"}))
+    try:
+        yield running
+    finally:
+        await running.stop(0.1)
+
+
+def _sent_at(verified: dict[str, Any]) -> datetime:
+    found = re.search(r"a ping sent at (\S+) ", verified.get("message") or "")
+    assert found, verified
+    sent = conditions.parse_time(found.group(1))
+    assert sent is not None
+    return sent
+
+
+def _verified_since(since: datetime | None) -> Any:
+    def check(obj: dict[str, Any]) -> bool:
+        verified = condition(obj, "DeliveryVerified")
+        if verified.get("reason") != "PingVerified" or verified.get("status") != "True":
+            return False
+        return since is None or _sent_at(verified) >= since
+
+    return check
+
+
+async def test_delivery_verified_after_creation_after_rotation_and_after_a_restart(
+    gemini: Cluster, emulator: Any, kube: Any, receiver: Any
+) -> None:
+    url = f"http://127.0.0.1:{receiver.public_port}/"
+    body = resource(NAME, url, emulator.base_url, receiver=RECEIVER_SPEC)
+    checks = {"healthCheck": {"enabled": True, "interval": "1h"}}
+    async with operator_running(kube, health_tick=0.5, health_retry=1.0) as running:
+        await gemini.apply(body)
+        await gemini.wait_for(NAME, is_ready)
+        # Health checks on once the receiver holds the Secret (it is watching it already).
+        await gemini.patch(NAME, {"spec": checks})
+        first = await gemini.wait_for(NAME, _verified_since(None), timeout=20)
+        assert "with the current signing secret" in condition(first, "DeliveryVerified")["message"]
+        state = running.metrics.webhooks.record("default", NAME)
+        assert state is not None and state.delivery_verified is True
+
+        # A rotation counts only once a ping signed after it verified with the new secret.
+        first_sent = _sent_at(condition(first, "DeliveryVerified"))
+        await asyncio.sleep(1.1)  # the condition tells times in whole seconds
+        await gemini.patch(NAME, {"metadata": {"annotations": {"gemini.webhooks.dev/rotate": "1"}}})
+        rotated = await gemini.wait_for(
+            NAME, lambda o: o["status"].get("lastRotationReason") == "RequestedByAnnotation"
+        )
+        rotated_at = conditions.parse_time(rotated["status"]["lastRotationTime"])
+        assert rotated_at is not None and rotated_at > first_sent
+        after = await gemini.wait_for(NAME, _verified_since(rotated_at), timeout=20)
+        before_restart = _sent_at(condition(after, "DeliveryVerified"))
+        transition = condition(after, "DeliveryVerified")["lastTransitionTime"]
+        await asyncio.sleep(1.1)
+
+    # The operator keeps when it last pinged in memory only: a restart (or a new leader)
+    # pings again at its first tick, although the 1 h interval has not passed.
+    async with operator_running(kube, health_tick=0.5, health_retry=1.0):
+        again = await gemini.wait_for(
+            NAME,
+            lambda o: (
+                _verified_since(None)(o)
+                and _sent_at(condition(o, "DeliveryVerified")) > before_restart
+            ),
+            timeout=20,
+        )
+    verified = condition(again, "DeliveryVerified")
+    assert verified["lastTransitionTime"] == transition  # True all along: no flap
