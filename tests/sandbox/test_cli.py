@@ -9,6 +9,8 @@ process is left. The demo test runs the whole tour to its exit code.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import re
 import signal
@@ -186,6 +188,41 @@ def test_the_printed_metrics_urls_serve_metrics(sandbox: Running) -> None:
     with urllib.request.urlopen(receiver.group(1), timeout=10) as response:
         text = response.read().decode()
     assert re.search(r'gemini_receiver_deliveries_total\{outcome="accepted"[^}]*\} [1-9]', text)
+
+
+def _listening_addresses(pid: int) -> set[str]:
+    """The local addresses of the TCP sockets process `pid` listens on ("ip:port")."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # LISTEN
+                address, port = local.split(":")
+                raw = bytes.fromhex(address)
+                if len(raw) == 4:
+                    ip = ".".join(str(b) for b in reversed(raw))
+                else:  # four little-endian 32-bit words
+                    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+                    ip = str(ipaddress.IPv6Address(b"".join(words)))
+                found.add(f"{ip}:{int(port, 16)}")
+    return found
+
+
+def test_everything_listens_on_loopback_only(sandbox: Running) -> None:
+    pids = [sandbox.process.pid, *_pids(sandbox.output())]
+    listening = {pid: _listening_addresses(pid) for pid in pids}
+    everything = set().union(*listening.values())
+    # the consumer; the emulator; the kube sandbox; the operator's metrics and liveness;
+    # the receiver's public and internal ports
+    assert len(everything) >= 7, listening
+    assert all(a.startswith("127.0.0.1:") for a in everything), listening
 
 
 def test_ctrl_c_stops_everything_and_leaves_no_process(sandbox: Running) -> None:
