@@ -1,0 +1,46 @@
+"""docs/receiver.md documents every key of the receiver's config file."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from gemini_webhooks.contracts import receiver_config as rc
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "receiver.md"
+# Documented as a whole in their own rows (a target, a route, a match).
+COMPOUND = {"targets", "target"}
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted keys; a list of objects (`routes[]`) and a target are documented whole."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if typing.get_origin(annotation) is list and issubclass(
+            typing.get_args(annotation)[0], BaseModel
+        ):
+            keys.append(f"{prefix}{name}[]" if name not in COMPOUND else prefix + name)
+            continue
+        nested = [
+            a
+            for a in (typing.get_args(annotation) or (annotation,))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if nested and name not in COMPOUND:
+            keys += _keys(nested[0], f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def test_every_config_key_is_in_the_configuration_table() -> None:
+    table = DOC.read_text().split("## Configuration", 1)[1].split("### Signing secrets", 1)[0]
+    missing = []
+    for key in _keys(rc.ReceiverConfig):
+        section, _, leaf = key.rpartition(".")
+        if f"`{key}`" not in table and not (section and f"`.{leaf}`" in table):
+            missing.append(key)
+    assert missing == []
