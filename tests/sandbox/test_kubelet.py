@@ -168,3 +168,64 @@ async def test_deleting_the_deployment_stops_its_pod(sandbox: Sandbox) -> None:
 
     await _wait(gone, 30, "the pod to be stopped")
     assert all(child.pid != pid for child in sandbox.supervisor.children)
+
+
+async def test_the_pod_process_is_the_container_the_deployment_specifies(
+    sandbox: Sandbox,
+) -> None:
+    """The running process, read from /proc: the container's args after the image's
+    entrypoint, the Deployment's env, and the ConfigMap's config file as mounted, with
+    only the documented liberties (mount path and loopback ports)."""
+    import yaml
+
+    api: KubeApi = sandbox.api  # type: ignore[assignment]
+    resource, _ = await _deploy_receiver_like_the_operator(sandbox)
+    name = receiver_name(resource["metadata"]["name"])
+    kubelet = sandbox.kubelet
+    assert kubelet is not None
+
+    async def ready_pid() -> int | None:
+        pod = kubelet.pods.get(("default", name))
+        return pod.child.pid if pod and pod.child and pod.child.running and pod.ready else None
+
+    pid = await _wait(ready_pid, 30, "the pod to be ready")
+    deployment = await api.get(DEPLOYMENTS, "default", name)
+    assert deployment is not None
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    config_map = await api.get("configmaps", "default", name)
+    assert config_map is not None
+
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    argv = [a.decode() for a in cmdline]
+    entrypoint = argv.index("receiver")  # the image's entrypoint (a venv script) before it
+    assert argv[entrypoint:-1] == container["args"][:-1] == ["receiver", "--config"]
+    config_path = Path(argv[-1])
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "config"]
+    assert container["args"][-1].startswith(mount["mountPath"] + "/")
+    assert config_path.name == Path(container["args"][-1]).name
+    assert config_path.is_relative_to(sandbox.state_dir / "pods" / "default" / name / "volumes")
+
+    environ = dict(
+        item.decode().split("=", 1)
+        for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if b"=" in item
+    )
+    for variable in container["env"]:
+        if "value" in variable:
+            assert environ[variable["name"]] == variable["value"]
+        else:
+            assert variable["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+            assert environ[variable["name"]].startswith(name + "-")  # a pod name
+    assert environ["KUBECONFIG"] == str(sandbox.kubeconfig)  # its Secret, through the API
+
+    mounted = yaml.safe_load(config_path.read_text())
+    specified = yaml.safe_load(config_map["data"][config_path.name])
+    # Each port is the loopback port its Service (80 -> http, 9090 -> internal) points at.
+    services = {"listen": f"default/{name}:80", "internal": f"default/{name}-internal:9090"}
+    for section, service in services.items():
+        assert (
+            f"{mounted[section]['host']}:{mounted[section]['port']}" == (kubelet.endpoints[service])
+        )
+        assert specified[section]["port"] in (8080, 9090)
+        del mounted[section], specified[section]
+    assert mounted == specified  # everything else exactly as the ConfigMap says
