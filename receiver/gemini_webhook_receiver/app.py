@@ -33,7 +33,7 @@ from gemini_webhooks.contracts.receiver_config import DYNAMIC_SOURCE, ReceiverCo
 from gemini_webhooks.contracts.signing_secret import SigningSecrets
 
 from . import dynamic, metrics, reasons, static
-from .dedup import Dedup, MemoryDedup, RedisDedup
+from .dedup import Dedup, MemoryDedup
 from .delivery import Targets, deliver_inline
 from .forwarding import Event, Forwarder
 from .logs import log
@@ -180,10 +180,8 @@ class Receiver:
                 self.memory_dedup = MemoryDedup(cfg.dedup.ttl_seconds, cfg.dedup.max_entries)
         elif cfg.dedup.backend == "memory":
             self.memory_dedup = MemoryDedup(cfg.dedup.ttl_seconds, cfg.dedup.max_entries)
+        # With `dedup.backend: redis` the stream's accept script deduplicates (SET NX EX).
         self.dedup = self.memory_dedup
-        if self.dedup is None and self.redis is not None and self.stream is None:
-            assert cfg.redis is not None
-            self.dedup = RedisDedup(self.redis, cfg.redis.dedup_key_prefix, cfg.dedup.ttl_seconds)
         self.accepting = True
 
     async def stop(self, drain_seconds: float = 10.0) -> None:

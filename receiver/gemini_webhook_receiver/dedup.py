@@ -1,8 +1,8 @@
 """Deduplication on `webhook-id`: claim an id before delivering, release it if delivery fails.
 
 A claimed id is answered 2xx and not forwarded again; a released one (delivery failed, 503
-sent) is claimable by Gemini's retry. Memory: one replica, bounded. Redis: `SET NX EX`,
-shared by replicas.
+sent) is claimable by Gemini's retry. This is the memory backend (one replica, bounded);
+the Redis backend is part of the stream's accept script (`queue._ADMIT`: `SET NX EX`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from typing import Protocol
-
-import redis.asyncio as aioredis
 
 
 class Dedup(Protocol):
@@ -54,19 +52,3 @@ class MemoryDedup:
 
     def __len__(self) -> int:
         return len(self._seen)
-
-
-class RedisDedup:
-    def __init__(self, client: aioredis.Redis, prefix: str, ttl_seconds: int) -> None:
-        self._client = client
-        self._prefix = prefix
-        self._ttl = ttl_seconds
-
-    def key(self, msg_id: str) -> str:
-        return self._prefix + msg_id
-
-    async def claim(self, msg_id: str) -> bool:
-        return bool(await self._client.set(self.key(msg_id), b"1", nx=True, ex=self._ttl))
-
-    async def release(self, msg_id: str) -> None:
-        await self._client.delete(self.key(msg_id))
