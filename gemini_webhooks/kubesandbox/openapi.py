@@ -164,7 +164,9 @@ _PARAMS = [
 ]
 
 
-def _operation(rtype: ResourceType, verb: str, ref: str) -> dict[str, Any]:
+def _operation(
+    rtype: ResourceType, verb: str, ref: str, *, strategic: bool = False
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": f"{verb}{rtype.kind}",
         "x-kubernetes-action": verb,
@@ -181,10 +183,11 @@ def _operation(rtype: ResourceType, verb: str, ref: str) -> dict[str, Any]:
         op["parameters"] = list(_PARAMS)
         op["requestBody"] = {"content": {"*/*": {"schema": {"$ref": ref}}}}
     elif verb == "patch":
-        # kubectl computes a strategic merge patch from these schemas (as from a real
-        # server's) only if the operation says it accepts one: built-ins do, custom kinds not.
+        # kubectl computes a strategic merge patch from the served schema (as from a real
+        # server's) if the operation accepts one: built-ins do, custom kinds not. Without
+        # Kubernetes' own schemas (no patch strategies) kubectl's compiled-in types do better.
         op["parameters"] = list(_PARAMS)
-        patch_types = _PATCH_TYPES if rtype.custom else (*_PATCH_TYPES, STRATEGIC_MERGE)
+        patch_types = (*_PATCH_TYPES, STRATEGIC_MERGE) if strategic else _PATCH_TYPES
         op["requestBody"] = {"content": {t: {"schema": {"type": "object"}} for t in patch_types}}
     return op
 
@@ -249,14 +252,14 @@ def _build_doc(chosen: list[ResourceType], gv: str) -> dict[str, Any]:
         paths[f"{base}/{{name}}"] = {
             "get": _operation(rtype, "get", ref),
             "put": _operation(rtype, "put", ref),
-            "patch": _operation(rtype, "patch", ref),
+            "patch": _operation(rtype, "patch", ref, strategic=builtin is not None),
             "delete": _operation(rtype, "delete", ref),
         }
         for sub in sorted(rtype.subresources):
             paths[f"{base}/{{name}}/{sub}"] = {
                 "get": _operation(rtype, "get", ref),
                 "put": _operation(rtype, "put", ref),
-                "patch": _operation(rtype, "patch", ref),
+                "patch": _operation(rtype, "patch", ref, strategic=builtin is not None),
             }
     return {
         "openapi": "3.0.0",

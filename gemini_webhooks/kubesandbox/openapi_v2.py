@@ -37,8 +37,14 @@ _PRIMITIVES = {"string", "integer", "number", "boolean"}
 def definitions(types: Iterable[ResourceType]) -> dict[str, Any]:
     """Every served type's schema (and what it refers to), as Swagger 2.0 definitions."""
     result: dict[str, Any] = {}
+    _, kubernetes_kinds = openapi.builtin_definitions()
     # Built-ins first: their ObjectMeta is Kubernetes' own, a custom kind's a short one.
     for rtype in sorted(types, key=lambda t: t.custom):
+        if not rtype.custom and (rtype.group, rtype.version, rtype.kind) not in kubernetes_kinds:
+            # No schema of Kubernetes' own (no `kubernetes-validate`): publish nothing, so
+            # kubectl skips validating it and takes patch strategies from its compiled-in
+            # types, instead of failing against a permissive stand-in.
+            continue
         doc = openapi.group_version_doc([rtype], openapi.gv_path(rtype))
         if doc is None:
             continue
