@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import aiohttp
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
@@ -469,6 +471,44 @@ class Receiver:
         return _answer(200, orjson.dumps(body))
 
 
+class ParserRejections:
+    """The logger aiohttp's server uses on the public port (`logger=` of the runner).
+
+    A request that aiohttp's HTTP parser refuses (bad framing, bad Content-Length, a line
+    too long) is answered 400 before any handler runs, and aiohttp logs it at ERROR with
+    the offending bytes quoted — the sender's bytes, possibly body. Here it becomes one
+    counted rejection (`malformed_request`) logged without them; everything else goes to
+    aiohttp's own logger unchanged.
+    """
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("aiohttp.server")
+        self._counter = metrics.deliveries.labels("rejected", reasons.MALFORMED_REQUEST.reason)
+
+    def _parser_rejection(self, exc_info: object) -> bool:
+        if not isinstance(exc_info, HttpProcessingError) or not 400 <= exc_info.code < 500:
+            return False
+        self._counter.inc()
+        log(
+            20,
+            "delivery rejected",
+            reason=reasons.MALFORMED_REQUEST.reason,
+            error=type(exc_info).__name__,
+        )
+        return True
+
+    def debug(self, msg: str, *args: Any, **kw: Any) -> None:
+        if not self._parser_rejection(kw.get("exc_info")):
+            self._logger.debug(msg, *args, **kw)
+
+    def exception(self, msg: str, *args: Any, **kw: Any) -> None:
+        if not self._parser_rejection(kw.get("exc_info")):
+            self._logger.exception(msg, *args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
 def public_app(receiver: Receiver) -> web.Application:
     app = web.Application(client_max_size=receiver.config.limits.max_body_bytes)
     app.router.add_post(receiver.config.listen.path, receiver.handle_delivery)
@@ -507,12 +547,16 @@ async def serve(config: ReceiverConfig, *, drain_seconds: float = 10.0) -> Runni
     # keep-alive timeout (counted from the connection or the previous answer, not reset by
     # each byte): with the read timeout there, a client trickling headers is cut off too.
     header_seconds = config.limits.read_timeout_seconds
-    for app, listen, keepalive in (
-        (public_app(receiver), config.listen, header_seconds),
-        (internal_app(receiver), config.internal, 75.0),
+    for app, listen, keepalive, server_log in (
+        (public_app(receiver), config.listen, header_seconds, ParserRejections()),
+        (internal_app(receiver), config.internal, 75.0, logging.getLogger("aiohttp.server")),
     ):
         runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=drain_seconds, keepalive_timeout=keepalive
+            app,
+            access_log=None,
+            shutdown_timeout=drain_seconds,
+            keepalive_timeout=keepalive,
+            logger=server_log,
         )
         await runner.setup()
         site = web.TCPSite(runner, listen.host, listen.port, backlog=1024)

@@ -20,6 +20,7 @@ def _r(reason: str, status: int, message: str) -> Rejection:
     return Rejection(reason, status, message)
 
 
+MALFORMED_REQUEST = _r("malformed_request", 400, "not a valid HTTP/1.1 request")
 MISSING_HEADERS = _r(
     "missing_headers", 400, "webhook-id, webhook-timestamp and webhook-signature are required"
 )

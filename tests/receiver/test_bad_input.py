@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import aiohttp
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -237,3 +239,39 @@ async def test_client_trickling_headers_is_cut_off_after_the_read_timeout(
     writer.close()
     assert closed, "the connection was still open after 3 s"
     assert loop.time() - started < 1.5
+
+
+async def test_requests_the_http_parser_refuses_are_counted_and_logged_without_their_bytes(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = await _client(start_receiver, target, secrets_file[0])
+    head = (
+        b"POST / HTTP/1.1\r\nhost: r\r\ncontent-type: application/json\r\nwebhook-id: m\r\n"
+        b"webhook-timestamp: 1\r\nwebhook-signature: v1,x\r\n"
+    )
+    garbage = [
+        head + b"content-length: LEAK-length\r\n\r\n",
+        head + b"transfer-encoding: chunked\r\n\r\nLEAK-chunk\r\n",
+        b"GET\x00LEAK-method / HTTP/1.1\r\n\r\n",
+    ]
+    caplog.set_level(logging.DEBUG)
+    for raw in garbage:
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.running.public_port)
+        writer.write(raw)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        assert b" 400 " in status_line
+    assert (
+        await client.metric(
+            "gemini_receiver_deliveries_total", outcome="rejected", reason="malformed_request"
+        )
+        == 3
+    )
+    logged = "\n".join(
+        r.getMessage() + repr(getattr(r, "fields", "")) + str(r.exc_info) for r in caplog.records
+    )
+    assert "LEAK" not in logged
