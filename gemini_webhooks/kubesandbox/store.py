@@ -187,10 +187,10 @@ class Cluster:
         causes = []
         meta = obj["metadata"]
         name = meta.get("name")
-        pattern, limit, what = (
-            (_DNS_LABEL, 63, "RFC 1123 label")
+        pattern, limit, what, chars = (
+            (_DNS_LABEL, 63, "RFC 1123 label", "alphanumeric characters or '-'")
             if (rtype.group, rtype.plural) in _LABEL_NAMED
-            else (_DNS_SUBDOMAIN, 253, "RFC 1123 subdomain")
+            else (_DNS_SUBDOMAIN, 253, "RFC 1123 subdomain", "alphanumeric characters, '-' or '.'")
         )
         if not name:
             causes.append(
@@ -206,8 +206,7 @@ class Cluster:
                     "metadata.name",
                     "FieldValueInvalid",
                     f'Invalid value: "{name}": a lowercase {what} must consist of lower case '
-                    "alphanumeric characters, '-' or '.', and must start and end with an "
-                    "alphanumeric character",
+                    f"{chars}, and must start and end with an alphanumeric character",
                 )
             )
         for field in ("labels", "annotations"):

@@ -366,6 +366,20 @@ def test_kubectl_applies_the_project_crds_and_examples(kubectl: KubectlRun) -> N
     kubectl("apply", "-f", str(REPO / "examples"))
     listed = set(kubectl("get", "geminiwebhooks", "-A", "-o", "name").stdout.split())
     assert webhooks <= listed
+    # What users of the local sandbox type: the CRD's printer columns, as a real server shows.
+    columns = [
+        c["name"].upper()
+        for crd in yaml.safe_load_all(
+            (REPO / "crds" / "geminiwebhooks.gemini.webhooks.dev.yaml").read_text()
+        )
+        if crd and crd.get("kind") == "CustomResourceDefinition"
+        for version in crd["spec"]["versions"]
+        if version.get("storage")
+        for c in version.get("additionalPrinterColumns", [])
+        if not c.get("priority")
+    ]
+    header = kubectl("get", "geminiwebhooks", "-A").stdout.splitlines()[0]
+    assert header.split() == " ".join(["NAMESPACE", "NAME", *columns]).split()
 
 
 def test_kubectl_create_generators_post_protobuf_the_sandbox_reads(kubectl: KubectlRun) -> None:
@@ -610,3 +624,9 @@ def test_kubectl_creates_namespaces_and_pod_disruption_budgets_from_protobuf(
         "AGE",
     ]
     kubectl("delete", "namespace", ns, "--wait=false")
+    refused = kubectl("create", "namespace", "Not_A_Label", check=False)
+    assert refused.returncode != 0
+    assert (
+        'metadata.name: Invalid value: "Not_A_Label": a lowercase RFC 1123 label must consist '
+        "of lower case alphanumeric characters or '-'"
+    ) in refused.stderr
