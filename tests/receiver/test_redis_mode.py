@@ -11,10 +11,18 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from gemini_webhook_receiver.metrics import FORWARD_HTTP_ERROR
 
-from .conftest import RecordingTarget, StartReceiver, base_config, envelope, signed_headers
+from .conftest import (
+    RecordingTarget,
+    StartReceiver,
+    base_config,
+    envelope,
+    signed_headers,
+    start_app,
+)
 
 pytestmark = pytest.mark.real_component
 
@@ -340,3 +348,29 @@ async def test_duplicate_is_answered_only_after_the_first_copy_is_stored(
     assert answered == ["first", "second"]
     await target.wait_for(1)
     await redis.aclose()
+
+
+async def test_retry_goes_only_to_the_targets_that_have_not_taken_the_event(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    path, secret = secrets_file
+    flaky = RecordingTarget(fail_next=2)
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", flaky.handle)
+    runner, port = await start_app(app)
+    try:
+        config = _config(target.url, path, redis_server)
+        config["default_route"] = {
+            "targets": [{"url": target.url}, {"url": f"http://127.0.0.1:{port}/flaky"}]
+        }
+        client = await start_receiver(config)
+        _, _, msg_id = await client.deliver([secret])
+        await flaky.wait_for(1)
+        await asyncio.sleep(0.2)
+        assert target.ids() == [msg_id]  # took it at the first attempt, never sent again
+        assert flaky.ids() == [msg_id]
+    finally:
+        await runner.cleanup()
