@@ -254,3 +254,50 @@ def test_the_demo_exits_zero_with_every_step_held_and_leaves_no_process(tmp_path
     assert re.search(r"webhook [0-9a-f]+ gone from the Gemini API", output)
     assert "stopped; no processes left behind" in output
     _assert_all_gone(_pids(output), output)
+
+
+def _processes_using(path: Path) -> list[int]:
+    """Live processes whose environment mentions `path` (e.g. its kubeconfig)."""
+    found = []
+    needle = str(path).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "environ").read_bytes() and _alive(int(entry.name)):
+                    found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_during_the_demo_stops_everything_even_a_running_kubectl(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    process = subprocess.Popen(
+        [str(EXE), "sandbox", "--demo", "--state-dir", str(state)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    running = Running(process, state)
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            running.lines.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        running.wait_for(r"\$ kubectl wait --for=condition=Ready", within=120)
+        time.sleep(0.3)  # kubectl is running (unless Ready came at once)
+        kubectl = _processes_using(state / "kubeconfig")  # with the operator's, if caught
+        process.send_signal(signal.SIGINT)  # to the sandbox alone, as `kill -INT` does
+        assert process.wait(60) == 130
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    running.wait_for("no processes left behind", within=5)
+    assert "demo interrupted" in running.output()
+    _assert_all_gone(_pids(running.output()) + kubectl, running.output())
+    assert _processes_using(state / "kubeconfig") == []
