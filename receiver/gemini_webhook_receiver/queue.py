@@ -132,7 +132,8 @@ class Stream:
             pipe.delete(self.state_key(entry_id))
             await pipe.execute()
         metrics.dead_letters.labels(reason).inc()
-        log(30, "event dead-lettered", webhook_id=fields.get(b"id", b"").decode(), reason=reason)
+        webhook_id = fields.get(b"id", b"").decode(errors="replace")
+        log(30, "event dead-lettered", webhook_id=webhook_id, reason=reason)
 
     async def complete(self, entry_id: bytes) -> None:
         cfg = self.config
@@ -318,7 +319,12 @@ class Consumer:
                         if not fields:  # deleted meanwhile
                             await self.stream.complete(entry_id)
                             continue
-                        log(20, "reclaimed pending entry", entry=entry_id.decode())
+                        log(
+                            20,
+                            "reclaimed pending entry",
+                            webhook_id=fields.get(b"id", b"").decode(errors="replace"),
+                            entry=entry_id.decode(),
+                        )
                         await self._spawn(entry_id, fields)
                     if cursor in (b"0-0", "0-0"):
                         break
@@ -366,7 +372,13 @@ class Consumer:
             event = event_from_fields(fields)
             envelope = orjson.loads(event.envelope)
         except (KeyError, ValueError, UnicodeDecodeError) as error:
-            log(40, "entry cannot be decoded", entry=entry_id.decode(), error=type(error).__name__)
+            log(
+                40,
+                "entry cannot be decoded",
+                webhook_id=fields.get(b"id", b"").decode(errors="replace"),
+                entry=entry_id.decode(),
+                error=type(error).__name__,
+            )
             await self.stream.dead_letter(entry_id, fields, "undecodable")
             return
         try:
@@ -376,7 +388,13 @@ class Consumer:
         except Exception as error:
             # Left pending: the reclaim loop (ours or another replica's) retries it, and
             # the attempt limit still applies.
-            log(40, "delivery interrupted", entry=entry_id.decode(), error=type(error).__name__)
+            log(
+                40,
+                "delivery interrupted",
+                webhook_id=event.msg_id,
+                entry=entry_id.decode(),
+                error=type(error).__name__,
+            )
 
     def _delivered(self, event: Event, rule: str | None, targets: int, attempts: int) -> None:
         if event.received_at:
