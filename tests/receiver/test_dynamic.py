@@ -383,3 +383,27 @@ async def test_token_issued_in_the_future_is_rejected_as_clock_skew(
     assert (status, answer["error"]) == (400, "clock_skew")
     token = signer.token(claims_for(envelope(), "n", iat=now + 3, exp=now + 600))
     assert (await _send(client, token, "n", b""))[0] == 200  # within the leeway
+
+
+async def test_key_set_older_than_its_max_age_is_fetched_again(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    config = _config(target, signer)
+    config["dynamic"].update(jwks_max_age_seconds=0.2, jwks_min_refresh_seconds=0.01)
+    client = await start_receiver(config)
+    assert (await _send(client, signer.token(claims_for(envelope(), "a")), "a", b""))[0] == 200
+    await asyncio.sleep(0.3)
+    assert (await _send(client, signer.token(claims_for(envelope(), "b")), "b", b""))[0] == 200
+    assert signer.fetches == 2
+
+
+async def test_unreachable_key_set_answers_503_so_gemini_retries(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    config = _config(target, signer)
+    config["dynamic"]["jwks_uri"] = "http://127.0.0.1:9/.well-known/jwks.json"
+    client = await start_receiver(config)
+    status, answer = await _send(client, signer.token(claims_for(envelope(), "m")), "m", b"")
+    assert (status, answer["error"]) == (503, "jwks_unavailable")
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="error") == 1
+    assert target.requests == []
