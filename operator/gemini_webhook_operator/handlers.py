@@ -214,14 +214,22 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         verdict = await _health_tick(
             op, checker, memos.by_uid.setdefault(uid, health.HealthMemo()), body
         )
+        reasserted = False
         if verdict is None:
+            # Nothing new; but a reconcile's status write (it replaces the conditions list
+            # with what it read) may have put back an older DeliveryVerified: re-assert ours.
             verdict = memos.last.get(uid)
+            status = body.get("status") or {}
             shown = conditions.condition(
-                (body.get("status") or {}).get("conditions") or [],
-                crd.CONDITION_DELIVERY_VERIFIED,
+                status.get("conditions") or [], crd.CONDITION_DELIVERY_VERIFIED
             )
-            if verdict is None or (shown is not None and shown.get("reason") == verdict.reason):
+            if verdict is None or (shown is not None and _shows(shown, verdict)):
                 return
+            rotated = conditions.parse_time(status.get("lastRotationTime"))
+            sent = memos.by_uid[uid].last_sent_at
+            if rotated is not None and (sent is None or sent < rotated):
+                return  # the last verdict predates a rotation: never re-assert it
+            reasserted = True
         else:
             memos.last[uid] = verdict
         now = op.clock.now()
@@ -235,10 +243,19 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
             now=now,
         )
         patch.status["conditions"] = updated
-        if verdict.status is False:
+        if verdict.status is False and not reasserted:
             kopf.event(body, type="Warning", reason=verdict.reason, message=verdict.message)
 
     return registry
+
+
+def _shows(shown: Mapping[str, Any], verdict: health.Verdict) -> bool:
+    status = "Unknown" if verdict.status is None else str(verdict.status)
+    return (shown.get("status"), shown.get("reason"), shown.get("message")) == (
+        status,
+        verdict.reason,
+        verdict.message,
+    )
 
 
 async def _health_tick(

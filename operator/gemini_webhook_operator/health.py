@@ -61,6 +61,8 @@ REASON_NO_WEBHOOK = "WebhookNotCreated"
 REASON_NOT_ENABLED = "WebhookNotEnabled"
 REASON_NO_SECRET = "SigningSecretMissing"
 REASON_INVALID = "InvalidHealthCheck"
+# Set by the reconciler when it rotates: the last verdict was about the previous secret.
+REASON_ROTATION_UNVERIFIED = "RotationNotYetVerified"
 
 # The receiver's and the operator's clocks are the cluster's; allow a little skew when
 # deciding whether a ping arrived after we sent ours.

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gemini_webhook_operator import conditions, receiver_resources, rotation, signing
+from gemini_webhook_operator import conditions, health, receiver_resources, rotation, signing
 from gemini_webhook_operator.diff import DISABLED_BY_FAILURES, Desired, RemoteWebhook, changes
 from gemini_webhook_operator.kube import (
     Kube,
@@ -344,6 +344,17 @@ async def _converge(
                 op.metrics.heals.labels(decision.reason).inc()
             if spec.rotate_requested is not None:
                 outcome.remove_annotations.append(crd.ANNOTATION_ROTATE)
+            if _health_checked(body):
+                # What DeliveryVerified said was about the previous secret; the rotation is
+                # complete only once a ping sent after it verifies (the health timer's job).
+                report.set(
+                    crd.CONDITION_DELIVERY_VERIFIED,
+                    None,
+                    health.REASON_ROTATION_UNVERIFIED,
+                    f"rotated at {conditions.rfc3339(now)}; waiting for a ping sent after it "
+                    "to verify with the new signing secret",
+                )
+                op.metrics.webhooks.set_delivery_verified(spec.namespace, spec.name, None)
         elif secrets is not None:
             kept = signing.pruned(secrets, now, remote.truncated_secrets)
             if kept is not None:
@@ -356,6 +367,10 @@ async def _converge(
     return _report_success(
         op, body, spec, remote, secrets, url, last_rotation, rotation_reason, report, outcome
     )
+
+
+def _health_checked(body: Mapping[str, Any]) -> bool:
+    return bool(((body.get("spec") or {}).get("healthCheck") or {}).get("enabled"))
 
 
 def _created(body: Mapping[str, Any]) -> str:

@@ -124,6 +124,11 @@ async def test_delivery_verified_after_creation_after_rotation_and_after_a_resta
         )
         rotated_at = conditions.parse_time(rotated["status"]["lastRotationTime"])
         assert rotated_at is not None and rotated_at > first_sent
+        # The rotation's own status write no longer claims the old verdict.
+        shown = condition(rotated, "DeliveryVerified")
+        assert shown["reason"] == "RotationNotYetVerified" or (
+            _verified_since(rotated_at)(rotated)
+        ), shown
         after = await gemini.wait_for(NAME, _verified_since(rotated_at), timeout=20)
         before_restart = _sent_at(condition(after, "DeliveryVerified"))
         transition = condition(after, "DeliveryVerified")["lastTransitionTime"]
