@@ -163,3 +163,31 @@ def test_url_target_name_carries_no_credentials_or_query() -> None:
     )
     assert target.name == "https://hooks.example.test:8443/in"
     assert target.url.endswith("/in?token=abc#x")  # what is sent is unchanged
+
+
+async def test_each_static_webhook_is_its_own_source_for_routing(
+    start_receiver: StartReceiver, target: RecordingTarget, tmp_path: Path
+) -> None:
+    from .conftest import new_secret, write_secrets
+
+    orders_secret, videos_secret = new_secret(), new_secret()
+    write_secrets(tmp_path / "orders.json", orders_secret)
+    write_secrets(tmp_path / "videos.json", videos_secret)
+    config = base_config(target.url, None)
+    config["static_webhooks"] = [
+        {"name": name, "secrets": {"file": {"path": str(tmp_path / f"{name}.json")}}}
+        for name in ("orders", "videos")
+    ]
+    config["routes"] = [
+        {"name": "v", "match": {"sources": ["videos"]}, "targets": [{"url": target.url + "/v"}]}
+    ]
+    client = await start_receiver(config)
+    assert (await client.deliver([orders_secret]))[0] == 200
+    assert (await client.deliver([videos_secret]))[0] == 200
+    sources = [r.headers["X-Gemini-Source"] for r in target.requests]
+    assert sources == ["orders", "videos"]
+    routed = await client.metric(
+        "gemini_receiver_forwards_total", target=target.url + "/v", outcome="ok"
+    )
+    defaulted = await client.metric("gemini_receiver_forwards_total", target=target.url, outcome="ok")
+    assert (routed, defaulted) == (1, 1)  # videos by its rule, orders by the default route
