@@ -189,5 +189,7 @@ async def test_each_static_webhook_is_its_own_source_for_routing(
     routed = await client.metric(
         "gemini_receiver_forwards_total", target=target.url + "/v", outcome="ok"
     )
-    defaulted = await client.metric("gemini_receiver_forwards_total", target=target.url, outcome="ok")
+    defaulted = await client.metric(
+        "gemini_receiver_forwards_total", target=target.url, outcome="ok"
+    )
     assert (routed, defaulted) == (1, 1)  # videos by its rule, orders by the default route
