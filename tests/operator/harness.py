@@ -171,9 +171,18 @@ class Cluster:
             return None
         return decode_data(secret.get("data") or {})
 
-    async def events(self, namespace: str = "default") -> list[dict[str, Any]]:
+    async def events(
+        self, namespace: str = "default", *, about: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Events of the namespace; with `about`, only those of that GeminiWebhook as it is
+        now (by UID: a real cluster keeps Events of earlier tests' namesakes for an hour)."""
         found = await self.client.request("GET", f"/api/v1/namespaces/{namespace}/events")
-        return list((found or {}).get("items") or [])
+        items = list((found or {}).get("items") or [])
+        if about is None:
+            return items
+        current = await self.get(about, namespace)
+        uid = (current or {}).get("metadata", {}).get("uid")
+        return [e for e in items if uid and (e.get("involvedObject") or {}).get("uid") == uid]
 
     async def wait_for(
         self,

@@ -79,7 +79,8 @@ async def test_quota_error_is_reported_with_its_reason(
         await gemini.apply(resource("quota2", "https://hooks.example.com/x", api_proxy.url))
         await gemini.wait_for("quota2", lambda o: synced_reason(o) == "QuotaExceeded")
         assert await _calls_during(api_proxy, 2.0) <= 4
-        warnings = [e for e in await gemini.events() if e.get("type") == "Warning"]
+        events = await gemini.events(about="quota2")
+        warnings = [e for e in events if e.get("type") == "Warning"]
         assert [e["reason"] for e in warnings] == ["QuotaExceeded"]  # once, not per retry
         api_proxy.clear()
         await gemini.wait_for("quota2", is_ready, timeout=20)

@@ -27,13 +27,15 @@ def _remote_knows(remote: Any, secret: str) -> bool:
     return any(matches_truncated(secret, s.truncated_secret) for s in remote.signing_secrets or ())
 
 
-async def _events(cluster: Cluster, reason: str) -> list[dict[str, Any]]:
-    return [e for e in await cluster.events() if e.get("reason") == reason]
+async def _events(cluster: Cluster, reason: str, about: str) -> list[dict[str, Any]]:
+    return [e for e in await cluster.events(about=about) if e.get("reason") == reason]
 
 
-async def _wait_event(cluster: Cluster, reason: str, timeout: float = 10.0) -> dict[str, Any]:
+async def _wait_event(
+    cluster: Cluster, reason: str, about: str, timeout: float = 10.0
+) -> dict[str, Any]:
     for _ in range(int(timeout * 10)):
-        found = await _events(cluster, reason)
+        found = await _events(cluster, reason, about)
         if found:
             return found[-1]
         await asyncio.sleep(0.1)
@@ -66,7 +68,7 @@ async def test_adopts_an_existing_webhook_and_orphans_it_on_delete(
         held = await gemini.signing_secrets("legacy")
         assert held is not None and held.current is not None
         assert _remote_knows(remote, held.current.secret)
-        await _wait_event(gemini, "Adopted")
+        await _wait_event(gemini, "Adopted", "legacy")
 
         await gemini.delete("legacy")
         await gemini.wait_gone("legacy")
@@ -107,7 +109,7 @@ async def test_drift_is_corrected(gemini: Cluster, emulator: Any, kube: Any) -> 
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("drift was not corrected")
-        await _wait_event(gemini, "Updated")
+        await _wait_event(gemini, "Updated", "drifty")
 
 
 async def test_remote_deletion_is_healed(gemini: Cluster, emulator: Any, kube: Any) -> None:
@@ -124,7 +126,7 @@ async def test_remote_deletion_is_healed(gemini: Cluster, emulator: Any, kube: A
         assert [w.id for w in client.webhooks.list().webhooks] == [healed["status"]["webhookId"]]
         held = await gemini.signing_secrets("phoenix")
         assert held is not None and held.webhook_id == healed["status"]["webhookId"]
-        await _wait_event(gemini, "Recreated")
+        await _wait_event(gemini, "Recreated", "phoenix")
         metrics = running.metrics
         assert metrics.heals.labels("RemoteDeleted")._value.get() == 1
         assert metrics.api_requests.labels("create", "200")._value.get() == 2
@@ -162,7 +164,7 @@ async def test_rotate_annotation_rotates_once_and_is_removed(
         assert after.current.secret != before.current.secret
         assert [s.secret for s in after.secrets] == [after.current.secret, before.current.secret]
         assert after.secrets[1].expire_time is not None
-        event = await _wait_event(gemini, "Rotated")
+        event = await _wait_event(gemini, "Rotated", "spin")
         assert "RequestedByAnnotation" in event["message"]
         assert is_ready(obj)
 
@@ -227,7 +229,7 @@ async def test_webhook_disabled_after_failed_deliveries_is_surfaced(
             "flaky", lambda o: o["status"].get("remoteState") == "disabled_due_to_failed_deliveries"
         )
         assert condition(obj, "Ready")["reason"] == "DisabledDueToFailedDeliveries"
-        await _wait_event(gemini, "DisabledDueToFailedDeliveries")
+        await _wait_event(gemini, "DisabledDueToFailedDeliveries", "flaky")
         state = running.metrics.webhooks.record("default", "flaky")
         assert state is not None and state.remote_state == "disabled_due_to_failed_deliveries"
         # Not re-enabled behind the user's back.
