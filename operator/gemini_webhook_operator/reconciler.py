@@ -547,6 +547,8 @@ def _report_success(
     else:
         ready, reason = True, REASON_READY
         message = f"webhook {remote.id} is {remote.state} and its signing secret is held"
+        if rotation_reason and last_rotation is not None:  # the rotation chain's answer
+            message += f"; last rotation: {rotation_reason} at {conditions.rfc3339(last_rotation)}"
     report.set(crd.CONDITION_READY, ready, reason, message)
     report.set(crd.CONDITION_SYNCED, True, REASON_SYNCED, "the remote webhook matches the spec")
     outcome.status.update(

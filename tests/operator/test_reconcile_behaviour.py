@@ -166,6 +166,7 @@ async def test_rotate_annotation_rotates_once_and_is_removed(
         assert after.secrets[1].expire_time is not None
         event = await _wait_event(gemini, "Rotated", "spin")
         assert "RequestedByAnnotation" in event["message"]
+        assert "last rotation: RequestedByAnnotation at " in condition(obj, "Ready")["message"]
         assert is_ready(obj)
 
 
