@@ -12,6 +12,7 @@ from tests.operator.api_proxy import FaultProxy
 from tests.operator.harness import (
     API_KEY_SECRET,
     Cluster,
+    condition,
     is_ready,
     operator_running,
     resource,
@@ -118,3 +119,26 @@ async def test_remote_validation_error_waits_for_a_spec_change(
         api_proxy.clear()
         await gemini.patch("invalid", {"spec": {"url": "https://hooks.example.com/fixed"}})
         await gemini.wait_for("invalid", is_ready)
+
+
+async def test_missing_api_key_secret_has_its_own_reason_no_calls_and_recovers(
+    cluster: Cluster, emulator: Any, kube: Any, api_proxy: FaultProxy
+) -> None:
+    async with operator_running(kube):
+        await cluster.apply(resource("keyless", "https://hooks.example.com/x", api_proxy.url))
+        obj = await cluster.wait_for("keyless", lambda o: synced_reason(o) == "APIKeySecretMissing")
+        synced = condition(obj, "Synced")
+        assert synced["status"] == "False" and "gemini-api-key" in synced["message"]
+        assert synced["observedGeneration"] == obj["metadata"]["generation"]
+        assert synced["lastTransitionTime"]
+        assert condition(obj, "Ready")["status"] == "False"
+        assert await _calls_during(api_proxy, 1.5) == 0  # nothing to call the API with
+        events = await cluster.events(about="keyless")
+        assert [e["reason"] for e in events if e.get("type") == "Warning"] == [
+            "APIKeySecretMissing"
+        ]  # once, not per retry
+        await cluster.create_api_key(emulator.api_key)
+        ready = await cluster.wait_for("keyless", is_ready, timeout=20)
+    synced = condition(ready, "Synced")
+    assert (synced["status"], synced["reason"]) == ("True", "ReconcileSuccess")
+    assert synced["lastTransitionTime"] >= condition(obj, "Synced")["lastTransitionTime"]
