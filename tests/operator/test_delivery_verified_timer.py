@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from gemini_webhook_operator import conditions
 from gemini_webhook_operator.receiver_resources import (
@@ -100,8 +102,9 @@ def _verified_since(since: datetime | None) -> Any:
 
 
 async def test_delivery_verified_after_creation_after_rotation_and_after_a_restart(
-    gemini: Cluster, emulator: Any, kube: Any, receiver: Any
+    gemini: Cluster, emulator: Any, kube: Any, receiver: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     url = f"http://127.0.0.1:{receiver.public_port}/"
     body = resource(NAME, url, emulator.base_url, receiver=RECEIVER_SPEC)
     checks = {"healthCheck": {"enabled": True, "interval": "1h"}}
@@ -114,6 +117,9 @@ async def test_delivery_verified_after_creation_after_rotation_and_after_a_resta
         assert "with the current signing secret" in condition(first, "DeliveryVerified")["message"]
         state = running.metrics.webhooks.record("default", NAME)
         assert state is not None and state.delivery_verified is True
+
+        original = await gemini.signing_secrets(NAME)
+        assert original is not None
 
         # A rotation counts only once a ping signed after it verified with the new secret.
         first_sent = _sent_at(condition(first, "DeliveryVerified"))
@@ -132,6 +138,7 @@ async def test_delivery_verified_after_creation_after_rotation_and_after_a_resta
         after = await gemini.wait_for(NAME, _verified_since(rotated_at), timeout=20)
         before_restart = _sent_at(condition(after, "DeliveryVerified"))
         transition = condition(after, "DeliveryVerified")["lastTransitionTime"]
+        exposition = generate_latest(running.metrics.registry).decode()
         await asyncio.sleep(1.1)
 
     # The operator keeps when it last pinged in memory only: a restart (or a new leader)
@@ -147,3 +154,19 @@ async def test_delivery_verified_after_creation_after_rotation_and_after_a_resta
         )
     verified = condition(again, "DeliveryVerified")
     assert verified["lastTransitionTime"] == transition  # True all along: no flap
+
+    # Pings, verdicts and the receiver's own logs carry no secret (scanned).
+    held = await gemini.signing_secrets(NAME)
+    assert held is not None
+    secrets = {s.secret for s in (*original.secrets, *held.secrets)}
+    assert len(secrets) == 2
+    haystack = "\n".join(
+        [
+            *(r.getMessage() + (r.exc_text or "") for r in caplog.records),
+            json.dumps(await gemini.events()),
+            json.dumps(again["status"]),
+            exposition,
+        ]
+    )
+    for value in (*secrets, emulator.api_key):
+        assert value not in haystack
