@@ -17,8 +17,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 @pytest.mark.sandbox_only
 async def test_conflict_on_the_secret_write_heals_to_one_webhook(
-    gemini: Cluster, emulator: Any, kube: Any
+    gemini: Cluster, emulator: Any, kube_sandbox: Any
 ) -> None:
+    kube = kube_sandbox  # skips on a real cluster: fault injection is the sandbox's
     kube.faults.fail(409, verb="create", resource="secrets", count=1)
     async with operator_running(kube):
         await gemini.apply(resource("conflicted", "https://hooks.example.com/x", emulator.base_url))
@@ -31,8 +32,9 @@ async def test_conflict_on_the_secret_write_heals_to_one_webhook(
 
 @pytest.mark.sandbox_only
 async def test_server_error_on_status_patch_is_retried(
-    gemini: Cluster, emulator: Any, kube: Any
+    gemini: Cluster, emulator: Any, kube_sandbox: Any
 ) -> None:
+    kube = kube_sandbox
     kube.faults.fail(500, verb="patch", resource="geminiwebhooks", count=2)
     async with operator_running(kube):
         await gemini.apply(resource("patchy", "https://hooks.example.com/x", emulator.base_url))
@@ -42,8 +44,9 @@ async def test_server_error_on_status_patch_is_retried(
 
 @pytest.mark.sandbox_only
 async def test_dropped_watches_and_expired_versions_do_not_stop_reconciling(
-    gemini: Cluster, emulator: Any, kube: Any
+    gemini: Cluster, emulator: Any, kube_sandbox: Any
 ) -> None:
+    kube = kube_sandbox
     async with operator_running(kube):
         await gemini.apply(resource("before", "https://hooks.example.com/a", emulator.base_url))
         await gemini.wait_for("before", is_ready)
