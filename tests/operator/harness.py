@@ -184,6 +184,20 @@ class Cluster:
         uid = (current or {}).get("metadata", {}).get("uid")
         return [e for e in items if uid and (e.get("involvedObject") or {}).get("uid") == uid]
 
+    async def wait_event(
+        self, about: str, reasons: set[str], *, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The latest Event of GeminiWebhook `about` with one of `reasons` (kopf posts
+        Events from a background queue, a moment after the status write)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in await self.events(about=about) if e.get("reason") in reasons]
+            if found:
+                return found[-1]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {sorted(reasons)} Event for {about}")
+            await asyncio.sleep(0.1)
+
     async def wait_for(
         self,
         name: str,

@@ -66,7 +66,7 @@ async def test_crash_at_step_boundary_heals_to_one_webhook_and_a_verifying_secre
         await asyncio.wait_for(reached.wait(), timeout=15)
         await running.kill()
 
-    async with operator_running(kube, drift_interval=1.0):
+    async with operator_running(kube, drift_interval=1.0) as restarted:
         obj = await gemini.wait_for(
             "crashy",
             lambda o: (
@@ -81,3 +81,7 @@ async def test_crash_at_step_boundary_heals_to_one_webhook_and_a_verifying_secre
         emulator.fire("batch.succeeded")
         requests = endpoint.wait_for(1)
         assert _verifies(held, requests[-1])
+        if step == "create.called":  # the ID was recorded nowhere: found by its marker
+            assert restarted.metrics.heals.labels("FoundByMarker")._value.get() == 1
+            healed = await gemini.wait_event("crashy", {"Healed"})
+            assert obj["status"]["webhookId"] in healed["message"]

@@ -53,6 +53,7 @@ async def test_example_is_created_verified_updated_and_deleted(
         assert sorted(remote.subscribed_events) == sorted(spec["events"])
         assert remote.state == ("disabled" if spec.get("state") == "Disabled" else "enabled")
         assert len(client.webhooks.list().webhooks) == 1
+        await gemini.wait_event(name, {"Adopted" if "webhookId" in spec else "Created"})
 
         secret_name = spec.get("signingSecretName", f"{name}-signing-secret")
         secret = await gemini.client.get("Secret", "default", secret_name)
