@@ -275,3 +275,48 @@ async def test_requests_the_http_parser_refuses_are_counted_and_logged_without_t
         r.getMessage() + repr(getattr(r, "fields", "")) + str(r.exc_info) for r in caplog.records
     )
     assert "LEAK" not in logged
+
+
+async def test_other_paths_and_methods_get_404_and_405_and_nothing_is_forwarded(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """The public port serves one route (aiohttp's low-level server, no router): what the
+    router answered for anything else is still answered."""
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body)
+    async with client.session.post(client.url + "other", data=body, headers=headers) as response:
+        assert response.status == 404
+    for method in ("GET", "PUT", "HEAD"):
+        async with client.session.request(method, client.url) as response:
+            assert response.status == 405
+            assert response.headers["Allow"] == "POST"
+    assert target.requests == []
+
+
+async def test_expect_100_continue_is_answered_before_the_body(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body) | {"content-length": str(len(body))}
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.running.public_port)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(f"POST / HTTP/1.1\r\nhost: r\r\nexpect: 100-continue\r\n{head}\r\n".encode())
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    writer.write(body)
+    await writer.drain()
+    assert b" 200 " in await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert len(target.requests) == 1
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.running.public_port)
+    writer.write(f"POST / HTTP/1.1\r\nhost: r\r\nexpect: teapot\r\n{head}\r\n".encode() + body)
+    await writer.drain()
+    assert b" 417 " in await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
