@@ -145,24 +145,27 @@ class Forwarder:
             counter = self._counters[key] = metrics.forwards.labels(target.name, outcome)
         counter.inc()
 
-    async def _post(self, target: Target, headers: dict[str, str], body: bytes) -> int:
+    async def _post(
+        self, target: Target, headers: dict[str, str], body: bytes, seconds: float
+    ) -> int:
+        """One attempt, bounded by `seconds` in all (connecting included)."""
         plain = target.plain_http
         if plain is not None:
             host, port, path = plain
             encoded = [(k.encode(), v.encode()) for k, v in headers.items() if k != "host"]
-            return await self.pool.post(host, port, path, encoded, body)
-        async with self._session().post(
-            target.url, data=body, headers=headers, allow_redirects=False
-        ) as response:
-            await response.read()
-            return response.status
+            return await self.pool.post(host, port, path, encoded, body, seconds)
+        async with asyncio.timeout(seconds):
+            async with self._session().post(
+                target.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                await response.read()
+                return response.status
 
     async def forward(self, event: Event, target: Target, attempt_seconds: float) -> str:
         """POST once; returns the outcome label, one of `metrics.FORWARD_OUTCOMES`."""
         headers, body = request_for(event, target)
         try:
-            async with asyncio.timeout(attempt_seconds):
-                status = await self._post(target, headers, body)
+            status = await self._post(target, headers, body, attempt_seconds)
             outcome = FORWARD_OK if 200 <= status < 300 else FORWARD_HTTP_ERROR
         except TimeoutError:
             outcome = FORWARD_TIMEOUT

@@ -48,9 +48,9 @@ async def canned() -> AsyncIterator[Callable[[list[bytes]], asyncio.Future[int]]
         server.close()
 
 
-async def _post(pool: Pool, port: int) -> int:
+async def _post(pool: Pool, port: int, seconds: float = 5.0) -> int:
     return await pool.post(
-        "127.0.0.1", port, b"/x", [(b"content-type", b"application/json")], b"{}"
+        "127.0.0.1", port, b"/x", [(b"content-type", b"application/json")], b"{}", seconds
     )
 
 
@@ -99,3 +99,79 @@ async def test_garbage_response_fails_the_attempt(canned) -> None:  # type: igno
 def test_header_values_with_line_breaks_are_refused() -> None:
     with pytest.raises(ValueError, match="line break"):
         encode_request(b"h", b"/", [(b"x-gemini-event-type", b"a\r\nx-evil: 1")], b"")
+
+
+async def test_timeout_bounds_a_target_that_never_answers_and_the_connection_is_dropped() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # reads nothing, answers nothing
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = Pool(1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await _post(pool, port, seconds=0.2)
+    assert 0.15 < loop.time() - started < 1.0
+    assert pool._idle[("127.0.0.1", port)] == []  # not kept for reuse
+    # The slot was given back: the next attempt is bounded the same way, not stuck.
+    with pytest.raises(TimeoutError):
+        await _post(pool, port, seconds=0.2)
+    server.close()
+    for writer in accepted:
+        writer.close()
+
+
+async def test_timeout_bounds_waiting_for_a_free_connection_slot() -> None:
+    release = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = Pool(1)
+    holder = asyncio.create_task(_post(pool, port, seconds=5))
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await _post(pool, port, seconds=0.2)  # the only slot is taken
+    assert loop.time() - started < 1.0
+    release.set()
+    assert await holder == 200
+    server.close()
+
+
+async def test_timeout_bounds_connecting() -> None:
+    """A listener whose accept queue is full: the kernel drops our SYN, connect hangs."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # fill the accept queue (never accepted)
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await _post(Pool(1), port, seconds=0.3)
+    assert loop.time() - started < 1.5
+    for sock in [*fillers, listener]:
+        sock.close()
