@@ -1,7 +1,9 @@
 """Redis mode: accept into a stream at once, deliver from a consumer group.
 
 - `admit`: one Lua call — dedup `SET NX EX` (when dedup is in Redis), a length check (a full
-  stream answers 503 rather than trimming unprocessed events), and `XADD`.
+  stream answers 503 rather than trimming unprocessed events), and `XADD`. The calls of
+  concurrent deliveries share one round trip (a pipeline); each is answered by its own
+  call's reply.
 - `Consumer`: reads new entries, delivers each to its targets with retries and backoff,
   keeps the entry "touched" (XCLAIM to itself) while it waits so other replicas leave it
   alone, and reclaims (XAUTOCLAIM) entries that a crashed replica left pending.
@@ -21,7 +23,7 @@ from typing import Any, Literal
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gemini_webhooks.contracts.receiver_config import ForwardingConfig, RedisConfig
 
@@ -82,27 +84,85 @@ class Stream:
         self.config = config
         self._dedup_ttl = dedup_ttl  # None: dedup is done elsewhere (memory backend)
         self._admit = client.register_script(_ADMIT)
+        # Admits waiting for the next round trip, and whether one is under way.
+        self._admitting: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        self._admit_task: asyncio.Task[None] | None = None
 
     def state_key(self, entry_id: bytes | str) -> str:
         eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         return f"{self.config.stream}:state:{eid}"
 
     async def admit(self, event: Event) -> Admitted:
-        result = await self._admit(
-            keys=[self.config.stream, self.config.dedup_key_prefix + event.msg_id],
-            args=[
-                self._dedup_ttl or 0,
-                self.config.stream_maxlen,
-                event.msg_id,
-                event.source,
-                event.scheme,
-                event.event_type,
-                event.envelope,
-                event.claims,
-                repr(event.received_at),
-            ],
-        )
+        """Run the accept script for this event; raises RedisError/OSError when Redis
+        fails (nothing may then be acknowledged).
+
+        Deliveries arriving while a round trip is under way are sent together in the next
+        one: under load most of redis-py's per-command cost (connection checkout, timers,
+        a read per reply) is paid once per batch instead of once per delivery. Each call
+        stays its own atomic script run with its own reply.
+        """
+        call = [
+            2,
+            self.config.stream,
+            self.config.dedup_key_prefix + event.msg_id,
+            self._dedup_ttl or 0,
+            self.config.stream_maxlen,
+            event.msg_id,
+            event.source,
+            event.scheme,
+            event.event_type,
+            event.envelope,
+            event.claims,
+            repr(event.received_at),
+        ]
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._admitting.append((call, reply))
+        if self._admit_task is None:
+            self._admit_task = asyncio.create_task(self._admit_batches())
+        result = await reply
         return "accepted" if result == 1 else "duplicate" if result == 0 else "full"
+
+    async def _admit_batches(self) -> None:
+        try:
+            while self._admitting:
+                batch, self._admitting = self._admitting, []
+                try:
+                    results = await self._run_admits([call for call, _ in batch])
+                except Exception as error:
+                    results = [error] * len(batch)
+                except BaseException:
+                    for _, reply in batch:
+                        reply.cancel()
+                    raise
+                for (_, reply), result in zip(batch, results, strict=True):
+                    if reply.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        reply.set_exception(result)
+                    else:
+                        reply.set_result(result)
+        finally:
+            self._admit_task = None
+            for _, reply in self._admitting:  # only left here when cancelled
+                reply.cancel()
+            self._admitting = []
+
+    async def _run_admits(self, calls: list[list[Any]], load: bool = True) -> list[Any]:
+        """One pipeline of EVALSHAs (no transaction: each script is atomic by itself);
+        replies in order, a failed call's as its exception. A script Redis does not know
+        (restarted, flushed) is loaded and those calls, which did not run, are sent again."""
+        sha = self._admit.sha
+        async with self.client.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(sha, *call)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing and load:
+            await self.client.script_load(_ADMIT)
+            again = await self._run_admits([calls[i] for i in missing], load=False)
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
 
     async def ensure_group(self) -> None:
         try:

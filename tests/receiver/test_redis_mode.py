@@ -374,3 +374,34 @@ async def test_retry_goes_only_to_the_targets_that_have_not_taken_the_event(
         assert flaky.ids() == [msg_id]
     finally:
         await runner.cleanup()
+
+
+async def test_concurrent_deliveries_share_a_round_trip_and_each_gets_its_own_answer(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    """Admits are pipelined: 40 concurrent deliveries, 10 of them copies of others, in
+    batches; every first copy is accepted and delivered once, every copy is a duplicate.
+    Then Redis forgets the accept script (SCRIPT FLUSH, as after a restart): it is loaded
+    again and the next deliveries are accepted."""
+    path, secret = secrets_file
+    client = await start_receiver(_config(target.url, path, redis_server))
+    bodies = [json.dumps(envelope(n=i)).encode() for i in range(30)]
+    requests = [(body, signed_headers([secret], body)) for body in bodies]
+    sent = requests + requests[:10]
+    answers = await asyncio.gather(*(client.post(body, headers) for body, headers in sent))
+    statuses = [answer["status"] for status, answer in answers if status == 200]
+    assert statuses.count("accepted") == 30
+    assert statuses.count("duplicate") == 10
+    await target.wait_for(30)
+    await asyncio.sleep(0.3)
+    assert sorted(target.ids()) == sorted(headers["webhook-id"] for _, headers in requests)
+
+    redis = aioredis.Redis.from_url(redis_server)
+    await redis.script_flush()
+    await redis.aclose()
+    answers = await asyncio.gather(*(client.deliver([secret]) for _ in range(5)))
+    assert [(status, answer["status"]) for status, answer, _ in answers] == [(200, "accepted")] * 5
+    await target.wait_for(35)
