@@ -152,8 +152,7 @@ class Forwarder:
         plain = target.plain_http
         if plain is not None:
             host, port, path = plain
-            encoded = [(k.encode(), v.encode()) for k, v in headers.items() if k != "host"]
-            return await self.pool.post(host, port, path, encoded, body, seconds)
+            return await self.pool.post(host, port, path, headers, body, seconds)
         async with asyncio.timeout(seconds):
             async with self._session().post(
                 target.url, data=body, headers=headers, allow_redirects=False

@@ -50,7 +50,7 @@ async def canned() -> AsyncIterator[Callable[[list[bytes]], asyncio.Future[int]]
 
 async def _post(pool: Pool, port: int, seconds: float = 5.0) -> int:
     return await pool.post(
-        "127.0.0.1", port, b"/x", [(b"content-type", b"application/json")], b"{}", seconds
+        "127.0.0.1", port, b"/x", {"content-type": "application/json"}, b"{}", seconds
     )
 
 
@@ -97,8 +97,12 @@ async def test_garbage_response_fails_the_attempt(canned) -> None:  # type: igno
 
 
 def test_header_values_with_line_breaks_are_refused() -> None:
-    with pytest.raises(ValueError, match="line break"):
-        encode_request(b"h", b"/", [(b"x-gemini-event-type", b"a\r\nx-evil: 1")], b"")
+    for value in ("a\r\nx-evil: 1", "a\nx-evil: 1", "a\rb", "a\0b"):
+        with pytest.raises(ValueError, match="line break"):
+            encode_request(b"h", b"/", {"x-ok": "1", "x-gemini-event-type": value}, b"")
+    assert encode_request(b"h:1", b"/p", {"host": "evil", "x-a": "\u00e9"}, b"{}") == (
+        b"POST /p HTTP/1.1\r\nhost: h:1\r\ncontent-length: 2\r\nx-a: \xc3\xa9\r\n\r\n{}"
+    )
 
 
 async def test_timeout_bounds_a_target_that_never_answers_and_the_connection_is_dropped() -> None:
