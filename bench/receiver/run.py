@@ -299,7 +299,16 @@ def _ours(name: str, secret: str, duration: int, work: Path, redis_url: str | No
     try:
         wait_port(sink_port, sink)
         note = "forwards every event to a sink"
-        return measure(name, process, port, "/", secret, duration, work, note)
+        result = measure(name, process, port, "/", secret, duration, work, note)
+        if redis_url:
+            # Redis mode answers once an event is stored; say whether delivery kept up.
+            import redis
+
+            client = redis.Redis.from_url(redis_url)
+            backlog = client.xlen("gemini-webhooks:deliveries")
+            client.close()
+            result.note += f"; {backlog} accepted events not yet delivered at the end"
+        return result
     finally:
         stop(process)
         stop(sink)
