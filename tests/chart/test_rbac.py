@@ -213,8 +213,9 @@ def lifecycle(
         side.request(AuditEntry("create", *gw, "", NAMESPACE), "POST", GW_PATH, body)
         side.wait("Ready", ready)
 
-        # Rotation requested by annotation; done when the operator removes it.
-        before = (side.get_webhook() or {}).get("status", {}).get("lastRotationTime")
+        # Rotation requested by annotation; done when the operator removes it and names it
+        # as the last rotation's reason (lastRotationTime has whole seconds: a rotation in
+        # the second of the creation would not move it).
         side.request(
             AuditEntry("patch", *gw, "", NAMESPACE),
             "PATCH",
@@ -227,7 +228,8 @@ def lifecycle(
             check_alive()
             obj = side.get_webhook() or {}
             done = crd.ANNOTATION_ROTATE not in (obj["metadata"].get("annotations") or {})
-            return done and obj.get("status", {}).get("lastRotationTime") != before
+            reason = obj.get("status", {}).get("lastRotationReason")
+            return done and reason == "RequestedByAnnotation"
 
         side.wait("rotation", rotated)
 
