@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.events import ALL_EVENT_TYPES, SUBSCRIBABLE_EVENT_TYPES
 from gemini_webhooks.contracts.service_endpoints import service_key, service_url
-from gemini_webhooks.contracts.signing_secret import decode, matches_truncated
+from gemini_webhooks.contracts.signing_secret import SigningSecrets, decode, matches_truncated
 from gemini_webhooks.emulator.control import ControlClient
 from gemini_webhooks.sandbox.consumer import Arrival, SampleConsumer
 from gemini_webhooks.sandbox.kubeapi import ReadApi, run_kubectl
@@ -207,14 +207,17 @@ class Scenario:
                 return dict(item)
         return None
 
-    async def signing_secrets(self) -> int:
+    async def _held_secrets(self) -> tuple[dict[str, Any], SigningSecrets | None]:
+        """The resource's status, and the signing secrets its Secret holds (None: no Secret)."""
         resource = await self.resource()
         status = (resource or {}).get("status") or {}
         name = status.get("signingSecretName") or self.name + crd.DEFAULT_SIGNING_SECRET_SUFFIX
         secret = await self.api.get("secrets", self.namespace, name)
-        if secret is None:
-            return 0
-        return len(decode(decode_secret_data(secret)).secrets)
+        return status, None if secret is None else decode(decode_secret_data(secret))
+
+    async def signing_secrets(self) -> int:
+        _, held = await self._held_secrets()
+        return 0 if held is None else len(held.secrets)
 
     async def _scrape_all(self) -> dict[str, Samples]:
         found = {"receiver": await scrape(self.receiver_metrics_url())}
@@ -400,26 +403,18 @@ class Scenario:
 
     async def secret_matches_remote(self) -> bool:
         """Does the Secret's current secret match one the remote webhook reports valid?"""
-        resource = await self.resource() or {}
-        status = resource.get("status") or {}
-        name = status.get("signingSecretName") or self.name + crd.DEFAULT_SIGNING_SECRET_SUFFIX
-        secret = await self.api.get("secrets", self.namespace, name)
-        if secret is None or not status.get("webhookId"):
+        status, held = await self._held_secrets()
+        if held is None or not status.get("webhookId"):
             return False
-        current = decode(decode_secret_data(secret)).current
+        current = held.current
         remote = await asyncio.to_thread(self.gemini().webhooks.get, id=status["webhookId"])
         truncated = [s.truncated_secret or "" for s in remote.signing_secrets or []]
         return current is not None and any(matches_truncated(current.secret, t) for t in truncated)
 
     async def current_secret_matches(self, truncated: str) -> bool:
         """Is the Secret's current secret the one Gemini shows as `truncated`?"""
-        resource = await self.resource() or {}
-        status = resource.get("status") or {}
-        name = status.get("signingSecretName") or self.name + crd.DEFAULT_SIGNING_SECRET_SUFFIX
-        secret = await self.api.get("secrets", self.namespace, name)
-        if secret is None:
-            return False
-        current = decode(decode_secret_data(secret)).current
+        _, held = await self._held_secrets()
+        current = held.current if held is not None else None
         return current is not None and matches_truncated(current.secret, truncated)
 
     async def remote_webhooks_of_resource(self) -> int:

@@ -76,6 +76,12 @@ def entry_age_seconds(entry_id: bytes, now: float) -> float:
     return now - int(entry_id.split(b"-", 1)[0]) / 1000.0
 
 
+def entry_webhook_id(fields: dict[bytes, bytes]) -> str:
+    """The `webhook-id` a stream entry carries (for logs and `replay --id`), even when the
+    entry is otherwise undecodable."""
+    return fields.get(b"id", b"").decode(errors="replace")
+
+
 class Stream:
     def __init__(self, client: aioredis.Redis, config: RedisConfig, dedup_ttl: int | None):
         # redis-py's annotations model every reply as `bytes | str | None` unions (they
@@ -192,8 +198,7 @@ class Stream:
             pipe.delete(self.state_key(entry_id))
             await pipe.execute()
         metrics.dead_letters.labels(reason).inc()
-        webhook_id = fields.get(b"id", b"").decode(errors="replace")
-        log(30, "event dead-lettered", webhook_id=webhook_id, reason=reason)
+        log(30, "event dead-lettered", webhook_id=entry_webhook_id(fields), reason=reason)
 
     async def complete(self, entry_id: bytes) -> None:
         cfg = self.config
@@ -213,7 +218,7 @@ class Stream:
             if not batch:
                 return moved
             for entry_id, fields in batch:
-                if ids is None or fields.get(b"id", b"").decode() in ids:
+                if ids is None or entry_webhook_id(fields) in ids:
                     original = {
                         k: v
                         for k, v in fields.items()
@@ -382,7 +387,7 @@ class Consumer:
                         log(
                             20,
                             "reclaimed pending entry",
-                            webhook_id=fields.get(b"id", b"").decode(errors="replace"),
+                            webhook_id=entry_webhook_id(fields),
                             entry=entry_id.decode(),
                         )
                         await self._spawn(entry_id, fields)
@@ -435,7 +440,7 @@ class Consumer:
             log(
                 40,
                 "entry cannot be decoded",
-                webhook_id=fields.get(b"id", b"").decode(errors="replace"),
+                webhook_id=entry_webhook_id(fields),
                 entry=entry_id.decode(),
                 error=type(error).__name__,
             )
