@@ -19,9 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 import redis.asyncio as aioredis
-from aiohttp import hdrs, web
-from aiohttp.http import HttpVersion11
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
@@ -40,6 +38,7 @@ from .dedup import Dedup, MemoryDedup
 from .delivery import Targets, deliver_inline
 from .forwarding import Event, Forwarder
 from .logs import log
+from .public import PublicServer
 from .queue import Admitted, Consumer, Stream
 from .reasons import Rejection
 from .secret_sources import FileSecretSource, KubernetesSecretSource, SecretSource
@@ -53,10 +52,17 @@ def _answer(status: int, body: bytes) -> web.Response:
     return web.Response(status=status, body=body, content_type=_JSON)
 
 
+Answer = tuple[int, bytes]  # status and JSON body of the public port's answer
+
+
 _ACCEPTED = b'{"status":"accepted"}'
 _DUPLICATE = b'{"status":"duplicate"}'
 _PING = b'{"status":"ping"}'
 _UNAVAILABLE = b'{"error":"unavailable","message":"not delivered; retry later"}'
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
 
 
 def _valid_now(secret_set: static.SecretSet) -> float:
@@ -216,30 +222,35 @@ class Receiver:
 
     # ---- hot path --------------------------------------------------------------------
 
-    def _reject(self, rejection: Rejection, msg_id: str | None) -> web.Response:
+    def rejected(self, rejection: Rejection, msg_id: str | None) -> bytes:
+        """Count and log a rejection; its answer's body."""
         counter, body = self._rejections[rejection.reason]
         counter.inc()
         log(20, "delivery rejected", webhook_id=msg_id, reason=rejection.reason)
-        return _answer(rejection.status, body)
+        return body
 
-    async def handle_delivery(self, request: web.BaseRequest) -> web.Response:
+    def _reject(self, rejection: Rejection, msg_id: str | None) -> Answer:
+        return rejection.status, self.rejected(rejection, msg_id)
+
+    async def handle_delivery(self, headers: dict[str, str], body: bytes) -> Answer:
+        """One delivery, its head and whole body already read (and bounded) by the public
+        port (`public.py`); header names are lower-case."""
         started = time.perf_counter()
         self._inflight += 1
         self._idle.clear()
         try:
-            return await self._handle(request)
+            return await self._handle(headers, body)
         except Exception as error:  # a bug must not crash the server or leak details
             log(50, "internal error handling delivery", error=type(error).__name__)
             self._count_failed.inc()
-            return _answer(503, _UNAVAILABLE)
+            return 503, _UNAVAILABLE
         finally:
             self._inflight -= 1
             if not self._inflight:
                 self._idle.set()
             metrics.ack_seconds.observe(time.perf_counter() - started)
 
-    async def _handle(self, request: web.BaseRequest) -> web.Response:
-        headers = request.headers
+    async def _handle(self, headers: dict[str, str], body: bytes) -> Answer:
         msg_id = headers.get(HEADER_ID)
         raw_timestamp = headers.get(HEADER_TIMESTAMP)
         signature = headers.get(HEADER_SIGNATURE)
@@ -255,25 +266,9 @@ class Receiver:
             return self._reject(reasons.MALFORMED_SIGNATURE, msg_id)
         if not self.accepting:
             self._count_failed.inc()
-            return _answer(503, _UNAVAILABLE)
-        limits = self.config.limits
-        length = request.content_length
-        if length is not None and length > limits.max_body_bytes:
-            return self._reject(reasons.BODY_TOO_LARGE, msg_id)
-        if request.body_exists and request.content_type != _JSON:
+            return 503, _UNAVAILABLE
+        if body and _media_type(headers.get("content-type", "")) != _JSON:
             return self._reject(reasons.WRONG_CONTENT_TYPE, msg_id)
-        try:
-            if request.content.is_eof():  # already buffered: no timer needed
-                body = await request.read()
-            else:
-                async with asyncio.timeout(limits.read_timeout_seconds):
-                    body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._reject(reasons.BODY_TOO_LARGE, msg_id)
-        except TimeoutError:
-            return self._reject(reasons.READ_TIMEOUT, msg_id)
-        except (aiohttp.ClientPayloadError, ValueError):
-            return self._reject(reasons.MALFORMED_BODY, msg_id)
         now = time.time()
         if scheme == "hmac":
             verified = self._verify_static(msg_id, timestamp, signature, body, now)
@@ -293,7 +288,7 @@ class Receiver:
                 source=ping.source,
                 secret_index=ping.secret_index,
             )
-            return _answer(200, _PING)
+            return 200, _PING
         return await self._accept(event)
 
     def _verify_static(
@@ -365,7 +360,7 @@ class Receiver:
             return event, PingRecord(DYNAMIC_SOURCE, msg_id, now, "jwt", None, match.kid)
         return event, None
 
-    async def _accept(self, event: Event) -> web.Response:
+    async def _accept(self, event: Event) -> Answer:
         if self.stream is not None:
             return await self._enqueue(event)
         assert self.dedup is not None
@@ -388,19 +383,19 @@ class Receiver:
             self._settle(event.msg_id, delivered)
         if not delivered:
             self._count_failed.inc()
-            return _answer(503, _UNAVAILABLE)
+            return 503, _UNAVAILABLE
         metrics.end_to_end_seconds.observe(time.time() - event.received_at)
         self._count_accepted.inc()
         log(10, "event delivered", webhook_id=event.msg_id, rule=rule, targets=len(targets))
-        return _answer(200, _ACCEPTED)
+        return 200, _ACCEPTED
 
-    def _duplicate(self, event: Event) -> web.Response:
+    def _duplicate(self, event: Event) -> Answer:
         metrics.duplicates.labels(event.source).inc()
         self._count_duplicate.inc()
         log(10, "duplicate delivery", webhook_id=event.msg_id)
-        return _answer(200, _DUPLICATE)
+        return 200, _DUPLICATE
 
-    async def _duplicate_of_claimed(self, event: Event) -> web.Response:
+    async def _duplicate_of_claimed(self, event: Event) -> Answer:
         """A duplicate of an id claimed in this process: 2xx only once the first copy is
         delivered or stored; while that is under way, wait for it."""
         waiters = self._settling.get(event.msg_id)
@@ -417,14 +412,14 @@ class Receiver:
             return self._duplicate(event)
         self._count_failed.inc()
         log(20, "duplicate of a delivery that failed; answering 503", webhook_id=event.msg_id)
-        return _answer(503, _UNAVAILABLE)
+        return 503, _UNAVAILABLE
 
     def _settle(self, msg_id: str, settled: bool) -> None:
         for waiter in self._settling.pop(msg_id, ()):
             if not waiter.done():
                 waiter.set_result(settled)
 
-    async def _enqueue(self, event: Event) -> web.Response:
+    async def _enqueue(self, event: Event) -> Answer:
         assert self.stream is not None
         memory = self.memory_dedup
         if memory is not None:
@@ -450,10 +445,10 @@ class Receiver:
             return self._duplicate(event)
         if admitted == "full":
             self._count_failed.inc()
-            return _answer(503, _UNAVAILABLE)
+            return 503, _UNAVAILABLE
         self._count_accepted.inc()
         log(10, "event queued", webhook_id=event.msg_id)
-        return _answer(200, _ACCEPTED)
+        return 200, _ACCEPTED
 
     # ---- internal endpoint -----------------------------------------------------------
 
@@ -472,93 +467,6 @@ class Receiver:
         return _answer(200, orjson.dumps(body))
 
 
-class ParserRejections:
-    """The logger aiohttp's server uses on the public port (`logger=` of the runner).
-
-    A request that aiohttp's HTTP parser refuses (bad framing, bad Content-Length, a line
-    too long) is answered 400 before any handler runs, and aiohttp logs it at ERROR with
-    the offending bytes quoted — the sender's bytes, possibly body. Here it becomes one
-    counted rejection (`malformed_request`) logged without them; everything else goes to
-    aiohttp's own logger unchanged.
-    """
-
-    def __init__(self) -> None:
-        self._logger = logging.getLogger("aiohttp.server")
-        self._counter = metrics.deliveries.labels("rejected", reasons.MALFORMED_REQUEST.reason)
-
-    def _parser_rejection(self, exc_info: object) -> bool:
-        if not isinstance(exc_info, HttpProcessingError) or not 400 <= exc_info.code < 500:
-            return False
-        self._counter.inc()
-        log(
-            20,
-            "delivery rejected",
-            reason=reasons.MALFORMED_REQUEST.reason,
-            error=type(exc_info).__name__,
-        )
-        return True
-
-    def debug(self, msg: str, *args: Any, **kw: Any) -> None:
-        if not self._parser_rejection(kw.get("exc_info")):
-            self._logger.debug(msg, *args, **kw)
-
-    def exception(self, msg: str, *args: Any, **kw: Any) -> None:
-        if not self._parser_rejection(kw.get("exc_info")):
-            self._logger.exception(msg, *args, **kw)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._logger, name)
-
-
-def public_server(receiver: Receiver, **kwargs: Any) -> web.Server:
-    """The public port: one route, served by aiohttp's low-level `web.Server`.
-
-    The endpoint has a single POST route, so an `Application` (router, match info,
-    middleware chain, `Request` with its app context) costs CPU on every delivery and buys
-    nothing; measured with bench/receiver, dropping it is worth several percent of
-    throughput. What the Application did for us is done here, with aiohttp's own pieces:
-    the body limit (`client_max_size` → 413 from `read()`), 404 for other paths, 405 with
-    `Allow: POST` for other methods, and `Expect: 100-continue`.
-    """
-    path = receiver.config.listen.path
-    max_body = receiver.config.limits.max_body_bytes
-    loop = asyncio.get_running_loop()
-
-    def make_request(
-        message: Any,
-        payload: Any,
-        protocol: Any,
-        writer: Any,
-        task: asyncio.Task[None],
-    ) -> web.BaseRequest:
-        return web.BaseRequest(
-            message, payload, protocol, writer, task, loop, client_max_size=max_body
-        )
-
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        # The router's comparison: the decoded path (an encoded "/" stays encoded).
-        if request.rel_url.path_safe != path:
-            raise web.HTTPNotFound()
-        if request.method != "POST":
-            raise web.HTTPMethodNotAllowed(request.method, ["POST"])
-        if request.headers.get(hdrs.EXPECT):
-            await _expect(request)
-        return await receiver.handle_delivery(request)
-
-    return web.Server(handle, request_factory=make_request, **kwargs)
-
-
-async def _expect(request: web.BaseRequest) -> None:
-    """What aiohttp's router does for `Expect` (its default expect handler)."""
-    expect = request.headers.get(hdrs.EXPECT, "")
-    if request.version == HttpVersion11:
-        if expect.lower() != "100-continue":
-            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the answer's head is still to come
-    await request.writer.drain()
-
-
 def internal_app(receiver: Receiver) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", receiver.handle_metrics)
@@ -571,12 +479,18 @@ def internal_app(receiver: Receiver) -> web.Application:
 @dataclass
 class Running:
     receiver: Receiver
+    public: asyncio.Server
+    public_connections: PublicServer
     runners: list[web.BaseRunner]
     public_port: int
     internal_port: int
 
     async def stop(self, drain_seconds: float = 10.0) -> None:
+        """Stop listening, let in-flight deliveries finish (up to `drain_seconds`), close."""
+        self.public.close()
+        self.public_connections.close_idle()
         await self.receiver.stop(drain_seconds)
+        self.public_connections.close_all()
         for runner in self.runners:
             await runner.cleanup()
 
@@ -585,18 +499,16 @@ async def serve(config: ReceiverConfig, *, drain_seconds: float = 10.0) -> Runni
     """Start everything; the returned ports are the bound ones (config may say 0)."""
     receiver = Receiver(config)
     await receiver.start()
-    # aiohttp closes a connection that has not sent a whole request head within its
-    # keep-alive timeout (counted from the connection or the previous answer, not reset by
-    # each byte): with the read timeout there, a client trickling headers is cut off too.
-    header_seconds = config.limits.read_timeout_seconds
-    public = web.ServerRunner(
-        public_server(
-            receiver,
-            access_log=None,
-            keepalive_timeout=header_seconds,
-            logger=ParserRejections(),
-        ),
-        shutdown_timeout=drain_seconds,
+    connections = PublicServer(
+        config.listen.path,
+        config.limits.max_body_bytes,
+        config.limits.read_timeout_seconds,
+        receiver.handle_delivery,
+        receiver.rejected,
+    )
+    loop = asyncio.get_running_loop()
+    public = await loop.create_server(
+        connections.protocol, config.listen.host, config.listen.port, backlog=1024
     )
     internal = web.AppRunner(
         internal_app(receiver),
@@ -605,14 +517,10 @@ async def serve(config: ReceiverConfig, *, drain_seconds: float = 10.0) -> Runni
         keepalive_timeout=75.0,
         logger=logging.getLogger("aiohttp.server"),
     )
-    runners: list[web.BaseRunner] = []
-    ports = []
-    for runner, listen in ((public, config.listen), (internal, config.internal)):
-        await runner.setup()
-        site = web.TCPSite(runner, listen.host, listen.port, backlog=1024)
-        await site.start()
-        runners.append(runner)
-        ports.append(runner.addresses[-1][1])
+    await internal.setup()
+    site = web.TCPSite(internal, config.internal.host, config.internal.port, backlog=1024)
+    await site.start()
+    ports = [public.sockets[0].getsockname()[1], internal.addresses[-1][1]]
     log(
         20,
         "receiver listening",
@@ -620,4 +528,4 @@ async def serve(config: ReceiverConfig, *, drain_seconds: float = 10.0) -> Runni
         internal_port=ports[1],
         mode="redis" if config.redis else "inline",
     )
-    return Running(receiver, runners, ports[0], ports[1])
+    return Running(receiver, public, connections, [internal], ports[0], ports[1])

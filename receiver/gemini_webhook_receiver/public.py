@@ -1,0 +1,385 @@
+"""The public port: HTTP/1.1 parsed by llhttp (`httptools`), one route, no web framework.
+
+The public port serves exactly one thing — `POST <path>` with a small JSON body — on the
+hot path of every event. aiohttp's server (it still serves the internal port) spends, per
+request, a parser wrapper, a request object with a payload stream, a response object with
+a header multidict and a writer; measured with bench/receiver, that was a fifth of the
+CPU of a delivery. Here llhttp (the parser Node.js uses, through `httptools`, the binding
+uvicorn uses) frames the request, and the answer is one preformatted write.
+
+What an HTTP server owes its clients is kept, each bounded:
+
+- the request head: at most `MAX_HEAD_BYTES` (431, `head_too_large`) and
+  `read_timeout_seconds`, counted from the connection or the previous answer and not
+  reset by each byte (then the connection is closed: a trickled head is cut off);
+- the body: at most `max_body_bytes` (413, from Content-Length before any byte of it, or
+  as chunks arrive) and `read_timeout_seconds` from the end of the head (408);
+- anything llhttp refuses (bad framing, conflicting Content-Length/Transfer-Encoding,
+  invalid characters, upgrades) gets 400, counted as `malformed_request` and logged
+  without the sender's bytes;
+- other paths 404, other methods 405 with `Allow: POST`, `Expect: 100-continue` answered
+  before the body (other expectations 417), HTTP/1.0 and `Connection: close` honoured,
+  pipelined requests answered in order (reading pauses while `MAX_PIPELINED` wait);
+- on shutdown idle connections are closed at once and busy ones after their answer.
+
+A rejection decided before the request was read to its end (413, 431, 408, 400) closes
+the connection after the answer, lingering briefly so that the client can read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from http import HTTPStatus
+
+import httptools
+import orjson
+
+from . import reasons
+from .reasons import Rejection
+
+MAX_HEAD_BYTES = 32 * 1024
+MAX_PIPELINED = 8
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
+
+# headers (lower-case names; the first of repeated fields) and body → status and JSON body
+DeliveryHandler = Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
+# a rejection decided here (body too large, read timeout, unparsable request) → its body,
+# counted and logged by the receiver
+RejectionHandler = Callable[[Rejection, str | None], bytes]
+
+_PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
+_NOT_FOUND = orjson.dumps({"error": "not_found", "message": "no such path"})
+_NOT_ALLOWED = orjson.dumps({"error": "method_not_allowed", "message": "only POST"})
+_EXPECTATION = orjson.dumps({"error": "expectation_failed", "message": "unknown Expect"})
+
+
+class _Date:
+    """The `Date` header's value, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._value = b""
+
+    def now(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._value = formatdate(second, usegmt=True).encode()
+        return self._value
+
+
+class _Request:
+    __slots__ = ("body", "headers", "keep_alive", "method", "target")
+
+    def __init__(self, target: bytes) -> None:
+        self.target = target
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.method = b""
+        self.keep_alive = True
+
+
+class PublicServer:
+    """Settings and state shared by the public port's connections."""
+
+    def __init__(
+        self,
+        path: str,
+        max_body_bytes: int,
+        read_timeout_seconds: float,
+        deliver: DeliveryHandler,
+        reject: RejectionHandler,
+    ) -> None:
+        self.path = path.encode()
+        self.max_body = max_body_bytes
+        self.read_timeout = read_timeout_seconds
+        self.deliver = deliver
+        self.reject = reject
+        self.date = _Date()
+        self.connections: set[_Connection] = set()
+        self.closing = False
+
+    def protocol(self) -> _Connection:
+        return _Connection(self)
+
+    def close_idle(self) -> None:
+        """Stop keeping connections alive: idle ones close now, busy ones after answering."""
+        self.closing = True
+        for connection in list(self.connections):
+            connection.close_if_idle()
+
+    def close_all(self) -> None:
+        for connection in list(self.connections):
+            connection.abort()
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: PublicServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.request: _Request | None = None  # the one being parsed
+        self.body: list[bytes] = []
+        self.body_size = 0
+        # The head is bounded twice: by the bytes of whole fields (a complete head), and by
+        # the bytes received while a head is unfinished (a field that never ends).
+        self.head_size = 0
+        self.head_bytes = 0
+        self.in_head = True  # between requests or inside a head
+        self.pending: deque[_Request] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = False  # no more requests are read on this connection
+        self.discarded = 0  # bytes received after that (while lingering)
+        self.paused = False
+
+    # ---- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.server.connections.add(self)
+        self._arm(self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.done = True
+        self._disarm()
+        # A delivery under way runs to its end (it is acknowledged or not by its own
+        # outcome); only its answer has nowhere to go.
+
+    def data_received(self, data: bytes) -> None:
+        if self.done:
+            self.discarded += len(data)
+            if self.discarded > LINGER_BYTES:
+                self.abort()
+            return
+        if self.in_head:
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(reasons.MALFORMED_REQUEST)
+            return
+        except httptools.HttpParserError:
+            self._refuse(reasons.MALFORMED_REQUEST)
+            return
+        if self.done:
+            return
+        if self.in_head and self.head_bytes > MAX_HEAD_BYTES:
+            self._refuse(reasons.HEAD_TOO_LARGE)
+        elif not self.in_head and self.request is not None and self.timer is None:
+            self._arm(self._body_timed_out)  # the body is still coming
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too (answers still in flight are lost with it)
+
+    # ---- httptools callbacks ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.request = _Request(b"")
+        self.head_size = 0
+        self.body = []
+        self.body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        assert self.request is not None
+        self.request.target += url
+        self.head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.request is not None
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD_BYTES:
+            self._refuse(reasons.HEAD_TOO_LARGE)
+            return
+        key = name.decode("latin-1").lower()
+        headers = self.request.headers
+        if key not in headers:
+            headers[key] = value.decode("utf-8", "surrogateescape")
+
+    def on_headers_complete(self) -> None:
+        request = self.request
+        if self.done or request is None:
+            return
+        self.in_head = False
+        self.head_bytes = 0
+        self._disarm()
+        parser = self.parser
+        request.method = parser.get_method()
+        request.keep_alive = parser.should_keep_alive()
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.server.max_body:
+            self._refuse(reasons.BODY_TOO_LARGE, request.headers.get("webhook-id"))
+            return
+        expect = request.headers.get("expect")
+        if expect is not None and parser.get_http_version() == "1.1":
+            if not self._route_ok(request):
+                return
+            if expect.lower() != "100-continue":
+                self._finish_with(417, _EXPECTATION)
+                return
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, chunk: bytes) -> None:
+        if self.done:
+            return
+        self.body_size += len(chunk)
+        if self.body_size > self.server.max_body:
+            assert self.request is not None
+            self._refuse(reasons.BODY_TOO_LARGE, self.request.headers.get("webhook-id"))
+            return
+        self.body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        request = self.request
+        if self.done or request is None:
+            return
+        self._disarm()
+        self.request = None
+        self.in_head = True
+        body = self.body
+        request.body = body[0] if len(body) == 1 else b"".join(body)
+        self.body = []
+        self.pending.append(request)
+        if self.worker is None:
+            self.worker = self.loop.create_task(self._work())
+        elif len(self.pending) >= MAX_PIPELINED and not self.paused:
+            assert self.transport is not None
+            self.paused = True
+            self.transport.pause_reading()
+
+    # ---- answering -------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        """Answer the pending requests in order; the connection's only task."""
+        pending = self.pending
+        try:
+            while pending:
+                request = pending.popleft()
+                if self.paused and len(pending) < MAX_PIPELINED // 2 and not self.done:
+                    assert self.transport is not None
+                    self.paused = False
+                    self.transport.resume_reading()
+                if not self._route_ok(request):
+                    return
+                status, body = await self.server.deliver(request.headers, request.body)
+                if self.done:
+                    return
+                keep_alive = request.keep_alive and not self.server.closing
+                self._write(status, body, keep_alive)
+                if not keep_alive:
+                    self._close_after_write()
+                    return
+        finally:
+            self.worker = None
+        if not self.done and self.timer is None:
+            # The next request's head (or the rest of a body that came meanwhile) is due.
+            self._arm(self._head_timed_out if self.in_head else self._body_timed_out)
+
+    def _route_ok(self, request: _Request) -> bool:
+        target = request.target
+        query = target.find(b"?")
+        if (target if query < 0 else target[:query]) != self.server.path:
+            self._finish_with(404, _NOT_FOUND)
+            return False
+        if request.method != b"POST":
+            # An answer to HEAD carries the headers of the body it does not have.
+            head = request.method == b"HEAD"
+            self._finish_with(405, _NOT_ALLOWED, b"allow: POST\r\n", head_only=head)
+            return False
+        return True
+
+    def _write(
+        self,
+        status: int,
+        body: bytes,
+        keep_alive: bool,
+        extra: bytes = b"",
+        head_only: bool = False,
+    ) -> None:
+        assert self.transport is not None
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"date: %s\r\n%s%s\r\n%s"
+            % (
+                status,
+                _PHRASES.get(status, b""),
+                len(body),
+                self.server.date.now(),
+                extra,
+                b"" if keep_alive else b"connection: close\r\n",
+                b"" if head_only else body,
+            )
+        )
+
+    def _finish_with(
+        self, status: int, body: bytes, extra: bytes = b"", head_only: bool = False
+    ) -> None:
+        """Answer and close, possibly before the request was read to its end.
+
+        The client may still be sending: closing at once would make the kernel answer its
+        next bytes with a reset, which can destroy our answer before the client reads it.
+        So our side is shut (the answer is followed by EOF) and what still arrives is read
+        and dropped, for at most `LINGER_SECONDS` and `LINGER_BYTES`, as web servers do.
+        """
+        if self.done:
+            return
+        self.done = True
+        self._disarm()
+        self._write(status, body, False, extra, head_only)
+        assert self.transport is not None
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.timer = self.loop.call_later(LINGER_SECONDS, self.abort)
+        else:
+            self.transport.close()
+
+    def _refuse(self, rejection: Rejection, msg_id: str | None = None) -> None:
+        if self.done:
+            return
+        self._finish_with(rejection.status, self.server.reject(rejection, msg_id))
+
+    def _close_after_write(self) -> None:
+        self.done = True
+        self._disarm()
+        assert self.transport is not None
+        self.transport.close()  # after the buffered answer is written
+
+    # ---- timers and shutdown ---------------------------------------------------------
+
+    def _arm(self, callback: Callable[[], None]) -> None:
+        self._disarm()
+        self.timer = self.loop.call_at(self.loop.time() + self.server.read_timeout, callback)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _head_timed_out(self) -> None:
+        self.timer = None
+        if self.worker is None:  # an idle keep-alive or a head that never ended
+            self.abort()
+
+    def _body_timed_out(self) -> None:
+        self.timer = None
+        request = self.request
+        if request is not None and not self.done:
+            self._refuse(reasons.READ_TIMEOUT, request.headers.get("webhook-id"))
+
+    def close_if_idle(self) -> None:
+        if self.worker is None and self.request is None:
+            self.abort()
+
+    def abort(self) -> None:
+        self.done = True
+        self._disarm()
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,208 @@
+"""The public port's HTTP/1.1 (public.py): framing, keep-alive, pipelining, bounds, shutdown.
+
+Raw sockets, so that what is on the wire is exactly what a test says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from gemini_webhook_receiver.public import MAX_HEAD_BYTES, MAX_PIPELINED
+
+from .conftest import (
+    RecordingTarget,
+    StartReceiver,
+    base_config,
+    envelope,
+    signed_headers,
+    start_app,
+)
+
+
+def _request(secret: str, *, version: str = "1.1", extra: str = "") -> tuple[bytes, str]:
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    raw = (
+        f"POST / HTTP/{version}\r\nhost: r\r\ncontent-length: {len(body)}\r\n{head}{extra}\r\n"
+    ).encode() + body
+    return raw, headers["webhook-id"]
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+    return status, headers, body
+
+
+async def _closed(reader: asyncio.StreamReader, within: float = 5) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), within) == b""
+    except ConnectionError:
+        return True
+
+
+async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_keep_alive_pipelining_and_answers_in_order(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    # More pipelined requests than are read ahead at once: reading pauses and resumes.
+    requests = [_request(secret) for _ in range(MAX_PIPELINED * 3)]
+    writer.write(b"".join(raw for raw, _ in requests))
+    await writer.drain()
+    for _ in requests:
+        status, headers, body = await _answer(reader)
+        assert (status, json.loads(body)) == (200, {"status": "accepted"})
+        assert headers["content-type"] == "application/json"
+        assert "connection" not in headers  # kept alive
+        assert "date" in headers
+    assert target.ids() == [msg_id for _, msg_id in requests]
+    # ... and the connection still serves requests afterwards.
+    writer.write(_request(secret)[0])
+    assert (await _answer(reader))[0] == 200
+    writer.close()
+
+
+async def test_http_1_0_and_connection_close_are_answered_then_closed(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    for version, extra in (("1.0", ""), ("1.1", "connection: close\r\n")):
+        reader, writer = await _connect(client.running.public_port)
+        writer.write(_request(secret, version=version, extra=extra)[0])
+        status, headers, _ = await _answer(reader)
+        assert (status, headers["connection"]) == (200, "close")
+        assert await _closed(reader)
+        writer.close()
+    # HTTP/1.0 asking for keep-alive gets it.
+    reader, writer = await _connect(client.running.public_port)
+    for _ in range(2):
+        writer.write(_request(secret, version="1.0", extra="connection: keep-alive\r\n")[0])
+        assert (await _answer(reader))[0] == 200
+    writer.close()
+    assert len(target.requests) == 4
+
+
+async def test_a_head_over_the_limit_gets_431_and_is_counted(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    raw, _ = _request(secret, extra=f"x-big: {'a' * MAX_HEAD_BYTES}\r\n")
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(raw)
+    status, _, body = await _answer(reader)
+    assert (status, json.loads(body)["error"]) == (431, "head_too_large")
+    assert await _closed(reader)
+    writer.close()
+    # Sent in small pieces and never finished: cut off as soon as it passes the limit.
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(b"POST / HTTP/1.1\r\nhost: r\r\nx-endless: ")
+    try:
+        for _ in range(MAX_HEAD_BYTES // 1024 + 2):
+            writer.write(b"b" * 1024)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    assert (await _answer(reader))[0] == 431
+    writer.close()
+    counted = await client.metric(
+        "gemini_receiver_deliveries_total", outcome="rejected", reason="head_too_large"
+    )
+    assert counted == 2
+    assert target.requests == []
+
+
+async def test_request_smuggling_shapes_are_refused(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """What could make two servers disagree about where a request ends is a 400."""
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    body = json.dumps(envelope()).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers([secret], body).items()).encode()
+    shapes = [
+        b"POST / HTTP/1.1\r\nhost: r\r\ncontent-length: %d\r\ntransfer-encoding: chunked\r\n"
+        % len(body),
+        b"POST / HTTP/1.1\r\nhost: r\r\ncontent-length: %d\r\ncontent-length: %d\r\n"
+        % (len(body), len(body) + 1),
+        b"POST / HTTP/1.1\r\nhost: r\r\ntransfer-encoding: gzip, chunked, identity\r\n",
+        b"POST / HTTP/1.1\r\nhost: r\r\ncontent-length: %d\r\nbad header: x\r\n" % len(body),
+        b"POST / HTTP/1.1\nhost: r\ncontent-length: %d\n" % len(body),
+        b"GET / HTTP/1.1\r\nhost: r\r\nconnection: upgrade\r\nupgrade: websocket\r\n",
+    ]
+    for shape in shapes:
+        reader, writer = await _connect(client.running.public_port)
+        writer.write(shape + head + b"\r\n" + body)
+        status, _, answer = await _answer(reader)
+        assert (status, json.loads(answer)["error"]) == (400, "malformed_request"), shape
+        assert await _closed(reader)
+        writer.close()
+    assert target.requests == []
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_read_timeout(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(
+        base_config(target.url, path, limits={"read_timeout_seconds": 0.3})
+    )
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(_request(secret)[0])
+    assert (await _answer(reader))[0] == 200
+    started = time.monotonic()
+    assert await _closed(reader, within=3)
+    assert 0.2 < time.monotonic() - started < 2
+    writer.close()
+
+
+async def test_shutdown_closes_idle_connections_and_answers_the_busy_ones(
+    start_receiver: StartReceiver, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/events", slow)
+    runner, port = await start_app(app)
+    try:
+        client = await start_receiver(base_config(f"http://127.0.0.1:{port}/events", path))
+        idle_reader, idle_writer = await _connect(client.running.public_port)
+        busy_reader, busy_writer = await _connect(client.running.public_port)
+        busy_writer.write(_request(secret)[0])
+        await busy_writer.drain()
+        await asyncio.sleep(0.2)  # the delivery is now waiting on the target
+        stopping = asyncio.create_task(client.running.stop(5))
+        assert await _closed(idle_reader, within=2)
+        release.set()
+        status, headers, _ = await _answer(busy_reader)
+        assert (status, headers["connection"]) == (200, "close")
+        await stopping
+        for writer in (idle_writer, busy_writer):
+            writer.close()
+    finally:
+        await runner.cleanup()
