@@ -47,6 +47,8 @@ class Envelope(TypedDict):
 
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 _HMAC_SHAPE = re.compile(r"^v1,[A-Za-z0-9+/=]+( v1,[A-Za-z0-9+/=]+)*$")
+# Space-separated `v<N>[suffix],<value>` entries (extra spaces between them allowed).
+_SIGNATURE_LIST = re.compile(r"v\d+[a-z]*,\S+(?: +v\d+[a-z]*,\S+)*")
 
 Scheme = Literal["hmac", "jwt"]
 
@@ -60,7 +62,7 @@ def signature_scheme(header_value: str) -> Scheme | None:
     value = header_value.strip()
     if _JWT_SHAPE.match(value):
         return "jwt"
-    if value and all(re.match(r"^v\d+[a-z]*,\S+$", part) for part in value.split(" ") if part):
+    if _SIGNATURE_LIST.fullmatch(value):
         return "hmac"
     return None
 

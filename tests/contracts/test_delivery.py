@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import jwt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives.asymmetric import rsa
 from standardwebhooks.webhooks import Webhook
 
@@ -26,3 +28,24 @@ def test_rs256_jwt_is_recognised_as_jwt() -> None:
 @pytest.mark.parametrize("header", ["", "garbage", "v1", "a.b", "v1,abc def"])
 def test_malformed_headers_have_no_scheme(header: str) -> None:
     assert signature_scheme(header) is None
+
+
+
+def _entry_is_versioned(entry: str) -> bool:
+    """`v<digits>[a-z]*,<non-space>` for one entry, in plain Python."""
+    head, comma, rest = entry.partition(",")
+    if not comma or not rest or any(c.isspace() for c in rest) or not head.startswith("v"):
+        return False
+    digits = head[1:].rstrip("abcdefghijklmnopqrstuvwxyz")
+    return digits.isascii() and digits.isdigit()
+
+
+@given(st.text(alphabet="v12,ab.= \t/+xz", max_size=30))
+def test_signature_lists_are_recognised_by_the_per_entry_rule(value: str) -> None:
+    """The one-regex check accepts exactly the non-empty space-separated lists of
+    versioned entries (whatever is not a JWT shape)."""
+    if signature_scheme(value) == "jwt":
+        return
+    entries = [e for e in value.strip().split(" ") if e]
+    expected = bool(entries) and all(_entry_is_versioned(e) for e in entries)
+    assert (signature_scheme(value) == "hmac") == expected, value

@@ -179,3 +179,52 @@ async def test_timeout_bounds_connecting() -> None:
     assert loop.time() - started < 1.5
     for sock in [*fillers, listener]:
         sock.close()
+
+
+async def test_each_request_on_a_kept_alive_connection_has_its_own_deadline() -> None:
+    """One lazy timer per connection: a later request with a shorter deadline, a request
+    after the timer fired with nothing under way, and one whose deadline lies past the
+    timer of the previous request are each bounded by their own deadline."""
+    delays = [0.0, 0.0, 1.0, 0.0, 0.5, 0.0, 0.4, 2.0]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while delays:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                await asyncio.sleep(delays.pop(0))
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = Pool(1)
+    loop = asyncio.get_running_loop()
+
+    async def timed(seconds: float) -> tuple[int | str, float]:
+        started = loop.time()
+        try:
+            status: int | str = await _post(pool, port, seconds)
+        except TimeoutError:
+            status = "timeout"
+        return status, loop.time() - started
+
+    assert (await timed(5.0))[0] == 204  # arms a timer 5 s out
+    assert (await timed(5.0))[0] == 204
+    status, took = await timed(0.2)  # shorter than the timer already set: re-armed
+    assert status == "timeout" and took < 0.6
+    assert (await timed(0.3))[0] == 204  # a fresh connection (the timed-out one closed)
+    await asyncio.sleep(0.4)  # its timer fires with nothing under way
+    status, took = await timed(0.2)
+    assert status == "timeout" and took < 0.6
+    assert (await timed(0.3))[0] == 204  # timer set 0.3 s out, kept...
+    status, took = await timed(0.6)  # ...fires early, re-arms, answer at 0.4 s arrives
+    assert (status, took > 0.35) == (204, True)
+    status, took = await timed(0.5)  # and then bounds the next one
+    assert status == "timeout" and took < 0.9
+    server.close()
+    pool.close()

@@ -176,6 +176,26 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_read_timeout(
     writer.close()
 
 
+async def test_the_read_timeout_counts_from_the_previous_answer(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(
+        base_config(target.url, path, limits={"read_timeout_seconds": 0.6})
+    )
+    reader, writer = await _connect(client.running.public_port)
+    started = time.monotonic()
+    for _ in range(3):  # each answer moves the deadline past the first one
+        await asyncio.sleep(0.3)
+        writer.write(_request(secret)[0])
+        assert (await _answer(reader))[0] == 200
+    answered = time.monotonic()
+    assert answered - started > 0.9  # past the first deadline, still served
+    assert await _closed(reader, within=3)
+    assert 0.5 < time.monotonic() - answered < 1.5
+    writer.close()
+
+
 async def test_shutdown_closes_idle_connections_and_answers_the_busy_ones(
     start_receiver: StartReceiver, secrets_file: tuple[Path, str]
 ) -> None:
