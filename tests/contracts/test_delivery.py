@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
-from cryptography.hazmat.primitives.asymmetric import rsa
 from standardwebhooks.webhooks import Webhook
 
 from gemini_webhooks.contracts.delivery import signature_scheme
@@ -28,7 +28,6 @@ def test_rs256_jwt_is_recognised_as_jwt() -> None:
 @pytest.mark.parametrize("header", ["", "garbage", "v1", "a.b", "v1,abc def"])
 def test_malformed_headers_have_no_scheme(header: str) -> None:
     assert signature_scheme(header) is None
-
 
 
 def _entry_is_versioned(entry: str) -> bool:
