@@ -44,7 +44,8 @@ def encode_request(host: bytes, target: bytes, headers: Mapping[str, str], body:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[int] | None = None
         self.buffer = bytearray()
@@ -189,16 +190,15 @@ class _Connection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is None or waiter.done():
             return  # no request under way: the next one arms a timer again
-        loop = asyncio.get_running_loop()
-        if loop.time() < self.deadline:
-            self._arm(loop, self.deadline)
+        if self.loop.time() < self.deadline:
+            self._arm(self.deadline)
         else:
             waiter.set_exception(TimeoutError())
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+    def _arm(self, at: float) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = loop.call_at(at, self._on_timer)
+        self.timer = self.loop.call_at(at, self._on_timer)
         self.timer_at = at
 
     async def request(self, data: bytes, deadline: float) -> int:
@@ -213,11 +213,10 @@ class _Connection(asyncio.Protocol):
         """
         assert self.transport is not None
         self._reset()
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
+        self.waiter = self.loop.create_future()
         self.deadline = deadline
         if self.timer is None or self.timer_at > deadline:
-            self._arm(loop, deadline)
+            self._arm(deadline)
         self.transport.write(data)
         try:
             return await self.waiter
@@ -271,11 +270,16 @@ class Pool:
     def __init__(self, limit: int) -> None:
         self._idle: defaultdict[tuple[str, int], list[_Connection]] = defaultdict(list)
         self._slots = _Slots(limit)
+        # The loop the pool (and its connections) run in, learned once: on Linux
+        # `asyncio.get_running_loop()` makes a getpid() system call every time (CPython's
+        # fork check), measured at several percent of a delivery with py-spy --native.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _connect(self, host: str, port: int, deadline: float) -> _Connection:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None
         async with asyncio.timeout_at(deadline):
-            _, protocol = await loop.create_connection(_Connection, host, port)
+            _, protocol = await loop.create_connection(lambda: _Connection(loop), host, port)
         return protocol
 
     async def post(
@@ -295,7 +299,9 @@ class Pool:
         the connection). A request that fails or is cancelled closes its connection; it
         is never reused.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         data = encode_request(f"{host}:{port}".encode(), target, headers, body)
         if not self._slots.try_acquire():
