@@ -408,9 +408,14 @@ def main() -> int:
     for key in ("memory", "redis"):
         if key in results:
             r = results[key]
+            # The p99 target is memory mode's; Redis mode's is throughput (2x Flask).
+            p99 = (
+                f"p99 {r.p99_ms:.2f} ms (target < 10 ms: {'met' if r.p99_ms < 10 else 'NOT met'})"
+                if key == "memory"
+                else f"p99 {r.p99_ms:.2f} ms"
+            )
             print(
-                f"{r.name}: p99 {r.p99_ms:.2f} ms (target < 10 ms: "
-                f"{'met' if r.p99_ms < 10 else 'NOT met'}), peak RSS {r.rss_mib:.0f} MiB "
+                f"{r.name}: {p99}, peak RSS {r.rss_mib:.0f} MiB "
                 f"(target < 150 MiB: {'met' if r.rss_mib < 150 else 'NOT met'})"
             )
     return 0
