@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -36,9 +36,12 @@ HEADER_CLAIMS = "x-gemini-verified-claims"
 CLOUDEVENTS_SOURCE_PREFIX = "gemini.googleapis.com/webhooks/"
 
 
-@dataclass(frozen=True)
-class Event:
-    """A verified event, as stored and forwarded."""
+class Event(NamedTuple):
+    """A verified event, as stored and forwarded (immutable: what was authenticated).
+
+    A NamedTuple rather than a frozen dataclass: one is built per delivery, and a frozen
+    dataclass's `__init__` sets each field through `object.__setattr__`.
+    """
 
     msg_id: str
     source: str  # static webhook name or "dynamic"
@@ -48,7 +51,7 @@ class Event:
     claims: bytes = b""  # dynamic: the verified registered claims, JSON
     received_at: float = 0.0  # unix seconds
     # The envelope's user_metadata, kept from verification so routing needs no re-parse.
-    user_metadata: Any = field(default=None, compare=False)
+    user_metadata: Any = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ from http import HTTPStatus
 import httptools
 import orjson
 
+from gemini_webhooks.contracts.delivery import HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP
+
 from . import reasons
 from .reasons import Rejection
 
@@ -46,12 +48,25 @@ MAX_PIPELINED = 8
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
 
-# headers (lower-case names; the first of repeated fields) and body → status and JSON body
+# the headers the receiver reads (`_WANTED`, lower-case names) and the body → status and body
 DeliveryHandler = Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
 # a rejection decided here (body too large, read timeout, unparsable request) → its body,
 # counted and logged by the receiver
 RejectionHandler = Callable[[Rejection, str | None], bytes]
 
+# The only request headers anything reads (framing is llhttp's), by their wire name and
+# lower-cased; the first of a repeated field counts.
+_WANTED = {
+    name.encode(): name
+    for name in (
+        HEADER_ID,
+        HEADER_TIMESTAMP,
+        HEADER_SIGNATURE,
+        "content-type",
+        "content-length",
+        "expect",
+    )
+}
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 _NOT_FOUND = orjson.dumps({"error": "not_found", "message": "no such path"})
 _NOT_ALLOWED = orjson.dumps({"error": "method_not_allowed", "message": "only POST"})
@@ -201,7 +216,9 @@ class _Connection(asyncio.Protocol):
         if self.head_size > MAX_HEAD_BYTES:
             self._refuse(reasons.HEAD_TOO_LARGE)
             return
-        key = name.decode("latin-1").lower()
+        key = _WANTED.get(name) or _WANTED.get(name.lower())
+        if key is None:
+            return  # nothing reads it
         headers = self.request.headers
         if key not in headers:
             headers[key] = value.decode("utf-8", "surrogateescape")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from standardwebhooks.webhooks import Webhook
 
@@ -33,8 +34,7 @@ class LoadedSecret:
     webhook: Webhook = field(repr=False, compare=False)
 
 
-@dataclass(frozen=True)
-class StaticMatch:
+class StaticMatch(NamedTuple):
     source: str
     secret_index: int
     fingerprint: str
