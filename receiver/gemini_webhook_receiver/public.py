@@ -120,7 +120,8 @@ class PublicServer:
         self.closing = False
 
     def protocol(self) -> _Connection:
-        return _Connection(self)
+        """The protocol factory for `loop.create_server`."""
+        return _Connection(self, asyncio.get_running_loop())
 
     def close_idle(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after answering."""
@@ -134,9 +135,9 @@ class PublicServer:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, server: PublicServer) -> None:
+    def __init__(self, server: PublicServer, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.request: _Request | None = None  # the one being parsed
@@ -181,11 +182,8 @@ class _Connection(asyncio.Protocol):
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse(reasons.MALFORMED_REQUEST)
-            return
-        except httptools.HttpParserError:
-            self._refuse(reasons.MALFORMED_REQUEST)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._refuse(reasons.MALFORMED_REQUEST)  # the sender's bytes are not logged
             return
         if self.done:
             return

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gemini_webhook_receiver.public import MAX_HEAD_BYTES, MAX_PIPELINED
 
@@ -226,3 +228,65 @@ async def test_shutdown_closes_idle_connections_and_answers_the_busy_ones(
             writer.close()
     finally:
         await runner.cleanup()
+
+
+@st.composite
+def _mangled(draw: st.DrawFn, valid: bytes) -> bytes:
+    """A valid request with a few bytes replaced, inserted or cut, or cut short."""
+    raw = bytearray(valid)
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(raw)))
+        action = draw(st.sampled_from(["replace", "insert", "delete"]))
+        chunk = draw(st.binary(min_size=1, max_size=8))
+        if action == "replace":
+            raw[at : at + len(chunk)] = chunk
+        elif action == "insert":
+            raw[at:at] = chunk
+        else:
+            del raw[at : at + len(chunk)]
+    if draw(st.booleans()):
+        raw = raw[: draw(st.integers(0, len(raw)))]
+    return bytes(raw)
+
+
+async def test_mangled_bytes_on_the_wire_never_get_a_5xx_and_the_port_keeps_serving(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """Property: whatever the bytes, the answer (if any) is not a 5xx, the connection ends
+    within the read timeout, and a valid delivery afterwards is accepted."""
+    path, secret = secrets_file
+    client = await start_receiver(
+        base_config(target.url, path, limits={"read_timeout_seconds": 0.3})
+    )
+    port = client.running.public_port
+    loop = asyncio.get_running_loop()
+    valid, _ = _request(secret)
+    problems: list[str] = []
+
+    async def send(raw: bytes) -> None:
+        reader, writer = await _connect(port)
+        writer.write(raw)
+        try:
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 3)
+        except ConnectionError:
+            answer = b""
+        except TimeoutError:
+            problems.append(f"no answer and not closed within 3 s: {raw!r}")
+            answer = b""
+        writer.close()
+        for line in answer.split(b"\r\n"):
+            if line.startswith(b"HTTP/1.1 5"):
+                problems.append(f"{line!r} for {raw!r}")
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(raw=_mangled(valid))
+    def check(raw: bytes) -> None:
+        asyncio.run_coroutine_threadsafe(send(raw), loop).result(10)
+
+    await loop.run_in_executor(None, check)
+    assert problems == []
+    writer_reader = await _connect(port)
+    writer_reader[1].write(_request(secret)[0])
+    assert (await _answer(writer_reader[0]))[0] == 200
+    writer_reader[1].close()
