@@ -34,7 +34,7 @@ from gemini_webhooks.contracts.receiver_config import DYNAMIC_SOURCE, ReceiverCo
 from gemini_webhooks.contracts.signing_secret import SigningSecrets
 
 from . import dynamic, metrics, reasons, static
-from .dedup import Dedup, MemoryDedup
+from .dedup import MemoryDedup
 from .delivery import Targets, deliver_inline
 from .forwarding import Event, Forwarder
 from .logs import log
@@ -102,7 +102,6 @@ class Receiver:
         self.redis: aioredis.Redis | None = None
         self.stream: Stream | None = None
         self.consumer: Consumer | None = None
-        self.dedup: Dedup | None = None
         self.memory_dedup: MemoryDedup | None = None
         self.jwks: dynamic.JwksCache | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -190,7 +189,6 @@ class Receiver:
         elif cfg.dedup.backend == "memory":
             self.memory_dedup = MemoryDedup(cfg.dedup.ttl_seconds, cfg.dedup.max_entries)
         # With `dedup.backend: redis` the stream's accept script deduplicates (SET NX EX).
-        self.dedup = self.memory_dedup
         self.accepting = True
 
     async def stop(self, drain_seconds: float = 10.0) -> None:
@@ -363,8 +361,9 @@ class Receiver:
     async def _accept(self, event: Event) -> Answer:
         if self.stream is not None:
             return await self._enqueue(event)
-        assert self.dedup is not None
-        if not await self.dedup.claim(event.msg_id):
+        memory = self.memory_dedup
+        assert memory is not None  # inline mode always deduplicates in memory
+        if not memory.claim(event.msg_id):
             return await self._duplicate_of_claimed(event)
         self._settling[event.msg_id] = []
         delivered = False
@@ -379,7 +378,7 @@ class Receiver:
             delivered = await deliver_inline(self.forwarder, self.config.forwarding, event, targets)
         finally:
             if not delivered:
-                await self.dedup.release(event.msg_id)
+                memory.release(event.msg_id)
             self._settle(event.msg_id, delivered)
         if not delivered:
             self._count_failed.inc()
@@ -423,7 +422,7 @@ class Receiver:
         assert self.stream is not None
         memory = self.memory_dedup
         if memory is not None:
-            if not await memory.claim(event.msg_id):
+            if not memory.claim(event.msg_id):
                 return await self._duplicate_of_claimed(event)
             self._settling[event.msg_id] = []
         admitted: Admitted = "full"
@@ -439,7 +438,7 @@ class Receiver:
         finally:
             if memory is not None:
                 if admitted == "full":
-                    await memory.release(event.msg_id)
+                    memory.release(event.msg_id)
                 self._settle(event.msg_id, admitted != "full")
         if admitted == "duplicate":
             return self._duplicate(event)

@@ -3,21 +3,13 @@
 A claimed id is answered 2xx and not forwarded again; a released one (delivery failed, 503
 sent) is claimable by Gemini's retry. This is the memory backend (one replica, bounded);
 the Redis backend is part of the stream's accept script (`queue._ADMIT`: `SET NX EX`).
+Synchronous on purpose: it is a dict operation on the hot path, not I/O.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Protocol
-
-
-class Dedup(Protocol):
-    async def claim(self, msg_id: str) -> bool:
-        """True when this id was not seen within the TTL (and is now claimed)."""
-        ...
-
-    async def release(self, msg_id: str) -> None: ...
 
 
 class MemoryDedup:
@@ -44,10 +36,12 @@ class MemoryDedup:
             del seen[oldest]
         return True
 
-    async def claim(self, msg_id: str) -> bool:
+    def claim(self, msg_id: str) -> bool:
+        """True when this id was not seen within the TTL (and is now claimed)."""
         return self.claim_now(msg_id, time.monotonic())
 
-    async def release(self, msg_id: str) -> None:
+    def release(self, msg_id: str) -> None:
+        """Forget a claim whose delivery failed, so that Gemini's retry is taken."""
         self._seen.pop(msg_id, None)
 
     def __len__(self) -> int:

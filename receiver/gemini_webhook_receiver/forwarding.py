@@ -148,14 +148,10 @@ class Forwarder:
             counter = self._counters[key] = metrics.forwards.labels(target.name, outcome)
         counter.inc()
 
-    async def _post(
+    async def _post_via_aiohttp(
         self, target: Target, headers: dict[str, str], body: bytes, seconds: float
     ) -> int:
-        """One attempt, bounded by `seconds` in all (connecting included)."""
-        plain = target.plain_http
-        if plain is not None:
-            host, port, path = plain
-            return await self.pool.post(host, port, path, headers, body, seconds)
+        """One attempt to an https target, bounded by `seconds` in all."""
         async with asyncio.timeout(seconds):
             async with self._session().post(
                 target.url, data=body, headers=headers, allow_redirects=False
@@ -166,8 +162,13 @@ class Forwarder:
     async def forward(self, event: Event, target: Target, attempt_seconds: float) -> str:
         """POST once; returns the outcome label, one of `metrics.FORWARD_OUTCOMES`."""
         headers, body = request_for(event, target)
+        plain = target.plain_http
         try:
-            status = await self._post(target, headers, body, attempt_seconds)
+            if plain is not None:  # bounded by `attempt_seconds` in all, connecting included
+                host, port, path = plain
+                status = await self.pool.post(host, port, path, headers, body, attempt_seconds)
+            else:
+                status = await self._post_via_aiohttp(target, headers, body, attempt_seconds)
             outcome = FORWARD_OK if 200 <= status < 300 else FORWARD_HTTP_ERROR
         except TimeoutError:
             outcome = FORWARD_TIMEOUT
