@@ -42,6 +42,7 @@ from gemini_webhooks.contracts.delivery import HEADER_ID, HEADER_SIGNATURE, HEAD
 
 from . import reasons
 from .reasons import Rejection
+from .writes import WriteBatch
 
 MAX_HEAD_BYTES = 32 * 1024
 MAX_PIPELINED = 8
@@ -116,12 +117,16 @@ class PublicServer:
         self.deliver = deliver
         self.reject = reject
         self.date = _Date()
+        self.batch: WriteBatch | None = None  # of this server's loop, made by the first connection
         self.connections: set[_Connection] = set()
         self.closing = False
 
     def protocol(self) -> _Connection:
         """The protocol factory for `loop.create_server`."""
-        return _Connection(self, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        if self.batch is None:
+            self.batch = WriteBatch(loop)
+        return _Connection(self, loop, self.batch)
 
     def close_idle(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after answering."""
@@ -130,14 +135,19 @@ class PublicServer:
             connection.close_if_idle()
 
     def close_all(self) -> None:
+        if self.batch is not None:
+            self.batch.flush()  # answers already given go out first
         for connection in list(self.connections):
             connection.abort()
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, server: PublicServer, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, server: PublicServer, loop: asyncio.AbstractEventLoop, batch: WriteBatch
+    ) -> None:
         self.server = server
         self.loop = loop
+        self.batch = batch
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.request: _Request | None = None  # the one being parsed
@@ -243,6 +253,7 @@ class _Connection(asyncio.Protocol):
                 self._finish_with(417, _EXPECTATION)
                 return
             assert self.transport is not None
+            self.batch.flush()  # after the answers queued before it
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
@@ -321,8 +332,10 @@ class _Connection(asyncio.Protocol):
         extra: bytes = b"",
         head_only: bool = False,
     ) -> None:
+        """Answer: batched with the loop pass's other writes (`writes.py`) when the
+        connection stays open; written at once, after what is queued, when it closes."""
         assert self.transport is not None
-        self.transport.write(
+        answer = (
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"date: %s\r\n%s%s\r\n%s"
             % (
@@ -335,6 +348,11 @@ class _Connection(asyncio.Protocol):
                 b"" if head_only else body,
             )
         )
+        if keep_alive:
+            self.batch.write(self.transport, answer)
+        else:
+            self.batch.flush()  # earlier answers first
+            self.transport.write(answer)
 
     def _finish_with(
         self, status: int, body: bytes, extra: bytes = b"", head_only: bool = False

@@ -83,6 +83,26 @@ async def test_keep_alive_pipelining_and_answers_in_order(
     writer.close()
 
 
+async def test_pipelined_answers_keep_their_order_up_to_a_closing_one(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """Kept-alive answers are batched (writes.py), a closing one is written at once: the
+    batched ones still come first."""
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    requests = [_request(secret) for _ in range(5)]
+    requests.append(_request(secret, extra="connection: close\r\n"))
+    writer.write(b"".join(raw for raw, _ in requests))
+    await writer.drain()
+    answers = [await _answer(reader) for _ in requests]
+    assert [status for status, _, _ in answers] == [200] * 6
+    assert [headers.get("connection") for _, headers, _ in answers] == [None] * 5 + ["close"]
+    assert await _closed(reader)
+    assert target.ids() == [msg_id for _, msg_id in requests]
+    writer.close()
+
+
 async def test_http_1_0_and_connection_close_are_answered_then_closed(
     start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
 ) -> None:
