@@ -83,7 +83,9 @@ class ReceiverRenderError(ValueError):
 
 
 def _default_resources() -> JSON:
-    return {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+    # The limit holds the in-memory dedup at its default bound: a million ids are ~105 MiB
+    # (tests/receiver/test_dedup.py) on top of ~120 MiB under full load (bench/receiver).
+    return {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "320Mi"}}
 
 
 @dataclass(frozen=True)
