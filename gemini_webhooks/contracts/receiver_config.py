@@ -80,6 +80,11 @@ class LimitsConfig(_Model):
     read_timeout_seconds: PositiveSeconds = Field(
         10.0, description="Time allowed to read one request's body before answering 408."
     )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Open connections on the public port; one more is answered 503 and closed.",
+    )
 
 
 class ReplayConfig(_Model):

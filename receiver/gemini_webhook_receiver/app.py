@@ -504,6 +504,7 @@ async def serve(config: ReceiverConfig, *, drain_seconds: float = 10.0) -> Runni
         config.limits.read_timeout_seconds,
         receiver.handle_delivery,
         receiver.rejected,
+        config.limits.max_connections,
     )
     loop = asyncio.get_running_loop()
     public = await loop.create_server(

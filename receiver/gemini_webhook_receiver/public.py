@@ -20,6 +20,8 @@ What an HTTP server owes its clients is kept, each bounded:
 - other paths 404, other methods 405 with `Allow: POST`, `Expect: 100-continue` answered
   before the body (other expectations 417), HTTP/1.0 and `Connection: close` honoured,
   pipelined requests answered in order (reading pauses while `MAX_PIPELINED` wait);
+- at most `max_connections` open connections (one more is answered 503
+  `too_many_connections` and closed);
 - on shutdown idle connections are closed at once and busy ones after their answer.
 
 A rejection decided before the request was read to its end (413, 431, 408, 400) closes
@@ -110,10 +112,12 @@ class PublicServer:
         read_timeout_seconds: float,
         deliver: DeliveryHandler,
         reject: RejectionHandler,
+        max_connections: int = 1024,
     ) -> None:
         self.path = path.encode()
         self.max_body = max_body_bytes
         self.read_timeout = read_timeout_seconds
+        self.max_connections = max_connections
         self.deliver = deliver
         self.reject = reject
         self.date = _Date()
@@ -172,7 +176,16 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self.server.connections.add(self)
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            # Answered before any request (HTTP/1.1 allows it) and closed at once: lingering
+            # would keep holding what the limit is there to bound.
+            self.done = True
+            body = server.reject(reasons.TOO_MANY_CONNECTIONS, None)
+            self._write(reasons.TOO_MANY_CONNECTIONS.status, body, False)
+            transport.close()
+            return
+        server.connections.add(self)
         self._expect_by()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -36,6 +36,9 @@ READ_TIMEOUT = _r("read_timeout", 408, "body not received in time")
 MALFORMED_BODY = _r("malformed_body", 400, "body is not a JSON event envelope")
 BAD_SIGNATURE = _r("bad_signature", 401, "no signature matches a current secret")
 REVOKED_SECRET = _r("revoked_secret", 401, "signature matched a revoked or expired secret")
+TOO_MANY_CONNECTIONS = _r(
+    "too_many_connections", 503, "the receiver's connection limit is reached; retry later"
+)
 NO_SECRETS = _r("no_secrets_loaded", 503, "no signing secrets loaded yet")
 TIMESTAMP_EXPIRED = _r(
     "timestamp_expired", 400, "webhook-timestamp is older than the replay window"

@@ -218,6 +218,39 @@ async def test_the_read_timeout_counts_from_the_previous_answer(
     writer.close()
 
 
+async def test_connections_beyond_the_limit_are_answered_503_and_closed(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path, limits={"max_connections": 2}))
+    port = client.running.public_port
+    held = [await _connect(port) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    reader, writer = await _connect(port)
+    status, headers, body = await _answer(reader)
+    assert (status, json.loads(body)["error"], headers["connection"]) == (
+        503,
+        "too_many_connections",
+        "close",
+    )
+    assert await _closed(reader)
+    writer.close()
+    counted = await client.metric(
+        "gemini_receiver_deliveries_total", outcome="rejected", reason="too_many_connections"
+    )
+    assert counted == 1
+    # The held connections still serve; once one closes, a new one is taken.
+    held[0][1].write(_request(secret)[0])
+    assert (await _answer(held[0][0]))[0] == 200
+    held[1][1].close()
+    await asyncio.sleep(0.1)
+    reader, writer = await _connect(port)
+    writer.write(_request(secret)[0])
+    assert (await _answer(reader))[0] == 200
+    writer.close()
+    held[0][1].close()
+
+
 async def test_shutdown_closes_idle_connections_and_answers_the_busy_ones(
     start_receiver: StartReceiver, secrets_file: tuple[Path, str]
 ) -> None:
