@@ -19,7 +19,8 @@ What an HTTP server owes its clients is kept, each bounded:
   without the sender's bytes;
 - other paths 404, other methods 405 with `Allow: POST`, `Expect: 100-continue` answered
   before the body (other expectations 417), HTTP/1.0 and `Connection: close` honoured,
-  pipelined requests answered in order (reading pauses while `MAX_PIPELINED` wait);
+  pipelined requests answered in order (reading pauses while `MAX_PIPELINED` wait, and
+  while the client leaves our answers unread beyond the transport's high-water mark);
 - at most `max_connections` open connections (one more is answered 503
   `too_many_connections` and closed);
 - on shutdown idle connections are closed at once and busy ones after their answer.
@@ -170,7 +171,12 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.done = False  # no more requests are read on this connection
         self.discarded = 0  # bytes received after that (while lingering)
-        self.paused = False
+        # Reading pauses while too many requests wait (pipelining) or while the client does
+        # not read our answers (the transport's write buffer is over its high-water mark):
+        # either way what a client can make us hold is bounded.
+        self.queue_full = False
+        self.writes_blocked = False
+        self.reading = True
 
     # ---- asyncio.Protocol ------------------------------------------------------------
 
@@ -214,6 +220,24 @@ class _Connection(asyncio.Protocol):
             self._refuse(reasons.HEAD_TOO_LARGE)
         elif not self.in_head and self.request is not None and self.deadline is None:
             self._expect_by()  # the body is still coming
+
+    def pause_writing(self) -> None:
+        self.writes_blocked = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.writes_blocked = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        reading = not (self.queue_full or self.writes_blocked)
+        if reading == self.reading or self.transport is None or self.transport.is_closing():
+            return
+        self.reading = reading
+        if reading:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too (answers still in flight are lost with it)
@@ -292,10 +316,9 @@ class _Connection(asyncio.Protocol):
         self.pending.append(request)
         if self.worker is None:
             self.worker = self.loop.create_task(self._work())
-        elif len(self.pending) >= MAX_PIPELINED and not self.paused:
-            assert self.transport is not None
-            self.paused = True
-            self.transport.pause_reading()
+        elif len(self.pending) >= MAX_PIPELINED and not self.queue_full:
+            self.queue_full = True
+            self._update_reading()
 
     # ---- answering -------------------------------------------------------------------
 
@@ -305,10 +328,9 @@ class _Connection(asyncio.Protocol):
         try:
             while pending:
                 request = pending.popleft()
-                if self.paused and len(pending) < MAX_PIPELINED // 2 and not self.done:
-                    assert self.transport is not None
-                    self.paused = False
-                    self.transport.resume_reading()
+                if self.queue_full and len(pending) < MAX_PIPELINED // 2:
+                    self.queue_full = False
+                    self._update_reading()
                 if not self._route_ok(request):
                     return
                 status, body = await self.server.deliver(request.headers, request.body)

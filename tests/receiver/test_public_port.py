@@ -218,6 +218,27 @@ async def test_the_read_timeout_counts_from_the_previous_answer(
     writer.close()
 
 
+async def test_reading_pauses_while_the_client_leaves_answers_unread(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """The transport tells the protocol when its write buffer passes the high-water mark
+    (a client pipelining without reading answers); until it drains, no more is read."""
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(_request(secret)[0])
+    assert (await _answer(reader))[0] == 200
+    (connection,) = client.running.public_connections.connections
+    connection.pause_writing()  # what the transport calls at its high-water mark
+    writer.write(_request(secret)[0])
+    await asyncio.sleep(0.3)
+    assert len(target.requests) == 1  # not read, so not delivered
+    connection.resume_writing()
+    assert (await _answer(reader))[0] == 200
+    assert len(target.requests) == 2
+    writer.close()
+
+
 async def test_connections_beyond_the_limit_are_answered_503_and_closed(
     start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
 ) -> None:
