@@ -574,6 +574,7 @@ class KubeSandbox(kmock.RawHandler):
         watch = Watch(rtype.store_key, rtype, ns, predicate)
         backlog: list[tuple[str, Obj]] = []
         too_old = False
+        snapshot_rv = self.cluster.rv  # the backlog is everything up to here
         if since in ("", "0") or send_initial:
             current = sorted(
                 self.cluster.list_objects(rtype, ns),
@@ -604,7 +605,8 @@ class KubeSandbox(kmock.RawHandler):
             for type_, obj in backlog:
                 await self._write(response, type_, obj, rtype, as_table)
             if send_initial and bookmarks:
-                await self._bookmark(response, rtype, initial_end=True)
+                # The snapshot's resourceVersion: events after it may already be queued.
+                await self._bookmark(response, rtype, snapshot_rv, initial_end=True)
             loop = asyncio.get_running_loop()
             deadline = None if timeout is None else loop.time() + timeout
             while True:
@@ -617,8 +619,11 @@ class KubeSandbox(kmock.RawHandler):
                 try:
                     item: Event | None = await asyncio.wait_for(watch.queue.get(), wait)
                 except TimeoutError:
-                    if bookmarks:
-                        await self._bookmark(response, rtype)
+                    # A bookmark promises every event up to the cluster's resourceVersion
+                    # was sent: not while one is still queued (the wait can time out just
+                    # as an event arrives; the watch may then end at its deadline).
+                    if bookmarks and watch.queue.empty():
+                        await self._bookmark(response, rtype, self.cluster.rv)
                     continue
                 if item is None:  # cut by fault injection
                     break
@@ -670,10 +675,11 @@ class KubeSandbox(kmock.RawHandler):
         self,
         response: aiohttp.web.StreamResponse,
         rtype: ResourceType,
+        rv: int,
         *,
         initial_end: bool = False,
     ) -> None:
-        meta: dict[str, Any] = {"resourceVersion": str(self.cluster.rv)}
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
         obj = {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": meta}

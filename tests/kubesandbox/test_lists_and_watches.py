@@ -198,3 +198,57 @@ def test_server_side_dry_run_stores_nothing(api: Api) -> None:
     reply = api.post(CONFIGMAPS, {"metadata": {"name": name}}, query={"dryRun": "All"})
     assert reply.status == 201 and reply.body["metadata"]["name"] == name
     assert api.get(f"{CONFIGMAPS}/{name}").status == 404
+
+
+@pytest.mark.sandbox_only
+def test_a_client_resuming_from_bookmarks_misses_no_event(kube_sandbox: Kube, api: Api) -> None:
+    """A bookmark's resourceVersion never runs ahead of an event the watch has not sent.
+
+    kopf (like client-go) resumes from the last bookmark. The sandbox used to bookmark the
+    cluster's current resourceVersion when its wait for the next event timed out, even if
+    that event had just been queued — and then end the watch at its deadline without
+    sending it: the client resumed past the event and never saw it. Here watches end every
+    few tens of milliseconds (fractional timeoutSeconds: a sandbox affordance) with a
+    bookmark each, while another thread changes one object as fast as it can.
+    """
+    name = unique("cm")
+    created = api.post(CONFIGMAPS, {"metadata": {"name": name}, "data": {"n": "0"}}).body
+    written: list[int] = []
+    stop = threading.Event()
+
+    def change() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            reply = api.patch(f"{CONFIGMAPS}/{name}", {"data": {"n": str(n)}})
+            written.append(int(reply.body["metadata"]["resourceVersion"]))
+
+    thread = threading.Thread(target=change)
+    thread.start()
+    seen: list[int] = []
+    since = created["metadata"]["resourceVersion"]
+    deadline = time.monotonic() + 4
+    try:
+        while time.monotonic() < deadline:
+            for event in api.watch(
+                CONFIGMAPS,
+                {
+                    "fieldSelector": f"metadata.name={name}",
+                    "resourceVersion": since,
+                    "allowWatchBookmarks": "true",
+                    "timeoutSeconds": "0.03",
+                },
+            ):
+                since = event["object"]["metadata"]["resourceVersion"]
+                if event["type"] == "MODIFIED":
+                    seen.append(int(since))
+    finally:
+        stop.set()
+        thread.join()
+    for event in api.watch(
+        CONFIGMAPS,
+        {"fieldSelector": f"metadata.name={name}", "resourceVersion": since, "timeoutSeconds": "1"},
+    ):
+        seen.append(int(event["object"]["metadata"]["resourceVersion"]))
+    assert len(written) > 50
+    assert sorted(set(written) - set(seen)) == []
