@@ -108,12 +108,7 @@ async def deliver_inline(
         if left <= 0:
             break
         # One timer per attempt, bounded by what is left of the deadline.
-        seconds = min(config.timeout_seconds, left)
-        if len(pending) == 1:  # the common case, without deliver_once's extra coroutine
-            if await forwarder.forward(event, pending[0], seconds) == FORWARD_OK:
-                return True
-        else:
-            pending = await deliver_once(forwarder, event, pending, seconds)
+        pending = await deliver_once(forwarder, event, pending, min(config.timeout_seconds, left))
         if not pending:
             return True
         pause = backoff(config, attempt)

@@ -70,9 +70,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         if self.until_close and self.status:
             self._finish()
         else:
@@ -182,9 +180,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         if self.transport is not None:
             self.transport.close()
 
@@ -198,9 +194,13 @@ class _Connection(asyncio.Protocol):
         else:
             waiter.set_exception(TimeoutError())
 
-    def _arm(self, at: float) -> None:
+    def _cancel_timer(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
+            self.timer = None
+
+    def _arm(self, at: float) -> None:
+        self._cancel_timer()
         self.timer = self.loop.call_at(at, self._on_timer)
         self.timer_at = at
 

@@ -95,8 +95,8 @@ class _Date:
 class _Request:
     __slots__ = ("body", "headers", "keep_alive", "method", "target")
 
-    def __init__(self, target: bytes) -> None:
-        self.target = target
+    def __init__(self) -> None:
+        self.target = b""
         self.headers: dict[str, str] = {}
         self.body = b""
         self.method = b""
@@ -245,7 +245,7 @@ class _Connection(asyncio.Protocol):
     # ---- httptools callbacks ---------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.request = _Request(b"")
+        self.request = _Request()
         self.head_size = 0
         self.body = []
         self.body_size = 0
@@ -280,7 +280,7 @@ class _Connection(asyncio.Protocol):
         request.keep_alive = parser.should_keep_alive()
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.server.max_body:
-            self._refuse(reasons.BODY_TOO_LARGE, request.headers.get("webhook-id"))
+            self._refuse(reasons.BODY_TOO_LARGE, request.headers.get(HEADER_ID))
             return
         expect = request.headers.get("expect")
         if expect is not None and parser.get_http_version() == "1.1":
@@ -299,7 +299,7 @@ class _Connection(asyncio.Protocol):
         self.body_size += len(chunk)
         if self.body_size > self.server.max_body:
             assert self.request is not None
-            self._refuse(reasons.BODY_TOO_LARGE, self.request.headers.get("webhook-id"))
+            self._refuse(reasons.BODY_TOO_LARGE, self.request.headers.get(HEADER_ID))
             return
         self.body.append(chunk)
 
@@ -339,7 +339,7 @@ class _Connection(asyncio.Protocol):
                 keep_alive = request.keep_alive and not self.server.closing
                 self._write(status, body, keep_alive)
                 if not keep_alive:
-                    self._close_after_write()
+                    self.abort()  # after the buffered answer is written
                     return
         finally:
             self.worker = None
@@ -416,12 +416,6 @@ class _Connection(asyncio.Protocol):
             return
         self._finish_with(rejection.status, self.server.reject(rejection, msg_id))
 
-    def _close_after_write(self) -> None:
-        self.done = True
-        self._disarm()
-        assert self.transport is not None
-        self.transport.close()  # after the buffered answer is written
-
     # ---- timers and shutdown ---------------------------------------------------------
 
     def _expect_by(self) -> None:
@@ -447,7 +441,7 @@ class _Connection(asyncio.Protocol):
         if self.in_head:
             self.abort()  # an idle keep-alive connection, or a head that never ended
         elif self.request is not None:
-            self._refuse(reasons.READ_TIMEOUT, self.request.headers.get("webhook-id"))
+            self._refuse(reasons.READ_TIMEOUT, self.request.headers.get(HEADER_ID))
 
     def _disarm(self) -> None:
         self.deadline = None
@@ -460,6 +454,7 @@ class _Connection(asyncio.Protocol):
             self.abort()
 
     def abort(self) -> None:
+        """Close now; what is already written still goes out first."""
         self.done = True
         self._disarm()
         if self.transport is not None:
