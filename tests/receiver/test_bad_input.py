@@ -280,8 +280,8 @@ async def test_requests_the_http_parser_refuses_are_counted_and_logged_without_t
 async def test_other_paths_and_methods_get_404_and_405_and_nothing_is_forwarded(
     start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
 ) -> None:
-    """The public port serves one route (aiohttp's low-level server, no router): what the
-    router answered for anything else is still answered."""
+    """The public port serves one route (public.py, no router): anything else gets the
+    answers a router would give."""
     path, secret = secrets_file
     client = await _client(start_receiver, target, path)
     body = json.dumps(envelope()).encode()
