@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -20,7 +22,16 @@ import yaml
 
 JSON = dict[str, Any]
 
-_CORE = {"configmaps", "secrets", "services", "namespaces", "events", "pods", "serviceaccounts"}
+_CORE = {
+    "configmaps",
+    "secrets",
+    "services",
+    "namespaces",
+    "events",
+    "pods",
+    "serviceaccounts",
+    "nodes",
+}
 
 
 class ReadApi(Protocol):
@@ -68,11 +79,53 @@ def resource_path(resource: str, namespace: str | None = None, name: str | None 
     return path
 
 
+def _kubeconfig_credentials(path: Path) -> tuple[str, ssl.SSLContext | None, Path | None]:
+    """Server, TLS context (CA and client certificate) and token file of a kubeconfig's
+    current context: what the real control plane's kubeconfigs use."""
+    config = yaml.safe_load(path.read_text()) or {}
+    contexts = {c["name"]: c.get("context", {}) for c in config.get("contexts") or []}
+    context = contexts.get(config.get("current-context", ""), {})
+    cluster: JSON = next(
+        (
+            c.get("cluster", {})
+            for c in config.get("clusters") or []
+            if c["name"] == context.get("cluster")
+        ),
+        {},
+    )
+    user: JSON = next(
+        (u.get("user", {}) for u in config.get("users") or [] if u["name"] == context.get("user")),
+        {},
+    )
+    server = server_from_kubeconfig(path.read_text())
+    if not server.startswith("https://"):
+        return server, None, None
+    tls = ssl.create_default_context(cafile=cluster.get("certificate-authority"))
+    if user.get("client-certificate") and user.get("client-key"):
+        tls.load_cert_chain(user["client-certificate"], user["client-key"])
+    token_file = user.get("tokenFile")
+    return server, tls, Path(token_file) if token_file else None
+
+
 class KubeApi:
-    def __init__(self, server: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        *,
+        timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
+        token_file: Path | None = None,
+    ) -> None:
         self.server = server.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._tls = tls
+        self._token_file = token_file
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path | str, *, timeout: float = 10.0) -> KubeApi:
+        server, tls, token_file = _kubeconfig_credentials(Path(path))
+        return cls(server, timeout=timeout, tls=tls, token_file=token_file)
 
     async def _request(
         self,
@@ -84,9 +137,12 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> JSON:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            connector = aiohttp.TCPConnector(ssl=self._tls) if self._tls is not None else None
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         data = None if body is None else json.dumps(body)
         headers = {"content-type": content_type, "accept": "application/json"}
+        if self._token_file is not None:  # re-read: projected tokens are rotated in place
+            headers["authorization"] = "Bearer " + self._token_file.read_text().strip()
         async with self._session.request(
             method, self.server + path, params=params, data=data, headers=headers
         ) as response:
@@ -109,15 +165,50 @@ class KubeApi:
             raise
 
     async def list(
-        self, resource: str, namespace: str | None = None, *, label_selector: str = ""
+        self,
+        resource: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
     ) -> list[JSON]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        result = await self._request("GET", resource_path(resource, namespace), params=params)
+        params = {}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        result = await self._request(
+            "GET", resource_path(resource, namespace), params=params or None
+        )
         items: list[JSON] = result.get("items") or []
         return items
 
     async def create(self, resource: str, namespace: str | None, body: JSON) -> JSON:
         return await self._request("POST", resource_path(resource, namespace), body=body)
+
+    async def create_subresource(
+        self, resource: str, namespace: str | None, name: str, subresource: str, body: JSON
+    ) -> JSON:
+        """POST to `<object>/<subresource>` (e.g. a ServiceAccount's `token`)."""
+        path = resource_path(resource, namespace, name) + "/" + subresource
+        return await self._request("POST", path, body=body)
+
+    async def delete_now(
+        self, resource: str, namespace: str | None, name: str, *, uid: str
+    ) -> None:
+        """Delete at once (grace period 0), only the object with this uid (a kubelet's
+        final delete of a Pod whose containers it stopped)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": uid},
+        }
+        try:
+            await self._request("DELETE", resource_path(resource, namespace, name), body=body)
+        except KubeApiError as error:
+            if error.status not in (404, 409):
+                raise
 
     async def apply(self, resource: str, namespace: str | None, body: JSON) -> JSON:
         """Create, or replace the object's spec/data if it exists (last writer wins)."""

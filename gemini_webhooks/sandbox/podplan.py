@@ -143,15 +143,35 @@ def _items(source: JSON, data: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _downward_files(source: JSON, pod: Mapping[str, str]) -> dict[str, str]:
+    files = {}
+    for item in source.get("items") or []:
+        field_path = (item.get("fieldRef") or {}).get("fieldPath", "")
+        if field_path not in pod:
+            raise PodPlanError(
+                f"downwardAPI {item.get('path')}: {field_path or '?'} is not emulated"
+            )
+        files[item["path"]] = pod[field_path]
+    return files
+
+
 def _volume_files(
-    volume: JSON, namespace: str, lookup: Lookup
+    volume: JSON,
+    namespace: str,
+    lookup: Lookup,
+    pod: Mapping[str, str] | None = None,
+    tokens: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, str] | None, list[str]]:
-    """The files of one volume (relative path -> text), or None for an emptyDir."""
+    """The files of one volume (relative path -> text), or None for an emptyDir.
+
+    `pod` holds the downward API's fields; `tokens` the service-account tokens a node
+    requested for this pod, by audience ("" for the API server's own)."""
     warnings: list[str] = []
     name = volume["name"]
     if "emptyDir" in volume:
         return None, warnings
     sources: list[tuple[str, JSON]] = []
+    files: dict[str, str] = {}
     if "configMap" in volume:
         sources.append(("ConfigMap", volume["configMap"]))
     elif "secret" in volume:
@@ -162,6 +182,14 @@ def _volume_files(
                 sources.append(("ConfigMap", source["configMap"]))
             elif "secret" in source:
                 sources.append(("Secret", source["secret"]))
+            elif "downwardAPI" in source and pod is not None:
+                files.update(_downward_files(source["downwardAPI"], pod))
+            elif "serviceAccountToken" in source and tokens is not None:
+                token_source = source["serviceAccountToken"]
+                audience = token_source.get("audience", "")
+                if audience not in tokens:
+                    raise PodPlanError(f"volume {name}: no token for audience {audience!r}")
+                files[token_source["path"]] = tokens[audience]
             else:
                 kind = next(iter(source), "?")
                 warnings.append(f"volume {name}: projected source {kind} is not emulated")
@@ -169,7 +197,6 @@ def _volume_files(
         kind = next((k for k in volume if k != "name"), "?")
         warnings.append(f"volume {name}: type {kind} is not emulated (left empty)")
         return {}, warnings
-    files: dict[str, str] = {}
     for kind, source in sources:
         object_name = source.get("secretName") or source.get("name") or ""
         data = lookup(kind, namespace, object_name)
@@ -273,6 +300,82 @@ def plan_pod(
     namespace = metadata.get("namespace", "default")
     template = deployment["spec"]["template"]
     pod_spec = template.get("spec") or {}
+    pod_name = f"{metadata['name']}-{template_hash(deployment)[:10]}"
+    pod_fields = {
+        "metadata.name": pod_name,
+        "metadata.namespace": namespace,
+        "metadata.uid": pod_name,
+        "spec.nodeName": "sandbox",
+        "spec.serviceAccountName": pod_spec.get("serviceAccountName", "default"),
+        "status.podIP": "127.0.0.1",
+        "status.hostIP": "127.0.0.1",
+    }
+    for key, value in (template.get("metadata", {}).get("labels") or {}).items():
+        pod_fields[f"metadata.labels['{key}']"] = value
+    return _plan_spec(
+        namespace,
+        pod_spec,
+        pod_fields,
+        lookup=lookup,
+        tokens=None,
+        pod_dir=pod_dir,
+        host_ports=host_ports,
+        executables=executables,
+        base_env=base_env,
+    )
+
+
+def plan_pod_object(
+    pod: JSON,
+    *,
+    lookup: Lookup,
+    tokens: Mapping[str, str],
+    pod_dir: Path,
+    host_ports: Mapping[int, int],
+    executables: Callable[[str], str],
+    base_env: Mapping[str, str],
+) -> PodPlan:
+    """The same for a Pod a node was given: its own name and uid, the node it is bound to,
+    the downward API and the projected service-account tokens (`tokens`, by audience)."""
+    metadata = pod["metadata"]
+    namespace = metadata.get("namespace", "default")
+    pod_spec = pod.get("spec") or {}
+    pod_fields = {
+        "metadata.name": metadata["name"],
+        "metadata.namespace": namespace,
+        "metadata.uid": metadata.get("uid", ""),
+        "spec.nodeName": pod_spec.get("nodeName", ""),
+        "spec.serviceAccountName": pod_spec.get("serviceAccountName", "default"),
+        "status.podIP": "127.0.0.1",
+        "status.hostIP": "127.0.0.1",
+    }
+    for key, value in (metadata.get("labels") or {}).items():
+        pod_fields[f"metadata.labels['{key}']"] = value
+    return _plan_spec(
+        namespace,
+        pod_spec,
+        pod_fields,
+        lookup=lookup,
+        tokens=tokens,
+        pod_dir=pod_dir,
+        host_ports=host_ports,
+        executables=executables,
+        base_env=base_env,
+    )
+
+
+def _plan_spec(
+    namespace: str,
+    pod_spec: JSON,
+    pod_fields: Mapping[str, str],
+    *,
+    lookup: Lookup,
+    tokens: Mapping[str, str] | None,
+    pod_dir: Path,
+    host_ports: Mapping[int, int],
+    executables: Callable[[str], str],
+    base_env: Mapping[str, str],
+) -> PodPlan:
     containers = pod_spec.get("containers") or []
     if not containers:
         raise PodPlanError("the pod template has no containers")
@@ -289,26 +392,13 @@ def plan_pod(
             raise PodPlanError(f"no loopback port allocated for containerPort {number}")
         ports.append(ContainerPort(number, port.get("name", ""), host_ports[number]))
 
-    pod_name = f"{metadata['name']}-{template_hash(deployment)[:10]}"
-    pod_fields = {
-        "metadata.name": pod_name,
-        "metadata.namespace": namespace,
-        "metadata.uid": pod_name,
-        "spec.nodeName": "sandbox",
-        "spec.serviceAccountName": pod_spec.get("serviceAccountName", "default"),
-        "status.podIP": "127.0.0.1",
-        "status.hostIP": "127.0.0.1",
-    }
-    for key, value in (template.get("metadata", {}).get("labels") or {}).items():
-        pod_fields[f"metadata.labels['{key}']"] = value
-
     files: dict[Path, bytes] = {}
     dirs: list[Path] = []
     mounts = _Mounts()
     volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
     volume_files: dict[str, dict[str, str] | None] = {}
     for name, volume in volumes.items():
-        content, volume_warnings = _volume_files(volume, namespace, lookup)
+        content, volume_warnings = _volume_files(volume, namespace, lookup, pod_fields, tokens)
         volume_files[name] = content
         warnings.extend(volume_warnings)
     for index, mount in enumerate(container.get("volumeMounts") or []):

@@ -1,0 +1,3 @@
+from gemini_webhooks.controlplane.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,305 @@
+"""Building the control plane's binaries from the official Go modules, cached by version.
+
+Each component is a small wrapper module committed under `modules/<name>/` (`go.mod` and
+`go.sum`, nothing else): it requires the official module at a pinned version and names the
+commands as `tool` directives, so `go build` fetches exactly those versions through the
+Go module proxy. `k8s.io/kubernetes` cannot be required as it is — its `go.mod` replaces
+its staging modules with `./staging/...` directories — so the wrapper's `replace` lines
+are generated from that `go.mod` (`kubernetes_go_mod`), one per staging module.
+
+Binaries land in `<cache>/<component>-<version>-<key>/`, `key` hashing everything the
+build depends on (go.mod, go.sum, flags, the Go toolchain); a directory is used only when
+its `.complete` stamp exists, so an interrupted build is rebuilt, and a second run
+rebuilds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+MODULES = Path(__file__).parent / "modules"
+CACHE_ENV = "GWO_CONTROL_PLANE_CACHE"
+
+KUBERNETES_VERSION = "v1.37.2"
+# The etcd Kubernetes 1.37.2 is built and tested with (its build/dependencies.yaml, and
+# the etcd client modules its go.mod requires).
+ETCD_VERSION = "v3.7.0"
+HELM_VERSION = "v4.3.2"
+# Kubernetes' own release date of v1.37.2 (the module's commit time): builds are
+# reproducible, and `/version` says when the release was made, not when we compiled it.
+KUBERNETES_BUILD_DATE = "2026-10-27T12:01:04Z"
+
+Progress = Callable[[str], None]
+
+
+def _kubernetes_ldflags() -> list[str]:
+    major, minor, _ = KUBERNETES_VERSION.lstrip("v").split(".")
+    flags = []
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {package}.gitVersion={KUBERNETES_VERSION}",
+            f"-X {package}.gitMajor={major}",
+            f"-X {package}.gitMinor={minor}",
+            f"-X {package}.gitTreeState=clean",
+            f"-X {package}.buildDate={KUBERNETES_BUILD_DATE}",
+        ]
+    return flags
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str  # the wrapper module's folder under modules/
+    version: str
+    commands: dict[str, str]  # binary name -> Go package
+    ldflags: tuple[str, ...] = ()
+
+    @property
+    def module_dir(self) -> Path:
+        return MODULES / self.name
+
+    def key(self, go_version: str) -> str:
+        digest = hashlib.sha256()
+        for part in (
+            (self.module_dir / "go.mod").read_bytes(),
+            (self.module_dir / "go.sum").read_bytes(),
+            json.dumps([self.commands, self.ldflags, go_version]).encode(),
+        ):
+            digest.update(hashlib.sha256(part).digest())
+        return digest.hexdigest()[:12]
+
+
+KUBERNETES = Component(
+    "kubernetes",
+    KUBERNETES_VERSION,
+    {
+        name: f"k8s.io/kubernetes/cmd/{name}"
+        for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    },
+    tuple(_kubernetes_ldflags()),
+)
+ETCD = Component("etcd", ETCD_VERSION, {"etcd": "go.etcd.io/etcd/server/v3"})
+HELM = Component(
+    "helm",
+    HELM_VERSION,
+    {"helm": "helm.sh/helm/v4/cmd/helm"},
+    (
+        f"-X helm.sh/helm/v4/internal/version.version={HELM_VERSION}",
+        "-X helm.sh/helm/v4/internal/version.metadata=",
+        "-X helm.sh/helm/v4/internal/version.gitTreeState=clean",
+    ),
+)
+COMPONENTS = (ETCD, KUBERNETES, HELM)
+
+_STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.\-/]+)\s+=>\s+\./staging/", re.MULTILINE)
+
+
+def staging_modules(kubernetes_go_mod: str) -> list[str]:
+    """The staging modules that `k8s.io/kubernetes`'s go.mod replaces with local folders."""
+    return sorted(set(_STAGING_REPLACE.findall(kubernetes_go_mod)))
+
+
+def staging_replaces(kubernetes_go_mod: str, kubernetes_version: str) -> list[str]:
+    """`replace` lines pinning each staging module to its tag (`v0.<minor>.<patch>`)."""
+    staging_version = "v0." + kubernetes_version.lstrip("v").split(".", 1)[1]
+    return [f"{m} => {m} {staging_version}" for m in staging_modules(kubernetes_go_mod)]
+
+
+def replaces_in(go_mod: str) -> list[str]:
+    """The `replace` lines of a go.mod, normalised to `a => b v`."""
+    lines: list[str] = []
+    block = False
+    for raw in go_mod.splitlines():
+        line = raw.split("//", 1)[0].strip()
+        if line == "replace (":
+            block = True
+        elif block and line == ")":
+            block = False
+        elif block and "=>" in line:
+            lines.append(" ".join(line.split()))
+        elif line.startswith("replace ") and "=>" in line:
+            lines.append(" ".join(line.removeprefix("replace ").split()))
+    return sorted(lines)
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def go_binary() -> str:
+    found = shutil.which("go") or (
+        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
+    )
+    if found is None:
+        raise BuildError("the Go toolchain is not installed (`go` is not on PATH)")
+    return found
+
+
+def go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["CGO_ENABLED"] = "0"  # static, as Kubernetes builds its server binaries
+    env.setdefault("GOFLAGS", "-buildvcs=false")
+    env["GOWORK"] = "off"
+    return env
+
+
+def go_version() -> str:
+    result = subprocess.run(  # noqa: S603 - our own argv
+        [go_binary(), "env", "GOVERSION"], capture_output=True, text=True, check=True, env=go_env()
+    )
+    return result.stdout.strip()
+
+
+def cache_root() -> Path:
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "gemini-webhook-operator" / "control-plane"
+
+
+def output_dir(component: Component, go: str | None = None) -> Path:
+    return (
+        cache_root() / f"{component.name}-{component.version}-{component.key(go or go_version())}"
+    )
+
+
+def built(component: Component, go: str | None = None) -> Path | None:
+    directory = output_dir(component, go)
+    return directory if (directory / ".complete").exists() else None
+
+
+def _package_count(component: Component) -> int:
+    result = subprocess.run(  # noqa: S603 - our own argv
+        [go_binary(), "list", "-deps", *component.commands.values()],
+        cwd=component.module_dir,
+        capture_output=True,
+        text=True,
+        env=go_env(),
+        check=False,
+    )
+    return len(result.stdout.split()) if result.returncode == 0 else 0
+
+
+def _default_binary_name(package: str) -> str:
+    """What `go build -o dir/` names a command: its last path element, skipping a major
+    version suffix (`go.etcd.io/etcd/server/v3` -> `server`)."""
+    parts = package.split("/")
+    if len(parts) > 1 and re.fullmatch(r"v[0-9]+", parts[-1]):
+        return parts[-2]
+    return parts[-1]
+
+
+def build(component: Component, progress: Progress, *, every: float = 10.0) -> Path:
+    """The component's binaries, built unless the cache has them; shows progress."""
+    go = go_version()
+    directory = output_dir(component, go)
+    if (directory / ".complete").exists():
+        progress(f"{component.name} {component.version}: cached in {directory}")
+        return directory
+    if directory.exists():
+        shutil.rmtree(directory)  # an interrupted build
+    staging = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    progress(f"{component.name} {component.version}: resolving modules ({go})")
+    total = _package_count(component)
+    argv = [
+        go_binary(),
+        "build",
+        "-v",
+        "-trimpath",
+        "-ldflags",
+        " ".join(("-s", "-w", *component.ldflags)),
+        "-o",
+        str(staging) + "/",
+        *component.commands.values(),
+    ]
+    started = time.monotonic()
+    compiled = 0
+    tail: list[str] = []
+    process = subprocess.Popen(  # noqa: S603 - our own argv
+        argv,
+        cwd=component.module_dir,
+        env=go_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(every):
+            of = f" of {total}" if total else ""
+            progress(
+                f"{component.name} {component.version}: {compiled} packages compiled{of}, "
+                f"{time.monotonic() - started:.0f}s"
+            )
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        for line in process.stdout:
+            compiled += 1
+            tail = [*tail[-40:], line.rstrip()]
+        code = process.wait()
+    finally:
+        done.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if code != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BuildError(f"go build of {component.name} failed:\n" + "\n".join(tail))
+    for name, package in component.commands.items():
+        produced = staging / _default_binary_name(package)
+        if produced.name != name:
+            produced.rename(staging / name)
+    (staging / ".complete").write_text(
+        json.dumps(
+            {"version": component.version, "go": go, "seconds": round(time.monotonic() - started)}
+        )
+        + "\n"
+    )
+    staging.rename(directory)
+    progress(
+        f"{component.name} {component.version}: built in {time.monotonic() - started:.0f}s "
+        f"-> {directory}"
+    )
+    return directory
+
+
+def build_all(progress: Progress) -> dict[str, Path]:
+    """Every binary the control plane and the chart tests run, by name."""
+    binaries: dict[str, Path] = {}
+    for component in COMPONENTS:
+        directory = build(component, progress)
+        for name in component.commands:
+            binaries[name] = directory / name
+    return binaries
+
+
+def binaries_if_built() -> dict[str, Path] | None:
+    go = go_version()
+    binaries: dict[str, Path] = {}
+    for component in COMPONENTS:
+        directory = built(component, go)
+        if directory is None:
+            return None
+        binaries.update({name: directory / name for name in component.commands})
+    return binaries
+
+
+def stderr_progress(line: str) -> None:
+    print(f"[control-plane] {line}", file=sys.stderr, flush=True)

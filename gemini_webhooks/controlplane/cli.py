@@ -1,0 +1,123 @@
+"""`scripts/control-plane build|up|down|env`: build the binaries, run a control plane in
+the foreground until Ctrl-C or `down`, stop it from another shell, print its environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+from gemini_webhooks.controlplane import build
+from gemini_webhooks.controlplane.cluster import ControlPlane
+from gemini_webhooks.sandbox.supervisor import ChildFailedError, install_stop_signals
+
+DEFAULT_DIR = Path(os.environ.get("GWO_CONTROL_PLANE_DIR") or ".control-plane")
+
+
+def _say(line: str) -> None:
+    print(f"[control-plane] {line}", flush=True)
+
+
+def env_lines(plane: ControlPlane) -> list[str]:
+    return [
+        "# Written by `scripts/control-plane up` for this run; `source` it in a shell.",
+        f"export KUBECONFIG={shlex.quote(str(plane.layout.admin_kubeconfig))}",
+        f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"',
+    ]
+
+
+async def _up(directory: Path, with_node: bool) -> int:
+    binaries = build.build_all(_say)
+    plane = ControlPlane(directory, binaries, progress=_say)
+    stop = asyncio.Event()
+    restore = install_stop_signals(stop)
+    node_task = None
+    try:
+        await plane.start()
+        if with_node:
+            from gemini_webhooks.controlplane.node import Node
+
+            node = Node.for_control_plane(plane, progress=_say)
+            await node.register()
+            node_task = asyncio.create_task(node.run(), name="node")
+        (plane.layout.root / "env").write_text("\n".join(env_lines(plane)) + "\n")
+        (plane.layout.root / "up.pid").write_text(f"{os.getpid()}\n")
+        _say(f"admin kubeconfig: {plane.layout.admin_kubeconfig}")
+        _say(f"in another shell: source {plane.layout.root / 'env'}; kubectl get nodes")
+        _say("Ctrl-C (or `scripts/control-plane down`) stops everything")
+        waiter = asyncio.create_task(stop.wait())
+        watched = {waiter} | ({node_task} if node_task else set())
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if node_task in done and node_task is not None:
+            node_task.result()  # the node failed: say why
+        return 0
+    except ChildFailedError as error:
+        _say(f"failed: {error}")
+        return 1
+    finally:
+        restore()
+        if node_task is not None:
+            node_task.cancel()
+            await asyncio.gather(node_task, return_exceptions=True)
+        await asyncio.shield(plane.stop())
+        with contextlib.suppress(FileNotFoundError):
+            (plane.layout.root / "up.pid").unlink()
+        _say("stopped")
+
+
+def _down(directory: Path, within: float = 60.0) -> int:
+    pid_file = directory / "up.pid"
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        _say(f"no control plane is running from {directory}")
+        return 0
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _say("stopped")
+            return 0
+        time.sleep(0.2)
+    _say(f"pid {pid} did not stop within {within:.0f}s")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/control-plane", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build (or find cached) etcd, kube-*, helm binaries")
+    up = sub.add_parser("up", help="run a control plane and a node until Ctrl-C or `down`")
+    up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory")
+    up.add_argument("--no-node", action="store_true", help="no node: the API only")
+    down = sub.add_parser("down", help="stop the control plane `up` started")
+    down.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    sub.add_parser("paths", help="print where each built binary is")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            build.build_all(_say)
+            return 0
+        if args.command == "paths":
+            binaries = build.binaries_if_built()
+            if binaries is None:
+                _say("not built yet: run `scripts/control-plane build`")
+                return 1
+            for name, path in sorted(binaries.items()):
+                print(f"{name}\t{path}")
+            return 0
+        if args.command == "up":
+            return asyncio.run(_up(args.dir, not args.no_node))
+        return _down(args.dir)
+    except build.BuildError as error:
+        _say(str(error))
+        return 1

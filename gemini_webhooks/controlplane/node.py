@@ -1,0 +1,638 @@
+"""A node without a container runtime, in kwok's way, with one real payload.
+
+To the control plane it is a Node like any other: it registers `gwo-node` (capacity,
+addresses, `Ready`), renews its Lease in `kube-node-lease`, and reports the status of
+the Pods the real scheduler binds to it — all as `system:node:gwo-node`, so the Node
+authorizer and NodeRestriction apply to it as to a kubelet. What it runs: a Pod of our
+own image becomes one local process, exactly from the Pod's spec (command and args, env,
+ConfigMap/Secret/downward-API/projected volumes written as files, a projected
+ServiceAccount token asked from the TokenRequest API for the Pod's ServiceAccount and
+bound to the Pod), probed by its readiness probe; every other image gets a clear waiting
+status (`UnsupportedImage`) instead of silence. The three ways a loopback pod differs
+from a real one are `podplan`'s (files under the pod's directory, loopback ports, no
+image): Pods report `127.0.0.1` as their IP, and Services that select them are published
+on loopback through the Service-endpoints file, as in the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from gemini_webhooks.contracts.service_endpoints import ENV_VAR, FILE_ENV_VAR
+from gemini_webhooks.controlplane.build import KUBERNETES_VERSION
+from gemini_webhooks.sandbox.kubeapi import JSON, KubeApi, KubeApiError
+from gemini_webhooks.sandbox.kubelet import PodPorts, probe, service_endpoints, venv_executable
+from gemini_webhooks.sandbox.podplan import (
+    PodPlan,
+    PodPlanError,
+    decode_secret_data,
+    plan_pod_object,
+)
+from gemini_webhooks.sandbox.supervisor import Child, ProcessSpec, Progress, Supervisor
+
+NODE_LABEL = "gwo.dev/node"
+IMAGE_NAME = "gemini-webhook-operator"  # the repository name of our image, any registry/tag
+UNSUPPORTED_IMAGE = "UnsupportedImage"
+LEASE_SECONDS = 40
+TOKEN_SECONDS = 3600
+MAX_BACKOFF = 30.0
+DEFAULT_CAPACITY = {"cpu": "2", "memory": "24Gi", "pods": "110", "ephemeral-storage": "50Gi"}
+
+
+def runs_image(image: str) -> bool:
+    """Our image, from any registry, at any tag or digest."""
+    repository = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return repository.split(":", 1)[0] == IMAGE_NAME
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _micro_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+def node_object(name: str) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                NODE_LABEL: "true",
+            },
+        },
+        "spec": {},
+    }
+
+
+def node_status(name: str) -> JSON:
+    now = _now()
+
+    def condition(kind: str, status: str, reason: str, message: str) -> JSON:
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }
+
+    return {
+        "capacity": DEFAULT_CAPACITY,
+        "allocatable": DEFAULT_CAPACITY,
+        "addresses": [
+            {"type": "InternalIP", "address": "127.0.0.1"},
+            {"type": "Hostname", "address": name},
+        ],
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "ok"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "ok"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "ok"),
+            condition(
+                "Ready", "True", "KubeletReady", "gwo-node runs our image's Pods as processes"
+            ),
+        ],
+        "nodeInfo": {
+            "machineID": "gwo-node",
+            "systemUUID": "gwo-node",
+            "bootID": "gwo-node",
+            "kernelVersion": platform.release(),
+            "osImage": "gwo-node (processes on loopback)",
+            "containerRuntimeVersion": "gwo-node://0.1.0",
+            "kubeletVersion": KUBERNETES_VERSION,
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+        },
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+    }
+
+
+def token_audiences(pod: JSON) -> list[str]:
+    """The audiences of every projected ServiceAccount token the Pod mounts ("" = default)."""
+    found = []
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if "serviceAccountToken" in source:
+                found.append(source["serviceAccountToken"].get("audience", ""))
+    return sorted(set(found))
+
+
+def referenced_objects(pod_spec: JSON) -> set[tuple[str, str]]:
+    """(kind, name) of every ConfigMap and Secret the Pod's volumes and env name."""
+    wanted: set[tuple[str, str]] = set()
+    for volume in pod_spec.get("volumes") or []:
+        sources = (volume.get("projected") or {}).get("sources") or [volume]
+        for source in sources:
+            if "configMap" in source:
+                wanted.add(("ConfigMap", source["configMap"].get("name", "")))
+            if "secret" in source:
+                secret = source["secret"]
+                wanted.add(("Secret", secret.get("secretName") or secret.get("name", "")))
+    for container in pod_spec.get("containers") or []:
+        for var in container.get("env") or []:
+            value_from = var.get("valueFrom") or {}
+            if "configMapKeyRef" in value_from:
+                wanted.add(("ConfigMap", value_from["configMapKeyRef"]["name"]))
+            if "secretKeyRef" in value_from:
+                wanted.add(("Secret", value_from["secretKeyRef"]["name"]))
+        for source in container.get("envFrom") or []:
+            if "configMapRef" in source:
+                wanted.add(("ConfigMap", source["configMapRef"]["name"]))
+            if "secretRef" in source:
+                wanted.add(("Secret", source["secretRef"]["name"]))
+    return wanted
+
+
+@dataclass
+class RunningPod:
+    namespace: str
+    name: str
+    uid: str
+    ports: PodPorts = field(default_factory=PodPorts)
+    labels: dict[str, str] = field(default_factory=dict)
+    plan: PodPlan | None = None
+    child: Child | None = None
+    ready: bool = False
+    restarts: int = 0
+    not_before: float = 0.0
+    started_at: str = ""
+    last_error: str = ""
+    last_status: JSON | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+    tokens_at: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class Node:
+    def __init__(
+        self,
+        api: KubeApi,
+        supervisor: Supervisor,
+        state_dir: Path,
+        *,
+        name: str,
+        server: str,
+        ca: Path,
+        base_env: Mapping[str, str] | None = None,
+        static_endpoints: Mapping[str, str] | None = None,
+        endpoints_file: Path | None = None,
+        progress: Progress | None = None,
+        interval: float = 0.5,
+        executables: Callable[[str], str] = venv_executable,
+    ) -> None:
+        self.api = api
+        self.supervisor = supervisor
+        self.state_dir = state_dir
+        self.name = name
+        self.server = server
+        self.ca = ca
+        self.base_env = dict(base_env if base_env is not None else os.environ)
+        self.static_endpoints = dict(static_endpoints or {})
+        self.endpoints: dict[str, str] = dict(self.static_endpoints)
+        self.endpoints_file = endpoints_file or state_dir / "service-endpoints.json"
+        self.progress: Progress = progress or (lambda _line: None)
+        self.interval = interval
+        self.executables = executables
+        self.pods: dict[str, RunningPod] = {}  # by uid
+        self.synced = asyncio.Event()
+        self._last_lease = 0.0
+        self._last_status = 0.0
+
+    @classmethod
+    def for_control_plane(
+        cls, plane: Any, *, progress: Progress | None = None, **kwargs: Any
+    ) -> Node:
+        from gemini_webhooks.controlplane.cluster import NODE_NAME
+
+        api = KubeApi.from_kubeconfig(plane.layout.kubeconfig("node"))
+        return cls(
+            api,
+            plane.supervisor,
+            plane.layout.root / "node",
+            name=NODE_NAME,
+            server=plane.server,
+            ca=plane.layout.ca,
+            progress=progress,
+            **kwargs,
+        )
+
+    # -- registration and heartbeat -----------------------------------------------------
+
+    async def register(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._write_endpoints()
+        try:
+            await self.api.create("nodes", None, node_object(self.name))
+        except KubeApiError as error:
+            if error.status != 409:
+                raise
+        await self._report_node()
+        await self._renew_lease()
+        self.progress(f"node {self.name} registered (Ready, Lease in kube-node-lease)")
+
+    async def _report_node(self) -> None:
+        await self.api.patch(
+            "nodes", None, self.name, {"status": node_status(self.name)}, status=True
+        )
+        self._last_status = time.monotonic()
+
+    async def _renew_lease(self) -> None:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": "kube-node-lease"},
+            "spec": {
+                "holderIdentity": self.name,
+                "leaseDurationSeconds": LEASE_SECONDS,
+                "renewTime": _micro_now(),
+            },
+        }
+        resource = "leases.coordination.k8s.io/v1"
+        try:
+            await self.api.patch(resource, "kube-node-lease", self.name, {"spec": body["spec"]})
+        except KubeApiError as error:
+            if error.status != 404:
+                raise
+            node = await self.api.get("nodes", None, self.name)
+            if node is not None:
+                body["metadata"]["ownerReferences"] = [  # type: ignore[index]
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Node",
+                        "name": self.name,
+                        "uid": node["metadata"]["uid"],
+                    }
+                ]
+            await self.api.create(resource, "kube-node-lease", body)
+        self._last_lease = time.monotonic()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    if time.monotonic() - self._last_lease > LEASE_SECONDS / 4:
+                        await self._renew_lease()
+                    if time.monotonic() - self._last_status > 60:
+                        await self._report_node()
+                    await self.sync_once()
+                except (KubeApiError, aiohttp.ClientError, TimeoutError, OSError) as error:
+                    self.progress(f"node: cannot sync: {error}")
+                self.synced.set()
+                await asyncio.sleep(self.interval)
+        finally:
+            await asyncio.shield(self.stop_all())
+
+    async def stop_all(self) -> None:
+        for pod in list(self.pods.values()):
+            await self._stop(pod)
+        self.pods.clear()
+        await self.api.close()
+
+    def kill_pod(self, namespace: str, name: str) -> int:
+        """SIGKILL a pod's process (a crash: the node restarts it, as a kubelet would)."""
+        for pod in self.pods.values():
+            if (pod.namespace, pod.name) == (namespace, name) and pod.child and pod.child.running:
+                os.killpg(pod.child.pid, signal.SIGKILL)
+                return pod.child.pid
+        raise LookupError(f"no running process for pod {namespace}/{name}")
+
+    async def sync_once(self) -> None:
+        listed = await self.api.list("pods", field_selector=f"spec.nodeName={self.name}")
+        seen = set()
+        for pod in listed:
+            metadata = pod["metadata"]
+            uid = metadata["uid"]
+            seen.add(uid)
+            running = self.pods.get(uid)
+            if running is None:
+                running = self.pods[uid] = RunningPod(
+                    metadata.get("namespace", "default"), metadata["name"], uid
+                )
+            running.labels = dict(metadata.get("labels") or {})
+            containers = (pod.get("spec") or {}).get("containers") or []
+            if containers:
+                running.ports.allocate(containers[0])
+        for uid in set(self.pods) - seen:
+            await self._stop(self.pods.pop(uid))
+        await self._publish_endpoints()
+        for pod in listed:
+            running = self.pods[pod["metadata"]["uid"]]
+            if pod["metadata"].get("deletionTimestamp"):
+                await self._terminate(running, pod)
+                continue
+            status = await self._converge(running, pod)
+            await self._report(running, pod, status)
+
+    async def _publish_endpoints(self) -> None:
+        services = await self.api.list("services")
+        pods = {(p.namespace, p.uid): (p.labels, p.ports) for p in self.pods.values() if p.ready}
+        mapping = dict(self.static_endpoints)
+        mapping.update(service_endpoints(services, pods))
+        if mapping != self.endpoints:
+            for key in sorted(set(mapping) - set(self.endpoints)):
+                self.progress(f"node: Service {key} -> http://{mapping[key]}")
+            self.endpoints = mapping
+            self._write_endpoints()
+
+    def _write_endpoints(self) -> None:
+        temporary = self.endpoints_file.with_suffix(".tmp")
+        temporary.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(self.endpoints, sort_keys=True, indent=1))
+        os.replace(temporary, self.endpoints_file)
+
+    # -- one pod ------------------------------------------------------------------------
+
+    async def _objects(self, pod: JSON) -> dict[tuple[str, str, str], Mapping[str, str]]:
+        namespace = pod["metadata"].get("namespace", "default")
+        found: dict[tuple[str, str, str], Mapping[str, str]] = {}
+        for kind, name in referenced_objects(pod.get("spec") or {}):
+            resource = "configmaps" if kind == "ConfigMap" else "secrets"
+            try:
+                obj = await self.api.get(resource, namespace, name)
+            except KubeApiError as error:
+                if error.status != 403:  # the Node authorizer: not referenced by our Pod
+                    raise
+                obj = None
+            if obj is not None:
+                data = (
+                    dict(obj.get("data") or {}) if kind == "ConfigMap" else decode_secret_data(obj)
+                )
+                found[(kind, namespace, name)] = data
+        return found
+
+    async def _tokens(self, running: RunningPod, pod: JSON) -> dict[str, str]:
+        """Projected ServiceAccount tokens, bound to the Pod, renewed at 80% of their life."""
+        audiences = token_audiences(pod)
+        fresh = time.monotonic() - running.tokens_at < TOKEN_SECONDS * 0.8
+        if fresh and set(running.tokens) == set(audiences):
+            return running.tokens
+        account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        tokens = {}
+        for audience in audiences:
+            spec: JSON = {
+                "expirationSeconds": TOKEN_SECONDS,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": running.name,
+                    "uid": running.uid,
+                },
+            }
+            if audience:
+                spec["audiences"] = [audience]
+            answer = await self.api.create_subresource(
+                "serviceaccounts",
+                running.namespace,
+                account,
+                "token",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
+            )
+            tokens[audience] = answer["status"]["token"]
+        running.tokens = tokens
+        running.tokens_at = time.monotonic()
+        return tokens
+
+    def _pod_dir(self, running: RunningPod) -> Path:
+        return self.state_dir / "pods" / running.namespace / f"{running.name}-{running.uid[:8]}"
+
+    def _plan(
+        self, running: RunningPod, pod: JSON, objects: Mapping[Any, Any], tokens: Mapping[str, str]
+    ) -> PodPlan:
+        env = dict(self.base_env)
+        env[ENV_VAR] = json.dumps(self.static_endpoints, sort_keys=True)
+        env[FILE_ENV_VAR] = str(self.endpoints_file)
+        env.pop("KUBECONFIG", None)
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        pod_dir = self._pod_dir(running)
+        plan = plan_pod_object(
+            pod,
+            lookup=lambda kind, namespace, name: objects.get((kind, namespace, name)),
+            tokens=tokens,
+            pod_dir=pod_dir,
+            host_ports=running.ports.by_number,
+            executables=self.executables,
+            base_env=env,
+        )
+        # In-cluster config reads fixed paths; a loopback pod gets the same credentials
+        # (the projected token, the cluster CA) through a kubeconfig beside its volumes.
+        token_file = next(
+            (
+                path
+                for path in plan.files
+                if path.name == "token" and "kube-api-access" in path.parent.name
+            ),
+            None,
+        )
+        if token_file is not None:
+            kubeconfig = pod_dir / "kubeconfig"
+            plan.files[kubeconfig] = yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "cluster",
+                            "cluster": {
+                                "server": self.server,
+                                "certificate-authority": str(self.ca),
+                            },
+                        }
+                    ],
+                    "users": [{"name": "pod", "user": {"tokenFile": str(token_file)}}],
+                    "contexts": [
+                        {
+                            "name": "pod",
+                            "context": {
+                                "cluster": "cluster",
+                                "user": "pod",
+                                "namespace": running.namespace,
+                            },
+                        }
+                    ],
+                    "current-context": "pod",
+                }
+            ).encode()
+            plan.env["KUBECONFIG"] = str(kubeconfig)
+        return plan
+
+    async def _converge(self, running: RunningPod, pod: JSON) -> JSON:
+        """Run the Pod's process as its spec says; the container status to report."""
+        containers = (pod.get("spec") or {}).get("containers") or [{}]
+        image = containers[0].get("image", "")
+        if not runs_image(image):
+            return {
+                "waiting": {
+                    "reason": UNSUPPORTED_IMAGE,
+                    "message": f"{self.name} runs only the {IMAGE_NAME} image as processes; "
+                    f"it cannot run {image!r}",
+                }
+            }
+        try:
+            tokens = await self._tokens(running, pod)
+            plan = self._plan(running, pod, await self._objects(pod), tokens)
+        except PodPlanError as error:
+            if str(error) != running.last_error:
+                self.progress(f"node: {running.label} cannot start yet: {error}")
+                running.last_error = str(error)
+            return {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
+        running.last_error = ""
+        if running.child is not None and not running.child.running:
+            code = running.child.process.returncode
+            running.restarts += 1
+            delay = min(MAX_BACKOFF, 2.0 ** min(running.restarts - 1, 5))
+            self.progress(
+                f"node: {running.label} exited with code {code}; restarting in {delay:.0f}s"
+            )
+            self.supervisor.forget(running.child)
+            running.child = None
+            running.ready = False
+            running.not_before = time.monotonic() + delay
+        if running.child is None:
+            if time.monotonic() < running.not_before:
+                return {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting"}}
+            await self._start(running, plan)
+            return {"running": {"startedAt": running.started_at}}
+        self._write_changed_files(running, plan)
+        running.ready = plan.readiness is None or await probe(plan.readiness)
+        return {"running": {"startedAt": running.started_at}}
+
+    async def _start(self, running: RunningPod, plan: PodPlan) -> None:
+        pod_dir = self._pod_dir(running)
+        if pod_dir.exists():
+            shutil.rmtree(pod_dir)
+        for directory in plan.dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        for path, content in plan.files.items():
+            _write_atomically(path, content)
+        for warning in plan.warnings:
+            self.progress(f"node: {running.label}: {warning}")
+        spec = ProcessSpec(
+            name=f"pod-{running.namespace}-{running.name}",
+            argv=plan.argv,
+            env=plan.env,
+            cwd=plan.cwd,
+        )
+        running.child = await self.supervisor.start(spec)
+        running.plan = plan
+        running.ready = False
+        running.started_at = _now()
+        ports = ", ".join(f"{p.container_port}->{p.host_port}" for p in plan.ports)
+        self.progress(f"node: started pod {running.label} (ports {ports})")
+
+    def _write_changed_files(self, running: RunningPod, plan: PodPlan) -> None:
+        previous = running.plan.files if running.plan is not None else {}
+        for path, content in plan.files.items():
+            if previous.get(path) != content:
+                _write_atomically(path, content)
+        running.plan = plan
+
+    async def _stop(self, running: RunningPod) -> None:
+        if running.child is not None:
+            await self.supervisor.stop(running.child)
+        running.child = None
+        running.ready = False
+
+    async def _terminate(self, running: RunningPod, pod: JSON) -> None:
+        """A deleted Pod: stop its process, then remove the object (the kubelet's last word)."""
+        await self._stop(running)
+        with contextlib.suppress(KubeApiError):
+            await self.api.delete_now("pods", running.namespace, running.name, uid=running.uid)
+
+    async def _report(self, running: RunningPod, pod: JSON, state: JSON) -> None:
+        containers = (pod.get("spec") or {}).get("containers") or [{}]
+        container = containers[0]
+        is_running = "running" in state
+        ready = is_running and running.ready
+        now = _now()
+        previous = {c["type"]: c for c in (pod.get("status") or {}).get("conditions") or []}
+
+        def condition(kind: str, status: bool) -> JSON:
+            value = "True" if status else "False"
+            before = previous.get(kind)
+            since = (
+                before["lastTransitionTime"] if before and before.get("status") == value else now
+            )
+            return {
+                "type": kind,
+                "status": value,
+                "lastProbeTime": None,
+                "lastTransitionTime": since,
+            }
+
+        status: JSON = {
+            "phase": "Running" if is_running else "Pending",
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": (pod.get("status") or {}).get("startTime") or now,
+            "conditions": [
+                condition("PodReadyToStartContainers", True),
+                condition("Initialized", True),
+                condition("Ready", ready),
+                condition("ContainersReady", ready),
+                previous.get("PodScheduled") or condition("PodScheduled", True),
+            ],
+            "containerStatuses": [
+                {
+                    "name": container.get("name", "main"),
+                    "image": container.get("image", ""),
+                    "imageID": "",
+                    "ready": ready,
+                    "started": is_running,
+                    "restartCount": running.restarts,
+                    "state": state,
+                }
+            ],
+        }
+        comparable = json.dumps(
+            {
+                **status,
+                "conditions": [
+                    {k: v for k, v in c.items() if k != "lastTransitionTime"}
+                    for c in status["conditions"]
+                ],
+            },
+            sort_keys=True,
+        )
+        if running.last_status is not None and running.last_status.get("key") == comparable:
+            return
+        await self.api.patch(
+            "pods", running.namespace, running.name, {"status": status}, status=True
+        )
+        running.last_status = {"key": comparable}
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(content)
+    os.replace(temporary, path)
