@@ -26,7 +26,9 @@ MISSING_HEADERS = _r(
     "missing_headers", 400, "webhook-id, webhook-timestamp and webhook-signature are required"
 )
 MALFORMED_ID = _r("malformed_id", 400, "webhook-id is malformed")
-MALFORMED_TIMESTAMP = _r("malformed_timestamp", 400, "webhook-timestamp must be unix seconds")
+MALFORMED_TIMESTAMP = _r(
+    "malformed_timestamp", 400, "webhook-timestamp must be unix seconds before the year 10000"
+)
 MALFORMED_SIGNATURE = _r(
     "malformed_signature", 400, "webhook-signature is neither v1 signatures nor a JWT"
 )

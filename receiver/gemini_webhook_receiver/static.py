@@ -71,10 +71,17 @@ class SecretSet:
         return sum(1 for s in self.secrets if now < s.expires_at)
 
 
+# The last second a `datetime` holds (9999-12-31T23:59:59Z): the library signs a
+# `datetime`, and its own `verify` calls a timestamp beyond it an invalid header, not a
+# stale one — so do we, whatever the signature (no secret is needed to decide it).
+MAX_TIMESTAMP = 253402300799
+
+
 def parse_timestamp(value: str) -> int | None:
     if not value.isascii() or not value.isdigit() or len(value) > 12:
         return None
-    return int(value)
+    timestamp = int(value)
+    return timestamp if timestamp <= MAX_TIMESTAMP else None
 
 
 def _candidates(signature_header: str) -> list[bytes]:

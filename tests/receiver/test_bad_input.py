@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import logging
 from pathlib import Path
@@ -12,7 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import Client, RecordingTarget, StartReceiver, base_config, envelope, signed_headers
+from .conftest import (
+    Client,
+    RecordingTarget,
+    StartReceiver,
+    base_config,
+    envelope,
+    new_secret,
+    signed_headers,
+)
 
 
 async def _client(
@@ -62,6 +73,60 @@ async def test_malformed_timestamp_is_rejected(
     headers = signed_headers([secret], body) | {"webhook-timestamp": "yesterday"}
     status, answer = await client.post(body, headers)
     assert (status, answer["error"]) == (400, "malformed_timestamp")
+
+
+def _hand_signed(secret: str, msg_id: str, timestamp: str, body: bytes) -> str:
+    """A Standard Webhooks v1 signature computed by hand, for timestamps the library's
+    `sign` (which takes a `datetime`) cannot represent."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+@pytest.mark.parametrize("validly_signed", [True, False])
+async def test_a_timestamp_beyond_the_year_9999_is_a_counted_400_never_a_503(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    validly_signed: bool,
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    body = json.dumps(envelope()).encode()
+    for timestamp in ("999999999999", "253402300800"):  # the first second of the year 10000
+        headers = signed_headers([secret], body)
+        signed_by = secret if validly_signed else new_secret()
+        headers["webhook-timestamp"] = timestamp
+        headers["webhook-signature"] = _hand_signed(
+            signed_by, headers["webhook-id"], timestamp, body
+        )
+        status, answer = await client.post(body, headers)
+        assert (status, answer["error"]) == (400, "malformed_timestamp"), timestamp
+    rejected = await client.metric(
+        "gemini_receiver_deliveries_total", outcome="rejected", reason="malformed_timestamp"
+    )
+    failed = await client.metric(
+        "gemini_receiver_deliveries_total", outcome="failed", reason="not_delivered"
+    )
+    assert (rejected, failed) == (2, 0)
+    assert target.requests == []
+
+
+async def test_the_last_second_of_the_year_9999_is_checked_like_any_future_timestamp(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    body = json.dumps(envelope()).encode()
+    timestamp = "253402300799"
+    for signed_by, expected in ((secret, "clock_skew"), (new_secret(), "bad_signature")):
+        headers = signed_headers([secret], body) | {"webhook-timestamp": timestamp}
+        headers["webhook-signature"] = _hand_signed(
+            signed_by, headers["webhook-id"], timestamp, body
+        )
+        status, answer = await client.post(body, headers)
+        assert answer["error"] == expected
+        assert 400 <= status < 500
 
 
 async def test_malformed_signature_header_is_rejected(
