@@ -264,10 +264,47 @@ class ForwardingConfig(_Model):
     max_connections: int = Field(100, ge=1, description="Connection pool size to targets.")
 
 
-class RedisConfig(_Model):
-    """Durable mode: accept into a Redis Stream, deliver from a consumer group."""
+class SentinelConfig(_Model):
+    """Find the Redis primary through Redis Sentinel, and follow it across failovers."""
 
-    url: str = Field(pattern=r"^(redis|rediss|unix)://", description="Redis URL.")
+    addresses: list[Annotated[str, Field(pattern=r"^[^\s:]+:[0-9]{1,5}$")]] = Field(
+        min_length=1, description="Sentinels as `host:port`; any one that answers will do."
+    )
+    master_name: str = Field(min_length=1, description="The monitored primary's name.")
+    db: int = Field(0, ge=0, description="Database number on the primary.")
+
+
+class RedisConfig(_Model):
+    """Durable mode: accept into a Redis Stream, deliver from a consumer group.
+
+    An acknowledgement is only as durable as the server: at start-up and on every new
+    connection the receiver reads the server's persistence settings and, unless they are
+    `appendonly yes` with `appendfsync everysec` or `always`, refuses to run (at start) or
+    to acknowledge (later) — unless `accept_data_loss_risk` says to go on regardless.
+    """
+
+    url: str | None = Field(
+        None,
+        pattern=r"^(redis|rediss|unix)://",
+        description="Redis URL (or give `sentinel`).",
+    )
+    sentinel: SentinelConfig | None = Field(
+        None, description="Connect through Redis Sentinel instead of a fixed URL."
+    )
+    accept_data_loss_risk: bool = Field(
+        False,
+        description="Run even when the server's persistence does not make an acknowledged "
+        "event survive a Redis crash; /readyz and `gemini_receiver_redis_durability` say so.",
+    )
+    wait_replicas: int = Field(
+        0,
+        ge=0,
+        description="Acknowledge only once this many replicas hold the event (`WAIT`); "
+        "fewer within `wait_timeout_seconds` answer 503.",
+    )
+    wait_timeout_seconds: PositiveSeconds = Field(
+        1.0, description="How long one `WAIT` for `wait_replicas` may take."
+    )
     stream: str = Field("gemini-webhooks:deliveries", description="Stream of accepted events.")
     dead_letter_stream: str = Field(
         "gemini-webhooks:dead-letters", description="Stream of events given up on."
@@ -288,6 +325,12 @@ class RedisConfig(_Model):
         1_000_000, ge=1000, description="Approximate cap on each stream's length."
     )
     concurrency: int = Field(16, ge=1, description="Deliveries in flight per replica.")
+
+    @model_validator(mode="after")
+    def _one_way_to_connect(self) -> RedisConfig:
+        if (self.url is None) == (self.sentinel is None):
+            raise ValueError("set exactly one of 'url' or 'sentinel'")
+        return self
 
 
 class LoggingConfig(_Model):

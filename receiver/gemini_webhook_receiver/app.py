@@ -36,16 +36,23 @@ from gemini_webhooks.contracts.signing_secret import SigningSecrets
 from . import dynamic, metrics, reasons, static
 from .dedup import MemoryDedup
 from .delivery import Targets, deliver_inline
+from .durability import DurabilityGate
 from .forwarding import Event, Forwarder
 from .logs import log
 from .public import PublicServer
 from .queue import Admitted, Consumer, Stream
 from .reasons import Rejection
+from .redis_connection import open_client
 from .secret_sources import FileSecretSource, KubernetesSecretSource, SecretSource
 
 PINGS_PATH = "/internal/pings"
 _MAX_ID_LENGTH = 256
+_STARTUP_CHECK_SECONDS = 10.0
 _JSON = "application/json"
+
+
+class RedisNotDurable(RuntimeError):
+    """Redis mode refused at start-up: the server would not keep what we acknowledge."""
 
 
 def _answer(status: int, body: bytes) -> web.Response:
@@ -100,6 +107,7 @@ class Receiver:
         self.sources: list[SecretSource] = []
         self.pings: dict[str, PingRecord] = {}
         self.redis: aioredis.Redis | None = None
+        self.durability: DurabilityGate | None = None
         self.stream: Stream | None = None
         self.consumer: Consumer | None = None
         self.memory_dedup: MemoryDedup | None = None
@@ -157,8 +165,32 @@ class Receiver:
         metrics.secret_reloads.labels(secret_set.name, "ok").inc()
         log(20, "signing secrets loaded", webhook=secret_set.name, valid_secrets=count)
 
+    async def _open_redis(self) -> None:
+        """Connect and check the server's persistence before anything else starts; refuse
+        (RedisNotDurable) unless it keeps acknowledged events or the risk is accepted. An
+        unreachable Redis is not refused: the first connection made later is checked."""
+        cfg = self.config.redis
+        assert cfg is not None
+        self.durability = DurabilityGate(cfg.accept_data_loss_risk)
+        self.redis = open_client(cfg, self.durability)
+        try:
+            await asyncio.wait_for(self.redis.ping(), _STARTUP_CHECK_SECONDS)
+        except (RedisError, OSError, TimeoutError) as error:
+            log(
+                30,
+                "redis unreachable at start-up; checking it on connect",
+                error=type(error).__name__,
+            )
+            return
+        if self.durability.state == "refused":
+            await self.redis.aclose()
+            self.redis = None
+            raise RedisNotDurable(f"refusing Redis mode: {self.durability.verdict.message}")
+
     async def start(self) -> None:
         cfg = self.config
+        if cfg.redis is not None:
+            await self._open_redis()
         for webhook, secret_set in zip(cfg.static_webhooks, self.secret_sets, strict=True):
 
             def update(value: SigningSecrets | None, s: static.SecretSet = secret_set) -> None:
@@ -177,7 +209,7 @@ class Receiver:
                 dynamic.aiohttp_fetch(self.session, cfg.forwarding.timeout_seconds),
             )
         if cfg.redis is not None:
-            self.redis = aioredis.Redis.from_url(cfg.redis.url, socket_timeout=5)
+            assert self.redis is not None
             redis_dedup = cfg.dedup.backend == "redis"
             self.stream = Stream(
                 self.redis, cfg.redis, cfg.dedup.ttl_seconds if redis_dedup else None
@@ -215,6 +247,8 @@ class Receiver:
                 checks["redis"] = bool(await asyncio.wait_for(self.redis.ping(), 2.0))
             except (RedisError, OSError, TimeoutError):
                 checks["redis"] = False
+        if self.durability is not None:
+            checks["redis_durable_or_risk_accepted"] = self.durability.allows_acknowledging
         checks["accepting"] = self.accepting
         return all(checks.values()), checks
 
@@ -419,7 +453,10 @@ class Receiver:
                 waiter.set_result(settled)
 
     async def _enqueue(self, event: Event) -> Answer:
-        assert self.stream is not None
+        assert self.stream is not None and self.durability is not None
+        if not self.durability.allows_acknowledging:
+            self._count_failed.inc()
+            return 503, _UNAVAILABLE
         memory = self.memory_dedup
         if memory is not None:
             if not memory.claim(event.msg_id):
@@ -428,6 +465,11 @@ class Receiver:
         admitted: Admitted = "full"
         try:
             admitted = await self.stream.admit(event)
+            if not self.durability.allows_acknowledging:
+                # This admission's own connection found the server not durable (restarted
+                # or failed over without persistence): stored, but not acknowledged.
+                log(40, "redis is not durable; answering 503", webhook_id=event.msg_id)
+                admitted = "full"
         except (RedisError, OSError) as error:
             log(
                 40,
@@ -459,7 +501,10 @@ class Receiver:
 
     async def handle_readyz(self, request: web.Request) -> web.Response:
         ok, checks = await self.ready()
-        return _answer(200 if ok else 503, orjson.dumps({"ready": ok, "checks": checks}))
+        body: dict[str, Any] = {"ready": ok, "checks": checks}
+        if self.durability is not None:
+            body["redis_durability"] = self.durability.as_json()
+        return _answer(200 if ok else 503, orjson.dumps(body))
 
     async def handle_pings(self, request: web.Request) -> web.Response:
         body = {"pings": {name: record.as_json() for name, record in self.pings.items()}}

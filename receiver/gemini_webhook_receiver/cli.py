@@ -50,9 +50,14 @@ def _load(path: str | None) -> ReceiverConfig | None:
 
 
 async def _serve(config: ReceiverConfig, drain_seconds: float) -> int:
-    from .app import serve
+    from .app import RedisNotDurable, serve
 
-    running = await serve(config, drain_seconds=drain_seconds)
+    try:
+        running = await serve(config, drain_seconds=drain_seconds)
+    except RedisNotDurable as error:
+        logs.log(50, "not started", reason=str(error))
+        print(f"gemini-webhooks receiver: {error}", file=sys.stderr)
+        return 2
     # Everything allocated so far (imported modules, config) lives for the whole process:
     # keep it out of the collector's full passes, which otherwise show up as p99 spikes;
     # and collect the young generation less often (a request allocates a few dozen objects).
@@ -71,9 +76,8 @@ async def _serve(config: ReceiverConfig, drain_seconds: float) -> int:
 
 
 async def _replay(config: ReceiverConfig, ids: list[str] | None) -> int:
-    import redis.asyncio as aioredis
-
     from .queue import Stream
+    from .redis_connection import open_client
 
     if config.redis is None:
         print(
@@ -82,7 +86,7 @@ async def _replay(config: ReceiverConfig, ids: list[str] | None) -> int:
             file=sys.stderr,
         )
         return 2
-    client = aioredis.Redis.from_url(config.redis.url)
+    client = open_client(config.redis)
     try:
         moved = await Stream(client, config.redis, None).replay(set(ids) if ids else None)
     finally:

@@ -97,6 +97,14 @@ dead_letter_depth = Gauge(
     "Redis mode: entries in the dead-letter stream.",
     namespace=NAMESPACE,
 )
+redis_durability = Gauge(
+    "redis_durability",
+    "Redis mode: 1 for the current state of the server's persistence — durable (AOF with "
+    "fsync everysec/always), at_risk (not durable; running because "
+    "redis.accept_data_loss_risk is set) or refused (not durable; not acknowledging).",
+    ["state"],
+    namespace=NAMESPACE,
+)
 jwks_refreshes = Counter(
     "jwks_refreshes",
     "JWKS fetches, by outcome (ok, error, rate_limited).",
@@ -139,6 +147,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "gemini_receiver_queue_depth",
     "gemini_receiver_queue_lag_seconds",
     "gemini_receiver_dead_letter_depth",
+    "gemini_receiver_redis_durability",
     "gemini_receiver_jwks_refreshes_total",
     "gemini_receiver_secret_reloads_total",
     "gemini_receiver_loaded_secrets",

@@ -3,7 +3,7 @@
 - `admit`: one Lua call — dedup `SET NX EX` (when dedup is in Redis), a length check (a full
   stream answers 503 rather than trimming unprocessed events), and `XADD`. The calls of
   concurrent deliveries share one round trip (a pipeline); each is answered by its own
-  call's reply.
+  call's reply. With `wait_replicas`, the round trip ends with `WAIT`.
 - `Consumer`: reads new entries, delivers each to its targets with retries and backoff,
   keeps the entry "touched" (XCLAIM to itself) while it waits so other replicas leave it
   alone, and reclaims (XAUTOCLAIM) entries that a crashed replica left pending.
@@ -33,6 +33,11 @@ from .forwarding import Event, Forwarder
 from .logs import log
 
 Admitted = Literal["accepted", "duplicate", "full"]
+
+
+class NotReplicated(RedisError):
+    """Fewer than `redis.wait_replicas` replicas confirmed an admission in time."""
+
 
 _ADMIT = """
 if ARGV[1] ~= '0' then
@@ -156,12 +161,28 @@ class Stream:
     async def _run_admits(self, calls: list[list[Any]], load: bool = True) -> list[Any]:
         """One pipeline of EVALSHAs (no transaction: each script is atomic by itself);
         replies in order, a failed call's as its exception. A script Redis does not know
-        (restarted, flushed) is loaded and those calls, which did not run, are sent again."""
+        (restarted, flushed) is loaded and those calls, which did not run, are sent again.
+
+        With `wait_replicas`, the pipeline ends with a `WAIT` — on the same connection, so
+        it covers these writes; should fewer replicas confirm them in time, every reply of
+        the batch becomes `NotReplicated` (nothing of it may be acknowledged)."""
         sha = self._admit.sha
+        replicas = self.config.wait_replicas
         async with self.client.pipeline(transaction=False) as pipe:
             for call in calls:
                 pipe.evalsha(sha, *call)
+            if replicas:
+                pipe.execute_command("WAIT", replicas, int(self.config.wait_timeout_seconds * 1000))
             results: list[Any] = await pipe.execute(raise_on_error=False)
+        if replicas:
+            confirmed = results.pop()
+            if isinstance(confirmed, BaseException):
+                results = [confirmed] * len(results)
+            elif confirmed < replicas:
+                shortfall = NotReplicated(
+                    f"{confirmed} of {replicas} replicas confirmed the write in time"
+                )
+                results = [r if isinstance(r, BaseException) else shortfall for r in results]
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing and load:
             await self.client.script_load(_ADMIT)
