@@ -108,7 +108,9 @@ def spec_schema() -> dict[str, Any]:
             "url": _string(
                 "The URL Gemini delivers events to (`https://...`; `http://` only for local "
                 "emulators). When `receiver.enabled` is true and this is omitted, the "
-                "operator uses the receiver Service's URL.",
+                "operator uses `https://<host><path>` of `receiver.expose`, or — only with an "
+                "emulator named by `apiBaseUrl` — the receiver Service's cluster URL. For "
+                "Google's API it must be a public `https://` URL.",
                 maxLength=2048,
                 pattern=URL_PATTERN,
             ),
@@ -262,7 +264,10 @@ def status_schema() -> dict[str, Any]:
             "remoteState": _string(
                 "The remote webhook's state as last observed.", enum=list(REMOTE_STATES)
             ),
-            "url": _string("The URL the remote webhook delivers to."),
+            "url": _string(
+                "The URL the remote webhook delivers to (with `receiver.expose`: registered "
+                "once the route is admitted)."
+            ),
             "signingSecretName": _string("The Secret holding the signing secrets."),
             "lastRotationTime": _timestamp(
                 "When the current signing secret was obtained (creation or rotation); the "
@@ -312,6 +317,12 @@ def printer_columns() -> list[dict[str, Any]]:
             "type": "string",
             "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
             "description": "Whether the webhook is in place with a secret the operator holds.",
+        },
+        {
+            "name": "URL",
+            "type": "string",
+            "jsonPath": ".status.url",
+            "description": "The URL registered with Gemini.",
         },
         {
             "name": "Last Rotation",

@@ -126,6 +126,145 @@ _TARGET = _obj(
 
 _TARGETS = _list("Every target receives the event.", _TARGET, minItems=1)
 
+_HOST_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$"
+# An HTTP path the receiver serves: no query, no fragment, no spaces.
+_PATH_PATTERN = r"^/[^\s?#]*$"
+_MATCH_LABELS = {
+    "type": "object",
+    "description": "Labels the selected objects carry (all of them).",
+    "additionalProperties": {"type": "string"},
+}
+_LABEL_SELECTOR = _obj("A label selector (matchLabels).", {"matchLabels": _MATCH_LABELS})
+
+_EXPOSE_SCHEMA = _obj(
+    "Make the receiver reachable from the internet: the operator creates and owns an Ingress "
+    "or a Gateway API HTTPRoute, derives the webhook's URL as `https://<host><path>` and "
+    "registers it with Gemini once the route is admitted. Exactly one of `ingress` or "
+    "`httpRoute`.",
+    {
+        "ingress": _obj(
+            "An Ingress (networking.k8s.io/v1) in front of the receiver's Service.",
+            {
+                "ingressClassName": _str("IngressClass of the ingress controller to use."),
+                "host": _str(
+                    "Public DNS name, e.g. `hooks.example.com`.",
+                    pattern=_HOST_PATTERN,
+                    maxLength=253,
+                ),
+                "path": _str(
+                    "Path Gemini delivers to (matched exactly).",
+                    default="/",
+                    pattern=_PATH_PATTERN,
+                    maxLength=1024,
+                ),
+                "tls": _obj(
+                    "The certificate for `host`: exactly one of `secretName` (a TLS Secret "
+                    "you provide) or `issuer` (cert-manager issues it into "
+                    "`<name>-receiver-tls`).",
+                    {
+                        "secretName": _str(
+                            "Existing `kubernetes.io/tls` Secret in this namespace.",
+                            pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                            maxLength=253,
+                        ),
+                        "issuer": _obj(
+                            "A cert-manager issuer (set as the Ingress annotation "
+                            "`cert-manager.io/issuer` or `cert-manager.io/cluster-issuer`).",
+                            {
+                                "name": _str("Issuer name.", minLength=1, maxLength=253),
+                                "kind": _str(
+                                    "Issuer kind.",
+                                    enum=["Issuer", "ClusterIssuer"],
+                                    default="ClusterIssuer",
+                                ),
+                            },
+                            required=["name"],
+                        ),
+                    },
+                    oneOf=[{"required": ["secretName"]}, {"required": ["issuer"]}],
+                ),
+                "annotations": {
+                    "type": "object",
+                    "description": "Extra annotations on the Ingress (ingress controller "
+                    "settings).",
+                    "additionalProperties": {"type": "string"},
+                },
+            },
+            required=["host", "tls"],
+        ),
+        "httpRoute": _obj(
+            "A Gateway API HTTPRoute (gateway.networking.k8s.io/v1) attached to your Gateway; "
+            "TLS is the Gateway listener's.",
+            {
+                "parentRefs": _list(
+                    "Gateways (listeners) the route attaches to.",
+                    _obj(
+                        "A Gateway.",
+                        {
+                            "name": _str("Gateway name.", minLength=1, maxLength=253),
+                            "namespace": _str(
+                                "Gateway namespace; defaults to this namespace.",
+                                minLength=1,
+                                maxLength=63,
+                            ),
+                            "sectionName": _str(
+                                "Listener name on the Gateway.", minLength=1, maxLength=253
+                            ),
+                        },
+                        required=["name"],
+                    ),
+                    minItems=1,
+                    maxItems=32,
+                ),
+                "hostnames": _list(
+                    "Public DNS names; the webhook's URL uses the first.",
+                    {"type": "string", "pattern": _HOST_PATTERN, "maxLength": 253},
+                    minItems=1,
+                    maxItems=16,
+                ),
+                "path": _str(
+                    "Path Gemini delivers to (matched exactly).",
+                    default="/",
+                    pattern=_PATH_PATTERN,
+                    maxLength=1024,
+                ),
+            },
+            required=["parentRefs", "hostnames"],
+        ),
+    },
+    oneOf=[{"required": ["ingress"]}, {"required": ["httpRoute"]}],
+)
+
+_NETWORK_POLICY_SCHEMA = _obj(
+    "A NetworkPolicy for the receiver's pods (on by default): the public port only from "
+    "`publicFrom`, the internal port only from the operator and Prometheus, egress only to "
+    "the route targets, Redis, DNS, the Kubernetes API and the JWKS host.",
+    {
+        "enabled": _bool("Render the NetworkPolicy.", True),
+        "publicFrom": _list(
+            "Who may reach the public port. Default: the ingress controller's namespace (an "
+            "operator setting); with a NodePort or LoadBalancer Service and no `expose`: "
+            "anyone.",
+            _obj(
+                "A NetworkPolicy peer.",
+                {
+                    "namespaceSelector": _LABEL_SELECTOR,
+                    "podSelector": _LABEL_SELECTOR,
+                    "ipBlock": _obj(
+                        "An IP range.",
+                        {
+                            "cidr": _str("CIDR, e.g. `10.0.0.0/8`.", minLength=1),
+                            "except": _list("CIDRs left out.", {"type": "string"}),
+                        },
+                        required=["cidr"],
+                    ),
+                },
+            ),
+            maxItems=32,
+        ),
+    },
+)
+
 RECEIVER_SCHEMA: dict[str, Any] = _obj(
     "A receiver deployed for this webhook: verifies every delivery's signature, drops "
     "replays and duplicates, and forwards events to the routes' targets.",
@@ -271,6 +410,8 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
         "logLevel": _str(
             "Receiver log level.", enum=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO"
         ),
+        "expose": _EXPOSE_SCHEMA,
+        "networkPolicy": _NETWORK_POLICY_SCHEMA,
     },
 )
 
@@ -358,6 +499,98 @@ class ServiceSpec(_Spec):
     port: int = Field(DEFAULT_SERVICE_PORT, ge=1, le=65535)
 
 
+Host = Annotated[str, Field(pattern=_HOST_PATTERN, max_length=253)]
+HttpPath = Annotated[str, Field(pattern=_PATH_PATTERN, max_length=1024)]
+
+
+class IssuerSpec(_Spec):
+    name: str = Field(min_length=1, max_length=253)
+    kind: Literal["Issuer", "ClusterIssuer"] = "ClusterIssuer"
+
+
+class IngressTLSSpec(_Spec):
+    secret_name: str | None = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253
+    )
+    issuer: IssuerSpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> IngressTLSSpec:
+        if (self.secret_name is None) == (self.issuer is None):
+            raise ValueError("set exactly one of 'secretName' or 'issuer'")
+        return self
+
+
+class IngressExposeSpec(_Spec):
+    ingress_class_name: str | None = None
+    host: Host
+    path: HttpPath = "/"
+    tls: IngressTLSSpec
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ParentRefSpec(_Spec):
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(None, min_length=1, max_length=63)
+    section_name: str | None = Field(None, min_length=1, max_length=253)
+
+
+class HTTPRouteExposeSpec(_Spec):
+    parent_refs: list[ParentRefSpec] = Field(min_length=1, max_length=32)
+    hostnames: list[Host] = Field(min_length=1, max_length=16)
+    path: HttpPath = "/"
+
+
+class ExposeSpec(_Spec):
+    ingress: IngressExposeSpec | None = None
+    http_route: HTTPRouteExposeSpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ExposeSpec:
+        if (self.ingress is None) == (self.http_route is None):
+            raise ValueError("set exactly one of 'ingress' or 'httpRoute'")
+        return self
+
+    @property
+    def host(self) -> str:
+        if self.ingress is not None:
+            return self.ingress.host
+        assert self.http_route is not None
+        return self.http_route.hostnames[0]
+
+    @property
+    def path(self) -> str:
+        if self.ingress is not None:
+            return self.ingress.path
+        assert self.http_route is not None
+        return self.http_route.path
+
+    @property
+    def url(self) -> str:
+        """The webhook's URL behind this route."""
+        return f"https://{self.host}{self.path}"
+
+
+class LabelSelectorSpec(_Spec):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class IPBlockSpec(_Spec):
+    cidr: str = Field(min_length=1)
+    except_: list[str] = Field(default_factory=list, alias="except")
+
+
+class PeerSpec(_Spec):
+    namespace_selector: LabelSelectorSpec | None = None
+    pod_selector: LabelSelectorSpec | None = None
+    ip_block: IPBlockSpec | None = None
+
+
+class NetworkPolicySpec(_Spec):
+    enabled: bool = True
+    public_from: list[PeerSpec] | None = Field(None, max_length=32)
+
+
 class ReceiverSpec(_Spec):
     enabled: bool = False
     replicas: int = Field(DEFAULT_REPLICAS, ge=1, le=MAX_REPLICAS)
@@ -373,6 +606,8 @@ class ReceiverSpec(_Spec):
     replay_tolerance: Duration = f"{DEFAULT_TOLERANCE_SECONDS // 60}m"
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    expose: ExposeSpec | None = None
+    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
 
 
 class HealthCheckSpec(_Spec):
@@ -389,7 +624,8 @@ class HealthCheckSpec(_Spec):
         return self
 
 
-def _explain(section: str, error: ValidationError) -> str:
+def explain_error(section: str, error: ValidationError) -> str:
+    """A pydantic error as one line per field, each named from `section` down."""
     lines = []
     for item in error.errors(include_url=False, include_input=False):
         where = section
@@ -408,7 +644,7 @@ def receiver_spec(spec: dict[str, Any]) -> ReceiverSpec:
     try:
         return ReceiverSpec.model_validate(spec.get("receiver") or {})
     except ValidationError as error:
-        raise CrdReceiverError(_explain("spec.receiver", error)) from None
+        raise CrdReceiverError(explain_error("spec.receiver", error)) from None
 
 
 def health_check_spec(spec: dict[str, Any]) -> HealthCheckSpec:
@@ -416,4 +652,4 @@ def health_check_spec(spec: dict[str, Any]) -> HealthCheckSpec:
     try:
         return HealthCheckSpec.model_validate(spec.get("healthCheck") or {})
     except ValidationError as error:
-        raise CrdReceiverError(_explain("spec.healthCheck", error)) from None
+        raise CrdReceiverError(explain_error("spec.healthCheck", error)) from None

@@ -138,6 +138,23 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ),
     _rt("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True),
     _rt(
+        "networking.k8s.io",
+        "v1",
+        "ingresses",
+        "Ingress",
+        namespaced=True,
+        short=["ing"],
+        status=True,
+    ),
+    _rt(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        namespaced=True,
+        short=["netpol"],
+    ),
+    _rt(
         "apiextensions.k8s.io",
         "v1",
         "customresourcedefinitions",

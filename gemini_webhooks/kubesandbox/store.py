@@ -46,6 +46,8 @@ _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _GENERATION_TYPES = {
     ("apps", "deployments"),
     ("policy", "poddisruptionbudgets"),
+    ("networking.k8s.io", "ingresses"),
+    ("networking.k8s.io", "networkpolicies"),
     ("apiextensions.k8s.io", "customresourcedefinitions"),
 }
 _LABEL_NAMED = {("", "namespaces"), ("", "services")}
@@ -436,7 +438,9 @@ class Cluster:
             "selfLink",
         ):
             meta.pop(field, None)
-        if "status" in rtype.subresources and (rtype.custom or rtype.group == "apps"):
+        if "status" in rtype.subresources and (
+            rtype.custom or rtype.group in ("apps", "networking.k8s.io")
+        ):
             obj.pop("status", None)
         warnings = self._admit(rtype, obj, None, field_validation)
         key = (namespace or "", meta["name"])

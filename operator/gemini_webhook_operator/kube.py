@@ -34,6 +34,9 @@ _KINDS: dict[str, tuple[str, str]] = {
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
 }
 
 
@@ -183,11 +186,12 @@ class Kube:
         )
         return list((found or {}).get("items") or [])
 
-    async def apply(self, obj: JSON) -> None:
-        """Create the object, or merge-patch it into what exists."""
+    async def apply(self, obj: JSON) -> JSON | None:
+        """Create the object, or merge-patch it into what exists; the object as stored
+        (None when the API does not serve its kind)."""
         metadata = obj["metadata"]
         try:
-            await self.create(obj)
+            return await self.create(obj)
         except KubeError as error:
             if error.status != 409:
                 raise
@@ -198,6 +202,7 @@ class Kube:
                 raise KubeError(
                     409, f"{obj['kind']} {metadata['name']} changed concurrently"
                 ) from None
+            return patched
 
     # -- Secrets ---------------------------------------------------------------------------
 

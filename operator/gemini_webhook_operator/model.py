@@ -7,15 +7,23 @@ schema validation could let through, with messages that name the field.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import cronsim
+from pydantic import ValidationError
 
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.crd_receiver import CrdReceiverError, parse_duration
+from gemini_webhooks.contracts.crd_receiver import (
+    CrdReceiverError,
+    ExposeSpec,
+    explain_error,
+    parse_duration,
+)
 from gemini_webhooks.contracts.events import subscription_error
 
 # The marker in the remote webhook's `name` that lets the operator find its own webhook
@@ -60,6 +68,7 @@ class WebhookSpec:
     api_base_url: str | None
     receiver_enabled: bool
     rotate_requested: str | None  # the value of the rotate annotation, when present
+    exposed_url: str | None = None  # https://<host><path> of spec.receiver.expose
 
     @property
     def remote_name(self) -> str:
@@ -153,6 +162,12 @@ def parse(body: dict[str, Any]) -> WebhookSpec:
     url = _field(spec, "url", str)
     if url is None and not receiver_enabled:
         raise InvalidSpecError("spec.url: required unless spec.receiver.enabled is true")
+    exposed_url = _exposed_url(spec) if receiver_enabled else None
+    if url is not None and exposed_url is not None:
+        raise InvalidSpecError(
+            "spec.url: leave it unset with spec.receiver.expose (the URL is derived as "
+            "https://<host><path>)"
+        )
     if url is not None and not re.fullmatch(crd.URL_PATTERN, url):
         raise InvalidSpecError("spec.url: must be an http(s) URL")
     base_url = _field(spec, "apiBaseUrl", str)
@@ -185,4 +200,77 @@ def parse(body: dict[str, Any]) -> WebhookSpec:
         api_base_url=base_url,
         receiver_enabled=receiver_enabled,
         rotate_requested=annotations.get(crd.ANNOTATION_ROTATE),
+        exposed_url=exposed_url,
     )
+
+
+def _exposed_url(spec: dict[str, Any]) -> str | None:
+    raw = _field(spec, "receiver.expose", dict)
+    if raw is None:
+        return None
+    try:
+        return ExposeSpec.model_validate(raw).url
+    except ValidationError as error:
+        raise InvalidSpecError(explain_error("spec.receiver.expose", error)) from None
+
+
+# --- Can Google's Gemini API deliver to the URL? -----------------------------------------
+
+GOOGLE_API_DOMAIN = "googleapis.com"
+# Names that resolve only inside a cluster or a host (RFC 6762 `.local`, RFC 8375
+# `.home.arpa`, Kubernetes' `.svc`, and the `.internal` names clouds give private hosts).
+_INTERNAL_SUFFIXES = (".svc", ".local", ".internal", ".home.arpa", ".localhost")
+
+
+def talks_to_google(api_base_url: str | None) -> bool:
+    """True when the resource manages its webhook through Google's API, not an emulator."""
+    if api_base_url is None:
+        return True
+    host = (urlsplit(api_base_url).hostname or "").lower()
+    return host == GOOGLE_API_DOMAIN or host.endswith("." + GOOGLE_API_DOMAIN)
+
+
+def cluster_internal(host: str, cluster_domain: str = "cluster.local") -> bool:
+    """True when `host` cannot be reached from the internet (name or address)."""
+    host = host.lower().rstrip(".")
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        pass
+    if "." not in host or host == "localhost":
+        return True
+    suffixes = (*_INTERNAL_SUFFIXES, "." + cluster_domain.lower(), ".svc." + cluster_domain)
+    return host.endswith(suffixes) or ".svc." in host
+
+
+def registration_problem(
+    spec: WebhookSpec,
+    *,
+    default_api_base_url: str | None = None,
+    cluster_domain: str = "cluster.local",
+) -> str | None:
+    """Why Google could never deliver to the URL this resource would register, or None.
+
+    Emulators and proxies (`spec.apiBaseUrl` or the operator's `--api-base-url` naming a
+    host other than Google's) keep their cluster-internal and loopback URLs.
+    """
+    if not talks_to_google(spec.api_base_url or default_api_base_url):
+        return None
+    url = spec.url or spec.exposed_url
+    if url is None:
+        return (
+            "spec.receiver.expose: required for Google's Gemini API — Google cannot reach the "
+            "receiver's cluster-internal Service; set spec.receiver.expose.ingress (or "
+            ".httpRoute) to publish it, or spec.url to the https:// URL your own ingress "
+            "serves it at"
+        )
+    parts = urlsplit(url)
+    field = "spec.url" if spec.url else "spec.receiver.expose"
+    if parts.scheme != "https":
+        return f"{field}: Google's Gemini API delivers only to https:// URLs"
+    if cluster_internal(parts.hostname or "", cluster_domain):
+        return (
+            f"{field}: {parts.hostname!r} is a cluster-internal host that Google's Gemini API "
+            "cannot reach; use a public DNS name (spec.receiver.expose publishes the receiver)"
+        )
+    return None

@@ -3,9 +3,10 @@
 `render(resource, settings)` returns every object the receiver needs: ConfigMap (the
 receiver's config, built with the `contracts.receiver_config` models), ServiceAccount,
 Role + RoleBinding (get/list/watch on its own signing Secret only), Deployment, the public
-Service, an internal Service (health and ping status, for the operator) and, with more
-than one replica, a PodDisruptionBudget. All are owned by the GeminiWebhook (garbage
-collected with it) and labelled so that the operator can find and prune them.
+Service, an internal Service (health and ping status, for the operator), with more
+than one replica a PodDisruptionBudget, with `expose` an Ingress or HTTPRoute, and (unless
+turned off) a NetworkPolicy — those two from `receiver_exposure`. All are owned by the
+GeminiWebhook (garbage collected with it) and labelled so that the operator can find and prune them.
 
 Rolling rules: the pod template carries the hash of the rendered config, so a config
 change rolls the Deployment. The signing secrets are not in the pod template — the
@@ -23,6 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gemini_webhook_operator import receiver_exposure
+from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
 from gemini_webhooks.contracts import receiver_config as rc
 from gemini_webhooks.contracts.crd import API_VERSION, DEFAULT_SIGNING_SECRET_SUFFIX, KIND
 from gemini_webhooks.contracts.crd_receiver import (
@@ -75,6 +78,9 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
     ("policy/v1", "PodDisruptionBudget"),
+    (receiver_exposure.INGRESS_API_VERSION, "Ingress"),
+    (receiver_exposure.HTTPROUTE_API_VERSION, "HTTPRoute"),
+    (receiver_exposure.NETWORK_POLICY_API_VERSION, "NetworkPolicy"),
 )
 
 
@@ -98,6 +104,7 @@ class ReceiverSettings:
     run_as_user: int = 65532  # the image's numeric USER
     cluster_domain: str = "cluster.local"
     image_pull_secrets: tuple[str, ...] = ()
+    network_policy: NetworkPolicySettings = field(default_factory=NetworkPolicySettings)
 
 
 def _short(name: str, budget: int) -> str:
@@ -220,7 +227,9 @@ def receiver_config(resource: Mapping[str, Any], settings: ReceiverSettings) -> 
         )
     try:
         return rc.ReceiverConfig(
-            listen=rc.ListenConfig(port=HTTP_PORT),
+            listen=rc.ListenConfig(
+                port=HTTP_PORT, path=spec.expose.path if spec.expose is not None else "/"
+            ),
             internal=rc.InternalConfig(port=INTERNAL_PORT),
             replay=rc.ReplayConfig(
                 tolerance_seconds=int(parse_duration(spec.replay_tolerance).total_seconds())
@@ -506,6 +515,25 @@ def render(resource: Mapping[str, Any], settings: ReceiverSettings) -> list[JSON
             },
         },
     ]
+    if spec.expose is not None:
+        objects.append(
+            receiver_exposure.route(
+                spec.expose,
+                _metadata(resource, name),
+                service=name,
+                service_port=spec.service.port,
+            )
+        )
+    policy = receiver_exposure.network_policy(
+        spec,
+        _metadata(resource, name),
+        selector=selector,
+        settings=settings.network_policy,
+        public_port="http",
+        internal_port="internal",
+    )
+    if policy is not None:
+        objects.append(policy)
     if spec.replicas > 1:
         objects.append(
             {

@@ -19,11 +19,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gemini_webhook_operator import conditions, health, receiver_resources, rotation, signing
+from gemini_webhook_operator import (
+    conditions,
+    health,
+    receiver_exposure,
+    receiver_resources,
+    rotation,
+    signing,
+)
 from gemini_webhook_operator.diff import DISABLED_BY_FAILURES, Desired, RemoteWebhook, changes
 from gemini_webhook_operator.kube import (
     Kube,
@@ -32,7 +40,13 @@ from gemini_webhook_operator.kube import (
     write_signing_secret,
 )
 from gemini_webhook_operator.metrics import OperatorMetrics
-from gemini_webhook_operator.model import InvalidSpecError, WebhookSpec, marker_uid, parse
+from gemini_webhook_operator.model import (
+    InvalidSpecError,
+    WebhookSpec,
+    marker_uid,
+    parse,
+    registration_problem,
+)
 from gemini_webhook_operator.webhookservice import (
     NotFound,
     QuotaExceeded,
@@ -98,6 +112,7 @@ class Settings:
     api_key_retry: float = 60.0
     auth_retry: float = 300.0
     error_backoff: float = 10.0
+    admission_poll: float = 5.0  # while an exposed route waits for its controller
 
 
 @dataclass
@@ -207,6 +222,13 @@ async def reconcile(
         spec = parse(dict(body))
     except InvalidSpecError as error:
         return _failure(report, outcome, REASON_INVALID_SPEC, str(error), retry_after=None)
+    problem = registration_problem(
+        spec,
+        default_api_base_url=op.services.default_base_url,
+        cluster_domain=op.receiver_settings.cluster_domain,
+    )
+    if problem is not None:
+        return _failure(report, outcome, REASON_INVALID_SPEC, problem, retry_after=None)
 
     try:
         return await _converge(op, body, spec, status, report, outcome, claims or {}, now)
@@ -271,7 +293,7 @@ async def _converge(
         return _failure(report, outcome, REASON_SECRET_CONFLICT, message, retry_after=None)
     secrets = held.secrets
 
-    url = spec.url
+    url = spec.url or spec.exposed_url
     if url is None:
         url = receiver_resources.public_url(
             body,
@@ -304,6 +326,14 @@ async def _converge(
 
     if remote is not None and spec.adopt_id and status.get("webhookId") != remote.id:
         outcome.event("Normal", "Adopted", f"adopted webhook {remote.id}")
+
+    applied: set[tuple[str, str]] = set()
+    if spec.exposed_url is not None and (remote is None or remote.uri != url):
+        # Gemini learns the URL only once the route's controller has taken it.
+        verdict, applied = await _expose(op, receiver_objects)
+        if not verdict.admitted:
+            await _apply_receiver(op, receiver_objects, spec, status, outcome, skip=applied)
+            return _waiting(report, outcome, verdict, retry_after=op.settings.admission_poll)
 
     last_rotation = conditions.parse_time(status.get("lastRotationTime"))
     rotation_reason = status.get("lastRotationReason")
@@ -363,7 +393,7 @@ async def _converge(
                 outcome.event("Normal", "SecretExpired", f"removed {removed} expired secret(s)")
                 secrets = kept
 
-    await _apply_receiver(op, receiver_objects, spec, status, outcome)
+    await _apply_receiver(op, receiver_objects, spec, status, outcome, skip=applied)
     return _report_success(
         op, body, spec, remote, secrets, url, last_rotation, rotation_reason, report, outcome
     )
@@ -478,12 +508,40 @@ async def _rotate(
     return remote, secrets
 
 
+async def _expose(
+    op: Operator, objects: list[dict[str, Any]]
+) -> tuple[receiver_exposure.Admission, set[tuple[str, str]]]:
+    """Apply the receiver's route and read whether its controller has admitted it."""
+    route = next(o for o in objects if o["kind"] in receiver_exposure.ROUTE_KINDS)
+    stored = await op.kube.apply(route)
+    return (
+        receiver_exposure.admission(route["kind"], stored),
+        {(route["kind"], route["metadata"]["name"])},
+    )
+
+
+def _waiting(
+    report: _Report, outcome: Outcome, verdict: receiver_exposure.Admission, *, retry_after: float
+) -> Outcome:
+    """Not Ready, not yet Synced, for `verdict.reason`: a wait, reported by a Normal Event."""
+    if report.previous_reason(crd.CONDITION_SYNCED) != verdict.reason:
+        outcome.event("Normal", verdict.reason, verdict.message)
+    report.set(crd.CONDITION_SYNCED, False, verdict.reason, verdict.message)
+    report.set(crd.CONDITION_READY, False, verdict.reason, verdict.message)
+    outcome.status["conditions"] = report.conditions
+    outcome.retry_after = retry_after
+    outcome.error = verdict.reason
+    return outcome
+
+
 async def _apply_receiver(
     op: Operator,
     objects: list[dict[str, Any]],
     spec: WebhookSpec,
     status: Mapping[str, Any],
     outcome: Outcome,
+    *,
+    skip: AbstractSet[tuple[str, str]] = frozenset(),
 ) -> None:
     outcome.status["receiverFingerprint"] = (
         receiver_resources.fingerprint(objects) if objects else None
@@ -492,7 +550,8 @@ async def _apply_receiver(
         return
     wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
     for obj in objects:
-        await op.kube.apply(obj)
+        if (obj["kind"], obj["metadata"]["name"]) not in skip:
+            await op.kube.apply(obj)
     # Prune what an earlier spec rendered and this one does not (e.g. the PDB at 1 replica).
     selector = ",".join(f"{k}={v}" for k, v in receiver_resources.labels(spec.name).items())
     for kind in RECEIVER_KINDS:
@@ -504,6 +563,9 @@ async def _apply_receiver(
 
 
 RECEIVER_KINDS = (
+    "Ingress",
+    "HTTPRoute",
+    "NetworkPolicy",
     "PodDisruptionBudget",
     "Deployment",
     "Service",

@@ -78,7 +78,7 @@ def test_names_columns_and_status_subresource() -> None:
     version = spec["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Webhook ID", "State", "Ready", "Last Rotation", "Age"]
+    assert columns == ["Webhook ID", "State", "Ready", "URL", "Last Rotation", "Age"]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])

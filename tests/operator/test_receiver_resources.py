@@ -65,6 +65,7 @@ def test_one_replica_renders_config_rbac_deployment_and_services_without_pdb() -
     assert kinds == [
         "ConfigMap",
         "Deployment",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "Service",
