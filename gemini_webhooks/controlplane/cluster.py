@@ -128,6 +128,9 @@ def apiserver_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
         "--allow-privileged=true",
+        # The `kubernetes` Service's endpoints cannot be a loopback address (validation
+        # refuses 127.0.0.0/8); everything here reaches the API server by its URL instead.
+        "--endpoint-reconciler-type=none",
         f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
         f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
         "--profiling=false",
