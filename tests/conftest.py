@@ -4,14 +4,23 @@
   The one exception: tests marked `sandbox_only` (they need the Kubernetes sandbox's fault
   injection or the emulator's control API) skip when KUBECONFIG points at a real cluster.
 - Shared fixtures live in `tests/fixtures/` and are registered below.
+- `GWO_KUBE=real`: the session runs on a real control plane (etcd, kube-apiserver,
+  kube-controller-manager, kube-scheduler and our node, `tests/fixtures/control_plane.py`),
+  started once before collection; `KUBECONFIG` then names its admin, and operators run as
+  the chart's ServiceAccount. Tests marked `real_cluster_only` run only there (they are
+  deselected, not skipped, on the sandbox).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
+
+from tests.fixtures.control_plane import SessionCluster, real_mode
 
 pytest_plugins: list[str] = [
     "tests.fixtures.emulator",
@@ -20,7 +29,41 @@ pytest_plugins: list[str] = [
     "tests.fixtures.operator",
 ]
 
-REAL_CLUSTER = bool(os.environ.get("KUBECONFIG"))
+_session_cluster: SessionCluster | None = None
+
+
+def real_cluster() -> bool:
+    return bool(os.environ.get("KUBECONFIG"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _session_cluster
+    if real_mode() and _session_cluster is None and not hasattr(config, "workerinput"):
+        root = Path(tempfile.mkdtemp(prefix="gwo-real-kube-"))
+        _session_cluster = SessionCluster(root)
+        try:
+            _session_cluster.start()
+        except BaseException:
+            _session_cluster.stop()
+            raise
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _session_cluster
+    if _session_cluster is not None:
+        _session_cluster.stop()
+        _session_cluster = None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if real_cluster():
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if item.get_closest_marker("real_cluster_only") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -31,7 +74,7 @@ def pytest_runtest_makereport(
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
     if not report.skipped or hasattr(report, "wasxfail"):
         return
-    if REAL_CLUSTER and item.get_closest_marker("sandbox_only") is not None:
+    if real_cluster() and item.get_closest_marker("sandbox_only") is not None:
         return
     if os.environ.get("GWO_ALLOW_SKIPS") == "1":
         return

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -34,6 +35,11 @@ from tests.fixtures.kube import KUBECTL
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / f"{crd.CRD_NAME}.yaml"
 API_KEY_SECRET = "gemini-api-key"
+
+
+def operator_kubeconfig(kube: Any) -> str:
+    """The operator's identity: on the real control plane, the chart's ServiceAccount."""
+    return os.environ.get("GWO_OPERATOR_KUBECONFIG") or str(kube.kubeconfig)
 
 
 class FakeClock:
@@ -275,7 +281,7 @@ async def operator_running(
     health_tick: float = 30.0,
     health_retry: float = 60.0,
 ) -> AsyncIterator[RunningOperator]:
-    access = ClusterAccess.load(str(kube.kubeconfig))
+    access = ClusterAccess.load(operator_kubeconfig(kube))
     config = runtime.RunConfig(
         namespaces=namespaces,
         drift_interval=drift_interval,
