@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import jwt
@@ -53,22 +53,29 @@ def _json(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+RefreshOutcome = Literal["ok", "rate_limited", "error"]  # also the metric's label values
+
+
 class JwksCache:
     def __init__(self, config: DynamicConfig, fetch: Fetch) -> None:
         self._config = config
         self._fetch = fetch
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at = float("-inf")
+        self._fetched_at = float("-inf")  # when the key set in use was requested
+        self._received_at = float("-inf")  # ... and when it arrived
         self._last_attempt = float("-inf")
         self._lock = asyncio.Lock()
 
-    async def refresh(self, *, forced: bool = False) -> bool:
-        """Fetch the JWKS unless one was fetched within the minimum interval."""
+    async def refresh(self, *, forced: bool = False, since: float | None = None) -> RefreshOutcome:
+        """Fetch the JWKS unless one was fetched within the minimum interval, or one
+        arrived `since` (while this caller waited for another's refresh)."""
         async with self._lock:
+            if since is not None and self._received_at >= since:
+                return "ok"
             now = time.monotonic()
             if now - self._last_attempt < self._config.jwks_min_refresh_seconds:
                 metrics.jwks_refreshes.labels("rate_limited").inc()
-                return False
+                return "rate_limited"
             self._last_attempt = now
             try:
                 raw = await self._fetch(self._config.jwks_uri)
@@ -76,24 +83,40 @@ class JwksCache:
             except (OSError, aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as e:
                 metrics.jwks_refreshes.labels("error").inc()
                 log(30, "jwks refresh failed", error=type(e).__name__, forced=forced)
-                return False
+                return "error"
             self._keys = {
                 k.key_id: k for k in keyset.keys if k.key_id and k.algorithm_name == JWT_ALGORITHM
             }
             self._fetched_at = now
+            self._received_at = time.monotonic()
             metrics.jwks_refreshes.labels("ok").inc()
             log(20, "jwks refreshed", keys=len(self._keys))
-            return True
+            return "ok"
 
     async def key(self, kid: str) -> jwt.PyJWK | Rejection:
         key = self._keys.get(kid)
-        stale = time.monotonic() - self._fetched_at > self._config.jwks_max_age_seconds
-        if key is None or stale:
-            await self.refresh(forced=key is None)
+        asked_at = time.monotonic()
+        outcome: RefreshOutcome | None = None
+        if key is None or asked_at - self._fetched_at > self._config.jwks_max_age_seconds:
+            outcome = await self.refresh(forced=key is None, since=asked_at)
             key = self._keys.get(kid)
-        if key is None:
-            return reasons.UNKNOWN_KID if self._keys else reasons.JWKS_UNAVAILABLE
-        return key
+        if key is not None:
+            return key
+        return unknown_kid(bool(self._keys), self._received_at >= asked_at, outcome)
+
+
+def unknown_kid(
+    have_keys: bool, refreshed_since_asked: bool, outcome: RefreshOutcome | None
+) -> Rejection:
+    """Why a kid is not in the key set. Final (401) only if a key set that arrived after
+    the token did lacks it — one this token's refresh fetched, or one fetched meanwhile for
+    another token. Otherwise the refresh failed, or was rate-limited (forged kids spent it,
+    or a real new key came just after another refresh): 503, so that Gemini retries."""
+    if not have_keys or (outcome == "error" and not refreshed_since_asked):
+        return reasons.JWKS_UNAVAILABLE
+    if refreshed_since_asked:
+        return reasons.UNKNOWN_KID
+    return reasons.JWKS_RATE_LIMITED
 
 
 def _claims_error(error: jwt.PyJWTError) -> Rejection:

@@ -50,6 +50,9 @@ DYNAMIC_DISABLED = _r("dynamic_disabled", 401, "JWT-signed deliveries are not ac
 UNSUPPORTED_ALGORITHM = _r("unsupported_algorithm", 401, "only RS256 tokens are accepted")
 UNKNOWN_KID = _r("unknown_kid", 401, "token key id not in the JWKS")
 JWKS_UNAVAILABLE = _r("jwks_unavailable", 503, "JWKS could not be fetched")
+JWKS_RATE_LIMITED = _r(
+    "jwks_rate_limited", 503, "token key id not in the JWKS, which was fetched moments ago; retry"
+)
 INVALID_TOKEN = _r("invalid_token", 401, "token signature or claims invalid")
 TOKEN_EXPIRED = _r("token_expired", 401, "token expired")
 WRONG_AUDIENCE = _r("wrong_audience", 401, "token audience not accepted")

@@ -235,6 +235,8 @@ class Signer:
     kid: str
     jwks_url: str = ""
     fetches: int = 0
+    delay: float = 0.0  # before the key set is served
+    broken: bool = False  # the key set's URL answers 500
     extra_keys: list[tuple[str, rsa.RSAPrivateKey]] = field(default_factory=list)
 
     def jwks(self) -> dict[str, Any]:
@@ -278,6 +280,9 @@ async def signer() -> AsyncIterator[Signer]:
 
     async def jwks(request: web.Request) -> web.Response:
         signer.fetches += 1
+        await asyncio.sleep(signer.delay)
+        if signer.broken:
+            return web.Response(status=500)
         return web.json_response(signer.jwks())
 
     app = web.Application()

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from gemini_webhook_receiver.dynamic import RefreshOutcome, unknown_kid
 from gemini_webhooks.contracts.delivery import PING_EVENT_TYPE
 
 from .conftest import (
@@ -140,9 +142,11 @@ async def test_token_signed_by_another_key_with_our_kid_is_rejected(
     assert (status, answer["error"]) == (401, "invalid_token")
 
 
-async def test_unknown_kid_is_rejected_and_refresh_is_rate_limited(
+async def test_unknown_kid_while_the_refresh_is_rate_limited_gets_a_retryable_503(
     start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
 ) -> None:
+    """Forged kids cannot make us fetch more than once per interval; while we may not
+    fetch, an unknown kid may be a real new key, so the answer asks for a retry."""
     client = await start_receiver(_config(target, signer))
     event = envelope()
     assert (await _send(client, signer.token(claims_for(event, "ok")), "ok", b""))[0] == 200
@@ -150,8 +154,109 @@ async def test_unknown_kid_is_rejected_and_refresh_is_rate_limited(
     for i in range(5):
         token = signer.token(claims_for(event, f"m{i}"), kid=f"forged-{i}")
         status, answer = await _send(client, token, f"m{i}", b"")
-        assert (status, answer["error"]) == (401, "unknown_kid")
-    assert signer.fetches - fetches <= 1
+        assert (status, answer["error"]) == (503, "jwks_rate_limited")
+    assert signer.fetches == fetches
+    counted = await client.metric(
+        "gemini_receiver_deliveries_total", outcome="rejected", reason="jwks_rate_limited"
+    )
+    assert counted == 5
+    assert target.ids() == ["ok"]
+
+
+async def test_unknown_kid_after_a_completed_refresh_is_401(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    config = _config(target, signer)
+    config["dynamic"]["jwks_min_refresh_seconds"] = 0.05
+    client = await start_receiver(config)
+    event = envelope()
+    assert (await _send(client, signer.token(claims_for(event, "ok")), "ok", b""))[0] == 200
+    await asyncio.sleep(0.1)
+    fetches = signer.fetches
+    token = signer.token(claims_for(event, "m"), kid="forged")
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (401, "unknown_kid")
+    assert signer.fetches == fetches + 1
+
+
+async def test_unknown_kids_arriving_together_share_one_refresh_and_are_all_401(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    """The refresh the first one makes started after all of them arrived: it settles them
+    all, although the others' own refreshes are rate-limited."""
+    config = _config(target, signer)
+    config["dynamic"]["jwks_min_refresh_seconds"] = 0.05
+    client = await start_receiver(config)
+    event = envelope()
+    assert (await _send(client, signer.token(claims_for(event, "ok")), "ok", b""))[0] == 200
+    await asyncio.sleep(0.1)
+    fetches = signer.fetches
+    signer.delay = 0.5  # all of them arrive while the first one's refresh is under way
+    tokens = [signer.token(claims_for(event, f"m{i}"), kid=f"forged-{i}") for i in range(4)]
+    answers = await asyncio.gather(
+        *(_send(client, token, f"m{i}", b"") for i, token in enumerate(tokens))
+    )
+    assert [(status, answer["error"]) for status, answer in answers] == [(401, "unknown_kid")] * 4
+    assert signer.fetches == fetches + 1
+
+
+async def test_a_new_signing_key_during_the_rate_limit_is_taken_on_the_retry(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    """A forged kid spends the refresh just before Google's new key arrives: the new key's
+    delivery gets 503 (Gemini retries), and the retry after the interval is accepted."""
+    config = _config(target, signer)
+    config["dynamic"]["jwks_min_refresh_seconds"] = 0.3
+    client = await start_receiver(config)
+    event = envelope()
+    assert (await _send(client, signer.token(claims_for(event, "ok")), "ok", b""))[0] == 200
+    await asyncio.sleep(0.35)
+    forged = signer.token(claims_for(event, "f"), kid="forged")
+    assert (await _send(client, forged, "f", b""))[0] == 401  # a completed refresh: final
+    rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    signer.extra_keys.append(("test-key-2", rotated))
+    token = signer.token(claims_for(event, "new"), kid="test-key-2", key=rotated)
+    status, answer = await _send(client, token, "new", b"")
+    assert (status, answer["error"]) == (503, "jwks_rate_limited")
+    await asyncio.sleep(0.35)
+    assert (await _send(client, token, "new", b""))[0] == 200
+    assert target.ids() == ["ok", "new"]
+
+
+async def test_unknown_kid_when_the_refresh_fails_gets_503_jwks_unavailable(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    config = _config(target, signer)
+    config["dynamic"]["jwks_min_refresh_seconds"] = 0.05
+    client = await start_receiver(config)
+    event = envelope()
+    assert (await _send(client, signer.token(claims_for(event, "ok")), "ok", b""))[0] == 200
+    await asyncio.sleep(0.1)
+    signer.broken = True
+    token = signer.token(claims_for(event, "m"), kid="test-key-2")
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (503, "jwks_unavailable")
+    # the known key still works from the cache
+    assert (await _send(client, signer.token(claims_for(event, "k")), "k", b""))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("have_keys", "refreshed_since_asked", "outcome", "reason"),
+    [
+        (False, False, "error", "jwks_unavailable"),
+        (False, False, "rate_limited", "jwks_unavailable"),
+        (False, True, "ok", "jwks_unavailable"),  # the key set came back empty
+        (True, True, "ok", "unknown_kid"),
+        (True, True, "rate_limited", "unknown_kid"),  # another token's refresh, since
+        (True, True, "error", "unknown_kid"),
+        (True, False, "rate_limited", "jwks_rate_limited"),
+        (True, False, "error", "jwks_unavailable"),
+    ],
+)
+def test_why_a_kid_is_unknown(
+    have_keys: bool, refreshed_since_asked: bool, outcome: RefreshOutcome, reason: str
+) -> None:
+    assert unknown_kid(have_keys, refreshed_since_asked, outcome).reason == reason
 
 
 async def test_new_kid_is_picked_up_by_a_refresh(
