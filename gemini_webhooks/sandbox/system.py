@@ -31,6 +31,9 @@ import yaml
 from gemini_webhooks.contracts import crd as crd_contract
 from gemini_webhooks.contracts.crd import DEFAULT_API_KEY_SECRET_KEY
 from gemini_webhooks.contracts.service_endpoints import ENV_VAR, FILE_ENV_VAR, service_key
+from gemini_webhooks.controlplane import build
+from gemini_webhooks.controlplane.cluster import ControlPlane
+from gemini_webhooks.controlplane.node import Node
 from gemini_webhooks.sandbox.consumer import SampleConsumer
 from gemini_webhooks.sandbox.kubeapi import KubeApi, server_from_kubeconfig
 from gemini_webhooks.sandbox.kubelet import Kubelet, venv_executable
@@ -64,6 +67,9 @@ class SandboxOptions:
     start_operator: bool = True
     drift_interval: float = 10.0
     operator_args: list[str] = field(default_factory=list)
+    # "sandbox": the in-memory Kubernetes API sandbox and its kubelet (instant);
+    # "real": a real control plane (scripts/control-plane) and its node.
+    kube: str = "sandbox"
 
 
 MARKER = ".gemini-webhooks-sandbox"
@@ -108,8 +114,9 @@ class Sandbox:
         self.operator_metrics_url = ""
         self.operator: Child | None = None
         self.api: KubeApi | None = None
-        self.kubelet: Kubelet | None = None
+        self.kubelet: Kubelet | Node | None = None
         self._kubelet_task: asyncio.Task[None] | None = None
+        self.control_plane: ControlPlane | None = None
 
     def _say(self, line: str) -> None:
         self.progress(f"[sandbox] {line}")
@@ -153,9 +160,15 @@ class Sandbox:
         self._say(f"sample consumer listening on http://{LOOPBACK}:{self.consumer.port}/")
 
         await self._start_emulator()
-        await self._start_kube()
+        if self.options.kube == "real":
+            await self._start_control_plane()
+        else:
+            await self._start_kube()
         await self._install()
-        self._start_kubelet()
+        if self.options.kube == "real":
+            await self._start_node()
+        else:
+            self._start_kubelet()
         if self.options.start_operator:
             await self.start_operator()
         self._write_examples()
@@ -229,6 +242,36 @@ class Sandbox:
             )
         )
         self.api = KubeApi(self.kube_url)
+
+    async def _start_control_plane(self) -> None:
+        """etcd, kube-apiserver, kube-controller-manager and kube-scheduler, built from the
+        official Go modules (cached after the first build) and started on loopback."""
+        binaries = await asyncio.to_thread(build.build_all, self._say)
+        self.control_plane = ControlPlane(
+            self.state_dir / "control-plane",
+            binaries,
+            progress=self._say,
+            supervisor=self.supervisor,
+        )
+        await self.control_plane.start()
+        self.kubeconfig.write_text(self.control_plane.layout.admin_kubeconfig.read_text())
+        self.kubeconfig.chmod(0o600)
+        self.kube_url = self.control_plane.server
+        self.api = KubeApi.from_kubeconfig(self.kubeconfig)
+
+    async def _start_node(self) -> None:
+        assert self.control_plane is not None
+        node = Node.for_control_plane(
+            self.control_plane,
+            progress=self._say,
+            base_env=self.child_env(),
+            static_endpoints=self.static_endpoints,
+            endpoints_file=self.endpoints_file,
+        )
+        await node.register()
+        self.kubelet = node
+        self._kubelet_task = asyncio.create_task(node.run(), name="node")
+        self._say(f"node {node.name} runs the Pods the scheduler binds to it")
 
     async def _install(self) -> None:
         """Our CRD, the API-key Secret and the sample consumer's Service."""
