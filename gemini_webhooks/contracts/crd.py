@@ -376,7 +376,9 @@ def crd() -> dict[str, Any]:
                                     "APIVersion defines the versioned schema of this object."
                                 ),
                                 "kind": _string("Kind is the type of this object."),
-                                "metadata": {"type": "object", "description": "Object metadata."},
+                                # kube-apiserver refuses anything but `type` (and name or
+                                # generateName rules) under a CRD's root `metadata`.
+                                "metadata": {"type": "object"},
                                 "spec": spec_schema(),
                                 "status": status_schema(),
                             },
