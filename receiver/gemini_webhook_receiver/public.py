@@ -17,7 +17,8 @@ What an HTTP server owes its clients is kept, each bounded:
 - anything llhttp refuses (bad framing, conflicting Content-Length/Transfer-Encoding,
   invalid characters, upgrades) gets 400, counted as `malformed_request` and logged
   without the sender's bytes;
-- other paths 404, other methods 405 with `Allow: POST`, `Expect: 100-continue` answered
+- the target in origin or absolute form (`POST http://host/path`, RFC 9112 §3.2.2);
+  other paths 404, other methods 405 with `Allow: POST`, `Expect: 100-continue` answered
   before the body (other expectations 417), HTTP/1.0 and `Connection: close` honoured,
   pipelined requests answered in order (reading pauses while `MAX_PIPELINED` wait, and
   while the client leaves our answers unread beyond the transport's high-water mark);
@@ -75,6 +76,23 @@ _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 _NOT_FOUND = orjson.dumps({"error": "not_found", "message": "no such path"})
 _NOT_ALLOWED = orjson.dumps({"error": "method_not_allowed", "message": "only POST"})
 _EXPECTATION = orjson.dumps({"error": "expectation_failed", "message": "unknown Expect"})
+
+
+def target_path(target: bytes) -> bytes | None:
+    """The path a request target names: the origin form `/p?q`, or the absolute form
+    `http://host/p?q` that a server must accept too (RFC 9112 §3.2.2; its host is not
+    ours to check, the Host header is not either); None for any other form (asterisk,
+    authority, another scheme, or userinfo, which RFC 9110 §4.2.4 calls an error)."""
+    if target.startswith(b"/"):
+        query = target.find(b"?")
+        return target if query < 0 else target[:query]
+    try:
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        return None
+    if url.schema is None or url.schema.lower() not in (b"http", b"https") or url.userinfo:
+        return None
+    return url.path or b"/"
 
 
 class _Date:
@@ -347,9 +365,7 @@ class _Connection(asyncio.Protocol):
             self._expect_by()  # the next request's head (or the rest of a body) is due
 
     def _route_ok(self, request: _Request) -> bool:
-        target = request.target
-        query = target.find(b"?")
-        if (target if query < 0 else target[:query]) != self.server.path:
+        if target_path(request.target) != self.server.path:
             self._finish_with(404, _NOT_FOUND)
             return False
         if request.method != b"POST":

@@ -10,11 +10,12 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gemini_webhook_receiver.public import MAX_HEAD_BYTES, MAX_PIPELINED
+from gemini_webhook_receiver.public import MAX_HEAD_BYTES, MAX_PIPELINED, target_path
 
 from .conftest import (
     RecordingTarget,
@@ -25,13 +26,18 @@ from .conftest import (
     start_app,
 )
 
+_LISTEN = {"host": "127.0.0.1", "port": 0}
 
-def _request(secret: str, *, version: str = "1.1", extra: str = "") -> tuple[bytes, str]:
+
+def _request(
+    secret: str, *, version: str = "1.1", extra: str = "", target: str = "/"
+) -> tuple[bytes, str]:
     body = json.dumps(envelope()).encode()
     headers = signed_headers([secret], body)
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     raw = (
-        f"POST / HTTP/{version}\r\nhost: r\r\ncontent-length: {len(body)}\r\n{head}{extra}\r\n"
+        f"POST {target} HTTP/{version}\r\nhost: r\r\ncontent-length: {len(body)}\r\n"
+        f"{head}{extra}\r\n"
     ).encode() + body
     return raw, headers["webhook-id"]
 
@@ -101,6 +107,76 @@ async def test_pipelined_answers_keep_their_order_up_to_a_closing_one(
     assert await _closed(reader)
     assert target.ids() == [msg_id for _, msg_id in requests]
     writer.close()
+
+
+async def test_an_absolute_form_target_is_served_like_its_path(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """RFC 9112 §3.2.2: a server must accept the absolute form (what a client talking to a
+    proxy sends); its path and query are what route it."""
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path, listen={**_LISTEN, "path": "/in"}))
+    answers = {}
+    for request_target in (
+        "/in",
+        "http://r/in",
+        "HTTP://receiver.example:8080/in?from=proxy",
+        "https://r/in",
+        "http://r/in/",
+        "http://r/",
+        "http://r",
+        "http://r/other/in",
+        "ftp://r/in",
+    ):
+        reader, writer = await _connect(client.running.public_port)  # a 404 closes it
+        writer.write(_request(secret, target=request_target)[0])
+        answers[request_target] = (await _answer(reader))[0]
+        writer.close()
+    assert answers == {
+        "/in": 200,
+        "http://r/in": 200,
+        "HTTP://receiver.example:8080/in?from=proxy": 200,
+        "https://r/in": 200,
+        "http://r/in/": 404,
+        "http://r/": 404,
+        "http://r": 404,
+        "http://r/other/in": 404,
+        "ftp://r/in": 404,
+    }
+    assert len(target.requests) == 4
+
+
+async def test_an_absolute_form_target_without_a_path_is_the_root(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    for request_target in ("http://r", "http://r?x=1", "http://r:81/"):
+        writer.write(_request(secret, target=request_target)[0])
+        assert (await _answer(reader))[0] == 200, request_target
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        (b"/in", b"/in"),
+        (b"/in?x=1", b"/in"),
+        (b"http://r/in", b"/in"),
+        (b"http://r", b"/"),
+        (b"http://r?x", b"/"),
+        (b"https://r:443/in", b"/in"),
+        (b"http://user:pw@r/in", None),
+        (b"ftp://r/in", None),
+        (b"*", None),
+        (b"r:80", None),
+        (b"http://", None),
+        (b"", None),
+    ],
+)
+def test_the_path_of_a_request_target(target: bytes, path: bytes | None) -> None:
+    assert target_path(target) == path
 
 
 async def test_http_1_0_and_connection_close_are_answered_then_closed(
