@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 FORMAT_VERSION = 1
 KEY_SECRETS = "signing-secrets.json"
@@ -72,18 +73,29 @@ class SigningSecrets:
 def truncate_secret(secret: str) -> str:
     """A short, non-usable fingerprint of a secret: `whsec_abcd...wxyz`.
 
-    The emulator reports secrets this way in `signing_secrets[].truncated_secret`; the
-    operator compares with `matches_truncated`, which also accepts other masking styles.
+    The receiver reports the secret it verified with this way. The remote's own
+    `signing_secrets[].truncated_secret` may look different; read it with `remote_identity`.
     """
     body = secret.removeprefix(SECRET_PREFIX)
     return f"{SECRET_PREFIX}{body[:4]}...{body[-4:]}"
 
 
-def matches_truncated(secret: str, truncated: str) -> bool:
-    """Does `truncated` (as a remote reports it) denote `secret`?
+# Fewer visible characters than this are no evidence either way: too many secrets share them.
+MIN_VISIBLE = 8
 
-    Accepts `prefix...suffix`, `prefix…suffix` and `*`-masked forms: the visible prefix and
-    suffix must match and at least 8 characters must be visible.
+Identity = Literal["known", "unknown", "unverifiable"]
+KNOWN: Identity = "known"
+UNKNOWN: Identity = "unknown"
+UNVERIFIABLE: Identity = "unverifiable"
+
+
+def visible_parts(truncated: str) -> tuple[str, str] | None:
+    """The visible head and tail of a truncated secret, or None when the form says nothing
+    about which secret it denotes.
+
+    Readable forms: `whsec_<head>...<tail>`, `whsec_<head>…<tail>` and `*`-masked
+    `whsec_<head>***<tail>`, with at least `MIN_VISIBLE` characters after `whsec_`. Anything
+    else (empty, fully masked, too short, another prefix, no mask) is unreadable.
     """
     for mark in ("...", "\u2026"):
         if mark in truncated:
@@ -91,12 +103,36 @@ def matches_truncated(secret: str, truncated: str) -> bool:
             break
     else:
         if "*" not in truncated:
-            return False
+            return None
         head, tail = truncated.split("*", 1)[0], truncated.rsplit("*", 1)[-1]
-    visible = len(head.removeprefix(SECRET_PREFIX)) + len(tail)
-    if visible < 8:
+    if not head.startswith(SECRET_PREFIX) or "*" in head + tail:
+        return None
+    if len(head) - len(SECRET_PREFIX) + len(tail) < MIN_VISIBLE:
+        return None
+    return head, tail
+
+
+def matches_truncated(secret: str, truncated: str) -> bool:
+    """Does `truncated` (as a remote reports it) readably denote `secret`?"""
+    parts = visible_parts(truncated)
+    if parts is None:
         return False
+    head, tail = parts
     return secret.startswith(head) and secret.endswith(tail)
+
+
+def remote_identity(secret: str, reported: Sequence[str]) -> Identity:
+    """What the remote's `signing_secrets[].truncated_secret` list says about `secret`.
+
+    `known`: an entry denotes it. `unknown`: the list is non-empty, every entry is readable
+    and none denotes it — the only answer that proves the remote no longer signs with it.
+    `unverifiable`: no entry denotes it and the list is empty or has unreadable entries.
+    """
+    if any(matches_truncated(secret, truncated) for truncated in reported):
+        return KNOWN
+    if reported and all(visible_parts(truncated) is not None for truncated in reported):
+        return UNKNOWN
+    return UNVERIFIABLE
 
 
 def _rfc3339(value: datetime) -> str:

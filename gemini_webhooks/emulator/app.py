@@ -33,7 +33,7 @@ from .clock import Clock, SystemClock, TimeScale
 from .delivery import DeliveryEngine, DeliverySettings
 from .errors import ApiError, invalid_argument, not_found, permission_denied, unauthenticated
 from .keys import KeyRing
-from .webhooks import WebhookStore
+from .webhooks import SecretReporting, WebhookStore
 
 log = logging.getLogger("gemini_webhooks.emulator")
 
@@ -57,6 +57,7 @@ class EmulatorConfig:
     secret_grace: timedelta = timedelta(hours=24)
     key_overlap: timedelta = timedelta(hours=24)
     max_body_bytes: int = 1024 * 1024
+    secret_reporting: SecretReporting = field(default_factory=SecretReporting)
 
     def __repr__(self) -> str:  # API keys stay out of logs and tracebacks
         return (
@@ -87,11 +88,15 @@ class Emulator:
     ) -> None:
         self.config = config or EmulatorConfig()
         self.clock: Clock = clock or SystemClock()
+        # The WebhookService's own time (create/update times, secret grace); the clock by
+        # default. Tests that simulate weeks of operator time set it to the operator's fake
+        # clock, while deliveries keep real timestamps that receivers accept.
+        self.service_clock: Clock = self.clock
         self.scale = TimeScale(self.config.time_scale)
         # In-process endpoint overrides (`host:port` or `namespace/name:port` -> `addr:port`);
         # merged over GEMINI_WEBHOOKS_SERVICE_ENDPOINTS at every delivery attempt.
         self.endpoint_overrides: dict[str, str] = {}
-        self.webhooks = WebhookStore()
+        self.webhooks = WebhookStore(self.config.secret_reporting)
         self.batches = batch_model.BatchStore()
         self.keys = KeyRing(self.clock.now())
         self.engine = DeliveryEngine(
@@ -272,6 +277,8 @@ class Emulator:
         r.add_post(f"{c}/batches/{{id}}", self._control_batch_method)
         r.add_put(f"{c}/batch-outcome", self._control_batch_outcome)
         r.add_post(f"{c}/signing-keys:rollover", self._control_key_rollover)
+        r.add_get(f"{c}/secret-reporting", self._control_get_reporting)
+        r.add_put(f"{c}/secret-reporting", self._control_put_reporting)
         r.add_get(f"{c}/endpoint-overrides", self._control_get_overrides)
         r.add_put(f"{c}/endpoint-overrides", self._control_put_overrides)
         return app
@@ -350,16 +357,16 @@ class Emulator:
 
     async def _create_webhook(self, request: web.Request) -> web.Response:
         new = decisions.parse_create(await self._body(request))
-        now = self.clock.now()
+        now = self.service_clock.now()
         webhook, secret = self.webhooks.create(new, now)
         log.info(json.dumps({"msg": "webhook created", "webhook_id": webhook.id}))
-        resource = webhook.resource(now)
+        resource = self.webhooks.show(webhook, now)
         resource["new_signing_secret"] = secret
         return _json(resource)
 
     async def _get_webhook(self, request: web.Request) -> web.Response:
         webhook = self.webhooks.get(request.match_info["id"])
-        return _json(webhook.resource(self.clock.now()))
+        return _json(self.webhooks.show(webhook, self.service_clock.now()))
 
     async def _list_webhooks(self, request: web.Request) -> web.Response:
         size = decisions.parse_page_size(
@@ -367,8 +374,8 @@ class Emulator:
         )
         token = request.query.get("page_token", request.query.get("pageToken")) or None
         items, next_token = self.webhooks.page(size, token)
-        now = self.clock.now()
-        body: dict[str, Any] = {"webhooks": [w.resource(now) for w in items]}
+        now = self.service_clock.now()
+        body: dict[str, Any] = {"webhooks": [self.webhooks.show(w, now) for w in items]}
         if next_token:
             body["next_page_token"] = next_token
         return _json(body)
@@ -381,13 +388,13 @@ class Emulator:
         body = await self._body(request)
         changes = decisions.parse_update({} if body is None else body, mask)
         self.webhooks.get(webhook_id)  # 404 before anything changes
-        webhook = self.webhooks.update(webhook_id, changes, self.clock.now())
+        webhook = self.webhooks.update(webhook_id, changes, self.service_clock.now())
         log.info(
             json.dumps(
                 {"msg": "webhook updated", "webhook_id": webhook.id, "fields": sorted(changes)}
             )
         )
-        return _json(webhook.resource(self.clock.now()))
+        return _json(self.webhooks.show(webhook, self.service_clock.now()))
 
     async def _delete_webhook(self, request: web.Request) -> web.Response:
         self.webhooks.delete(request.match_info["id"])
@@ -409,7 +416,10 @@ class Emulator:
     def _rotate(self, webhook_id: str, body: Any) -> web.Response:
         behavior = decisions.parse_revocation(body)
         secret = self.webhooks.rotate(
-            webhook_id, behavior, self.clock.now(), self.scale.delta(self.config.secret_grace)
+            webhook_id,
+            behavior,
+            self.service_clock.now(),
+            self.scale.delta(self.config.secret_grace),
         )
         log.info(
             json.dumps({"msg": "secret rotated", "webhook_id": webhook_id, "behavior": behavior})
@@ -579,6 +589,23 @@ class Emulator:
         key = self.keys.rollover(self.clock.now(), self.scale.delta(self.config.key_overlap))
         log.info(json.dumps({"msg": "signing key rolled over", "kid": key.kid}))
         return _json({"kid": key.kid})
+
+    async def _control_get_reporting(self, request: web.Request) -> web.Response:
+        return _json(self.webhooks.reporting.to_json())
+
+    async def _control_put_reporting(self, request: web.Request) -> web.Response:
+        body = await self._object_body(request)
+        unknown = set(body) - {"mode", "head", "tail"}
+        if unknown:
+            raise invalid_argument(f"unknown field {sorted(unknown)[0]!r}")
+        head, tail = body.get("head", 4), body.get("tail", 4)
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (head, tail)):
+            raise invalid_argument("head and tail must be integers")
+        try:
+            self.webhooks.reporting = SecretReporting(body.get("mode", "truncated"), head, tail)
+        except ValueError as error:
+            raise invalid_argument(str(error)) from None
+        return _json(self.webhooks.reporting.to_json())
 
     async def _control_get_overrides(self, request: web.Request) -> web.Response:
         return _json({"overrides": dict(self.endpoint_overrides)})

@@ -13,6 +13,7 @@ import sys
 from gemini_webhooks.contracts.delivery import GOOGLE_ISSUER
 
 from .app import Emulator, EmulatorConfig
+from .webhooks import REPORTING_MODES, SecretReporting
 
 API_KEY_ENV = "GEMINI_EMULATOR_API_KEYS"
 
@@ -22,6 +23,15 @@ def _positive(value: str) -> float:
     if not number > 0:
         raise argparse.ArgumentTypeError("must be a positive number")
     return number
+
+
+def _visible(value: str) -> tuple[int, int]:
+    head, sep, tail = value.partition(":")
+    if not sep or not head.isdigit() or not tail.isdigit():
+        raise argparse.ArgumentTypeError("expected HEAD:TAIL, e.g. 4:4")
+    if int(head) > 16 or int(tail) > 16:
+        raise argparse.ArgumentTypeError("at most 16 characters each")
+    return int(head), int(tail)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +66,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port-file", help="write the bound port to this file once listening (for --port 0)"
     )
+    parser.add_argument(
+        "--secret-reporting",
+        choices=REPORTING_MODES,
+        default="truncated",
+        help="how webhooks show signing_secrets (default truncated; see docs/emulator.md)",
+    )
+    parser.add_argument(
+        "--secret-visible",
+        type=_visible,
+        default=(4, 4),
+        metavar="HEAD:TAIL",
+        help="characters shown before and after '...' in truncated mode (default 4:4)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
 
 
@@ -70,6 +93,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         time_scale=args.time_scale,
         issuer=args.issuer,
         delivery_timeout=args.delivery_timeout,
+        secret_reporting=SecretReporting(args.secret_reporting, *args.secret_visible),
     )
 
 

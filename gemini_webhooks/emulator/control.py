@@ -139,6 +139,13 @@ class ControlClient:
         kid: str = self._call("POST", f"{PREFIX}/signing-keys:rollover")["kid"]
         return kid
 
+    def set_secret_reporting(self, mode: str, *, head: int = 4, tail: int = 4) -> dict[str, Any]:
+        """How webhooks show `signing_secrets` from now on: truncated (`head`/`tail`
+        characters visible), masked, empty or absent."""
+        body = {"mode": mode, "head": head, "tail": tail}
+        shown: dict[str, Any] = self._call("PUT", f"{PREFIX}/secret-reporting", json=body)
+        return shown
+
     def set_endpoint_overrides(self, overrides: Mapping[str, str]) -> None:
         """Replace the in-process endpoint overrides (`host:port` or `namespace/name:port`
         -> `address:port`)."""
@@ -216,6 +223,13 @@ class AsyncControlClient:
     async def rollover_signing_key(self) -> str:
         kid: str = (await self._call("POST", f"{PREFIX}/signing-keys:rollover"))["kid"]
         return kid
+
+    async def set_secret_reporting(
+        self, mode: str, *, head: int = 4, tail: int = 4
+    ) -> dict[str, Any]:
+        body = {"mode": mode, "head": head, "tail": tail}
+        shown: dict[str, Any] = await self._call("PUT", f"{PREFIX}/secret-reporting", json=body)
+        return shown
 
     async def set_endpoint_overrides(self, overrides: Mapping[str, str]) -> None:
         await self._call("PUT", f"{PREFIX}/endpoint-overrides", json={"overrides": dict(overrides)})

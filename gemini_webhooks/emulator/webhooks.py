@@ -14,9 +14,9 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
-from gemini_webhooks.contracts.signing_secret import SECRET_PREFIX, truncate_secret
+from gemini_webhooks.contracts.signing_secret import SECRET_PREFIX
 
 from . import decisions
 from .clock import rfc3339
@@ -26,6 +26,41 @@ from .errors import invalid_argument, not_found
 def new_signing_secret() -> str:
     """A Standard Webhooks secret: `whsec_` + base64 of 32 random bytes."""
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+ReportingMode = Literal["truncated", "masked", "empty", "absent"]
+REPORTING_MODES: tuple[str, ...] = get_args(ReportingMode)
+
+
+@dataclass(frozen=True)
+class SecretReporting:
+    """How the API shows `signing_secrets`: its own format, not the operator's.
+
+    `truncated`: `whsec_` + the first `head` and last `tail` characters of the secret's
+    body around `...` (4 and 4 by default); `masked`: `whsec_********` for every entry;
+    `empty`: an empty list; `absent`: no `signing_secrets` field at all. The real API's
+    choice is not documented: these let tests show the operator copes with each.
+    """
+
+    mode: ReportingMode = "truncated"
+    head: int = 4
+    tail: int = 4
+
+    def __post_init__(self) -> None:
+        if self.mode not in REPORTING_MODES:
+            raise ValueError(f"mode must be one of {', '.join(REPORTING_MODES)}")
+        if not (0 <= self.head <= 16 and 0 <= self.tail <= 16):
+            raise ValueError("head and tail must be between 0 and 16")
+
+    def show(self, secret: str) -> str:
+        if self.mode == "masked":
+            return SECRET_PREFIX + "*" * 8
+        body = secret.removeprefix(SECRET_PREFIX)
+        tail = body[len(body) - self.tail :] if self.tail else ""
+        return f"{SECRET_PREFIX}{body[: self.head]}...{tail}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "head": self.head, "tail": self.tail}
 
 
 @dataclass
@@ -47,15 +82,17 @@ class Webhook:
     def view(self) -> decisions.WebhookView:
         return decisions.WebhookView(self.id, self.state, tuple(self.subscribed_events))
 
-    def resource(self, now: datetime) -> dict[str, Any]:
+    def resource(
+        self, now: datetime, reporting: SecretReporting = SecretReporting()
+    ) -> dict[str, Any]:
         """The Webhook as the API shows it (never a full secret)."""
         signing: list[dict[str, Any]] = []
-        for entry in self.valid_secrets(now):
-            item: dict[str, Any] = {"truncated_secret": truncate_secret(entry.secret)}
+        for entry in self.valid_secrets(now) if reporting.mode != "empty" else ():
+            item: dict[str, Any] = {"truncated_secret": reporting.show(entry.secret)}
             if entry.expire_time is not None:
                 item["expire_time"] = rfc3339(entry.expire_time)
             signing.append(item)
-        return {
+        shown: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "uri": self.uri,
@@ -63,8 +100,10 @@ class Webhook:
             "state": self.state,
             "create_time": rfc3339(self.create_time),
             "update_time": rfc3339(self.update_time),
-            "signing_secrets": signing,
         }
+        if reporting.mode != "absent":
+            shown["signing_secrets"] = signing
+        return shown
 
 
 class PageTokens:
@@ -93,16 +132,22 @@ class PageTokens:
 
 
 class WebhookStore:
-    def __init__(self) -> None:
+    def __init__(self, reporting: SecretReporting | None = None) -> None:
+        self.default_reporting = reporting or SecretReporting()
         self._webhooks: dict[str, Webhook] = {}
         self._seq = itertools.count(1)
         self.tokens = PageTokens()
+        self.reporting = self.default_reporting
+
+    def show(self, webhook: Webhook, now: datetime) -> dict[str, Any]:
+        return webhook.resource(now, self.reporting)
 
     def __iter__(self) -> Iterator[Webhook]:
         return iter(list(self._webhooks.values()))
 
     def clear(self) -> None:
         self._webhooks.clear()
+        self.reporting = self.default_reporting
 
     def create(self, request: decisions.NewWebhook, now: datetime) -> tuple[Webhook, str]:
         secret = new_signing_secret()

@@ -58,6 +58,54 @@ def test_too_short_a_fingerprint_matches_nothing() -> None:
     assert not fmt.matches_truncated(SECRET, "whsec_a...b")
 
 
+def test_the_remote_knows_a_secret_one_of_its_entries_denotes() -> None:
+    reported = ("whsec_zzzz...zzzz", fmt.truncate_secret(SECRET))
+    assert fmt.remote_identity(SECRET, reported) == fmt.KNOWN
+
+
+def test_only_a_readable_list_without_the_secret_proves_it_unknown() -> None:
+    assert fmt.remote_identity(SECRET, (fmt.truncate_secret(OLD),)) == fmt.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    "reported",
+    [
+        (),  # absent or empty list
+        ("",),  # an entry without truncated_secret
+        ("whsec_********",),  # fully masked
+        ("********",),
+        ("whsec_ab...yz",),  # too few visible characters to tell
+        ("whsec_abcdef...",),
+        ("abcd...wxyz",),  # another prefix
+        ("fingerprint-1234",),  # no recognisable mask
+        (fmt.truncate_secret(OLD), "whsec_********"),  # one readable stranger, one masked
+    ],
+    ids=[
+        "empty",
+        "no-field",
+        "masked",
+        "masked-no-prefix",
+        "short",
+        "head-only-short",
+        "other-prefix",
+        "unrecognised",
+        "mixed",
+    ],
+)
+def test_an_unreadable_list_never_counts_as_proof_the_secret_is_unknown(
+    reported: tuple[str, ...],
+) -> None:
+    assert fmt.remote_identity(SECRET, reported) == fmt.UNVERIFIABLE
+
+
+def test_other_visible_lengths_still_identify_the_secret() -> None:
+    body = SECRET.removeprefix("whsec_")
+    for head, tail in ((8, 0), (6, 6), (0, 8), (12, 12)):
+        shown = f"whsec_{body[:head]}...{body[len(body) - tail :] if tail else ''}"
+        assert fmt.remote_identity(SECRET, (shown,)) == fmt.KNOWN, (head, tail)
+        assert fmt.remote_identity(OLD, (shown,)) == fmt.UNKNOWN, (head, tail)
+
+
 @pytest.mark.parametrize(
     "data",
     [
