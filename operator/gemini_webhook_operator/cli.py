@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
+import os
 
 from gemini_webhook_operator import ha, metrics, runtime
 from gemini_webhook_operator.kube import ClusterAccess
+from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhook_operator.runtime import RunConfig
 from gemini_webhook_operator.webhookservice import ServiceSettings
@@ -67,13 +70,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-timeout", type=float, default=10.0, help="seconds per API call")
     parser.add_argument("--receiver-image", help="image of the receivers the operator deploys")
     parser.add_argument("--cluster-domain", default="cluster.local")
+    parser.add_argument(
+        "--receiver-network-policy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give each receiver a NetworkPolicy (default: on)",
+    )
+    parser.add_argument(
+        "--receiver-public-namespace",
+        default=NetworkPolicySettings.ingress_controller_namespace,
+        help="namespace of the ingress controller, allowed on the receivers' public port "
+        "unless a resource names its own peers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--receiver-prometheus-namespace",
+        default=NetworkPolicySettings.prometheus_namespace,
+        help="namespace of the Prometheus scraping the receivers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--operator-namespace",
+        help="the operator's namespace, allowed on the receivers' internal port "
+        "(default: $POD_NAMESPACE; unset: operator pods in any namespace)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    receiver = ReceiverSettings(cluster_domain=args.cluster_domain)
+    network_policy = NetworkPolicySettings(
+        enabled=args.receiver_network_policy,
+        ingress_controller_namespace=args.receiver_public_namespace,
+        operator_namespace=args.operator_namespace or os.environ.get("POD_NAMESPACE") or None,
+        prometheus_namespace=args.receiver_prometheus_namespace,
+    )
+    receiver = ReceiverSettings(cluster_domain=args.cluster_domain, network_policy=network_policy)
     if args.receiver_image:
-        receiver = ReceiverSettings(image=args.receiver_image, cluster_domain=args.cluster_domain)
+        receiver = dataclasses.replace(receiver, image=args.receiver_image)
     if args.drift_interval <= 0:
         raise SystemExit("--drift-interval must be positive")
     if not 0 <= args.drift_jitter < 1:

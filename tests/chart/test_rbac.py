@@ -3,11 +3,13 @@ really makes.
 
 The operator runs as a subprocess with the command line the chart renders (ports moved to
 loopback), against the kube sandbox and the emulator, through a GeminiWebhook's life:
-create with a receiver, rotation by annotation, scale-out of the receiver, a spec change,
-deletion, and a graceful stop. The sandbox's audit records every request as
-`(verb, api_group, resource, subresource, namespace)`; the test's own requests are
-accounted for one by one and taken out. Every remaining call must be allowed by the
-rendered rules (nothing missing), and every rule must have been used (nothing unused).
+create with a receiver exposed through an Ingress (the test admits it, as the ingress
+controller would), rotation by annotation, a switch to a Gateway API HTTPRoute, scale-out
+of the receiver, a spec change, deletion, and a graceful stop. The sandbox's audit records
+every request as `(verb, api_group, resource, subresource, namespace)`; the test's own
+requests are accounted for one by one and taken out. Every remaining call must be allowed
+by the rendered rules (nothing missing), and every rule must have been used (nothing
+unused).
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.kubesandbox import AuditEntry
 from tests.chart.rendering import RELEASE_NAMESPACE, ROOT, find, manifests
+from tests.fixtures import gateway_api
 from tests.fixtures.kube import KUBECTL
 
 pytestmark = [pytest.mark.real_component, pytest.mark.sandbox_only, pytest.mark.timeout(120)]
 
 NAMESPACE = "team-a"
 WEBHOOK = "orders"
+EXPOSED = {"host": "hooks.example.com", "path": "/"}
 GW_PATH = f"/apis/{crd.API_GROUP}/{crd.VERSION}/namespaces/{NAMESPACE}/{crd.PLURAL}"
 
 Permission = tuple[str, str, str]  # (api group, resource[/subresource], verb)
@@ -168,6 +172,7 @@ def lifecycle(
             *peering,
         ]
         _kubectl(kube, tmp_path, "apply", "-f", str(ROOT / "crds"))
+        gateway_api.install(kube)
         _kubectl(kube, tmp_path, "apply", "-f", "-", stdin=yaml.safe_dump_all(setup))
 
         start = len(kube.audit)
@@ -200,17 +205,36 @@ def lifecycle(
             "kind": crd.KIND,
             "metadata": {"name": WEBHOOK, "namespace": NAMESPACE},
             "spec": {
-                "url": "https://hooks.example.com/orders",
                 "events": ["batch.succeeded"],
                 "apiKeySecretRef": {"name": "gemini-api-key"},
                 "apiBaseUrl": emulator.base_url,
                 "receiver": {
                     "enabled": True,
                     "defaultRoute": {"targets": [{"url": "http://consumer.team-a.svc:8080/"}]},
+                    "expose": {"ingress": {**EXPOSED, "tls": {"secretName": "hooks-tls"}}},
                 },
             },
         }
         side.request(AuditEntry("create", *gw, "", NAMESPACE), "POST", GW_PATH, body)
+        ingresses = f"/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/ingresses"
+        receiver_name = receiver_resources.receiver_name(WEBHOOK)
+        side.wait(
+            "the Ingress",
+            lambda: (
+                side.get(
+                    AuditEntry("get", "networking.k8s.io", "ingresses", "", NAMESPACE),
+                    f"{ingresses}/{receiver_name}",
+                )
+                is not None
+            ),
+        )
+        side.request(  # the ingress controller's part
+            AuditEntry("patch", "networking.k8s.io", "ingresses", "status", NAMESPACE),
+            "PATCH",
+            f"{ingresses}/{receiver_name}/status",
+            {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}},
+            "application/merge-patch+json",
+        )
         side.wait("Ready", ready)
 
         # Rotation requested by annotation; done when the operator removes it and names it
@@ -263,12 +287,21 @@ def lifecycle(
         def pdbs() -> int:
             return count("policy", "v1", "poddisruptionbudgets")
 
+        # The same URL through a Gateway: the Ingress is pruned, the HTTPRoute created.
         receiver = body["spec"]["receiver"]
+        gateway = {"parentRefs": [{"name": "public"}], "hostnames": [EXPOSED["host"]]}
+        receiver = {**receiver, "expose": {"ingress": None, "httpRoute": {**gateway, "path": "/"}}}
+        change(
+            {"receiver": receiver},
+            "switch to an HTTPRoute",
+            lambda: count("networking.k8s.io", "v1", "ingresses") == 0,
+        )
+        receiver["expose"] = {"httpRoute": receiver["expose"]["httpRoute"]}
         change({"receiver": {**receiver, "replicas": 2}}, "scale-out", lambda: pdbs() == 1)
         change({"events": ["batch.succeeded", "batch.failed"]}, "subscription", lambda: True)
         change({"receiver": {**receiver, "replicas": 1}}, "scale-in", lambda: pdbs() == 0)
         change(
-            {"receiver": {**receiver, "enabled": False}},
+            {"url": "https://hooks.example.com/orders", "receiver": {**receiver, "enabled": False}},
             "receiver removal",
             lambda: count("apps", "v1", "deployments") == 0,
         )

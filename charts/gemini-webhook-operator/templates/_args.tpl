@@ -8,6 +8,14 @@
 - --api-rate={{ .Values.operator.apiRate }}
 - --api-timeout={{ .Values.operator.apiTimeout }}
 - --cluster-domain={{ .Values.operator.clusterDomain }}
+{{- with .Values.receivers.networkPolicy }}
+{{- if .enabled }}
+- --receiver-public-namespace={{ .ingressControllerNamespace }}
+- --receiver-prometheus-namespace={{ .prometheusNamespace }}
+{{- else }}
+- --no-receiver-network-policy
+{{- end }}
+{{- end }}
 {{- with .Values.operator.apiBaseUrl }}
 - --api-base-url={{ . }}
 {{- end }}

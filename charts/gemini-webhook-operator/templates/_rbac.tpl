@@ -35,6 +35,15 @@ nothing unused).
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["list", "create", "patch", "delete"]
+# `spec.receiver.expose` (an Ingress or a Gateway API HTTPRoute) and the receiver's
+# NetworkPolicy. The stored route comes back from create/patch with its status, so there
+# is no `get`; HTTPRoutes are listed (for pruning) even where the Gateway API is absent.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses", "networkpolicies"]
+  verbs: ["list", "create", "patch", "delete"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["list", "create", "patch", "delete"]
 # Events about each resource.
 - apiGroups: [""]
   resources: ["events"]
