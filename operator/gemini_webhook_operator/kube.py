@@ -71,7 +71,10 @@ class ClusterAccess:
             kubernetes.config.load_kube_config(
                 config_file=path, context=context, client_configuration=configuration
             )
-        authorization = (configuration.api_key or {}).get("authorization", "")
+        # The client keeps a kubeconfig's or a pod's token under `BearerToken` (older
+        # releases: `authorization`), already prefixed.
+        keys = configuration.api_key or {}
+        authorization = keys.get("BearerToken") or keys.get("authorization") or ""
         token = authorization.removeprefix("Bearer ").strip() or None
         return cls(
             server=configuration.host,

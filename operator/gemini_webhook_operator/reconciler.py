@@ -71,6 +71,7 @@ REASON_CLAIMED = "WebhookClaimedByAnotherResource"
 REASON_DISABLED_BY_FAILURES = "DisabledDueToFailedDeliveries"
 REASON_STATE_PENDING = "RemoteStateDiffers"
 REASON_KUBE_ERROR = "KubernetesAPIError"
+REASON_KUBE_FORBIDDEN = "KubernetesForbidden"
 REASON_RECEIVER_INVALID = "InvalidReceiver"
 REASON_PROGRESSING = "Progressing"
 
@@ -236,6 +237,17 @@ async def reconcile(
         retry = _retry_for(op, error)
         return _failure(report, outcome, error.reason, str(error), retry_after=retry, ready=None)
     except KubeError as error:
+        if error.status == 403:
+            # RBAC refused a call: it stays refused until someone grants the rule, so wait
+            # as for a refused API key rather than retrying at the error backoff.
+            return _failure(
+                report,
+                outcome,
+                REASON_KUBE_FORBIDDEN,
+                str(error),
+                retry_after=op.settings.auth_retry,
+                ready=None,
+            )
         return _failure(
             report,
             outcome,

@@ -1,0 +1,116 @@
+"""Least privilege, enforced by kube-apiserver: the operator runs as a ServiceAccount
+holding the chart's rules minus one, and the refusal surfaces as a condition and one
+Warning Event — not a crash, not a hot loop — and heals when the rule is granted.
+
+(The rest of the suite, on the real control plane, runs every operator as the chart's
+own ServiceAccount: that it passes is the proof that the chart's rules are enough.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gemini_webhook_operator import receiver_resources
+from tests.fixtures.control_plane import (
+    OPERATOR_KUBECONFIG_ENV,
+    chart_rbac,
+    kubectl,
+    operator_identity,
+)
+from tests.operator.harness import Cluster, is_ready, operator_running, resource, synced_reason
+
+pytestmark = [pytest.mark.real_cluster_only, pytest.mark.real_component]
+
+DEPLOYMENTS = {"apiGroups": ["apps"], "resources": ["deployments"]}
+
+
+def _without_rule(rbac: list[dict[str, Any]], suffix: str) -> list[dict[str, Any]]:
+    """The chart's RBAC, renamed (so it does not touch the suite's own), minus the rule on
+    Deployments."""
+    changed = []
+    for obj in copy.deepcopy(rbac):
+        obj["metadata"]["name"] += suffix
+        if obj["kind"] in ("ClusterRole", "Role"):
+            obj["rules"] = [
+                r for r in obj["rules"] if {k: r.get(k) for k in DEPLOYMENTS} != DEPLOYMENTS
+            ]
+        if obj["kind"] in ("ClusterRoleBinding", "RoleBinding"):
+            obj["roleRef"]["name"] += suffix
+            for subject in obj["subjects"]:
+                subject["name"] += suffix
+        changed.append(obj)
+    return changed
+
+
+def _server_and_ca(kubeconfig: Path) -> tuple[str, Path]:
+    config = yaml.safe_load(kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    return cluster["server"], Path(cluster["certificate-authority"])
+
+
+async def test_a_missing_rule_is_a_condition_and_one_event_then_heals_when_granted(
+    gemini: Cluster, emulator: Any, kube: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suffix = f"-nodeploy-{uuid.uuid4().hex[:5]}"
+    rbac = _without_rule(chart_rbac(), suffix)
+    assert all(DEPLOYMENTS["resources"][0] not in str(r) for r in rbac if "rules" in r)
+    server, ca = _server_and_ca(kube.kubeconfig)
+    kubeconfig = operator_identity(kube.kubeconfig, server, ca, tmp_path / "op.kubeconfig", rbac)
+    monkeypatch.setenv(OPERATOR_KUBECONFIG_ENV, str(kubeconfig))
+
+    receiver = {
+        "enabled": True,
+        "defaultRoute": {"targets": [{"url": "https://consumer.example.com/events"}]},
+    }
+    body = resource("rbac-missing", "unused", emulator.base_url, receiver=receiver)
+    del body["spec"]["url"]
+    async with operator_running(kube, auth_retry=3.0) as running:
+        await gemini.apply(body)
+        obj = await gemini.wait_for(
+            "rbac-missing", lambda o: synced_reason(o) == "KubernetesForbidden", timeout=30
+        )
+        synced = next(c for c in obj["status"]["conditions"] if c["type"] == "Synced")
+        assert "deployments" in synced["message"] and "forbidden" in synced["message"].lower()
+        event = await gemini.wait_event("rbac-missing", {"KubernetesForbidden"})
+        assert event["type"] == "Warning"
+
+        # No hot loop: each retry writes kopf's progress to the object, so its
+        # resourceVersion moves once per attempt; over 9 s at most one per auth_retry (3 s)
+        # plus the one in flight (the error backoff, 0.5 s, would move it ~18 times); and
+        # still exactly one Event (posted when the reason first appeared).
+        versions = await _versions_during(gemini, "rbac-missing", 9.0)
+        assert len(versions) <= 9 / 3 + 2, versions
+        events = [
+            e
+            for e in await gemini.events(about="rbac-missing")
+            if e.get("reason") == "KubernetesForbidden"
+        ]
+        assert len(events) == 1 and events[0].get("count", 1) == 1, events
+        assert not running.task.done(), "the operator stopped"
+
+        # Granting the rule heals it without a restart.
+        role = next(r for r in rbac if r["kind"] == "ClusterRole")
+        role["rules"].append({**DEPLOYMENTS, "verbs": ["list", "create", "patch", "delete"]})
+        kubectl(kube.kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(role))
+        await gemini.wait_for("rbac-missing", is_ready, timeout=30)
+        name = receiver_resources.receiver_name("rbac-missing")
+        assert await gemini.client.get("Deployment", "default", name) is not None
+
+
+async def _versions_during(gemini: Cluster, name: str, seconds: float) -> list[str]:
+    seen: list[str] = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        found = await gemini.get(name)
+        version = (found or {}).get("metadata", {}).get("resourceVersion", "")
+        if version and (not seen or seen[-1] != version):
+            seen.append(version)
+        await asyncio.sleep(0.05)
+    return seen
