@@ -566,10 +566,13 @@ class KubeSandbox(kmock.RawHandler):
         as_table = _wants_table(request.headers)
         timeout: float | None = None
         if params.get("timeoutSeconds"):
-            try:
-                timeout = float(params["timeoutSeconds"])
+            raw_timeout = params["timeoutSeconds"]
+            try:  # an integer, as kube-apiserver parses it: "5.0" is refused
+                timeout = float(int(raw_timeout, 10))
             except ValueError:
-                raise errors.bad_request("timeoutSeconds must be a number") from None
+                raise errors.bad_request(
+                    f'strconv.ParseInt: parsing "{raw_timeout}": invalid syntax'
+                ) from None
         since = params.get("resourceVersion", "")
         watch = Watch(rtype.store_key, rtype, ns, predicate)
         backlog: list[tuple[str, Obj]] = []

@@ -38,6 +38,7 @@ class RunConfig:
     api_key_retry: float = 60.0
     auth_retry: float = 300.0
     error_backoff: float = 10.0  # seconds before retrying a transient failure
+    heal_interval: float = 3600.0  # at most one healing rotation per resource this often
     watch_timeout: float = 300.0  # server-side timeout of kopf's watch requests
     exit_timeout: float = 2.0  # how long workers may finish their queue at shutdown
 
@@ -62,12 +63,25 @@ def build_operator(
             api_key_retry=config.api_key_retry,
             auth_retry=config.auth_retry,
             error_backoff=config.error_backoff,
+            heal_interval=config.heal_interval,
         ),
         receiver_settings=config.receiver,
     )
     if step is not None:
         op.step = step
     return op
+
+
+def kopf_settings(config: RunConfig) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings)
+    # kube-apiserver parses timeoutSeconds as an integer: "300.0" is a 400 Bad Request,
+    # and kopf sends the value as it is given.
+    settings.watching.server_timeout = max(1, round(config.watch_timeout))
+    settings.watching.client_timeout = config.watch_timeout + 30
+    settings.queueing.exit_timeout = config.exit_timeout
+    settings.background.instant_exit_timeout = min(0.1, config.exit_timeout)
+    return settings
 
 
 async def run(
@@ -91,12 +105,7 @@ async def run(
     def login(**_: Any) -> kopf.ConnectionInfo:
         return access.connection_info()
 
-    settings = kopf.OperatorSettings()
-    handlers.configure(settings)
-    settings.watching.server_timeout = config.watch_timeout
-    settings.watching.client_timeout = config.watch_timeout + 30
-    settings.queueing.exit_timeout = config.exit_timeout
-    settings.background.instant_exit_timeout = min(0.1, config.exit_timeout)
+    settings = kopf_settings(config)
     checker = health.HealthChecker(
         metrics=op.metrics,
         clock=op.clock.now,

@@ -252,3 +252,13 @@ def test_a_client_resuming_from_bookmarks_misses_no_event(kube_sandbox: Kube, ap
         seen.append(int(event["object"]["metadata"]["resourceVersion"]))
     assert len(written) > 50
     assert sorted(set(written) - set(seen)) == []
+
+
+def test_a_fractional_watch_timeout_is_a_400_as_kube_apiserver_parses_an_integer(
+    api: Api,
+) -> None:
+    """kopf sends `timeoutSeconds` as given; our operator once gave it 300.0 and every
+    watch failed on a real API server while the sandbox accepted it."""
+    reply = api.get(CONFIGMAPS, query={"watch": "true", "timeoutSeconds": "5.0"})
+    assert reply.status == 400
+    assert "5.0" in reply.body["message"]

@@ -39,3 +39,11 @@ def test_a_token_file_is_read(tmp_path: Path) -> None:
     token_file.write_text("file-token\n")
     access = ClusterAccess.load(str(_kubeconfig(tmp_path, {"tokenFile": str(token_file)})))
     assert access.token == "file-token"
+
+
+def test_the_watch_timeout_kopf_sends_is_a_whole_number_of_seconds() -> None:
+    from gemini_webhook_operator import runtime
+
+    settings = runtime.kopf_settings(runtime.RunConfig(watch_timeout=5.4))
+    assert settings.watching.server_timeout == 5
+    assert isinstance(settings.watching.server_timeout, int)
