@@ -27,7 +27,10 @@ What an HTTP server owes its clients is kept, each bounded:
 - on shutdown idle connections are closed at once and busy ones after their answer.
 
 A rejection decided before the request was read to its end (413, 431, 408, 400) closes
-the connection after the answer, lingering briefly so that the client can read it.
+the connection after the answer, lingering briefly so that the client can read it. If
+requests read before it are still being answered, it waits for them (their answers come
+first, in order: the client learns which events were taken) with reading paused; so does
+a 100 Continue.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import NamedTuple
 
 import httptools
 import orjson
@@ -108,6 +112,20 @@ class _Date:
             self._second = second
             self._value = formatdate(second, usegmt=True).encode()
         return self._value
+
+
+class _Answer(NamedTuple):
+    """An answer decided while reading (a refusal, or 100 Continue), queued behind the
+    requests read before it, whose answers must come first (RFC 9112 §9.3.2)."""
+
+    status: int
+    body: bytes = b""
+    extra: bytes = b""
+    head_only: bool = False
+
+
+_CONTINUE = _Answer(100)
+_CONTINUE_BYTES = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _Request:
@@ -181,19 +199,25 @@ class _Connection(asyncio.Protocol):
         self.head_size = 0
         self.head_bytes = 0
         self.in_head = True  # between requests or inside a head
-        self.pending: deque[_Request] = deque()
+        self.pending: deque[_Request | _Answer] = deque()
         self.worker: asyncio.Task[None] | None = None
         # Reading a head or a body must end by `deadline` (loop time); None while a request
         # is being answered. One lazy timer: moving the deadline later costs no re-arming.
         self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.done = False  # no more requests are read on this connection
+        self.closed = False  # ... nor answers written: the transport is closed or lost
         self.discarded = 0  # bytes received after that (while lingering)
         # Reading pauses while too many requests wait (pipelining) or while the client does
         # not read our answers (the transport's write buffer is over its high-water mark):
         # either way what a client can make us hold is bounded.
         self.queue_full = False
         self.writes_blocked = False
+        # Reading also pauses while a refusal waits behind earlier answers (what the
+        # client still sends waits in the kernel until the refusal is written), and
+        # while a 100 Continue does (the body is not yet due).
+        self.owing = False
+        self.continue_owed = False
         self.reading = True
 
     # ---- asyncio.Protocol ------------------------------------------------------------
@@ -214,7 +238,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        self.done = True
+        self.done = self.closed = True
         self._disarm()
         # A delivery under way runs to its end (it is acknowledged or not by its own
         # outcome); only its answer has nowhere to go.
@@ -229,14 +253,26 @@ class _Connection(asyncio.Protocol):
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        except httptools.HttpParserUpgrade:
+            # llhttp stops after the message that asks to switch protocols; none is
+            # offered, so the refusal is that request's answer, not an addition to it.
+            if self.request is None and self.pending and not self.done:
+                self.pending.pop()
+            self._refuse(reasons.MALFORMED_REQUEST)
+            return
+        except httptools.HttpParserError:
             self._refuse(reasons.MALFORMED_REQUEST)  # the sender's bytes are not logged
             return
         if self.done:
             return
         if self.in_head and self.head_bytes > MAX_HEAD_BYTES:
             self._refuse(reasons.HEAD_TOO_LARGE)
-        elif not self.in_head and self.request is not None and self.deadline is None:
+        elif (
+            not self.in_head
+            and self.request is not None
+            and self.deadline is None
+            and not self.continue_owed
+        ):
             self._expect_by()  # the body is still coming
 
     def pause_writing(self) -> None:
@@ -248,7 +284,7 @@ class _Connection(asyncio.Protocol):
         self._update_reading()
 
     def _update_reading(self) -> None:
-        reading = not (self.queue_full or self.writes_blocked)
+        reading = not (self.queue_full or self.writes_blocked or self.owing)
         if reading == self.reading or self.transport is None or self.transport.is_closing():
             return
         self.reading = reading
@@ -302,14 +338,18 @@ class _Connection(asyncio.Protocol):
             return
         expect = request.headers.get("expect")
         if expect is not None and parser.get_http_version() == "1.1":
-            if not self._route_ok(request):
-                return
-            if expect.lower() != "100-continue":
-                self._finish_with(417, _EXPECTATION)
-                return
-            assert self.transport is not None
-            self.batch.flush()  # after the answers queued before it
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            wrong = self._misrouted(request)
+            if wrong is not None:
+                self._finish_with(wrong)
+            elif expect.lower() != "100-continue":
+                self._finish_with(_Answer(417, _EXPECTATION))
+            elif self.worker is None and not self.pending:
+                assert self.transport is not None
+                self.batch.flush()  # after the answers queued before it
+                self.transport.write(_CONTINUE_BYTES)
+            else:
+                self.pending.append(_CONTINUE)  # the body is due once it is written
+                self.continue_owed = True
 
     def on_body(self, chunk: bytes) -> None:
         if self.done:
@@ -349,10 +389,18 @@ class _Connection(asyncio.Protocol):
                 if self.queue_full and len(pending) < MAX_PIPELINED // 2:
                     self.queue_full = False
                     self._update_reading()
-                if not self._route_ok(request):
+                if isinstance(request, _Answer):
+                    if request is not _CONTINUE:
+                        self._close_with(request)
+                        return
+                    self._continue(bool(pending))
+                    continue
+                wrong = self._misrouted(request)
+                if wrong is not None:
+                    self._close_with(wrong)
                     return
                 status, body = await self.server.deliver(request.headers, request.body)
-                if self.done:
+                if self.closed:
                     return
                 keep_alive = request.keep_alive and not self.server.closing
                 self._write(status, body, keep_alive)
@@ -364,16 +412,25 @@ class _Connection(asyncio.Protocol):
         if not self.done and self.deadline is None:
             self._expect_by()  # the next request's head (or the rest of a body) is due
 
-    def _route_ok(self, request: _Request) -> bool:
+    def _misrouted(self, request: _Request) -> _Answer | None:
         if target_path(request.target) != self.server.path:
-            self._finish_with(404, _NOT_FOUND)
-            return False
+            return _Answer(404, _NOT_FOUND)
         if request.method != b"POST":
             # An answer to HEAD carries the headers of the body it does not have.
             head = request.method == b"HEAD"
-            self._finish_with(405, _NOT_ALLOWED, b"allow: POST\r\n", head_only=head)
-            return False
-        return True
+            return _Answer(405, _NOT_ALLOWED, b"allow: POST\r\n", head)
+        return None
+
+    def _continue(self, body_received: bool) -> None:
+        """The 100 Continue that waited for the answers before it, unless the body came
+        anyway (the request or a refusal of it is queued behind): then it is moot."""
+        self.continue_owed = False
+        if body_received or self.done:
+            return
+        assert self.transport is not None
+        self.batch.flush()
+        self.transport.write(_CONTINUE_BYTES)
+        self._expect_by()  # the body is due from now
 
     def _write(
         self,
@@ -405,22 +462,35 @@ class _Connection(asyncio.Protocol):
             self.batch.flush()  # earlier answers first
             self.transport.write(answer)
 
-    def _finish_with(
-        self, status: int, body: bytes, extra: bytes = b"", head_only: bool = False
-    ) -> None:
-        """Answer and close, possibly before the request was read to its end.
+    def _finish_with(self, answer: _Answer) -> None:
+        """Stop reading requests and answer, possibly before the request was read to its
+        end: at once, or after the answers still owed to the requests before it."""
+        if self.done:
+            return
+        self.done = True
+        self._disarm()
+        if self.worker is None and not self.pending:
+            self._close_with(answer)
+            return
+        self.pending.append(answer)
+        self.owing = True
+        self._update_reading()
+
+    def _close_with(self, answer: _Answer) -> None:
+        """Answer and close.
 
         The client may still be sending: closing at once would make the kernel answer its
         next bytes with a reset, which can destroy our answer before the client reads it.
         So our side is shut (the answer is followed by EOF) and what still arrives is read
         and dropped, for at most `LINGER_SECONDS` and `LINGER_BYTES`, as web servers do.
         """
-        if self.done:
-            return
         self.done = True
         self._disarm()
-        self._write(status, body, False, extra, head_only)
+        self._write(answer.status, answer.body, False, answer.extra, answer.head_only)
         assert self.transport is not None
+        if self.owing:
+            self.owing = False
+            self._update_reading()  # to drop what arrives while lingering
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self.timer = self.loop.call_later(LINGER_SECONDS, self.abort)
@@ -430,7 +500,7 @@ class _Connection(asyncio.Protocol):
     def _refuse(self, rejection: Rejection, msg_id: str | None = None) -> None:
         if self.done:
             return
-        self._finish_with(rejection.status, self.server.reject(rejection, msg_id))
+        self._finish_with(_Answer(rejection.status, self.server.reject(rejection, msg_id)))
 
     # ---- timers and shutdown ---------------------------------------------------------
 
@@ -471,7 +541,7 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Close now; what is already written still goes out first."""
-        self.done = True
+        self.done = self.closed = True
         self._disarm()
         if self.transport is not None:
             self.transport.close()

@@ -6,6 +6,7 @@ Raw sockets, so that what is on the wire is exactly what a test says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -177,6 +178,125 @@ async def test_an_absolute_form_target_without_a_path_is_the_root(
 )
 def test_the_path_of_a_request_target(target: bytes, path: bytes | None) -> None:
     assert target_path(target) == path
+
+
+def _head_only(secret: str, extra: str = "", target: str = "/") -> tuple[bytes, bytes]:
+    """A request's head (with `extra` fields) and, apart, the body it announces."""
+    raw, _ = _request(secret, extra=extra, target=target)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head + b"\r\n\r\n", body
+
+
+_BAD_AFTER_GOOD = {
+    "malformed": (b"POST / HTTP/1.1\r\nbad header: x\r\n\r\n", 400, "malformed_request"),
+    "oversized": (
+        b"POST / HTTP/1.1\r\nhost: r\r\ncontent-length: 99999999\r\n\r\n" + b"x" * 4096,
+        413,
+        "body_too_large",
+    ),
+    "head_too_large": (
+        b"POST / HTTP/1.1\r\nhost: r\r\nx-big: " + b"a" * (MAX_HEAD_BYTES + 300),
+        431,
+        "head_too_large",
+    ),
+    "chunked_oversized": (
+        b"POST / HTTP/1.1\r\nhost: r\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"fffff\r\n" + b"x" * (2 * 1024 * 1024),
+        413,
+        "body_too_large",
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", list(_BAD_AFTER_GOOD))
+@pytest.mark.parametrize("slow_target", [False, True])
+async def test_pipelined_good_requests_are_answered_before_a_later_bad_one(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    bad: str,
+    slow_target: bool,
+) -> None:
+    """A client must learn that the events before the bad request were taken: their 200s
+    come first, in order, then the 4xx, then the connection closes."""
+    path, secret = secrets_file
+    target.delay = 0.2 if slow_target else 0.0
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    good = [_request(secret) for _ in range(3)]
+    raw, status, reason = _BAD_AFTER_GOOD[bad]
+    # The bad request starts with the good ones and ends in a later read.
+    writer.write(b"".join(r for r, _ in good) + raw[:200])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    with contextlib.suppress(ConnectionError):
+        writer.write(raw[200:])
+        await writer.drain()
+    answers = [await _answer(reader) for _ in range(4)]
+    assert [(s, json.loads(b).get("error")) for s, _, b in answers] == [(200, None)] * 3 + [
+        (status, reason)
+    ]
+    assert answers[-1][1]["connection"] == "close"
+    assert await _closed(reader)
+    writer.close()
+    assert target.ids() == [msg_id for _, msg_id in good]
+
+
+async def test_a_pipelined_request_for_another_path_with_expect_is_answered_in_turn(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    target.delay = 0.2
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    good, msg_id = _request(secret)
+    head, _ = _head_only(secret, "expect: 100-continue\r\n", target="/elsewhere")
+    writer.write(good + head)
+    assert [(await _answer(reader))[0] for _ in range(2)] == [200, 404]
+    assert await _closed(reader)
+    writer.close()
+    assert target.ids() == [msg_id]
+
+
+async def test_a_100_continue_for_a_pipelined_request_comes_after_the_earlier_answers(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    target.delay = 0.2
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    good, first = _request(secret)
+    head, body = _head_only(secret, "expect: 100-continue\r\n")
+    writer.write(good + head)
+    assert (await _answer(reader))[0] == 200
+    continued = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert continued == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    assert (await _answer(reader))[0] == 200
+    writer.close()
+    assert len(target.ids()) == 2 and target.ids()[0] == first
+
+
+async def test_a_pipelined_body_that_stops_coming_gets_408_after_the_earlier_answer(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    target.delay = 0.2
+    client = await start_receiver(
+        base_config(target.url, path, limits={"read_timeout_seconds": 0.4})
+    )
+    reader, writer = await _connect(client.running.public_port)
+    good, msg_id = _request(secret)
+    head, body = _head_only(secret)
+    writer.write(good + head + body[:5])
+    answers = [await _answer(reader) for _ in range(2)]
+    assert [(s, json.loads(b).get("error")) for s, _, b in answers] == [
+        (200, None),
+        (408, "read_timeout"),
+    ]
+    assert await _closed(reader)
+    writer.close()
+    assert target.ids() == [msg_id]
 
 
 async def test_http_1_0_and_connection_close_are_answered_then_closed(
