@@ -29,7 +29,7 @@ from gemini_webhooks.contracts.delivery import (
 
 from . import batches as batch_model
 from . import decisions
-from .clock import Clock, SystemClock, TimeScale
+from .clock import Clock, SystemClock, TimeScale, WallClock
 from .delivery import DeliveryEngine, DeliverySettings
 from .errors import ApiError, invalid_argument, not_found, permission_denied, unauthenticated
 from .keys import KeyRing
@@ -91,7 +91,7 @@ class Emulator:
         # The WebhookService's own time (create/update times, secret grace); the clock by
         # default. Tests that simulate weeks of operator time set it to the operator's fake
         # clock, while deliveries keep real timestamps that receivers accept.
-        self.service_clock: Clock = self.clock
+        self.service_clock: WallClock = self.clock
         self.scale = TimeScale(self.config.time_scale)
         # In-process endpoint overrides (`host:port` or `namespace/name:port` -> `addr:port`);
         # merged over GEMINI_WEBHOOKS_SERVICE_ENDPOINTS at every delivery attempt.

@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
-class Clock(Protocol):
+class WallClock(Protocol):
     def now(self) -> datetime: ...
 
+
+class Clock(WallClock, Protocol):
     async def sleep(self, seconds: float) -> None: ...
 
 

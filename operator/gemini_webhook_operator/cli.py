@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="spread of the drift checks, as a fraction of the interval (default 0.1)",
     )
     parser.add_argument(
+        "--heal-interval",
+        type=float,
+        default=3600.0,
+        help="seconds: at most one healing rotation per resource this often (default 3600)",
+    )
+    parser.add_argument(
         "--api-base-url",
         help="default Gemini API base URL (resources may override it with spec.apiBaseUrl)",
     )
@@ -109,10 +115,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise SystemExit("--drift-interval must be positive")
     if not 0 <= args.drift_jitter < 1:
         raise SystemExit("--drift-jitter must be in [0, 1)")
+    if not args.heal_interval >= 0:  # also refuses NaN
+        raise SystemExit("--heal-interval must be zero or more seconds")
     return RunConfig(
         namespaces=tuple(args.namespace),
         drift_interval=args.drift_interval,
         drift_jitter=args.drift_jitter,
+        heal_interval=args.heal_interval,
         default_api_base_url=args.api_base_url,
         peering_name=args.peering,
         priority=args.priority if args.priority is not None else ha.seniority_priority(),

@@ -18,7 +18,14 @@ import kopf
 from gemini_webhook_operator import conditions, health
 from gemini_webhook_operator.kube import KubeError, read_signing_secret
 from gemini_webhook_operator.model import InvalidSpecError, parse
-from gemini_webhook_operator.reconciler import Claim, Operator, Outcome, delete, reconcile
+from gemini_webhook_operator.reconciler import (
+    REASON_KUBE_ERROR,
+    Claim,
+    Operator,
+    Outcome,
+    delete,
+    reconcile,
+)
 from gemini_webhook_operator.webhookservice import WebhookServiceError
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import API_GROUP, truncate_secret
@@ -118,6 +125,8 @@ def _write_back(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
         patch.status[key] = value
     for annotation in outcome.remove_annotations:
         patch.metadata.annotations[annotation] = None
+    for annotation, value in outcome.annotations.items():
+        patch.metadata.annotations[annotation] = value
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)
 
@@ -129,9 +138,16 @@ async def _run(
     if body.metadata.get("deletionTimestamp"):
         return  # the finalizer owns a resource being deleted: never recreate anything now
     async with op.lock(str(body.metadata.uid)):
-        with op.metrics.time_reconcile(handler):
+        with op.metrics.time_reconcile(handler) as record:
             outcome = await reconcile(op, body, claims=_ClaimsView(webhook_claims))
             _write_back(body, patch, outcome)
+            if outcome.error is not None:
+                record.failed(outcome.error, retry=outcome.retry_after is not None)
+            op.metrics.webhooks.set_conditions(
+                str(body.metadata.namespace),
+                str(body.metadata.name),
+                outcome.status.get("conditions") or [],
+            )
             if outcome.retry_after is not None:
                 raise kopf.TemporaryError(
                     f"{outcome.error or 'retry'}: will retry", delay=outcome.retry_after
@@ -182,10 +198,14 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     async def finalize(body: kopf.Body, memo: Any, **_: Any) -> None:
         op: Operator = memo.operator
         async with op.lock(str(body.metadata.uid)):
-            with op.metrics.time_reconcile("delete"):
+            with op.metrics.time_reconcile("delete") as record:
                 try:
                     await delete(op, body)
                 except (WebhookServiceError, KubeError) as error:
+                    reason = REASON_KUBE_ERROR
+                    if isinstance(error, WebhookServiceError):
+                        reason = error.reason
+                    record.failed(reason, retry=True)
                     raise kopf.TemporaryError(str(error), delay=30) from None
         uid = str(body.metadata.uid)
         op.locks.pop(uid, None)

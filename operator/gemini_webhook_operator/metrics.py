@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -42,6 +42,8 @@ SECRET_AGE_SECONDS = f"{NAMESPACE}_signing_secret_age_seconds"
 NEXT_ROTATION_TIMESTAMP_SECONDS = f"{NAMESPACE}_next_rotation_timestamp_seconds"
 ROTATIONS_TOTAL = f"{NAMESPACE}_rotations_total"
 HEALS_TOTAL = f"{NAMESPACE}_heals_total"
+HEAL_HOLDS_TOTAL = f"{NAMESPACE}_heal_holds_total"
+RESOURCE_CONDITION = f"{NAMESPACE}_resource_condition"
 DELIVERY_PINGS_TOTAL = f"{NAMESPACE}_delivery_pings_total"
 DELIVERY_ROUND_TRIP_SECONDS = f"{NAMESPACE}_delivery_round_trip_seconds"
 DELIVERY_VERIFIED = f"{NAMESPACE}_delivery_verified"
@@ -56,6 +58,8 @@ ALL_METRIC_NAMES: tuple[str, ...] = (
     NEXT_ROTATION_TIMESTAMP_SECONDS,
     ROTATIONS_TOTAL,
     HEALS_TOTAL,
+    HEAL_HOLDS_TOTAL,
+    RESOURCE_CONDITION,
     DELIVERY_PINGS_TOTAL,
     DELIVERY_ROUND_TRIP_SECONDS,
     DELIVERY_VERIFIED,
@@ -64,6 +68,10 @@ ALL_METRIC_NAMES: tuple[str, ...] = (
 # Closed label sets (documented in docs/operator-receiver.md).
 ReconcileResult = Literal["success", "retry", "error"]
 RECONCILE_RESULTS: tuple[str, ...] = ("success", "retry", "error")
+# The `reason` of a successful reconciliation (a failure's is its Synced condition reason).
+RECONCILE_SUCCESS_REASON = "ReconcileSuccess"
+# The conditions the per-resource gauge reports.
+REPORTED_CONDITIONS: tuple[str, ...] = ("Ready", "Synced")
 REMOTE_STATES: tuple[str, ...] = (
     "enabled",
     "disabled",
@@ -88,6 +96,7 @@ class WebhookRecord:
     secret_created_at: float | None = None  # unix seconds
     next_rotation_at: float | None = None  # unix seconds
     delivery_verified: bool | None = None  # None: health check disabled or not yet known
+    conditions: tuple[tuple[str, bool], ...] = ()  # (type, status) of Ready/Synced, when known
 
 
 def _unix(value: datetime | float | None) -> float | None:
@@ -96,6 +105,19 @@ def _unix(value: datetime | float | None) -> float | None:
     if value.tzinfo is None:
         raise ValueError("timestamps for metrics must carry a time zone")
     return value.timestamp()
+
+
+@dataclass
+class ReconcileRecord:
+    """How one reconciliation ended, for the reconciles counter."""
+
+    result: ReconcileResult = "success"
+    reason: str = RECONCILE_SUCCESS_REASON
+
+    def failed(self, reason: str, *, retry: bool) -> None:
+        """A failure: "retry" when another attempt is scheduled, else "error"."""
+        self.result = "retry" if retry else "error"
+        self.reason = reason
 
 
 class WebhookTable(Collector):
@@ -129,6 +151,17 @@ class WebhookTable(Collector):
         """The DeliveryVerified condition (None: health check disabled or not yet run)."""
         self._update(namespace, name, delivery_verified=verified)
 
+    def set_conditions(self, namespace: str, name: str, conditions: Iterable[Any]) -> None:
+        """Ready and Synced as the reconciliation wrote them (Unknown ones are left out)."""
+        known = {
+            str(c.get("type")): c.get("status") == "True"
+            for c in conditions
+            if isinstance(c, Mapping)
+            and c.get("type") in REPORTED_CONDITIONS
+            and c.get("status") in ("True", "False")
+        }
+        self._update(namespace, name, conditions=tuple(sorted(known.items())))
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted resource."""
         with self._lock:
@@ -161,7 +194,14 @@ class WebhookTable(Collector):
             "1 when the last health ping was delivered and verified by the receiver, else 0.",
             labels=["namespace", "name"],
         )
+        condition = GaugeMetricFamily(
+            RESOURCE_CONDITION,
+            "1 when the GeminiWebhook's condition (Ready, Synced) is True, 0 when False.",
+            labels=["namespace", "name", "type"],
+        )
         for (namespace, name), record in records:
+            for type_, status in record.conditions:
+                condition.add_metric([namespace, name, type_], 1.0 if status else 0.0)
             if record.remote_state is not None:
                 counts[record.remote_state] += 1
             if record.secret_created_at is not None:
@@ -176,6 +216,7 @@ class WebhookTable(Collector):
         yield age
         yield next_rotation
         yield verified
+        yield condition
 
 
 class OperatorMetrics:
@@ -188,8 +229,10 @@ class OperatorMetrics:
         r = self.registry
         self.reconciles = Counter(
             RECONCILES_TOTAL.removesuffix("_total"),
-            "Reconciliations of GeminiWebhook resources, by handler and result.",
-            ["handler", "result"],
+            "Reconciliations of GeminiWebhook resources, by handler, result (success, retry, "
+            "error: a permanent failure that waits for a change) and reason (the Synced "
+            "condition's reason).",
+            ["handler", "result", "reason"],
             registry=r,
         )
         self.reconcile_duration = Histogram(
@@ -223,6 +266,14 @@ class OperatorMetrics:
             ["reason"],
             registry=r,
         )
+        self.heal_holds = Counter(
+            HEAL_HOLDS_TOTAL.removesuffix("_total"),
+            "Reconciliations that withheld a healing rotation, by reason: the remote's "
+            "signing secrets cannot tell (RemoteSecretsNotReported, RemoteSecretsUnreadable) "
+            "or the per-resource heal rate limit (HealRateLimited).",
+            ["reason"],
+            registry=r,
+        )
         self.delivery_pings = Counter(
             DELIVERY_PINGS_TOTAL.removesuffix("_total"),
             "Health pings sent to webhooks, by outcome.",
@@ -239,22 +290,26 @@ class OperatorMetrics:
         r.register(self.webhooks)
 
     @contextmanager
-    def time_reconcile(self, handler: str) -> Iterator[None]:
-        """Count and time one reconciliation; the result follows how the block ends.
+    def time_reconcile(self, handler: str) -> Iterator[ReconcileRecord]:
+        """Count and time one reconciliation.
 
-        A `kopf.TemporaryError` (or any exception named `*TemporaryError`) counts as
-        "retry", another exception as "error", a normal exit as "success".
+        The block reports a failure it handled with `record.failed(reason, retry=...)`;
+        otherwise the result follows how the block ends: a `kopf.TemporaryError` (or any
+        exception named `*TemporaryError`) counts as "retry", another exception as "error"
+        (the exception's class name is the reason), a normal exit as "success".
         """
         started = time.perf_counter()
-        result: ReconcileResult = "success"
+        record = ReconcileRecord()
         try:
-            yield
+            yield record
         except BaseException as error:
-            result = "retry" if type(error).__name__.endswith("TemporaryError") else "error"
+            if record.result == "success":
+                retry = type(error).__name__.endswith("TemporaryError")
+                record.failed(type(error).__name__, retry=retry)
             raise
         finally:
             self.reconcile_duration.labels(handler).observe(time.perf_counter() - started)
-            self.reconciles.labels(handler, result).inc()
+            self.reconciles.labels(handler, record.result, record.reason).inc()
 
     def observe_api_call(self, method: str, code: int | str, seconds: float) -> None:
         """Record one WebhookService call (`code`: HTTP status, or a CODE_* constant)."""

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from gemini_webhook_operator import (
@@ -113,6 +113,7 @@ class Settings:
     api_key_retry: float = 60.0
     auth_retry: float = 300.0
     error_backoff: float = 10.0
+    heal_interval: float = 3600.0  # at most one healing rotation per resource this often
     admission_poll: float = 5.0  # while an exposed route waits for its controller
 
 
@@ -141,6 +142,7 @@ class Outcome:
 
     status: dict[str, Any] = field(default_factory=dict)
     remove_annotations: list[str] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)  # to set on the resource
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     retry_after: float | None = None  # ask to be called again this soon
     error: str | None = None  # the failure's condition reason, for the metrics' result
@@ -364,19 +366,22 @@ async def _converge(
     if last_rotation is None and secrets is not None and secrets.current is not None:
         last_rotation = secrets.current.created_at
 
+    secret_note: rotation.SecretCheck | None = None
     if not just_created:
-        decision = rotation.decide(
-            rotation.RotationInput(
-                now=now,
-                policy=spec.rotation,
-                webhook_id=remote.id,
-                held=secrets,
-                held_problem=held.problem,
-                remote_truncated=remote.truncated_secrets,
-                last_rotation=last_rotation,
-                requested=spec.rotate_requested,
-            )
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        given = rotation.RotationInput(
+            now=now,
+            policy=spec.rotation,
+            webhook_id=remote.id,
+            held=secrets,
+            held_problem=held.problem,
+            remote_truncated=remote.truncated_secrets,
+            last_rotation=last_rotation,
+            requested=spec.rotate_requested,
+            last_heal=conditions.parse_time(annotations.get(rotation.ANNOTATION_LAST_HEAL)),
+            heal_interval=timedelta(seconds=op.settings.heal_interval),
         )
+        decision = rotation.decide(given)
         if isinstance(decision, rotation.Rotate):
             remote, secrets = await _rotate(op, body, spec, service, remote, secrets, decision, now)
             last_rotation, rotation_reason = now, decision.reason
@@ -384,6 +389,7 @@ async def _converge(
             op.metrics.rotations.labels(decision.reason).inc()
             if decision.reason in rotation.HEAL_REASONS:
                 op.metrics.heals.labels(decision.reason).inc()
+                outcome.annotations[rotation.ANNOTATION_LAST_HEAL] = conditions.rfc3339(now)
             if spec.rotate_requested is not None:
                 outcome.remove_annotations.append(crd.ANNOTATION_ROTATE)
             if _health_checked(body):
@@ -397,17 +403,35 @@ async def _converge(
                     "to verify with the new signing secret",
                 )
                 op.metrics.webhooks.set_delivery_verified(spec.namespace, spec.name, None)
-        elif secrets is not None:
-            kept = signing.pruned(secrets, now, remote.truncated_secrets)
+        else:
+            secret_note = rotation.held_heal(given, decision)
+            if secret_note is not None:
+                op.metrics.heal_holds.labels(secret_note.reason).inc()
+        if secrets is not None and not isinstance(decision, rotation.Rotate):
+            dated = signing.with_remote_expiries(
+                secrets, remote.truncated_secrets, remote.secret_expiries
+            )
+            kept = signing.pruned(dated or secrets, now, remote.truncated_secrets) or dated
             if kept is not None:
                 await write_signing_secret(op.kube, body, spec.signing_secret_name, kept)
                 removed = len(secrets.secrets) - len(kept.secrets)
-                outcome.event("Normal", "SecretExpired", f"removed {removed} expired secret(s)")
+                if removed:
+                    outcome.event("Normal", "SecretExpired", f"removed {removed} expired secret(s)")
                 secrets = kept
 
     await _apply_receiver(op, receiver_objects, spec, status, outcome, skip=applied)
     return _report_success(
-        op, body, spec, remote, secrets, url, last_rotation, rotation_reason, report, outcome
+        op,
+        body,
+        spec,
+        remote,
+        secrets,
+        url,
+        last_rotation,
+        rotation_reason,
+        report,
+        outcome,
+        secret_note,
     )
 
 
@@ -517,6 +541,12 @@ async def _rotate(
         remote = await service.get(remote.id)
     except WebhookServiceError:
         service.invalidate()
+        return remote, secrets
+    # The grace end Gemini reports for the previous secret, not the one we assumed.
+    dated = signing.with_remote_expiries(secrets, remote.truncated_secrets, remote.secret_expiries)
+    if dated is not None:
+        await write_signing_secret(op.kube, body, spec.signing_secret_name, dated)
+        secrets = dated
     return remote, secrets
 
 
@@ -599,7 +629,9 @@ def _report_success(
     rotation_reason: str | None,
     report: _Report,
     outcome: Outcome,
+    secret_note: rotation.SecretCheck | None = None,
 ) -> Outcome:
+    """`secret_note`: a withheld heal (False: rate-limited; None: unverifiable)."""
     status = body.get("status") or {}
     next_rotation = (
         None if spec.rotation.paused else rotation.next_rotation_time(spec.rotation, last_rotation)
@@ -615,6 +647,8 @@ def _report_success(
     elif remote.state != spec.remote_state:
         ready, reason = False, REASON_STATE_PENDING
         message = f"remote state is {remote.state}, desired {spec.remote_state}"
+    elif secret_note is not None and secret_note.verified is False:
+        ready, reason, message = False, secret_note.reason, secret_note.message
     elif secrets is None or secrets.current is None:
         ready, reason = False, rotation.SECRET_MISSING
         message = "the operator holds no signing secret for this webhook yet"
@@ -623,6 +657,8 @@ def _report_success(
         message = f"webhook {remote.id} is {remote.state} and its signing secret is held"
         if rotation_reason and last_rotation is not None:  # the rotation chain's answer
             message += f"; last rotation: {rotation_reason} at {conditions.rfc3339(last_rotation)}"
+        if secret_note is not None:  # unverifiable: Ready, and the reason says why unchecked
+            reason, message = secret_note.reason, f"{message}; {secret_note.message}"
     report.set(crd.CONDITION_READY, ready, reason, message)
     report.set(crd.CONDITION_SYNCED, True, REASON_SYNCED, "the remote webhook matches the spec")
     outcome.status.update(

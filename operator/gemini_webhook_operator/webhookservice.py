@@ -197,8 +197,9 @@ def to_remote(webhook: Any) -> RemoteWebhook:
         uri=webhook.uri,
         subscribed_events=tuple(str(e) for e in (webhook.subscribed_events or ())),
         state=str(webhook.state) if webhook.state is not None else None,
-        truncated_secrets=tuple(str(s.truncated_secret) for s in secrets if s.truncated_secret),
-        secret_expiries=tuple(s.expire_time for s in secrets if s.truncated_secret),
+        # Every entry, "" for one without truncated_secret: it makes the list unreadable.
+        truncated_secrets=tuple(str(s.truncated_secret or "") for s in secrets),
+        secret_expiries=tuple(s.expire_time for s in secrets),
     )
 
 

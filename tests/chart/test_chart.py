@@ -137,6 +137,8 @@ def test_helm_loads_the_crds_from_the_chart() -> None:
         ({"watchNamespaces": ["Team_A"]}, "watchNamespaces"),
         ({"metricsPort": 70000}, "metricsPort"),
         ({"operator": {"logLevel": "verbose"}}, "logLevel"),
+        ({"operator": {"healInterval": -1}}, "healInterval"),
+        ({"operator": {"healInterval": "1h"}}, "healInterval"),
         ({"image": {"pullPolicy": "always"}}, "pullPolicy"),
         ({"image": {"digest": "latest"}}, "digest"),
         ({"monitoring": {"serviceMonitor": {"enabled": "true"}}}, "enabled"),
@@ -473,3 +475,8 @@ def test_ha_wrapper_passes_the_arguments_and_a_seniority_priority_to_the_cli() -
 def test_extra_arguments_reach_the_operator_verbatim() -> None:
     values = {"operator": {"extraArgs": ["--api-rate=5", "--context=a: b"]}}
     assert _operator_args(values)[-2:] == ["--api-rate=5", "--context=a: b"]
+
+
+def test_the_heal_rate_limit_is_passed_to_the_operator() -> None:
+    assert "--heal-interval=3600" in _operator_args({})
+    assert "--heal-interval=600" in _operator_args({"operator": {"healInterval": 600}})

@@ -280,6 +280,7 @@ async def operator_running(
     auth_retry: float = 2.0,
     health_tick: float = 30.0,
     health_retry: float = 60.0,
+    heal_interval: float = 3600.0,
 ) -> AsyncIterator[RunningOperator]:
     access = ClusterAccess.load(operator_kubeconfig(kube))
     config = runtime.RunConfig(
@@ -291,6 +292,7 @@ async def operator_running(
         api_key_retry=1.0,
         auth_retry=auth_retry,
         error_backoff=0.5,
+        heal_interval=heal_interval,
         watch_timeout=5.0,
         exit_timeout=0.2,
         service=ServiceSettings(timeout_seconds=api_timeout, auth_backoff_seconds=auth_retry),

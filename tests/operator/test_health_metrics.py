@@ -40,6 +40,8 @@ def test_every_documented_metric_is_exposed() -> None:
     m.observe_api_call("list", 200, 0.01)
     m.rotations.labels("due").inc()
     m.heals.labels("secret_missing").inc()
+    m.heal_holds.labels("HealRateLimited").inc()
+    m.webhooks.set_conditions("ns", "a", [{"type": "Ready", "status": "True"}])
     m.observe_ping("verified", 0.2)
     m.webhooks.set_remote_state("ns", "a", "enabled")
     m.webhooks.set_secret_created("ns", "a", 100.0)
@@ -62,10 +64,52 @@ def test_reconcile_result_follows_how_the_block_ends() -> None:
     with pytest.raises(RuntimeError), m.time_reconcile("update"):
         raise RuntimeError("boom")
     got = samples(m)
-    for result in ("success", "retry", "error"):
-        key = (metrics.RECONCILES_TOTAL, (("handler", "update"), ("result", result)))
-        assert got[key] == 1.0
+    for result, reason in (
+        ("success", "ReconcileSuccess"),
+        ("retry", "TemporaryError"),
+        ("error", "RuntimeError"),
+    ):
+        labels = (("handler", "update"), ("reason", reason), ("result", result))
+        assert got[(metrics.RECONCILES_TOTAL, labels)] == 1.0
     assert got[(f"{metrics.RECONCILE_DURATION_SECONDS}_count", (("handler", "update"),))] == 3
+
+
+def test_a_handled_failure_counts_as_retry_or_error_with_its_reason_not_as_success() -> None:
+    m = OperatorMetrics(CollectorRegistry())
+    with m.time_reconcile("change") as record:
+        record.failed("InvalidSpec", retry=False)  # permanent: waits for a spec change
+    with pytest.raises(kopf.TemporaryError), m.time_reconcile("change") as record:
+        record.failed("QuotaExceeded", retry=True)
+        raise kopf.TemporaryError("QuotaExceeded: will retry", delay=1)
+    got = samples(m)
+    error = (("handler", "change"), ("reason", "InvalidSpec"), ("result", "error"))
+    retry = (("handler", "change"), ("reason", "QuotaExceeded"), ("result", "retry"))
+    assert got[(metrics.RECONCILES_TOTAL, error)] == 1
+    assert got[(metrics.RECONCILES_TOTAL, retry)] == 1
+    assert not [
+        k for k in got if k[0] == metrics.RECONCILES_TOTAL and ("result", "success") in k[1]
+    ]
+
+
+def test_ready_and_synced_are_per_resource_gauges_and_unknown_is_left_out() -> None:
+    m = OperatorMetrics(CollectorRegistry())
+    m.webhooks.set_conditions(
+        "ns",
+        "a",
+        [
+            {"type": "Ready", "status": "False", "reason": "InvalidSpec"},
+            {"type": "Synced", "status": "False", "reason": "InvalidSpec"},
+            {"type": "DeliveryVerified", "status": "True"},
+        ],
+    )
+    m.webhooks.set_conditions("ns", "b", [{"type": "Ready", "status": "Unknown"}, "junk"])
+    got = {k: v for k, v in samples(m).items() if k[0] == metrics.RESOURCE_CONDITION}
+    assert got == {
+        (metrics.RESOURCE_CONDITION, (("name", "a"), ("namespace", "ns"), ("type", "Ready"))): 0,
+        (metrics.RESOURCE_CONDITION, (("name", "a"), ("namespace", "ns"), ("type", "Synced"))): 0,
+    }
+    m.webhooks.forget("ns", "a")
+    assert not [k for k in samples(m) if k[0] == metrics.RESOURCE_CONDITION]
 
 
 def test_api_calls_are_counted_by_method_and_status_code() -> None:

@@ -22,11 +22,19 @@ def test_defaults_are_cluster_wide_and_standalone() -> None:
     assert tuple(config.namespaces) == () and config.peering_name is None
 
 
+def test_heals_are_limited_to_one_an_hour_unless_told_otherwise() -> None:
+    assert cli.config_from_args(build_parser().parse_args(["operator"])).heal_interval == 3600
+    args = build_parser().parse_args(["operator", "--heal-interval", "600"])
+    assert cli.config_from_args(args).heal_interval == 600
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
         (["--drift-interval", "0"], "--drift-interval must be positive"),
         (["--drift-jitter", "1.5"], "--drift-jitter"),
+        (["--heal-interval", "-1"], "--heal-interval must be zero or more"),
+        (["--heal-interval", "nan"], "--heal-interval must be zero or more"),
     ],
 )
 def test_bad_options_are_rejected_with_a_message(option: list[str], message: str) -> None:

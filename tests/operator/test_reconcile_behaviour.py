@@ -130,7 +130,7 @@ async def test_remote_deletion_is_healed(gemini: Cluster, emulator: Any, kube: A
         metrics = running.metrics
         assert metrics.heals.labels("RemoteDeleted")._value.get() == 1
         assert metrics.api_requests.labels("create", "200")._value.get() == 2
-        assert metrics.reconciles.labels("drift", "success")._value.get() >= 1
+        assert metrics.reconciles.labels("drift", "success", "ReconcileSuccess")._value.get() >= 1
         emulator.fire("batch.succeeded")
         (request,) = endpoint.wait_for(1)
         import standardwebhooks
@@ -188,7 +188,10 @@ async def test_rotate_annotation_acts_at_once_not_at_the_next_drift_check(
             lambda o: o["status"].get("lastRotationReason") == "RequestedByAnnotation",
             timeout=10,
         )
-        assert running.metrics.reconciles.labels("drift", "success")._value.get() == 0
+        assert (
+            running.metrics.reconciles.labels("drift", "success", "ReconcileSuccess")._value.get()
+            == 0
+        )
         after = await gemini.signing_secrets("prompt")
         assert before is not None and after is not None and before.current and after.current
         assert after.current.secret != before.current.secret

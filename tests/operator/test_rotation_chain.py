@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from gemini_webhook_operator import rotation
 from gemini_webhook_operator.model import RotationPolicy
 from gemini_webhook_operator.rotation import Hold, Rotate, RotationInput, decide
@@ -85,3 +87,68 @@ def test_next_rotation_is_counted_from_the_last_rotation_so_restarts_never_repea
 def test_no_policy_never_rotates_by_schedule() -> None:
     decision = decide(_input(policy=RotationPolicy(), last_rotation=NOW - timedelta(days=999)))
     assert isinstance(decision, Hold)
+
+
+UNREADABLE_LISTS = {
+    "absent-or-empty": (),
+    "no-truncated-field": ("",),
+    "fully-masked": ("whsec_********",),
+    "too-short": ("whsec_AA...ZZ",),
+    "other-prefix": ("AAAAAAAA...ZZZZZZZZ",),
+}
+
+
+@pytest.mark.parametrize("reported", UNREADABLE_LISTS.values(), ids=UNREADABLE_LISTS.keys())
+def test_a_list_that_cannot_identify_the_secret_never_heals(reported: tuple[str, ...]) -> None:
+    given = _input(remote_truncated=reported)
+    decision = decide(given)
+    assert isinstance(decision, Hold) and decision.reason == rotation.NOT_DUE
+    note = rotation.held_heal(given, decision)
+    assert note is not None and note.verified is None
+    assert note.reason == (
+        rotation.REMOTE_SECRETS_NOT_REPORTED if not reported else rotation.REMOTE_SECRETS_UNREADABLE
+    )
+
+
+def test_an_unreadable_list_still_lets_the_schedule_rotate() -> None:
+    given = _input(remote_truncated=("whsec_********",), last_rotation=NOW - timedelta(days=30))
+    decision = decide(given)
+    assert decision.reason == rotation.DUE_BY_POLICY
+    assert rotation.held_heal(given, decision) is None
+
+
+def test_a_readable_list_that_knows_the_secret_holds_nothing_back() -> None:
+    given = _input()
+    assert rotation.held_heal(given, decide(given)) is None
+    check = rotation.secret_check(given)
+    assert check is not None and check.verified is True
+
+
+def test_a_heal_within_the_interval_of_the_last_one_is_held() -> None:
+    given = _input(
+        remote_truncated=("whsec_BBBB...YYYY",),
+        last_heal=NOW - timedelta(minutes=59),
+        heal_interval=timedelta(hours=1),
+    )
+    decision = decide(given)
+    assert isinstance(decision, Hold) and decision.reason == rotation.HEAL_RATE_LIMITED
+    assert (NOW - timedelta(minutes=59) + timedelta(hours=1)).isoformat() in decision.message
+    note = rotation.held_heal(given, decision)
+    assert note is not None and note.verified is False
+
+
+def test_a_heal_after_the_interval_rotates() -> None:
+    decision = decide(
+        _input(remote_truncated=("whsec_BBBB...YYYY",), last_heal=NOW - timedelta(hours=1))
+    )
+    assert decision.reason == rotation.SECRET_UNKNOWN_TO_REMOTE
+
+
+def test_a_rate_limited_missing_secret_is_still_regained_by_a_requested_rotation() -> None:
+    given = _input(held=None, held_problem="Secret not found", requested="now", last_heal=NOW)
+    assert decide(given).reason == rotation.REQUESTED_BY_ANNOTATION
+
+
+def test_a_zero_heal_interval_turns_the_limit_off() -> None:
+    given = _input(held=None, held_problem="gone", last_heal=NOW, heal_interval=timedelta(0))
+    assert decide(given).reason == rotation.SECRET_MISSING

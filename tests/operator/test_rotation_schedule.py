@@ -37,6 +37,7 @@ async def test_weekly_rotation_for_30_days_with_grace_and_no_verification_gap(
 ) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     clock = FakeClock(start)
+    emulator.emulator.service_clock = clock  # the grace Gemini reports runs on the same days
     endpoint = emulator.endpoint()
     body = resource(
         "weekly",

@@ -28,9 +28,10 @@ def test_immediate_rotation_keeps_only_the_new_secret() -> None:
     assert [s.secret for s in after.secrets] == [NEW]
 
 
-def test_rotation_drops_a_held_secret_the_remote_does_not_know() -> None:
+def test_rotation_drops_a_held_secret_the_remote_provably_does_not_know() -> None:
     held = signing.fresh("wh1", OLD, NOW)
-    after = signing.rotated(held, "wh1", NEW, NOW, immediate=False, remote_truncated=())
+    stranger = (truncate_secret("whsec_" + "x" * 32),)
+    after = signing.rotated(held, "wh1", NEW, NOW, immediate=False, remote_truncated=stranger)
     assert [s.secret for s in after.secrets] == [NEW]
 
 
@@ -56,3 +57,63 @@ def test_pruning_never_removes_the_newest_secret() -> None:
 def test_revocation_behaviours_use_the_sdk_spelling() -> None:
     assert signing.revocation_behavior(False) == "revoke_previous_secrets_after_h24"
     assert signing.revocation_behavior(True) == "revoke_previous_secrets_immediately"
+
+
+MASKED = "whsec_********"
+
+
+def test_a_rotation_keeps_the_previous_secret_when_the_remote_list_is_unreadable() -> None:
+    held = signing.fresh("wh1", OLD, NOW)
+    for reported in ((), (MASKED,), ("whsec_oo...oo",)):
+        after = signing.rotated(held, "wh1", NEW, NOW, immediate=False, remote_truncated=reported)
+        assert [s.secret for s in after.secrets] == [NEW, OLD], reported
+
+
+def test_pruning_never_drops_a_previous_secret_an_unreadable_list_might_still_hold() -> None:
+    held = signing.rotated(
+        signing.fresh("wh1", OLD, NOW), "wh1", NEW, NOW, immediate=False, remote_truncated=()
+    )
+    assert signing.pruned(held, NOW + timedelta(hours=1), (MASKED, MASKED)) is None
+    assert signing.pruned(held, NOW + timedelta(hours=1), ()) is None
+    proven = signing.pruned(held, NOW + timedelta(hours=1), (truncate_secret(NEW),))
+    assert proven is not None and [s.secret for s in proven.secrets] == [NEW]
+
+
+def _rotated() -> signing.SigningSecrets:
+    return signing.rotated(
+        signing.fresh("wh1", OLD, NOW), "wh1", NEW, NOW, immediate=False, remote_truncated=()
+    )
+
+
+def test_the_previous_secret_expires_when_the_remote_says() -> None:
+    reported_end = NOW + timedelta(hours=6)
+    dated = signing.with_remote_expiries(
+        _rotated(), (truncate_secret(NEW), truncate_secret(OLD)), (None, reported_end)
+    )
+    assert dated is not None and dated.secrets[1].expire_time == reported_end
+    assert dated.current is not None and dated.current.expire_time is None
+    assert signing.pruned(dated, reported_end - timedelta(seconds=1), None) is None
+    gone = signing.pruned(dated, reported_end, None)
+    assert gone is not None and [s.secret for s in gone.secrets] == [NEW]
+
+
+def test_a_masked_list_still_gives_the_grace_end_it_reports() -> None:
+    reported_end = NOW + timedelta(hours=30)
+    dated = signing.with_remote_expiries(_rotated(), (MASKED, MASKED), (None, reported_end))
+    assert dated is not None and dated.secrets[1].expire_time == reported_end
+
+
+def test_without_a_reported_expiry_the_operators_own_24_hours_stand() -> None:
+    held = _rotated()
+    assert signing.with_remote_expiries(held, (), ()) is None
+    assert signing.with_remote_expiries(held, (MASKED,), (None,)) is None
+    assert held.secrets[1].expire_time == NOW + timedelta(hours=24)
+
+
+def test_an_expiry_the_remote_already_reports_changes_nothing() -> None:
+    held = _rotated()
+    same = (None, NOW + timedelta(hours=24))
+    assert (
+        signing.with_remote_expiries(held, (truncate_secret(NEW), truncate_secret(OLD)), same)
+        is None
+    )

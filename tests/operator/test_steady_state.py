@@ -26,11 +26,15 @@ async def test_steady_state_costs_one_shared_listing_per_drift_interval(
         for name in names:
             await gemini.wait_for(name, is_ready)
         await asyncio.sleep(2 * DRIFT)  # let the creation settle
-        drift_before = running.metrics.reconciles.labels("drift", "success")._value.get()
+        drift_before = running.metrics.reconciles.labels(
+            "drift", "success", "ReconcileSuccess"
+        )._value.get()
         before = len(api_proxy.calls())
         await asyncio.sleep(WINDOW)
         calls = api_proxy.calls()[before:]
-        drift_checks = running.metrics.reconciles.labels("drift", "success")._value.get()
+        drift_checks = running.metrics.reconciles.labels(
+            "drift", "success", "ReconcileSuccess"
+        )._value.get()
     assert drift_checks - drift_before >= RESOURCES * (WINDOW / DRIFT - 1)  # they all ran
     assert all(c.method == "GET" and c.path.endswith("/webhooks") for c in calls), calls
     # One listing per interval for all six (plus one for an interval boundary in the window).

@@ -5,6 +5,7 @@
 - --metrics-port={{ .Values.metricsPort }}
 - --receiver-image={{ include "gwo.image" . }}
 - --drift-interval={{ .Values.operator.driftInterval }}
+- --heal-interval={{ .Values.operator.healInterval }}
 - --api-rate={{ .Values.operator.apiRate }}
 - --api-timeout={{ .Values.operator.apiTimeout }}
 - --cluster-domain={{ .Values.operator.clusterDomain }}
