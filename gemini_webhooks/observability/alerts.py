@@ -77,6 +77,33 @@ def rule_groups() -> dict[str, Any]:
             "carry a Synced=False condition with the reason; see also the operator's logs.",
         ),
         _alert(
+            "GeminiWebhookNotSynced",
+            f'{s.RESOURCE_CONDITION}{{{OPERATOR}, type="{s.CONDITION_SYNCED}"}} == 0',
+            "30m",
+            "warning",
+            "GeminiWebhook {{ $labels.namespace }}/{{ $labels.name }} is not synced",
+            "The resource has had Synced=False for 30 minutes: the operator cannot bring the "
+            "remote webhook in line with its spec. `kubectl describe geminiwebhook -n "
+            "{{ $labels.namespace }} {{ $labels.name }}` names the reason (InvalidSpec, "
+            "APIKeySecretMissing, InvalidAPIKey, QuotaExceeded, ...).",
+        ),
+        _alert(
+            "GeminiWebhookHealingRotations",
+            f"sum by (reason) (increase({s.HEALS}{{{OPERATOR}, "
+            f'reason=~"{"|".join(s.HEAL_ROTATION_REASONS)}"}}[1h])) > 0'
+            f" or sum by (reason) (increase({s.HEAL_HOLDS}{{{OPERATOR}, "
+            f'reason="{s.HEAL_RATE_LIMITED}"}}[1h])) > 0',
+            "0m",
+            "warning",
+            "Healing rotations of signing secrets: {{ $labels.reason }}",
+            "The operator rotated a signing secret it had lost (SecretMissing) or that Gemini "
+            "no longer accepts (SecretUnknownToRemote) in the last hour, or held such a heal "
+            "back (HealRateLimited); every consumer of the Secret must pick up a new secret. "
+            "Find the resources with `kubectl get events -A --field-selector reason=Rotated`; "
+            "repeated heals mean something keeps deleting the Secret or rotating the webhook "
+            "behind the operator's back.",
+        ),
+        _alert(
             "GeminiWebhookOperatorDown",
             f"up{{{OPERATOR}}} == 0",
             "10m",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from prometheus_client.metrics import MetricWrapperBase
 
 from gemini_webhook_operator import metrics as operator_metrics
+from gemini_webhook_operator import rotation as operator_rotation
 from gemini_webhook_receiver import metrics as receiver_metrics
 
 RECEIVER_JOB = "gemini-webhook-receiver"
@@ -48,12 +49,18 @@ SECRET_AGE = operator_metrics.SECRET_AGE_SECONDS
 NEXT_ROTATION = operator_metrics.NEXT_ROTATION_TIMESTAMP_SECONDS
 ROTATIONS = operator_metrics.ROTATIONS_TOTAL
 HEALS = operator_metrics.HEALS_TOTAL
+HEAL_HOLDS = operator_metrics.HEAL_HOLDS_TOTAL
+RESOURCE_CONDITION = operator_metrics.RESOURCE_CONDITION
 DELIVERY_VERIFIED = operator_metrics.DELIVERY_VERIFIED
 DELIVERY_ROUND_TRIP_BUCKET = operator_metrics.DELIVERY_ROUND_TRIP_SECONDS + "_bucket"
 
 # Label values the queries select on, from the components' own closed sets.
 REMOTE_STATE_DISABLED_BY_FAILURES = "disabled_due_to_failed_deliveries"
 RECONCILE_ERROR = "error"
+CONDITION_SYNCED = "Synced"
+# The heals that rotate the signing secret (every consumer must pick up a new one).
+HEAL_ROTATION_REASONS = tuple(sorted(operator_rotation.HEAL_REASONS))
+HEAL_RATE_LIMITED = operator_rotation.HEAL_RATE_LIMITED
 # The receiver's `deliveries` outcome of a rejected delivery, and the reason of a good one.
 OUTCOME_REJECTED = "rejected"
 REASON_OK = "ok"
@@ -64,5 +71,7 @@ FORWARD_FAILURES = tuple(o for o in receiver_metrics.FORWARD_OUTCOMES if o != FO
 
 if REMOTE_STATE_DISABLED_BY_FAILURES not in operator_metrics.REMOTE_STATES:
     raise ImportError("the operator no longer reports disabled_due_to_failed_deliveries")
+if CONDITION_SYNCED not in operator_metrics.REPORTED_CONDITIONS:
+    raise ImportError("the operator no longer reports the Synced condition as a gauge")
 if RECONCILE_ERROR not in operator_metrics.RECONCILE_RESULTS:
     raise ImportError("the operator no longer counts reconciles with result 'error'")

@@ -30,6 +30,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from gemini_webhook_operator.rotation import HEAL_HOLD_REASONS, HEAL_REASONS
+
 NAMESPACE = "gemini_webhook_operator"
 
 # Exposed sample names (counters carry their `_total` suffix, histograms their base name).
@@ -286,6 +288,11 @@ class OperatorMetrics:
             buckets=_ROUND_TRIP_BUCKETS,
             registry=r,
         )
+        # Exported at 0 from the start, so that `increase()` sees the first one too.
+        for reason in sorted(HEAL_REASONS):
+            self.heals.labels(reason)
+        for reason in HEAL_HOLD_REASONS:
+            self.heal_holds.labels(reason)
         self.webhooks = WebhookTable(clock)
         r.register(self.webhooks)
 
