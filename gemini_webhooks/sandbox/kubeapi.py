@@ -156,6 +156,14 @@ class KubeApi:
             result: JSON = json.loads(text) if text else {}
             return result
 
+    async def served(self, path: str) -> bool:
+        """Does the API serve `path` (e.g. a CRD's group version, once it is established)?"""
+        try:
+            await self._request("GET", path)
+        except KubeApiError:
+            return False
+        return True
+
     async def get(self, resource: str, namespace: str | None, name: str) -> JSON | None:
         try:
             return await self._request("GET", resource_path(resource, namespace, name))

@@ -279,7 +279,7 @@ class Sandbox:
         crd = crd_contract.crd()
         await self.api.apply("customresourcedefinitions.apiextensions.k8s.io/v1", None, crd)
         group_version = f"/apis/{crd_contract.API_VERSION}"
-        await self._wait_http(self.kube_url + group_version, "the GeminiWebhook API")
+        await self._wait_served(group_version, "the GeminiWebhook API")
         self._say(f"CRD {crd_contract.CRD_NAME} installed")
         namespace = self.options.namespace
         if await self.api.get("namespaces", None, namespace) is None:
@@ -318,13 +318,15 @@ class Sandbox:
             f"{namespace}/{CONSUMER_SERVICE}:{CONSUMER_PORT} (the sample consumer) created"
         )
 
-    async def _wait_http(self, url: str, what: str, within: float = 30.0) -> None:
-        check = http_ready(url)
+    async def _wait_served(self, path: str, what: str, within: float = 30.0) -> None:
+        assert self.api is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while not await check():
+        while not await self.api.served(path):
             if loop.time() > deadline:
-                raise ChildFailedError(f"{what} did not appear at {url} within {within:.0f}s")
+                raise ChildFailedError(
+                    f"{what} did not appear at {self.kube_url}{path} within {within:.0f}s"
+                )
             await asyncio.sleep(0.1)
 
     def _start_kubelet(self) -> None:
