@@ -8,10 +8,11 @@ import dataclasses
 import logging
 import os
 
-from gemini_webhook_operator import ha, metrics, runtime
+from gemini_webhook_operator import crashpoint, ha, metrics, runtime
 from gemini_webhook_operator.kube import ClusterAccess
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
+from gemini_webhook_operator.reconciler import StepHook
 from gemini_webhook_operator.runtime import RunConfig
 from gemini_webhook_operator.webhookservice import ServiceSettings
 
@@ -137,12 +138,21 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     config = config_from_args(args)
+    try:
+        step = crashpoint.hook_from_environment(os.environ)  # None unless a test sets it
+    except crashpoint.CrashPointError as error:
+        raise SystemExit(str(error)) from None
     access = ClusterAccess.load(args.kubeconfig, args.context)
     if args.metrics_port is not None:
         port = metrics.serve(args.metrics_port, addr=args.metrics_address)
         logging.getLogger("gemini_webhook_operator").info("metrics on port %d", port)
     try:
-        asyncio.run(runtime.run(access, config))
+        asyncio.run(_serve(access, config, step))
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+async def _serve(access: ClusterAccess, config: RunConfig, step: StepHook | None) -> None:
+    operator = None if step is None else runtime.build_operator(access, config, step=step)
+    await runtime.run(access, config, operator=operator)

@@ -91,6 +91,9 @@ class SystemClock:
 
 
 StepHook = Callable[[str], Awaitable[None]]
+# Every `op.step(...)` boundary below, in order: where tests crash the operator
+# (`crashpoint.py`, GWO_TEST_CRASHPOINT) to prove each one heals.
+STEPS = ("create.called", "create.secret_written", "rotate.called", "rotate.secret_written")
 
 
 async def _no_step(step: str) -> None:
