@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -261,7 +261,8 @@ class RunningOperator:
             await self.kill()
 
     async def kill(self) -> None:
-        """Simulate a crash: the process stops wherever it is."""
+        """Cancel the operator's task. Not a crash (its `finally` blocks and kopf's shutdown
+        run): `test_crash_injection.py` SIGKILLs an operator process for that."""
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
@@ -273,7 +274,6 @@ async def operator_running(
     *,
     drift_interval: float = 2.0,
     clock: Any = None,
-    step: Callable[[str], Awaitable[None]] | None = None,
     namespaces: tuple[str, ...] = (),
     metrics: OperatorMetrics | None = None,
     api_timeout: float = 10.0,
@@ -298,7 +298,7 @@ async def operator_running(
         service=ServiceSettings(timeout_seconds=api_timeout, auth_backoff_seconds=auth_retry),
     )
     metrics = metrics or OperatorMetrics()
-    op = runtime.build_operator(access, config, metrics=metrics, clock=clock, step=step)
+    op = runtime.build_operator(access, config, metrics=metrics, clock=clock)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(
         runtime.run(access, config, operator=op, stop_flag=stop, ready_flag=ready),
