@@ -315,13 +315,31 @@ class Node:
         self.pods.clear()
         await self.api.close()
 
+    def _pods_of(self, namespace: str, name: str) -> list[RunningPod]:
+        """The pod called `name`, or the pods of Deployment `name` (`<name>-<hash>-<id>`)."""
+
+        def owned(pod_name: str) -> bool:
+            rest = pod_name.removeprefix(f"{name}-")
+            return rest != pod_name and rest.count("-") == 1
+
+        return [
+            p
+            for p in self.pods.values()
+            if p.namespace == namespace and (p.name == name or owned(p.name))
+        ]
+
     def kill_pod(self, namespace: str, name: str) -> int:
-        """SIGKILL a pod's process (a crash: the node restarts it, as a kubelet would)."""
-        for pod in self.pods.values():
-            if (pod.namespace, pod.name) == (namespace, name) and pod.child and pod.child.running:
+        """SIGKILL the process of a pod (by its name or its Deployment's): a crash, which
+        the node restarts as a kubelet would."""
+        for pod in self._pods_of(namespace, name):
+            if pod.child is not None and pod.child.running:
                 os.killpg(pod.child.pid, signal.SIGKILL)
                 return pod.child.pid
         raise LookupError(f"no running process for pod {namespace}/{name}")
+
+    def restarts(self, namespace: str, name: str) -> int:
+        """Container restarts of the pod `name`, or of Deployment `name`'s pods."""
+        return sum(p.restarts for p in self._pods_of(namespace, name))
 
     async def sync_once(self) -> None:
         listed = await self.api.list("pods", field_selector=f"spec.nodeName={self.name}")

@@ -192,6 +192,11 @@ class Kubelet:
         os.killpg(pod.child.pid, signal.SIGKILL)
         return pod.child.pid
 
+    def restarts(self, namespace: str, name: str) -> int:
+        """Restarts of Deployment `namespace/name`'s pod (the same question as a node's)."""
+        pod = self.pods.get((namespace, name))
+        return 0 if pod is None else pod.restarts
+
     async def stop_all(self) -> None:
         for pod in list(self.pods.values()):
             await self._stop(pod)

@@ -35,7 +35,10 @@ from gemini_webhooks.sandbox.kubeapi import KubectlApi, ReadApi
 from gemini_webhooks.sandbox.scenario import Kubectl, Scenario, real_cluster_example
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
 
-REAL = bool(os.environ.get("KUBECONFIG"))
+# GWO_KUBE=real: the sandbox system on a real control plane (its own, per module), with
+# the emulator; KUBECONFIG alone: a real cluster and the real Gemini API.
+ON_CONTROL_PLANE = os.environ.get("GWO_KUBE") == "real"
+REAL = bool(os.environ.get("KUBECONFIG")) and not ON_CONTROL_PLANE
 REAL_ENV = ("GWO_E2E_GEMINI_API_KEY", "GWO_E2E_RECEIVER_URL_TEMPLATE")
 GEMINI_API = "https://generativelanguage.googleapis.com"
 
@@ -63,7 +66,12 @@ def _lines(sink: list[str]) -> Callable[[str], None]:
 async def _sandbox_system(state_dir: Path) -> AsyncIterator[System]:
     log: list[str] = []
     sandbox = Sandbox(
-        SandboxOptions(state_dir=state_dir, echo_consumer=False, batch_seconds=2.0),
+        SandboxOptions(
+            state_dir=state_dir,
+            echo_consumer=False,
+            batch_seconds=2.0,
+            kube="real" if ON_CONTROL_PLANE else "sandbox",
+        ),
         progress=_lines(log),
     )
     async with sandbox:
