@@ -5,6 +5,11 @@
 Runs the kube sandbox and the emulator in this process (threads), a counting proxy in
 front of the emulator (every WebhookService call the operator makes passes through it),
 and the operator as a subprocess (`gemini-webhooks operator`), exactly as deployed.
+With `--kube real` the same runs on a real control plane (scripts/control-plane: etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler), the operator as the chart's
+ServiceAccount, and also prints the Kubernetes API requests per resource per drift
+interval at steady state, from the API server's own `apiserver_request_total`, split into
+reads and writes (less what the control plane alone makes over an equal idle window).
 Prints figures and ratios against the targets of issue 5:
 - all resources Ready within 60 s;
 - at steady state at most 1 WebhookService call per resource per drift interval;
@@ -24,15 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gemini_webhooks.contracts import crd  # noqa: E402
 from gemini_webhooks.emulator import EmulatorConfig, ThreadedEmulator  # noqa: E402
 from gemini_webhooks.kubesandbox import ThreadedKubeSandbox  # noqa: E402
+from gemini_webhooks.sandbox.kubeapi import KubeApi  # noqa: E402
 from tests.operator.api_proxy import FaultProxy  # noqa: E402
+
+READ_VERBS = {"GET", "LIST", "WATCH"}
 
 API_KEY = "bench-api-key"
 TARGET_READY_SECONDS = 60.0
@@ -51,10 +57,15 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return to_mib(fields["VmRSS"]), to_mib(fields["VmHWM"])
 
 
-async def create_all(base: str, count: int, url: str, api_base: str) -> None:
-    path = f"{base}/apis/{crd.API_GROUP}/{crd.VERSION}/namespaces/default/{crd.PLURAL}"
+def _api(kubeconfig: Path) -> KubeApi:
+    return KubeApi.from_kubeconfig(kubeconfig, timeout=60)
+
+
+async def create_all(kubeconfig: Path, count: int, url: str, api_base: str) -> None:
+    resource = f"{crd.PLURAL}.{crd.API_GROUP}/{crd.VERSION}"
     semaphore = asyncio.Semaphore(16)
-    async with aiohttp.ClientSession() as session:
+    api = _api(kubeconfig)
+    try:
 
         async def one(index: int) -> None:
             body = {
@@ -69,17 +80,22 @@ async def create_all(base: str, count: int, url: str, api_base: str) -> None:
                     "rotation": {"interval": "720h"},
                 },
             }
-            async with semaphore, session.post(path, json=body) as response:
-                if response.status >= 300:
-                    raise RuntimeError(f"create {index}: {response.status} {await response.text()}")
+            async with semaphore:
+                await api.create(resource, "default", body)
 
         await asyncio.gather(*(one(i) for i in range(count)))
+    finally:
+        await api.close()
 
 
-async def count_ready(base: str) -> tuple[int, int]:
-    path = f"{base}/apis/{crd.API_GROUP}/{crd.VERSION}/namespaces/default/{crd.PLURAL}"
-    async with aiohttp.ClientSession() as session, session.get(path) as response:
-        items: list[dict[str, Any]] = (await response.json())["items"]
+async def count_ready(kubeconfig: Path) -> tuple[int, int]:
+    api = _api(kubeconfig)
+    try:
+        items: list[dict[str, Any]] = await api.list(
+            f"{crd.PLURAL}.{crd.API_GROUP}/{crd.VERSION}", "default"
+        )
+    finally:
+        await api.close()
     ready = sum(
         1
         for item in items
@@ -91,19 +107,78 @@ async def count_ready(base: str) -> tuple[int, int]:
     return ready, len(items)
 
 
+async def apiserver_requests(kubeconfig: Path) -> dict[tuple[str, str], float]:
+    """`apiserver_request_total` by (verb, resource), from the API server's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    api = _api(kubeconfig)
+    try:
+        text = await api.text("/metrics")
+    finally:
+        await api.close()
+    totals: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            if sample.name != "apiserver_request_total":
+                continue
+            key = (sample.labels.get("verb", ""), sample.labels.get("resource", ""))
+            totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def _delta(
+    after: dict[tuple[str, str], float], before: dict[tuple[str, str], float]
+) -> tuple[float, float, dict[str, float]]:
+    reads = writes = 0.0
+    by_resource: dict[str, float] = {}
+    for key, value in after.items():
+        moved = value - before.get(key, 0.0)
+        if moved <= 0:
+            continue
+        verb, resource = key
+        if verb in READ_VERBS:
+            reads += moved
+        else:
+            writes += moved
+        by_resource[f"{verb} {resource}"] = by_resource.get(f"{verb} {resource}", 0.0) + moved
+    return reads, writes, by_resource
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--resources", type=int, default=1000)
     parser.add_argument("--drift", type=float, default=20.0, help="drift interval, seconds")
     parser.add_argument("--windows", type=int, default=2, help="steady-state intervals")
+    parser.add_argument(
+        "--kube",
+        choices=("sandbox", "real"),
+        default="sandbox",
+        help="the Kubernetes API sandbox (default) or a real control plane",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-operator-"))
-    kubeconfig = workdir / "kubeconfig"
-    sandbox = ThreadedKubeSandbox(kubeconfig=kubeconfig)
-    sandbox.start()
-    assert sandbox.server is not None
-    kube_base = sandbox.server.base_url
+    real = args.kube == "real"
+    plane: Any = None
+    if real:
+        from gemini_webhooks.controlplane.threaded import ThreadedControlPlane
+        from tests.fixtures.control_plane import chart_rbac, operator_identity
+
+        plane = ThreadedControlPlane(workdir / "control-plane", with_node=False)
+        plane.start()
+        kubeconfig = plane.admin_kubeconfig
+        layout = plane.plane.layout
+        operator_kubeconfig = operator_identity(
+            kubeconfig, plane.server, layout.ca, workdir / "operator.kubeconfig", chart_rbac()
+        )
+        sandbox = None
+    else:
+        kubeconfig = workdir / "kubeconfig"
+        sandbox = ThreadedKubeSandbox(kubeconfig=kubeconfig)
+        sandbox.start()
+        operator_kubeconfig = kubeconfig
     emulator = ThreadedEmulator(EmulatorConfig(api_keys=(API_KEY,))).start()
     proxy = FaultProxy(emulator.base_url)
     emulator.call(proxy.start())
@@ -133,7 +208,7 @@ def main() -> int:
             OPERATOR,
             "operator",
             "--kubeconfig",
-            str(kubeconfig),
+            str(operator_kubeconfig),
             "--drift-interval",
             str(args.drift),
             "--api-rate",
@@ -145,12 +220,17 @@ def main() -> int:
     )
     try:
         time.sleep(2.0)
+        idle_before = idle_after = {}
+        if real:  # what the control plane makes by itself, before any GeminiWebhook exists
+            idle_before = asyncio.run(apiserver_requests(kubeconfig))
+            time.sleep(args.drift * args.windows)
+            idle_after = asyncio.run(apiserver_requests(kubeconfig))
         started = time.monotonic()
-        asyncio.run(create_all(kube_base, args.resources, "https://hooks.example.com", proxy.url))
+        asyncio.run(create_all(kubeconfig, args.resources, "https://hooks.example.com", proxy.url))
         created = time.monotonic() - started
         ready = total = 0
         while time.monotonic() - started < 300:
-            ready, total = asyncio.run(count_ready(kube_base))
+            ready, total = asyncio.run(count_ready(kubeconfig))
             if ready >= args.resources:
                 break
             time.sleep(0.5)
@@ -161,8 +241,10 @@ def main() -> int:
         # count every WebhookService call over whole intervals.
         time.sleep(args.drift * 1.2)
         before = len(proxy.calls())
+        kube_before = asyncio.run(apiserver_requests(kubeconfig)) if real else {}
         time.sleep(args.drift * args.windows)
         steady_calls = len(proxy.calls()) - before
+        kube_after = asyncio.run(apiserver_requests(kubeconfig)) if real else {}
         per_resource = steady_calls / args.resources / args.windows
         rss, peak = rss_mib(operator.pid)
         methods: dict[str, int] = {}
@@ -187,6 +269,21 @@ def main() -> int:
             f"{rss_after_create:.0f} MiB when all Ready (target < {TARGET_RSS_MIB:.0f} MiB; "
             f"ratio {peak / TARGET_RSS_MIB:.2f})"
         )
+        if real:
+            reads, writes, by_resource = _delta(kube_after, kube_before)
+            idle_reads, idle_writes, _ = _delta(idle_after, idle_before)
+            per = args.resources * args.windows
+            busiest = sorted(by_resource.items(), key=lambda kv: -kv[1])[:8]
+            print(
+                f"Kubernetes API, steady state:   {(reads - idle_reads) / per:.3f} reads and "
+                f"{(writes - idle_writes) / per:.3f} writes per resource per interval "
+                f"(apiserver_request_total over {args.windows} x {args.drift:.0f} s, less the "
+                f"control plane's own {idle_reads:.0f} reads / {idle_writes:.0f} writes in an "
+                "equal idle window; no target yet)"
+            )
+            print(
+                f"  busiest:                      {', '.join(f'{k} {v:.0f}' for k, v in busiest)}"
+            )
         ok = (
             ready >= args.resources
             and to_ready <= TARGET_READY_SECONDS
@@ -204,7 +301,10 @@ def main() -> int:
         log.close()
         emulator.call(proxy.stop())
         emulator.stop()
-        sandbox.stop()
+        if sandbox is not None:
+            sandbox.stop()
+        if plane is not None:
+            plane.stop()
 
 
 if __name__ == "__main__":

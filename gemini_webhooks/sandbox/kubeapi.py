@@ -156,6 +156,20 @@ class KubeApi:
             result: JSON = json.loads(text) if text else {}
             return result
 
+    async def text(self, path: str) -> str:
+        """GET a non-JSON path (e.g. `/metrics`) with this client's credentials."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self._tls) if self._tls is not None else None
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
+        headers = {}
+        if self._token_file is not None:
+            headers["authorization"] = "Bearer " + self._token_file.read_text().strip()
+        async with self._session.get(self.server + path, headers=headers) as response:
+            body = await response.text()
+            if response.status >= 400:
+                raise KubeApiError(response.status, f"GET {path}: {response.status}")
+            return body
+
     async def served(self, path: str) -> bool:
         """Does the API serve `path` (e.g. a CRD's group version, once it is established)?"""
         try:
