@@ -8,7 +8,8 @@ is one process on loopback, so three things differ from a node, and each is a ru
   receiver's config file — is rewritten to where that volume was written.
 - Pods share the host's network: each `containerPort` gets its own loopback port, and the
   receiver's config file (the `listen`/`internal` sections of its documented format) is
-  rewritten to bind those ports on 127.0.0.1.
+  rewritten to bind those ports on 127.0.0.1; so are the operator's port flags
+  (`--metrics-port=N`, the port of `--liveness=URL`) when N is a `containerPort`.
 - Nothing else is emulated: no image (the command runs from this virtualenv), no
   resource limits, no security context (the process runs as the sandbox's user).
 """
@@ -19,6 +20,7 @@ import base64
 import hashlib
 import json
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -32,6 +34,9 @@ Lookup = Callable[[str, str, str], Mapping[str, str] | None]
 
 IMAGE_ENTRYPOINT = ("gemini-webhooks",)  # the Dockerfile's ENTRYPOINT
 CONFIG_FLAG = "--config"
+# The operator's flags that bind a port: given as a number, or as the port of a URL.
+PORT_FLAGS = ("--metrics-port",)
+URL_PORT_FLAGS = ("--liveness",)
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 
 
@@ -281,6 +286,37 @@ def _rewrite_receiver_config(
     return yaml.safe_dump(document, sort_keys=False), warnings
 
 
+def _rewrite_port_flags(argv: list[str], ports: list[ContainerPort]) -> list[str]:
+    """`--metrics-port=9090` and `--liveness=http://0.0.0.0:8080/healthz` (or the flag and
+    its value as two arguments) bind the loopback ports of those containerPorts."""
+    by_container_port = {p.container_port: p.host_port for p in ports}
+
+    def rewrite(flag: str, value: str) -> str:
+        if flag in PORT_FLAGS:
+            host_port = by_container_port.get(int(value)) if value.isdigit() else None
+            return value if host_port is None else str(host_port)
+        parts = urllib.parse.urlsplit(value)
+        try:
+            container_port = parts.port
+        except ValueError:
+            return value
+        host_port = by_container_port.get(container_port) if container_port else None
+        if host_port is None or parts.hostname is None:
+            return value
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{host}:{host_port}"))
+
+    flags = PORT_FLAGS + URL_PORT_FLAGS
+    out = list(argv)
+    for index, arg in enumerate(out):
+        flag, sep, value = arg.partition("=")
+        if sep and flag in flags:
+            out[index] = f"{flag}={rewrite(flag, value)}"
+        elif arg in flags and index + 1 < len(out):
+            out[index + 1] = rewrite(arg, out[index + 1])
+    return out
+
+
 def plan_pod(
     deployment: JSON,
     *,
@@ -424,6 +460,7 @@ def _plan_spec(
     args = [] if "command" in container and "args" not in container else container.get("args")
     argv = [mounts.rewrite(expand(a, container_env)) for a in command + list(args or [])]
     argv[0] = executables(argv[0])
+    argv = _rewrite_port_flags(argv, ports)
 
     if CONFIG_FLAG in argv[:-1]:
         config_path = Path(argv[argv.index(CONFIG_FLAG) + 1])

@@ -195,3 +195,57 @@ def test_a_service_selecting_the_pod_gets_the_loopback_port_of_its_target_port()
         "team-a/orders-receiver:80": f"127.0.0.1:{ports.by_number[8080]}",
         "team-a/orders-receiver:9090": f"127.0.0.1:{ports.by_number[9090]}",
     }
+
+
+def _operator_argv(args: list[str]) -> list[str]:
+    deployment = copy.deepcopy(DEPLOYMENT)
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"] = args
+    return list(_plan(Path("/pod"), deployment).argv)
+
+
+def test_the_charts_operator_binds_the_loopback_ports_of_its_metrics_and_health_ports(
+    tmp_path: Path,
+) -> None:
+    from tests.chart.rendering import find, manifests
+
+    for values in ({}, {"replicaCount": 2}):  # the HA pod runs through /bin/sh -c
+        deployment = find(manifests(values), "Deployment")[0]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        by_number = {p["containerPort"]: 42000 + i for i, p in enumerate(container["ports"])}
+        plan = plan_pod(
+            deployment,
+            lookup=lambda kind, ns, name: None,
+            pod_dir=tmp_path,
+            host_ports=by_number,
+            executables=lambda name: f"/venv/bin/{name}",
+            base_env={},
+        )
+        health = plan.host_port("health")
+        assert f"--metrics-port={plan.host_port('metrics')}" in plan.argv
+        assert f"--liveness=http://0.0.0.0:{health}/healthz" in plan.argv
+        assert plan.readiness is not None and plan.readiness.port == health
+
+
+def test_port_flags_as_two_arguments_are_rewritten_too() -> None:
+    argv = _operator_argv(
+        ["operator", "--metrics-port", "9090", "--liveness", "http://[::]:8080/h"]
+    )
+    assert argv[1:] == ["operator", "--metrics-port", "41002", "--liveness", "http://[::]:41001/h"]
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--metrics-port=7000",  # not a containerPort
+        "--metrics-port=0",  # any port: left to the process
+        "--metrics-port=nine",  # not a number: the operator refuses it itself
+        "--liveness=http://0.0.0.0:7000/healthz",
+        "--liveness=http://0.0.0.0:99999/healthz",  # an invalid port
+        "--liveness=http://0.0.0.0/healthz",  # no port
+        "--liveness=not a url",
+        "--metrics-portal=9090",  # another flag
+        "--metrics-port",  # a flag without its value, last
+    ],
+)
+def test_other_values_of_port_flags_are_left_as_written(flag: str) -> None:
+    assert _operator_argv(["operator", flag])[1:] == ["operator", flag]
