@@ -23,6 +23,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
@@ -199,8 +200,16 @@ def to_remote(webhook: Any) -> RemoteWebhook:
         state=str(webhook.state) if webhook.state is not None else None,
         # Every entry, "" for one without truncated_secret: it makes the list unreadable.
         truncated_secrets=tuple(str(s.truncated_secret or "") for s in secrets),
-        secret_expiries=tuple(s.expire_time for s in secrets),
+        secret_expiries=tuple(_aware(s.expire_time) for s in secrets),
     )
+
+
+def _aware(value: Any) -> datetime | None:
+    """An expiry as an aware datetime (a zone-less one is UTC, as the API's times are);
+    anything else is no expiry."""
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 @dataclass

@@ -182,3 +182,30 @@ async def test_the_shared_failure_window_never_outlasts_max_age(
     assert await service.inventory(max_age=1.0) == {}
     assert len(api_proxy.calls()) == 2
     await service.close()
+
+
+def test_an_observed_webhook_keeps_every_signing_secret_entry_as_reported() -> None:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from gemini_webhook_operator.webhookservice import to_remote
+
+    entries = [
+        SimpleNamespace(truncated_secret="whsec_abcd...wxyz", expire_time=None),
+        SimpleNamespace(truncated_secret=None, expire_time=datetime(2026, 1, 2)),  # zone-less
+        SimpleNamespace(truncated_secret="whsec_********", expire_time="not a time"),
+    ]
+    webhook = SimpleNamespace(
+        id="wh1",
+        name="n",
+        uri="https://x.example/",
+        subscribed_events=[],
+        state="enabled",
+        signing_secrets=entries,
+    )
+    remote = to_remote(webhook)
+    # An entry without truncated_secret stays (as ""): it makes the list unreadable.
+    assert remote.truncated_secrets == ("whsec_abcd...wxyz", "", "whsec_********")
+    assert remote.secret_expiries == (None, datetime(2026, 1, 2, tzinfo=UTC), None)
+    absent = to_remote(SimpleNamespace(**{**vars(webhook), "signing_secrets": None}))
+    assert absent.truncated_secrets == () and absent.secret_expiries == ()
