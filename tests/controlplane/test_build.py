@@ -1,0 +1,94 @@
+"""Building the control plane: the wrapper modules, the staging replaces, the cache, and
+what the built binaries say of themselves."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gemini_webhooks.controlplane import build
+
+pytestmark = pytest.mark.real_component
+
+
+def test_binary_names_skip_a_major_version_suffix() -> None:
+    assert build._default_binary_name("go.etcd.io/etcd/server/v3") == "server"
+    assert build._default_binary_name("k8s.io/kubernetes/cmd/kube-apiserver") == "kube-apiserver"
+
+
+def test_staging_replaces_pin_each_staging_module_to_its_tag() -> None:
+    go_mod = (
+        "replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n"
+        "\tk8s.io/b => ./staging/src/k8s.io/b\n)\n"
+    )
+    assert build.staging_replaces(go_mod, "v1.37.2") == [
+        "k8s.io/api => k8s.io/api v0.37.2",
+        "k8s.io/b => k8s.io/b v0.37.2",
+    ]
+
+
+def test_committed_replaces_are_generated_from_the_kubernetes_go_mod() -> None:
+    """The wrapper's replace lines are exactly one per staging module that
+    k8s.io/kubernetes@v1.37.2's own go.mod replaces (the set changes between releases)."""
+    found = subprocess.run(
+        [
+            build.go_binary(),
+            "mod",
+            "download",
+            "-json",
+            f"k8s.io/kubernetes@{build.KUBERNETES_VERSION}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=build.go_env(),
+        cwd=build.KUBERNETES.module_dir,
+    )
+    upstream = Path(json.loads(found.stdout)["GoMod"]).read_text()
+    committed = (build.KUBERNETES.module_dir / "go.mod").read_text()
+    wanted = build.staging_replaces(upstream, build.KUBERNETES_VERSION)
+    assert len(wanted) > 20
+    assert build.replaces_in(committed) == sorted(wanted)
+
+
+def test_a_second_build_rebuilds_nothing() -> None:
+    lines: list[str] = []
+    binaries = build.build_all(lines.append)
+    assert all("cached in" in line for line in lines), lines
+    assert set(binaries) == {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "helm",
+    }
+
+
+def test_the_binaries_report_the_pinned_versions() -> None:
+    binaries = build.binaries_if_built()
+    assert binaries is not None
+
+    def version(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
+
+    assert version(str(binaries["kube-apiserver"]), "--version").strip() == "Kubernetes v1.37.2"
+    assert "etcd Version: 3.7.0" in version(str(binaries["etcd"]), "--version")
+    assert 'Version:"v4.3.2"' in version(str(binaries["helm"]), "version")
+
+
+def test_the_cache_key_follows_the_module_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "etcd"
+    module.mkdir()
+    for name in ("go.mod", "go.sum"):
+        (module / name).write_text((build.ETCD.module_dir / name).read_text())
+    monkeypatch.setattr(build, "MODULES", tmp_path)
+    before = build.ETCD.key("go1.26.8")
+    assert build.ETCD.key("go1.26.8") == before
+    assert build.ETCD.key("go1.27.3") != before
+    (module / "go.sum").write_text((module / "go.sum").read_text() + "\n")
+    assert build.ETCD.key("go1.26.8") != before
