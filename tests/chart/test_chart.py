@@ -370,9 +370,64 @@ def test_helm_test_hook_checks_the_operator_health_and_metrics() -> None:
     (pod,) = find(manifests(), "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     script = pod["spec"]["containers"][0]["args"][0]
-    assert f"gwo-gemini-webhook-operator-metrics.{RELEASE_NAMESPACE}.svc" in script
-    assert "/healthz" in script and "/metrics" in script
+    assert "gwo-gemini-webhook-operator-metrics" in script and RELEASE_NAMESPACE in script
+    assert "service_url(" in script and 'cluster_domain="cluster.local"' in script
     compile(script, "helm-test", "exec")
+
+
+@pytest.mark.parametrize(
+    ("metrics", "passes"),
+    [(b"gemini_webhook_operator_reconciles_total 0\n", True), (b"other_metric 1\n", False)],
+)
+def test_helm_test_hook_reaches_the_service_through_the_endpoints_contract(
+    metrics: bytes, passes: bool
+) -> None:
+    """The hook's script, run as the node runs it: the Service resolves through the
+    Service-endpoints override to a test double of the operator's health and metrics."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
+
+    seen: list[str] = []
+
+    class OperatorDouble(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body = metrics if self.path == "/metrics" else b"{}"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OperatorDouble)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (pod,) = find(manifests(), "Pod")
+        script = pod["spec"]["containers"][0]["args"][0]
+        address = f"127.0.0.1:{server.server_address[1]}"
+        name = "gwo-gemini-webhook-operator-metrics"
+        overrides = {service_key(name, RELEASE_NAMESPACE, p): address for p in (8080, 9090)}
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            env={"PATH": "/usr/bin:/bin", ENV_VAR: json.dumps(overrides)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["/healthz", "/metrics"]
+    assert (result.returncode == 0) is passes, result.stderr
+    if not passes:
+        assert "lack gemini_webhook_operator_reconciles_total" in result.stderr
 
 
 def test_helm_test_hook_can_be_switched_off() -> None:
