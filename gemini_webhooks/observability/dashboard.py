@@ -219,13 +219,19 @@ def build() -> Dashboard:
         ).span(16),
         _timeseries(
             "Reconcile errors",
-            "Reconciliations that ended in an error or a retry, by handler.",
+            "Reconciliations that ended in an error or a retry, by handler and reason.",
             "ops",
             _query(
-                f"sum by (handler, result) (rate({s.RECONCILES}{{{OPERATOR}, "
+                f"sum by (handler, result, reason) (rate({s.RECONCILES}{{{OPERATOR}, "
                 f'result!="success"}}{RATE}))',
-                "{{handler}} {{result}}",
+                "{{handler}} {{result}}: {{reason}}",
             ),
+        ),
+        _timeseries(
+            "Ready and Synced",
+            "Each GeminiWebhook's Ready and Synced conditions: 1 True, 0 False.",
+            "bool",
+            _query(f"{s.RESOURCE_CONDITION}{{{PER_WEBHOOK}}}", "{{type}} {{namespace}}/{{name}}"),
         ),
         _timeseries(
             "WebhookService calls by status code",
@@ -244,7 +250,8 @@ def build() -> Dashboard:
         ),
         _timeseries(
             "Rotations and heals",
-            "Signing-secret rotations and heals performed by the operator, by reason.",
+            "Signing-secret rotations and heals performed by the operator, and heals it "
+            "withheld (the remote cannot tell, or the heal rate limit), by reason.",
             "short",
             _query(
                 f"sum by (reason) (increase({s.ROTATIONS}{{{OPERATOR}}}{RATE}))",
@@ -255,6 +262,11 @@ def build() -> Dashboard:
                 f"sum by (reason) (increase({s.HEALS}{{{OPERATOR}}}{RATE}))",
                 "heal: {{reason}}",
                 "B",
+            ),
+            _query(
+                f"sum by (reason) (increase({s.HEAL_HOLDS}{{{OPERATOR}}}{RATE}))",
+                "withheld heal: {{reason}}",
+                "C",
             ),
         ),
     ]
