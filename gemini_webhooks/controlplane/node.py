@@ -182,6 +182,7 @@ class RunningPod:
     last_status: JSON | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     tokens_at: float = 0.0
+    terminated: JSON | None = None  # the last state of a container that is not restarted
 
     @property
     def label(self) -> str:
@@ -504,6 +505,8 @@ class Node:
         """Run the Pod's process as its spec says; the container status to report."""
         containers = (pod.get("spec") or {}).get("containers") or [{}]
         image = containers[0].get("image", "")
+        if running.terminated is not None:
+            return {"terminated": running.terminated}
         if not runs_image(image):
             return {
                 "waiting": {
@@ -523,6 +526,13 @@ class Node:
         running.last_error = ""
         if running.child is not None and not running.child.running:
             code = running.child.process.returncode
+            if not restarts_after(pod, code):
+                self.progress(f"node: {running.label} exited with code {code}; not restarted")
+                self.supervisor.forget(running.child)
+                running.child = None
+                running.ready = False
+                running.terminated = terminated_state(code, running.started_at)
+                return {"terminated": running.terminated}
             running.restarts += 1
             delay = min(MAX_BACKOFF, 2.0 ** min(running.restarts - 1, 5))
             self.progress(
@@ -590,6 +600,9 @@ class Node:
         is_running = "running" in state
         ready = is_running and running.ready
         now = _now()
+        phase = "Running" if is_running else "Pending"
+        if "terminated" in state:
+            phase = "Succeeded" if state["terminated"]["exitCode"] == 0 else "Failed"
         previous = {c["type"]: c for c in (pod.get("status") or {}).get("conditions") or []}
 
         def condition(kind: str, status: bool) -> JSON:
@@ -606,7 +619,7 @@ class Node:
             }
 
         status: JSON = {
-            "phase": "Running" if is_running else "Pending",
+            "phase": phase,
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
             "podIP": "127.0.0.1",
@@ -647,6 +660,23 @@ class Node:
             "pods", running.namespace, running.name, {"status": status}, status=True
         )
         running.last_status = {"key": comparable}
+
+
+def restarts_after(pod: JSON, exit_code: int | None) -> bool:
+    """The Pod's restartPolicy: `Always` (the default), `OnFailure` or `Never`."""
+    policy = (pod.get("spec") or {}).get("restartPolicy") or "Always"
+    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+
+
+def terminated_state(exit_code: int | None, started_at: str) -> JSON:
+    """A container's `terminated` state; a process killed by signal N exits 128 + N."""
+    code = exit_code if exit_code is None or exit_code >= 0 else 128 - exit_code
+    return {
+        "exitCode": 137 if code is None else code,
+        "reason": "Completed" if code == 0 else "Error",
+        "startedAt": started_at or _now(),
+        "finishedAt": _now(),
+    }
 
 
 def _write_atomically(path: Path, content: bytes) -> None:
