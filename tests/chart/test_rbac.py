@@ -151,8 +151,9 @@ def _kubectl(kube: Any, tmp_path: Path, *args: str, stdin: str | None = None) ->
 
 @pytest.fixture
 def lifecycle(
-    kube: Any, emulator: Any, tmp_path: Path
+    kube_sandbox: Any, emulator: Any, tmp_path: Path
 ) -> Iterator[Callable[[dict[str, Any]], Run]]:
+    kube = kube_sandbox  # the sandbox's audit log records the calls (skips on a real cluster)
     processes: list[subprocess.Popen[bytes]] = []
 
     def run(values: dict[str, Any]) -> Run:
