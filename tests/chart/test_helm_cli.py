@@ -506,3 +506,45 @@ def test_install_upgrade_test_and_uninstall_with_the_helm_cli(
         assert time.monotonic() < deadline, f"left after helm uninstall: {left}"
         time.sleep(0.5)
     assert kubectl_json("get", "crd", crd.CRD_NAME)["metadata"]["name"] == crd.CRD_NAME
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "phase"),
+    [("Never", 3, "Failed"), ("Never", 0, "Succeeded"), ("OnFailure", 0, "Succeeded")],
+)
+def test_a_pod_that_runs_to_completion_is_not_restarted(policy: str, code: int, phase: str) -> None:
+    """What `helm test` waits for: the node reports a finished hook Pod's phase and exit
+    code and does not restart it."""
+    namespace = fresh_namespace("completion")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "once", "namespace": namespace},
+        "spec": {
+            "restartPolicy": policy,
+            "automountServiceAccountToken": False,
+            "containers": [
+                {
+                    "name": "once",
+                    "image": "ghcr.io/gemini-webhook-operator/gemini-webhook-operator:0.1.0",
+                    "command": ["python", "-c", f"raise SystemExit({code})"],
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(pod))
+    try:
+        wait_until(
+            f"phase {phase}",
+            lambda: (
+                kubectl_json("get", "pod", "once", "-n", namespace)["status"].get("phase") == phase
+            ),
+        )
+        time.sleep(3)  # a restart (back-off 1 s) would show by now
+        found = kubectl_json("get", "pod", "once", "-n", namespace)
+        (status,) = found["status"]["containerStatuses"]
+        assert found["status"]["phase"] == phase
+        assert status["restartCount"] == 0 and status["state"]["terminated"]["exitCode"] == code
+        assert status["state"]["terminated"]["reason"] == ("Completed" if code == 0 else "Error")
+    finally:
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
