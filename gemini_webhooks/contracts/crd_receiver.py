@@ -30,6 +30,7 @@ from gemini_webhooks.contracts.delivery import (
     GOOGLE_ISSUER,
     GOOGLE_JWKS_URI,
 )
+from gemini_webhooks.contracts.receiver_config import SENTINEL_ADDRESS_PATTERN
 
 # Hours/minutes/seconds, as `contracts.crd` spells durations (same pattern; a test pins it).
 # Not imported from there: `crd` imports this module while it builds the schema.
@@ -41,6 +42,7 @@ MAX_REPLICAS = 20
 DEFAULT_SERVICE_PORT = 80
 DEFAULT_HEALTH_INTERVAL = "10m"
 MIN_HEALTH_INTERVAL_SECONDS = 60
+DEFAULT_WAIT_TIMEOUT = "1s"
 
 
 class CrdReceiverError(ValueError):
@@ -358,15 +360,47 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
         ),
         "redis": _obj(
             "Durable mode: accept deliveries into a Redis Stream and share deduplication "
-            "between replicas. The URL is given in the resource.",
+            "between replicas; exactly one of `url` or `sentinel`. The receiver refuses a "
+            "server without `appendonly yes` and `appendfsync everysec` (or `always`).",
             {
                 "url": _str(
                     "Redis URL, e.g. `redis://redis.team-a.svc:6379/0`; it is written to the "
                     "receiver's ConfigMap, so it must not carry a password.",
                     pattern="^(redis|rediss|unix)://",
                 ),
+                "sentinel": _obj(
+                    "Find the primary through Redis Sentinel and follow it across failovers.",
+                    {
+                        "addresses": _list(
+                            "Sentinels as `host:port`, e.g. `redis-sentinel.team-a.svc:26379`.",
+                            {"type": "string", "pattern": SENTINEL_ADDRESS_PATTERN},
+                            minItems=1,
+                        ),
+                        "masterName": _str("The monitored primary's name.", minLength=1),
+                        "db": _int("Database number on the primary.", minimum=0, default=0),
+                    },
+                    required=["addresses", "masterName"],
+                ),
+                "acceptDataLossRisk": _bool(
+                    "Run even when the server's persistence does not make an acknowledged "
+                    "event survive a Redis crash; the receiver's /readyz and the "
+                    "`gemini_receiver_redis_durability` metric then say `at_risk`.",
+                    False,
+                ),
+                "waitReplicas": _int(
+                    "Acknowledge an event only once this many replicas hold it (`WAIT`); "
+                    "fewer within `waitTimeout` answer 503 so that Gemini retries.",
+                    minimum=0,
+                    default=0,
+                ),
+                "waitTimeout": _str(
+                    "How long one `WAIT` for `waitReplicas` may take.",
+                    default=DEFAULT_WAIT_TIMEOUT,
+                    pattern=DURATION_PATTERN,
+                    minLength=2,
+                ),
             },
-            required=["url"],
+            oneOf=[{"required": ["url"]}, {"required": ["sentinel"]}],
         ),
         "dedup": _obj(
             "Deduplication on `webhook-id` (Gemini retries for 24 h).",
@@ -480,8 +514,26 @@ class DynamicSpec(_Spec):
     jwks_uri: str = Field(GOOGLE_JWKS_URI, pattern="^https?://")
 
 
+class SentinelSpec(_Spec):
+    addresses: list[Annotated[str, Field(pattern=SENTINEL_ADDRESS_PATTERN)]] = Field(min_length=1)
+    master_name: str = Field(min_length=1)
+    db: int = Field(0, ge=0)
+
+
 class RedisSpec(_Spec):
-    url: str = Field(pattern="^(redis|rediss|unix)://")
+    url: str | None = Field(None, pattern="^(redis|rediss|unix)://")
+    sentinel: SentinelSpec | None = None
+    accept_data_loss_risk: bool = False
+    wait_replicas: int = Field(0, ge=0)
+    wait_timeout: Duration = DEFAULT_WAIT_TIMEOUT
+
+    @model_validator(mode="after")
+    def _one_way_to_connect(self) -> RedisSpec:
+        if (self.url is None) == (self.sentinel is None):
+            raise ValueError("set exactly one of 'url' or 'sentinel'")
+        if parse_duration(self.wait_timeout).total_seconds() == 0:
+            raise ValueError("waitTimeout must be at least 1s")
+        return self
 
 
 class DedupSpec(_Spec):

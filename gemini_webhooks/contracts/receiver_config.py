@@ -41,6 +41,7 @@ DYNAMIC_SOURCE = "dynamic"
 Port = Annotated[int, Field(ge=1, le=65535)]
 ListenPort = Annotated[int, Field(ge=0, le=65535)]  # 0: an ephemeral port (tests)
 PositiveSeconds = Annotated[float, Field(gt=0)]
+SENTINEL_ADDRESS_PATTERN = r"^[^\s:]+:[0-9]{1,5}$"  # host:port
 
 
 class ReceiverConfigError(ValueError):
@@ -267,7 +268,7 @@ class ForwardingConfig(_Model):
 class SentinelConfig(_Model):
     """Find the Redis primary through Redis Sentinel, and follow it across failovers."""
 
-    addresses: list[Annotated[str, Field(pattern=r"^[^\s:]+:[0-9]{1,5}$")]] = Field(
+    addresses: list[Annotated[str, Field(pattern=SENTINEL_ADDRESS_PATTERN)]] = Field(
         min_length=1, description="Sentinels as `host:port`; any one that answers will do."
     )
     master_name: str = Field(min_length=1, description="The monitored primary's name.")

@@ -26,6 +26,7 @@ from gemini_webhooks.contracts.crd_receiver import (
     ExposeSpec,
     PeerSpec,
     ReceiverSpec,
+    RedisSpec,
     TargetSpec,
 )
 
@@ -245,17 +246,30 @@ def _targets(spec: ReceiverSpec) -> list[TargetSpec]:
     return found
 
 
-def _redis_destination(url: str, namespace: str) -> tuple[list[JSON] | None, int] | None:
-    parts = urlsplit(url)
-    if parts.scheme == "unix" or not parts.hostname:
-        return None
-    port = parts.port or DEFAULT_REDIS_PORT
-    labels = parts.hostname.split(".")
+def _host_peers(hostname: str, namespace: str) -> list[JSON] | None:
+    labels = hostname.split(".")
     if len(labels) == 1:  # a Service of this namespace
-        return [_namespace_peer(namespace)], port
+        return [_namespace_peer(namespace)]
     if len(labels) >= 3 and labels[2] == "svc":  # <service>.<namespace>.svc[.<domain>]
-        return [_namespace_peer(labels[1])], port
-    return _anywhere(), port
+        return [_namespace_peer(labels[1])]
+    return _anywhere()
+
+
+def _redis_destinations(redis: RedisSpec, namespace: str) -> list[tuple[list[JSON] | None, int]]:
+    if redis.sentinel is not None:
+        # Each sentinel, and the primary it names (an address known only at run time:
+        # assumed in the sentinel's namespace, on Redis's default port).
+        found: list[tuple[list[JSON] | None, int]] = []
+        for address in redis.sentinel.addresses:
+            host, _, port = address.rpartition(":")
+            peers = _host_peers(host, namespace)
+            found += [(peers, int(port)), (peers, DEFAULT_REDIS_PORT)]
+        return found
+    assert redis.url is not None  # the spec requires one of the two
+    parts = urlsplit(redis.url)
+    if parts.scheme == "unix" or not parts.hostname:
+        return []
+    return [(_host_peers(parts.hostname, namespace), parts.port or DEFAULT_REDIS_PORT)]
 
 
 def network_policy(
@@ -299,9 +313,7 @@ def network_policy(
         elif target.url is not None:
             destinations.append(_url_destination(target.url))
     if spec.redis is not None:
-        redis = _redis_destination(spec.redis.url, namespace)
-        if redis is not None:
-            destinations.append(redis)
+        destinations += _redis_destinations(spec.redis, namespace)
     if spec.dynamic.enabled:
         destinations.append(_url_destination(spec.dynamic.jwks_uri))
     for to, port in destinations:

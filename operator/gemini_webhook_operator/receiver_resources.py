@@ -31,6 +31,7 @@ from gemini_webhooks.contracts.crd import API_VERSION, DEFAULT_SIGNING_SECRET_SU
 from gemini_webhooks.contracts.crd_receiver import (
     CrdReceiverError,
     ReceiverSpec,
+    RedisSpec,
     TargetSpec,
     parse_duration,
     receiver_spec,
@@ -215,6 +216,23 @@ def _target(target: TargetSpec, namespace: str) -> rc.TargetConfig:
     return rc.TargetConfig(url=target.url, format=target.format)
 
 
+def _redis(redis: RedisSpec) -> rc.RedisConfig:
+    sentinel = redis.sentinel
+    return rc.RedisConfig(
+        url=redis.url,
+        sentinel=(
+            rc.SentinelConfig(
+                addresses=list(sentinel.addresses), master_name=sentinel.master_name, db=sentinel.db
+            )
+            if sentinel is not None
+            else None
+        ),
+        accept_data_loss_risk=redis.accept_data_loss_risk,
+        wait_replicas=redis.wait_replicas,
+        wait_timeout_seconds=parse_duration(redis.wait_timeout).total_seconds(),
+    )
+
+
 def receiver_config(resource: Mapping[str, Any], settings: ReceiverSettings) -> rc.ReceiverConfig:
     """The receiver's configuration for this resource, as the contract's models."""
     metadata = resource["metadata"]
@@ -280,7 +298,7 @@ def receiver_config(resource: Mapping[str, Any], settings: ReceiverSettings) -> 
             dead_letter=rc.DeadLetterConfig(
                 target=_target(spec.dead_letter.target, namespace) if spec.dead_letter else None
             ),
-            redis=rc.RedisConfig(url=spec.redis.url) if spec.redis is not None else None,
+            redis=_redis(spec.redis) if spec.redis is not None else None,
             logging=rc.LoggingConfig(level=spec.log_level),
             cluster_domain=settings.cluster_domain,
         )

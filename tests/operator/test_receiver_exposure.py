@@ -416,3 +416,16 @@ def test_network_policy_is_off_by_the_resource_or_by_the_operator() -> None:
 def test_an_invalid_network_policy_section_is_rejected(section: dict[str, Any]) -> None:
     with pytest.raises(ReceiverRenderError, match=r"spec\.receiver\.networkPolicy"):
         render(webhook(networkPolicy=section), ReceiverSettings())
+
+
+def test_sentinel_egress_reaches_each_sentinel_and_the_primary_it_names() -> None:
+    sentinel = {"addresses": ["sentinel.data.svc:26379", "10.0.0.9:26380"], "masterName": "m"}
+    egress = policy(webhook(redis={"sentinel": sentinel}))["spec"]["egress"]
+    anywhere = [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+    for to, port in [
+        ([_ns("data")], 26379),
+        ([_ns("data")], 6379),
+        (anywhere, 26380),
+        (anywhere, 6379),
+    ]:
+        assert {"to": to, "ports": [{"protocol": "TCP", "port": port}]} in egress

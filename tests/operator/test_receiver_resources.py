@@ -193,6 +193,48 @@ def test_redis_makes_deduplication_shared() -> None:
     assert config.redis is not None and config.dedup.backend == "redis"
 
 
+def test_redis_durability_settings_are_rendered() -> None:
+    redis = {
+        "sentinel": {"addresses": ["sentinel.data.svc:26379"], "masterName": "primary", "db": 3},
+        "acceptDataLossRisk": True,
+        "waitReplicas": 1,
+        "waitTimeout": "2s",
+    }
+    objects = by_kind(render(webhook(redis=redis), SETTINGS))
+    config = receiver_config.parse(objects["ConfigMap"]["data"][CONFIG_KEY])
+    assert config.redis is not None and config.redis.sentinel is not None
+    assert config.redis.url is None
+    assert config.redis.sentinel.addresses == ["sentinel.data.svc:26379"]
+    assert (config.redis.sentinel.master_name, config.redis.sentinel.db) == ("primary", 3)
+    assert config.redis.accept_data_loss_risk is True
+    assert (config.redis.wait_replicas, config.redis.wait_timeout_seconds) == (1, 2.0)
+
+
+def test_redis_defaults_require_persistence_and_do_not_wait() -> None:
+    objects = by_kind(render(webhook(redis={"url": "redis://redis:6379/0"}), SETTINGS))
+    config = receiver_config.parse(objects["ConfigMap"]["data"][CONFIG_KEY])
+    assert config.redis is not None
+    assert (config.redis.accept_data_loss_risk, config.redis.wait_replicas) == (False, 0)
+
+
+@pytest.mark.parametrize(
+    ("redis", "message"),
+    [
+        ({}, "exactly one of 'url' or 'sentinel'"),
+        (
+            {"url": "redis://r:6379/0", "sentinel": {"addresses": ["s:1"], "masterName": "m"}},
+            "exactly one of 'url' or 'sentinel'",
+        ),
+        ({"sentinel": {"addresses": ["no-port"], "masterName": "m"}}, r"sentinel\.addresses"),
+        ({"url": "redis://r:6379/0", "waitTimeout": "0s"}, "waitTimeout must be at least 1s"),
+        ({"url": "redis://r:6379/0", "waitReplicas": -1}, r"redis\.waitReplicas"),
+    ],
+)
+def test_bad_redis_settings_are_refused_by_name(redis: dict[str, Any], message: str) -> None:
+    with pytest.raises(ReceiverRenderError, match=message):
+        render(webhook(redis=redis), SETTINGS)
+
+
 def test_container_runs_the_receiver_on_the_mounted_config() -> None:
     objects = render(webhook(), SETTINGS)
     pod = deployment(objects)["spec"]["template"]["spec"]
