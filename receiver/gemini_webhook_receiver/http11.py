@@ -4,8 +4,10 @@ Why not aiohttp's client (or h11) here: forwarding happens once per delivery on 
 path, and under wrk cProfile showed aiohttp's `ClientSession.post` costing as much CPU as
 the whole rest of the request, and h11 (pure-Python validation of every header) a third
 of it. What a forward needs is narrow — one POST with headers we build ourselves, then the
-status of the answer — so this module writes the request bytes itself and reads only the
-response framing (status line, Content-Length or chunked, Connection). https targets go
+status of the answer — so this module writes the request bytes itself, and the answer is
+framed by llhttp (`httptools`' response parser, as the public port's requests are): what
+it refuses (duplicate or conflicting Content-Length, Content-Length with chunked, invalid
+characters, an upgrade) fails the forward rather than being guessed at. https targets go
 through aiohttp (TLS, proxies and redirects are not handled here).
 """
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict, deque
 from collections.abc import Mapping
+
+import httptools
 
 from .writes import WriteBatch
 
@@ -50,8 +54,8 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self.batch = batch
         self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[int] | None = None
-        self.buffer = bytearray()
         self.closed = False
         self.deadline = 0.0  # of the request under way (loop time)
         self.timer: asyncio.TimerHandle | None = None
@@ -59,11 +63,10 @@ class _Connection(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
-        self.status = 0
+        self.status = 0  # of the answer whose head was read
         self.keep_alive = True
-        self.remaining = -1  # body bytes still expected; -1: head not parsed yet
-        self.chunked = False
-        self.until_close = False
+        self.framed = False  # the answer's length is known (else it ends with the close)
+        self.head_bytes = 0  # received while its head is unfinished
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -71,8 +74,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
-        if self.until_close and self.status:
-            self._finish()
+        if self.status and not self.framed:
+            self.keep_alive = False
+            self._finish()  # a body without a length ends with the connection
         else:
             self._fail("connection closed")
 
@@ -91,92 +95,46 @@ class _Connection(asyncio.Protocol):
         if self.waiter is None or self.waiter.done():
             self._fail("unsolicited data")
             return
-        self.buffer += data
         try:
-            while self._step():
-                pass
-        except (ValueError, IndexError):
-            self._fail("invalid HTTP response")
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._fail("invalid HTTP response")  # also duplicate or conflicting lengths
+            return
+        if not self.status:  # the head is not complete yet
+            self.head_bytes += len(data)
+            if self.head_bytes > _MAX_HEAD:
+                self._fail("response head too large")
 
-    def _step(self) -> bool:
-        """Consume what the buffer holds; True to be called again."""
-        buffer = self.buffer
-        if self.remaining == -1 and not self.chunked and not self.until_close:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > _MAX_HEAD:
-                    raise ValueError("response head too large")
-                return False
-            head = bytes(buffer[:end]).split(b"\r\n")
-            del buffer[: end + 4]
-            version, status = head[0].split(b" ", 2)[:2]
-            code = int(status)
-            if 100 <= code < 200:
-                return True  # interim response (100 Continue): the real one follows
-            self.status = code
-            self.keep_alive = version == b"HTTP/1.1"
-            length = None
-            for line in head[1:]:
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                value = value.strip().lower()
-                if name == b"content-length":
-                    length = int(value)
-                elif name == b"transfer-encoding" and value.endswith(b"chunked"):
-                    self.chunked = True
-                elif name == b"connection":
-                    self.keep_alive = value != b"close" and (
-                        self.keep_alive or value == b"keep-alive"
-                    )
-            if code in (204, 304):
-                self.remaining = 0
-            elif self.chunked:
-                self.remaining = -2  # at a chunk-size line
-            elif length is not None:
-                self.remaining = length
-            else:
-                self.until_close = True
-                self.keep_alive = False
-                buffer.clear()
-                return False
-        if self.until_close:
-            buffer.clear()
-            return False
-        if self.chunked:
-            return self._chunk()
-        if len(buffer) >= self.remaining:
-            del buffer[: self.remaining]
-            self._finish()
-            return False
-        return False
+    # ---- httptools callbacks: llhttp frames the answer, these note what it found ---------
 
-    def _chunk(self) -> bool:
-        buffer = self.buffer
-        if self.remaining == -2:  # chunk-size line
-            end = buffer.find(b"\r\n")
-            if end < 0:
-                return False
-            size = int(bytes(buffer[:end]).split(b";")[0], 16)
-            del buffer[: end + 2]
-            self.remaining = size + 2 if size else -3
-            return True
-        if self.remaining == -3:  # trailers, up to an empty line
-            end = buffer.find(b"\r\n")
-            if end < 0:
-                return False
-            del buffer[: end + 2]
-            if end == 0:
-                self._finish()
-                return False
-            return True
-        if len(buffer) < self.remaining:
-            return False
-        del buffer[: self.remaining]
-        self.remaining = -2
-        return True
+    def on_message_begin(self) -> None:
+        if self.waiter is not None and self.waiter.done():
+            self.keep_alive = False  # bytes after our answer: the next one would not be ours
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Only whether the body has a length matters here (llhttp applies it; a close
+        # before its end is then a failure, not the end of the body).
+        if len(name) == 14 or len(name) == 17:
+            name = name.lower()
+            if name == b"content-length" or (
+                name == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked")
+            ):
+                self.framed = True
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status >= 200:  # not an interim answer (100 Continue): the real one follows
+            self.status = status
+
+    def on_message_complete(self) -> None:
+        if not self.status:
+            self._reset()  # an interim answer ended
+            return
+        self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
+        self._finish()
 
     def reusable(self) -> bool:
-        return not self.closed and self.keep_alive and not self.buffer
+        return not self.closed and self.keep_alive
 
     def close(self) -> None:
         self.closed = True

@@ -96,6 +96,63 @@ async def test_garbage_response_fails_the_attempt(canned) -> None:  # type: igno
         await _post(Pool(1), port)
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 12\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\ncontent-length: 0\n\n",
+        b"HTTP/1.1 2OO OK\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header: 1\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n",
+    ],
+)
+async def test_an_answer_whose_framing_is_ambiguous_or_invalid_is_a_failed_forward(  # type: ignore[no-untyped-def]
+    canned, answer: bytes
+) -> None:
+    """Not a guess at which length the target meant: a 2xx read wrongly could be success
+    for an event the target never took, and leave bytes that poison the next forward."""
+    port = await canned([answer])
+    with pytest.raises(ConnectionBroken):
+        await _post(Pool(1), port)
+
+
+async def test_a_body_cut_short_by_a_close_is_a_failed_forward(canned) -> None:  # type: ignore[no-untyped-def]
+    port = await canned([b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"])
+    with pytest.raises(ConnectionBroken):
+        await _post(Pool(1), port)
+
+
+async def test_a_chunked_body_cut_short_by_a_close_is_a_failed_forward(canned) -> None:  # type: ignore[no-untyped-def]
+    port = await canned([b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab"])
+    with pytest.raises(ConnectionBroken):
+        await _post(Pool(1), port)
+
+
+async def test_a_head_that_never_ends_fails_the_forward(canned) -> None:  # type: ignore[no-untyped-def]
+    port = await canned([b"HTTP/1.1 200 OK\r\nx-endless: " + b"a" * (200 * 1024)])
+    with pytest.raises(ConnectionBroken):
+        await _post(Pool(1), port)
+
+
+async def test_bytes_after_the_answer_make_the_connection_unusable(canned) -> None:  # type: ignore[no-untyped-def]
+    extra = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+    port = await canned([b"HTTP/1.1 204 No Content\r\n\r\n" + extra, extra])
+    pool = Pool(1)
+    assert await _post(pool, port) == 204
+    assert pool._idle[("127.0.0.1", port)] == []  # not kept: its next answer is not ours
+
+
+async def test_a_body_without_a_length_ends_with_the_close_also_in_http_1_1(canned) -> None:  # type: ignore[no-untyped-def]
+    port = await canned([b"HTTP/1.1 202 Accepted\r\ntransfer-encoding: gzip\r\n\r\nabc"])
+    assert await _post(Pool(1), port) == 202
+
+
 def test_header_values_with_line_breaks_are_refused() -> None:
     for value in ("a\r\nx-evil: 1", "a\nx-evil: 1", "a\rb", "a\0b"):
         with pytest.raises(ValueError, match="line break"):
