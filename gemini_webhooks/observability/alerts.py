@@ -164,6 +164,17 @@ def rule_groups() -> dict[str, Any]:
             "{{ $labels.webhook }}. Gemini retries deliveries for 24 hours; check the "
             "Deployment before that runs out.",
         ),
+        _alert(
+            "GeminiReceiverRedisNotDurable",
+            f'{s.REDIS_DURABILITY}{{{RECEIVER}, state="refused"}} == 1',
+            "2m",
+            "critical",
+            "Receiver pod {{ $labels.namespace }}/{{ $labels.pod }} refuses a Redis that "
+            "would not keep events",
+            "The receiver of {{ $labels.namespace }}/{{ $labels.webhook }} found its Redis "
+            "without durable persistence (appendonly yes, appendfsync everysec or always) and "
+            "answers every delivery 503; its /readyz says why. Gemini retries for 24 hours.",
+        ),
     ]
     return {
         "groups": [

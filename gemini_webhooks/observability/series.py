@@ -39,6 +39,7 @@ QUEUE_DEPTH = _name(receiver_metrics.queue_depth)
 QUEUE_LAG = _name(receiver_metrics.queue_lag_seconds)
 DEAD_LETTER_DEPTH = _name(receiver_metrics.dead_letter_depth)
 LOADED_SECRETS = _name(receiver_metrics.loaded_secrets)
+REDIS_DURABILITY = _name(receiver_metrics.redis_durability)
 
 # --- operator ---------------------------------------------------------------------------
 RECONCILES = operator_metrics.RECONCILES_TOTAL

@@ -19,9 +19,8 @@ def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
-        if typing.get_origin(annotation) is list and issubclass(
-            typing.get_args(annotation)[0], BaseModel
-        ):
+        item = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else None
+        if isinstance(item, type) and issubclass(item, BaseModel):
             keys.append(f"{prefix}{name}[]" if name not in COMPOUND else prefix + name)
             continue
         nested = [
