@@ -240,7 +240,7 @@ def cluster_internal(host: str, cluster_domain: str = "cluster.local") -> bool:
     if "." not in host or host == "localhost":
         return True
     suffixes = (*_INTERNAL_SUFFIXES, "." + cluster_domain.lower(), ".svc." + cluster_domain)
-    return host.endswith(suffixes) or ".svc." in host
+    return host.endswith(suffixes)
 
 
 def registration_problem(

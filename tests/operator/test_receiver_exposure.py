@@ -219,6 +219,11 @@ def test_google_refuses_plain_http_and_cluster_internal_urls(url: str) -> None:
     assert message is not None and message.startswith("spec.url: ")
 
 
+def test_a_public_name_with_a_svc_label_is_not_mistaken_for_a_cluster_name() -> None:
+    assert problem(webhook(url="https://hooks.svc.example.com/")) is None
+    assert model.cluster_internal("orders.team-a.svc.corp.example", "corp.example")
+
+
 def test_google_refuses_an_exposed_cluster_internal_host() -> None:
     inside = {**INGRESS, "host": "orders.team-a.svc.cluster.local"}
     message = problem(webhook(expose={"ingress": inside}))
