@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from .conftest import (
     StartReceiver,
     base_config,
     envelope,
+    new_secret,
     signed_headers,
     start_app,
 )
@@ -560,3 +562,157 @@ async def test_mangled_bytes_on_the_wire_never_get_a_5xx_and_the_port_keeps_serv
     writer_reader[1].write(_request(secret)[0])
     assert (await _answer(writer_reader[0]))[0] == 200
     writer_reader[1].close()
+
+
+# ---- whole pipelined connections, fuzzed ---------------------------------------------
+
+_MAX_BODY = 4096
+# What each kind of request gets, and whether the connection ends with its answer.
+_KINDS: dict[str, tuple[int, bool]] = {
+    "valid": (200, False),
+    "valid_expect": (200, False),  # with `expect: 100-continue`, its body sent at once
+    "duplicate": (200, False),  # the previous valid request again: same webhook-id
+    "bad_signature": (401, False),
+    "valid_last": (200, True),  # with `connection: close`
+    "malformed": (400, True),
+    "oversized": (413, True),  # announces more than max_body_bytes
+    "oversized_chunked": (413, True),  # sends more than max_body_bytes in chunks
+    "wrong_path": (404, True),
+    "wrong_method": (405, True),
+}
+
+
+def _fuzz_request(kind: str, secret: str, previous: bytes | None) -> tuple[bytes, str | None]:
+    """A request of `kind`'s bytes, and the webhook-id it delivers (if it is one to take)."""
+    if kind == "duplicate" and previous is not None:
+        return previous, None
+    if kind in ("valid", "duplicate"):
+        return _request(secret)
+    if kind == "valid_expect":
+        return _request(secret, extra="expect: 100-continue\r\n")
+    if kind == "valid_last":
+        return _request(secret, extra="connection: close\r\n")
+    if kind == "bad_signature":
+        return _request(new_secret())[0], None
+    if kind == "malformed":
+        return b"POST / HTTP/1.1\r\nhost: r\r\nbad header: x\r\n\r\n", None
+    if kind == "oversized":
+        return b"POST / HTTP/1.1\r\nhost: r\r\ncontent-length: %d\r\n\r\n{" % (_MAX_BODY + 1), None
+    if kind == "oversized_chunked":
+        chunk = b"x" * (_MAX_BODY + 10)
+        return (
+            b"POST / HTTP/1.1\r\nhost: r\r\ntransfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n"
+            b"0\r\n\r\n" % (len(chunk), chunk)
+        ), None
+    if kind == "wrong_path":
+        return _request(secret, target="/elsewhere")[0], None
+    assert kind == "wrong_method"
+    return _request(secret)[0].replace(b"POST", b"PUT", 1), None
+
+
+def _answers(stream: bytes) -> list[tuple[int, bytes]]:
+    """The final answers in a byte stream from the public port (100 Continue skipped)."""
+    answers = []
+    while stream:
+        head, found, rest = stream.partition(b"\r\n\r\n")
+        assert found, f"an unfinished answer: {stream[:200]!r}"
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ")[1])
+        if status == 100:
+            stream = rest
+            continue
+        fields = dict(line.lower().split(b": ", 1) for line in lines[1:])
+        length = int(fields[b"content-length"])
+        answers.append((status, rest[:length]))
+        stream = rest[length:]
+    return answers
+
+
+async def test_fuzzed_pipelined_connections_are_answered_in_order_and_forwarded_once(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """Property, over whole connections of valid, malformed and oversized requests
+    interleaved and cut into arbitrary reads: every request up to the first that ends the
+    connection is answered, in order, with its own status (never a 5xx); nothing after it
+    is; and every event answered 200 "accepted" reached the target exactly once."""
+    path, secret = secrets_file
+    client = await start_receiver(
+        base_config(
+            target.url,
+            path,
+            limits={"max_body_bytes": _MAX_BODY, "read_timeout_seconds": 2},
+        )
+    )
+    port = client.running.public_port
+    loop = asyncio.get_running_loop()
+    problems: list[str] = []
+
+    async def run(kinds: list[str], cuts: list[float]) -> None:
+        raws, delivered, previous = [], [], None
+        expected: list[int] = []
+        for kind in kinds:
+            raw, msg_id = _fuzz_request(kind, secret, previous)
+            raws.append(raw)
+            status, closes = _KINDS[kind]
+            expected.append(status)
+            if msg_id is not None:
+                delivered.append(msg_id)
+                previous = raw
+            if closes:
+                break
+        stream = b"".join(raws)
+        at = sorted({int(c * len(stream)) for c in cuts} | {0, len(stream)})
+        before = len(target.requests)
+        reader, writer = await _connect(port)
+        try:
+            for start, end in itertools.pairwise(at):
+                writer.write(stream[start:end])
+                await writer.drain()
+                await asyncio.sleep(0)
+        except ConnectionError:
+            pass  # closed by a refusal while the rest was still being sent
+        received = b""
+        try:
+            if _KINDS[kinds[len(expected) - 1]][1]:  # ends the connection: read to EOF
+                received = await asyncio.wait_for(reader.read(), 10)
+            else:  # stays open: read until every answer is in
+                while True:
+                    try:
+                        if len(_answers(received)) >= len(expected):
+                            break
+                    except AssertionError:
+                        pass  # an answer not yet complete
+                    chunk = await asyncio.wait_for(reader.read(65536), 10)
+                    if not chunk:
+                        break
+                    received += chunk
+        except (ConnectionError, TimeoutError) as error:
+            problems.append(f"{kinds}: {type(error).__name__} after {received[-200:]!r}")
+            writer.close()
+            return
+        writer.close()
+        answers = _answers(received)
+        statuses = [status for status, _ in answers]
+        if statuses != expected:
+            problems.append(f"{kinds}: answered {statuses}, expected {expected}")
+        accepted = [
+            json.loads(body).get("status") == "accepted"
+            for status, body in answers
+            if status == 200
+        ]
+        if sum(accepted) != len(delivered):
+            problems.append(f"{kinds}: {sum(accepted)} accepted, {len(delivered)} sent")
+        forwarded = target.ids()[before:]
+        if forwarded != delivered:
+            problems.append(f"{kinds}: forwarded {forwarded}, expected {delivered}")
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        kinds=st.lists(st.sampled_from(list(_KINDS)), min_size=1, max_size=12),
+        cuts=st.lists(st.floats(0, 1), max_size=6),
+    )
+    def check(kinds: list[str], cuts: list[float]) -> None:
+        asyncio.run_coroutine_threadsafe(run(kinds, cuts), loop).result(30)
+
+    await loop.run_in_executor(None, check)
+    assert problems == []
