@@ -81,6 +81,8 @@ async def test_an_ingress_url_is_registered_once_the_ingress_has_an_address(
             NAME, lambda o: synced_reason(o) == "WaitingForIngressAddress"
         )
         assert condition(waiting, "Ready")["reason"] == "WaitingForIngressAddress"
+        event = await gemini.wait_event(NAME, {"WaitingForIngressAddress"})
+        assert event["type"] == "Normal"  # a wait, not a failure
         assert remote_uris(emulator) == []  # nothing registered before the route works
         stored = await gemini.client.get("Ingress", "default", RECEIVER)
         assert stored is not None
