@@ -371,7 +371,13 @@ class Node:
 
     async def _publish_endpoints(self) -> None:
         services = await self.api.list("services")
-        pods = {(p.namespace, p.uid): (p.labels, p.ports) for p in self.pods.values() if p.ready}
+        # Every pod we run keeps its loopback address while it restarts (as the sandbox's
+        # kubelet does): a caller sees connection refused, not a missing Service.
+        pods = {
+            (p.namespace, p.uid): (p.labels, p.ports)
+            for p in self.pods.values()
+            if p.plan is not None
+        }
         mapping = dict(self.static_endpoints)
         mapping.update(service_endpoints(services, pods))
         if mapping != self.endpoints:

@@ -190,6 +190,15 @@ def sandbox_of(system: System) -> Sandbox:
     return system.sandbox
 
 
+def kube_sandbox_of(system: System) -> Sandbox:
+    """The sandbox behind `system` when its Kubernetes API is the API sandbox (for its
+    fault injection); on the real control plane the test is skipped. Mark it `sandbox_only`."""
+    sandbox = sandbox_of(system)
+    if sandbox.options.kube != "sandbox":
+        pytest.skip("needs the Kubernetes API sandbox's fault injection")
+    return sandbox
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if not REAL:
         return

@@ -11,7 +11,7 @@ import pytest
 
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.sandbox.scenario import StepFailed, poll, real_cluster_example, scrape, total
-from tests.e2e.conftest import System, sandbox_of
+from tests.e2e.conftest import System, kube_sandbox_of, sandbox_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -75,7 +75,7 @@ async def test_an_operator_killed_mid_rotation_heals(system: System) -> None:
                 and ready.get("status") == "True"
             )
 
-        await poll(healed, within=60, what="the rotation to complete after the restart")
+        await poll(healed, within=90, what="the rotation to complete after the restart")
         assert await scenario.remote_webhooks_of_resource() == 1
         assert await scenario.secret_matches_remote()
         if system.sandbox is not None:
@@ -93,7 +93,7 @@ async def test_an_operator_killed_between_the_rotate_call_and_the_secret_write_h
     written (the API server refuses the write), the operator is SIGKILLed there and
     restarted. Events flow throughout: every one arrives and none is rejected, and after
     the heal the Secret's current secret is the one Gemini calls current."""
-    sandbox = sandbox_of(system)
+    sandbox = kube_sandbox_of(system)
     scenario = await system.scenario("crash-mid-rotation")
     faults = f"{sandbox.kube_url}/sandbox/v1/faults"
     secret_name = scenario.name + crd.DEFAULT_SIGNING_SECRET_SUFFIX
