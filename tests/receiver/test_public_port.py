@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import time
 from pathlib import Path
 
@@ -573,6 +574,8 @@ _KINDS: dict[str, tuple[int, bool]] = {
     "valid_expect": (200, False),  # with `expect: 100-continue`, its body sent at once
     "duplicate": (200, False),  # the previous valid request again: same webhook-id
     "bad_signature": (401, False),
+    "absolute_target": (200, False),  # POST http://r/ HTTP/1.1
+    "timestamp_out_of_range": (400, False),  # webhook-timestamp: 999999999999
     "valid_last": (200, True),  # with `connection: close`
     "malformed": (400, True),
     "oversized": (413, True),  # announces more than max_body_bytes
@@ -594,6 +597,11 @@ def _fuzz_request(kind: str, secret: str, previous: bytes | None) -> tuple[bytes
         return _request(secret, extra="connection: close\r\n")
     if kind == "bad_signature":
         return _request(new_secret())[0], None
+    if kind == "absolute_target":
+        return _request(secret, target="http://r/")
+    if kind == "timestamp_out_of_range":
+        raw = _request(secret)[0]
+        return re.sub(rb"webhook-timestamp: \d+", b"webhook-timestamp: 999999999999", raw), None
     if kind == "malformed":
         return b"POST / HTTP/1.1\r\nhost: r\r\nbad header: x\r\n\r\n", None
     if kind == "oversized":
@@ -646,10 +654,13 @@ async def test_fuzzed_pipelined_connections_are_answered_in_order_and_forwarded_
     port = client.running.public_port
     loop = asyncio.get_running_loop()
     problems: list[str] = []
+    answered: list[int] = []  # every status seen, so that the property cannot hold vacuously
+    connections: list[list[str]] = []
 
     async def run(kinds: list[str], cuts: list[float]) -> None:
         raws, delivered, previous = [], [], None
         expected: list[int] = []
+        connections.append(kinds)
         for kind in kinds:
             raw, msg_id = _fuzz_request(kind, secret, previous)
             raws.append(raw)
@@ -693,6 +704,7 @@ async def test_fuzzed_pipelined_connections_are_answered_in_order_and_forwarded_
         writer.close()
         answers = _answers(received)
         statuses = [status for status, _ in answers]
+        answered.extend(statuses)
         if statuses != expected:
             problems.append(f"{kinds}: answered {statuses}, expected {expected}")
         accepted = [
@@ -706,7 +718,7 @@ async def test_fuzzed_pipelined_connections_are_answered_in_order_and_forwarded_
         if forwarded != delivered:
             problems.append(f"{kinds}: forwarded {forwarded}, expected {delivered}")
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(
         kinds=st.lists(st.sampled_from(list(_KINDS)), min_size=1, max_size=12),
         cuts=st.lists(st.floats(0, 1), max_size=6),
@@ -716,3 +728,5 @@ async def test_fuzzed_pipelined_connections_are_answered_in_order_and_forwarded_
 
     await loop.run_in_executor(None, check)
     assert problems == []
+    assert {200, 400, 401, 404, 405, 413} <= set(answered)
+    assert len(connections) >= 100
