@@ -193,6 +193,41 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[Column]] = {
 BUILTIN_COLUMNS[("events.k8s.io", "events")] = BUILTIN_COLUMNS[("", "events")]
 
 
+def _ingress_hosts(obj: Any, _: datetime.datetime) -> str:
+    hosts = [r.get("host") for r in (obj.get("spec") or {}).get("rules") or [] if r.get("host")]
+    return ",".join(hosts) or "*"
+
+
+def _ingress_address(obj: Any, _: datetime.datetime) -> str:
+    found = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return ",".join(str(a.get("ip") or a.get("hostname") or "") for a in found)
+
+
+def _ingress_ports(obj: Any, _: datetime.datetime) -> str:
+    return "80, 443" if (obj.get("spec") or {}).get("tls") else "80"
+
+
+def _pod_selector(obj: Any, _: datetime.datetime) -> str:
+    labels = ((obj.get("spec") or {}).get("podSelector") or {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
+
+
+# As `kubectl get` shows them from a real API server.
+BUILTIN_COLUMNS[("networking.k8s.io", "ingresses")] = [
+    NAME,
+    ("Class", "string", lambda o, _: (o.get("spec") or {}).get("ingressClassName") or "<none>"),
+    ("Hosts", "string", _ingress_hosts),
+    ("Address", "string", _ingress_address),
+    ("Ports", "string", _ingress_ports),
+    AGE,
+]
+BUILTIN_COLUMNS[("networking.k8s.io", "networkpolicies")] = [
+    NAME,
+    ("Pod-Selector", "string", _pod_selector),
+    AGE,
+]
+
+
 def _custom_columns(rtype: ResourceType) -> list[Column]:
     if not rtype.printer_columns:
         return [NAME, AGE]

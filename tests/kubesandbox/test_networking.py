@@ -93,3 +93,16 @@ def test_network_policies_are_listed_by_label(api: Api) -> None:
     api.post(NETWORK_POLICIES, _network_policy(unique("np")))
     found = api.get(f"{NETWORK_POLICIES}?labelSelector=owner%3D{name}").body
     assert [i["metadata"]["name"] for i in found["items"]] == [name]
+
+
+def test_kubectl_get_shows_the_columns_a_real_server_shows(kubectl: KubectlRun) -> None:
+    name = unique("cols")
+    ingress = _ingress(name)
+    ingress["spec"]["ingressClassName"] = "nginx"
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all([ingress, _network_policy(name)]))
+    header, row = kubectl("get", "ingress", name).stdout.splitlines()
+    assert header.split() == ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
+    assert row.split()[:4] == [name, "nginx", "hooks.example.com", "80"]
+    header, row = kubectl("get", "networkpolicy", name).stdout.splitlines()
+    assert header.split() == ["NAME", "POD-SELECTOR", "AGE"]
+    assert row.split()[:2] == [name, f"app={name}"]
