@@ -195,7 +195,9 @@ class _Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.body_size = 0
         # The head is bounded twice: by the bytes of whole fields (a complete head), and by
-        # the bytes received while a head is unfinished (a field that never ends).
+        # the bytes received while a head is unfinished (a field that never ends). llhttp
+        # does not say where in a read a pipelined head starts, so that count begins with
+        # the next read: a field that never ends may pass the limit by up to one read.
         self.head_size = 0
         self.head_bytes = 0
         self.in_head = True  # between requests or inside a head
