@@ -10,8 +10,9 @@ is one process on loopback, so three things differ from a node, and each is a ru
   receiver's config file (the `listen`/`internal` sections of its documented format) is
   rewritten to bind those ports on 127.0.0.1; so are the operator's port flags
   (`--metrics-port=N`, the port of `--liveness=URL`) when N is a `containerPort`.
-- Nothing else is emulated: no image (the command runs from this virtualenv), no
-  resource limits, no security context (the process runs as the sandbox's user).
+- Nothing else is emulated: no image (the command runs from this virtualenv, whose
+  binaries come first on the pod's PATH, as the image's do), no resource limits, no
+  security context (the process runs as the sandbox's user).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -453,6 +455,10 @@ def _plan_spec(
         mounts.add(mount["mountPath"], host / sub_path if sub_path else host)
 
     env = dict(base_env)
+    image_bin = os.path.dirname(executables(IMAGE_ENTRYPOINT[0]))
+    if image_bin:  # a shell in the command finds the image's binaries by name
+        rest = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != image_bin]
+        env["PATH"] = os.pathsep.join([image_bin, *rest])
     container_env = _env(container, namespace, pod_fields, lookup)
     env.update({k: mounts.rewrite(v) for k, v in container_env.items()})
 

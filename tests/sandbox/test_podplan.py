@@ -249,3 +249,24 @@ def test_port_flags_as_two_arguments_are_rewritten_too() -> None:
 )
 def test_other_values_of_port_flags_are_left_as_written(flag: str) -> None:
     assert _operator_argv(["operator", flag])[1:] == ["operator", flag]
+
+
+def test_the_image_binaries_come_first_on_the_pods_path(tmp_path: Path) -> None:
+    """The chart's HA command is `/bin/sh -c 'exec gemini-webhooks ...'`: the shell finds
+    the image's binaries by name."""
+    plan = plan_pod(
+        DEPLOYMENT,
+        lookup=lambda kind, ns, name: OBJECTS.get((kind, ns, name)),
+        pod_dir=tmp_path,
+        host_ports=HOST_PORTS,
+        executables=lambda name: f"/venv/bin/{name}",
+        base_env={"PATH": "/usr/bin:/venv/bin:/bin"},
+    )
+    assert plan.env["PATH"] == "/venv/bin:/usr/bin:/bin"
+
+
+def test_a_path_the_container_sets_is_kept(tmp_path: Path) -> None:
+    deployment = copy.deepcopy(DEPLOYMENT)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [*container["env"], {"name": "PATH", "value": "/opt/bin"}]
+    assert _plan(tmp_path, deployment).env["PATH"] == "/opt/bin"
