@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from gemini_webhook_receiver import reasons
+from gemini_webhook_receiver.reasons import Rejection
 from gemini_webhooks.contracts import receiver_config as rc
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "receiver.md"
@@ -43,3 +46,18 @@ def test_every_config_key_is_in_the_configuration_table() -> None:
         if f"`{key}`" not in table and not (section and f"`.{leaf}`" in table):
             missing.append(key)
     assert missing == []
+
+
+def test_every_rejection_reason_is_in_the_bad_input_table_with_its_status() -> None:
+    """reasons.py is the closed set; the table is where operators look a reason up."""
+    table = DOC.read_text().split("**Bad input**", 1)[1].split("**Pings.**", 1)[0]
+    documented: dict[str, set[int]] = {}
+    for row in table.splitlines():
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        if not row.startswith("|") or len(cells) != 4 or not cells[1].isdigit():
+            continue
+        for names, status in ((cells[0], cells[1]), (cells[2], cells[3])):
+            for name in re.findall(r"`([a-z_]+)`", re.sub(r"\(.*?\)", "", names)):
+                documented.setdefault(name, set()).add(int(status))
+    closed_set = {r.reason: {r.status} for r in vars(reasons).values() if isinstance(r, Rejection)}
+    assert documented == closed_set
