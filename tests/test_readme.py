@@ -19,6 +19,10 @@ Each ```sh block is preceded by `<!-- readme-test: RUNNER -->`, naming how it is
 - `shell` — run by bash from the repository root, each within a minute.
 - `server` — one long-running command, run exactly as written from the repository root:
   it must say it is listening within a minute, and stop cleanly (exit 0) on Ctrl-C.
+- `control-plane` — each line in order from the repository root: `scripts/control-plane
+  up` (it serves until Ctrl-C or `down`) in the background until it writes its `env`, the
+  others by bash; the node must be Ready, `down` must stop `up` leaving none of its
+  processes, and the demo must hold every step.
 - `real-cluster` — needs a real cluster and a Google account: only checked for
   consistency (the variables it sets are the ones `tests/e2e/conftest.py` reads).
 
@@ -56,6 +60,7 @@ RUNNERS = (
     "shell",
     "server",
     "real-cluster",
+    "control-plane",
     "manifest",
     "python-with-client",
 )
@@ -382,6 +387,60 @@ def test_a_python_snippet_runs_against_the_emulator(block: Block) -> None:
         )
         exec(compile(block.text, f"README.md:{block.line}", "exec"), {"client": client})
         assert list(client.batches.list()), "the snippet created no batch"
+
+
+# -- the real control plane ----------------------------------------------------------------
+
+
+@pytest.mark.real_component
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("block", _blocks("control-plane"), ids=lambda b: f"line-{b.line}")
+def test_the_control_plane_commands_build_run_and_stop_it(block: Block, tmp_path: Path) -> None:
+    state = ROOT / ".control-plane"
+    assert not (state / "up.pid").exists(), "a control plane is already running from .control-plane"
+    env = _env(GEMINI_WEBHOOKS_SANDBOX_DIR=str(tmp_path / "sandbox"))
+    up: subprocess.Popen[str] | None = None
+    up_log = tmp_path / "up.log"
+    outputs: list[str] = []
+    try:
+        for command in block.commands:
+            if command == "scripts/control-plane up":
+                up = subprocess.Popen(
+                    ["bash", "-c", command],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=up_log.open("w"),
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    start_new_session=True,
+                )
+                deadline = time.monotonic() + 240
+                while not (state / "up.pid").exists():
+                    assert up.poll() is None, f"up exited with {up.returncode}"
+                    assert time.monotonic() < deadline, "up did not come up in 240 s"
+                    time.sleep(0.2)
+                continue
+            outputs.append(_bash(command, cwd=ROOT, env=env, timeout=600))
+            if command.startswith("scripts/control-plane down"):
+                assert up is not None
+                assert up.wait(60) == 0
+                assert "[control-plane] stopped" in up_log.read_text()
+                assert not _group_alive(up.pid), "up left processes behind"
+        nodes = next(o for o in outputs if "gwo-node" in o)
+        assert " Ready " in nodes
+        assert "Every step held." in outputs[-1]
+    finally:
+        if up is not None and up.poll() is None:
+            os.killpg(up.pid, signal.SIGINT)
+            up.wait(60)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 # -- the real-cluster e2e command ------------------------------------------------------------

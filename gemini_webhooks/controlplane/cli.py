@@ -71,6 +71,15 @@ async def _up(directory: Path, with_node: bool) -> int:
         _say("stopped")
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited `up` whose parent has not reaped it yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _down(directory: Path, within: float = 60.0) -> int:
     pid_file = directory / "up.pid"
     try:
@@ -82,9 +91,7 @@ def _down(directory: Path, within: float = 60.0) -> int:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             _say("stopped")
             return 0
         time.sleep(0.2)
