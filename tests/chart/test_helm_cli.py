@@ -548,3 +548,67 @@ def test_a_pod_that_runs_to_completion_is_not_restarted(policy: str, code: int, 
         assert status["state"]["terminated"]["reason"] == ("Completed" if code == 0 else "Error")
     finally:
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.mark.timeout(600)
+def test_an_ha_release_runs_two_replicas_and_one_reconciles(
+    emulator: Any, release_namespace: str, tmp_path: Path
+) -> None:
+    """replicaCount 2: both replicas start (through the chart's /bin/sh wrapper that gives
+    each a seniority priority), the chart's KopfPeering and RBAC let them elect one, and
+    the resource is reconciled; uninstall leaves nothing."""
+    namespace = release_namespace
+    release = f"ha-{uuid.uuid4().hex[:5]}"
+    helm = Helm(tmp_path / "helm", namespace)
+    helm(
+        "install",
+        release,
+        str(CHART_DIR),
+        "--create-namespace",
+        "--set",
+        f"watchNamespaces={{{namespace}}}",
+        "--set",
+        f"operator.apiBaseUrl={emulator.base_url}",
+        "--set",
+        "replicaCount=2",
+        "--wait",
+        "--timeout",
+        "180s",
+    )
+    pods = _operator_pods(namespace, release)
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
+    assert all(p["spec"]["containers"][0]["command"][0] == "/bin/sh" for p in pods)
+    # Both replicas announce themselves in the chart's KopfPeering (kopf keeps one entry
+    # per peer under its status), with different priorities (their start times).
+    (peering,) = kubectl_json("get", "kopfpeerings", "-n", namespace)["items"]
+    name = peering["metadata"]["name"]
+
+    def both_peers() -> dict[str, Any] | None:
+        status = kubectl_json("get", "kopfpeerings", name, "-n", namespace).get("status") or {}
+        return status if len(status) == 2 else None
+
+    peers = wait_until("both replicas in the peering", both_peers)
+    assert len({p["priority"] for p in peers.values()}) == 2, peers
+    kubectl(
+        "create",
+        "secret",
+        "generic",
+        API_KEY_SECRET,
+        "-n",
+        namespace,
+        f"--from-literal=api-key={emulator.api_key}",
+    )
+    body = _resource(namespace)
+    body["metadata"]["name"] = "ha"
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
+    wait_until("the GeminiWebhook to be Ready", lambda: _ready(_webhook(namespace, "ha")))
+    remote = [w.id for w in emulator.client().webhooks.list().webhooks]
+    assert remote == [_webhook(namespace, "ha")["status"]["webhookId"]], remote
+    kubectl("delete", crd.PLURAL, "ha", "-n", namespace, "--timeout=60s")
+    assert not emulator.client().webhooks.list().webhooks
+    kubectl("delete", "secret", API_KEY_SECRET, "-n", namespace)
+    helm("uninstall", release, "--wait", "--timeout", "120s")
+    deadline = time.monotonic() + 60
+    while left := _leftovers(namespace, release):
+        assert time.monotonic() < deadline, f"left after helm uninstall: {left}"
+        time.sleep(0.5)
