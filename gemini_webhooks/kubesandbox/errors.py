@@ -27,6 +27,8 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
+        if not self.reason:  # StatusReasonUnknown: an error the API server did not classify
+            del body["reason"]
         if self.details:
             body["details"] = self.details
         return body
@@ -67,11 +69,17 @@ def conflict(plural: str, group: str, name: str) -> ApiError:
 def invalid(kind: str, group: str, name: str, causes: list[dict[str, str]]) -> ApiError:
     """422 Invalid, with one cause per offending field (`field`, `reason`, `message`)."""
     summary = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
+    if len(causes) != 1:
+        summary = f"[{summary}]"
     details = _details(kind, name, group)
     details["causes"] = causes
-    return ApiError(
-        422, "Invalid", f'{kind}.{group or "core"} "{name}" is invalid: [{summary}]', details
-    )
+    qualified = f"{kind}.{group}" if group else kind
+    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {summary}', details)
+
+
+def internal(message: str) -> ApiError:
+    """A 500 without a reason, as kube-apiserver answers a plain storage error."""
+    return ApiError(500, "", message)
 
 
 def bad_request(message: str) -> ApiError:

@@ -114,7 +114,11 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         short=["deploy"],
         categories=["all"],
         status=True,
-        scale={"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"},
+        scale={
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".spec.selector",
+        },
     ),
     _rt("events.k8s.io", "v1", "events", "Event", namespaced=True, short=["ev"]),
     _rt("rbac.authorization.k8s.io", "v1", "roles", "Role", namespaced=True),

@@ -2,6 +2,7 @@
 
 In order: unknown fields are found (reported when the client asks for `Strict`, else
 pruned), defaults are applied, then values are validated. Pure functions over plain data.
+`anyOf`/`oneOf`/`allOf`/`not` are checked with kube-apiserver's messages.
 Not implemented: `x-kubernetes-validations` (CEL rules) and most `format`s.
 """
 
@@ -51,6 +52,25 @@ def prune(value: Any, schema: Schema, path: str = "", *, root: bool = False) -> 
         for index, item in enumerate(value):
             unknown += prune(item, schema["items"], f"{path}[{index}]")
     return unknown
+
+
+def drop_nulls(value: Any, schema: Schema) -> None:
+    """Drop (in place) `null`s of fields that are not `nullable`, as kube-apiserver does before
+    defaulting (so a default then fills them) and validation."""
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key in list(value):
+            sub = properties.get(key, additional if isinstance(additional, Mapping) else None)
+            if sub is None:
+                continue
+            if value[key] is None and not sub.get("nullable"):
+                del value[key]
+            else:
+                drop_nulls(value[key], sub)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for item in value:
+            drop_nulls(item, schema["items"])
 
 
 def apply_defaults(value: Any, schema: Schema) -> None:
@@ -133,6 +153,7 @@ def validate(value: Any, schema: Schema, path: str = "") -> list[dict[str, str]]
             )
         )
         return causes
+    causes += _check_composition(value, schema, path)
     enum = schema.get("enum")
     if enum is not None and value not in enum:
         supported = ", ".join(_show(e) for e in enum)
@@ -226,6 +247,64 @@ def validate(value: Any, schema: Schema, path: str = "") -> list[dict[str, str]]
     return causes
 
 
+def _composition_cause(path: str, rule: str) -> dict[str, str]:
+    # kube-apiserver reports these without a field (`<nil>`), the path inside the message.
+    return cause("<nil>", "FieldValueInvalid", f'Invalid value: "": "{path}" {rule}')
+
+
+def _closest(results: list[list[dict[str, str]]]) -> list[dict[str, str]]:
+    best = results[0]
+    for result in results[1:]:
+        if len(result) < len(best):
+            best = result
+    return best
+
+
+def _check_composition(value: Any, schema: Schema, path: str) -> list[dict[str, str]]:
+    """`anyOf`, `oneOf`, `allOf`, `not`, in that order, as kube-openapi checks them: the
+    rule's error, then (anyOf/oneOf, none valid) the causes of the closest alternative
+    (fewest causes, the first on ties); allOf: every alternative's causes, then its error."""
+    causes: list[dict[str, str]] = []
+    any_of = schema.get("anyOf")
+    if isinstance(any_of, list) and any_of:
+        results = [validate(value, sub, path) for sub in any_of if isinstance(sub, Mapping)]
+        if results and all(results):
+            causes.append(_composition_cause(path, "must validate at least one schema (anyOf)"))
+            causes += _closest(results)
+    one_of = schema.get("oneOf")
+    if isinstance(one_of, list) and one_of:
+        results = [validate(value, sub, path) for sub in one_of if isinstance(sub, Mapping)]
+        valid = sum(1 for r in results if not r)
+        if results and valid == 0:
+            causes.append(
+                _composition_cause(
+                    path, "must validate one and only one schema (oneOf). Found none valid"
+                )
+            )
+            causes += _closest(results)
+        elif valid > 1:
+            causes.append(
+                _composition_cause(
+                    path,
+                    "must validate one and only one schema (oneOf). "
+                    f"Found {valid} valid alternatives",
+                )
+            )
+    all_of = schema.get("allOf")
+    if isinstance(all_of, list) and all_of:
+        results = [validate(value, sub, path) for sub in all_of if isinstance(sub, Mapping)]
+        for result in results:
+            causes += result
+        valid = sum(1 for r in results if not r)
+        if valid != len(results):
+            none = ". None validated" if valid == 0 else ""
+            causes.append(_composition_cause(path, f"must validate all the schemas (allOf){none}"))
+    negated = schema.get("not")
+    if isinstance(negated, Mapping) and not validate(value, negated, path):
+        causes.append(_composition_cause(path, "must not validate the schema (not)"))
+    return causes
+
+
 def _check_list_type(value: list[Any], schema: Schema, path: str) -> list[dict[str, str]]:
     list_type = schema.get("x-kubernetes-list-type")
     causes: list[dict[str, str]] = []
@@ -294,6 +373,7 @@ def _check_bounds(value: float, schema: Schema, path: str) -> list[dict[str, str
 def admit(obj: dict[str, Any], schema: Schema) -> tuple[list[str], list[dict[str, str]]]:
     """Prune, default and validate a whole object (in place): (unknown fields, causes)."""
     unknown = prune(obj, schema, root=True)
+    drop_nulls(obj, schema)
     apply_defaults(obj, schema)
     body = {k: v for k, v in obj.items() if k not in _ROOT_KEPT}
     body_schema = dict(schema)

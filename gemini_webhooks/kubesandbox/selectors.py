@@ -108,28 +108,41 @@ FIELD_LABELS: dict[tuple[str, str], frozenset[str]] = {
 ALWAYS_SELECTABLE = frozenset({"metadata.name", "metadata.namespace"})
 
 
-def field_selector(selector: str, allowed: frozenset[str] | None = None) -> Predicate:
+def field_selector(
+    selector: str, allowed: frozenset[str] | None = None, *, legacy: bool = False
+) -> Predicate:
     """`metadata.name=x,metadata.namespace!=y` (`=`, `==`, `!=`) over the `allowed` fields
-    (and metadata.name/namespace); any other field is refused, as the API server does."""
+    (and metadata.name/namespace); any other field is refused, as the API server does: in
+    the words of the type's own field-label conversion (`legacy`: secrets, pods, events,
+    ...) or of the generic one, which lists what is selectable."""
     checks: list[Predicate] = []
     for requirement in _split(selector):
         m = _EQ_RE.match(requirement)
         if not m:
             raise bad_request(f"invalid field selector: {requirement.strip()!r}")
         if allowed is not None and m.group(1) not in allowed | ALWAYS_SELECTABLE:
-            raise bad_request(f"field label not supported: {m.group(1)}")
+            if legacy:
+                raise bad_request(f"field label not supported: {m.group(1)}")
+            known = ", ".join(
+                f'"{f}"' for f in ["metadata.name", "metadata.namespace", *sorted(allowed)]
+            )
+            raise bad_request(f'"{m.group(1)}" is not a known field selector: only {known}')
         checks.append(_field_equals(m.group(1), m.group(3), negate=m.group(2) == "!="))
     return lambda obj: all(check(obj) for check in checks)
 
 
 def combined(
-    labels: str | None, fields: str | None, allowed_fields: frozenset[str] | None = None
+    labels: str | None,
+    fields: str | None,
+    allowed_fields: frozenset[str] | None = None,
+    *,
+    legacy: bool = False,
 ) -> Predicate | None:
     predicates = []
     if labels:
         predicates.append(label_selector(labels))
     if fields:
-        predicates.append(field_selector(fields, allowed_fields))
+        predicates.append(field_selector(fields, allowed_fields, legacy=legacy))
     if not predicates:
         return None
     return lambda obj: all(p(obj) for p in predicates)

@@ -247,6 +247,14 @@ class KubeSandbox(kmock.RawHandler):
                 raise errors.method_not_allowed(f"{method} is not allowed on {path}")
             return _json(self._serve_discovery(target))
         rtype = self.cluster.find_type(target.group, target.version, target.plural)
+        if rtype is None and not any(
+            (t.group, t.version) == (target.group, target.version)
+            for t in self.cluster.served_types()
+        ):
+            # No handler for that group/version at all: kube-apiserver's mux answers in text.
+            return aiohttp.web.Response(
+                status=404, text="404 page not found\n", content_type="text/plain"
+            )
         if rtype is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if target.namespace is not None and not rtype.namespaced:
@@ -285,16 +293,35 @@ class KubeSandbox(kmock.RawHandler):
     ) -> aiohttp.web.StreamResponse:
         params = request.params
         ns = target.namespace
-        field_validation = params.get("fieldValidation", "Warn")
-        if field_validation not in ("Strict", "Warn", "Ignore"):
-            raise errors.bad_request(
-                f'fieldValidation: Unsupported value: "{field_validation}": supported values: '
-                '"Ignore", "Strict", "Warn"'
+        field_validation = params.get("fieldValidation") or "Warn"
+        options_kind = {"create": "CreateOptions", "update": "UpdateOptions"}.get(
+            verb, "PatchOptions"
+        )
+        if field_validation not in ("Strict", "Warn", "Ignore") and verb in (
+            "create",
+            "update",
+            "patch",
+        ):
+            raise errors.invalid(
+                options_kind,
+                "meta.k8s.io",
+                "",
+                [
+                    errors.cause(
+                        "fieldValidation",
+                        "FieldValueNotSupported",
+                        f'Unsupported value: "{field_validation}": supported values: "", '
+                        '"Ignore", "Strict", "Warn"',
+                    )
+                ],
             )
         dry_run = params.get("dryRun") == "All"
         if verb in ("list", "watch"):
             predicate = combined(
-                params.get("labelSelector"), params.get("fieldSelector"), _selectable(rtype)
+                params.get("labelSelector"),
+                params.get("fieldSelector"),
+                _selectable(rtype),
+                legacy=(rtype.group, rtype.plural) in FIELD_LABELS and not rtype.custom,
             )
             if target.name:
                 by_name = field_selector(f"metadata.name={target.name}")
@@ -302,6 +329,9 @@ class KubeSandbox(kmock.RawHandler):
             if verb == "watch":
                 return await self._watch(request, rtype, ns, predicate)
             return self._list(request, rtype, ns, predicate)
+        if verb == "get" and target.subresource == "scale" and rtype.scale is not None:
+            assert target.name is not None
+            return self._serve_scale(request, rtype, target.name, ns, verb, None, dry_run)
         if verb == "get":
             assert target.name is not None
             obj = _as_version(self.cluster.get(rtype, ns, target.name), rtype)
@@ -361,13 +391,28 @@ class KubeSandbox(kmock.RawHandler):
         options = request.data if isinstance(request.data, dict) else {}
         propagation = params.get("propagationPolicy") or options.get("propagationPolicy")
         if propagation not in (None, "Background", "Foreground", "Orphan"):
-            raise errors.bad_request(f"unsupported propagationPolicy: {propagation!r}")
+            raise errors.invalid(
+                "DeleteOptions",
+                "meta.k8s.io",
+                "",
+                [
+                    errors.cause(
+                        "propagationPolicy",
+                        "FieldValueNotSupported",
+                        f'Unsupported value: "{propagation}": supported values: "Foreground", '
+                        '"Background", "Orphan", "nil"',
+                    )
+                ],
+            )
         if options.get("orphanDependents") is True:
             propagation = "Orphan"
         dry_run = dry_run or options.get("dryRun") == ["All"]
         if verb == "deletecollection":
             predicate = combined(
-                params.get("labelSelector"), params.get("fieldSelector"), _selectable(rtype)
+                params.get("labelSelector"),
+                params.get("fieldSelector"),
+                _selectable(rtype),
+                legacy=(rtype.group, rtype.plural) in FIELD_LABELS and not rtype.custom,
             )
             deleted = []
             for obj in self.cluster.list_objects(rtype, ns):
@@ -588,7 +633,11 @@ class KubeSandbox(kmock.RawHandler):
             try:
                 since_rv = int(since)
             except ValueError:
-                raise errors.bad_request(f"invalid resourceVersion: {since!r}") from None
+                # kube-apiserver answers this with a plain (500) error.
+                raise errors.internal(
+                    f'resourceVersion: Invalid value: "{since}": strconv.ParseUint: parsing '
+                    f'"{since}": invalid syntax'
+                ) from None
             if since_rv < self.cluster.compacted_rv:
                 too_old = True
             else:
@@ -860,6 +909,8 @@ def _scale_of(obj: Obj, paths: Mapping[str, str]) -> dict[str, Any]:
     selector_path = paths.get("labelSelectorPath")
     if selector_path:
         selector = tables.jsonpath(obj, str(selector_path))
+        if isinstance(selector, dict):  # a Deployment's LabelSelector, as a selector string
+            selector = _selector_string(selector)
         if selector:
             status["selector"] = selector
     return {
@@ -873,6 +924,27 @@ def _scale_of(obj: Obj, paths: Mapping[str, str]) -> dict[str, Any]:
         "spec": {"replicas": spec_replicas or 0},
         "status": status,
     }
+
+
+def _selector_string(selector: Mapping[str, Any]) -> str:
+    """A LabelSelector as `metav1.LabelSelectorAsSelector(...).String()` prints it."""
+    requirements: list[tuple[str, str]] = [
+        (str(k), f"{k}={v}") for k, v in (selector.get("matchLabels") or {}).items()
+    ]
+    for expression in selector.get("matchExpressions") or []:
+        if not isinstance(expression, Mapping):
+            continue
+        key, operator = str(expression.get("key")), expression.get("operator")
+        values = ",".join(sorted(str(v) for v in expression.get("values") or []))
+        text = {
+            "In": f"{key} in ({values})",
+            "NotIn": f"{key} notin ({values})",
+            "Exists": key,
+            "DoesNotExist": f"!{key}",
+        }.get(str(operator))
+        if text is not None:
+            requirements.append((key, text))
+    return ",".join(text for _, text in sorted(requirements))
 
 
 def _set_path(obj: Obj, path: str, value: Any) -> Obj:

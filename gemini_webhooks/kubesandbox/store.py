@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from gemini_webhooks.kubesandbox import builtin_validation, errors, patching, schema
+from gemini_webhooks.kubesandbox import builtin_validation, errors, owners, patching, schema
 from gemini_webhooks.kubesandbox.errors import ApiError, cause
 from gemini_webhooks.kubesandbox.resources import (
     BUILTIN_TYPES,
@@ -235,6 +235,7 @@ class Cluster:
                 )
             )
         causes += _validate_keys_and_values(meta)
+        causes += owners.reference_causes(meta.get("ownerReferences"))
         return causes
 
     def _admit(
@@ -404,9 +405,12 @@ class Cluster:
         obj = copy.deepcopy(self._check_body(rtype, body))
         meta = obj.setdefault("metadata", {})
         if rtype.custom and self._crd_terminating(rtype):
-            raise errors.method_not_allowed(
-                f"create not allowed while custom resource definition {rtype.group_resource} "
-                "is terminating"
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{rtype.group_resource} "{meta.get("name", "")}" is forbidden: create not '
+                "allowed while custom resource definition is terminating",
+                {"name": meta.get("name", ""), "group": rtype.group, "kind": rtype.plural},
             )
         if rtype.namespaced:
             body_ns = meta.get("namespace")
@@ -427,6 +431,7 @@ class Cluster:
             )
         obj["apiVersion"] = rtype.api_version
         obj["kind"] = rtype.kind
+        sent_rv = meta.get("resourceVersion") not in (None, "", "0")
         for field in (
             "uid",
             "resourceVersion",
@@ -443,6 +448,9 @@ class Cluster:
         ):
             obj.pop("status", None)
         warnings = self._admit(rtype, obj, None, field_validation)
+        if sent_rv and not dry_run:
+            # kube-apiserver's storage refuses it after validation, as a plain error (500).
+            raise errors.internal("resourceVersion should not be set on objects to be created")
         key = (namespace or "", meta["name"])
         if key in self.objects[rtype.store_key]:
             raise errors.already_exists(rtype.plural, rtype.group, meta["name"])
@@ -460,6 +468,8 @@ class Cluster:
         self._emit(rtype.store_key, "ADDED", obj, None)
         if (rtype.group, rtype.plural) == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._register_crd(obj)
+        if meta.get("ownerReferences"):
+            self._collect()  # a dependent created without its owner is collected
         return obj, warnings
 
     def update(
@@ -839,8 +849,17 @@ class Cluster:
             if not self._collect_once():
                 return
 
+    def _find_owner(
+        self, group: str, kind: str, name: str, namespace: str
+    ) -> tuple[bool, Obj | None]:
+        rtype = next((t for t in self.types.values() if (t.group, t.kind) == (group, kind)), None)
+        if rtype is None:
+            return False, None
+        return True, self.objects[rtype.store_key].get(
+            (namespace if rtype.namespaced else "", name)
+        )
+
     def _collect_once(self) -> bool:
-        uids = {obj["metadata"]["uid"] for items in self.objects.values() for obj in items.values()}
         for key, items in list(self.objects.items()):
             rtype = self._type_for(key)
             for obj in list(items.values()):
@@ -849,7 +868,10 @@ class Cluster:
                 if (
                     refs
                     and not meta.get("deletionTimestamp")
-                    and not any(r.get("uid") in uids for r in refs)
+                    and not any(
+                        owners.owner_present(r, meta.get("namespace") or "", self._find_owner)
+                        for r in refs
+                    )
                 ):
                     self.delete(rtype, meta.get("namespace"), meta["name"])
                     return True
@@ -974,7 +996,8 @@ def _validate_keys_and_values(meta: Obj) -> list[dict[str, str]]:
         if not isinstance(values, dict):
             continue
         for key, value in values.items():
-            problem = _qualified_name_problem(key)
+            # kube-apiserver checks annotation keys lower-cased (`Example.COM/x` is fine).
+            problem = _qualified_name_problem(key.lower() if field == "annotations" else key)
             if problem:
                 causes.append(
                     cause(

@@ -23,6 +23,7 @@ from tests.fixtures.kube import KUBECTL, Kube
 GROUP = "test.kubesandbox.dev"
 KOPF_PEERING = Path(__file__).parents[2] / "gemini_webhooks" / "kubesandbox" / "kopf-peering.yaml"
 WIDGETS = f"/apis/{GROUP}/v1/namespaces/default/widgets"
+WIDGET_CRD_PATH = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{GROUP}"
 
 WIDGET_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -208,8 +209,11 @@ class Api:
             time.sleep(0.05)
 
     def install_widgets(self) -> None:
+        # A real API server deletes a CRD asynchronously (its objects first): an earlier
+        # test's Widget CRD may still be terminating, and refuses new objects until gone.
+        self.wait_gone(WIDGET_CRD_PATH, timeout=60)
         reply = self.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", WIDGET_CRD)
-        assert reply.status in (201, 409), reply.body
+        assert reply.status == 201, reply.body
         deadline = time.monotonic() + 30
         while self.get(WIDGETS).status != 200:
             assert time.monotonic() < deadline, "the Widget CRD was never served"
@@ -265,7 +269,8 @@ def widgets(api: Api) -> Iterator[Api]:
     """The API, with the throwaway Widget CRD installed (and removed afterwards)."""
     api.install_widgets()
     yield api
-    api.delete(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{GROUP}")
+    api.delete(WIDGET_CRD_PATH)
+    api.wait_gone(WIDGET_CRD_PATH, timeout=60)
 
 
 KubectlRun = Callable[..., subprocess.CompletedProcess[str]]

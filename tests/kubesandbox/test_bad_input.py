@@ -63,14 +63,14 @@ def test_any_patch_is_applied_or_a_4xx(api: Api, patch: object, content_type: st
         ("POST", f"{CONFIGMAPS}/x", {}, 405),
         ("PUT", CONFIGMAPS, {}, 405),
         ("GET", f"{CONFIGMAPS}/x/nosuchsub", {}, 404),
-        ("GET", "/apis/no.such.group/v1/things", {}, 404),
         ("GET", "/api/v1/namespaces/default/configmaps/a/b/c/d", {}, 404),
         ("GET", CONFIGMAPS, {"limit": "many"}, 400),
         ("GET", CONFIGMAPS, {"continue": "%%%"}, 400),
         ("GET", CONFIGMAPS, {"watch": "1", "timeoutSeconds": "soon"}, 400),
-        ("GET", CONFIGMAPS, {"watch": "1", "resourceVersion": "abc"}, 400),
-        ("POST", CONFIGMAPS, {"fieldValidation": "Loose"}, 400),
-        ("DELETE", f"{CONFIGMAPS}/x", {"propagationPolicy": "Sideways"}, 400),
+        # kube-apiserver's own answers: a 500 (a plain error), and 422s for the options.
+        ("GET", CONFIGMAPS, {"watch": "1", "resourceVersion": "abc"}, 500),
+        ("POST", CONFIGMAPS, {"fieldValidation": "Loose"}, 422),
+        ("DELETE", f"{CONFIGMAPS}/x", {"propagationPolicy": "Sideways"}, 422),
     ],
 )
 def test_malformed_requests_are_clear_errors(
@@ -86,6 +86,41 @@ def test_malformed_requests_are_clear_errors(
     )
     assert reply.status == status, reply.body
     assert reply.body["kind"] == "Status"
+
+
+def test_options_out_of_their_enum_are_a_422_naming_the_options_kind(api: Api) -> None:
+    reply = api.post(
+        CONFIGMAPS, {"metadata": {"name": unique("cm")}}, query={"fieldValidation": "Loose"}
+    )
+    assert (reply.status, reply.body["reason"]) == (422, "Invalid")
+    assert reply.body["message"] == (
+        'CreateOptions.meta.k8s.io "" is invalid: fieldValidation: Unsupported value: "Loose": '
+        'supported values: "", "Ignore", "Strict", "Warn"'
+    )
+    reply = api.delete(f"{CONFIGMAPS}/x", query={"propagationPolicy": "Sideways"})
+    assert reply.body["details"]["causes"] == [
+        {
+            "reason": "FieldValueNotSupported",
+            "message": 'Unsupported value: "Sideways": supported values: "Foreground", '
+            '"Background", "Orphan", "nil"',
+            "field": "propagationPolicy",
+        }
+    ]
+
+
+def test_a_watch_from_an_unparseable_resource_version_is_a_500_without_a_reason(api: Api) -> None:
+    reply = api.get(CONFIGMAPS, query={"watch": "1", "resourceVersion": "abc"})
+    assert reply.status == 500 and "reason" not in reply.body
+    assert reply.body["message"] == (
+        'resourceVersion: Invalid value: "abc": strconv.ParseUint: parsing "abc": invalid syntax'
+    )
+
+
+def test_an_unknown_group_is_a_plain_text_404(api: Api) -> None:
+    # No handler for the group at all: kube-apiserver's mux answers, not a Status.
+    reply = api.get("/apis/no.such.group/v1/things")
+    assert reply.status == 404 and reply.body == b"404 page not found\n"
+    assert reply.headers["Content-Type"].startswith("text/plain")
 
 
 def test_an_unparseable_yaml_body_is_a_400(api: Api) -> None:
@@ -118,11 +153,17 @@ def test_an_oversized_body_is_a_413(kube_sandbox: Kube) -> None:
     assert json.loads(info.value.read())["kind"] == "Status"
 
 
-def test_a_widget_with_a_null_spec_is_invalid(widgets: Api) -> None:
+def test_a_null_in_a_field_that_is_not_nullable_is_dropped(widgets: Api) -> None:
+    # kube-apiserver drops it before defaulting and validation (a default then fills it).
+    body = widget(unique("w"), color=None)
+    body["spec"]["tag"] = None
+    reply = widgets.post(WIDGETS, body)
+    assert reply.status == 201, reply.body
+    assert reply.body["spec"] == {"size": 3, "color": "red"}
     body = widget(unique("w"))
     body["spec"] = None
     reply = widgets.post(WIDGETS, body)
-    assert reply.status == 422
+    assert reply.status == 201 and "spec" not in reply.body
 
 
 def test_unknown_field_names_cannot_inject_headers(api: Api) -> None:

@@ -136,12 +136,20 @@ def test_deleting_a_crd_deletes_its_objects_and_waits_for_their_finalizers(widge
     )
     rv = widgets.post(WIDGETS, widget(free)).body["metadata"]["resourceVersion"]
     widgets.delete(f"{CRDS}/widgets.{GROUP}")
-    widgets.wait_gone(f"{WIDGETS}/{free}", timeout=60)
-    crd = widgets.get(f"{CRDS}/widgets.{GROUP}").body
-    assert crd["metadata"]["deletionTimestamp"]
-    assert widgets.get(f"{WIDGETS}/{held}").body["metadata"]["deletionTimestamp"]
-    assert widgets.post(WIDGETS, widget(unique("late"))).status == 405
-    events = widgets.watch(WIDGETS, {"resourceVersion": rv, "timeoutSeconds": "1"})
-    assert ("DELETED", free) in [(e["type"], e["object"]["metadata"]["name"]) for e in events]
-    widgets.patch(f"{WIDGETS}/{held}", {"metadata": {"finalizers": None}})
+    try:
+        widgets.wait_gone(f"{WIDGETS}/{free}", timeout=60)
+        crd = widgets.get(f"{CRDS}/widgets.{GROUP}").body
+        assert crd["metadata"]["deletionTimestamp"]
+        assert widgets.get(f"{WIDGETS}/{held}").body["metadata"]["deletionTimestamp"]
+        late = unique("late")
+        refused = widgets.post(WIDGETS, widget(late))
+        assert (refused.status, refused.body["reason"]) == (403, "Forbidden")
+        assert refused.body["message"] == (
+            f'widgets.{GROUP} "{late}" is forbidden: create not allowed while custom resource '
+            "definition is terminating"
+        )
+        events = widgets.watch(WIDGETS, {"resourceVersion": rv, "timeoutSeconds": "1"})
+        assert ("DELETED", free) in [(e["type"], e["object"]["metadata"]["name"]) for e in events]
+    finally:
+        widgets.patch(f"{WIDGETS}/{held}", {"metadata": {"finalizers": None}})
     widgets.wait_gone(f"{CRDS}/widgets.{GROUP}", timeout=60)

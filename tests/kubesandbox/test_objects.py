@@ -327,7 +327,7 @@ def test_core_types_are_stored_and_served(api: Api, collection: str, body: dict)
         ({"labels": {"bad key!": "v"}}, "metadata.labels"),
         ({"labels": {"k": "-starts-with-dash"}}, "metadata.labels"),
         ({"labels": {"k": "x" * 64}}, "metadata.labels"),
-        ({"annotations": {"Example.COM/x": "v"}}, "metadata.annotations"),
+        ({"annotations": {"bad key!": "v"}}, "metadata.annotations"),
         ({"finalizers": ["no-domain"]}, "metadata.finalizers[0]"),
     ],
 )
@@ -337,6 +337,13 @@ def test_malformed_labels_annotations_and_finalizers_are_a_422(
     reply = api.post(CONFIGMAPS, {"metadata": {"name": unique("cm"), **meta}})
     assert reply.status == 422
     assert [c["field"] for c in reply.body["details"]["causes"]] == [field]
+
+
+def test_annotation_keys_are_checked_lower_cased(api: Api) -> None:
+    reply = api.post(
+        CONFIGMAPS, {"metadata": {"name": unique("cm"), "annotations": {"Example.COM/X": "v"}}}
+    )
+    assert reply.status == 201, reply.body
 
 
 def test_an_immutable_config_map_refuses_data_changes(api: Api) -> None:
