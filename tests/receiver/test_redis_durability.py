@@ -19,7 +19,13 @@ import redis.asyncio as aioredis
 
 from gemini_webhook_receiver.app import RedisNotDurable, serve
 from gemini_webhooks.contracts import receiver_config as rc
-from tests.fixtures.redis import VOLATILE_ARGS, RedisServer, SentinelCluster, wait_until
+from tests.fixtures.redis import (
+    VOLATILE_ARGS,
+    RedisServer,
+    SentinelCluster,
+    free_port,
+    wait_until,
+)
 
 from .conftest import Client, RecordingTarget, StartReceiver, base_config, envelope, signed_headers
 
@@ -148,6 +154,31 @@ async def test_aof_everysec_is_durable_in_readyz_and_the_metric(
 
 
 # ---- on reconnect -------------------------------------------------------------------------
+
+
+async def test_a_redis_unreachable_at_start_is_checked_once_it_answers(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    tmp_path: Path,
+) -> None:
+    path, secret = secrets_file
+    later = RedisServer(tmp_path / "later", port=free_port())
+    later.workdir.mkdir()
+    client = await start_receiver(_config(target.url, path, url=later.url))
+    assert (await client.deliver([secret]))[0] == 503
+    status, body = await _readyz(client)
+    assert (status, body["redis_durability"]["reason"]) == (503, "unverified")
+    try:
+        await asyncio.to_thread(later.start)
+
+        async def accepting() -> bool:
+            return (await client.deliver([secret]))[0] == 200
+
+        await _until("the receiver to acknowledge", accepting)
+        assert (await _readyz(client))[1]["redis_durability"]["state"] == "durable"
+    finally:
+        later.kill()
 
 
 async def test_a_reconnect_to_a_server_without_persistence_stops_acknowledging(
