@@ -44,6 +44,7 @@ from .queue import Admitted, Consumer, Stream
 from .reasons import Rejection
 from .redis_connection import open_client
 from .secret_sources import FileSecretSource, KubernetesSecretSource, SecretSource
+from .shared_pings import SharedPingError, SharedPings
 
 PINGS_PATH = "/internal/pings"
 _MAX_ID_LENGTH = 256
@@ -66,6 +67,7 @@ _ACCEPTED = b'{"status":"accepted"}'
 _DUPLICATE = b'{"status":"duplicate"}'
 _PING = b'{"status":"ping"}'
 _UNAVAILABLE = b'{"error":"unavailable","message":"not delivered; retry later"}'
+_PINGS_UNAVAILABLE = b'{"error":"redis_unavailable","message":"shared ping records unreadable"}'
 
 
 def _media_type(content_type: str) -> str:
@@ -109,6 +111,7 @@ class Receiver:
         self.redis: aioredis.Redis | None = None
         self.durability: DurabilityGate | None = None
         self.stream: Stream | None = None
+        self.shared_pings: SharedPings | None = None  # Redis mode: every replica's pings
         self.consumer: Consumer | None = None
         self.memory_dedup: MemoryDedup | None = None
         self.jwks: dynamic.JwksCache | None = None
@@ -214,6 +217,7 @@ class Receiver:
             self.stream = Stream(
                 self.redis, cfg.redis, cfg.dedup.ttl_seconds if redis_dedup else None
             )
+            self.shared_pings = SharedPings(self.redis, cfg.redis.stream)
             self.consumer = Consumer(self.stream, self.targets, cfg.forwarding, self.forwarder)
             await self.consumer.start()
             if not redis_dedup:
@@ -310,6 +314,9 @@ class Receiver:
             return self._reject(verified, msg_id)
         event, ping = verified
         if ping is not None:
+            if self.shared_pings is not None and not await self._share(ping):
+                self._count_failed.inc()
+                return 503, _UNAVAILABLE
             self.pings[ping.source] = ping
             metrics.last_ping_timestamp_seconds.labels(ping.source).set(ping.received_at)
             self._count_ping.inc()
@@ -322,6 +329,23 @@ class Receiver:
             )
             return 200, _PING
         return await self._accept(event)
+
+    async def _share(self, ping: PingRecord) -> bool:
+        """Record a verified ping for every replica; False (answer 503, so that Gemini
+        retries) when Redis cannot take it: a ping only this pod knows of would be
+        reported as not received by the others."""
+        assert self.shared_pings is not None
+        try:
+            await self.shared_pings.record(ping.source, ping.as_json())
+        except (RedisError, OSError) as error:
+            log(
+                40,
+                "redis unavailable; ping not recorded, answering 503",
+                webhook_id=ping.webhook_id,
+                error=type(error).__name__,
+            )
+            return False
+        return True
 
     def _verify_static(
         self, msg_id: str, timestamp: int, signature: str, body: bytes, now: float
@@ -506,9 +530,20 @@ class Receiver:
             body["redis_durability"] = self.durability.as_json()
         return _answer(200 if ok else 503, orjson.dumps(body))
 
+    def ping_sources(self) -> list[str]:
+        sources = [s.name for s in self.secret_sets]
+        return [*sources, DYNAMIC_SOURCE] if self.config.dynamic.enabled else sources
+
     async def handle_pings(self, request: web.Request) -> web.Response:
-        body = {"pings": {name: record.as_json() for name, record in self.pings.items()}}
-        return _answer(200, orjson.dumps(body))
+        if self.shared_pings is None:
+            pings = {name: record.as_json() for name, record in self.pings.items()}
+        else:
+            try:
+                pings = await self.shared_pings.read(self.ping_sources())
+            except (RedisError, OSError, SharedPingError) as error:
+                log(40, "shared ping records unreadable", error=type(error).__name__)
+                return _answer(503, _PINGS_UNAVAILABLE)
+        return _answer(200, orjson.dumps({"pings": pings}))
 
 
 def internal_app(receiver: Receiver) -> web.Application:
