@@ -96,6 +96,17 @@ class ReplayConfig(_Model):
         ge=1,
         description="Reject deliveries older, or further in the future, than this.",
     )
+    reload_pending_seconds: int = Field(
+        60,
+        ge=0,
+        le=3600,
+        description=(
+            "After deliveries verified, a signature matching no loaded secret is answered"
+            " 503 `secret_reload_pending` (Gemini retries) for at most this long, once per"
+            " secret generation: a rotated secret may not have reached this replica yet."
+            " 0: always 401 `bad_signature`."
+        ),
+    )
 
 
 class DedupConfig(_Model):

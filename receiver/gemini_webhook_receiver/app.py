@@ -104,6 +104,11 @@ class Receiver:
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
         self.tolerance = config.replay.tolerance_seconds
+        self.reload_hold = config.replay.reload_pending_seconds
+        # The unknown-signature rule's memory (static.unknown_signature); the verified
+        # time is a plain float: it is written on every verified delivery.
+        self.suspicion = static.ReloadSuspicion()
+        self._last_verified: float | None = None
         self.targets = Targets(config)
         self.secret_sets = [static.SecretSet(w.name) for w in config.static_webhooks]
         self.sources: list[SecretSource] = []
@@ -159,11 +164,17 @@ class Receiver:
         return self._session
 
     def _on_secrets(self, secret_set: static.SecretSet, update: SigningSecrets | None) -> None:
+        first_load = not secret_set.loaded
+        before = tuple(s.fingerprint for s in secret_set.secrets)
         if update is None:
             secret_set.replace(SigningSecrets(webhook_id="", secrets=()))
             log(30, "signing-secret Secret is gone; no secret accepted", webhook=secret_set.name)
         else:
             secret_set.replace(update)
+        if not first_load and before != tuple(s.fingerprint for s in secret_set.secrets):
+            self.suspicion = static.ReloadSuspicion(
+                self.suspicion.last_verified, time.time(), self.suspicion.opened
+            )
         count = secret_set.valid_count(time.time())
         metrics.secret_reloads.labels(secret_set.name, "ok").inc()
         log(20, "signing secrets loaded", webhook=secret_set.name, valid_secrets=count)
@@ -359,11 +370,21 @@ class Receiver:
         started = time.perf_counter()
         match = static.verify(self.secret_sets, msg_id, timestamp, signature, text, now)
         self._verify_hmac.observe(time.perf_counter() - started)
-        if isinstance(match, Rejection):
-            return match
         window = static.check_window(timestamp, now, self.tolerance)
+        if isinstance(match, Rejection):
+            if (
+                match is reasons.BAD_SIGNATURE
+                and window is None
+                and static.has_candidates(signature)
+            ):
+                state = static.ReloadSuspicion(
+                    self._last_verified, self.suspicion.last_reload, self.suspicion.opened
+                )
+                match, self.suspicion = static.unknown_signature(state, now, self.reload_hold)
+            return match
         if window is not None:
             return window
+        self._last_verified = now
         try:
             envelope = orjson.loads(body)
         except orjson.JSONDecodeError:

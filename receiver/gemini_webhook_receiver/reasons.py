@@ -38,6 +38,12 @@ READ_TIMEOUT = _r("read_timeout", 408, "body not received in time")
 MALFORMED_BODY = _r("malformed_body", 400, "body is not a JSON event envelope")
 BAD_SIGNATURE = _r("bad_signature", 401, "no signature matches a current secret")
 REVOKED_SECRET = _r("revoked_secret", 401, "signature matched a revoked or expired secret")
+SECRET_RELOAD_PENDING = _r(
+    "secret_reload_pending",
+    503,
+    "no signature matches a loaded secret, and a rotated secret may not have reached this"
+    " replica yet; retry",
+)
 TOO_MANY_CONNECTIONS = _r(
     "too_many_connections", 503, "the receiver's connection limit is reached; retry later"
 )

@@ -138,3 +138,56 @@ def check_window(timestamp: int, now: float, tolerance: int) -> Rejection | None
     if timestamp > now + tolerance:
         return reasons.CLOCK_SKEW
     return None
+
+
+# --- an unknown signature while a rotated secret may still be on its way ---------------
+#
+# After `rotateSigningSecret` Gemini signs with the new secret at once; a replica answers
+# before its Secret watch (or mounted file) has brought that secret in. Gemini retries any
+# non-2xx, but a final-looking 401 `bad_signature` is what a forgery gets, so a replica that
+# was verifying deliveries a moment ago and now sees a signature it cannot place answers 503
+# `secret_reload_pending` instead, for a bounded time.
+
+
+@dataclass(frozen=True)
+class ReloadSuspicion:
+    """What the rule below remembers (unix seconds; None: never)."""
+
+    last_verified: float | None = None  # a static delivery verified
+    last_reload: float | None = None  # the loaded secrets changed (not the first load)
+    opened: float | None = None  # the current suspicion window opened
+
+
+def unknown_signature(
+    state: ReloadSuspicion, now: float, hold: float
+) -> tuple[Rejection, ReloadSuspicion]:
+    """The answer to a fresh, well-formed delivery whose signatures match no loaded (nor
+    revoked) secret, and the state to keep. First reason that fires:
+
+    - the rule is off (`hold` <= 0): 401 `bad_signature`;
+    - a window opened since the last reload is still open: 503 `secret_reload_pending`;
+    - a window opened since the last reload is spent: 401 — one window per secret
+      generation, so a signature no reload explains (a forgery, a misconfigured secret)
+      cannot keep Gemini retrying; a reload that changes the secrets re-arms the rule;
+    - nothing verified within `hold` before now: 401 — nothing suggests a rotation (a
+      replica that was idle, or never verified anything);
+    - otherwise a window opens now: 503.
+    """
+    if hold <= 0:
+        return reasons.BAD_SIGNATURE, state
+    reloaded = state.last_reload if state.last_reload is not None else float("-inf")
+    if state.opened is not None and state.opened >= reloaded:
+        if now - state.opened < hold:
+            return reasons.SECRET_RELOAD_PENDING, state
+        return reasons.BAD_SIGNATURE, state
+    if state.last_verified is None or now - state.last_verified >= hold:
+        return reasons.BAD_SIGNATURE, state
+    return reasons.SECRET_RELOAD_PENDING, ReloadSuspicion(
+        state.last_verified, state.last_reload, now
+    )
+
+
+def has_candidates(signature_header: str) -> bool:
+    """Whether the header carries any `v1,` signature (one that no secret matched is
+    unknown; a header without any is plain bad)."""
+    return bool(_candidates(signature_header))
