@@ -120,13 +120,26 @@ class _ClaimsView(Mapping[str, list[Claim]]):
             return default
 
 
+def status_changes(status: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of `wanted` that differs from `status` (None deletes a field): a drift check
+    that finds everything as it was writes nothing, so kopf sends no patch at all."""
+    return {
+        key: value
+        for key, value in wanted.items()
+        if status.get(key) != value and not (value is None and key not in status)
+    }
+
+
 def _write_back(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
-    for key, value in outcome.status.items():
+    for key, value in status_changes(body.get("status") or {}, outcome.status).items():
         patch.status[key] = value
+    annotations = body.metadata.annotations
     for annotation in outcome.remove_annotations:
-        patch.metadata.annotations[annotation] = None
+        if annotation in annotations:
+            patch.metadata.annotations[annotation] = None
     for annotation, value in outcome.annotations.items():
-        patch.metadata.annotations[annotation] = value
+        if annotations.get(annotation) != value:
+            patch.metadata.annotations[annotation] = value
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)
 
@@ -139,7 +152,12 @@ async def _run(
         return  # the finalizer owns a resource being deleted: never recreate anything now
     async with op.lock(str(body.metadata.uid)):
         with op.metrics.time_reconcile(handler) as record:
-            outcome = await reconcile(op, body, claims=_ClaimsView(webhook_claims))
+            # The drift check reads Secrets from a listing shared by all resources, at most
+            # one interval old; a change (create, update, resume) reads them afresh.
+            max_age = op.settings.drift_interval if handler == "drift" else 0.0
+            outcome = await reconcile(
+                op, body, claims=_ClaimsView(webhook_claims), secrets_max_age=max_age
+            )
             _write_back(body, patch, outcome)
             if outcome.error is not None:
                 record.failed(outcome.error, retry=outcome.retry_after is not None)
@@ -285,8 +303,13 @@ async def _health_tick(
         spec = parse(dict(body))
     except InvalidSpecError:
         return None
-    api_key = await op.kube.secret_value(spec.namespace, spec.api_key_secret, spec.api_key_key)
-    held = await read_signing_secret(op.kube, spec.namespace, spec.signing_secret_name, spec.uid)
+    max_age = op.settings.drift_interval  # the drift check's shared listing
+    api_key = await op.kube.secret_value(
+        spec.namespace, spec.api_key_secret, spec.api_key_key, max_age=max_age
+    )
+    held = await read_signing_secret(
+        op.kube, spec.namespace, spec.signing_secret_name, spec.uid, max_age=max_age
+    )
     current = held.secrets.current if held.secrets else None
     webhook_id = (body.get("status") or {}).get("webhookId")
     if not api_key or not webhook_id:

@@ -8,9 +8,11 @@ Secret values are never logged and never part of an exception message.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +122,9 @@ class Kube:
         self.access = access
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        # Secrets per namespace from one shared listing: (monotonic time listed, by name).
+        self._secrets: dict[str, tuple[float, dict[str, JSON]]] = {}
+        self._listing: dict[str, asyncio.Lock] = {}
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -166,22 +171,29 @@ class Kube:
             raise KubeError(0, f"unreachable ({type(error).__name__})") from None
 
     async def get(self, kind: str, namespace: str, name: str) -> JSON | None:
-        return await self.request("GET", object_path(kind, namespace, name))
+        found = await self.request("GET", object_path(kind, namespace, name))
+        self._remember(kind, namespace, name, found)
+        return found
 
     async def create(self, obj: JSON) -> JSON | None:
         metadata = obj["metadata"]
-        return await self.request("POST", object_path(obj["kind"], metadata["namespace"]), obj)
+        stored = await self.request("POST", object_path(obj["kind"], metadata["namespace"]), obj)
+        self._remember(obj["kind"], metadata["namespace"], metadata["name"], stored)
+        return stored
 
     async def merge_patch(self, kind: str, namespace: str, name: str, patch: JSON) -> JSON | None:
-        return await self.request(
+        stored = await self.request(
             "PATCH",
             object_path(kind, namespace, name),
             patch,
             content_type="application/merge-patch+json",
         )
+        self._remember(kind, namespace, name, stored)
+        return stored
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         await self.request("DELETE", object_path(kind, namespace, name))
+        self._remember(kind, namespace, name, None)
 
     async def list(self, kind: str, namespace: str, label_selector: str) -> list[JSON]:
         found = await self.request(
@@ -209,9 +221,44 @@ class Kube:
 
     # -- Secrets ---------------------------------------------------------------------------
 
-    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+    async def read_secret(self, namespace: str, name: str, *, max_age: float = 0.0) -> JSON | None:
+        """A Secret, or None. With `max_age`, from a listing of its namespace at most that
+        many seconds old, shared by every caller: a drift check of N resources costs one
+        list per namespace per interval, not 2N GETs. What this client wrote itself is in the
+        listing as written; a name the listing lacks is read directly (it may be newer)."""
+        if max_age > 0:
+            found = (await self._secrets_listed(namespace, max_age)).get(name)
+            if found is not None:
+                return found
+        return await self.get("Secret", namespace, name)
+
+    async def _secrets_listed(self, namespace: str, max_age: float) -> dict[str, JSON]:
+        async with self._listing.setdefault(namespace, asyncio.Lock()):
+            listed = self._secrets.get(namespace)
+            if listed is not None and time.monotonic() - listed[0] < max_age:
+                return listed[1]
+            started = time.monotonic()
+            found = await self.request("GET", object_path("Secret", namespace))
+            items = (found or {}).get("items") or []
+            by_name = {str(item["metadata"]["name"]): item for item in items}
+            self._secrets[namespace] = (started, by_name)
+            return by_name
+
+    def _remember(self, kind: str, namespace: str, name: str, stored: JSON | None) -> None:
+        """Keep the shared Secret listing in step with what this client read or wrote."""
+        listed = self._secrets.get(namespace) if kind == "Secret" else None
+        if listed is None:
+            return
+        if stored is None or not stored.get("metadata"):
+            listed[1].pop(name, None)
+        else:
+            listed[1][name] = stored
+
+    async def secret_value(
+        self, namespace: str, name: str, key: str, *, max_age: float = 0.0
+    ) -> str | None:
         """One value of a Secret, decoded; None when the Secret or the key is missing."""
-        secret = await self.get("Secret", namespace, name)
+        secret = await self.read_secret(namespace, name, max_age=max_age)
         if secret is None:
             return None
         raw = (secret.get("data") or {}).get(key)
@@ -254,8 +301,10 @@ def signing_secret_labels(webhook_name: str) -> dict[str, str]:
     }
 
 
-async def read_signing_secret(kube: Kube, namespace: str, name: str, uid: str) -> HeldSecrets:
-    secret = await kube.get("Secret", namespace, name)
+async def read_signing_secret(
+    kube: Kube, namespace: str, name: str, uid: str, *, max_age: float = 0.0
+) -> HeldSecrets:
+    secret = await kube.read_secret(namespace, name, max_age=max_age)
     if secret is None:
         return HeldSecrets(False, False, None, f"the signing Secret {name!r} does not exist")
     owners = (secret.get("metadata") or {}).get("ownerReferences") or []

@@ -29,6 +29,7 @@ from gemini_webhook_operator import (
     health,
     receiver_exposure,
     receiver_resources,
+    replica_state,
     rotation,
     signing,
 )
@@ -55,6 +56,7 @@ from gemini_webhook_operator.webhookservice import (
     WebhookServices,
 )
 from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.crd_receiver import CrdReceiverError, receiver_spec
 from gemini_webhooks.contracts.service_endpoints import overrides_from_env
 from gemini_webhooks.contracts.signing_secret import SigningSecrets
 
@@ -218,8 +220,11 @@ async def reconcile(
     body: Mapping[str, Any],
     *,
     claims: Mapping[str, list[Claim]] | None = None,
+    secrets_max_age: float = 0.0,
 ) -> Outcome:
-    """Reconcile one GeminiWebhook; never raises for expected failures."""
+    """Reconcile one GeminiWebhook; never raises for expected failures. `secrets_max_age`:
+    read the Secrets from the shared namespace listing if it is at most this old (the drift
+    check's way; a change reads them afresh)."""
     now = op.clock.now()
     report = _Report(body, now)
     outcome = Outcome()
@@ -237,7 +242,9 @@ async def reconcile(
         return _failure(report, outcome, REASON_INVALID_SPEC, problem, retry_after=None)
 
     try:
-        return await _converge(op, body, spec, status, report, outcome, claims or {}, now)
+        return await _converge(
+            op, body, spec, status, report, outcome, claims or {}, now, secrets_max_age
+        )
     except WebhookServiceError as error:
         retry = _retry_for(op, error)
         return _failure(report, outcome, error.reason, str(error), retry_after=retry, ready=None)
@@ -284,13 +291,16 @@ async def _converge(
     outcome: Outcome,
     claims: Mapping[str, list[Claim]],
     now: datetime,
+    secrets_max_age: float,
 ) -> Outcome:
     try:  # pure: a receiver that cannot be rendered stops us before any remote change
         receiver_objects = receiver_resources.render(body, op.receiver_settings)
     except receiver_resources.ReceiverRenderError as error:
         return _failure(report, outcome, REASON_RECEIVER_INVALID, str(error), retry_after=None)
 
-    api_key = await op.kube.secret_value(spec.namespace, spec.api_key_secret, spec.api_key_key)
+    api_key = await op.kube.secret_value(
+        spec.namespace, spec.api_key_secret, spec.api_key_key, max_age=secrets_max_age
+    )
     if not api_key:
         message = (
             f"the API key Secret {spec.api_key_secret!r} (key {spec.api_key_key!r}) "
@@ -301,7 +311,9 @@ async def _converge(
         )
     service = op.services.for_key(api_key, spec.api_base_url)
 
-    held = await read_signing_secret(op.kube, spec.namespace, spec.signing_secret_name, spec.uid)
+    held = await read_signing_secret(
+        op.kube, spec.namespace, spec.signing_secret_name, spec.uid, max_age=secrets_max_age
+    )
     if held.exists and not held.owned:
         message = (
             f"the Secret {spec.signing_secret_name!r} exists and is not owned by this resource; "
@@ -664,6 +676,7 @@ def _report_success(
             reason, message = secret_note.reason, f"{message}; {secret_note.message}"
     report.set(crd.CONDITION_READY, ready, reason, message)
     report.set(crd.CONDITION_SYNCED, True, REASON_SYNCED, "the remote webhook matches the spec")
+    _report_replica_state(body, report, outcome)
     outcome.status.update(
         {
             "webhookId": remote.id,
@@ -683,6 +696,22 @@ def _report_success(
     table.set_secret_created(spec.namespace, spec.name, current.created_at if current else None)
     table.set_next_rotation(spec.namespace, spec.name, next_rotation)
     return outcome
+
+
+def _report_replica_state(body: Mapping[str, Any], report: _Report, outcome: Outcome) -> None:
+    """`ReceiverStateShared` for several receiver replicas (a Warning Event when they keep
+    state per pod, once per reason); no such condition otherwise."""
+    try:
+        state = replica_state.shared_state(receiver_spec(body.get("spec") or {}))
+    except CrdReceiverError:
+        return  # reported by the receiver's render, which ran first
+    type_ = crd.CONDITION_RECEIVER_STATE_SHARED
+    if state is None:
+        report.conditions = [c for c in report.conditions if c.get("type") != type_]
+        return
+    if not state.status and report.previous_reason(type_) != state.reason:
+        outcome.event("Warning", state.reason, state.message)
+    report.set(type_, state.status, state.reason, state.message)
 
 
 async def delete(op: Operator, body: Mapping[str, Any]) -> None:

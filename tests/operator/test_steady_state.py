@@ -5,14 +5,20 @@ and nothing else (counted by `FaultProxy`, a recording test double, not a fake A
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.sandbox.kubeapi import KubeApi
 from tests.operator.api_proxy import FaultProxy
 from tests.operator.harness import Cluster, is_ready, operator_running, resource
 
 RESOURCES = 6
 DRIFT = 1.0
 WINDOW = 4.0
+READS = {"get", "list", "watch"}
 
 
 async def test_steady_state_costs_one_shared_listing_per_drift_interval(
@@ -39,3 +45,85 @@ async def test_steady_state_costs_one_shared_listing_per_drift_interval(
     assert all(c.method == "GET" and c.path.endswith("/webhooks") for c in calls), calls
     # One listing per interval for all six (plus one for an interval boundary in the window).
     assert len(calls) <= WINDOW / DRIFT + 1, len(calls)
+
+
+async def kube_requests(kube: Any) -> Counter[tuple[str, str]]:
+    """Kubernetes API requests served so far, by (verb, resource): the sandbox's audit, or the
+    real API server's own `apiserver_request_total` (verbs as RBAC names them)."""
+    if kube.is_sandbox:
+        return Counter((e.verb, e.resource) for e in kube.audit)
+    api = KubeApi.from_kubeconfig(kube.kubeconfig)
+    try:
+        text = await api.text("/metrics")
+    finally:
+        await api.close()
+    verbs = {"POST": "create", "PUT": "update"}
+    counted: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "apiserver_request_total":
+                verb = sample.labels.get("verb", "")
+                key = (verbs.get(verb, verb.lower()), sample.labels.get("resource", ""))
+                counted[key] += int(sample.value)
+    return counted
+
+
+def _moved(
+    after: Counter[tuple[str, str]], before: Counter[tuple[str, str]], resource: str
+) -> dict[str, int]:
+    moved = after - before  # keeps only what grew
+    return {verb: count for (verb, kind), count in moved.items() if kind == resource}
+
+
+async def test_steady_state_writes_nothing_to_the_kubernetes_api(
+    gemini: Cluster, emulator: Any, kube: Any, api_proxy: FaultProxy
+) -> None:
+    endpoint = emulator.endpoint()
+    names = [f"quiet-{index}" for index in range(RESOURCES)]
+    async with operator_running(kube, drift_interval=DRIFT) as running:
+        for name in names:
+            await gemini.apply(resource(name, endpoint.url, api_proxy.url))
+        for name in names:
+            await gemini.wait_for(name, is_ready)
+        await asyncio.sleep(2 * DRIFT)  # let the creation settle
+        drift_before = running.metrics.reconciles.labels(
+            "drift", "success", "ReconcileSuccess"
+        )._value.get()
+        before = await kube_requests(kube)
+        await asyncio.sleep(WINDOW)
+        after = await kube_requests(kube)
+        drift_checks = running.metrics.reconciles.labels(
+            "drift", "success", "ReconcileSuccess"
+        )._value.get()
+    assert drift_checks - drift_before >= RESOURCES * (WINDOW / DRIFT - 1)  # they all ran
+    webhooks = _moved(after, before, crd.PLURAL)
+    assert set(webhooks) <= READS, webhooks  # no patch, no status write
+    secrets = _moved(after, before, "secrets")
+    assert set(secrets) <= READS, secrets
+
+
+async def test_drift_checks_read_secrets_from_one_shared_listing_per_interval(
+    gemini: Cluster, emulator: Any, kube: Any, api_proxy: FaultProxy
+) -> None:
+    endpoint = emulator.endpoint()
+    names = [f"listed-{index}" for index in range(RESOURCES)]
+    async with operator_running(kube, drift_interval=DRIFT) as running:
+        for name in names:
+            await gemini.apply(resource(name, endpoint.url, api_proxy.url))
+        for name in names:
+            await gemini.wait_for(name, is_ready)
+        await asyncio.sleep(2 * DRIFT)
+        drift_before = running.metrics.reconciles.labels(
+            "drift", "success", "ReconcileSuccess"
+        )._value.get()
+        before = await kube_requests(kube)
+        await asyncio.sleep(WINDOW)
+        after = await kube_requests(kube)
+        drift_checks = running.metrics.reconciles.labels(
+            "drift", "success", "ReconcileSuccess"
+        )._value.get()
+    assert drift_checks - drift_before >= RESOURCES * (WINDOW / DRIFT - 1)
+    secrets = _moved(after, before, "secrets")
+    # Each of the six reads two Secrets per check: 2 x 6 x 4 GETs before the shared listing.
+    assert "get" not in secrets, secrets
+    assert secrets.get("list", 0) <= WINDOW / DRIFT + 1, secrets
