@@ -35,6 +35,8 @@ ANNOTATION_ROTATE = f"{API_GROUP}/rotate"
 CONDITION_READY = "Ready"
 CONDITION_SYNCED = "Synced"
 CONDITION_DELIVERY_VERIFIED = "DeliveryVerified"
+# Only with receiver replicas > 1: do they share dedup and ping records (Redis)?
+CONDITION_RECEIVER_STATE_SHARED = "ReceiverStateShared"
 STATES = ("Enabled", "Disabled")
 REVOCATIONS = ("Grace", "Immediate")
 DELETION_POLICIES = ("Delete", "Orphan")

@@ -11,6 +11,10 @@ Decisions (pure, no I/O):
   has not picked up the rotation), not received in time, or keep waiting.
 - `rotation_complete`: a rotation counts complete only when a ping sent after it verified
   with the current secret.
+- `per_replica_caveat`: without Redis each receiver pod knows only the pings it took, and
+  the Service picks one pod to ask; with several replicas "not received" may only mean
+  "another pod took it", so that verdict becomes Unknown (`PingsPerReplica`). With Redis
+  every replica records its pings there and any pod answers for all (docs/receiver.md).
 
 I/O (thin): `HealthChecker.check` sends one ping through a callable the caller provides
 (the WebhookService wrapper's `ping`), polls the receiver's `/internal/pings` (see
@@ -61,6 +65,7 @@ REASON_NO_WEBHOOK = "WebhookNotCreated"
 REASON_NOT_ENABLED = "WebhookNotEnabled"
 REASON_NO_SECRET = "SigningSecretMissing"
 REASON_INVALID = "InvalidHealthCheck"
+REASON_PINGS_PER_REPLICA = "PingsPerReplica"
 # Set by the reconciler when it rotates: the last verdict was about the previous secret.
 REASON_ROTATION_UNVERIFIED = "RotationNotYetVerified"
 
@@ -223,6 +228,21 @@ def judge(
             "not_verified",
         )
     return None
+
+
+def per_replica_caveat(verdict: Verdict, *, replicas: int, shared_pings: bool) -> Verdict:
+    """The verdict, unless it is "not received" from one of several pods that each know
+    only their own pings: then nobody can tell (Unknown)."""
+    if verdict.reason != REASON_NOT_RECEIVED or replicas <= 1 or shared_pings:
+        return verdict
+    return Verdict(
+        None,
+        REASON_PINGS_PER_REPLICA,
+        f"the receiver pod asked did not see the ping, but it may have reached another of "
+        f"the {replicas} replicas, which keep pings in memory: set spec.receiver.redis so "
+        "that every replica's pings count",
+        ping_result="not_verified",
+    )
 
 
 def rotation_complete(memo: HealthMemo, last_rotation: datetime | None) -> bool:
@@ -438,6 +458,9 @@ class HealthChecker:
         )
         verdict, sent_at = await self.check(
             url=url, ping=ping, current_fingerprint=current_fingerprint
+        )
+        verdict = per_replica_caveat(
+            verdict, replicas=receiver.replicas, shared_pings=receiver.redis is not None
         )
         if sent_at is not None:
             memo.last_sent_at = sent_at

@@ -1,0 +1,238 @@
+"""DeliveryVerified with three receiver replicas: whichever replica takes the ping, the
+operator's verdict is right.
+
+Three real receivers run in this process (as three Pods would), the emulator delivers the
+pings through the real SDK to a round-robin loopback proxy in front of their public ports
+(a Service spreading connections over its Pods; the emulator opens one connection per
+delivery, so successive pings reach successive replicas), and the operator's
+HealthChecker asks the internal Service, mapped to replica 0 — the worst case: two of
+three pings land on a pod it does not ask. With Redis every replica records its pings
+there; without Redis, "not received" from one pod becomes Unknown (PingsPerReplica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gemini_webhook_operator import health
+from gemini_webhook_operator.health import HealthChecker, HealthMemo
+from gemini_webhook_operator.metrics import OperatorMetrics
+from gemini_webhook_operator.receiver_resources import internal_service_name
+from gemini_webhook_receiver import app as receiver_app
+from gemini_webhooks.contracts import receiver_config as rc
+from gemini_webhooks.contracts.service_endpoints import service_key
+from gemini_webhooks.contracts.signing_secret import (
+    KEY_SECRETS,
+    SigningSecret,
+    SigningSecrets,
+    encode,
+    truncate_secret,
+)
+
+REPLICAS = 3
+
+
+@dataclass
+class RoundRobinProxy:
+    """A test double for a Service's load balancing: each new connection goes to the next
+    upstream port in turn, bytes are piped both ways."""
+
+    upstreams: list[int]
+    port: int = 0
+    _next: int = 0
+    _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = self.upstreams[self._next % len(self.upstreams)]
+        self._next += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+        pipes = [
+            asyncio.create_task(_pipe(reader, up_writer)),
+            asyncio.create_task(_pipe(up_reader, writer)),
+        ]
+        self._tasks.update(pipes)
+        try:
+            await asyncio.gather(*pipes, return_exceptions=True)
+        finally:
+            self._tasks.difference_update(pipes)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            writer.close()
+
+
+@dataclass
+class Replicas:
+    running: list[Any]
+    proxy: RoundRobinProxy
+    secrets_file: Path
+
+    @property
+    def public_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.port}/"
+
+    def overrides(self) -> dict[str, str]:
+        """The internal Service, as the operator resolves it: replica 0's port."""
+        key = service_key(internal_service_name("orders"), "team-a", 9090)
+        return {key: f"127.0.0.1:{self.running[0].internal_port}"}
+
+    def took(self) -> list[str | None]:
+        """The webhook-id of the ping each replica took itself (its own memory)."""
+        out = []
+        for running in self.running:
+            record = running.receiver.pings.get("static")
+            out.append(None if record is None else record.webhook_id)
+        return out
+
+    async def hold(self, webhook_id: str, secret: str) -> None:
+        document = encode(SigningSecrets(webhook_id, (SigningSecret(secret, datetime.now(UTC)),)))
+        tmp = self.secrets_file.with_suffix(".tmp")
+        tmp.write_text(document[KEY_SECRETS])
+        tmp.replace(self.secrets_file)
+        wanted = {truncate_secret(secret)}
+        for _ in range(200):
+            if all(
+                {s.fingerprint for s in r.receiver.secret_sets[0].secrets} == wanted
+                for r in self.running
+            ):
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError("a replica did not load the secrets file")
+
+
+def _config(secrets_file: Path, redis_url: str | None, name: str) -> rc.ReceiverConfig:
+    return rc.ReceiverConfig(
+        listen=rc.ListenConfig(host="127.0.0.1", port=0),
+        internal=rc.InternalConfig(host="127.0.0.1", port=0),
+        static_webhooks=[
+            rc.StaticWebhookConfig(
+                name="static",
+                secrets=rc.SecretsSource(file=rc.FileSecretRef(path=str(secrets_file))),
+            )
+        ],
+        dead_letter=rc.DeadLetterConfig(target=rc.TargetConfig(url="http://127.0.0.1:9/")),
+        redis=None if redis_url is None else rc.RedisConfig(url=redis_url, consumer_name=name),
+        dedup=rc.DedupConfig(backend="memory" if redis_url is None else "redis"),
+    )
+
+
+@contextlib.asynccontextmanager
+async def replicas(tmp_path: Path, redis_url: str | None) -> AsyncIterator[Replicas]:
+    secrets_file = tmp_path / KEY_SECRETS
+    running = []
+    proxy: RoundRobinProxy | None = None
+    try:
+        for index in range(REPLICAS):
+            config = _config(secrets_file, redis_url, f"pod-{index}")
+            running.append(await receiver_app.serve(config, drain_seconds=0.1))
+        proxy = RoundRobinProxy([r.public_port for r in running])
+        await proxy.start()
+        yield Replicas(running, proxy, secrets_file)
+    finally:
+        if proxy is not None:
+            await proxy.stop()
+        for started in running:
+            await started.stop(0.1)
+
+
+def resource(webhook_id: str, receiver: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "orders", "namespace": "team-a", "uid": "u1"},
+        "spec": {"healthCheck": {"enabled": True, "interval": "10m"}, "receiver": receiver},
+        "status": {"webhookId": webhook_id, "remoteState": "enabled"},
+    }
+
+
+async def _ping_three_times(
+    group: Replicas, emulator: Any, receiver_spec: dict[str, Any], timeout: float
+) -> list[tuple[health.Verdict, list[str | None]]]:
+    """Three health checks (a fresh memo each: every one pings); each verdict with which
+    replica had taken which ping by then."""
+    client = emulator.client()
+    hook = await client.aio.webhooks.create(
+        uri=group.public_url, subscribed_events=["batch.succeeded"]
+    )
+    await group.hold(hook.id, hook.new_signing_secret)
+    check = HealthChecker(
+        metrics=OperatorMetrics(CollectorRegistry()),
+        poll_interval=0.05,
+        timeout=timedelta(seconds=timeout),
+        overrides=group.overrides,
+    )
+    results = []
+    try:
+        for _ in range(REPLICAS):
+            verdict = await check.tick(
+                resource(hook.id, receiver_spec),
+                HealthMemo(),
+                ping=lambda: client.aio.webhooks.ping(id=hook.id),
+                current_fingerprint=truncate_secret(hook.new_signing_secret),
+            )
+            assert verdict is not None
+            results.append((verdict, group.took()))
+    finally:
+        await check.close()
+    return results
+
+
+@pytest.mark.real_component
+async def test_with_redis_the_verdict_is_right_whichever_replica_took_the_ping(
+    emulator: Any, redis_server: str, tmp_path: Path
+) -> None:
+    spec = {"enabled": True, "replicas": REPLICAS, "redis": {"url": redis_server}}
+    async with replicas(tmp_path, redis_server) as group:
+        results = await _ping_three_times(group, emulator, spec, timeout=8)
+    for verdict, _ in results:
+        assert (verdict.status, verdict.reason) == (True, health.REASON_VERIFIED), verdict.message
+    *_, (_, took) = results
+    # Each replica took exactly one of the three pings (the operator asked only replica 0).
+    assert all(took) and len(set(took)) == REPLICAS
+
+
+async def test_without_redis_a_ping_on_another_replica_is_unknown_not_unverified(
+    emulator: Any, tmp_path: Path
+) -> None:
+    spec = {
+        "enabled": True,
+        "replicas": REPLICAS,
+        "deadLetter": {"target": {"url": "http://127.0.0.1:9/"}},
+    }
+    async with replicas(tmp_path, None) as group:
+        results = await _ping_three_times(group, emulator, spec, timeout=1.5)
+    (first, took_first), *others = results
+    assert took_first[0] is not None  # the first ping reached replica 0, the one asked
+    assert (first.status, first.reason) == (True, health.REASON_VERIFIED), first.message
+    for verdict, _ in others:  # the next two reached replicas 1 and 2
+        assert (verdict.status, verdict.reason) == (None, health.REASON_PINGS_PER_REPLICA)
+        assert "spec.receiver.redis" in verdict.message
+    assert all(others[-1][1])
