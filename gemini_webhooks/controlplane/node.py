@@ -33,6 +33,7 @@ import aiohttp
 import yaml
 
 from gemini_webhooks.contracts.service_endpoints import ENV_VAR, FILE_ENV_VAR
+from gemini_webhooks.controlplane.balancer import RoundRobin, choose, service_backends
 from gemini_webhooks.controlplane.build import KUBERNETES_VERSION
 from gemini_webhooks.sandbox.kubeapi import JSON, KubeApi, KubeApiError
 from gemini_webhooks.sandbox.kubelet import PodPorts, probe, service_endpoints, venv_executable
@@ -220,6 +221,8 @@ class Node:
         self.interval = interval
         self.executables = executables
         self.pods: dict[str, RunningPod] = {}  # by uid
+        # Services selecting several of our pods: one round-robin listener each.
+        self.balancers: dict[str, RoundRobin] = {}
         self.synced = asyncio.Event()
         self._last_lease = 0.0
         self._last_status = 0.0
@@ -314,6 +317,9 @@ class Node:
         for pod in list(self.pods.values()):
             await self._stop(pod)
         self.pods.clear()
+        for balancer in self.balancers.values():
+            await balancer.stop()
+        self.balancers.clear()
         await self.api.close()
 
     def _pods_of(self, namespace: str, name: str) -> list[RunningPod]:
@@ -380,11 +386,33 @@ class Node:
         }
         mapping = dict(self.static_endpoints)
         mapping.update(service_endpoints(services, pods))
+        await self._balance(services, mapping)
         if mapping != self.endpoints:
             for key in sorted(set(mapping) - set(self.endpoints)):
                 self.progress(f"node: Service {key} -> http://{mapping[key]}")
             self.endpoints = mapping
             self._write_endpoints()
+
+    async def _balance(self, services: list[JSON], mapping: dict[str, str]) -> None:
+        """A Service selecting several pods is published as its round-robin listener."""
+        backends = service_backends(
+            services,
+            {
+                (p.namespace, p.uid): (p.labels, p.ports, p.ready)
+                for p in self.pods.values()
+                if p.plan is not None
+            },
+        )
+        spread = {key: found for key, found in backends.items() if len(found) > 1}
+        for key in set(self.balancers) - set(spread):
+            await self.balancers.pop(key).stop()
+        for key, found in spread.items():
+            balancer = self.balancers.get(key)
+            if balancer is None:
+                balancer = self.balancers[key] = RoundRobin(choose(found))
+                await balancer.start()
+            balancer.backends = choose(found)
+            mapping[key] = balancer.address
 
     def _write_endpoints(self) -> None:
         temporary = self.endpoints_file.with_suffix(".tmp")
