@@ -39,6 +39,7 @@ RESOURCES = {
     "RoleBinding": "rolebindings.rbac.authorization.k8s.io/v1",
     "Deployment": DEPLOYMENTS,
     "PodDisruptionBudget": "poddisruptionbudgets.policy/v1",
+    "NetworkPolicy": "networkpolicies.networking.k8s.io/v1",
 }
 GWH = f"{crd.PLURAL}.{crd.API_VERSION}"
 
