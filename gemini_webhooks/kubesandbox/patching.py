@@ -145,7 +145,7 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
 def _merge_list(field: str, current: Any, patch: list[Any]) -> list[Any]:
     if field in MERGE_SETS:
         base = list(current) if isinstance(current, list) else []
-        return base + [v for v in patch if v not in base]
+        return _patch_order(base + [v for v in patch if v not in base], patch, base, None)
     key = _merge_key(field, patch)
     if key is None or not isinstance(current, list):
         if any(_is_directive(i) and i.get("$patch") == "replace" for i in patch):
@@ -174,7 +174,39 @@ def _merge_list(field: str, current: Any, patch: list[Any]) -> list[Any]:
             result.append(merged)
         else:
             result[index] = strategic_merge_patch(result[index], item)
-    return result
+    return _patch_order(result, patch, current, key)
+
+
+def _patch_order(
+    merged: list[Any], patch: list[Any], server: list[Any], key: str | None
+) -> list[Any]:
+    """The order kube-apiserver leaves a merged list in (`mergeSortedSlice`): the patch's
+    items in patch order and the server-only items in server order, interleaved — a
+    server-only item goes first only when both are on the server and it came first.
+    Items are told apart by their merge `key` (None: a set of primitives, by value)."""
+
+    def of(item: Any) -> Any:
+        if key is None:
+            return item
+        return item.get(key) if isinstance(item, dict) else None
+
+    ident: list[Any] = []
+    for item in patch:
+        if not _is_directive(item) and of(item) not in ident:
+            ident.append(of(item))
+    server_order = [of(i) for i in server]
+    right = [m for k in ident for m in merged if of(m) == k]
+    left = [i for i in merged if of(i) not in ident]
+
+    def position(item: Any) -> int:
+        k = of(item)
+        return server_order.index(k) if k in server_order else -1
+
+    ordered: list[Any] = []
+    while left and right:
+        li, ri = position(left[0]), position(right[0])
+        ordered.append(left.pop(0) if li >= 0 and ri >= 0 and li < ri else right.pop(0))
+    return ordered + left + right
 
 
 def _reorder(field: str, items: list[Any], order: list[Any]) -> list[Any]:

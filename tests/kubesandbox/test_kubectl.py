@@ -6,6 +6,7 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +29,14 @@ def _widget_yaml(name: str, **spec: object) -> str:
 
 
 @pytest.fixture()
-def kubectl_widgets(kubectl: KubectlRun) -> KubectlRun:
+def kubectl_widgets(kubectl: KubectlRun) -> Iterator[KubectlRun]:
     kubectl("apply", "-f", "-", input=yaml.safe_dump(WIDGET_CRD))
     kubectl(
         "wait", "--for=condition=Established", "crd/widgets.test.kubesandbox.dev", "--timeout=30s"
     )
-    return kubectl
+    yield kubectl
+    # A real API server deletes the CRD's objects first: wait, so the next test starts clean.
+    kubectl("delete", "crd/widgets.test.kubesandbox.dev", "--wait=true", "--timeout=60s")
 
 
 def test_kubectl_talks_to_the_server(kubectl: KubectlRun) -> None:
@@ -284,10 +287,13 @@ def test_kubectl_lists_events_of_both_apis(kubectl: KubectlRun) -> None:
     }
     kubectl("apply", "-f", "-", input=yaml.safe_dump(event))
     assert "hello from a test" in kubectl("get", "events").stdout
+    # Another name: on kube-apiserver both APIs serve the same objects (converted), so the
+    # same name would update the first Event; the sandbox keeps them apart (docs).
+    new_name = unique("ev")
     new_event = {
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
-        "metadata": {"name": name},
+        "metadata": {"name": new_name},
         "eventTime": "2026-01-01T00:00:00.000000Z",
         "reportingController": "t",
         "reportingInstance": "t",
@@ -297,7 +303,7 @@ def test_kubectl_lists_events_of_both_apis(kubectl: KubectlRun) -> None:
         "regarding": {"kind": "ConfigMap", "name": "x", "namespace": "default"},
     }
     kubectl("apply", "-f", "-", input=yaml.safe_dump(new_event))
-    assert name in kubectl("get", "events.events.k8s.io", "-o", "name").stdout
+    assert new_name in kubectl("get", "events.events.k8s.io", "-o", "name").stdout
 
 
 def test_kubectl_explains_a_custom_resource(kubectl_widgets: KubectlRun) -> None:

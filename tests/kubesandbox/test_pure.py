@@ -50,9 +50,13 @@ def test_merge_patch_follows_rfc_7386() -> None:
 
 
 def test_strategic_merge_patch_merges_finalizers_as_a_set() -> None:
+    # In the patch's order (kube-apiserver's mergeSortedSlice), each once.
     assert patching.strategic_merge_patch(
         {"metadata": {"finalizers": ["a"]}}, {"metadata": {"finalizers": ["b", "a"]}}
-    ) == {"metadata": {"finalizers": ["a", "b"]}}
+    ) == {"metadata": {"finalizers": ["b", "a"]}}
+    assert patching.strategic_merge_patch(
+        {"metadata": {"finalizers": ["a", "b"]}}, {"metadata": {"finalizers": ["c"]}}
+    ) == {"metadata": {"finalizers": ["c", "a", "b"]}}
 
 
 def test_strategic_merge_patch_honours_element_order_and_primitive_deletions() -> None:
