@@ -45,6 +45,7 @@ from standardwebhooks.webhooks import Webhook
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import receiver_config as rc
 from gemini_webhooks.contracts import signing_secret as fmt
+from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
 from gemini_webhooks.emulator import EmulatorConfig, ThreadedEmulator
 from gemini_webhooks.kubesandbox import ThreadedKubeSandbox
 from gemini_webhooks.observability import __main__ as generator
@@ -234,6 +235,9 @@ def _start_receiver(stack: Stack, redis_url: str, targets: str, secret: str) -> 
         ),
         redis=rc.RedisConfig(url=redis_url, max_attempts=2, claim_idle_seconds=1),
         dedup=rc.DedupConfig(backend="redis"),
+        # A forgery right after good deliveries would be a retryable 503 while a rotated
+        # secret may still be on its way (secret_reload_pending); here it must be a 401.
+        replay=rc.ReplayConfig(reload_pending_seconds=0),
     )
     config_file = stack.workdir / "receiver.yaml"
     config_file.write_text(rc.dump(config))
@@ -581,13 +585,18 @@ def test_the_charts_helm_test_hook_passes_against_a_running_operator(stack: Stac
     values = {"metricsPort": metrics_port, "healthPort": stack.operator_health_port}
     (pod,) = find(manifests(values), "Pod")
     script = pod["spec"]["containers"][0]["args"][0]
-    service_host = f"gwo-gemini-webhook-operator-metrics.{RELEASE_NAMESPACE}.svc"
-    assert service_host in script
+    # The hook finds the Service by the Service-endpoints rule; here it is on loopback.
+    service = "gwo-gemini-webhook-operator-metrics"
+    endpoints = {
+        service_key(service, RELEASE_NAMESPACE, port): f"127.0.0.1:{port}"
+        for port in (metrics_port, stack.operator_health_port)
+    }
     result = subprocess.run(
-        [sys.executable, "-c", script.replace(service_host, "127.0.0.1")],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, ENV_VAR: json.dumps(endpoints)},
     )
     assert result.returncode == 0, result.stderr
     assert "operator healthy" in result.stdout
