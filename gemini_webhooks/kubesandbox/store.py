@@ -272,6 +272,9 @@ class Cluster:
             obj.setdefault("status", {}).setdefault("phase", "Active")
         elif kind_key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             causes += self._admit_crd(obj, old)
+        if not rtype.custom:
+            builtin_validation.apply_defaults(rtype.group, rtype.plural, obj)
+            causes += builtin_validation.causes(rtype.group, rtype.plural, obj)
         if rtype.custom and rtype.schema is not None:
             unknown, schema_causes = schema.admit(obj, rtype.schema)
             if unknown and field_validation == "Strict":

@@ -282,3 +282,106 @@ def test_deployment_scale_is_an_autoscaling_v1_scale(api: Api) -> None:
     scaled = api.patch(f"{DEPLOYMENTS}/{name}/scale", {"spec": {"replicas": 3}}).body
     assert (scaled["kind"], scaled["spec"]) == ("Scale", {"replicas": 3})
     assert api.get(f"{DEPLOYMENTS}/{name}").body["spec"]["replicas"] == 3
+
+
+def _deployment(name: str, **spec: Any) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "c", "image": "example.com/c:1"}]},
+            },
+            **spec,
+        },
+    }
+
+
+def _causes(reply: Any) -> list[tuple[str, str, str]]:
+    assert (reply.status, reply.body["reason"]) == (422, "Invalid"), reply.body
+    return [(c["field"], c["reason"], c["message"]) for c in reply.body["details"]["causes"]]
+
+
+def test_a_deployment_is_validated(api: Api) -> None:
+    assert _causes(api.post(DEPLOYMENTS, _deployment(unique("d"), replicas=-1))) == [
+        (
+            "spec.replicas",
+            "FieldValueInvalid",
+            "Invalid value: -1: must be greater than or equal to 0",
+        )
+    ]
+    empty = _deployment(unique("d"))
+    empty["spec"]["template"]["spec"]["containers"] = []
+    assert _causes(api.post(DEPLOYMENTS, empty)) == [
+        ("spec.template.spec.containers", "FieldValueRequired", "Required value")
+    ]
+    imageless = _deployment(unique("d"))
+    del imageless["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert _causes(api.post(DEPLOYMENTS, imageless)) == [
+        ("spec.template.spec.containers[0].image", "FieldValueRequired", "Required value")
+    ]
+
+
+def test_a_deployment_is_defaulted(api: Api) -> None:
+    spec = api.post(DEPLOYMENTS, _deployment(unique("d"))).body["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+    }
+    assert (spec["revisionHistoryLimit"], spec["progressDeadlineSeconds"]) == (10, 600)
+    pod = spec["template"]["spec"]
+    assert {k: pod[k] for k in ("restartPolicy", "terminationGracePeriodSeconds", "dnsPolicy")} == {
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": 30,
+        "dnsPolicy": "ClusterFirst",
+    }
+    (container,) = pod["containers"]
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["terminationMessagePolicy"] == "File"
+
+
+SERVICES = "/api/v1/namespaces/default/services"
+
+
+def _service(**spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": unique("s")}, "spec": spec}
+
+
+def test_a_service_is_validated(api: Api) -> None:
+    assert _causes(api.post(SERVICES, _service())) == [
+        ("spec.ports", "FieldValueRequired", "Required value")
+    ]
+    assert _causes(api.post(SERVICES, _service(ports=[{"port": 0}]))) == [
+        (
+            "spec.ports[0].port",
+            "FieldValueInvalid",
+            "Invalid value: 0: must be between 1 and 65535, inclusive",
+        ),
+        (
+            "spec.ports[0].targetPort",
+            "FieldValueInvalid",
+            "Invalid value: 0: must be between 1 and 65535, inclusive",
+        ),
+    ]
+    assert _causes(
+        api.post(SERVICES, _service(ports=[{"port": 80, "name": "a"}, {"port": 81}]))
+    ) == [("spec.ports[1].name", "FieldValueRequired", "Required value")]
+    assert _causes(api.post(SERVICES, _service(type="Bogus", ports=[{"port": 80}]))) == [
+        (
+            "spec.type",
+            "FieldValueNotSupported",
+            'Unsupported value: "Bogus": supported values: "ClusterIP", "ExternalName", '
+            '"LoadBalancer", "NodePort"',
+        )
+    ]
+
+
+def test_a_service_is_defaulted(api: Api) -> None:
+    spec = api.post(SERVICES, _service(ports=[{"port": 80}])).body["spec"]
+    assert spec["ports"] == [{"protocol": "TCP", "port": 80, "targetPort": 80}]
+    assert (spec["type"], spec["sessionAffinity"]) == ("ClusterIP", "None")
+    assert (spec["ipFamilies"], spec["ipFamilyPolicy"]) == (["IPv4"], "SingleStack")
+    assert spec["internalTrafficPolicy"] == "Cluster"

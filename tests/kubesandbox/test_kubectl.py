@@ -307,7 +307,12 @@ def test_kubectl_lists_events_of_both_apis(kubectl: KubectlRun) -> None:
 
 
 def test_kubectl_explains_a_custom_resource(kubectl_widgets: KubectlRun) -> None:
-    out = kubectl_widgets("explain", "widget.spec").stdout
+    # kube-apiserver publishes a new CRD's OpenAPI a moment after it is Established.
+    deadline = time.monotonic() + 30
+    while (result := kubectl_widgets("explain", "widget.spec", check=False)).returncode != 0:
+        assert time.monotonic() < deadline, result.stderr
+        time.sleep(0.5)
+    out = result.stdout
     assert "KIND:       Widget" in out and "size" in out and "color" in out
 
 
