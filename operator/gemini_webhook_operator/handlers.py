@@ -156,7 +156,7 @@ async def _run(
             # one interval old; a change (create, update, resume) reads them afresh.
             max_age = op.settings.drift_interval if handler == "drift" else 0.0
             outcome = await reconcile(
-                op, body, claims=_ClaimsView(webhook_claims), secrets_max_age=max_age
+                op, body, claims=_ClaimsView(webhook_claims), listing_max_age=max_age
             )
             _write_back(body, patch, outcome)
             if outcome.error is not None:

@@ -109,6 +109,15 @@ class ClusterAccess:
         return context
 
 
+FIELD_MANAGER = contract.MANAGED_BY  # the one field manager of everything the operator applies
+
+
+def _selects(selector: str, labels: Mapping[str, str]) -> bool:
+    """Whether an equality-based label selector (`k=v,k2=v2`, the only kind we send) matches."""
+    wanted = (term.partition("=") for term in selector.split(",") if term)
+    return all(labels.get(key) == value for key, _, value in wanted)
+
+
 def object_path(kind: str, namespace: str, name: str | None = None) -> str:
     prefix, plural = _KINDS[kind]
     path = f"{prefix}/namespaces/{namespace}/{plural}"
@@ -122,9 +131,9 @@ class Kube:
         self.access = access
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        # Secrets per namespace from one shared listing: (monotonic time listed, by name).
-        self._secrets: dict[str, tuple[float, dict[str, JSON]]] = {}
-        self._listing: dict[str, asyncio.Lock] = {}
+        # Shared listings by (kind, namespace, label selector): (monotonic time, by name).
+        self._listed: dict[tuple[str, str, str], tuple[float, dict[str, JSON]]] = {}
+        self._listing: dict[tuple[str, str, str], asyncio.Lock] = {}
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -195,29 +204,32 @@ class Kube:
         await self.request("DELETE", object_path(kind, namespace, name))
         self._remember(kind, namespace, name, None)
 
-    async def list(self, kind: str, namespace: str, label_selector: str) -> list[JSON]:
+    async def list(
+        self, kind: str, namespace: str, label_selector: str, *, max_age: float = 0.0
+    ) -> list[JSON]:
+        """The objects of a kind in a namespace. With `max_age`, from a listing at most that
+        old, shared by every caller (kept in step with what this client writes)."""
+        if max_age > 0:
+            return list((await self._shared(kind, namespace, label_selector, max_age)).values())
         found = await self.request(
             "GET", object_path(kind, namespace), params={"labelSelector": label_selector}
         )
         return list((found or {}).get("items") or [])
 
     async def apply(self, obj: JSON) -> JSON | None:
-        """Create the object, or merge-patch it into what exists; the object as stored
-        (None when the API does not serve its kind)."""
+        """Server-side apply of the whole intended object under our one field manager (forced:
+        the operator owns what it renders); the object as stored (None when the API does not
+        serve its kind)."""
         metadata = obj["metadata"]
-        try:
-            return await self.create(obj)
-        except KubeError as error:
-            if error.status != 409:
-                raise
-            patched = await self.merge_patch(
-                obj["kind"], metadata["namespace"], metadata["name"], obj
-            )
-            if patched is None:  # a conflict, yet gone: let the caller retry
-                raise KubeError(
-                    409, f"{obj['kind']} {metadata['name']} changed concurrently"
-                ) from None
-            return patched
+        stored = await self.request(
+            "PATCH",
+            object_path(obj["kind"], metadata["namespace"], metadata["name"]),
+            obj,
+            content_type="application/apply-patch+yaml",
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+        )
+        self._remember(obj["kind"], metadata["namespace"], metadata["name"], stored)
+        return stored
 
     # -- Secrets ---------------------------------------------------------------------------
 
@@ -227,32 +239,37 @@ class Kube:
         list per namespace per interval, not 2N GETs. What this client wrote itself is in the
         listing as written; a name the listing lacks is read directly (it may be newer)."""
         if max_age > 0:
-            found = (await self._secrets_listed(namespace, max_age)).get(name)
+            found = (await self._shared("Secret", namespace, "", max_age)).get(name)
             if found is not None:
                 return found
         return await self.get("Secret", namespace, name)
 
-    async def _secrets_listed(self, namespace: str, max_age: float) -> dict[str, JSON]:
-        async with self._listing.setdefault(namespace, asyncio.Lock()):
-            listed = self._secrets.get(namespace)
+    async def _shared(
+        self, kind: str, namespace: str, selector: str, max_age: float
+    ) -> dict[str, JSON]:
+        key = (kind, namespace, selector)
+        async with self._listing.setdefault(key, asyncio.Lock()):
+            listed = self._listed.get(key)
             if listed is not None and time.monotonic() - listed[0] < max_age:
                 return listed[1]
             started = time.monotonic()
-            found = await self.request("GET", object_path("Secret", namespace))
+            params = {"labelSelector": selector} if selector else None
+            found = await self.request("GET", object_path(kind, namespace), params=params)
             items = (found or {}).get("items") or []
             by_name = {str(item["metadata"]["name"]): item for item in items}
-            self._secrets[namespace] = (started, by_name)
+            self._listed[key] = (started, by_name)
             return by_name
 
     def _remember(self, kind: str, namespace: str, name: str, stored: JSON | None) -> None:
-        """Keep the shared Secret listing in step with what this client read or wrote."""
-        listed = self._secrets.get(namespace) if kind == "Secret" else None
-        if listed is None:
-            return
-        if stored is None or not stored.get("metadata"):
-            listed[1].pop(name, None)
-        else:
-            listed[1][name] = stored
+        """Keep the shared listings in step with what this client read or wrote."""
+        labels = ((stored or {}).get("metadata") or {}).get("labels") or {}
+        for (listed_kind, listed_namespace, selector), (_, by_name) in self._listed.items():
+            if (listed_kind, listed_namespace) != (kind, namespace):
+                continue
+            if stored and stored.get("metadata") and _selects(selector, labels):
+                by_name[name] = stored
+            else:
+                by_name.pop(name, None)
 
     async def secret_value(
         self, namespace: str, name: str, key: str, *, max_age: float = 0.0

@@ -58,7 +58,12 @@ from gemini_webhook_operator.webhookservice import (
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.crd_receiver import CrdReceiverError, receiver_spec
 from gemini_webhooks.contracts.service_endpoints import overrides_from_env
-from gemini_webhooks.contracts.signing_secret import SigningSecrets
+from gemini_webhooks.contracts.signing_secret import (
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    SigningSecrets,
+)
 
 log = logging.getLogger("gemini_webhook_operator")
 
@@ -220,11 +225,11 @@ async def reconcile(
     body: Mapping[str, Any],
     *,
     claims: Mapping[str, list[Claim]] | None = None,
-    secrets_max_age: float = 0.0,
+    listing_max_age: float = 0.0,
 ) -> Outcome:
-    """Reconcile one GeminiWebhook; never raises for expected failures. `secrets_max_age`:
-    read the Secrets from the shared namespace listing if it is at most this old (the drift
-    check's way; a change reads them afresh)."""
+    """Reconcile one GeminiWebhook; never raises for expected failures. `listing_max_age`:
+    read the Secrets and the receiver's objects from the listings per namespace shared by
+    all resources if they are at most this old (the drift check's way; a change reads afresh)."""
     now = op.clock.now()
     report = _Report(body, now)
     outcome = Outcome()
@@ -243,7 +248,7 @@ async def reconcile(
 
     try:
         return await _converge(
-            op, body, spec, status, report, outcome, claims or {}, now, secrets_max_age
+            op, body, spec, status, report, outcome, claims or {}, now, listing_max_age
         )
     except WebhookServiceError as error:
         retry = _retry_for(op, error)
@@ -291,7 +296,7 @@ async def _converge(
     outcome: Outcome,
     claims: Mapping[str, list[Claim]],
     now: datetime,
-    secrets_max_age: float,
+    listing_max_age: float,
 ) -> Outcome:
     try:  # pure: a receiver that cannot be rendered stops us before any remote change
         receiver_objects = receiver_resources.render(body, op.receiver_settings)
@@ -299,7 +304,7 @@ async def _converge(
         return _failure(report, outcome, REASON_RECEIVER_INVALID, str(error), retry_after=None)
 
     api_key = await op.kube.secret_value(
-        spec.namespace, spec.api_key_secret, spec.api_key_key, max_age=secrets_max_age
+        spec.namespace, spec.api_key_secret, spec.api_key_key, max_age=listing_max_age
     )
     if not api_key:
         message = (
@@ -312,7 +317,7 @@ async def _converge(
     service = op.services.for_key(api_key, spec.api_base_url)
 
     held = await read_signing_secret(
-        op.kube, spec.namespace, spec.signing_secret_name, spec.uid, max_age=secrets_max_age
+        op.kube, spec.namespace, spec.signing_secret_name, spec.uid, max_age=listing_max_age
     )
     if held.exists and not held.owned:
         message = (
@@ -434,7 +439,9 @@ async def _converge(
                     outcome.event("Normal", "SecretExpired", f"removed {removed} expired secret(s)")
                 secrets = kept
 
-    await _apply_receiver(op, receiver_objects, spec, status, outcome, skip=applied)
+    await _apply_receiver(
+        op, receiver_objects, spec, status, outcome, skip=applied, max_age=listing_max_age
+    )
     return _report_success(
         op,
         body,
@@ -599,24 +606,62 @@ async def _apply_receiver(
     outcome: Outcome,
     *,
     skip: AbstractSet[tuple[str, str]] = frozenset(),
+    max_age: float = 0.0,
 ) -> None:
     outcome.status["receiverFingerprint"] = (
         receiver_resources.fingerprint(objects) if objects else None
     )
     if not objects and not status.get("receiverFingerprint"):
         return
-    wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
-    for obj in objects:
-        if (obj["kind"], obj["metadata"]["name"]) not in skip:
-            await op.kube.apply(obj)
-    # Prune what an earlier spec rendered and this one does not (e.g. the PDB at 1 replica).
-    selector = ",".join(f"{k}={v}" for k, v in receiver_resources.labels(spec.name).items())
+    # What exists, per kind: on a drift check from the listings of all receivers in the
+    # namespace that every resource shares (one list per kind per interval); otherwise afresh.
+    ours = receiver_resources.labels(spec.name)
+    shared = max_age > 0
+    selector = ",".join(f"{k}={v}" for k, v in (RECEIVERS_SELECTOR if shared else ours).items())
+    live: dict[tuple[str, str], dict[str, Any]] = {}
     for kind in RECEIVER_KINDS:
-        for existing in await op.kube.list(kind, spec.namespace, selector):
-            name = existing["metadata"]["name"]
-            owners = existing["metadata"].get("ownerReferences") or []
-            if (kind, name) not in wanted and any(o.get("uid") == spec.uid for o in owners):
-                await op.kube.delete(kind, spec.namespace, name)
+        for existing in await op.kube.list(kind, spec.namespace, selector, max_age=max_age):
+            labels = existing["metadata"].get("labels") or {}
+            if all(labels.get(k) == v for k, v in ours.items()):
+                live[(kind, existing["metadata"]["name"])] = existing
+    # Unchanged rendering and a live object that holds every field we render: no call.
+    unchanged = status.get("receiverFingerprint") == outcome.status["receiverFingerprint"]
+    for obj in objects:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key in skip or (unchanged and key in live and holds(live[key], _fields(obj))):
+            continue
+        await op.kube.apply(obj)
+    # Prune what an earlier spec rendered and this one does not (e.g. the PDB at 1 replica).
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for (kind, name), existing in live.items():
+        owners = existing["metadata"].get("ownerReferences") or []
+        if (kind, name) not in wanted and any(o.get("uid") == spec.uid for o in owners):
+            await op.kube.delete(kind, spec.namespace, name)
+
+
+def _fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """An object's fields less its type (the items of a list response carry none)."""
+    return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+
+
+def holds(live: Any, applied: Any) -> bool:
+    """Whether `live` has every field of `applied` as applied (fields the API server adds,
+    such as defaults and status, are not ours and are not compared)."""
+    if isinstance(applied, dict):
+        return isinstance(live, dict) and all(holds(live.get(k), v) for k, v in applied.items())
+    if isinstance(applied, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(applied)
+            and all(holds(a, b) for a, b in zip(live, applied, strict=True))
+        )
+    return bool(live == applied)
+
+
+RECEIVERS_SELECTOR = {
+    LABEL_MANAGED_BY: MANAGED_BY,
+    LABEL_COMPONENT: receiver_resources.COMPONENT_RECEIVER,
+}
 
 
 RECEIVER_KINDS = (

@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from gemini_webhook_operator import receiver_resources
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.sandbox.kubeapi import KubeApi
 from tests.operator.api_proxy import FaultProxy
@@ -47,32 +48,46 @@ async def test_steady_state_costs_one_shared_listing_per_drift_interval(
     assert len(calls) <= WINDOW / DRIFT + 1, len(calls)
 
 
-async def kube_requests(kube: Any) -> Counter[tuple[str, str]]:
-    """Kubernetes API requests served so far, by (verb, resource): the sandbox's audit, or the
-    real API server's own `apiserver_request_total` (verbs as RBAC names them)."""
+Requests = Counter[tuple[str, str, str]]
+
+
+async def kube_requests(kube: Any) -> Requests:
+    """Kubernetes API requests served so far, by (verb, resource, subresource): the sandbox's
+    audit, or the real API server's own `apiserver_request_total` (verbs as RBAC names them;
+    a server-side apply is a `patch`)."""
     if kube.is_sandbox:
-        return Counter((e.verb, e.resource) for e in kube.audit)
+        return Counter((e.verb, e.resource, e.subresource) for e in kube.audit)
     api = KubeApi.from_kubeconfig(kube.kubeconfig)
     try:
         text = await api.text("/metrics")
     finally:
         await api.close()
-    verbs = {"POST": "create", "PUT": "update"}
-    counted: Counter[tuple[str, str]] = Counter()
+    verbs = {"POST": "create", "PUT": "update", "APPLY": "patch"}
+    counted: Requests = Counter()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "apiserver_request_total":
-                verb = sample.labels.get("verb", "")
-                key = (verbs.get(verb, verb.lower()), sample.labels.get("resource", ""))
+                labels = sample.labels
+                verb = labels.get("verb", "")
+                key = (
+                    verbs.get(verb, verb.lower()),
+                    labels.get("resource", ""),
+                    labels.get("subresource", ""),
+                )
                 counted[key] += int(sample.value)
     return counted
 
 
 def _moved(
-    after: Counter[tuple[str, str]], before: Counter[tuple[str, str]], resource: str
+    after: Requests, before: Requests, resource: str, *, subresource: str | None = None
 ) -> dict[str, int]:
+    """What grew, by verb, for `resource` (and only `subresource` of it when given)."""
     moved = after - before  # keeps only what grew
-    return {verb: count for (verb, kind), count in moved.items() if kind == resource}
+    return {
+        verb: count
+        for (verb, kind, sub), count in moved.items()
+        if kind == resource and subresource in (None, sub)
+    }
 
 
 async def test_steady_state_writes_nothing_to_the_kubernetes_api(
@@ -127,3 +142,71 @@ async def test_drift_checks_read_secrets_from_one_shared_listing_per_interval(
     # Each of the six reads two Secrets per check: 2 x 6 x 4 GETs before the shared listing.
     assert "get" not in secrets, secrets
     assert secrets.get("list", 0) <= WINDOW / DRIFT + 1, secrets
+
+
+RECEIVER_PLURALS = ("configmaps", "serviceaccounts", "roles", "rolebindings", "deployments")
+RECEIVER_PLURALS += ("services", "poddisruptionbudgets", "networkpolicies", "ingresses")
+
+
+def _served(name: str, base_url: str) -> dict[str, Any]:
+    receiver = {
+        "enabled": True,
+        "defaultRoute": {"targets": [{"url": "https://consumer.example.com/events"}]},
+    }
+    body = resource(name, "unused", base_url, receiver=receiver)
+    del body["spec"]["url"]
+    return body
+
+
+async def test_receiver_objects_are_not_reapplied_or_listed_per_resource_when_unchanged(
+    gemini: Cluster, emulator: Any, kube: Any
+) -> None:
+    names = [f"served-{index}" for index in range(3)]
+    async with operator_running(kube, drift_interval=DRIFT) as running:
+        for name in names:
+            await gemini.apply(_served(name, emulator.base_url))
+        for name in names:
+            await gemini.wait_for(name, is_ready)
+        await asyncio.sleep(2 * DRIFT)
+        drift_before = running.metrics.reconciles.labels(
+            "drift", "success", "ReconcileSuccess"
+        )._value.get()
+        before = await kube_requests(kube)
+        await asyncio.sleep(WINDOW)
+        after = await kube_requests(kube)
+        drift_checks = running.metrics.reconciles.labels(
+            "drift", "success", "ReconcileSuccess"
+        )._value.get()
+    assert drift_checks - drift_before >= len(names) * (WINDOW / DRIFT - 1)
+    for plural in RECEIVER_PLURALS:
+        # The object itself: on a real control plane, controllers write Deployment status.
+        moved = _moved(after, before, plural, subresource="")
+        assert set(moved) <= READS, (plural, moved)  # nothing re-applied
+        if kube.is_sandbox:
+            # Shared listings, not one per drift check of each resource. Only the sandbox's
+            # audit tells who listed: a real control plane's own controllers list Services
+            # and ServiceAccounts all the time (bench/operator separates them by an idle run).
+            assert moved.get("list", 0) <= WINDOW / DRIFT + 1, (plural, moved)
+
+
+async def test_a_drift_check_reapplies_a_receiver_field_someone_changed(
+    gemini: Cluster, emulator: Any, kube: Any
+) -> None:
+    name = receiver_resources.receiver_name("edited")
+    async with operator_running(kube, drift_interval=DRIFT):
+        await gemini.apply(_served("edited", emulator.base_url))
+        await gemini.wait_for("edited", is_ready)
+        deployment = await gemini.client.get("Deployment", "default", name)
+        assert deployment is not None
+        replicas = deployment["spec"]["replicas"]
+        await gemini.client.merge_patch(
+            "Deployment", "default", name, {"spec": {"replicas": replicas + 3}}
+        )
+        for _ in range(int(10 * DRIFT / 0.1)):
+            deployment = await gemini.client.get("Deployment", "default", name)
+            assert deployment is not None
+            if deployment["spec"]["replicas"] == replicas:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the drift check did not re-apply the edited Deployment")
