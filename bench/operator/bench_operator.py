@@ -13,7 +13,9 @@ reads and writes (less what the control plane alone makes over an equal idle win
 Prints figures and ratios against the targets of issue 5:
 - all resources Ready within 60 s;
 - at steady state at most 1 WebhookService call per resource per drift interval;
-- operator resident memory under 200 MiB.
+- operator resident memory under 200 MiB;
+and, with `--kube real`, those of issue 12 §4: at steady state zero writes and at most one
+list per resource kind per drift interval for all resources together.
 The machine may be shared; the lead re-runs this on a quiet machine.
 """
 
@@ -44,6 +46,10 @@ API_KEY = "bench-api-key"
 TARGET_READY_SECONDS = 60.0
 TARGET_CALLS_PER_RESOURCE_PER_INTERVAL = 1.0
 TARGET_RSS_MIB = 200.0
+TARGET_LISTS_PER_KIND_PER_INTERVAL = 1.0
+# Kinds only the control plane's own components write (leader-election leases renewed on
+# their own clock, so an idle window does not cancel them out); the operator never does.
+CONTROL_PLANE_ONLY = frozenset({"leases"})
 KUBECTL = str(ROOT / ".venv" / "bin" / "kubectl")
 OPERATOR = str(ROOT / ".venv" / "bin" / "gemini-webhooks")
 
@@ -144,6 +150,29 @@ def _delta(
             writes += moved
         by_resource[f"{verb} {resource}"] = by_resource.get(f"{verb} {resource}", 0.0) + moved
     return reads, writes, by_resource
+
+
+def _steady_by_kind(
+    after: dict[tuple[str, str], float],
+    before: dict[tuple[str, str], float],
+    idle_after: dict[tuple[str, str], float],
+    idle_before: dict[tuple[str, str], float],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(writes, lists) by resource kind over the window, less the idle window's own."""
+    writes: dict[str, float] = {}
+    lists: dict[str, float] = {}
+    for key in set(after) | set(idle_after):
+        verb, resource = key
+        moved = after.get(key, 0.0) - before.get(key, 0.0)
+        idle = idle_after.get(key, 0.0) - idle_before.get(key, 0.0)
+        extra = max(0.0, moved - idle)
+        if resource in CONTROL_PLANE_ONLY:
+            continue
+        if verb == "LIST":
+            lists[resource] = lists.get(resource, 0.0) + extra
+        elif verb not in READ_VERBS:
+            writes[resource] = writes.get(resource, 0.0) + extra
+    return writes, lists
 
 
 def main() -> int:
@@ -269,6 +298,7 @@ def main() -> int:
             f"{rss_after_create:.0f} MiB when all Ready (target < {TARGET_RSS_MIB:.0f} MiB; "
             f"ratio {peak / TARGET_RSS_MIB:.2f})"
         )
+        quiet = True
         if real:
             reads, writes, by_resource = _delta(kube_after, kube_before)
             idle_reads, idle_writes, _ = _delta(idle_after, idle_before)
@@ -284,8 +314,28 @@ def main() -> int:
             print(
                 f"  busiest:                      {', '.join(f'{k} {v:.0f}' for k, v in busiest)}"
             )
+            # Issue 12 §4: zero writes, at most one list per kind per interval for all together.
+            kind_writes, kind_lists = _steady_by_kind(
+                kube_after, kube_before, idle_after, idle_before
+            )
+            written = {k: v / args.windows for k, v in kind_writes.items() if v > 0}
+            listed = {k: v / args.windows for k, v in kind_lists.items() if v > 0}
+            worst = max(listed.values(), default=0.0)
+            print(
+                f"steady-state writes per interval: {sum(written.values()):.1f} "
+                f"({', '.join(f'{k} {v:.1f}' for k, v in sorted(written.items())) or 'none'}; "
+                "target 0)"
+            )
+            print(
+                f"steady-state lists per kind per interval (all resources together): "
+                f"{', '.join(f'{k} {v:.1f}' for k, v in sorted(listed.items())) or 'none'} "
+                f"(target <= {TARGET_LISTS_PER_KIND_PER_INTERVAL:.0f}; worst ratio "
+                f"{worst / TARGET_LISTS_PER_KIND_PER_INTERVAL:.2f})"
+            )
+            quiet = not written and worst <= TARGET_LISTS_PER_KIND_PER_INTERVAL
         ok = (
-            ready >= args.resources
+            quiet
+            and ready >= args.resources
             and to_ready <= TARGET_READY_SECONDS
             and per_resource <= TARGET_CALLS_PER_RESOURCE_PER_INTERVAL
             and peak < TARGET_RSS_MIB
