@@ -227,6 +227,7 @@ def causes(group: str, plural: str, obj: dict[str, Any]) -> list[dict[str, str]]
         template = spec.get("template")
         if isinstance(template, dict):
             found += _pod_spec_causes(template.get("spec"), "spec.template.spec")
+        found += _deployment_status_causes(obj.get("status"))
     elif (group, plural) == ("", "pods"):
         found += _pod_spec_causes(spec, "spec")
     elif (group, plural) == ("", "services"):
@@ -262,4 +263,35 @@ def causes(group: str, plural: str, obj: dict[str, Any]) -> list[dict[str, str]]
             names.append(name)
             found += _port_range(f"{where}.port", port.get("port"))
             found += _port_range(f"{where}.targetPort", port.get("targetPort"))
+    return found
+
+
+def _deployment_status_causes(status: Any) -> list[dict[str, str]]:
+    """`ValidateDeploymentStatus`: no count above `replicas`, `available` above `ready`."""
+    if not isinstance(status, dict):
+        return []
+
+    def count(key: str) -> int:
+        value = status.get(key, 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    found = []
+    for key in ("updatedReplicas", "readyReplicas", "availableReplicas"):
+        if count(key) > count("replicas"):
+            found.append(
+                errors.cause(
+                    f"status.{key}",
+                    "FieldValueInvalid",
+                    f"Invalid value: {count(key)}: cannot be greater than status.replicas",
+                )
+            )
+    if count("availableReplicas") > count("readyReplicas"):
+        found.append(
+            errors.cause(
+                "status.availableReplicas",
+                "FieldValueInvalid",
+                f"Invalid value: {count('availableReplicas')}: cannot be greater than "
+                "readyReplicas",
+            )
+        )
     return found

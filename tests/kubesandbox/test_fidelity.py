@@ -385,3 +385,25 @@ def test_a_service_is_defaulted(api: Api) -> None:
     assert (spec["type"], spec["sessionAffinity"]) == ("ClusterIP", "None")
     assert (spec["ipFamilies"], spec["ipFamilyPolicy"]) == (["IPv4"], "SingleStack")
     assert spec["internalTrafficPolicy"] == "Cluster"
+
+
+def test_a_deployment_status_is_validated(api: Api) -> None:
+    name = unique("d")
+    api.post(DEPLOYMENTS, _deployment(name, replicas=0))
+    status = f"{DEPLOYMENTS}/{name}/status"
+    reply = api.patch(status, {"status": {"replicas": 0, "readyReplicas": 1}})
+    assert _causes(reply) == [
+        (
+            "status.readyReplicas",
+            "FieldValueInvalid",
+            "Invalid value: 1: cannot be greater than status.replicas",
+        )
+    ]
+    assert reply.body["message"] == (
+        f'Deployment.apps "{name}" is invalid: status.readyReplicas: Invalid value: 1: cannot '
+        "be greater than status.replicas"
+    )
+    reply = api.patch(
+        status, {"status": {"replicas": 2, "readyReplicas": 1, "availableReplicas": 2}}
+    )
+    assert [c[0] for c in _causes(reply)] == ["status.availableReplicas"]
