@@ -378,10 +378,19 @@ def _missing(run: Run) -> list[AuditEntry]:
     return sorted({c for c in run.required if not allowed.allows(c)})
 
 
+def _uses(call: AuditEntry) -> set[Permission]:
+    """What a call needs: a server-side apply (a patch) that creates its object is also
+    authorized as `create` (kube-apiserver's handlers/patch.go), and the operator's
+    receiver objects are first made that way."""
+    permission = _permission(call)
+    group, resource, verb = permission
+    return {permission, (group, resource, "create")} if verb == "patch" else {permission}
+
+
 def _unused(run: Run) -> list[tuple[str, Permission]]:
     allowed = grants(run.values)
-    used_anywhere = {_permission(c) for c in run.required}
-    used_in = {(c.namespace, _permission(c)) for c in run.required if c.namespace}
+    used_anywhere = {p for c in run.required for p in _uses(c)}
+    used_in = {(c.namespace, p) for c in run.required if c.namespace for p in _uses(c)}
     unused = [("cluster", p) for p in allowed.cluster if p not in used_anywhere]
     unused += [
         (namespace, p)
