@@ -34,7 +34,11 @@ async def test_logs_are_json_lines_correlated_by_webhook_id_without_secrets_or_b
     secrets_path = tmp_path / "signing-secrets.json"
     current, old = new_secret(), new_secret()
     write_secrets(secrets_path, current, (old, datetime.now(UTC) + timedelta(hours=1)))
-    config: dict[str, Any] = base_config(target.url, secrets_path)
+    # The forged delivery below must be a final 401 bad_signature, not the retryable 503
+    # secret_reload_pending that follows verified deliveries by default.
+    config: dict[str, Any] = base_config(
+        target.url, secrets_path, replay={"reload_pending_seconds": 0}
+    )
     config["logging"] = {"level": "DEBUG", "format": "json"}
     config_file = tmp_path / "receiver.json"
     config_file.write_text(json.dumps(config))
