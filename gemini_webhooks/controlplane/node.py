@@ -42,6 +42,7 @@ from gemini_webhooks.sandbox.podplan import (
     PodPlanError,
     decode_secret_data,
     plan_pod_object,
+    referenced_objects,
 )
 from gemini_webhooks.sandbox.supervisor import Child, ProcessSpec, Progress, Supervisor
 
@@ -138,32 +139,6 @@ def token_audiences(pod: JSON) -> list[str]:
             if "serviceAccountToken" in source:
                 found.append(source["serviceAccountToken"].get("audience", ""))
     return sorted(set(found))
-
-
-def referenced_objects(pod_spec: JSON) -> set[tuple[str, str]]:
-    """(kind, name) of every ConfigMap and Secret the Pod's volumes and env name."""
-    wanted: set[tuple[str, str]] = set()
-    for volume in pod_spec.get("volumes") or []:
-        sources = (volume.get("projected") or {}).get("sources") or [volume]
-        for source in sources:
-            if "configMap" in source:
-                wanted.add(("ConfigMap", source["configMap"].get("name", "")))
-            if "secret" in source:
-                secret = source["secret"]
-                wanted.add(("Secret", secret.get("secretName") or secret.get("name", "")))
-    for container in pod_spec.get("containers") or []:
-        for var in container.get("env") or []:
-            value_from = var.get("valueFrom") or {}
-            if "configMapKeyRef" in value_from:
-                wanted.add(("ConfigMap", value_from["configMapKeyRef"]["name"]))
-            if "secretKeyRef" in value_from:
-                wanted.add(("Secret", value_from["secretKeyRef"]["name"]))
-        for source in container.get("envFrom") or []:
-            if "configMapRef" in source:
-                wanted.add(("ConfigMap", source["configMapRef"]["name"]))
-            if "secretRef" in source:
-                wanted.add(("Secret", source["secretRef"]["name"]))
-    return wanted
 
 
 @dataclass

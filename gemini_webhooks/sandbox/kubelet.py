@@ -39,6 +39,7 @@ from gemini_webhooks.sandbox.podplan import (
     Probe,
     decode_secret_data,
     plan_pod,
+    referenced_objects,
     template_hash,
 )
 from gemini_webhooks.sandbox.ports import free_port
@@ -251,29 +252,7 @@ class Kubelet:
         """Fetch every ConfigMap/Secret the pod template refers to."""
         namespace = deployment["metadata"].get("namespace", "default")
         spec = deployment["spec"]["template"].get("spec") or {}
-        wanted: set[tuple[str, str]] = set()
-        for volume in spec.get("volumes") or []:
-            sources = [volume]
-            if "projected" in volume:
-                sources = volume["projected"].get("sources") or []
-            for source in sources:
-                if "configMap" in source:
-                    wanted.add(("ConfigMap", source["configMap"].get("name", "")))
-                if "secret" in source:
-                    secret = source["secret"]
-                    wanted.add(("Secret", secret.get("secretName") or secret.get("name", "")))
-        for container in spec.get("containers") or []:
-            for var in container.get("env") or []:
-                value_from = var.get("valueFrom") or {}
-                if "configMapKeyRef" in value_from:
-                    wanted.add(("ConfigMap", value_from["configMapKeyRef"]["name"]))
-                if "secretKeyRef" in value_from:
-                    wanted.add(("Secret", value_from["secretKeyRef"]["name"]))
-            for source in container.get("envFrom") or []:
-                if "configMapRef" in source:
-                    wanted.add(("ConfigMap", source["configMapRef"]["name"]))
-                if "secretRef" in source:
-                    wanted.add(("Secret", source["secretRef"]["name"]))
+        wanted = referenced_objects(spec)
         found: dict[tuple[str, str, str], Any] = {}
         for kind, name in wanted:
             resource = "configmaps" if kind == "ConfigMap" else "secrets"
