@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,21 +101,48 @@ def _kube_api() -> Any:
     return client.CoreV1Api(config.new_client_from_config(config_file=path))
 
 
+_WATCH_TIMEOUT_SECONDS = 300  # the server ends each watch after this; we resume it
+_WATCH_READ_MARGIN_SECONDS = 10  # the client's read timeout is this much longer
+_BACKOFF_SECONDS = 1.0
+_UNSEEN = object()  # nothing emitted yet
+
+
 class KubernetesSecretSource:
     """List-then-watch one Secret with the `kubernetes` client, in a daemon thread.
 
     The client is synchronous; a thread keeps it off the event loop. Updates arrive with the
-    watch event (well under a second after the API server stores the change).
+    watch event (well under a second after the API server stores the change). A watch that
+    the server ends (its `timeoutSeconds`) is resumed from the last resourceVersion seen
+    (bookmarks included); the Secret is listed again only after 410 Gone or an error. The
+    callback runs only when the Secret's data, or whether it exists, changed.
     """
 
-    def __init__(self, webhook: str, ref: KubernetesSecretRef, on_update: OnUpdate) -> None:
+    def __init__(
+        self,
+        webhook: str,
+        ref: KubernetesSecretRef,
+        on_update: OnUpdate,
+        *,
+        watch_timeout_seconds: int = _WATCH_TIMEOUT_SECONDS,
+    ) -> None:
         self._webhook = webhook
         self._ref = ref
         self._on_update = on_update
+        self._watch_timeout = watch_timeout_seconds
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._first = threading.Event()
+        self._last: object = _UNSEEN  # the data (or None) last handed on
+        self._stream: Any = None  # the open watch, so that stop() can end it
+
+    def _observe(self, data: dict[str, str] | None) -> None:
+        """Hand `data` on if it differs from what was handed on last (a bad update too:
+        it is reported once, not at every re-list)."""
+        if data == self._last:
+            return
+        self._last = dict(data) if data is not None else None
+        self._emit(data)
 
     def _emit(self, data: dict[str, str] | None) -> None:
         if data is None:
@@ -137,38 +165,67 @@ class KubernetesSecretSource:
         ns, name = self._ref.namespace, self._ref.name
         selector = f"metadata.name={name}"
         api = None
+        version: str | None = None  # None: list first
+        fresh = False  # the watch starts from a list's version and has seen nothing yet
         while not self._stopped.is_set():
             try:
                 if api is None:
                     api = _kube_api()
-                listed = api.list_namespaced_secret(ns, field_selector=selector)
-                self._emit(listed.items[0].data or {} if listed.items else None)
-                self._first.set()
-                version = listed.metadata.resource_version
+                if version is None:
+                    listed = api.list_namespaced_secret(ns, field_selector=selector)
+                    self._observe(listed.items[0].data or {} if listed.items else None)
+                    self._first.set()
+                    version = listed.metadata.resource_version
+                    fresh = True
                 stream = watch.Watch()
+                self._stream = stream
+                started = time.monotonic()
                 for event in stream.stream(
                     api.list_namespaced_secret,
                     ns,
                     field_selector=selector,
                     resource_version=version,
-                    timeout_seconds=30,
-                    _request_timeout=40,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=self._watch_timeout,
+                    _request_timeout=self._watch_timeout + _WATCH_READ_MARGIN_SECONDS,
                 ):
                     if self._stopped.is_set():
                         stream.stop()
                         break
                     kind = event.get("type")
+                    raw = event.get("raw_object")
+                    raw = raw if isinstance(raw, dict) else {}
+                    if kind == "ERROR":  # the client raises these itself; just in case
+                        raise ApiException(status=raw.get("code"), reason=raw.get("reason"))
                     if kind in ("ADDED", "MODIFIED"):
-                        self._emit(event["object"].data or {})
+                        self._observe(event["object"].data or {})
                     elif kind == "DELETED":
-                        self._emit(None)
+                        self._observe(None)
+                    seen = (raw.get("metadata") or {}).get("resourceVersion")
+                    if seen:
+                        version = str(seen)
+                        fresh = False
+                else:
+                    fresh = False  # the server ended the watch: resume from `version`
+                    if time.monotonic() - started < min(_BACKOFF_SECONDS, self._watch_timeout / 2):
+                        self._stopped.wait(_BACKOFF_SECONDS)  # ended at once: no busy loop
             except ApiException as error:
-                if error.status != 410:  # 410 Gone: our version is too old; just re-list
+                if self._stopped.is_set():
+                    break
+                was_fresh, version, fresh = fresh, None, False
+                if error.status != 410:
                     self._report_thread_error(error)
-                    self._stopped.wait(1.0)
+                    self._stopped.wait(_BACKOFF_SECONDS)
+                elif was_fresh:  # Gone right after a list: do not list in a tight loop
+                    self._stopped.wait(_BACKOFF_SECONDS)
             except Exception as error:  # the thread must survive any client failure
+                if self._stopped.is_set():
+                    break
+                version, fresh = None, False
                 self._report_thread_error(error)
-                self._stopped.wait(1.0)
+                self._stopped.wait(_BACKOFF_SECONDS)
+            finally:
+                self._stream = None
 
     def _report_thread_error(self, error: Exception) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -198,6 +255,9 @@ class KubernetesSecretSource:
 
     async def stop(self) -> None:
         self._stopped.set()
+        stream = self._stream
+        if stream is not None:
+            stream.stop()  # unblocks the thread's read instead of waiting for the timeout
 
 
 SecretSource = FileSecretSource | KubernetesSecretSource

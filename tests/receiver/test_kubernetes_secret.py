@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import secrets as pysecrets
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,9 +13,11 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from gemini_webhook_receiver import app as receiver_app
+from gemini_webhook_receiver import secret_sources
 from gemini_webhooks.contracts import signing_secret as fmt
 
-from .conftest import RecordingTarget, StartReceiver, base_config, new_secret
+from .conftest import Client, RecordingTarget, StartReceiver, base_config, new_secret
 
 NAMESPACE = "default"
 NAME = "orders-signing-secret"
@@ -37,10 +41,10 @@ def core(kube: Any, monkeypatch: pytest.MonkeyPatch) -> k8s.CoreV1Api:
     return k8s.CoreV1Api(api_client)
 
 
-def _config(target: RecordingTarget) -> dict[str, Any]:
+def _config(target: RecordingTarget, webhook: str = "orders") -> dict[str, Any]:
     config = base_config(target.url, None)
     config["static_webhooks"] = [
-        {"name": "orders", "secrets": {"kubernetes": {"namespace": NAMESPACE, "name": NAME}}}
+        {"name": webhook, "secrets": {"kubernetes": {"namespace": NAMESPACE, "name": NAME}}}
     ]
     return config
 
@@ -141,3 +145,105 @@ async def test_watch_cut_with_expired_history_and_a_failed_list_still_sees_the_r
         "gemini_receiver_secret_reloads_total", webhook="orders", outcome="error"
     )
     assert failed_lists >= 1  # the failed list was counted, then retried
+
+
+# ---- resuming the watch instead of re-listing ------------------------------------------
+
+
+@pytest.fixture
+def short_watches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver's Secret watches end after 1 s (the server's `timeoutSeconds`)."""
+    monkeypatch.setattr(
+        receiver_app,
+        "KubernetesSecretSource",
+        functools.partial(secret_sources.KubernetesSecretSource, watch_timeout_seconds=1),
+    )
+
+
+def _requests(kube: Any, verb: str) -> int:
+    return sum(1 for e in list(kube.audit) if (e.verb, e.resource) == (verb, "secrets"))
+
+
+async def _reloads(client: Client, webhook: str, outcome: str = "ok") -> float:
+    """Absolute count: `webhook` is unique to the test, so nobody else counted it."""
+    key = ("gemini_receiver_secret_reloads_total", f'outcome="{outcome}",webhook="{webhook}"')
+    return (await client.scrape()).get(key, 0.0)
+
+
+async def _rotation_seen_within_a_second(client: Client, old: str, new: str) -> None:
+    changed_at = time.monotonic()
+    while (await client.deliver([new]))[0] != 200:
+        assert time.monotonic() - changed_at < 1.0, "data change not seen within 1 s"
+        await asyncio.sleep(0.02)
+    status, answer, _ = await client.deliver([old])
+    assert (status, answer["error"]) == (401, "revoked_secret")
+
+
+@pytest.mark.sandbox_only
+@pytest.mark.usefixtures("short_watches")
+async def test_ended_watches_resume_without_relisting_or_reloading(
+    core: k8s.CoreV1Api, kube_sandbox: Any, start_receiver: StartReceiver, target: RecordingTarget
+) -> None:
+    webhook = "orders-" + pysecrets.token_hex(4)
+    old, new = new_secret(), new_secret()
+    await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, _secret_body(old))
+    client = await start_receiver(_config(target, webhook))
+    assert (await client.deliver([old]))[0] == 200
+    await asyncio.sleep(4.2)  # the server ends a watch every second
+    assert _requests(kube_sandbox, "watch") >= 3
+    assert _requests(kube_sandbox, "list") == 1
+    assert await _reloads(client, webhook) == 1
+    assert await _reloads(client, webhook, "error") == 0
+
+    await asyncio.to_thread(core.replace_namespaced_secret, NAME, NAMESPACE, _secret_body(new))
+    await _rotation_seen_within_a_second(client, old, new)
+    assert await _reloads(client, webhook) == 2
+    assert _requests(kube_sandbox, "list") == 1
+
+
+async def _until_relisted(kube: Any, lists: int) -> None:
+    deadline = time.monotonic() + 3.0
+    while _requests(kube, "list") < lists:
+        assert time.monotonic() < deadline, "no re-list after 410 Gone"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.sandbox_only
+async def test_gone_relists_without_reloading_unchanged_data(
+    core: k8s.CoreV1Api, kube_sandbox: Any, start_receiver: StartReceiver, target: RecordingTarget
+) -> None:
+    webhook = "orders-" + pysecrets.token_hex(4)
+    secret = new_secret()
+    await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, _secret_body(secret))
+    client = await start_receiver(_config(target, webhook))
+    assert (await client.deliver([secret]))[0] == 200
+    assert _requests(kube_sandbox, "list") == 1
+    faults = kube_sandbox.faults
+    await asyncio.to_thread(faults.expire_resource_versions)
+    assert await asyncio.to_thread(faults.cut_watches, "secrets") >= 1
+    await _until_relisted(kube_sandbox, 2)
+    await asyncio.sleep(0.3)  # a reload would be on the loop by now
+    assert _requests(kube_sandbox, "list") == 2
+    assert await _reloads(client, webhook) == 1
+    assert await _reloads(client, webhook, "error") == 0
+    assert (await client.deliver([secret]))[0] == 200
+
+
+@pytest.mark.sandbox_only
+async def test_data_change_after_gone_is_picked_up(
+    core: k8s.CoreV1Api, kube_sandbox: Any, start_receiver: StartReceiver, target: RecordingTarget
+) -> None:
+    webhook = "orders-" + pysecrets.token_hex(4)
+    old, new = new_secret(), new_secret()
+    await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, _secret_body(old))
+    client = await start_receiver(_config(target, webhook))
+    faults = kube_sandbox.faults
+    await asyncio.to_thread(faults.expire_resource_versions)
+    await asyncio.to_thread(faults.cut_watches, "secrets")
+    await _until_relisted(kube_sandbox, 2)
+    await asyncio.sleep(0.1)  # the watch from the re-list's version is open
+
+    await asyncio.to_thread(core.replace_namespaced_secret, NAME, NAMESPACE, _secret_body(new))
+    await _rotation_seen_within_a_second(client, old, new)
+    assert await _reloads(client, webhook) == 2
+    assert _requests(kube_sandbox, "list") == 2
