@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.signing_secret import MANAGED_BY
 
 
 def rfc3339(value: datetime) -> str:
@@ -53,3 +56,58 @@ def set_condition(
 
 def condition(conditions: Sequence[dict[str, Any]], type_: str) -> dict[str, Any] | None:
     return next((dict(c) for c in conditions if c.get("type") == type_), None)
+
+
+# Each condition type has one writer, and each writer its own server-side-apply field
+# manager: the API server merges `status.conditions` by `type` (the CRD declares it a map
+# list), so the health timer and the reconciler never overwrite each other's conditions,
+# however stale the copy each of them started from.
+MANAGER_RECONCILER = MANAGED_BY  # also the manager of every receiver object it applies
+MANAGER_HEALTH = "gemini-webhook-operator-health"
+_OWNERS = {crd.CONDITION_DELIVERY_VERIFIED: MANAGER_HEALTH}
+
+
+def manager_of(type_: str) -> str:
+    """The field manager that writes conditions of this type."""
+    return _OWNERS.get(type_, MANAGER_RECONCILER)
+
+
+def _owned(conditions: Sequence[Mapping[str, Any]], manager: str) -> list[dict[str, Any]]:
+    mine = [dict(c) for c in conditions if manager_of(str(c.get("type"))) == manager]
+    return sorted(mine, key=lambda c: str(c.get("type")))
+
+
+def applies(
+    shown: Sequence[Mapping[str, Any]], wanted: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """What to server-side-apply: for each field manager whose conditions differ between what
+    the object shows and what is wanted, every condition it wants (an apply states the
+    manager's whole intent; a type it no longer applies is dropped). Nothing when nothing
+    changed: a steady state writes nothing."""
+    writes = []
+    for manager in (MANAGER_RECONCILER, MANAGER_HEALTH):
+        intent = _owned(wanted, manager)
+        if _owned(shown, manager) != intent:
+            writes.append((manager, intent))
+    return writes
+
+
+def removals(
+    stored: Sequence[Mapping[str, Any]], manager: str, intent: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """JSON-patch operations that drop the conditions of `manager`'s types it no longer
+    applies but the stored object still has: ones another manager co-owns, such as the
+    whole-list merge patches of earlier operator versions (an apply removes only what it
+    alone owned). Each removal is guarded by a `test` of the type at that index; the last
+    index first, so earlier indices stay valid."""
+    wanted = {c.get("type") for c in intent}
+    ops: list[dict[str, Any]] = []
+    for index in reversed(range(len(stored))):
+        type_ = stored[index].get("type")
+        if manager_of(str(type_)) == manager and type_ not in wanted:
+            path = f"/status/conditions/{index}"
+            ops += [
+                {"op": "test", "path": f"{path}/type", "value": type_},
+                {"op": "remove", "path": path},
+            ]
+    return ops

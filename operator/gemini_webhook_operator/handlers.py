@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from gemini_webhook_operator import conditions, health
-from gemini_webhook_operator.kube import KubeError, read_signing_secret
+from gemini_webhook_operator.kube import Kube, KubeError, read_signing_secret
 from gemini_webhook_operator.model import InvalidSpecError, parse
 from gemini_webhook_operator.reconciler import (
     REASON_KUBE_ERROR,
@@ -44,9 +44,6 @@ class HandlerConfig:
 @dataclass
 class _HealthMemos:
     by_uid: dict[str, health.HealthMemo] = field(default_factory=dict)
-    # The last verdict per resource: re-asserted if a concurrent status patch of the
-    # reconciler (which replaces the conditions list) dropped it.
-    last: dict[str, health.Verdict] = field(default_factory=dict)
 
 
 ROTATE_FIELD = ("metadata", "annotations", crd.ANNOTATION_ROTATE)
@@ -130,18 +127,60 @@ def status_changes(status: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict
     }
 
 
-def _write_back(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
-    for key, value in status_changes(body.get("status") or {}, outcome.status).items():
-        patch.status[key] = value
+async def apply_conditions(
+    kube: Kube, body: Mapping[str, Any], wanted: list[dict[str, Any]]
+) -> Mapping[str, Any]:
+    """Write the conditions that changed, each type under its own field manager
+    (`conditions.applies`): never a whole-list replacement, which would put back another
+    writer's condition as this one last read it. A type that an earlier whole-list patch
+    co-owns outlives the apply that drops it; a guarded JSON patch removes it. Returns the
+    resource as stored after the last write (`body` if nothing was written, or it is gone)."""
+    shown = list((body.get("status") or {}).get("conditions") or [])
+    latest: Mapping[str, Any] = body
+    for manager, intent in conditions.applies(shown, wanted):
+        stored = await kube.apply_status(body, {"conditions": intent}, field_manager=manager)
+        if stored is None:
+            return body  # the resource is gone
+        left = list((stored.get("status") or {}).get("conditions") or [])
+        ops = conditions.removals(left, manager, intent)
+        if ops:
+            stored = await kube.json_patch_status(body, ops, field_manager=manager) or stored
+        latest = stored
+    return latest
+
+
+async def _write_back(kube: Kube, body: kopf.Body, outcome: Outcome) -> list[str]:
+    """Write what the reconciliation changed, before the resource's lock is released (not
+    through kopf's patch, applied after the handler returns): annotations, then status
+    fields, then conditions, so that whoever reads the resource in between sees conditions
+    that the status fields beside them explain. The resourceVersions each write left behind.
+    """
+    name, namespace = str(body.metadata.name), str(body.metadata.namespace)
+    versions = [str(body.metadata.get("resourceVersion") or "")]
     annotations = body.metadata.annotations
-    for annotation in outcome.remove_annotations:
-        if annotation in annotations:
-            patch.metadata.annotations[annotation] = None
-    for annotation, value in outcome.annotations.items():
-        if annotations.get(annotation) != value:
-            patch.metadata.annotations[annotation] = value
+    changed: dict[str, str | None] = {
+        a: None for a in outcome.remove_annotations if a in annotations
+    }
+    changed |= {a: v for a, v in outcome.annotations.items() if annotations.get(a) != v}
+    if changed:
+        stored = await kube.merge_patch(
+            crd.KIND, namespace, name, {"metadata": {"annotations": changed}}
+        )
+        versions.append(_version(stored))
+    wanted = dict(outcome.status)
+    conditions_wanted = list(wanted.pop("conditions", None) or [])
+    fields = status_changes(body.get("status") or {}, wanted)
+    if fields:
+        versions.append(_version(await kube.merge_patch_status(body, fields)))
+    latest = await apply_conditions(kube, body, conditions_wanted)
+    versions.append(_version(latest))
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)
+    return [v for v in versions if v and v != versions[-1]]
+
+
+def _version(obj: Mapping[str, Any] | None) -> str:
+    return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
 async def _run(
@@ -150,7 +189,15 @@ async def _run(
     op: Operator = memo.operator
     if body.metadata.get("deletionTimestamp"):
         return  # the finalizer owns a resource being deleted: never recreate anything now
-    async with op.lock(str(body.metadata.uid)):
+    uid = str(body.metadata.uid)
+    async with op.lock(uid):
+        if handler == "drift" and body.metadata.get("resourceVersion") in op.superseded.get(
+            uid, ()
+        ):
+            # kopf's copy predates what the last reconciliation wrote (its watch has not
+            # delivered that yet); reconciling it would undo those writes. The next tick
+            # sees the resource as it is.
+            return
         with op.metrics.time_reconcile(handler) as record:
             # The drift check reads Secrets from a listing shared by all resources, at most
             # one interval old; a change (create, update, resume) reads them afresh.
@@ -158,7 +205,11 @@ async def _run(
             outcome = await reconcile(
                 op, body, claims=_ClaimsView(webhook_claims), listing_max_age=max_age
             )
-            _write_back(body, patch, outcome)
+            try:
+                op.superseded[uid] = set(await _write_back(op.kube, body, outcome))
+            except KubeError as error:
+                record.failed(REASON_KUBE_ERROR, retry=True)
+                raise kopf.TemporaryError(f"status not written: {error}", delay=10) from None
             if outcome.error is not None:
                 record.failed(outcome.error, retry=outcome.retry_after is not None)
             op.metrics.webhooks.set_conditions(
@@ -227,10 +278,10 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
                     raise kopf.TemporaryError(str(error), delay=30) from None
         uid = str(body.metadata.uid)
         op.locks.pop(uid, None)
+        op.superseded.pop(uid, None)
         memos: _HealthMemos | None = getattr(memo, "health_memos", None)
         if memos is not None:
             memos.by_uid.pop(uid, None)
-            memos.last.pop(uid, None)
 
     def _health_enabled(spec: kopf.Spec, **_: Any) -> bool:
         return bool((spec.get("healthCheck") or {}).get("enabled"))
@@ -242,58 +293,52 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         when=_health_enabled,
         registry=registry,
     )
-    async def health_check(body: kopf.Body, memo: Any, patch: kopf.Patch, **_: Any) -> None:
+    async def health_check(body: kopf.Body, memo: Any, **_: Any) -> None:
         op: Operator = memo.operator
         checker: health.HealthChecker | None = getattr(memo, "health", None)
         if checker is None:
             return
         memos: _HealthMemos = memo.health_memos
         uid = str(body.metadata.uid)
-        verdict = await _health_tick(
-            op, checker, memos.by_uid.setdefault(uid, health.HealthMemo()), body
-        )
-        reasserted = False
-        if verdict is None:
-            # Nothing new; but a reconcile's status write (it replaces the conditions list
-            # with what it read) may have put back an older DeliveryVerified: re-assert ours.
-            verdict = memos.last.get(uid)
-            status = body.get("status") or {}
-            shown = conditions.condition(
-                status.get("conditions") or [], crd.CONDITION_DELIVERY_VERIFIED
+        health_memo = memos.by_uid.setdefault(uid, health.HealthMemo())
+        shown: Mapping[str, Any] = body
+        last_rotation = conditions.parse_time((body.get("status") or {}).get("lastRotationTime"))
+        reset = health.rotation_reset(health_memo, last_rotation)
+        if reset is not None:
+            # Shown at once, while the ping after the rotation is on its way.
+            op.metrics.webhooks.set_delivery_verified(
+                str(body.metadata.namespace), str(body.metadata.name), None
             )
-            if verdict is None or (shown is not None and _shows(shown, verdict)):
-                return
-            rotated = conditions.parse_time(status.get("lastRotationTime"))
-            sent = memos.by_uid[uid].last_sent_at
-            if rotated is not None and (sent is None or sent < rotated):
-                return  # the last verdict predates a rotation: never re-assert it
-            reasserted = True
-        else:
-            memos.last[uid] = verdict
-        now = op.clock.now()
-        updated = conditions.set_condition(
-            list((body.get("status") or {}).get("conditions") or []),
-            crd.CONDITION_DELIVERY_VERIFIED,
-            verdict.status,
-            verdict.reason,
-            verdict.message,
-            generation=int(body.metadata.get("generation") or 0),
-            now=now,
-        )
-        patch.status["conditions"] = updated
-        if verdict.status is False and not reasserted:
-            kopf.event(body, type="Warning", reason=verdict.reason, message=verdict.message)
+            shown = await _report_delivery(op, body, shown, reset)
+            health_memo.reset_for = last_rotation
+        verdict = await _health_tick(op, checker, health_memo, body)
+        if verdict is not None:
+            await _report_delivery(op, body, shown, verdict)
 
     return registry
 
 
-def _shows(shown: Mapping[str, Any], verdict: health.Verdict) -> bool:
-    status = "Unknown" if verdict.status is None else str(verdict.status)
-    return (shown.get("status"), shown.get("reason"), shown.get("message")) == (
-        status,
+async def _report_delivery(
+    op: Operator, body: kopf.Body, shown: Mapping[str, Any], verdict: health.Verdict
+) -> Mapping[str, Any]:
+    """Write DeliveryVerified (the health timer's only condition) from `shown`, the resource
+    as last read or written; the resource as it now is."""
+    updated = conditions.set_condition(
+        list((shown.get("status") or {}).get("conditions") or []),
+        crd.CONDITION_DELIVERY_VERIFIED,
+        verdict.status,
         verdict.reason,
         verdict.message,
+        generation=int(body.metadata.get("generation") or 0),
+        now=op.clock.now(),
     )
+    try:
+        stored = await apply_conditions(op.kube, shown, updated)
+    except KubeError as error:
+        raise kopf.TemporaryError(f"DeliveryVerified not written: {error}", delay=10) from None
+    if verdict.status is False:
+        kopf.event(body, type="Warning", reason=verdict.reason, message=verdict.message)
+    return stored
 
 
 async def _health_tick(

@@ -96,6 +96,7 @@ class HealthMemo:
 
     last_sent_at: datetime | None = None
     last_verified_sent_at: datetime | None = None
+    reset_for: datetime | None = None  # the rotation whose reset DeliveryVerified showed
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,24 @@ def blocked_reason(
         if fires:
             return Verdict(None, reason, message)
     return None
+
+
+def rotation_reset(memo: HealthMemo, last_rotation: datetime | None) -> Verdict | None:
+    """After a rotation, what DeliveryVerified says is about the previous secret: Unknown
+    until a ping sent after the rotation verifies. Only when this operator pinged before the
+    rotation; after a restart (an empty memo) the first ping decides, so a verdict that still
+    holds does not flap."""
+    last_sent = memo.last_sent_at
+    if last_rotation is None or last_sent is None or last_sent >= last_rotation:
+        return None
+    if memo.reset_for == last_rotation:
+        return None  # shown once; what the ping then decides stands
+    return Verdict(
+        None,
+        REASON_ROTATION_UNVERIFIED,
+        f"rotated at {_rfc3339(last_rotation)}; waiting for a ping sent after it to verify "
+        "with the new signing secret",
+    )
 
 
 def ping_reason(

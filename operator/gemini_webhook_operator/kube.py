@@ -21,10 +21,12 @@ import aiohttp
 import kopf
 import kubernetes
 
+from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import signing_secret as contract
 from gemini_webhooks.contracts.signing_secret import SecretFormatError, SigningSecrets
 
 JSON = dict[str, Any]
+JSONPatch = list[JSON]  # RFC 6902 operations (an alias: inside Kube, `list` is a method)
 
 # Where each kind the operator applies lives in the API.
 _KINDS: dict[str, tuple[str, str]] = {
@@ -39,6 +41,7 @@ _KINDS: dict[str, tuple[str, str]] = {
     "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
+    crd.KIND: (f"/apis/{contract.API_GROUP}/{crd.VERSION}", crd.PLURAL),
 }
 
 
@@ -158,7 +161,7 @@ class Kube:
         self,
         method: str,
         path: str,
-        body: JSON | None = None,
+        body: JSON | JSONPatch | None = None,
         *,
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
@@ -230,6 +233,54 @@ class Kube:
         )
         self._remember(obj["kind"], metadata["namespace"], metadata["name"], stored)
         return stored
+
+    async def apply_status(
+        self, resource: Mapping[str, Any], status: JSON, *, field_manager: str
+    ) -> JSON | None:
+        """Server-side apply of `status` fields of one of our resources (its status
+        subresource) under `field_manager`, forced; the resource as stored, None if gone."""
+        metadata = resource["metadata"]
+        body = {
+            "apiVersion": resource.get("apiVersion") or f"{contract.API_GROUP}/{crd.VERSION}",
+            "kind": crd.KIND,
+            "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
+            "status": status,
+        }
+        path = object_path(crd.KIND, metadata["namespace"], metadata["name"]) + "/status"
+        return await self.request(
+            "PATCH",
+            path,
+            body,
+            content_type="application/apply-patch+yaml",
+            params={"fieldManager": field_manager, "force": "true"},
+        )
+
+    async def merge_patch_status(self, resource: Mapping[str, Any], status: JSON) -> JSON | None:
+        """A merge patch of one of our resources' status subresource (None values remove)."""
+        metadata = resource["metadata"]
+        path = object_path(crd.KIND, metadata["namespace"], metadata["name"]) + "/status"
+        return await self.request(
+            "PATCH",
+            path,
+            {"status": status},
+            content_type="application/merge-patch+json",
+            params={"fieldManager": FIELD_MANAGER},
+        )
+
+    async def json_patch_status(
+        self, resource: Mapping[str, Any], ops: JSONPatch, *, field_manager: str
+    ) -> JSON | None:
+        """A JSON patch (RFC 6902, with its `test` guards) of a resource's status subresource;
+        422 when a guard fails (the object changed since it was read)."""
+        metadata = resource["metadata"]
+        path = object_path(crd.KIND, metadata["namespace"], metadata["name"]) + "/status"
+        return await self.request(
+            "PATCH",
+            path,
+            ops,
+            content_type="application/json-patch+json",
+            params={"fieldManager": field_manager},
+        )
 
     # -- Secrets ---------------------------------------------------------------------------
 

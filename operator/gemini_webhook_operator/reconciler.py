@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 from gemini_webhook_operator import (
     conditions,
-    health,
     receiver_exposure,
     receiver_resources,
     replica_state,
@@ -141,6 +140,8 @@ class Operator:
     )
     step: StepHook = _no_step  # crash-injection point for tests; a no-op in production
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # Per resource uid: resourceVersions that our own last writes left behind.
+    superseded: dict[str, set[str]] = field(default_factory=dict)
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -412,17 +413,6 @@ async def _converge(
                 outcome.annotations[rotation.ANNOTATION_LAST_HEAL] = conditions.rfc3339(now)
             if spec.rotate_requested is not None:
                 outcome.remove_annotations.append(crd.ANNOTATION_ROTATE)
-            if _health_checked(body):
-                # What DeliveryVerified said was about the previous secret; the rotation is
-                # complete only once a ping sent after it verifies (the health timer's job).
-                report.set(
-                    crd.CONDITION_DELIVERY_VERIFIED,
-                    None,
-                    health.REASON_ROTATION_UNVERIFIED,
-                    f"rotated at {conditions.rfc3339(now)}; waiting for a ping sent after it "
-                    "to verify with the new signing secret",
-                )
-                op.metrics.webhooks.set_delivery_verified(spec.namespace, spec.name, None)
         else:
             secret_note = rotation.held_heal(given, decision)
             if secret_note is not None:
@@ -455,10 +445,6 @@ async def _converge(
         outcome,
         secret_note,
     )
-
-
-def _health_checked(body: Mapping[str, Any]) -> bool:
-    return bool(((body.get("spec") or {}).get("healthCheck") or {}).get("enabled"))
 
 
 def _created(body: Mapping[str, Any]) -> str:
