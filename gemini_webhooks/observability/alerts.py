@@ -127,8 +127,11 @@ def rule_groups() -> dict[str, Any]:
             "{{ $labels.reason }}",
             "{{ $value | humanizePercentage }} of deliveries are rejected with reason "
             "{{ $labels.reason }}. bad_signature or revoked_secret after a rotation means the "
-            "receiver holds an old secret; clock_skew or timestamp_expired point at clocks; "
-            "a burst of malformed requests may be someone probing the endpoint.",
+            "receiver holds an old secret; secret_reload_pending (a 503, so Gemini retries) "
+            "lasting minutes means a replica does not pick up the rotated Secret (check its "
+            "Secret watch in the receiver's log and its get/list/watch on the Secret); "
+            "clock_skew or timestamp_expired point at clocks; a burst of malformed requests "
+            "may be someone probing the endpoint.",
         ),
         _alert(
             "GeminiReceiverForwardFailures",
