@@ -9,7 +9,7 @@ import logging
 import os
 
 from gemini_webhook_operator import crashpoint, ha, metrics, runtime
-from gemini_webhook_operator.kube import ClusterAccess
+from gemini_webhook_operator.kube import ClusterAccess, KubeConfigError
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhook_operator.reconciler import StepHook
@@ -142,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
         step = crashpoint.hook_from_environment(os.environ)  # None unless a test sets it
     except crashpoint.CrashPointError as error:
         raise SystemExit(str(error)) from None
-    access = ClusterAccess.load(args.kubeconfig, args.context)
+    try:
+        access = ClusterAccess.load(args.kubeconfig, args.context)
+    except (KubeConfigError, OSError, KeyError, ValueError) as error:
+        raise SystemExit(f"cannot load the cluster's credentials: {error}") from None
     if args.metrics_port is not None:
         port = metrics.serve(args.metrics_port, addr=args.metrics_address)
         logging.getLogger("gemini_webhook_operator").info("metrics on port %d", port)

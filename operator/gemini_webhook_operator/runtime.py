@@ -102,8 +102,8 @@ async def run(
     )
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return access.connection_info()
+    async def login(**_: Any) -> kopf.AiohttpSession:
+        return access.kopf_session()
 
     settings = kopf_settings(config)
     checker = health.HealthChecker(
