@@ -3,8 +3,10 @@
 kopf watches and patches GeminiWebhooks; everything else goes through this small async
 client (aiohttp, the same credentials kopf logs in with). Credentials come from a pod's
 ServiceAccount or a kubeconfig (token, tokenFile, client certificate, CA, as files or
-inline data); a kubeconfig user with an `exec` or `auth-provider` plugin is handed to the
-`kubernetes` package's loader, imported only then (it costs 22 MiB of resident memory).
+inline data). A token file (a pod's projected token, a kubeconfig's `tokenFile`) is read
+again every minute, as client-go does, so the kubelet's token rotation is followed. A
+kubeconfig user with an `exec` or `auth-provider` plugin is handed to the `kubernetes`
+package's loader, imported only then (it costs 22 MiB of resident memory).
 Secret values are never logged and never part of an exception message.
 """
 
@@ -19,7 +21,7 @@ import ssl
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -89,6 +91,29 @@ def _remove(path: str) -> None:
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 KOPF_CONNECTIONS = 32  # kopf's watch streams hold one each; its patches queue for the rest
+# A token file is read again when the copy in memory is older than this: the kubelet
+# replaces a pod's projected ServiceAccount token long before it expires (client-go's
+# cached file token source re-reads every minute too).
+TOKEN_FILE_REFRESH_SECONDS = 60.0
+
+
+@dataclass
+class _TokenFile:
+    path: str
+    token: str | None = None
+    read_at: float = float("-inf")
+
+    def current(self, now: float) -> str | None:
+        if now - self.read_at >= TOKEN_FILE_REFRESH_SECONDS:
+            try:
+                with open(self.path, encoding="utf-8") as file:
+                    self.token = file.read().strip() or None
+            except OSError:
+                if self.token is None:
+                    raise
+                # Being replaced (the kubelet swaps a symlink): keep the last one we read.
+            self.read_at = now
+        return self.token
 
 
 @dataclass(frozen=True)
@@ -99,6 +124,18 @@ class ClusterAccess:
     token: str | None = None
     certificate_path: str | None = None
     private_key_path: str | None = None
+    token_file: str | None = None  # read instead of `token`, again every minute
+    _token_cache: _TokenFile | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.token_file:
+            object.__setattr__(self, "_token_cache", _TokenFile(self.token_file))
+
+    def bearer_token(self) -> str | None:
+        """The token to send now: a token file's current contents, else the fixed token."""
+        if self._token_cache is not None:
+            return self._token_cache.current(time.monotonic())
+        return self.token
 
     def __repr__(self) -> str:  # the token stays out of logs
         return f"ClusterAccess(server={self.server!r})"
@@ -117,11 +154,13 @@ class ClusterAccess:
         host = os.environ["KUBERNETES_SERVICE_HOST"]
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         host = f"[{host}]" if ":" in host else host
-        with open(os.path.join(directory, "token"), encoding="utf-8") as file:
-            token = file.read().strip() or None
-        return cls(
-            server=f"https://{host}:{port}", ca_path=os.path.join(directory, "ca.crt"), token=token
+        access = cls(
+            server=f"https://{host}:{port}",
+            ca_path=os.path.join(directory, "ca.crt"),
+            token_file=os.path.join(directory, "token"),
         )
+        access.bearer_token()  # a pod without its token fails here, at start
+        return access
 
     @classmethod
     def _from_kubeconfig(cls, paths: list[str], context: str | None) -> ClusterAccess:
@@ -151,17 +190,18 @@ class ClusterAccess:
         if "exec" in user or "auth-provider" in user:
             return cls._through_kubernetes_client(paths, name)
         token = user.get("token")
-        if not token and user.get("tokenFile"):
-            with open(_relative(user_file, user["tokenFile"]), encoding="utf-8") as file:
-                token = file.read()
-        return cls(
+        token_file = None if token else user.get("tokenFile")
+        access = cls(
             server=str(cluster["server"]),
             ca_path=_file_of(cluster_file, cluster, "certificate-authority"),
             insecure=bool(cluster.get("insecure-skip-tls-verify")),
             token=str(token).strip() or None if token else None,
             certificate_path=_file_of(user_file, user, "client-certificate"),
             private_key_path=_file_of(user_file, user, "client-key"),
+            token_file=_relative(user_file, token_file) if token_file else None,
         )
+        access.bearer_token()  # an unreadable token file fails here, at start
+        return access
 
     @classmethod
     def _through_kubernetes_client(cls, paths: list[str], context: str) -> ClusterAccess:
@@ -189,8 +229,10 @@ class ClusterAccess:
         pool is unbounded: 1,000 resources arriving at once opened ~800 concurrent TLS
         connections to kube-apiserver (asyncio keeps a 256 KiB read buffer per TLS
         connection), and the operator's peak RSS rose by ~90 MiB over plain HTTP. kopf
-        closes the session when it drops these credentials and logs in again."""
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        closes the session when it drops these credentials and logs in again (on a 401:
+        a replaced token file is read again then)."""
+        token = self.bearer_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=self.ssl_context(), limit=limit),
             headers=headers,
@@ -237,13 +279,10 @@ class Kube:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            headers = {"Accept": "application/json"}
-            if self.access.token:
-                headers["Authorization"] = f"Bearer {self.access.token}"
             connector = aiohttp.TCPConnector(ssl=self.access.ssl_context(), limit=32)
             self._session = aiohttp.ClientSession(
                 base_url=self.access.server.rstrip("/") + "/",
-                headers=headers,
+                headers={"Accept": "application/json"},
                 timeout=self._timeout,
                 connector=connector,
             )
@@ -265,6 +304,9 @@ class Kube:
     ) -> JSON | None:
         """Call the API; None for 404; KubeError for any other failure."""
         headers = {"Content-Type": content_type} if body is not None else {}
+        token = self.access.bearer_token()  # per request: a token file may have been replaced
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         try:
             async with self._http().request(
                 method, path.lstrip("/"), json=body, headers=headers, params=params

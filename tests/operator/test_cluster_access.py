@@ -39,8 +39,75 @@ def test_an_inline_token_is_used(tmp_path: Path) -> None:
 def test_a_token_file_is_read(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("file-token\n")
-    access = ClusterAccess.load(str(_kubeconfig(tmp_path, {"tokenFile": str(token_file)})))
-    assert access.token == "file-token"
+    access = ClusterAccess.load(str(_kubeconfig(tmp_path, {"tokenFile": "token"})))
+    assert access.bearer_token() == "file-token"  # relative to the kubeconfig
+
+
+def test_an_unreadable_token_file_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        ClusterAccess.load(str(_kubeconfig(tmp_path, {"tokenFile": "absent"})))
+
+
+def test_a_replaced_token_file_is_read_again_after_a_minute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kubelet replaces a pod's projected token well before it expires; client-go
+    re-reads it every minute, and so do we. A file missing mid-swap keeps the last one."""
+    from gemini_webhook_operator import kube
+
+    now = [1000.0]
+    monkeypatch.setattr(kube.time, "monotonic", lambda: now[0])
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n")
+    access = ClusterAccess(server="https://k", token_file=str(token_file))
+    assert access.bearer_token() == "first"
+    token_file.write_text("second\n")
+    now[0] += kube.TOKEN_FILE_REFRESH_SECONDS - 1
+    assert access.bearer_token() == "first"
+    now[0] += 1
+    assert access.bearer_token() == "second"
+    token_file.unlink()
+    now[0] += kube.TOKEN_FILE_REFRESH_SECONDS
+    assert access.bearer_token() == "second"
+
+
+async def test_the_kube_client_sends_the_current_token_of_a_token_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-running operator keeps working across the kubelet's token rotation: each
+    request carries the token file's current contents (a recording HTTP server, a test
+    double standing in for kube-apiserver's authentication)."""
+    from aiohttp import web
+
+    from gemini_webhook_operator import kube
+
+    now = [0.0]
+    monkeypatch.setattr(kube.time, "monotonic", lambda: now[0])
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.json_response({"kind": "Secret"})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/n/secrets/s", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    token_file = tmp_path / "token"
+    token_file.write_text("before")
+    client = kube.Kube(ClusterAccess(server=f"http://127.0.0.1:{port}", token_file=str(token_file)))
+    try:
+        await client.get("Secret", "n", "s")
+        token_file.write_text("after")
+        now[0] += kube.TOKEN_FILE_REFRESH_SECONDS
+        await client.get("Secret", "n", "s")
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert seen == ["Bearer before", "Bearer after"]
 
 
 def test_the_watch_timeout_kopf_sends_is_a_whole_number_of_seconds() -> None:
@@ -193,8 +260,12 @@ def test_in_cluster_credentials_come_from_the_service_account(
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
     access = ClusterAccess._in_cluster(str(tmp_path))
     assert access == ClusterAccess(
-        server="https://10.0.0.1:6443", ca_path=str(tmp_path / "ca.crt"), token="pod-token"
+        server="https://10.0.0.1:6443",
+        ca_path=str(tmp_path / "ca.crt"),
+        token_file=str(tmp_path / "token"),
     )
+    assert access.bearer_token() == "pod-token"
+    assert "pod-token" not in repr(access)
 
 
 def test_an_exec_plugin_is_run_by_the_kubernetes_client(tmp_path: Path) -> None:
