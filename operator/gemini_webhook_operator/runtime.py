@@ -72,6 +72,14 @@ def build_operator(
     return op
 
 
+def kopf_watch_streams(config: RunConfig) -> int:
+    """How many watches kopf keeps open: GeminiWebhooks in each namespace (or one
+    cluster-wide), the peering objects there too when peering is on, and its observers of
+    CustomResourceDefinitions and Namespaces (the latter for namespace patterns)."""
+    per_scope = 2 if config.peering_name else 1
+    return (len(config.namespaces) or 1) * per_scope + 2
+
+
 def kopf_settings(config: RunConfig) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
@@ -103,7 +111,7 @@ async def run(
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.AiohttpSession:
-        return access.kopf_session()
+        return access.kopf_session(watch_streams=kopf_watch_streams(config))
 
     settings = kopf_settings(config)
     checker = health.HealthChecker(

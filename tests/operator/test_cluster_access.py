@@ -121,23 +121,33 @@ def test_the_watch_timeout_kopf_sends_is_a_whole_number_of_seconds() -> None:
 async def test_kopfs_session_bounds_its_connections_and_sends_the_token() -> None:
     """kopf's own pool is unbounded: 1,000 resources arriving at once opened ~800 TLS
     connections to kube-apiserver and cost ~65 MiB of peak RSS (bench/operator --kube real).
-    The session the login handler gives kopf keeps at most KOPF_CONNECTIONS open."""
+    The session the login handler gives kopf keeps at most one per watch stream plus
+    KOPF_SPARE_CONNECTIONS open, and with every watch stream open, other calls still get
+    through (a bound below the watches would starve them). A counting HTTP server stands in
+    for kube-apiserver (a test double)."""
     import asyncio
 
     from aiohttp import web
 
-    from gemini_webhook_operator.kube import KOPF_CONNECTIONS
+    from gemini_webhook_operator import runtime
+    from gemini_webhook_operator.kube import KOPF_SPARE_CONNECTIONS
 
     open_now = most = 0
     tokens: set[str] = set()
+    release_watches = asyncio.Event()
 
-    async def slow(request: web.Request) -> web.Response:
+    async def slow(request: web.Request) -> web.StreamResponse:
         nonlocal open_now, most
         tokens.add(request.headers.get("Authorization", ""))
         open_now += 1
         most = max(most, open_now)
-        await asyncio.sleep(0.02)
-        open_now -= 1
+        try:
+            if request.query.get("watch"):
+                await release_watches.wait()
+            else:
+                await asyncio.sleep(0.02)
+        finally:
+            open_now -= 1
         return web.json_response({})
 
     app = web.Application()
@@ -147,21 +157,38 @@ async def test_kopfs_session_bounds_its_connections_and_sends_the_token() -> Non
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    # Operating in 20 namespaces with peering: more watch streams than spare connections.
+    config = runtime.RunConfig(namespaces=[f"ns{i}" for i in range(20)], peering_name="p")
+    streams = runtime.kopf_watch_streams(config)
+    assert streams == 42
     try:
         access = ClusterAccess(server=f"http://127.0.0.1:{port}", token="kopf-token")
-        info = access.kopf_session()
+        info = access.kopf_session(watch_streams=streams)
         session = info.aiohttp_session
 
-        async def call() -> None:
-            async with session.get(info.server + "/") as response:
+        async def call(watch: bool = False) -> None:
+            params = {"watch": "1"} if watch else {}
+            async with session.get(info.server + "/", params=params) as response:
                 assert response.status == 200
 
-        await asyncio.gather(*(call() for _ in range(4 * KOPF_CONNECTIONS)))
+        watches = [asyncio.create_task(call(watch=True)) for _ in range(streams)]
+        await asyncio.wait_for(asyncio.gather(*(call() for _ in range(200))), 10)
+        release_watches.set()
+        await asyncio.gather(*watches)
         await session.close()
     finally:
+        release_watches.set()
         await runner.cleanup()
-    assert 1 < most <= KOPF_CONNECTIONS
+    assert streams < most <= streams + KOPF_SPARE_CONNECTIONS
     assert tokens == {"Bearer kopf-token"}
+
+
+def test_kopf_watch_streams_count_namespaces_peering_and_observers() -> None:
+    from gemini_webhook_operator import runtime
+
+    assert runtime.kopf_watch_streams(runtime.RunConfig()) == 3
+    assert runtime.kopf_watch_streams(runtime.RunConfig(namespaces=["a", "b"])) == 4
+    assert runtime.kopf_watch_streams(runtime.RunConfig(peering_name="p")) == 4
 
 
 def _write(tmp_path: Path, name: str, config: dict[str, object]) -> Path:
