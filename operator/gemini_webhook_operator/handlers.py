@@ -7,11 +7,13 @@ The memo carries the `Operator` (clients, clock, metrics) under `memo.operator`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -127,6 +129,17 @@ def status_changes(status: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict
     }
 
 
+def predates_own_write(
+    status: Mapping[str, Any], written: Mapping[str, Any], *, age: float, max_age: float
+) -> bool:
+    """Is a copy whose status is `status` older than our own write of `written`, made
+    `age` seconds ago? Nobody else writes those fields, so a copy without them predates it
+    (kopf's watch has not delivered our write yet: under load, behind a write of the
+    health timer's, whose resourceVersion no record of ours names). Trusted for `max_age`
+    only, so that a status someone else changed cannot stop the drift checks for good."""
+    return age < max_age and bool(status_changes(status, written))
+
+
 async def apply_conditions(
     kube: Kube, body: Mapping[str, Any], wanted: list[dict[str, Any]]
 ) -> Mapping[str, Any]:
@@ -149,11 +162,14 @@ async def apply_conditions(
     return latest
 
 
-async def _write_back(kube: Kube, body: kopf.Body, outcome: Outcome) -> list[str]:
+async def _write_back(
+    kube: Kube, body: kopf.Body, outcome: Outcome
+) -> tuple[list[str], dict[str, Any]]:
     """Write what the reconciliation changed, before the resource's lock is released (not
     through kopf's patch, applied after the handler returns): annotations, then status
     fields, then conditions, so that whoever reads the resource in between sees conditions
-    that the status fields beside them explain. The resourceVersions each write left behind.
+    that the status fields beside them explain. The resourceVersions each write left behind,
+    and the status fields written.
     """
     name, namespace = str(body.metadata.name), str(body.metadata.namespace)
     versions = [str(body.metadata.get("resourceVersion") or "")]
@@ -176,7 +192,7 @@ async def _write_back(kube: Kube, body: kopf.Body, outcome: Outcome) -> list[str
     versions.append(_version(latest))
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)
-    return [v for v in versions if v and v != versions[-1]]
+    return [v for v in versions if v and v != versions[-1]], fields
 
 
 def _version(obj: Mapping[str, Any] | None) -> str:
@@ -191,12 +207,28 @@ async def _run(
         return  # the finalizer owns a resource being deleted: never recreate anything now
     uid = str(body.metadata.uid)
     async with op.lock(uid):
+        # kopf's body is a live view that its watch updates in place, also while we await:
+        # reconcile one copy. Conditions derived from the resource as it was, then
+        # compared with it as it is, once put back a condition the health timer had just
+        # changed (DeliveryVerified, seen on kube-apiserver).
+        body = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(body))))
         if handler == "drift" and body.metadata.get("resourceVersion") in op.superseded.get(
             uid, ()
         ):
             # kopf's copy predates what the last reconciliation wrote (its watch has not
             # delivered that yet); reconciling it would undo those writes. The next tick
             # sees the resource as it is.
+            return
+        written_at, written = op.written_status.get(uid, (0.0, {}))
+        if handler == "drift" and predates_own_write(
+            body.get("status") or {},
+            written,
+            age=time.monotonic() - written_at,
+            max_age=2 * op.settings.drift_interval,
+        ):
+            # The same, for a copy whose resourceVersion is another writer's (seen on
+            # kube-apiserver under load: a rotation requested once was made twice, the copy
+            # still carrying the rotate annotation the first one had removed).
             return
         with op.metrics.time_reconcile(handler) as record:
             # The drift check reads Secrets from a listing shared by all resources, at most
@@ -206,10 +238,13 @@ async def _run(
                 op, body, claims=_ClaimsView(webhook_claims), listing_max_age=max_age
             )
             try:
-                op.superseded[uid] = set(await _write_back(op.kube, body, outcome))
+                versions, fields = await _write_back(op.kube, body, outcome)
             except KubeError as error:
                 record.failed(REASON_KUBE_ERROR, retry=True)
                 raise kopf.TemporaryError(f"status not written: {error}", delay=10) from None
+            op.superseded[uid] = set(versions)
+            if fields:
+                op.written_status[uid] = (time.monotonic(), fields)
             if outcome.error is not None:
                 record.failed(outcome.error, retry=outcome.retry_after is not None)
             op.metrics.webhooks.set_conditions(
@@ -279,6 +314,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         uid = str(body.metadata.uid)
         op.locks.pop(uid, None)
         op.superseded.pop(uid, None)
+        op.written_status.pop(uid, None)
         memos: _HealthMemos | None = getattr(memo, "health_memos", None)
         if memos is not None:
             memos.by_uid.pop(uid, None)

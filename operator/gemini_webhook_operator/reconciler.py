@@ -142,6 +142,9 @@ class Operator:
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # Per resource uid: resourceVersions that our own last writes left behind.
     superseded: dict[str, set[str]] = field(default_factory=dict)
+    # Per resource uid: the status fields the last reconciliation wrote, and when
+    # (time.monotonic()): a copy that does not show them yet predates those writes.
+    written_status: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())

@@ -177,7 +177,7 @@ async def test_the_health_timer_and_the_reconciler_running_together_never_flap(
     seen: list[dict[str, dict[str, Any]]] = []
     async with operator_running(
         kube=gemini.kube, health_tick=0.3, health_retry=0.3, drift_interval=0.5
-    ):
+    ) as running:
         await gemini.apply(body)
         await gemini.wait_for(NAME, is_ready)
         await gemini.patch(NAME, {"spec": {"healthCheck": {"enabled": True, "interval": "1h"}}})
@@ -202,6 +202,9 @@ async def test_the_health_timer_and_the_reconciler_running_together_never_flap(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        # One rotation per request, also when a drift check is handed a copy older than the
+        # rotation's own writes (behind a write of the health timer's).
+        assert running.metrics.rotations.labels("RequestedByAnnotation")._value.get() == 3
 
     # No condition ever went back to a value it had left (each writer's values are unique:
     # DeliveryVerified names the ping's send time, Ready the last rotation). Ready and
