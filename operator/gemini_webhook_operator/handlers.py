@@ -226,9 +226,11 @@ async def _run(
             age=time.monotonic() - written_at,
             max_age=2 * op.settings.drift_interval,
         ):
-            # The same, for a copy whose resourceVersion is another writer's (seen on
-            # kube-apiserver under load: a rotation requested once was made twice, the copy
-            # still carrying the rotate annotation the first one had removed).
+            # The same, for a copy whose resourceVersion is another writer's (the health
+            # timer's, written before ours reached kopf's watch): it would still carry a
+            # rotate annotation our rotation removed, and rotate again. A precaution — the
+            # failures seen on kube-apiserver were the live body's, above; the flap test
+            # counts one rotation per request.
             return
         with op.metrics.time_reconcile(handler) as record:
             # The drift check reads Secrets from a listing shared by all resources, at most

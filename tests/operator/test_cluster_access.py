@@ -78,6 +78,7 @@ async def test_the_kube_client_sends_the_current_token_of_a_token_file(
     request carries the token file's current contents (a recording HTTP server, a test
     double standing in for kube-apiserver's authentication)."""
     from aiohttp import web
+    from aiohttp.test_utils import TestServer
 
     from gemini_webhook_operator import kube
 
@@ -91,11 +92,9 @@ async def test_the_kube_client_sends_the_current_token_of_a_token_file(
 
     app = web.Application()
     app.router.add_get("/api/v1/namespaces/n/secrets/s", record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    port = server.port
     token_file = tmp_path / "token"
     token_file.write_text("before")
     client = kube.Kube(ClusterAccess(server=f"http://127.0.0.1:{port}", token_file=str(token_file)))
@@ -106,7 +105,7 @@ async def test_the_kube_client_sends_the_current_token_of_a_token_file(
         await client.get("Secret", "n", "s")
     finally:
         await client.close()
-        await runner.cleanup()
+        await server.close()
     assert seen == ["Bearer before", "Bearer after"]
 
 
@@ -128,6 +127,7 @@ async def test_kopfs_session_bounds_its_connections_and_sends_the_token() -> Non
     import asyncio
 
     from aiohttp import web
+    from aiohttp.test_utils import TestServer
 
     from gemini_webhook_operator import runtime
     from gemini_webhook_operator.kube import KOPF_SPARE_CONNECTIONS
@@ -152,11 +152,9 @@ async def test_kopfs_session_bounds_its_connections_and_sends_the_token() -> Non
 
     app = web.Application()
     app.router.add_get("/", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    port = server.port
     # Operating in 20 namespaces with peering: more watch streams than spare connections.
     config = runtime.RunConfig(namespaces=[f"ns{i}" for i in range(20)], peering_name="p")
     streams = runtime.kopf_watch_streams(config)
@@ -178,7 +176,7 @@ async def test_kopfs_session_bounds_its_connections_and_sends_the_token() -> Non
         await session.close()
     finally:
         release_watches.set()
-        await runner.cleanup()
+        await server.close()
     assert streams < most <= streams + KOPF_SPARE_CONNECTIONS
     assert tokens == {"Bearer kopf-token"}
 
