@@ -201,6 +201,16 @@ async def test_ended_watches_resume_without_relisting_or_reloading(
     assert _requests(kube_sandbox, "list") == 1
 
 
+async def _cut_open_watch(faults: Any) -> None:
+    """Cut the receiver's Secret watch, waiting for it to be open: the receiver opens it
+    just after its first list, which the test's first delivery does not wait for. (A watch
+    that opens after the expiry meets 410 Gone itself and re-lists just the same.)"""
+    deadline = time.monotonic() + 3.0
+    while await asyncio.to_thread(faults.cut_watches, "secrets") < 1:
+        assert time.monotonic() < deadline, "the receiver never opened its Secret watch"
+        await asyncio.sleep(0.02)
+
+
 async def _until_relisted(kube: Any, lists: int) -> None:
     deadline = time.monotonic() + 3.0
     while _requests(kube, "list") < lists:
@@ -220,7 +230,7 @@ async def test_gone_relists_without_reloading_unchanged_data(
     assert _requests(kube_sandbox, "list") == 1
     faults = kube_sandbox.faults
     await asyncio.to_thread(faults.expire_resource_versions)
-    assert await asyncio.to_thread(faults.cut_watches, "secrets") >= 1
+    await _cut_open_watch(faults)
     await _until_relisted(kube_sandbox, 2)
     await asyncio.sleep(0.3)  # a reload would be on the loop by now
     assert _requests(kube_sandbox, "list") == 2
@@ -239,7 +249,7 @@ async def test_data_change_after_gone_is_picked_up(
     client = await start_receiver(_config(target, webhook))
     faults = kube_sandbox.faults
     await asyncio.to_thread(faults.expire_resource_versions)
-    await asyncio.to_thread(faults.cut_watches, "secrets")
+    await _cut_open_watch(faults)
     await _until_relisted(kube_sandbox, 2)
     await asyncio.sleep(0.1)  # the watch from the re-list's version is open
 
