@@ -15,6 +15,8 @@ rebuilds nothing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,8 +202,37 @@ def _default_binary_name(package: str) -> str:
     return parts[-1]
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path: Path, waiting: Callable[[], None]) -> Iterator[None]:
+    """One build of a component at a time across processes (two `scripts/test` runs, say):
+    a second waits for the first, then finds its result in the cache."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            waiting()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build(component: Component, progress: Progress, *, every: float = 10.0) -> Path:
     """The component's binaries, built unless the cache has them; shows progress."""
+    directory = output_dir(component, go_version())
+    if (directory / ".complete").exists():
+        progress(f"{component.name} {component.version}: cached in {directory}")
+        return directory
+    lock = directory.with_name(directory.name + ".lock")
+    with _exclusive(
+        lock, lambda: progress(f"{component.name} {component.version}: waiting for another build")
+    ):
+        return _build_locked(component, progress, every)
+
+
+def _build_locked(component: Component, progress: Progress, every: float) -> Path:
     go = go_version()
     directory = output_dir(component, go)
     if (directory / ".complete").exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,25 @@ def test_the_cache_key_follows_the_module_files(
     assert build.ETCD.key("go1.27.3") != before
     (module / "go.sum").write_text((module / "go.sum").read_text() + "\n")
     assert build.ETCD.key("go1.26.8") != before
+
+
+def test_a_second_build_of_a_component_waits_for_the_first(tmp_path: Path) -> None:
+    lock = tmp_path / "etcd.lock"
+    order: list[str] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with build._exclusive(lock, lambda: order.append("first waited")):
+            order.append("first builds")
+            holding.set()
+            release.wait(5)
+            order.append("first done")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert holding.wait(5)
+    threading.Timer(0.2, release.set).start()
+    with build._exclusive(lock, lambda: order.append("second waits")):
+        order.append("second builds")
+    thread.join(5)
+    assert order == ["first builds", "second waits", "first done", "second builds"]
