@@ -4,7 +4,10 @@ In a cluster, `Service name/namespace/port` resolves through cluster DNS to
 `http://name.namespace.svc.<cluster domain>:port`. Outside one (the local sandbox, which
 plays the kubelet for our own Deployments and has no cluster DNS), the environment
 variable `GEMINI_WEBHOOKS_SERVICE_ENDPOINTS` maps `namespace/name:port` to a loopback
-`host:port`, e.g. `{"default/orders:8080": "127.0.0.1:41234"}`.
+`host:port`, e.g. `{"default/orders:8080": "127.0.0.1:41234"}`. A single Pod's port is
+reached at its Pod IP in a cluster; outside one, where every Pod shares the loopback
+address, the same mapping holds `pod:namespace/name:port` keys for the Pods that the local
+node runs (`pod_url`).
 
 A process's environment is fixed when it starts, but the sandbox learns of Services while
 it runs; so `GEMINI_WEBHOOKS_SERVICE_ENDPOINTS_FILE` may name a JSON file of the same
@@ -97,3 +100,27 @@ def service_url(
     if address is None:
         address = f"{name}.{namespace}.svc.{cluster_domain}:{port}"
     return f"http://{address}{path}"
+
+
+def pod_key(name: str, namespace: str, port: int) -> str:
+    return f"pod:{namespace}/{name}:{port}"
+
+
+def pod_url(
+    name: str,
+    namespace: str,
+    address: str,
+    port: int,
+    path: str = "/",
+    *,
+    overrides: Mapping[str, str] | None = None,
+) -> str:
+    """The URL of `path` on one Pod's port: its address (Pod IP) in a cluster, or the
+    loopback override of the local node that runs it."""
+    if not path.startswith("/"):
+        path = "/" + path
+    override = (overrides or {}).get(pod_key(name, namespace, port))
+    if override is None:
+        host = f"[{address}]" if ":" in address else address
+        override = f"{host}:{port}"
+    return f"http://{override}{path}"

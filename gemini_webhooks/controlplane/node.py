@@ -36,7 +36,13 @@ from gemini_webhooks.contracts.service_endpoints import ENV_VAR, FILE_ENV_VAR
 from gemini_webhooks.controlplane.balancer import RoundRobin, choose, service_backends
 from gemini_webhooks.controlplane.build import KUBERNETES_VERSION
 from gemini_webhooks.sandbox.kubeapi import JSON, KubeApi, KubeApiError
-from gemini_webhooks.sandbox.kubelet import PodPorts, probe, service_endpoints, venv_executable
+from gemini_webhooks.sandbox.kubelet import (
+    PodPorts,
+    pod_endpoints,
+    probe,
+    service_endpoints,
+    venv_executable,
+)
 from gemini_webhooks.sandbox.podplan import (
     PodPlan,
     PodPlanError,
@@ -361,10 +367,16 @@ class Node:
         }
         mapping = dict(self.static_endpoints)
         mapping.update(service_endpoints(services, pods))
+        mapping.update(
+            pod_endpoints(
+                {(p.namespace, p.name): p.ports for p in self.pods.values() if p.plan is not None}
+            )
+        )
         await self._balance(services, mapping)
         if mapping != self.endpoints:
             for key in sorted(set(mapping) - set(self.endpoints)):
-                self.progress(f"node: Service {key} -> http://{mapping[key]}")
+                if not key.startswith("pod:"):  # a Pod's own address is not news
+                    self.progress(f"node: Service {key} -> http://{mapping[key]}")
             self.endpoints = mapping
             self._write_endpoints()
 

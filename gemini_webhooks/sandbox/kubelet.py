@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
+from gemini_webhooks.contracts.service_endpoints import ENV_VAR, pod_key, service_key
 from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 from gemini_webhooks.sandbox.kubeapi import JSON, KubeApi, KubeApiError
 from gemini_webhooks.sandbox.podplan import (
@@ -84,6 +84,16 @@ def service_endpoints(
                     mapping[key] = f"127.0.0.1:{host_port}"
             break
     return mapping
+
+
+def pod_endpoints(pods: Mapping[tuple[str, str], PodPorts]) -> dict[str, str]:
+    """`pod:namespace/name:port` -> `127.0.0.1:<loopback port>` for every container port of
+    the Pods (namespace, name) we run: what a Pod IP and port are in a cluster."""
+    return {
+        pod_key(name, namespace, number): f"127.0.0.1:{host_port}"
+        for (namespace, name), ports in sorted(pods.items())
+        for number, host_port in sorted(ports.by_number.items())
+    }
 
 
 @dataclass

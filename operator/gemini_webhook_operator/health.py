@@ -11,15 +11,18 @@ Decisions (pure, no I/O):
   has not picked up the rotation), not received in time, or keep waiting.
 - `rotation_complete`: a rotation counts complete only when a ping sent after it verified
   with the current secret.
-- `per_replica_caveat`: without Redis each receiver pod knows only the pings it took, and
-  the Service picks one pod to ask; with several replicas "not received" may only mean
-  "another pod took it", so that verdict becomes Unknown (`PingsPerReplica`). With Redis
-  every replica records its pings there and any pod answers for all (docs/receiver.md).
+- Several replicas: with Redis every replica records its pings there and any pod answers
+  for all (docs/receiver.md), so the internal Service is asked. Without Redis each pod
+  knows only the pings it took, so every ready pod is asked (`ping_status_pod_urls`, from
+  the internal Service's EndpointSlices) and `combine` merges their verdicts; where the
+  pods cannot be listed, `per_replica_caveat` turns "not received" from the one pod the
+  Service picked into Unknown (`PingsPerReplica`).
 
 I/O (thin): `HealthChecker.check` sends one ping through a callable the caller provides
 (the WebhookService wrapper's `ping`), polls the receiver's `/internal/pings` (see
-docs/receiver.md) through its internal Service (`contracts.service_endpoints`, so the
-sandbox's overrides apply) until the verdict is in, and feeds the metrics.
+docs/receiver.md) through its internal Service, or on each ready pod
+(`contracts.service_endpoints`, so the sandbox's overrides apply), until the verdict is
+in, and feeds the metrics.
 `HealthChecker.tick` is what the operator's kopf timer calls for each resource.
 """
 
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +38,11 @@ from typing import Any
 import aiohttp
 
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics, PingResult
-from gemini_webhook_operator.receiver_resources import STATIC_SOURCE, ping_status_url
+from gemini_webhook_operator.receiver_resources import (
+    STATIC_SOURCE,
+    ping_status_pod_urls,
+    ping_status_url,
+)
 from gemini_webhooks.contracts.crd import CONDITION_DELIVERY_VERIFIED
 from gemini_webhooks.contracts.crd_receiver import (
     CrdReceiverError,
@@ -212,11 +219,12 @@ def judge(
     now: datetime,
     timeout: timedelta,
     baseline: PingObservation | None = None,
+    asked: str = "the receiver",
 ) -> Verdict | None:
     """The verdict on one ping, or None to keep waiting.
 
     `baseline` is what the receiver reported just before the ping was sent, so that an
-    earlier ping is never taken for this one.
+    earlier ping is never taken for this one; `asked` names who was asked, for the message.
     """
     if observation is not None and is_new(observation, baseline, sent_at):
         round_trip = max(observation.received_at - sent_at, timedelta(0))
@@ -241,7 +249,7 @@ def judge(
         return Verdict(
             False,
             REASON_NOT_RECEIVED,
-            f"a ping sent at {_rfc3339(sent_at)} was not reported verified by the receiver "
+            f"a ping sent at {_rfc3339(sent_at)} was not reported verified by {asked} "
             f"within {timeout.total_seconds():.0f}s (not delivered, or rejected)",
             None,
             "not_verified",
@@ -249,17 +257,37 @@ def judge(
     return None
 
 
-def per_replica_caveat(verdict: Verdict, *, replicas: int, shared_pings: bool) -> Verdict:
-    """The verdict, unless it is "not received" from one of several pods that each know
-    only their own pings: then nobody can tell (Unknown)."""
-    if verdict.reason != REASON_NOT_RECEIVED or replicas <= 1 or shared_pings:
+def combine(verdicts: Sequence[Verdict | None]) -> Verdict | None:
+    """One verdict from each pod asked → the ping's verdict, or None to keep waiting.
+
+    A ping reaches one pod (a retry may reach another): any pod that saw it verified
+    decides; else one that saw it verify only with a previous secret; "not received" only
+    once every pod says so.
+    """
+    decided = [v for v in verdicts if v is not None]
+    for reason in (REASON_VERIFIED, REASON_PREVIOUS_SECRET):
+        for verdict in decided:
+            if verdict.reason == reason:
+                return verdict
+    if decided and len(decided) == len(verdicts):
+        return decided[0]
+    return None
+
+
+def per_replica_caveat(
+    verdict: Verdict, *, replicas: int, shared_pings: bool, asked: int = 1
+) -> Verdict:
+    """The verdict, unless it is "not received" from fewer pods than there are replicas
+    that each know only their own pings: then nobody can tell (Unknown)."""
+    if verdict.reason != REASON_NOT_RECEIVED or shared_pings or asked >= replicas:
         return verdict
+    who = "the receiver pod asked" if asked == 1 else f"the {asked} ready receiver pods asked"
     return Verdict(
         None,
         REASON_PINGS_PER_REPLICA,
-        f"the receiver pod asked did not see the ping, but it may have reached another of "
-        f"the {replicas} replicas, which keep pings in memory: set spec.receiver.redis so "
-        "that every replica's pings count",
+        f"{who} did not see the ping, but it may have reached another of the {replicas} "
+        "replicas, which keep pings in memory and could not all be asked: set "
+        "spec.receiver.redis so that every replica's pings count",
         ping_result="not_verified",
     )
 
@@ -317,6 +345,9 @@ class ReceiverUnreachableError(Exception):
 
 
 Ping = Callable[[], Awaitable[Any]]
+# The EndpointSlices of a resource's internal Service (an empty list when they cannot be
+# listed: no EndpointSlice controller, or no permission).
+PodSlices = Callable[[Mapping[str, Any]], Awaitable[list[dict[str, Any]]]]
 
 
 def _utcnow() -> datetime:
@@ -343,6 +374,7 @@ class HealthChecker:
         request_timeout: float = 5.0,
         cluster_domain: str = "cluster.local",
         overrides: Callable[[], Mapping[str, str]] = overrides_from_env,
+        pod_slices: PodSlices | None = None,
     ) -> None:
         self.metrics = metrics
         self.clock = clock
@@ -352,6 +384,7 @@ class HealthChecker:
         self.request_timeout = request_timeout
         self.cluster_domain = cluster_domain
         self.overrides = overrides
+        self.pod_slices = pod_slices
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -382,18 +415,33 @@ class HealthChecker:
         except ValueError as error:
             raise ReceiverUnreachableError(str(error)) from None
 
+    async def _observe_each(
+        self, urls: Sequence[str], errors: dict[str, str], reached: set[str]
+    ) -> list[PingObservation | None]:
+        """Every URL's observation (None where it could not be read: the last error in
+        `errors`); the URLs ever read are added to `reached`."""
+
+        async def one(url: str) -> PingObservation | None:
+            try:
+                observation = await self.observe(url)
+            except ReceiverUnreachableError as error:
+                errors[url] = str(error)
+                return None
+            reached.add(url)
+            return observation
+
+        return list(await asyncio.gather(*(one(url) for url in urls)))
+
     async def check(
-        self, *, url: str, ping: Ping, current_fingerprint: str
+        self, *, urls: Sequence[str], ping: Ping, current_fingerprint: str
     ) -> tuple[Verdict, datetime | None]:
-        """Send one ping and wait for the receiver's verdict; returns it and the send time."""
-        baseline: PingObservation | None = None
-        reached = False
-        unreachable: str | None = None
-        try:
-            baseline = await self.observe(url)
-            reached = True
-        except ReceiverUnreachableError as error:
-            unreachable = str(error)  # it may come up while the ping travels
+        """Send one ping and wait for the verdict of the receivers at `urls` (the internal
+        Service, or each ready pod); returns it and the send time."""
+        errors: dict[str, str] = {}
+        reached: set[str] = set()
+        # Read before sending (an unreachable pod may come up while the ping travels), so
+        # that an earlier ping is never taken for this one.
+        baselines = await self._observe_each(urls, errors, reached)
         sent_at = self.clock()
         try:
             await ping()
@@ -405,27 +453,37 @@ class HealthChecker:
                 ping_result="send_failed",
             )
             return verdict, None
+        asked = "the receiver" if len(urls) == 1 else f"any of the {len(urls)} receiver pods"
         while True:
-            observation = None
-            try:
-                observation = await self.observe(url)
-                reached = True
-            except ReceiverUnreachableError as error:
-                unreachable = str(error)
-            outcome = judge(
-                sent_at=sent_at,
-                observation=observation,
-                current_fingerprint=current_fingerprint,
-                now=self.clock(),
-                timeout=self.timeout,
-                baseline=baseline,
+            observations = await self._observe_each(urls, errors, reached)
+            now = self.clock()
+            outcome = combine(
+                [
+                    judge(
+                        sent_at=sent_at,
+                        observation=observation,
+                        current_fingerprint=current_fingerprint,
+                        now=now,
+                        timeout=self.timeout,
+                        baseline=baseline,
+                        asked=asked,
+                    )
+                    for observation, baseline in zip(observations, baselines, strict=True)
+                ]
             )
             if outcome is not None:
-                if outcome.reason == REASON_NOT_RECEIVED and not reached:
+                unread = [url for url in urls if url not in reached]
+                if outcome.reason == REASON_NOT_RECEIVED and unread:
+                    what = (
+                        "the receiver's ping status could not be read"
+                        if len(urls) == 1
+                        else f"the ping status of {len(unread)} of {len(urls)} receiver pods "
+                        "could not be read"
+                    )
                     outcome = Verdict(
                         None,
                         REASON_RECEIVER_UNREACHABLE,
-                        f"the receiver's ping status could not be read: {unreachable}",
+                        f"{what}: {errors.get(unread[0], 'no answer')}",
                         ping_result="receiver_unreachable",
                     )
                 return outcome, sent_at
@@ -472,14 +530,15 @@ class HealthChecker:
         )
         if reason is None:
             return None
-        url = ping_status_url(
-            resource, cluster_domain=self.cluster_domain, overrides=self.overrides()
-        )
+        urls = await self._urls(resource, replicas=receiver.replicas, redis=receiver.redis)
         verdict, sent_at = await self.check(
-            url=url, ping=ping, current_fingerprint=current_fingerprint
+            urls=urls, ping=ping, current_fingerprint=current_fingerprint
         )
         verdict = per_replica_caveat(
-            verdict, replicas=receiver.replicas, shared_pings=receiver.redis is not None
+            verdict,
+            replicas=receiver.replicas,
+            shared_pings=receiver.redis is not None,
+            asked=len(urls),
         )
         if sent_at is not None:
             memo.last_sent_at = sent_at
@@ -487,6 +546,18 @@ class HealthChecker:
                 memo.last_verified_sent_at = sent_at
         self.record(namespace, name, verdict)
         return verdict
+
+    async def _urls(self, resource: Mapping[str, Any], *, replicas: int, redis: Any) -> list[str]:
+        """Whom to ask: each ready pod when several keep their pings in memory and the pods
+        can be listed; otherwise the internal Service."""
+        overrides = self.overrides()
+        if replicas > 1 and redis is None and self.pod_slices is not None:
+            slices = await self.pod_slices(resource)
+            if slices:
+                pods = ping_status_pod_urls(resource, slices, overrides=overrides)
+                if pods:
+                    return list(pods.values())
+        return [ping_status_url(resource, cluster_domain=self.cluster_domain, overrides=overrides)]
 
     def record(self, namespace: str, name: str, verdict: Verdict) -> None:
         if verdict.ping_result is not None:

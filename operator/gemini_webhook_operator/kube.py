@@ -47,6 +47,7 @@ _KINDS: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
     crd.KIND: (f"/apis/{contract.API_GROUP}/{crd.VERSION}", crd.PLURAL),
 }

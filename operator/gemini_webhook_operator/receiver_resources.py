@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from gemini_webhooks.contracts.crd_receiver import (
     parse_duration,
     receiver_spec,
 )
-from gemini_webhooks.contracts.service_endpoints import service_url
+from gemini_webhooks.contracts.service_endpoints import pod_url, service_url
 from gemini_webhooks.contracts.signing_secret import (
     API_GROUP,
     LABEL_COMPONENT,
@@ -199,6 +199,52 @@ def ping_status_url(
         cluster_domain=cluster_domain,
         overrides=overrides,
     )
+
+
+# The label by which an EndpointSlice names its Service (set by the EndpointSlice controller).
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def ping_status_pod_urls(
+    resource: Mapping[str, Any],
+    slices: Iterable[Mapping[str, Any]],
+    *,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Each ready receiver Pod's ping-status endpoint (Pod name -> URL), from the
+    EndpointSlices of the internal Service: who the Service may send a request to.
+
+    An endpoint whose `ready` is absent counts as ready (the EndpointSlice API's rule);
+    FQDN slices and endpoints without an address are skipped; a Pod listed twice (dual
+    stack) is asked once.
+    """
+    metadata = resource["metadata"]
+    namespace, service = metadata["namespace"], internal_service_name(metadata["name"])
+    urls: dict[str, str] = {}
+    for found in slices:
+        labels = (found.get("metadata") or {}).get("labels") or {}
+        if labels.get(SERVICE_NAME_LABEL) != service or found.get("addressType") == "FQDN":
+            continue
+        port = next(
+            (
+                p.get("port")
+                for p in found.get("ports") or []
+                if p.get("name") == "internal" and isinstance(p.get("port"), int)
+            ),
+            None,
+        )
+        if port is None:
+            continue
+        for endpoint in found.get("endpoints") or []:
+            addresses = endpoint.get("addresses") or []
+            if not addresses or (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            pod = (endpoint.get("targetRef") or {}).get("name") or addresses[0]
+            if pod not in urls:
+                urls[pod] = pod_url(
+                    pod, namespace, addresses[0], port, PING_STATUS_PATH, overrides=overrides
+                )
+    return dict(sorted(urls.items()))
 
 
 # --- The receiver's config -------------------------------------------------------------

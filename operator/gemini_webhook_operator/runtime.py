@@ -6,8 +6,9 @@ Used by the CLI and by the tests (in-process, on the test's event loop) alike.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -15,9 +16,13 @@ from typing import Any
 import kopf
 
 from gemini_webhook_operator import handlers, health
-from gemini_webhook_operator.kube import ClusterAccess, Kube
+from gemini_webhook_operator.kube import JSON, ClusterAccess, Kube, KubeError
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
-from gemini_webhook_operator.receiver_resources import ReceiverSettings
+from gemini_webhook_operator.receiver_resources import (
+    SERVICE_NAME_LABEL,
+    ReceiverSettings,
+    internal_service_name,
+)
 from gemini_webhook_operator.reconciler import Clock, Operator, Settings, StepHook, SystemClock
 from gemini_webhook_operator.webhookservice import ServiceSettings, WebhookServices
 
@@ -72,6 +77,23 @@ def build_operator(
     return op
 
 
+def receiver_slices(kube: Kube) -> health.PodSlices:
+    """The health check's view of a receiver's pods: its internal Service's EndpointSlices."""
+    logger = logging.getLogger("gemini_webhook_operator.health")
+
+    async def slices(resource: Mapping[str, Any]) -> list[JSON]:
+        metadata = resource["metadata"]
+        selector = f"{SERVICE_NAME_LABEL}={internal_service_name(metadata['name'])}"
+        try:
+            return await kube.list("EndpointSlice", metadata["namespace"], selector)
+        except KubeError as error:
+            # Without them the check asks the Service (DeliveryVerified may be Unknown).
+            logger.warning("receiver pods not listed for the health check: %s", error)
+            return []
+
+    return slices
+
+
 def kopf_watch_streams(config: RunConfig) -> int:
     """How many watches kopf keeps open: GeminiWebhooks in each namespace (or one
     cluster-wide), the peering objects there too when peering is on, and its observers of
@@ -119,6 +141,7 @@ async def run(
         clock=op.clock.now,
         cluster_domain=config.receiver.cluster_domain,
         retry_after=timedelta(seconds=config.health_retry),
+        pod_slices=receiver_slices(op.kube),
     )
     memo = kopf.Memo(operator=op, health=checker, health_memos=handlers._HealthMemos())
     try:

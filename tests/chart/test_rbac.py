@@ -15,6 +15,7 @@ unused).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -32,6 +33,7 @@ import yaml
 from gemini_webhook_operator import receiver_resources
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.service_endpoints import ENV_VAR
 from gemini_webhooks.kubesandbox import AuditEntry
 from tests.chart.rendering import RELEASE_NAMESPACE, ROOT, find, manifests
 from tests.fixtures import gateway_api
@@ -151,9 +153,12 @@ def _kubectl(kube: Any, tmp_path: Path, *args: str, stdin: str | None = None) ->
 
 @pytest.fixture
 def lifecycle(
-    kube_sandbox: Any, emulator: Any, tmp_path: Path
+    kube_sandbox: Any, emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[[dict[str, Any]], Run]]:
     kube = kube_sandbox  # the sandbox's audit log records the calls (skips on a real cluster)
+    # The health check's pings go to the exposed host: the emulator (in this process) sends
+    # them to a closed loopback port instead.
+    monkeypatch.setenv(ENV_VAR, json.dumps({f"{EXPOSED['host']}:443": "127.0.0.1:9"}))
     processes: list[subprocess.Popen[bytes]] = []
 
     def run(values: dict[str, Any]) -> Run:
@@ -298,9 +303,23 @@ def lifecycle(
             lambda: count("networking.k8s.io", "v1", "ingresses") == 0,
         )
         receiver["expose"] = {"httpRoute": receiver["expose"]["httpRoute"]}
-        change({"receiver": {**receiver, "replicas": 2}}, "scale-out", lambda: pdbs() == 1)
+
+        def pods_listed() -> bool:
+            """The health check asked for the receiver's pods (several replicas, no Redis)."""
+            wanted = AuditEntry("list", "discovery.k8s.io", "endpointslices", "", NAMESPACE)
+            return any(e == wanted for e in kube.audit[start:])
+
+        change(
+            {"receiver": {**receiver, "replicas": 2}, "healthCheck": {"enabled": True}},
+            "scale-out",
+            lambda: pdbs() == 1 and pods_listed(),
+        )
         change({"events": ["batch.succeeded", "batch.failed"]}, "subscription", lambda: True)
-        change({"receiver": {**receiver, "replicas": 1}}, "scale-in", lambda: pdbs() == 0)
+        change(
+            {"receiver": {**receiver, "replicas": 1}, "healthCheck": {"enabled": False}},
+            "scale-in",
+            lambda: pdbs() == 0,
+        )
         change(
             {"url": "https://hooks.example.com/orders", "receiver": {**receiver, "enabled": False}},
             "receiver removal",

@@ -1,11 +1,14 @@
-"""Nothing lost through a rotation, with 3 receiver replicas (issue 13 §3).
+"""Nothing lost through a rotation, with 3 receiver replicas (issue 13 §3); and every
+replica's pings count for DeliveryVerified without Redis (issue 12 §6).
 
 On the real control plane (its node runs every Pod of the receiver's ReplicaSet, and
 spreads the receiver Service's connections over them): ~50 events/s through the emulator's
 control API during a rotation. With `Grace`, zero failed verifications across the replicas;
 with `Immediate`, deliveries signed with the new secret before a replica reloaded are
 answered 503 `secret_reload_pending` (never a 401), Gemini retries them, and every event
-reaches the consumer exactly once (counted by `webhook-id`).
+reaches the consumer exactly once (counted by `webhook-id`). The replicas keep their
+pings in memory (the example has no Redis), so the operator's health check asks every
+ready pod that the real EndpointSlice controller lists.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from gemini_webhook_operator.metrics import DELIVERY_PINGS_TOTAL
+from gemini_webhooks.contracts import crd
 from gemini_webhooks.sandbox.demo import scenario_for
 from gemini_webhooks.sandbox.rotation_run import (
     RotationRun,
@@ -25,7 +30,7 @@ from gemini_webhooks.sandbox.rotation_run import (
     set_revocation,
     wait_replicas,
 )
-from gemini_webhooks.sandbox.scenario import Scenario
+from gemini_webhooks.sandbox.scenario import Scenario, poll, scrape, total
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
 
 pytestmark = [
@@ -105,3 +110,33 @@ async def test_immediate_rotation_loses_nothing_and_retries_only_503s(
     assert run.failed_attempts == run.rejected.get("secret_reload_pending", 0), run.summary()
     assert run.retried <= run.failed_attempts, run.summary()
     assert 40 <= run.rate <= 60, run.summary()
+
+
+async def test_without_redis_every_replicas_pings_count_for_delivery_verified(
+    three: tuple[Sandbox, Scenario],
+) -> None:
+    """Three rotations, each followed by the health check's ping: the Service spreads the
+    pings over the replicas, and each verifies whichever replica took it (asking only the
+    one pod the internal Service picks, two in three would be Unknown/PingsPerReplica)."""
+    sandbox, scenario = three
+    assert sandbox.operator_metrics_url
+
+    async def pings(result: str) -> float:
+        samples = await scrape(str(sandbox.operator_metrics_url))
+        return total(samples, DELIVERY_PINGS_TOTAL, result=result)
+
+    verified_before, unverified_before = await pings("verified"), await pings("not_verified")
+    for rotation in range(1, 4):
+        await scenario.request_rotation()
+
+        async def verified(wanted: float = verified_before + rotation) -> bool:
+            return await pings("verified") >= wanted
+
+        await poll(verified, within=120, what=f"a verified ping after rotation {rotation}")
+    assert await pings("not_verified") == unverified_before
+
+    async def shown() -> bool:  # the verdict is counted just before it is written
+        condition = await scenario.condition(crd.CONDITION_DELIVERY_VERIFIED) or {}
+        return (condition.get("status"), condition.get("reason")) == ("True", "PingVerified")
+
+    await poll(shown, within=30, what="DeliveryVerified=True (PingVerified)")

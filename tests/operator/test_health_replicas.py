@@ -4,15 +4,19 @@ operator's verdict is right.
 Three real receivers run in this process (as three Pods would), the emulator delivers the
 pings through the real SDK to a round-robin loopback proxy in front of their public ports
 (a Service spreading connections over its Pods; the emulator opens one connection per
-delivery, so successive pings reach successive replicas), and the operator's
-HealthChecker asks the internal Service, mapped to replica 0 — the worst case: two of
-three pings land on a pod it does not ask. With Redis every replica records its pings
-there; without Redis, "not received" from one pod becomes Unknown (PingsPerReplica).
+delivery, so successive pings reach successive replicas). With Redis every replica records
+its pings there, and the operator's HealthChecker asks the internal Service, mapped to
+replica 0 — the worst case: two of three pings land on a pod it does not ask. Without
+Redis it asks every ready pod the internal Service's EndpointSlices name (given here by a
+test double of the EndpointSlice listing, each pod mapped to its replica as the local node
+maps Pod addresses); where no slices are found, "not received" from the one pod the
+Service picked becomes Unknown (PingsPerReplica).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,10 +30,10 @@ from prometheus_client import CollectorRegistry
 from gemini_webhook_operator import health
 from gemini_webhook_operator.health import HealthChecker, HealthMemo
 from gemini_webhook_operator.metrics import OperatorMetrics
-from gemini_webhook_operator.receiver_resources import internal_service_name
+from gemini_webhook_operator.receiver_resources import SERVICE_NAME_LABEL, internal_service_name
 from gemini_webhook_receiver import app as receiver_app
 from gemini_webhooks.contracts import receiver_config as rc
-from gemini_webhooks.contracts.service_endpoints import service_key
+from gemini_webhooks.contracts.service_endpoints import pod_key, service_key
 from gemini_webhooks.contracts.signing_secret import (
     KEY_SECRETS,
     SigningSecret,
@@ -102,9 +106,35 @@ class Replicas:
         return f"http://127.0.0.1:{self.proxy.port}/"
 
     def overrides(self) -> dict[str, str]:
-        """The internal Service, as the operator resolves it: replica 0's port."""
+        """The internal Service, as the operator resolves it: replica 0's port; and each
+        pod's internal port, as the local node publishes Pod addresses."""
         key = service_key(internal_service_name("orders"), "team-a", 9090)
-        return {key: f"127.0.0.1:{self.running[0].internal_port}"}
+        mapping = {key: f"127.0.0.1:{self.running[0].internal_port}"}
+        for index, running in enumerate(self.running):
+            mapping[pod_key(f"orders-{index}", "team-a", 9090)] = (
+                f"127.0.0.1:{running.internal_port}"
+            )
+        mapping[pod_key("orders-gone", "team-a", 9090)] = "127.0.0.1:9"  # refuses
+        return mapping
+
+    def slices(self, *, unreachable_pod: bool = False) -> list[dict[str, Any]]:
+        """The internal Service's EndpointSlice, as the EndpointSlice controller writes it."""
+        pods = [f"orders-{index}" for index in range(len(self.running))]
+        return [
+            {
+                "metadata": {"labels": {SERVICE_NAME_LABEL: internal_service_name("orders")}},
+                "addressType": "IPv4",
+                "ports": [{"name": "internal", "port": 9090, "protocol": "TCP"}],
+                "endpoints": [
+                    {
+                        "addresses": ["127.0.0.1"],
+                        "conditions": {"ready": True},
+                        "targetRef": {"kind": "Pod", "name": pod, "namespace": "team-a"},
+                    }
+                    for pod in pods + (["orders-gone"] if unreachable_pod else [])
+                ],
+            }
+        ]
 
     def took(self) -> list[str | None]:
         """The webhook-id of the ping each replica took itself (its own memory)."""
@@ -174,20 +204,33 @@ def resource(webhook_id: str, receiver: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _ping_three_times(
-    group: Replicas, emulator: Any, receiver_spec: dict[str, Any], timeout: float
+    group: Replicas,
+    emulator: Any,
+    receiver_spec: dict[str, Any],
+    timeout: float,
+    *,
+    slices: list[dict[str, Any]] | None = None,
+    held_secret: str | None = None,
 ) -> list[tuple[health.Verdict, list[str | None]]]:
     """Three health checks (a fresh memo each: every one pings); each verdict with which
-    replica had taken which ping by then."""
+    replica had taken which ping by then. `slices`: what listing the internal Service's
+    EndpointSlices finds (None: the listing is not offered); `held_secret`: what the
+    receivers verify with (default: the webhook's secret)."""
     client = emulator.client()
     hook = await client.aio.webhooks.create(
         uri=group.public_url, subscribed_events=["batch.succeeded"]
     )
-    await group.hold(hook.id, hook.new_signing_secret)
+    await group.hold(hook.id, held_secret or hook.new_signing_secret)
+
+    async def list_slices(_: Any) -> list[dict[str, Any]]:
+        return list(slices or [])
+
     check = HealthChecker(
         metrics=OperatorMetrics(CollectorRegistry()),
         poll_interval=0.05,
         timeout=timedelta(seconds=timeout),
         overrides=group.overrides,
+        pod_slices=None if slices is None else list_slices,
     )
     results = []
     try:
@@ -219,16 +262,66 @@ async def test_with_redis_the_verdict_is_right_whichever_replica_took_the_ping(
     assert all(took) and len(set(took)) == REPLICAS
 
 
-async def test_without_redis_a_ping_on_another_replica_is_unknown_not_unverified(
+OTHER_SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+MEMORY_SPEC = {
+    "enabled": True,
+    "replicas": REPLICAS,
+    "deadLetter": {"target": {"url": "http://127.0.0.1:9/"}},
+}
+
+
+async def test_without_redis_every_ready_pod_is_asked_and_the_verdict_is_right(
     emulator: Any, tmp_path: Path
 ) -> None:
-    spec = {
-        "enabled": True,
-        "replicas": REPLICAS,
-        "deadLetter": {"target": {"url": "http://127.0.0.1:9/"}},
-    }
     async with replicas(tmp_path, None) as group:
-        results = await _ping_three_times(group, emulator, spec, timeout=1.5)
+        results = await _ping_three_times(
+            group, emulator, MEMORY_SPEC, timeout=8, slices=group.slices()
+        )
+    for verdict, _ in results:
+        assert (verdict.status, verdict.reason) == (True, health.REASON_VERIFIED), verdict.message
+    *_, (_, took) = results
+    assert all(took) and len(set(took)) == REPLICAS  # each replica took one of the pings
+
+
+async def test_without_redis_a_ping_no_pod_verified_is_not_received(
+    emulator: Any, tmp_path: Path
+) -> None:
+    async with replicas(tmp_path, None) as group:
+        results = await _ping_three_times(
+            group,
+            emulator,
+            MEMORY_SPEC,
+            timeout=1.5,
+            slices=group.slices(),
+            held_secret=OTHER_SECRET,  # not the webhook's: every ping is refused
+        )
+    for verdict, _ in results:
+        assert (verdict.status, verdict.reason) == (False, health.REASON_NOT_RECEIVED)
+        assert "any of the 3 receiver pods" in verdict.message
+
+
+async def test_without_redis_an_unreadable_pod_leaves_an_unseen_ping_unknown(
+    emulator: Any, tmp_path: Path
+) -> None:
+    async with replicas(tmp_path, None) as group:
+        results = await _ping_three_times(
+            group,
+            emulator,
+            MEMORY_SPEC,
+            timeout=1.5,
+            slices=group.slices(unreachable_pod=True),
+            held_secret=OTHER_SECRET,
+        )
+    for verdict, _ in results:
+        assert (verdict.status, verdict.reason) == (None, health.REASON_RECEIVER_UNREACHABLE)
+        assert "1 of 4 receiver pods" in verdict.message
+
+
+async def test_without_redis_or_pod_listing_a_ping_on_another_replica_is_unknown(
+    emulator: Any, tmp_path: Path
+) -> None:
+    async with replicas(tmp_path, None) as group:
+        results = await _ping_three_times(group, emulator, MEMORY_SPEC, timeout=1.5, slices=[])
     (first, took_first), *others = results
     assert took_first[0] is not None  # the first ping reached replica 0, the one asked
     assert (first.status, first.reason) == (True, health.REASON_VERIFIED), first.message

@@ -117,3 +117,31 @@ async def test_the_condition_and_its_warning_follow_the_spec(
 
         await gemini.patch("fleet", {"spec": {"receiver": {"replicas": 1}}})
         await gemini.wait_for("fleet", lambda o: _shared(o) is None)
+
+
+def test_not_received_from_every_ready_pod_stands() -> None:
+    assert per_replica_caveat(NOT_RECEIVED, replicas=3, shared_pings=False, asked=3) is NOT_RECEIVED
+
+
+def test_not_received_from_fewer_pods_than_replicas_is_unknown() -> None:
+    verdict = per_replica_caveat(NOT_RECEIVED, replicas=3, shared_pings=False, asked=2)
+    assert (verdict.status, verdict.reason) == (None, health.REASON_PINGS_PER_REPLICA)
+    assert "the 2 ready receiver pods asked" in verdict.message
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "expected"),
+    [
+        ([None, VERIFIED, None], VERIFIED),  # the pod that took it decides at once
+        ([NOT_RECEIVED, NOT_RECEIVED, VERIFIED], VERIFIED),
+        ([PREVIOUS, VERIFIED, None], VERIFIED),  # a retry reached a pod that has the secret
+        ([None, PREVIOUS, NOT_RECEIVED], PREVIOUS),
+        ([NOT_RECEIVED, NOT_RECEIVED, NOT_RECEIVED], NOT_RECEIVED),
+        ([NOT_RECEIVED, None, NOT_RECEIVED], None),  # one pod still to answer
+        ([None, None, None], None),
+    ],
+)
+def test_the_pods_verdicts_combine(
+    verdicts: list[Verdict | None], expected: Verdict | None
+) -> None:
+    assert health.combine(verdicts) is expected

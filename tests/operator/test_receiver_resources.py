@@ -12,9 +12,11 @@ from gemini_webhook_operator.receiver_resources import (
     ANNOTATION_CONFIG_HASH,
     CONFIG_KEY,
     CONFIG_PATH,
+    SERVICE_NAME_LABEL,
     ReceiverRenderError,
     ReceiverSettings,
     internal_service_name,
+    ping_status_pod_urls,
     ping_status_url,
     public_url,
     receiver_name,
@@ -22,6 +24,7 @@ from gemini_webhook_operator.receiver_resources import (
 )
 from gemini_webhooks.contracts import receiver_config
 from gemini_webhooks.contracts.crd import API_VERSION, KIND
+from gemini_webhooks.contracts.service_endpoints import pod_key
 
 SETTINGS = ReceiverSettings(image="registry.example/gwo:1.0")
 K8S_VERSION = "1.33.0"
@@ -334,3 +337,55 @@ def test_urls_go_through_the_service_endpoint_overrides() -> None:
     assert public_url(resource, overrides=overrides) == "http://127.0.0.1:5000/"
     assert ping_status_url(resource, overrides=overrides) == "http://127.0.0.1:5001/internal/pings"
     assert public_url(resource) == f"http://{name}.team-a.svc.cluster.local:8443/"
+
+
+def endpoint_slice(
+    *endpoints: tuple[str, str, bool | None],
+    service: str = "orders-receiver-internal",
+    port_name: str = "internal",
+    address_type: str = "IPv4",
+) -> dict[str, Any]:
+    """An EndpointSlice as the EndpointSlice controller writes it: (pod, ip, ready) each."""
+    return {
+        "metadata": {"labels": {SERVICE_NAME_LABEL: service}},
+        "addressType": address_type,
+        "ports": [{"name": port_name, "port": 9090, "protocol": "TCP"}],
+        "endpoints": [
+            {
+                "addresses": [ip],
+                "targetRef": {"kind": "Pod", "name": pod, "namespace": "team-a"},
+                **({} if ready is None else {"conditions": {"ready": ready}}),
+            }
+            for pod, ip, ready in endpoints
+        ],
+    }
+
+
+def test_each_ready_pod_of_the_internal_service_is_asked_for_its_pings() -> None:
+    slices = [
+        endpoint_slice(("orders-a", "10.0.0.1", True), ("orders-b", "10.0.0.2", None)),
+        endpoint_slice(("orders-c", "10.0.0.3", False)),  # not ready: takes no deliveries
+    ]
+    assert ping_status_pod_urls(webhook(), slices) == {
+        "orders-a": "http://10.0.0.1:9090/internal/pings",
+        "orders-b": "http://10.0.0.2:9090/internal/pings",
+    }
+
+
+def test_pods_are_asked_once_and_only_those_of_this_receiver() -> None:
+    slices = [
+        endpoint_slice(("orders-a", "10.0.0.1", True)),
+        endpoint_slice(("orders-a", "fd00::1", True), address_type="IPv6"),  # dual stack
+        endpoint_slice(("other-a", "10.0.0.9", True), service="other-receiver-internal"),
+        endpoint_slice(("orders-x", "10.0.0.8", True), port_name="http"),  # no internal port
+        endpoint_slice(("orders-y", "orders-y.example", True), address_type="FQDN"),
+    ]
+    assert list(ping_status_pod_urls(webhook(), slices)) == ["orders-a"]
+
+
+def test_a_pod_on_the_local_node_is_asked_at_its_loopback_override() -> None:
+    overrides = {pod_key("orders-a", "team-a", 9090): "127.0.0.1:40001"}
+    slices = [endpoint_slice(("orders-a", "127.0.0.1", True))]
+    assert ping_status_pod_urls(webhook(), slices, overrides=overrides) == {
+        "orders-a": "http://127.0.0.1:40001/internal/pings"
+    }

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gemini_webhooks.sandbox.kubelet import PodPorts, service_endpoints
+from gemini_webhooks.sandbox.kubelet import PodPorts, pod_endpoints, service_endpoints
 from gemini_webhooks.sandbox.podplan import (
     PodPlanError,
     decode_secret_data,
@@ -194,6 +194,19 @@ def test_a_service_selecting_the_pod_gets_the_loopback_port_of_its_target_port()
     assert service_endpoints(services, pods) == {
         "team-a/orders-receiver:80": f"127.0.0.1:{ports.by_number[8080]}",
         "team-a/orders-receiver:9090": f"127.0.0.1:{ports.by_number[9090]}",
+    }
+
+
+def test_each_pods_container_ports_are_published_as_its_own_address() -> None:
+    first, second = (
+        PodPorts(by_number={8080: 41001, 9090: 41002}),
+        PodPorts(by_number={9090: 41003}),
+    )
+    pods = {("team-a", "orders-receiver-abc"): first, ("team-a", "orders-receiver-def"): second}
+    assert pod_endpoints(pods) == {
+        "pod:team-a/orders-receiver-abc:8080": "127.0.0.1:41001",
+        "pod:team-a/orders-receiver-abc:9090": "127.0.0.1:41002",
+        "pod:team-a/orders-receiver-def:9090": "127.0.0.1:41003",
     }
 
 

@@ -44,6 +44,11 @@ nothing unused).
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["list", "create", "patch", "delete"]
+# The health check asks every ready receiver pod for its pings when several replicas
+# keep them in memory (no Redis): the pods are the internal Service's EndpointSlices.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list"]
 # Events about each resource.
 - apiGroups: [""]
   resources: ["events"]
