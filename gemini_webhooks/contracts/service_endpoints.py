@@ -94,12 +94,12 @@ def service_url(
     overrides: Mapping[str, str] | None = None,
 ) -> str:
     """The URL of `path` on a Service port, honouring the sandbox's overrides."""
-    if not path.startswith("/"):
-        path = "/" + path
     address = (overrides or {}).get(service_key(name, namespace, port))
-    if address is None:
-        address = f"{name}.{namespace}.svc.{cluster_domain}:{port}"
-    return f"http://{address}{path}"
+    return _http(address or f"{name}.{namespace}.svc.{cluster_domain}:{port}", path)
+
+
+def _http(address: str, path: str) -> str:
+    return f"http://{address}{path if path.startswith('/') else '/' + path}"
 
 
 def pod_key(name: str, namespace: str, port: int) -> str:
@@ -117,10 +117,6 @@ def pod_url(
 ) -> str:
     """The URL of `path` on one Pod's port: its address (Pod IP) in a cluster, or the
     loopback override of the local node that runs it."""
-    if not path.startswith("/"):
-        path = "/" + path
     override = (overrides or {}).get(pod_key(name, namespace, port))
-    if override is None:
-        host = f"[{address}]" if ":" in address else address
-        override = f"{host}:{port}"
-    return f"http://{override}{path}"
+    host = f"[{address}]" if ":" in address else address
+    return _http(override or f"{host}:{port}", path)
