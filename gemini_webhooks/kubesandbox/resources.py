@@ -158,8 +158,6 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         namespaced=True,
         short=["netpol"],
     ),
-    # Served, but no controller writes them here: listing a Service's slices finds none.
-    _rt("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", namespaced=True),
     _rt(
         "apiextensions.k8s.io",
         "v1",

@@ -13,10 +13,10 @@ Decisions (pure, no I/O):
   with the current secret.
 - Several replicas: with Redis every replica records its pings there and any pod answers
   for all (docs/receiver.md), so the internal Service is asked. Without Redis each pod
-  knows only the pings it took, so every ready pod is asked (`ping_status_pod_urls`, from
-  the internal Service's EndpointSlices) and `combine` merges their verdicts; where the
-  pods cannot be listed, `per_replica_caveat` turns "not received" from the one pod the
-  Service picked into Unknown (`PingsPerReplica`).
+  knows only the pings it took, so every ready pod is asked (`ping_status_pod_urls`) and
+  `combine` merges their verdicts; where fewer pods than replicas can be asked (none
+  listed, or not all ready), `per_replica_caveat` turns "not received" into Unknown
+  (`PingsPerReplica`).
 
 I/O (thin): `HealthChecker.check` sends one ping through a callable the caller provides
 (the WebhookService wrapper's `ping`), polls the receiver's `/internal/pings` (see
@@ -345,9 +345,8 @@ class ReceiverUnreachableError(Exception):
 
 
 Ping = Callable[[], Awaitable[Any]]
-# The EndpointSlices of a resource's internal Service (an empty list when they cannot be
-# listed: no EndpointSlice controller, or no permission).
-PodSlices = Callable[[Mapping[str, Any]], Awaitable[list[dict[str, Any]]]]
+# The Pods of a resource's receiver (an empty list when they cannot be listed).
+ReceiverPods = Callable[[Mapping[str, Any]], Awaitable[list[dict[str, Any]]]]
 
 
 def _utcnow() -> datetime:
@@ -374,7 +373,7 @@ class HealthChecker:
         request_timeout: float = 5.0,
         cluster_domain: str = "cluster.local",
         overrides: Callable[[], Mapping[str, str]] = overrides_from_env,
-        pod_slices: PodSlices | None = None,
+        receiver_pods: ReceiverPods | None = None,
     ) -> None:
         self.metrics = metrics
         self.clock = clock
@@ -384,7 +383,7 @@ class HealthChecker:
         self.request_timeout = request_timeout
         self.cluster_domain = cluster_domain
         self.overrides = overrides
-        self.pod_slices = pod_slices
+        self.receiver_pods = receiver_pods
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -551,12 +550,11 @@ class HealthChecker:
         """Whom to ask: each ready pod when several keep their pings in memory and the pods
         can be listed; otherwise the internal Service."""
         overrides = self.overrides()
-        if replicas > 1 and redis is None and self.pod_slices is not None:
-            slices = await self.pod_slices(resource)
-            if slices:
-                pods = ping_status_pod_urls(resource, slices, overrides=overrides)
-                if pods:
-                    return list(pods.values())
+        if replicas > 1 and redis is None and self.receiver_pods is not None:
+            pods = await self.receiver_pods(resource)
+            urls = ping_status_pod_urls(resource, pods, overrides=overrides)
+            if urls:
+                return list(urls.values())
         return [ping_status_url(resource, cluster_domain=self.cluster_domain, overrides=overrides)]
 
     def record(self, namespace: str, name: str, verdict: Verdict) -> None:

@@ -39,6 +39,7 @@ JSONPatch = list[JSON]  # RFC 6902 operations (an alias: inside Kube, `list` is 
 _KINDS: dict[str, tuple[str, str]] = {
     "ConfigMap": ("/api/v1", "configmaps"),
     "Secret": ("/api/v1", "secrets"),
+    "Pod": ("/api/v1", "pods"),
     "Service": ("/api/v1", "services"),
     "ServiceAccount": ("/api/v1", "serviceaccounts"),
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
@@ -47,7 +48,6 @@ _KINDS: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
-    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
     crd.KIND: (f"/apis/{contract.API_GROUP}/{crd.VERSION}", crd.PLURAL),
 }

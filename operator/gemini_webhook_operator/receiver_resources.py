@@ -201,49 +201,39 @@ def ping_status_url(
     )
 
 
-# The label by which an EndpointSlice names its Service (set by the EndpointSlice controller).
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-
-
 def ping_status_pod_urls(
     resource: Mapping[str, Any],
-    slices: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
     *,
     overrides: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Each ready receiver Pod's ping-status endpoint (Pod name -> URL), from the
-    EndpointSlices of the internal Service: who the Service may send a request to.
-
-    An endpoint whose `ready` is absent counts as ready (the EndpointSlice API's rule);
-    FQDN slices and endpoints without an address are skipped; a Pod listed twice (dual
-    stack) is asked once.
+    """Each ready receiver Pod's ping-status endpoint (Pod name -> URL): the Pods the
+    internal Service sends requests to — selected by the Deployment's labels, `Ready`, not
+    terminating, with an IP — read at their IP and internal container port.
     """
     metadata = resource["metadata"]
-    namespace, service = metadata["namespace"], internal_service_name(metadata["name"])
+    namespace, wanted = metadata["namespace"], selector_labels(metadata["name"])
     urls: dict[str, str] = {}
-    for found in slices:
-        labels = (found.get("metadata") or {}).get("labels") or {}
-        if labels.get(SERVICE_NAME_LABEL) != service or found.get("addressType") == "FQDN":
-            continue
-        port = next(
-            (
-                p.get("port")
-                for p in found.get("ports") or []
-                if p.get("name") == "internal" and isinstance(p.get("port"), int)
-            ),
-            None,
+    for pod in pods:
+        pod_meta = pod.get("metadata") or {}
+        labels = pod_meta.get("labels") or {}
+        status = pod.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
         )
-        if port is None:
+        address = status.get("podIP")
+        if (
+            not ready
+            or not address
+            or pod_meta.get("deletionTimestamp")
+            or any(labels.get(k) != v for k, v in wanted.items())
+        ):
             continue
-        for endpoint in found.get("endpoints") or []:
-            addresses = endpoint.get("addresses") or []
-            if not addresses or (endpoint.get("conditions") or {}).get("ready") is False:
-                continue
-            pod = (endpoint.get("targetRef") or {}).get("name") or addresses[0]
-            if pod not in urls:
-                urls[pod] = pod_url(
-                    pod, namespace, addresses[0], port, PING_STATUS_PATH, overrides=overrides
-                )
+        name = pod_meta.get("name") or address
+        urls[name] = pod_url(
+            name, namespace, address, INTERNAL_PORT, PING_STATUS_PATH, overrides=overrides
+        )
     return dict(sorted(urls.items()))
 
 

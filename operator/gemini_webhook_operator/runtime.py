@@ -18,11 +18,7 @@ import kopf
 from gemini_webhook_operator import handlers, health
 from gemini_webhook_operator.kube import JSON, ClusterAccess, Kube, KubeError
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
-from gemini_webhook_operator.receiver_resources import (
-    SERVICE_NAME_LABEL,
-    ReceiverSettings,
-    internal_service_name,
-)
+from gemini_webhook_operator.receiver_resources import ReceiverSettings, selector_labels
 from gemini_webhook_operator.reconciler import Clock, Operator, Settings, StepHook, SystemClock
 from gemini_webhook_operator.webhookservice import ServiceSettings, WebhookServices
 
@@ -77,21 +73,21 @@ def build_operator(
     return op
 
 
-def receiver_slices(kube: Kube) -> health.PodSlices:
-    """The health check's view of a receiver's pods: its internal Service's EndpointSlices."""
+def receiver_pods(kube: Kube) -> health.ReceiverPods:
+    """The health check's view of a receiver's pods: listed by the Deployment's selector."""
     logger = logging.getLogger("gemini_webhook_operator.health")
 
-    async def slices(resource: Mapping[str, Any]) -> list[JSON]:
+    async def pods(resource: Mapping[str, Any]) -> list[JSON]:
         metadata = resource["metadata"]
-        selector = f"{SERVICE_NAME_LABEL}={internal_service_name(metadata['name'])}"
+        selector = ",".join(f"{k}={v}" for k, v in selector_labels(metadata["name"]).items())
         try:
-            return await kube.list("EndpointSlice", metadata["namespace"], selector)
+            return await kube.list("Pod", metadata["namespace"], selector)
         except KubeError as error:
             # Without them the check asks the Service (DeliveryVerified may be Unknown).
             logger.warning("receiver pods not listed for the health check: %s", error)
             return []
 
-    return slices
+    return pods
 
 
 def kopf_watch_streams(config: RunConfig) -> int:
@@ -141,7 +137,7 @@ async def run(
         clock=op.clock.now,
         cluster_domain=config.receiver.cluster_domain,
         retry_after=timedelta(seconds=config.health_retry),
-        pod_slices=receiver_slices(op.kube),
+        receiver_pods=receiver_pods(op.kube),
     )
     memo = kopf.Memo(operator=op, health=checker, health_memos=handlers._HealthMemos())
     try:

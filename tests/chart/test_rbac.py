@@ -306,7 +306,7 @@ def lifecycle(
 
         def pods_listed() -> bool:
             """The health check asked for the receiver's pods (several replicas, no Redis)."""
-            wanted = AuditEntry("list", "discovery.k8s.io", "endpointslices", "", NAMESPACE)
+            wanted = AuditEntry("list", "", "pods", "", NAMESPACE)
             return any(e == wanted for e in kube.audit[start:])
 
         change(

@@ -8,7 +8,7 @@ with `Immediate`, deliveries signed with the new secret before a replica reloade
 answered 503 `secret_reload_pending` (never a 401), Gemini retries them, and every event
 reaches the consumer exactly once (counted by `webhook-id`). The replicas keep their
 pings in memory (the example has no Redis), so the operator's health check asks every
-ready pod that the real EndpointSlice controller lists.
+ready receiver Pod, as the node reports them to kube-apiserver.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from gemini_webhooks.sandbox.rotation_run import (
     set_revocation,
     wait_replicas,
 )
-from gemini_webhooks.sandbox.scenario import Scenario, poll, scrape, total
+from gemini_webhooks.sandbox.scenario import Scenario, StepFailed, poll, scrape, total
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
 
 pytestmark = [
@@ -125,6 +125,11 @@ async def test_without_redis_every_replicas_pings_count_for_delivery_verified(
         samples = await scrape(str(sandbox.operator_metrics_url))
         return total(samples, DELIVERY_PINGS_TOTAL, result=result)
 
+    async def seen() -> str:
+        condition = await scenario.condition(crd.CONDITION_DELIVERY_VERIFIED) or {}
+        results = {r: await pings(r) for r in ("verified", "not_verified", "receiver_unreachable")}
+        return f"pings {results}; DeliveryVerified {condition}"
+
     verified_before, unverified_before = await pings("verified"), await pings("not_verified")
     for rotation in range(1, 4):
         await scenario.request_rotation()
@@ -132,7 +137,10 @@ async def test_without_redis_every_replicas_pings_count_for_delivery_verified(
         async def verified(wanted: float = verified_before + rotation) -> bool:
             return await pings("verified") >= wanted
 
-        await poll(verified, within=120, what=f"a verified ping after rotation {rotation}")
+        try:
+            await poll(verified, within=120, what=f"a verified ping after rotation {rotation}")
+        except StepFailed as error:
+            raise AssertionError(f"{error}: {await seen()}") from None
     assert await pings("not_verified") == unverified_before
 
     async def shown() -> bool:  # the verdict is counted just before it is written

@@ -7,10 +7,10 @@ pings through the real SDK to a round-robin loopback proxy in front of their pub
 delivery, so successive pings reach successive replicas). With Redis every replica records
 its pings there, and the operator's HealthChecker asks the internal Service, mapped to
 replica 0 — the worst case: two of three pings land on a pod it does not ask. Without
-Redis it asks every ready pod the internal Service's EndpointSlices name (given here by a
-test double of the EndpointSlice listing, each pod mapped to its replica as the local node
-maps Pod addresses); where no slices are found, "not received" from the one pod the
-Service picked becomes Unknown (PingsPerReplica).
+Redis it asks every ready receiver Pod (given here by a test double of the Pod listing,
+each Pod mapped to its replica as the local node maps Pod addresses); where none is
+listed, "not received" from the one pod the Service picked becomes Unknown
+(PingsPerReplica).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from gemini_webhook_operator import health
 from gemini_webhook_operator.health import HealthChecker, HealthMemo
 from gemini_webhook_operator.metrics import OperatorMetrics
-from gemini_webhook_operator.receiver_resources import SERVICE_NAME_LABEL, internal_service_name
+from gemini_webhook_operator.receiver_resources import internal_service_name, selector_labels
 from gemini_webhook_receiver import app as receiver_app
 from gemini_webhooks.contracts import receiver_config as rc
 from gemini_webhooks.contracts.service_endpoints import pod_key, service_key
@@ -117,23 +117,18 @@ class Replicas:
         mapping[pod_key("orders-gone", "team-a", 9090)] = "127.0.0.1:9"  # refuses
         return mapping
 
-    def slices(self, *, unreachable_pod: bool = False) -> list[dict[str, Any]]:
-        """The internal Service's EndpointSlice, as the EndpointSlice controller writes it."""
-        pods = [f"orders-{index}" for index in range(len(self.running))]
+    def pods(self, *, unreachable_pod: bool = False) -> list[dict[str, Any]]:
+        """The receiver's Pods as the API lists them: Ready, on the local node's address."""
+        names = [f"orders-{index}" for index in range(len(self.running))]
         return [
             {
-                "metadata": {"labels": {SERVICE_NAME_LABEL: internal_service_name("orders")}},
-                "addressType": "IPv4",
-                "ports": [{"name": "internal", "port": 9090, "protocol": "TCP"}],
-                "endpoints": [
-                    {
-                        "addresses": ["127.0.0.1"],
-                        "conditions": {"ready": True},
-                        "targetRef": {"kind": "Pod", "name": pod, "namespace": "team-a"},
-                    }
-                    for pod in pods + (["orders-gone"] if unreachable_pod else [])
-                ],
+                "metadata": {"name": name, "labels": selector_labels("orders")},
+                "status": {
+                    "podIP": "127.0.0.1",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
             }
+            for name in names + (["orders-gone"] if unreachable_pod else [])
         ]
 
     def took(self) -> list[str | None]:
@@ -209,12 +204,12 @@ async def _ping_three_times(
     receiver_spec: dict[str, Any],
     timeout: float,
     *,
-    slices: list[dict[str, Any]] | None = None,
+    pods: list[dict[str, Any]] | None = None,
     held_secret: str | None = None,
 ) -> list[tuple[health.Verdict, list[str | None]]]:
     """Three health checks (a fresh memo each: every one pings); each verdict with which
-    replica had taken which ping by then. `slices`: what listing the internal Service's
-    EndpointSlices finds (None: the listing is not offered); `held_secret`: what the
+    replica had taken which ping by then. `pods`: what listing the receiver's Pods finds
+    (None: the listing is not offered); `held_secret`: what the
     receivers verify with (default: the webhook's secret)."""
     client = emulator.client()
     hook = await client.aio.webhooks.create(
@@ -222,15 +217,15 @@ async def _ping_three_times(
     )
     await group.hold(hook.id, held_secret or hook.new_signing_secret)
 
-    async def list_slices(_: Any) -> list[dict[str, Any]]:
-        return list(slices or [])
+    async def list_pods(_: Any) -> list[dict[str, Any]]:
+        return list(pods or [])
 
     check = HealthChecker(
         metrics=OperatorMetrics(CollectorRegistry()),
         poll_interval=0.05,
         timeout=timedelta(seconds=timeout),
         overrides=group.overrides,
-        pod_slices=None if slices is None else list_slices,
+        receiver_pods=None if pods is None else list_pods,
     )
     results = []
     try:
@@ -275,7 +270,7 @@ async def test_without_redis_every_ready_pod_is_asked_and_the_verdict_is_right(
 ) -> None:
     async with replicas(tmp_path, None) as group:
         results = await _ping_three_times(
-            group, emulator, MEMORY_SPEC, timeout=8, slices=group.slices()
+            group, emulator, MEMORY_SPEC, timeout=8, pods=group.pods()
         )
     for verdict, _ in results:
         assert (verdict.status, verdict.reason) == (True, health.REASON_VERIFIED), verdict.message
@@ -305,7 +300,7 @@ async def test_without_redis_a_ping_no_pod_verified_is_not_received_unless_one_w
             emulator,
             MEMORY_SPEC,
             timeout=1.5,
-            slices=group.slices(unreachable_pod=unreadable_pod),
+            pods=group.pods(unreachable_pod=unreadable_pod),
             held_secret=OTHER_SECRET,  # not the webhook's: every ping is refused
         )
     for verdict, _ in results:
@@ -317,7 +312,7 @@ async def test_without_redis_or_pod_listing_a_ping_on_another_replica_is_unknown
     emulator: Any, tmp_path: Path
 ) -> None:
     async with replicas(tmp_path, None) as group:
-        results = await _ping_three_times(group, emulator, MEMORY_SPEC, timeout=1.5, slices=[])
+        results = await _ping_three_times(group, emulator, MEMORY_SPEC, timeout=1.5, pods=[])
     (first, took_first), *others = results
     assert took_first[0] is not None  # the first ping reached replica 0, the one asked
     assert (first.status, first.reason) == (True, health.REASON_VERIFIED), first.message

@@ -12,7 +12,6 @@ from gemini_webhook_operator.receiver_resources import (
     ANNOTATION_CONFIG_HASH,
     CONFIG_KEY,
     CONFIG_PATH,
-    SERVICE_NAME_LABEL,
     ReceiverRenderError,
     ReceiverSettings,
     internal_service_name,
@@ -21,6 +20,7 @@ from gemini_webhook_operator.receiver_resources import (
     public_url,
     receiver_name,
     render,
+    selector_labels,
 )
 from gemini_webhooks.contracts import receiver_config
 from gemini_webhooks.contracts.crd import API_VERSION, KIND
@@ -339,53 +339,42 @@ def test_urls_go_through_the_service_endpoint_overrides() -> None:
     assert public_url(resource) == f"http://{name}.team-a.svc.cluster.local:8443/"
 
 
-def endpoint_slice(
-    *endpoints: tuple[str, str, bool | None],
-    service: str = "orders-receiver-internal",
-    port_name: str = "internal",
-    address_type: str = "IPv4",
+def receiver_pod(
+    name: str, ip: str | None = "10.0.0.1", *, ready: bool = True, **metadata: Any
 ) -> dict[str, Any]:
-    """An EndpointSlice as the EndpointSlice controller writes it: (pod, ip, ready) each."""
+    """A receiver Pod as the API serves it (labels from the Deployment's selector)."""
     return {
-        "metadata": {"labels": {SERVICE_NAME_LABEL: service}},
-        "addressType": address_type,
-        "ports": [{"name": port_name, "port": 9090, "protocol": "TCP"}],
-        "endpoints": [
-            {
-                "addresses": [ip],
-                "targetRef": {"kind": "Pod", "name": pod, "namespace": "team-a"},
-                **({} if ready is None else {"conditions": {"ready": ready}}),
-            }
-            for pod, ip, ready in endpoints
-        ],
+        "metadata": {"name": name, "labels": dict(selector_labels("orders")), **metadata},
+        "status": {
+            **({"podIP": ip} if ip else {}),
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
     }
 
 
-def test_each_ready_pod_of_the_internal_service_is_asked_for_its_pings() -> None:
-    slices = [
-        endpoint_slice(("orders-a", "10.0.0.1", True), ("orders-b", "10.0.0.2", None)),
-        endpoint_slice(("orders-c", "10.0.0.3", False)),  # not ready: takes no deliveries
+def test_each_ready_receiver_pod_is_asked_for_its_pings_at_its_ip() -> None:
+    pods = [
+        receiver_pod("orders-a", "10.0.0.1"),
+        receiver_pod("orders-b", "fd00::2"),
+        receiver_pod("orders-c", "10.0.0.3", ready=False),  # takes no deliveries
+        receiver_pod("orders-d", "10.0.0.4", deletionTimestamp="2026-12-05T10:00:00Z"),
+        receiver_pod("orders-e", None),  # not scheduled yet
     ]
-    assert ping_status_pod_urls(webhook(), slices) == {
+    assert ping_status_pod_urls(webhook(), pods) == {
         "orders-a": "http://10.0.0.1:9090/internal/pings",
-        "orders-b": "http://10.0.0.2:9090/internal/pings",
+        "orders-b": "http://[fd00::2]:9090/internal/pings",
     }
 
 
-def test_pods_are_asked_once_and_only_those_of_this_receiver() -> None:
-    slices = [
-        endpoint_slice(("orders-a", "10.0.0.1", True)),
-        endpoint_slice(("orders-a", "fd00::1", True), address_type="IPv6"),  # dual stack
-        endpoint_slice(("other-a", "10.0.0.9", True), service="other-receiver-internal"),
-        endpoint_slice(("orders-x", "10.0.0.8", True), port_name="http"),  # no internal port
-        endpoint_slice(("orders-y", "orders-y.example", True), address_type="FQDN"),
-    ]
-    assert list(ping_status_pod_urls(webhook(), slices)) == ["orders-a"]
+def test_only_this_receivers_pods_are_asked() -> None:
+    other = receiver_pod("other-a", "10.0.0.9")
+    other["metadata"]["labels"] = selector_labels("other")
+    assert list(ping_status_pod_urls(webhook(), [other, receiver_pod("orders-a")])) == ["orders-a"]
 
 
 def test_a_pod_on_the_local_node_is_asked_at_its_loopback_override() -> None:
     overrides = {pod_key("orders-a", "team-a", 9090): "127.0.0.1:40001"}
-    slices = [endpoint_slice(("orders-a", "127.0.0.1", True))]
-    assert ping_status_pod_urls(webhook(), slices, overrides=overrides) == {
+    pods = [receiver_pod("orders-a", "127.0.0.1")]
+    assert ping_status_pod_urls(webhook(), pods, overrides=overrides) == {
         "orders-a": "http://127.0.0.1:40001/internal/pings"
     }

@@ -45,9 +45,9 @@ nothing unused).
   resources: ["httproutes"]
   verbs: ["list", "create", "patch", "delete"]
 # The health check asks every ready receiver pod for its pings when several replicas
-# keep them in memory (no Redis): the pods are the internal Service's EndpointSlices.
-- apiGroups: ["discovery.k8s.io"]
-  resources: ["endpointslices"]
+# keep them in memory (no Redis): the pods are listed by the receiver's labels.
+- apiGroups: [""]
+  resources: ["pods"]
   verbs: ["list"]
 # Events about each resource.
 - apiGroups: [""]
