@@ -16,6 +16,7 @@ failed, rejections by reason summed over the replicas, and arrivals per `webhook
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -209,10 +210,19 @@ async def rotate_under_traffic(
     wanted = set(sent)
     copies = Counter(a.webhook_id for a in consumer.arrivals if a.webhook_id in wanted)
     run.arrivals = dict(Counter(copies.values()))
-    deliveries: list[dict[str, Any]] = await asyncio.to_thread(
-        control.deliveries, webhook_id=scenario.webhook_id
-    )
-    ours = [d for d in deliveries if d["id"] in wanted]
+    ours: list[dict[str, Any]] = []
+
+    async def settled() -> bool:
+        # An event reaches the consumer before the receiver's 2xx reaches the emulator (it
+        # answers once the target took it), so the emulator may still be recording a
+        # retry's answer: wait until no delivery of ours is pending.
+        nonlocal ours
+        deliveries = await asyncio.to_thread(control.deliveries, webhook_id=scenario.webhook_id)
+        ours = [d for d in deliveries if d["id"] in wanted]
+        return all(d["state"] != "pending" for d in ours)
+
+    with contextlib.suppress(StepFailed):  # what is still pending is counted below
+        await poll(settled, within=30.0, what="the emulator to record every delivery's answer")
     run.retried = sum(1 for d in ours if len(d["attempts"]) > 1)
     run.undelivered = sum(1 for d in ours if d["state"] != "delivered")
     statuses: Counter[str] = Counter()

@@ -3,7 +3,7 @@
 Deduplication and the health check's ping records live in Redis when
 `spec.receiver.redis` is set; without it each pod keeps both in memory, so with more than
 one replica a retried event may be delivered once per pod and a ping is known only to the
-pod that took it. `shared_state` says so as the `ReceiverStateShared` condition (only
+pod that took it (so the health check asks every ready pod). `shared_state` says so as the `ReceiverStateShared` condition (only
 for more than one replica; one pod has nothing to share).
 """
 
@@ -38,6 +38,6 @@ def shared_state(receiver: ReceiverSpec) -> SharedState | None:
         False,
         REASON_PER_POD,
         f"the {receiver.replicas} replicas each deduplicate alone (a retry that reaches "
-        "another pod is delivered again) and know only their own health pings; set "
-        "spec.receiver.redis to share both",
+        "another pod is delivered again) and know only their own health pings (the health "
+        "check asks every ready pod); set spec.receiver.redis to share both",
     )
