@@ -3,8 +3,9 @@
 Deduplication and the health check's ping records live in Redis when
 `spec.receiver.redis` is set; without it each pod keeps both in memory, so with more than
 one replica a retried event may be delivered once per pod and a ping is known only to the
-pod that took it (so the health check asks every ready pod). `shared_state` says so as the `ReceiverStateShared` condition (only
-for more than one replica; one pod has nothing to share).
+pod that took it (so the health check asks every ready pod). `shared_state` says so as
+the `ReceiverStateShared` condition (only for more than one replica; one pod has nothing
+to share).
 """
 
 from __future__ import annotations
