@@ -221,7 +221,8 @@ def _exclusive(lock_path: Path, waiting: Callable[[], None]) -> Iterator[None]:
 
 def build(component: Component, progress: Progress, *, every: float = 10.0) -> Path:
     """The component's binaries, built unless the cache has them; shows progress."""
-    directory = output_dir(component, go_version())
+    go = go_version()
+    directory = output_dir(component, go)
     if (directory / ".complete").exists():
         progress(f"{component.name} {component.version}: cached in {directory}")
         return directory
@@ -229,13 +230,13 @@ def build(component: Component, progress: Progress, *, every: float = 10.0) -> P
     with _exclusive(
         lock, lambda: progress(f"{component.name} {component.version}: waiting for another build")
     ):
-        return _build_locked(component, progress, every)
+        return _build_locked(component, progress, every, go, directory)
 
 
-def _build_locked(component: Component, progress: Progress, every: float) -> Path:
-    go = go_version()
-    directory = output_dir(component, go)
-    if (directory / ".complete").exists():
+def _build_locked(
+    component: Component, progress: Progress, every: float, go: str, directory: Path
+) -> Path:
+    if (directory / ".complete").exists():  # built by the build we waited for
         progress(f"{component.name} {component.version}: cached in {directory}")
         return directory
     if directory.exists():

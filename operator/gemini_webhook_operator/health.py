@@ -46,6 +46,7 @@ from gemini_webhook_operator.receiver_resources import (
 from gemini_webhooks.contracts.crd import CONDITION_DELIVERY_VERIFIED
 from gemini_webhooks.contracts.crd_receiver import (
     CrdReceiverError,
+    ReceiverSpec,
     health_check_spec,
     parse_duration,
     receiver_spec,
@@ -529,7 +530,7 @@ class HealthChecker:
         )
         if reason is None:
             return None
-        urls = await self._urls(resource, replicas=receiver.replicas, redis=receiver.redis)
+        urls = await self._urls(resource, receiver)
         verdict, sent_at = await self.check(
             urls=urls, ping=ping, current_fingerprint=current_fingerprint
         )
@@ -546,11 +547,11 @@ class HealthChecker:
         self.record(namespace, name, verdict)
         return verdict
 
-    async def _urls(self, resource: Mapping[str, Any], *, replicas: int, redis: Any) -> list[str]:
+    async def _urls(self, resource: Mapping[str, Any], receiver: ReceiverSpec) -> list[str]:
         """Whom to ask: each ready pod when several keep their pings in memory and the pods
         can be listed; otherwise the internal Service."""
         overrides = self.overrides()
-        if replicas > 1 and redis is None and self.receiver_pods is not None:
+        if receiver.replicas > 1 and receiver.redis is None and self.receiver_pods is not None:
             pods = await self.receiver_pods(resource)
             urls = ping_status_pod_urls(resource, pods, overrides=overrides)
             if urls:

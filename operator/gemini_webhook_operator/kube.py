@@ -266,6 +266,11 @@ def _selects(selector: str, labels: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, _, value in wanted)
 
 
+def label_selector(labels: Mapping[str, str]) -> str:
+    """Labels as an equality-based `labelSelector` query."""
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
 def object_path(kind: str, namespace: str, name: str | None = None) -> str:
     prefix, plural = _KINDS[kind]
     path = f"{prefix}/namespaces/{namespace}/{plural}"

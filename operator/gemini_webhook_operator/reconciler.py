@@ -36,6 +36,7 @@ from gemini_webhook_operator.diff import DISABLED_BY_FAILURES, Desired, RemoteWe
 from gemini_webhook_operator.kube import (
     Kube,
     KubeError,
+    label_selector,
     read_signing_secret,
     write_signing_secret,
 )
@@ -606,7 +607,7 @@ async def _apply_receiver(
     # namespace that every resource shares (one list per kind per interval); otherwise afresh.
     ours = receiver_resources.labels(spec.name)
     shared = max_age > 0
-    selector = ",".join(f"{k}={v}" for k, v in (RECEIVERS_SELECTOR if shared else ours).items())
+    selector = label_selector(RECEIVERS_SELECTOR if shared else ours)
     live: dict[tuple[str, str], dict[str, Any]] = {}
     for kind in RECEIVER_KINDS:
         for existing in await op.kube.list(kind, spec.namespace, selector, max_age=max_age):

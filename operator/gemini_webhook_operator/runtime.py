@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from gemini_webhook_operator import handlers, health
-from gemini_webhook_operator.kube import JSON, ClusterAccess, Kube, KubeError
+from gemini_webhook_operator.kube import JSON, ClusterAccess, Kube, KubeError, label_selector
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
 from gemini_webhook_operator.receiver_resources import ReceiverSettings, selector_labels
 from gemini_webhook_operator.reconciler import Clock, Operator, Settings, StepHook, SystemClock
@@ -79,7 +79,7 @@ def receiver_pods(kube: Kube) -> health.ReceiverPods:
 
     async def pods(resource: Mapping[str, Any]) -> list[JSON]:
         metadata = resource["metadata"]
-        selector = ",".join(f"{k}={v}" for k, v in selector_labels(metadata["name"]).items())
+        selector = label_selector(selector_labels(metadata["name"]))
         try:
             return await kube.list("Pod", metadata["namespace"], selector)
         except KubeError as error:
