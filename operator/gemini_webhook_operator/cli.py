@@ -9,10 +9,10 @@ import logging
 import os
 
 from gemini_webhook_operator import crashpoint, ha, metrics, runtime
-from gemini_webhook_operator.kube import ClusterAccess, KubeConfigError
+from gemini_webhook_operator.kube import ClusterAccess, KubeConfigError, bound_tls_read_buffer
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
-from gemini_webhook_operator.reconciler import StepHook
+from gemini_webhook_operator.reconciler import DEFAULT_MAX_CONCURRENT_RECONCILES, StepHook
 from gemini_webhook_operator.runtime import RunConfig
 from gemini_webhook_operator.webhookservice import ServiceSettings
 
@@ -75,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-rate", type=float, default=20.0, help="WebhookService calls/s per API key"
     )
     parser.add_argument("--api-timeout", type=float, default=10.0, help="seconds per API call")
+    parser.add_argument(
+        "--max-concurrent-reconciles",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_RECONCILES,
+        help="reconciliations running at once; more wait for a slot (bounds peak memory)",
+    )
     parser.add_argument("--receiver-image", help="image of the receivers the operator deploys")
     parser.add_argument("--cluster-domain", default="cluster.local")
     parser.add_argument(
@@ -118,11 +124,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise SystemExit("--drift-jitter must be in [0, 1)")
     if not args.heal_interval >= 0:  # also refuses NaN
         raise SystemExit("--heal-interval must be zero or more seconds")
+    if args.max_concurrent_reconciles < 1:
+        raise SystemExit("--max-concurrent-reconciles must be at least 1")
     return RunConfig(
         namespaces=tuple(args.namespace),
         drift_interval=args.drift_interval,
         drift_jitter=args.drift_jitter,
         heal_interval=args.heal_interval,
+        max_concurrent_reconciles=args.max_concurrent_reconciles,
         default_api_base_url=args.api_base_url,
         peering_name=args.peering,
         priority=args.priority if args.priority is not None else ha.seniority_priority(),
@@ -138,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     config = config_from_args(args)
+    bound_tls_read_buffer()
     try:
         step = crashpoint.hook_from_environment(os.environ)  # None unless a test sets it
     except crashpoint.CrashPointError as error:

@@ -206,7 +206,9 @@ async def _run(
     if body.metadata.get("deletionTimestamp"):
         return  # the finalizer owns a resource being deleted: never recreate anything now
     uid = str(body.metadata.uid)
-    async with op.lock(uid):
+    # The per-resource lock first, then one of the operator's reconcile slots: a
+    # reconciliation waiting for its resource's lock holds no slot.
+    async with op.lock(uid), op.reconcile_slots:
         # kopf's body is a live view that its watch updates in place, also while we await:
         # reconcile one copy. Conditions derived from the resource as it was, then
         # compared with it as it is, once put back a condition the health timer had just

@@ -19,7 +19,14 @@ from gemini_webhook_operator import handlers, health
 from gemini_webhook_operator.kube import JSON, ClusterAccess, Kube, KubeError, label_selector
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
 from gemini_webhook_operator.receiver_resources import ReceiverSettings, selector_labels
-from gemini_webhook_operator.reconciler import Clock, Operator, Settings, StepHook, SystemClock
+from gemini_webhook_operator.reconciler import (
+    DEFAULT_MAX_CONCURRENT_RECONCILES,
+    Clock,
+    Operator,
+    Settings,
+    StepHook,
+    SystemClock,
+)
 from gemini_webhook_operator.webhookservice import ServiceSettings, WebhookServices
 
 
@@ -40,6 +47,7 @@ class RunConfig:
     auth_retry: float = 300.0
     error_backoff: float = 10.0  # seconds before retrying a transient failure
     heal_interval: float = 3600.0  # at most one healing rotation per resource this often
+    max_concurrent_reconciles: int = DEFAULT_MAX_CONCURRENT_RECONCILES
     watch_timeout: float = 300.0  # server-side timeout of kopf's watch requests
     exit_timeout: float = 2.0  # how long workers may finish their queue at shutdown
 
@@ -65,6 +73,7 @@ def build_operator(
             auth_retry=config.auth_retry,
             error_backoff=config.error_backoff,
             heal_interval=config.heal_interval,
+            max_concurrent_reconciles=config.max_concurrent_reconciles,
         ),
         receiver_settings=config.receiver,
     )

@@ -139,6 +139,8 @@ def test_helm_loads_the_crds_from_the_chart() -> None:
         ({"operator": {"logLevel": "verbose"}}, "logLevel"),
         ({"operator": {"healInterval": -1}}, "healInterval"),
         ({"operator": {"healInterval": "1h"}}, "healInterval"),
+        ({"operator": {"maxConcurrentReconciles": 0}}, "maxConcurrentReconciles"),
+        ({"operator": {"maxConcurrentReconciles": 2.5}}, "maxConcurrentReconciles"),
         ({"image": {"pullPolicy": "always"}}, "pullPolicy"),
         ({"image": {"digest": "latest"}}, "digest"),
         ({"monitoring": {"serviceMonitor": {"enabled": "true"}}}, "enabled"),
@@ -535,3 +537,12 @@ def test_extra_arguments_reach_the_operator_verbatim() -> None:
 def test_the_heal_rate_limit_is_passed_to_the_operator() -> None:
     assert "--heal-interval=3600" in _operator_args({})
     assert "--heal-interval=600" in _operator_args({"operator": {"healInterval": 600}})
+
+
+def test_the_reconcile_concurrency_bound_is_passed_to_the_operator() -> None:
+    from gemini_webhook_operator.reconciler import DEFAULT_MAX_CONCURRENT_RECONCILES
+
+    default = f"--max-concurrent-reconciles={DEFAULT_MAX_CONCURRENT_RECONCILES}"
+    assert default in _operator_args({})
+    limited = _operator_args({"operator": {"maxConcurrentReconciles": 32}})
+    assert "--max-concurrent-reconciles=32" in limited

@@ -1,6 +1,7 @@
 """`FaultProxy`: a test double in front of the emulator's WebhookService.
 
-It forwards every request unchanged, records `(method, path, status)` for counting, and
+It forwards every request unchanged (after `latency` seconds, when set), records
+`(method, path, status)` for counting and the most requests it held at once, and
 injects faults on demand: an HTTP error (with `Retry-After`), or a stall longer than the
 client's timeout. The emulator stays the only implementation of the API; this only
 breaks the wire, the way a flaky network or an overloaded Google frontend would.
@@ -46,6 +47,9 @@ class FaultProxy:
     records: list[Recorded] = field(default_factory=list)
     faults: list[ProxyFault] = field(default_factory=list)
     url: str = ""
+    latency: float = 0.0
+    in_flight: int = 0
+    most_in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
@@ -92,7 +96,16 @@ class FaultProxy:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
             body = {"error": {"code": fault.status, "message": "injected", "status": "FAULT"}}
             return web.json_response(body, status=fault.status, headers=headers)
-        return await self._forward(request, record=True)
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            return await self._forward(request, record=True)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     async def _forward(self, request: web.Request, record: bool = False) -> web.Response:
         assert self._session is not None

@@ -281,6 +281,7 @@ async def operator_running(
     health_tick: float = 30.0,
     health_retry: float = 60.0,
     heal_interval: float = 3600.0,
+    max_concurrent_reconciles: int = runtime.RunConfig.max_concurrent_reconciles,
 ) -> AsyncIterator[RunningOperator]:
     access = ClusterAccess.load(operator_kubeconfig(kube))
     config = runtime.RunConfig(
@@ -293,6 +294,7 @@ async def operator_running(
         auth_retry=auth_retry,
         error_backoff=0.5,
         heal_interval=heal_interval,
+        max_concurrent_reconciles=max_concurrent_reconciles,
         watch_timeout=5.0,
         exit_timeout=0.2,
         service=ServiceSettings(timeout_seconds=api_timeout, auth_backoff_seconds=auth_retry),

@@ -325,3 +325,99 @@ def test_the_operator_process_does_not_load_the_kubernetes_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+_TLS_BUFFER_PROBE = r"""
+import asyncio, sys, tracemalloc
+from pathlib import Path
+from aiohttp import ClientSession, TCPConnector, web
+from aiohttp.test_utils import TestServer
+import ssl
+from gemini_webhooks.controlplane.pki import CertificateAuthority
+from gemini_webhook_operator.kube import ClusterAccess, bound_tls_read_buffer
+
+BODY = bytes(range(256)) * (3 * 4096)  # 3 MiB, larger than any read buffer
+
+async def main() -> None:
+    if sys.argv[2] == "bounded":
+        bound_tls_read_buffer()
+    ca = CertificateAuthority(Path(sys.argv[1]))
+    pair = ca.issue("serving", common_name="127.0.0.1", server=True)
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    serving.load_cert_chain(pair.cert, pair.key)
+
+    async def body(request: web.Request) -> web.Response:
+        return web.Response(body=BODY)
+
+    app = web.Application()
+    app.router.add_get("/", body)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(ssl=serving)
+    access = ClusterAccess(server=f"https://127.0.0.1:{server.port}", ca_path=str(ca.cert_path))
+    connector = TCPConnector(ssl=access.ssl_context(), limit=20)
+    async with ClientSession(connector=connector) as session:
+        tracemalloc.start()
+
+        async def fetch() -> bytes:
+            async with session.get(access.server + "/") as response:
+                return await response.read()
+
+        bodies = await asyncio.gather(*(fetch() for _ in range(20)))
+        snapshot = tracemalloc.take_snapshot()
+        assert all(b == BODY for b in bodies), "a response arrived damaged"
+        buffers = snapshot.filter_traces([tracemalloc.Filter(True, "*asyncio/sslproto.py")])
+        print(sum(stat.size for stat in buffers.statistics("filename")))
+    await server.close()
+
+asyncio.run(main())
+"""
+
+
+def test_the_operator_bounds_each_tls_connections_read_buffer(tmp_path: Path) -> None:
+    """asyncio keeps a 256 KiB read buffer per TLS connection, resident from the connect;
+    the operator holds ~60 to kube-apiserver (bench/operator --kube real: 15 MiB of its
+    peak RSS). Bounded to 64 KiB, 20 connections cost a quarter as much, and 3 MiB
+    responses still arrive whole. Each case runs in its own process: the bound is
+    process-wide, so both ends of the 20 connections (40 TLS protocols: the test server
+    runs in the same process) take it."""
+    import subprocess
+    import sys
+
+    from gemini_webhook_operator.kube import TLS_READ_BUFFER
+
+    def sslproto_bytes(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _TLS_BUFFER_PROBE, str(tmp_path / mode), mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return int(out.stdout.split()[-1])
+
+    unbounded = sslproto_bytes("unbounded")
+    bounded = sslproto_bytes("bounded")
+    assert unbounded >= 40 * 256 * 1024
+    assert 40 * TLS_READ_BUFFER <= bounded < 40 * (TLS_READ_BUFFER + 16 * 1024)
+
+
+def test_the_operator_command_applies_the_tls_read_buffer_bound(tmp_path: Path) -> None:
+    """The bound is set by `gemini-webhooks operator` itself, before it loads credentials."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, asyncio.sslproto as p\n"
+        "from gemini_webhooks.cli import main\n"
+        "try:\n"
+        f"    main(['operator', '--kubeconfig', {str(tmp_path / 'missing')!r}])\n"
+        "except SystemExit as stop:\n"
+        "    print(stop.code)\n"
+        "print(p.SSLProtocol.max_size)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    from gemini_webhook_operator.kube import TLS_READ_BUFFER
+
+    lines = out.stdout.splitlines()
+    assert "cannot load the cluster's credentials" in lines[0]
+    assert lines[-1] == str(TLS_READ_BUFFER)

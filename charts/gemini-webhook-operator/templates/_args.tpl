@@ -8,6 +8,7 @@
 - --heal-interval={{ .Values.operator.healInterval }}
 - --api-rate={{ .Values.operator.apiRate }}
 - --api-timeout={{ .Values.operator.apiTimeout }}
+- --max-concurrent-reconciles={{ .Values.operator.maxConcurrentReconciles }}
 - --cluster-domain={{ .Values.operator.clusterDomain }}
 {{- with .Values.receivers.networkPolicy }}
 {{- if .enabled }}
