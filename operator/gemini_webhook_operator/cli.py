@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 
@@ -141,6 +142,17 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
 
 
+def freeze_imported_objects() -> None:
+    """Moves everything alive now — half a million objects of imported modules, which live
+    as long as the process — out of the cyclic garbage collector's sight (`gc.freeze`, made
+    for this). A full collection then runs once the operator's own objects grow by a
+    quarter, not the imports too, so a burst's cyclic garbage is freed sooner and each
+    collection is shorter. bench/operator --kube real, 1,000 resources: peak RSS
+    195-196 -> 187-194 MiB (4 runs), Ready in 22-26 s instead of 27-29 s."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -148,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     )
     config = config_from_args(args)
     bound_tls_read_buffer()
+    freeze_imported_objects()
     try:
         step = crashpoint.hook_from_environment(os.environ)  # None unless a test sets it
     except crashpoint.CrashPointError as error:

@@ -401,8 +401,9 @@ def test_the_operator_bounds_each_tls_connections_read_buffer(tmp_path: Path) ->
     assert 40 * TLS_READ_BUFFER <= bounded < 40 * (TLS_READ_BUFFER + 16 * 1024)
 
 
-def test_the_operator_command_applies_the_tls_read_buffer_bound(tmp_path: Path) -> None:
-    """The bound is set by `gemini-webhooks operator` itself, before it loads credentials."""
+def test_the_operator_command_bounds_tls_buffers_and_freezes_its_imports(tmp_path: Path) -> None:
+    """`gemini-webhooks operator` itself bounds the TLS read buffers and freezes the
+    imported objects out of the garbage collector's sight, before it loads credentials."""
     import subprocess
     import sys
 
@@ -414,10 +415,13 @@ def test_the_operator_command_applies_the_tls_read_buffer_bound(tmp_path: Path) 
         "except SystemExit as stop:\n"
         "    print(stop.code)\n"
         "print(p.SSLProtocol.max_size)\n"
+        "import gc\n"
+        "print(gc.get_freeze_count())\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     from gemini_webhook_operator.kube import TLS_READ_BUFFER
 
     lines = out.stdout.splitlines()
     assert "cannot load the cluster's credentials" in lines[0]
-    assert lines[-1] == str(TLS_READ_BUFFER)
+    assert lines[-2] == str(TLS_READ_BUFFER)
+    assert int(lines[-1]) > 100_000  # the imported modules' objects, frozen (gc.freeze)
