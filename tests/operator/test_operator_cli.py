@@ -28,6 +28,13 @@ def test_heals_are_limited_to_one_an_hour_unless_told_otherwise() -> None:
     assert cli.config_from_args(args).heal_interval == 600
 
 
+def test_reconciliations_run_two_hundred_at_once_unless_told_otherwise() -> None:
+    config = cli.config_from_args(build_parser().parse_args(["operator"]))
+    assert config.max_concurrent_reconciles == 200
+    args = build_parser().parse_args(["operator", "--max-concurrent-reconciles", "16"])
+    assert cli.config_from_args(args).max_concurrent_reconciles == 16
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
@@ -35,6 +42,7 @@ def test_heals_are_limited_to_one_an_hour_unless_told_otherwise() -> None:
         (["--drift-jitter", "1.5"], "--drift-jitter"),
         (["--heal-interval", "-1"], "--heal-interval must be zero or more"),
         (["--heal-interval", "nan"], "--heal-interval must be zero or more"),
+        (["--max-concurrent-reconciles", "0"], "--max-concurrent-reconciles must be at least 1"),
     ],
 )
 def test_bad_options_are_rejected_with_a_message(option: list[str], message: str) -> None:
