@@ -105,10 +105,10 @@ class Receiver:
         self.config = config
         self.tolerance = config.replay.tolerance_seconds
         self.reload_hold = config.replay.reload_pending_seconds
-        # The unknown-signature rule's memory (static.unknown_signature); the verified
-        # time is a plain float: it is written on every verified delivery.
-        self.suspicion = static.ReloadSuspicion()
+        # The unknown-signature rule's evidence (static.unknown_signature): when a static
+        # delivery last verified (written on every one) and when the secrets last changed.
         self._last_verified: float | None = None
+        self._last_reload: float | None = None
         self.targets = Targets(config)
         self.secret_sets = [static.SecretSet(w.name) for w in config.static_webhooks]
         self.sources: list[SecretSource] = []
@@ -172,9 +172,7 @@ class Receiver:
         else:
             secret_set.replace(update)
         if not first_load and before != tuple(s.fingerprint for s in secret_set.secrets):
-            self.suspicion = static.ReloadSuspicion(
-                self.suspicion.last_verified, time.time(), self.suspicion.opened
-            )
+            self._last_reload = time.time()
         count = secret_set.valid_count(time.time())
         metrics.secret_reloads.labels(secret_set.name, "ok").inc()
         log(20, "signing secrets loaded", webhook=secret_set.name, valid_secrets=count)
@@ -228,7 +226,9 @@ class Receiver:
             self.stream = Stream(
                 self.redis, cfg.redis, cfg.dedup.ttl_seconds if redis_dedup else None
             )
-            self.shared_pings = SharedPings(self.redis, cfg.redis.stream)
+            self.shared_pings = SharedPings(
+                self.redis, cfg.redis.stream, cfg.redis.dedup_key_prefix, cfg.dedup.ttl_seconds
+            )
             self.consumer = Consumer(self.stream, self.targets, cfg.forwarding, self.forwarder)
             await self.consumer.start()
             if not redis_dedup:
@@ -325,29 +325,41 @@ class Receiver:
             return self._reject(verified, msg_id)
         event, ping = verified
         if ping is not None:
-            if self.shared_pings is not None and not await self._share(ping):
-                self._count_failed.inc()
-                return 503, _UNAVAILABLE
-            self.pings[ping.source] = ping
-            metrics.last_ping_timestamp_seconds.labels(ping.source).set(ping.received_at)
-            self._count_ping.inc()
-            log(
-                20,
-                "ping received",
-                webhook_id=msg_id,
-                source=ping.source,
-                secret_index=ping.secret_index,
-            )
-            return 200, _PING
+            return await self._record_ping(event, ping)
         return await self._accept(event)
 
-    async def _share(self, ping: PingRecord) -> bool:
-        """Record a verified ping for every replica; False (answer 503, so that Gemini
-        retries) when Redis cannot take it: a ping only this pod knows of would be
-        reported as not received by the others."""
+    async def _record_ping(self, event: Event, ping: PingRecord) -> Answer:
+        """Keep a verified ping for the health check, once per `webhook-id`: a replay is
+        answered as a duplicate and changes nothing the health check reads."""
+        if self.shared_pings is not None:
+            fresh = await self._share(ping)
+            if fresh is None:
+                self._count_failed.inc()
+                return 503, _UNAVAILABLE
+        else:
+            assert self.memory_dedup is not None  # without Redis, dedup is in memory
+            fresh = self.memory_dedup.claim(ping.webhook_id)
+        if not fresh:
+            return self._duplicate(event)
+        self.pings[ping.source] = ping
+        metrics.last_ping_timestamp_seconds.labels(ping.source).set(ping.received_at)
+        self._count_ping.inc()
+        log(
+            20,
+            "ping received",
+            webhook_id=ping.webhook_id,
+            source=ping.source,
+            secret_index=ping.secret_index,
+        )
+        return 200, _PING
+
+    async def _share(self, ping: PingRecord) -> bool | None:
+        """Record a verified ping for every replica (False: a replay, already recorded);
+        None (answer 503, so that Gemini retries) when Redis cannot take it: a ping only
+        this pod knows of would be reported as not received by the others."""
         assert self.shared_pings is not None
         try:
-            await self.shared_pings.record(ping.source, ping.as_json())
+            return await self.shared_pings.record(ping.source, ping.webhook_id, ping.as_json())
         except (RedisError, OSError) as error:
             log(
                 40,
@@ -355,8 +367,7 @@ class Receiver:
                 webhook_id=ping.webhook_id,
                 error=type(error).__name__,
             )
-            return False
-        return True
+            return None
 
     def _verify_static(
         self, msg_id: str, timestamp: int, signature: str, body: bytes, now: float
@@ -377,10 +388,8 @@ class Receiver:
                 and window is None
                 and static.has_candidates(signature)
             ):
-                state = static.ReloadSuspicion(
-                    self._last_verified, self.suspicion.last_reload, self.suspicion.opened
-                )
-                match, self.suspicion = static.unknown_signature(state, now, self.reload_hold)
+                evidence = static.ReloadEvidence(self._last_verified, self._last_reload)
+                match = static.unknown_signature(evidence, now, self.reload_hold)
             return match
         if window is not None:
             return window

@@ -147,44 +147,42 @@ def check_window(timestamp: int, now: float, tolerance: int) -> Rejection | None
 # non-2xx, but a final-looking 401 `bad_signature` is what a forgery gets, so a replica that
 # was verifying deliveries a moment ago and now sees a signature it cannot place answers 503
 # `secret_reload_pending` instead, for a bounded time.
+#
+# What opens that time is evidence an unauthenticated request cannot produce: a delivery
+# this replica verified (only Gemini holds the secret), and the absence of any reload since
+# (once the Secret changed after it, the lag a rotation explains is over). A request that
+# proved nothing changes neither, so it can neither open the window nor spend it: a forgery
+# inside the window is answered 503 too, and costs the genuine rotation nothing.
 
 
 @dataclass(frozen=True)
-class ReloadSuspicion:
-    """What the rule below remembers (unix seconds; None: never)."""
+class ReloadEvidence:
+    """What the rule below reads (unix seconds; None: never)."""
 
     last_verified: float | None = None  # a static delivery verified
     last_reload: float | None = None  # the loaded secrets changed (not the first load)
-    opened: float | None = None  # the current suspicion window opened
 
 
-def unknown_signature(
-    state: ReloadSuspicion, now: float, hold: float
-) -> tuple[Rejection, ReloadSuspicion]:
+def unknown_signature(evidence: ReloadEvidence, now: float, hold: float) -> Rejection:
     """The answer to a fresh, well-formed delivery whose signatures match no loaded (nor
-    revoked) secret, and the state to keep. First reason that fires:
+    revoked) secret. First reason that fires:
 
     - the rule is off (`hold` <= 0): 401 `bad_signature`;
-    - a window opened since the last reload is still open: 503 `secret_reload_pending`;
-    - a window opened since the last reload is spent: 401 — one window per secret
-      generation, so a signature no reload explains (a forgery, a misconfigured secret)
-      cannot keep Gemini retrying; a reload that changes the secrets re-arms the rule;
     - nothing verified within `hold` before now: 401 — nothing suggests a rotation (a
-      replica that was idle, or never verified anything);
-    - otherwise a window opens now: 503.
+      replica that was idle, or never verified anything, or a rotation's lag that lasted
+      longer than `hold`);
+    - the loaded secrets changed since that verification: 401 — the reload a rotation
+      would explain has happened, and the new secret does not match either;
+    - otherwise: 503 `secret_reload_pending`.
     """
     if hold <= 0:
-        return reasons.BAD_SIGNATURE, state
-    reloaded = state.last_reload if state.last_reload is not None else float("-inf")
-    if state.opened is not None and state.opened >= reloaded:
-        if now - state.opened < hold:
-            return reasons.SECRET_RELOAD_PENDING, state
-        return reasons.BAD_SIGNATURE, state
-    if state.last_verified is None or now - state.last_verified >= hold:
-        return reasons.BAD_SIGNATURE, state
-    return reasons.SECRET_RELOAD_PENDING, ReloadSuspicion(
-        state.last_verified, state.last_reload, now
-    )
+        return reasons.BAD_SIGNATURE
+    verified = evidence.last_verified
+    if verified is None or now - verified >= hold:
+        return reasons.BAD_SIGNATURE
+    if evidence.last_reload is not None and evidence.last_reload >= verified:
+        return reasons.BAD_SIGNATURE
+    return reasons.SECRET_RELOAD_PENDING
 
 
 def has_candidates(signature_header: str) -> bool:

@@ -1,5 +1,6 @@
-"""A signature matching no loaded secret, right after deliveries verified, is answered 503
-`secret_reload_pending` (Gemini retries) for a bounded time: the pure rule, then a receiver."""
+"""A signature matching no loaded secret, right after deliveries verified and before any
+reload, is answered 503 `secret_reload_pending` (Gemini retries): the pure rule, then a
+receiver. Only evidence an unauthenticated request cannot produce opens it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gemini_webhook_receiver import reasons
-from gemini_webhook_receiver.static import ReloadSuspicion, has_candidates, unknown_signature
+from gemini_webhook_receiver.static import ReloadEvidence, has_candidates, unknown_signature
 
 from .conftest import (
     RecordingTarget,
@@ -28,51 +29,40 @@ PENDING, BAD = reasons.SECRET_RELOAD_PENDING, reasons.BAD_SIGNATURE
 
 
 def test_rule_off_is_always_bad_signature() -> None:
-    state = ReloadSuspicion(last_verified=99.0)
-    assert unknown_signature(state, 100.0, 0) == (BAD, state)
-    assert unknown_signature(state, 100.0, -1) == (BAD, state)
+    evidence = ReloadEvidence(last_verified=99.0)
+    assert unknown_signature(evidence, 100.0, 0) is BAD
+    assert unknown_signature(evidence, 100.0, -1) is BAD
 
 
 def test_nothing_verified_is_bad_signature() -> None:
     """A receiver that never verified anything has no reason to suspect a rotation."""
-    state = ReloadSuspicion()
-    assert unknown_signature(state, 100.0, HOLD) == (BAD, state)
+    assert unknown_signature(ReloadEvidence(), 100.0, HOLD) is BAD
 
 
 def test_verified_long_ago_is_bad_signature() -> None:
-    state = ReloadSuspicion(last_verified=100.0 - HOLD)
-    assert unknown_signature(state, 100.0, HOLD) == (BAD, state)
+    assert unknown_signature(ReloadEvidence(last_verified=100.0 - HOLD), 100.0, HOLD) is BAD
 
 
-def test_verified_recently_opens_a_window() -> None:
-    answer, state = unknown_signature(ReloadSuspicion(last_verified=90.0), 100.0, HOLD)
-    assert answer is PENDING
-    assert state == ReloadSuspicion(last_verified=90.0, opened=100.0)
+def test_verified_recently_without_a_reload_since_is_pending() -> None:
+    assert unknown_signature(ReloadEvidence(last_verified=90.0), 100.0, HOLD) is PENDING
+    earlier_reload = ReloadEvidence(last_verified=90.0, last_reload=80.0)
+    assert unknown_signature(earlier_reload, 100.0, HOLD) is PENDING
 
 
-def test_window_stays_open_until_hold_then_is_spent() -> None:
-    state = ReloadSuspicion(last_verified=99.0, opened=100.0)
-    assert unknown_signature(state, 100.0 + HOLD - 0.01, HOLD) == (PENDING, state)
-    # Spent: 401 even though deliveries kept verifying meanwhile; the window never reopens
-    # by itself — a forgery cannot keep Gemini retrying.
-    later = ReloadSuspicion(last_verified=100.0 + HOLD, opened=100.0)
-    assert unknown_signature(later, 100.0 + HOLD, HOLD) == (BAD, later)
-    assert unknown_signature(later, 100.0 + 10 * HOLD, HOLD) == (BAD, later)
+def test_a_reload_after_the_last_verification_ends_the_window() -> None:
+    """The reload a rotation would explain has come; the new secret does not match either."""
+    reloaded = ReloadEvidence(last_verified=90.0, last_reload=95.0)
+    assert unknown_signature(reloaded, 100.0, HOLD) is BAD
+    at_once = ReloadEvidence(last_verified=90.0, last_reload=90.0)
+    assert unknown_signature(at_once, 100.0, HOLD) is BAD
 
 
-def test_a_reload_rearms_the_rule() -> None:
-    spent = ReloadSuspicion(last_verified=300.0, last_reload=200.0, opened=100.0)
-    answer, state = unknown_signature(spent, 301.0, HOLD)
-    assert answer is PENDING
-    assert state.opened == 301.0
-    # A window opened at the reload's instant belongs to the new generation.
-    same = ReloadSuspicion(last_verified=300.0, last_reload=200.0, opened=200.0)
-    assert unknown_signature(same, 200.0 + HOLD, HOLD) == (BAD, same)
-
-
-def test_a_rearmed_rule_still_needs_a_recent_verification() -> None:
-    state = ReloadSuspicion(last_verified=100.0, last_reload=500.0, opened=90.0)
-    assert unknown_signature(state, 501.0, HOLD) == (BAD, state)
+def test_the_answer_depends_only_on_evidence_a_forgery_cannot_change() -> None:
+    """No state is returned: however many unknown signatures came before, the next one in
+    the same evidence gets the same answer, so forgeries cannot spend a window in advance."""
+    evidence = ReloadEvidence(last_verified=90.0)
+    answers = {unknown_signature(evidence, 90.0 + t, HOLD) for t in range(1, 60)}
+    assert answers == {PENDING}
 
 
 def test_the_reason_is_retryable_and_closed() -> None:
@@ -121,24 +111,41 @@ async def test_unknown_signature_on_an_idle_receiver_is_bad_signature(
     assert (status, answer["error"]) == (401, "bad_signature")
 
 
-async def test_the_window_is_bounded_and_rearmed_by_a_changed_secret(
+async def test_forgeries_neither_open_nor_spend_the_window(
     start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
 ) -> None:
     path, old = secrets_file
     config = base_config(target.url, path, replay={"reload_pending_seconds": 1})
     client = await start_receiver(config)
-    assert (await client.deliver([old]))[0] == 200
     forged = new_secret()
-    assert (await client.deliver([forged]))[0] == 503
+    # Before anything verified, a forgery is a forgery, and opens nothing.
+    assert (await client.deliver([forged]))[1]["error"] == "bad_signature"
+    assert (await client.deliver([old]))[0] == 200
+    for _ in range(5):  # forgeries right after a verified delivery
+        assert (await client.deliver([forged]))[0] == 503
     await asyncio.sleep(1.1)
-    assert (await client.deliver([old]))[0] == 200
     status, answer, _ = await client.deliver([forged])
-    assert (status, answer["error"]) == (401, "bad_signature")  # spent, though verifying
-    new = new_secret()
-    write_secrets(path, new, (old, None))  # a changed Secret: a new generation
-    await asyncio.sleep(0.6)
+    assert (status, answer["error"]) == (401, "bad_signature")  # the window is bounded
+    # A genuine rotation later still gets its window: the forgeries spent nothing.
     assert (await client.deliver([old]))[0] == 200
-    assert (await client.deliver([forged]))[0] == 503
+    new = new_secret()
+    status, answer, msg_id = await client.deliver([new])
+    assert (status, answer["error"]) == (503, "secret_reload_pending")
+    write_secrets(path, new)
+    await asyncio.sleep(0.6)
+    assert (await client.deliver([new], msg_id=msg_id))[0] == 200
+
+
+async def test_after_the_reload_an_unknown_signature_is_bad_signature(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, old = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    assert (await client.deliver([old]))[0] == 200
+    write_secrets(path, new_secret())  # the rotation's secret arrived; `old` is revoked
+    await asyncio.sleep(0.6)
+    status, answer, _ = await client.deliver([new_secret()])
+    assert (status, answer["error"]) == (401, "bad_signature")
 
 
 async def test_stale_timestamp_or_no_v1_signature_is_never_retryable(

@@ -15,7 +15,7 @@ from gemini_webhooks.contracts.delivery import PING_EVENT_TYPE
 from gemini_webhooks.contracts.receiver_config import DYNAMIC_SOURCE
 from tests.fixtures.redis import RedisServer
 
-from .conftest import RecordingTarget, StartReceiver, base_config
+from .conftest import RecordingTarget, StartReceiver, base_config, signed_headers
 
 pytestmark = pytest.mark.real_component
 
@@ -71,6 +71,29 @@ async def test_a_later_ping_on_another_replica_replaces_the_earlier_one(
     _, _, later = await second.deliver([secret], PING)
     _, pings = await first.get_json("/internal/pings")
     assert pings["pings"]["orders"]["webhook_id"] == later
+
+
+async def test_a_ping_replayed_to_another_replica_changes_no_ping_record(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+) -> None:
+    """Dedup of pings is in Redis whatever the dedup backend: a replica that never saw the
+    ping still recognises its replay."""
+    path, secret = secrets_file
+    config_b = _config(target.url, path, redis_server, "b")
+    config_b["dedup"] = {"backend": "memory"}
+    first = await start_receiver(_config(target.url, path, redis_server, "a"))
+    second = await start_receiver(config_b)
+    body = json.dumps(PING).encode()
+    headers = signed_headers([secret], body)
+    assert await first.post(body, headers) == (200, {"status": "ping"})
+    _, recorded = await first.get_json("/internal/pings")
+    assert await second.post(body, headers) == (200, {"status": "duplicate"})
+    assert await first.post(body, headers) == (200, {"status": "duplicate"})
+    _, after = await second.get_json("/internal/pings")
+    assert after == recorded
 
 
 async def test_no_ping_yet_reports_no_source(

@@ -250,6 +250,24 @@ async def test_ping_is_recorded_with_the_verifying_secret_and_not_forwarded(
     assert old not in json.dumps(pings)
 
 
+async def test_a_replayed_ping_is_a_duplicate_and_changes_no_ping_record(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """A captured ping sent again must not make the health check see a fresh delivery."""
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    body = json.dumps({"type": PING_EVENT_TYPE, "data": {}}).encode()
+    headers = signed_headers([secret], body)
+    assert await client.post(body, headers) == (200, {"status": "ping"})
+    _, first = await client.get_json("/internal/pings")
+    await asyncio.sleep(1.1)  # a refreshed record would show a later received_at
+    assert await client.post(body, headers) == (200, {"status": "duplicate"})
+    _, again = await client.get_json("/internal/pings")
+    assert again == first
+    counted = await client.metric("gemini_receiver_deliveries_total", outcome="ping", reason="ok")
+    assert counted == 1
+
+
 async def test_readyz_waits_for_secrets(
     start_receiver: StartReceiver, target: RecordingTarget, tmp_path: Path
 ) -> None:
