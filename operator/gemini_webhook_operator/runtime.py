@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import threading
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import kopf
 
@@ -107,6 +110,23 @@ def kopf_watch_streams(config: RunConfig) -> int:
     return (len(config.namespaces) or 1) * per_scope + 2
 
 
+def operator_identity(
+    environ: Mapping[str, str], uid: int, host: str, started: datetime, suffix: str
+) -> str:
+    """This replica's name among its peers (kopf's peering records name it).
+
+    The Pod's name where the Deployment passes it (`POD_NAME`, as the chart does; kopf's
+    own convention, `POD_ID`, first), else `uid-<uid>@<host>/<start>/<suffix>`. kopf's own
+    fallback asks `getpass.getuser()`, which raises for a user without a passwd entry —
+    the image's UID 65532 has none — so the operator crashed at start in every Pod
+    without `POD_ID`.
+    """
+    for variable in ("POD_ID", "POD_NAME"):
+        if environ.get(variable):
+            return environ[variable]
+    return f"uid-{uid}@{host}/{started.strftime('%Y%m%d%H%M%S')}/{suffix}"
+
+
 def kopf_settings(config: RunConfig) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
@@ -157,6 +177,17 @@ async def run(
             namespaces=list(config.namespaces),
             clusterwide=not config.namespaces,
             standalone=config.peering_name is None,
+            # kopf types it as a NewType of str that it does not export.
+            identity=cast(
+                Any,
+                operator_identity(
+                    os.environ,
+                    os.getuid(),
+                    socket.gethostname(),
+                    datetime.now(UTC),
+                    secrets.token_hex(2),
+                ),
+            ),
             peering_name=config.peering_name,
             priority=config.priority,
             liveness_endpoint=config.liveness_endpoint,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -98,16 +99,24 @@ class OperatorProcess:
 
 @asynccontextmanager
 async def operator_process(
-    kube: Any, log_path: Path, *, crash_at: str | None = None
+    kube: Any, log_path: Path, *, crash_at: str | None = None, as_uid: int | None = None
 ) -> AsyncIterator[OperatorProcess]:
+    """`as_uid`: run as that user id with no passwd entry, no HOME and no user name in the
+    environment, as the image runs it — in a user namespace mapping our user to it."""
     env = dict(os.environ)
     env.pop("KUBECONFIG", None)
     env.pop(crashpoint.ENV, None)
     if crash_at is not None:
         env[crashpoint.ENV] = crash_at
+    prefix: list[str] = []
+    if as_uid is not None:
+        for variable in ("USER", "LOGNAME", "LNAME", "USERNAME", "HOME", "POD_ID", "POD_NAME"):
+            env.pop(variable, None)
+        prefix = ["unshare", "--user", f"--map-user={as_uid}", f"--map-group={as_uid}"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "gemini_webhooks",
@@ -192,6 +201,22 @@ async def test_a_sigkill_at_each_step_boundary_heals_to_one_webhook_and_a_verify
             assert await restarted.heals(HEAL_FOUND_BY_MARKER) == 1
             healed = await gemini.wait_event("crashy", {"Healed"})
             assert webhook_id in healed["message"]
+
+
+async def test_the_operator_runs_as_the_images_user_without_a_passwd_entry(
+    gemini: Cluster, emulator: Any, kube: Any, tmp_path: Path
+) -> None:
+    """The image runs as UID 65532, which has no passwd entry: kopf's own identity
+    (`getpass.getuser()`) raised KeyError there and the operator exited at start."""
+    uid = 65532
+    with pytest.raises(KeyError):
+        pwd.getpwuid(uid)  # the premise: no such user on this machine either
+    endpoint = emulator.endpoint()
+    async with operator_process(kube, tmp_path / "operator.log", as_uid=uid) as operator:
+        await gemini.apply(resource("nobody", endpoint.url, emulator.base_url))
+        await gemini.wait_for("nobody", is_ready, timeout=30)
+        assert operator.process.poll() is None, operator.log()[-4000:]
+    assert "getpwuid" not in operator.log()
 
 
 def test_the_matrix_covers_every_step_boundary_the_reconciler_has() -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from functools import partial
+
 import pytest
 
 from gemini_webhook_operator import cli
+from gemini_webhook_operator.runtime import operator_identity
 from gemini_webhooks.cli import build_parser
 
 
@@ -55,3 +59,12 @@ def test_replicas_without_an_explicit_priority_get_distinct_seniority_priorities
     first = cli.config_from_args(build_parser().parse_args(["operator", "--peering", "p"]))
     second = cli.config_from_args(build_parser().parse_args(["operator", "--peering", "p"]))
     assert first.priority > second.priority  # the older replica wins
+
+
+def test_the_peering_identity_is_the_pod_name_or_the_uid_never_a_user_name() -> None:
+    started = datetime(2026, 12, 6, 9, 30, tzinfo=UTC)
+    identity = partial(operator_identity, uid=65532, host="h", started=started, suffix="ab")
+    assert identity({"POD_NAME": "gwo-7f9c-x2"}) == "gwo-7f9c-x2"
+    assert identity({"POD_ID": "kopf-id", "POD_NAME": "pod"}) == "kopf-id"
+    assert identity({}) == "uid-65532@h/20261206093000/ab"
+    assert identity({"POD_NAME": ""}) == "uid-65532@h/20261206093000/ab"
