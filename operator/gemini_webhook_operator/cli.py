@@ -9,12 +9,13 @@ import gc
 import logging
 import os
 
-from gemini_webhook_operator import crashpoint, ha, metrics, runtime
+from gemini_webhook_operator import crashpoint, metrics, runtime
 from gemini_webhook_operator.kube import ClusterAccess, KubeConfigError, bound_tls_read_buffer
+from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaseTiming
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhook_operator.reconciler import DEFAULT_MAX_CONCURRENT_RECONCILES, StepHook
-from gemini_webhook_operator.runtime import RunConfig
+from gemini_webhook_operator.runtime import LeaderElection, RunConfig
 from gemini_webhook_operator.webhookservice import ServiceSettings
 
 
@@ -51,15 +52,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="default Gemini API base URL (resources may override it with spec.apiBaseUrl)",
     )
     parser.add_argument(
-        "--peering",
-        metavar="NAME",
-        help="enable HA: replicas in this kopf peering elect one active operator "
-        "(default: standalone, a single replica)",
+        "--leader-elect",
+        action="store_true",
+        help="elect one active replica by a coordination.k8s.io Lease; the others stand by "
+        "(needed with more than one replica)",
     )
     parser.add_argument(
-        "--priority",
-        type=int,
-        help="peering priority (default: by seniority, so the oldest replica is active)",
+        "--leader-election-namespace",
+        metavar="NS",
+        help="the Lease's namespace (default: $POD_NAMESPACE)",
+    )
+    parser.add_argument(
+        "--leader-election-id",
+        metavar="NAME",
+        default=DEFAULT_LEASE_NAME,
+        help="the Lease's name (default: %(default)s)",
+    )
+    default_timing = LeaseTiming()
+    parser.add_argument(
+        "--lease-duration",
+        type=float,
+        default=default_timing.lease_duration,
+        help="seconds a follower waits after the leader's last renewal (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=default_timing.renew_deadline,
+        help="seconds the leader keeps acting without a successful renewal (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-period",
+        type=float,
+        default=default_timing.retry_period,
+        help="seconds between tries to acquire or renew the Lease (default: %(default)s)",
     )
     parser.add_argument(
         "--liveness",
@@ -127,6 +153,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise SystemExit("--heal-interval must be zero or more seconds")
     if args.max_concurrent_reconciles < 1:
         raise SystemExit("--max-concurrent-reconciles must be at least 1")
+    election = None
+    if args.leader_elect:
+        namespace = args.leader_election_namespace or os.environ.get("POD_NAMESPACE")
+        if not namespace:
+            raise SystemExit("--leader-elect needs --leader-election-namespace or $POD_NAMESPACE")
+        timing = LeaseTiming(args.lease_duration, args.renew_deadline, args.retry_period)
+        if timing.problems():
+            raise SystemExit("leader election: " + "; ".join(timing.problems()))
+        election = LeaderElection(namespace, args.leader_election_id, timing)
     return RunConfig(
         namespaces=tuple(args.namespace),
         drift_interval=args.drift_interval,
@@ -134,8 +169,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         heal_interval=args.heal_interval,
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         default_api_base_url=args.api_base_url,
-        peering_name=args.peering,
-        priority=args.priority if args.priority is not None else ha.seniority_priority(),
+        leader_election=election,
         liveness_endpoint=args.liveness,
         service=ServiceSettings(timeout_seconds=args.api_timeout, rate=args.api_rate),
         receiver=receiver,
@@ -177,6 +211,10 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(_serve(access, config, step))
     except KeyboardInterrupt:
         return 130
+    except runtime.LeadershipLost as lost:
+        # As controller-runtime's manager: stop, and let the kubelet restart a follower.
+        logging.getLogger("gemini_webhook_operator").error("%s; exiting", lost)
+        return 1
     return 0
 
 

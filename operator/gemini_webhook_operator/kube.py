@@ -20,7 +20,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,7 @@ _KINDS: dict[str, tuple[str, str]] = {
     "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
     crd.KIND: (f"/apis/{contract.API_GROUP}/{crd.VERSION}", crd.PLURAL),
 }
 
@@ -231,21 +232,41 @@ class ClusterAccess:
             private_key_path=configuration.key_file,
         )
 
-    def kopf_session(self, *, watch_streams: int = 1) -> kopf.AiohttpSession:
+    def kopf_session(
+        self, *, watch_streams: int = 1, write_guard: Callable[[str], None] | None = None
+    ) -> kopf.AiohttpSession:
         """kopf's own client session, with at most `watch_streams` + KOPF_SPARE_CONNECTIONS
         connections. kopf's default pool is unbounded: 1,000 resources arriving at once
         opened ~800 concurrent TLS connections to kube-apiserver (asyncio keeps a 256 KiB
         read buffer per TLS connection), and the operator's peak RSS rose by ~90 MiB over
         plain HTTP. A bound below the number of watch streams would starve the rest. kopf
         closes the session when it drops these credentials and logs in again (on a 401:
-        a replaced token file is read again then)."""
+        a replaced token file is read again then). `write_guard` is called before each of
+        kopf's requests that is not a GET (its patches and Events) and refuses it by
+        raising, as for the operator's own client."""
         token = self.bearer_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        traces = []
+        if write_guard is not None:
+            guard = write_guard
+
+            async def refuse_unguarded_writes(
+                session: aiohttp.ClientSession,
+                context: Any,
+                params: aiohttp.TraceRequestStartParams,
+            ) -> None:
+                if params.method != "GET":
+                    guard(f"kopf {params.method} {params.url.path}")
+
+            trace = aiohttp.TraceConfig()
+            trace.on_request_start.append(refuse_unguarded_writes)
+            traces.append(trace)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 ssl=self.ssl_context(), limit=watch_streams + KOPF_SPARE_CONNECTIONS
             ),
             headers=headers,
+            trace_configs=traces,
         )
         return kopf.AiohttpSession(server=self.server, aiohttp_session=session)
 
@@ -301,8 +322,17 @@ def object_path(kind: str, namespace: str, name: str | None = None) -> str:
 class Kube:
     """A minimal async Kubernetes client for the operator's own objects."""
 
-    def __init__(self, access: ClusterAccess, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        access: ClusterAccess,
+        *,
+        timeout: float = 30.0,
+        write_guard: Callable[[str], None] | None = None,
+    ) -> None:
         self.access = access
+        # Called with a description before every request that is not a GET; raises to refuse
+        # it (the leader fence: `leader.Fence.check`).
+        self.write_guard = write_guard
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         # Shared listings by (kind, namespace, label selector): (monotonic time, by name).
@@ -336,7 +366,10 @@ class Kube:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
     ) -> JSON | None:
-        """Call the API; None for 404; KubeError for any other failure."""
+        """Call the API; None for 404; KubeError for any other failure (and whatever the
+        write guard raises for a write it refuses)."""
+        if method != "GET" and self.write_guard is not None:
+            self.write_guard(f"{method} {path}")
         headers = {"Content-Type": content_type} if body is not None else {}
         token = self.access.bearer_token()  # per request: a token file may have been replaced
         if token:

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Literal
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -49,6 +49,8 @@ RESOURCE_CONDITION = f"{NAMESPACE}_resource_condition"
 DELIVERY_PINGS_TOTAL = f"{NAMESPACE}_delivery_pings_total"
 DELIVERY_ROUND_TRIP_SECONDS = f"{NAMESPACE}_delivery_round_trip_seconds"
 DELIVERY_VERIFIED = f"{NAMESPACE}_delivery_verified"
+LEADER = f"{NAMESPACE}_leader"
+LEADER_TRANSITIONS_TOTAL = f"{NAMESPACE}_leader_transitions_total"
 
 ALL_METRIC_NAMES: tuple[str, ...] = (
     RECONCILES_TOTAL,
@@ -65,6 +67,8 @@ ALL_METRIC_NAMES: tuple[str, ...] = (
     DELIVERY_PINGS_TOTAL,
     DELIVERY_ROUND_TRIP_SECONDS,
     DELIVERY_VERIFIED,
+    LEADER,
+    LEADER_TRANSITIONS_TOTAL,
 )
 
 # Closed label sets (documented in docs/operator-receiver.md).
@@ -288,6 +292,19 @@ class OperatorMetrics:
             buckets=_ROUND_TRIP_BUCKETS,
             registry=r,
         )
+        self.leader = Gauge(
+            LEADER,
+            "1 while this replica holds the leader Lease and may write, else 0; `identity` "
+            "is this replica's (its Pod's name), the Lease's holderIdentity when it leads.",
+            ["identity"],
+            registry=r,
+        )
+        self.leader_transitions = Counter(
+            LEADER_TRANSITIONS_TOTAL.removesuffix("_total"),
+            "Times this replica became the leader (acquired the Lease).",
+            ["identity"],
+            registry=r,
+        )
         # Exported at 0 from the start, so that `increase()` sees the first one too.
         for reason in sorted(HEAL_REASONS):
             self.heals.labels(reason)
@@ -295,6 +312,11 @@ class OperatorMetrics:
             self.heal_holds.labels(reason)
         self.webhooks = WebhookTable(clock)
         r.register(self.webhooks)
+
+    def set_leader(self, identity: str, leading: bool) -> None:
+        self.leader.labels(identity).set(1 if leading else 0)
+        if leading:
+            self.leader_transitions.labels(identity).inc()
 
     @contextmanager
     def time_reconcile(self, handler: str) -> Iterator[ReconcileRecord]:

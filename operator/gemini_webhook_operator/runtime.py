@@ -11,7 +11,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -20,6 +20,7 @@ import kopf
 
 from gemini_webhook_operator import handlers, health
 from gemini_webhook_operator.kube import JSON, ClusterAccess, Kube, KubeError, label_selector
+from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaderElector, LeaseTiming
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
 from gemini_webhook_operator.receiver_resources import ReceiverSettings, selector_labels
 from gemini_webhook_operator.reconciler import (
@@ -33,6 +34,19 @@ from gemini_webhook_operator.reconciler import (
 from gemini_webhook_operator.webhookservice import ServiceSettings, WebhookServices
 
 
+@dataclass(frozen=True)
+class LeaderElection:
+    """Which Lease the replicas elect their leader by (`leader.py`), and its timing."""
+
+    namespace: str
+    name: str = DEFAULT_LEASE_NAME
+    timing: LeaseTiming = field(default_factory=LeaseTiming)
+
+
+class LeadershipLost(RuntimeError):
+    """This replica stopped leading while it ran; it must stop (and be restarted)."""
+
+
 @dataclass
 class RunConfig:
     namespaces: Collection[str] = ()  # empty: every namespace
@@ -41,8 +55,7 @@ class RunConfig:
     health_tick: float = 30.0
     health_retry: float = 60.0  # an unverified health check is re-checked this soon
     default_api_base_url: str | None = None
-    peering_name: str | None = None  # None: standalone (a single replica)
-    priority: int = 0
+    leader_election: LeaderElection | None = None  # None: a single replica, no election
     liveness_endpoint: str | None = None
     service: ServiceSettings = field(default_factory=ServiceSettings)
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
@@ -62,11 +75,17 @@ def build_operator(
     metrics: OperatorMetrics = METRICS,
     clock: Clock | None = None,
     step: StepHook | None = None,
+    write_guard: Callable[[str], None] | None = None,
 ) -> Operator:
+    """The operator's parts; `write_guard` refuses its writes (Kubernetes and WebhookService
+    calls alike) by raising, as the leader fence does when this replica is not the leader."""
     op = Operator(
-        kube=Kube(access),
+        kube=Kube(access, write_guard=write_guard),
         services=WebhookServices(
-            metrics, config.service, default_base_url=config.default_api_base_url
+            metrics,
+            config.service,
+            default_base_url=config.default_api_base_url,
+            guard=write_guard,
         ),
         metrics=metrics,
         clock=clock or SystemClock(),
@@ -104,16 +123,15 @@ def receiver_pods(kube: Kube) -> health.ReceiverPods:
 
 def kopf_watch_streams(config: RunConfig) -> int:
     """How many watches kopf keeps open: GeminiWebhooks in each namespace (or one
-    cluster-wide), the peering objects there too when peering is on, and its observers of
-    CustomResourceDefinitions and Namespaces (the latter for namespace patterns)."""
-    per_scope = 2 if config.peering_name else 1
-    return (len(config.namespaces) or 1) * per_scope + 2
+    cluster-wide), and its observers of CustomResourceDefinitions and Namespaces (the
+    latter for namespace patterns)."""
+    return (len(config.namespaces) or 1) + 2
 
 
 def operator_identity(
     environ: Mapping[str, str], uid: int, host: str, started: datetime, suffix: str
 ) -> str:
-    """This replica's name among its peers (kopf's peering records name it).
+    """This replica's name: the leader Lease's holderIdentity while it leads, and kopf's.
 
     The Pod's name where the Deployment passes it (`POD_NAME`, as the chart does; kopf's
     own convention, `POD_ID`, first), else `uid-<uid>@<host>/<start>/<suffix>`. kopf's own
@@ -139,6 +157,21 @@ def kopf_settings(config: RunConfig) -> kopf.OperatorSettings:
     return settings
 
 
+def own_identity() -> str:
+    return operator_identity(
+        os.environ, os.getuid(), socket.gethostname(), datetime.now(UTC), secrets.token_hex(2)
+    )
+
+
+async def _until_set(flag: asyncio.Event | threading.Event) -> None:
+    if isinstance(flag, asyncio.Event):
+        await flag.wait()
+        return
+    # A threading.Event set from another thread: polled, as kopf itself does with one.
+    while not flag.is_set():  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+
+
 async def run(
     access: ClusterAccess,
     config: RunConfig,
@@ -146,8 +179,85 @@ async def run(
     operator: Operator | None = None,
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
+    identity: str | None = None,
 ) -> None:
-    op = operator or build_operator(access, config)
+    """Run until `stop_flag` is set (or a signal stops kopf). With leader election, wait to
+    hold the Lease first, and raise LeadershipLost once it is lost."""
+    me = identity or own_identity()
+    election = config.leader_election
+    elector: LeaderElector | None = None
+    if election is not None:
+        metrics = operator.metrics if operator is not None else METRICS
+        elector = LeaderElector(
+            Kube(access),  # its own connection pool: renewals never queue behind reconciles
+            election.namespace,
+            election.name,
+            me,
+            election.timing,
+            on_change=lambda leading: metrics.set_leader(me, leading),
+        )
+        metrics.set_leader(me, False)
+    op = operator or build_operator(
+        access, config, write_guard=elector.fence.check if elector is not None else None
+    )
+    if elector is None:
+        await _run_kopf(access, config, op, me, stop_flag, ready_flag, None)
+        return
+    if operator is not None:  # built by the caller: fence it here
+        op.kube.write_guard = elector.fence.check
+        op.services.guard = elector.fence.check
+    stopping = asyncio.Event()
+    helpers: list[asyncio.Task[None]] = []
+    if stop_flag is not None:
+
+        async def forward_stop(flag: asyncio.Event | threading.Event = stop_flag) -> None:
+            await _until_set(flag)
+            stopping.set()
+
+        helpers.append(asyncio.create_task(forward_stop()))
+    lost = False
+    try:
+        acquiring = asyncio.create_task(elector.acquire())
+        stopped = asyncio.create_task(stopping.wait())
+        await asyncio.wait({acquiring, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not acquiring.done():
+            acquiring.cancel()
+            await _close(op)
+            return
+
+        async def hold() -> None:
+            nonlocal lost
+            await elector.hold()
+            lost = True
+            stopping.set()
+
+        helpers.append(asyncio.create_task(hold()))
+        await _run_kopf(access, config, op, me, stopping, ready_flag, elector.fence.check)
+    finally:
+        for task in helpers:
+            task.cancel()
+        if not lost:
+            await elector.release()
+        await elector.kube.close()
+    if lost:
+        raise LeadershipLost(f"{me} lost the leader Lease {elector.namespace}/{elector.name}")
+
+
+async def _close(op: Operator) -> None:
+    await op.services.close()
+    await op.kube.close()
+
+
+async def _run_kopf(
+    access: ClusterAccess,
+    config: RunConfig,
+    op: Operator,
+    identity: str,
+    stop_flag: asyncio.Event | threading.Event | None,
+    ready_flag: asyncio.Event | threading.Event | None,
+    write_guard: Callable[[str], None] | None,
+) -> None:
     registry = handlers.build_registry(
         handlers.HandlerConfig(
             drift_interval=config.drift_interval,
@@ -158,7 +268,9 @@ async def run(
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.AiohttpSession:
-        return access.kopf_session(watch_streams=kopf_watch_streams(config))
+        return access.kopf_session(
+            watch_streams=kopf_watch_streams(config), write_guard=write_guard
+        )
 
     settings = kopf_settings(config)
     checker = health.HealthChecker(
@@ -176,25 +288,14 @@ async def run(
             memo=memo,
             namespaces=list(config.namespaces),
             clusterwide=not config.namespaces,
-            standalone=config.peering_name is None,
+            # One replica acts: the leader Lease decides which, not kopf's peering.
+            standalone=True,
             # kopf types it as a NewType of str that it does not export.
-            identity=cast(
-                Any,
-                operator_identity(
-                    os.environ,
-                    os.getuid(),
-                    socket.gethostname(),
-                    datetime.now(UTC),
-                    secrets.token_hex(2),
-                ),
-            ),
-            peering_name=config.peering_name,
-            priority=config.priority,
+            identity=cast(Any, identity),
             liveness_endpoint=config.liveness_endpoint,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
         )
     finally:
         await checker.close()
-        await op.services.close()
-        await op.kube.close()
+        await _close(op)

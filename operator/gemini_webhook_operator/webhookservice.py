@@ -242,8 +242,11 @@ class WebhookService:
         metrics: OperatorMetrics,
         settings: ServiceSettings | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        guard: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings or ServiceSettings()
+        # Called before every call; raises to refuse it (the leader fence).
+        self._guard = guard
         self.base_url = base_url
         self._metrics = metrics
         self._monotonic = monotonic
@@ -262,12 +265,16 @@ class WebhookService:
         return f"WebhookService(base_url={self.base_url!r})"
 
     async def _call(self, method: str, call: Callable[[], Awaitable[T]], *, mutating: bool) -> T:
+        if self._guard is not None:
+            self._guard(f"WebhookService {method}")
         if self._auth_failure is not None:
             failed_at, auth_error = self._auth_failure
             if self._monotonic() - failed_at < self.settings.auth_backoff_seconds:
                 raise auth_error
             self._auth_failure = None
         await self.limiter.acquire()
+        if self._guard is not None:  # the wait for the rate limiter may have been long
+            self._guard(f"WebhookService {method}")
         started = time.perf_counter()
         code: int | str = 200
         try:
@@ -444,10 +451,12 @@ class WebhookServices:
         settings: ServiceSettings | None = None,
         *,
         default_base_url: str | None = None,
+        guard: Callable[[str], None] | None = None,
     ) -> None:
         self._metrics = metrics
         self._settings = settings or ServiceSettings()
         self.default_base_url = default_base_url
+        self.guard = guard
         self._services: dict[tuple[str, str | None], WebhookService] = {}
 
     def for_key(self, api_key: str, base_url: str | None) -> WebhookService:
@@ -455,7 +464,9 @@ class WebhookServices:
         key = (hashlib.sha256(api_key.encode()).hexdigest(), base)
         service = self._services.get(key)
         if service is None:
-            service = WebhookService(api_key, base, metrics=self._metrics, settings=self._settings)
+            service = WebhookService(
+                api_key, base, metrics=self._metrics, settings=self._settings, guard=self.guard
+            )
             self._services[key] = service
         return service
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import helm_python as helm
 import kubernetes_validate
@@ -116,11 +118,7 @@ def test_chart_crds_are_byte_for_byte_the_top_level_crds() -> None:
 
 def test_helm_loads_the_crds_from_the_chart() -> None:
     names = {d["metadata"]["name"] for c in chart().crds for d in yaml.safe_load_all(c["data"])}
-    assert names == {
-        "geminiwebhooks.gemini.webhooks.dev",
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-    }
+    assert names == {"geminiwebhooks.gemini.webhooks.dev"}
 
 
 # --- values and schema ---------------------------------------------------------------------
@@ -243,14 +241,39 @@ def test_every_pod_meets_the_restricted_pod_security_standard(
             assert sc.get("privileged") is not True
 
 
-def test_single_replica_runs_without_leader_election_and_never_overlaps() -> None:
+def _lease_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        rule
+        for role in find(objects, "Role")
+        if role["metadata"]["name"].endswith("-leader-election")
+        for rule in role["rules"]
+    ]
+
+
+def test_one_replica_elects_itself_by_a_lease_so_a_rolling_update_never_overlaps() -> None:
     objects = manifests()
     (deployment,) = find(objects, "Deployment")
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert not any(a.startswith("--peering") for a in _operator_args({}))
+    assert "strategy" not in deployment["spec"]  # a RollingUpdate: the Lease keeps one acting
+    args = _operator_args({})
+    assert "--leader-elect" in args
+    assert "--leader-election-id=gwo-gemini-webhook-operator" in args
+    assert {"--lease-duration=15", "--renew-deadline=10", "--retry-period=2"} <= set(args)
     assert "command" not in deployment["spec"]["template"]["spec"]["containers"][0]
     assert find(objects, "PodDisruptionBudget") == []
-    assert find(objects, "ClusterKopfPeering") == find(objects, "KopfPeering") == []
+
+
+def test_without_leader_election_one_replica_never_overlaps() -> None:
+    values = {"leaderElection": {"enabled": False}}
+    objects = manifests(values)
+    (deployment,) = find(objects, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not any(a.startswith("--leader-elect") for a in _operator_args(values))
+    assert _lease_rules(objects) == []
+
+
+def test_several_replicas_without_leader_election_are_refused() -> None:
+    with pytest.raises(Exception, match=r"leaderElection\.enabled"):
+        manifests({"replicaCount": 2, "leaderElection": {"enabled": False}})
 
 
 def test_several_replicas_elect_a_leader_and_keep_one_through_disruptions() -> None:
@@ -259,15 +282,25 @@ def test_several_replicas_elect_a_leader_and_keep_one_through_disruptions() -> N
     (deployment,) = find(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 3
     assert "strategy" not in deployment["spec"]
-    assert "--peering=gwo-gemini-webhook-operator" in _operator_args(values)
-    (peering,) = find(objects, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "gwo-gemini-webhook-operator"
+    assert "--leader-elect" in _operator_args(values)
     (pdb,) = find(objects, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
-    (cluster_role,) = find(objects, "ClusterRole")
-    assert {"clusterkopfpeerings"} <= {
-        r for rule in cluster_role["rules"] for r in rule["resources"]
-    }
+    assert find(objects, "ClusterKopfPeering") == find(objects, "KopfPeering") == []
+
+
+def test_the_lease_rules_name_the_one_lease_in_the_release_namespace() -> None:
+    objects = manifests(COMBINATIONS["namespaced"])
+    (role,) = [r for r in find(objects, "Role") if r["metadata"]["name"].endswith("-election")]
+    assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert _lease_rules(objects) == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["gwo-gemini-webhook-operator"],
+            "verbs": ["get", "update"],
+        },
+    ]
 
 
 def test_default_image_follows_the_chart_app_version() -> None:
@@ -293,7 +326,10 @@ def test_cluster_wide_by_default() -> None:
     (cluster_role,) = find(objects, "ClusterRole")
     resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert {"geminiwebhooks", "secrets"} <= resources
-    assert find(objects, "Role") == []
+    # The one Role is the leader Lease's, in the operator's own namespace.
+    assert [r["metadata"]["name"] for r in find(objects, "Role")] == [
+        "gwo-gemini-webhook-operator-leader-election"
+    ]
 
 
 def test_watch_namespaces_limits_the_operator_and_its_access_to_them() -> None:
@@ -309,7 +345,8 @@ def test_watch_namespaces_limits_the_operator_and_its_access_to_them() -> None:
     assert "secrets" not in cluster_resources and "geminiwebhooks" not in cluster_resources
     roles = {r["metadata"]["namespace"]: r for r in find(objects, "Role")}
     bindings = {b["metadata"]["namespace"]: b for b in find(objects, "RoleBinding")}
-    assert set(roles) == set(bindings) == {"team-a", "team-b"}
+    # One in each watched namespace, and the leader Lease's in the operator's own.
+    assert set(roles) == set(bindings) == {"team-a", "team-b", RELEASE_NAMESPACE}
     for binding in bindings.values():
         assert binding["subjects"][0]["namespace"] == RELEASE_NAMESPACE
 
@@ -443,38 +480,6 @@ def test_chart_package_contains_the_rules_and_the_dashboard(tmp_path: Path) -> N
     assert {"files/prometheus-rules.yaml", "files/dashboard.json"} <= names
 
 
-# --- HA: kopf peering ------------------------------------------------------------------------
-
-
-def _crd_for(obj: dict[str, Any]) -> dict[str, Any]:
-    group = obj["apiVersion"].split("/")[0]
-    for crd in chart().crds:
-        for doc in yaml.safe_load_all(crd["data"]):
-            if doc["spec"]["group"] == group and doc["spec"]["names"]["kind"] == obj["kind"]:
-                return dict(doc)
-    raise AssertionError(f"no CRD in the chart serves {obj['kind']}")
-
-
-def test_ha_peering_object_is_served_by_a_crd_the_chart_ships_at_the_right_scope() -> None:
-    cluster_wide = find(manifests(COMBINATIONS["ha"]), "ClusterKopfPeering")
-    namespaced = find(
-        manifests({"replicaCount": 2, "watchNamespaces": ["team-a", "team-b"]}), "KopfPeering"
-    )
-    assert len(cluster_wide) == 1 and "namespace" not in cluster_wide[0]["metadata"]
-    assert [p["metadata"]["namespace"] for p in namespaced] == ["team-a", "team-b"]
-    assert _crd_for(cluster_wide[0])["spec"]["scope"] == "Cluster"
-    assert _crd_for(namespaced[0])["spec"]["scope"] == "Namespaced"
-
-
-def test_ha_replicas_get_priorities_that_fall_with_their_start_time() -> None:
-    (deployment,) = find(manifests(COMBINATIONS["ha"]), "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    shell, flag, script, argv0 = container["command"]
-    assert (shell, flag, argv0) == ("/bin/sh", "-c", "gemini-webhooks")
-    assert script == 'exec gemini-webhooks "$@" --priority="-$(date +%s%6N)"'
-    assert container["args"][0] == "operator"
-
-
 def test_operator_deploys_receivers_with_the_charts_image() -> None:
     values = {"image": {"repository": "registry.example.com/gwo", "tag": "1.2.3"}}
     assert "--receiver-image=registry.example.com/gwo:1.2.3" in _operator_args(values)
@@ -489,44 +494,16 @@ def test_operator_serves_the_probes_and_metrics_ports_the_pod_declares() -> None
 def test_operator_arguments_parse_with_the_real_cli(
     combination: tuple[str, dict[str, Any]],
 ) -> None:
+    from gemini_webhook_operator import cli
     from gemini_webhooks.cli import build_parser
 
     _, values = combination
-    args = _operator_args(values)
-    (deployment,) = find(manifests(values), "Deployment")
-    if "command" in deployment["spec"]["template"]["spec"]["containers"][0]:
-        args = [*args, "--priority=-1700000000000000"]
-    parsed = build_parser().parse_args(args)
+    parsed = build_parser().parse_args(_operator_args(values))
     assert parsed.command == "operator"
-
-
-def test_ha_wrapper_passes_the_arguments_and_a_seniority_priority_to_the_cli() -> None:
-    import subprocess
-
-    from gemini_webhooks.cli import build_parser
-
-    (deployment,) = find(manifests(COMBINATIONS["ha"]), "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    shell, flag, script, argv0 = container["command"]
-    # `echo` stands in for the console script: the shell line is run for real.
-    printed = subprocess.run(
-        [
-            shell,
-            flag,
-            script.replace("exec gemini-webhooks", "exec echo"),
-            argv0,
-            *container["args"],
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=10,
-    ).stdout.split()
-    assert printed[: len(container["args"])] == container["args"]
-    priority = printed[-1].removeprefix("--priority=")
-    assert priority.startswith("-") and priority[1:].isdigit() and len(priority) >= 17
-    parsed = build_parser().parse_args(printed)
-    assert parsed.priority == int(priority) and parsed.peering == "gwo-gemini-webhook-operator"
+    with patch.dict(os.environ, {"POD_NAMESPACE": RELEASE_NAMESPACE}):
+        config = cli.config_from_args(parsed)  # the CLI's own checks pass
+    election = config.leader_election
+    assert election is not None and election.namespace == RELEASE_NAMESPACE
 
 
 def test_extra_arguments_reach_the_operator_verbatim() -> None:

@@ -107,8 +107,6 @@ def _operator_command(values: dict[str, Any], kubeconfig: Path) -> list[str]:
             args.append("--metrics-address=127.0.0.1")
             arg = "--metrics-port=0"
         args.append(arg)
-    if "command" in container:  # HA: the chart's shell wrapper adds a seniority priority
-        args.append(f"--priority=-{time.time_ns() // 1000}")
     return [sys.executable, "-m", "gemini_webhooks", *args, "--kubeconfig", str(kubeconfig)]
 
 
@@ -162,20 +160,18 @@ def lifecycle(
     processes: list[subprocess.Popen[bytes]] = []
 
     def run(values: dict[str, Any]) -> Run:
-        # Set-up, before the operator starts: CRDs, namespace, API key, peering object.
-        peering = find(manifests(values), "ClusterKopfPeering") + find(
-            manifests(values), "KopfPeering"
-        )
+        # Set-up, before the operator starts: CRDs, namespaces (the release's holds the
+        # leader Lease), API key.
         api_key = base64.b64encode(emulator.api_key.encode()).decode()
         setup = [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELEASE_NAMESPACE}},
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "metadata": {"name": "gemini-api-key", "namespace": NAMESPACE},
                 "data": {"api-key": api_key},
             },
-            *peering,
         ]
         _kubectl(kube, tmp_path, "apply", "-f", str(ROOT / "crds"))
         gateway_api.install(kube)
@@ -184,6 +180,7 @@ def lifecycle(
         start = len(kube.audit)
         log_path = tmp_path / "operator.log"
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        env["POD_NAMESPACE"] = RELEASE_NAMESPACE  # as the chart's Deployment sets it
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 _operator_command(values, kube.kubeconfig),

@@ -155,8 +155,8 @@ async def test_kopfs_session_bounds_its_connections_and_sends_the_token() -> Non
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     port = server.port
-    # Operating in 20 namespaces with peering: more watch streams than spare connections.
-    config = runtime.RunConfig(namespaces=[f"ns{i}" for i in range(20)], peering_name="p")
+    # Operating in 40 namespaces: more watch streams than spare connections.
+    config = runtime.RunConfig(namespaces=[f"ns{i}" for i in range(40)])
     streams = runtime.kopf_watch_streams(config)
     assert streams == 42
     try:
@@ -181,12 +181,11 @@ async def test_kopfs_session_bounds_its_connections_and_sends_the_token() -> Non
     assert tokens == {"Bearer kopf-token"}
 
 
-def test_kopf_watch_streams_count_namespaces_peering_and_observers() -> None:
+def test_kopf_watch_streams_count_namespaces_and_observers() -> None:
     from gemini_webhook_operator import runtime
 
     assert runtime.kopf_watch_streams(runtime.RunConfig()) == 3
     assert runtime.kopf_watch_streams(runtime.RunConfig(namespaces=["a", "b"])) == 4
-    assert runtime.kopf_watch_streams(runtime.RunConfig(peering_name="p")) == 4
 
 
 def _write(tmp_path: Path, name: str, config: dict[str, object]) -> Path:

@@ -47,6 +47,7 @@ def test_every_documented_metric_is_exposed() -> None:
     m.webhooks.set_secret_created("ns", "a", 100.0)
     m.webhooks.set_next_rotation("ns", "a", 200.0)
     m.webhooks.set_delivery_verified("ns", "a", True)
+    m.set_leader("replica-a", True)
     names = {name for name, _ in samples(m)}
     for name in metrics.ALL_METRIC_NAMES:
         assert name in names or f"{name}_count" in names, name

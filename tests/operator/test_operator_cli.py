@@ -2,28 +2,70 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from functools import partial
+from unittest.mock import patch
 
 import pytest
 
 from gemini_webhook_operator import cli
-from gemini_webhook_operator.runtime import operator_identity
+from gemini_webhook_operator.leader import LeaseTiming
+from gemini_webhook_operator.runtime import LeaderElection, operator_identity
 from gemini_webhooks.cli import build_parser
 
 
 def test_operator_subcommand_is_discovered_with_its_options() -> None:
     args = build_parser().parse_args(
-        ["operator", "-n", "a", "-n", "b", "--drift-interval", "60", "--peering", "gwo"]
+        ["operator", "-n", "a", "-n", "b", "--drift-interval", "60", "--leader-elect"]
     )
-    config = cli.config_from_args(args)
+    with patch.dict(os.environ, {"POD_NAMESPACE": "gwo-system"}):
+        config = cli.config_from_args(args)
     assert tuple(config.namespaces) == ("a", "b")
-    assert config.drift_interval == 60 and config.peering_name == "gwo"
+    assert config.drift_interval == 60
+    assert config.leader_election == LeaderElection("gwo-system", "gemini-webhook-operator")
 
 
-def test_defaults_are_cluster_wide_and_standalone() -> None:
+def test_defaults_are_cluster_wide_without_leader_election() -> None:
     config = cli.config_from_args(build_parser().parse_args(["operator"]))
-    assert tuple(config.namespaces) == () and config.peering_name is None
+    assert tuple(config.namespaces) == () and config.leader_election is None
+
+
+def test_leader_election_takes_its_lease_and_timing_from_flags() -> None:
+    args = build_parser().parse_args(
+        [
+            "operator",
+            "--leader-elect",
+            "--leader-election-namespace=ops",
+            "--leader-election-id=gwo",
+            "--lease-duration=30",
+            "--renew-deadline=20",
+            "--retry-period=4",
+        ]
+    )
+    election = cli.config_from_args(args).leader_election
+    assert election == LeaderElection("ops", "gwo", LeaseTiming(30, 20, 4))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lease-duration=10"], "greater than the renew deadline"),
+        (["--retry-period=9"], "greater than 1.2 x the retry period"),
+    ],
+)
+def test_inconsistent_lease_timing_is_refused(flags: list[str], message: str) -> None:
+    args = build_parser().parse_args(
+        ["operator", "--leader-elect", "--leader-election-namespace=ops", *flags]
+    )
+    with pytest.raises(SystemExit, match=message):
+        cli.config_from_args(args)
+
+
+def test_leader_election_needs_a_namespace() -> None:
+    args = build_parser().parse_args(["operator", "--leader-elect"])
+    with patch.dict(os.environ, clear=True), pytest.raises(SystemExit, match="POD_NAMESPACE"):
+        cli.config_from_args(args)
 
 
 def test_heals_are_limited_to_one_an_hour_unless_told_otherwise() -> None:
@@ -55,13 +97,7 @@ def test_bad_options_are_rejected_with_a_message(option: list[str], message: str
         cli.config_from_args(args)
 
 
-def test_replicas_without_an_explicit_priority_get_distinct_seniority_priorities() -> None:
-    first = cli.config_from_args(build_parser().parse_args(["operator", "--peering", "p"]))
-    second = cli.config_from_args(build_parser().parse_args(["operator", "--peering", "p"]))
-    assert first.priority > second.priority  # the older replica wins
-
-
-def test_the_peering_identity_is_the_pod_name_or_the_uid_never_a_user_name() -> None:
+def test_the_identity_is_the_pod_name_or_the_uid_never_a_user_name() -> None:
     started = datetime(2026, 12, 6, 9, 30, tzinfo=UTC)
     identity = partial(operator_identity, uid=65532, host="h", started=started, suffix="ab")
     assert identity({"POD_NAME": "gwo-7f9c-x2"}) == "gwo-7f9c-x2"

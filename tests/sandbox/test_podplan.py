@@ -221,7 +221,7 @@ def test_the_charts_operator_binds_the_loopback_ports_of_its_metrics_and_health_
 ) -> None:
     from tests.chart.rendering import find, manifests
 
-    for values in ({}, {"replicaCount": 2}):  # the HA pod runs through /bin/sh -c
+    for values in ({}, {"replicaCount": 2}):
         deployment = find(manifests(values), "Deployment")[0]
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         by_number = {p["containerPort"]: 42000 + i for i, p in enumerate(container["ports"])}

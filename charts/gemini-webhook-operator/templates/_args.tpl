@@ -25,7 +25,11 @@
 - --namespace={{ . }}
 {{- end }}
 {{- if include "gwo.leaderElection" . }}
-- --peering={{ include "gwo.fullname" . }}
+- --leader-elect
+- --leader-election-id={{ include "gwo.fullname" . }}
+- --lease-duration={{ .Values.leaderElection.leaseDuration }}
+- --renew-deadline={{ .Values.leaderElection.renewDeadline }}
+- --retry-period={{ .Values.leaderElection.retryPeriod }}
 {{- end }}
 {{- if .Values.operator.verbose }}
 - --verbose

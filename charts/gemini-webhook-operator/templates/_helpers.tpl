@@ -49,7 +49,10 @@ app.kubernetes.io/part-of: gemini-webhook-operator
 
 {{/* True ("true") when several replicas must elect a leader. */}}
 {{- define "gwo.leaderElection" -}}
-{{- if gt (int .Values.replicaCount) 1 }}true{{- end }}
+{{- if .Values.leaderElection.enabled }}true
+{{- else if gt (int .Values.replicaCount) 1 }}
+{{- fail "replicaCount > 1 needs leaderElection.enabled: two operators must never act at once" }}
+{{- end }}
 {{- end }}
 
 {{/* Labels the operator puts on the receiver pods it deploys. */}}

@@ -53,14 +53,6 @@ nothing unused).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-{{- if include "gwo.leaderElection" . }}
-{{- if .Values.watchNamespaces }}
-# Leader election: kopf's peering object in each watched namespace.
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["list", "watch", "patch"]
-{{- end }}
-{{- end }}
 {{- end }}
 
 {{/* Rules on cluster-scoped resources. */}}
@@ -74,10 +66,17 @@ nothing unused).
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
-{{- else if include "gwo.leaderElection" . }}
-# Leader election, cluster-wide: kopf's ClusterKopfPeering object.
-- apiGroups: ["kopf.dev"]
-  resources: ["clusterkopfpeerings"]
-  verbs: ["list", "watch", "patch"]
 {{- end }}
+{{- end }}
+
+{{/* Leader election: the one Lease, in the release namespace. `create` cannot be limited
+to a name (the name is not known before the object exists). */}}
+{{- define "gwo.rbac.leaseRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "gwo.fullname" . | quote }}]
+  verbs: ["get", "update"]
 {{- end }}

@@ -1,0 +1,407 @@
+"""One active operator by Lease: the pure rules, then real operator processes.
+
+Each replica is the real CLI (`gemini-webhooks operator --leader-elect ...`) with short
+Lease timings. Its WebhookService calls go through a recording proxy of its own (the
+resources name no `apiBaseUrl`, each replica a default one), so every remote call is
+attributed to the replica that made it. Runs against the kube sandbox, or the real control
+plane with GWO_KUBE=real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gemini_webhook_operator.leader import (
+    Fence,
+    LeaseRecord,
+    LeaseTiming,
+    acquirable,
+    claim,
+    released,
+)
+from gemini_webhook_operator.metrics import LEADER, RECONCILES_TOTAL
+from gemini_webhooks.contracts import crd
+from tests.fixtures.kube import KUBECTL
+from tests.operator.api_proxy import FaultProxy
+
+ROOT = Path(__file__).resolve().parents[2]
+LEASE = "gwo-leader-test"
+# Short, in client-go's proportions: a takeover after a crash within 4 s + 0.5 s.
+TIMING = LeaseTiming(lease_duration=4.0, renew_deadline=3.0, retry_period=0.5)
+pytestmark = pytest.mark.timeout(180)
+
+
+# --- the rules ---------------------------------------------------------------------------
+
+
+def _record(holder: str, duration: float = 15, transitions: int = 0) -> LeaseRecord:
+    return LeaseRecord(holder, duration, "2026-12-06T09:00:00.000000Z", "t", transitions, "1")
+
+
+def test_a_missing_released_or_own_lease_is_acquirable() -> None:
+    assert acquirable(None, "a", observed_at=0, now=0)
+    assert acquirable(_record(""), "a", observed_at=0, now=0)
+    assert acquirable(_record("a"), "a", observed_at=0, now=0)
+
+
+def test_anothers_lease_is_acquirable_only_a_full_duration_after_we_observed_it() -> None:
+    """Measured on our own clock from when we saw the record, never from its timestamps."""
+    held = _record("b", duration=15)
+    assert not acquirable(held, "a", observed_at=100, now=114.9)
+    assert acquirable(held, "a", observed_at=100, now=115)
+
+
+def test_a_renewal_keeps_the_acquire_time_and_a_takeover_counts_a_transition() -> None:
+    at = datetime(2026, 12, 6, 9, 30, tzinfo=UTC)
+    renewed = claim(_record("a", transitions=3), "a", at, LeaseTiming())
+    assert renewed["acquireTime"] == "2026-12-06T09:00:00.000000Z"
+    assert renewed["renewTime"] == "2026-12-06T09:30:00.000000Z"
+    assert renewed["leaseTransitions"] == 3
+    taken = claim(_record("b", transitions=3), "a", at, LeaseTiming())
+    assert taken["holderIdentity"] == "a" and taken["leaseTransitions"] == 4
+    assert taken["acquireTime"] == "2026-12-06T09:30:00.000000Z"
+    assert claim(None, "a", at, LeaseTiming())["leaseTransitions"] == 0
+    assert claim(None, "a", at, LeaseTiming())["leaseDurationSeconds"] == 15
+
+
+def test_a_released_lease_names_nobody_and_expires_at_once() -> None:
+    spec = released(_record("a", transitions=2), datetime(2026, 12, 6, tzinfo=UTC))
+    assert spec["holderIdentity"] == "" and spec["leaseDurationSeconds"] == 1
+    assert spec["leaseTransitions"] == 2
+
+
+def test_lease_timing_follows_client_gos_rules() -> None:
+    assert LeaseTiming().problems() == []
+    assert TIMING.problems() == []
+    assert LeaseTiming(10, 10, 2).problems()  # the lease must outlast the renew deadline
+    assert LeaseTiming(15, 2.4, 2).problems()  # the deadline must exceed 1.2 retries
+
+
+def test_the_fence_closes_when_the_clock_passes_it() -> None:
+    now = [100.0]
+    fence = Fence(until=103.0, monotonic=lambda: now[0])
+    fence.check("a write")
+    assert fence.remaining() == 3.0
+    now[0] = 103.0  # e.g. a process resumed after SIGSTOP: the monotonic clock moved on
+    with pytest.raises(RuntimeError, match="does not hold the leader Lease"):
+        fence.check("a write")
+    assert not Fence(until=-math.inf).leading()
+
+
+# --- real operator processes ---------------------------------------------------------------
+
+
+def kubectl(kube: Any, tmp_path: Path, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [KUBECTL, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=kube.kubectl_env(tmp_path / "kubectl-cache"),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@dataclass
+class Replica:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    proxy: FaultProxy
+    metrics_port: int = 0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def total(self, metric: str) -> float:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == metric
+        )
+
+
+@dataclass
+class Cluster:
+    namespace: str
+    objects: Any  # kubernetes.client.CustomObjectsApi
+    leases: Any  # kubernetes.client.CoordinationV1Api
+    kubeconfig: Path
+    workdir: Path
+    upstream: str
+    replicas: list[Replica] = field(default_factory=list)
+
+    async def start(self, name: str) -> Replica:
+        proxy = await FaultProxy(self.upstream).start()
+        log_path = self.workdir / f"{name}.log"
+        env = dict(os.environ, POD_NAME=name)
+        env.pop("KUBECONFIG", None)
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gemini_webhooks",
+                    "operator",
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--namespace",
+                    self.namespace,
+                    "--leader-elect",
+                    f"--leader-election-namespace={self.namespace}",
+                    f"--leader-election-id={LEASE}",
+                    f"--lease-duration={TIMING.lease_duration}",
+                    f"--renew-deadline={TIMING.renew_deadline}",
+                    f"--retry-period={TIMING.retry_period}",
+                    f"--api-base-url={proxy.url}",
+                    "--drift-interval=600",
+                    "--metrics-port=0",
+                    "--metrics-address=127.0.0.1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        replica = Replica(name, process, log_path, proxy)
+        self.replicas.append(replica)
+        match = await self.until(
+            lambda: re.search(r"metrics on port (\d+)", replica.log()) or process.poll(),
+            f"{name} to serve metrics",
+        )
+        assert process.poll() is None, replica.log()
+        replica.metrics_port = int(match.group(1))
+        return replica
+
+    def holder(self) -> str:
+        try:
+            lease = self.leases.read_namespaced_lease(LEASE, self.namespace)
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return ""
+            raise
+        return lease.spec.holder_identity or ""
+
+    def resource(self, name: str) -> dict[str, Any]:
+        return dict(
+            self.objects.get_namespaced_custom_object(
+                crd.API_GROUP, crd.VERSION, self.namespace, crd.PLURAL, name
+            )
+        )
+
+    def webhook_id(self, name: str) -> str | None:
+        return (self.resource(name).get("status") or {}).get("webhookId")
+
+    def create(self, name: str, url: str) -> None:
+        """A resource without `apiBaseUrl`: each replica calls through its own proxy."""
+        self.objects.create_namespaced_custom_object(
+            crd.API_GROUP,
+            crd.VERSION,
+            self.namespace,
+            crd.PLURAL,
+            {
+                "apiVersion": crd.API_VERSION,
+                "kind": crd.KIND,
+                "metadata": {"name": name},
+                "spec": {
+                    "url": url,
+                    "events": ["batch.succeeded"],
+                    "apiKeySecretRef": {"name": "gemini-api-key"},
+                },
+            },
+        )
+
+    def request_rotation(self, name: str) -> None:
+        self.objects.patch_namespaced_custom_object(
+            crd.API_GROUP,
+            crd.VERSION,
+            self.namespace,
+            crd.PLURAL,
+            name,
+            {"metadata": {"annotations": {crd.ANNOTATION_ROTATE: "now"}}},
+        )
+
+    def rotated(self, name: str) -> bool:
+        obj = self.resource(name)
+        annotations = obj["metadata"].get("annotations") or {}
+        reason = (obj.get("status") or {}).get("lastRotationReason")
+        return crd.ANNOTATION_ROTATE not in annotations and reason == "RequestedByAnnotation"
+
+    async def until(self, condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await asyncio.to_thread(condition)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {r.name}\n{r.log()[-3000:]}" for r in self.replicas)
+                raise AssertionError(f"timed out waiting for {what}\n{logs}")
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def cluster(kube: Any, emulator: Any, tmp_path: Path) -> AsyncIterator[Cluster]:
+    namespace = f"gwo-le-{uuid.uuid4().hex[:6]}"
+    kubectl(kube, tmp_path, "apply", "-f", str(ROOT / "crds"))
+    api_key = base64.b64encode(emulator.api_key.encode()).decode()
+    for manifest in (
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "gemini-api-key", "namespace": namespace},
+            "data": {"api-key": api_key},
+        },
+    ):
+        kubectl(kube, tmp_path, "apply", "-f", "-", stdin=json.dumps(manifest))
+    api_client = kubernetes.config.new_client_from_config(config_file=str(kube.kubeconfig))
+    state = Cluster(
+        namespace,
+        kubernetes.client.CustomObjectsApi(api_client),
+        kubernetes.client.CoordinationV1Api(api_client),
+        kube.kubeconfig,
+        tmp_path,
+        emulator.base_url,
+    )
+    try:
+        yield state
+    finally:
+        for replica in state.replicas:
+            if replica.process.poll() is None:
+                os.killpg(replica.process.pid, signal.SIGCONT)
+                replica.process.send_signal(signal.SIGTERM)
+        for replica in state.replicas:
+            try:
+                replica.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(replica.process.pid, signal.SIGKILL)
+                replica.process.wait(5)
+            await replica.proxy.stop()
+        if not kube.is_sandbox:
+            kubectl(kube, tmp_path, "delete", "namespace", namespace, "--wait=false")
+        api_client.close()
+
+
+def _remote_ids(emulator: Any) -> list[str]:
+    page = emulator.client().webhooks.list(page_size=100)
+    assert not page.next_page_token
+    return sorted(w.id for w in page.webhooks or ())
+
+
+async def test_one_replica_leads_and_a_graceful_stop_hands_over_at_once(
+    cluster: Cluster, emulator: Any
+) -> None:
+    endpoint = emulator.endpoint()
+    first = await cluster.start("replica-a")
+    await cluster.until(lambda: cluster.holder() == "replica-a", "replica-a to lead")
+    cluster.create("one", endpoint.url)
+    await cluster.until(lambda: cluster.webhook_id("one"), "the first resource reconciled")
+    second = await cluster.start("replica-b")
+    cluster.create("two", endpoint.url)
+    await cluster.until(lambda: cluster.webhook_id("two"), "the second resource reconciled")
+    await asyncio.sleep(2 * TIMING.retry_period)  # time for a wrongly active standby to act
+    assert cluster.holder() == "replica-a"
+    assert first.total(LEADER) == 1 and second.total(LEADER) == 0
+    assert second.total(RECONCILES_TOTAL) == 0 and second.proxy.calls() == []
+
+    first.process.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(first.process.wait, 30)
+    assert first.process.returncode == 0, first.log()
+    assert "released the leader Lease" in first.log()
+    exited_at = time.monotonic()
+    await cluster.until(lambda: cluster.holder() == "replica-b", "replica-b to take over")
+    handover = time.monotonic() - exited_at
+    # Released, not expired: the standby takes it at its next try, not a lease later.
+    assert handover < TIMING.lease_duration, f"handover took {handover:.1f} s"
+    cluster.create("three", endpoint.url)
+    await cluster.until(lambda: cluster.webhook_id("three"), "the new leader reconciled")
+    ids = sorted(str(cluster.webhook_id(n)) for n in ("one", "two", "three"))
+    assert _remote_ids(emulator) == ids  # nothing created twice
+    assert second.total(LEADER) == 1
+
+
+async def test_a_killed_leader_is_replaced_within_the_lease_duration_and_retry_period(
+    cluster: Cluster, emulator: Any
+) -> None:
+    endpoint = emulator.endpoint()
+    first = await cluster.start("replica-a")
+    await cluster.until(lambda: cluster.holder() == "replica-a", "replica-a to lead")
+    await cluster.start("replica-b")
+    cluster.create("one", endpoint.url)
+    await cluster.until(lambda: cluster.webhook_id("one"), "the resource reconciled")
+    killed_at = time.monotonic()
+    os.killpg(first.process.pid, signal.SIGKILL)
+    await cluster.until(lambda: cluster.holder() == "replica-b", "replica-b to take over")
+    takeover = time.monotonic() - killed_at
+    bound = TIMING.lease_duration + 1.2 * TIMING.retry_period + 1.0  # + the test's polling
+    assert takeover <= bound, f"takeover {takeover:.1f} s > {bound:.1f} s"
+    cluster.create("two", endpoint.url)
+    await cluster.until(lambda: cluster.webhook_id("two"), "the new leader reconciled")
+    assert _remote_ids(emulator) == sorted(str(cluster.webhook_id(n)) for n in ("one", "two"))
+
+
+async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(
+    cluster: Cluster, emulator: Any
+) -> None:
+    """SIGSTOP (a long GC pause, a frozen VM) for longer than the Lease, with rotations
+    requested meanwhile: the standby does them; the resumed replica calls nothing, finds it
+    lost the Lease and exits; each requested rotation happened exactly once."""
+    endpoint = emulator.endpoint()
+    first = await cluster.start("replica-a")
+    await cluster.until(lambda: cluster.holder() == "replica-a", "replica-a to lead")
+    second = await cluster.start("replica-b")
+    names = ["one", "two", "three"]
+    for name in names:
+        cluster.create(name, endpoint.url)
+    for name in names:
+        await cluster.until(lambda n=name: cluster.webhook_id(n), f"{name} reconciled")
+
+    os.killpg(first.process.pid, signal.SIGSTOP)
+    paused_at = time.monotonic()
+    for name in names:
+        cluster.request_rotation(name)
+    await cluster.until(lambda: cluster.holder() == "replica-b", "replica-b to take over")
+    for name in names:
+        await cluster.until(lambda n=name: cluster.rotated(n), f"{name} rotated by replica-b")
+    await asyncio.sleep(max(0.0, paused_at + 2 * TIMING.lease_duration - time.monotonic()))
+    calls_before_resume = len(first.proxy.records)
+    resumed_at = time.monotonic()
+    os.killpg(first.process.pid, signal.SIGCONT)
+    returncode = await asyncio.to_thread(first.process.wait, 30)
+    after = [r for r in first.proxy.records if r.at >= resumed_at]
+    assert after == [], f"the resumed replica called the WebhookService: {after}"
+    assert len(first.proxy.records) == calls_before_resume
+    assert returncode == 1, first.log()[-3000:]
+    assert "lost the leader Lease" in first.log()
+    rotations = [
+        r for r in first.proxy.records + second.proxy.records if ":rotateSigningSecret" in r.path
+    ]
+    assert len(rotations) == len(names), rotations  # each requested rotation exactly once
+    assert cluster.holder() == "replica-b"
