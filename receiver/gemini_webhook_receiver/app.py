@@ -220,7 +220,9 @@ class Receiver:
         if cfg.dynamic.enabled:
             self.jwks = dynamic.JwksCache(
                 cfg.dynamic,
-                dynamic.aiohttp_fetch(self.session, cfg.forwarding.timeout_seconds),
+                dynamic.aiohttp_fetch(
+                    self.session, cfg.forwarding.timeout_seconds, cfg.dynamic.jwks_max_bytes
+                ),
             )
         if cfg.redis is not None:
             assert self.redis is not None

@@ -56,6 +56,10 @@ def _json(value: Any) -> bytes:
 RefreshOutcome = Literal["ok", "rate_limited", "error"]  # also the metric's label values
 
 
+class JwksError(ValueError):
+    """The fetched document is not a key set we can use; says why, never key material."""
+
+
 class JwksCache:
     def __init__(self, config: DynamicConfig, fetch: Fetch) -> None:
         self._config = config
@@ -189,12 +193,22 @@ async def verify(
     return DynamicMatch(envelope=envelope, claims=registered, kid=kid)
 
 
-def aiohttp_fetch(session_factory: Callable[[], aiohttp.ClientSession], timeout: float) -> Fetch:
+def aiohttp_fetch(
+    session_factory: Callable[[], aiohttp.ClientSession], timeout: float, max_bytes: int
+) -> Fetch:
+    """GET the whole body, whatever its framing (length, chunked, or until the close), as
+    decoded (gzip, deflate): more than `max_bytes` of it raises JwksError."""
+
     async def fetch(uri: str) -> bytes:
         async with session_factory().get(
             uri, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
         ) as response:
             response.raise_for_status()
-            return await response.content.read(1024 * 1024)
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise JwksError(f"body over {max_bytes} bytes")
+            return bytes(body)
 
     return fetch

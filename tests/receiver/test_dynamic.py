@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -512,3 +515,167 @@ async def test_unreachable_key_set_answers_503_so_gemini_retries(
     assert (status, answer["error"]) == (503, "jwks_unavailable")
     assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="error") == 1
     assert target.requests == []
+
+
+# ---- the key set's body: read whole, bounded, whatever its framing -------------------
+
+
+@dataclass
+class ScriptedJwks:
+    """A JWKS server that writes its answer as scripted: raw bytes, pauses (seconds)
+    between them, then the close — framings and timings aiohttp's server would not send."""
+
+    url: str = ""
+    answer: list[bytes | float] = field(default_factory=list)
+    fetches: int = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.fetches += 1
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for piece in self.answer:
+                if isinstance(piece, float):
+                    await writer.drain()
+                    await asyncio.sleep(piece)
+                else:
+                    writer.write(piece)
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def scripted_jwks() -> AsyncIterator[ScriptedJwks]:
+    jwks = ScriptedJwks()
+    server = await asyncio.start_server(jwks.serve, "127.0.0.1", 0)
+    jwks.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/jwks.json"
+    yield jwks
+    server.close()
+    await server.wait_closed()
+
+
+def _answer(body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in ("content-type: application/json", *headers))
+    return b"HTTP/1.1 200 OK\r\n" + head.encode() + b"\r\n" + body
+
+
+def _chunked(*chunks: bytes) -> list[bytes | float]:
+    """Each chunk written 0.1 s after the one before."""
+    pieces: list[bytes | float] = []
+    for chunk in chunks:
+        pieces += [b"%x\r\n%s\r\n" % (len(chunk), chunk), 0.1]
+    return [*pieces, b"0\r\n\r\n"]
+
+
+def _halves(raw: bytes) -> tuple[bytes, bytes]:
+    return raw[: len(raw) // 2], raw[len(raw) // 2 :]
+
+
+async def _accepts_a_token(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer, jwks_url: str
+) -> Client:
+    config = _config(target, signer)
+    config["dynamic"]["jwks_uri"] = jwks_url
+    client = await start_receiver(config)
+    status, answer = await _send(client, signer.token(claims_for(envelope(), "m")), "m", b"")
+    assert (status, answer.get("status")) == (200, "accepted"), answer
+    return client
+
+
+async def test_a_key_set_written_in_two_parts_300_ms_apart_is_read_whole(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    body = json.dumps(signer.jwks()).encode()
+    first, second = _halves(_answer(body, f"content-length: {len(body)}"))
+    scripted_jwks.answer = [first, 0.3, second]
+    await _accepts_a_token(start_receiver, target, signer, scripted_jwks.url)
+
+
+async def test_a_chunked_key_set_is_read_whole(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    head = _answer(b"", "transfer-encoding: chunked")
+    scripted_jwks.answer = [head, *_chunked(*_halves(json.dumps(signer.jwks()).encode()))]
+    await _accepts_a_token(start_receiver, target, signer, scripted_jwks.url)
+
+
+async def test_a_key_set_ended_by_the_close_is_read_whole(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    first, second = _halves(json.dumps(signer.jwks()).encode())
+    scripted_jwks.answer = [_answer(first, "connection: close"), 0.3, second]
+    await _accepts_a_token(start_receiver, target, signer, scripted_jwks.url)
+
+
+async def test_a_gzip_key_set_is_read_whole(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    body = gzip.compress(json.dumps(signer.jwks()).encode())
+    first, second = _halves(_answer(body, "content-encoding: gzip", f"content-length: {len(body)}"))
+    scripted_jwks.answer = [first, 0.3, second]
+    await _accepts_a_token(start_receiver, target, signer, scripted_jwks.url)
+
+
+def _padded_jwks(signer: Signer, size: int) -> bytes:
+    """A valid key set, made `size` bytes long by an extra member."""
+    raw = json.dumps({**signer.jwks(), "padding": ""}).encode()
+    return raw[:-2] + b" " * (size - len(raw)) + raw[-2:]
+
+
+@pytest.mark.parametrize(
+    "framing", ["content-length", "chunked", "close", "gzip, content-length", "gzip, chunked"]
+)
+async def test_a_key_set_over_jwks_max_bytes_is_a_failed_refresh(
+    framing: str,
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    """The bound holds for the body as decoded, however it is framed: a gzip body far
+    under it on the wire is over it once decompressed."""
+    body = _padded_jwks(signer, 4096)
+    headers = ["content-encoding: gzip"] if framing.startswith("gzip") else []
+    if headers:
+        body = gzip.compress(body)
+        assert len(body) < 2048
+    if framing.endswith("content-length"):
+        scripted_jwks.answer = [_answer(body, *headers, f"content-length: {len(body)}")]
+    elif framing.endswith("chunked"):
+        head = _answer(b"", *headers, "transfer-encoding: chunked")
+        scripted_jwks.answer = [head, *_chunked(*_halves(body))]
+    else:
+        scripted_jwks.answer = [_answer(body, *headers, "connection: close")]
+    config = _config(target, signer)
+    config["dynamic"].update(jwks_uri=scripted_jwks.url, jwks_max_bytes=2048)
+    client = await start_receiver(config)
+    status, answer = await _send(client, signer.token(claims_for(envelope(), "m")), "m", b"")
+    assert (status, answer["error"]) == (503, "jwks_unavailable")
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="error") == 1
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="ok") == 0
+
+
+async def test_a_key_set_just_under_jwks_max_bytes_is_taken(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    body = _padded_jwks(signer, 2048)
+    scripted_jwks.answer = [_answer(body, "connection: close")]
+    config = _config(target, signer)
+    config["dynamic"].update(jwks_uri=scripted_jwks.url, jwks_max_bytes=2048)
+    client = await start_receiver(config)
+    assert (await _send(client, signer.token(claims_for(envelope(), "m")), "m", b""))[0] == 200
