@@ -1,7 +1,9 @@
 """Dynamic deliveries: an RS256 JWT in `webhook-signature`, verified with PyJWT.
 
 Keys come only from the pinned JWKS URI; an unknown `kid` triggers a refresh at most once
-per `jwks_min_refresh_seconds` (so forged kids cannot turn us into a fetch amplifier).
+per `jwks_min_refresh_seconds` (so forged kids cannot turn us into a fetch amplifier). A
+key set that is not a well-formed JWKS, or that offers an RSA key under 2048 bits, is a
+failed refresh: the last good key set stays in use.
 What is forwarded is what was authenticated: the envelope rebuilt from the verified
 claims; a non-empty body must equal it.
 """
@@ -18,6 +20,7 @@ from typing import Any, Literal
 import aiohttp
 import jwt
 import orjson
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from gemini_webhooks.contracts.delivery import JWT_ALGORITHM, JWT_REGISTERED_CLAIMS
 from gemini_webhooks.contracts.receiver_config import DynamicConfig
@@ -55,9 +58,50 @@ def _json(value: Any) -> bytes:
 
 RefreshOutcome = Literal["ok", "rate_limited", "error"]  # also the metric's label values
 
+# RFC 7518 §3.3: RS256 keys of fewer bits must not be used.
+MIN_RSA_BITS = 2048
+
 
 class JwksError(ValueError):
     """The fetched document is not a key set we can use; says why, never key material."""
+
+
+def parse_jwks(raw: bytes) -> dict[str, jwt.PyJWK]:
+    """The RS256 signing keys of a JWKS document, by `kid`. Keys of other types, algorithms
+    or uses, and keys without a `kid`, are left out; anything malformed, an RSA key that
+    is weak or private, or no usable key at all refuses the whole document (JwksError):
+    such a document must not replace a good key set."""
+    try:
+        document = orjson.loads(raw)  # depth bounded (1,024) without recursion
+    except orjson.JSONDecodeError:
+        raise JwksError("not JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise JwksError("not an object with a 'keys' list")
+    keys: dict[str, jwt.PyJWK] = {}
+    for entry in document["keys"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kty"), str):
+            raise JwksError("a key is not an object with a 'kty'")
+        kid = entry.get("kid")
+        if (
+            entry["kty"] != "RSA"
+            or entry.get("alg", JWT_ALGORITHM) != JWT_ALGORITHM
+            or entry.get("use", "sig") != "sig"
+            or not isinstance(kid, str)
+            or not kid
+        ):
+            continue
+        try:
+            key = jwt.PyJWK(entry, algorithm=JWT_ALGORITHM)
+        except jwt.PyJWTError:
+            raise JwksError("an RSA key is not valid") from None
+        if not isinstance(key.key, RSAPublicKey):
+            raise JwksError("an RSA key is private")
+        if key.key.key_size < MIN_RSA_BITS:
+            raise JwksError(f"an RSA key has {key.key.key_size} bits, under {MIN_RSA_BITS}")
+        keys[kid] = key
+    if not keys:
+        raise JwksError("no RS256 signing key with a kid")
+    return keys
 
 
 class JwksCache:
@@ -82,15 +126,13 @@ class JwksCache:
                 return "rate_limited"
             self._last_attempt = now
             try:
-                raw = await self._fetch(self._config.jwks_uri)
-                keyset = jwt.PyJWKSet.from_json(raw.decode())
-            except (OSError, aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as e:
+                keys = parse_jwks(await self._fetch(self._config.jwks_uri))
+            except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as e:
                 metrics.jwks_refreshes.labels("error").inc()
-                log(30, "jwks refresh failed", error=type(e).__name__, forced=forced)
+                detail = str(e) if isinstance(e, JwksError) else None
+                log(30, "jwks refresh failed", error=type(e).__name__, detail=detail, forced=forced)
                 return "error"
-            self._keys = {
-                k.key_id: k for k in keyset.keys if k.key_id and k.algorithm_name == JWT_ALGORITHM
-            }
+            self._keys = keys
             self._fetched_at = now
             self._received_at = time.monotonic()
             metrics.jwks_refreshes.labels("ok").inc()
@@ -164,7 +206,12 @@ async def verify(
             audience=config.audiences,
             issuer=config.issuer,
             leeway=config.leeway_seconds,
-            options={"require": ["iss", "aud", "iat", "exp", "jti"]},
+            # The key set holds no weak key; should one get there, it verifies nothing
+            # (and raises instead of warning).
+            options={
+                "require": ["iss", "aud", "iat", "exp", "jti"],
+                "enforce_minimum_key_length": True,
+            },
         )
     except jwt.PyJWTError as error:
         return _claims_error(error)

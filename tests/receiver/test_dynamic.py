@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +36,7 @@ from .conftest import (
     envelope,
     start_app,
 )
+from .test_crash_recovery import ReceiverProcess
 
 
 def _config(
@@ -679,3 +682,149 @@ async def test_a_key_set_just_under_jwks_max_bytes_is_taken(
     config["dynamic"].update(jwks_uri=scripted_jwks.url, jwks_max_bytes=2048)
     client = await start_receiver(config)
     assert (await _send(client, signer.token(claims_for(envelope(), "m")), "m", b""))[0] == 200
+
+
+# ---- malformed key sets: a counted failed refresh, the last good key set kept --------
+
+_WEAK_KEY = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+_EC_KEY = ec.generate_private_key(ec.SECP256R1())
+_DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def _rsa_jwk(key: rsa.RSAPrivateKey, kid: str, *, private: bool = False) -> dict[str, Any]:
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key if private else key.public_key()))
+    return {**jwk, "kid": kid, "alg": "RS256", "use": "sig"}
+
+
+def _ec_jwk(kid: str) -> dict[str, Any]:
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(_EC_KEY.public_key()))
+    return {**jwk, "kid": kid, "alg": "ES256", "use": "sig"}
+
+
+def _with(signer: Signer, *extra: Any) -> bytes:
+    """The signer's key set with `extra` entries after its good key."""
+    return json.dumps({"keys": [*signer.jwks()["keys"], *extra]}).encode()
+
+
+MALFORMED_KEY_SETS: dict[str, Callable[[Signer], bytes]] = {
+    "not JSON": lambda s: b'{"keys": [',
+    "not UTF-8": lambda s: b"\xff\xfe{}",
+    "null": lambda s: b"null",
+    "an array": lambda s: b"[]",
+    "a string": lambda s: b'"keys"',
+    "no keys": lambda s: b"{}",
+    "keys not a list": lambda s: b'{"keys": {}}',
+    "keys null": lambda s: b'{"keys": null}',
+    "arrays 100,000 deep": lambda s: _DEEP,
+    "keys 100,000 deep": lambda s: b'{"keys": ' + _DEEP + b"}",
+    "a key that is not an object": lambda s: _with(s, 1),
+    "a key that is a list": lambda s: _with(s, []),
+    "a key without kty": lambda s: _with(s, {"kid": "k", "n": "AQAB", "e": "AQAB"}),
+    "a key whose kty is not a string": lambda s: _with(s, {"kty": ["RSA"], "kid": "k"}),
+    "an RSA key of 1024 bits": lambda s: _with(s, _rsa_jwk(_WEAK_KEY, "weak")),
+    "an RSA key with a bad modulus": lambda s: _with(s, {"kty": "RSA", "kid": "k", "n": 1}),
+    "a private RSA key": lambda s: _with(s, _rsa_jwk(s.key, "private", private=True)),
+    "no RSA key": lambda s: json.dumps({"keys": [_ec_jwk("ec")]}).encode(),
+}
+
+
+def _close_delimited(body: bytes) -> list[bytes | float]:
+    return [_answer(body, "connection: close")]
+
+
+@pytest.mark.parametrize("what", list(MALFORMED_KEY_SETS))
+async def test_a_malformed_key_set_is_a_counted_failed_refresh_that_keeps_the_last_good_one(
+    what: str,
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    scripted_jwks.answer = _close_delimited(json.dumps(signer.jwks()).encode())
+    config = _config(target, signer)
+    config["dynamic"].update(jwks_uri=scripted_jwks.url, jwks_min_refresh_seconds=0.05)
+    client = await start_receiver(config)
+    assert (await _send(client, signer.token(claims_for(envelope(), "a")), "a", b""))[0] == 200
+    scripted_jwks.answer = _close_delimited(MALFORMED_KEY_SETS[what](signer))
+    await asyncio.sleep(0.1)
+    token = signer.token(claims_for(envelope(), "b"), kid="weak", key=_WEAK_KEY)
+    status, answer = await _send(client, token, "b", b"")
+    assert (status, answer["error"]) == (503, "jwks_unavailable")
+    assert scripted_jwks.fetches == 2
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="error") == 1
+    assert await client.metric("gemini_receiver_deliveries_total", outcome="failed") == 0
+    # the last good key set is still in use
+    assert (await _send(client, signer.token(claims_for(envelope(), "c")), "c", b""))[0] == 200
+
+
+async def test_a_token_signed_by_a_1024_bit_key_of_the_key_set_is_never_accepted(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    weak_only = json.dumps({"keys": [_rsa_jwk(_WEAK_KEY, "weak")]}).encode()
+    scripted_jwks.answer = _close_delimited(weak_only)
+    config = _config(target, signer)
+    config["dynamic"]["jwks_uri"] = scripted_jwks.url
+    client = await start_receiver(config)
+    token = signer.token(claims_for(envelope(), "m"), kid="weak", key=_WEAK_KEY)
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (503, "jwks_unavailable")
+    assert target.requests == []
+
+
+async def test_keys_of_other_types_are_not_used_and_are_no_error(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    other = {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}
+    scripted_jwks.answer = _close_delimited(_with(signer, _ec_jwk("ec"), other))
+    config = _config(target, signer)
+    config["dynamic"].update(jwks_uri=scripted_jwks.url, jwks_min_refresh_seconds=0.05)
+    client = await start_receiver(config)
+    assert (await _send(client, signer.token(claims_for(envelope(), "a")), "a", b""))[0] == 200
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="ok") == 1
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="error") == 0
+    await asyncio.sleep(0.1)
+    es256 = jwt.encode(claims_for(envelope(), "b"), _EC_KEY, "ES256", headers={"kid": "ec"})
+    assert (await _send(client, es256, "b", b""))[1]["error"] == "unsupported_algorithm"
+    rs256_naming_ec = signer.token(claims_for(envelope(), "c"), kid="ec")
+    assert (await _send(client, rs256_naming_ec, "c", b""))[1]["error"] == "unknown_kid"
+
+
+async def test_the_receiver_process_logs_only_json_lines_when_the_key_set_has_a_weak_key(
+    target: RecordingTarget, signer: Signer, scripted_jwks: ScriptedJwks, tmp_path: Path
+) -> None:
+    """Nothing (PyJWT's InsecureKeyLengthWarning among others) reaches stderr as text."""
+    scripted_jwks.answer = _close_delimited(_with(signer, _rsa_jwk(_WEAK_KEY, "weak")))
+    config = _config(target, signer)
+    config["dynamic"].update(jwks_uri=scripted_jwks.url, jwks_min_refresh_seconds=0.05)
+    config["logging"] = {"level": "DEBUG", "format": "json"}
+    config_file = tmp_path / "receiver.json"
+    config_file.write_text(json.dumps(config))
+    receiver = ReceiverProcess(config_file, tmp_path / "receiver.log")
+    try:
+        await receiver.wait_listening()
+        url = f"http://127.0.0.1:{receiver.port}/"
+        async with aiohttp.ClientSession() as session:
+            for kid, key in (("weak", _WEAK_KEY), (signer.kid, signer.key)):
+                await asyncio.sleep(0.1)  # past jwks_min_refresh_seconds: each one refreshes
+                token = signer.token(claims_for(envelope(), kid), kid=kid, key=key)
+                headers = {
+                    "webhook-id": kid,
+                    "webhook-timestamp": str(int(time.time())),
+                    "webhook-signature": token,
+                }
+                async with session.post(url, headers=headers) as response:
+                    assert response.status == 503
+                    assert (await response.json())["error"] == "jwks_unavailable"
+        receiver.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(receiver.process.wait, 10) == 0
+    finally:
+        receiver.kill()
+    lines = receiver.log_file.read_text().splitlines()
+    assert any("jwks refresh failed" in line for line in lines)
+    assert all(isinstance(json.loads(line), dict) for line in lines)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,3 +96,20 @@ async def test_logs_are_json_lines_correlated_by_webhook_id_without_secrets_or_b
         assert signature.removeprefix("v1,") not in text
     assert BODY_MARKER not in text
     assert "gs://" not in text  # the envelopes' output_file_uri
+
+
+def test_a_python_warning_is_logged_as_a_json_line() -> None:
+    """A library's warning (PyJWT's InsecureKeyLengthWarning, say) would otherwise reach
+    stderr as plain text among the JSON lines."""
+    program = (
+        "import warnings, jwt\n"
+        "from gemini_webhook_receiver import logs\n"
+        "logs.configure('INFO', 'json')\n"
+        "warnings.warn('short key', jwt.InsecureKeyLengthWarning)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    [line] = [json.loads(line) for line in result.stderr.splitlines()]
+    assert (line["logger"], line["level"]) == ("py.warnings", "warning")
+    assert "InsecureKeyLengthWarning: short key" in line["message"]
