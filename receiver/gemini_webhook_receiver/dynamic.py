@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from gemini_webhooks.contracts.delivery import JWT_ALGORITHM, JWT_REGISTERED_CLAIMS
 from gemini_webhooks.contracts.receiver_config import DynamicConfig
 
-from . import metrics, reasons
+from . import json_depth, metrics, reasons
 from .logs import log
 from .reasons import Rejection
 
@@ -177,6 +177,19 @@ def _claims_error(error: jwt.PyJWTError) -> Rejection:
     return reasons.INVALID_TOKEN
 
 
+def _unverified_json(token: str) -> tuple[Any, Any] | None:
+    """The token's header and claims, parsed as PyJWT will parse them but with their depth
+    bounded first; None if they are not JSON (PyJWT would refuse them too)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        header, claims = (json_depth.loads(jwt.utils.base64url_decode(p)) for p in parts[:2])
+    except ValueError:  # not base64url, not UTF-8, not JSON, or nested too deeply
+        return None
+    return header, claims
+
+
 async def verify(
     config: DynamicConfig,
     jwks: JwksCache,
@@ -186,10 +199,10 @@ async def verify(
     now: float,
     tolerance: int,
 ) -> DynamicMatch | Rejection:
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
+    parsed = _unverified_json(token)
+    if parsed is None or not isinstance(parsed[0], dict):
         return reasons.INVALID_TOKEN
+    header = parsed[0]
     if header.get("alg") != JWT_ALGORITHM:
         return reasons.UNSUPPORTED_ALGORITHM
     kid = header.get("kid")
@@ -231,8 +244,8 @@ async def verify(
         try:
             # Parsed as PyJWT parsed the claims (the standard library), so that equal JSON
             # compares equal (orjson turns integers beyond 64 bits into floats).
-            sent = json.loads(body)
-        except ValueError:  # not JSON, or not UTF-8
+            sent = json_depth.loads(body)
+        except ValueError:  # not JSON, not UTF-8, or nested too deeply
             return reasons.BODY_MISMATCH
         if sent != envelope:
             return reasons.BODY_MISMATCH

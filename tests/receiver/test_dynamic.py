@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -828,3 +829,89 @@ async def test_the_receiver_process_logs_only_json_lines_when_the_key_set_has_a_
     lines = receiver.log_file.read_text().splitlines()
     assert any("jwks refresh failed" in line for line in lines)
     assert all(isinstance(json.loads(line), dict) for line in lines)
+
+
+# ---- deep JSON and NumericDate types: 4xx with a reason, never a 503 -----------------
+
+
+def _b64(raw: bytes) -> str:
+    return jwt.utils.base64url_encode(raw).decode()
+
+
+async def _no_failure_and_no_critical_line(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert await client.metric("gemini_receiver_deliveries_total", outcome="failed") == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.CRITICAL] == []
+
+
+async def test_a_body_nested_100_000_deep_under_a_valid_token_is_body_mismatch(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The body is not signed: it is compared with the claims, after parsing."""
+    client = await start_receiver(_config(target, signer))
+    token = signer.token(claims_for(envelope(), "m"))
+    status, answer = await _send(client, token, "m", _DEEP)
+    assert (status, answer["error"]) == (401, "body_mismatch")
+    await _no_failure_and_no_critical_line(client, caplog)
+
+
+async def test_a_body_nested_deeply_in_utf_16_is_body_mismatch(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The standard library's decoder takes UTF-16; escaped quotes there must not hide
+    brackets from the depth check."""
+    client = await start_receiver(_config(target, signer))
+    token = signer.token(claims_for(envelope(), "m"))
+    body = ('["\\"", ' + "[" * 20_000 + '"\\""' + "]" * 20_001).encode("utf-16-le")
+    status, answer = await _send(client, token, "m", body)
+    assert (status, answer["error"]) == (401, "body_mismatch")
+    await _no_failure_and_no_critical_line(client, caplog)
+
+
+async def test_a_token_whose_header_is_nested_10_000_deep_is_invalid_token(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """10,000 levels: as deep as a request head's 32 KiB allows, ten times the
+    interpreter's recursion limit."""
+    client = await start_receiver(_config(target, signer))
+    header = b'{"alg": "RS256", "kid": "test-key-1", "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    claims = json.dumps(claims_for(envelope(), "m")).encode()
+    token = f"{_b64(header)}.{_b64(claims)}.{_b64(b'signature')}"
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (401, "invalid_token")
+    await _no_failure_and_no_critical_line(client, caplog)
+
+
+async def test_a_signed_token_whose_claims_are_nested_10_000_deep_is_invalid_token(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    claims = json.dumps(claims_for(envelope(), "m")).encode()
+    deep = claims[:-1] + b', "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    token = jwt.api_jws.encode(deep, signer.key, "RS256", headers={"kid": signer.kid})
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (401, "invalid_token")
+    await _no_failure_and_no_critical_line(client, caplog)
+
+
+async def test_claims_nested_256_deep_are_accepted(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    """The depth limit is far above any real envelope: a user_metadata value 250 deep."""
+    client = await start_receiver(_config(target, signer))
+    event = envelope(user_metadata={"deep": json.loads("[" * 250 + "]" * 250)})
+    token = signer.token(claims_for(event, "m"))
+    assert (await _send(client, token, "m", json.dumps(event).encode()))[0] == 200
