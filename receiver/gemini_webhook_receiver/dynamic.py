@@ -177,6 +177,11 @@ def _claims_error(error: jwt.PyJWTError) -> Rejection:
     return reasons.INVALID_TOKEN
 
 
+# NumericDate claims (RFC 7519 §2): JSON numbers. PyJWT passes them through int(), which
+# takes "1700000000" and true as well.
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+
+
 def _unverified_json(token: str) -> tuple[Any, Any] | None:
     """The token's header and claims, parsed as PyJWT will parse them but with their depth
     bounded first; None if they are not JSON (PyJWT would refuse them too)."""
@@ -188,6 +193,10 @@ def _unverified_json(token: str) -> tuple[Any, Any] | None:
     except ValueError:  # not base64url, not UTF-8, not JSON, or nested too deeply
         return None
     return header, claims
+
+
+def numeric_dates_are_numbers(claims: dict[str, Any]) -> bool:
+    return all(type(claims[c]) in (int, float) for c in NUMERIC_DATE_CLAIMS if c in claims)
 
 
 async def verify(
@@ -202,9 +211,13 @@ async def verify(
     parsed = _unverified_json(token)
     if parsed is None or not isinstance(parsed[0], dict):
         return reasons.INVALID_TOKEN
-    header = parsed[0]
+    header, unverified = parsed
     if header.get("alg") != JWT_ALGORITHM:
         return reasons.UNSUPPORTED_ALGORITHM
+    # Checked before the signature: refusing unsigned claims costs nothing, and PyJWT
+    # would convert these before we could see them.
+    if not isinstance(unverified, dict) or not numeric_dates_are_numbers(unverified):
+        return reasons.INVALID_TOKEN
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         return reasons.UNKNOWN_KID
@@ -230,10 +243,7 @@ async def verify(
         return _claims_error(error)
     except (TypeError, ValueError, OverflowError):  # claims of a shape PyJWT did not expect
         return reasons.INVALID_TOKEN
-    iat = claims["iat"]
-    if not isinstance(iat, int | float):
-        return reasons.INVALID_TOKEN
-    if iat < now - tolerance - config.leeway_seconds:
+    if claims["iat"] < now - tolerance - config.leeway_seconds:
         return reasons.TIMESTAMP_EXPIRED
     if claims["jti"] != msg_id:
         return reasons.ID_MISMATCH

@@ -915,3 +915,38 @@ async def test_claims_nested_256_deep_are_accepted(
     event = envelope(user_metadata={"deep": json.loads("[" * 250 + "]" * 250)})
     token = signer.token(claims_for(event, "m"))
     assert (await _send(client, token, "m", json.dumps(event).encode()))[0] == 200
+
+
+def _signed_with(signer: Signer, msg_id: str, **claims: Any) -> str:
+    """Signed as raw JWS bytes: PyJWT's own encode() may convert or refuse claims."""
+    payload = json.dumps(claims_for(envelope(), msg_id, **claims)).encode()
+    return jwt.api_jws.encode(payload, signer.key, "RS256", headers={"kid": signer.kid})
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("kind", ["numeric string", "boolean"])
+async def test_a_numeric_date_that_is_not_a_json_number_is_invalid_token(
+    claim: str,
+    kind: str,
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+) -> None:
+    """RFC 7519 §2: a NumericDate is a JSON number. A valid time as a string, or true
+    (which int() makes 1), is refused — even an expired `exp` is not token_expired."""
+    client = await start_receiver(_config(target, signer))
+    now = int(time.time())
+    valid = {"exp": now + 300, "nbf": now - 10, "iat": now}[claim]
+    value: Any = str(valid) if kind == "numeric string" else True
+    status, answer = await _send(client, _signed_with(signer, "m", **{claim: value}), "m", b"")
+    assert (status, answer["error"]) == (401, "invalid_token")
+    assert target.requests == []
+
+
+async def test_numeric_dates_may_be_fractional(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    now = time.time()
+    token = _signed_with(signer, "m", iat=now, nbf=now - 1.5, exp=now + 300.25)
+    assert (await _send(client, token, "m", b""))[0] == 200
