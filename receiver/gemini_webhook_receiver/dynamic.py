@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import aiohttp
 import jwt
@@ -182,14 +183,46 @@ def _claims_error(error: jwt.PyJWTError) -> Rejection:
 NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
 
 
+# Numbers that do not travel between JSON parsers (RFC 8259 §6): NaN and Infinity (not
+# JSON, though the standard library reads them), and numbers beyond the IEEE 754 double
+# range. Our own orjson, which reads forwarded envelopes back (CloudEvents targets, the
+# Redis queue), refuses those, and writes NaN and infinities as null.
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number beyond the double range")
+    return value
+
+
+def _double_range_int(text: str) -> int:
+    value = int(text)
+    try:
+        float(value)
+    except OverflowError:
+        raise ValueError("an integer beyond the double range") from None
+    return value
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _unverified_json(token: str) -> tuple[Any, Any] | None:
     """The token's header and claims, parsed as PyJWT will parse them but with their depth
-    bounded first; None if they are not JSON (PyJWT would refuse them too)."""
+    bounded first and their numbers interoperable; None if they are not such JSON."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
     try:
-        header, claims = (json_depth.loads(jwt.utils.base64url_decode(p)) for p in parts[:2])
+        header, claims = (
+            json_depth.loads(
+                jwt.utils.base64url_decode(part),
+                parse_float=_finite_float,
+                parse_int=_double_range_int,
+                parse_constant=_not_json,
+            )
+            for part in parts[:2]
+        )
     except ValueError:  # not base64url, not UTF-8, not JSON, or nested too deeply
         return None
     return header, claims

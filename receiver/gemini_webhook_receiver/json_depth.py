@@ -30,8 +30,9 @@ def depth(utf8: bytes) -> int:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
-def loads(raw: bytes) -> Any:
-    """`json.loads`, refusing (ValueError) a document nested deeper than `MAX_DEPTH`."""
+def loads(raw: bytes, **hooks: Any) -> Any:
+    """`json.loads` (with its `parse_*` hooks), refusing (ValueError) a document nested
+    deeper than `MAX_DEPTH`."""
     encoding = json.detect_encoding(raw)
     if encoding != "utf-8":
         # json.loads takes UTF-16 and UTF-32 too, where the scan above would misread
@@ -39,4 +40,4 @@ def loads(raw: bytes) -> Any:
         raw = raw.decode(encoding, "surrogatepass").encode("utf-8", "surrogatepass")
     if depth(raw) > MAX_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
-    return json.loads(raw)
+    return json.loads(raw, **hooks)

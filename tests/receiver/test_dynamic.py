@@ -950,3 +950,40 @@ async def test_numeric_dates_may_be_fractional(
     now = time.time()
     token = _signed_with(signer, "m", iat=now, nbf=now - 1.5, exp=now + 300.25)
     assert (await _send(client, token, "m", b""))[0] == 200
+
+
+def _with_raw_claim(signer: Signer, msg_id: str, literal: str) -> str:
+    """A token whose claims carry `"n": <literal>`, written as is."""
+    claims = json.dumps(claims_for(envelope(), msg_id))[:-1] + f', "n": {literal}}}'
+    return jwt.api_jws.encode(claims.encode(), signer.key, "RS256", headers={"kid": signer.kid})
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 400])
+async def test_a_claim_number_that_is_not_finite_or_beyond_a_double_is_invalid_token(
+    literal: str,
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 8259 §6. Before: NaN and 1e400 were forwarded as null (not what was signed), and
+    the long integer, sent to a CloudEvents target, was 503 unavailable with a CRITICAL line
+    (orjson cannot read it back), every retry for 24 hours."""
+    config = _config(target, signer)
+    config["default_route"] = {"targets": [{"url": target.url, "format": "cloudevents"}]}
+    client = await start_receiver(config)
+    status, answer = await _send(client, _with_raw_claim(signer, "m", literal), "m", b"")
+    assert (status, answer["error"]) == (401, "invalid_token")
+    await _no_failure_and_no_critical_line(client, caplog)
+    assert target.requests == []
+
+
+async def test_an_integer_beyond_64_bits_goes_to_a_cloudevents_target(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    config = _config(target, signer)
+    config["default_route"] = {"targets": [{"url": target.url, "format": "cloudevents"}]}
+    client = await start_receiver(config)
+    status, _ = await _send(client, _with_raw_claim(signer, "m", str(2**70)), "m", b"")
+    assert status == 200
+    assert [r.headers["ce-id"] for r in target.requests] == ["m"]
