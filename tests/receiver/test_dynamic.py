@@ -632,6 +632,29 @@ async def test_a_gzip_key_set_is_read_whole(
     await _accepts_a_token(start_receiver, target, signer, scripted_jwks.url)
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_key_set_cut_short_by_the_close_is_a_failed_refresh(
+    framing: str,
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    """What arrived before the close may even be a whole key set: it is not the body."""
+    body = json.dumps(signer.jwks()).encode()
+    if framing == "content-length":
+        answer = _answer(body, f"content-length: {len(body) + 100}")
+    else:  # no last chunk
+        answer = _answer(b"", "transfer-encoding: chunked") + b"%x\r\n%s\r\n" % (len(body), body)
+    scripted_jwks.answer = [answer]
+    config = _config(target, signer)
+    config["dynamic"]["jwks_uri"] = scripted_jwks.url
+    client = await start_receiver(config)
+    status, answer_body = await _send(client, signer.token(claims_for(envelope(), "m")), "m", b"")
+    assert (status, answer_body["error"]) == (503, "jwks_unavailable")
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="error") == 1
+
+
 def _padded_jwks(signer: Signer, size: int) -> bytes:
     """A valid key set, made `size` bytes long by an extra member."""
     raw = json.dumps({**signer.jwks(), "padding": ""}).encode()
