@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -14,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
+from gemini_webhook_receiver import static
 from gemini_webhooks.contracts.delivery import PING_EVENT_TYPE
 
 from .conftest import (
     RecordingTarget,
+    StartReceiver,
     base_config,
     envelope,
     new_secret,
@@ -113,3 +117,23 @@ def test_a_python_warning_is_logged_as_a_json_line() -> None:
     [line] = [json.loads(line) for line in result.stderr.splitlines()]
     assert (line["logger"], line["level"]) == ("py.warnings", "warning")
     assert "InsecureKeyLengthWarning: short key" in line["message"]
+
+
+async def test_the_line_of_an_internal_error_carries_the_webhook_id(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(static, "verify", broken)
+    status, _, msg_id = await client.deliver([secret])
+    assert status == 503
+    [line] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert getattr(line, "fields", {}) == {"webhook_id": msg_id, "error": "RuntimeError"}
