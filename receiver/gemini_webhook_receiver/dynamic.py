@@ -4,6 +4,8 @@ Keys come only from the pinned JWKS URI; an unknown `kid` triggers a refresh at 
 per `jwks_min_refresh_seconds` (so forged kids cannot turn us into a fetch amplifier). A
 key set that is not a well-formed JWKS, or that offers an RSA key under 2048 bits, is a
 failed refresh: the last good key set stays in use.
+The token's header and claims are parsed before PyJWT sees them: nesting bounded
+(`json_depth`), numbers that survive our own orjson, NumericDates that are JSON numbers.
 What is forwarded is what was authenticated: the envelope rebuilt from the verified
 claims; a non-empty body must equal it.
 """
@@ -178,11 +180,6 @@ def _claims_error(error: jwt.PyJWTError) -> Rejection:
     return reasons.INVALID_TOKEN
 
 
-# NumericDate claims (RFC 7519 §2): JSON numbers. PyJWT passes them through int(), which
-# takes "1700000000" and true as well.
-NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
-
-
 # Numbers that do not travel between JSON parsers (RFC 8259 §6): NaN and Infinity (not
 # JSON, though the standard library reads them), and numbers beyond the IEEE 754 double
 # range. Our own orjson, which reads forwarded envelopes back (CloudEvents targets, the
@@ -226,6 +223,11 @@ def _unverified_json(token: str) -> tuple[Any, Any] | None:
     except ValueError:  # not base64url, not UTF-8, not JSON, or nested too deeply
         return None
     return header, claims
+
+
+# NumericDate claims (RFC 7519 §2): JSON numbers. PyJWT passes them through int(), which
+# takes "1700000000" and true as well.
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
 
 
 def numeric_dates_are_numbers(claims: dict[str, Any]) -> bool:
