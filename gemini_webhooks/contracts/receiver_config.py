@@ -184,6 +184,12 @@ class DynamicConfig(_Model):
     jwks_max_age_seconds: PositiveSeconds = Field(
         3600.0, description="A cached JWKS older than this is refreshed at the next lookup."
     )
+    jwks_max_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Largest JWKS body (after gzip/deflate decoding); a larger one is a failed"
+        " refresh (a key set of a few RSA keys is a few KiB).",
+    )
     leeway_seconds: int = Field(
         30, ge=0, le=300, description="Clock-skew allowance for `exp`, `iat` and `nbf`."
     )

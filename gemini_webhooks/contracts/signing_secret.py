@@ -183,7 +183,7 @@ def decode(string_data: dict[str, str]) -> SigningSecrets:
         raise SecretFormatError(f"missing key {KEY_SECRETS!r}")
     try:
         document = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # the C decoder's recursion is bounded and clean
         raise SecretFormatError(f"{KEY_SECRETS}: not valid JSON") from None
     if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
         raise SecretFormatError(f"{KEY_SECRETS}: expected an object with version 1")

@@ -218,7 +218,9 @@ class Receiver:
         if cfg.dynamic.enabled:
             self.jwks = dynamic.JwksCache(
                 cfg.dynamic,
-                dynamic.aiohttp_fetch(self.session, cfg.forwarding.timeout_seconds),
+                dynamic.aiohttp_fetch(
+                    self.session, cfg.forwarding.timeout_seconds, cfg.dynamic.jwks_max_bytes
+                ),
             )
         if cfg.redis is not None:
             assert self.redis is not None
@@ -288,7 +290,12 @@ class Receiver:
         try:
             return await self._handle(headers, body)
         except Exception as error:  # a bug must not crash the server or leak details
-            log(50, "internal error handling delivery", error=type(error).__name__)
+            log(
+                50,
+                "internal error handling delivery",
+                webhook_id=headers.get(HEADER_ID, "")[:_MAX_ID_LENGTH] or None,
+                error=type(error).__name__,
+            )
             self._count_failed.inc()
             return 503, _UNAVAILABLE
         finally:

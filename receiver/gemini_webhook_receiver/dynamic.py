@@ -1,7 +1,11 @@
 """Dynamic deliveries: an RS256 JWT in `webhook-signature`, verified with PyJWT.
 
 Keys come only from the pinned JWKS URI; an unknown `kid` triggers a refresh at most once
-per `jwks_min_refresh_seconds` (so forged kids cannot turn us into a fetch amplifier).
+per `jwks_min_refresh_seconds` (so forged kids cannot turn us into a fetch amplifier). A
+key set that is not a well-formed JWKS, or that offers an RSA key under 2048 bits, is a
+failed refresh: the last good key set stays in use.
+The token's header and claims are parsed before PyJWT sees them: nesting bounded
+(`json_depth`), numbers that survive our own orjson, NumericDates that are JSON numbers.
 What is forwarded is what was authenticated: the envelope rebuilt from the verified
 claims; a non-empty body must equal it.
 """
@@ -10,19 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import aiohttp
 import jwt
 import orjson
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from gemini_webhooks.contracts.delivery import JWT_ALGORITHM, JWT_REGISTERED_CLAIMS
 from gemini_webhooks.contracts.receiver_config import DynamicConfig
 
-from . import metrics, reasons
+from . import json_depth, metrics, reasons
 from .logs import log
 from .reasons import Rejection
 
@@ -55,6 +61,51 @@ def _json(value: Any) -> bytes:
 
 RefreshOutcome = Literal["ok", "rate_limited", "error"]  # also the metric's label values
 
+# RFC 7518 §3.3: RS256 keys of fewer bits must not be used.
+MIN_RSA_BITS = 2048
+
+
+class JwksError(ValueError):
+    """The fetched document is not a key set we can use; says why, never key material."""
+
+
+def parse_jwks(raw: bytes) -> dict[str, jwt.PyJWK]:
+    """The RS256 signing keys of a JWKS document, by `kid`. Keys of other types, algorithms
+    or uses, and keys without a `kid`, are left out; anything malformed, an RSA key that
+    is weak or private, or no usable key at all refuses the whole document (JwksError):
+    such a document must not replace a good key set."""
+    try:
+        document = orjson.loads(raw)  # depth bounded (1,024) without recursion
+    except orjson.JSONDecodeError:
+        raise JwksError("not JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise JwksError("not an object with a 'keys' list")
+    keys: dict[str, jwt.PyJWK] = {}
+    for entry in document["keys"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kty"), str):
+            raise JwksError("a key is not an object with a 'kty'")
+        kid = entry.get("kid")
+        if (
+            entry["kty"] != "RSA"
+            or entry.get("alg", JWT_ALGORITHM) != JWT_ALGORITHM
+            or entry.get("use", "sig") != "sig"
+            or not isinstance(kid, str)
+            or not kid
+        ):
+            continue
+        try:
+            key = jwt.PyJWK(entry, algorithm=JWT_ALGORITHM)
+        except jwt.PyJWTError:
+            raise JwksError("an RSA key is not valid") from None
+        if not isinstance(key.key, RSAPublicKey):
+            raise JwksError("an RSA key is private")
+        if key.key.key_size < MIN_RSA_BITS:
+            raise JwksError(f"an RSA key has {key.key.key_size} bits, under {MIN_RSA_BITS}")
+        keys[kid] = key
+    if not keys:
+        raise JwksError("no RS256 signing key with a kid")
+    return keys
+
 
 class JwksCache:
     def __init__(self, config: DynamicConfig, fetch: Fetch) -> None:
@@ -78,15 +129,13 @@ class JwksCache:
                 return "rate_limited"
             self._last_attempt = now
             try:
-                raw = await self._fetch(self._config.jwks_uri)
-                keyset = jwt.PyJWKSet.from_json(raw.decode())
-            except (OSError, aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as e:
+                keys = parse_jwks(await self._fetch(self._config.jwks_uri))
+            except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as e:
                 metrics.jwks_refreshes.labels("error").inc()
-                log(30, "jwks refresh failed", error=type(e).__name__, forced=forced)
+                detail = str(e) if isinstance(e, JwksError) else None
+                log(30, "jwks refresh failed", error=type(e).__name__, detail=detail, forced=forced)
                 return "error"
-            self._keys = {
-                k.key_id: k for k in keyset.keys if k.key_id and k.algorithm_name == JWT_ALGORITHM
-            }
+            self._keys = keys
             self._fetched_at = now
             self._received_at = time.monotonic()
             metrics.jwks_refreshes.labels("ok").inc()
@@ -131,6 +180,60 @@ def _claims_error(error: jwt.PyJWTError) -> Rejection:
     return reasons.INVALID_TOKEN
 
 
+# Numbers that do not travel between JSON parsers (RFC 8259 §6): NaN and Infinity (not
+# JSON, though the standard library reads them), and numbers beyond the IEEE 754 double
+# range. Our own orjson, which reads forwarded envelopes back (CloudEvents targets, the
+# Redis queue), refuses those, and writes NaN and infinities as null.
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number beyond the double range")
+    return value
+
+
+def _double_range_int(text: str) -> int:
+    value = int(text)
+    try:
+        float(value)
+    except OverflowError:
+        raise ValueError("an integer beyond the double range") from None
+    return value
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _unverified_json(token: str) -> tuple[Any, Any] | None:
+    """The token's header and claims, parsed as PyJWT will parse them but with their depth
+    bounded first and their numbers interoperable; None if they are not such JSON."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        header, claims = (
+            json_depth.loads(
+                jwt.utils.base64url_decode(part),
+                parse_float=_finite_float,
+                parse_int=_double_range_int,
+                parse_constant=_not_json,
+            )
+            for part in parts[:2]
+        )
+    except ValueError:  # not base64url, not UTF-8, not JSON, or nested too deeply
+        return None
+    return header, claims
+
+
+# NumericDate claims (RFC 7519 §2): JSON numbers. PyJWT passes them through int(), which
+# takes "1700000000" and true as well.
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+
+
+def numeric_dates_are_numbers(claims: dict[str, Any]) -> bool:
+    return all(type(claims[c]) in (int, float) for c in NUMERIC_DATE_CLAIMS if c in claims)
+
+
 async def verify(
     config: DynamicConfig,
     jwks: JwksCache,
@@ -140,12 +243,16 @@ async def verify(
     now: float,
     tolerance: int,
 ) -> DynamicMatch | Rejection:
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
+    parsed = _unverified_json(token)
+    if parsed is None or not isinstance(parsed[0], dict):
         return reasons.INVALID_TOKEN
+    header, unverified = parsed
     if header.get("alg") != JWT_ALGORITHM:
         return reasons.UNSUPPORTED_ALGORITHM
+    # Checked before the signature: refusing unsigned claims costs nothing, and PyJWT
+    # would convert these before we could see them.
+    if not isinstance(unverified, dict) or not numeric_dates_are_numbers(unverified):
+        return reasons.INVALID_TOKEN
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         return reasons.UNKNOWN_KID
@@ -160,16 +267,18 @@ async def verify(
             audience=config.audiences,
             issuer=config.issuer,
             leeway=config.leeway_seconds,
-            options={"require": ["iss", "aud", "iat", "exp", "jti"]},
+            # The key set holds no weak key; should one get there, it verifies nothing
+            # (and raises instead of warning).
+            options={
+                "require": ["iss", "aud", "iat", "exp", "jti"],
+                "enforce_minimum_key_length": True,
+            },
         )
     except jwt.PyJWTError as error:
         return _claims_error(error)
     except (TypeError, ValueError, OverflowError):  # claims of a shape PyJWT did not expect
         return reasons.INVALID_TOKEN
-    iat = claims["iat"]
-    if not isinstance(iat, int | float):
-        return reasons.INVALID_TOKEN
-    if iat < now - tolerance - config.leeway_seconds:
+    if claims["iat"] < now - tolerance - config.leeway_seconds:
         return reasons.TIMESTAMP_EXPIRED
     if claims["jti"] != msg_id:
         return reasons.ID_MISMATCH
@@ -180,8 +289,8 @@ async def verify(
         try:
             # Parsed as PyJWT parsed the claims (the standard library), so that equal JSON
             # compares equal (orjson turns integers beyond 64 bits into floats).
-            sent = json.loads(body)
-        except ValueError:  # not JSON, or not UTF-8
+            sent = json_depth.loads(body)
+        except ValueError:  # not JSON, not UTF-8, or nested too deeply
             return reasons.BODY_MISMATCH
         if sent != envelope:
             return reasons.BODY_MISMATCH
@@ -189,12 +298,22 @@ async def verify(
     return DynamicMatch(envelope=envelope, claims=registered, kid=kid)
 
 
-def aiohttp_fetch(session_factory: Callable[[], aiohttp.ClientSession], timeout: float) -> Fetch:
+def aiohttp_fetch(
+    session_factory: Callable[[], aiohttp.ClientSession], timeout: float, max_bytes: int
+) -> Fetch:
+    """GET the whole body, whatever its framing (length, chunked, or until the close), as
+    decoded (gzip, deflate): more than `max_bytes` of it raises JwksError."""
+
     async def fetch(uri: str) -> bytes:
         async with session_factory().get(
             uri, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
         ) as response:
             response.raise_for_status()
-            return await response.content.read(1024 * 1024)
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise JwksError(f"body over {max_bytes} bytes")
+            return bytes(body)
 
     return fetch

@@ -156,7 +156,10 @@ class Forwarder:
             async with self._session().post(
                 target.url, data=body, headers=headers, allow_redirects=False
             ) as response:
-                await response.read()
+                # Read to its end, so the connection can be reused, but kept nowhere: a
+                # target's answer, however large, costs one chunk of memory.
+                async for _ in response.content.iter_chunked(64 * 1024):
+                    pass
                 return response.status
 
     async def forward(self, event: Event, target: Target, attempt_seconds: float) -> str:

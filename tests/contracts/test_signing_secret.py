@@ -111,6 +111,7 @@ def test_other_visible_lengths_still_identify_the_secret() -> None:
     [
         {},
         {fmt.KEY_SECRETS: "not json"},
+        {fmt.KEY_SECRETS: "[" * 100_000 + "]" * 100_000},
         {fmt.KEY_SECRETS: '{"version": 2}'},
         {fmt.KEY_SECRETS: '{"version":1,"webhookId":"w","secrets":[{"secret":"nope"}]}'},
     ],

@@ -216,6 +216,18 @@ async def test_envelope_without_type_is_rejected(
     assert (status, answer["error"]) == (400, "malformed_body")
 
 
+async def test_a_signed_body_nested_100_000_deep_is_malformed_body(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """orjson stops at 1,024 levels with a JSONDecodeError: a 400, not a RecursionError."""
+    path, secret = secrets_file
+    client = await _client(start_receiver, target, path)
+    body = b"[" * 100_000 + b"]" * 100_000
+    status, answer = await client.post(body, signed_headers([secret], body))
+    assert (status, answer["error"]) == (400, "malformed_body")
+    assert await client.metric("gemini_receiver_deliveries_total", outcome="failed") == 0
+
+
 _header_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
 
 

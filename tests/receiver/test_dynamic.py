@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import logging
+import signal
 import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +37,7 @@ from .conftest import (
     envelope,
     start_app,
 )
+from .test_crash_recovery import ReceiverProcess
 
 
 def _config(
@@ -512,3 +519,494 @@ async def test_unreachable_key_set_answers_503_so_gemini_retries(
     assert (status, answer["error"]) == (503, "jwks_unavailable")
     assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="error") == 1
     assert target.requests == []
+
+
+# ---- the key set's body: read whole, bounded, whatever its framing -------------------
+
+
+@dataclass
+class ScriptedJwks:
+    """A JWKS server that writes its answer as scripted: raw bytes, pauses (seconds)
+    between them, then the close — framings and timings aiohttp's server would not send."""
+
+    url: str = ""
+    answer: list[bytes | float] = field(default_factory=list)
+    fetches: int = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.fetches += 1
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for piece in self.answer:
+                if isinstance(piece, float):
+                    await writer.drain()
+                    await asyncio.sleep(piece)
+                else:
+                    writer.write(piece)
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def scripted_jwks() -> AsyncIterator[ScriptedJwks]:
+    jwks = ScriptedJwks()
+    server = await asyncio.start_server(jwks.serve, "127.0.0.1", 0)
+    jwks.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/jwks.json"
+    yield jwks
+    server.close()
+    await server.wait_closed()
+
+
+def _answer(body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in ("content-type: application/json", *headers))
+    return b"HTTP/1.1 200 OK\r\n" + head.encode() + b"\r\n" + body
+
+
+def _chunked(*chunks: bytes) -> list[bytes | float]:
+    """Each chunk written 0.1 s after the one before."""
+    pieces: list[bytes | float] = []
+    for chunk in chunks:
+        pieces += [b"%x\r\n%s\r\n" % (len(chunk), chunk), 0.1]
+    return [*pieces, b"0\r\n\r\n"]
+
+
+def _halves(raw: bytes) -> tuple[bytes, bytes]:
+    return raw[: len(raw) // 2], raw[len(raw) // 2 :]
+
+
+async def _accepts_a_token(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer, jwks_url: str
+) -> Client:
+    config = _config(target, signer)
+    config["dynamic"]["jwks_uri"] = jwks_url
+    client = await start_receiver(config)
+    status, answer = await _send(client, signer.token(claims_for(envelope(), "m")), "m", b"")
+    assert (status, answer.get("status")) == (200, "accepted"), answer
+    return client
+
+
+async def test_a_key_set_written_in_two_parts_300_ms_apart_is_read_whole(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    body = json.dumps(signer.jwks()).encode()
+    first, second = _halves(_answer(body, f"content-length: {len(body)}"))
+    scripted_jwks.answer = [first, 0.3, second]
+    await _accepts_a_token(start_receiver, target, signer, scripted_jwks.url)
+
+
+async def test_a_chunked_key_set_is_read_whole(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    head = _answer(b"", "transfer-encoding: chunked")
+    scripted_jwks.answer = [head, *_chunked(*_halves(json.dumps(signer.jwks()).encode()))]
+    await _accepts_a_token(start_receiver, target, signer, scripted_jwks.url)
+
+
+async def test_a_key_set_ended_by_the_close_is_read_whole(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    first, second = _halves(json.dumps(signer.jwks()).encode())
+    scripted_jwks.answer = [_answer(first, "connection: close"), 0.3, second]
+    await _accepts_a_token(start_receiver, target, signer, scripted_jwks.url)
+
+
+async def test_a_gzip_key_set_is_read_whole(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    body = gzip.compress(json.dumps(signer.jwks()).encode())
+    first, second = _halves(_answer(body, "content-encoding: gzip", f"content-length: {len(body)}"))
+    scripted_jwks.answer = [first, 0.3, second]
+    await _accepts_a_token(start_receiver, target, signer, scripted_jwks.url)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_key_set_cut_short_by_the_close_is_a_failed_refresh(
+    framing: str,
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    """What arrived before the close may even be a whole key set: it is not the body."""
+    body = json.dumps(signer.jwks()).encode()
+    if framing == "content-length":
+        answer = _answer(body, f"content-length: {len(body) + 100}")
+    else:  # no last chunk
+        answer = _answer(b"", "transfer-encoding: chunked") + b"%x\r\n%s\r\n" % (len(body), body)
+    scripted_jwks.answer = [answer]
+    config = _config(target, signer)
+    config["dynamic"]["jwks_uri"] = scripted_jwks.url
+    client = await start_receiver(config)
+    status, answer_body = await _send(client, signer.token(claims_for(envelope(), "m")), "m", b"")
+    assert (status, answer_body["error"]) == (503, "jwks_unavailable")
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="error") == 1
+
+
+def _padded_jwks(signer: Signer, size: int) -> bytes:
+    """A valid key set, made `size` bytes long by an extra member."""
+    raw = json.dumps({**signer.jwks(), "padding": ""}).encode()
+    return raw[:-2] + b" " * (size - len(raw)) + raw[-2:]
+
+
+@pytest.mark.parametrize(
+    "framing", ["content-length", "chunked", "close", "gzip, content-length", "gzip, chunked"]
+)
+async def test_a_key_set_over_jwks_max_bytes_is_a_failed_refresh(
+    framing: str,
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    """The bound holds for the body as decoded, however it is framed: a gzip body far
+    under it on the wire is over it once decompressed."""
+    body = _padded_jwks(signer, 4096)
+    headers = ["content-encoding: gzip"] if framing.startswith("gzip") else []
+    if headers:
+        body = gzip.compress(body)
+        assert len(body) < 2048
+    if framing.endswith("content-length"):
+        scripted_jwks.answer = [_answer(body, *headers, f"content-length: {len(body)}")]
+    elif framing.endswith("chunked"):
+        head = _answer(b"", *headers, "transfer-encoding: chunked")
+        scripted_jwks.answer = [head, *_chunked(*_halves(body))]
+    else:
+        scripted_jwks.answer = [_answer(body, *headers, "connection: close")]
+    config = _config(target, signer)
+    config["dynamic"].update(jwks_uri=scripted_jwks.url, jwks_max_bytes=2048)
+    client = await start_receiver(config)
+    status, answer = await _send(client, signer.token(claims_for(envelope(), "m")), "m", b"")
+    assert (status, answer["error"]) == (503, "jwks_unavailable")
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="error") == 1
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="ok") == 0
+
+
+async def test_a_key_set_just_under_jwks_max_bytes_is_taken(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    body = _padded_jwks(signer, 2048)
+    scripted_jwks.answer = [_answer(body, "connection: close")]
+    config = _config(target, signer)
+    config["dynamic"].update(jwks_uri=scripted_jwks.url, jwks_max_bytes=2048)
+    client = await start_receiver(config)
+    assert (await _send(client, signer.token(claims_for(envelope(), "m")), "m", b""))[0] == 200
+
+
+# ---- malformed key sets: a counted failed refresh, the last good key set kept --------
+
+_WEAK_KEY = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+_EC_KEY = ec.generate_private_key(ec.SECP256R1())
+_DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def _rsa_jwk(key: rsa.RSAPrivateKey, kid: str, *, private: bool = False) -> dict[str, Any]:
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key if private else key.public_key()))
+    return {**jwk, "kid": kid, "alg": "RS256", "use": "sig"}
+
+
+def _ec_jwk(kid: str) -> dict[str, Any]:
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(_EC_KEY.public_key()))
+    return {**jwk, "kid": kid, "alg": "ES256", "use": "sig"}
+
+
+def _with(signer: Signer, *extra: Any) -> bytes:
+    """The signer's key set with `extra` entries after its good key."""
+    return json.dumps({"keys": [*signer.jwks()["keys"], *extra]}).encode()
+
+
+MALFORMED_KEY_SETS: dict[str, Callable[[Signer], bytes]] = {
+    "not JSON": lambda s: b'{"keys": [',
+    "not UTF-8": lambda s: b"\xff\xfe{}",
+    "null": lambda s: b"null",
+    "an array": lambda s: b"[]",
+    "a string": lambda s: b'"keys"',
+    "no keys": lambda s: b"{}",
+    "keys not a list": lambda s: b'{"keys": {}}',
+    "keys null": lambda s: b'{"keys": null}',
+    "arrays 100,000 deep": lambda s: _DEEP,
+    "keys 100,000 deep": lambda s: b'{"keys": ' + _DEEP + b"}",
+    "a key that is not an object": lambda s: _with(s, 1),
+    "a key that is a list": lambda s: _with(s, []),
+    "a key without kty": lambda s: _with(s, {"kid": "k", "n": "AQAB", "e": "AQAB"}),
+    "a key whose kty is not a string": lambda s: _with(s, {"kty": ["RSA"], "kid": "k"}),
+    "an RSA key of 1024 bits": lambda s: _with(s, _rsa_jwk(_WEAK_KEY, "weak")),
+    "an RSA key with a bad modulus": lambda s: _with(s, {"kty": "RSA", "kid": "k", "n": 1}),
+    "a private RSA key": lambda s: _with(s, _rsa_jwk(s.key, "private", private=True)),
+    "no RSA key": lambda s: json.dumps({"keys": [_ec_jwk("ec")]}).encode(),
+}
+
+
+def _close_delimited(body: bytes) -> list[bytes | float]:
+    return [_answer(body, "connection: close")]
+
+
+@pytest.mark.parametrize("what", list(MALFORMED_KEY_SETS))
+async def test_a_malformed_key_set_is_a_counted_failed_refresh_that_keeps_the_last_good_one(
+    what: str,
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    scripted_jwks.answer = _close_delimited(json.dumps(signer.jwks()).encode())
+    config = _config(target, signer)
+    config["dynamic"].update(jwks_uri=scripted_jwks.url, jwks_min_refresh_seconds=0.05)
+    client = await start_receiver(config)
+    assert (await _send(client, signer.token(claims_for(envelope(), "a")), "a", b""))[0] == 200
+    scripted_jwks.answer = _close_delimited(MALFORMED_KEY_SETS[what](signer))
+    await asyncio.sleep(0.1)
+    token = signer.token(claims_for(envelope(), "b"), kid="weak", key=_WEAK_KEY)
+    status, answer = await _send(client, token, "b", b"")
+    assert (status, answer["error"]) == (503, "jwks_unavailable")
+    assert scripted_jwks.fetches == 2
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="error") == 1
+    assert await client.metric("gemini_receiver_deliveries_total", outcome="failed") == 0
+    # the last good key set is still in use
+    assert (await _send(client, signer.token(claims_for(envelope(), "c")), "c", b""))[0] == 200
+
+
+async def test_a_token_signed_by_a_1024_bit_key_of_the_key_set_is_never_accepted(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    weak_only = json.dumps({"keys": [_rsa_jwk(_WEAK_KEY, "weak")]}).encode()
+    scripted_jwks.answer = _close_delimited(weak_only)
+    config = _config(target, signer)
+    config["dynamic"]["jwks_uri"] = scripted_jwks.url
+    client = await start_receiver(config)
+    token = signer.token(claims_for(envelope(), "m"), kid="weak", key=_WEAK_KEY)
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (503, "jwks_unavailable")
+    assert target.requests == []
+
+
+async def test_keys_of_other_types_are_not_used_and_are_no_error(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    scripted_jwks: ScriptedJwks,
+) -> None:
+    other = {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}
+    scripted_jwks.answer = _close_delimited(_with(signer, _ec_jwk("ec"), other))
+    config = _config(target, signer)
+    config["dynamic"].update(jwks_uri=scripted_jwks.url, jwks_min_refresh_seconds=0.05)
+    client = await start_receiver(config)
+    assert (await _send(client, signer.token(claims_for(envelope(), "a")), "a", b""))[0] == 200
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="ok") == 1
+    assert await client.metric("gemini_receiver_jwks_refreshes_total", outcome="error") == 0
+    await asyncio.sleep(0.1)
+    es256 = jwt.encode(claims_for(envelope(), "b"), _EC_KEY, "ES256", headers={"kid": "ec"})
+    assert (await _send(client, es256, "b", b""))[1]["error"] == "unsupported_algorithm"
+    rs256_naming_ec = signer.token(claims_for(envelope(), "c"), kid="ec")
+    assert (await _send(client, rs256_naming_ec, "c", b""))[1]["error"] == "unknown_kid"
+
+
+async def test_the_receiver_process_logs_only_json_lines_when_the_key_set_has_a_weak_key(
+    target: RecordingTarget, signer: Signer, scripted_jwks: ScriptedJwks, tmp_path: Path
+) -> None:
+    """Nothing (PyJWT's InsecureKeyLengthWarning among others) reaches stderr as text."""
+    scripted_jwks.answer = _close_delimited(_with(signer, _rsa_jwk(_WEAK_KEY, "weak")))
+    config = _config(target, signer)
+    config["dynamic"].update(jwks_uri=scripted_jwks.url, jwks_min_refresh_seconds=0.05)
+    config["logging"] = {"level": "DEBUG", "format": "json"}
+    config_file = tmp_path / "receiver.json"
+    config_file.write_text(json.dumps(config))
+    receiver = ReceiverProcess(config_file, tmp_path / "receiver.log")
+    try:
+        await receiver.wait_listening()
+        url = f"http://127.0.0.1:{receiver.port}/"
+        async with aiohttp.ClientSession() as session:
+            for kid, key in (("weak", _WEAK_KEY), (signer.kid, signer.key)):
+                await asyncio.sleep(0.1)  # past jwks_min_refresh_seconds: each one refreshes
+                token = signer.token(claims_for(envelope(), kid), kid=kid, key=key)
+                headers = {
+                    "webhook-id": kid,
+                    "webhook-timestamp": str(int(time.time())),
+                    "webhook-signature": token,
+                }
+                async with session.post(url, headers=headers) as response:
+                    assert response.status == 503
+                    assert (await response.json())["error"] == "jwks_unavailable"
+        receiver.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(receiver.process.wait, 10) == 0
+    finally:
+        receiver.kill()
+    lines = receiver.log_file.read_text().splitlines()
+    assert any("jwks refresh failed" in line for line in lines)
+    assert all(isinstance(json.loads(line), dict) for line in lines)
+
+
+# ---- deep JSON and NumericDate types: 4xx with a reason, never a 503 -----------------
+
+
+def _b64(raw: bytes) -> str:
+    return jwt.utils.base64url_encode(raw).decode()
+
+
+async def _no_failure_and_no_critical_line(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert await client.metric("gemini_receiver_deliveries_total", outcome="failed") == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.CRITICAL] == []
+
+
+async def test_a_body_nested_100_000_deep_under_a_valid_token_is_body_mismatch(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The body is not signed: it is compared with the claims, after parsing."""
+    client = await start_receiver(_config(target, signer))
+    token = signer.token(claims_for(envelope(), "m"))
+    status, answer = await _send(client, token, "m", _DEEP)
+    assert (status, answer["error"]) == (401, "body_mismatch")
+    await _no_failure_and_no_critical_line(client, caplog)
+
+
+async def test_a_body_nested_deeply_in_utf_16_is_body_mismatch(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The standard library's decoder takes UTF-16; escaped quotes there must not hide
+    brackets from the depth check."""
+    client = await start_receiver(_config(target, signer))
+    token = signer.token(claims_for(envelope(), "m"))
+    body = ('["\\"", ' + "[" * 20_000 + '"\\""' + "]" * 20_001).encode("utf-16-le")
+    status, answer = await _send(client, token, "m", body)
+    assert (status, answer["error"]) == (401, "body_mismatch")
+    await _no_failure_and_no_critical_line(client, caplog)
+
+
+async def test_a_token_whose_header_is_nested_10_000_deep_is_invalid_token(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """10,000 levels: as deep as a request head's 32 KiB allows, ten times the
+    interpreter's recursion limit."""
+    client = await start_receiver(_config(target, signer))
+    header = b'{"alg": "RS256", "kid": "test-key-1", "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    claims = json.dumps(claims_for(envelope(), "m")).encode()
+    token = f"{_b64(header)}.{_b64(claims)}.{_b64(b'signature')}"
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (401, "invalid_token")
+    await _no_failure_and_no_critical_line(client, caplog)
+
+
+async def test_a_signed_token_whose_claims_are_nested_10_000_deep_is_invalid_token(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    claims = json.dumps(claims_for(envelope(), "m")).encode()
+    deep = claims[:-1] + b', "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    token = jwt.api_jws.encode(deep, signer.key, "RS256", headers={"kid": signer.kid})
+    status, answer = await _send(client, token, "m", b"")
+    assert (status, answer["error"]) == (401, "invalid_token")
+    await _no_failure_and_no_critical_line(client, caplog)
+
+
+async def test_claims_nested_256_deep_are_accepted(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    """The depth limit is far above any real envelope: a user_metadata value 250 deep."""
+    client = await start_receiver(_config(target, signer))
+    event = envelope(user_metadata={"deep": json.loads("[" * 250 + "]" * 250)})
+    token = signer.token(claims_for(event, "m"))
+    assert (await _send(client, token, "m", json.dumps(event).encode()))[0] == 200
+
+
+def _signed_with(signer: Signer, msg_id: str, **claims: Any) -> str:
+    """Signed as raw JWS bytes: PyJWT's own encode() may convert or refuse claims."""
+    payload = json.dumps(claims_for(envelope(), msg_id, **claims)).encode()
+    return jwt.api_jws.encode(payload, signer.key, "RS256", headers={"kid": signer.kid})
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("kind", ["numeric string", "boolean"])
+async def test_a_numeric_date_that_is_not_a_json_number_is_invalid_token(
+    claim: str,
+    kind: str,
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+) -> None:
+    """RFC 7519 §2: a NumericDate is a JSON number. A valid time as a string, or true
+    (which int() makes 1), is refused — even an expired `exp` is not token_expired."""
+    client = await start_receiver(_config(target, signer))
+    now = int(time.time())
+    valid = {"exp": now + 300, "nbf": now - 10, "iat": now}[claim]
+    value: Any = str(valid) if kind == "numeric string" else True
+    status, answer = await _send(client, _signed_with(signer, "m", **{claim: value}), "m", b"")
+    assert (status, answer["error"]) == (401, "invalid_token")
+    assert target.requests == []
+
+
+async def test_numeric_dates_may_be_fractional(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    client = await start_receiver(_config(target, signer))
+    now = time.time()
+    token = _signed_with(signer, "m", iat=now, nbf=now - 1.5, exp=now + 300.25)
+    assert (await _send(client, token, "m", b""))[0] == 200
+
+
+def _with_raw_claim(signer: Signer, msg_id: str, literal: str) -> str:
+    """A token whose claims carry `"n": <literal>`, written as is."""
+    claims = json.dumps(claims_for(envelope(), msg_id))[:-1] + f', "n": {literal}}}'
+    return jwt.api_jws.encode(claims.encode(), signer.key, "RS256", headers={"kid": signer.kid})
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 400])
+async def test_a_claim_number_that_is_not_finite_or_beyond_a_double_is_invalid_token(
+    literal: str,
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    signer: Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 8259 §6. Before: NaN and 1e400 were forwarded as null (not what was signed), and
+    the long integer, sent to a CloudEvents target, was 503 unavailable with a CRITICAL line
+    (orjson cannot read it back), every retry for 24 hours."""
+    config = _config(target, signer)
+    config["default_route"] = {"targets": [{"url": target.url, "format": "cloudevents"}]}
+    client = await start_receiver(config)
+    status, answer = await _send(client, _with_raw_claim(signer, "m", literal), "m", b"")
+    assert (status, answer["error"]) == (401, "invalid_token")
+    await _no_failure_and_no_critical_line(client, caplog)
+    assert target.requests == []
+
+
+async def test_an_integer_beyond_64_bits_goes_to_a_cloudevents_target(
+    start_receiver: StartReceiver, target: RecordingTarget, signer: Signer
+) -> None:
+    config = _config(target, signer)
+    config["default_route"] = {"targets": [{"url": target.url, "format": "cloudevents"}]}
+    client = await start_receiver(config)
+    status, _ = await _send(client, _with_raw_claim(signer, "m", str(2**70)), "m", b"")
+    assert status == 200
+    assert [r.headers["ce-id"] for r in target.requests] == ["m"]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from gemini_webhooks.contracts.service_endpoints import ENV_VAR
 
-from .conftest import RecordingTarget, StartReceiver, base_config, envelope
+from .conftest import RecordingTarget, StartReceiver, base_config, envelope, start_app
 
 
 async def test_cloudevents_target_gets_a_binary_mode_cloudevent(
@@ -193,3 +195,38 @@ async def test_each_static_webhook_is_its_own_source_for_routing(
         "gemini_receiver_forwards_total", target=target.url, outcome="ok"
     )
     assert (routed, defaulted) == (1, 1)  # videos by its rule, orders by the default route
+
+
+async def test_a_large_answer_from_a_target_is_read_without_being_held(
+    start_receiver: StartReceiver, secrets_file: tuple[Path, str]
+) -> None:
+    """A URL with credentials goes through aiohttp (as https does), which held the whole
+    answer (`response.read()`) only to drop it."""
+    size = 64 * 1024 * 1024
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=200)
+        response.content_length = size
+        await response.prepare(request)
+        chunk = b"x" * (1024 * 1024)
+        for _ in range(size // len(chunk)):
+            await response.write(chunk)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/in", big)
+    runner, port = await start_app(app)
+    try:
+        path, secret = secrets_file
+        client = await start_receiver(base_config(f"http://u:p@127.0.0.1:{port}/in", path))
+        tracemalloc.start()
+        try:
+            status = (await client.deliver([secret]))[0]
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert status == 200
+        assert peak < size / 4
+    finally:
+        await runner.cleanup()

@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
+from gemini_webhook_receiver import static
 from gemini_webhooks.contracts.delivery import PING_EVENT_TYPE
 
 from .conftest import (
     RecordingTarget,
+    StartReceiver,
     base_config,
     envelope,
     new_secret,
@@ -94,3 +100,40 @@ async def test_logs_are_json_lines_correlated_by_webhook_id_without_secrets_or_b
         assert signature.removeprefix("v1,") not in text
     assert BODY_MARKER not in text
     assert "gs://" not in text  # the envelopes' output_file_uri
+
+
+def test_a_python_warning_is_logged_as_a_json_line() -> None:
+    """A library's warning (PyJWT's InsecureKeyLengthWarning, say) would otherwise reach
+    stderr as plain text among the JSON lines."""
+    program = (
+        "import warnings, jwt\n"
+        "from gemini_webhook_receiver import logs\n"
+        "logs.configure('INFO', 'json')\n"
+        "warnings.warn('short key', jwt.InsecureKeyLengthWarning)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    [line] = [json.loads(line) for line in result.stderr.splitlines()]
+    assert (line["logger"], line["level"]) == ("py.warnings", "warning")
+    assert "InsecureKeyLengthWarning: short key" in line["message"]
+
+
+async def test_the_line_of_an_internal_error_carries_the_webhook_id(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(static, "verify", broken)
+    status, _, msg_id = await client.deliver([secret])
+    assert status == 503
+    [line] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert getattr(line, "fields", {}) == {"webhook_id": msg_id, "error": "RuntimeError"}

@@ -297,6 +297,25 @@ async def test_corrupt_secret_file_keeps_previous_secrets(
     )
 
 
+async def test_a_secret_file_nested_100_000_deep_keeps_the_secrets_and_later_files_are_read(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """Its RecursionError killed the file's poll task: no reload ever again."""
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    await asyncio.sleep(0.6)
+    assert (await client.deliver([secret]))[0] == 200
+    errors = await client.metric(
+        "gemini_receiver_secret_reloads_total", webhook="orders", outcome="error"
+    )
+    assert errors == 1
+    new = new_secret()
+    write_secrets(path, new)
+    await asyncio.sleep(0.6)
+    assert (await client.deliver([new]))[0] == 200
+
+
 async def test_rotation_mid_stream_has_zero_failed_verifications(
     start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
 ) -> None:
