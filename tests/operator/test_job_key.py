@@ -7,6 +7,7 @@ import base64
 from typing import Any
 
 from gemini_webhook_operator import job_key, receiver_resources
+from gemini_webhook_operator.kube import KubeError
 from gemini_webhooks.contracts import dynamic_jobs, receiver_config
 from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_WEBHOOK
 from tests.operator.harness import (
@@ -136,3 +137,29 @@ def test_the_opt_out_reaches_the_receiver_config() -> None:
     config = receiver_config.parse(config_map["data"][receiver_resources.CONFIG_KEY])
     assert config.dynamic.accept_jobs_from_any_project
     assert config.dynamic.job_key_file == receiver_resources.JOB_KEY_PATH
+
+
+class _RacingKube:
+    """Another replica creates the Secret between our read and our create."""
+
+    def __init__(self, theirs: dict[str, Any]) -> None:
+        self.theirs = theirs
+        self.created: list[dict[str, Any]] = []
+
+    async def read_secret(self, namespace: str, name: str, *, max_age: float = 0.0) -> None:
+        return None
+
+    async def create(self, obj: dict[str, Any]) -> None:
+        self.created.append(obj)
+        raise KubeError(409, "already exists")
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return self.theirs
+
+
+async def test_a_key_created_meanwhile_is_kept_not_replaced() -> None:
+    body = {"metadata": {"name": "jobs", "namespace": "default", "uid": "u1"}}
+    kube = _RacingKube(_stored("u1"))
+    verdict = await job_key.ensure(kube, body)  # type: ignore[arg-type]
+    assert verdict.action == "keep"
+    assert len(kube.created) == 1  # one attempt, no overwrite afterwards
