@@ -22,6 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "receiver": ("gemini_webhook_receiver.cli", "verify, deduplicate and forward deliveries"),
     "operator": ("gemini_webhook_operator.cli", "reconcile GeminiWebhook resources"),
     "sandbox": ("gemini_webhooks.sandbox.cli", "run the whole system locally, on loopback"),
+    "webhook-config": (
+        "gemini_webhooks.jobs.cli",
+        "print the webhook_config of a job whose events a GeminiWebhook's receiver accepts",
+    ),
 }
 
 

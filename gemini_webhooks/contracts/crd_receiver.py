@@ -356,6 +356,16 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
                     default=GOOGLE_JWKS_URI,
                     pattern="^https?://",
                 ),
+                "acceptJobsFromAnyProject": _bool(
+                    "Accept dynamic deliveries of any Gemini project's jobs. By default only "
+                    "jobs whose `user_metadata` carries a MAC under this receiver's job key "
+                    "(the Secret `<name>-dynamic-job-key`, which the operator creates; "
+                    "`gemini-webhooks webhook-config` signs it) are accepted: Google signs "
+                    "every project's deliveries alike, so with this set anyone with a Gemini "
+                    "API key can send events here and choose their routes through "
+                    "`user_metadata`.",
+                    False,
+                ),
             },
         ),
         "redis": _obj(
@@ -512,6 +522,7 @@ class DynamicSpec(_Spec):
     audiences: list[str] = Field(default_factory=list)
     issuer: str = GOOGLE_ISSUER
     jwks_uri: str = Field(GOOGLE_JWKS_URI, pattern="^https?://")
+    accept_jobs_from_any_project: bool = False
 
 
 class SentinelSpec(_Spec):

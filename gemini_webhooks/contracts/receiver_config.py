@@ -193,11 +193,29 @@ class DynamicConfig(_Model):
     leeway_seconds: int = Field(
         30, ge=0, le=300, description="Clock-skew allowance for `exp`, `iat` and `nbf`."
     )
+    job_key_file: str | None = Field(
+        None,
+        min_length=1,
+        description="File holding this receiver's job key (`contracts.dynamic_jobs`), read at "
+        "start: a delivery is accepted only if its `user_metadata` carries a valid MAC under "
+        "it, i.e. the job was submitted by someone holding the key.",
+    )
+    accept_jobs_from_any_project: bool = Field(
+        False,
+        description="Accept dynamic deliveries without checking the job's MAC: any holder of a "
+        "Gemini API key, in any project, can then send events here and pick their routes "
+        "with `user_metadata`.",
+    )
 
     @model_validator(mode="after")
     def _audiences_when_enabled(self) -> DynamicConfig:
         if self.enabled and not self.audiences:
             raise ValueError("'audiences' must list at least one audience when enabled")
+        if self.enabled and self.job_key_file is None and not self.accept_jobs_from_any_project:
+            raise ValueError(
+                "'job_key_file' is required when enabled (or set "
+                "'accept_jobs_from_any_project: true' to accept every Gemini project's jobs)"
+            )
         return self
 
 

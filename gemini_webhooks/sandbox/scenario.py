@@ -28,6 +28,7 @@ from gemini_webhooks.contracts.events import ALL_EVENT_TYPES, SUBSCRIBABLE_EVENT
 from gemini_webhooks.contracts.service_endpoints import service_key, service_url
 from gemini_webhooks.contracts.signing_secret import SigningSecrets, decode, matches_truncated
 from gemini_webhooks.emulator.control import ControlClient
+from gemini_webhooks.jobs.webhook_config import WebhookConfigError, from_cluster
 from gemini_webhooks.sandbox.consumer import Arrival, SampleConsumer
 from gemini_webhooks.sandbox.kubeapi import ReadApi, run_kubectl
 from gemini_webhooks.sandbox.podplan import decode_secret_data
@@ -301,21 +302,34 @@ class Scenario:
             self.say(f"  {arrival.event_type:<28} -> consumer {arrival.path}")
         return f"all {len(ids)} subscribable types arrived, verified (HMAC) and routed"
 
+    async def _get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.api.get(GWH if kind == crd.KIND else "secrets", namespace, name)
+
     async def dynamic_events(self, within: float = 30.0) -> str:
-        config = {"uris": [self.receiver_url()], "user_metadata": DYNAMIC_METADATA}
+        # As a user builds it: the receiver's URI, the metadata signed with its job key.
+        try:
+            config = await from_cluster(self._get, self.name, self.namespace, DYNAMIC_METADATA)
+        except WebhookConfigError as error:
+            raise StepFailed(f"webhook-config: {error}") from None
+        if config["uris"] != [self.receiver_url()]:
+            raise StepFailed(f"webhook-config names {config['uris']}, not the receiver")
+        signed = config["user_metadata"]
         flat: list[str] = []
         for event_type in ALL_EVENT_TYPES:
             flat += await self._fire(event_type, webhook_config=config)
         arrivals = await self._arrivals(flat, within, "dynamic events")
         for arrival in arrivals:
             body = arrival.body if isinstance(arrival.body, dict) else {}
-            if arrival.path != "/dynamic" or body.get("user_metadata") != DYNAMIC_METADATA:
+            if arrival.path != "/dynamic" or body.get("user_metadata") != signed:
                 raise StepFailed(
                     f"dynamic {arrival.event_type} arrived at {arrival.path} with "
                     f"user_metadata {body.get('user_metadata')}"
                 )
             self.say(f"  {arrival.event_type:<28} -> consumer {arrival.path} (JWT)")
-        return f"all {len(ALL_EVENT_TYPES)} types arrived as dynamic deliveries (RS256 JWT)"
+        return (
+            f"all {len(ALL_EVENT_TYPES)} types arrived as dynamic deliveries (RS256 JWT, "
+            "the job's user_metadata signed with the receiver's job key)"
+        )
 
     async def rotate_under_traffic(self, within: float = 60.0, rate: float = 10.0) -> str:
         control, _ = self._need_events()

@@ -12,6 +12,10 @@ Rolling rules: the pod template carries the hash of the rendered config, so a co
 change rolls the Deployment. The signing secrets are not in the pod template — the
 receiver watches its Secret through the API — so a rotation changes nothing here and the
 pods pick up the new secret without a restart.
+
+With dynamic webhooks the pods mount the job-key Secret (`contracts.dynamic_jobs`). It is
+not rendered here: a rendering is applied on every change, and the key must be generated
+once and never again (`job_key.ensure` creates it before the Deployment is applied).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pydantic import ValidationError
 
 from gemini_webhook_operator import receiver_exposure
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
+from gemini_webhooks.contracts import dynamic_jobs
 from gemini_webhooks.contracts import receiver_config as rc
 from gemini_webhooks.contracts.crd import API_VERSION, DEFAULT_SIGNING_SECRET_SUFFIX, KIND
 from gemini_webhooks.contracts.crd_receiver import (
@@ -54,6 +59,9 @@ ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
 CONFIG_KEY = "config.yaml"
 CONFIG_DIR = "/etc/gemini-webhook-receiver"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
+# The job-key Secret (dynamic webhooks), mounted: read once at start, no API access needed.
+JOB_KEY_DIR = "/etc/gemini-webhook-job-key"
+JOB_KEY_PATH = f"{JOB_KEY_DIR}/{dynamic_jobs.SECRET_KEY}"
 HTTP_PORT = 8080
 INTERNAL_PORT = 9090
 HEALTHZ_PATH = "/healthz"
@@ -311,6 +319,8 @@ def receiver_config(resource: Mapping[str, Any], settings: ReceiverSettings) -> 
                 audiences=list(spec.dynamic.audiences),
                 issuer=spec.dynamic.issuer,
                 jwks_uri=spec.dynamic.jwks_uri,
+                job_key_file=JOB_KEY_PATH if spec.dynamic.enabled else None,
+                accept_jobs_from_any_project=spec.dynamic.accept_jobs_from_any_project,
             ),
             routes=[
                 rc.RouteConfig(
@@ -435,6 +445,20 @@ def _deployment(
         ],
         "terminationGracePeriodSeconds": 30,
     }
+    if spec.dynamic.enabled:
+        container["volumeMounts"].append(
+            {"name": "job-key", "mountPath": JOB_KEY_DIR, "readOnly": True}
+        )
+        pod_spec["volumes"].append(
+            {
+                "name": "job-key",
+                "secret": {
+                    "secretName": dynamic_jobs.job_key_secret_name(webhook),
+                    "items": [{"key": dynamic_jobs.SECRET_KEY, "path": dynamic_jobs.SECRET_KEY}],
+                    "defaultMode": 0o440,  # owner root, group fsGroup: the receiver's group
+                },
+            }
+        )
     if settings.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
     if spec.replicas > 1:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from gemini_webhook_operator import (
     conditions,
+    job_key,
     receiver_exposure,
     receiver_resources,
     replica_state,
@@ -343,6 +344,14 @@ async def _converge(
         )
         return _failure(report, outcome, REASON_SECRET_CONFLICT, message, retry_after=None)
     secrets = held.secrets
+
+    if receiver_objects and receiver_spec(body.get("spec") or {}).dynamic.enabled:
+        # Before the Deployment that mounts it; created once, never replaced.
+        key = await job_key.ensure(op.kube, body, max_age=listing_max_age)
+        if key.action == "refuse":
+            return _failure(report, outcome, key.reason, key.message, retry_after=None)
+        if key.action == "create":
+            outcome.event("Normal", "JobKeyCreated", "created the receiver's dynamic job key")
 
     url = spec.url or spec.exposed_url
     if url is None:

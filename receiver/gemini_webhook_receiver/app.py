@@ -38,6 +38,7 @@ from .dedup import MemoryDedup
 from .delivery import Targets, deliver_inline
 from .durability import DurabilityGate
 from .forwarding import Event, Forwarder
+from .job_origin import JobOrigin
 from .logs import log
 from .public import PublicServer
 from .queue import Admitted, Consumer, Stream
@@ -120,6 +121,8 @@ class Receiver:
         self.consumer: Consumer | None = None
         self.memory_dedup: MemoryDedup | None = None
         self.jwks: dynamic.JwksCache | None = None
+        # Read here, before anything starts: a missing job key stops the process at once.
+        self.job_origin = JobOrigin.from_config(config.dynamic) if config.dynamic.enabled else None
         self._session: aiohttp.ClientSession | None = None
         self.forwarder = Forwarder(config.forwarding.max_connections, self.session)
         self._rejections = {
@@ -438,6 +441,8 @@ class Receiver:
         self._verify_jwt.observe(time.perf_counter() - started)
         if isinstance(match, Rejection):
             return match
+        if self.job_origin is not None and (foreign := self.job_origin.check(match.envelope)):
+            return foreign
         event_type: str = match.envelope["type"]
         event = Event(
             msg_id,

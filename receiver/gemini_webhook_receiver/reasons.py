@@ -65,3 +65,6 @@ WRONG_AUDIENCE = _r("wrong_audience", 401, "token audience not accepted")
 WRONG_ISSUER = _r("wrong_issuer", 401, "token issuer not accepted")
 ID_MISMATCH = _r("id_mismatch", 401, "token jti does not match webhook-id")
 BODY_MISMATCH = _r("body_mismatch", 401, "body does not match the token's claims")
+FOREIGN_JOB = _r(
+    "foreign_job", 403, "the job's user_metadata carries no valid MAC under this receiver's key"
+)

@@ -38,7 +38,7 @@ def test_dump_round_trips() -> None:
 def test_json_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     path.write_text(
-        '{"dynamic": {"enabled": true, "audiences": ["https://x"]},'
+        '{"dynamic": {"enabled": true, "audiences": ["https://x"], "job_key_file": "/k"},'
         ' "dead_letter": {"target": {"url": "http://dl.test/"}}}'
     )
     assert rc.load(path).dynamic.enabled
@@ -74,6 +74,17 @@ def test_redis_dedup_needs_redis_section() -> None:
 def test_dynamic_needs_audiences() -> None:
     with pytest.raises(rc.ReceiverConfigError, match="audiences"):
         rc.parse(MINIMAL + "dynamic: {enabled: true}\n")
+
+
+def test_dynamic_needs_a_job_key_or_the_explicit_opt_out() -> None:
+    with pytest.raises(rc.ReceiverConfigError, match="'job_key_file' is required"):
+        rc.parse(MINIMAL + "dynamic: {enabled: true, audiences: [https://x]}\n")
+    keyed = rc.parse(MINIMAL + "dynamic: {enabled: true, audiences: [x], job_key_file: /k}\n")
+    assert not keyed.dynamic.accept_jobs_from_any_project
+    opted_out = rc.parse(
+        MINIMAL + "dynamic: {enabled: true, audiences: [x], accept_jobs_from_any_project: true}\n"
+    )
+    assert opted_out.dynamic.job_key_file is None
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -125,6 +125,20 @@ def test_full_receiver_section_is_read_with_camel_case_names() -> None:
     assert spec.service.type == "LoadBalancer"
 
 
+def test_dynamic_jobs_of_other_projects_are_refused_unless_the_opt_out_says_so() -> None:
+    field = RECEIVER_SCHEMA["properties"]["dynamic"]["properties"]["acceptJobsFromAnyProject"]
+    assert (field["type"], field["default"]) == ("boolean", False)
+    assert "anyone with a Gemini API key" in field["description"]
+    dynamic = {"enabled": True, "audiences": ["https://h/"]}
+    assert not receiver_spec(
+        {"receiver": {"dynamic": dynamic}}
+    ).dynamic.accept_jobs_from_any_project
+    opted_out = {**dynamic, "acceptJobsFromAnyProject": True}
+    assert receiver_spec({"receiver": {"dynamic": opted_out}}).dynamic.accept_jobs_from_any_project
+    with pytest.raises(CrdReceiverError, match=r"dynamic\.acceptJobsFromAnyProjects: unknown"):
+        receiver_spec({"receiver": {"dynamic": {**dynamic, "acceptJobsFromAnyProjects": True}}})
+
+
 def test_unknown_field_is_rejected_by_its_path() -> None:
     with pytest.raises(CrdReceiverError, match=r"spec\.receiver\.routes\[0\]\.matches: unknown"):
         receiver_spec({"receiver": {"routes": [{"name": "r", "matches": {}, "targets": []}]}})

@@ -12,6 +12,7 @@ from gemini_webhook_operator.receiver_resources import (
     ANNOTATION_CONFIG_HASH,
     CONFIG_KEY,
     CONFIG_PATH,
+    JOB_KEY_DIR,
     ReceiverRenderError,
     ReceiverSettings,
     internal_service_name,
@@ -302,6 +303,29 @@ def test_receiver_without_a_place_for_unroutable_events_is_rejected() -> None:
 def test_invalid_receiver_section_is_rejected_naming_the_field() -> None:
     with pytest.raises(ReceiverRenderError, match=r"spec\.receiver\.service\.port"):
         render(webhook(service={"port": 0}), SETTINGS)
+
+
+def test_a_dynamic_receiver_mounts_its_job_key_and_reads_it_from_the_config() -> None:
+    objects = render(webhook(dynamic={"enabled": True, "audiences": ["https://h/"]}), SETTINGS)
+    config = receiver_config.parse(by_kind(objects)["ConfigMap"]["data"][CONFIG_KEY])
+    assert config.dynamic.job_key_file == f"{JOB_KEY_DIR}/job-key"
+    assert not config.dynamic.accept_jobs_from_any_project
+    pod = deployment(objects)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "orders-dynamic-job-key"
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts[volume["name"]] == {
+        "name": volume["name"],
+        "mountPath": JOB_KEY_DIR,
+        "readOnly": True,
+    }
+    # The key is never rendered (a rendering is re-applied; the key must never change).
+    assert not [o for o in objects if o["kind"] == "Secret"]
+
+
+def test_a_receiver_without_dynamic_webhooks_mounts_no_job_key() -> None:
+    pod = deployment(render(webhook(), SETTINGS))["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if "secret" in v]
 
 
 def test_dynamic_without_audience_is_rejected() -> None:

@@ -72,6 +72,7 @@ def write_secrets(path: Path, current: str, *older: tuple[str, datetime | None])
 class Received:
     headers: Mapping[str, str]
     body: bytes
+    path: str = ""
 
 
 @dataclass
@@ -94,7 +95,7 @@ class RecordingTarget:
         if self.fail_always or self.fail_next > 0:
             self.fail_next = max(self.fail_next - 1, 0)
             return web.Response(status=500)
-        self.requests.append(Received(request.headers.copy(), body))
+        self.requests.append(Received(request.headers.copy(), body, request.path))
         return web.Response(status=204)
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> None:

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+DYNAMIC_ANY_PROJECT = (
+    "dynamic: {enabled: true, audiences: [x], accept_jobs_from_any_project: true}\n"
+)
+
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -18,7 +22,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_unknown_config_key_fails_start_up_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("dynamic: {enabled: true, audiences: [x]}\nlistn: {port: 1}\n")
+    config.write_text(DYNAMIC_ANY_PROJECT + "listn: {port: 1}\n")
     result = _run("--config", str(config))
     assert result.returncode == 2
     assert "listn: unknown key" in result.stderr
@@ -32,9 +36,19 @@ def test_missing_config_option_is_reported() -> None:
 
 def test_replay_without_redis_explains_why(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(
-        "dynamic: {enabled: true, audiences: [x]}\ndead_letter: {target: {url: 'http://x/'}}\n"
-    )
+    config.write_text(DYNAMIC_ANY_PROJECT + "dead_letter: {target: {url: 'http://x/'}}\n")
     result = _run("replay", "--config", str(config))
     assert result.returncode == 2
     assert "no 'redis' section" in result.stderr
+
+
+def test_a_missing_job_key_file_stops_start_up_with_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"dynamic: {{enabled: true, audiences: [x], job_key_file: {tmp_path}/absent}}\n"
+        "dead_letter: {target: {url: 'http://x/'}}\n"
+        "listen: {host: 127.0.0.1, port: 0}\ninternal: {host: 127.0.0.1, port: 0}\n"
+    )
+    result = _run("--config", str(config))
+    assert result.returncode == 2
+    assert f"cannot read dynamic.job_key_file {tmp_path}/absent" in result.stderr

@@ -151,7 +151,11 @@ async def test_dynamic_pings_are_read_from_redis_too(
 ) -> None:
     path, _ = secrets_file
     config = _config(target.url, path, redis_server, "a")
-    config["dynamic"] = {"enabled": True, "audiences": ["https://hooks.example.com/"]}
+    config["dynamic"] = {
+        "enabled": True,
+        "audiences": ["https://hooks.example.com/"],
+        "accept_jobs_from_any_project": True,
+    }
     client = await start_receiver(config)
     record = {"source": DYNAMIC_SOURCE, "webhook_id": "e1", "received_at": "2026-01-01T00:00:00Z"}
     redis = aioredis.Redis.from_url(redis_server)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gemini_webhooks.contracts import dynamic_jobs
 from gemini_webhooks.contracts.delivery import JWKS_PATH
 from gemini_webhooks.contracts.signing_secret import matches_truncated
 
@@ -93,13 +94,16 @@ async def test_rotation_during_an_emulator_stream_fails_no_verification(
 
 
 async def test_emulator_dynamic_delivery_is_verified_against_its_jwks(
-    emulator: Any, start_receiver: StartReceiver, target: RecordingTarget
+    emulator: Any, start_receiver: StartReceiver, target: RecordingTarget, tmp_path: Path
 ) -> None:
+    key_text = dynamic_jobs.generate_key()
+    (tmp_path / "job-key").write_text(key_text)
     config = base_config(target.url, None)
     config["dynamic"] = {
         "enabled": True,
         "audiences": [],
         "jwks_uri": emulator.base_url.rstrip("/") + JWKS_PATH,
+        "job_key_file": str(tmp_path / "job-key"),
     }
     # The emulator uses the target URI as the audience; we learn our URL only after start.
     running_probe = await start_receiver(
@@ -113,7 +117,10 @@ async def test_emulator_dynamic_delivery_is_verified_against_its_jwks(
     await asyncio.to_thread(
         emulator.fire,
         "batch.succeeded",
-        webhook_config={"uris": [client.url], "user_metadata": {"team": "a"}},
+        webhook_config={
+            "uris": [client.url],
+            "user_metadata": dynamic_jobs.sign({"team": "a"}, dynamic_jobs.decode_key(key_text)),
+        },
     )
     await target.wait_for(1)
     forwarded = target.requests[0]

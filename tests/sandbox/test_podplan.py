@@ -283,3 +283,31 @@ def test_a_path_the_container_sets_is_kept(tmp_path: Path) -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     container["env"] = [*container["env"], {"name": "PATH", "value": "/opt/bin"}]
     assert _plan(tmp_path, deployment).env["PATH"] == "/opt/bin"
+
+
+def test_a_dynamic_receivers_job_key_is_written_where_its_config_reads_it(
+    tmp_path: Path,
+) -> None:
+    from gemini_webhook_operator.receiver_resources import ReceiverSettings, render
+    from gemini_webhooks.contracts import dynamic_jobs
+
+    resource = {
+        "metadata": {"name": "orders", "namespace": "team-a", "uid": "u1"},
+        "spec": {
+            "receiver": {
+                "enabled": True,
+                "defaultRoute": {"targets": [{"url": "http://consumer.team-a.svc:8080/"}]},
+                "dynamic": {"enabled": True, "audiences": ["https://hooks.example/"]},
+            }
+        },
+    }
+    rendered = {o["kind"]: o for o in render(resource, ReceiverSettings())}
+    key = dynamic_jobs.generate_key()
+    objects = {
+        ("ConfigMap", "team-a", "orders-receiver"): rendered["ConfigMap"]["data"],
+        ("Secret", "team-a", "orders-dynamic-job-key"): {dynamic_jobs.SECRET_KEY: key},
+    }
+    plan = _plan(tmp_path, rendered["Deployment"], objects)
+    config_path = Path(plan.argv[-1])
+    config = yaml.safe_load(plan.files[config_path])
+    assert plan.files[Path(config["dynamic"]["job_key_file"])] == key.encode()

@@ -16,7 +16,8 @@ nothing unused).
   resources: ["geminiwebhooks/status"]
   verbs: ["patch"]
 # API-key Secrets are read; signing-secret Secrets written, rotated and, with the resource,
-# deleted. `watch` is never called: Kubernetes requires it because the operator grants it
+# deleted; a dynamic receiver's job-key Secret created once (never rewritten). `watch` is
+# never called: Kubernetes requires it because the operator grants it
 # (each receiver's Role may get and watch its own signing-secret Secret).
 - apiGroups: [""]
   resources: ["secrets"]
