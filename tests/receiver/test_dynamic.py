@@ -218,11 +218,12 @@ async def test_a_new_signing_key_during_the_rate_limit_is_taken_on_the_retry(
     config["dynamic"]["jwks_min_refresh_seconds"] = 0.3
     client = await start_receiver(config)
     event = envelope()
+    # Made before the clock matters: on a loaded machine a key takes longer than 0.3 s.
+    rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     assert (await _send(client, signer.token(claims_for(event, "ok")), "ok", b""))[0] == 200
     await asyncio.sleep(0.35)
     forged = signer.token(claims_for(event, "f"), kid="forged")
     assert (await _send(client, forged, "f", b""))[0] == 401  # a completed refresh: final
-    rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     signer.extra_keys.append(("test-key-2", rotated))
     token = signer.token(claims_for(event, "new"), kid="test-key-2", key=rotated)
     status, answer = await _send(client, token, "new", b"")
