@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gemini_webhook_operator.kube import JSON, Kube, KubeError, object_path
+from gemini_webhook_operator.kube import JSON, Kube, KubeError
 
 logger = logging.getLogger(__name__)
 
@@ -215,12 +215,9 @@ class LeaderElector:
         spec = claim(record, self.identity, datetime.now(UTC), self.timing)
         try:
             if record is None:
-                body = lease_object(self.namespace, self.name, spec)
-                written = await self.kube.create(body)
+                written = await self.kube.create(lease_object(self.namespace, self.name, spec))
             else:
-                body = lease_object(self.namespace, self.name, spec, record.resource_version)
-                path = object_path("Lease", self.namespace, self.name)
-                written = await self.kube.request("PUT", path, body)
+                written = await self._patch(spec, record.resource_version)
         except KubeError as error:
             if error.status == 409:  # another candidate wrote it first
                 return False
@@ -232,6 +229,14 @@ class LeaderElector:
         self.holder = self.identity
         self.fence.until = sent + self.timing.renew_deadline
         return True
+
+    async def _patch(self, spec: JSON, resource_version: str) -> JSON | None:
+        """Write the spec if the Lease is still the one read: the resourceVersion in a merge
+        patch is a precondition (409 otherwise), and a patch never creates (404 for a
+        Lease deleted meanwhile, e.g. by `helm uninstall`; kube-apiserver's PUT would
+        recreate a deleted Lease)."""
+        patch = {"metadata": {"resourceVersion": resource_version}, "spec": spec}
+        return await self.kube.merge_patch("Lease", self.namespace, self.name, patch)
 
     def _jittered(self) -> float:
         return self.timing.retry_period * random.uniform(1.0, JITTER)  # noqa: S311
@@ -280,15 +285,13 @@ class LeaderElector:
         if self._observed is None or self._observed.holder != self.identity:
             return
         self.fence.until = -math.inf
-        body = lease_object(
-            self.namespace,
-            self.name,
-            released(self._observed, datetime.now(UTC)),
-            self._observed.resource_version,
-        )
+        spec = released(self._observed, datetime.now(UTC))
         try:
-            await self.kube.request("PUT", object_path("Lease", self.namespace, self.name), body)
+            written = await self._patch(spec, self._observed.resource_version)
         except KubeError as error:
             logger.warning("leader Lease not released (it expires by itself): %s", error)
+            return
+        if written is None:
+            logger.info("leader Lease %s/%s is gone; nothing to release", self.namespace, self.name)
             return
         logger.info("released the leader Lease %s/%s", self.namespace, self.name)

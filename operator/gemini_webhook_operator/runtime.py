@@ -6,17 +6,20 @@ Used by the CLI and by the tests (in-process, on the test's event loop) alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Collection, Mapping
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import kopf
+from aiohttp import web
 
 from gemini_webhook_operator import handlers, health
 from gemini_webhook_operator.kube import JSON, ClusterAccess, Kube, KubeError, label_selector
@@ -172,6 +175,31 @@ async def _until_set(flag: asyncio.Event | threading.Event) -> None:
         await asyncio.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def standby_health(endpoint: str | None) -> AsyncIterator[None]:
+    """While this replica waits for the Lease, answer its liveness/readiness probes at the
+    endpoint kopf serves once it leads: a standby is alive and ready (a rolling update
+    waits for the new Pod to be Ready while the old one still holds the Lease). Closed
+    before kopf binds the same address."""
+    if endpoint is None:
+        yield
+        return
+    parts = urllib.parse.urlsplit(endpoint)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"leader": False, "standby": True})
+
+    app = web.Application()
+    app.router.add_get(parts.path or "/", health)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, parts.hostname or "127.0.0.1", parts.port or 80).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
 async def run(
     access: ClusterAccess,
     config: RunConfig,
@@ -217,10 +245,11 @@ async def run(
         helpers.append(asyncio.create_task(forward_stop()))
     lost = False
     try:
-        acquiring = asyncio.create_task(elector.acquire())
-        stopped = asyncio.create_task(stopping.wait())
-        await asyncio.wait({acquiring, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
+        async with standby_health(config.liveness_endpoint):
+            acquiring = asyncio.create_task(elector.acquire())
+            stopped = asyncio.create_task(stopping.wait())
+            await asyncio.wait({acquiring, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
         if not acquiring.done():
             acquiring.cancel()
             await _close(op)

@@ -268,7 +268,7 @@ def test_without_leader_election_one_replica_never_overlaps() -> None:
     (deployment,) = find(objects, "Deployment")
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert not any(a.startswith("--leader-elect") for a in _operator_args(values))
-    assert _lease_rules(objects) == []
+    assert _lease_rules(objects) == [] and find(objects, "Lease") == []
 
 
 def test_several_replicas_without_leader_election_are_refused() -> None:
@@ -293,14 +293,21 @@ def test_the_lease_rules_name_the_one_lease_in_the_release_namespace() -> None:
     (role,) = [r for r in find(objects, "Role") if r["metadata"]["name"].endswith("-election")]
     assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
     assert _lease_rules(objects) == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "resourceNames": ["gwo-gemini-webhook-operator"],
-            "verbs": ["get", "update"],
+            "verbs": ["get", "patch"],
         },
     ]
+    # The chart makes the Lease (helm uninstall removes it): the operator never creates one.
+    (lease,) = find(objects, "Lease")
+    assert lease["metadata"] == {
+        **lease["metadata"],
+        "name": "gwo-gemini-webhook-operator",
+        "namespace": RELEASE_NAMESPACE,
+    }
+    assert lease["spec"] == {}
 
 
 def test_default_image_follows_the_chart_app_version() -> None:

@@ -554,9 +554,9 @@ def test_a_pod_that_runs_to_completion_is_not_restarted(policy: str, code: int, 
 def test_an_ha_release_runs_two_replicas_and_one_reconciles(
     emulator: Any, release_namespace: str, tmp_path: Path
 ) -> None:
-    """replicaCount 2: both replicas start (through the chart's /bin/sh wrapper that gives
-    each a seniority priority), the chart's KopfPeering and RBAC let them elect one, and
-    the resource is reconciled; uninstall leaves nothing."""
+    """replicaCount 2: both replicas start and are Ready (the standby answers its probes),
+    the chart's Lease names one of them, the chart's RBAC lets it lead, the resource is
+    reconciled once; uninstall leaves nothing (the Lease included)."""
     namespace = release_namespace
     release = f"ha-{uuid.uuid4().hex[:5]}"
     helm = Helm(tmp_path / "helm", namespace)
@@ -577,18 +577,14 @@ def test_an_ha_release_runs_two_replicas_and_one_reconciles(
     )
     pods = _operator_pods(namespace, release)
     assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
-    assert all(p["spec"]["containers"][0]["command"][0] == "/bin/sh" for p in pods)
-    # Both replicas announce themselves in the chart's KopfPeering (kopf keeps one entry
-    # per peer under its status), with different priorities (their start times).
-    (peering,) = kubectl_json("get", "kopfpeerings", "-n", namespace)["items"]
-    name = peering["metadata"]["name"]
+    lease_name = f"{release}-gemini-webhook-operator"
 
-    def both_peers() -> dict[str, Any] | None:
-        status = kubectl_json("get", "kopfpeerings", name, "-n", namespace).get("status") or {}
-        return status if len(status) == 2 else None
+    def holder() -> str | None:
+        lease = kubectl_json("get", "lease", lease_name, "-n", namespace)
+        return (lease.get("spec") or {}).get("holderIdentity") or None
 
-    peers = wait_until("both replicas in the peering", both_peers)
-    assert len({p["priority"] for p in peers.values()}) == 2, peers
+    leader = wait_until("a replica to hold the chart's Lease", holder)
+    assert leader in {p["metadata"]["name"] for p in pods}
     kubectl(
         "create",
         "secret",

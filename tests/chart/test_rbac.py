@@ -160,8 +160,9 @@ def lifecycle(
     processes: list[subprocess.Popen[bytes]] = []
 
     def run(values: dict[str, Any]) -> Run:
-        # Set-up, before the operator starts: CRDs, namespaces (the release's holds the
-        # leader Lease), API key.
+        # Set-up, before the operator starts: CRDs, namespaces, API key, and the chart's
+        # leader Lease in the release namespace.
+        leases = find(manifests(values), "Lease")
         api_key = base64.b64encode(emulator.api_key.encode()).decode()
         setup = [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
@@ -172,6 +173,7 @@ def lifecycle(
                 "metadata": {"name": "gemini-api-key", "namespace": NAMESPACE},
                 "data": {"api-key": api_key},
             },
+            *leases,
         ]
         _kubectl(kube, tmp_path, "apply", "-f", str(ROOT / "crds"))
         gateway_api.install(kube)

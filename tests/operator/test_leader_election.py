@@ -1,6 +1,6 @@
 """One active operator by Lease: the pure rules, then real operator processes.
 
-Each replica is the real CLI (`gemini-webhooks operator --leader-elect ...`) with short
+Each replica is the real CLI (`gemini-webhooks operator --leader-elect ...`) with shorter
 Lease timings. Its WebhookService calls go through a recording proxy of its own (the
 resources name no `apiBaseUrl`, each replica a default one), so every remote call is
 attributed to the replica that made it. Runs against the kube sandbox, or the real control
@@ -16,9 +16,11 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -46,8 +48,10 @@ from tests.operator.api_proxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE = "gwo-leader-test"
-# Short, in client-go's proportions: a takeover after a crash within 4 s + 0.5 s.
-TIMING = LeaseTiming(lease_duration=4.0, renew_deadline=3.0, retry_period=0.5)
+# Shorter than the defaults, in client-go's proportions (a takeover after a crash within
+# 8 s + 1.2 s), and not so short that a loaded 2-core machine running kube-apiserver and
+# etcd misses a renewal deadline (3 s did, once: the leader then correctly stood down).
+TIMING = LeaseTiming(lease_duration=8.0, renew_deadline=6.0, retry_period=1.0)
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -131,7 +135,16 @@ class Replica:
     process: subprocess.Popen[bytes]
     log_path: Path
     proxy: FaultProxy
+    health_port: int
     metrics_port: int = 0
+
+    def health(self) -> tuple[int, Any]:
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -148,6 +161,12 @@ class Replica:
         )
 
 
+def _election_log(text: str) -> str:
+    """What a replica said about the Lease, and the end of its log."""
+    said = [line for line in text.splitlines() if "leader" in line.lower() and "File" not in line]
+    return "\n".join([*said[-30:], "...", text[-2000:]])
+
+
 @dataclass
 class Cluster:
     namespace: str
@@ -160,6 +179,9 @@ class Cluster:
 
     async def start(self, name: str) -> Replica:
         proxy = await FaultProxy(self.upstream).start()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            health_port = probe.getsockname()[1]
         log_path = self.workdir / f"{name}.log"
         env = dict(os.environ, POD_NAME=name)
         env.pop("KUBECONFIG", None)
@@ -182,6 +204,7 @@ class Cluster:
                     f"--retry-period={TIMING.retry_period}",
                     f"--api-base-url={proxy.url}",
                     "--drift-interval=600",
+                    f"--liveness=http://127.0.0.1:{health_port}/healthz",
                     "--metrics-port=0",
                     "--metrics-address=127.0.0.1",
                 ],
@@ -190,7 +213,7 @@ class Cluster:
                 env=env,
                 start_new_session=True,
             )
-        replica = Replica(name, process, log_path, proxy)
+        replica = Replica(name, process, log_path, proxy, health_port)
         self.replicas.append(replica)
         match = await self.until(
             lambda: re.search(r"metrics on port (\d+)", replica.log()) or process.poll(),
@@ -261,7 +284,7 @@ class Cluster:
             if value:
                 return value
             if time.monotonic() > deadline:
-                logs = "\n".join(f"--- {r.name}\n{r.log()[-3000:]}" for r in self.replicas)
+                logs = "\n".join(f"--- {r.name}\n{_election_log(r.log())}" for r in self.replicas)
                 raise AssertionError(f"timed out waiting for {what}\n{logs}")
             await asyncio.sleep(0.1)
 
@@ -330,6 +353,9 @@ async def test_one_replica_leads_and_a_graceful_stop_hands_over_at_once(
     assert cluster.holder() == "replica-a"
     assert first.total(LEADER) == 1 and second.total(LEADER) == 0
     assert second.total(RECONCILES_TOTAL) == 0 and second.proxy.calls() == []
+    # Both answer their probes: a standby is alive and ready (a rolling update waits for it).
+    assert first.health()[0] == 200
+    assert second.health() == (200, {"leader": False, "standby": True})
 
     first.process.send_signal(signal.SIGTERM)
     await asyncio.to_thread(first.process.wait, 30)
@@ -342,6 +368,7 @@ async def test_one_replica_leads_and_a_graceful_stop_hands_over_at_once(
     assert handover < TIMING.lease_duration, f"handover took {handover:.1f} s"
     cluster.create("three", endpoint.url)
     await cluster.until(lambda: cluster.webhook_id("three"), "the new leader reconciled")
+    await cluster.until(lambda: second.health()[0] == 200, "kopf's probe on the new leader")
     ids = sorted(str(cluster.webhook_id(n)) for n in ("one", "two", "three"))
     assert _remote_ids(emulator) == ids  # nothing created twice
     assert second.total(LEADER) == 1

@@ -70,14 +70,10 @@ nothing unused).
 {{- end }}
 {{- end }}
 
-{{/* Leader election: the one Lease, in the release namespace. `create` cannot be limited
-to a name (the name is not known before the object exists). */}}
+{{/* Leader election: the one Lease the chart makes, in the release namespace. */}}
 {{- define "gwo.rbac.leaseRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["create"]
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
   resourceNames: [{{ include "gwo.fullname" . | quote }}]
-  verbs: ["get", "update"]
+  verbs: ["get", "patch"]
 {{- end }}
