@@ -3,9 +3,11 @@ settings the chart hands the operator for the receivers' (rendered by the operat
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import helm_python as helm
 import pytest
@@ -25,7 +27,8 @@ def _policy(values: dict[str, Any] | None = None) -> dict[str, Any]:
 def _receiver_settings(values: dict[str, Any]) -> Any:
     (deployment,) = find(manifests(values), "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    return config_from_args(build_parser().parse_args(args)).receiver.network_policy
+    with patch.dict(os.environ, {"POD_NAMESPACE": "gwo-system"}):  # as the Pod has it
+        return config_from_args(build_parser().parse_args(args)).receiver.network_policy
 
 
 def test_operator_network_policy_is_on_by_default_and_selects_the_operator_pods() -> None:
