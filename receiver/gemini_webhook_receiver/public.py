@@ -14,6 +14,8 @@ What an HTTP server owes its clients is kept, each bounded:
   reset by each byte (then the connection is closed: a trickled head is cut off);
 - the body: at most `max_body_bytes` (413, from Content-Length before any byte of it, or
   as chunks arrive) and `read_timeout_seconds` from the end of the head (408);
+- trailer fields (after a chunked body) are not headers (RFC 9110 §6.5.1): dropped, never
+  read as the request's, and bounded with the head (431);
 - anything llhttp refuses (bad framing, conflicting Content-Length/Transfer-Encoding,
   invalid characters, upgrades) gets 400, counted as `malformed_request` and logged
   without the sender's bytes;
@@ -200,6 +202,11 @@ class _Connection(asyncio.Protocol):
         # the next read: a field that never ends may pass the limit by up to one read.
         self.head_size = 0
         self.head_bytes = 0
+        # A body's bytes that are not its data (chunk framing, trailer fields) since the
+        # last chunk's size line: llhttp hands trailer fields over only when complete and
+        # `httptools` buffers them until then, so one that never ends is cut off at the
+        # head's bound (the last chunk's size line starts the count, within one read).
+        self.framing_bytes = 0
         self.in_head = True  # between requests or inside a head
         self.pending: deque[_Request | _Answer] = deque()
         self.worker: asyncio.Task[None] | None = None
@@ -253,6 +260,8 @@ class _Connection(asyncio.Protocol):
             return
         if self.in_head:
             self.head_bytes += len(data)
+        else:
+            self.framing_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -269,6 +278,8 @@ class _Connection(asyncio.Protocol):
             return
         if self.in_head and self.head_bytes > MAX_HEAD_BYTES:
             self._refuse(reasons.HEAD_TOO_LARGE)
+        elif not self.in_head and self.framing_bytes > MAX_HEAD_BYTES:
+            self._refuse(reasons.HEAD_TOO_LARGE)  # a trailer field that never ends
         elif (
             not self.in_head
             and self.request is not None
@@ -317,6 +328,11 @@ class _Connection(asyncio.Protocol):
         if self.head_size > MAX_HEAD_BYTES:
             self._refuse(reasons.HEAD_TOO_LARGE)
             return
+        if not self.in_head:
+            # A trailer field (llhttp reports them like header fields, after the last
+            # chunk): not part of the header section (RFC 9110 §6.5.1), so a signature
+            # sent there is not the request's. Counted with the head, and dropped.
+            return
         key = _WANTED.get(name) or _WANTED.get(name.lower())
         if key is None:
             return  # nothing reads it
@@ -330,6 +346,7 @@ class _Connection(asyncio.Protocol):
             return
         self.in_head = False
         self.head_bytes = 0
+        self.framing_bytes = 0
         self.deadline = None
         parser = self.parser
         request.method = parser.get_method()
@@ -353,9 +370,13 @@ class _Connection(asyncio.Protocol):
                 self.pending.append(_CONTINUE)  # the body is due once it is written
                 self.continue_owed = True
 
+    def on_chunk_header(self) -> None:
+        self.framing_bytes = 0  # a chunk's size line: what follows is its data, or trailers
+
     def on_body(self, chunk: bytes) -> None:
         if self.done:
             return
+        self.framing_bytes -= len(chunk)
         self.body_size += len(chunk)
         if self.body_size > self.server.max_body:
             assert self.request is not None

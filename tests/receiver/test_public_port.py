@@ -353,6 +353,95 @@ async def test_a_head_over_the_limit_gets_431_and_is_counted(
     assert target.requests == []
 
 
+_OTHER_SIGNATURE = "v1,b3RoZXIgc2lnbmF0dXJlIG9mIDMyIGJ5dGVzIGV4YWN0bHk="
+
+
+def _chunked(secret: str, header: str | None, trailer: str | None) -> bytes:
+    """A delivery with a chunked body, whose `webhook-signature` header and trailer field
+    are `header` and `trailer` ("valid": the delivery's signature; None: absent)."""
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body)
+    valid = headers.pop("webhook-signature")
+    if header is not None:
+        headers["webhook-signature"] = valid if header == "valid" else header
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    trailers = (
+        ""
+        if trailer is None
+        else f"webhook-signature: {valid if trailer == 'valid' else trailer}\r\n"
+    )
+    return (
+        (
+            f"POST / HTTP/1.1\r\nhost: r\r\ntransfer-encoding: chunked\r\n{head}\r\n"
+            f"{len(body):x}\r\n"
+        ).encode()
+        + body
+        + f"\r\n0\r\n{trailers}\r\n".encode()
+    )
+
+
+async def test_a_signature_sent_only_as_a_trailer_field_is_not_a_header(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """RFC 9110 §6.5.1: trailer fields are not the header section."""
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(_chunked(secret, header=None, trailer="valid"))
+    status, _, body = await _answer(reader)
+    assert (status, json.loads(body)["error"]) == (400, "missing_headers")
+    writer.close()
+    assert target.requests == []
+
+
+@pytest.mark.parametrize(
+    ("header", "trailer", "status"),
+    [("valid", _OTHER_SIGNATURE, 200), (_OTHER_SIGNATURE, "valid", 401)],
+    ids=["valid_header", "valid_trailer"],
+)
+async def test_a_signature_in_the_headers_is_the_one_verified_whatever_the_trailer_says(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    header: str,
+    trailer: str,
+    status: int,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(_chunked(secret, header=header, trailer=trailer))
+    assert (await _answer(reader))[0] == status
+    writer.close()
+    assert len(target.requests) == (1 if status == 200 else 0)
+
+
+@pytest.mark.parametrize("shape", ["many_fields", "endless_field"])
+async def test_trailer_fields_are_bounded_like_the_head(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    shape: str,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    raw = _chunked(secret, header="valid", trailer=None)[: -len(b"\r\n")]
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(raw)
+    await asyncio.sleep(0.05)  # so that the trailer section starts a read
+    field = b"x-trailer: " + b"t" * 1000 + b"\r\n"
+    try:
+        for _ in range(MAX_HEAD_BYTES // 1000 + 2):
+            writer.write(field if shape == "many_fields" else b"t" * 1024)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    status, _, body = await _answer(reader)
+    assert (status, json.loads(body)["error"]) == (431, "head_too_large")
+    assert await _closed(reader)
+    writer.close()
+
+
 async def test_request_smuggling_shapes_are_refused(
     start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
 ) -> None:
