@@ -16,6 +16,10 @@ What an HTTP server owes its clients is kept, each bounded:
   as chunks arrive) and `read_timeout_seconds` from the end of the head (408);
 - trailer fields (after a chunked body) are not headers (RFC 9110 §6.5.1): dropped, never
   read as the request's, and bounded with the head (431);
+- `Host` (RFC 9112 §3.2): an HTTP/1.1 request without one, with more than one, or with a
+  value that is not `uri-host[:port]` gets 400 `bad_host` (HTTP/1.0 may omit it; with
+  an absolute-form target its value is the target's authority, so only its presence and
+  count are checked, §3.2.2);
 - anything llhttp refuses (bad framing, conflicting Content-Length/Transfer-Encoding,
   invalid characters, upgrades) gets 400, counted as `malformed_request` and logged
   without the sender's bytes;
@@ -38,6 +42,8 @@ a 100 Continue.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -76,6 +82,7 @@ _WANTED = {
         "content-type",
         "content-length",
         "expect",
+        "host",
     )
 }
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
@@ -99,6 +106,45 @@ def target_path(target: bytes) -> bytes | None:
     if url.schema is None or url.schema.lower() not in (b"http", b"https") or url.userinfo:
         return None
     return url.path or b"/"
+
+
+# uri-host [":" port] (RFC 3986 §3.2.2-3): an IP literal in brackets, or a reg-name — an
+# IPv4 address is one too, and it may be empty (RFC 9112 §3.2: a URI without authority).
+_HOST = re.compile(
+    r"(?:\[(?P<literal>[^\]]*)\]"
+    r"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)"
+    r"(?::[0-9]*)?"
+)
+_IP_FUTURE = re.compile(r"v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+")
+
+
+def valid_host(value: str) -> bool:
+    """Whether a Host field value (without its surrounding whitespace) is
+    `uri-host [":" port]`."""
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return False
+    literal = match.group("literal")
+    if literal is None:
+        return True
+    if _IP_FUTURE.fullmatch(literal):
+        return True
+    try:
+        ipaddress.IPv6Address(literal)
+    except ValueError:
+        return False
+    return "%" not in literal  # a zone id is not part of a URI's IPv6 literal
+
+
+def host_is_acceptable(version: str, host: str | None, repeated: bool, target: bytes) -> bool:
+    """RFC 9112 §3.2: one Host field with a valid value, which HTTP/1.0 may leave out;
+    with an absolute-form target the target's authority replaces its value (§3.2.2), so
+    that value is not judged."""
+    if repeated:
+        return False
+    if host is None:
+        return version == "1.0"
+    return not target.startswith(b"/") or valid_host(host.rstrip(" \t"))
 
 
 class _Date:
@@ -131,7 +177,7 @@ _CONTINUE_BYTES = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _Request:
-    __slots__ = ("body", "headers", "keep_alive", "method", "target")
+    __slots__ = ("body", "headers", "keep_alive", "method", "repeated_host", "target")
 
     def __init__(self) -> None:
         self.target = b""
@@ -139,6 +185,7 @@ class _Request:
         self.body = b""
         self.method = b""
         self.keep_alive = True
+        self.repeated_host = False
 
 
 class PublicServer:
@@ -339,6 +386,8 @@ class _Connection(asyncio.Protocol):
         headers = self.request.headers
         if key not in headers:
             headers[key] = value.decode("utf-8", "surrogateescape")
+        elif key == "host":
+            self.request.repeated_host = True
 
     def on_headers_complete(self) -> None:
         request = self.request
@@ -351,12 +400,19 @@ class _Connection(asyncio.Protocol):
         parser = self.parser
         request.method = parser.get_method()
         request.keep_alive = parser.should_keep_alive()
+        version = parser.get_http_version()
+        headers = request.headers
+        if not host_is_acceptable(
+            version, headers.get("host"), request.repeated_host, request.target
+        ):
+            self._refuse(reasons.BAD_HOST, headers.get(HEADER_ID))
+            return
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.server.max_body:
             self._refuse(reasons.BODY_TOO_LARGE, request.headers.get(HEADER_ID))
             return
         expect = request.headers.get("expect")
-        if expect is not None and parser.get_http_version() == "1.1":
+        if expect is not None and version == "1.1":
             wrong = self._misrouted(request)
             if wrong is not None:
                 self._finish_with(wrong)

@@ -18,7 +18,13 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gemini_webhook_receiver.public import MAX_HEAD_BYTES, MAX_PIPELINED, target_path
+from gemini_webhook_receiver.public import (
+    MAX_HEAD_BYTES,
+    MAX_PIPELINED,
+    host_is_acceptable,
+    target_path,
+    valid_host,
+)
 
 from .conftest import (
     RecordingTarget,
@@ -34,13 +40,19 @@ _LISTEN = {"host": "127.0.0.1", "port": 0}
 
 
 def _request(
-    secret: str, *, version: str = "1.1", extra: str = "", target: str = "/"
+    secret: str,
+    *,
+    version: str = "1.1",
+    extra: str = "",
+    target: str = "/",
+    host: str | None = "r",
 ) -> tuple[bytes, str]:
     body = json.dumps(envelope()).encode()
     headers = signed_headers([secret], body)
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    host_field = "" if host is None else f"host: {host}\r\n"
     raw = (
-        f"POST {target} HTTP/{version}\r\nhost: r\r\ncontent-length: {len(body)}\r\n"
+        f"POST {target} HTTP/{version}\r\n{host_field}content-length: {len(body)}\r\n"
         f"{head}{extra}\r\n"
     ).encode() + body
     return raw, headers["webhook-id"]
@@ -440,6 +452,126 @@ async def test_trailer_fields_are_bounded_like_the_head(
     assert (status, json.loads(body)["error"]) == (431, "head_too_large")
     assert await _closed(reader)
     writer.close()
+
+
+_VALID_HOSTS = [
+    "",
+    "r",
+    "receiver.example.com",
+    "receiver.example.com:8443",
+    "127.0.0.1:80",
+    "[::1]",
+    "[2001:db8::7]:443",
+    "[v1.fe80::a+en1]",
+    "xn--bcher-kva.example",
+    "a%2Db",
+    "host:",
+]
+_INVALID_HOSTS = [
+    "a b",
+    "r:80:81",
+    "r:http",
+    "user@r",
+    "r/path",
+    "[::1",
+    "[::g]",
+    "[fe80::1%eth0]",
+    "::1",
+    "a%2",
+    "r?q",
+]
+
+
+@pytest.mark.parametrize("value", _VALID_HOSTS)
+def test_a_valid_host_value(value: str) -> None:
+    assert valid_host(value)
+
+
+@pytest.mark.parametrize("value", _INVALID_HOSTS)
+def test_an_invalid_host_value(value: str) -> None:
+    assert not valid_host(value)
+
+
+@pytest.mark.parametrize(
+    ("version", "host", "repeated", "target", "acceptable"),
+    [
+        ("1.1", "r", False, b"/", True),
+        ("1.1", None, False, b"/", False),
+        ("1.1", "r", True, b"/", False),
+        ("1.0", None, False, b"/", True),
+        ("1.0", "r", True, b"/", False),
+        ("1.0", "a b", False, b"/", False),
+        ("1.1", "r  \t", False, b"/", True),
+        ("1.1", None, False, b"http://r/", False),
+        ("1.1", "a b", False, b"http://r/", True),
+    ],
+)
+def test_whether_the_host_fields_are_acceptable(
+    version: str, host: str | None, repeated: bool, target: bytes, acceptable: bool
+) -> None:
+    assert host_is_acceptable(version, host, repeated, target) is acceptable
+
+
+_BAD_HOST_REQUESTS = {
+    "missing": {"host": None},
+    "repeated": {"extra": "host: r\r\n"},
+    "repeated_empty": {"host": "", "extra": "Host: r\r\n"},
+    **{f"invalid {value!r}": {"host": value} for value in ("a b", "r:80:81", "[::1", "r/p")},
+    "absolute_form_missing": {"host": None, "target": "http://r/"},
+}
+
+
+@pytest.mark.parametrize("shape", list(_BAD_HOST_REQUESTS))
+async def test_a_request_with_a_missing_repeated_or_invalid_host_gets_400(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    shape: str,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(_request(secret, **_BAD_HOST_REQUESTS[shape])[0])  # type: ignore[arg-type]
+    status, headers, body = await _answer(reader)
+    assert (status, json.loads(body)["error"], headers["connection"]) == (
+        400,
+        "bad_host",
+        "close",
+    )
+    assert await _closed(reader)
+    writer.close()
+    counted = await client.metric(
+        "gemini_receiver_deliveries_total", outcome="rejected", reason="bad_host"
+    )
+    assert counted == 1
+    assert target.requests == []
+
+
+@pytest.mark.parametrize(
+    ("version", "host", "request_target"),
+    [
+        ("1.1", "[2001:db8::7]:443", "/"),
+        ("1.1", "127.0.0.1:8080", "/"),
+        ("1.0", None, "/"),
+        ("1.1", "not a host", "http://r/"),
+    ],
+    ids=["ipv6_literal", "ipv4_and_port", "http_1_0_without_host", "absolute_form"],
+)
+async def test_a_request_with_an_acceptable_host_is_served(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    version: str,
+    host: str | None,
+    request_target: str,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(_request(secret, version=version, host=host, target=request_target)[0])
+    assert (await _answer(reader))[0] == 200
+    writer.close()
+    assert len(target.requests) == 1
 
 
 async def test_request_smuggling_shapes_are_refused(
