@@ -28,8 +28,16 @@ What an HTTP server owes its clients is kept, each bounded:
   before the body (other expectations 417), HTTP/1.0 and `Connection: close` honoured,
   pipelined requests answered in order (reading pauses while `MAX_PIPELINED` wait, and
   while the client leaves our answers unread beyond the transport's high-water mark);
-- at most `max_connections` open connections (one more is answered 503
-  `too_many_connections` and closed);
+- at most `max_connections` open connections. When all are open a new one is still
+  served: the connection that has waited longest without a request under way — between
+  requests, with its request head unfinished (or not begun), or lingering after a
+  refusal — is closed to make room (counted in `connections_evicted_total{state}`), so
+  that connections that never send a byte cannot keep deliveries out. A connection busy
+  with a request (its head complete: the body being read, or its delivery under way) is
+  never closed for another; only when every one is busy is the new one answered 503
+  `too_many_connections` and closed. The evictable ones are kept in an `OrderedDict` in
+  the order they became evictable: a connection moves in and out of it twice per request,
+  and the oldest is found in O(1);
 - on shutdown idle connections are closed at once and busy ones after their answer.
 
 A rejection decided before the request was read to its end (413, 431, 408, 400) closes
@@ -45,7 +53,7 @@ import asyncio
 import ipaddress
 import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
@@ -56,7 +64,7 @@ import orjson
 
 from gemini_webhooks.contracts.delivery import HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP
 
-from . import reasons
+from . import metrics, reasons
 from .reasons import Rejection
 from .writes import WriteBatch
 
@@ -209,6 +217,12 @@ class PublicServer:
         self.date = _Date()
         self.batch: WriteBatch | None = None  # of this server's loop, made by the first connection
         self.connections: set[_Connection] = set()
+        # The connections that may be closed to make room for a new one (none of their
+        # requests under way), the one evictable longest first.
+        self.evictable: OrderedDict[_Connection, None] = OrderedDict()
+        self.evicted = {
+            state: metrics.connections_evicted.labels(state) for state in metrics.EVICTED_STATES
+        }
         self.closing = False
 
     def protocol(self) -> _Connection:
@@ -217,6 +231,16 @@ class PublicServer:
         if self.batch is None:
             self.batch = WriteBatch(loop)
         return _Connection(self, loop, self.batch)
+
+    def make_room(self) -> bool:
+        """Close the connection evictable longest; False if every connection is busy."""
+        if not self.evictable:
+            return False
+        victim, _ = self.evictable.popitem(last=False)
+        self.connections.discard(victim)
+        self.evicted[victim.eviction_state()].inc()
+        victim.evict()
+        return True
 
     def close_idle(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after answering."""
@@ -275,25 +299,29 @@ class _Connection(asyncio.Protocol):
         self.owing = False
         self.continue_owed = False
         self.reading = True
+        self.kept_alive = False  # answered a request and kept open (for eviction's label)
 
     # ---- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         server = self.server
-        if len(server.connections) >= server.max_connections:
-            # Answered before any request (HTTP/1.1 allows it) and closed at once: lingering
-            # would keep holding what the limit is there to bound.
+        if len(server.connections) >= server.max_connections and not server.make_room():
+            # Every connection is busy with a request. Answered before any request (HTTP/1.1
+            # allows it) and closed at once: lingering would keep holding what the limit is
+            # there to bound.
             self.done = True
             body = server.reject(reasons.TOO_MANY_CONNECTIONS, None)
             self._write(reasons.TOO_MANY_CONNECTIONS.status, body, False)
             transport.close()
             return
         server.connections.add(self)
+        server.evictable[self] = None
         self._expect_by()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        self.server.evictable.pop(self, None)
         self.done = self.closed = True
         self._disarm()
         # A delivery under way runs to its end (it is acknowledged or not by its own
@@ -397,6 +425,7 @@ class _Connection(asyncio.Protocol):
         self.head_bytes = 0
         self.framing_bytes = 0
         self.deadline = None
+        self.server.evictable.pop(self, None)  # busy with this request from now
         parser = self.parser
         request.method = parser.get_method()
         request.keep_alive = parser.should_keep_alive()
@@ -488,8 +517,13 @@ class _Connection(asyncio.Protocol):
                     return
         finally:
             self.worker = None
-        if not self.done and self.deadline is None:
+        if self.done:
+            return
+        if self.deadline is None:
             self._expect_by()  # the next request's head (or the rest of a body) is due
+        if self.in_head:  # between requests, or the next head unfinished: evictable
+            self.kept_alive = True
+            self.server.evictable[self] = None
 
     def _misrouted(self, request: _Request) -> _Answer | None:
         if target_path(request.target) != self.server.path:
@@ -573,6 +607,7 @@ class _Connection(asyncio.Protocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self.timer = self.loop.call_later(LINGER_SECONDS, self.abort)
+            self.server.evictable[self] = None  # lingering holds a slot for nothing
         else:
             self.transport.close()
 
@@ -622,5 +657,20 @@ class _Connection(asyncio.Protocol):
         """Close now; what is already written still goes out first."""
         self.done = self.closed = True
         self._disarm()
+        self.server.evictable.pop(self, None)  # on its way out already
         if self.transport is not None:
             self.transport.close()
+
+    def eviction_state(self) -> str:
+        if self.done:
+            return "lingering"
+        return "idle" if self.kept_alive and self.request is None else "head"
+
+    def evict(self) -> None:
+        """Close to make room for a new connection: the answers already given are written
+        first (the batch is flushed), nothing is waited for."""
+        self.batch.flush()
+        self.done = self.closed = True
+        self._disarm()
+        if self.transport is not None:
+            self.transport.abort()

@@ -27,6 +27,7 @@ from gemini_webhook_receiver.public import (
 )
 
 from .conftest import (
+    Client,
     RecordingTarget,
     StartReceiver,
     base_config,
@@ -659,17 +660,99 @@ async def test_reading_pauses_while_the_client_leaves_answers_unread(
     writer.close()
 
 
-async def test_connections_beyond_the_limit_are_answered_503_and_closed(
+async def _still_open(reader: asyncio.StreamReader) -> bool:
+    """Nothing arrives, not even the end of the stream, for a moment."""
+    try:
+        await asyncio.wait_for(reader.read(1), 0.2)
+    except TimeoutError:
+        return True
+    except ConnectionError:
+        return False
+    return False
+
+
+async def _evicted(client: Client, state: str) -> float:
+    return await client.metric("gemini_receiver_connections_evicted_total", state=state)
+
+
+async def test_with_every_slot_taken_a_new_connection_evicts_the_oldest_that_sent_nothing(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path, limits={"max_connections": 3}))
+    port = client.running.public_port
+    silent = []
+    for _ in range(3):
+        silent.append(await _connect(port))
+        await asyncio.sleep(0.05)  # accepted in this order
+    reader, writer = await _connect(port)
+    writer.write(_request(secret)[0])
+    assert (await _answer(reader))[0] == 200
+    assert await _closed(silent[0][0])
+    assert [await _still_open(r) for r, _ in silent[1:]] == [True, True]
+    assert await _evicted(client, "head") == 1
+    for _, w in [*silent, (reader, writer)]:
+        w.close()
+
+
+async def test_a_kept_alive_connection_between_requests_is_evicted_as_idle(
     start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
 ) -> None:
     path, secret = secrets_file
     client = await start_receiver(base_config(target.url, path, limits={"max_connections": 2}))
     port = client.running.public_port
-    held = [await _connect(port) for _ in range(2)]
+    idle_reader, idle_writer = await _connect(port)
+    idle_writer.write(_request(secret)[0])
+    assert (await _answer(idle_reader))[0] == 200
+    silent_reader, silent_writer = await _connect(port)  # evictable since after the answer
+    await asyncio.sleep(0.05)
+    reader, writer = await _connect(port)
+    writer.write(_request(secret)[0])
+    assert (await _answer(reader))[0] == 200
+    assert await _closed(idle_reader)
+    assert await _still_open(silent_reader)
+    assert (await _evicted(client, "idle"), await _evicted(client, "head")) == (1, 0)
+    for w in (idle_writer, silent_writer, writer):
+        w.close()
+
+
+async def test_a_connection_lingering_after_a_refusal_is_evicted(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path, limits={"max_connections": 2}))
+    port = client.running.public_port
+    refused_reader, refused_writer = await _connect(port)
+    refused_writer.write(b"POST / HTTP/1.1\r\nbad header: x\r\n\r\n")
+    assert (await _answer(refused_reader))[0] == 400  # and the receiver lingers
+    silent_reader, silent_writer = await _connect(port)
+    await asyncio.sleep(0.05)
+    reader, writer = await _connect(port)
+    writer.write(_request(secret)[0])
+    assert (await _answer(reader))[0] == 200
+    assert await _still_open(silent_reader)
+    assert (await _evicted(client, "lingering"), await _evicted(client, "head")) == (1, 0)
+    for w in (refused_writer, silent_writer, writer):
+        w.close()
+
+
+async def test_connections_busy_with_a_request_are_not_evicted_so_a_new_one_gets_503(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """Busy: a delivery under way, or a body still being read after a complete head."""
+    path, secret = secrets_file
+    target.delay = 0.5
+    client = await start_receiver(base_config(target.url, path, limits={"max_connections": 2}))
+    port = client.running.public_port
+    delivering = await _connect(port)
+    delivering[1].write(_request(secret)[0])
+    reading = await _connect(port)
+    head, body = _head_only(secret)
+    reading[1].write(head + body[:5])
     await asyncio.sleep(0.1)
     reader, writer = await _connect(port)
-    status, headers, body = await _answer(reader)
-    assert (status, json.loads(body)["error"], headers["connection"]) == (
+    status, headers, answer = await _answer(reader)
+    assert (status, json.loads(answer)["error"], headers["connection"]) == (
         503,
         "too_many_connections",
         "close",
@@ -680,16 +763,16 @@ async def test_connections_beyond_the_limit_are_answered_503_and_closed(
         "gemini_receiver_deliveries_total", outcome="rejected", reason="too_many_connections"
     )
     assert counted == 1
-    # The held connections still serve; once one closes, a new one is taken.
-    held[0][1].write(_request(secret)[0])
-    assert (await _answer(held[0][0]))[0] == 200
-    held[1][1].close()
-    await asyncio.sleep(0.1)
+    # Both busy ones are answered; kept alive and idle then, one makes room for a new one.
+    reading[1].write(body[5:])
+    assert (await _answer(delivering[0]))[0] == 200
+    assert (await _answer(reading[0]))[0] == 200
     reader, writer = await _connect(port)
     writer.write(_request(secret)[0])
     assert (await _answer(reader))[0] == 200
-    writer.close()
-    held[0][1].close()
+    assert await _evicted(client, "idle") == 1
+    for w in (delivering[1], reading[1], writer):
+        w.close()
 
 
 async def test_shutdown_closes_idle_connections_and_answers_the_busy_ones(
