@@ -84,7 +84,10 @@ class LimitsConfig(_Model):
     max_connections: int = Field(
         1024,
         ge=1,
-        description="Open connections on the public port; one more is answered 503 and closed.",
+        description=(
+            "Open connections on the public port; when all are open a new one closes the"
+            " longest-idle one without a request under way, or is answered 503 if all are busy."
+        ),
     )
 
 

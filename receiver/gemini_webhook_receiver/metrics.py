@@ -135,6 +135,18 @@ inflight = Gauge(
     namespace=NAMESPACE,
 )
 
+# Why a public-port connection was closed to make room for a new one (public.py): it was
+# between requests, its request head was unfinished (or not begun), or it was lingering
+# after a refusal.
+EVICTED_STATES: tuple[str, ...] = ("idle", "head", "lingering")
+connections_evicted = Counter(
+    "connections_evicted",
+    "Public-port connections closed to make room for a new one while all "
+    "limits.max_connections were open, by state (idle, head, lingering).",
+    ["state"],
+    namespace=NAMESPACE,
+)
+
 METRIC_NAMES: tuple[str, ...] = (
     DELIVERIES_TOTAL,
     "gemini_receiver_verification_seconds",
@@ -153,4 +165,5 @@ METRIC_NAMES: tuple[str, ...] = (
     "gemini_receiver_loaded_secrets",
     "gemini_receiver_last_ping_timestamp_seconds",
     "gemini_receiver_inflight",
+    "gemini_receiver_connections_evicted_total",
 )

@@ -14,6 +14,12 @@ What an HTTP server owes its clients is kept, each bounded:
   reset by each byte (then the connection is closed: a trickled head is cut off);
 - the body: at most `max_body_bytes` (413, from Content-Length before any byte of it, or
   as chunks arrive) and `read_timeout_seconds` from the end of the head (408);
+- trailer fields (after a chunked body) are not headers (RFC 9110 §6.5.1): dropped, never
+  read as the request's, and bounded with the head (431);
+- `Host` (RFC 9112 §3.2): an HTTP/1.1 request without one, with more than one, or with a
+  value that is not `uri-host[:port]` gets 400 `bad_host` (HTTP/1.0 may omit it; with
+  an absolute-form target its value is the target's authority, so only its presence and
+  count are checked, §3.2.2);
 - anything llhttp refuses (bad framing, conflicting Content-Length/Transfer-Encoding,
   invalid characters, upgrades) gets 400, counted as `malformed_request` and logged
   without the sender's bytes;
@@ -22,8 +28,16 @@ What an HTTP server owes its clients is kept, each bounded:
   before the body (other expectations 417), HTTP/1.0 and `Connection: close` honoured,
   pipelined requests answered in order (reading pauses while `MAX_PIPELINED` wait, and
   while the client leaves our answers unread beyond the transport's high-water mark);
-- at most `max_connections` open connections (one more is answered 503
-  `too_many_connections` and closed);
+- at most `max_connections` open connections. When all are open a new one is still
+  served: the connection that has waited longest without a request under way — between
+  requests, with its request head unfinished (or not begun), or lingering after a
+  refusal — is closed to make room (counted in `connections_evicted_total{state}`), so
+  that connections that never send a byte cannot keep deliveries out. A connection busy
+  with a request (its head complete: the body being read, or its delivery under way) is
+  never closed for another; only when every one is busy is the new one answered 503
+  `too_many_connections` and closed. The evictable ones are kept in a dict in the order
+  they became evictable: a connection moves out of it and back in once per request, and
+  the oldest is found in O(1) amortized;
 - on shutdown idle connections are closed at once and busy ones after their answer.
 
 A rejection decided before the request was read to its end (413, 431, 408, 400) closes
@@ -36,6 +50,8 @@ a 100 Continue.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -48,7 +64,7 @@ import orjson
 
 from gemini_webhooks.contracts.delivery import HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP
 
-from . import reasons
+from . import metrics, reasons
 from .reasons import Rejection
 from .writes import WriteBatch
 
@@ -63,10 +79,11 @@ DeliveryHandler = Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]
 # counted and logged by the receiver
 RejectionHandler = Callable[[Rejection, str | None], bytes]
 
-# The only request headers anything reads (framing is llhttp's), by their wire name and
+# The only request headers anything reads (framing is llhttp's), by their wire name
+# (lower-case or capitalized, as most clients send them: found without lower-casing) and
 # lower-cased; the first of a repeated field counts.
 _WANTED = {
-    name.encode(): name
+    wire.encode(): name
     for name in (
         HEADER_ID,
         HEADER_TIMESTAMP,
@@ -74,7 +91,9 @@ _WANTED = {
         "content-type",
         "content-length",
         "expect",
+        "host",
     )
+    for wire in (name, name.title())
 }
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 _NOT_FOUND = orjson.dumps({"error": "not_found", "message": "no such path"})
@@ -97,6 +116,45 @@ def target_path(target: bytes) -> bytes | None:
     if url.schema is None or url.schema.lower() not in (b"http", b"https") or url.userinfo:
         return None
     return url.path or b"/"
+
+
+# uri-host [":" port] (RFC 3986 §3.2.2-3): an IP literal in brackets, or a reg-name — an
+# IPv4 address is one too, and it may be empty (RFC 9112 §3.2: a URI without authority).
+_HOST = re.compile(
+    r"(?:\[(?P<literal>[^\]]*)\]"
+    r"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)"
+    r"(?::[0-9]*)?"
+)
+_IP_FUTURE = re.compile(r"v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+")
+
+
+def valid_host(value: str) -> bool:
+    """Whether a Host field value (without its surrounding whitespace) is
+    `uri-host [":" port]`."""
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return False
+    literal = match.group("literal")
+    if literal is None:
+        return True
+    if _IP_FUTURE.fullmatch(literal):
+        return True
+    try:
+        ipaddress.IPv6Address(literal)
+    except ValueError:
+        return False
+    return "%" not in literal  # a zone id is not part of a URI's IPv6 literal
+
+
+def host_is_acceptable(version: str, host: str | None, repeated: bool, target: bytes) -> bool:
+    """RFC 9112 §3.2: one Host field with a valid value, which HTTP/1.0 may leave out;
+    with an absolute-form target the target's authority replaces its value (§3.2.2), so
+    that value is not judged."""
+    if repeated:
+        return False
+    if host is None:
+        return version == "1.0"
+    return not target.startswith(b"/") or valid_host(host.rstrip(" \t"))
 
 
 class _Date:
@@ -129,7 +187,7 @@ _CONTINUE_BYTES = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _Request:
-    __slots__ = ("body", "headers", "keep_alive", "method", "target")
+    __slots__ = ("body", "headers", "keep_alive", "method", "repeated_host", "target")
 
     def __init__(self) -> None:
         self.target = b""
@@ -137,6 +195,7 @@ class _Request:
         self.body = b""
         self.method = b""
         self.keep_alive = True
+        self.repeated_host = False
 
 
 class PublicServer:
@@ -160,6 +219,15 @@ class PublicServer:
         self.date = _Date()
         self.batch: WriteBatch | None = None  # of this server's loop, made by the first connection
         self.connections: set[_Connection] = set()
+        # The connections that may be closed to make room for a new one (none of their
+        # requests under way), the one evictable longest first: a dict keeps insertion
+        # order, and taking an entry out and putting it back costs less than in an
+        # `OrderedDict` (it is done twice per request). The first entry is found by
+        # skipping the slots of removed ones, which a resize compacts: O(1) amortized.
+        self.evictable: dict[_Connection, None] = {}
+        self.evicted = {
+            state: metrics.connections_evicted.labels(state) for state in metrics.EVICTED_STATES
+        }
         self.closing = False
 
     def protocol(self) -> _Connection:
@@ -168,6 +236,17 @@ class PublicServer:
         if self.batch is None:
             self.batch = WriteBatch(loop)
         return _Connection(self, loop, self.batch)
+
+    def make_room(self) -> bool:
+        """Close the connection evictable longest; False if every connection is busy."""
+        if not self.evictable:
+            return False
+        victim = next(iter(self.evictable))
+        del self.evictable[victim]
+        self.connections.discard(victim)
+        self.evicted[victim.eviction_state()].inc()
+        victim.evict()
+        return True
 
     def close_idle(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after answering."""
@@ -187,6 +266,7 @@ class _Connection(asyncio.Protocol):
         self, server: PublicServer, loop: asyncio.AbstractEventLoop, batch: WriteBatch
     ) -> None:
         self.server = server
+        self.evictable = server.evictable
         self.loop = loop
         self.batch = batch
         self.parser = httptools.HttpRequestParser(self)
@@ -200,6 +280,11 @@ class _Connection(asyncio.Protocol):
         # the next read: a field that never ends may pass the limit by up to one read.
         self.head_size = 0
         self.head_bytes = 0
+        # A body's bytes that are not its data (chunk framing, trailer fields) since the
+        # last chunk's size line: llhttp hands trailer fields over only when complete and
+        # `httptools` buffers them until then, so one that never ends is cut off at the
+        # head's bound (the last chunk's size line starts the count, within one read).
+        self.framing_bytes = 0
         self.in_head = True  # between requests or inside a head
         self.pending: deque[_Request | _Answer] = deque()
         self.worker: asyncio.Task[None] | None = None
@@ -221,25 +306,30 @@ class _Connection(asyncio.Protocol):
         self.owing = False
         self.continue_owed = False
         self.reading = True
+        self.kept_alive = False  # answered a request and kept open (for eviction's label)
+        self.valid_host: str | None = None  # the Host value last judged valid here
 
     # ---- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         server = self.server
-        if len(server.connections) >= server.max_connections:
-            # Answered before any request (HTTP/1.1 allows it) and closed at once: lingering
-            # would keep holding what the limit is there to bound.
+        if len(server.connections) >= server.max_connections and not server.make_room():
+            # Every connection is busy with a request. Answered before any request (HTTP/1.1
+            # allows it) and closed at once: lingering would keep holding what the limit is
+            # there to bound.
             self.done = True
             body = server.reject(reasons.TOO_MANY_CONNECTIONS, None)
             self._write(reasons.TOO_MANY_CONNECTIONS.status, body, False)
             transport.close()
             return
         server.connections.add(self)
+        self.evictable[self] = None
         self._expect_by()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        self.evictable.pop(self, None)
         self.done = self.closed = True
         self._disarm()
         # A delivery under way runs to its end (it is acknowledged or not by its own
@@ -253,6 +343,8 @@ class _Connection(asyncio.Protocol):
             return
         if self.in_head:
             self.head_bytes += len(data)
+        else:
+            self.framing_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -269,6 +361,8 @@ class _Connection(asyncio.Protocol):
             return
         if self.in_head and self.head_bytes > MAX_HEAD_BYTES:
             self._refuse(reasons.HEAD_TOO_LARGE)
+        elif not self.in_head and self.framing_bytes > MAX_HEAD_BYTES:
+            self._refuse(reasons.HEAD_TOO_LARGE)  # a trailer field that never ends
         elif (
             not self.in_head
             and self.request is not None
@@ -317,12 +411,19 @@ class _Connection(asyncio.Protocol):
         if self.head_size > MAX_HEAD_BYTES:
             self._refuse(reasons.HEAD_TOO_LARGE)
             return
+        if not self.in_head:
+            # A trailer field (llhttp reports them like header fields, after the last
+            # chunk): not part of the header section (RFC 9110 §6.5.1), so a signature
+            # sent there is not the request's. Counted with the head, and dropped.
+            return
         key = _WANTED.get(name) or _WANTED.get(name.lower())
         if key is None:
             return  # nothing reads it
         headers = self.request.headers
         if key not in headers:
             headers[key] = value.decode("utf-8", "surrogateescape")
+        elif key == "host":
+            self.request.repeated_host = True
 
     def on_headers_complete(self) -> None:
         request = self.request
@@ -330,10 +431,24 @@ class _Connection(asyncio.Protocol):
             return
         self.in_head = False
         self.head_bytes = 0
+        self.framing_bytes = 0
         self.deadline = None
+        self.evictable.pop(self, None)  # busy with this request from now
         parser = self.parser
         request.method = parser.get_method()
         request.keep_alive = parser.should_keep_alive()
+        headers = request.headers
+        host = headers.get("host")
+        if host is None or request.repeated_host or host != self.valid_host:
+            if not host_is_acceptable(
+                parser.get_http_version(), host, request.repeated_host, request.target
+            ):
+                self._refuse(reasons.BAD_HOST, headers.get(HEADER_ID))
+                return
+            if request.target.startswith(b"/"):
+                # Judged valid: the connection's next requests name the same host, and
+                # checking it again would be ~2 µs per request on the hot path.
+                self.valid_host = host
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.server.max_body:
             self._refuse(reasons.BODY_TOO_LARGE, request.headers.get(HEADER_ID))
@@ -353,9 +468,13 @@ class _Connection(asyncio.Protocol):
                 self.pending.append(_CONTINUE)  # the body is due once it is written
                 self.continue_owed = True
 
+    def on_chunk_header(self) -> None:
+        self.framing_bytes = 0  # a chunk's size line: what follows is its data, or trailers
+
     def on_body(self, chunk: bytes) -> None:
         if self.done:
             return
+        self.framing_bytes -= len(chunk)
         self.body_size += len(chunk)
         if self.body_size > self.server.max_body:
             assert self.request is not None
@@ -411,8 +530,13 @@ class _Connection(asyncio.Protocol):
                     return
         finally:
             self.worker = None
-        if not self.done and self.deadline is None:
+        if self.done:
+            return
+        if self.deadline is None:
             self._expect_by()  # the next request's head (or the rest of a body) is due
+        if self.in_head:  # between requests, or the next head unfinished: evictable
+            self.kept_alive = True
+            self.evictable[self] = None
 
     def _misrouted(self, request: _Request) -> _Answer | None:
         if target_path(request.target) != self.server.path:
@@ -496,6 +620,7 @@ class _Connection(asyncio.Protocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self.timer = self.loop.call_later(LINGER_SECONDS, self.abort)
+            self.evictable[self] = None  # lingering holds a slot for nothing
         else:
             self.transport.close()
 
@@ -545,5 +670,20 @@ class _Connection(asyncio.Protocol):
         """Close now; what is already written still goes out first."""
         self.done = self.closed = True
         self._disarm()
+        self.evictable.pop(self, None)  # on its way out already
         if self.transport is not None:
             self.transport.close()
+
+    def eviction_state(self) -> str:
+        if self.done:
+            return "lingering"
+        return "idle" if self.kept_alive and self.request is None else "head"
+
+    def evict(self) -> None:
+        """Close to make room for a new connection: the answers already given are written
+        first (the batch is flushed), nothing is waited for."""
+        self.batch.flush()
+        self.done = self.closed = True
+        self._disarm()
+        if self.transport is not None:
+            self.transport.abort()

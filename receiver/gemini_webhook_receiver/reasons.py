@@ -21,6 +21,9 @@ def _r(reason: str, status: int, message: str) -> Rejection:
 
 
 MALFORMED_REQUEST = _r("malformed_request", 400, "not a valid HTTP/1.1 request")
+BAD_HOST = _r(
+    "bad_host", 400, "an HTTP/1.1 request needs exactly one Host header, a valid host[:port]"
+)
 HEAD_TOO_LARGE = _r("head_too_large", 431, "request line and headers exceed the limit")
 MISSING_HEADERS = _r(
     "missing_headers", 400, "webhook-id, webhook-timestamp and webhook-signature are required"

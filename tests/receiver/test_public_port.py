@@ -18,9 +18,16 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gemini_webhook_receiver.public import MAX_HEAD_BYTES, MAX_PIPELINED, target_path
+from gemini_webhook_receiver.public import (
+    MAX_HEAD_BYTES,
+    MAX_PIPELINED,
+    host_is_acceptable,
+    target_path,
+    valid_host,
+)
 
 from .conftest import (
+    Client,
     RecordingTarget,
     StartReceiver,
     base_config,
@@ -34,13 +41,19 @@ _LISTEN = {"host": "127.0.0.1", "port": 0}
 
 
 def _request(
-    secret: str, *, version: str = "1.1", extra: str = "", target: str = "/"
+    secret: str,
+    *,
+    version: str = "1.1",
+    extra: str = "",
+    target: str = "/",
+    host: str | None = "r",
 ) -> tuple[bytes, str]:
     body = json.dumps(envelope()).encode()
     headers = signed_headers([secret], body)
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    host_field = "" if host is None else f"host: {host}\r\n"
     raw = (
-        f"POST {target} HTTP/{version}\r\nhost: r\r\ncontent-length: {len(body)}\r\n"
+        f"POST {target} HTTP/{version}\r\n{host_field}content-length: {len(body)}\r\n"
         f"{head}{extra}\r\n"
     ).encode() + body
     return raw, headers["webhook-id"]
@@ -353,6 +366,215 @@ async def test_a_head_over_the_limit_gets_431_and_is_counted(
     assert target.requests == []
 
 
+_OTHER_SIGNATURE = "v1,b3RoZXIgc2lnbmF0dXJlIG9mIDMyIGJ5dGVzIGV4YWN0bHk="
+
+
+def _chunked(secret: str, header: str | None, trailer: str | None) -> bytes:
+    """A delivery with a chunked body, whose `webhook-signature` header and trailer field
+    are `header` and `trailer` ("valid": the delivery's signature; None: absent)."""
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body)
+    valid = headers.pop("webhook-signature")
+    if header is not None:
+        headers["webhook-signature"] = valid if header == "valid" else header
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    trailers = (
+        ""
+        if trailer is None
+        else f"webhook-signature: {valid if trailer == 'valid' else trailer}\r\n"
+    )
+    return (
+        (
+            f"POST / HTTP/1.1\r\nhost: r\r\ntransfer-encoding: chunked\r\n{head}\r\n"
+            f"{len(body):x}\r\n"
+        ).encode()
+        + body
+        + f"\r\n0\r\n{trailers}\r\n".encode()
+    )
+
+
+async def test_a_signature_sent_only_as_a_trailer_field_is_not_a_header(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """RFC 9110 §6.5.1: trailer fields are not the header section."""
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(_chunked(secret, header=None, trailer="valid"))
+    status, _, body = await _answer(reader)
+    assert (status, json.loads(body)["error"]) == (400, "missing_headers")
+    writer.close()
+    assert target.requests == []
+
+
+@pytest.mark.parametrize(
+    ("header", "trailer", "status"),
+    [("valid", _OTHER_SIGNATURE, 200), (_OTHER_SIGNATURE, "valid", 401)],
+    ids=["valid_header", "valid_trailer"],
+)
+async def test_a_signature_in_the_headers_is_the_one_verified_whatever_the_trailer_says(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    header: str,
+    trailer: str,
+    status: int,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(_chunked(secret, header=header, trailer=trailer))
+    assert (await _answer(reader))[0] == status
+    writer.close()
+    assert len(target.requests) == (1 if status == 200 else 0)
+
+
+@pytest.mark.parametrize("shape", ["many_fields", "endless_field"])
+async def test_trailer_fields_are_bounded_like_the_head(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    shape: str,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    raw = _chunked(secret, header="valid", trailer=None)[: -len(b"\r\n")]
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(raw)
+    await asyncio.sleep(0.05)  # so that the trailer section starts a read
+    field = b"x-trailer: " + b"t" * 1000 + b"\r\n"
+    try:
+        for _ in range(MAX_HEAD_BYTES // 1000 + 2):
+            writer.write(field if shape == "many_fields" else b"t" * 1024)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    status, _, body = await _answer(reader)
+    assert (status, json.loads(body)["error"]) == (431, "head_too_large")
+    assert await _closed(reader)
+    writer.close()
+
+
+_VALID_HOSTS = [
+    "",
+    "r",
+    "receiver.example.com",
+    "receiver.example.com:8443",
+    "127.0.0.1:80",
+    "[::1]",
+    "[2001:db8::7]:443",
+    "[v1.fe80::a+en1]",
+    "xn--bcher-kva.example",
+    "a%2Db",
+    "host:",
+]
+_INVALID_HOSTS = [
+    "a b",
+    "r:80:81",
+    "r:http",
+    "user@r",
+    "r/path",
+    "[::1",
+    "[::g]",
+    "[fe80::1%eth0]",
+    "::1",
+    "a%2",
+    "r?q",
+]
+
+
+@pytest.mark.parametrize("value", _VALID_HOSTS)
+def test_a_valid_host_value(value: str) -> None:
+    assert valid_host(value)
+
+
+@pytest.mark.parametrize("value", _INVALID_HOSTS)
+def test_an_invalid_host_value(value: str) -> None:
+    assert not valid_host(value)
+
+
+@pytest.mark.parametrize(
+    ("version", "host", "repeated", "target", "acceptable"),
+    [
+        ("1.1", "r", False, b"/", True),
+        ("1.1", None, False, b"/", False),
+        ("1.1", "r", True, b"/", False),
+        ("1.0", None, False, b"/", True),
+        ("1.0", "r", True, b"/", False),
+        ("1.0", "a b", False, b"/", False),
+        ("1.1", "r  \t", False, b"/", True),
+        ("1.1", None, False, b"http://r/", False),
+        ("1.1", "a b", False, b"http://r/", True),
+    ],
+)
+def test_whether_the_host_fields_are_acceptable(
+    version: str, host: str | None, repeated: bool, target: bytes, acceptable: bool
+) -> None:
+    assert host_is_acceptable(version, host, repeated, target) is acceptable
+
+
+_BAD_HOST_REQUESTS = {
+    "missing": {"host": None},
+    "repeated": {"extra": "host: r\r\n"},
+    "repeated_empty": {"host": "", "extra": "Host: r\r\n"},
+    **{f"invalid {value!r}": {"host": value} for value in ("a b", "r:80:81", "[::1", "r/p")},
+    "absolute_form_missing": {"host": None, "target": "http://r/"},
+}
+
+
+@pytest.mark.parametrize("shape", list(_BAD_HOST_REQUESTS))
+async def test_a_request_with_a_missing_repeated_or_invalid_host_gets_400(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    shape: str,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(_request(secret, **_BAD_HOST_REQUESTS[shape])[0])  # type: ignore[arg-type]
+    status, headers, body = await _answer(reader)
+    assert (status, json.loads(body)["error"], headers["connection"]) == (
+        400,
+        "bad_host",
+        "close",
+    )
+    assert await _closed(reader)
+    writer.close()
+    counted = await client.metric(
+        "gemini_receiver_deliveries_total", outcome="rejected", reason="bad_host"
+    )
+    assert counted == 1
+    assert target.requests == []
+
+
+@pytest.mark.parametrize(
+    ("version", "host", "request_target"),
+    [
+        ("1.1", "[2001:db8::7]:443", "/"),
+        ("1.1", "127.0.0.1:8080", "/"),
+        ("1.0", None, "/"),
+        ("1.1", "not a host", "http://r/"),
+    ],
+    ids=["ipv6_literal", "ipv4_and_port", "http_1_0_without_host", "absolute_form"],
+)
+async def test_a_request_with_an_acceptable_host_is_served(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    version: str,
+    host: str | None,
+    request_target: str,
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path))
+    reader, writer = await _connect(client.running.public_port)
+    writer.write(_request(secret, version=version, host=host, target=request_target)[0])
+    assert (await _answer(reader))[0] == 200
+    writer.close()
+    assert len(target.requests) == 1
+
+
 async def test_request_smuggling_shapes_are_refused(
     start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
 ) -> None:
@@ -438,17 +660,99 @@ async def test_reading_pauses_while_the_client_leaves_answers_unread(
     writer.close()
 
 
-async def test_connections_beyond_the_limit_are_answered_503_and_closed(
+async def _still_open(reader: asyncio.StreamReader) -> bool:
+    """Nothing arrives, not even the end of the stream, for a moment."""
+    try:
+        await asyncio.wait_for(reader.read(1), 0.2)
+    except TimeoutError:
+        return True
+    except ConnectionError:
+        return False
+    return False
+
+
+async def _evicted(client: Client, state: str) -> float:
+    return await client.metric("gemini_receiver_connections_evicted_total", state=state)
+
+
+async def test_with_every_slot_taken_a_new_connection_evicts_the_oldest_that_sent_nothing(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path, limits={"max_connections": 3}))
+    port = client.running.public_port
+    silent = []
+    for _ in range(3):
+        silent.append(await _connect(port))
+        await asyncio.sleep(0.05)  # accepted in this order
+    reader, writer = await _connect(port)
+    writer.write(_request(secret)[0])
+    assert (await _answer(reader))[0] == 200
+    assert await _closed(silent[0][0])
+    assert [await _still_open(r) for r, _ in silent[1:]] == [True, True]
+    assert await _evicted(client, "head") == 1
+    for _, w in [*silent, (reader, writer)]:
+        w.close()
+
+
+async def test_a_kept_alive_connection_between_requests_is_evicted_as_idle(
     start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
 ) -> None:
     path, secret = secrets_file
     client = await start_receiver(base_config(target.url, path, limits={"max_connections": 2}))
     port = client.running.public_port
-    held = [await _connect(port) for _ in range(2)]
+    idle_reader, idle_writer = await _connect(port)
+    idle_writer.write(_request(secret)[0])
+    assert (await _answer(idle_reader))[0] == 200
+    silent_reader, silent_writer = await _connect(port)  # evictable since after the answer
+    await asyncio.sleep(0.05)
+    reader, writer = await _connect(port)
+    writer.write(_request(secret)[0])
+    assert (await _answer(reader))[0] == 200
+    assert await _closed(idle_reader)
+    assert await _still_open(silent_reader)
+    assert (await _evicted(client, "idle"), await _evicted(client, "head")) == (1, 0)
+    for w in (idle_writer, silent_writer, writer):
+        w.close()
+
+
+async def test_a_connection_lingering_after_a_refusal_is_evicted(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    path, secret = secrets_file
+    client = await start_receiver(base_config(target.url, path, limits={"max_connections": 2}))
+    port = client.running.public_port
+    refused_reader, refused_writer = await _connect(port)
+    refused_writer.write(b"POST / HTTP/1.1\r\nbad header: x\r\n\r\n")
+    assert (await _answer(refused_reader))[0] == 400  # and the receiver lingers
+    silent_reader, silent_writer = await _connect(port)
+    await asyncio.sleep(0.05)
+    reader, writer = await _connect(port)
+    writer.write(_request(secret)[0])
+    assert (await _answer(reader))[0] == 200
+    assert await _still_open(silent_reader)
+    assert (await _evicted(client, "lingering"), await _evicted(client, "head")) == (1, 0)
+    for w in (refused_writer, silent_writer, writer):
+        w.close()
+
+
+async def test_connections_busy_with_a_request_are_not_evicted_so_a_new_one_gets_503(
+    start_receiver: StartReceiver, target: RecordingTarget, secrets_file: tuple[Path, str]
+) -> None:
+    """Busy: a delivery under way, or a body still being read after a complete head."""
+    path, secret = secrets_file
+    target.delay = 0.5
+    client = await start_receiver(base_config(target.url, path, limits={"max_connections": 2}))
+    port = client.running.public_port
+    delivering = await _connect(port)
+    delivering[1].write(_request(secret)[0])
+    reading = await _connect(port)
+    head, body = _head_only(secret)
+    reading[1].write(head + body[:5])
     await asyncio.sleep(0.1)
     reader, writer = await _connect(port)
-    status, headers, body = await _answer(reader)
-    assert (status, json.loads(body)["error"], headers["connection"]) == (
+    status, headers, answer = await _answer(reader)
+    assert (status, json.loads(answer)["error"], headers["connection"]) == (
         503,
         "too_many_connections",
         "close",
@@ -459,16 +763,16 @@ async def test_connections_beyond_the_limit_are_answered_503_and_closed(
         "gemini_receiver_deliveries_total", outcome="rejected", reason="too_many_connections"
     )
     assert counted == 1
-    # The held connections still serve; once one closes, a new one is taken.
-    held[0][1].write(_request(secret)[0])
-    assert (await _answer(held[0][0]))[0] == 200
-    held[1][1].close()
-    await asyncio.sleep(0.1)
+    # Both busy ones are answered; kept alive and idle then, one makes room for a new one.
+    reading[1].write(body[5:])
+    assert (await _answer(delivering[0]))[0] == 200
+    assert (await _answer(reading[0]))[0] == 200
     reader, writer = await _connect(port)
     writer.write(_request(secret)[0])
     assert (await _answer(reader))[0] == 200
-    writer.close()
-    held[0][1].close()
+    assert await _evicted(client, "idle") == 1
+    for w in (delivering[1], reading[1], writer):
+        w.close()
 
 
 async def test_shutdown_closes_idle_connections_and_answers_the_busy_ones(
