@@ -17,6 +17,7 @@ import pytest
 from google import genai
 from google.genai import types
 
+from gemini_webhook_operator import job_key
 from gemini_webhook_operator.receiver_resources import (
     ReceiverSettings,
     public_url,
@@ -25,6 +26,7 @@ from gemini_webhook_operator.receiver_resources import (
     signing_secret_name,
 )
 from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.dynamic_jobs import generate_key
 from gemini_webhooks.contracts.signing_secret import SigningSecret, SigningSecrets, encode
 from gemini_webhooks.emulator import ControlClient
 from gemini_webhooks.sandbox.kubeapi import KubeApi
@@ -85,6 +87,9 @@ async def _deploy_receiver_like_the_operator(sandbox: Sandbox) -> tuple[dict[str
         namespace,
         {"metadata": {"name": signing_secret_name(resource)}, "stringData": encode(secrets)},
     )
+    if resource["spec"]["receiver"].get("dynamic", {}).get("enabled"):
+        # The job key the operator makes before the Deployment (its Pod mounts it).
+        await api.create("secrets", namespace, job_key.secret_body(resource, generate_key()))
     for obj in render(resource, ReceiverSettings()):
         await api.create(RESOURCES[obj["kind"]], namespace, obj)
     return resource, hook.id
@@ -229,4 +234,9 @@ async def test_the_pod_process_is_the_container_the_deployment_specifies(
         )
         assert specified[section]["port"] in (8080, 9090)
         del mounted[section], specified[section]
+    # The job key's file is where the pod's volume is (a mount path is a documented liberty).
+    key_file = Path(mounted["dynamic"].pop("job_key_file"))
+    assert key_file.name == Path(specified["dynamic"].pop("job_key_file")).name
+    assert key_file.is_relative_to(sandbox.state_dir / "pods" / "default" / name / "volumes")
+    assert key_file.is_file()
     assert mounted == specified  # everything else exactly as the ConfigMap says
