@@ -27,10 +27,10 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 def build_images() -> dict[str, Path]:
     """`scripts/image build` (cached): the archive of each image, by name.
 
-    The host's CA bundle is handed to the build when it has one, for machines whose
-    outbound HTTPS passes a TLS-inspecting proxy; it does not change what is built."""
+    The host's CA bundle (or GWO_IMAGE_CA_BUNDLE) is handed to the build, for machines
+    whose outbound HTTPS passes a TLS-inspecting proxy; it does not change what is built."""
     command = [str(ROOT / "scripts" / "image"), "build"]
-    if HOST_CA_BUNDLE.exists():
+    if HOST_CA_BUNDLE.exists() and not os.environ.get("GWO_IMAGE_CA_BUNDLE"):
         command += ["--ca-bundle", str(HOST_CA_BUNDLE)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
     if result.returncode != 0:
