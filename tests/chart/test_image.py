@@ -9,6 +9,7 @@ fill the virtualenv are executed with the image paths mapped onto a temporary di
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -327,3 +328,41 @@ def test_installed_image_imports_every_component_package(image_venv: BuiltImage)
         cwd=image_venv.venv,
         timeout=60,
     )
+
+
+@pytest.mark.real_component
+def test_product_venv_step_leaves_the_operator_and_receiver_only(
+    image_venv: BuiltImage, tmp_path: Path
+) -> None:
+    """The product-venv stage replayed on a copy of the builder's virtualenv."""
+    venv = tmp_path / "opt-venv"
+    shutil.copytree(image_venv.venv, venv, symlinks=True)
+    (run,) = _stage("product-venv").all("RUN")
+    line = run.value[0].replace("/opt/venv", str(venv))
+    subprocess.run(line, shell=True, check=True, capture_output=True, timeout=120)
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the venv's own only
+    out = subprocess.run(
+        [python, "-m", "gemini_webhooks", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    ).stdout
+    assert sorted(re.findall(r"^    (\S+)", out, re.MULTILINE)) == ["operator", "receiver"]
+    gone = subprocess.run(
+        [
+            python,
+            "-c",
+            "import importlib.util as u; print(u.find_spec('pip'), u.find_spec('kmock'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    ).stdout.split()
+    assert gone == ["None", "None"]
