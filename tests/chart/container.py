@@ -87,7 +87,7 @@ class Container:
     command: list[str] | None = None  # instead of the entrypoint
     binds: dict[str, Path] = field(default_factory=dict)  # read-only: container path -> host
     id: str = field(default_factory=lambda: "gwo-test-" + secrets.token_hex(6))
-    process: subprocess.Popen[str] | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     def spec(self) -> dict[str, Any]:
         spec = copy.deepcopy(self.image.config)
@@ -137,21 +137,31 @@ class Container:
         finally:
             self.delete()
 
-    def start(self) -> None:
-        """Starts a long-running process; `stop` ends it."""
-        self.process = subprocess.Popen(
-            self._prepare(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+    @property
+    def log_path(self) -> Path:
+        return self.bundle / "output.log"
 
-    def stop(self, timeout: float = 20) -> tuple[int, str]:
-        """SIGTERM, as the kubelet sends; its exit code and output."""
+    def log(self) -> str:
+        """What a started process wrote so far (stdout and stderr)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> None:
+        """Starts a long-running process, its output to `log()`; `stop` ends it."""
+        argv = self._prepare()
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, as the kubelet sends; its exit code."""
         assert self.process is not None
         subprocess.run(["runc", "kill", self.id, "TERM"], capture_output=True, check=False)
         try:
-            output, _ = self.process.communicate(timeout=timeout)
+            return self.process.wait(timeout=timeout)
         finally:
             self.delete()
-        return self.process.returncode, output
 
     def delete(self) -> None:
         """Whatever happened: the container is gone and its runc process reaped."""
@@ -160,7 +170,7 @@ class Container:
         )
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
-            self.process.communicate(timeout=10)
+            self.process.wait(timeout=10)
 
 
 def readable_by_everyone(*paths: Path) -> None:

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import socket
+import subprocess
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,10 +18,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 from gemini_webhook_operator.receiver_resources import CONFIG_DIR, CONFIG_PATH
 from tests.chart.container import Container, Image, build_images, readable_by_everyone, unpack
+from tests.fixtures.kube import KUBECTL
+from tests.operator.harness import Cluster, is_ready, operator_kubeconfig, resource
 from tests.receiver.conftest import (
     RecordingTarget,
     envelope,
@@ -36,6 +40,7 @@ pytestmark = [pytest.mark.real_component, pytest.mark.timeout(1200)]
 UID = 65532
 TOOLS_PACKAGES = ("emulator", "kubesandbox", "sandbox", "controlplane")
 SECRETS_DIR = "/etc/gemini-webhook-receiver-secrets"
+KUBE_DIR = "/etc/gemini-webhook-operator-kube"
 
 NewContainer = Callable[..., Container]
 
@@ -192,10 +197,8 @@ async def _wait_ready(url: str, running: Container, timeout: float = 60) -> None
     deadline = loop.time() + timeout
     async with aiohttp.ClientSession() as session:
         while loop.time() < deadline:
-            assert running.process is not None
-            if running.process.poll() is not None:
-                output, _ = running.process.communicate()
-                raise AssertionError(f"the receiver exited: {output}")
+            if running.exited():
+                raise AssertionError(f"the receiver exited: {running.log()[-4000:]}")
             try:
                 async with session.get(url) as response:
                     if response.status == 200:
@@ -248,11 +251,65 @@ async def test_the_receiver_verifies_a_signed_delivery_and_forwards_it_to_the_ho
         await target.wait_for(1)
         assert target.ids() == [headers["webhook-id"]]
         assert json.loads(target.requests[0].body) == json.loads(body)
-        code, output = receiver.stop()
-        assert code == 0, output
+        assert receiver.stop() == 0, receiver.log()[-4000:]
     finally:
         receiver.delete()
         await runner.cleanup()
+
+
+def _self_contained(kubeconfig: str) -> dict[str, Any]:
+    """`--flatten` embeds certificates but not a user's `tokenFile` (the real control
+    plane's ServiceAccount token): that one is read here too."""
+    config: dict[str, Any] = yaml.safe_load(kubeconfig)
+    for entry in config.get("users") or []:
+        user = entry.get("user") or {}
+        if "tokenFile" in user:
+            user["token"] = Path(user.pop("tokenFile")).read_text().strip()
+    return config
+
+
+async def test_the_operator_reconciles_a_resource_to_ready_from_the_image(
+    product: Image,
+    container: NewContainer,
+    gemini: Cluster,
+    emulator: Any,
+    kube: Any,
+    tmp_path: Path,
+) -> None:
+    """The operator as the chart runs it — no HOME, no passwd entry for its UID, nothing
+    writable but /tmp — with a mounted kubeconfig, against this session's API server and
+    the Gemini API emulator on the host."""
+    kube_dir = tmp_path / "kube"
+    kube_dir.mkdir()
+    flattened = subprocess.run(
+        [KUBECTL, "--kubeconfig", operator_kubeconfig(kube), "config", "view", "--flatten"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    (kube_dir / "kubeconfig").write_text(yaml.safe_dump(_self_contained(flattened)))
+    readable_by_everyone(kube_dir, kube_dir / "kubeconfig")
+    operator = container(
+        product,
+        args=["operator", "--kubeconfig", f"{KUBE_DIR}/kubeconfig", "--metrics-port=0"],
+        binds={KUBE_DIR: kube_dir},
+    )
+    operator.start()
+    try:
+        await gemini.apply(resource("from-the-image", emulator.endpoint().url, emulator.base_url))
+        try:
+            await gemini.wait_for(
+                "from-the-image", lambda obj: operator.exited() or is_ready(obj), timeout=60
+            )
+            assert not operator.exited(), "the operator exited"
+        except AssertionError as error:
+            raise AssertionError(f"{error}\noperator log:\n{operator.log()[-4000:]}") from None
+        # This operator created the remote webhook, no other.
+        assert f"POST {emulator.base_url.rstrip('/')}/v1/webhooks" in operator.log()
+        assert operator.stop() == 0, operator.log()[-4000:]
+    finally:
+        operator.delete()
 
 
 def test_the_tools_image_runs_the_emulator(tools: Image, container: NewContainer) -> None:
