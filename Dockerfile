@@ -25,11 +25,16 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 # unreachable; installing the project cannot (its dependencies come from the index).
 RUN python3 -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies first, in a layer of their own: a change to the sources (or the README)
+# reinstalls only the project.
+COPY pyproject.toml ./
+RUN python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' > requirements.txt \
+    && /opt/venv/bin/pip install -r requirements.txt
+COPY README.md ./
 COPY gemini_webhooks ./gemini_webhooks
 COPY operator ./operator
 COPY receiver ./receiver
-RUN /opt/venv/bin/pip install /src
+RUN /opt/venv/bin/pip install --no-deps /src
 
 # The product's virtualenv: the same install without what only the tools image runs (the
 # emulator, the API sandbox and its kmock, the local sandbox, the control-plane tools, the

@@ -111,6 +111,14 @@ def test_builder_installs_with_python3_and_never_upgrades_pip() -> None:
     assert not any("--upgrade pip" in run or "-U pip" in run for run in runs)
 
 
+def test_builder_installs_the_dependencies_before_it_copies_the_sources() -> None:
+    """A change to the sources then reinstalls only the project, not its dependencies."""
+    steps = [(c.cmd, c.value) for c in _stage("builder").commands if c.cmd in ("COPY", "RUN")]
+    dependencies = next(i for i, (cmd, v) in enumerate(steps) if "-r requirements.txt" in v[0])
+    assert [v for cmd, v in steps[:dependencies] if cmd == "COPY"] == [("pyproject.toml", "./")]
+    assert steps[-1] == ("RUN", ("/opt/venv/bin/pip install --no-deps /src",))
+
+
 def test_product_venv_drops_the_tools_packages() -> None:
     (run,) = [c.value[0] for c in _stage("product-venv").all("RUN")]
     for package in ("emulator", "kubesandbox", "sandbox", "controlplane"):
