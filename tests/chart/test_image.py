@@ -1,5 +1,6 @@
-"""The container image: the Dockerfile's structure, read with the official BuildKit parser
-(PyPI `dockerfile`), and its install steps, run for real in a clean virtualenv.
+"""The container images: the Dockerfile's structure, read with the official BuildKit parser
+(PyPI `dockerfile`), and its install steps, run for real in a clean virtualenv. The built
+images themselves run in tests/chart/test_image_run.py.
 
 No Docker engine runs here, so the build itself is replayed: the build context is assembled
 exactly as `.dockerignore` filters it, and the builder stage's `RUN` lines that create and
@@ -8,6 +9,7 @@ fill the virtualenv are executed with the image paths mapped onto a temporary di
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -82,59 +84,97 @@ def _pyproject_version() -> str:
     return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
 
 
-def test_image_is_built_in_two_stages_from_a_slim_python_base() -> None:
+def _stage(name: str) -> Stage:
+    (stage,) = [s for s in _stages()[1] if s.name == name]
+    return stage
+
+
+def test_image_is_built_in_stages_from_a_slim_python_base() -> None:
     args, stages = _stages()
-    assert [s.name for s in stages] == ["builder", "final"]
+    assert [s.name for s in stages] == ["builder", "product-venv", "runtime", "tools", "product"]
+    assert stages[-1].name == "product", "`docker build .` without --target builds the product"
+    earlier: set[str] = set()
     for stage in stages:
-        base = args.get(stage.base.strip("${}"), stage.base)
-        assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base), base
+        if stage.base not in earlier:
+            base = args.get(stage.base.strip("${}"), stage.base)
+            assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base), base
+        earlier.add(stage.name)
 
 
 def test_builder_stage_has_the_compilers() -> None:
-    _, (builder, _) = _stages()
-    assert any(COMPILERS.search(c.value[0]) for c in builder.all("RUN"))
+    assert any(COMPILERS.search(c.value[0]) for c in _stage("builder").all("RUN"))
 
 
-def test_final_stage_installs_nothing_and_takes_only_the_virtualenv() -> None:
-    _, (_, final) = _stages()
-    assert final.all("RUN") == [], "the final stage must not run package managers"
-    copies = final.all("COPY") + final.all("ADD")
-    assert [(c.flags, c.value) for c in copies] == [
-        (("--from=builder",), ("/opt/venv", "/opt/venv"))
-    ]
-    assert not any(COMPILERS.search(c.original) for c in final.commands if c.cmd != "LABEL")
+def test_builder_installs_with_python3_and_never_upgrades_pip() -> None:
+    runs = [c.value[0] for c in _stage("builder").all("RUN")]
+    assert any(re.match(r"python3 -m venv /opt/venv\b", run) for run in runs)
+    assert not any("--upgrade pip" in run or "-U pip" in run for run in runs)
 
 
-def test_final_stage_runs_as_a_numeric_non_root_user() -> None:
-    _, (_, final) = _stages()
-    users = final.all("USER")
-    assert users, "no USER in the final stage"
+def test_builder_installs_the_dependencies_before_it_copies_the_sources() -> None:
+    """A change to the sources then reinstalls only the project, not its dependencies."""
+    steps = [(c.cmd, c.value) for c in _stage("builder").commands if c.cmd in ("COPY", "RUN")]
+    dependencies = next(i for i, (cmd, v) in enumerate(steps) if "-r requirements.txt" in v[0])
+    assert [v for cmd, v in steps[:dependencies] if cmd == "COPY"] == [("pyproject.toml", "./")]
+    assert steps[-1] == ("RUN", ("/opt/venv/bin/pip install --no-deps /src",))
+
+
+def test_product_venv_drops_the_tools_packages() -> None:
+    (run,) = [c.value[0] for c in _stage("product-venv").all("RUN")]
+    for package in ("emulator", "kubesandbox", "sandbox", "controlplane"):
+        assert re.search(rf"\brm -r\b[^&]*\b{package}\b", run), package
+    assert _stage("product-venv").base == "builder"
+
+
+def test_final_stages_install_nothing_and_take_only_a_virtualenv() -> None:
+    for name, venv_stage in (("tools", "builder"), ("product", "product-venv")):
+        final = _stage(name)
+        assert final.base == "runtime"
+        copies = final.all("COPY") + final.all("ADD")
+        assert [(c.flags, c.value) for c in copies] == [
+            ((f"--from={venv_stage}",), ("/opt/venv", "/opt/venv"))
+        ], name
+    for name in ("runtime", "tools", "product"):
+        stage = _stage(name)
+        assert stage.all("RUN") == [], f"{name} must not run package managers"
+        assert not any(COMPILERS.search(c.original) for c in stage.commands if c.cmd != "LABEL")
+
+
+def test_final_stages_run_as_a_numeric_non_root_user() -> None:
+    users = _stage("runtime").all("USER")
+    assert users, "no USER in the runtime stage"
+    assert not _stage("tools").all("USER") and not _stage("product").all("USER")
     uid, _, gid = users[-1].value[0].partition(":")
     assert uid.isdigit() and int(uid) != 0
     assert gid == "" or (gid.isdigit() and int(gid) != 0)
 
 
 def test_one_entrypoint_serves_every_subcommand() -> None:
-    _, (_, final) = _stages()
-    (entrypoint,) = final.all("ENTRYPOINT")
+    (entrypoint,) = _stage("runtime").all("ENTRYPOINT")
     assert entrypoint.json and entrypoint.value == ("gemini-webhooks",)
 
 
-def test_image_carries_the_oci_labels_with_the_project_version() -> None:
-    _, (_, final) = _stages()
-    labels = _labels(final)
-    assert set(OCI_LABELS) <= set(labels)
-    assert labels["org.opencontainers.image.version"] == "${VERSION}"
-    assert _arg_default(final, "VERSION") == _pyproject_version()
+def test_both_images_carry_the_oci_labels_with_the_project_version() -> None:
+    product = _labels(_stage("runtime")) | _labels(_stage("product"))
+    tools = _labels(_stage("runtime")) | _labels(_stage("tools"))
+    for labels in (product, tools):
+        assert set(OCI_LABELS) <= set(labels)
+        assert labels["org.opencontainers.image.version"] == "${VERSION}"
+    assert (
+        tools["org.opencontainers.image.title"]
+        == product["org.opencontainers.image.title"] + "-tools"
+    )
+    assert _arg_default(_stage("runtime"), "VERSION") == _pyproject_version()
 
 
 def test_chart_default_image_is_this_image_at_the_project_version() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    _, (_, final) = _stages()
     assert chart["appVersion"] == _pyproject_version()
     assert values["image"]["tag"] == "", "the tag defaults to the chart's appVersion"
-    title = _labels(final)["org.opencontainers.image.title"]
+    title = (_labels(_stage("runtime")) | _labels(_stage("product")))[
+        "org.opencontainers.image.title"
+    ]
     assert values["image"]["repository"].rsplit("/", 1)[-1] == title
 
 
@@ -226,7 +266,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]
     context, src, venv = work / "context", work / "src", work / "opt-venv"
     sent = _build_context(context)
     src.mkdir()
-    _, (builder, _) = _stages()
+    builder = _stage("builder")
     python = getattr(sys, "_base_executable", sys.executable)
     for command in builder.commands:
         if command.cmd == "COPY":
@@ -243,7 +283,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]
                     shutil.copy2(origin, dest)
         elif command.cmd == "RUN" and ("venv" in command.value[0]):
             line = command.value[0].replace("/opt/venv", str(venv)).replace("/src", str(src))
-            line = re.sub(r"^python\b", python, line)
+            line = re.sub(r"^python3?\b", python, line)
             subprocess.run(line, shell=True, check=True, cwd=src, capture_output=True, timeout=240)
     yield BuiltImage(venv=venv, context=context, sent=sent)
 
@@ -296,3 +336,41 @@ def test_installed_image_imports_every_component_package(image_venv: BuiltImage)
         cwd=image_venv.venv,
         timeout=60,
     )
+
+
+@pytest.mark.real_component
+def test_product_venv_step_leaves_the_operator_and_receiver_only(
+    image_venv: BuiltImage, tmp_path: Path
+) -> None:
+    """The product-venv stage replayed on a copy of the builder's virtualenv."""
+    venv = tmp_path / "opt-venv"
+    shutil.copytree(image_venv.venv, venv, symlinks=True)
+    (run,) = _stage("product-venv").all("RUN")
+    line = run.value[0].replace("/opt/venv", str(venv))
+    subprocess.run(line, shell=True, check=True, capture_output=True, timeout=120)
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the venv's own only
+    out = subprocess.run(
+        [python, "-m", "gemini_webhooks", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    ).stdout
+    assert sorted(re.findall(r"^    (\S+)", out, re.MULTILINE)) == ["operator", "receiver"]
+    gone = subprocess.run(
+        [
+            python,
+            "-c",
+            "import importlib.util as u; print(u.find_spec('pip'), u.find_spec('kmock'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    ).stdout.split()
+    assert gone == ["None", "None"]
