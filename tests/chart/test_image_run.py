@@ -38,7 +38,7 @@ from tests.receiver.conftest import (
 pytestmark = [pytest.mark.real_component, pytest.mark.timeout(1200)]
 
 UID = 65532
-TOOLS_PACKAGES = ("emulator", "kubesandbox", "sandbox", "controlplane")
+TOOLS_PACKAGES = ("emulator", "kubesandbox", "sandbox", "controlplane", "jobs")
 SECRETS_DIR = "/etc/gemini-webhook-receiver-secrets"
 KUBE_DIR = "/etc/gemini-webhook-operator-kube"
 
