@@ -5,10 +5,11 @@ On the real control plane (its node runs every Pod of the receiver's ReplicaSet,
 spreads the receiver Service's connections over them): ~50 events/s through the emulator's
 control API during a rotation. With `Grace`, zero failed verifications across the replicas;
 with `Immediate`, deliveries signed with the new secret before a replica reloaded are
-answered 503 `secret_reload_pending` (never a 401), Gemini retries them, and every event
-reaches the consumer exactly once (counted by `webhook-id`). The replicas keep their
-pings in memory (the example has no Redis), so the operator's health check asks every
-ready receiver Pod, as the node reports them to kube-apiserver.
+answered 503 `secret_reload_pending` (old-signed ones after it, 401 `revoked_secret`),
+Gemini retries them, and every event reaches the consumer exactly once (counted by
+`webhook-id`). The replicas keep their pings in memory (the example has no Redis), so
+the operator's health check asks every ready receiver Pod, as the node reports them to
+kube-apiserver.
 """
 
 from __future__ import annotations
@@ -104,10 +105,14 @@ async def test_immediate_rotation_loses_nothing_and_retries_only_503s(
     _spread(run)
     _exactly_once(run)
     # Whatever reached a replica before it reloaded was answered so that Gemini retries,
-    # under the counted reason; nothing was a final 401.
-    assert set(run.rejected) <= {"secret_reload_pending"}, run.summary()
-    assert set(run.attempt_statuses) <= {"503"}, run.summary()
-    assert run.failed_attempts == run.rejected.get("secret_reload_pending", 0), run.summary()
+    # under the counted reason. A delivery signed with the old secret just before the
+    # rotation that reaches a replica after its reload is a 401 revoked_secret (the secret
+    # is revoked at once; accepting it would accept a leaked one); Gemini's retry, signed
+    # with the new secret, is accepted — seen in 1 of several runs on the real control
+    # plane (2 of 278 deliveries). Either way every event arrived exactly once (above).
+    assert set(run.rejected) <= {"secret_reload_pending", "revoked_secret"}, run.summary()
+    assert set(run.attempt_statuses) <= {"503", "401"}, run.summary()
+    assert run.failed_attempts == sum(run.rejected.values()), run.summary()
     assert run.retried <= run.failed_attempts, run.summary()
     assert 40 <= run.rate <= 60, run.summary()
 
