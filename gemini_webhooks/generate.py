@@ -134,6 +134,21 @@ def render_reference() -> str:
             "| " + " | ".join(row) + " |" for row in _rows(root["properties"][section], section)
         ]
         lines.append("")
+    lines += [
+        "## Conditions",
+        "",
+        "`Reconciling` and `Stalled` follow [kstatus](https://github.com/kubernetes-sigs/"
+        "cli-utils/tree/master/pkg/kstatus) (abnormal-true: present only while True), so "
+        "that Flux, `kstatus`-based tools and the Argo CD health check in "
+        "`resource_customizations/` read a resource as `Current`/Healthy when Ready, "
+        "`InProgress`/Progressing while it converges (or `status.observedGeneration` is "
+        "behind `metadata.generation`) and `Failed`/Degraded when Stalled.",
+        "",
+        "| Type | Meaning |",
+        "|---|---|",
+        *(f"| `{type_}` | {meaning} |" for type_, meaning in crd.CONDITIONS.items()),
+        "",
+    ]
     return "\n".join(lines)
 
 

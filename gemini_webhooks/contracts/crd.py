@@ -37,6 +37,33 @@ CONDITION_SYNCED = "Synced"
 CONDITION_DELIVERY_VERIFIED = "DeliveryVerified"
 # Only with receiver replicas > 1: do they share dedup and ping records (Redis)?
 CONDITION_RECEIVER_STATE_SHARED = "ReceiverStateShared"
+# kstatus's abnormal-true conditions (sigs.k8s.io/cli-utils/pkg/kstatus): present, and
+# True, only while the resource converges (Reconciling) or cannot without a person's fix
+# (Stalled); absent otherwise.
+CONDITION_RECONCILING = "Reconciling"
+CONDITION_STALLED = "Stalled"
+# What each condition type says (the CRD's schema and docs/crd-reference.md show these).
+CONDITIONS: dict[str, str] = {
+    CONDITION_READY: "True when the remote webhook exists as specified, in the desired state, "
+    "and the operator holds its signing secret; False (or Unknown) with the reason why not.",
+    CONDITION_SYNCED: "True when the last reconciliation succeeded (the remote webhook "
+    "matches the spec); False with the failure's reason.",
+    CONDITION_RECONCILING: "kstatus (abnormal-true): True while the operator converges on "
+    "the spec — a problem it retries on its own (RemoteUnavailable, QuotaExceeded, "
+    "APIKeySecretMissing, KubernetesAPIError, a route not yet admitted, a remote state not "
+    "yet reached); reason and message are Synced's when it is False, else Ready's. Absent "
+    "otherwise.",
+    CONDITION_STALLED: "kstatus (abnormal-true): True when the resource cannot become Ready "
+    "until a person changes something — a problem the operator does not retry "
+    "(InvalidSpec, InvalidReceiver, SigningSecretConflict, WebhookClaimedByAnotherResource, "
+    "a request Gemini rejects) or retries only to notice a fix (InvalidAPIKey, "
+    "PermissionDenied, KubernetesForbidden, AdoptionTargetNotFound, "
+    "DisabledDueToFailedDeliveries); reason and message as for Reconciling. Absent otherwise.",
+    CONDITION_DELIVERY_VERIFIED: "With spec.healthCheck: whether the last ping arrived at "
+    "the receiver and verified with the current signing secret.",
+    CONDITION_RECEIVER_STATE_SHARED: "With more than one receiver replica: whether they "
+    "share dedup and ping records (Redis).",
+}
 STATES = ("Enabled", "Disabled")
 REVOCATIONS = ("Grace", "Immediate")
 DELETION_POLICIES = ("Delete", "Orphan")
@@ -242,7 +269,7 @@ def _condition_schema() -> dict[str, Any]:
     return _object(
         "A condition, per the Kubernetes API conventions.",
         {
-            "type": _string("Condition type: Ready, Synced or DeliveryVerified.", maxLength=64),
+            "type": _string("Condition type: " + ", ".join(CONDITIONS) + ".", maxLength=64),
             "status": _string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
             "reason": _string("Machine-readable CamelCase reason.", maxLength=128),
             "message": _string("Human-readable details (never secret material).", maxLength=4096),
@@ -286,12 +313,16 @@ def status_schema() -> dict[str, Any]:
             "observedGeneration": {
                 "type": "integer",
                 "format": "int64",
-                "description": "The .metadata.generation last reconciled.",
+                "description": "The .metadata.generation last reconciled, written together "
+                "with the conditions that describe it (kstatus reads a resource as current "
+                "only once this equals .metadata.generation).",
                 "minimum": 0,
             },
             "conditions": {
                 "type": "array",
-                "description": "Ready, Synced and (with health checks) DeliveryVerified.",
+                "description": "Ready and Synced; Reconciling or Stalled while not both True "
+                "(kstatus); DeliveryVerified with health checks; ReceiverStateShared with "
+                "several receiver replicas. Each type: see Conditions below.",
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["type"],
                 "items": _condition_schema(),

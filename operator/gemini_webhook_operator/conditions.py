@@ -58,6 +58,37 @@ def condition(conditions: Sequence[dict[str, Any]], type_: str) -> dict[str, Any
     return next((dict(c) for c in conditions if c.get("type") == type_), None)
 
 
+def with_progress(
+    conditions: Sequence[dict[str, Any]], *, stalled: bool, generation: int, now: datetime
+) -> list[dict[str, Any]]:
+    """The conditions with kstatus's `Reconciling` and `Stalled` set from `Synced` and
+    `Ready` (abnormal-true: present only while True). The problem they name is Synced's when
+    it is False, else Ready's when that is not True: `Stalled` when `stalled` (it waits for
+    a person), `Reconciling` otherwise; neither once both hold."""
+    progress = (crd.CONDITION_RECONCILING, crd.CONDITION_STALLED)
+    others = [dict(c) for c in conditions if c.get("type") not in progress]
+    synced, ready = condition(others, crd.CONDITION_SYNCED), condition(others, crd.CONDITION_READY)
+    if synced is not None and synced.get("status") == "False":
+        problem = synced
+    elif ready is None:
+        problem = {"reason": "NotReconciled", "message": "not reconciled yet"}
+    elif ready.get("status") != "True":
+        problem = ready
+    else:
+        return sorted(others, key=lambda c: str(c.get("type")))
+    type_ = crd.CONDITION_STALLED if stalled else crd.CONDITION_RECONCILING
+    shown = [c for c in conditions if c.get("type") == type_]  # keeps its transition time
+    return set_condition(
+        [*others, *shown],
+        type_,
+        True,
+        str(problem.get("reason") or "Unknown"),
+        str(problem.get("message") or ""),
+        generation=generation,
+        now=now,
+    )
+
+
 # Each condition type has one writer, and each writer its own server-side-apply field
 # manager: the API server merges `status.conditions` by `type` (the CRD declares it a map
 # list), so the health timer and the reconciler never overwrite each other's conditions,
@@ -90,6 +121,32 @@ def applies(
         if _owned(shown, manager) != intent:
             writes.append((manager, intent))
     return writes
+
+
+def status_applies(
+    status: Mapping[str, Any],
+    wanted: Sequence[Mapping[str, Any]],
+    *,
+    observed_generation: int | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """What to server-side-apply to `status` (the status subresource) per field manager: the
+    conditions of `applies`, and with the reconciler's its `observedGeneration` (given, or
+    as shown), so that no reader ever sees a generation marked observed beside conditions
+    that do not describe it. The reconciler also applies when only that generation moved."""
+    shown = list(status.get("conditions") or [])
+    shown_generation = status.get("observedGeneration")
+    generation = shown_generation if observed_generation is None else observed_generation
+    writes = dict(applies(shown, wanted))
+    if generation != shown_generation and MANAGER_RECONCILER not in writes:
+        writes[MANAGER_RECONCILER] = _owned(wanted, MANAGER_RECONCILER)
+    payloads = []
+    for manager in (MANAGER_RECONCILER, MANAGER_HEALTH):
+        if manager in writes:
+            payload: dict[str, Any] = {"conditions": writes[manager]}
+            if manager == MANAGER_RECONCILER and generation is not None:
+                payload["observedGeneration"] = generation
+            payloads.append((manager, payload))
+    return payloads
 
 
 def removals(

@@ -141,21 +141,28 @@ def predates_own_write(
 
 
 async def apply_conditions(
-    kube: Kube, body: Mapping[str, Any], wanted: list[dict[str, Any]]
+    kube: Kube,
+    body: Mapping[str, Any],
+    wanted: list[dict[str, Any]],
+    *,
+    observed_generation: int | None = None,
 ) -> Mapping[str, Any]:
     """Write the conditions that changed, each type under its own field manager
-    (`conditions.applies`): never a whole-list replacement, which would put back another
-    writer's condition as this one last read it. A type that an earlier whole-list patch
-    co-owns outlives the apply that drops it; a guarded JSON patch removes it. Returns the
-    resource as stored after the last write (`body` if nothing was written, or it is gone)."""
-    shown = list((body.get("status") or {}).get("conditions") or [])
+    (`conditions.status_applies`; the reconciler's with `status.observedGeneration`, in the
+    same write): never a whole-list replacement, which would put back another writer's
+    condition as this one last read it. A type that an earlier whole-list patch co-owns
+    outlives the apply that drops it; a guarded JSON patch removes it. Returns the resource
+    as stored after the last write (`body` if nothing was written, or it is gone)."""
+    status = body.get("status") or {}
     latest: Mapping[str, Any] = body
-    for manager, intent in conditions.applies(shown, wanted):
-        stored = await kube.apply_status(body, {"conditions": intent}, field_manager=manager)
+    for manager, payload in conditions.status_applies(
+        status, wanted, observed_generation=observed_generation
+    ):
+        stored = await kube.apply_status(body, payload, field_manager=manager)
         if stored is None:
             return body  # the resource is gone
         left = list((stored.get("status") or {}).get("conditions") or [])
-        ops = conditions.removals(left, manager, intent)
+        ops = conditions.removals(left, manager, payload["conditions"])
         if ops:
             stored = await kube.json_patch_status(body, ops, field_manager=manager) or stored
         latest = stored
@@ -185,10 +192,13 @@ async def _write_back(
         versions.append(_version(stored))
     wanted = dict(outcome.status)
     conditions_wanted = list(wanted.pop("conditions", None) or [])
+    generation = wanted.pop("observedGeneration", None)
     fields = status_changes(body.get("status") or {}, wanted)
     if fields:
         versions.append(_version(await kube.merge_patch_status(body, fields)))
-    latest = await apply_conditions(kube, body, conditions_wanted)
+    latest = await apply_conditions(
+        kube, body, conditions_wanted, observed_generation=generation
+    )
     versions.append(_version(latest))
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)

@@ -8,7 +8,9 @@
 3. Converge: create it if absent (writing the one-time secret to the Secret *first*),
    update only the fields that differ, rotate when the decision chain says so (Secret
    first again), drop secrets whose grace has ended, apply the receiver's objects.
-4. Report: status fields and the `Ready`/`Synced` conditions, Events, metrics.
+4. Report: status fields and the `Ready`/`Synced` conditions, and kstatus's
+   `Reconciling`/`Stalled` derived from them (`conditions.with_progress`, with
+   `observedGeneration`: every outcome, failures too), Events, metrics.
 
 Everything here is plain asyncio; `handlers.py` adapts it to kopf. The decisions it calls
 (`rotation`, `diff`, `signing`, `conditions`) are pure and tested on their own.
@@ -50,6 +52,8 @@ from gemini_webhook_operator.model import (
     registration_problem,
 )
 from gemini_webhook_operator.webhookservice import (
+    REASON_INVALID_API_KEY,
+    REASON_PERMISSION_DENIED,
     NotFound,
     QuotaExceeded,
     WebhookService,
@@ -82,6 +86,19 @@ REASON_KUBE_ERROR = "KubernetesAPIError"
 REASON_KUBE_FORBIDDEN = "KubernetesForbidden"
 REASON_RECEIVER_INVALID = "InvalidReceiver"
 REASON_PROGRESSING = "Progressing"
+
+# Problems the reconciler retries only to notice that someone fixed them: with those it
+# never retries on its own (a failure without `retry_after`), the resource is `Stalled`
+# (kstatus `Failed`, Argo CD `Degraded`); any other problem is `Reconciling`.
+NEEDS_INTERVENTION = frozenset(
+    {
+        REASON_INVALID_API_KEY,
+        REASON_PERMISSION_DENIED,
+        REASON_KUBE_FORBIDDEN,
+        REASON_ADOPTION_NOT_FOUND,
+        REASON_DISABLED_BY_FAILURES,
+    }
+)
 
 # Heal reasons (the `reason` label of the heals metric).
 HEAL_RECREATED = "RemoteDeleted"
@@ -174,6 +191,7 @@ class Outcome:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     retry_after: float | None = None  # ask to be called again this soon
     error: str | None = None  # the failure's condition reason, for the metrics' result
+    stalled: bool = False  # the problem waits for a person (`Stalled`, not `Reconciling`)
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
@@ -223,6 +241,7 @@ def _failure(
     outcome.status["conditions"] = report.conditions
     outcome.retry_after = retry_after
     outcome.error = reason
+    outcome.stalled = retry_after is None or reason in NEEDS_INTERVENTION
     return outcome
 
 
@@ -250,6 +269,26 @@ async def reconcile(
     all resources if they are at most this old (the drift check's way; a change reads afresh)."""
     now = op.clock.now()
     report = _Report(body, now)
+    outcome = await _reconcile(op, body, report, claims, listing_max_age)
+    # Whatever the outcome, this generation was observed: the conditions say how it went.
+    outcome.status["conditions"] = conditions.with_progress(
+        outcome.status.get("conditions") or report.conditions,
+        stalled=outcome.stalled,
+        generation=report.generation,
+        now=now,
+    )
+    outcome.status["observedGeneration"] = report.generation
+    return outcome
+
+
+async def _reconcile(
+    op: Operator,
+    body: Mapping[str, Any],
+    report: _Report,
+    claims: Mapping[str, list[Claim]] | None,
+    listing_max_age: float,
+) -> Outcome:
+    now = report.now
     outcome = Outcome()
     status = body.get("status") or {}
     try:
@@ -732,6 +771,7 @@ def _report_success(
             reason, message = secret_note.reason, f"{message}; {secret_note.message}"
     report.set(crd.CONDITION_READY, ready, reason, message)
     report.set(crd.CONDITION_SYNCED, True, REASON_SYNCED, "the remote webhook matches the spec")
+    outcome.stalled = not ready and reason in NEEDS_INTERVENTION
     _report_replica_state(body, report, outcome)
     outcome.status.update(
         {
@@ -742,7 +782,6 @@ def _report_success(
             "lastRotationTime": conditions.rfc3339(last_rotation) if last_rotation else None,
             "nextRotationTime": conditions.rfc3339(next_rotation) if next_rotation else None,
             "lastRotationReason": rotation_reason,
-            "observedGeneration": report.generation,
             "conditions": report.conditions,
         }
     )

@@ -1,0 +1,101 @@
+"""The GitOps tools' own health code, built here from their Go modules and run on our
+resources: kstatus (`sigs.k8s.io/cli-utils/pkg/kstatus/status`, what Flux and kstatus-based
+tools compute), Flux's `healthCheckExprs` evaluator (`github.com/fluxcd/pkg/runtime/cel`)
+and Argo CD's Lua health runtime (`github.com/argoproj/argo-cd/v3/util/lua`).
+
+Each is a tiny Go program under `modules/<name>/` (`main.go`, and the `go.mod`/`go.sum`
+pinning the library), built as the control plane's binaries are
+(`gemini_webhooks.controlplane.build`: through the Go module proxy, cached by a key over
+everything the build reads, a second build costs nothing):
+
+    python -m tests.gitops.tools build     # what scripts/test runs before pytest
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from gemini_webhooks.controlplane import build
+
+MODULES = Path(__file__).resolve().parent / "modules"
+
+
+@dataclass(frozen=True)
+class Tool(build.Component):
+    """A Go program of ours (its `main.go` is part of the cache key) built like a
+    control-plane component."""
+
+    @property
+    def module_dir(self) -> Path:
+        return MODULES / self.name
+
+    def key(self, go_version: str) -> str:
+        return hashlib.sha256(
+            (super().key(go_version) + (self.module_dir / "main.go").read_text()).encode()
+        ).hexdigest()[:12]
+
+
+KSTATUS = Tool(
+    "kstatus",
+    "cli-utils-v0.37.2",
+    {"kstatus": "gemini-webhook-operator/gitops/kstatus"},
+)
+ARGOCD_HEALTH = Tool(
+    "argocd-health",
+    "argo-cd-v3.5.8",
+    {"argocd-health": "gemini-webhook-operator/gitops/argocd-health"},
+)
+TOOLS = (KSTATUS, ARGOCD_HEALTH)
+
+
+@cache
+def binary(tool: Tool) -> Path:
+    """The tool's binary, built unless cached (progress on stderr)."""
+    return build.build(tool, build.stderr_progress) / next(iter(tool.commands))
+
+
+def _run(argv: list[str], resource: Mapping[str, Any]) -> dict[str, str]:
+    result = subprocess.run(
+        argv, input=json.dumps(resource), capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"{Path(argv[0]).name} failed: {result.stderr.strip()}")
+    answer: dict[str, str] = json.loads(result.stdout)
+    return answer
+
+
+def kstatus(resource: Mapping[str, Any]) -> dict[str, str]:
+    """kstatus's `status.Compute`: {"status": Current|InProgress|Failed|..., "message"}."""
+    return _run([str(binary(KSTATUS))], resource)
+
+
+def flux(expressions: Path, resource: Mapping[str, Any]) -> dict[str, str]:
+    """Flux's evaluation of one `healthCheckExprs` entry (a JSON file of current,
+    inProgress, failed): {"status": ..., "message": ...}."""
+    return _run([str(binary(KSTATUS)), "flux", str(expressions)], resource)
+
+
+def argocd(health_lua: Path, resource: Mapping[str, Any]) -> dict[str, str]:
+    """Argo CD's verdict of `health_lua` on the resource: {"status": Healthy|..., "message"}."""
+    return _run([str(binary(ARGOCD_HEALTH)), str(health_lua)], resource)
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["build"]:
+        print("usage: python -m tests.gitops.tools build", file=sys.stderr)
+        return 2
+    for tool in TOOLS:
+        build.build(tool, build.stderr_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
