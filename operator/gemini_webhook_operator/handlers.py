@@ -196,9 +196,7 @@ async def _write_back(
     fields = status_changes(body.get("status") or {}, wanted)
     if fields:
         versions.append(_version(await kube.merge_patch_status(body, fields)))
-    latest = await apply_conditions(
-        kube, body, conditions_wanted, observed_generation=generation
-    )
+    latest = await apply_conditions(kube, body, conditions_wanted, observed_generation=generation)
     versions.append(_version(latest))
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)

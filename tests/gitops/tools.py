@@ -19,7 +19,6 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,19 @@ ARGOCD_HEALTH = Tool(
 TOOLS = (KSTATUS, ARGOCD_HEALTH)
 
 
-@cache
+_built: dict[str, Path] = {}
+
+
+def progress(line: str) -> None:
+    print(f"[gitops-tools] {line}", file=sys.stderr, flush=True)
+
+
 def binary(tool: Tool) -> Path:
     """The tool's binary, built unless cached (progress on stderr)."""
-    return build.build(tool, build.stderr_progress) / next(iter(tool.commands))
+    if tool.name not in _built:
+        directory = build.build(tool, progress)
+        _built[tool.name] = directory / next(iter(tool.commands))
+    return _built[tool.name]
 
 
 def _run(argv: list[str], resource: Mapping[str, Any]) -> dict[str, str]:
@@ -93,7 +101,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m tests.gitops.tools build", file=sys.stderr)
         return 2
     for tool in TOOLS:
-        build.build(tool, build.stderr_progress)
+        build.build(tool, progress)
     return 0
 
 

@@ -231,13 +231,16 @@ async def test_webhook_disabled_after_failed_deliveries_is_surfaced(
             pytest.fail("the emulator never disabled the webhook")
         # Status fields and conditions are two writes: a reader can see the first alone
         # (on kube-apiserver under load, for a moment).
-        await gemini.wait_for(
+        disabled = await gemini.wait_for(
             "flaky",
             lambda o: (
                 o["status"].get("remoteState") == "disabled_due_to_failed_deliveries"
                 and condition(o, "Ready").get("reason") == "DisabledDueToFailedDeliveries"
             ),
         )
+        # Only a person can re-enable it: kstatus's Stalled (Failed), not Reconciling.
+        assert condition(disabled, "Stalled").get("reason") == "DisabledDueToFailedDeliveries"
+        assert condition(disabled, "Reconciling") == {}
         await _wait_event(gemini, "DisabledDueToFailedDeliveries", "flaky")
         state = running.metrics.webhooks.record("default", "flaky")
         assert state is not None and state.remote_state == "disabled_due_to_failed_deliveries"

@@ -1,0 +1,34 @@
+"""The Argo CD health check we ship, run by Argo CD's own Lua health runtime on each case of
+its `health_test.yaml` — the check Argo CD's repository runs on every
+`resource_customizations/<group>/<Kind>/` it holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.gitops import tools
+
+ROOT = Path(__file__).resolve().parents[2]
+CUSTOMIZATION = ROOT / "gitops/argocd/resource_customizations/gemini.webhooks.dev/GeminiWebhook"
+CASES: list[dict[str, Any]] = yaml.safe_load((CUSTOMIZATION / "health_test.yaml").read_text())[
+    "tests"
+]
+
+
+def test_the_cases_cover_healthy_progressing_and_degraded() -> None:
+    statuses = {case["healthStatus"]["status"] for case in CASES}
+    assert statuses == {"Healthy", "Progressing", "Degraded"}
+    inputs = {case["inputPath"] for case in CASES}
+    assert inputs == {
+        str(p.relative_to(CUSTOMIZATION)) for p in (CUSTOMIZATION / "testdata").glob("*.yaml")
+    }
+
+
+@pytest.mark.parametrize("case", CASES, ids=[Path(c["inputPath"]).stem for c in CASES])
+def test_argocd_computes_the_expected_health(case: dict[str, Any]) -> None:
+    obj = yaml.safe_load((CUSTOMIZATION / case["inputPath"]).read_text())
+    assert tools.argocd(CUSTOMIZATION / "health.lua", obj) == case["healthStatus"]
