@@ -139,6 +139,7 @@ async def test_an_edit_not_yet_reconciled_is_in_progress(
     assert verdicts(done, flux_exprs) == ("Current", "Current", "Healthy")
 
 
+@pytest.mark.real_cluster_only  # the sandbox keeps field ownership but shows no managedFields
 async def test_observed_generation_is_applied_with_the_reconcilers_conditions(
     gemini: Cluster, emulator: Any, kube: Any
 ) -> None:
