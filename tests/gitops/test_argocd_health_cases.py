@@ -32,3 +32,18 @@ def test_the_cases_cover_healthy_progressing_and_degraded() -> None:
 def test_argocd_computes_the_expected_health(case: dict[str, Any]) -> None:
     obj = yaml.safe_load((CUSTOMIZATION / case["inputPath"]).read_text())
     assert tools.argocd(CUSTOMIZATION / "health.lua", obj) == case["healthStatus"]
+
+
+KSTATUS_FOR = {"Healthy": "Current", "Progressing": "InProgress", "Degraded": "Failed"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if "status" in yaml.safe_load((CUSTOMIZATION / c["inputPath"]).read_text())],
+    ids=lambda c: Path(c["inputPath"]).stem,
+)
+def test_argocd_and_kstatus_agree(case: dict[str, Any]) -> None:
+    """On every case the operator has written a status to (without one, kstatus reads
+    Current: docs/deploy.md#6-gitops-health-in-argo-cd-and-flux)."""
+    obj = yaml.safe_load((CUSTOMIZATION / case["inputPath"]).read_text())
+    assert tools.kstatus(obj)["status"] == KSTATUS_FOR[case["healthStatus"]["status"]]
