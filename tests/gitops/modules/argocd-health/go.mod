@@ -175,6 +175,11 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
+// Argo CD v3.5.8 (the newest release that builds with Go 1.26; v3.6 needs Go 1.27). Its
+// go.mod's replace lines, copied: a dependent module must restate them. The last one
+// stands for its `./gitops-engine` folder, which its module zip leaves out, with the
+// gitops-engine pseudo-version the module proxy holds from before v3.5.8's release (the
+// one v3.5.8 requires is not there).
 replace (
 	github.com/golang/protobuf => github.com/golang/protobuf v1.5.4
 	github.com/grpc-ecosystem/grpc-gateway => github.com/grpc-ecosystem/grpc-gateway v1.16.0
