@@ -87,9 +87,9 @@ REASON_KUBE_FORBIDDEN = "KubernetesForbidden"
 REASON_RECEIVER_INVALID = "InvalidReceiver"
 REASON_PROGRESSING = "Progressing"
 
-# Problems the reconciler retries only to notice that someone fixed them: with those it
-# never retries on its own (a failure without `retry_after`), the resource is `Stalled`
-# (kstatus `Failed`, Argo CD `Degraded`); any other problem is `Reconciling`.
+# Problems the reconciler retries only to notice a person's fix. With these, and with a
+# failure it does not retry at all (no `retry_after`), the resource is `Stalled` (kstatus
+# `Failed`, Argo CD `Degraded`); with any other problem it is `Reconciling`.
 NEEDS_INTERVENTION = frozenset(
     {
         REASON_INVALID_API_KEY,
