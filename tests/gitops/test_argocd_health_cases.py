@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
+from gemini_webhooks.contracts import crd
 from tests.gitops import tools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +28,13 @@ def test_the_cases_cover_healthy_progressing_and_degraded() -> None:
     assert inputs == {
         str(p.relative_to(CUSTOMIZATION)) for p in (CUSTOMIZATION / "testdata").glob("*.yaml")
     }
+
+
+@pytest.mark.parametrize("case", CASES, ids=[Path(c["inputPath"]).stem for c in CASES])
+def test_each_case_is_a_valid_geminiwebhook(case: dict[str, Any]) -> None:
+    schema = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    obj = yaml.safe_load((CUSTOMIZATION / case["inputPath"]).read_text())
+    jsonschema.Draft7Validator(schema).validate(obj)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[Path(c["inputPath"]).stem for c in CASES])
