@@ -114,9 +114,8 @@ def test_the_binaries_report_the_pinned_versions() -> None:
     assert "v1.37.0" in version(str(binaries["crictl"]), "--version")
     assert "CoreDNS-1.15.0" in version(str(binaries["coredns"]), "-version")
     for plugin in ("bridge", "host-local", "loopback", "portmap"):
-        assert "v1.10.0" in subprocess.run(
-            [str(binaries[plugin])], capture_output=True, text=True, timeout=30
-        ).stderr
+        about = subprocess.run([str(binaries[plugin])], capture_output=True, text=True, timeout=30)
+        assert "v1.10.0" in about.stderr
 
 
 def test_runc_and_the_pause_container_are_static() -> None:
