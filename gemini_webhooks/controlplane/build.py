@@ -87,6 +87,8 @@ class Component:
             (self.module_dir / "go.mod").read_bytes(),
             (self.module_dir / "go.sum").read_bytes(),
             json.dumps([self.commands, self.ldflags, go_version, *self._options()]).encode(),
+            # our own Go sources, where a wrapper has any (CoreDNS's main.go)
+            *(path.read_bytes() for path in sorted(self.module_dir.glob("*.go"))),
         ):
             digest.update(hashlib.sha256(part).digest())
         return digest.hexdigest()[:12]
