@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -331,7 +330,3 @@ def binaries_if_built() -> dict[str, Path] | None:
             return None
         binaries.update({name: directory / name for name in component.commands})
     return binaries
-
-
-def stderr_progress(line: str) -> None:
-    print(f"[control-plane] {line}", file=sys.stderr, flush=True)
