@@ -1,6 +1,6 @@
-"""The receiver process holds only the receiver: neither the operator, kopf, google-genai
-nor any of the tools (emulator, sandboxes, control plane) is imported, from start-up
-through a delivery verified and forwarded."""
+"""The receiver process holds only what it runs: neither the operator, kopf, google-genai
+nor any of the tools (emulator, sandboxes, control plane), nor the Redis client and the JWT
+libraries when its configuration uses neither."""
 
 from __future__ import annotations
 
@@ -53,9 +53,11 @@ async def _wait_listening(process: subprocess.Popen[bytes], log: Path) -> int:
     raise AssertionError("receiver did not start: " + log.read_text())
 
 
-async def test_the_receiver_process_imports_neither_the_operator_nor_the_tools(
+async def _modules_of_a_receiver_run(
     target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
-) -> None:
+) -> set[str]:
+    """Every module the real receiver process imports, from start-up through one static
+    delivery verified and forwarded (inline mode, dynamic webhooks off) to its shutdown."""
     path, secret = secrets_file
     config = base_config(target.url, path, logging={"level": "INFO"})
     config_file = tmp_path / "receiver.json"
@@ -82,9 +84,26 @@ async def test_the_receiver_process_imports_neither_the_operator_nor_the_tools(
         process.wait(30)
     imported = _imported(log.read_text())
     assert "gemini_webhook_receiver.app" in imported  # the report is read right
-    unwanted = sorted(
+    return imported
+
+
+def _under(roots: tuple[str, ...], imported: set[str]) -> list[str]:
+    return sorted(
         name
         for name in imported
-        if any(name == root or name.startswith(root + ".") for root in NOT_THE_RECEIVER)
+        if any(name == root or name.startswith(root + ".") for root in roots)
     )
-    assert unwanted == []
+
+
+async def test_the_receiver_process_imports_neither_the_operator_nor_the_tools(
+    target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
+) -> None:
+    imported = await _modules_of_a_receiver_run(target, secrets_file, tmp_path)
+    assert _under(NOT_THE_RECEIVER, imported) == []
+
+
+async def test_an_inline_static_receiver_imports_neither_redis_nor_the_jwt_libraries(
+    target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
+) -> None:
+    imported = await _modules_of_a_receiver_run(target, secrets_file, tmp_path)
+    assert _under(("redis", "jwt", "cryptography"), imported) == []
