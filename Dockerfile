@@ -36,16 +36,23 @@ COPY operator ./operator
 COPY receiver ./receiver
 RUN /opt/venv/bin/pip install --no-deps /src
 
-# The product's virtualenv: the same install without what only the tools image runs (the
-# emulator, the API sandbox and its kmock, the local sandbox, the control-plane tools, the
-# dashboard generators, the users' `webhook-config` client helper) nor pip and setuptools,
-# which nothing runs once it is installed.
+# The tools' virtualenv: the builder's, with what only the tools import (the `tools` extra:
+# the API sandbox's kmock and jsonpatch). After the sources, so a change to them installs
+# these two small packages again (seconds), never the product's dependencies.
+FROM builder AS tools-venv
+RUN python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["tools"], sep="\n")' > tools-requirements.txt \
+    && /opt/venv/bin/pip install -r tools-requirements.txt
+
+# The product's virtualenv: the builder's (which has none of the `tools` extra) without the
+# packages only the tools image runs (the emulator, the API sandbox, the local sandbox, the
+# control-plane tools, the dashboard generators, the users' `webhook-config` client helper)
+# nor pip and setuptools, which nothing runs once it is installed.
 # The operator and the receiver import none of it (tests/chart/test_image_run.py checks it
 # in the built image); `gemini-webhooks` lists only the subcommands present.
 FROM builder AS product-venv
 RUN cd /opt/venv/lib/python3*/site-packages/gemini_webhooks \
     && rm -r emulator kubesandbox sandbox controlplane observability jobs generate.py \
-    && /opt/venv/bin/python -m pip uninstall --yes --quiet kmock pip setuptools
+    && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG PYTHON_IMAGE
@@ -67,7 +74,7 @@ CMD ["--help"]
 FROM runtime AS tools
 LABEL org.opencontainers.image.title="gemini-webhook-operator-tools" \
       org.opencontainers.image.description="Gemini API webhooks on Kubernetes: every gemini-webhooks subcommand, with the Gemini API emulator and the sandboxes"
-COPY --from=builder /opt/venv /opt/venv
+COPY --from=tools-venv /opt/venv /opt/venv
 
 FROM runtime AS product
 COPY --from=product-venv /opt/venv /opt/venv

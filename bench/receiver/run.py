@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -258,14 +260,12 @@ def bench_express(secret: str, duration: int, work: Path) -> Result:
         stop(process)
 
 
-def _ours(
-    name: str,
-    secret: str,
-    duration: int,
-    work: Path,
-    redis_url: str | None,
-    accept_data_loss_risk: bool = False,
-) -> Result:
+@contextmanager
+def running_ours(
+    name: str, secret: str, work: Path, redis_url: str | None, accept_data_loss_risk: bool = False
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Our receiver (this checkout's sources) on core 0, forwarding to a sink on core 1:
+    yields the receiver's process and port, once the sink listens."""
     secrets_file = work / "signing-secrets.json"
     secrets_file.write_text(
         json.dumps(
@@ -298,16 +298,34 @@ def _ours(
             "taskset",
             "-c",
             "0",
-            str(VENV_BIN / "gemini-webhooks"),
+            sys.executable,
+            "-m",
+            "gemini_webhooks",
             "receiver",
             "--config",
             str(config_file),
         ],
+        cwd=ROOT,  # `-m` imports this checkout's sources, whatever the venv was installed from
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         wait_port(sink_port, sink)
+        yield process, port
+    finally:
+        stop(process)
+        stop(sink)
+
+
+def _ours(
+    name: str,
+    secret: str,
+    duration: int,
+    work: Path,
+    redis_url: str | None,
+    accept_data_loss_risk: bool = False,
+) -> Result:
+    with running_ours(name, secret, work, redis_url, accept_data_loss_risk) as (process, port):
         note = "forwards every event to a sink"
         result = measure(name, process, port, "/", secret, duration, work, note)
         if redis_url:
@@ -319,9 +337,6 @@ def _ours(
             client.close()
             result.note += f"; {backlog} accepted events not yet delivered at the end"
         return result
-    finally:
-        stop(process)
-        stop(sink)
 
 
 def bench_memory(secret: str, duration: int, work: Path) -> Result:
@@ -381,19 +396,29 @@ BENCHES = {
 }
 
 
+def machine_problem() -> str | None:
+    """Why this machine cannot run the benchmarks (wrk, taskset, two cores), or None."""
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if (os.cpu_count() or 1) < 2:
+        return "needs at least 2 cores (server on core 0, wrk on core 1)"
+    return None
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset")
     args = parser.parse_args()
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            print(f"{tool} is not installed", file=sys.stderr)
-            return 2
-    if (os.cpu_count() or 1) < 2:
-        print("needs at least 2 cores (server on core 0, wrk on core 1)", file=sys.stderr)
+    if problem := machine_problem():
+        print(problem, file=sys.stderr)
         return 2
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    secret = new_secret()
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="receiver-bench-") as tmp:
         for key in args.only.split(","):

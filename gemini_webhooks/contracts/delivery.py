@@ -10,7 +10,7 @@ shape (`signature_scheme`).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Literal
 
 HEADER_ID = "webhook-id"
 HEADER_TIMESTAMP = "webhook-timestamp"
@@ -33,16 +33,6 @@ PING_EVENT_TYPE = "webhook.ping"
 
 # Replay window the guide asks every receiver to enforce.
 DEFAULT_TOLERANCE_SECONDS = 5 * 60
-
-
-class Envelope(TypedDict):
-    """The thin payload: a snapshot with status and pointers, never the output itself."""
-
-    type: str
-    version: str
-    timestamp: str
-    data: dict[str, Any]
-    user_metadata: NotRequired[dict[str, Any]]
 
 
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")

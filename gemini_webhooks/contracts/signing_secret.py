@@ -19,8 +19,10 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
+
+from gemini_webhooks.contracts.times import parse_rfc3339, rfc3339
 
 FORMAT_VERSION = 1
 KEY_SECRETS = "signing-secrets.json"
@@ -135,19 +137,12 @@ def remote_identity(secret: str, reported: Sequence[str]) -> Identity:
     return UNVERIFIABLE
 
 
-def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _parse_time(value: Any, what: str) -> datetime:
     if not isinstance(value, str):
         raise SecretFormatError(f"{what}: expected an RFC 3339 string")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise SecretFormatError(f"{what}: not an RFC 3339 time") from None
-    if parsed.tzinfo is None:
-        raise SecretFormatError(f"{what}: time without a zone")
+    parsed = parse_rfc3339(value)
+    if parsed is None:
+        raise SecretFormatError(f"{what}: not an RFC 3339 time with its zone")
     return parsed
 
 
@@ -159,8 +154,8 @@ def encode(secrets: SigningSecrets) -> dict[str, str]:
         "secrets": [
             {
                 "secret": s.secret,
-                "createdAt": _rfc3339(s.created_at),
-                "expireTime": _rfc3339(s.expire_time) if s.expire_time else None,
+                "createdAt": rfc3339(s.created_at, "auto"),
+                "expireTime": rfc3339(s.expire_time, "auto") if s.expire_time else None,
             }
             for s in secrets.secrets
         ],

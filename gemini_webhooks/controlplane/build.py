@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -439,7 +438,3 @@ def binaries_if_built() -> dict[str, Path] | None:
 
     images = node_images.images_if_built(binaries)
     return None if images is None else binaries | images
-
-
-def stderr_progress(line: str) -> None:
-    print(f"[control-plane] {line}", file=sys.stderr, flush=True)

@@ -86,10 +86,6 @@ class CertificateAuthority:
         )
         _write(self.cert_path, self._cert.public_bytes(serialization.Encoding.PEM))
 
-    @property
-    def pem(self) -> bytes:
-        return self._cert.public_bytes(serialization.Encoding.PEM)
-
     def issue(
         self,
         name: str,

@@ -26,6 +26,7 @@ from gemini_webhooks.contracts.delivery import (
     JWKS_PATH,
     PING_EVENT_TYPE,
 )
+from gemini_webhooks.contracts.times import rfc3339
 
 from . import batches as batch_model
 from . import decisions
@@ -193,7 +194,7 @@ class Emulator:
         envelope: dict[str, Any] = {
             "type": event_type,
             "version": ENVELOPE_VERSION,
-            "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "timestamp": rfc3339(now),
             "data": data,
         }
         if webhook_config is not None:
@@ -433,7 +434,7 @@ class Emulator:
         envelope = {
             "type": PING_EVENT_TYPE,
             "version": ENVELOPE_VERSION,
-            "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "timestamp": rfc3339(now),
             "data": data,
         }
         event_id = f"evt_{secrets.token_hex(10)}"

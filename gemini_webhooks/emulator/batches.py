@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from .clock import rfc3339
+from gemini_webhooks.contracts.times import rfc3339
+
 from .decisions import validate_uri
 from .errors import failed_precondition, invalid_argument, not_found
 
@@ -121,11 +122,11 @@ class Batch:
             "model": self.model,
             "displayName": self.display_name,
             "state": _STATE[self.state],
-            "createTime": rfc3339(self.create_time),
-            "updateTime": rfc3339(self.update_time),
+            "createTime": rfc3339(self.create_time, "microseconds"),
+            "updateTime": rfc3339(self.update_time, "microseconds"),
         }
         if self.end_time is not None:
-            metadata["endTime"] = rfc3339(self.end_time)
+            metadata["endTime"] = rfc3339(self.end_time, "microseconds")
         if self.output_file is not None:
             metadata["output"] = {"responsesFile": self.output_file}
         operation: dict[str, Any] = {"name": self.name, "metadata": metadata, "done": self.done}

@@ -44,7 +44,3 @@ class TimeScale:
 
     def delta(self, nominal: timedelta) -> timedelta:
         return nominal / self.factor
-
-
-def rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -31,9 +31,10 @@ from gemini_webhooks.contracts.delivery import (
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
 )
+from gemini_webhooks.contracts.times import rfc3339
 
 from . import decisions
-from .clock import Clock, TimeScale, rfc3339
+from .clock import Clock, TimeScale
 from .keys import KeyRing
 from .webhooks import WebhookStore
 
@@ -108,8 +109,10 @@ class Delivery:
             "uri": self.uri,
             "state": self.state,
             "reason": self.reason,
-            "created_at": rfc3339(self.created_at),
-            "next_attempt_at": rfc3339(self.next_attempt_at) if self.next_attempt_at else None,
+            "created_at": rfc3339(self.created_at, "microseconds"),
+            "next_attempt_at": rfc3339(self.next_attempt_at, "microseconds")
+            if self.next_attempt_at
+            else None,
             "attempts": [a.to_json() for a in self.attempts],
             "envelope": self.envelope,
         }
@@ -379,7 +382,7 @@ class DeliveryEngine:
                     "msg": "webhook disabled",
                     "webhook_id": webhook.id,
                     "state": webhook.state,
-                    "failing_since": rfc3339(webhook.failing_since or now),
+                    "failing_since": rfc3339(webhook.failing_since or now, "microseconds"),
                 }
             )
         )
@@ -454,7 +457,9 @@ class DeliveryEngine:
         if status is not None and not ok:
             error = f"HTTP {status}"
         delivery.attempts.append(
-            Attempt(len(delivery.attempts) + 1, rfc3339(now), status, error, elapsed)
+            Attempt(
+                len(delivery.attempts) + 1, rfc3339(now, "microseconds"), status, error, elapsed
+            )
         )
         log.info(
             json.dumps(

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 from gemini_webhooks.contracts.signing_secret import SECRET_PREFIX
+from gemini_webhooks.contracts.times import rfc3339
 
 from . import decisions
-from .clock import rfc3339
 from .errors import invalid_argument, not_found
 
 
@@ -90,7 +90,7 @@ class Webhook:
         for entry in self.valid_secrets(now) if reporting.mode != "empty" else ():
             item: dict[str, Any] = {"truncated_secret": reporting.show(entry.secret)}
             if entry.expire_time is not None:
-                item["expire_time"] = rfc3339(entry.expire_time)
+                item["expire_time"] = rfc3339(entry.expire_time, "microseconds")
             signing.append(item)
         shown: dict[str, Any] = {
             "id": self.id,
@@ -98,8 +98,8 @@ class Webhook:
             "uri": self.uri,
             "subscribed_events": list(self.subscribed_events),
             "state": self.state,
-            "create_time": rfc3339(self.create_time),
-            "update_time": rfc3339(self.update_time),
+            "create_time": rfc3339(self.create_time, "microseconds"),
+            "update_time": rfc3339(self.update_time, "microseconds"),
         }
         if reporting.mode != "absent":
             shown["signing_secrets"] = signing

@@ -11,7 +11,6 @@ import base64
 import binascii
 import collections
 import copy
-import datetime
 import json
 import re
 import secrets
@@ -23,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from gemini_webhooks.contracts.times import now_rfc3339
 from gemini_webhooks.kubesandbox import builtin_validation, errors, owners, patching, schema
 from gemini_webhooks.kubesandbox.errors import ApiError, cause
 from gemini_webhooks.kubesandbox.resources import (
@@ -64,10 +64,6 @@ class Event:
     type: str  # ADDED / MODIFIED / DELETED
     obj: Obj
     old: Obj | None
-
-
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Cluster:
@@ -458,7 +454,7 @@ class Cluster:
         if key in self.objects[rtype.store_key]:
             raise errors.already_exists(rtype.plural, rtype.group, meta["name"])
         meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = now_iso()
+        meta["creationTimestamp"] = now_rfc3339()
         if rtype.custom or (rtype.group, rtype.plural) in _GENERATION_TYPES:
             meta["generation"] = 1
         if (rtype.group, rtype.plural) == ("apiextensions.k8s.io", "customresourcedefinitions"):
@@ -777,7 +773,7 @@ class Cluster:
         if meta.get("deletionTimestamp"):
             return obj, False
         new = copy.deepcopy(obj)
-        new["metadata"]["deletionTimestamp"] = now_iso()
+        new["metadata"]["deletionTimestamp"] = now_rfc3339()
         new["metadata"]["deletionGracePeriodSeconds"] = 0
         new["metadata"]["finalizers"] = finalizers
         if "generation" in meta:
@@ -936,7 +932,7 @@ class Cluster:
 
     def _establish(self, crd: Obj) -> None:
         names = dict(crd["spec"]["names"])
-        stamp = now_iso()
+        stamp = now_rfc3339()
         crd["status"] = {
             "acceptedNames": names,
             "storedVersions": [v["name"] for v in crd["spec"]["versions"] if v.get("storage")],

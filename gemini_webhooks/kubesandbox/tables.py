@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from gemini_webhooks.contracts.times import parse_rfc3339
 from gemini_webhooks.kubesandbox.resources import ResourceType
 
 _STEP_RE = re.compile(
@@ -54,9 +55,8 @@ def jsonpath(obj: Any, path: str) -> Any:
 def age(timestamp: str | None, now: datetime.datetime) -> str:
     if not timestamp:
         return "<unknown>"
-    try:
-        then = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
+    then = parse_rfc3339(timestamp)
+    if then is None:
         return "<invalid>"
     seconds = max(0, int((now - then).total_seconds()))
     if seconds < 120:

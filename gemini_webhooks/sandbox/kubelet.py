@@ -32,6 +32,7 @@ import aiohttp
 
 from gemini_webhooks.contracts.service_endpoints import ENV_VAR, pod_key, service_key
 from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
+from gemini_webhooks.contracts.times import now_rfc3339
 from gemini_webhooks.sandbox.kubeapi import JSON, KubeApi, KubeApiError
 from gemini_webhooks.sandbox.podplan import (
     PodPlan,
@@ -385,8 +386,8 @@ class Kubelet:
             "status": "True" if ready else "False",
             "reason": "MinimumReplicasAvailable" if ready else "MinimumReplicasUnavailable",
             "message": "run by the sandbox's kubelet as a local process",
-            "lastUpdateTime": _now(),
-            "lastTransitionTime": _now(),
+            "lastUpdateTime": now_rfc3339(),
+            "lastTransitionTime": now_rfc3339(),
         }
         with contextlib.suppress(KubeApiError):
             await self.api.patch(
@@ -403,7 +404,3 @@ def _write_atomically(path: Path, content: bytes) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(content)
     os.replace(temporary, path)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -49,7 +49,3 @@ def changes(desired: Desired, observed: RemoteWebhook) -> dict[str, Any]:
     ):
         fields["state"] = desired.state
     return fields
-
-
-def update_mask(fields: dict[str, Any]) -> str:
-    return ",".join(sorted(fields))

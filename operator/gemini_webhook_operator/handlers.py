@@ -31,6 +31,7 @@ from gemini_webhook_operator.reconciler import (
 from gemini_webhook_operator.webhookservice import WebhookServiceError
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import API_GROUP, truncate_secret
+from gemini_webhooks.contracts.times import parse_rfc3339
 
 RESOURCE = (API_GROUP, crd.VERSION, crd.PLURAL)
 FINALIZER = f"{API_GROUP}/finalizer"
@@ -207,9 +208,7 @@ def _version(obj: Mapping[str, Any] | None) -> str:
     return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
-async def _run(
-    handler: str, body: kopf.Body, memo: Any, patch: kopf.Patch, webhook_claims: Any
-) -> None:
+async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) -> None:
     op: Operator = memo.operator
     if body.metadata.get("deletionTimestamp"):
         return  # the finalizer owns a resource being deleted: never recreate anything now
@@ -291,10 +290,8 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     @kopf.on.resume(*RESOURCE, id="reconcile", registry=registry)
     @kopf.on.create(*RESOURCE, id="reconcile", registry=registry)
     @kopf.on.update(*RESOURCE, id="reconcile", registry=registry)
-    async def reconcile_on_change(
-        body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any
-    ) -> None:
-        await _run("change", body, memo, patch, kwargs["webhook_claims"])
+    async def reconcile_on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+        await _run("change", body, memo, kwargs["webhook_claims"])
 
     def _jittered(**_: Any) -> float:
         spread = config.drift_interval * config.drift_jitter
@@ -307,8 +304,8 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         initial_delay=_jittered,
         registry=registry,
     )
-    async def drift_check(body: kopf.Body, memo: Any, patch: kopf.Patch, **kwargs: Any) -> None:
-        await _run("drift", body, memo, patch, kwargs["webhook_claims"])
+    async def drift_check(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+        await _run("drift", body, memo, kwargs["webhook_claims"])
 
     @kopf.on.delete(*RESOURCE, id="finalize", registry=registry)
     async def finalize(body: kopf.Body, memo: Any, **_: Any) -> None:
@@ -350,7 +347,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         uid = str(body.metadata.uid)
         health_memo = memos.by_uid.setdefault(uid, health.HealthMemo())
         shown: Mapping[str, Any] = body
-        last_rotation = conditions.parse_time((body.get("status") or {}).get("lastRotationTime"))
+        last_rotation = parse_rfc3339((body.get("status") or {}).get("lastRotationTime"))
         reset = health.rotation_reset(health_memo, last_rotation)
         if reset is not None:
             # Shown at once, while the ping after the rotation is on its way.

@@ -52,6 +52,7 @@ from gemini_webhooks.contracts.crd_receiver import (
     receiver_spec,
 )
 from gemini_webhooks.contracts.service_endpoints import overrides_from_env
+from gemini_webhooks.contracts.times import parse_rfc3339, rfc3339
 
 CONDITION = CONDITION_DELIVERY_VERIFIED
 
@@ -167,7 +168,7 @@ def rotation_reset(memo: HealthMemo, last_rotation: datetime | None) -> Verdict 
     return Verdict(
         None,
         REASON_ROTATION_UNVERIFIED,
-        f"rotated at {_rfc3339(last_rotation)}; waiting for a ping sent after it to verify "
+        f"rotated at {rfc3339(last_rotation)}; waiting for a ping sent after it to verify "
         "with the new signing secret",
     )
 
@@ -233,7 +234,7 @@ def judge(
             return Verdict(
                 True,
                 REASON_VERIFIED,
-                f"a ping sent at {_rfc3339(sent_at)} arrived and verified with the current "
+                f"a ping sent at {rfc3339(sent_at)} arrived and verified with the current "
                 f"signing secret after {round_trip.total_seconds():.3f}s",
                 round_trip,
                 "verified",
@@ -241,7 +242,7 @@ def judge(
         return Verdict(
             False,
             REASON_PREVIOUS_SECRET,
-            f"a ping sent at {_rfc3339(sent_at)} verified only with a previous signing "
+            f"a ping sent at {rfc3339(sent_at)} verified only with a previous signing "
             "secret: the receiver has not loaded the current one",
             round_trip,
             "not_verified",
@@ -250,7 +251,7 @@ def judge(
         return Verdict(
             False,
             REASON_NOT_RECEIVED,
-            f"a ping sent at {_rfc3339(sent_at)} was not reported verified by {asked} "
+            f"a ping sent at {rfc3339(sent_at)} was not reported verified by {asked} "
             f"within {timeout.total_seconds():.0f}s (not delivered, or rejected)",
             None,
             "not_verified",
@@ -312,7 +313,7 @@ def parse_pings(document: Any, source: str = STATIC_SOURCE) -> PingObservation |
         return None
     if not isinstance(record, dict):
         raise ValueError(f"ping status: pings.{source} is not an object")
-    received = _parse_time(record.get("received_at"))
+    received = parse_rfc3339(record.get("received_at"))
     if received is None:
         raise ValueError(f"ping status: pings.{source}.received_at is not an RFC 3339 time")
     fingerprint = record.get("secret_fingerprint")
@@ -322,20 +323,6 @@ def parse_pings(document: Any, source: str = STATIC_SOURCE) -> PingObservation |
     if delivery_id is not None and not isinstance(delivery_id, str):
         raise ValueError(f"ping status: pings.{source}.webhook_id is not a string")
     return PingObservation(received, fingerprint, delivery_id)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None
-
-
-def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # --- I/O -------------------------------------------------------------------------------
@@ -520,7 +507,7 @@ class HealthChecker:
             self.metrics.webhooks.set_delivery_verified(namespace, name, None)
             return blocked
         assert current_fingerprint is not None
-        last_rotation = _parse_time(status.get("lastRotationTime"))
+        last_rotation = parse_rfc3339(status.get("lastRotationTime"))
         reason = ping_reason(
             memo,
             interval=parse_duration(health.interval),

@@ -69,6 +69,7 @@ from gemini_webhooks.contracts.signing_secret import (
     MANAGED_BY,
     SigningSecrets,
 )
+from gemini_webhooks.contracts.times import parse_rfc3339, rfc3339
 
 log = logging.getLogger("gemini_webhook_operator")
 
@@ -434,7 +435,7 @@ async def _converge(
             await _apply_receiver(op, receiver_objects, spec, status, outcome, skip=applied)
             return _waiting(report, outcome, verdict, retry_after=op.settings.admission_poll)
 
-    last_rotation = conditions.parse_time(status.get("lastRotationTime"))
+    last_rotation = parse_rfc3339(status.get("lastRotationTime"))
     rotation_reason = status.get("lastRotationReason")
     just_created = False
     if remote is None:
@@ -463,7 +464,7 @@ async def _converge(
             remote_truncated=remote.truncated_secrets,
             last_rotation=last_rotation,
             requested=spec.rotate_requested,
-            last_heal=conditions.parse_time(annotations.get(rotation.ANNOTATION_LAST_HEAL)),
+            last_heal=parse_rfc3339(annotations.get(rotation.ANNOTATION_LAST_HEAL)),
             heal_interval=timedelta(seconds=op.settings.heal_interval),
         )
         decision = rotation.decide(given)
@@ -474,7 +475,7 @@ async def _converge(
             op.metrics.rotations.labels(decision.reason).inc()
             if decision.reason in rotation.HEAL_REASONS:
                 op.metrics.heals.labels(decision.reason).inc()
-                outcome.annotations[rotation.ANNOTATION_LAST_HEAL] = conditions.rfc3339(now)
+                outcome.annotations[rotation.ANNOTATION_LAST_HEAL] = rfc3339(now)
             if spec.rotate_requested is not None:
                 outcome.remove_annotations.append(crd.ANNOTATION_ROTATE)
         else:
@@ -766,7 +767,7 @@ def _report_success(
         ready, reason = True, REASON_READY
         message = f"webhook {remote.id} is {remote.state} and its signing secret is held"
         if rotation_reason and last_rotation is not None:  # the rotation chain's answer
-            message += f"; last rotation: {rotation_reason} at {conditions.rfc3339(last_rotation)}"
+            message += f"; last rotation: {rotation_reason} at {rfc3339(last_rotation)}"
         if secret_note is not None:  # unverifiable: Ready, and the reason says why unchecked
             reason, message = secret_note.reason, f"{message}; {secret_note.message}"
     report.set(crd.CONDITION_READY, ready, reason, message)
@@ -779,8 +780,8 @@ def _report_success(
             "remoteState": remote.state,
             "url": url,
             "signingSecretName": spec.signing_secret_name,
-            "lastRotationTime": conditions.rfc3339(last_rotation) if last_rotation else None,
-            "nextRotationTime": conditions.rfc3339(next_rotation) if next_rotation else None,
+            "lastRotationTime": rfc3339(last_rotation) if last_rotation else None,
+            "nextRotationTime": rfc3339(next_rotation) if next_rotation else None,
             "lastRotationReason": rotation_reason,
             "conditions": report.conditions,
         }

@@ -123,11 +123,3 @@ def pruned(
     if len(kept) == len(previous):
         return None
     return SigningSecrets(held.webhook_id, (current, *kept))
-
-
-def next_expiry(held: SigningSecrets | None) -> datetime | None:
-    """When the earliest grace period ends (to schedule the clean-up)."""
-    if held is None:
-        return None
-    expiries = [s.expire_time for s in held.secrets[1:] if s.expire_time is not None]
-    return min(expiries) if expiries else None

@@ -14,14 +14,12 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from gemini_webhooks.contracts.delivery import (
     HEADER_ID,
@@ -32,8 +30,9 @@ from gemini_webhooks.contracts.delivery import (
 )
 from gemini_webhooks.contracts.receiver_config import DYNAMIC_SOURCE, ReceiverConfig
 from gemini_webhooks.contracts.signing_secret import SigningSecrets
+from gemini_webhooks.contracts.times import rfc3339
 
-from . import dynamic, metrics, reasons, static
+from . import metrics, reasons, static
 from .dedup import MemoryDedup
 from .delivery import Targets, deliver_inline
 from .durability import DurabilityGate
@@ -41,11 +40,17 @@ from .forwarding import Event, Forwarder
 from .job_origin import JobOrigin
 from .logs import log
 from .public import PublicServer
-from .queue import Admitted, Consumer, Stream
 from .reasons import Rejection
-from .redis_connection import open_client
 from .secret_sources import FileSecretSource, KubernetesSecretSource, SecretSource
-from .shared_pings import SharedPingError, SharedPings
+
+if TYPE_CHECKING:
+    # Imported where used: the Redis client only in Redis mode, PyJWT and cryptography only
+    # with dynamic webhooks enabled (together a fifth of an idle receiver's memory).
+    import redis.asyncio as aioredis
+
+    from . import dynamic
+    from .queue import Admitted, Consumer, Stream
+    from .shared_pings import SharedPings
 
 PINGS_PATH = "/internal/pings"
 _MAX_ID_LENGTH = 256
@@ -55,6 +60,15 @@ _JSON = "application/json"
 
 class RedisNotDurable(RuntimeError):
     """Redis mode refused at start-up: the server would not keep what we acknowledge."""
+
+
+def _redis_failed(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    """What a call to Redis raises when the server cannot answer, for an `except` clause.
+    Python evaluates it only once such a call has raised, so in Redis mode only, which has
+    imported the Redis client already."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, *more)
 
 
 def _answer(status: int, body: bytes) -> web.Response:
@@ -92,9 +106,7 @@ class PingRecord:
         return {
             "source": self.source,
             "webhook_id": self.webhook_id,
-            "received_at": datetime.fromtimestamp(self.received_at, UTC)
-            .isoformat()
-            .replace("+00:00", "Z"),
+            "received_at": rfc3339(datetime.fromtimestamp(self.received_at, UTC), "auto"),
             "scheme": self.scheme,
             "secret_index": self.secret_index,
             "secret_fingerprint": self.secret_fingerprint,
@@ -186,11 +198,13 @@ class Receiver:
         unreachable Redis is not refused: the first connection made later is checked."""
         cfg = self.config.redis
         assert cfg is not None
+        from .redis_connection import open_client
+
         self.durability = DurabilityGate(cfg.accept_data_loss_risk)
         self.redis = open_client(cfg, self.durability)
         try:
             await asyncio.wait_for(self.redis.ping(), _STARTUP_CHECK_SECONDS)
-        except (RedisError, OSError, TimeoutError) as error:
+        except _redis_failed(TimeoutError) as error:
             log(
                 30,
                 "redis unreachable at start-up; checking it on connect",
@@ -219,6 +233,8 @@ class Receiver:
             await source.start()
             self.sources.append(source)
         if cfg.dynamic.enabled:
+            from . import dynamic
+
             self.jwks = dynamic.JwksCache(
                 cfg.dynamic,
                 dynamic.aiohttp_fetch(
@@ -227,6 +243,9 @@ class Receiver:
             )
         if cfg.redis is not None:
             assert self.redis is not None
+            from .queue import Consumer, Stream
+            from .shared_pings import SharedPings
+
             redis_dedup = cfg.dedup.backend == "redis"
             self.stream = Stream(
                 self.redis, cfg.redis, cfg.dedup.ttl_seconds if redis_dedup else None
@@ -265,7 +284,7 @@ class Receiver:
         if self.redis is not None:
             try:
                 checks["redis"] = bool(await asyncio.wait_for(self.redis.ping(), 2.0))
-            except (RedisError, OSError, TimeoutError):
+            except _redis_failed(TimeoutError):
                 checks["redis"] = False
         if self.durability is not None:
             checks["redis_durable_or_risk_accepted"] = self.durability.allows_acknowledging
@@ -370,7 +389,7 @@ class Receiver:
         assert self.shared_pings is not None
         try:
             return await self.shared_pings.record(ping.source, ping.webhook_id, ping.as_json())
-        except (RedisError, OSError) as error:
+        except _redis_failed() as error:
             log(
                 40,
                 "redis unavailable; ping not recorded, answering 503",
@@ -434,6 +453,8 @@ class Receiver:
         window = static.check_window(timestamp, now, self.tolerance)
         if window is not None:
             return window
+        from . import dynamic  # imported at start-up, with dynamic webhooks enabled
+
         started = time.perf_counter()
         match = await dynamic.verify(
             self.config.dynamic, self.jwks, token, msg_id, body, now, self.tolerance
@@ -536,7 +557,7 @@ class Receiver:
                 # or failed over without persistence): stored, but not acknowledged.
                 log(40, "redis is not durable; answering 503", webhook_id=event.msg_id)
                 admitted = "full"
-        except (RedisError, OSError) as error:
+        except _redis_failed() as error:
             log(
                 40,
                 "redis unavailable; answering 503",
@@ -580,9 +601,11 @@ class Receiver:
         if self.shared_pings is None:
             pings = {name: record.as_json() for name, record in self.pings.items()}
         else:
+            from .shared_pings import SharedPingError
+
             try:
                 pings = await self.shared_pings.read(self.ping_sources())
-            except (RedisError, OSError, SharedPingError) as error:
+            except _redis_failed(SharedPingError) as error:
                 log(40, "shared ping records unreadable", error=type(error).__name__)
                 return _answer(503, _PINGS_UNAVAILABLE)
         return _answer(200, orjson.dumps({"pings": pings}))

@@ -53,18 +53,6 @@ return 1
 """
 
 
-def event_fields(event: Event) -> dict[str, Any]:
-    return {
-        "id": event.msg_id,
-        "source": event.source,
-        "scheme": event.scheme,
-        "type": event.event_type,
-        "envelope": event.envelope,
-        "claims": event.claims,
-        "received_at": repr(event.received_at),
-    }
-
-
 def event_from_fields(fields: dict[bytes, bytes]) -> Event:
     return Event(
         msg_id=fields[b"id"].decode(),

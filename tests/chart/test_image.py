@@ -91,7 +91,14 @@ def _stage(name: str) -> Stage:
 
 def test_image_is_built_in_stages_from_a_slim_python_base() -> None:
     args, stages = _stages()
-    assert [s.name for s in stages] == ["builder", "product-venv", "runtime", "tools", "product"]
+    assert [s.name for s in stages] == [
+        "builder",
+        "tools-venv",
+        "product-venv",
+        "runtime",
+        "tools",
+        "product",
+    ]
     assert stages[-1].name == "product", "`docker build .` without --target builds the product"
     earlier: set[str] = set()
     for stage in stages:
@@ -126,8 +133,21 @@ def test_product_venv_drops_the_tools_packages() -> None:
     assert _stage("product-venv").base == "builder"
 
 
+def test_the_product_depends_on_none_of_the_tools_dependencies() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    tools = project["optional-dependencies"]["tools"]
+    assert {"kmock", "jsonpatch"} <= {re.split(r"[<>=\[ ]", r)[0] for r in tools}
+    assert not set(tools) & set(project["dependencies"])
+    for stage in ("builder", "product-venv"):
+        for run in _stage(stage).all("RUN"):
+            assert "optional-dependencies" not in run.value[0], stage
+    (install,) = _stage("tools-venv").all("RUN")
+    assert '["optional-dependencies"]["tools"]' in install.value[0]
+    assert _stage("tools-venv").base == "builder"
+
+
 def test_final_stages_install_nothing_and_take_only_a_virtualenv() -> None:
-    for name, venv_stage in (("tools", "builder"), ("product", "product-venv")):
+    for name, venv_stage in (("tools", "tools-venv"), ("product", "product-venv")):
         final = _stage(name)
         assert final.base == "runtime"
         copies = final.all("COPY") + final.all("ADD")

@@ -320,3 +320,6 @@ def test_the_tools_image_runs_the_emulator(tools: Image, container: NewContainer
         assert name in listing.stdout
     emulator = container(tools, args=["emulator", "--help"]).run()
     assert emulator.returncode == 0, emulator.stderr
+    # Its module imports kmock (the `tools` extra), which the product image does not carry.
+    sandbox = container(tools, args=["kube-sandbox", "--help"]).run()
+    assert sandbox.returncode == 0, sandbox.stderr

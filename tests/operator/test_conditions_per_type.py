@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from gemini_webhook_operator import conditions
 from gemini_webhook_operator.conditions import (
     MANAGER_HEALTH,
     MANAGER_RECONCILER,
@@ -20,6 +19,7 @@ from gemini_webhook_operator.conditions import (
     set_condition,
 )
 from gemini_webhook_operator.handlers import apply_conditions
+from gemini_webhooks.contracts.times import parse_rfc3339
 from tests.operator.harness import Cluster, condition, is_ready, operator_running, resource
 from tests.operator.test_delivery_verified_timer import NAME, RECEIVER_SPEC, receiver
 
@@ -148,14 +148,14 @@ async def _watch_conditions(
 
 def _sent_at(verified: dict[str, Any]) -> datetime | None:
     found = re.search(r"a ping sent at (\S+) ", verified.get("message") or "")
-    return conditions.parse_time(found.group(1)) if found else None
+    return parse_rfc3339(found.group(1)) if found else None
 
 
 def _verified_after_rotation(previous: datetime | None) -> Callable[[dict[str, Any]], bool]:
     """A rotation newer than `previous` happened, and a ping sent after it verified."""
 
     def check(obj: dict[str, Any]) -> bool:
-        rotated = conditions.parse_time((obj.get("status") or {}).get("lastRotationTime"))
+        rotated = parse_rfc3339((obj.get("status") or {}).get("lastRotationTime"))
         verified = condition(obj, "DeliveryVerified")
         sent = _sent_at(verified)
         return (
@@ -196,7 +196,7 @@ async def test_the_health_timer_and_the_reconciler_running_together_never_flap(
                 annotations = {"gemini.webhooks.dev/rotate": str(round_)}
                 await gemini.patch(NAME, {"metadata": {"annotations": annotations}})
                 done = await gemini.wait_for(NAME, _verified_after_rotation(rotated), timeout=20)
-                rotated = conditions.parse_time(done["status"]["lastRotationTime"])
+                rotated = parse_rfc3339(done["status"]["lastRotationTime"])
             await asyncio.sleep(2.0)  # several drift checks and health ticks more
         finally:
             watcher.cancel()

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from gemini_webhook_operator import conditions
 from gemini_webhook_operator.receiver_resources import (
     INTERNAL_PORT,
     STATIC_SOURCE,
@@ -30,6 +29,7 @@ from gemini_webhook_operator.receiver_resources import (
 from gemini_webhook_receiver import app as receiver_app
 from gemini_webhooks.contracts import receiver_config as rc
 from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
+from gemini_webhooks.contracts.times import parse_rfc3339
 from tests.operator.harness import Cluster, condition, is_ready, operator_running, resource
 
 
@@ -86,7 +86,7 @@ async def receiver(kube: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
 def _sent_at(verified: dict[str, Any]) -> datetime:
     found = re.search(r"a ping sent at (\S+) ", verified.get("message") or "")
     assert found, verified
-    sent = conditions.parse_time(found.group(1))
+    sent = parse_rfc3339(found.group(1))
     assert sent is not None
     return sent
 
@@ -128,7 +128,7 @@ async def test_delivery_verified_after_creation_after_rotation_and_after_a_resta
         rotated = await gemini.wait_for(
             NAME, lambda o: o["status"].get("lastRotationReason") == "RequestedByAnnotation"
         )
-        rotated_at = conditions.parse_time(rotated["status"]["lastRotationTime"])
+        rotated_at = parse_rfc3339(rotated["status"]["lastRotationTime"])
         assert rotated_at is not None and rotated_at > first_sent
         # The health timer's next tick no longer claims the old verdict: it says the
         # rotation is unverified until its ping after the rotation verifies.

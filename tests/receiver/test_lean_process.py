@@ -1,0 +1,109 @@
+"""The receiver process holds only what it runs: neither the operator, kopf, google-genai
+nor any of the tools (emulator, sandboxes, control plane), nor the Redis client and the JWT
+libraries when its configuration uses neither."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from .conftest import RecordingTarget, base_config, envelope, signed_headers
+
+NOT_THE_RECEIVER = (
+    "kopf",
+    "google.genai",
+    "gemini_webhook_operator",
+    "gemini_webhooks.emulator",
+    "gemini_webhooks.kubesandbox",
+    "gemini_webhooks.sandbox",
+    "gemini_webhooks.controlplane",
+    "gemini_webhooks.observability",
+    "gemini_webhooks.jobs",
+    "gemini_webhooks.generate",
+    "kmock",
+    "httpx",
+    "websockets",
+)
+
+
+def _imported(stderr: str) -> set[str]:
+    """Module names from `python -X importtime`'s report: `import time: self | total | name`."""
+    return {
+        line.rpartition("|")[2].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+async def _wait_listening(process: subprocess.Popen[bytes], log: Path) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        for line in log.read_text().splitlines():
+            if '"receiver listening"' in line:
+                return int(json.loads(line)["port"])
+        await asyncio.sleep(0.05)
+    raise AssertionError("receiver did not start: " + log.read_text())
+
+
+async def _modules_of_a_receiver_run(
+    target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
+) -> set[str]:
+    """Every module the real receiver process imports, from start-up through one static
+    delivery verified and forwarded (inline mode, dynamic webhooks off) to its shutdown."""
+    path, secret = secrets_file
+    config = base_config(target.url, path, logging={"level": "INFO"})
+    config_file = tmp_path / "receiver.json"
+    config_file.write_text(json.dumps(config))
+    log = tmp_path / "stderr"
+    command = [sys.executable, "-X", "importtime", "-m", "gemini_webhooks", "receiver"]
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*command, "--config", str(config_file)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        port = await _wait_listening(process, log)
+        body = json.dumps(envelope()).encode()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"http://127.0.0.1:{port}/", data=body, headers=signed_headers([secret], body)
+            ) as response,
+        ):
+            assert response.status == 200, await response.text()
+        await target.wait_for(1, timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    imported = _imported(log.read_text())
+    assert "gemini_webhook_receiver.app" in imported  # the report is read right
+    return imported
+
+
+def _under(roots: tuple[str, ...], imported: set[str]) -> list[str]:
+    return sorted(
+        name
+        for name in imported
+        if any(name == root or name.startswith(root + ".") for root in roots)
+    )
+
+
+async def test_the_receiver_process_imports_neither_the_operator_nor_the_tools(
+    target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
+) -> None:
+    imported = await _modules_of_a_receiver_run(target, secrets_file, tmp_path)
+    assert _under(NOT_THE_RECEIVER, imported) == []
+
+
+async def test_an_inline_static_receiver_imports_neither_redis_nor_the_jwt_libraries(
+    target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
+) -> None:
+    imported = await _modules_of_a_receiver_run(target, secrets_file, tmp_path)
+    assert _under(("redis", "jwt", "cryptography"), imported) == []
