@@ -111,7 +111,7 @@ class Session:
     async def get(self, kind: str, name: str) -> JSON | None:
         return await self.kube.get(kind, self.namespace, name)
 
-    async def list(self, kind: str, selector: Mapping[str, str]) -> list[JSON]:
+    async def select(self, kind: str, selector: Mapping[str, str]) -> list[JSON]:
         terms = ",".join(f"{k}={v}" for k, v in selector.items())
         return await self.kube.list(kind, self.namespace, terms)
 

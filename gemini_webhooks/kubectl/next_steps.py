@@ -7,7 +7,7 @@ shortened to one line each.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 ADVICE: dict[str, str] = {
@@ -63,7 +63,7 @@ ADVICE: dict[str, str] = {
 ABNORMAL_TRUE = frozenset({"Reconciling", "Stalled"})
 
 
-def unhealthy(conditions: list[Mapping[str, Any]]) -> list[dict[str, str]]:
+def unhealthy(conditions: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """Each condition that is not healthy (not True; for kstatus' Reconciling and Stalled,
     True), with its advice."""
     steps = []

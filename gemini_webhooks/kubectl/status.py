@@ -62,7 +62,9 @@ async def gather(session: Session, name: str) -> Observed:
         readable(session.get("Secret", secret_name)),
         readable(session.get("Deployment", receiver) if receiver_on else none()),
         readable(
-            session.list("Pod", receiver_resources.selector_labels(name)) if receiver_on else none()
+            session.select("Pod", receiver_resources.selector_labels(name))
+            if receiver_on
+            else none()
         ),
         readable(session.get(seen.route_kind, receiver) if seen.route_kind else none()),
         readable(session.events_about(uid)),

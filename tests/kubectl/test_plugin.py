@@ -17,7 +17,7 @@ from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import MANAGED_BY, SigningSecrets, truncate_secret
 from tests.fixtures.kube import KUBECTL
 from tests.kubectl.plugin import Result, executable, run
-from tests.operator.harness import Cluster, is_ready, operator_running, resource
+from tests.operator.harness import Cluster, is_ready, operator_running, resource, synced_reason
 
 pytestmark = pytest.mark.real_component
 
@@ -372,3 +372,57 @@ def test_every_next_step_is_for_a_reason_the_operator_sets() -> None:
     } | {rotation.SECRET_MISSING}
     assert set(ADVICE) <= known, set(ADVICE) - known
     assert MANAGED_BY  # the plugin's Events column shows the operator's name (test_events)
+
+
+async def test_status_shows_the_receiver_and_whether_its_route_is_admitted(
+    gemini: Cluster, emulator: Any, kube: Any
+) -> None:
+    from gemini_webhook_operator import receiver_resources
+
+    name = "plugin-exposed"
+    receiver = receiver_resources.receiver_name(name)
+    spec = {
+        "enabled": True,
+        "defaultRoute": {"targets": [{"url": "https://consumer.example.com/events"}]},
+        "expose": {
+            "ingress": {
+                "ingressClassName": "nginx",
+                "host": "hooks.example.com",
+                "tls": {"secretName": "hooks-tls"},
+            }
+        },
+    }
+    body = resource(name, "unused", emulator.base_url, receiver=spec)
+    del body["spec"]["url"]
+    async with operator_running(kube):
+        await gemini.apply(body)
+        await gemini.wait_for(
+            name, lambda o: synced_reason(o) == "WaitingForIngressAddress", timeout=60
+        )
+        waiting = await run(kube, "status", name, "-o", "json")
+        waiting_text = await run(kube, "status", name)
+        await gemini.client.request(
+            "PATCH",
+            f"/apis/networking.k8s.io/v1/namespaces/default/ingresses/{receiver}/status",
+            {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}},
+            content_type="application/merge-patch+json",
+        )
+        await gemini.wait_for(name, is_ready, timeout=60)
+        admitted = await run(kube, "status", name, "-o", "json")
+    report = json.loads(waiting.out)
+    assert report["receiver"]["deployment"] == receiver
+    assert report["receiver"]["replicas"] == 1 and "problem" not in report["receiver"]
+    assert report["route"] == {
+        "kind": "Ingress",
+        "name": receiver,
+        "admitted": False,
+        "reason": "WaitingForIngressAddress",
+        "message": report["route"]["message"],
+    }
+    (step,) = [s for s in report["nextSteps"] if s["condition"] == "Synced=False"]
+    assert step["reason"] == "WaitingForIngressAddress"
+    assert "kubectl describe ingress" in step["do"]
+    assert f"✗ Route Ingress {receiver}: WaitingForIngressAddress" in waiting_text.out
+    assert f"Receiver Deployment {receiver}: ready" in waiting_text.out
+    route = json.loads(admitted.out)["route"]
+    assert route["admitted"] is True and "203.0.113.7" in route["message"]
