@@ -10,8 +10,8 @@ from typing import Any
 
 from gemini_webhook_operator import receiver_resources
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts import signing_secret as contract
 from gemini_webhooks.kubectl.cluster import JSON, PluginError, Session, wait_until
+from gemini_webhooks.kubectl.status import fingerprints
 
 REQUESTED_BY_ANNOTATION = "RequestedByAnnotation"  # the operator's rotation reason
 
@@ -81,21 +81,7 @@ async def rotate(session: Session, name: str, within: float) -> JSON:
 
 async def _fingerprints(session: Session, webhook: JSON) -> list[JSON]:
     secret = await session.get("Secret", receiver_resources.signing_secret_name(webhook))
-    if secret is None:
-        return []
-    try:
-        held = contract.decode_data(secret.get("data") or {})
-    except contract.SecretFormatError:
-        return []
-    return [
-        {
-            "fingerprint": s.truncated,
-            "expireTime": None
-            if s.expire_time is None
-            else s.expire_time.isoformat().replace("+00:00", "Z"),
-        }
-        for s in held.secrets
-    ]
+    return fingerprints(secret)[0]
 
 
 def rotate_text(report: JSON) -> str:
@@ -103,9 +89,8 @@ def rotate_text(report: JSON) -> str:
         f"rotated {report['namespace']}/{report['name']} at {report['rotationTime']} "
         f"({report['reason']}, revocation {report['revocation']})"
     ]
-    for i, s in enumerate(report["secrets"]):
-        role = "current" if i == 0 else "previous"
-        lines.append(f"  {s['fingerprint']} {role}, expires {s['expireTime'] or 'never'}")
+    for s in report["secrets"]:
+        lines.append(f"  {s['fingerprint']} {s['role']}, expires {s['expireTime'] or 'never'}")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ never holds a secret, only fingerprints; `tree` renders it in the way of
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -82,21 +83,16 @@ def _time(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def _secrets(seen: Observed, name: str) -> JSON:
-    report: JSON = {"name": name}
-    if seen.secret_problem:
-        report["problem"] = f"cannot read it: {seen.secret_problem}"
-        return report
-    if seen.secret is None:
-        report["problem"] = "the Secret does not exist"
-        return report
+def fingerprints(secret: JSON | None) -> tuple[list[JSON], str | None]:
+    """What a signing Secret holds — each secret's fingerprint, role, creation and expiry,
+    never the secret — or why it cannot be told."""
+    if secret is None:
+        return [], "the Secret does not exist"
     try:
-        held = contract.decode_data(seen.secret.get("data") or {})
+        held = contract.decode_data(secret.get("data") or {})
     except contract.SecretFormatError as error:  # its messages hold no secret material
-        report["problem"] = f"unreadable: {error}"
-        return report
-    report["webhookId"] = held.webhook_id
-    report["secrets"] = [
+        return [], f"unreadable: {error}"
+    return [
         {
             "fingerprint": s.truncated,
             "role": "current" if i == 0 else "previous",
@@ -104,8 +100,14 @@ def _secrets(seen: Observed, name: str) -> JSON:
             "expireTime": _time(s.expire_time),
         }
         for i, s in enumerate(held.secrets)
-    ]
-    return report
+    ], None
+
+
+def _secrets(seen: Observed, name: str) -> JSON:
+    if seen.secret_problem:
+        return {"name": name, "problem": f"cannot read it: {seen.secret_problem}"}
+    secrets, problem = fingerprints(seen.secret)
+    return {"name": name, "problem": problem} if problem else {"name": name, "secrets": secrets}
 
 
 def _pod(pod: JSON) -> JSON:
@@ -227,6 +229,23 @@ def _mark(ok: bool) -> str:
     return "✓" if ok else "✗"
 
 
+def _part(
+    root: Node,
+    part: JSON | None,
+    absent: str,
+    title: Callable[[JSON], str],
+    line: Callable[[JSON], str],
+) -> Node | None:
+    """A branch for one related object: absent, unreadable (✗ why), or described."""
+    if part is None:
+        root.add(absent)
+        return None
+    if "problem" in part:
+        root.add(title(part)).add(f"✗ {part['problem']}")
+        return None
+    return root.add(line(part))
+
+
 def tree(report: JSON) -> Node:
     """The report as a tree for the terminal."""
     generation = f"generation {report['generation']}, observed {report['observedGeneration']}"
@@ -257,34 +276,33 @@ def tree(report: JSON) -> Node:
             f"{s['fingerprint']} {s['role']}, created {s['createdAt']}, "
             f"expires {s['expireTime'] or 'never'}"
         )
-    receiver = report["receiver"]
-    if receiver is None:
-        root.add("Receiver: not deployed (spec.receiver.enabled is false)")
-    elif "problem" in receiver:
-        root.add(f"Receiver Deployment {receiver['deployment']}").add(f"✗ {receiver['problem']}")
-    else:
-        ok = receiver["readyReplicas"] >= receiver["replicas"] > 0
-        node = root.add(
-            f"{_mark(ok)} Receiver Deployment {receiver['deployment']}: "
-            f"ready {receiver['readyReplicas']}/{receiver['replicas']}"
-        )
-        for pod in receiver["pods"]:
-            node.add(
+    receiver = _part(
+        root,
+        report["receiver"],
+        "Receiver: not deployed (spec.receiver.enabled is false)",
+        lambda r: f"Receiver Deployment {r['deployment']}",
+        lambda r: (
+            f"{_mark(r['readyReplicas'] >= r['replicas'] > 0)} Receiver Deployment "
+            f"{r['deployment']}: ready {r['readyReplicas']}/{r['replicas']}"
+        ),
+    )
+    if receiver is not None:
+        for pod in report["receiver"]["pods"]:
+            receiver.add(
                 f"{_mark(pod['ready'])} Pod {pod['name']}: {pod['phase']}, "
                 f"{'ready' if pod['ready'] else 'not ready'}, restarts {pod['restarts']}"
             )
-        if not receiver["pods"]:
-            node.add("no Pods")
-    route = report["route"]
-    if route is None:
-        root.add("Route: none (spec.receiver.expose not set)")
-    elif "problem" in route:
-        root.add(f"Route {route['kind']} {route['name']}").add(f"✗ {route['problem']}")
-    else:
-        root.add(
-            f"{_mark(route['admitted'])} Route {route['kind']} {route['name']}: "
-            f"{route['reason']} — {route['message']}"
-        )
+        if not report["receiver"]["pods"]:
+            receiver.add("no Pods")
+    _part(
+        root,
+        report["route"],
+        "Route: none (spec.receiver.expose not set)",
+        lambda r: f"Route {r['kind']} {r['name']}",
+        lambda r: (
+            f"{_mark(r['admitted'])} Route {r['kind']} {r['name']}: {r['reason']} — {r['message']}"
+        ),
+    )
     events = root.add("Events")
     if report["events"].get("problem"):
         events.add(f"✗ {report['events']['problem']}")
