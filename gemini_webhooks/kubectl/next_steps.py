@@ -57,6 +57,11 @@ ADVICE: dict[str, str] = {
     # ReceiverStateShared
     "PerPodMemory": "with more than one replica, set spec.receiver.redis",
     "HealthCheckDisabled": "set spec.healthCheck.enabled: true to verify deliveries end to end",
+    "WebhookNotCreated": "transient: the health check starts once the webhook exists",
+    "WebhookNotEnabled": "the webhook is not enabled (spec.state), so it is not pinged",
+    "ReceiverNotDeployed": "set spec.receiver.enabled: true for the health check to ask it",
+    "SigningSecretMissing": "transient: the operator regains a secret first",
+    "InvalidHealthCheck": "fix spec.healthCheck as the message says",
 }
 
 # kstatus' "abnormal-true" conditions: True means not (yet) healthy.
