@@ -38,13 +38,14 @@ RUN /opt/venv/bin/pip install --no-deps /src
 
 # The product's virtualenv: the same install without what only the tools image runs (the
 # emulator, the API sandbox and its kmock, the local sandbox, the control-plane tools, the
-# dashboard generators, the users' `webhook-config` client helper) nor pip and setuptools,
-# which nothing runs once it is installed.
+# dashboard generators, the users' `webhook-config` client helper and `kubectl gemini`
+# plugin) nor pip and setuptools, which nothing runs once it is installed.
 # The operator and the receiver import none of it (tests/chart/test_image_run.py checks it
 # in the built image); `gemini-webhooks` lists only the subcommands present.
 FROM builder AS product-venv
 RUN cd /opt/venv/lib/python3*/site-packages/gemini_webhooks \
-    && rm -r emulator kubesandbox sandbox controlplane observability jobs generate.py \
+    && rm -r emulator kubesandbox sandbox controlplane observability jobs kubectl generate.py \
+    && rm /opt/venv/bin/kubectl-gemini \
     && /opt/venv/bin/python -m pip uninstall --yes --quiet kmock pip setuptools
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -199,6 +199,9 @@ async def _run(args: argparse.Namespace) -> tuple[Any, Any, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The tree's lines and marks are Unicode; a terminal in a legacy encoding gets `?`.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
     if args.command == "completion":
         from gemini_webhooks.kubectl.completion import bash_script
 
