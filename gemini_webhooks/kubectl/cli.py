@@ -216,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PluginError, KubeError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # e.g. a client certificate the TLS library refuses
+        print(f"{PROG}: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     print(render(report, text, args.output or "text"))

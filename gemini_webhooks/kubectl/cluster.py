@@ -88,15 +88,18 @@ class Session:
 
     @classmethod
     def open(cls, kubeconfig: str | None, context: str | None, namespace: str | None) -> Session:
-        if in_cluster(kubeconfig):
-            access = ClusterAccess.load(None, None)
-        else:
-            try:
-                access = ClusterAccess.load(os.pathsep.join(_kubeconfig_paths(kubeconfig)), context)
-            except FileNotFoundError as error:
+        files = [] if in_cluster(kubeconfig) else _kubeconfig_paths(kubeconfig)
+        paths = os.pathsep.join(files) or None
+        try:
+            access = ClusterAccess.load(paths, None if paths is None else context)
+        except FileNotFoundError as error:
+            if error.filename in files:
                 raise PluginError(f"no kubeconfig at {error.filename}") from None
-            except KubeConfigError as error:
-                raise PluginError(str(error)) from None
+            raise PluginError(f"cannot read {error.filename}: {error.strerror}") from None
+        except OSError as error:  # a token, certificate or key file it names
+            raise PluginError(f"cannot read {error.filename}: {error.strerror}") from None
+        except (KubeConfigError, yaml.YAMLError, KeyError, TypeError) as error:
+            raise PluginError(f"unusable kubeconfig: {error}") from None
         return cls(Kube(access, timeout=20.0), namespace or default_namespace(kubeconfig, context))
 
     async def close(self) -> None:
