@@ -154,7 +154,7 @@ async def test_verify_names_the_secret_of_a_captured_delivery_and_refuses_a_tamp
         await gemini.wait_for("plugin-verify", is_ready, timeout=60)
         held = await gemini.signing_secrets("plugin-verify")
         emulator.fire("batch.succeeded")
-        (request,) = endpoint.wait_for(1)
+        (request,) = endpoint.wait_for(1, timeout=30)
         headers = tmp_path / "headers.txt"
         headers.write_text(
             "POST /hook HTTP/1.1\n" + "".join(f"{k}: {v}\n" for k, v in request.headers.items())
@@ -253,18 +253,63 @@ async def test_check_reports_the_crd_served_and_the_operators_rbac(
     cluster: Cluster, kube: Any
 ) -> None:
     namespace, name = _operator_account()
-    result = await run(kube, "check", "--service-account", f"{namespace}:{name}", "-o", "json")
-    text = await run(kube, "check", "--service-account", f"{namespace}:{name}")
+    args = ("check", "--operator-namespace", "plugin-none", "--service-account")
+    result = await run(kube, *args, f"{namespace}:{name}", "-o", "json")
+    text = await run(kube, *args, f"{namespace}:{name}")
     report = json.loads(result.out)
     checks = {c["check"]: c for c in report["checks"]}
     assert checks[f"CRD {crd.CRD_NAME} established"]["ok"] is True
     assert checks[f"{crd.API_VERSION} {crd.PLURAL} served"]["ok"] is True
     assert checks[f"RBAC of ServiceAccount {namespace}/{name}"]["ok"] is True, checks
-    # No operator Deployment runs here (the tests run the operator in-process): missing.
+    # No operator Deployment runs there (the tests run the operator in-process): missing.
     assert checks["operator Deployment"]["ok"] is False
-    assert "install the chart" in checks["operator Deployment"]["detail"]
+    assert "in namespace plugin-none: install the chart" in checks["operator Deployment"]["detail"]
     assert result.code == 1 and report["ok"] is False
     assert "✗ operator Deployment" in text.out and text.code == 1
+
+
+@pytest.mark.sandbox_only  # a real controller-manager owns a Deployment's status
+async def test_check_passes_with_a_running_operator_deployment(cluster: Cluster, kube: Any) -> None:
+    namespace, account = _operator_account()
+    labels = {
+        "app.kubernetes.io/component": "operator",
+        "app.kubernetes.io/part-of": MANAGED_BY,
+        "app.kubernetes.io/name": MANAGED_BY,
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "gwo", "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": account,
+                    "containers": [{"name": "operator", "image": "gwo:test"}],
+                },
+            },
+        },
+    }
+    subprocess.run(
+        [KUBECTL, "--kubeconfig", str(kube.kubeconfig), "create", "namespace", namespace],
+        check=False,
+        capture_output=True,
+        timeout=60,
+    )
+    await cluster.client.create(deployment)
+    await cluster.client.request(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{namespace}/deployments/gwo/status",
+        {"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}},
+        content_type="application/merge-patch+json",
+    )
+    result = await run(kube, "check")
+    assert result.code == 0, result.all
+    assert f"✓ operator Deployment {namespace}/gwo: 1/1 replicas available" in result.out
+    assert f"✓ RBAC of ServiceAccount {namespace}/{account}: all" in result.out
+    assert result.out.rstrip().endswith("everything is in place")
 
 
 @pytest.mark.real_cluster_only
