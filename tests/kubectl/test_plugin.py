@@ -269,7 +269,10 @@ async def test_check_reports_the_crd_served_and_the_operators_rbac(
 
 
 @pytest.mark.sandbox_only  # a real controller-manager owns a Deployment's status
-async def test_check_passes_with_a_running_operator_deployment(cluster: Cluster, kube: Any) -> None:
+async def test_check_passes_with_a_running_operator_deployment(
+    cluster: Cluster, kube_sandbox: Any
+) -> None:
+    kube = kube_sandbox
     namespace, account = _operator_account()
     labels = {
         "app.kubernetes.io/component": "operator",
