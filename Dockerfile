@@ -45,13 +45,14 @@ RUN python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb")
 
 # The product's virtualenv: the builder's (which has none of the `tools` extra) without the
 # packages only the tools image runs (the emulator, the API sandbox, the local sandbox, the
-# control-plane tools, the dashboard generators, the users' `webhook-config` client helper)
-# nor pip and setuptools, which nothing runs once it is installed.
+# control-plane tools, the dashboard generators, the users' `webhook-config` client helper
+# and `kubectl gemini` plugin) nor pip and setuptools, which nothing runs once it is installed.
 # The operator and the receiver import none of it (tests/chart/test_image_run.py checks it
 # in the built image); `gemini-webhooks` lists only the subcommands present.
 FROM builder AS product-venv
 RUN cd /opt/venv/lib/python3*/site-packages/gemini_webhooks \
-    && rm -r emulator kubesandbox sandbox controlplane observability jobs generate.py \
+    && rm -r emulator kubesandbox sandbox controlplane observability jobs kubectl generate.py \
+    && rm /opt/venv/bin/kubectl-gemini \
     && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools
 
 FROM ${PYTHON_IMAGE} AS runtime

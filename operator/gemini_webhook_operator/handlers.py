@@ -30,7 +30,7 @@ from gemini_webhook_operator.reconciler import (
 )
 from gemini_webhook_operator.webhookservice import WebhookServiceError
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.signing_secret import API_GROUP, truncate_secret
+from gemini_webhooks.contracts.signing_secret import API_GROUP, MANAGED_BY, truncate_secret
 from gemini_webhooks.contracts.times import parse_rfc3339
 
 RESOURCE = (API_GROUP, crd.VERSION, crd.PLURAL)
@@ -84,14 +84,17 @@ class ProgressStorage(kopf.AnnotationsProgressStorage):
 def configure(settings: kopf.OperatorSettings) -> None:
     """Our kopf settings: state in annotations (the CRD's structural schema prunes unknown
     status fields) with the rotate annotation part of what is compared, our finalizer name,
-    and no Kubernetes Event per kopf log line (a retry loop would post one per attempt): the
-    reconciler posts its own, deduplicated."""
+    no Kubernetes Event per kopf log line (a retry loop would post one per attempt): the
+    reconciler posts its own, deduplicated — under our name (`From:` in `kubectl describe`,
+    the Events' `reportingComponent` and `source.component`), not kopf's."""
     settings.persistence.progress_storage = ProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = DiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.CRITICAL
+    settings.posting.reporting_component = MANAGED_BY
+    settings.posting.event_name_prefix = f"{MANAGED_BY}-"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60

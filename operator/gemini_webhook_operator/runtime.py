@@ -302,6 +302,7 @@ async def _run_kopf(
         )
 
     settings = kopf_settings(config)
+    settings.posting.reporting_instance = identity[:128]  # which replica (the API caps it)
     checker = health.HealthChecker(
         metrics=op.metrics,
         clock=op.clock.now,

@@ -128,7 +128,7 @@ def test_builder_installs_the_dependencies_before_it_copies_the_sources() -> Non
 
 def test_product_venv_drops_the_tools_packages() -> None:
     (run,) = [c.value[0] for c in _stage("product-venv").all("RUN")]
-    for package in ("emulator", "kubesandbox", "sandbox", "controlplane", "jobs"):
+    for package in ("emulator", "kubesandbox", "sandbox", "controlplane", "jobs", "kubectl"):
         assert re.search(rf"\brm -r\b[^&]*\b{package}\b", run), package
     assert _stage("product-venv").base == "builder"
 

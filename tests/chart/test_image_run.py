@@ -38,7 +38,7 @@ from tests.receiver.conftest import (
 pytestmark = [pytest.mark.real_component, pytest.mark.timeout(1200)]
 
 UID = 65532
-TOOLS_PACKAGES = ("emulator", "kubesandbox", "sandbox", "controlplane", "jobs")
+TOOLS_PACKAGES = ("emulator", "kubesandbox", "sandbox", "controlplane", "jobs", "kubectl")
 SECRETS_DIR = "/etc/gemini-webhook-receiver-secrets"
 KUBE_DIR = "/etc/gemini-webhook-operator-kube"
 
@@ -113,6 +113,14 @@ def test_the_product_image_holds_none_of_the_tools_packages(product: Image) -> N
         assert not (site / "gemini_webhooks" / package).exists(), package
     installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
     assert not installed & {"kmock", "pip", "setuptools"}
+    # The users' kubectl plugin is a tools-image (and pip package) command only.
+    assert not (product.rootfs / "opt" / "venv" / "bin" / "kubectl-gemini").exists()
+
+
+def test_the_tools_image_runs_the_kubectl_plugin(tools: Image, container: NewContainer) -> None:
+    result = container(tools, command=["kubectl-gemini", "--help"]).run()
+    assert result.returncode == 0, result.stderr
+    assert "usage: kubectl gemini" in result.stdout
 
 
 def test_operator_and_receiver_import_none_of_the_tools_packages(

@@ -1,0 +1,5 @@
+import sys
+
+from gemini_webhooks.kubectl.cli import main
+
+sys.exit(main())

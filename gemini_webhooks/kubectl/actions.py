@@ -1,0 +1,131 @@
+"""`rotate`, `pause` and `resume`: each through what the operator already reads — the
+rotate annotation (`gemini.webhooks.dev/rotate`, removed by the operator once it rotated)
+and `spec.rotation.paused` — then waiting, bounded, for the operator's outcome.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from gemini_webhook_operator import receiver_resources
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.kubectl.cluster import JSON, PluginError, Session, wait_until
+from gemini_webhooks.kubectl.status import fingerprints
+
+REQUESTED_BY_ANNOTATION = "RequestedByAnnotation"  # the operator's rotation reason
+
+
+def _annotations(webhook: JSON) -> dict[str, Any]:
+    return (webhook.get("metadata") or {}).get("annotations") or {}
+
+
+def _status(webhook: JSON) -> JSON:
+    return webhook.get("status") or {}
+
+
+def _stuck(webhook: JSON) -> str:
+    """What the conditions say, for a timeout message."""
+    parts = [
+        f"{c.get('type')}={c.get('status')} ({c.get('reason')}): {c.get('message')}"
+        for c in _status(webhook).get("conditions") or []
+        if c.get("status") != "True"
+    ]
+    return "; ".join(parts) or "no condition explains it; see `kubectl gemini status`"
+
+
+def rotated(before: JSON, now: JSON) -> bool:
+    """The operator took the request: it removed the annotation and recorded a rotation."""
+    if crd.ANNOTATION_ROTATE in _annotations(now):
+        return False
+    status, earlier = _status(now), _status(before)
+    return bool(status.get("lastRotationTime")) and (
+        status.get("lastRotationTime") != earlier.get("lastRotationTime")
+        or status.get("lastRotationReason") == REQUESTED_BY_ANNOTATION
+    )
+
+
+async def rotate(session: Session, name: str, within: float) -> JSON:
+    before = await session.webhook(name)
+    requested = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    await session.patch_webhook(
+        name, {"metadata": {"annotations": {crd.ANNOTATION_ROTATE: requested}}}
+    )
+    last: JSON = before
+
+    async def probe() -> JSON | None:
+        nonlocal last
+        last = await session.webhook(name)
+        return last if rotated(before, last) else None
+
+    done = await wait_until(probe, within=within)
+    if done is None:
+        raise PluginError(
+            f"the operator did not rotate {name} within {within:g} s (the request stays "
+            f"until it does): {_stuck(last)}"
+        )
+    status = _status(done)
+    report: JSON = {
+        "name": name,
+        "namespace": session.namespace,
+        "rotated": True,
+        "reason": status.get("lastRotationReason"),
+        "rotationTime": status.get("lastRotationTime"),
+        "revocation": ((done.get("spec") or {}).get("rotation") or {}).get(
+            "revocation", crd.REVOCATIONS[0]
+        ),
+        "secrets": await _fingerprints(session, done),
+    }
+    return report
+
+
+async def _fingerprints(session: Session, webhook: JSON) -> list[JSON]:
+    secret = await session.get("Secret", receiver_resources.signing_secret_name(webhook))
+    return fingerprints(secret)[0]
+
+
+def rotate_text(report: JSON) -> str:
+    lines = [
+        f"rotated {report['namespace']}/{report['name']} at {report['rotationTime']} "
+        f"({report['reason']}, revocation {report['revocation']})"
+    ]
+    for s in report["secrets"]:
+        lines.append(f"  {s['fingerprint']} {s['role']}, expires {s['expireTime'] or 'never'}")
+    return "\n".join(lines)
+
+
+async def set_paused(session: Session, name: str, paused: bool, within: float) -> JSON:
+    await session.webhook(name)  # a clear NotFound before any write
+    stored = await session.patch_webhook(name, {"spec": {"rotation": {"paused": paused}}})
+    generation = int(stored["metadata"].get("generation") or 0)
+    last: JSON = stored
+
+    async def probe() -> JSON | None:
+        nonlocal last
+        last = await session.webhook(name)
+        observed = int(_status(last).get("observedGeneration") or 0)
+        return last if observed >= generation else None
+
+    done = await wait_until(probe, within=within)
+    if done is None:
+        raise PluginError(
+            f"rotation is {'paused' if paused else 'resumed'} in the spec of {name}, but the "
+            f"operator did not reconcile generation {generation} within {within:g} s: "
+            f"{_stuck(last)}"
+        )
+    status = _status(done)
+    return {
+        "name": name,
+        "namespace": session.namespace,
+        "paused": paused,
+        "observedGeneration": status.get("observedGeneration"),
+        "nextRotationTime": status.get("nextRotationTime"),
+    }
+
+
+def paused_text(report: JSON) -> str:
+    where = f"{report['namespace']}/{report['name']}"
+    if report["paused"]:
+        return f"scheduled rotation of {where} is paused (a `rotate` request still rotates)"
+    next_time = report["nextRotationTime"] or "none scheduled (no interval or schedule)"
+    return f"scheduled rotation of {where} resumed; next rotation: {next_time}"

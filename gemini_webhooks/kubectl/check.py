@@ -1,0 +1,223 @@
+"""`kubectl gemini check` (as `cmctl check api`): is the cluster ready for GeminiWebhooks?
+
+The CRD installed, established and served; the operator's Deployment running; and its
+ServiceAccount holding every rule the operator needs, asked of the API server itself
+(SubjectAccessReview), so whatever grants them — the chart's ClusterRole, a Role per
+watched namespace, an aggregated role — counts. Prints what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from gemini_webhook_operator.kube import KubeError
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.signing_secret import MANAGED_BY
+from gemini_webhooks.kubectl.cluster import JSON, PluginError, Session, readable
+
+# The chart's operator Deployment (charts/.../_helpers.tpl `gwo.labels`).
+OPERATOR_SELECTOR = f"app.kubernetes.io/component=operator,app.kubernetes.io/part-of={MANAGED_BY}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    group: str
+    resource: str
+    verbs: tuple[str, ...]
+    namespaced: bool = True
+    subresource: str = ""
+
+
+# Every rule the operator needs: the chart's (`templates/_rbac.tpl`; tests/kubectl checks
+# that the two agree), without the leader-election Lease (only with leader election).
+OPERATOR_RULES: tuple[Rule, ...] = (
+    Rule(crd.API_GROUP, crd.PLURAL, ("list", "watch", "patch")),
+    Rule(crd.API_GROUP, crd.PLURAL, ("patch",), subresource="status"),
+    Rule("", "secrets", ("get", "list", "watch", "create", "patch", "delete")),
+    *(
+        Rule(group, resource, ("list", "create", "patch", "delete"))
+        for group, resource in (
+            ("", "configmaps"),
+            ("", "services"),
+            ("", "serviceaccounts"),
+            ("apps", "deployments"),
+            ("policy", "poddisruptionbudgets"),
+            ("rbac.authorization.k8s.io", "roles"),
+            ("rbac.authorization.k8s.io", "rolebindings"),
+            ("networking.k8s.io", "ingresses"),
+            ("networking.k8s.io", "networkpolicies"),
+            ("gateway.networking.k8s.io", "httproutes"),
+        )
+    ),
+    Rule("", "pods", ("list",)),
+    Rule("", "events", ("create",)),
+    Rule("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"), namespaced=False),
+)
+
+
+def _item(name: str, ok: bool, detail: str) -> JSON:
+    return {"check": name, "ok": ok, "detail": detail}
+
+
+async def _crd(session: Session) -> list[JSON]:
+    found, problem = await readable(
+        session.kube.request(
+            "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd.CRD_NAME}"
+        )
+    )
+    what = f"CRD {crd.CRD_NAME}"
+    if problem:
+        return [_item(what, False, f"cannot read it: {problem}")]
+    if found is None:
+        return [_item(what, False, "not installed: kubectl apply -f crds/ (or the chart)")]
+    conditions = {c.get("type"): c for c in (found.get("status") or {}).get("conditions") or []}
+    established = (conditions.get("Established") or {}).get("status") == "True"
+    served = any(
+        v.get("name") == crd.VERSION and v.get("served")
+        for v in (found.get("spec") or {}).get("versions") or []
+    )
+    discovery, _ = await readable(session.kube.request("GET", f"/apis/{crd.API_VERSION}"))
+    listed = any(r.get("name") == crd.PLURAL for r in (discovery or {}).get("resources") or [])
+    return [
+        _item(what, True, "installed"),
+        _item(
+            f"{what} established",
+            established,
+            "Established=True"
+            if established
+            else f"not established: {(conditions.get('Established') or {}).get('message', '')}",
+        ),
+        _item(
+            f"{crd.API_VERSION} {crd.PLURAL} served",
+            served and listed,
+            "served" if served and listed else f"{crd.VERSION} is not served by the API server",
+        ),
+    ]
+
+
+async def _operators(session: Session, namespace: str | None) -> tuple[list[JSON], str | None]:
+    prefix = f"/apis/apps/v1/namespaces/{namespace}" if namespace else "/apis/apps/v1"
+    found, problem = await readable(
+        session.kube.request(
+            "GET", f"{prefix}/deployments", params={"labelSelector": OPERATOR_SELECTOR}
+        )
+    )
+    return list((found or {}).get("items") or []), problem
+
+
+def _service_account(deployment: JSON) -> tuple[str, str]:
+    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return deployment["metadata"]["namespace"], pod.get("serviceAccountName") or "default"
+
+
+async def _allowed(session: Session, account: tuple[str, str], rule: Rule, verb: str) -> bool:
+    namespace, name = account
+    attributes: JSON = {"verb": verb, "group": rule.group, "resource": rule.resource}
+    if rule.subresource:
+        attributes["subresource"] = rule.subresource
+    if rule.namespaced:
+        attributes["namespace"] = session.namespace
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": f"system:serviceaccount:{namespace}:{name}",
+            "groups": [
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{namespace}",
+                "system:authenticated",
+            ],
+            "resourceAttributes": attributes,
+        },
+    }
+    answer = await session.kube.request(
+        "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review
+    )
+    return bool(((answer or {}).get("status") or {}).get("allowed"))
+
+
+def _rule_text(rule: Rule, verb: str, namespace: str) -> str:
+    resource = rule.resource + (f"/{rule.subresource}" if rule.subresource else "")
+    group = rule.group or "core"
+    where = f"in namespace {namespace}" if rule.namespaced else "cluster-wide"
+    return f"{verb} {resource} ({group}) {where}"
+
+
+async def _rbac(session: Session, account: tuple[str, str]) -> JSON:
+    asks = [(rule, verb) for rule in OPERATOR_RULES for verb in rule.verbs]
+    try:
+        answers = await asyncio.gather(*(_allowed(session, account, r, v) for r, v in asks))
+    except KubeError as error:  # reported, not raised: the other checks still print
+        return _item(
+            f"RBAC of {account[0]}/{account[1]}", False, f"cannot ask the API server: {error}"
+        )
+    missing = [
+        _rule_text(rule, verb, session.namespace)
+        for (rule, verb), ok in zip(asks, answers, strict=True)
+        if not ok
+    ]
+    name = f"RBAC of ServiceAccount {account[0]}/{account[1]}"
+    if missing:
+        return {
+            **_item(name, False, f"{len(missing)} of {len(asks)} permissions missing"),
+            "missing": missing,
+        }
+    return _item(name, True, f"all {len(asks)} permissions the operator needs")
+
+
+async def run(
+    session: Session, operator_namespace: str | None, service_account: str | None
+) -> JSON:
+    checks = await _crd(session)
+    accounts: list[tuple[str, str]] = []
+    deployments, problem = await _operators(session, operator_namespace)
+    if problem:
+        checks.append(_item("operator Deployment", False, f"cannot list them: {problem}"))
+    elif not deployments:
+        where = f"namespace {operator_namespace}" if operator_namespace else "any namespace"
+        checks.append(
+            _item(
+                "operator Deployment",
+                False,
+                f"none labelled {OPERATOR_SELECTOR} in {where}: install the chart",
+            )
+        )
+    for deployment in deployments:
+        meta, status = deployment["metadata"], deployment.get("status") or {}
+        available = int(status.get("availableReplicas") or 0)
+        wanted = int((deployment.get("spec") or {}).get("replicas") or 0)
+        checks.append(
+            _item(
+                f"operator Deployment {meta['namespace']}/{meta['name']}",
+                available > 0,
+                f"{available}/{wanted} replicas available"
+                + ("" if available else ": kubectl describe deployment/" + meta["name"]),
+            )
+        )
+        accounts.append(_service_account(deployment))
+    if service_account:
+        namespace, sep, name = service_account.partition(":")
+        if not sep or not namespace or not name:
+            raise PluginError("--service-account must be NAMESPACE:NAME")
+        accounts = [(namespace, name)]
+    for account in dict.fromkeys(accounts):
+        checks.append(await _rbac(session, account))
+    return {
+        "namespace": session.namespace,
+        "ok": all(c["ok"] for c in checks),
+        "checks": checks,
+    }
+
+
+def text(report: JSON) -> str:
+    lines = []
+    for c in report["checks"]:
+        lines.append(f"{'✓' if c['ok'] else '✗'} {c['check']}: {c['detail']}")
+        lines.extend(f"    missing: {m}" for m in c.get("missing", []))
+    lines.append(
+        "everything is in place"
+        if report["ok"]
+        else "something is missing (✗ above): fix it and run `kubectl gemini check` again"
+    )
+    return "\n".join(lines)
