@@ -413,16 +413,24 @@ def _build_locked(
     return directory
 
 
+def build_control_plane(progress: Progress) -> dict[str, Path]:
+    """The control plane's binaries and helm, by name."""
+    binaries: dict[str, Path] = {}
+    for component in CONTROL_PLANE_COMPONENTS:
+        directory = build(component, progress)
+        binaries.update({name: directory / name for name in component.commands})
+    return binaries
+
+
 def build_all(progress: Progress) -> dict[str, Path]:
     """Every binary the control plane, the node and the chart tests run, by name, and the
     node's images (`pause.oci.tar`, `coredns.oci.tar`)."""
     from gemini_webhooks.controlplane import node_images  # it builds on this module
 
-    binaries: dict[str, Path] = {}
-    for component in COMPONENTS:
+    binaries = build_control_plane(progress)
+    for component in NODE_COMPONENTS:
         directory = build(component, progress)
-        for name in component.commands:
-            binaries[name] = directory / name
+        binaries.update({name: directory / name for name in component.commands})
     return binaries | node_images.build_images(binaries, progress)
 
 

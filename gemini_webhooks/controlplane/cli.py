@@ -102,7 +102,14 @@ def _down(directory: Path, within: float = 60.0) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/control-plane", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="build (or find cached) etcd, kube-*, helm binaries")
+    build_command = sub.add_parser(
+        "build", help="build (or find cached) the control plane's, helm's and the node's binaries"
+    )
+    build_command.add_argument(
+        "--control-plane-only",
+        action="store_true",
+        help="only etcd, kube-apiserver, kube-controller-manager, kube-scheduler and helm",
+    )
     up = sub.add_parser("up", help="run a control plane and a node until Ctrl-C or `down`")
     up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory")
     up.add_argument("--no-node", action="store_true", help="no node: the API only")
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
-            build.build_all(_say)
+            (build.build_control_plane if args.control_plane_only else build.build_all)(_say)
             return 0
         if args.command == "paths":
             binaries = build.binaries_if_built()

@@ -12,7 +12,7 @@ import pytest
 
 from gemini_webhooks.controlplane import build
 
-pytestmark = pytest.mark.real_component
+pytestmark = [pytest.mark.real_component, pytest.mark.late_build]
 
 
 def test_binary_names_skip_a_major_version_suffix() -> None:

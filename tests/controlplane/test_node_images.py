@@ -13,7 +13,7 @@ import pytest
 
 from gemini_webhooks.controlplane import build, node_images
 
-pytestmark = pytest.mark.real_component
+pytestmark = [pytest.mark.real_component, pytest.mark.late_build]
 
 
 def _unpack(archive: Path, work: Path) -> tuple[Path, dict[str, object]]:

@@ -14,6 +14,9 @@ import yaml
 from gemini_webhooks.contracts import crd
 from tests.gitops import tools
 
+# The Go programs are built in the background during scripts/test's sandbox phase.
+pytestmark = [pytest.mark.real_component, pytest.mark.late_build]
+
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMIZATION = ROOT / "gitops/argocd/resource_customizations/gemini.webhooks.dev/GeminiWebhook"
 CASES: list[dict[str, Any]] = yaml.safe_load((CUSTOMIZATION / "health_test.yaml").read_text())[

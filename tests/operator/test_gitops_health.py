@@ -26,6 +26,9 @@ from tests.operator.harness import (
     synced_reason,
 )
 
+# The Go programs are built in the background during scripts/test's sandbox phase.
+pytestmark = [pytest.mark.real_component, pytest.mark.late_build]
+
 ROOT = Path(__file__).resolve().parents[2]
 HEALTH_LUA = (
     ROOT / "gitops/argocd/resource_customizations/gemini.webhooks.dev/GeminiWebhook/health.lua"
