@@ -38,6 +38,13 @@ KUBERNETES_VERSION = "v1.37.2"
 # the etcd client modules its go.mod requires).
 ETCD_VERSION = "v3.7.0"
 HELM_VERSION = "v4.3.2"
+# The node: Kubernetes 1.37 needs containerd 2.3+ (containerd's RELEASES.md support table).
+CONTAINERD_VERSION = "v2.4.2"
+RUNC_VERSION = "v1.5.3"
+CRI_TOOLS_VERSION = "v1.37.0"  # crictl, released with Kubernetes 1.37
+CNI_PLUGINS_VERSION = "v1.10.0"
+COREDNS_VERSION = "v1.15.0"
+KUBE_NETWORK_POLICIES_VERSION = "v0.8.0"  # SIG Network's NetworkPolicy implementation
 # Kubernetes' own release date of v1.37.2 (the module's commit time): builds are
 # reproducible, and `/version` says when the release was made, not when we compiled it.
 KUBERNETES_BUILD_DATE = "2026-10-27T12:01:04Z"
@@ -65,6 +72,10 @@ class Component:
     version: str
     commands: dict[str, str]  # binary name -> Go package
     ldflags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # Go build tags
+    # cgo and a fully static link (runc needs libseccomp through cgo); every other
+    # component is pure Go, built with CGO_ENABLED=0 as Kubernetes builds its servers.
+    cgo_static: bool = False
 
     @property
     def module_dir(self) -> Path:
@@ -75,10 +86,29 @@ class Component:
         for part in (
             (self.module_dir / "go.mod").read_bytes(),
             (self.module_dir / "go.sum").read_bytes(),
-            json.dumps([self.commands, self.ldflags, go_version]).encode(),
+            json.dumps([self.commands, self.ldflags, go_version, *self._options()]).encode(),
         ):
             digest.update(hashlib.sha256(part).digest())
         return digest.hexdigest()[:12]
+
+    def _options(self) -> list[object]:
+        # Only when set, so that adding them kept the keys (and caches) of the others.
+        return [self.tags, self.cgo_static] if self.tags or self.cgo_static else []
+
+    def env(self) -> dict[str, str]:
+        env = go_env()
+        if self.cgo_static:
+            env["CGO_ENABLED"] = "1"
+        return env
+
+    def build_flags(self) -> list[str]:
+        ldflags = ["-s", "-w", *self.ldflags]
+        if self.cgo_static:
+            ldflags.append("-extldflags=-static")
+        flags = ["-trimpath", "-ldflags", " ".join(ldflags)]
+        if self.tags:
+            flags += ["-tags", ",".join(self.tags)]
+        return flags
 
 
 KUBERNETES = Component(
@@ -101,7 +131,78 @@ HELM = Component(
         "-X helm.sh/helm/v4/internal/version.gitTreeState=clean",
     ),
 )
-COMPONENTS = (ETCD, KUBERNETES, HELM)
+# kubelet and kube-proxy from the same Kubernetes release, in a wrapper of their own so
+# that the control plane's binaries (and their cache) do not depend on the node's.
+KUBERNETES_NODE = Component(
+    "kubernetes-node",
+    KUBERNETES_VERSION,
+    {name: f"k8s.io/kubernetes/cmd/{name}" for name in ("kubelet", "kube-proxy")},
+    tuple(_kubernetes_ldflags()),
+)
+CONTAINERD = Component(
+    "containerd",
+    CONTAINERD_VERSION,
+    {
+        name: f"github.com/containerd/containerd/v2/cmd/{name}"
+        for name in ("containerd", "ctr", "containerd-shim-runc-v2")
+    },
+    (f"-X github.com/containerd/containerd/v2/version.Version={CONTAINERD_VERSION}",),
+    tags=("no_btrfs",),  # the btrfs snapshotter needs cgo and btrfs headers; overlayfs is used
+)
+RUNC = Component(
+    "runc",
+    RUNC_VERSION,
+    {"runc": "github.com/opencontainers/runc"},  # its version is embedded from its VERSION
+    # runc's own default tags but `libpathrs` (a Rust library, optional: runc falls back to
+    # Go's path resolution without it).
+    tags=("seccomp", "urfave_cli_no_docs"),
+    cgo_static=True,  # libseccomp (Debian's libseccomp-dev), linked statically as runc ships
+)
+CRI_TOOLS = Component(
+    "cri-tools",
+    CRI_TOOLS_VERSION,
+    {"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"},
+    (f"-X sigs.k8s.io/cri-tools/pkg/version.Version={CRI_TOOLS_VERSION}",),
+)
+CNI_PLUGINS = Component(
+    "cni-plugins",
+    CNI_PLUGINS_VERSION,
+    {
+        name: f"github.com/containernetworking/plugins/plugins/{kind}/{name}"
+        for kind, name in (
+            ("main", "bridge"),
+            ("main", "loopback"),
+            ("ipam", "host-local"),
+            ("meta", "portmap"),
+        )
+    },
+    (
+        "-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion="
+        + CNI_PLUGINS_VERSION,
+    ),
+)
+# Our own main package (modules/coredns/main.go) with only the plugins the cluster's DNS uses.
+COREDNS = Component(
+    "coredns",
+    COREDNS_VERSION,
+    {"coredns": "gemini-webhook-operator/controlplane/coredns"},
+)
+KUBE_NETWORK_POLICIES = Component(
+    "kube-network-policies",
+    KUBE_NETWORK_POLICIES_VERSION,
+    {"kube-network-policies": "sigs.k8s.io/kube-network-policies/cmd"},
+)
+CONTROL_PLANE_COMPONENTS = (ETCD, KUBERNETES, HELM)
+NODE_COMPONENTS = (
+    KUBERNETES_NODE,
+    CONTAINERD,
+    RUNC,
+    CRI_TOOLS,
+    CNI_PLUGINS,
+    COREDNS,
+    KUBE_NETWORK_POLICIES,
+)
+COMPONENTS = CONTROL_PLANE_COMPONENTS + NODE_COMPONENTS
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.\-/]+)\s+=>\s+\./staging/", re.MULTILINE)
 
@@ -182,12 +283,13 @@ def built(component: Component, go: str | None = None) -> Path | None:
 
 
 def _package_count(component: Component) -> int:
+    tags = ["-tags", ",".join(component.tags)] if component.tags else []
     result = subprocess.run(  # noqa: S603 - our own argv
-        [go_binary(), "list", "-deps", *component.commands.values()],
+        [go_binary(), "list", "-deps", *tags, *component.commands.values()],
         cwd=component.module_dir,
         capture_output=True,
         text=True,
-        env=go_env(),
+        env=component.env(),
         check=False,
     )
     return len(result.stdout.split()) if result.returncode == 0 else 0
@@ -250,9 +352,7 @@ def _build_locked(
         go_binary(),
         "build",
         "-v",
-        "-trimpath",
-        "-ldflags",
-        " ".join(("-s", "-w", *component.ldflags)),
+        *component.build_flags(),
         "-o",
         str(staging) + "/",
         *component.commands.values(),
@@ -263,7 +363,7 @@ def _build_locked(
     process = subprocess.Popen(  # noqa: S603 - our own argv
         argv,
         cwd=component.module_dir,
-        env=go_env(),
+        env=component.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -313,13 +413,16 @@ def _build_locked(
 
 
 def build_all(progress: Progress) -> dict[str, Path]:
-    """Every binary the control plane and the chart tests run, by name."""
+    """Every binary the control plane, the node and the chart tests run, by name, and the
+    node's images (`pause.oci.tar`, `coredns.oci.tar`)."""
+    from gemini_webhooks.controlplane import node_images  # it builds on this module
+
     binaries: dict[str, Path] = {}
     for component in COMPONENTS:
         directory = build(component, progress)
         for name in component.commands:
             binaries[name] = directory / name
-    return binaries
+    return binaries | node_images.build_images(binaries, progress)
 
 
 def binaries_if_built() -> dict[str, Path] | None:
@@ -330,7 +433,10 @@ def binaries_if_built() -> dict[str, Path] | None:
         if directory is None:
             return None
         binaries.update({name: directory / name for name in component.commands})
-    return binaries
+    from gemini_webhooks.controlplane import node_images  # it builds on this module
+
+    images = node_images.images_if_built(binaries)
+    return None if images is None else binaries | images
 
 
 def stderr_progress(line: str) -> None:

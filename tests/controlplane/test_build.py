@@ -31,8 +31,11 @@ def test_staging_replaces_pin_each_staging_module_to_its_tag() -> None:
     ]
 
 
-def test_committed_replaces_are_generated_from_the_kubernetes_go_mod() -> None:
-    """The wrapper's replace lines are exactly one per staging module that
+@pytest.mark.parametrize("component", [build.KUBERNETES, build.KUBERNETES_NODE], ids=str)
+def test_committed_replaces_are_generated_from_the_kubernetes_go_mod(
+    component: build.Component,
+) -> None:
+    """Each Kubernetes wrapper's replace lines are exactly one per staging module that
     k8s.io/kubernetes@v1.37.2's own go.mod replaces (the set changes between releases)."""
     found = subprocess.run(
         [
@@ -46,10 +49,10 @@ def test_committed_replaces_are_generated_from_the_kubernetes_go_mod() -> None:
         text=True,
         check=True,
         env=build.go_env(),
-        cwd=build.KUBERNETES.module_dir,
+        cwd=component.module_dir,
     )
     upstream = Path(json.loads(found.stdout)["GoMod"]).read_text()
-    committed = (build.KUBERNETES.module_dir / "go.mod").read_text()
+    committed = (component.module_dir / "go.mod").read_text()
     wanted = build.staging_replaces(upstream, build.KUBERNETES_VERSION)
     assert len(wanted) > 20
     assert build.replaces_in(committed) == sorted(wanted)
@@ -65,7 +68,29 @@ def test_a_second_build_rebuilds_nothing() -> None:
         "kube-controller-manager",
         "kube-scheduler",
         "helm",
+        "kubelet",
+        "kube-proxy",
+        "containerd",
+        "ctr",
+        "containerd-shim-runc-v2",
+        "runc",
+        "crictl",
+        "bridge",
+        "loopback",
+        "host-local",
+        "portmap",
+        "coredns",
+        "kube-network-policies",
+        "pause.oci.tar",
+        "coredns.oci.tar",
     }
+
+
+def test_adding_build_options_kept_the_control_planes_cache_keys() -> None:
+    """Components without tags or cgo hash as before the node's were added: upgrading the
+    project does not rebuild a cached control plane."""
+    assert build.KUBERNETES._options() == []
+    assert build.RUNC._options() == [("seccomp", "urfave_cli_no_docs"), True]
 
 
 def test_the_binaries_report_the_pinned_versions() -> None:
@@ -78,6 +103,30 @@ def test_the_binaries_report_the_pinned_versions() -> None:
     assert version(str(binaries["kube-apiserver"]), "--version").strip() == "Kubernetes v1.37.2"
     assert "etcd Version: 3.7.0" in version(str(binaries["etcd"]), "--version")
     assert 'Version:"v4.3.2"' in version(str(binaries["helm"]), "version")
+    assert version(str(binaries["kubelet"]), "--version").strip() == "Kubernetes v1.37.2"
+    assert version(str(binaries["kube-proxy"]), "--version").strip() == "Kubernetes v1.37.2"
+    assert "containerd github.com/containerd/containerd/v2 v2.4.2" in version(
+        str(binaries["containerd"]), "--version"
+    )
+    runc = version(str(binaries["runc"]), "--version")
+    assert "runc version 1.5.3" in runc
+    assert "seccomp" in runc  # built with libseccomp, as the kubelet's RuntimeDefault needs
+    assert "v1.37.0" in version(str(binaries["crictl"]), "--version")
+    assert "CoreDNS-1.15.0" in version(str(binaries["coredns"]), "-version")
+    for plugin in ("bridge", "host-local", "loopback", "portmap"):
+        about = subprocess.run([str(binaries[plugin])], capture_output=True, text=True, timeout=30)
+        assert "v1.10.0" in about.stderr
+
+
+def test_runc_and_the_pause_container_are_static() -> None:
+    """They run inside containers' namespaces, where no host library is present."""
+    binaries = build.binaries_if_built()
+    assert binaries is not None
+    for name in ("runc", "coredns", "kube-network-policies", "containerd-shim-runc-v2"):
+        described = subprocess.run(
+            ["file", "-L", str(binaries[name])], capture_output=True, text=True, check=True
+        ).stdout
+        assert "statically linked" in described or "static-pie" in described, described
 
 
 def test_the_cache_key_follows_the_module_files(
