@@ -267,6 +267,7 @@ def kubelet_config(network: NodeNetwork, layout: NodeLayout, ca: Path) -> str:
         "failSwapOn": False,
         # A shared CI machine's disk and memory are not the node's to guard: no evictions.
         "evictionHard": {
+            "nodefs.inodesFree": "0%",
             "memory.available": "0%",
             "nodefs.available": "0%",
             "imagefs.available": "0%",

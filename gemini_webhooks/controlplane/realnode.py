@@ -232,13 +232,8 @@ class RealNode:
 
     def import_images(self) -> None:
         started = time.monotonic()
-        self._ctr(
-            "images",
-            "import",
-            "--index-name",
-            self.binaries.sandbox_image,
-            str(self.binaries.pause_archive),
-        )
+        # The pause archive names itself (io.containerd.image.name); ours carry a tag only.
+        self._ctr("images", "import", str(self.binaries.pause_archive))
         for name, archive in self.images.items():
             repository = nodeconfig.IMAGE_REPOSITORIES[name]
             self._ctr("images", "import", "--base-name", repository, str(archive))
@@ -374,6 +369,25 @@ class RealNode:
             if time.monotonic() > deadline:
                 raise ChildFailedError(f"processes {sorted(pids)} of the node do not end")
             time.sleep(0.1)
+
+
+def node_binaries(built: dict[str, Path]) -> NodeBinaries:
+    """The node's part of what `build.build_all` made."""
+    from gemini_webhooks.controlplane import node_images
+
+    return NodeBinaries(
+        kubelet=built["kubelet"],
+        kube_proxy=built["kube-proxy"],
+        containerd=built["containerd"],
+        ctr=built["ctr"],
+        shim=built["containerd-shim-runc-v2"],
+        runc=built["runc"],
+        crictl=built["crictl"],
+        coredns=built["coredns"],
+        cni_bin=built["bridge"].parent,
+        pause_archive=built["pause.oci.tar"],
+        sandbox_image=node_images.PAUSE_IMAGE,
+    )
 
 
 def our_images() -> dict[str, Path]:

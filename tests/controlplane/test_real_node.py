@@ -35,12 +35,13 @@ context = ssl.create_default_context(cafile=f"{account}/ca.crt")
 host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
 request = urllib.request.Request(
     f"https://{host}:{port}/apis/authentication.k8s.io/v1/selfsubjectreviews",
-    data=json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).encode(),
+    data=b'{"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}',
     headers={"Authorization": "Bearer " + open(f"{account}/token").read(),
              "Content-Type": "application/json"},
     method="POST",
 )
-print(json.load(urllib.request.urlopen(request, context=context, timeout=10))["status"]["userInfo"]["username"])
+review = json.load(urllib.request.urlopen(request, context=context, timeout=10))
+print(review["status"]["userInfo"]["username"])
 """
 
 
@@ -233,9 +234,7 @@ def serving(cluster: Cluster) -> dict[str, Any]:
     web = wait_for("Pod web Ready", lambda: ready(cluster, "web"), within=180)
     first_ready = time.monotonic() - created
     wait_for("Pod client Ready", lambda: ready(cluster, "client"), within=180)
-    print(
-        f"\nreal node: `up` {cluster.up_seconds:.1f}s; first Pod created -> Ready {first_ready:.1f}s"
-    )
+    print(f"\nreal node: `up` {cluster.up_seconds:.1f}s; a first Pod Ready {first_ready:.1f}s")
     return web
 
 
