@@ -68,6 +68,7 @@ async def _up(directory: Path, node_kind: str) -> int:
         await plane.start()
         if real_node is not None:
             await real_node.start(plane)
+            node_task = asyncio.create_task(real_node.watch(), name="real-node")
         if node_kind == "process":
             from gemini_webhooks.controlplane.node import Node
 

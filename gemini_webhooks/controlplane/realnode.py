@@ -275,6 +275,16 @@ class RealNode:
         await self._wait_node_ready(plane)
         self.progress(f"real node {NODE_NAME} ready in {time.monotonic() - started:.1f}s")
 
+    async def watch(self) -> None:
+        """Return never; raise as soon as one of the node's processes exits."""
+        while not (exited := self.supervisor.exited()):  # noqa: ASYNC110 - nothing to await
+            await asyncio.sleep(1.0)
+        child = exited[0]
+        raise ChildFailedError(
+            f"{child.name} exited with code {child.process.returncode}; the end of its log "
+            f"({child.log_path}):\n{child.log_tail()}"
+        )
+
     async def _apply_rbac(self, plane: ControlPlane) -> None:
         api = KubeApi.from_kubeconfig(plane.layout.admin_kubeconfig)
         try:
