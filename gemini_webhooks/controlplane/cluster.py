@@ -136,6 +136,9 @@ def apiserver_argv(
         "--enable-admission-plugins=NodeRestriction",
         "--allow-privileged=true",
         *reconciler,
+        # Logs, exec and port-forward reach a kubelet at its Node's address: our nodes'
+        # names resolve nowhere.
+        "--kubelet-preferred-address-types=InternalIP",
         f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
         f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
         "--profiling=false",

@@ -372,7 +372,7 @@ def helper_rbac() -> list[tuple[str, dict[str, object]]]:
     read = ["list", "watch"]
     return [
         (
-            "clusterroles",
+            "clusterroles.rbac.authorization.k8s.io/v1",
             role(
                 "gwo:coredns",
                 [
@@ -390,7 +390,7 @@ def helper_rbac() -> list[tuple[str, dict[str, object]]]:
             ),
         ),
         (
-            "clusterrolebindings",
+            "clusterrolebindings.rbac.authorization.k8s.io/v1",
             binding(
                 "gwo:coredns",
                 {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": COREDNS_USER},

@@ -33,7 +33,6 @@ from gemini_webhooks.sandbox.supervisor import (
     Progress,
     ReadinessCheck,
     Supervisor,
-    file_ready,
     http_ready,
 )
 
@@ -64,6 +63,20 @@ def _run(argv: list[str], *, timeout: float = 60.0, check: bool = True) -> str:
             f"`{' '.join(argv)}` failed ({result.returncode}): {result.stderr.strip()}"
         )
     return result.stdout
+
+
+def unix_socket_ready(path: Path) -> ReadinessCheck:
+    """A readiness check: something accepts connections on the Unix socket `path`."""
+
+    async def check() -> bool:
+        try:
+            _, writer = await asyncio.open_unix_connection(str(path))
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    return check
 
 
 def read_sysctl(name: str) -> str | None:
@@ -248,7 +261,7 @@ class RealNode:
         await self._start(
             "containerd",
             [str(b.containerd), f"--config={layout.config / 'containerd.toml'}"],
-            file_ready(layout.containerd_socket),
+            unix_socket_ready(layout.containerd_socket),
             "its socket",
         )
         await asyncio.to_thread(self.import_images)

@@ -104,6 +104,8 @@ def test_api_server_reconciles_its_endpoints_when_pods_can_reach_it() -> None:
     assert not any(a.startswith("--endpoint-reconciler-type") for a in for_pods)
     assert f"--bind-address={NETWORK.host_ip}" in for_pods
     assert f"--advertise-address={NETWORK.host_ip}" in for_pods
+    # `kubectl exec` and `logs` reach the kubelet at its InternalIP, not its name.
+    assert "--kubelet-preferred-address-types=InternalIP" in for_pods
 
 
 def test_serving_certificate_names_the_address_pods_reach(tmp_path: Path) -> None:
