@@ -96,9 +96,11 @@ async def _up(directory: Path, node_kind: str) -> int:
             await asyncio.gather(node_task, return_exceptions=True)
         try:
             if real_node is not None:
-                await asyncio.shield(real_node.stop())
+                await asyncio.shield(real_node.stop(keep_network=True))
         finally:
             await asyncio.shield(plane.stop())
+            if real_node is not None:
+                await asyncio.to_thread(real_node.stop_leftovers)
         with contextlib.suppress(FileNotFoundError):
             (plane.layout.root / "up.pid").unlink()
         _say("stopped")

@@ -333,8 +333,10 @@ class RealNode:
 
     # --- taking it down ------------------------------------------------------------
 
-    async def stop(self) -> None:
-        """Stop the node and leave nothing of it on the machine."""
+    async def stop(self, *, keep_network: bool = False) -> None:
+        """Stop the node and leave nothing of it on the machine; with `keep_network`, the
+        namespace and veth pair stay until `stop_leftovers()` (the API server listens on
+        the pair's host address: it stops cleanly only while that address exists)."""
         containerd = next((c for c in self.supervisor.children if c.name == "containerd"), None)
         for child in reversed(list(self.supervisor.children)):
             if child is not containerd:
@@ -354,9 +356,9 @@ class RealNode:
                 check=False,
             )
         await self.supervisor.aclose()
-        await asyncio.to_thread(self.stop_leftovers)
+        await asyncio.to_thread(self.stop_leftovers, keep_network=keep_network)
 
-    def stop_leftovers(self) -> None:
+    def stop_leftovers(self, *, keep_network: bool = False) -> None:
         """Whatever a previous `stop()` (or a killed run) left: processes, mounts, cgroups,
         the namespace, fixed host paths, sysctls. Safe on a clean machine."""
         state = HostState.load(self.layout.host_state)
@@ -367,6 +369,8 @@ class RealNode:
         for cgroup in kubepods_cgroups():
             with contextlib.suppress(OSError):
                 cgroup.rmdir()
+        if keep_network:
+            return
         self._delete_network()
         if state is None:
             return
@@ -376,12 +380,13 @@ class RealNode:
         for name, value in state.sysctls.items():
             if read_sysctl(name) != value:
                 write_sysctl(name, value)
-        self.layout.host_state.unlink()
-        left = [str(m) for m in mounts_under([self.layout.root]) if m != self.namespace_file]
+        left = [str(m) for m in mounts_under([self.layout.root])]
         if left or kubepods_cgroups():
+            # The record stays, so that the next `up` tries again.
             raise ChildFailedError(
                 f"could not remove mounts {left} or cgroups {kubepods_cgroups()}"
             )
+        self.layout.host_state.unlink()
 
     def _end_processes(self, within: float = 20.0) -> None:
         deadline = time.monotonic() + within

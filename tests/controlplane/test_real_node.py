@@ -66,7 +66,9 @@ def host_snapshot(state: Path) -> dict[str, object]:
     return {
         "nftables": ruleset.stdout,
         "links": sorted(
-            line.split(":")[1].strip().split("@")[0] for line in links.stdout.splitlines()
+            name
+            for line in links.stdout.splitlines()
+            if (name := line.split(":")[1].strip().split("@")[0]).startswith("gwo")
         ),
         "routes": routes.stdout,
         "mounts": sorted(
