@@ -37,7 +37,7 @@ def env_lines(plane: ControlPlane) -> list[str]:
     ]
 
 
-def _real_node(directory: Path, binaries: dict[str, Path]) -> RealNode:
+def _real_node(directory: Path, binaries: dict[str, Path], images: Path | None) -> RealNode:
     from gemini_webhooks.controlplane import realnode
 
     # Beside the control plane's directory, which is emptied on every start: the node's
@@ -45,14 +45,14 @@ def _real_node(directory: Path, binaries: dict[str, Path]) -> RealNode:
     return realnode.RealNode(
         directory.resolve().parent / f"{directory.name}-node",
         realnode.node_binaries(binaries),
-        realnode.our_images(),
+        realnode.our_images(images),
         progress=_say,
     )
 
 
-async def _up(directory: Path, node_kind: str) -> int:
+async def _up(directory: Path, node_kind: str, images: Path | None = None) -> int:
     binaries = build.build_all(_say)
-    real_node = _real_node(directory, binaries) if node_kind == "real" else None
+    real_node = _real_node(directory, binaries, images) if node_kind == "real" else None
     plane = ControlPlane(
         directory,
         binaries,
@@ -148,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         "kube-proxy and CoreDNS in a network namespace; none: the API only",
     )
     up.add_argument("--no-node", action="store_true", help="the same as --node none")
+    up.add_argument(
+        "--images",
+        type=Path,
+        help="with --node real: the folder `scripts/image build --output DIR` wrote "
+        "(default: the images of these sources in scripts/image's cache)",
+    )
     down = sub.add_parser("down", help="stop the control plane `up` started")
     down.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     sub.add_parser("paths", help="print where each built binary is")
@@ -165,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}\t{path}")
             return 0
         if args.command == "up":
-            return asyncio.run(_up(args.dir, "none" if args.no_node else args.node))
+            node = "none" if args.no_node else args.node
+            return asyncio.run(_up(args.dir, node, args.images))
         return _down(args.dir)
     except build.BuildError as error:
         _say(str(error))

@@ -418,8 +418,15 @@ def node_binaries(built: dict[str, Path]) -> NodeBinaries:
     )
 
 
-def our_images() -> dict[str, Path]:
-    """The product and tools images of these sources (`scripts/image`), by name."""
+def our_images(directory: Path | None = None) -> dict[str, Path]:
+    """The product and tools images, by name: those `scripts/image build --output DIR` put
+    in `directory`, else those of these sources in `scripts/image`'s cache."""
+    if directory is not None:
+        images = {name: directory / f"{name}.oci.tar" for name in nodeconfig.IMAGE_REPOSITORIES}
+        missing = [str(path) for path in images.values() if not path.is_file()]
+        if missing:
+            raise ChildFailedError(f"no image archive {', '.join(missing)}")
+        return images
     script = Path(__file__).resolve().parents[2] / "scripts" / "image"
     result = subprocess.run(  # noqa: S603 - our own script
         [str(script), "paths"], capture_output=True, text=True, check=False

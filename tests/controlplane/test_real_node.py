@@ -131,8 +131,9 @@ def control_plane(*args: str, timeout: float) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    build_images()  # cached; `up --node real` imports the images of these sources
     directory = tmp_path_factory.mktemp("real-node") / "control-plane"
+    images = directory.parent / "images"
+    build_images(images)  # cached; copied here, where no other build replaces them
     log = directory.parent / "up.log"
     before = host_snapshot(directory.parent)
     started = time.monotonic()
@@ -147,6 +148,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 "real",
                 "--dir",
                 str(directory),
+                "--images",
+                str(images),
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
