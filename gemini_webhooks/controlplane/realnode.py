@@ -286,7 +286,11 @@ class RealNode:
             "/ready",
         )
         await self._wait_node_ready(plane)
-        self.progress(f"real node {NODE_NAME} ready in {time.monotonic() - started:.1f}s")
+        kubelet_to_ready = time.time() - self.kubelet_started_at
+        self.progress(
+            f"real node {NODE_NAME} ready in {time.monotonic() - started:.1f}s "
+            f"({kubelet_to_ready:.1f}s after the kubelet started)"
+        )
 
     async def watch(self) -> None:
         """Return never; raise as soon as one of the node's processes exits."""

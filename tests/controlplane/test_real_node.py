@@ -19,7 +19,7 @@ import yaml
 
 from gemini_webhooks.controlplane import nodeconfig, realnode
 from tests.chart.container import build_images
-from tests.fixtures.kube import KUBECTL
+from tests.fixtures.control_plane import kubectl
 
 pytestmark = [pytest.mark.real_component, pytest.mark.timeout(900)]
 
@@ -93,18 +93,8 @@ class Cluster:
     def kubeconfig(self) -> Path:
         return self.directory / "admin.kubeconfig"
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        result = subprocess.run(
-            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
-        return result.stdout
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return kubectl(self.kubeconfig, *args, stdin=stdin)
 
     def get(self, *args: str) -> dict[str, Any]:
         return json.loads(self.kubectl("get", "-o", "json", *args))
@@ -215,7 +205,7 @@ def serving(cluster: Cluster) -> dict[str, Any]:
     )
     wait_for(
         "the default ServiceAccount",
-        lambda: cluster.kubectl("get", "sa", "default", "-n", NAMESPACE, check=False),
+        lambda: cluster.kubectl("get", "sa", "-n", NAMESPACE, "-o", "name").strip(),
         60,
     )
     created = time.monotonic()
