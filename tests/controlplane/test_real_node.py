@@ -229,7 +229,9 @@ def serving(cluster: Cluster) -> dict[str, Any]:
     web = wait_for("Pod web Ready", lambda: ready(cluster, "web"), within=180)
     first_ready = time.monotonic() - created
     wait_for("Pod client Ready", lambda: ready(cluster, "client"), within=180)
-    print(f"\nreal node: `up` {cluster.up_seconds:.1f}s; a first Pod Ready {first_ready:.1f}s")
+    node_ready = [line for line in cluster.log.read_text().splitlines() if "ready in" in line]
+    print(f"\n`up --node real` {cluster.up_seconds:.1f}s; {node_ready[-1]}")
+    print(f"a first Pod created -> Ready {first_ready:.1f}s")
     return web
 
 
