@@ -69,7 +69,6 @@ KUBEPODS_CGROUP = "kubepods"
 class NodeNetwork:
     """The addresses of the node's network namespace and the routes that lead to it."""
 
-    namespace: str
     host_veth: str
     node_veth: str
     host_ip: str
@@ -105,17 +104,16 @@ class NodeNetwork:
         ]
 
 
-def default_network(namespace: str) -> NodeNetwork:
-    return NodeNetwork(
-        namespace=namespace,
-        host_veth="gwo-host0",
-        node_veth="gwo-node0",
-        host_ip="10.201.0.1",
-        node_ip="10.201.0.2",
-        prefix=30,
-        pod_cidr=POD_CIDR,
-        service_cidr=SERVICE_CIDR,
-    )
+# One real node per machine: these names and addresses are fixed.
+NODE_NETWORK = NodeNetwork(
+    host_veth="gwo-host0",
+    node_veth="gwo-node0",
+    host_ip="10.201.0.1",
+    node_ip="10.201.0.2",
+    prefix=30,
+    pod_cidr=POD_CIDR,
+    service_cidr=SERVICE_CIDR,
+)
 
 
 @dataclass(frozen=True)

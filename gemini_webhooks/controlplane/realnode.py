@@ -37,6 +37,7 @@ from gemini_webhooks.sandbox.supervisor import (
 )
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+MARKER = ".gemini-webhooks-real-node"
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class RealNode:
 
     def __post_init__(self) -> None:
         self.layout = NodeLayout(self.root.resolve())
-        self.network: NodeNetwork = nodeconfig.default_network("gwo-node")
+        self.network: NodeNetwork = nodeconfig.NODE_NETWORK
         self.namespace_file = self.layout.root / "netns"
         self.supervisor = Supervisor(self.layout.logs, progress=self.progress)
         self.kubelet_started_at: float | None = None  # wall-clock seconds
@@ -180,12 +181,27 @@ class RealNode:
             raise ChildFailedError(
                 f"{self.network.host_veth} exists: another real node runs on this machine"
             )
-        self.layout.root.mkdir(parents=True, exist_ok=True)
+        self._fresh_directory()
         HostState.record().save(self.layout.host_state)
         self.namespace_file.touch()
         _run(["unshare", f"--net={self.namespace_file}", "true"])
         for command in self.network.setup_commands(self.namespace_file):
             _run(command)
+
+    def _fresh_directory(self) -> None:
+        """An empty node directory: only one that is empty or a previous node's (whose
+        mounts `stop_leftovers` has just removed)."""
+        root = self.layout.root
+        if root.exists():
+            if any(root.iterdir()) and not (root / MARKER).exists():
+                raise ChildFailedError(
+                    f"{root} is not empty and was not made by a real node; refusing to empty it"
+                )
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        (root / MARKER).write_text(
+            "state of a real node (`scripts/control-plane up --node real`)\n"
+        )
 
     def _delete_network(self) -> None:
         _run(["ip", "link", "delete", self.network.host_veth], check=False)

@@ -13,11 +13,11 @@ from cryptography import x509
 
 from gemini_webhooks.controlplane import nodeconfig, pki
 from gemini_webhooks.controlplane.cluster import Layout, Ports, apiserver_argv
-from gemini_webhooks.controlplane.nodeconfig import NodeLayout, default_network
+from gemini_webhooks.controlplane.nodeconfig import NODE_NETWORK, NodeLayout
 
 ROOT = Path("/srv/state/node")
 LAYOUT = NodeLayout(ROOT)
-NETWORK = default_network("gwo-node")
+NETWORK = NODE_NETWORK
 
 
 def _paths(value: object) -> list[str]:

@@ -257,7 +257,7 @@ def test_our_image_runs_restricted_with_a_pod_ip_in_endpoints(
     # The kubernetes Service's endpoints are the API server's, reconciled again.
     api = cluster.get("endpoints", "-n", "default", "kubernetes")
     assert [a["ip"] for s in api["subsets"] for a in s["addresses"]] == [
-        nodeconfig.default_network("x").host_ip
+        nodeconfig.NODE_NETWORK.host_ip
     ]
 
 
