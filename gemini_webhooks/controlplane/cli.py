@@ -12,9 +12,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gemini_webhooks.controlplane import build
 from gemini_webhooks.controlplane.cluster import ControlPlane
+from gemini_webhooks.sandbox.ports import LOOPBACK
+
+if TYPE_CHECKING:
+    from gemini_webhooks.controlplane.realnode import RealNode
 from gemini_webhooks.sandbox.supervisor import ChildFailedError, install_stop_signals
 
 DEFAULT_DIR = Path(os.environ.get("GWO_CONTROL_PLANE_DIR") or ".control-plane")
@@ -32,15 +37,39 @@ def env_lines(plane: ControlPlane) -> list[str]:
     ]
 
 
-async def _up(directory: Path, with_node: bool) -> int:
+def _real_node(directory: Path, binaries: dict[str, Path], images: Path | None) -> RealNode:
+    from gemini_webhooks.controlplane import realnode
+
+    # Beside the control plane's directory, which is emptied on every start: the node's
+    # must outlive a killed run, to say what to clean up.
+    return realnode.RealNode(
+        directory.resolve().parent / f"{directory.name}-node",
+        realnode.node_binaries(binaries),
+        realnode.our_images(images),
+        progress=_say,
+    )
+
+
+async def _up(directory: Path, node_kind: str, images: Path | None = None) -> int:
     binaries = build.build_all(_say)
-    plane = ControlPlane(directory, binaries, progress=_say)
+    real_node = _real_node(directory, binaries, images) if node_kind == "real" else None
+    plane = ControlPlane(
+        directory,
+        binaries,
+        progress=_say,
+        address=real_node.network.host_ip if real_node else LOOPBACK,
+    )
     stop = asyncio.Event()
     restore = install_stop_signals(stop)
     node_task = None
     try:
+        if real_node is not None:
+            await asyncio.to_thread(real_node.create_network)
         await plane.start()
-        if with_node:
+        if real_node is not None:
+            await real_node.start(plane)
+            node_task = asyncio.create_task(real_node.watch(), name="real-node")
+        if node_kind == "process":
             from gemini_webhooks.controlplane.node import Node
 
             node = Node.for_control_plane(plane, progress=_say)
@@ -65,7 +94,13 @@ async def _up(directory: Path, with_node: bool) -> int:
         if node_task is not None:
             node_task.cancel()
             await asyncio.gather(node_task, return_exceptions=True)
-        await asyncio.shield(plane.stop())
+        try:
+            if real_node is not None:
+                await asyncio.shield(real_node.stop(keep_network=True))
+        finally:
+            await asyncio.shield(plane.stop())
+            if real_node is not None:
+                await asyncio.to_thread(real_node.stop_leftovers)
         with contextlib.suppress(FileNotFoundError):
             (plane.layout.root / "up.pid").unlink()
         _say("stopped")
@@ -80,7 +115,7 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _down(directory: Path, within: float = 60.0) -> int:
+def _down(directory: Path, within: float = 180.0) -> int:
     pid_file = directory / "up.pid"
     try:
         pid = int(pid_file.read_text())
@@ -112,7 +147,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     up = sub.add_parser("up", help="run a control plane and a node until Ctrl-C or `down`")
     up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory")
-    up.add_argument("--no-node", action="store_true", help="no node: the API only")
+    up.add_argument(
+        "--node",
+        choices=("process", "real", "none"),
+        default="process",
+        help="process: Pods as local processes (kwok-style); real: containerd, the kubelet, "
+        "kube-proxy and CoreDNS in a network namespace; none: the API only",
+    )
+    up.add_argument("--no-node", action="store_true", help="the same as --node none")
+    up.add_argument(
+        "--images",
+        type=Path,
+        help="with --node real: the folder `scripts/image build --output DIR` wrote "
+        "(default: the images of these sources in scripts/image's cache)",
+    )
     down = sub.add_parser("down", help="stop the control plane `up` started")
     down.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     sub.add_parser("paths", help="print where each built binary is")
@@ -130,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}\t{path}")
             return 0
         if args.command == "up":
-            return asyncio.run(_up(args.dir, not args.no_node))
+            node = "none" if args.no_node else args.node
+            return asyncio.run(_up(args.dir, node, args.images))
         return _down(args.dir)
     except build.BuildError as error:
         _say(str(error))

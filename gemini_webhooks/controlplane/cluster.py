@@ -108,13 +108,20 @@ def etcd_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
+def apiserver_argv(
+    binary: Path, layout: Layout, ports: Ports, address: str = LOOPBACK
+) -> list[str]:
+    """`address`: where the API server listens and what the `kubernetes` Service's
+    endpoints say; loopback unless a real node's Pods must reach it."""
     p = layout.pki
+    # The `kubernetes` Service's endpoints cannot be a loopback address (validation
+    # refuses 127.0.0.0/8); on loopback everything reaches the API server by its URL.
+    reconciler = ["--endpoint-reconciler-type=none"] if address == LOOPBACK else []
     return [
         str(binary),
         f"--etcd-servers=http://{LOOPBACK}:{ports.etcd_client}",
-        f"--bind-address={LOOPBACK}",
-        f"--advertise-address={LOOPBACK}",
+        f"--bind-address={address}",
+        f"--advertise-address={address}",
         f"--secure-port={ports.apiserver}",
         f"--cert-dir={p}",
         f"--tls-cert-file={p / 'apiserver.crt'}",
@@ -128,9 +135,10 @@ def apiserver_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
         "--allow-privileged=true",
-        # The `kubernetes` Service's endpoints cannot be a loopback address (validation
-        # refuses 127.0.0.0/8); everything here reaches the API server by its URL instead.
-        "--endpoint-reconciler-type=none",
+        *reconciler,
+        # Logs, exec and port-forward reach a kubelet at its Node's address: our nodes'
+        # names resolve nowhere.
+        "--kubelet-preferred-address-types=InternalIP",
         f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
         f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
         "--profiling=false",
@@ -220,6 +228,10 @@ CLIENTS = (
     ("scheduler", "system:kube-scheduler", ()),
     ("node", f"system:node:{NODE_NAME}", ("system:nodes",)),
     ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)),
+    # The real node's helpers: kube-proxy (bound to `system:node-proxier` by the API
+    # server's bootstrap policy) and CoreDNS (bound by the node to read Services).
+    ("kube-proxy", "system:kube-proxy", ()),
+    ("coredns", "system:coredns", ()),
 )
 
 
@@ -270,6 +282,7 @@ class ControlPlane:
     binaries: dict[str, Path]
     progress: Progress = field(default=lambda _line: None)
     supervisor: Supervisor | None = None  # share one with the caller's other children
+    address: str = LOOPBACK  # where the API server listens (a real node's host address)
 
     def __post_init__(self) -> None:
         self.layout = Layout(self.root.resolve())
@@ -277,7 +290,7 @@ class ControlPlane:
         self._own_supervisor = self.supervisor is None
         if self.supervisor is None:
             self.supervisor = Supervisor(self.layout.logs, progress=self.progress)
-        self.server = f"https://{LOOPBACK}:{self.ports.apiserver}"
+        self.server = f"https://{self.address}:{self.ports.apiserver}"
         self.started_seconds = 0.0
 
     def prepare(self) -> None:
@@ -295,7 +308,7 @@ class ControlPlane:
         (root / ".gitignore").write_text("*\n")
         ca = pki.CertificateAuthority(self.layout.pki)
         for serving in ("apiserver", "controller-manager-serving", "scheduler-serving"):
-            ca.issue(serving, common_name=serving, server=True)
+            ca.issue(serving, common_name=serving, server=True, extra_ips=(self.address,))
         pki.service_account_keys(self.layout.pki)
         for name, common_name, groups in CLIENTS:
             pair = ca.issue(name, common_name=common_name, organizations=groups)
@@ -325,7 +338,7 @@ class ControlPlane:
         await supervisor.start(
             ProcessSpec(
                 "kube-apiserver",
-                apiserver_argv(binaries["kube-apiserver"], layout, ports),
+                apiserver_argv(binaries["kube-apiserver"], layout, ports, self.address),
                 ready=https_ready(f"{self.server}/readyz", layout.ca),
                 ready_what="/readyz",
             ),

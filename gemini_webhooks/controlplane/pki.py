@@ -93,8 +93,10 @@ class CertificateAuthority:
         common_name: str,
         organizations: tuple[str, ...] = (),
         server: bool = False,
+        extra_ips: tuple[str, ...] = (),
     ) -> KeyPair:
-        """A leaf certificate: a client one (CN = user, O = groups) or a serving one."""
+        """A leaf certificate: a client one (CN = user, O = groups) or a serving one (for
+        the loopback, Service and `extra_ips` addresses)."""
         now = datetime.datetime.now(datetime.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
@@ -113,7 +115,8 @@ class CertificateAuthority:
         )
         if server:
             alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVING_NAMES]
-            alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
+            ips = dict.fromkeys((*SERVING_IPS, *extra_ips))  # in order, once each
+            alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
             builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         pair = KeyPair(self.directory / f"{name}.crt", self.directory / f"{name}.key")

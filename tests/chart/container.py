@@ -24,12 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
-def build_images() -> dict[str, Path]:
-    """`scripts/image build` (cached): the archive of each image, by name.
+def build_images(output: Path | None = None) -> dict[str, Path]:
+    """`scripts/image build` (cached): the archive of each image, by name (copied to
+    `output` if given, where no other build replaces them).
 
     The host's CA bundle (or GWO_IMAGE_CA_BUNDLE) is handed to the build, for machines
     whose outbound HTTPS passes a TLS-inspecting proxy; it does not change what is built."""
     command = [str(ROOT / "scripts" / "image"), "build"]
+    if output is not None:
+        command += ["--output", str(output)]
     if HOST_CA_BUNDLE.exists() and not os.environ.get("GWO_IMAGE_CA_BUNDLE"):
         command += ["--ca-bundle", str(HOST_CA_BUNDLE)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)

@@ -1,0 +1,331 @@
+"""`scripts/control-plane up --node real`: our image as real Pods on a real kubelet node —
+restricted Pod Security, a Pod IP in Endpoints and EndpointSlices, a ClusterIP that answers
+from the host and from a Pod, cluster DNS, the in-cluster API path, a memory limit the
+kernel enforces — and `down` leaves the machine as it found it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gemini_webhooks.controlplane import nodeconfig, realnode
+from tests.chart.container import build_images
+from tests.fixtures.control_plane import kubectl
+
+pytestmark = [pytest.mark.real_component, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+VALUES = yaml.safe_load((ROOT / "charts/gemini-webhook-operator/values.yaml").read_text())
+NAMESPACE = "real-node"
+IMAGE = f"{nodeconfig.IMAGE_REPOSITORIES['product']}:0.1.0"
+SERVE_PORT = 8080
+CLIENT_API = """\
+import json, os, ssl, urllib.request
+account = "/var/run/secrets/kubernetes.io/serviceaccount"
+context = ssl.create_default_context(cafile=f"{account}/ca.crt")
+host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+request = urllib.request.Request(
+    f"https://{host}:{port}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+    data=b'{"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}',
+    headers={"Authorization": "Bearer " + open(f"{account}/token").read(),
+             "Content-Type": "application/json"},
+    method="POST",
+)
+review = json.load(urllib.request.urlopen(request, context=context, timeout=10))
+print(review["status"]["userInfo"]["username"])
+"""
+
+
+def wait_for(what: str, check: Callable[[], Any], within: float, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within:.0f}s")
+        time.sleep(every)
+
+
+def host_snapshot(state: Path) -> dict[str, object]:
+    """What the real node could leave behind on the host, in a comparable form (`state`:
+    where the control plane and the node keep theirs)."""
+    ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True)
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return {
+        "nftables": ruleset.stdout,
+        "links": sorted(
+            name
+            for line in links.stdout.splitlines()
+            if (name := line.split(":")[1].strip().split("@")[0]).startswith("gwo")
+        ),
+        "routes": routes.stdout,
+        "mounts": sorted(
+            m for m in mounts if m.startswith(str(state)) or "kubelet" in m or "containerd" in m
+        ),
+        "sysctls": {n: realnode.read_sysctl(n) for n in nodeconfig.KUBELET_SYSCTLS},
+        "ip_forward": realnode.read_sysctl("net.ipv4.ip_forward"),
+        "paths": sorted(str(p) for p in nodeconfig.FIXED_HOST_PATHS if p.exists()),
+        "cgroups": realnode.kubepods_cgroups(),
+    }
+
+
+@dataclass
+class Cluster:
+    directory: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    before: dict[str, object]
+    up_seconds: float
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.directory / "admin.kubeconfig"
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return kubectl(self.kubeconfig, *args, stdin=stdin)
+
+    def get(self, *args: str) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", "-o", "json", *args))
+
+    def apply(self, *documents: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+
+    def exec_python(self, pod: str, code: str) -> str:
+        return self.kubectl("exec", "-n", NAMESPACE, pod, "--", "python", "-c", code)
+
+    def down(self) -> None:
+        control_plane("down", "--dir", str(self.directory), timeout=300)
+        self.process.wait(timeout=60)
+
+
+def control_plane(*args: str, timeout: float) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "gemini_webhooks.controlplane", *args],
+        check=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    directory = tmp_path_factory.mktemp("real-node") / "control-plane"
+    images = directory.parent / "images"
+    build_images(images)  # cached; copied here, where no other build replaces them
+    log = directory.parent / "up.log"
+    before = host_snapshot(directory.parent)
+    started = time.monotonic()
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gemini_webhooks.controlplane",
+                "up",
+                "--node",
+                "real",
+                "--dir",
+                str(directory),
+                "--images",
+                str(images),
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    running = Cluster(directory, process, log, before, 0.0)
+    try:
+        wait_for(
+            f"`up --node real` ready (log {log})",
+            lambda: (directory / "env").exists() or process.poll() is not None,
+            within=600,
+        )
+        assert process.poll() is None, log.read_text()[-6000:]
+        running.up_seconds = time.monotonic() - started
+        yield running
+    finally:
+        if process.poll() is None:
+            running.down()
+
+
+def pod(name: str, labels: dict[str, str], args: list[str], **container: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "securityContext": VALUES["podSecurityContext"],
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["python", *args],
+                    "securityContext": VALUES["securityContext"],
+                    **container,
+                }
+            ],
+        },
+    }
+
+
+def ready(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    found = cluster.get("pod", "-n", NAMESPACE, name)
+    conditions = found.get("status", {}).get("conditions", [])
+    return (
+        found if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) else None
+    )
+
+
+@pytest.fixture(scope="module")
+def serving(cluster: Cluster) -> dict[str, Any]:
+    """A restricted namespace, a Pod of our image serving HTTP, its Service, a client Pod."""
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": NAMESPACE,
+                "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+            },
+        }
+    )
+    wait_for(
+        "the default ServiceAccount",
+        lambda: cluster.kubectl("get", "sa", "-n", NAMESPACE, "-o", "name").strip(),
+        60,
+    )
+    created = time.monotonic()
+    cluster.apply(
+        pod(
+            "web",
+            {"app": "web"},
+            ["-m", "http.server", str(SERVE_PORT), "--directory", "/opt/venv"],
+            ports=[{"containerPort": SERVE_PORT}],
+            readinessProbe={"httpGet": {"path": "/", "port": SERVE_PORT}, "periodSeconds": 1},
+            resources={"limits": {"cpu": "500m", "memory": "128Mi"}},
+        ),
+        pod("client", {"app": "client"}, ["-c", "import time; time.sleep(3600)"]),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": NAMESPACE},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": SERVE_PORT}]},
+        },
+    )
+    web = wait_for("Pod web Ready", lambda: ready(cluster, "web"), within=180)
+    first_ready = time.monotonic() - created
+    wait_for("Pod client Ready", lambda: ready(cluster, "client"), within=180)
+    node_ready = [line for line in cluster.log.read_text().splitlines() if "ready in" in line]
+    print(f"\n`up --node real` {cluster.up_seconds:.1f}s; {node_ready[-1]}")
+    print(f"a first Pod created -> Ready {first_ready:.1f}s")
+    return web
+
+
+def test_our_image_runs_restricted_with_a_pod_ip_in_endpoints(
+    cluster: Cluster, serving: dict[str, Any]
+) -> None:
+    ip = serving["status"]["podIP"]
+    assert ip and not ip.startswith("127.")
+    slices = wait_for(
+        "the EndpointSlice carries the Pod IP",
+        lambda: [
+            s
+            for s in cluster.get(
+                "endpointslices", "-n", NAMESPACE, "-l", "kubernetes.io/service-name=web"
+            )["items"]
+            if any(ip in e.get("addresses", []) for e in s.get("endpoints") or [])
+        ],
+        within=60,
+    )
+    assert slices
+    endpoints = cluster.get("endpoints", "-n", NAMESPACE, "web")
+    assert [a["ip"] for s in endpoints["subsets"] for a in s["addresses"]] == [ip]
+    # The kubernetes Service's endpoints are the API server's, reconciled again.
+    api = cluster.get("endpoints", "-n", "default", "kubernetes")
+    assert [a["ip"] for s in api["subsets"] for a in s["addresses"]] == [
+        nodeconfig.NODE_NETWORK.host_ip
+    ]
+
+
+def test_a_cluster_ip_answers_from_the_host_and_from_a_pod_by_its_dns_name(
+    cluster: Cluster, serving: dict[str, Any]
+) -> None:
+    cluster_ip = cluster.get("service", "-n", NAMESPACE, "web")["spec"]["clusterIP"]
+    fetch = (
+        "import urllib.request, sys; print(urllib.request.urlopen(sys.argv[1], timeout=5).status)"
+    )
+    from_host = subprocess.run(
+        [sys.executable, "-c", fetch, f"http://{cluster_ip}/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert from_host.stdout.strip() == "200", from_host.stderr
+    name = f"web.{NAMESPACE}.svc.cluster.local"
+    in_pod = (
+        "import socket, urllib.request; "
+        f"print(socket.gethostbyname({name!r})); "
+        f"print(urllib.request.urlopen('http://{name}/', timeout=5).status)"
+    )
+    resolved, status = cluster.exec_python("client", in_pod).split()
+    assert (resolved, status) == (cluster_ip, "200")
+
+
+def test_a_pod_reaches_the_api_with_its_projected_service_account_token(
+    cluster: Cluster, serving: dict[str, Any]
+) -> None:
+    assert (
+        cluster.exec_python("client", CLIENT_API).strip()
+        == f"system:serviceaccount:{NAMESPACE}:default"
+    )
+
+
+def test_a_container_allocating_past_its_memory_limit_is_oom_killed(
+    cluster: Cluster, serving: dict[str, Any]
+) -> None:
+    cluster.apply(
+        pod(
+            "hog",
+            {"app": "hog"},
+            ["-c", "chunks = [bytearray(16 << 20) for _ in range(64)]"],
+            resources={"limits": {"cpu": "500m", "memory": "64Mi"}},
+        )
+    )
+
+    def terminated() -> dict[str, Any] | None:
+        statuses = (
+            cluster.get("pod", "-n", NAMESPACE, "hog")
+            .get("status", {})
+            .get("containerStatuses", [])
+        )
+        return next(
+            (s["state"]["terminated"] for s in statuses if "terminated" in s["state"]), None
+        )
+
+    state = wait_for("the hog terminated", terminated, within=180)
+    assert (state["reason"], state["exitCode"]) == ("OOMKilled", 137)
+
+
+def test_down_leaves_nothing_behind(cluster: Cluster) -> None:
+    cluster.down()
+    after = host_snapshot(cluster.directory.parent)
+    assert after == cluster.before
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(cluster.directory.parent)], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout == ""
