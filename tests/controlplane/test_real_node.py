@@ -21,7 +21,7 @@ from gemini_webhooks.controlplane import nodeconfig, realnode
 from tests.chart.container import build_images
 from tests.fixtures.control_plane import kubectl
 
-pytestmark = [pytest.mark.real_component, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.real_component, pytest.mark.late_build, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 VALUES = yaml.safe_load((ROOT / "charts/gemini-webhook-operator/values.yaml").read_text())
