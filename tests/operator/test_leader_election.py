@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import math
 import os
@@ -33,6 +34,7 @@ import kubernetes
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gemini_webhook_operator.kube import ClusterAccess
 from gemini_webhook_operator.leader import (
     Fence,
     LeaseRecord,
@@ -44,7 +46,7 @@ from gemini_webhook_operator.leader import (
 from gemini_webhook_operator.metrics import LEADER, RECONCILES_TOTAL
 from gemini_webhooks.contracts import crd
 from tests.fixtures.kube import KUBECTL
-from tests.operator.api_proxy import FaultProxy
+from tests.operator.api_proxy import FaultProxy, KubeLink
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE = "gwo-leader-test"
@@ -137,6 +139,7 @@ class Replica:
     proxy: FaultProxy
     health_port: int
     metrics_port: int = 0
+    link: KubeLink | None = None  # its own link to the Kubernetes API, when it has one
 
     def health(self) -> tuple[int, Any]:
         url = f"http://127.0.0.1:{self.health_port}/healthz"
@@ -177,12 +180,24 @@ class Cluster:
     upstream: str
     replicas: list[Replica] = field(default_factory=list)
 
-    async def start(self, name: str) -> Replica:
-        proxy = await FaultProxy(self.upstream).start()
+    async def start(
+        self, name: str, *, link: KubeLink | None = None, restart: Replica | None = None
+    ) -> Replica:
+        """A replica; with `link`, it reaches the Kubernetes API only through it; `restart`:
+        the same replica again after it exited (as the kubelet restarts a container), with
+        the same WebhookService proxy and link."""
+        if restart is not None:
+            assert restart.process.poll() is not None, "restart only an exited replica"
+            self.replicas.remove(restart)
+            link = restart.link
+        proxy = restart.proxy if restart is not None else await FaultProxy(self.upstream).start()
+        kubeconfig = self.kubeconfig
+        if link is not None:
+            kubeconfig = link.kubeconfig(self.workdir / f"{name}.kubeconfig")
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             health_port = probe.getsockname()[1]
-        log_path = self.workdir / f"{name}.log"
+        log_path = self.workdir / f"{name}-{len(self.replicas)}.log"
         env = dict(os.environ, POD_NAME=name)
         env.pop("KUBECONFIG", None)
         with log_path.open("wb") as log:
@@ -193,7 +208,7 @@ class Cluster:
                     "gemini_webhooks",
                     "operator",
                     "--kubeconfig",
-                    str(self.kubeconfig),
+                    str(kubeconfig),
                     "--namespace",
                     self.namespace,
                     "--leader-elect",
@@ -213,7 +228,7 @@ class Cluster:
                 env=env,
                 start_new_session=True,
             )
-        replica = Replica(name, process, log_path, proxy, health_port)
+        replica = Replica(name, process, log_path, proxy, health_port, link=link)
         self.replicas.append(replica)
         match = await self.until(
             lambda: re.search(r"metrics on port (\d+)", replica.log()) or process.poll(),
@@ -327,6 +342,8 @@ async def cluster(kube: Any, emulator: Any, tmp_path: Path) -> AsyncIterator[Clu
                 os.killpg(replica.process.pid, signal.SIGKILL)
                 replica.process.wait(5)
             await replica.proxy.stop()
+            if replica.link is not None:
+                await replica.link.stop()
         if not kube.is_sandbox:
             kubectl(kube, tmp_path, "delete", "namespace", namespace, "--wait=false")
         api_client.close()
@@ -408,7 +425,7 @@ async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(
     for name in names:
         cluster.create(name, endpoint.url)
     for name in names:
-        await cluster.until(lambda n=name: cluster.webhook_id(n), f"{name} reconciled")
+        await cluster.until(functools.partial(cluster.webhook_id, name), f"{name} reconciled")
 
     os.killpg(first.process.pid, signal.SIGSTOP)
     paused_at = time.monotonic()
@@ -416,7 +433,9 @@ async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(
         cluster.request_rotation(name)
     await cluster.until(lambda: cluster.holder() == "replica-b", "replica-b to take over")
     for name in names:
-        await cluster.until(lambda n=name: cluster.rotated(n), f"{name} rotated by replica-b")
+        await cluster.until(
+            functools.partial(cluster.rotated, name), f"{name} rotated by replica-b"
+        )
     await asyncio.sleep(max(0.0, paused_at + 2 * TIMING.lease_duration - time.monotonic()))
     calls_before_resume = len(first.proxy.records)
     resumed_at = time.monotonic()
@@ -432,3 +451,82 @@ async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(
     ]
     assert len(rotations) == len(names), rotations  # each requested rotation exactly once
     assert cluster.holder() == "replica-b"
+
+
+async def test_a_leader_cut_from_the_api_server_stops_writing_and_rejoins_as_a_follower(
+    cluster: Cluster, emulator: Any, kube: Any
+) -> None:
+    """A partition: the leader's link to the Kubernetes API refuses every connection while
+    its WebhookService stays reachable (the dangerous half). It writes nothing past its renew
+    deadline (every Kubernetes request and WebhookService call counted at its own proxies),
+    stops, the standby takes over and does the rotations requested meanwhile, once each;
+    healed and restarted (as the kubelet would), it follows and writes nothing."""
+    endpoint = emulator.endpoint()
+    access = ClusterAccess.load(str(kube.kubeconfig))
+    first = await cluster.start("replica-a", link=await KubeLink(access).start())
+    await cluster.until(lambda: cluster.holder() == "replica-a", "replica-a to lead")
+    second = await cluster.start("replica-b", link=await KubeLink(access).start())
+    names = ["one", "two", "three"]
+    for name in names:
+        cluster.create(name, endpoint.url)
+    for name in names:
+        await cluster.until(functools.partial(cluster.webhook_id, name), f"{name} reconciled")
+    link = first.link
+    assert link is not None and link.writes(), "replica-a's writes do not pass its link"
+
+    link.cut()
+    cut_at = link.cut_at
+    assert cut_at is not None
+
+    async def stopped_after() -> float:
+        await asyncio.to_thread(first.process.wait, 60)
+        return time.monotonic() - cut_at
+
+    stopping = asyncio.create_task(stopped_after())
+    for name in names:
+        cluster.request_rotation(name)
+    await cluster.until(lambda: cluster.holder() == "replica-b", "replica-b to take over")
+    takeover = time.monotonic() - cut_at
+    for name in names:
+        await cluster.until(
+            functools.partial(cluster.rotated, name), f"{name} rotated by replica-b"
+        )
+    stopped = await stopping
+    assert first.process.returncode == 1, first.log()[-3000:]
+    assert "leader Lease not renewed within the renew deadline" in first.log()
+
+    # What replica-a attempted after the cut, as its two proxies saw it.
+    tried = [
+        r.at - cut_at for r in link.writes(since=cut_at) + first.proxy.calls() if r.at >= cut_at
+    ]
+    last = max(tried, default=0.0)
+    figures = (
+        f"takeover {takeover:.1f} s after the cut (bound "
+        f"{TIMING.lease_duration + 2.4 * TIMING.retry_period + 2:.1f}); replica-a stopped "
+        f"{stopped:.1f} s after it; its last write attempt {last:.2f} s after it "
+        f"({len(tried)} attempted while cut); renew deadline {TIMING.renew_deadline:.0f} s"
+    )
+    print(figures)
+    # In flight at the deadline at the latest (a loaded machine may deliver it a moment
+    # later), and always before the standby could act.
+    assert last <= TIMING.renew_deadline + 1.0, figures
+    assert last < takeover, figures
+    assert takeover <= TIMING.lease_duration + 2.4 * TIMING.retry_period + 2, figures
+
+    link.heal()
+    healed_at = time.monotonic()
+    rejoined = await cluster.start("replica-a", restart=first)
+    await cluster.until(lambda: "standing by" in rejoined.log(), "replica-a to stand by")
+    cluster.create("four", endpoint.url)
+    await cluster.until(lambda: cluster.webhook_id("four"), "four reconciled by replica-b")
+    await asyncio.sleep(2 * TIMING.retry_period)  # time for a wrongly active follower to act
+    assert cluster.holder() == "replica-b"
+    assert rejoined.total(LEADER) == 0 and rejoined.total(RECONCILES_TOTAL) == 0
+    assert link.writes(since=healed_at) == [], "the follower wrote to the Kubernetes API"
+    assert [r for r in first.proxy.records if r.at >= healed_at] == []
+    rotations = [
+        r for r in first.proxy.records + second.proxy.records if ":rotateSigningSecret" in r.path
+    ]
+    assert len(rotations) == len(names), (figures, rotations)  # each exactly once
+    ids = sorted(str(cluster.webhook_id(n)) for n in [*names, "four"])
+    assert _remote_ids(emulator) == ids  # nothing created twice
