@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
+import itertools
 import json
 import math
 import os
@@ -32,6 +34,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+import standardwebhooks
 from prometheus_client.parser import text_string_to_metric_families
 
 from gemini_webhook_operator.kube import ClusterAccess
@@ -45,6 +48,7 @@ from gemini_webhook_operator.leader import (
 )
 from gemini_webhook_operator.metrics import LEADER, RECONCILES_TOTAL
 from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.signing_secret import KNOWN, decode_data, remote_identity
 from tests.fixtures.kube import KUBECTL
 from tests.operator.api_proxy import FaultProxy, KubeLink
 
@@ -257,7 +261,7 @@ class Cluster:
     def webhook_id(self, name: str) -> str | None:
         return (self.resource(name).get("status") or {}).get("webhookId")
 
-    def create(self, name: str, url: str) -> None:
+    def create(self, name: str, url: str, **spec: Any) -> None:
         """A resource without `apiBaseUrl`: each replica calls through its own proxy."""
         self.objects.create_namespaced_custom_object(
             crd.API_GROUP,
@@ -272,6 +276,7 @@ class Cluster:
                     "url": url,
                     "events": ["batch.succeeded"],
                     "apiKeySecretRef": {"name": "gemini-api-key"},
+                    **spec,
                 },
             },
         )
@@ -530,3 +535,158 @@ async def test_a_leader_cut_from_the_api_server_stops_writing_and_rejoins_as_a_f
     assert len(rotations) == len(names), (figures, rotations)  # each exactly once
     ids = sorted(str(cluster.webhook_id(n)) for n in [*names, "four"])
     assert _remote_ids(emulator) == ids  # nothing created twice
+
+
+# --- under load ----------------------------------------------------------------------------
+
+RESOURCES = 20
+ROTATION_INTERVAL = 30.0  # seconds: rotations fall due all through the run
+REQUESTED = 5  # resources whose rotation is requested right after the leader dies
+
+
+def _rotated_id(path: str) -> str:
+    return path.rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def _acts(replica: Replica) -> list[float]:
+    """When the replica wrote anything but the Lease: WebhookService writes and Kubernetes
+    writes, as its two proxies saw them."""
+    link = replica.link
+    assert link is not None
+    remote = [r.at for r in replica.proxy.records if r.method != "GET"]
+    return sorted(remote + [r.at for r in link.writes() if "/leases/" not in r.path])
+
+
+@pytest.mark.timeout(600)
+async def test_three_replicas_under_load_survive_a_killed_leader(
+    cluster: Cluster, emulator: Any, kube: Any
+) -> None:
+    """Issue 24's load run: 3 replicas, 20 resources with rotations due every 30 s and five
+    requested, deliveries flowing all along; the leader is SIGKILLed. A follower acts within
+    the lease duration and retry period (plus the start of its kopf machinery); one replica
+    writes at any time; every resource keeps one remote webhook and a Secret the remote
+    accepts; no rotation twice; every delivery verifies with its resource's Secret. The
+    figures are printed (bench/operator/ha.py runs this test and shows them)."""
+    endpoint = emulator.endpoint()
+    access = ClusterAccess.load(str(kube.kubeconfig))
+    names = [f"load-{i:02d}" for i in range(RESOURCES)]
+    first = await cluster.start("replica-a", link=await KubeLink(access).start())
+    await cluster.until(lambda: cluster.holder() == "replica-a", "replica-a to lead")
+    others = [
+        await cluster.start(name, link=await KubeLink(access).start())
+        for name in ("replica-b", "replica-c")
+    ]
+    for name in names:
+        cluster.create(
+            name, f"{endpoint.url}/{name}", rotation={"interval": f"{ROTATION_INTERVAL:.0f}s"}
+        )
+    for name in names:
+        await cluster.until(functools.partial(cluster.webhook_id, name), f"{name} reconciled")
+    webhook_of = {name: str(cluster.webhook_id(name)) for name in names}
+
+    firing = asyncio.Event()
+
+    async def fire() -> int:
+        fired = 0
+        while not firing.is_set():
+            await asyncio.to_thread(emulator.fire, "batch.succeeded")
+            fired += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(firing.wait(), 2.0)
+        return fired
+
+    firer = asyncio.create_task(fire())
+    await asyncio.sleep(ROTATION_INTERVAL + 5)  # due rotations under replica-a
+
+    killed_at = time.monotonic()
+    os.killpg(first.process.pid, signal.SIGKILL)
+    for name in names[:REQUESTED]:
+        cluster.request_rotation(name)
+    await cluster.until(lambda: cluster.holder() in ("replica-b", "replica-c"), "a new leader")
+    holder_change = time.monotonic() - killed_at
+    leader = next(r for r in others if r.name == cluster.holder())
+    follower = next(r for r in others if r is not leader)
+    for name in names[:REQUESTED]:
+        await cluster.until(functools.partial(cluster.rotated, name), f"{name} rotated")
+    await asyncio.sleep(ROTATION_INTERVAL + 5)  # due rotations under the new leader
+    firing.set()
+    fired = await firer
+    deliveries = await asyncio.to_thread(
+        emulator.wait_for_deliveries, fired * RESOURCES, timeout=60
+    )
+
+    # -- the figures, from the outside: the emulator, the endpoint, each replica's proxies.
+    acted = [t - killed_at for t in _acts(leader) if t > killed_at]
+    first_action = acted[0] if acted else math.inf
+    replicas = [first, *others]
+    writes = {
+        r.name: (
+            len([w for w in (r.link.writes() if r.link else []) if "/leases/" not in w.path]),
+            len([c for c in r.proxy.records if c.method != "GET"]),
+        )
+        for r in replicas
+    }
+    rotations: dict[str, list[float]] = {}
+    for r in replicas:
+        for call in r.proxy.records:
+            if ":rotateSigningSecret" in call.path and call.status == 200:
+                rotations.setdefault(_rotated_id(call.path), []).append(call.at)
+    doubles = sum(
+        1
+        for times in rotations.values()
+        for before, after in itertools.pairwise(sorted(times))
+        if after - before < 5.0
+    )
+    core = kubernetes.client.CoreV1Api(cluster.objects.api_client)
+    remote = {w.id: w for w in emulator.client().webhooks.list(page_size=100).webhooks or ()}
+    unaccepted, held_by = [], {}
+    for name in names:
+        secret = core.read_namespaced_secret(
+            f"{name}{crd.DEFAULT_SIGNING_SECRET_SUFFIX}", cluster.namespace
+        )
+        held = decode_data({k: str(v) for k, v in (secret.data or {}).items()})
+        held_by[name] = [s.secret for s in held.secrets]
+        reported = [str(s.truncated_secret) for s in remote[webhook_of[name]].signing_secrets or []]
+        if held.current is None or remote_identity(held.current.secret, reported) != KNOWN:
+            unaccepted.append(name)
+    failed = 0
+    for request in endpoint.requests:
+        name = request.path.rsplit("/", 1)[-1]
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if not any(_verifies(s, request.body, headers) for s in held_by.get(name, [])):
+            failed += 1
+    undelivered = [d for d in deliveries if d.get("state") != "delivered"]
+    bound = TIMING.lease_duration + 1.2 * TIMING.retry_period
+    figures = (
+        f"HA figures ({'sandbox' if kube.is_sandbox else 'real control plane'}): 3 replicas, "
+        f"{RESOURCES} resources, rotation every {ROTATION_INTERVAL:.0f} s, {REQUESTED} requested "
+        f"| SIGKILL of the leader: Lease taken over after {holder_change:.1f} s, first write "
+        f"by the new leader after {first_action:.1f} s (lease + retry = {bound:.1f} s) "
+        f"| writes per replica (Kubernetes without the Lease, WebhookService): "
+        + ", ".join(f"{n} {k}+{w}" for n, (k, w) in writes.items())
+        + f" | rotations {sum(len(t) for t in rotations.values())}, double actions {doubles} "
+        f"| deliveries {len(endpoint.requests)} received ({len(deliveries)} logged), "
+        f"{failed} failing verification, {len(undelivered)} not delivered "
+        f"| Secrets the remote does not accept: {len(unaccepted)}"
+    )
+    print(figures)
+    # One writer at a time: replica-a's last write precedes the new leader's first; the
+    # other follower never wrote.
+    assert max(_acts(first), default=-math.inf) < killed_at + first_action, figures
+    assert _acts(follower) == [], figures
+    assert sorted(remote) == sorted(webhook_of.values()), figures  # one remote webhook each
+    assert unaccepted == [], figures
+    assert doubles == 0, figures
+    assert failed == 0 and undelivered == [], figures
+    assert len(endpoint.requests) >= fired * RESOURCES, figures
+    assert holder_change <= bound + 1.0, figures  # + the test's polling
+    # Acting also waits for kopf to start and list the resources on the new leader.
+    assert first_action <= bound + 5.0, figures
+
+
+def _verifies(secret: str, body: bytes, headers: dict[str, str]) -> bool:
+    try:
+        standardwebhooks.Webhook(secret).verify(body, headers)
+    except standardwebhooks.WebhookVerificationError:
+        return False
+    return True
