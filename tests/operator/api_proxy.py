@@ -161,6 +161,8 @@ class KubeLink:
 
     `cut()` partitions the replica: every open connection is aborted and every new one is
     dropped unanswered (recorded with status 0: what the replica tried), until `heal()`.
+    It serves from a thread of its own (`serve`, `close`): a test's loop that blocks on a
+    synchronous API call must not stall the replica's link (a leader would miss renewals).
     """
 
     access: ClusterAccess
@@ -170,9 +172,35 @@ class KubeLink:
     _open: set[asyncio.Transport] = field(default_factory=set)
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def serve(cls, access: ClusterAccess) -> KubeLink:
+        link = cls(access)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="kube-link", daemon=True)
+        thread.start()
+        link._loop, link._thread = loop, thread
+        asyncio.run_coroutine_threadsafe(link._start(), loop).result(timeout=10)
+        return link
+
+    def close(self) -> None:
+        loop, thread = self._loop, self._thread
+        assert loop is not None and thread is not None
+        asyncio.run_coroutine_threadsafe(self._stop(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+    def _record(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self.records.append(Recorded(method, path, status))
 
     def writes(self, since: float = -math.inf) -> list[Recorded]:
-        return [r for r in self.records if r.method in WRITES and r.at >= since]
+        with self._lock:
+            return [r for r in self.records if r.method in WRITES and r.at >= since]
 
     def kubeconfig(self, path: Path) -> Path:
         """A kubeconfig that reaches the API only through this link."""
@@ -190,7 +218,11 @@ class KubeLink:
         return path
 
     def cut(self) -> None:
-        self.cut_at = time.monotonic()
+        self.cut_at = time.monotonic()  # from now on every request is dropped
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._abort_open)
+
+    def _abort_open(self) -> None:
         for transport in list(self._open):
             transport.abort()
 
@@ -200,16 +232,14 @@ class KubeLink:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         transport = request.transport
         if self.cut_at is not None or transport is None:
-            self.records.append(Recorded(request.method, request.path, 0))
+            self._record(request.method, request.path, 0)
             if transport is not None:
                 transport.abort()
             raise ConnectionResetError("partitioned")
         assert self._session is not None
-        headers = {
-            k: v
-            for k, v in request.headers.items()
-            if k.lower() not in ("host", "authorization", "content-length")
-        }
+        body = await request.read()
+        dropped = {"host", "authorization", "content-length", *(() if body else ("content-type",))}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in dropped}
         token = self.access.bearer_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -218,10 +248,10 @@ class KubeLink:
             async with self._session.request(
                 request.method,
                 self.access.server.rstrip("/") + request.path_qs,
-                data=await request.read(),
+                data=body or None,
                 headers=headers,
             ) as upstream:
-                self.records.append(Recorded(request.method, request.path, upstream.status))
+                self._record(request.method, request.path, upstream.status)
                 response = web.StreamResponse(status=upstream.status)
                 if upstream.content_type:
                     response.content_type = upstream.content_type
@@ -233,7 +263,7 @@ class KubeLink:
         finally:
             self._open.discard(transport)
 
-    async def start(self) -> KubeLink:
+    async def _start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         connector = aiohttp.TCPConnector(ssl=self.access.ssl_context())
         self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
@@ -245,11 +275,9 @@ class KubeLink:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
-        return self
 
-    async def stop(self) -> None:
-        for transport in list(self._open):
-            transport.abort()
+    async def _stop(self) -> None:
+        self._abort_open()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

@@ -348,7 +348,7 @@ async def cluster(kube: Any, emulator: Any, tmp_path: Path) -> AsyncIterator[Clu
                 replica.process.wait(5)
             await replica.proxy.stop()
             if replica.link is not None:
-                await replica.link.stop()
+                replica.link.close()
         if not kube.is_sandbox:
             kubectl(kube, tmp_path, "delete", "namespace", namespace, "--wait=false")
         api_client.close()
@@ -468,9 +468,9 @@ async def test_a_leader_cut_from_the_api_server_stops_writing_and_rejoins_as_a_f
     healed and restarted (as the kubelet would), it follows and writes nothing."""
     endpoint = emulator.endpoint()
     access = ClusterAccess.load(str(kube.kubeconfig))
-    first = await cluster.start("replica-a", link=await KubeLink(access).start())
+    first = await cluster.start("replica-a", link=KubeLink.serve(access))
     await cluster.until(lambda: cluster.holder() == "replica-a", "replica-a to lead")
-    second = await cluster.start("replica-b", link=await KubeLink(access).start())
+    second = await cluster.start("replica-b", link=KubeLink.serve(access))
     names = ["one", "two", "three"]
     for name in names:
         cluster.create(name, endpoint.url)
@@ -478,6 +478,7 @@ async def test_a_leader_cut_from_the_api_server_stops_writing_and_rejoins_as_a_f
         await cluster.until(functools.partial(cluster.webhook_id, name), f"{name} reconciled")
     link = first.link
     assert link is not None and link.writes(), "replica-a's writes do not pass its link"
+    assert cluster.holder() == "replica-a" and first.process.poll() is None, first.log()[-3000:]
 
     link.cut()
     cut_at = link.cut_at
@@ -506,6 +507,7 @@ async def test_a_leader_cut_from_the_api_server_stops_writing_and_rejoins_as_a_f
     ]
     last = max(tried, default=0.0)
     figures = (
+        f"HA figures ({'sandbox' if kube.is_sandbox else 'real control plane'}), partition: "
         f"takeover {takeover:.1f} s after the cut (bound "
         f"{TIMING.lease_duration + 2.4 * TIMING.retry_period + 2:.1f}); replica-a stopped "
         f"{stopped:.1f} s after it; its last write attempt {last:.2f} s after it "
@@ -570,10 +572,10 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
     endpoint = emulator.endpoint()
     access = ClusterAccess.load(str(kube.kubeconfig))
     names = [f"load-{i:02d}" for i in range(RESOURCES)]
-    first = await cluster.start("replica-a", link=await KubeLink(access).start())
+    first = await cluster.start("replica-a", link=KubeLink.serve(access))
     await cluster.until(lambda: cluster.holder() == "replica-a", "replica-a to lead")
     others = [
-        await cluster.start(name, link=await KubeLink(access).start())
+        await cluster.start(name, link=KubeLink.serve(access))
         for name in ("replica-b", "replica-c")
     ]
     for name in names:
@@ -598,6 +600,8 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
     firer = asyncio.create_task(fire())
     await asyncio.sleep(ROTATION_INTERVAL + 5)  # due rotations under replica-a
 
+    # replica-a led all along (a renewal missed under load would end this test early).
+    assert cluster.holder() == "replica-a" and first.process.poll() is None, first.log()[-3000:]
     killed_at = time.monotonic()
     os.killpg(first.process.pid, signal.SIGKILL)
     for name in names[:REQUESTED]:
@@ -658,7 +662,7 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
     undelivered = [d for d in deliveries if d.get("state") != "delivered"]
     bound = TIMING.lease_duration + 1.2 * TIMING.retry_period
     figures = (
-        f"HA figures ({'sandbox' if kube.is_sandbox else 'real control plane'}): 3 replicas, "
+        f"HA figures ({'sandbox' if kube.is_sandbox else 'real control plane'}), load: 3 replicas, "
         f"{RESOURCES} resources, rotation every {ROTATION_INTERVAL:.0f} s, {REQUESTED} requested "
         f"| SIGKILL of the leader: Lease taken over after {holder_change:.1f} s, first write "
         f"by the new leader after {first_action:.1f} s (lease + retry = {bound:.1f} s) "
