@@ -185,7 +185,12 @@ class Cluster:
     replicas: list[Replica] = field(default_factory=list)
 
     async def start(
-        self, name: str, *, link: KubeLink | None = None, restart: Replica | None = None
+        self,
+        name: str,
+        *,
+        link: KubeLink | None = None,
+        restart: Replica | None = None,
+        drift_interval: float = 600,
     ) -> Replica:
         """A replica; with `link`, it reaches the Kubernetes API only through it; `restart`:
         the same replica again after it exited (as the kubelet restarts a container), with
@@ -222,7 +227,7 @@ class Cluster:
                     f"--renew-deadline={TIMING.renew_deadline}",
                     f"--retry-period={TIMING.retry_period}",
                     f"--api-base-url={proxy.url}",
-                    "--drift-interval=600",
+                    f"--drift-interval={drift_interval}",
                     f"--liveness=http://127.0.0.1:{health_port}/healthz",
                     "--metrics-port=0",
                     "--metrics-address=127.0.0.1",
@@ -543,6 +548,7 @@ async def test_a_leader_cut_from_the_api_server_stops_writing_and_rejoins_as_a_f
 
 RESOURCES = 20
 ROTATION_INTERVAL = 30.0  # seconds: rotations fall due all through the run
+DRIFT_INTERVAL = 5.0  # how often a due rotation is noticed
 REQUESTED = 5  # resources whose rotation is requested right after the leader dies
 
 
@@ -572,10 +578,12 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
     endpoint = emulator.endpoint()
     access = ClusterAccess.load(str(kube.kubeconfig))
     names = [f"load-{i:02d}" for i in range(RESOURCES)]
-    first = await cluster.start("replica-a", link=KubeLink.serve(access))
+    first = await cluster.start(
+        "replica-a", link=KubeLink.serve(access), drift_interval=DRIFT_INTERVAL
+    )
     await cluster.until(lambda: cluster.holder() == "replica-a", "replica-a to lead")
     others = [
-        await cluster.start(name, link=KubeLink.serve(access))
+        await cluster.start(name, link=KubeLink.serve(access), drift_interval=DRIFT_INTERVAL)
         for name in ("replica-b", "replica-c")
     ]
     for name in names:
@@ -602,6 +610,8 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
 
     # replica-a led all along (a renewal missed under load would end this test early).
     assert cluster.holder() == "replica-a" and first.process.poll() is None, first.log()[-3000:]
+    due_before = len([r for r in first.proxy.records if ":rotateSigningSecret" in r.path])
+    assert due_before > 0, "no rotation fell due under replica-a"
     killed_at = time.monotonic()
     os.killpg(first.process.pid, signal.SIGKILL)
     for name in names[:REQUESTED]:
@@ -663,12 +673,14 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
     bound = TIMING.lease_duration + 1.2 * TIMING.retry_period
     figures = (
         f"HA figures ({'sandbox' if kube.is_sandbox else 'real control plane'}), load: 3 replicas, "
-        f"{RESOURCES} resources, rotation every {ROTATION_INTERVAL:.0f} s, {REQUESTED} requested "
+        f"{RESOURCES} resources, rotation every {ROTATION_INTERVAL:.0f} s (noticed within "
+        f"{DRIFT_INTERVAL:.0f} s), {REQUESTED} requested "
         f"| SIGKILL of the leader: Lease taken over after {holder_change:.1f} s, first write "
         f"by the new leader after {first_action:.1f} s (lease + retry = {bound:.1f} s) "
         f"| writes per replica (Kubernetes without the Lease, WebhookService): "
         + ", ".join(f"{n} {k}+{w}" for n, (k, w) in writes.items())
-        + f" | rotations {sum(len(t) for t in rotations.values())}, double actions {doubles} "
+        + f" | rotations {sum(len(t) for t in rotations.values())} ({due_before} by replica-a "
+        f"before the kill), double actions (a webhook rotated twice within 5 s) {doubles} "
         f"| deliveries {len(endpoint.requests)} received ({len(deliveries)} logged), "
         f"{failed} failing verification, {len(undelivered)} not delivered "
         f"| Secrets the remote does not accept: {len(unaccepted)}"
