@@ -565,19 +565,144 @@ def _acts(replica: Replica) -> list[float]:
     return sorted(remote + [r.at for r in link.writes() if "/leases/" not in r.path])
 
 
+@dataclass
+class Load:
+    """20 resources rotating every 30 s, an event fired every 2 s to all of them, and what
+    the outside observers saw: the emulator, the endpoint, each replica's two proxies."""
+
+    cluster: Cluster
+    emulator: Any
+    endpoint: Any
+    names: list[str]
+    webhook_of: dict[str, str] = field(default_factory=dict)
+    firing: asyncio.Event = field(default_factory=asyncio.Event)
+    firer: asyncio.Task[int] | None = None
+
+    @classmethod
+    async def begin(cls, cluster: Cluster, emulator: Any) -> Load:
+        load = cls(
+            cluster, emulator, emulator.endpoint(), [f"load-{i:02d}" for i in range(RESOURCES)]
+        )
+        interval = {"interval": f"{ROTATION_INTERVAL:.0f}s"}
+        for name in load.names:
+            cluster.create(name, f"{load.endpoint.url}/{name}", rotation=interval)
+        for name in load.names:
+            await cluster.until(functools.partial(cluster.webhook_id, name), f"{name} reconciled")
+        load.webhook_of = {name: str(cluster.webhook_id(name)) for name in load.names}
+        load.firer = asyncio.create_task(load._fire())
+        return load
+
+    async def _fire(self) -> int:
+        fired = 0
+        while not self.firing.is_set():
+            await asyncio.to_thread(self.emulator.fire, "batch.succeeded")
+            fired += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.firing.wait(), 2.0)
+        return fired
+
+    async def end(self, replicas: list[Replica]) -> tuple[str, list[str]]:
+        """Stop firing, let the deliveries settle; the figures, and what went wrong."""
+        assert self.firer is not None
+        self.firing.set()
+        fired = await self.firer
+        deliveries = await asyncio.to_thread(
+            self.emulator.wait_for_deliveries, fired * RESOURCES, timeout=60
+        )
+        writes = {
+            r.name: (
+                len([w for w in (r.link.writes() if r.link else []) if "/leases/" not in w.path]),
+                len([c for c in r.proxy.records if c.method != "GET"]),
+            )
+            for r in replicas
+        }
+        rotations: dict[str, list[float]] = {}
+        for r in replicas:
+            for call in r.proxy.records:
+                if ":rotateSigningSecret" in call.path and call.status == 200:
+                    rotations.setdefault(_rotated_id(call.path), []).append(call.at)
+        doubles = sum(
+            1
+            for times in rotations.values()
+            for before, after in itertools.pairwise(sorted(times))
+            if after - before < 5.0
+        )
+        core = kubernetes.client.CoreV1Api(self.cluster.objects.api_client)
+        listed = self.emulator.client().webhooks.list(page_size=100).webhooks or ()
+        remote = {w.id: w for w in listed}
+        unaccepted, held_by = [], {}
+        for name in self.names:
+            secret = core.read_namespaced_secret(
+                f"{name}{crd.DEFAULT_SIGNING_SECRET_SUFFIX}", self.cluster.namespace
+            )
+            held = decode_data({k: str(v) for k, v in (secret.data or {}).items()})
+            held_by[name] = [s.secret for s in held.secrets]
+            found = remote[self.webhook_of[name]].signing_secrets or []
+            reported = [str(s.truncated_secret) for s in found]
+            if held.current is None or remote_identity(held.current.secret, reported) != KNOWN:
+                unaccepted.append(name)
+        failed = 0
+        for request in self.endpoint.requests:
+            name = request.path.rsplit("/", 1)[-1]
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            if not any(_verifies(s, request.body, headers) for s in held_by.get(name, [])):
+                failed += 1
+        undelivered = [d for d in deliveries if d.get("state") != "delivered"]
+        writers = _writers(replicas)
+        figures = (
+            "writes per replica (Kubernetes without the Lease + WebhookService): "
+            + ", ".join(f"{n} {k}+{w}" for n, (k, w) in writes.items())
+            + f" | writers in turn: {' > '.join(writers)}"
+            f" | rotations {sum(len(t) for t in rotations.values())}, double actions (a "
+            f"webhook rotated twice within 5 s) {doubles} | deliveries "
+            f"{len(self.endpoint.requests)} received ({len(deliveries)} logged), {failed} failing verification, "
+            f"{len(undelivered)} not delivered | Secrets the remote does not accept: "
+            f"{len(unaccepted)}"
+        )
+        wrong = [
+            what
+            for what, bad in (
+                ("a replica wrote again after another had", len(set(writers)) != len(writers)),
+                (
+                    "not one remote webhook per resource",
+                    sorted(remote) != sorted(self.webhook_of.values()),
+                ),
+                ("a Secret the remote does not accept", bool(unaccepted)),
+                ("a rotation done twice", doubles > 0),
+                ("a delivery failing verification or undelivered", bool(failed or undelivered)),
+                ("deliveries missing", len(self.endpoint.requests) < fired * RESOURCES),
+            )
+            if bad
+        ]
+        return figures, wrong
+
+
+def _held_by_one_of(cluster: Cluster, names: set[str]) -> bool:
+    return cluster.holder() in names
+
+
+def _ready(replica: Replica) -> bool:
+    return replica.health()[0] == 200
+
+
+def _writers(replicas: list[Replica]) -> list[str]:
+    """The replicas that wrote, in turn (consecutive writes of one replica as one turn):
+    with one writer at any instant, nobody appears twice."""
+    ordered = sorted((t, r.name) for r in replicas for t in _acts(r))
+    return [name for name, _ in itertools.groupby(name for _, name in ordered)]
+
+
 @pytest.mark.timeout(600)
 async def test_three_replicas_under_load_survive_a_killed_leader(
     cluster: Cluster, emulator: Any, kube: Any
 ) -> None:
     """Issue 24's load run: 3 replicas, 20 resources with rotations due every 30 s and five
-    requested, deliveries flowing all along; the leader is SIGKILLed. A follower acts within
-    the lease duration and retry period (plus the start of its kopf machinery); one replica
-    writes at any time; every resource keeps one remote webhook and a Secret the remote
-    accepts; no rotation twice; every delivery verifies with its resource's Secret. The
-    figures are printed (bench/operator/ha.py runs this test and shows them)."""
-    endpoint = emulator.endpoint()
+    requested, deliveries flowing all along; the leader is SIGKILLed. The Lease is taken
+    within the lease duration and retry period, and the new leader writes once its kopf
+    machinery started; one replica writes at any time; every resource keeps one remote
+    webhook and a Secret the remote accepts; no rotation twice; every delivery verifies with
+    its resource's Secret. The figures are printed (bench/operator/ha.py shows them)."""
     access = ClusterAccess.load(str(kube.kubeconfig))
-    names = [f"load-{i:02d}" for i in range(RESOURCES)]
     first = await cluster.start(
         "replica-a", link=KubeLink.serve(access), drift_interval=DRIFT_INTERVAL
     )
@@ -586,26 +711,7 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
         await cluster.start(name, link=KubeLink.serve(access), drift_interval=DRIFT_INTERVAL)
         for name in ("replica-b", "replica-c")
     ]
-    for name in names:
-        cluster.create(
-            name, f"{endpoint.url}/{name}", rotation={"interval": f"{ROTATION_INTERVAL:.0f}s"}
-        )
-    for name in names:
-        await cluster.until(functools.partial(cluster.webhook_id, name), f"{name} reconciled")
-    webhook_of = {name: str(cluster.webhook_id(name)) for name in names}
-
-    firing = asyncio.Event()
-
-    async def fire() -> int:
-        fired = 0
-        while not firing.is_set():
-            await asyncio.to_thread(emulator.fire, "batch.succeeded")
-            fired += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(firing.wait(), 2.0)
-        return fired
-
-    firer = asyncio.create_task(fire())
+    load = await Load.begin(cluster, emulator)
     await asyncio.sleep(ROTATION_INTERVAL + 5)  # due rotations under replica-a
 
     # replica-a led all along (a renewal missed under load would end this test early).
@@ -614,90 +720,91 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
     assert due_before > 0, "no rotation fell due under replica-a"
     killed_at = time.monotonic()
     os.killpg(first.process.pid, signal.SIGKILL)
-    for name in names[:REQUESTED]:
+    requested = load.names[:REQUESTED]
+    for name in requested:
         cluster.request_rotation(name)
     await cluster.until(lambda: cluster.holder() in ("replica-b", "replica-c"), "a new leader")
     holder_change = time.monotonic() - killed_at
     leader = next(r for r in others if r.name == cluster.holder())
-    follower = next(r for r in others if r is not leader)
-    for name in names[:REQUESTED]:
+    for name in requested:
         await cluster.until(functools.partial(cluster.rotated, name), f"{name} rotated")
     await asyncio.sleep(ROTATION_INTERVAL + 5)  # due rotations under the new leader
-    firing.set()
-    fired = await firer
-    deliveries = await asyncio.to_thread(
-        emulator.wait_for_deliveries, fired * RESOURCES, timeout=60
-    )
+    observed, wrong = await load.end([first, *others])
 
-    # -- the figures, from the outside: the emulator, the endpoint, each replica's proxies.
     acted = [t - killed_at for t in _acts(leader) if t > killed_at]
     first_action = acted[0] if acted else math.inf
-    replicas = [first, *others]
-    writes = {
-        r.name: (
-            len([w for w in (r.link.writes() if r.link else []) if "/leases/" not in w.path]),
-            len([c for c in r.proxy.records if c.method != "GET"]),
-        )
-        for r in replicas
-    }
-    rotations: dict[str, list[float]] = {}
-    for r in replicas:
-        for call in r.proxy.records:
-            if ":rotateSigningSecret" in call.path and call.status == 200:
-                rotations.setdefault(_rotated_id(call.path), []).append(call.at)
-    doubles = sum(
-        1
-        for times in rotations.values()
-        for before, after in itertools.pairwise(sorted(times))
-        if after - before < 5.0
-    )
-    core = kubernetes.client.CoreV1Api(cluster.objects.api_client)
-    remote = {w.id: w for w in emulator.client().webhooks.list(page_size=100).webhooks or ()}
-    unaccepted, held_by = [], {}
-    for name in names:
-        secret = core.read_namespaced_secret(
-            f"{name}{crd.DEFAULT_SIGNING_SECRET_SUFFIX}", cluster.namespace
-        )
-        held = decode_data({k: str(v) for k, v in (secret.data or {}).items()})
-        held_by[name] = [s.secret for s in held.secrets]
-        reported = [str(s.truncated_secret) for s in remote[webhook_of[name]].signing_secrets or []]
-        if held.current is None or remote_identity(held.current.secret, reported) != KNOWN:
-            unaccepted.append(name)
-    failed = 0
-    for request in endpoint.requests:
-        name = request.path.rsplit("/", 1)[-1]
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        if not any(_verifies(s, request.body, headers) for s in held_by.get(name, [])):
-            failed += 1
-    undelivered = [d for d in deliveries if d.get("state") != "delivered"]
     bound = TIMING.lease_duration + 1.2 * TIMING.retry_period
     figures = (
-        f"HA figures ({'sandbox' if kube.is_sandbox else 'real control plane'}), load: 3 replicas, "
-        f"{RESOURCES} resources, rotation every {ROTATION_INTERVAL:.0f} s (noticed within "
-        f"{DRIFT_INTERVAL:.0f} s), {REQUESTED} requested "
-        f"| SIGKILL of the leader: Lease taken over after {holder_change:.1f} s, first write "
-        f"by the new leader after {first_action:.1f} s (lease + retry = {bound:.1f} s) "
-        f"| writes per replica (Kubernetes without the Lease, WebhookService): "
-        + ", ".join(f"{n} {k}+{w}" for n, (k, w) in writes.items())
-        + f" | rotations {sum(len(t) for t in rotations.values())} ({due_before} by replica-a "
-        f"before the kill), double actions (a webhook rotated twice within 5 s) {doubles} "
-        f"| deliveries {len(endpoint.requests)} received ({len(deliveries)} logged), "
-        f"{failed} failing verification, {len(undelivered)} not delivered "
-        f"| Secrets the remote does not accept: {len(unaccepted)}"
+        f"HA figures ({'sandbox' if kube.is_sandbox else 'real control plane'}), load: 3 "
+        f"replicas, {RESOURCES} resources, rotation every {ROTATION_INTERVAL:.0f} s (noticed "
+        f"within {DRIFT_INTERVAL:.0f} s), {REQUESTED} requested | SIGKILL of the leader: Lease "
+        f"taken over after {holder_change:.1f} s, first write by the new leader after "
+        f"{first_action:.1f} s (lease + retry = {bound:.1f} s) | {due_before} rotations by "
+        f"replica-a before the kill | {observed}"
     )
     print(figures)
-    # One writer at a time: replica-a's last write precedes the new leader's first; the
-    # other follower never wrote.
-    assert max(_acts(first), default=-math.inf) < killed_at + first_action, figures
-    assert _acts(follower) == [], figures
-    assert sorted(remote) == sorted(webhook_of.values()), figures  # one remote webhook each
-    assert unaccepted == [], figures
-    assert doubles == 0, figures
-    assert failed == 0 and undelivered == [], figures
-    assert len(endpoint.requests) >= fired * RESOURCES, figures
+    assert wrong == [], figures
     assert holder_change <= bound + 1.0, figures  # + the test's polling
     # Acting also waits for kopf to start and list the resources on the new leader.
     assert first_action <= bound + 5.0, figures
+
+
+@pytest.mark.timeout(600)
+async def test_a_rolling_update_under_load_hands_over_without_doing_anything_twice(
+    cluster: Cluster, emulator: Any, kube: Any
+) -> None:
+    """The Deployment's rollout order (maxSurge 1, maxUnavailable 0), simulated with real
+    processes: for each of 3 old replicas a new one starts and stands by, then the old one
+    gets SIGTERM (a graceful stop releases the Lease). Under load, with a rotation requested
+    at each step: one replica writes at any time, every handover is bounded by a retry
+    period or so (released, not expired), nothing is done twice."""
+    access = ClusterAccess.load(str(kube.kubeconfig))
+
+    async def start(name: str) -> Replica:
+        return await cluster.start(name, link=KubeLink.serve(access), drift_interval=DRIFT_INTERVAL)
+
+    old = [await start("old-a")]
+    await cluster.until(lambda: cluster.holder() == "old-a", "old-a to lead")
+    old += [await start("old-b"), await start("old-c")]
+    load = await Load.begin(cluster, emulator)
+    await asyncio.sleep(10)
+    alive = list(old)
+    new: list[Replica] = []
+    handovers: list[float] = []
+    for step, leaving in enumerate(old):
+        arriving = await start(f"new-{'abc'[step]}")
+        new.append(arriving)
+        alive.append(arriving)
+        await cluster.until(functools.partial(_ready, arriving), f"{arriving.name} ready")
+        name = load.names[step]
+        cluster.request_rotation(name)
+        led = cluster.holder() == leaving.name
+        leaving.process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.to_thread(leaving.process.wait, 30)
+        exited_at = time.monotonic()
+        alive.remove(leaving)
+        assert returncode == 0, leaving.log()[-3000:]
+        if led:
+            assert "released the leader Lease" in leaving.log()
+            await cluster.until(
+                functools.partial(_held_by_one_of, cluster, {r.name for r in alive}), "a new leader"
+            )
+            handovers.append(time.monotonic() - exited_at)
+        await cluster.until(functools.partial(cluster.rotated, name), f"{name} rotated")
+    await asyncio.sleep(10)
+    observed, wrong = await load.end([*old, *new])
+    figures = (
+        f"HA figures ({'sandbox' if kube.is_sandbox else 'real control plane'}), rolling "
+        f"update: 3 replicas replaced one by one under load ({RESOURCES} resources, rotation "
+        f"every {ROTATION_INTERVAL:.0f} s, 3 requested) | handovers "
+        f"{', '.join(f'{h:.1f} s' for h in handovers)} after the old leader exited "
+        f"(retry period {TIMING.retry_period:.0f} s, lease {TIMING.lease_duration:.0f} s) "
+        f"| {observed}"
+    )
+    print(figures)
+    assert wrong == [], figures
+    assert handovers, figures  # the leader was among the replaced
+    assert max(handovers) < TIMING.lease_duration, figures  # released, not expired
 
 
 def _verifies(secret: str, body: bytes, headers: dict[str, str]) -> bool:
