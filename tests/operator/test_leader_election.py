@@ -655,7 +655,8 @@ class Load:
             + f" | writers in turn: {' > '.join(writers)}"
             f" | rotations {sum(len(t) for t in rotations.values())}, double actions (a "
             f"webhook rotated twice within 5 s) {doubles} | deliveries "
-            f"{len(self.endpoint.requests)} received ({len(deliveries)} logged), {failed} failing verification, "
+            f"{len(self.endpoint.requests)} received ({len(deliveries)} logged), "
+            f"{failed} failing verification, "
             f"{len(undelivered)} not delivered | Secrets the remote does not accept: "
             f"{len(unaccepted)}"
         )
