@@ -567,25 +567,28 @@ def _acts(replica: Replica) -> list[float]:
 
 @dataclass
 class Load:
-    """20 resources rotating every 30 s, an event fired every 2 s to all of them, and what
-    the outside observers saw: the emulator, the endpoint, each replica's two proxies."""
+    """20 resources, an event fired every 2 s to all of them, and what the outside observers
+    saw: the emulator, the endpoint, each replica's two proxies. The first `requested`
+    resources rotate only when asked (each request must make exactly one rotation), the
+    others every 30 s (none may rotate twice within 5 s)."""
 
     cluster: Cluster
     emulator: Any
     endpoint: Any
     names: list[str]
+    requested: list[str]
     webhook_of: dict[str, str] = field(default_factory=dict)
     firing: asyncio.Event = field(default_factory=asyncio.Event)
     firer: asyncio.Task[int] | None = None
 
     @classmethod
-    async def begin(cls, cluster: Cluster, emulator: Any) -> Load:
-        load = cls(
-            cluster, emulator, emulator.endpoint(), [f"load-{i:02d}" for i in range(RESOURCES)]
-        )
+    async def begin(cls, cluster: Cluster, emulator: Any, requested: int) -> Load:
+        names = [f"load-{i:02d}" for i in range(RESOURCES)]
+        load = cls(cluster, emulator, emulator.endpoint(), names, names[:requested])
         interval = {"interval": f"{ROTATION_INTERVAL:.0f}s"}
         for name in load.names:
-            cluster.create(name, f"{load.endpoint.url}/{name}", rotation=interval)
+            spec = {} if name in load.requested else {"rotation": interval}
+            cluster.create(name, f"{load.endpoint.url}/{name}", **spec)
         for name in load.names:
             await cluster.until(functools.partial(cluster.webhook_id, name), f"{name} reconciled")
         load.webhook_of = {name: str(cluster.webhook_id(name)) for name in load.names}
@@ -621,9 +624,11 @@ class Load:
             for call in r.proxy.records:
                 if ":rotateSigningSecret" in call.path and call.status == 200:
                     rotations.setdefault(_rotated_id(call.path), []).append(call.at)
-        doubles = sum(
+        on_request = {self.webhook_of[n] for n in self.requested}
+        doubles = sum(len(rotations.get(w, [])) != 1 for w in on_request) + sum(
             1
-            for times in rotations.values()
+            for webhook, times in rotations.items()
+            if webhook not in on_request
             for before, after in itertools.pairwise(sorted(times))
             if after - before < 5.0
         )
@@ -654,7 +659,8 @@ class Load:
             + ", ".join(f"{n} {k}+{w}" for n, (k, w) in writes.items())
             + f" | writers in turn: {' > '.join(writers)}"
             f" | rotations {sum(len(t) for t in rotations.values())}, double actions (a "
-            f"webhook rotated twice within 5 s) {doubles} | deliveries "
+            f"requested rotation not done exactly once, a due one twice within 5 s) {doubles} "
+            f"| deliveries "
             f"{len(self.endpoint.requests)} received ({len(deliveries)} logged), "
             f"{failed} failing verification, "
             f"{len(undelivered)} not delivered | Secrets the remote does not accept: "
@@ -712,7 +718,7 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
         await cluster.start(name, link=KubeLink.serve(access), drift_interval=DRIFT_INTERVAL)
         for name in ("replica-b", "replica-c")
     ]
-    load = await Load.begin(cluster, emulator)
+    load = await Load.begin(cluster, emulator, REQUESTED)
     await asyncio.sleep(ROTATION_INTERVAL + 5)  # due rotations under replica-a
 
     # replica-a led all along (a renewal missed under load would end this test early).
@@ -721,13 +727,12 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
     assert due_before > 0, "no rotation fell due under replica-a"
     killed_at = time.monotonic()
     os.killpg(first.process.pid, signal.SIGKILL)
-    requested = load.names[:REQUESTED]
-    for name in requested:
+    for name in load.requested:
         cluster.request_rotation(name)
     await cluster.until(lambda: cluster.holder() in ("replica-b", "replica-c"), "a new leader")
     holder_change = time.monotonic() - killed_at
     leader = next(r for r in others if r.name == cluster.holder())
-    for name in requested:
+    for name in load.requested:
         await cluster.until(functools.partial(cluster.rotated, name), f"{name} rotated")
     await asyncio.sleep(ROTATION_INTERVAL + 5)  # due rotations under the new leader
     observed, wrong = await load.end([first, *others])
@@ -767,7 +772,7 @@ async def test_a_rolling_update_under_load_hands_over_without_doing_anything_twi
     old = [await start("old-a")]
     await cluster.until(lambda: cluster.holder() == "old-a", "old-a to lead")
     old += [await start("old-b"), await start("old-c")]
-    load = await Load.begin(cluster, emulator)
+    load = await Load.begin(cluster, emulator, len(old))
     await asyncio.sleep(10)
     alive = list(old)
     new: list[Replica] = []
@@ -777,7 +782,7 @@ async def test_a_rolling_update_under_load_hands_over_without_doing_anything_twi
         new.append(arriving)
         alive.append(arriving)
         await cluster.until(functools.partial(_ready, arriving), f"{arriving.name} ready")
-        name = load.names[step]
+        name = load.requested[step]
         cluster.request_rotation(name)
         led = cluster.holder() == leaving.name
         leaving.process.send_signal(signal.SIGTERM)
