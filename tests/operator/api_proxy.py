@@ -15,6 +15,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,19 @@ import aiohttp
 from aiohttp import web
 
 from gemini_webhook_operator.kube import ClusterAccess
+
+
+async def _serve(
+    app: web.Application, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> tuple[web.AppRunner, str]:
+    """Serve every path with `handler` on an ephemeral loopback port: the runner, the URL."""
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
 
 
 @dataclass
@@ -133,14 +147,7 @@ class FaultProxy:
 
     async def start(self) -> FaultProxy:
         self._session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await _serve(web.Application(), self._handle)
         return self
 
     async def stop(self) -> None:
@@ -268,13 +275,7 @@ class KubeLink:
         connector = aiohttp.TCPConnector(ssl=self.access.ssl_context())
         self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
         app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await _serve(app, self._handle)
 
     async def _stop(self) -> None:
         self._abort_open()

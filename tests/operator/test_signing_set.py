@@ -135,15 +135,14 @@ def test_two_rotations_from_one_read_keep_both_new_secrets_newest_first() -> Non
     assert merged.secrets[2] == ours.secrets[1]  # both changed it: ours
 
 
+def _rotated_once() -> signing.SigningSecrets:
+    """NEW, with OLD in its grace period."""
+    held = signing.fresh("wh1", OLD, NOW - timedelta(days=1))
+    return signing.rotated(held, "wh1", NEW, NOW, immediate=False, remote_truncated=())
+
+
 def test_a_secret_either_side_removed_stays_removed() -> None:
-    base = signing.rotated(
-        signing.fresh("wh1", OLD, NOW - timedelta(days=1)),
-        "wh1",
-        NEW,
-        NOW,
-        immediate=False,
-        remote_truncated=(),
-    )
+    base = _rotated_once()
     pruned = signing.SigningSecrets("wh1", base.secrets[:1])  # ours: OLD expired
     theirs = signing.rotated(
         base, "wh1", OTHER, NOW + timedelta(seconds=1), immediate=False, remote_truncated=()
@@ -157,14 +156,7 @@ def test_a_secret_either_side_removed_stays_removed() -> None:
 
 
 def test_an_entry_only_they_changed_takes_their_version() -> None:
-    base = signing.rotated(
-        signing.fresh("wh1", OLD, NOW - timedelta(days=1)),
-        "wh1",
-        NEW,
-        NOW,
-        immediate=False,
-        remote_truncated=(),
-    )
+    base = _rotated_once()
     dated = signing.with_remote_expiries(
         base, (truncate_secret(NEW), truncate_secret(OLD)), (None, NOW + timedelta(hours=3))
     )
