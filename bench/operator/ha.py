@@ -44,7 +44,10 @@ def main() -> int:
         [*command, "-k", SCENARIOS], cwd=ROOT, env=env, capture_output=True, text=True
     )
     output = result.stdout + result.stderr
-    figures = [line for line in output.splitlines() if line.startswith("HA figures")]
+    # pytest's progress dots may precede a line: take each from its marker on.
+    marker = "HA figures"
+    lines = [line for line in output.splitlines() if marker in line and not line.startswith("E ")]
+    figures = [line[line.index(marker) :] for line in lines]
     for line in figures:
         print(line.replace(" | ", "\n    "))
     summary = [line for line in output.splitlines() if " passed" in line or " failed" in line]
