@@ -18,7 +18,7 @@ from typing import Any, cast
 import kopf
 
 from gemini_webhook_operator import conditions, health
-from gemini_webhook_operator.kube import Kube, KubeError, read_signing_secret
+from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhook_operator.model import InvalidSpecError, parse
 from gemini_webhook_operator.reconciler import (
     REASON_KUBE_ERROR,
@@ -28,6 +28,7 @@ from gemini_webhook_operator.reconciler import (
     delete,
     reconcile,
 )
+from gemini_webhook_operator.signing_store import read_signing_secret
 from gemini_webhook_operator.webhookservice import WebhookServiceError
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import API_GROUP, MANAGED_BY, truncate_secret

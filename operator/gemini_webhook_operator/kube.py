@@ -1,4 +1,5 @@
-"""The Kubernetes API at the operator's edge: Secrets and the receiver's objects.
+"""The Kubernetes API at the operator's edge: Secrets and the receiver's objects (the signing
+Secret's own rules are `signing_store`).
 
 kopf watches and patches GeminiWebhooks; everything else goes through this small async
 client (aiohttp, the same credentials kopf logs in with). Credentials come from a pod's
@@ -30,7 +31,6 @@ import yaml
 
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import signing_secret as contract
-from gemini_webhooks.contracts.signing_secret import SecretFormatError, SigningSecrets
 
 JSON = dict[str, Any]
 JSONPatch = list[JSON]  # RFC 6902 operations (an alias: inside Kube, `list` is a method)
@@ -545,16 +545,6 @@ class Kube:
             return None
 
 
-@dataclass(frozen=True)
-class HeldSecrets:
-    """What the signing Secret holds, as far as the operator can tell."""
-
-    exists: bool
-    owned: bool  # created by this resource (owner reference with its UID)
-    secrets: SigningSecrets | None
-    problem: str | None  # why `secrets` is None (never secret material)
-
-
 def owner_reference(resource: Mapping[str, Any]) -> JSON:
     metadata = resource["metadata"]
     return {
@@ -565,69 +555,3 @@ def owner_reference(resource: Mapping[str, Any]) -> JSON:
         "controller": True,
         "blockOwnerDeletion": True,
     }
-
-
-def signing_secret_labels(webhook_name: str) -> dict[str, str]:
-    return {
-        contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
-        contract.LABEL_WEBHOOK: webhook_name[:63].rstrip("-."),
-        contract.LABEL_COMPONENT: contract.COMPONENT_SIGNING_SECRET,
-    }
-
-
-async def read_signing_secret(
-    kube: Kube, namespace: str, name: str, uid: str, *, max_age: float = 0.0
-) -> HeldSecrets:
-    secret = await kube.read_secret(namespace, name, max_age=max_age)
-    if secret is None:
-        return HeldSecrets(False, False, None, f"the signing Secret {name!r} does not exist")
-    owners = (secret.get("metadata") or {}).get("ownerReferences") or []
-    owned = any(o.get("uid") == uid for o in owners)
-    try:
-        held = contract.decode_data(secret.get("data") or {})
-    except SecretFormatError as error:
-        return HeldSecrets(True, owned, None, f"the signing Secret is unreadable: {error}")
-    return HeldSecrets(True, owned, held, None)
-
-
-async def write_signing_secret(
-    kube: Kube, resource: Mapping[str, Any], name: str, secrets: SigningSecrets
-) -> None:
-    """Create or overwrite the signing Secret (owned by and labelled for the resource)."""
-    metadata = resource["metadata"]
-    body: JSON = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": name,
-            "namespace": metadata["namespace"],
-            "labels": signing_secret_labels(metadata["name"]),
-            "ownerReferences": [owner_reference(resource)],
-        },
-        "data": contract.encode_data(secrets),
-    }
-    try:
-        await kube.create(body)
-    except KubeError as error:
-        if error.status != 409:
-            raise
-        # Replace the data wholesale: a merge patch would keep keys we no longer write.
-        existing = await kube.get("Secret", metadata["namespace"], name)
-        if existing is None:
-            raise KubeError(409, "the signing Secret changed concurrently") from None
-        stale = {k: None for k in (existing.get("data") or {}) if k not in body["data"]}
-        patch = {"metadata": body["metadata"], "data": {**stale, **body["data"]}}
-        if await kube.merge_patch("Secret", metadata["namespace"], name, patch) is None:
-            raise KubeError(409, "the signing Secret changed concurrently") from None
-
-
-async def release_signing_secret(kube: Kube, namespace: str, name: str, uid: str) -> None:
-    """Drop the resource's owner reference so the Secret outlives it (deletion policy Orphan)."""
-    secret = await kube.get("Secret", namespace, name)
-    if secret is None:
-        return
-    owners = (secret.get("metadata") or {}).get("ownerReferences") or []
-    kept = [o for o in owners if o.get("uid") != uid]
-    if len(kept) != len(owners):
-        await kube.merge_patch("Secret", namespace, name, {"metadata": {"ownerReferences": kept}})

@@ -36,13 +36,7 @@ from gemini_webhook_operator import (
     signing,
 )
 from gemini_webhook_operator.diff import DISABLED_BY_FAILURES, Desired, RemoteWebhook, changes
-from gemini_webhook_operator.kube import (
-    Kube,
-    KubeError,
-    label_selector,
-    read_signing_secret,
-    write_signing_secret,
-)
+from gemini_webhook_operator.kube import Kube, KubeError, label_selector
 from gemini_webhook_operator.metrics import OperatorMetrics
 from gemini_webhook_operator.model import (
     InvalidSpecError,
@@ -50,6 +44,12 @@ from gemini_webhook_operator.model import (
     marker_uid,
     parse,
     registration_problem,
+)
+from gemini_webhook_operator.signing_store import (
+    HeldSecrets,
+    read_signing_secret,
+    release_signing_secret,
+    write_signing_secret,
 )
 from gemini_webhook_operator.webhookservice import (
     REASON_INVALID_API_KEY,
@@ -439,7 +439,7 @@ async def _converge(
     rotation_reason = status.get("lastRotationReason")
     just_created = False
     if remote is None:
-        remote, secrets = await _create(op, body, spec, service, url, status, outcome, now)
+        remote, secrets = await _create(op, body, spec, service, url, status, held, outcome, now)
         just_created = secrets is not None
         if just_created:
             last_rotation, rotation_reason = now, "Created"
@@ -469,7 +469,7 @@ async def _converge(
         )
         decision = rotation.decide(given)
         if isinstance(decision, rotation.Rotate):
-            remote, secrets = await _rotate(op, body, spec, service, remote, secrets, decision, now)
+            remote, secrets = await _rotate(op, body, spec, service, remote, held, decision, now)
             last_rotation, rotation_reason = now, decision.reason
             outcome.event("Normal", "Rotated", f"{decision.reason}: {decision.message}")
             op.metrics.rotations.labels(decision.reason).inc()
@@ -488,11 +488,13 @@ async def _converge(
             )
             kept = signing.pruned(dated or secrets, now, remote.truncated_secrets) or dated
             if kept is not None:
-                await write_signing_secret(op.kube, body, spec.signing_secret_name, kept)
+                written = await write_signing_secret(
+                    op.kube, body, spec.signing_secret_name, kept, held
+                )
                 removed = len(secrets.secrets) - len(kept.secrets)
                 if removed:
                     outcome.event("Normal", "SecretExpired", f"removed {removed} expired secret(s)")
-                secrets = kept
+                secrets = written.secrets or kept
 
     await _apply_receiver(
         op, receiver_objects, spec, status, outcome, skip=applied, max_age=listing_max_age
@@ -563,6 +565,7 @@ async def _create(
     service: WebhookService,
     url: str,
     status: Mapping[str, Any],
+    held: HeldSecrets,
     outcome: Outcome,
     now: datetime,
 ) -> tuple[RemoteWebhook, SigningSecrets | None]:
@@ -570,9 +573,10 @@ async def _create(
     await op.step("create.called")
     secrets: SigningSecrets | None = None
     if secret:
-        secrets = signing.fresh(remote.id, secret, now)
         # The secret is shown only now: it goes to the Secret before anything else.
-        await write_signing_secret(op.kube, body, spec.signing_secret_name, secrets)
+        fresh = signing.fresh(remote.id, secret, now)
+        written = await write_signing_secret(op.kube, body, spec.signing_secret_name, fresh, held)
+        secrets = written.secrets or fresh
         await op.step("create.secret_written")
     if not spec.enabled:
         remote = await service.update(remote.id, {"state": "disabled"})
@@ -592,15 +596,15 @@ async def _rotate(
     spec: WebhookSpec,
     service: WebhookService,
     remote: RemoteWebhook,
-    held: SigningSecrets | None,
+    held: HeldSecrets,
     decision: rotation.Rotate,
     now: datetime,
 ) -> tuple[RemoteWebhook, SigningSecrets]:
     immediate = spec.rotation.immediate
     new_secret = await service.rotate(remote.id, signing.revocation_behavior(immediate))
     await op.step("rotate.called")
-    secrets = signing.rotated(
-        held,
+    rotated = signing.rotated(
+        held.secrets,
         remote.id,
         new_secret,
         now,
@@ -608,7 +612,8 @@ async def _rotate(
         remote_truncated=remote.truncated_secrets,
     )
     # Shown only now: into the Secret before anything else.
-    await write_signing_secret(op.kube, body, spec.signing_secret_name, secrets)
+    written = await write_signing_secret(op.kube, body, spec.signing_secret_name, rotated, held)
+    secrets = written.secrets or rotated
     await op.step("rotate.secret_written")
     try:
         remote = await service.get(remote.id)
@@ -618,8 +623,8 @@ async def _rotate(
     # The grace end Gemini reports for the previous secret, not the one we assumed.
     dated = signing.with_remote_expiries(secrets, remote.truncated_secrets, remote.secret_expiries)
     if dated is not None:
-        await write_signing_secret(op.kube, body, spec.signing_secret_name, dated)
-        secrets = dated
+        name = spec.signing_secret_name
+        secrets = (await write_signing_secret(op.kube, body, name, dated, written)).secrets or dated
     return remote, secrets
 
 
@@ -812,8 +817,6 @@ def _report_replica_state(body: Mapping[str, Any], report: _Report, outcome: Out
 
 async def delete(op: Operator, body: Mapping[str, Any]) -> None:
     """The finalizer: delete the remote webhook (policy Delete) or let it go (Orphan)."""
-    from gemini_webhook_operator.kube import release_signing_secret
-
     metadata = body.get("metadata") or {}
     spec_body = body.get("spec") or {}
     status = body.get("status") or {}

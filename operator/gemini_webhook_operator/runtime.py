@@ -10,10 +10,11 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import socket
 import threading
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -245,11 +246,15 @@ async def run(
         helpers.append(asyncio.create_task(forward_stop()))
     lost = False
     try:
-        async with standby_health(config.liveness_endpoint):
-            acquiring = asyncio.create_task(elector.acquire())
-            stopped = asyncio.create_task(stopping.wait())
-            await asyncio.wait({acquiring, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
+        # A process of its own (no stop flag): a signal while standing by stops it cleanly;
+        # kopf installs its own handlers once it runs.
+        signals = _stop_on_signals(stopping) if stop_flag is None else contextlib.nullcontext()
+        with signals:
+            async with standby_health(config.liveness_endpoint):
+                acquiring = asyncio.create_task(elector.acquire())
+                stopped = asyncio.create_task(stopping.wait())
+                await asyncio.wait({acquiring, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
         if not acquiring.done():
             acquiring.cancel()
             await _close(op)
@@ -271,6 +276,23 @@ async def run(
         await elector.kube.close()
     if lost:
         raise LeadershipLost(f"{me} lost the leader Lease {elector.namespace}/{elector.name}")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stopping: asyncio.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set `stopping` (a standby told to stop by a rolling update exits
+    0 at once, as kopf's leader does, rather than dying of the signal)."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stopping.set)  # main thread, Unix only
+            installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
 
 
 async def _close(op: Operator) -> None:

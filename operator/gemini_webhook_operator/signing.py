@@ -123,3 +123,34 @@ def pruned(
     if len(kept) == len(previous):
         return None
     return SigningSecrets(held.webhook_id, (current, *kept))
+
+
+def merged(
+    base: SigningSecrets | None, ours: SigningSecrets, theirs: SigningSecrets | None
+) -> SigningSecrets:
+    """The set to write when the Secret changed after we read `base` and derived `ours`
+    from it: a three-way merge with what is there now (`theirs`), newest first.
+
+    A secret either side added since `base` is kept (Gemini shows a new secret once: a
+    concurrent rotation's must not be dropped, nor ours); a secret either side removed
+    since `base` stays removed; an entry both hold takes the side that changed it (ours
+    when both did). A different webhook in `theirs` (or none readable) loses to `ours`,
+    which was just obtained from Gemini for the webhook we act on.
+    """
+    if theirs is None or theirs.webhook_id != ours.webhook_id:
+        return ours
+    before = {}
+    if base is not None and base.webhook_id == ours.webhook_id:
+        before = {s.secret: s for s in base.secrets}
+    mine = {s.secret: s for s in ours.secrets}
+    other = {s.secret: s for s in theirs.secrets}
+    kept: list[SigningSecret] = []
+    for secret, entry in mine.items():
+        if secret in other:
+            kept.append(entry if entry != before.get(secret) else other[secret])
+        elif secret not in before:
+            kept.append(entry)
+    kept.extend(e for s, e in other.items() if s not in mine and s not in before)
+    # Stable: between equal creation times, ours first.
+    kept.sort(key=lambda s: s.created_at, reverse=True)
+    return SigningSecrets(ours.webhook_id, tuple(kept))

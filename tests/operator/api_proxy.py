@@ -1,4 +1,5 @@
-"""`FaultProxy`: a test double in front of the emulator's WebhookService.
+"""`FaultProxy`: a test double in front of the emulator's WebhookService; `KubeLink`: one
+replica's cuttable, recording link to the Kubernetes API.
 
 It forwards every request unchanged (after `latency` seconds, when set), records
 `(method, path, status)` for counting and the most requests it held at once, and
@@ -10,12 +11,31 @@ breaks the wire, the way a flaky network or an overloaded Google frontend would.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+
+from gemini_webhook_operator.kube import ClusterAccess
+
+
+async def _serve(
+    app: web.Application, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> tuple[web.AppRunner, str]:
+    """Serve every path with `handler` on an ephemeral loopback port: the runner, the URL."""
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
 
 
 @dataclass
@@ -127,17 +147,138 @@ class FaultProxy:
 
     async def start(self) -> FaultProxy:
         self._session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await _serve(web.Application(), self._handle)
         return self
 
     async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass
+class KubeLink:
+    """A test double for the network between one operator replica and the Kubernetes API:
+    the replica's kubeconfig names this plain-HTTP proxy, which forwards every request
+    (watches streamed as they come) with the credentials of `access`, and records it.
+
+    `cut()` partitions the replica: every open connection is aborted and every new one is
+    dropped unanswered (recorded with status 0: what the replica tried), until `heal()`.
+    It serves from a thread of its own (`serve`, `close`): a test's loop that blocks on a
+    synchronous API call must not stall the replica's link (a leader would miss renewals).
+    """
+
+    access: ClusterAccess
+    records: list[Recorded] = field(default_factory=list)
+    url: str = ""
+    cut_at: float | None = None
+    _open: set[asyncio.Transport] = field(default_factory=set)
+    _runner: web.AppRunner | None = None
+    _session: aiohttp.ClientSession | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def serve(cls, access: ClusterAccess) -> KubeLink:
+        link = cls(access)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="kube-link", daemon=True)
+        thread.start()
+        link._loop, link._thread = loop, thread
+        asyncio.run_coroutine_threadsafe(link._start(), loop).result(timeout=10)
+        return link
+
+    def close(self) -> None:
+        loop, thread = self._loop, self._thread
+        assert loop is not None and thread is not None
+        asyncio.run_coroutine_threadsafe(self._stop(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+    def _record(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self.records.append(Recorded(method, path, status))
+
+    def writes(self, since: float = -math.inf) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.records if r.method in WRITES and r.at >= since]
+
+    def kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig that reaches the API only through this link."""
+        cluster = {"name": "link", "cluster": {"server": self.url}}
+        context = {"name": "link", "context": {"cluster": "link", "user": "link"}}
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [cluster],
+            "contexts": [context],
+            "users": [{"name": "link", "user": {}}],
+            "current-context": "link",
+        }
+        path.write_text(json.dumps(config))
+        return path
+
+    def cut(self) -> None:
+        self.cut_at = time.monotonic()  # from now on every request is dropped
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._abort_open)
+
+    def _abort_open(self) -> None:
+        for transport in list(self._open):
+            transport.abort()
+
+    def heal(self) -> None:
+        self.cut_at = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        if self.cut_at is not None or transport is None:
+            self._record(request.method, request.path, 0)
+            if transport is not None:
+                transport.abort()
+            raise ConnectionResetError("partitioned")
+        assert self._session is not None
+        body = await request.read()
+        dropped = {"host", "authorization", "content-length", *(() if body else ("content-type",))}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in dropped}
+        token = self.access.bearer_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._open.add(transport)
+        try:
+            async with self._session.request(
+                request.method,
+                self.access.server.rstrip("/") + request.path_qs,
+                data=body or None,
+                headers=headers,
+            ) as upstream:
+                self._record(request.method, request.path, upstream.status)
+                response = web.StreamResponse(status=upstream.status)
+                if upstream.content_type:
+                    response.content_type = upstream.content_type
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        finally:
+            self._open.discard(transport)
+
+    async def _start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        connector = aiohttp.TCPConnector(ssl=self.access.ssl_context())
+        self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        self._runner, self.url = await _serve(app, self._handle)
+
+    async def _stop(self) -> None:
+        self._abort_open()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

@@ -117,3 +117,60 @@ def test_an_expiry_the_remote_already_reports_changes_nothing() -> None:
         signing.with_remote_expiries(held, (truncate_secret(NEW), truncate_secret(OLD)), same)
         is None
     )
+
+
+# -- merging over a concurrent write (signing.merged) -----------------------------------------
+
+OTHER = "whsec_" + "t" * 32
+
+
+def test_two_rotations_from_one_read_keep_both_new_secrets_newest_first() -> None:
+    base = signing.fresh("wh1", OLD, NOW - timedelta(days=30))
+    ours = signing.rotated(base, "wh1", NEW, NOW, immediate=False, remote_truncated=())
+    theirs = signing.rotated(
+        base, "wh1", OTHER, NOW + timedelta(seconds=1), immediate=False, remote_truncated=()
+    )
+    merged = signing.merged(base, ours, theirs)
+    assert [s.secret for s in merged.secrets] == [OTHER, NEW, OLD]
+    assert merged.secrets[2] == ours.secrets[1]  # both changed it: ours
+
+
+def _rotated_once() -> signing.SigningSecrets:
+    """NEW, with OLD in its grace period."""
+    held = signing.fresh("wh1", OLD, NOW - timedelta(days=1))
+    return signing.rotated(held, "wh1", NEW, NOW, immediate=False, remote_truncated=())
+
+
+def test_a_secret_either_side_removed_stays_removed() -> None:
+    base = _rotated_once()
+    pruned = signing.SigningSecrets("wh1", base.secrets[:1])  # ours: OLD expired
+    theirs = signing.rotated(
+        base, "wh1", OTHER, NOW + timedelta(seconds=1), immediate=False, remote_truncated=()
+    )
+    assert [s.secret for s in signing.merged(base, pruned, theirs).secrets] == [OTHER, NEW]
+    # They pruned it while we rotated: it stays gone, both new secrets stay.
+    ours = signing.rotated(
+        base, "wh1", OTHER, NOW + timedelta(seconds=1), immediate=False, remote_truncated=()
+    )
+    assert [s.secret for s in signing.merged(base, ours, pruned).secrets] == [OTHER, NEW]
+
+
+def test_an_entry_only_they_changed_takes_their_version() -> None:
+    base = _rotated_once()
+    dated = signing.with_remote_expiries(
+        base, (truncate_secret(NEW), truncate_secret(OLD)), (None, NOW + timedelta(hours=3))
+    )
+    assert dated is not None
+    ours = signing.rotated(
+        base, "wh1", OTHER, NOW + timedelta(seconds=1), immediate=False, remote_truncated=()
+    )
+    ours = signing.SigningSecrets("wh1", (ours.secrets[0], *base.secrets))  # NEW, OLD as read
+    merged = signing.merged(base, ours, dated)
+    assert [s.secret for s in merged.secrets] == [OTHER, NEW, OLD]
+    assert merged.secrets[2].expire_time == NOW + timedelta(hours=3)
+
+
+def test_another_webhooks_set_or_none_loses_to_ours() -> None:
+    ours = signing.fresh("wh2", NEW, NOW)
+    assert signing.merged(None, ours, signing.fresh("wh1", OLD, NOW)) == ours
+    assert signing.merged(signing.fresh("wh2", OLD, NOW), ours, None) == ours

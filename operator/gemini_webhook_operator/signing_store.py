@@ -1,0 +1,120 @@
+"""The signing Secret in Kubernetes: read it, and write it only over the version read.
+
+A write is conditional: a create when the Secret was absent, else a merge patch carrying
+the `resourceVersion` read (the API answers 409 when the Secret changed since). On a
+conflict the Secret is read again and our set merged into what is there
+(`signing.merged`: a secret Gemini showed once to either writer is never dropped), then
+written again over that version; a few attempts, then a KubeError. The format is
+`gemini_webhooks.contracts.signing_secret`; secret material never reaches an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gemini_webhook_operator import signing
+from gemini_webhook_operator.kube import JSON, Kube, KubeError, owner_reference
+from gemini_webhooks.contracts import signing_secret as contract
+from gemini_webhooks.contracts.signing_secret import SecretFormatError, SigningSecrets
+
+# Writes of one set before giving up on a Secret that keeps changing under us.
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class HeldSecrets:
+    """What the signing Secret holds, as far as the operator can tell."""
+
+    exists: bool
+    owned: bool  # created by this resource (owner reference with its UID)
+    secrets: SigningSecrets | None
+    problem: str | None  # why `secrets` is None (never secret material)
+    resource_version: str = ""  # the version read: a write is made over it
+    keys: frozenset[str] = frozenset()  # its data keys (a write removes those it lacks)
+
+
+def signing_secret_labels(webhook_name: str) -> dict[str, str]:
+    return {
+        contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
+        contract.LABEL_WEBHOOK: webhook_name[:63].rstrip("-."),
+        contract.LABEL_COMPONENT: contract.COMPONENT_SIGNING_SECRET,
+    }
+
+
+def held(secret: JSON | None, name: str, uid: str) -> HeldSecrets:
+    """What a Secret as read (None: absent) holds for the resource with `uid`."""
+    if secret is None:
+        return HeldSecrets(False, False, None, f"the signing Secret {name!r} does not exist")
+    metadata = secret.get("metadata") or {}
+    owned = any(o.get("uid") == uid for o in metadata.get("ownerReferences") or [])
+    data = secret.get("data") or {}
+    version, keys = str(metadata.get("resourceVersion") or ""), frozenset(data)
+    try:
+        secrets = contract.decode_data(data)
+    except SecretFormatError as error:
+        problem = f"the signing Secret is unreadable: {error}"
+        return HeldSecrets(True, owned, None, problem, version, keys)
+    return HeldSecrets(True, owned, secrets, None, version, keys)
+
+
+async def read_signing_secret(
+    kube: Kube, namespace: str, name: str, uid: str, *, max_age: float = 0.0
+) -> HeldSecrets:
+    return held(await kube.read_secret(namespace, name, max_age=max_age), name, uid)
+
+
+async def write_signing_secret(
+    kube: Kube,
+    resource: Mapping[str, Any],
+    name: str,
+    secrets: SigningSecrets,
+    base: HeldSecrets,
+) -> HeldSecrets:
+    """Write `secrets`, derived from `base` (the Secret as read), over `base`'s version; on a
+    conflict, merged into the Secret as it is now. Returns the Secret as written (its set may
+    hold a concurrent writer's secrets too)."""
+    metadata = resource["metadata"]
+    namespace, uid = metadata["namespace"], metadata["uid"]
+    meta: JSON = {
+        "name": name,
+        "namespace": namespace,
+        "labels": signing_secret_labels(metadata["name"]),
+        "ownerReferences": [owner_reference(resource)],
+    }
+    current, wanted = base, secrets
+    for _ in range(MAX_ATTEMPTS):
+        data = contract.encode_data(wanted)
+        try:
+            if not current.exists:
+                body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta}
+                stored = await kube.create({**body, "data": data})
+            else:
+                # The data wholesale: a merge patch would keep keys we no longer write.
+                stale: dict[str, str | None] = {k: None for k in current.keys if k not in data}
+                patch = {
+                    "metadata": {**meta, "resourceVersion": current.resource_version},
+                    "data": {**stale, **data},
+                }
+                stored = await kube.merge_patch("Secret", namespace, name, patch)
+            if stored is not None:
+                return held(stored, name, uid)
+        except KubeError as error:
+            if error.status != 409:
+                raise
+        # Changed (or gone) since it was read: read it again and merge ours into it.
+        current = held(await kube.get("Secret", namespace, name), name, uid)
+        wanted = signing.merged(base.secrets, secrets, current.secrets)
+    raise KubeError(409, f"the signing Secret {name!r} kept changing concurrently")
+
+
+async def release_signing_secret(kube: Kube, namespace: str, name: str, uid: str) -> None:
+    """Drop the resource's owner reference so the Secret outlives it (deletion policy Orphan)."""
+    secret = await kube.get("Secret", namespace, name)
+    if secret is None:
+        return
+    owners = (secret.get("metadata") or {}).get("ownerReferences") or []
+    kept = [o for o in owners if o.get("uid") != uid]
+    if len(kept) != len(owners):
+        await kube.merge_patch("Secret", namespace, name, {"metadata": {"ownerReferences": kept}})

@@ -1,0 +1,148 @@
+"""The signing Secret is written only over the version read (issue 24): a concurrent write
+between the read and the write (a second replica rotating the same webhook) is merged
+with, never overwritten — neither writer's new secret, shown by Gemini once, is lost.
+On the sandbox and on the real control plane (kube-apiserver's 409 on a stale
+resourceVersion)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import standardwebhooks
+
+from gemini_webhook_operator import signing
+from gemini_webhook_operator.kube import ClusterAccess, Kube
+from gemini_webhook_operator.signing_store import read_signing_secret, write_signing_secret
+from gemini_webhooks.contracts import crd
+from tests.operator.harness import Cluster, is_ready, operator_running, resource
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+FIRST = "whsec_" + "f" * 32
+OURS = "whsec_" + "o" * 32
+THEIRS = "whsec_" + "t" * 32
+SECRET = "stored-signing-secret"
+
+
+async def test_a_second_writer_between_read_and_write_loses_neither_secret(
+    cluster: Cluster, emulator: Any, kube: Any
+) -> None:
+    owner = await cluster.apply(
+        resource("stored", "https://hooks.example.com/s", emulator.base_url)
+    )
+    uid = owner["metadata"]["uid"]
+    other = Kube(ClusterAccess.load(str(kube.kubeconfig)))  # the second writer: its own client
+    try:
+        absent = await read_signing_secret(cluster.client, "default", SECRET, uid)
+        first = await write_signing_secret(
+            cluster.client, owner, SECRET, signing.fresh("wh1", FIRST, NOW), absent
+        )
+        assert first.exists and first.owned and first.resource_version
+
+        # Both writers read the same version and rotate from it.
+        base = await read_signing_secret(cluster.client, "default", SECRET, uid)
+        assert base.secrets is not None
+        theirs = await read_signing_secret(other, "default", SECRET, uid)
+        rotated = signing.rotated(
+            theirs.secrets,
+            "wh1",
+            THEIRS,
+            NOW + timedelta(seconds=2),
+            immediate=False,
+            remote_truncated=(),
+        )
+        await write_signing_secret(other, owner, SECRET, rotated, theirs)
+        ours = signing.rotated(
+            base.secrets,
+            "wh1",
+            OURS,
+            NOW + timedelta(seconds=1),
+            immediate=False,
+            remote_truncated=(),
+        )
+        written = await write_signing_secret(cluster.client, owner, SECRET, ours, base)
+
+        stored = await cluster.signing_secrets(secret_name=SECRET)
+        assert stored is not None and stored == written.secrets
+        assert [s.secret for s in stored.secrets] == [THEIRS, OURS, FIRST]
+        assert written.resource_version not in ("", base.resource_version)
+
+        # A write over the version just written is plain (no conflict, nothing merged).
+        pruned = signing.SigningSecrets("wh1", stored.secrets[:2])
+        again = await write_signing_secret(cluster.client, owner, SECRET, pruned, written)
+        assert again.secrets == pruned
+        assert await cluster.signing_secrets(secret_name=SECRET) == pruned
+    finally:
+        await other.close()
+        await cluster.client.delete("Secret", "default", SECRET)
+
+
+async def test_a_rotation_racing_another_writer_keeps_both_secrets_and_verifies(
+    gemini: Cluster, emulator: Any, kube: Any
+) -> None:
+    """Between the operator's rotate call and its Secret write, another writer (as a second
+    replica would) rotates the same webhook and stores its secret: the Secret ends with
+    both, the newest (the one Gemini signs with) first, and a delivery verifies."""
+    client = emulator.client()
+    endpoint = emulator.endpoint()
+    raced: list[str] = []
+    async with operator_running(kube, drift_interval=1.0) as running:
+        owner = await gemini.apply(resource("raced", endpoint.url, emulator.base_url))
+        ready = await gemini.wait_for("raced", is_ready, timeout=30)
+        webhook_id = ready["status"]["webhookId"]
+        uid = owner["metadata"]["uid"]
+        before = await gemini.signing_secrets("raced")
+        assert before is not None and before.current is not None
+
+        async def concurrent_rotation(step: str) -> None:
+            if step != "rotate.called" or raced:
+                return
+            result = await asyncio.to_thread(
+                client.webhooks.rotate_signing_secret,
+                id=webhook_id,
+                revocation_behavior=signing.REVOCATION_GRACE,  # type: ignore[arg-type]
+            )
+            raced.append(str(result.secret))
+            name = f"raced{crd.DEFAULT_SIGNING_SECRET_SUFFIX}"
+            held = await read_signing_secret(gemini.client, "default", name, uid)
+            theirs = signing.rotated(
+                held.secrets,
+                webhook_id,
+                raced[0],
+                datetime.now(UTC) + timedelta(seconds=1),
+                immediate=False,
+                remote_truncated=(),
+            )
+            await write_signing_secret(gemini.client, owner, name, theirs, held)
+
+        running.operator.step = concurrent_rotation
+        await gemini.patch("raced", {"metadata": {"annotations": {crd.ANNOTATION_ROTATE: "now"}}})
+        rotated = await gemini.wait_for(
+            "raced",
+            lambda o: (
+                crd.ANNOTATION_ROTATE not in (o["metadata"].get("annotations") or {})
+                and (o.get("status") or {}).get("lastRotationReason") == "RequestedByAnnotation"
+            ),
+            timeout=30,
+        )
+        assert raced, "the concurrent rotation never ran"
+        held = await gemini.signing_secrets("raced")
+        assert held is not None and held.current is not None
+        kept = [s.secret for s in held.secrets]
+        remote = client.webhooks.get(id=webhook_id)
+        reported = [str(s.truncated_secret) for s in remote.signing_secrets or []]
+        # Three secrets the remote signs with or still accepts: ours, the racer's, the first.
+        assert len(reported) == 3, reported
+        # Booleans, not secrets, in a failure message.
+        racer_kept, first_kept = raced[0] in kept, before.current.secret in kept
+        assert racer_kept and first_kept and len(kept) == 3, (
+            f"{len(kept)} secrets kept; the racer's kept: {racer_kept}, the first's: {first_kept}"
+        )
+        newest_first = held.current.secret == raced[0]
+        assert newest_first, "the Secret's current is not the secret Gemini signs with now"
+        assert is_ready(rotated) and rotated["status"]["webhookId"] == webhook_id
+        emulator.fire("batch.succeeded")
+        (request,) = endpoint.wait_for(1)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        standardwebhooks.Webhook(held.current.secret).verify(request.body, headers)
