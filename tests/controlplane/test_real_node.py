@@ -374,19 +374,11 @@ def receiver_policy() -> dict[str, Any]:
     return policy
 
 
-def test_the_operators_network_policy_is_enforced_by_the_node(
-    cluster: Cluster, serving: dict[str, Any]
-) -> None:
-    """kube-router enforces the rendered policy in the node's namespace: the receiver's
-    public port answers only Pods with the allowed label; its egress still reaches DNS and,
-    with the API server's own port allowed, the API."""
-    ip = serving["status"]["podIP"]
-    assert connects(cluster, "client", ip, SERVE_PORT)  # no policy yet: open
-    # The API server listens on a free port here, not on the 443/6443 the operator allows
-    # by default, and policies see the port after kube-proxy's DNAT: a second policy (they
-    # add up) allows the API server's real endpoint, as a cluster like ours would need.
+def api_egress_policy(cluster: Cluster) -> dict[str, Any]:
+    """Egress from the `web` Pod to the API server's own endpoint (the `kubernetes`
+    Endpoints: its address and port)."""
     api = cluster.get("endpoints", "-n", "default", "kubernetes")["subsets"][0]
-    api_egress = {
+    return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {"name": "web-api", "namespace": NAMESPACE},
@@ -401,7 +393,20 @@ def test_the_operators_network_policy_is_enforced_by_the_node(
             ],
         },
     }
-    cluster.apply(receiver_policy(), api_egress)
+
+
+def test_the_operators_network_policy_is_enforced_by_the_node(
+    cluster: Cluster, serving: dict[str, Any]
+) -> None:
+    """kube-router enforces the rendered policy in the node's namespace: the receiver's
+    public port answers only Pods with the allowed label; its egress reaches DNS, not what
+    the policy does not name, and the API once the API server's own port is allowed."""
+    ip = serving["status"]["podIP"]
+    node_ip, kubelet_port = nodeconfig.NODE_NETWORK.node_ip, nodeconfig.KUBELET_HEALTHZ_PORT
+    # No policy yet: both open.
+    assert connects(cluster, "client", ip, SERVE_PORT)
+    assert connects(cluster, "web", node_ip, kubelet_port)
+    cluster.apply(receiver_policy())
     applied = time.monotonic()
     try:
         wait_for(
@@ -433,7 +438,16 @@ def test_the_operators_network_policy_is_enforced_by_the_node(
             f"policy applied -> unlabelled Pod shut out within {shut_out:.1f}s; "
             f"labelled -> let in within {time.monotonic() - labelled:.1f}s"
         )
-        # The server's own egress: DNS (by name) and the API with its token.
+        # The server's own egress: what the policy does not name is shut (the kubelet's port
+        # on the node), and so is the API: the API server listens on a free port here, not
+        # on the 443/6443 the operator allows for it, and policies see a Service's traffic
+        # after kube-proxy's DNAT, at the endpoint's port.
+        assert not connects(cluster, "web", node_ip, kubelet_port)
+        with pytest.raises(RuntimeError, match="URLError"):
+            cluster.exec_python("web", CLIENT_API)
+        # A second policy (policies add up) allows the API server's own endpoint, as a
+        # cluster whose API server listens elsewhere needs; then DNS by name and the API.
+        cluster.apply(api_egress_policy(cluster))
         name = f"web.{NAMESPACE}.svc.cluster.local"
         resolved = cluster.exec_python(
             "web", f"import socket; print(socket.gethostbyname({name!r}))"
@@ -442,12 +456,27 @@ def test_the_operators_network_policy_is_enforced_by_the_node(
             resolved.strip() == cluster.get("service", "-n", NAMESPACE, "web")["spec"]["clusterIP"]
         )
         assert (
-            cluster.exec_python("web", CLIENT_API).strip()
+            wait_for(
+                "the API reached with the API server's port allowed",
+                lambda: api_username(cluster, "web"),
+                within=60,
+                every=1,
+            )
             == f"system:serviceaccount:{NAMESPACE}:default"
         )
     finally:
-        cluster.kubectl("delete", "networkpolicy", "-n", NAMESPACE, "web", "web-api")
+        cluster.kubectl(
+            "delete", "networkpolicy", "-n", NAMESPACE, "web", "web-api", "--ignore-not-found"
+        )
         cluster.kubectl("label", "pod", "-n", NAMESPACE, "client", "role-")
+
+
+def api_username(cluster: Cluster, pod_name: str) -> str | None:
+    """Who the API says the Pod is, or None while it cannot reach the API."""
+    try:
+        return cluster.exec_python(pod_name, CLIENT_API).strip()
+    except RuntimeError:
+        return None
 
 
 def test_down_leaves_nothing_behind(cluster: Cluster) -> None:
