@@ -282,14 +282,20 @@ def test_a_cluster_ip_answers_from_the_host_and_from_a_pod_by_its_dns_name(
     fetch = (
         "import urllib.request, sys; print(urllib.request.urlopen(sys.argv[1], timeout=5).status)"
     )
-    from_host = subprocess.run(
-        [sys.executable, "-c", fetch, f"http://{cluster_ip}/"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert from_host.stdout.strip() == "200", from_host.stderr
+
+    def from_host() -> subprocess.CompletedProcess[str] | None:
+        fetched = subprocess.run(
+            [sys.executable, "-c", fetch, f"http://{cluster_ip}/"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return fetched if fetched.stdout.strip() == "200" else None
+
+    # kube-proxy programs the Service's rules when it sees them, a moment after the
+    # EndpointSlice exists; until then the node answers "network unreachable".
+    wait_for("the ClusterIP answers the host", from_host, within=60, every=1)
     name = f"web.{NAMESPACE}.svc.cluster.local"
     in_pod = (
         "import socket, urllib.request; "
