@@ -43,7 +43,9 @@ RUNC_VERSION = "v1.5.3"
 CRI_TOOLS_VERSION = "v1.37.0"  # crictl, released with Kubernetes 1.37
 CNI_PLUGINS_VERSION = "v1.10.0"
 COREDNS_VERSION = "v1.15.0"
-KUBE_NETWORK_POLICIES_VERSION = "v0.8.0"  # SIG Network's NetworkPolicy implementation
+# NetworkPolicy: kube-router's firewall (iptables and ipset). Its v2.1.0 is the only
+# release of the v2 module on the Go module proxy.
+KUBE_ROUTER_VERSION = "v2.1.0"
 # Kubernetes' own release date of v1.37.2 (the module's commit time): builds are
 # reproducible, and `/version` says when the release was made, not when we compiled it.
 KUBERNETES_BUILD_DATE = "2026-10-27T12:01:04Z"
@@ -188,10 +190,17 @@ COREDNS = Component(
     COREDNS_VERSION,
     {"coredns": "gemini-webhook-operator/controlplane/coredns"},
 )
-KUBE_NETWORK_POLICIES = Component(
-    "kube-network-policies",
-    KUBE_NETWORK_POLICIES_VERSION,
-    {"kube-network-policies": "sigs.k8s.io/kube-network-policies/cmd"},
+# Only its network policy controller runs (`nodeconfig.kube_router_argv`). SIG Network's
+# kube-network-policies would need nftables' `queue` (CONFIG_NFT_QUEUE), which our
+# kernels lack; kube-router needs only the iptables and ipset modules.
+KUBE_ROUTER = Component(
+    "kube-router",
+    KUBE_ROUTER_VERSION,
+    {"kube-router": "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"},
+    (
+        f"-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={KUBE_ROUTER_VERSION}",
+        "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.BuildDate=2024-03-03T05:25:26Z",
+    ),
 )
 CONTROL_PLANE_COMPONENTS = (ETCD, KUBERNETES, HELM)
 NODE_COMPONENTS = (
@@ -201,7 +210,7 @@ NODE_COMPONENTS = (
     CRI_TOOLS,
     CNI_PLUGINS,
     COREDNS,
-    KUBE_NETWORK_POLICIES,
+    KUBE_ROUTER,
 )
 COMPONENTS = CONTROL_PLANE_COMPONENTS + NODE_COMPONENTS
 

@@ -229,9 +229,11 @@ CLIENTS = (
     ("node", f"system:node:{NODE_NAME}", ("system:nodes",)),
     ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)),
     # The real node's helpers: kube-proxy (bound to `system:node-proxier` by the API
-    # server's bootstrap policy) and CoreDNS (bound by the node to read Services).
+    # server's bootstrap policy), CoreDNS and kube-router (bound by the node to read what
+    # they serve or enforce).
     ("kube-proxy", "system:kube-proxy", ()),
     ("coredns", "system:coredns", ()),
+    ("kube-router", "system:kube-router", ()),
 )
 
 

@@ -1,6 +1,7 @@
 """What the real node runs, decided without touching the machine: its network plan, the
 configuration files of containerd, the kubelet, the CNI bridge, kube-proxy and CoreDNS,
-each process's argv, and the RBAC the node's helpers need.
+each process's argv (and kube-router's, which enforces NetworkPolicy), and the RBAC the
+node's helpers need.
 
 The node lives in its own network namespace, joined to the host by a veth pair
 (`NETWORK.host_ip` on the host, `NETWORK.node_ip` in the node). Pods sit on a CNI bridge
@@ -34,6 +35,8 @@ KUBELET_PORT = 10250
 KUBE_PROXY_HEALTHZ_PORT = 10256
 COREDNS_READY_PORT = 8181
 COREDNS_USER = "system:coredns"
+KUBE_ROUTER_USER = "system:kube-router"
+KUBE_ROUTER_HEALTH_PORT = 20244  # kube-router's default; it listens on every address
 KUBE_PROXY_USER = "system:kube-proxy"  # bound to `system:node-proxier` by the API server
 
 # Our images as the node's containerd knows them (`ctr images import --base-name`); the
@@ -337,6 +340,26 @@ def coredns_argv(binary: Path, layout: NodeLayout) -> list[str]:
     return [str(binary), "-conf", str(layout.config / "Corefile")]
 
 
+def kube_router_argv(binary: Path, network: NodeNetwork, kubeconfig: Path) -> list[str]:
+    """kube-router with its network policy controller only (iptables filter rules and
+    ipsets in the node's namespace): kube-proxy serves Services, the CNI bridge routes."""
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--hostname-override={NODE_NAME}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        "--run-loadbalancer=false",
+        "--enable-ipv4=true",
+        "--enable-ipv6=false",
+        f"--service-cluster-ip-range={network.service_cidr}",
+        f"--health-port={KUBE_ROUTER_HEALTH_PORT}",
+        "--metrics-port=0",
+        "--v=1",
+    ]
+
+
 def in_node(namespace_file: Path, argv: list[str]) -> list[str]:
     """`argv` run in the node's network namespace (`nsenter`, not `ip netns exec`, which
     remounts /sys and hides the cgroup hierarchies from the kubelet)."""
@@ -344,7 +367,9 @@ def in_node(namespace_file: Path, argv: list[str]) -> list[str]:
 
 
 def helper_rbac() -> list[tuple[str, dict[str, object]]]:
-    """(resource, object) for CoreDNS's read-only access, as kubeadm's `system:coredns`."""
+    """(resource, object) for the helpers' read-only access: CoreDNS's as kubeadm's
+    `system:coredns`; kube-router's what its informers watch (it starts them all, whichever
+    controllers run) and `get` of its Node, and nothing it could write."""
 
     def role(name: str, rules: list[dict[str, object]]) -> dict[str, object]:
         return {
@@ -368,6 +393,16 @@ def helper_rbac() -> list[tuple[str, dict[str, object]]]:
         }
 
     read = ["list", "watch"]
+    kube_router_rules: list[dict[str, object]] = [
+        {
+            "apiGroups": [""],
+            "resources": ["pods", "namespaces", "services", "endpoints"],
+            "verbs": read,
+        },
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", *read]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": read},
+    ]
     return [
         (
             "clusterroles.rbac.authorization.k8s.io/v1",
@@ -392,6 +427,21 @@ def helper_rbac() -> list[tuple[str, dict[str, object]]]:
             binding(
                 "gwo:coredns",
                 {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": COREDNS_USER},
+            ),
+        ),
+        (
+            "clusterroles.rbac.authorization.k8s.io/v1",
+            role("gwo:kube-router", kube_router_rules),
+        ),
+        (
+            "clusterrolebindings.rbac.authorization.k8s.io/v1",
+            binding(
+                "gwo:kube-router",
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": KUBE_ROUTER_USER,
+                },
             ),
         ),
     ]

@@ -1,5 +1,6 @@
-"""A real Kubernetes node beside the control plane: containerd, the kubelet, kube-proxy
-and CoreDNS in a network namespace of their own, Pods on a CNI bridge with a Pod IP each.
+"""A real Kubernetes node beside the control plane: containerd, the kubelet, kube-proxy,
+CoreDNS and kube-router (NetworkPolicy) in a network namespace of their own, Pods on a
+CNI bridge with a Pod IP each.
 
 `nodeconfig` decides every file and flag; this module acts: it records what it will change
 on the host, builds the namespace and its veth pair, starts the processes (through the
@@ -38,6 +39,7 @@ from gemini_webhooks.sandbox.supervisor import (
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MARKER = ".gemini-webhooks-real-node"
+NETFILTER_TOOLS = ("iptables", "iptables-save", "iptables-restore", "ipset")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class NodeBinaries:
     runc: Path
     crictl: Path
     coredns: Path
+    kube_router: Path  # its network policy controller only
     cni_bin: Path  # the directory of the CNI plugins (bridge, host-local, loopback, portmap)
     pause_archive: Path  # the pause image as an OCI archive
     sandbox_image: str  # its reference, as containerd is told to pin it
@@ -177,6 +180,13 @@ class RealNode:
         """Record the host's state, then build the namespace, the veth pair and the routes.
         The API server must then listen on `network.host_ip`."""
         self.stop_leftovers()
+        # kube-router runs them (in the node's namespace, where its rules and sets stay).
+        missing = [tool for tool in NETFILTER_TOOLS if shutil.which(tool) is None]
+        if missing:
+            raise ChildFailedError(
+                f"the real node's NetworkPolicy enforcement needs {', '.join(missing)} on PATH "
+                "(Debian's iptables and ipset packages; `scripts/bootstrap` installs them)"
+            )
         if Path("/sys/class/net", self.network.host_veth).exists():
             raise ChildFailedError(
                 f"{self.network.host_veth} exists: another real node runs on this machine"
@@ -302,6 +312,15 @@ class RealNode:
             "/ready",
         )
         await self._wait_node_ready(plane)
+        # It reads its Node's addresses when it starts, so only once the Node exists.
+        await self._start(
+            "kube-router",
+            nodeconfig.kube_router_argv(
+                b.kube_router, network, plane.layout.kubeconfig("kube-router")
+            ),
+            http_ready(f"http://{network.node_ip}:{nodeconfig.KUBE_ROUTER_HEALTH_PORT}/healthz"),
+            "/healthz",
+        )
         kubelet_to_ready = time.time() - self.kubelet_started_at
         self.progress(
             f"real node {NODE_NAME} ready in {time.monotonic() - started:.1f}s "
@@ -432,6 +451,7 @@ def node_binaries(built: dict[str, Path]) -> NodeBinaries:
         runc=built["runc"],
         crictl=built["crictl"],
         coredns=built["coredns"],
+        kube_router=built["kube-router"],
         cni_bin=built["bridge"].parent,
         pause_archive=built["pause.oci.tar"],
         sandbox_image=node_images.PAUSE_IMAGE,

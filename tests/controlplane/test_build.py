@@ -80,7 +80,7 @@ def test_a_second_build_rebuilds_nothing() -> None:
         "host-local",
         "portmap",
         "coredns",
-        "kube-network-policies",
+        "kube-router",
         "pause.oci.tar",
         "coredns.oci.tar",
     }
@@ -113,6 +113,10 @@ def test_the_binaries_report_the_pinned_versions() -> None:
     assert "seccomp" in runc  # built with libseccomp, as the kubelet's RuntimeDefault needs
     assert "v1.37.0" in version(str(binaries["crictl"]), "--version")
     assert "CoreDNS-1.15.0" in version(str(binaries["coredns"]), "-version")
+    kube_router = subprocess.run(  # it prints its version on stderr
+        [str(binaries["kube-router"]), "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert "version v2.1.0, built on 2024-03-03" in kube_router.stderr
     for plugin in ("bridge", "host-local", "loopback", "portmap"):
         about = subprocess.run([str(binaries[plugin])], capture_output=True, text=True, timeout=30)
         assert "v1.10.0" in about.stderr
@@ -122,7 +126,7 @@ def test_runc_and_the_pause_container_are_static() -> None:
     """They run inside containers' namespaces, where no host library is present."""
     binaries = build.binaries_if_built()
     assert binaries is not None
-    for name in ("runc", "coredns", "kube-network-policies", "containerd-shim-runc-v2"):
+    for name in ("runc", "coredns", "containerd-shim-runc-v2"):
         described = subprocess.run(
             ["file", "-L", str(binaries[name])], capture_output=True, text=True, check=True
         ).stdout

@@ -116,3 +116,17 @@ def test_serving_certificate_names_the_address_pods_reach(tmp_path: Path) -> Non
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     ips = [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
     assert ips == ["127.0.0.1", pki.SERVICE_IP, NETWORK.host_ip]
+
+
+def test_kube_router_runs_only_its_firewall_and_may_only_read() -> None:
+    argv = nodeconfig.kube_router_argv(
+        Path("/kube-router"), nodeconfig.NODE_NETWORK, Path("/kr.kubeconfig")
+    )
+    assert {"--run-firewall=true", "--run-router=false", "--run-service-proxy=false"} <= set(argv)
+    assert f"--service-cluster-ip-range={nodeconfig.NODE_NETWORK.service_cidr}" in argv
+    roles = [body for _, body in nodeconfig.helper_rbac() if body["kind"] == "ClusterRole"]
+    kube_router = next(r for r in roles if r["metadata"]["name"] == "gwo:kube-router")  # type: ignore[index]
+    verbs = {verb for rule in kube_router["rules"] for verb in rule["verbs"]}  # type: ignore[attr-defined]
+    assert verbs == {"get", "list", "watch"}
+    resources = {r for rule in kube_router["rules"] for r in rule["resources"]}  # type: ignore[attr-defined]
+    assert "networkpolicies" in resources and "secrets" not in resources

@@ -1,7 +1,8 @@
 """`scripts/control-plane up --node real`: our image as real Pods on a real kubelet node —
 restricted Pod Security, a Pod IP in Endpoints and EndpointSlices, a ClusterIP that answers
 from the host and from a Pod, cluster DNS, the in-cluster API path, a memory limit the
-kernel enforces — and `down` leaves the machine as it found it."""
+kernel enforces, the operator's NetworkPolicy enforced — and `down` leaves the machine as
+it found it."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from typing import Any
 import pytest
 import yaml
 
+from gemini_webhook_operator import receiver_exposure
+from gemini_webhooks.contracts.crd_receiver import ReceiverSpec
 from gemini_webhooks.controlplane import nodeconfig, realnode
 from tests.chart.container import build_images
 from tests.fixtures.control_plane import kubectl
+from tests.fixtures.kube import KUBECTL
 
 pytestmark = [pytest.mark.real_component, pytest.mark.late_build, pytest.mark.timeout(900)]
 
@@ -28,6 +32,8 @@ VALUES = yaml.safe_load((ROOT / "charts/gemini-webhook-operator/values.yaml").re
 NAMESPACE = "real-node"
 IMAGE = f"{nodeconfig.IMAGE_REPOSITORIES['product']}:0.1.0"
 SERVE_PORT = 8080
+PUBLIC_PORT, INTERNAL_PORT = "http", "internal"  # as receiver_resources names them
+CALLER = {"role": "caller"}
 CLIENT_API = """\
 import json, os, ssl, urllib.request
 account = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -62,6 +68,7 @@ def host_snapshot(state: Path) -> dict[str, object]:
     ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
     routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True)
+    ipsets = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True, check=True)
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     return {
         "nftables": ruleset.stdout,
@@ -71,6 +78,7 @@ def host_snapshot(state: Path) -> dict[str, object]:
             if (name := line.split(":")[1].strip().split("@")[0]).startswith("gwo")
         ),
         "routes": routes.stdout,
+        "ipsets": ipsets.stdout,
         "mounts": sorted(
             m for m in mounts if m.startswith(str(state)) or "kubelet" in m or "containerd" in m
         ),
@@ -92,6 +100,11 @@ class Cluster:
     @property
     def kubeconfig(self) -> Path:
         return self.directory / "admin.kubeconfig"
+
+    @property
+    def node_namespace(self) -> Path:
+        """The node's network namespace (`cli._real_node` keeps the node beside us)."""
+        return self.directory.parent / f"{self.directory.name}-node" / "netns"
 
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
         return kubectl(self.kubeconfig, *args, stdin=stdin)
@@ -214,7 +227,8 @@ def serving(cluster: Cluster) -> dict[str, Any]:
             "web",
             {"app": "web"},
             ["-m", "http.server", str(SERVE_PORT), "--directory", "/opt/venv"],
-            ports=[{"containerPort": SERVE_PORT}],
+            # Named as the receiver's public port, which the operator's NetworkPolicy names.
+            ports=[{"containerPort": SERVE_PORT, "name": PUBLIC_PORT}],
             readinessProbe={"httpGet": {"path": "/", "port": SERVE_PORT}, "periodSeconds": 1},
             resources={"limits": {"cpu": "500m", "memory": "128Mi"}},
         ),
@@ -268,14 +282,20 @@ def test_a_cluster_ip_answers_from_the_host_and_from_a_pod_by_its_dns_name(
     fetch = (
         "import urllib.request, sys; print(urllib.request.urlopen(sys.argv[1], timeout=5).status)"
     )
-    from_host = subprocess.run(
-        [sys.executable, "-c", fetch, f"http://{cluster_ip}/"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert from_host.stdout.strip() == "200", from_host.stderr
+
+    def from_host() -> subprocess.CompletedProcess[str] | None:
+        fetched = subprocess.run(
+            [sys.executable, "-c", fetch, f"http://{cluster_ip}/"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return fetched if fetched.stdout.strip() == "200" else None
+
+    # kube-proxy programs the Service's rules when it sees them, a moment after the
+    # EndpointSlice exists; until then the node answers "network unreachable".
+    wait_for("the ClusterIP answers the host", from_host, within=60, every=1)
     name = f"web.{NAMESPACE}.svc.cluster.local"
     in_pod = (
         "import socket, urllib.request; "
@@ -319,6 +339,150 @@ def test_a_container_allocating_past_its_memory_limit_is_oom_killed(
 
     state = wait_for("the hog terminated", terminated, within=180)
     assert (state["reason"], state["exitCode"]) == ("OOMKilled", 137)
+
+
+def connects(cluster: Cluster, pod_name: str, ip: str, port: int) -> bool:
+    """Whether a TCP connection from the Pod to ip:port opens within 2 seconds."""
+    attempt = (
+        "import socket, sys\n"
+        "try:\n"
+        f"    socket.create_connection(({ip!r}, {port}), timeout=2).close()\n"
+        "except OSError:\n"
+        "    sys.exit(3)\n"
+    )
+    exec_in = [KUBECTL, "--kubeconfig", str(cluster.kubeconfig), "exec", "-n", NAMESPACE]
+    result = subprocess.run(
+        [*exec_in, pod_name, "--", "python", "-c", attempt],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode in (0, 3), result.stderr
+    return result.returncode == 0
+
+
+def receiver_policy() -> dict[str, Any]:
+    """The NetworkPolicy the operator renders for a receiver whose public port only Pods
+    labelled `CALLER` may reach, around the `web` Pod."""
+    spec = ReceiverSpec.model_validate(
+        {"networkPolicy": {"publicFrom": [{"podSelector": {"matchLabels": CALLER}}]}}
+    )
+    policy = receiver_exposure.network_policy(
+        spec,
+        {"name": "web", "namespace": NAMESPACE},
+        selector={"app": "web"},
+        settings=receiver_exposure.NetworkPolicySettings(),
+        public_port=PUBLIC_PORT,
+        internal_port=INTERNAL_PORT,
+    )
+    assert policy is not None
+    return policy
+
+
+def api_egress_policy(cluster: Cluster) -> dict[str, Any]:
+    """Egress from the `web` Pod to the API server's own endpoint (the `kubernetes`
+    Endpoints: its address and port)."""
+    api = cluster.get("endpoints", "-n", "default", "kubernetes")["subsets"][0]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "web-api", "namespace": NAMESPACE},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": f"{a['ip']}/32"}} for a in api["addresses"]],
+                    "ports": [{"protocol": "TCP", "port": p["port"]} for p in api["ports"]],
+                }
+            ],
+        },
+    }
+
+
+def test_the_operators_network_policy_is_enforced_by_the_node(
+    cluster: Cluster, serving: dict[str, Any]
+) -> None:
+    """kube-router enforces the rendered policy in the node's namespace: the receiver's
+    public port answers only Pods with the allowed label; its egress reaches DNS, not what
+    the policy does not name, and the API once the API server's own port is allowed."""
+    ip = serving["status"]["podIP"]
+    node_ip, kubelet_port = nodeconfig.NODE_NETWORK.node_ip, nodeconfig.KUBELET_HEALTHZ_PORT
+    # No policy yet: both open.
+    assert connects(cluster, "client", ip, SERVE_PORT)
+    assert connects(cluster, "web", node_ip, kubelet_port)
+    cluster.apply(receiver_policy())
+    applied = time.monotonic()
+    try:
+        wait_for(
+            "the unlabelled client shut out of the public port",
+            lambda: not connects(cluster, "client", ip, SERVE_PORT),
+            within=90,
+            every=1,
+        )
+        shut_out = time.monotonic() - applied
+        host_rules = subprocess.run(
+            ["nft", "list", "ruleset"], capture_output=True, text=True, check=True
+        ).stdout
+        node_rules = subprocess.run(
+            ["nsenter", f"--net={cluster.node_namespace}", "--", "iptables-save", "-t", "filter"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "KUBE-NWPLCY" in node_rules and "KUBE-NWPLCY" not in host_rules
+        cluster.kubectl("label", "pod", "-n", NAMESPACE, "client", "role=caller")
+        labelled = time.monotonic()
+        wait_for(
+            "the labelled client let in",
+            lambda: connects(cluster, "client", ip, SERVE_PORT),
+            within=90,
+            every=1,
+        )
+        print(
+            f"policy applied -> unlabelled Pod shut out within {shut_out:.1f}s; "
+            f"labelled -> let in within {time.monotonic() - labelled:.1f}s"
+        )
+        # The server's own egress: what the policy does not name is shut (the kubelet's port
+        # on the node), and so is the API: the API server listens on a free port here, not
+        # on the 443/6443 the operator allows for it, and policies see a Service's traffic
+        # after kube-proxy's DNAT, at the endpoint's port.
+        assert not connects(cluster, "web", node_ip, kubelet_port)
+        with pytest.raises(RuntimeError, match="URLError"):
+            cluster.exec_python("web", CLIENT_API)
+        # A second policy (policies add up) allows the API server's own endpoint, as a
+        # cluster whose API server listens elsewhere needs; then DNS by name and the API.
+        cluster.apply(api_egress_policy(cluster))
+        name = f"web.{NAMESPACE}.svc.cluster.local"
+        resolved = cluster.exec_python(
+            "web", f"import socket; print(socket.gethostbyname({name!r}))"
+        )
+        assert (
+            resolved.strip() == cluster.get("service", "-n", NAMESPACE, "web")["spec"]["clusterIP"]
+        )
+        assert (
+            wait_for(
+                "the API reached with the API server's port allowed",
+                lambda: api_username(cluster, "web"),
+                within=60,
+                every=1,
+            )
+            == f"system:serviceaccount:{NAMESPACE}:default"
+        )
+    finally:
+        cluster.kubectl(
+            "delete", "networkpolicy", "-n", NAMESPACE, "web", "web-api", "--ignore-not-found"
+        )
+        cluster.kubectl("label", "pod", "-n", NAMESPACE, "client", "role-")
+
+
+def api_username(cluster: Cluster, pod_name: str) -> str | None:
+    """Who the API says the Pod is, or None while it cannot reach the API."""
+    try:
+        return cluster.exec_python(pod_name, CLIENT_API).strip()
+    except RuntimeError:
+        return None
 
 
 def test_down_leaves_nothing_behind(cluster: Cluster) -> None:
