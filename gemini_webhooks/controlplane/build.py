@@ -433,14 +433,14 @@ def build_control_plane(progress: Progress) -> dict[str, Path]:
 
 def build_all(progress: Progress) -> dict[str, Path]:
     """Every binary the control plane, the node and the chart tests run, by name, and the
-    node's images (`pause.oci.tar`, `coredns.oci.tar`)."""
+    node's pause image (`pause.oci.tar`)."""
     from gemini_webhooks.controlplane import node_images  # it builds on this module
 
     binaries = build_control_plane(progress)
     for component in NODE_COMPONENTS:
         directory = build(component, progress)
         binaries.update({name: directory / name for name in component.commands})
-    return binaries | node_images.build_images(binaries, progress)
+    return binaries | node_images.build_images(progress)
 
 
 def binaries_if_built() -> dict[str, Path] | None:
@@ -453,5 +453,5 @@ def binaries_if_built() -> dict[str, Path] | None:
         binaries.update({name: directory / name for name in component.commands})
     from gemini_webhooks.controlplane import node_images  # it builds on this module
 
-    images = node_images.images_if_built(binaries)
+    images = node_images.images_if_built()
     return None if images is None else binaries | images

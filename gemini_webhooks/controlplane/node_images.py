@@ -1,9 +1,8 @@
-"""The node's own images, made here without a registry or a container engine.
-
-- **pause**: the sandbox container of every Pod, compiled from Kubernetes' own
-  `build/pause/linux/pause.c` (in the `k8s.io/kubernetes` module the control plane is built
-  from) with `gcc -static`, as Kubernetes builds it, and packed `FROM scratch`.
-- **coredns**: the static CoreDNS binary `build.COREDNS` produced, packed `FROM scratch`.
+"""The node's own image, made here without a registry or a container engine: **pause**, the
+sandbox container of every Pod, compiled from Kubernetes' own `build/pause/linux/pause.c`
+(in the `k8s.io/kubernetes` module the control plane is built from) with `gcc -static`, as
+Kubernetes builds it, and packed `FROM scratch`. (CoreDNS runs as a process in the node's
+namespace, so it needs no image.)
 
 `scratch_image` writes an OCI image archive (the image layout of the OCI image spec, as a
 tar: what `ctr images import` and `buildah`/`skopeo` read) holding one layer of files. It is
@@ -28,10 +27,8 @@ from gemini_webhooks.controlplane import build
 # The pause version Kubernetes 1.37.2 ships (build/pause/Makefile's TAG; kubeadm's
 # PauseVersion; containerd 2.4's default sandbox image).
 PAUSE_VERSION = "3.10.2"
-# Local names, so that nobody mistakes them for the registry's images (ours are built
-# differently: CoreDNS with a subset of its plugins).
+# A local name, so that nobody mistakes it for the registry's image.
 PAUSE_IMAGE = f"localhost/gemini-webhook-operator/pause:{PAUSE_VERSION}"
-COREDNS_IMAGE = f"localhost/gemini-webhook-operator/coredns:{build.COREDNS_VERSION}"
 NONROOT = "65532:65532"
 PAUSE_SOURCE = Path("build/pause/linux/pause.c")  # in the k8s.io/kubernetes module
 
@@ -224,12 +221,6 @@ def _pause_directory(source: Path, gcc_version: bytes) -> Path:
     return _directory(f"pause-{PAUSE_VERSION}", key)
 
 
-def _coredns_directory(coredns: Path) -> Path:
-    return _directory(
-        f"coredns-image-{build.COREDNS_VERSION}", [coredns.read_bytes(), COREDNS_IMAGE.encode()]
-    )
-
-
 def pause_image(progress: build.Progress) -> Path:
     """The pause image's OCI archive, compiled from Kubernetes' C source (cached)."""
     source = kubernetes_source() / PAUSE_SOURCE
@@ -254,34 +245,12 @@ def pause_image(progress: build.Progress) -> Path:
     return _cached(_pause_directory(source, gcc_version), make, progress) / "pause.oci.tar"
 
 
-def coredns_image(coredns: Path, progress: build.Progress) -> Path:
-    """CoreDNS's OCI archive from the binary `build.COREDNS` produced (cached). It runs as
-    UID 65532 and listens on unprivileged ports (the Service maps 53 to them)."""
-
-    def make(directory: Path) -> None:
-        scratch_image(
-            directory / "coredns.oci.tar",
-            COREDNS_IMAGE,
-            {"coredns": ImageFile(coredns)},
-            ["/coredns"],
-        )
-
-    return _cached(_coredns_directory(coredns), make, progress) / "coredns.oci.tar"
-
-
-def build_images(binaries: Mapping[str, Path], progress: build.Progress) -> dict[str, Path]:
-    """The node's images' OCI archives, by file name (`pause.oci.tar`, `coredns.oci.tar`)."""
+def build_images(progress: build.Progress) -> dict[str, Path]:
+    """The node's images' OCI archives, by file name (`pause.oci.tar`)."""
     pause = pause_image(progress)
-    coredns = coredns_image(binaries["coredns"], progress)
-    return {pause.name: pause, coredns.name: coredns}
+    return {pause.name: pause}
 
 
-def images_if_built(binaries: Mapping[str, Path]) -> dict[str, Path] | None:
-    source = kubernetes_source() / PAUSE_SOURCE
-    found = {
-        "pause.oci.tar": _pause_directory(source, _gcc()[1]) / "pause.oci.tar",
-        "coredns.oci.tar": _coredns_directory(binaries["coredns"]) / "coredns.oci.tar",
-    }
-    if all((path.parent / ".complete").exists() for path in found.values()):
-        return found
-    return None
+def images_if_built() -> dict[str, Path] | None:
+    pause = _pause_directory(kubernetes_source() / PAUSE_SOURCE, _gcc()[1]) / "pause.oci.tar"
+    return {pause.name: pause} if (pause.parent / ".complete").exists() else None

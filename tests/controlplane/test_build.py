@@ -82,7 +82,6 @@ def test_a_second_build_rebuilds_nothing() -> None:
         "coredns",
         "kube-router",
         "pause.oci.tar",
-        "coredns.oci.tar",
     }
 
 
