@@ -51,7 +51,8 @@ def _real_node(directory: Path, binaries: dict[str, Path], images: Path | None) 
 
 
 async def _up(directory: Path, node_kind: str, images: Path | None = None) -> int:
-    binaries = build.build_all(_say)
+    # The node's binaries only for a real node: the process node needs none of them.
+    binaries = (build.build_all if node_kind == "real" else build.build_control_plane)(_say)
     real_node = _real_node(directory, binaries, images) if node_kind == "real" else None
     plane = ControlPlane(
         directory,

@@ -38,7 +38,7 @@ class ThreadedControlPlane:
         self._node_task: asyncio.Task[None] | None = None
 
     def start(self, timeout: float = 240.0) -> None:
-        binaries = build.build_all(self.progress)
+        binaries = build.build_control_plane(self.progress)  # its node is the process node
         loop = self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=loop.run_forever, name="control-plane", daemon=True)
         self._thread.start()

@@ -246,7 +246,7 @@ class Sandbox:
     async def _start_control_plane(self) -> None:
         """etcd, kube-apiserver, kube-controller-manager and kube-scheduler, built from the
         official Go modules (cached after the first build) and started on loopback."""
-        binaries = await asyncio.to_thread(build.build_all, self._say)
+        binaries = await asyncio.to_thread(build.build_control_plane, self._say)
         self.control_plane = ControlPlane(
             self.state_dir / "control-plane",
             binaries,
