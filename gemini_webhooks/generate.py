@@ -118,7 +118,12 @@ def render_reference() -> str:
         + ", ".join(c["name"] for c in version["additionalPrinterColumns"])
         + ".",
         f"- Annotation `{crd.ANNOTATION_ROTATE}`: set it (any value) to rotate the signing "
-        "secret now; the operator removes it when done.",
+        "secret now; the operator removes it when done. With it, "
+        f"`{crd.ANNOTATION_ROTATE_REVOCATION}` (`Grace` or `Immediate`) sets that "
+        "rotation's revocation in place of `spec.rotation.revocation`.",
+        f"- Annotation `{crd.ANNOTATION_SYNC_REQUESTED}`: set it (a new value each time) to "
+        "reconcile now; the operator records the value it handled in "
+        "`status.lastSyncRequest`.",
         "",
     ]
     for section in ("spec", "status"):

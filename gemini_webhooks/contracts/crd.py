@@ -30,6 +30,15 @@ CRD_NAME = f"{PLURAL}.{API_GROUP}"
 # Annotations the operator reads on a GeminiWebhook.
 ANNOTATION_ROTATE = f"{API_GROUP}/rotate"
 """Set (any value) to request a rotation now, like cert-manager's `renew`; removed once done."""
+ANNOTATION_ROTATE_REVOCATION = f"{API_GROUP}/rotate-revocation"
+"""`Grace` or `Immediate`: the revocation of the rotation the rotate annotation requests, in
+place of spec.rotation.revocation; removed with it."""
+ANNOTATION_SYNC_REQUESTED = f"{API_GROUP}/sync-requested-at"
+"""Set (a new value each time, e.g. the time) to reconcile now; the operator records the
+value it handled in status.lastSyncRequest."""
+# The annotations a person sets to ask the operator for something: a change to any of them
+# is a change like a spec edit (the operator reacts at once).
+REQUEST_ANNOTATIONS = (ANNOTATION_ROTATE, ANNOTATION_ROTATE_REVOCATION, ANNOTATION_SYNC_REQUESTED)
 
 # Condition types and the spec's enumerations, shared with the operator.
 CONDITION_READY = "Ready"
@@ -306,6 +315,10 @@ def status_schema() -> dict[str, Any]:
             "nextRotationTime": _timestamp("When the next scheduled rotation is due."),
             "lastRotationReason": _string(
                 "Why the last rotation happened (e.g. DueByPolicy, SecretMissing)."
+            ),
+            "lastSyncRequest": _string(
+                "The last value of the annotation `" + ANNOTATION_SYNC_REQUESTED + "` the "
+                "operator reconciled for (`kubectl gemini sync` waits for it)."
             ),
             "receiverFingerprint": _string(
                 "Digest of the receiver objects last applied (empty: no receiver deployed)."

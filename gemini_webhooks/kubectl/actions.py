@@ -1,6 +1,8 @@
-"""`rotate`, `pause` and `resume`: each through what the operator already reads — the
-rotate annotation (`gemini.webhooks.dev/rotate`, removed by the operator once it rotated)
-and `spec.rotation.paused` — then waiting, bounded, for the operator's outcome.
+"""`rotate`, `sync`, `pause` and `resume`: each through what the operator reads — the
+rotate annotation (`gemini.webhooks.dev/rotate`, with `rotate-revocation` for
+`--immediate`; both removed by the operator once it rotated), the sync annotation
+(`sync-requested-at`, whose value the operator records in `status.lastSyncRequest` once it
+reconciled) and `spec.rotation.paused` — then waiting, bounded, for the operator's outcome.
 """
 
 from __future__ import annotations
@@ -45,11 +47,25 @@ def rotated(before: JSON, now: JSON) -> bool:
     )
 
 
-async def rotate(session: Session, name: str, within: float) -> JSON:
+def _request_value() -> str:
+    """A new value for a request annotation: the time, to the microsecond."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def rotate_request(requested: str, immediate: bool) -> JSON:
+    """The annotations that ask for one rotation; without `--immediate` the resource's own
+    revocation applies (a revocation left from an earlier request is removed)."""
+    revocation = crd.REVOCATIONS[1] if immediate else None
+    return {
+        crd.ANNOTATION_ROTATE: requested,
+        crd.ANNOTATION_ROTATE_REVOCATION: revocation,
+    }
+
+
+async def rotate(session: Session, name: str, within: float, immediate: bool = False) -> JSON:
     before = await session.webhook(name)
-    requested = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     await session.patch_webhook(
-        name, {"metadata": {"annotations": {crd.ANNOTATION_ROTATE: requested}}}
+        name, {"metadata": {"annotations": rotate_request(_request_value(), immediate)}}
     )
     last: JSON = before
 
@@ -71,9 +87,9 @@ async def rotate(session: Session, name: str, within: float) -> JSON:
         "rotated": True,
         "reason": status.get("lastRotationReason"),
         "rotationTime": status.get("lastRotationTime"),
-        "revocation": ((done.get("spec") or {}).get("rotation") or {}).get(
-            "revocation", crd.REVOCATIONS[0]
-        ),
+        "revocation": crd.REVOCATIONS[1]
+        if immediate
+        else ((done.get("spec") or {}).get("rotation") or {}).get("revocation", crd.REVOCATIONS[0]),
         "secrets": await _fingerprints(session, done),
     }
     return report
@@ -129,3 +145,57 @@ def paused_text(report: JSON) -> str:
         return f"scheduled rotation of {where} is paused (a `rotate` request still rotates)"
     next_time = report["nextRotationTime"] or "none scheduled (no interval or schedule)"
     return f"scheduled rotation of {where} resumed; next rotation: {next_time}"
+
+
+def synced(requested: str, now: JSON) -> bool:
+    """The operator reconciled after the request: it recorded the request's value."""
+    return _status(now).get("lastSyncRequest") == requested
+
+
+async def sync(session: Session, name: str, within: float) -> JSON:
+    await session.webhook(name)  # a clear NotFound before any write
+    requested = _request_value()
+    await session.patch_webhook(
+        name, {"metadata": {"annotations": {crd.ANNOTATION_SYNC_REQUESTED: requested}}}
+    )
+    last: JSON = {}
+
+    async def probe() -> JSON | None:
+        nonlocal last
+        last = await session.webhook(name)
+        return last if synced(requested, last) else None
+
+    done = await wait_until(probe, within=within)
+    if done is None:
+        raise PluginError(
+            f"the operator did not reconcile {name} within {within:g} s (is it running? "
+            f"`kubectl gemini check`): {_stuck(last)}"
+        )
+    status = _status(done)
+    return {
+        "name": name,
+        "namespace": session.namespace,
+        "requested": requested,
+        "observedGeneration": status.get("observedGeneration"),
+        "conditions": [
+            {k: c.get(k) for k in ("type", "status", "reason", "message")}
+            for c in status.get("conditions") or []
+        ],
+    }
+
+
+def sync_succeeded(report: JSON) -> bool:
+    """The reconciliation the request caused succeeded (Synced=True)."""
+    return any(
+        c["type"] == crd.CONDITION_SYNCED and c["status"] == "True" for c in report["conditions"]
+    )
+
+
+def sync_text(report: JSON) -> str:
+    lines = [
+        f"reconciled {report['namespace']}/{report['name']} "
+        f"(generation {report['observedGeneration']})"
+    ]
+    for c in report["conditions"]:
+        lines.append(f"  {c['type']}: {c['status']} ({c['reason']}) {c['message'] or ''}".rstrip())
+    return "\n".join(lines)

@@ -21,6 +21,8 @@ examples:
   kubectl gemini status batch-results -n team-a      # conditions, secrets, receiver, Events
   kubectl gemini status batch-results -o yaml
   kubectl gemini rotate batch-results                # rotate the signing secret now, wait for it
+  kubectl gemini rotate batch-results --immediate    # ... and revoke the previous secrets at once
+  kubectl gemini sync batch-results                  # reconcile now, print the outcome
   kubectl gemini pause batch-results                 # hold scheduled rotations
   kubectl gemini resume batch-results
   kubectl gemini verify batch-results --headers h.txt --body body.json
@@ -34,6 +36,7 @@ or a failed call; 2 bad usage.
 SUBCOMMAND_HELP = {
     "status": "everything about one GeminiWebhook, with what to do next",
     "rotate": "rotate the signing secret now (the rotate annotation) and wait for it",
+    "sync": "reconcile now (the sync annotation), wait for it and print the outcome",
     "pause": "pause scheduled rotation (spec.rotation.paused) and wait for the operator",
     "resume": "resume scheduled rotation and wait for the operator",
     "verify": "check a captured delivery against the webhook's current signing secrets",
@@ -84,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("name", help="the GeminiWebhook")
     rotate = sub("rotate", "kubectl gemini rotate batch-results --timeout 2m")
     rotate.add_argument("name", help="the GeminiWebhook")
-    for name in ("pause", "resume"):
+    rotate.add_argument(
+        "--immediate",
+        action="store_true",
+        help="revoke the previous secrets at once (default: spec.rotation.revocation)",
+    )
+    for name in ("sync", "pause", "resume"):
         action = sub(name, f"kubectl gemini {name} batch-results")
         action.add_argument("name", help="the GeminiWebhook")
         action.add_argument("--timeout", type=_seconds, default=60.0, help="wait at most (60s)")
@@ -150,8 +158,15 @@ async def _status(session: Any, args: argparse.Namespace) -> tuple[Any, Any, boo
 async def _rotate(session: Any, args: argparse.Namespace) -> tuple[Any, Any, bool]:
     from gemini_webhooks.kubectl import actions
 
-    report = await actions.rotate(session, args.name, args.timeout)
+    report = await actions.rotate(session, args.name, args.timeout, args.immediate)
     return report, actions.rotate_text(report), True
+
+
+async def _sync(session: Any, args: argparse.Namespace) -> tuple[Any, Any, bool]:
+    from gemini_webhooks.kubectl import actions
+
+    report = await actions.sync(session, args.name, args.timeout)
+    return report, actions.sync_text(report), actions.sync_succeeded(report)
 
 
 async def _pause(session: Any, args: argparse.Namespace) -> tuple[Any, Any, bool]:
@@ -180,6 +195,7 @@ async def _check(session: Any, args: argparse.Namespace) -> tuple[Any, Any, bool
 HANDLERS: dict[str, Handler] = {
     "status": _status,
     "rotate": _rotate,
+    "sync": _sync,
     "pause": _pause,
     "resume": _pause,
     "verify": _verify,

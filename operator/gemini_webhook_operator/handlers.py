@@ -50,41 +50,41 @@ class _HealthMemos:
     by_uid: dict[str, health.HealthMemo] = field(default_factory=dict)
 
 
-ROTATE_FIELD = ("metadata", "annotations", crd.ANNOTATION_ROTATE)
+REQUEST_FIELDS = tuple(("metadata", "annotations", a) for a in crd.REQUEST_ANNOTATIONS)
 
 
 # kopf keeps its state in annotations under our prefix (`gemini.webhooks.dev/`) and, when
 # it compares an object with the last handled one, drops every annotation under that
 # prefix as its own: twice, in the diff base (the prefix is branded `kopf-managed`) and in
-# the progress storage's `clear`. Our user-facing `gemini.webhooks.dev/rotate` would be
-# dropped with them and wait for the next drift check. These two keep it in the compared
-# essence, so setting it is a change like a spec edit and the update handler runs at once.
+# the progress storage's `clear`. Our user-facing request annotations (rotate, its
+# revocation, sync) would be dropped with them and wait for the next drift check. These two
+# keep them in the compared essence, so setting one is a change like a spec edit and the
+# update handler runs at once.
 
 
 class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's last-handled configuration, plus the rotate annotation."""
+    """kopf's last-handled configuration, plus the request annotations."""
 
     def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> Any:
-        return super().build(body=body, extra_fields=[*(extra_fields or ()), ROTATE_FIELD])
+        return super().build(body=body, extra_fields=[*(extra_fields or ()), *REQUEST_FIELDS])
 
 
 class ProgressStorage(kopf.AnnotationsProgressStorage):
-    """kopf's handler progress; its `clear` keeps the rotate annotation in the essence."""
+    """kopf's handler progress; its `clear` keeps the request annotations in the essence."""
 
     def clear(self, *, essence: Any) -> Any:
-        requested = ((essence.get("metadata") or {}).get("annotations") or {}).get(
-            crd.ANNOTATION_ROTATE
-        )
+        annotations = (essence.get("metadata") or {}).get("annotations") or {}
+        requested = {a: annotations[a] for a in crd.REQUEST_ANNOTATIONS if a in annotations}
         cleared = super().clear(essence=essence)
-        if requested is not None:
+        if requested:
             metadata = cleared.setdefault("metadata", {})
-            metadata.setdefault("annotations", {})[crd.ANNOTATION_ROTATE] = requested
+            metadata.setdefault("annotations", {}).update(requested)
         return cleared
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """Our kopf settings: state in annotations (the CRD's structural schema prunes unknown
-    status fields) with the rotate annotation part of what is compared, our finalizer name,
+    status fields) with the request annotations part of what is compared, our finalizer name,
     no Kubernetes Event per kopf log line (a retry loop would post one per attempt): the
     reconciler posts its own, deduplicated — under our name (`From:` in `kubectl describe`,
     the Events' `reportingComponent` and `source.component`), not kopf's."""

@@ -68,6 +68,8 @@ class WebhookSpec:
     api_base_url: str | None
     receiver_enabled: bool
     rotate_requested: str | None  # the value of the rotate annotation, when present
+    # The requested rotation's revocation (the rotate-revocation annotation), when set.
+    rotate_revocation: str | None = None
     exposed_url: str | None = None  # https://<host><path> of spec.receiver.expose
 
     @property
@@ -174,6 +176,12 @@ def parse(body: dict[str, Any]) -> WebhookSpec:
     if base_url is not None and not re.fullmatch(crd.URL_PATTERN, base_url):
         raise InvalidSpecError("spec.apiBaseUrl: must be an http(s) URL")
     annotations = metadata.get("annotations") or {}
+    rotate_revocation = annotations.get(crd.ANNOTATION_ROTATE_REVOCATION)
+    if rotate_revocation is not None and rotate_revocation not in crd.REVOCATIONS:
+        raise InvalidSpecError(
+            f"annotation {crd.ANNOTATION_ROTATE_REVOCATION}: must be one of "
+            f"{', '.join(crd.REVOCATIONS)}, not {rotate_revocation!r}"
+        )
     return WebhookSpec(
         namespace=str(metadata.get("namespace", "default")),
         name=name,
@@ -200,6 +208,7 @@ def parse(body: dict[str, Any]) -> WebhookSpec:
         api_base_url=base_url,
         receiver_enabled=receiver_enabled,
         rotate_requested=annotations.get(crd.ANNOTATION_ROTATE),
+        rotate_revocation=rotate_revocation,
         exposed_url=exposed_url,
     )
 

@@ -279,7 +279,17 @@ async def reconcile(
         now=now,
     )
     outcome.status["observedGeneration"] = report.generation
+    sync_requested = sync_request(body)
+    if sync_requested is not None:
+        outcome.status["lastSyncRequest"] = sync_requested
     return outcome
+
+
+def sync_request(body: Mapping[str, Any]) -> str | None:
+    """The sync annotation's value: a reconciliation, whatever its outcome, handles it."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(crd.ANNOTATION_SYNC_REQUESTED)
+    return None if value is None else str(value)
 
 
 async def _reconcile(
@@ -401,7 +411,10 @@ async def _converge(
             overrides=overrides_from_env(),
         )
 
-    remote = await _observe(op, service, spec, status, secrets, outcome)
+    # A new sync request asks for the remote as it is now, not the shared listing.
+    fresh = sync_request(body) not in (None, status.get("lastSyncRequest"))
+    max_age = 0.0 if fresh else op.settings.drift_interval
+    remote = await _observe(op, service, spec, status, secrets, outcome, max_age)
     if remote is None and spec.adopt_id:
         message = f"no webhook with ID {spec.adopt_id!r} exists for this API key"
         return _failure(
@@ -477,7 +490,10 @@ async def _converge(
                 op.metrics.heals.labels(decision.reason).inc()
                 outcome.annotations[rotation.ANNOTATION_LAST_HEAL] = rfc3339(now)
             if spec.rotate_requested is not None:
-                outcome.remove_annotations.append(crd.ANNOTATION_ROTATE)
+                outcome.remove_annotations += [
+                    crd.ANNOTATION_ROTATE,
+                    crd.ANNOTATION_ROTATE_REVOCATION,
+                ]
         else:
             secret_note = rotation.held_heal(given, decision)
             if secret_note is not None:
@@ -525,9 +541,10 @@ async def _observe(
     status: Mapping[str, Any],
     secrets: SigningSecrets | None,
     outcome: Outcome,
+    max_age: float,
 ) -> RemoteWebhook | None:
-    """Find this resource's remote webhook, or None if there is none."""
-    max_age = op.settings.drift_interval
+    """Find this resource's remote webhook, or None if there is none, in the shared listing
+    of the remote webhooks if it is at most `max_age` seconds old."""
     if spec.adopt_id:
         found = await service.find(spec.adopt_id, max_age)
         if found is None:
@@ -600,7 +617,9 @@ async def _rotate(
     decision: rotation.Rotate,
     now: datetime,
 ) -> tuple[RemoteWebhook, SigningSecrets]:
-    immediate = spec.rotation.immediate
+    immediate = rotation.immediate_revocation(
+        spec.rotation, spec.rotate_requested, spec.rotate_revocation
+    )
     new_secret = await service.rotate(remote.id, signing.revocation_behavior(immediate))
     await op.step("rotate.called")
     rotated = signing.rotated(

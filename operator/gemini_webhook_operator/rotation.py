@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 import cronsim
 
 from gemini_webhook_operator.model import RotationPolicy
+from gemini_webhooks.contracts.crd import REVOCATIONS
 from gemini_webhooks.contracts.signing_secret import (
     API_GROUP,
     KNOWN,
@@ -57,6 +58,7 @@ HEAL_HOLD_REASONS: tuple[str, ...] = (
 # compared essence, so writing it never triggers the update handler.
 ANNOTATION_LAST_HEAL = f"{API_GROUP}/last-heal-time"
 DEFAULT_HEAL_INTERVAL = timedelta(hours=1)
+IMMEDIATE = REVOCATIONS[1]
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,16 @@ def requested_by_annotation(given: RotationInput) -> Decision | None:
     if given.requested is None:
         return None
     return Rotate(REQUESTED_BY_ANNOTATION, "rotation requested with the rotate annotation")
+
+
+def immediate_revocation(
+    policy: RotationPolicy, requested: str | None, revocation: str | None
+) -> bool:
+    """Whether a rotation revokes the previous secrets at once: a requested rotation's own
+    revocation (the rotate-revocation annotation) when it names one, else the policy's."""
+    if requested is not None and revocation is not None:
+        return revocation == IMMEDIATE
+    return policy.immediate
 
 
 def paused(given: RotationInput) -> Decision | None:
