@@ -124,6 +124,9 @@ def render_reference() -> str:
         f"- Annotation `{crd.ANNOTATION_SYNC_REQUESTED}`: set it (a new value each time) to "
         "reconcile now; the operator records the value it handled in "
         "`status.lastSyncRequest`.",
+        f"- Annotation `{crd.ANNOTATION_PING_REQUESTED}`: set it (a new value each time) to "
+        "have Gemini send a ping now; the operator records the outcome, with the receiver "
+        "Pods that verified it and with which secret, in `status.lastPing`.",
         "",
     ]
     for section in ("spec", "status"):

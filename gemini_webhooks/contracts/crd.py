@@ -36,9 +36,18 @@ place of spec.rotation.revocation; removed with it."""
 ANNOTATION_SYNC_REQUESTED = f"{API_GROUP}/sync-requested-at"
 """Set (a new value each time, e.g. the time) to reconcile now; the operator records the
 value it handled in status.lastSyncRequest."""
+ANNOTATION_PING_REQUESTED = f"{API_GROUP}/ping-requested-at"
+"""Set (a new value each time) to have Gemini send a ping now; the operator records the
+value and the outcome (which receiver Pods verified it, with which secret) in
+status.lastPing."""
 # The annotations a person sets to ask the operator for something: a change to any of them
 # is a change like a spec edit (the operator reacts at once).
-REQUEST_ANNOTATIONS = (ANNOTATION_ROTATE, ANNOTATION_ROTATE_REVOCATION, ANNOTATION_SYNC_REQUESTED)
+REQUEST_ANNOTATIONS = (
+    ANNOTATION_ROTATE,
+    ANNOTATION_ROTATE_REVOCATION,
+    ANNOTATION_SYNC_REQUESTED,
+    ANNOTATION_PING_REQUESTED,
+)
 
 # Condition types and the spec's enumerations, shared with the operator.
 CONDITION_READY = "Ready"
@@ -319,6 +328,39 @@ def status_schema() -> dict[str, Any]:
             "lastSyncRequest": _string(
                 "The last value of the annotation `" + ANNOTATION_SYNC_REQUESTED + "` the "
                 "operator reconciled for (`kubectl gemini sync` waits for it)."
+            ),
+            "lastPing": _object(
+                "The answer to the last ping requested with the annotation `"
+                + ANNOTATION_PING_REQUESTED
+                + "` (`kubectl gemini ping`).",
+                {
+                    "request": _string("The annotation's value this answers."),
+                    "sentAt": _timestamp("When Gemini was asked to send the ping."),
+                    "status": _string(
+                        "True: verified with the current signing secret; False: not "
+                        "received, or verified only with a previous secret; Unknown: "
+                        "could not tell, or no ping could be sent.",
+                        enum=["True", "False", "Unknown"],
+                    ),
+                    "reason": _string("As DeliveryVerified's reasons."),
+                    "message": _string("What happened, in a sentence."),
+                    "verifiedBy": {
+                        "type": "array",
+                        "description": "The receiver Pods (or, where Pods cannot be "
+                        "listed, the internal Service) that verified this ping.",
+                        "items": _object(
+                            "One receiver that verified the ping.",
+                            {
+                                "name": _string("The Pod (or Service) asked."),
+                                "receivedAt": _timestamp("When it verified the ping."),
+                                "secretFingerprint": _string(
+                                    "The truncated signing secret that verified it "
+                                    "(never the secret)."
+                                ),
+                            },
+                        ),
+                    },
+                },
             ),
             "receiverFingerprint": _string(
                 "Digest of the receiver objects last applied (empty: no receiver deployed)."

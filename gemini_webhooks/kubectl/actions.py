@@ -2,11 +2,13 @@
 rotate annotation (`gemini.webhooks.dev/rotate`, with `rotate-revocation` for
 `--immediate`; both removed by the operator once it rotated), the sync annotation
 (`sync-requested-at`, whose value the operator records in `status.lastSyncRequest` once it
-reconciled) and `spec.rotation.paused` — then waiting, bounded, for the operator's outcome.
+reconciled), the ping annotation (`ping-requested-at`, answered in `status.lastPing`) and
+`spec.rotation.paused` — then waiting, bounded, for the operator's outcome.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -152,30 +154,41 @@ def synced(requested: str, now: JSON) -> bool:
     return _status(now).get("lastSyncRequest") == requested
 
 
-async def sync(session: Session, name: str, within: float) -> JSON:
+async def _request(
+    session: Session,
+    name: str,
+    annotation: str,
+    handled: Callable[[str, JSON], bool],
+    within: float,
+    what: str,
+) -> JSON:
+    """Set a request annotation to a new value, wait until the operator has handled it."""
     await session.webhook(name)  # a clear NotFound before any write
     requested = _request_value()
-    await session.patch_webhook(
-        name, {"metadata": {"annotations": {crd.ANNOTATION_SYNC_REQUESTED: requested}}}
-    )
+    await session.patch_webhook(name, {"metadata": {"annotations": {annotation: requested}}})
     last: JSON = {}
 
     async def probe() -> JSON | None:
         nonlocal last
         last = await session.webhook(name)
-        return last if synced(requested, last) else None
+        return last if handled(requested, last) else None
 
     done = await wait_until(probe, within=within)
     if done is None:
         raise PluginError(
-            f"the operator did not reconcile {name} within {within:g} s (is it running? "
+            f"the operator did not {what} {name} within {within:g} s (is it running? "
             f"`kubectl gemini check`): {_stuck(last)}"
         )
+    return done
+
+
+async def sync(session: Session, name: str, within: float) -> JSON:
+    done = await _request(session, name, crd.ANNOTATION_SYNC_REQUESTED, synced, within, "reconcile")
     status = _status(done)
     return {
         "name": name,
         "namespace": session.namespace,
-        "requested": requested,
+        "requested": status.get("lastSyncRequest"),
         "observedGeneration": status.get("observedGeneration"),
         "conditions": [
             {k: c.get(k) for k in ("type", "status", "reason", "message")}
@@ -198,4 +211,34 @@ def sync_text(report: JSON) -> str:
     ]
     for c in report["conditions"]:
         lines.append(f"  {c['type']}: {c['status']} ({c['reason']}) {c['message'] or ''}".rstrip())
+    return "\n".join(lines)
+
+
+def pinged(requested: str, now: JSON) -> bool:
+    """The operator answered the request in status.lastPing."""
+    return (_status(now).get("lastPing") or {}).get("request") == requested
+
+
+async def ping(session: Session, name: str, within: float) -> JSON:
+    done = await _request(
+        session, name, crd.ANNOTATION_PING_REQUESTED, pinged, within, "answer the ping of"
+    )
+    answer = _status(done)["lastPing"]
+    return (
+        {"name": name, "namespace": session.namespace}
+        | {k: answer.get(k) for k in ("sentAt", "status", "reason", "message")}
+        | {"verifiedBy": list(answer.get("verifiedBy") or [])}
+    )
+
+
+def ping_text(report: JSON) -> str:
+    lines = [
+        f"ping of {report['namespace']}/{report['name']}: {report['status']} "
+        f"({report['reason']}) {report['message']}"
+    ]
+    for pod in report["verifiedBy"]:
+        lines.append(
+            f"  {pod['name']}: verified at {pod['receivedAt']} with "
+            f"{pod['secretFingerprint'] or 'an unnamed secret'}"
+        )
     return "\n".join(lines)

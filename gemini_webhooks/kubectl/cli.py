@@ -23,6 +23,7 @@ examples:
   kubectl gemini rotate batch-results                # rotate the signing secret now, wait for it
   kubectl gemini rotate batch-results --immediate    # ... and revoke the previous secrets at once
   kubectl gemini sync batch-results                  # reconcile now, print the outcome
+  kubectl gemini ping batch-results                  # Gemini pings; which Pods verified it
   kubectl gemini pause batch-results                 # hold scheduled rotations
   kubectl gemini resume batch-results
   kubectl gemini verify batch-results --headers h.txt --body body.json
@@ -37,6 +38,7 @@ SUBCOMMAND_HELP = {
     "status": "everything about one GeminiWebhook, with what to do next",
     "rotate": "rotate the signing secret now (the rotate annotation) and wait for it",
     "sync": "reconcile now (the sync annotation), wait for it and print the outcome",
+    "ping": "have Gemini send a ping now; print which receiver Pods verified it, with which secret",
     "pause": "pause scheduled rotation (spec.rotation.paused) and wait for the operator",
     "resume": "resume scheduled rotation and wait for the operator",
     "verify": "check a captured delivery against the webhook's current signing secrets",
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="revoke the previous secrets at once (default: spec.rotation.revocation)",
     )
-    for name in ("sync", "pause", "resume"):
+    for name in ("sync", "ping", "pause", "resume"):
         action = sub(name, f"kubectl gemini {name} batch-results")
         action.add_argument("name", help="the GeminiWebhook")
         action.add_argument("--timeout", type=_seconds, default=60.0, help="wait at most (60s)")
@@ -169,6 +171,13 @@ async def _sync(session: Any, args: argparse.Namespace) -> tuple[Any, Any, bool]
     return report, actions.sync_text(report), actions.sync_succeeded(report)
 
 
+async def _ping(session: Any, args: argparse.Namespace) -> tuple[Any, Any, bool]:
+    from gemini_webhooks.kubectl import actions
+
+    report = await actions.ping(session, args.name, args.timeout)
+    return report, actions.ping_text(report), report["status"] == "True"
+
+
 async def _pause(session: Any, args: argparse.Namespace) -> tuple[Any, Any, bool]:
     from gemini_webhooks.kubectl import actions
 
@@ -196,6 +205,7 @@ HANDLERS: dict[str, Handler] = {
     "status": _status,
     "rotate": _rotate,
     "sync": _sync,
+    "ping": _ping,
     "pause": _pause,
     "resume": _pause,
     "verify": _verify,

@@ -19,8 +19,9 @@ import kopf
 
 from gemini_webhook_operator import conditions, health
 from gemini_webhook_operator.kube import Kube, KubeError
-from gemini_webhook_operator.model import InvalidSpecError, parse
+from gemini_webhook_operator.model import InvalidSpecError, WebhookSpec, parse
 from gemini_webhook_operator.reconciler import (
+    REASON_INVALID_SPEC,
     REASON_KUBE_ERROR,
     Claim,
     Operator,
@@ -296,6 +297,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     @kopf.on.update(*RESOURCE, id="reconcile", registry=registry)
     async def reconcile_on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         await _run("change", body, memo, kwargs["webhook_claims"])
+        await _answer_ping_request(body, memo)
 
     def _jittered(**_: Any) -> float:
         spread = config.drift_interval * config.drift_jitter
@@ -390,14 +392,11 @@ async def _report_delivery(
     return stored
 
 
-async def _health_tick(
-    op: Operator, checker: health.HealthChecker, memo: health.HealthMemo, body: kopf.Body
-) -> health.Verdict | None:
-    try:
-        spec = parse(dict(body))
-    except InvalidSpecError:
-        return None
-    max_age = op.settings.drift_interval  # the drift check's shared listing
+async def _ping_means(
+    op: Operator, body: Mapping[str, Any], spec: WebhookSpec, max_age: float
+) -> tuple[health.Ping, str | None]:
+    """How to make Gemini ping this webhook, and the fingerprint of the secret held now
+    (None, with a ping that fails, when there is no key, webhook or secret)."""
     api_key = await op.kube.secret_value(
         spec.namespace, spec.api_key_secret, spec.api_key_key, max_age=max_age
     )
@@ -407,14 +406,58 @@ async def _health_tick(
     current = held.secrets.current if held.secrets else None
     webhook_id = (body.get("status") or {}).get("webhookId")
     if not api_key or not webhook_id:
-        return await checker.tick(body, memo, ping=_never, current_fingerprint=None)
+        return _never, None
     service = op.services.for_key(api_key, spec.api_base_url)
 
     async def ping() -> None:
         await service.ping(str(webhook_id))
 
-    fingerprint = truncate_secret(current.secret) if current else None
+    return ping, truncate_secret(current.secret) if current else None
+
+
+async def _health_tick(
+    op: Operator, checker: health.HealthChecker, memo: health.HealthMemo, body: kopf.Body
+) -> health.Verdict | None:
+    try:
+        spec = parse(dict(body))
+    except InvalidSpecError:
+        return None
+    # The drift check's shared listing.
+    ping, fingerprint = await _ping_means(op, body, spec, op.settings.drift_interval)
     return await checker.tick(body, memo, ping=ping, current_fingerprint=fingerprint)
+
+
+async def _answer_ping_request(body: kopf.Body, memo: Any) -> None:
+    """A ping someone asked for with the ping annotation, once per value: sent whatever
+    spec.healthCheck says, and answered in status.lastPing (never in DeliveryVerified,
+    which the health timer owns). Read afresh: kopf's copy may predate our last answer."""
+    op: Operator = memo.operator
+    checker: health.HealthChecker | None = getattr(memo, "health", None)
+    metadata = body.metadata
+    if checker is None or metadata.get("deletionTimestamp"):
+        return
+    try:
+        fresh = await op.kube.get(crd.KIND, str(metadata.namespace), str(metadata.name))
+    except KubeError as error:
+        raise kopf.TemporaryError(f"ping request not read: {error}", delay=10) from None
+    request = health.ping_request(fresh or {})
+    if fresh is None or request is None:
+        return
+    try:
+        spec = parse(fresh)
+    except InvalidSpecError as error:
+        verdict = health.Verdict(None, REASON_INVALID_SPEC, str(error))
+        answer = health.ping_answer(request, verdict, None, {})
+    else:
+        ping, fingerprint = await _ping_means(op, fresh, spec, 0.0)
+        verdict, sent_at, verified_by = await checker.requested(
+            fresh, ping=ping, current_fingerprint=fingerprint
+        )
+        answer = health.ping_answer(request, verdict, sent_at, verified_by)
+    try:
+        await op.kube.merge_patch_status(fresh, {"lastPing": answer})
+    except KubeError as error:
+        raise kopf.TemporaryError(f"ping answer not written: {error}", delay=10) from None
 
 
 async def _never() -> None:

@@ -40,10 +40,11 @@ import aiohttp
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics, PingResult
 from gemini_webhook_operator.receiver_resources import (
     STATIC_SOURCE,
+    internal_service_name,
     ping_status_pod_urls,
     ping_status_url,
 )
-from gemini_webhooks.contracts.crd import CONDITION_DELIVERY_VERIFIED
+from gemini_webhooks.contracts.crd import ANNOTATION_PING_REQUESTED, CONDITION_DELIVERY_VERIFIED
 from gemini_webhooks.contracts.crd_receiver import (
     CrdReceiverError,
     ReceiverSpec,
@@ -325,6 +326,39 @@ def parse_pings(document: Any, source: str = STATIC_SOURCE) -> PingObservation |
     return PingObservation(received, fingerprint, delivery_id)
 
 
+def ping_request(resource: Mapping[str, Any]) -> str | None:
+    """The ping annotation's value, when status.lastPing does not answer it yet."""
+    annotations = (resource.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(ANNOTATION_PING_REQUESTED)
+    handled = ((resource.get("status") or {}).get("lastPing") or {}).get("request")
+    return None if value is None or str(value) == handled else str(value)
+
+
+def ping_answer(
+    request: str,
+    verdict: Verdict,
+    sent_at: datetime | None,
+    verified_by: Mapping[str, PingObservation],
+) -> dict[str, Any]:
+    """status.lastPing for a requested ping (every key, so a merge patch leaves nothing of
+    an earlier answer). Only fingerprints: the truncated secrets the receivers report."""
+    return {
+        "request": request,
+        "sentAt": rfc3339(sent_at) if sent_at else None,
+        "status": {True: "True", False: "False", None: "Unknown"}[verdict.status],
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "verifiedBy": [
+            {
+                "name": name,
+                "receivedAt": rfc3339(seen.received_at),
+                "secretFingerprint": seen.secret_fingerprint,
+            }
+            for name, seen in sorted(verified_by.items())
+        ],
+    }
+
+
 # --- I/O -------------------------------------------------------------------------------
 
 
@@ -420,10 +454,16 @@ class HealthChecker:
         return list(await asyncio.gather(*(one(url) for url in urls)))
 
     async def check(
-        self, *, urls: Sequence[str], ping: Ping, current_fingerprint: str
+        self,
+        *,
+        urls: Sequence[str],
+        ping: Ping,
+        current_fingerprint: str,
+        seen: dict[str, PingObservation] | None = None,
     ) -> tuple[Verdict, datetime | None]:
         """Send one ping and wait for the verdict of the receivers at `urls` (the internal
-        Service, or each ready pod); returns it and the send time."""
+        Service, or each ready pod); returns it and the send time. `seen` gets what each URL
+        reported of this ping."""
         errors: dict[str, str] = {}
         reached: set[str] = set()
         # Read before sending (an unreachable pod may come up while the ping travels), so
@@ -444,6 +484,10 @@ class HealthChecker:
         while True:
             observations = await self._observe_each(urls, errors, reached)
             now = self.clock()
+            for url, observation, baseline in zip(urls, observations, baselines, strict=True):
+                if seen is not None and observation is not None:
+                    if is_new(observation, baseline, sent_at):
+                        seen[url] = observation
             outcome = combine(
                 [
                     judge(
@@ -537,13 +581,62 @@ class HealthChecker:
     async def _urls(self, resource: Mapping[str, Any], receiver: ReceiverSpec) -> list[str]:
         """Whom to ask: each ready pod when several keep their pings in memory and the pods
         can be listed; otherwise the internal Service."""
-        overrides = self.overrides()
-        if receiver.replicas > 1 and receiver.redis is None and self.receiver_pods is not None:
+        if receiver.replicas > 1 and receiver.redis is None:
+            return list((await self._targets(resource)).values())
+        return [self._service_url(resource)]
+
+    def _service_url(self, resource: Mapping[str, Any]) -> str:
+        return ping_status_url(
+            resource, cluster_domain=self.cluster_domain, overrides=self.overrides()
+        )
+
+    async def _targets(self, resource: Mapping[str, Any]) -> dict[str, str]:
+        """Each ready receiver pod's ping status (name -> URL), or the internal Service's
+        where none can be listed."""
+        if self.receiver_pods is not None:
             pods = await self.receiver_pods(resource)
-            urls = ping_status_pod_urls(resource, pods, overrides=overrides)
+            urls = ping_status_pod_urls(resource, pods, overrides=self.overrides())
             if urls:
-                return list(urls.values())
-        return [ping_status_url(resource, cluster_domain=self.cluster_domain, overrides=overrides)]
+                return urls
+        name = internal_service_name(resource["metadata"]["name"])
+        return {f"service/{name}": self._service_url(resource)}
+
+    async def requested(
+        self, resource: Mapping[str, Any], *, ping: Ping, current_fingerprint: str | None
+    ) -> tuple[Verdict, datetime | None, dict[str, PingObservation]]:
+        """One ping someone asked for (`kubectl gemini ping`), whatever spec.healthCheck
+        says: the verdict, when it was sent, and each receiver that verified it (by name).
+        Every ready pod is asked, so that the answer names the one that took it."""
+        spec, status = resource.get("spec") or {}, resource.get("status") or {}
+        try:
+            receiver = receiver_spec(spec)
+        except CrdReceiverError as error:
+            return Verdict(None, REASON_INVALID, str(error)), None, {}
+        blocked = blocked_reason(
+            health_enabled=True,
+            receiver_enabled=receiver.enabled,
+            webhook_id=status.get("webhookId"),
+            remote_state=status.get("remoteState"),
+            current_fingerprint=current_fingerprint,
+        )
+        if blocked is not None or current_fingerprint is None:
+            return blocked or Verdict(None, REASON_NO_SECRET, "no signing secret"), None, {}
+        targets = await self._targets(resource)
+        seen: dict[str, PingObservation] = {}
+        verdict, sent_at = await self.check(
+            urls=list(targets.values()),
+            ping=ping,
+            current_fingerprint=current_fingerprint,
+            seen=seen,
+        )
+        verdict = per_replica_caveat(
+            verdict,
+            replicas=receiver.replicas,
+            shared_pings=receiver.redis is not None,
+            asked=len(targets),
+        )
+        by_name = {name: seen[url] for name, url in targets.items() if url in seen}
+        return verdict, sent_at, by_name
 
     def record(self, namespace: str, name: str, verdict: Verdict) -> None:
         if verdict.ping_result is not None:
