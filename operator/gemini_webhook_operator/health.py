@@ -579,34 +579,27 @@ class HealthChecker:
         return verdict
 
     async def _urls(self, resource: Mapping[str, Any], receiver: ReceiverSpec) -> list[str]:
-        """Whom to ask: each ready pod when several keep their pings in memory and the pods
-        can be listed; otherwise the internal Service."""
-        if receiver.replicas > 1 and receiver.redis is None:
-            return list((await self._targets(resource)).values())
-        return [self._service_url(resource)]
+        return list((await self._targets(resource, receiver)).values())
 
-    def _service_url(self, resource: Mapping[str, Any]) -> str:
-        return ping_status_url(
-            resource, cluster_domain=self.cluster_domain, overrides=self.overrides()
-        )
-
-    async def _targets(self, resource: Mapping[str, Any]) -> dict[str, str]:
-        """Each ready receiver pod's ping status (name -> URL), or the internal Service's
-        where none can be listed."""
-        if self.receiver_pods is not None:
+    async def _targets(self, resource: Mapping[str, Any], receiver: ReceiverSpec) -> dict[str, str]:
+        """Whom to ask (name -> ping-status URL): each ready pod when several keep their
+        pings in memory and the pods can be listed; otherwise the internal Service."""
+        overrides = self.overrides()
+        if receiver.replicas > 1 and receiver.redis is None and self.receiver_pods is not None:
             pods = await self.receiver_pods(resource)
-            urls = ping_status_pod_urls(resource, pods, overrides=self.overrides())
+            urls = ping_status_pod_urls(resource, pods, overrides=overrides)
             if urls:
                 return urls
-        name = internal_service_name(resource["metadata"]["name"])
-        return {f"service/{name}": self._service_url(resource)}
+        service = internal_service_name(resource["metadata"]["name"])
+        url = ping_status_url(resource, cluster_domain=self.cluster_domain, overrides=overrides)
+        return {f"service/{service}": url}
 
     async def requested(
         self, resource: Mapping[str, Any], *, ping: Ping, current_fingerprint: str | None
     ) -> tuple[Verdict, datetime | None, dict[str, PingObservation]]:
         """One ping someone asked for (`kubectl gemini ping`), whatever spec.healthCheck
-        says: the verdict, when it was sent, and each receiver that verified it (by name).
-        Every ready pod is asked, so that the answer names the one that took it."""
+        says: the verdict, when it was sent, and each receiver that verified it (by name:
+        the Pod where each keeps its own pings, else the internal Service)."""
         spec, status = resource.get("spec") or {}, resource.get("status") or {}
         try:
             receiver = receiver_spec(spec)
@@ -621,7 +614,7 @@ class HealthChecker:
         )
         if blocked is not None or current_fingerprint is None:
             return blocked or Verdict(None, REASON_NO_SECRET, "no signing secret"), None, {}
-        targets = await self._targets(resource)
+        targets = await self._targets(resource, receiver)
         seen: dict[str, PingObservation] = {}
         verdict, sent_at = await self.check(
             urls=list(targets.values()),

@@ -1,9 +1,10 @@
-"""`kubectl gemini sync` and `rotate --immediate`: requests by annotation that the operator
-acts on once per value, and that the plugin waits for — on the Kubernetes API sandbox and
-(GWO_KUBE=real) the real control plane, through the installed executable."""
+"""`kubectl gemini sync`, `ping` and `rotate --immediate`: requests by annotation that the
+operator acts on once per value, and that the plugin waits for — on the Kubernetes API
+sandbox and (GWO_KUBE=real) the real control plane, through the installed executable."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -11,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from gemini_webhook_operator.receiver_resources import internal_service_name
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import truncate_secret
 from tests.kubectl.plugin import run
 from tests.operator.harness import Cluster, is_ready, operator_running, resource
+from tests.operator.local_receiver import local_receiver
 
 pytestmark = pytest.mark.real_component
 
@@ -75,12 +78,76 @@ async def test_sync_without_an_operator_times_out_with_a_clear_message(
     assert result.out == "" and "Traceback" not in result.all
 
 
-async def test_sync_of_an_unknown_resource_is_not_found(cluster: Cluster, kube: Any) -> None:
-    result = await run(kube, "sync", "nope", "--timeout", "1")
-    assert result.code == 1
-    assert result.err.strip() == (
-        'kubectl gemini: error: geminiwebhook "nope" not found in namespace "default"'
-    )
+async def test_sync_and_ping_of_an_unknown_resource_are_not_found(
+    cluster: Cluster, kube: Any
+) -> None:
+    for command in ("sync", "ping"):
+        result = await run(kube, command, "nope", "--timeout", "1")
+        assert result.code == 1
+        assert result.err.strip() == (
+            'kubectl gemini: error: geminiwebhook "nope" not found in namespace "default"'
+        )
+
+
+async def test_ping_has_gemini_send_one_and_names_who_verified_it_with_which_secret(
+    gemini: Cluster, emulator: Any, kube: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No spec.healthCheck: the ping is sent because it was asked for."""
+    name = "plugin-ping"
+    receiver = {
+        "enabled": True,
+        "defaultRoute": {"targets": [{"url": "https://consumer.example.com/events"}]},
+    }
+    async with (
+        local_receiver(kube, name, monkeypatch) as local,
+        operator_running(kube, drift_interval=3600.0),
+    ):
+        url = f"http://127.0.0.1:{local.public_port}/"
+        await gemini.apply(resource(name, url, emulator.base_url, receiver=receiver))
+        await gemini.wait_for(name, is_ready, timeout=60)
+        held = await gemini.signing_secrets(name)
+        assert held is not None and held.current is not None
+        fingerprint = truncate_secret(held.current.secret)
+        await _until_loaded(local, fingerprint)
+        result = await run(kube, "ping", name, "--timeout", "90s", "-o", "json")
+        text = await run(kube, "ping", name, "--timeout", "90s")
+        stored = await gemini.get(name)
+    assert result.code == 0, result.all
+    report = json.loads(result.out)
+    assert (report["status"], report["reason"]) == ("True", "PingVerified")
+    (verifier,) = report["verifiedBy"]
+    assert verifier["name"] == f"service/{internal_service_name(name)}"
+    assert verifier["secretFingerprint"] == fingerprint
+    assert "DeliveryVerified" not in {c["type"] for c in stored["status"]["conditions"]}
+    assert text.code == 0, text.all
+    assert text.out.startswith(f"ping of default/{name}: True (PingVerified) a ping sent at ")
+    assert f"  service/{internal_service_name(name)}: verified at " in text.out
+    assert text.out.rstrip().endswith(f"with {fingerprint}")
+    for output in (result, text):
+        assert held.current.secret not in output.all and "Traceback" not in output.all
+
+
+async def _until_loaded(local: Any, fingerprint: str) -> None:
+    """Bounded: the receiver has loaded the secret from its watch of the Secret."""
+    (secret_set,) = local.receiver.secret_sets
+    for _ in range(200):
+        if fingerprint in {s.fingerprint for s in secret_set.secrets}:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the receiver did not load the signing secret within 20 s")
+
+
+async def test_ping_without_a_receiver_says_why_none_was_sent_and_exits_1(
+    gemini: Cluster, emulator: Any, kube: Any
+) -> None:
+    async with operator_running(kube, drift_interval=3600.0):
+        await gemini.apply(resource("plugin-ping-bare", emulator.endpoint().url, emulator.base_url))
+        await gemini.wait_for("plugin-ping-bare", is_ready, timeout=60)
+        result = await run(kube, "ping", "plugin-ping-bare", "--timeout", "60s", "-o", "json")
+    assert result.code == 1, result.all
+    report = json.loads(result.out)
+    assert (report["status"], report["reason"]) == ("Unknown", "ReceiverNotDeployed")
+    assert report["sentAt"] is None and report["verifiedBy"] == []
 
 
 async def test_rotate_immediate_leaves_only_the_new_secret_here_and_at_gemini(

@@ -21,16 +21,9 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from gemini_webhook_operator.receiver_resources import (
-    INTERNAL_PORT,
-    STATIC_SOURCE,
-    internal_service_name,
-)
-from gemini_webhook_receiver import app as receiver_app
-from gemini_webhooks.contracts import receiver_config as rc
-from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
 from gemini_webhooks.contracts.times import parse_rfc3339
 from tests.operator.harness import Cluster, condition, is_ready, operator_running, resource
+from tests.operator.local_receiver import local_receiver
 
 
 async def test_health_check_reports_delivery_verified_through_the_timer(
@@ -58,29 +51,8 @@ RECEIVER_SPEC = {
 @pytest.fixture
 async def receiver(kube: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
     """The real receiver, reading `verified`'s signing Secret through the Kubernetes API."""
-    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
-    config = rc.ReceiverConfig(
-        listen=rc.ListenConfig(host="127.0.0.1", port=0),
-        internal=rc.InternalConfig(host="127.0.0.1", port=0),
-        static_webhooks=[
-            rc.StaticWebhookConfig(
-                name=STATIC_SOURCE,
-                secrets=rc.SecretsSource(
-                    kubernetes=rc.KubernetesSecretRef(
-                        namespace="default", name=f"{NAME}-signing-secret"
-                    )
-                ),
-            )
-        ],
-        dead_letter=rc.DeadLetterConfig(target=rc.TargetConfig(url="http://127.0.0.1:9/")),
-    )
-    running = await receiver_app.serve(config, drain_seconds=0.1)
-    key = service_key(internal_service_name(NAME), "default", INTERNAL_PORT)
-    monkeypatch.setenv(ENV_VAR, json.dumps({key: f"127.0.0.1:{running.internal_port}"}))
-    try:
+    async with local_receiver(kube, NAME, monkeypatch) as running:
         yield running
-    finally:
-        await running.stop(0.1)
 
 
 def _sent_at(verified: dict[str, Any]) -> datetime:
