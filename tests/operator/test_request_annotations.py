@@ -1,0 +1,99 @@
+"""The decisions behind the request annotations (rotate-revocation, sync-requested-at,
+ping-requested-at): pure, without a server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from gemini_webhook_operator import health, model, rotation
+from gemini_webhook_operator.handlers import DiffBaseStorage, ProgressStorage
+from gemini_webhook_operator.reconciler import sync_request
+from gemini_webhooks.contracts import crd
+
+GRACE = model.RotationPolicy(revocation="Grace")
+IMMEDIATE = model.RotationPolicy(revocation="Immediate")
+
+
+def _body(annotations: dict[str, str], status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "w", "namespace": "team-a", "uid": "u", "annotations": annotations},
+        "spec": {
+            "url": "https://h.example.com/",
+            "events": ["batch.succeeded"],
+            "apiKeySecretRef": {"name": "k"},
+        },
+        "status": status or {},
+    }
+
+
+def test_a_requested_rotation_takes_its_own_revocation_over_the_policys() -> None:
+    assert rotation.immediate_revocation(GRACE, "now", "Immediate") is True
+    assert rotation.immediate_revocation(IMMEDIATE, "now", "Grace") is False
+
+
+def test_without_a_request_or_its_revocation_the_policy_decides() -> None:
+    assert rotation.immediate_revocation(IMMEDIATE, "now", None) is True
+    assert rotation.immediate_revocation(GRACE, "now", None) is False
+    # A revocation left without a rotate request changes no scheduled rotation.
+    assert rotation.immediate_revocation(GRACE, None, "Immediate") is False
+
+
+def test_a_misspelt_revocation_annotation_is_an_invalid_spec_naming_it() -> None:
+    body = _body({crd.ANNOTATION_ROTATE: "now", crd.ANNOTATION_ROTATE_REVOCATION: "immediate"})
+    with pytest.raises(model.InvalidSpecError, match="rotate-revocation: must be one of"):
+        model.parse(body)
+    parsed = model.parse(_body({crd.ANNOTATION_ROTATE_REVOCATION: "Immediate"}))
+    assert parsed.rotate_revocation == "Immediate"
+
+
+def test_a_sync_request_is_the_annotations_value() -> None:
+    assert sync_request(_body({crd.ANNOTATION_SYNC_REQUESTED: "t1"})) == "t1"
+    assert sync_request(_body({})) is None
+
+
+def test_a_ping_request_is_answered_once_per_value() -> None:
+    asked = {crd.ANNOTATION_PING_REQUESTED: "t1"}
+    assert health.ping_request(_body(asked)) == "t1"
+    assert health.ping_request(_body(asked, {"lastPing": {"request": "t1"}})) is None
+    assert health.ping_request(_body(asked, {"lastPing": {"request": "t0"}})) == "t1"
+    assert health.ping_request(_body({})) is None
+
+
+def test_a_ping_answer_names_each_verifier_by_fingerprint_only() -> None:
+    sent = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    seen = health.PingObservation(sent, "whsec_abcd...wxyz", "msg_1")
+    verdict = health.Verdict(True, health.REASON_VERIFIED, "verified")
+    answer = health.ping_answer("t1", verdict, sent, {"pod-b": seen, "pod-a": seen})
+    assert answer == {
+        "request": "t1",
+        "sentAt": "2026-12-06T12:00:00Z",
+        "status": "True",
+        "reason": "PingVerified",
+        "message": "verified",
+        "verifiedBy": [
+            {
+                "name": n,
+                "receivedAt": "2026-12-06T12:00:00Z",
+                "secretFingerprint": "whsec_abcd...wxyz",
+            }
+            for n in ("pod-a", "pod-b")
+        ],
+    }
+    unsent = health.ping_answer("t2", health.Verdict(None, "ReceiverNotDeployed", "m"), None, {})
+    assert (unsent["status"], unsent["sentAt"], unsent["verifiedBy"]) == ("Unknown", None, [])
+
+
+def test_every_request_annotation_stays_in_kopfs_compared_essence() -> None:
+    """kopf drops annotations under our prefix from the essence; ours are put back, so
+    setting one is a change that runs the update handler at once."""
+    import kopf
+
+    annotations = {a: "v" for a in crd.REQUEST_ANNOTATIONS} | {f"{crd.API_GROUP}/other": "x"}
+    body = kopf.Body(_body(annotations))  # type: ignore[arg-type]
+    prefix = crd.API_GROUP
+    essence = DiffBaseStorage(prefix=prefix, key="last-handled-configuration").build(body=body)
+    cleared = ProgressStorage(prefix=prefix).clear(essence=essence)
+    assert cleared["metadata"]["annotations"] == {a: "v" for a in crd.REQUEST_ANNOTATIONS}
