@@ -430,32 +430,27 @@ async def _health_tick(
 async def _answer_ping_request(body: kopf.Body, memo: Any) -> None:
     """A ping someone asked for with the ping annotation, once per value: sent whatever
     spec.healthCheck says, and answered in status.lastPing (never in DeliveryVerified,
-    which the health timer owns). Read afresh: kopf's copy may predate our last answer."""
+    which the health timer owns). From kopf's copy as its watch last delivered it (the
+    operator's RBAC has no `get` on the resource)."""
     op: Operator = memo.operator
     checker: health.HealthChecker | None = getattr(memo, "health", None)
-    metadata = body.metadata
-    if checker is None or metadata.get("deletionTimestamp"):
+    request = health.ping_request(body)
+    if checker is None or request is None or body.metadata.get("deletionTimestamp"):
         return
+    resource: dict[str, Any] = copy.deepcopy(dict(body))
     try:
-        fresh = await op.kube.get(crd.KIND, str(metadata.namespace), str(metadata.name))
-    except KubeError as error:
-        raise kopf.TemporaryError(f"ping request not read: {error}", delay=10) from None
-    request = health.ping_request(fresh or {})
-    if fresh is None or request is None:
-        return
-    try:
-        spec = parse(fresh)
+        spec = parse(resource)
     except InvalidSpecError as error:
         verdict = health.Verdict(None, REASON_INVALID_SPEC, str(error))
         answer = health.ping_answer(request, verdict, None, {})
     else:
-        ping, fingerprint = await _ping_means(op, fresh, spec, 0.0)
+        ping, fingerprint = await _ping_means(op, resource, spec, 0.0)
         verdict, sent_at, verified_by = await checker.requested(
-            fresh, ping=ping, current_fingerprint=fingerprint
+            resource, ping=ping, current_fingerprint=fingerprint
         )
         answer = health.ping_answer(request, verdict, sent_at, verified_by)
     try:
-        await op.kube.merge_patch_status(fresh, {"lastPing": answer})
+        await op.kube.merge_patch_status(resource, {"lastPing": answer})
     except KubeError as error:
         raise kopf.TemporaryError(f"ping answer not written: {error}", delay=10) from None
 

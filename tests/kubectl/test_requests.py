@@ -40,7 +40,7 @@ async def test_sync_reconciles_at_once_and_prints_the_outcome(
         stored = await gemini.get("plugin-sync")
         text = await run(kube, "sync", "plugin-sync", "--timeout", "60s")
     assert result.code == 0, result.all
-    assert remote.uri == endpoint.url
+    assert stored is not None and remote.uri == endpoint.url
     report = json.loads(result.out)
     assert report["requested"] == stored["status"]["lastSyncRequest"]
     assert {c["type"]: (c["status"], c["reason"]) for c in report["conditions"]}["Synced"] == (
@@ -118,6 +118,7 @@ async def test_ping_has_gemini_send_one_and_names_who_verified_it_with_which_sec
     (verifier,) = report["verifiedBy"]
     assert verifier["name"] == f"service/{internal_service_name(name)}"
     assert verifier["secretFingerprint"] == fingerprint
+    assert stored is not None
     assert "DeliveryVerified" not in {c["type"] for c in stored["status"]["conditions"]}
     assert text.code == 0, text.all
     assert text.out.startswith(f"ping of default/{name}: True (PingVerified) a ping sent at ")
@@ -174,6 +175,7 @@ async def test_rotate_immediate_leaves_only_the_new_secret_here_and_at_gemini(
     assert [s.truncated_secret for s in remote.signing_secrets or []] == [
         truncate_secret(after.current.secret)
     ]
+    assert stored is not None
     annotations = stored["metadata"].get("annotations") or {}
     assert crd.ANNOTATION_ROTATE not in annotations
     assert crd.ANNOTATION_ROTATE_REVOCATION not in annotations
@@ -202,7 +204,7 @@ async def test_sync_and_rotate_refused_by_rbac_say_so_in_one_line(
         "verbs": ["get", "list", "watch"],
     }
     meta = {"name": account, "namespace": "default"}
-    rbac = [
+    rbac: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
