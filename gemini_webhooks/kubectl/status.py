@@ -217,6 +217,7 @@ def summarize(seen: Observed) -> JSON:
             "nextRotationTime": status.get("nextRotationTime"),
             "paused": bool(((seen.webhook.get("spec") or {}).get("rotation") or {}).get("paused")),
         },
+        "lastPing": status.get("lastPing"),
         "signingSecret": _secrets(seen, receiver_resources.signing_secret_name(seen.webhook)),
         "receiver": _receiver(seen, name),
         "route": _route(seen, name),
@@ -267,6 +268,17 @@ def tree(report: JSON) -> Node:
         f"({rotation['lastRotationReason'] or '-'}), next "
         + ("paused" if rotation["paused"] else rotation["nextRotationTime"] or "-")
     )
+    ping = report.get("lastPing")
+    if ping:
+        node = root.add(
+            f"Last requested ping: {ping.get('status')} ({ping.get('reason')}), sent "
+            f"{ping.get('sentAt') or '-'}"
+        )
+        for who in ping.get("verifiedBy") or []:
+            node.add(
+                f"verified by {who['name']} at {who['receivedAt']} with "
+                f"{who.get('secretFingerprint') or 'an unnamed secret'}"
+            )
     secret = report["signingSecret"]
     node = root.add(f"Signing Secret {secret['name']}")
     if "problem" in secret:

@@ -112,6 +112,7 @@ async def test_ping_has_gemini_send_one_and_names_who_verified_it_with_which_sec
         result = await run(kube, "ping", name, "--timeout", "90s", "-o", "json")
         text = await run(kube, "ping", name, "--timeout", "90s")
         stored = await gemini.get(name)
+        shown = await run(kube, "status", name)
     assert result.code == 0, result.all
     report = json.loads(result.out)
     assert (report["status"], report["reason"]) == ("True", "PingVerified")
@@ -124,7 +125,9 @@ async def test_ping_has_gemini_send_one_and_names_who_verified_it_with_which_sec
     assert text.out.startswith(f"ping of default/{name}: True (PingVerified) a ping sent at ")
     assert f"  service/{internal_service_name(name)}: verified at " in text.out
     assert text.out.rstrip().endswith(f"with {fingerprint}")
-    for output in (result, text):
+    assert "├─ Last requested ping: True (PingVerified), sent " in shown.out
+    assert f"verified by service/{internal_service_name(name)} at " in shown.out
+    for output in (result, text, shown):
         assert held.current.secret not in output.all and "Traceback" not in output.all
 
 
