@@ -1,4 +1,4 @@
-"""`rotate`, `sync`, `pause` and `resume`: each through what the operator reads — the
+"""`rotate`, `sync`, `ping`, `pause` and `resume`: each through what the operator reads — the
 rotate annotation (`gemini.webhooks.dev/rotate`, with `rotate-revocation` for
 `--immediate`; both removed by the operator once it rotated), the sync annotation
 (`sync-requested-at`, whose value the operator records in `status.lastSyncRequest` once it
