@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from gemini_webhooks.contracts.delivery import (
 from gemini_webhooks.contracts.receiver_config import DYNAMIC_SOURCE, ReceiverConfig
 from gemini_webhooks.contracts.signing_secret import SigningSecrets
 from gemini_webhooks.contracts.times import rfc3339
+from gemini_webhooks.tracing import configured as tracing_configured
+from gemini_webhooks.tracing import tracer_provider
 
 from . import metrics, reasons, static
 from .dedup import MemoryDedup
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
     from . import dynamic
     from .queue import Admitted, Consumer, Stream
     from .shared_pings import SharedPings
+    from .tracing import Tracing
 
 PINGS_PATH = "/internal/pings"
 _MAX_ID_LENGTH = 256
@@ -114,8 +118,10 @@ class PingRecord:
 
 
 class Receiver:
-    def __init__(self, config: ReceiverConfig) -> None:
+    def __init__(self, config: ReceiverConfig, tracing: Tracing | None = None) -> None:
         self.config = config
+        # Set only when the OTEL_* environment turns tracing on (`start_tracing`).
+        self.tracing = tracing
         self.tolerance = config.replay.tolerance_seconds
         self.reload_hold = config.replay.reload_pending_seconds
         # The unknown-signature rule's evidence (static.unknown_signature): when a static
@@ -136,7 +142,7 @@ class Receiver:
         # Read here, before anything starts: a missing job key stops the process at once.
         self.job_origin = JobOrigin.from_config(config.dynamic) if config.dynamic.enabled else None
         self._session: aiohttp.ClientSession | None = None
-        self.forwarder = Forwarder(config.forwarding.max_connections, self.session)
+        self.forwarder = Forwarder(config.forwarding.max_connections, self.session, tracing)
         self._rejections = {
             r.reason: (
                 metrics.deliveries.labels("rejected", r.reason),
@@ -297,6 +303,8 @@ class Receiver:
         """Count and log a rejection; its answer's body."""
         counter, body = self._rejections[rejection.reason]
         counter.inc()
+        if self.tracing is not None:
+            self.tracing.rejected(rejection.reason)
         log(20, "delivery rejected", webhook_id=msg_id, reason=rejection.reason)
         return body
 
@@ -353,6 +361,8 @@ class Receiver:
         if isinstance(verified, Rejection):
             return self._reject(verified, msg_id)
         event, ping = verified
+        if self.tracing is not None:
+            self.tracing.verified(event)
         if ping is not None:
             return await self._record_ping(event, ping)
         return await self._accept(event)
@@ -496,6 +506,8 @@ class Receiver:
                 targets = [self.targets.dead_letter]
                 metrics.dead_letters.labels("unroutable").inc()
                 log(30, "no route matched; dead-lettering", webhook_id=event.msg_id)
+            if self.tracing is not None:
+                self.tracing.routed(rule, len(targets))
             delivered = await deliver_inline(self.forwarder, self.config.forwarding, event, targets)
         finally:
             if not delivered:
@@ -510,6 +522,8 @@ class Receiver:
         return 200, _ACCEPTED
 
     def _duplicate(self, event: Event) -> Answer:
+        if self.tracing is not None:
+            self.tracing.duplicate()
         metrics.duplicates.labels(event.source).inc()
         self._count_duplicate.inc()
         log(10, "duplicate delivery", webhook_id=event.msg_id)
@@ -637,17 +651,32 @@ class Running:
         self.public_connections.close_all()
         for runner in self.runners:
             await runner.cleanup()
+        if self.receiver.tracing is not None:
+            await asyncio.to_thread(self.receiver.tracing.shutdown)  # the last spans out
+
+
+def start_tracing() -> Tracing | None:
+    """The receiver's spans when the process's `OTEL_*` environment turns tracing on
+    (`gemini_webhooks.tracing`), importing OpenTelemetry only then; None otherwise.
+    `TracingConfigError` for an environment asking what cannot be done."""
+    if not tracing_configured(os.environ):
+        return None
+    from .tracing import Tracing
+
+    return Tracing(tracer_provider(os.environ, "gemini-webhook-receiver"))
 
 
 async def serve(config: ReceiverConfig, *, drain_seconds: float = 10.0) -> Running:
     """Start everything; the returned ports are the bound ones (config may say 0)."""
-    receiver = Receiver(config)
+    tracing = start_tracing()
+    receiver = Receiver(config, tracing)
     await receiver.start()
+    deliver = receiver.handle_delivery
     connections = PublicServer(
         config.listen.path,
         config.limits.max_body_bytes,
         config.limits.read_timeout_seconds,
-        receiver.handle_delivery,
+        deliver if tracing is None else tracing.deliveries(deliver),
         receiver.rejected,
         config.limits.max_connections,
     )
@@ -672,5 +701,6 @@ async def serve(config: ReceiverConfig, *, drain_seconds: float = 10.0) -> Runni
         port=ports[0],
         internal_port=ports[1],
         mode="redis" if config.redis else "inline",
+        tracing=tracing is not None,
     )
     return Running(receiver, public, connections, [internal], ports[0], ports[1])

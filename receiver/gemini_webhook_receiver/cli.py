@@ -50,12 +50,14 @@ def _load(path: str | None) -> ReceiverConfig | None:
 
 
 async def _serve(config: ReceiverConfig, drain_seconds: float) -> int:
+    from gemini_webhooks.tracing import TracingConfigError
+
     from .app import RedisNotDurable, serve
     from .job_origin import JobKeyUnavailable
 
     try:
         running = await serve(config, drain_seconds=drain_seconds)
-    except (RedisNotDurable, JobKeyUnavailable) as error:
+    except (RedisNotDurable, JobKeyUnavailable, TracingConfigError) as error:
         logs.log(50, "not started", reason=str(error))
         print(f"gemini-webhooks receiver: {error}", file=sys.stderr)
         return 2

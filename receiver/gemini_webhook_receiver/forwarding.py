@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -28,6 +29,9 @@ from .metrics import (
     FORWARD_OK,
     FORWARD_TIMEOUT,
 )
+
+if TYPE_CHECKING:
+    from .tracing import Tracing  # imported only when tracing is on
 
 HEADER_EVENT_TYPE = "x-gemini-event-type"
 HEADER_SOURCE = "x-gemini-source"
@@ -134,12 +138,23 @@ def request_for(event: Event, target: Target) -> tuple[dict[str, str], bytes]:
 
 
 class Forwarder:
-    """Sends one event to one target: plain http through the lean pool, https via aiohttp."""
+    """Sends one event to one target: plain http through the lean pool, https via aiohttp;
+    with tracing, each attempt in a span of its own, whose `traceparent` the target gets."""
 
-    def __init__(self, max_connections: int, session: Callable[[], aiohttp.ClientSession]):
+    def __init__(
+        self,
+        max_connections: int,
+        session: Callable[[], aiohttp.ClientSession],
+        tracing: Tracing | None = None,
+    ):
         self.pool = Pool(max_connections)
         self._session = session
         self._counters: dict[tuple[str, str], Any] = {}
+        self._tracing = tracing
+        # Chosen once: without tracing an attempt costs no check at all.
+        self.forward: Callable[[Event, Target, float], Awaitable[str]] = (
+            self._send if tracing is None else self._traced
+        )
 
     def _count(self, target: Target, outcome: str) -> None:
         key = (target.name, outcome)
@@ -162,9 +177,22 @@ class Forwarder:
                     pass
                 return response.status
 
-    async def forward(self, event: Event, target: Target, attempt_seconds: float) -> str:
+    async def _traced(self, event: Event, target: Target, attempt_seconds: float) -> str:
+        assert self._tracing is not None
+        send = functools.partial(self._send, event, target, attempt_seconds)
+        return await self._tracing.forward(event, target, send)
+
+    async def _send(
+        self,
+        event: Event,
+        target: Target,
+        attempt_seconds: float,
+        trace_headers: Mapping[str, str] | None = None,
+    ) -> str:
         """POST once; returns the outcome label, one of `metrics.FORWARD_OUTCOMES`."""
         headers, body = request_for(event, target)
+        if trace_headers:
+            headers.update(trace_headers)
         plain = target.plain_http
         try:
             if plain is not None:  # bounded by `attempt_seconds` in all, connecting included

@@ -1,11 +1,12 @@
 """The receiver process holds only what it runs: neither the operator, kopf, google-genai
 nor any of the tools (emulator, sandboxes, control plane), nor the Redis client and the JWT
-libraries when its configuration uses neither."""
+libraries when its configuration uses neither, nor OpenTelemetry when tracing is off."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -64,9 +65,14 @@ async def _modules_of_a_receiver_run(
     config_file.write_text(json.dumps(config))
     log = tmp_path / "stderr"
     command = [sys.executable, "-X", "importtime", "-m", "gemini_webhooks", "receiver"]
+    # Tracing off, as it is unless configured: no OTEL_* variable reaches the process.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            [*command, "--config", str(config_file)], stdout=subprocess.DEVNULL, stderr=stderr
+            [*command, "--config", str(config_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
         )
     try:
         port = await _wait_listening(process, log)
@@ -107,3 +113,15 @@ async def test_an_inline_static_receiver_imports_neither_redis_nor_the_jwt_libra
 ) -> None:
     imported = await _modules_of_a_receiver_run(target, secrets_file, tmp_path)
     assert _under(("redis", "jwt", "cryptography"), imported) == []
+
+
+async def test_without_tracing_configured_no_opentelemetry_is_imported_nor_traceparent_sent(
+    target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
+) -> None:
+    imported = await _modules_of_a_receiver_run(target, secrets_file, tmp_path)
+    assert (
+        _under(("opentelemetry", "gemini_webhook_receiver.tracing", "google.protobuf"), imported)
+        == []
+    )
+    [forwarded] = target.requests
+    assert not {"traceparent", "tracestate", "baggage"} & {h.lower() for h in forwarded.headers}

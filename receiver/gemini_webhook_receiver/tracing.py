@@ -1,0 +1,110 @@
+"""The receiver's spans, imported only when the `OTEL_*` environment turns tracing on
+(`gemini_webhooks.tracing.configured`): a receiver that does not trace loads no
+OpenTelemetry module and its hot path does not branch on it but for an `is None`.
+
+- `webhook delivery` (SERVER): one per request to the public port, ended with its answer;
+  events on it say what was decided — `verified` (scheme, source), `rejected` (reason),
+  `duplicate`, `routed` (rule, target count);
+- `forward` (CLIENT), its child: one per attempt at one target, carrying the W3C
+  `traceparent` (the configured propagators) to the target, which continues the trace.
+
+Attributes hold names and outcomes only: never a signing secret, a signature, a token, the
+body or the verified claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from gemini_webhooks.contracts.delivery import HEADER_ID
+
+from .forwarding import Event, Target
+from .metrics import FORWARD_OK
+
+DeliveryHandler = Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
+Send = Callable[[Mapping[str, str]], Awaitable[str]]
+
+# Attribute names: OpenTelemetry's semantic conventions where one exists, ours otherwise.
+MESSAGE_ID = "gemini.webhook.message_id"  # `webhook-id`: the delivery's id, not a secret
+STATUS_CODE = "http.response.status_code"
+
+
+class Tracing:
+    def __init__(self, provider: TracerProvider) -> None:
+        self.provider = provider
+        self.tracer = provider.get_tracer("gemini_webhook_receiver")
+
+    def deliveries(self, deliver: DeliveryHandler) -> DeliveryHandler:
+        """`deliver` inside a `webhook delivery` span."""
+        tracer = self.tracer
+
+        async def traced(headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+            attributes: dict[str, str | int] = {
+                "http.request.method": "POST",
+                "http.request.body.size": len(body),
+            }
+            msg_id = headers.get(HEADER_ID)
+            if msg_id:
+                attributes[MESSAGE_ID] = msg_id[:256]
+            with tracer.start_as_current_span(
+                "webhook delivery", kind=SpanKind.SERVER, attributes=attributes
+            ) as span:
+                status, answer = await deliver(headers, body)
+                span.set_attribute(STATUS_CODE, status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                return status, answer
+
+        return traced
+
+    @staticmethod
+    def verified(event: Event) -> None:
+        trace.get_current_span().add_event(
+            "verified",
+            {"gemini.signature_scheme": event.scheme, "gemini.webhook.source": event.source},
+        )
+
+    @staticmethod
+    def rejected(reason: str) -> None:
+        span = trace.get_current_span()
+        span.set_attribute("gemini.rejection.reason", reason)
+        span.add_event("rejected", {"gemini.rejection.reason": reason})
+
+    @staticmethod
+    def duplicate() -> None:
+        trace.get_current_span().add_event("duplicate")
+
+    @staticmethod
+    def routed(rule: str | None, targets: int) -> None:
+        attributes: dict[str, str | int] = {"gemini.route.targets": targets}
+        if rule is not None:
+            attributes["gemini.route.rule"] = rule
+        trace.get_current_span().add_event("routed", attributes)
+
+    async def forward(self, event: Event, target: Target, send: Send) -> str:
+        """One attempt (`send`, given the headers to add) inside a `forward` span, whose
+        context those headers carry; returns its outcome."""
+        with self.tracer.start_as_current_span(
+            "forward",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gemini.target": target.name,  # a URL target's, without credentials or query
+                MESSAGE_ID: event.msg_id,
+                "gemini.event_type": event.event_type,
+            },
+        ) as span:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            outcome = await send(carrier)
+            span.set_attribute("gemini.forward.outcome", outcome)
+            if outcome != FORWARD_OK:
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            return outcome
+
+    def shutdown(self) -> None:
+        """Export what is still buffered (bounded by the SDK's export timeout)."""
+        self.provider.shutdown()

@@ -1,0 +1,190 @@
+"""One delivery's trace, end to end, read back from a real trace backend: the receiver
+process (tracing on through the standard `OTEL_*` environment) verifies a signed delivery
+and forwards it to a consumer that continues the trace from the `traceparent` it gets; the
+OpenTelemetry Collector (built here from its Go modules) stores what both export.
+
+The consumer is a test double standing in for the user's Service: an HTTP endpoint that
+extracts the W3C context with the OpenTelemetry SDK and spans its handling as a child."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from opentelemetry import propagate
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
+
+from tests.receiver.conftest import (
+    base_config,
+    envelope,
+    new_secret,
+    signed_headers,
+    start_app,
+    write_secrets,
+)
+from tests.tracing import collector as otelcol
+
+# The Collector is built in the background during scripts/test's sandbox phase.
+pytestmark = [pytest.mark.real_component, pytest.mark.late_build]
+
+SERVER = 2  # OTLP JSON's span kinds
+CLIENT = 3
+
+
+class TracingConsumer:
+    """A test double for the consumer Service: continues the trace it is sent."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.provider = TracerProvider(resource=Resource.create({"service.name": "test-consumer"}))
+        self.provider.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"))
+        )
+        self.tracer = self.provider.get_tracer("test-consumer")
+        self.traceparents: list[str | None] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.traceparents.append(request.headers.get("traceparent"))
+        context = propagate.extract(dict(request.headers))
+        with self.tracer.start_as_current_span("consume event", context, SpanKind.SERVER):
+            pass
+        return web.Response(status=204)
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[otelcol.Collector]:
+    with otelcol.running(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def consumer(collector: otelcol.Collector) -> AsyncIterator[TracingConsumer]:
+    double = TracingConsumer(collector.endpoint)
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", double.handle)
+    runner, port = await start_app(app)
+    double.url = f"http://127.0.0.1:{port}/events"
+    yield double
+    await runner.cleanup()
+    double.provider.shutdown()
+
+
+async def _listening(process: subprocess.Popen[bytes], log: Path) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        for line in log.read_text().splitlines():
+            if '"receiver listening"' in line:
+                record = json.loads(line)
+                assert record["tracing"] is True
+                return int(record["port"])
+        await asyncio.sleep(0.05)
+    raise AssertionError("receiver did not start: " + log.read_text())
+
+
+def _attributes(item: dict[str, Any]) -> dict[str, Any]:
+    return {a["key"]: next(iter(a["value"].values())) for a in item.get("attributes", [])}
+
+
+async def test_a_deliverys_trace_holds_the_receivers_spans_and_the_consumers_child(
+    collector: otelcol.Collector, consumer: TracingConsumer, tmp_path: Path
+) -> None:
+    secret = new_secret()
+    secrets_path = tmp_path / "signing-secrets.json"
+    write_secrets(secrets_path, secret)
+    config = tmp_path / "receiver.json"
+    config.write_text(
+        json.dumps(base_config(consumer.url, secrets_path, logging={"level": "INFO"}))
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env |= {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+        "OTEL_SERVICE_NAME": "receiver-under-test",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    log = tmp_path / "receiver.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gemini_webhooks", "receiver", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+        )
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([secret], body, msg_id="msg_traced")
+    forged = signed_headers([new_secret()], body, msg_id="msg_forged")
+    try:
+        port = await _listening(process, log)
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/"
+            async with session.post(url, data=body, headers=headers) as response:
+                assert response.status == 200, await response.text()
+            async with session.post(url, data=body, headers=forged) as response:
+                refused = response.status, (await response.json())["error"]
+                assert refused[0] >= 400
+    finally:
+        process.send_signal(signal.SIGTERM)  # its last spans are exported on the way out
+        process.wait(60)
+    assert process.returncode == 0, log.read_text()
+
+    def complete(spans: list[dict[str, Any]]) -> bool:
+        names = [s["name"] for s in spans]
+        return names.count("webhook delivery") == 2 and "consume event" in names
+
+    spans = await asyncio.to_thread(collector.wait_for, complete)
+    deliveries = {
+        _attributes(s)["gemini.webhook.message_id"]: s
+        for s in spans
+        if s["name"] == "webhook delivery"
+    }
+    delivery = deliveries["msg_traced"]
+    assert delivery["service"] == "receiver-under-test"
+    assert delivery["kind"] == SERVER and not delivery.get("parentSpanId")
+    assert int(_attributes(delivery)["http.response.status_code"]) == 200
+    assert [e["name"] for e in delivery["events"]] == ["verified", "routed"]
+    [forward] = [s for s in spans if s["name"] == "forward"]
+    assert forward["kind"] == CLIENT
+    assert forward["traceId"] == delivery["traceId"]
+    assert forward["parentSpanId"] == delivery["spanId"]
+    assert _attributes(forward)["gemini.forward.outcome"] == "ok"
+    [consumed] = [s for s in spans if s["name"] == "consume event"]
+    assert consumed["service"] == "test-consumer"
+    assert consumed["traceId"] == delivery["traceId"]
+    assert consumed["parentSpanId"] == forward["spanId"]
+    [traceparent] = consumer.traceparents
+    assert traceparent is not None
+    version, trace_id, parent_id, flags = traceparent.split("-")
+    assert (version, trace_id, parent_id) == ("00", delivery["traceId"], forward["spanId"])
+    assert int(flags, 16) & 1  # sampled
+
+    rejected = deliveries["msg_forged"]
+    assert rejected["traceId"] != delivery["traceId"]
+    assert _attributes(rejected)["gemini.rejection.reason"] == refused[1]
+    assert int(_attributes(rejected)["http.response.status_code"]) == refused[0]
+
+    # Nothing secret, signed or sent reached the backend: not the signing secrets (nor their
+    # key bytes), not a signature, not the body.
+    exported = collector.path.read_text()
+    data_id = json.loads(body)["data"]["id"]
+    for sent in (headers, forged):
+        for signature in sent["webhook-signature"].split():
+            assert signature.partition(",")[2] not in exported
+    for whsec in (secret,):
+        assert whsec not in exported and whsec.removeprefix("whsec_") not in exported
+    assert data_id not in exported and "output_file_uri" not in exported
