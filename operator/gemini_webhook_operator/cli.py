@@ -9,6 +9,8 @@ import gc
 import logging
 import os
 
+from opentelemetry import trace
+
 from gemini_webhook_operator import crashpoint, metrics, runtime
 from gemini_webhook_operator.kube import ClusterAccess, KubeConfigError, bound_tls_read_buffer
 from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaseTiming
@@ -17,6 +19,8 @@ from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhook_operator.reconciler import DEFAULT_MAX_CONCURRENT_RECONCILES, StepHook
 from gemini_webhook_operator.runtime import LeaderElection, RunConfig
 from gemini_webhook_operator.webhookservice import ServiceSettings
+from gemini_webhooks import tracing
+from gemini_webhooks.tracing import TracingConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -188,12 +192,24 @@ def freeze_imported_objects() -> None:
     gc.freeze()
 
 
+def start_tracing() -> None:
+    """Spans of every reconciliation and WebhookService call exported as the process's
+    `OTEL_*` environment says, when it turns tracing on (`gemini_webhooks.tracing`); the
+    global tracer provider stays OpenTelemetry's no-op one otherwise."""
+    if tracing.configured(os.environ):
+        trace.set_tracer_provider(tracing.tracer_provider(os.environ, "gemini-webhook-operator"))
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     config = config_from_args(args)
+    try:
+        start_tracing()
+    except TracingConfigError as error:
+        raise SystemExit(str(error)) from None
     bound_tls_read_buffer()
     freeze_imported_objects()
     try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
+from opentelemetry.trace import Status, StatusCode
 
 from gemini_webhook_operator import conditions, health
 from gemini_webhook_operator.kube import Kube, KubeError
@@ -246,7 +247,19 @@ async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) ->
             # failures seen on kube-apiserver were the live body's, above; the flap test
             # counts one rotation per request.
             return
-        with op.metrics.time_reconcile(handler) as record:
+        with (
+            op.tracer.start_as_current_span(
+                "reconcile",
+                attributes={
+                    "k8s.namespace.name": str(body.metadata.namespace),
+                    "gemini.webhook.resource": str(body.metadata.name),
+                    "gemini.reconcile.trigger": handler,
+                },
+                record_exception=False,  # a TemporaryError's message is not ours to export
+                set_status_on_exception=False,
+            ) as span,
+            op.metrics.time_reconcile(handler) as record,
+        ):
             # The drift check reads Secrets from a listing shared by all resources, at most
             # one interval old; a change (create, update, resume) reads them afresh.
             max_age = op.settings.drift_interval if handler == "drift" else 0.0
@@ -257,12 +270,14 @@ async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) ->
                 versions, fields = await _write_back(op.kube, body, outcome)
             except KubeError as error:
                 record.failed(REASON_KUBE_ERROR, retry=True)
+                span.set_status(Status(StatusCode.ERROR, REASON_KUBE_ERROR))
                 raise kopf.TemporaryError(f"status not written: {error}", delay=10) from None
             op.superseded[uid] = set(versions)
             if fields:
                 op.written_status[uid] = (time.monotonic(), fields)
             if outcome.error is not None:
                 record.failed(outcome.error, retry=outcome.retry_after is not None)
+                span.set_status(Status(StatusCode.ERROR, outcome.error))
             op.metrics.webhooks.set_conditions(
                 str(body.metadata.namespace),
                 str(body.metadata.name),

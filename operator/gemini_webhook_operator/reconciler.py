@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from opentelemetry import trace
+
 from gemini_webhook_operator import (
     conditions,
     job_key,
@@ -154,6 +156,9 @@ class Settings:
     max_concurrent_reconciles: int = DEFAULT_MAX_CONCURRENT_RECONCILES
 
 
+TRACER_NAME = "gemini_webhook_operator"
+
+
 @dataclass
 class Operator:
     """Everything a reconciliation needs (kept in kopf's memo)."""
@@ -167,6 +172,9 @@ class Operator:
         default_factory=receiver_resources.ReceiverSettings
     )
     step: StepHook = _no_step  # crash-injection point for tests; a no-op in production
+    # Spans of each reconciliation: the global provider's (a no-op one unless the OTEL_*
+    # environment turned tracing on, `gemini_webhooks.tracing`).
+    tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer(TRACER_NAME))
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # Per resource uid: resourceVersions that our own last writes left behind.
     superseded: dict[str, set[str]] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import kopf
 from aiohttp import web
+from opentelemetry.trace import Tracer
 
 from gemini_webhook_operator import handlers, health
 from gemini_webhook_operator.kube import JSON, ClusterAccess, Kube, KubeError, label_selector
@@ -80,6 +81,7 @@ def build_operator(
     clock: Clock | None = None,
     step: StepHook | None = None,
     write_guard: Callable[[str], None] | None = None,
+    tracer: Tracer | None = None,
 ) -> Operator:
     """The operator's parts; `write_guard` refuses its writes (Kubernetes and WebhookService
     calls alike) by raising, as the leader fence does when this replica is not the leader."""
@@ -90,6 +92,7 @@ def build_operator(
             config.service,
             default_base_url=config.default_api_base_url,
             guard=write_guard,
+            tracer=tracer,
         ),
         metrics=metrics,
         clock=clock or SystemClock(),
@@ -103,6 +106,8 @@ def build_operator(
         ),
         receiver_settings=config.receiver,
     )
+    if tracer is not None:
+        op.tracer = tracer
     if step is not None:
         op.step = step
     return op

@@ -31,6 +31,8 @@ import httpx
 from google import genai
 from google.genai import _interactions_errors as sdk_errors
 from google.genai import types
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gemini_webhook_operator.diff import RemoteWebhook
 from gemini_webhook_operator.metrics import CODE_TIMEOUT, CODE_TRANSPORT_ERROR, OperatorMetrics
@@ -243,8 +245,10 @@ class WebhookService:
         settings: ServiceSettings | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         guard: Callable[[str], None] | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.settings = settings or ServiceSettings()
+        self._tracer = tracer or trace.get_tracer("gemini_webhook_operator")
         # Called before every call; raises to refuse it (the leader fence).
         self._guard = guard
         self.base_url = base_url
@@ -265,6 +269,25 @@ class WebhookService:
         return f"WebhookService(base_url={self.base_url!r})"
 
     async def _call(self, method: str, call: Callable[[], Awaitable[T]], *, mutating: bool) -> T:
+        # A span per call, named by the method only: never the key, an id's secret or a body.
+        with self._tracer.start_as_current_span(
+            f"WebhookService {method}",
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "gemini", "rpc.method": method},
+            record_exception=False,  # a message from the API is not ours to export
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return await self._call_unspanned(method, call, mutating=mutating)
+            except Exception as error:
+                if isinstance(error, WebhookServiceError) and error.code is not None:
+                    span.set_attribute("gemini.api.code", str(error.code))
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                raise
+
+    async def _call_unspanned(
+        self, method: str, call: Callable[[], Awaitable[T]], *, mutating: bool
+    ) -> T:
         if self._guard is not None:
             self._guard(f"WebhookService {method}")
         if self._auth_failure is not None:
@@ -452,7 +475,9 @@ class WebhookServices:
         *,
         default_base_url: str | None = None,
         guard: Callable[[str], None] | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        self._tracer = tracer
         self._metrics = metrics
         self._settings = settings or ServiceSettings()
         self.default_base_url = default_base_url
@@ -465,7 +490,12 @@ class WebhookServices:
         service = self._services.get(key)
         if service is None:
             service = WebhookService(
-                api_key, base, metrics=self._metrics, settings=self._settings, guard=self.guard
+                api_key,
+                base,
+                metrics=self._metrics,
+                settings=self._settings,
+                guard=self.guard,
+                tracer=self._tracer,
             )
             self._services[key] = service
         return service

@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import Tracer
+
 from gemini_webhook_operator import runtime
 from gemini_webhook_operator.kube import ClusterAccess, Kube, KubeError
 from gemini_webhook_operator.metrics import OperatorMetrics
@@ -282,6 +284,7 @@ async def operator_running(
     health_retry: float = 60.0,
     heal_interval: float = 3600.0,
     max_concurrent_reconciles: int = runtime.RunConfig.max_concurrent_reconciles,
+    tracer: Tracer | None = None,
 ) -> AsyncIterator[RunningOperator]:
     access = ClusterAccess.load(operator_kubeconfig(kube))
     config = runtime.RunConfig(
@@ -300,7 +303,7 @@ async def operator_running(
         service=ServiceSettings(timeout_seconds=api_timeout, auth_backoff_seconds=auth_retry),
     )
     metrics = metrics or OperatorMetrics()
-    op = runtime.build_operator(access, config, metrics=metrics, clock=clock)
+    op = runtime.build_operator(access, config, metrics=metrics, clock=clock, tracer=tracer)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(
         runtime.run(access, config, operator=op, stop_flag=stop, ready_flag=ready),
