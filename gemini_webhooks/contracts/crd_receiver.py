@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -240,7 +240,7 @@ _EXPOSE_SCHEMA = _obj(
 _NETWORK_POLICY_SCHEMA = _obj(
     "A NetworkPolicy for the receiver's pods (on by default): the public port only from "
     "`publicFrom`, the internal port only from the operator and Prometheus, egress only to "
-    "the route targets, Redis, DNS, the Kubernetes API and the JWKS host.",
+    "the route targets, Redis, DNS, the Kubernetes API, the JWKS host and the OTLP endpoint.",
     {
         "enabled": _bool("Render the NetworkPolicy.", True),
         "publicFrom": _list(
@@ -265,6 +265,53 @@ _NETWORK_POLICY_SCHEMA = _obj(
             maxItems=32,
         ),
     },
+)
+
+# OTEL_TRACES_SAMPLER's values that the OpenTelemetry SDK ships.
+TracesSampler = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+TRACES_SAMPLERS: tuple[str, ...] = get_args(TracesSampler)
+DEFAULT_TRACES_SAMPLER: TracesSampler = "parentbased_always_on"
+_OTLP_ENDPOINT_PATTERN = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"
+_SAMPLER_ARG_PATTERN = r"^(0(\.[0-9]+)?|1(\.0+)?)$"
+
+_TRACING_SCHEMA = _obj(
+    "OpenTelemetry traces of every delivery (a span per delivery, a child span per forward "
+    "attempt, W3C `traceparent` sent to every target), exported over OTLP/HTTP; off when "
+    "absent. Sets the receiver's standard `OTEL_*` environment.",
+    {
+        "otlpEndpoint": _str(
+            "OTLP/HTTP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`), e.g. "
+            "`http://otel-collector.observability.svc:4318`: spans go to its `/v1/traces`. "
+            "The receiver's NetworkPolicy lets it reach that host's port.",
+            pattern=_OTLP_ENDPOINT_PATTERN,
+            maxLength=2048,
+        ),
+        "serviceName": _str(
+            "The spans' `service.name` (`OTEL_SERVICE_NAME`); default: the receiver's "
+            "Deployment name.",
+            minLength=1,
+            maxLength=253,
+        ),
+        "sampler": _str(
+            "Which traces are kept (`OTEL_TRACES_SAMPLER`); the `parentbased_` ones follow "
+            "an incoming `traceparent`'s decision.",
+            enum=list(TRACES_SAMPLERS),
+            default=DEFAULT_TRACES_SAMPLER,
+        ),
+        "samplerArg": _str(
+            "The ratio kept by the `traceidratio` samplers (`OTEL_TRACES_SAMPLER_ARG`), "
+            "from 0 to 1.",
+            pattern=_SAMPLER_ARG_PATTERN,
+        ),
+    },
+    required=["otlpEndpoint"],
 )
 
 RECEIVER_SCHEMA: dict[str, Any] = _obj(
@@ -456,6 +503,7 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
         ),
         "expose": _EXPOSE_SCHEMA,
         "networkPolicy": _NETWORK_POLICY_SCHEMA,
+        "tracing": _TRACING_SCHEMA,
     },
 )
 
@@ -654,6 +702,13 @@ class NetworkPolicySpec(_Spec):
     public_from: list[PeerSpec] | None = Field(None, max_length=32)
 
 
+class TracingSpec(_Spec):
+    otlp_endpoint: str = Field(pattern=_OTLP_ENDPOINT_PATTERN, max_length=2048)
+    service_name: str | None = Field(None, min_length=1, max_length=253)
+    sampler: TracesSampler = DEFAULT_TRACES_SAMPLER
+    sampler_arg: str | None = Field(None, pattern=_SAMPLER_ARG_PATTERN)
+
+
 class ReceiverSpec(_Spec):
     enabled: bool = False
     replicas: int = Field(DEFAULT_REPLICAS, ge=1, le=MAX_REPLICAS)
@@ -671,6 +726,7 @@ class ReceiverSpec(_Spec):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     expose: ExposeSpec | None = None
     network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
+    tracing: TracingSpec | None = None
 
 
 class HealthCheckSpec(_Spec):

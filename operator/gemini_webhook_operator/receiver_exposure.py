@@ -11,7 +11,8 @@ the reconciler registers the URL with Gemini only once it is admitted.
 `network_policy(...)` limits the receiver's pods: the public port only from the configured
 peers (the ingress controller's namespace by default), the internal port only from the
 operator and Prometheus; egress only to the route targets, Redis, DNS, the Kubernetes API
-(the receiver watches its signing Secret) and the JWKS host. A NetworkPolicy cannot name
+(the receiver watches its signing Secret), the JWKS host and the OTLP endpoint spans go to
+(with `spec.receiver.tracing`). A NetworkPolicy cannot name
 a host: external destinations (URL targets, the JWKS host, an external Redis, the API
 server, which is not a pod) are allowed by port, to any address.
 """
@@ -255,6 +256,15 @@ def _host_peers(hostname: str, namespace: str) -> list[JSON] | None:
     return _anywhere()
 
 
+def _otlp_destination(endpoint: str, namespace: str) -> tuple[list[JSON] | None, int]:
+    """Where spans go: the OTLP endpoint's host (a Service's namespace when it names one)
+    and port."""
+    parts = urlsplit(endpoint)
+    assert parts.hostname is not None  # the spec's pattern requires one
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return _host_peers(parts.hostname, namespace), port
+
+
 def _redis_destinations(redis: RedisSpec, namespace: str) -> list[tuple[list[JSON] | None, int]]:
     if redis.sentinel is not None:
         # Each sentinel, and the primary it names (an address known only at run time:
@@ -316,6 +326,8 @@ def network_policy(
         destinations += _redis_destinations(spec.redis, namespace)
     if spec.dynamic.enabled:
         destinations.append(_url_destination(spec.dynamic.jwks_uri))
+    if spec.tracing is not None:
+        destinations.append(_otlp_destination(spec.tracing.otlp_endpoint, namespace))
     for to, port in destinations:
         rule: JSON = {}
         if to is not None:

@@ -385,6 +385,29 @@ def _container_security_context(settings: ReceiverSettings) -> JSON:
     }
 
 
+def tracing_env(spec: ReceiverSpec, deployment: str, namespace: str) -> list[JSON]:
+    """The standard `OTEL_*` environment that turns the receiver's tracing on
+    (`gemini_webhooks.tracing`) as `spec.receiver.tracing` asks; none without it. The pod's
+    name comes from `POD_NAME`, which Kubernetes expands as it is defined before."""
+    tracing = spec.tracing
+    if tracing is None:
+        return []
+    env = [
+        {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": tracing.otlp_endpoint},
+        {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "http/protobuf"},
+        {"name": "OTEL_SERVICE_NAME", "value": tracing.service_name or deployment},
+        {
+            "name": "OTEL_RESOURCE_ATTRIBUTES",
+            "value": f"k8s.namespace.name={namespace},k8s.deployment.name={deployment},"
+            "k8s.pod.name=$(POD_NAME)",
+        },
+        {"name": "OTEL_TRACES_SAMPLER", "value": tracing.sampler},
+    ]
+    if tracing.sampler_arg is not None:
+        env.append({"name": "OTEL_TRACES_SAMPLER_ARG", "value": tracing.sampler_arg})
+    return env
+
+
 def _deployment(
     resource: Mapping[str, Any], spec: ReceiverSpec, settings: ReceiverSettings, digest: str
 ) -> JSON:
@@ -403,6 +426,7 @@ def _deployment(
         "env": [
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            *tracing_env(spec, name, resource["metadata"]["namespace"]),
         ],
         "resources": (
             spec.resources.model_dump(exclude_defaults=True)

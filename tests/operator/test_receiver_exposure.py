@@ -434,3 +434,22 @@ def test_sentinel_egress_reaches_each_sentinel_and_the_primary_it_names() -> Non
         (anywhere, 6379),
     ]:
         assert {"to": to, "ports": [{"protocol": "TCP", "port": port}]} in egress
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "to", "port"),
+    [
+        ("http://otel-collector.observability.svc:4318", [_ns("observability")], 4318),
+        ("http://otel-collector:4318", [_ns("team-a")], 4318),
+        ("https://otlp.example.com", "anywhere", 443),
+    ],
+)
+def test_tracing_egress_reaches_the_otlp_endpoint(endpoint: str, to: Any, port: int) -> None:
+    egress = policy(webhook(tracing={"otlpEndpoint": endpoint}))["spec"]["egress"]
+    [rule] = [r for r in egress if r.get("ports") == [{"protocol": "TCP", "port": port}]]
+    assert rule["to"] == (
+        [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+        if to == "anywhere"
+        else to
+    )
+    assert not [r for r in policy(webhook())["spec"]["egress"] if r.get("ports") == rule["ports"]]

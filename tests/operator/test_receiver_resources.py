@@ -26,6 +26,8 @@ from gemini_webhook_operator.receiver_resources import (
 from gemini_webhooks.contracts import receiver_config
 from gemini_webhooks.contracts.crd import API_VERSION, KIND
 from gemini_webhooks.contracts.service_endpoints import pod_key
+from gemini_webhooks.tracing import check as check_tracing
+from gemini_webhooks.tracing import configured as tracing_configured
 
 SETTINGS = ReceiverSettings(image="registry.example/gwo:1.0")
 K8S_VERSION = "1.33.0"
@@ -402,3 +404,60 @@ def test_a_pod_on_the_local_node_is_asked_at_its_loopback_override() -> None:
     assert ping_status_pod_urls(webhook(), pods, overrides=overrides) == {
         "orders-a": "http://127.0.0.1:40001/internal/pings"
     }
+
+
+# --- tracing -------------------------------------------------------------------------
+
+
+def _env(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    [container] = deployment(objects)["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_without_tracing_the_receiver_gets_no_otel_environment() -> None:
+    assert not [name for name in _env(render(webhook(), SETTINGS)) if name.startswith("OTEL_")]
+
+
+def test_tracing_sets_the_receivers_standard_otel_environment() -> None:
+    tracing = {
+        "otlpEndpoint": "http://otel-collector.observability.svc:4318",
+        "sampler": "parentbased_traceidratio",
+        "samplerArg": "0.25",
+    }
+    objects = render(webhook(tracing=tracing), SETTINGS)
+    env = _env(objects)
+    otel = {name: value for name, value in env.items() if name.startswith("OTEL_")}
+    assert otel == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability.svc:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": receiver_name("orders"),
+        "OTEL_RESOURCE_ATTRIBUTES": "k8s.namespace.name=team-a,"
+        f"k8s.deployment.name={receiver_name('orders')},k8s.pod.name=$(POD_NAME)",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+    }
+    names = list(env)
+    assert names.index("POD_NAME") < names.index("OTEL_RESOURCE_ATTRIBUTES")  # expanded
+    # the environment the receiver reads turns tracing on and asks for nothing unshipped
+    assert tracing_configured(otel)
+    check_tracing(otel)
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    named = render(webhook(tracing={**tracing, "serviceName": "orders-in"}), SETTINGS)
+    assert _env(named)["OTEL_SERVICE_NAME"] == "orders-in"
+
+
+@pytest.mark.parametrize(
+    ("tracing", "field"),
+    [
+        ({}, "otlpEndpoint"),
+        ({"otlpEndpoint": "otel-collector:4318"}, "otlpEndpoint"),
+        ({"otlpEndpoint": "http://user:pw@collector:4318"}, "otlpEndpoint"),
+        ({"otlpEndpoint": "http://c:4318", "sampler": "sometimes"}, "sampler"),
+        ({"otlpEndpoint": "http://c:4318", "samplerArg": "1.5"}, "samplerArg"),
+        ({"otlpEndpoint": "http://c:4318", "headers": "x"}, "headers"),
+    ],
+)
+def test_an_invalid_tracing_section_is_refused_by_name(tracing: dict[str, Any], field: str) -> None:
+    with pytest.raises(ReceiverRenderError, match=rf"spec\.receiver\.tracing\.{field}"):
+        render(webhook(tracing=tracing), SETTINGS)
