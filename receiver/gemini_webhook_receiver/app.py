@@ -259,7 +259,9 @@ class Receiver:
             self.shared_pings = SharedPings(
                 self.redis, cfg.redis.stream, cfg.redis.dedup_key_prefix, cfg.dedup.ttl_seconds
             )
-            self.consumer = Consumer(self.stream, self.targets, cfg.forwarding, self.forwarder)
+            self.consumer = Consumer(
+                self.stream, self.targets, cfg.forwarding, self.forwarder, self.tracing
+            )
             await self.consumer.start()
             if not redis_dedup:
                 self.memory_dedup = MemoryDedup(cfg.dedup.ttl_seconds, cfg.dedup.max_entries)
@@ -565,7 +567,12 @@ class Receiver:
             self._settling[event.msg_id] = []
         admitted: Admitted = "full"
         try:
-            admitted = await self.stream.admit(event)
+            if self.tracing is None:
+                admitted = await self.stream.admit(event)
+            else:
+                with self.tracing.enqueue(event, self.stream.config.stream) as traceparent:
+                    admitted = await self.stream.admit(event, traceparent)
+                    self.tracing.admitted(admitted)
             if not self.durability.allows_acknowledging:
                 # This admission's own connection found the server not durable (restarted
                 # or failed over without persistence): stored, but not acknowledged.

@@ -19,7 +19,7 @@ import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 import redis.asyncio as aioredis
@@ -31,6 +31,9 @@ from . import metrics
 from .delivery import Targets, backoff, deliver_once
 from .forwarding import Event, Forwarder
 from .logs import log
+
+if TYPE_CHECKING:
+    from .tracing import Tracing  # imported only when tracing is on
 
 Admitted = Literal["accepted", "duplicate", "full"]
 
@@ -47,10 +50,13 @@ if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   if ARGV[1] ~= '0' then redis.call('DEL', KEYS[2]) end
   return -1
 end
-redis.call('XADD', KEYS[1], '*', 'id', ARGV[3], 'source', ARGV[4], 'scheme', ARGV[5],
-  'type', ARGV[6], 'envelope', ARGV[7], 'claims', ARGV[8], 'received_at', ARGV[9])
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
 return 1
 """
+# The entry's fields, after the script's own two arguments (dedup TTL, stream bound).
+# `traceparent` only with tracing: the enqueue span's context, which the delivery from the
+# stream links to.
+TRACEPARENT = b"traceparent"
 
 
 def event_from_fields(fields: dict[bytes, bytes]) -> Event:
@@ -91,7 +97,7 @@ class Stream:
         eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         return f"{self.config.stream}:state:{eid}"
 
-    async def admit(self, event: Event) -> Admitted:
+    async def admit(self, event: Event, traceparent: str | None = None) -> Admitted:
         """Run the accept script for this event; raises RedisError/OSError when Redis
         fails (nothing may then be acknowledged).
 
@@ -106,14 +112,23 @@ class Stream:
             self.config.dedup_key_prefix + event.msg_id,
             self._dedup_ttl or 0,
             self.config.stream_maxlen,
+            "id",
             event.msg_id,
+            "source",
             event.source,
+            "scheme",
             event.scheme,
+            "type",
             event.event_type,
+            "envelope",
             event.envelope,
+            "claims",
             event.claims,
+            "received_at",
             repr(event.received_at),
         ]
+        if traceparent is not None:
+            call += [TRACEPARENT, traceparent]
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._admitting.append((call, reply))
         if self._admit_task is None:
@@ -296,8 +311,10 @@ class Consumer:
         targets: Targets,
         forwarding: ForwardingConfig,
         forwarder: Forwarder,
+        tracing: Tracing | None = None,
     ) -> None:
         self.stream = stream
+        self._tracing = tracing
         self.cfg = stream.config
         self.targets = targets
         self.forwarding = forwarding
@@ -456,7 +473,11 @@ class Consumer:
             await self.stream.dead_letter(entry_id, fields, "undecodable")
             return
         try:
-            await self._deliver_entry(entry_id, fields, event, envelope, fresh)
+            if self._tracing is None:
+                await self._deliver_entry(entry_id, fields, event, envelope, fresh)
+            else:
+                with self._tracing.from_stream(event, fields.get(TRACEPARENT)):
+                    await self._deliver_entry(entry_id, fields, event, envelope, fresh)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -491,6 +512,8 @@ class Consumer:
         fresh: bool,
     ) -> None:
         rule, targets = self.targets.for_event(event, envelope.get("user_metadata"))
+        if self._tracing is not None:
+            self._tracing.routed(rule, len(targets))
         if not targets:
             metrics.unroutable.labels(event.source).inc()
             await self.stream.dead_letter(entry_id, fields, "unroutable")

@@ -8,17 +8,23 @@ OpenTelemetry module and its hot path does not branch on it but for an `is None`
 - `forward` (CLIENT), its child: one per attempt at one target, carrying the W3C
   `traceparent` (the configured propagators) to the target, which continues the trace.
 
+In Redis mode the delivery's child is `enqueue` (PRODUCER), whose `traceparent` is stored
+with the stream entry; the consumer's `deliver from stream` (CONSUMER), whichever replica
+runs it and however late, starts a trace of its own linked to it, and the `forward` spans
+(and the targets' spans) are its children.
+
 Attributes hold names and outcomes only: never a signing secret, a signature, a token, the
 body or the verified claims.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 
-from opentelemetry import propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from gemini_webhooks.contracts.delivery import HEADER_ID
 
@@ -104,6 +110,49 @@ class Tracing:
             if outcome != FORWARD_OK:
                 span.set_status(Status(StatusCode.ERROR, outcome))
             return outcome
+
+    @contextmanager
+    def enqueue(self, event: Event, stream: str) -> Iterator[str | None]:
+        """An `enqueue` span around storing the event; yields the `traceparent` to store."""
+        with self.tracer.start_as_current_span(
+            "enqueue",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "redis",
+                "messaging.destination.name": stream,
+                MESSAGE_ID: event.msg_id,
+            },
+        ):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            yield carrier.get("traceparent")
+
+    @staticmethod
+    def admitted(outcome: str) -> None:
+        trace.get_current_span().set_attribute("gemini.enqueue.outcome", outcome)
+
+    @contextmanager
+    def from_stream(self, event: Event, traceparent: bytes | None) -> Iterator[None]:
+        """A `deliver from stream` span, the root of a trace of its own, linked to the
+        `enqueue` span whose `traceparent` the entry carries (none: no link)."""
+        links = []
+        if traceparent:
+            carrier = {"traceparent": traceparent.decode("ascii", "replace")}
+            stored = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+            if stored.is_valid:
+                links.append(Link(stored))
+        with self.tracer.start_as_current_span(
+            "deliver from stream",
+            context=context.Context(),  # a root: the enqueueing request has long ended
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": "redis",
+                MESSAGE_ID: event.msg_id,
+                "gemini.event_type": event.event_type,
+            },
+        ):
+            yield
 
     def shutdown(self) -> None:
         """Export what is still buffered (bounded by the SDK's export timeout)."""

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,8 @@ from tests.tracing import collector as otelcol
 # The Collector is built in the background during scripts/test's sandbox phase.
 pytestmark = [pytest.mark.real_component, pytest.mark.late_build]
 
-SERVER = 2  # OTLP JSON's span kinds
-CLIENT = 3
+# OTLP JSON's span kinds
+SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
 
 
 class TracingConsumer:
@@ -68,8 +68,8 @@ class TracingConsumer:
 
 
 @pytest.fixture
-def collector(tmp_path: Path) -> Iterator[otelcol.Collector]:
-    with otelcol.running(tmp_path) as running:
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[otelcol.Collector]:
+    with otelcol.running(tmp_path_factory.mktemp("otelcol")) as running:
         yield running
 
 
@@ -102,46 +102,77 @@ def _attributes(item: dict[str, Any]) -> dict[str, Any]:
     return {a["key"]: next(iter(a["value"].values())) for a in item.get("attributes", [])}
 
 
+class TracedReceiver:
+    """The real receiver process, tracing to the collector through the OTEL_* environment."""
+
+    def __init__(self, tmp_path: Path, collector: otelcol.Collector) -> None:
+        self.secret = new_secret()
+        self.secrets_path = tmp_path / "signing-secrets.json"
+        write_secrets(self.secrets_path, self.secret)
+        self.tmp_path = tmp_path
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        self.env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+            "OTEL_SERVICE_NAME": "receiver-under-test",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+
+    async def run(
+        self,
+        config: dict[str, Any],
+        deliveries: list[dict[str, str]],
+        body: bytes,
+        until: Callable[[], bool] = lambda: True,
+    ) -> list[tuple[int, str]]:
+        """Start it, post each delivery (headers) of `body`, wait `until` holds (bounded),
+        stop it (which exports its last spans); each answer's status and `status` or
+        `error`."""
+        path = self.tmp_path / "receiver.json"
+        path.write_text(json.dumps({**config, "logging": {"level": "INFO"}}))
+        log = self.tmp_path / "receiver.log"
+        answers = []
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gemini_webhooks", "receiver", "--config", str(path)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=self.env,
+            )
+        try:
+            port = await _listening(process, log)
+            async with aiohttp.ClientSession() as session:
+                for headers in deliveries:
+                    url = f"http://127.0.0.1:{port}/"
+                    async with session.post(url, data=body, headers=headers) as response:
+                        answer = await response.json()
+                        answers.append((response.status, answer.get("status") or answer["error"]))
+            deadline = time.monotonic() + 30
+            while not until():
+                assert time.monotonic() < deadline, "the condition did not hold in 30s"
+                await asyncio.sleep(0.05)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+        assert process.returncode == 0, log.read_text()
+        return answers
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, collector: otelcol.Collector) -> TracedReceiver:
+    return TracedReceiver(tmp_path, collector)
+
+
 async def test_a_deliverys_trace_holds_the_receivers_spans_and_the_consumers_child(
-    collector: otelcol.Collector, consumer: TracingConsumer, tmp_path: Path
+    collector: otelcol.Collector, consumer: TracingConsumer, receiver: TracedReceiver
 ) -> None:
-    secret = new_secret()
-    secrets_path = tmp_path / "signing-secrets.json"
-    write_secrets(secrets_path, secret)
-    config = tmp_path / "receiver.json"
-    config.write_text(
-        json.dumps(base_config(consumer.url, secrets_path, logging={"level": "INFO"}))
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env |= {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
-        "OTEL_SERVICE_NAME": "receiver-under-test",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    }
-    log = tmp_path / "receiver.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gemini_webhooks", "receiver", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=env,
-        )
+    secret, other_secret = receiver.secret, new_secret()
     body = json.dumps(envelope()).encode()
     headers = signed_headers([secret], body, msg_id="msg_traced")
-    forged = signed_headers([new_secret()], body, msg_id="msg_forged")
-    try:
-        port = await _listening(process, log)
-        async with aiohttp.ClientSession() as session:
-            url = f"http://127.0.0.1:{port}/"
-            async with session.post(url, data=body, headers=headers) as response:
-                assert response.status == 200, await response.text()
-            async with session.post(url, data=body, headers=forged) as response:
-                refused = response.status, (await response.json())["error"]
-                assert refused[0] >= 400
-    finally:
-        process.send_signal(signal.SIGTERM)  # its last spans are exported on the way out
-        process.wait(60)
-    assert process.returncode == 0, log.read_text()
+    forged = signed_headers([other_secret], body, msg_id="msg_forged")
+    config = base_config(consumer.url, receiver.secrets_path)
+    accepted, refused = await receiver.run(config, [headers, forged], body)
+    assert accepted == (200, "accepted")
+    assert refused[0] >= 400
 
     def complete(spans: list[dict[str, Any]]) -> bool:
         names = [s["name"] for s in spans]
@@ -185,6 +216,43 @@ async def test_a_deliverys_trace_holds_the_receivers_spans_and_the_consumers_chi
     for sent in (headers, forged):
         for signature in sent["webhook-signature"].split():
             assert signature.partition(",")[2] not in exported
-    for whsec in (secret,):
+    for whsec in (secret, other_secret):
         assert whsec not in exported and whsec.removeprefix("whsec_") not in exported
     assert data_id not in exported and "output_file_uri" not in exported
+
+
+async def test_in_redis_mode_the_delivery_from_the_stream_links_to_the_enqueue(
+    collector: otelcol.Collector,
+    consumer: TracingConsumer,
+    receiver: TracedReceiver,
+    redis_server: str,
+) -> None:
+    body = json.dumps(envelope()).encode()
+    headers = signed_headers([receiver.secret], body, msg_id="msg_queued")
+    config = base_config(consumer.url, receiver.secrets_path)
+    config["redis"] = {"url": redis_server}
+    config["dedup"] = {"backend": "redis"}
+    # Stopped once the consumer got it: the delivery from the stream has ended by then.
+    answers = await receiver.run(config, [headers], body, until=lambda: bool(consumer.traceparents))
+    assert answers == [(200, "accepted")]
+
+    def complete(spans: list[dict[str, Any]]) -> bool:
+        names = {s["name"] for s in spans}
+        return {"webhook delivery", "enqueue", "deliver from stream", "consume event"} <= names
+
+    spans = await asyncio.to_thread(collector.wait_for, complete)
+    by_name = {s["name"]: s for s in spans}
+    delivery, enqueue = by_name["webhook delivery"], by_name["enqueue"]
+    assert enqueue["kind"] == PRODUCER
+    assert enqueue["traceId"] == delivery["traceId"]
+    assert enqueue["parentSpanId"] == delivery["spanId"]
+    assert _attributes(enqueue)["gemini.enqueue.outcome"] == "accepted"
+    stream = by_name["deliver from stream"]
+    assert stream["kind"] == CONSUMER and not stream.get("parentSpanId")
+    assert [(link["traceId"], link["spanId"]) for link in stream["links"]] == [
+        (enqueue["traceId"], enqueue["spanId"])
+    ]
+    forward, consumed = by_name["forward"], by_name["consume event"]
+    assert forward["traceId"] == stream["traceId"] and forward["parentSpanId"] == stream["spanId"]
+    assert consumed["traceId"] == stream["traceId"]
+    assert consumed["parentSpanId"] == forward["spanId"]
