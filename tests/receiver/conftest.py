@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import secrets as pysecrets
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -115,13 +116,34 @@ async def start_app(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, port
 
 
+async def start_target(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> tuple[web.AppRunner, str]:
+    """An HTTP server answering every POST with `handle`; its runner and an URL of it."""
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner, port = await start_app(app)
+    return runner, f"http://127.0.0.1:{port}/events"
+
+
+async def listening(process: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    """The `receiver listening` log line (JSON) of a receiver process logging to `log` at
+    INFO, once it is written (bounded wait; fails if the process exits first)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        for line in log.read_text().splitlines():
+            if '"receiver listening"' in line:
+                record: dict[str, Any] = json.loads(line)
+                return record
+        await asyncio.sleep(0.05)
+    raise AssertionError("receiver did not start: " + log.read_text())
+
+
 @pytest.fixture
 async def target() -> AsyncIterator[RecordingTarget]:
     recorder = RecordingTarget()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", recorder.handle)
-    runner, port = await start_app(app)
-    recorder.url = f"http://127.0.0.1:{port}/events"
+    runner, recorder.url = await start_target(recorder.handle)
     yield recorder
     await runner.cleanup()
 

@@ -4,18 +4,16 @@ libraries when its configuration uses neither, nor OpenTelemetry when tracing is
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 
-from .conftest import RecordingTarget, base_config, envelope, signed_headers
+from .conftest import RecordingTarget, base_config, envelope, listening, signed_headers
 
 NOT_THE_RECEIVER = (
     "kopf",
@@ -43,17 +41,6 @@ def _imported(stderr: str) -> set[str]:
     }
 
 
-async def _wait_listening(process: subprocess.Popen[bytes], log: Path) -> int:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        for line in log.read_text().splitlines():
-            if '"receiver listening"' in line:
-                return int(json.loads(line)["port"])
-        await asyncio.sleep(0.05)
-    raise AssertionError("receiver did not start: " + log.read_text())
-
-
 async def _modules_of_a_receiver_run(
     target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
 ) -> set[str]:
@@ -75,7 +62,7 @@ async def _modules_of_a_receiver_run(
             env=env,
         )
     try:
-        port = await _wait_listening(process, log)
+        port = int((await listening(process, log))["port"])
         body = json.dumps(envelope()).encode()
         async with (
             aiohttp.ClientSession() as session,

@@ -32,9 +32,10 @@ from opentelemetry.trace import SpanKind
 from tests.receiver.conftest import (
     base_config,
     envelope,
+    listening,
     new_secret,
     signed_headers,
-    start_app,
+    start_target,
     write_secrets,
 )
 from tests.tracing import collector as otelcol
@@ -76,26 +77,10 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[otelcol.Coll
 @pytest.fixture
 async def consumer(collector: otelcol.Collector) -> AsyncIterator[TracingConsumer]:
     double = TracingConsumer(collector.endpoint)
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", double.handle)
-    runner, port = await start_app(app)
-    double.url = f"http://127.0.0.1:{port}/events"
+    runner, double.url = await start_target(double.handle)
     yield double
     await runner.cleanup()
     double.provider.shutdown()
-
-
-async def _listening(process: subprocess.Popen[bytes], log: Path) -> int:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        for line in log.read_text().splitlines():
-            if '"receiver listening"' in line:
-                record = json.loads(line)
-                assert record["tracing"] is True
-                return int(record["port"])
-        await asyncio.sleep(0.05)
-    raise AssertionError("receiver did not start: " + log.read_text())
 
 
 def _attributes(item: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +124,9 @@ class TracedReceiver:
                 env=self.env,
             )
         try:
-            port = await _listening(process, log)
+            record = await listening(process, log)
+            assert record["tracing"] is True
+            port = int(record["port"])
             async with aiohttp.ClientSession() as session:
                 for headers in deliveries:
                     url = f"http://127.0.0.1:{port}/"
