@@ -53,9 +53,9 @@ end
 redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
 return 1
 """
-# The entry's fields, after the script's own two arguments (dedup TTL, stream bound).
-# `traceparent` only with tracing: the enqueue span's context, which the delivery from the
-# stream links to.
+# ARGV: the dedup TTL (0: none), the stream's bound, then the entry's field/value pairs.
+# Among them `traceparent` only with tracing: the enqueue span's context, which the
+# delivery from the stream links to.
 TRACEPARENT = b"traceparent"
 
 

@@ -14,7 +14,8 @@ runs it and however late, starts a trace of its own linked to it, and the `forwa
 (and the targets' spans) are its children.
 
 Attributes hold names and outcomes only: never a signing secret, a signature, a token, the
-body or the verified claims.
+body or the verified claims. Exceptions are not recorded (their messages are not ours to
+export): a span they end is marked as an error with the exception's class only.
 """
 
 from __future__ import annotations
@@ -44,9 +45,32 @@ class Tracing:
         self.provider = provider
         self.tracer = provider.get_tracer("gemini_webhook_receiver")
 
+    @contextmanager
+    def _span(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, str | int],
+        parent: context.Context | None = None,
+        links: list[Link] | None = None,
+    ) -> Iterator[trace.Span]:
+        with self.tracer.start_as_current_span(
+            name,
+            parent,
+            kind,
+            attributes,
+            links,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield span
+            except BaseException as error:
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                raise
+
     def deliveries(self, deliver: DeliveryHandler) -> DeliveryHandler:
         """`deliver` inside a `webhook delivery` span."""
-        tracer = self.tracer
 
         async def traced(headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
             attributes: dict[str, str | int] = {
@@ -56,9 +80,7 @@ class Tracing:
             msg_id = headers.get(HEADER_ID)
             if msg_id:
                 attributes[MESSAGE_ID] = msg_id[:256]
-            with tracer.start_as_current_span(
-                "webhook delivery", kind=SpanKind.SERVER, attributes=attributes
-            ) as span:
+            with self._span("webhook delivery", SpanKind.SERVER, attributes) as span:
                 status, answer = await deliver(headers, body)
                 span.set_attribute(STATUS_CODE, status)
                 if status >= 500:
@@ -94,10 +116,10 @@ class Tracing:
     async def forward(self, event: Event, target: Target, send: Send) -> str:
         """One attempt (`send`, given the headers to add) inside a `forward` span, whose
         context those headers carry; returns its outcome."""
-        with self.tracer.start_as_current_span(
+        with self._span(
             "forward",
-            kind=SpanKind.CLIENT,
-            attributes={
+            SpanKind.CLIENT,
+            {
                 "gemini.target": target.name,  # a URL target's, without credentials or query
                 MESSAGE_ID: event.msg_id,
                 "gemini.event_type": event.event_type,
@@ -114,10 +136,10 @@ class Tracing:
     @contextmanager
     def enqueue(self, event: Event, stream: str) -> Iterator[str | None]:
         """An `enqueue` span around storing the event; yields the `traceparent` to store."""
-        with self.tracer.start_as_current_span(
+        with self._span(
             "enqueue",
-            kind=SpanKind.PRODUCER,
-            attributes={
+            SpanKind.PRODUCER,
+            {
                 "messaging.system": "redis",
                 "messaging.destination.name": stream,
                 MESSAGE_ID: event.msg_id,
@@ -141,16 +163,16 @@ class Tracing:
             stored = trace.get_current_span(propagate.extract(carrier)).get_span_context()
             if stored.is_valid:
                 links.append(Link(stored))
-        with self.tracer.start_as_current_span(
+        with self._span(
             "deliver from stream",
-            context=context.Context(),  # a root: the enqueueing request has long ended
-            kind=SpanKind.CONSUMER,
-            links=links,
-            attributes={
+            SpanKind.CONSUMER,
+            {
                 "messaging.system": "redis",
                 MESSAGE_ID: event.msg_id,
                 "gemini.event_type": event.event_type,
             },
+            parent=context.Context(),  # a root: the enqueueing request has long ended
+            links=links,
         ):
             yield
 
