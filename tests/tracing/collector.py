@@ -50,6 +50,12 @@ def binary() -> Path:
     return build.build(OTELCOL, progress) / "otelcol"
 
 
+def attributes(item: dict[str, Any]) -> dict[str, Any]:
+    """An OTLP JSON item's (span's, event's, resource's) attributes as a dict of values
+    (integers stay strings, as OTLP JSON writes them)."""
+    return {a["key"]: next(iter(a["value"].values())) for a in item.get("attributes", [])}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -66,7 +72,8 @@ class Collector:
 
     def spans(self) -> list[dict[str, Any]]:
         """Every span stored so far, flattened: the OTLP JSON span with its resource's
-        `service.name` added as `service`."""
+        attributes added as `resource` (a dict of their values) and `service.name` as
+        `service`."""
         found: list[dict[str, Any]] = []
         if not self.path.exists():
             return found
@@ -74,18 +81,11 @@ class Collector:
             if not line.strip():
                 continue
             for resource_spans in json.loads(line).get("resourceSpans", []):
-                attributes = resource_spans.get("resource", {}).get("attributes", [])
-                service = next(
-                    (
-                        a["value"].get("stringValue")
-                        for a in attributes
-                        if a["key"] == "service.name"
-                    ),
-                    None,
-                )
+                resource = attributes(resource_spans.get("resource", {}))
+                service = resource.get("service.name")
                 for scope_spans in resource_spans.get("scopeSpans", []):
                     for span in scope_spans.get("spans", []):
-                        found.append({**span, "service": service})
+                        found.append({**span, "resource": resource, "service": service})
         return found
 
     def wait_for(self, predicate: Any, timeout: float = 60.0) -> list[dict[str, Any]]:

@@ -83,10 +83,6 @@ async def consumer(collector: otelcol.Collector) -> AsyncIterator[TracingConsume
     double.provider.shutdown()
 
 
-def _attributes(item: dict[str, Any]) -> dict[str, Any]:
-    return {a["key"]: next(iter(a["value"].values())) for a in item.get("attributes", [])}
-
-
 class TracedReceiver:
     """The real receiver process, tracing to the collector through the OTEL_* environment."""
 
@@ -167,20 +163,20 @@ async def test_a_deliverys_trace_holds_the_receivers_spans_and_the_consumers_chi
 
     spans = await asyncio.to_thread(collector.wait_for, complete)
     deliveries = {
-        _attributes(s)["gemini.webhook.message_id"]: s
+        otelcol.attributes(s)["gemini.webhook.message_id"]: s
         for s in spans
         if s["name"] == "webhook delivery"
     }
     delivery = deliveries["msg_traced"]
     assert delivery["service"] == "receiver-under-test"
     assert delivery["kind"] == SERVER and not delivery.get("parentSpanId")
-    assert int(_attributes(delivery)["http.response.status_code"]) == 200
+    assert int(otelcol.attributes(delivery)["http.response.status_code"]) == 200
     assert [e["name"] for e in delivery["events"]] == ["verified", "routed"]
     [forward] = [s for s in spans if s["name"] == "forward"]
     assert forward["kind"] == CLIENT
     assert forward["traceId"] == delivery["traceId"]
     assert forward["parentSpanId"] == delivery["spanId"]
-    assert _attributes(forward)["gemini.forward.outcome"] == "ok"
+    assert otelcol.attributes(forward)["gemini.forward.outcome"] == "ok"
     [consumed] = [s for s in spans if s["name"] == "consume event"]
     assert consumed["service"] == "test-consumer"
     assert consumed["traceId"] == delivery["traceId"]
@@ -193,8 +189,8 @@ async def test_a_deliverys_trace_holds_the_receivers_spans_and_the_consumers_chi
 
     rejected = deliveries["msg_forged"]
     assert rejected["traceId"] != delivery["traceId"]
-    assert _attributes(rejected)["gemini.rejection.reason"] == refused[1]
-    assert int(_attributes(rejected)["http.response.status_code"]) == refused[0]
+    assert otelcol.attributes(rejected)["gemini.rejection.reason"] == refused[1]
+    assert int(otelcol.attributes(rejected)["http.response.status_code"]) == refused[0]
 
     # Nothing secret, signed or sent reached the backend: not the signing secrets (nor their
     # key bytes), not a signature, not the body.
@@ -233,7 +229,7 @@ async def test_in_redis_mode_the_delivery_from_the_stream_links_to_the_enqueue(
     assert enqueue["kind"] == PRODUCER
     assert enqueue["traceId"] == delivery["traceId"]
     assert enqueue["parentSpanId"] == delivery["spanId"]
-    assert _attributes(enqueue)["gemini.enqueue.outcome"] == "accepted"
+    assert otelcol.attributes(enqueue)["gemini.enqueue.outcome"] == "accepted"
     stream = by_name["deliver from stream"]
     assert stream["kind"] == CONSUMER and not stream.get("parentSpanId")
     assert [(link["traceId"], link["spanId"]) for link in stream["links"]] == [
