@@ -27,6 +27,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.redis",
     "tests.fixtures.kube",
     "tests.fixtures.operator",
+    "tests.fixtures.real_node",
 ]
 
 _session_cluster: SessionCluster | None = None

@@ -132,6 +132,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="namespace of the Prometheus scraping the receivers (default: %(default)s)",
     )
     parser.add_argument(
+        "--api-server-port",
+        type=int,
+        action="append",
+        help="a port the Kubernetes API servers listen on (the `kubernetes` Service's "
+        "endpoint port), allowed in the receivers' NetworkPolicy egress; repeatable "
+        f"(default: {', '.join(map(str, NetworkPolicySettings.api_server_ports))})",
+    )
+    parser.add_argument(
         "--operator-namespace",
         help="the operator's namespace, allowed on the receivers' internal port "
         "(default: $POD_NAMESPACE; unset: operator pods in any namespace)",
@@ -145,10 +153,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ingress_controller_namespace=args.receiver_public_namespace,
         operator_namespace=args.operator_namespace or os.environ.get("POD_NAMESPACE") or None,
         prometheus_namespace=args.receiver_prometheus_namespace,
+        api_server_ports=tuple(args.api_server_port or NetworkPolicySettings.api_server_ports),
     )
     receiver = ReceiverSettings(cluster_domain=args.cluster_domain, network_policy=network_policy)
     if args.receiver_image:
         receiver = dataclasses.replace(receiver, image=args.receiver_image)
+    if not all(0 < port < 65536 for port in network_policy.api_server_ports):
+        raise SystemExit("--api-server-port must be a TCP port (1-65535)")
     if args.drift_interval <= 0:
         raise SystemExit("--drift-interval must be positive")
     if not 0 <= args.drift_jitter < 1:

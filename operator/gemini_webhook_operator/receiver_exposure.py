@@ -14,7 +14,10 @@ operator and Prometheus; egress only to the route targets, Redis, DNS, the Kuber
 (the receiver watches its signing Secret), the JWKS host and the OTLP endpoint spans go to
 (with `spec.receiver.tracing`). A NetworkPolicy cannot name
 a host: external destinations (URL targets, the JWKS host, an external Redis, the API
-server, which is not a pod) are allowed by port, to any address.
+server, which is not a pod) are allowed by port, to any address. A NetworkPolicy sees the
+API server's traffic after kube-proxy rewrote the `kubernetes` Service's 443 to the API
+server's own port, so that port comes from the settings (`--api-server-port`, which the
+chart fills from the `kubernetes` EndpointSlice).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on
 OPERATOR_COMPONENT = {"app.kubernetes.io/component": "operator"}
 ANY_IPV4, ANY_IPV6 = "0.0.0.0/0", "::/0"
 DNS_PORT = 53
-API_SERVER_PORTS = (443, 6443)  # the `kubernetes` Service's port and the usual target port
+KUBERNETES_SERVICE_PORT = 443  # the `kubernetes` Service's port
+DEFAULT_API_SERVER_PORTS = (6443,)  # where API servers usually listen (kubeadm's default)
 DEFAULT_REDIS_PORT = 6379
 
 # Condition reasons while the route is not admitted.
@@ -64,6 +68,8 @@ class NetworkPolicySettings:
     ingress_controller_namespace: str = "ingress-nginx"
     operator_namespace: str | None = None  # None: operator pods in any namespace
     prometheus_namespace: str = "monitoring"
+    # The ports the API servers listen on: the `kubernetes` Service's endpoint ports.
+    api_server_ports: tuple[int, ...] = DEFAULT_API_SERVER_PORTS
 
 
 @dataclass(frozen=True)
@@ -310,9 +316,10 @@ def network_policy(
         "from": [operator, _namespace_peer(settings.prometheus_namespace)],
     }
 
+    api_ports = dict.fromkeys((KUBERNETES_SERVICE_PORT, *settings.api_server_ports))
     egress: list[JSON] = [
         {"ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]},
-        {"to": _anywhere(), "ports": [{"protocol": "TCP", "port": p} for p in API_SERVER_PORTS]},
+        {"to": _anywhere(), "ports": [{"protocol": "TCP", "port": p} for p in api_ports]},
     ]
     destinations: list[tuple[list[JSON] | None, int | None]] = []
     for target in _targets(spec):

@@ -6,12 +6,9 @@ it found it."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +17,9 @@ import yaml
 
 from gemini_webhook_operator import receiver_exposure
 from gemini_webhooks.contracts.crd_receiver import ReceiverSpec
-from gemini_webhooks.controlplane import nodeconfig, realnode
-from tests.chart.container import build_images
-from tests.fixtures.control_plane import kubectl
+from gemini_webhooks.controlplane import nodeconfig
 from tests.fixtures.kube import KUBECTL
+from tests.fixtures.real_node import Cluster, host_snapshot, wait_for
 
 pytestmark = [pytest.mark.real_component, pytest.mark.late_build, pytest.mark.timeout(900)]
 
@@ -51,126 +47,10 @@ print(review["status"]["userInfo"]["username"])
 """
 
 
-def wait_for(what: str, check: Callable[[], Any], within: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:.0f}s")
-        time.sleep(every)
-
-
-def host_snapshot(state: Path) -> dict[str, object]:
-    """What the real node could leave behind on the host, in a comparable form (`state`:
-    where the control plane and the node keep theirs)."""
-    ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True)
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
-    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True)
-    ipsets = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True, check=True)
-    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    return {
-        "nftables": ruleset.stdout,
-        "links": sorted(
-            name
-            for line in links.stdout.splitlines()
-            if (name := line.split(":")[1].strip().split("@")[0]).startswith("gwo")
-        ),
-        "routes": routes.stdout,
-        "ipsets": ipsets.stdout,
-        "mounts": sorted(
-            m for m in mounts if m.startswith(str(state)) or "kubelet" in m or "containerd" in m
-        ),
-        "sysctls": {n: realnode.read_sysctl(n) for n in nodeconfig.KUBELET_SYSCTLS},
-        "ip_forward": realnode.read_sysctl("net.ipv4.ip_forward"),
-        "paths": sorted(str(p) for p in nodeconfig.FIXED_HOST_PATHS if p.exists()),
-        "cgroups": realnode.kubepods_cgroups(),
-    }
-
-
-@dataclass
-class Cluster:
-    directory: Path
-    process: subprocess.Popen[bytes]
-    log: Path
-    before: dict[str, object]
-    up_seconds: float
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.directory / "admin.kubeconfig"
-
-    @property
-    def node_namespace(self) -> Path:
-        """The node's network namespace (`cli._real_node` keeps the node beside us)."""
-        return self.directory.parent / f"{self.directory.name}-node" / "netns"
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> str:
-        return kubectl(self.kubeconfig, *args, stdin=stdin)
-
-    def get(self, *args: str) -> dict[str, Any]:
-        return json.loads(self.kubectl("get", "-o", "json", *args))
-
-    def apply(self, *documents: dict[str, Any]) -> None:
-        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
-
-    def exec_python(self, pod: str, code: str) -> str:
-        return self.kubectl("exec", "-n", NAMESPACE, pod, "--", "python", "-c", code)
-
-    def down(self) -> None:
-        control_plane("down", "--dir", str(self.directory), timeout=300)
-        self.process.wait(timeout=60)
-
-
-def control_plane(*args: str, timeout: float) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "gemini_webhooks.controlplane", *args],
-        check=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    directory = tmp_path_factory.mktemp("real-node") / "control-plane"
-    images = directory.parent / "images"
-    build_images(images)  # cached; copied here, where no other build replaces them
-    log = directory.parent / "up.log"
-    before = host_snapshot(directory.parent)
-    started = time.monotonic()
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gemini_webhooks.controlplane",
-                "up",
-                "--node",
-                "real",
-                "--dir",
-                str(directory),
-                "--images",
-                str(images),
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    running = Cluster(directory, process, log, before, 0.0)
-    try:
-        wait_for(
-            f"`up --node real` ready (log {log})",
-            lambda: (directory / "env").exists() or process.poll() is not None,
-            within=600,
-        )
-        assert process.poll() is None, log.read_text()[-6000:]
-        running.up_seconds = time.monotonic() - started
-        yield running
-    finally:
-        if process.poll() is None:
-            running.down()
+def cluster(real_node: Cluster) -> Cluster:
+    """The session's real node (tests/fixtures/real_node.py)."""
+    return real_node
 
 
 def pod(name: str, labels: dict[str, str], args: list[str], **container: Any) -> dict[str, Any]:
@@ -193,6 +73,10 @@ def pod(name: str, labels: dict[str, str], args: list[str], **container: Any) ->
             ],
         },
     }
+
+
+def exec_python(cluster: Cluster, pod: str, code: str) -> str:
+    return cluster.kubectl("exec", "-n", NAMESPACE, pod, "--", "python", "-c", code)
 
 
 def ready(cluster: Cluster, name: str) -> dict[str, Any] | None:
@@ -302,7 +186,7 @@ def test_a_cluster_ip_answers_from_the_host_and_from_a_pod_by_its_dns_name(
         f"print(socket.gethostbyname({name!r})); "
         f"print(urllib.request.urlopen('http://{name}/', timeout=5).status)"
     )
-    resolved, status = cluster.exec_python("client", in_pod).split()
+    resolved, status = exec_python(cluster, "client", in_pod).split()
     assert (resolved, status) == (cluster_ip, "200")
 
 
@@ -310,7 +194,7 @@ def test_a_pod_reaches_the_api_with_its_projected_service_account_token(
     cluster: Cluster, serving: dict[str, Any]
 ) -> None:
     assert (
-        cluster.exec_python("client", CLIENT_API).strip()
+        exec_python(cluster, "client", CLIENT_API).strip()
         == f"system:serviceaccount:{NAMESPACE}:default"
     )
 
@@ -450,13 +334,13 @@ def test_the_operators_network_policy_is_enforced_by_the_node(
         # after kube-proxy's DNAT, at the endpoint's port.
         assert not connects(cluster, "web", node_ip, kubelet_port)
         with pytest.raises(RuntimeError, match="URLError"):
-            cluster.exec_python("web", CLIENT_API)
+            exec_python(cluster, "web", CLIENT_API)
         # A second policy (policies add up) allows the API server's own endpoint, as a
         # cluster whose API server listens elsewhere needs; then DNS by name and the API.
         cluster.apply(api_egress_policy(cluster))
         name = f"web.{NAMESPACE}.svc.cluster.local"
-        resolved = cluster.exec_python(
-            "web", f"import socket; print(socket.gethostbyname({name!r}))"
+        resolved = exec_python(
+            cluster, "web", f"import socket; print(socket.gethostbyname({name!r}))"
         )
         assert (
             resolved.strip() == cluster.get("service", "-n", NAMESPACE, "web")["spec"]["clusterIP"]
@@ -480,7 +364,7 @@ def test_the_operators_network_policy_is_enforced_by_the_node(
 def api_username(cluster: Cluster, pod_name: str) -> str | None:
     """Who the API says the Pod is, or None while it cannot reach the API."""
     try:
-        return cluster.exec_python(pod_name, CLIENT_API).strip()
+        return exec_python(cluster, pod_name, CLIENT_API).strip()
     except RuntimeError:
         return None
 

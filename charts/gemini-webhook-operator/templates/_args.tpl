@@ -14,6 +14,9 @@
 {{- if .enabled }}
 - --receiver-public-namespace={{ .ingressControllerNamespace }}
 - --receiver-prometheus-namespace={{ .prometheusNamespace }}
+{{- range splitList "," (include "gwo.apiServerPorts" $) }}
+- --api-server-port={{ . }}
+{{- end }}
 {{- else }}
 - --no-receiver-network-policy
 {{- end }}

@@ -60,3 +60,25 @@ app.kubernetes.io/part-of: gemini-webhook-operator
 app.kubernetes.io/name: gemini-webhook-receiver
 app.kubernetes.io/managed-by: gemini-webhook-operator
 {{- end }}
+
+{{/* The ports the Kubernetes API servers listen on, comma-separated: what a NetworkPolicy
+sees of the API (kube-proxy rewrites the `kubernetes` Service's 443 to these before any
+policy looks). `networkPolicy.apiServerPorts` when set; else the ports of the `kubernetes`
+EndpointSlice in `default`, read at install and upgrade (Helm's `lookup`); else 6443
+(`helm template` and dry runs see no cluster). */}}
+{{- define "gwo.apiServerPorts" -}}
+{{- $ports := list -}}
+{{- range .Values.networkPolicy.apiServerPorts -}}
+{{- $ports = append $ports (int .) -}}
+{{- end -}}
+{{- if not $ports -}}
+{{- $slice := lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "kubernetes" -}}
+{{- range ($slice.ports | default list) -}}
+{{- $ports = append $ports (int .port) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $ports -}}
+{{- $ports = list 6443 -}}
+{{- end -}}
+{{- $ports | uniq | join "," -}}
+{{- end -}}

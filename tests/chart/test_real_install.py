@@ -1,0 +1,539 @@
+"""README's "Install in a real cluster", run as written on the real node (`up --node real`):
+our product image as real Pods — the operator with the chart's security context and its
+projected ServiceAccount token, no kubeconfig — in namespaces that enforce the `restricted`
+Pod Security Standard, the chart's NetworkPolicy enforced by the node; the Gemini API is
+our emulator, a Pod of the tools image, which delivers to a receiver through the cluster
+(its Service's DNS name) as Gemini would reach an exposed receiver. Then `helm test`,
+`helm upgrade` and `helm uninstall`, as docs/deploy.md describes them.
+
+Only the image push and the API key differ from the README: the images are imported into
+the node's containerd (`--set image.repository=` the name they are imported under), the
+key is the emulator's, and the README's namespaces are labelled `restricted`. The tests
+run in order and build on each other (one install per session: seconds each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gemini_webhook_operator import receiver_resources
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.controlplane import nodeconfig
+from gemini_webhooks.emulator import ControlClient
+from tests.chart.rendering import CHART_DIR, ROOT
+from tests.chart.test_helm_cli import Helm, helm_binary
+from tests.fixtures.kube import KUBECTL
+from tests.fixtures.real_node import Cluster, wait_for
+from tests.test_readme import README, readme_blocks
+
+pytestmark = [pytest.mark.real_component, pytest.mark.late_build, pytest.mark.timeout(900)]
+
+VALUES = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+TAG = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["appVersion"]
+RELEASE, RELEASE_NAMESPACE, TEAM = "gemini-webhooks", "gemini-system", "team-a"
+DEPLOYMENT = f"{RELEASE}-gemini-webhook-operator"
+API_KEY = "real-install-emulator-key"
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+EMULATOR, EMULATOR_PORT = "gemini-emulator", 8765
+EMULATOR_LABELS = {"app": EMULATOR}
+SINK, SINK_PORT = "sink", 8080
+RECEIVED = "received"  # the GeminiWebhook whose receiver forwards to the sink
+README_IMAGE = "--set image.repository=ghcr.io/gemini-webhook-operator/gemini-webhook-operator"
+
+# What the chart is installed with besides the README's command line: the emulator as the
+# Gemini API, and the operator's NetworkPolicy letting it reach the emulator's Pod.
+INSTALL_VALUES = {
+    "image": {"pullPolicy": "Never"},
+    "operator": {
+        "apiBaseUrl": f"http://{EMULATOR}.{RELEASE_NAMESPACE}.svc.cluster.local:{EMULATOR_PORT}"
+    },
+    "networkPolicy": {
+        "extraEgress": [
+            {
+                "to": [{"podSelector": {"matchLabels": EMULATOR_LABELS}}],
+                "ports": [{"protocol": "TCP", "port": EMULATOR_PORT}],
+            }
+        ]
+    },
+}
+
+# A target for the receiver: a Pod that prints every body it is sent, one line each.
+SINK_SERVER = f"""\
+import http.server
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        print("EVENT " + body.decode(), flush=True)
+        self.send_response(204)
+        self.end_headers()
+http.server.HTTPServer(("", {SINK_PORT}), Sink).serve_forever()
+"""
+
+
+def install_block() -> str:
+    (block,) = [b for b in readme_blocks(README.read_text()) if b.runner == "install"]
+    return block.text
+
+
+def _pod(
+    name: str,
+    namespace: str,
+    image: str,
+    labels: dict[str, str],
+    port: int,
+    **container: Any,
+) -> dict[str, Any]:
+    """A Pod with the chart's security contexts (what `restricted` admits)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "securityContext": VALUES["podSecurityContext"],
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "ports": [{"name": "http", "containerPort": port}],
+                    "securityContext": VALUES["securityContext"],
+                    "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}},
+                    **container,
+                }
+            ],
+        },
+    }
+
+
+def _service(name: str, namespace: str, labels: dict[str, str], port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": labels, "ports": [{"name": "http", "port": port}]},
+    }
+
+
+def emulator_objects() -> list[dict[str, Any]]:
+    image = f"{nodeconfig.IMAGE_REPOSITORIES['tools']}:{TAG}"
+    args = ["emulator", "--host", "0.0.0.0", "--port", str(EMULATOR_PORT), "--api-key", API_KEY]
+    probe = {"httpGet": {"path": "/emulator/v1/healthz", "port": EMULATOR_PORT}}
+    return [
+        _pod(
+            EMULATOR,
+            RELEASE_NAMESPACE,
+            image,
+            EMULATOR_LABELS,
+            EMULATOR_PORT,
+            args=args,
+            readinessProbe={**probe, "periodSeconds": 1},
+        ),
+        _service(EMULATOR, RELEASE_NAMESPACE, EMULATOR_LABELS, EMULATOR_PORT),
+    ]
+
+
+def sink_objects() -> list[dict[str, Any]]:
+    image = f"{nodeconfig.IMAGE_REPOSITORIES['product']}:{TAG}"
+    labels = {"app": SINK}
+    return [
+        _pod(SINK, TEAM, image, labels, SINK_PORT, command=["python", "-c", SINK_SERVER]),
+        _service(SINK, TEAM, labels, SINK_PORT),
+    ]
+
+
+def received_webhook() -> dict[str, Any]:
+    """A GeminiWebhook with a receiver that forwards to the sink; its public port open to
+    the emulator's Pod only (as to an ingress controller)."""
+    emulator_peer = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": RELEASE_NAMESPACE}},
+        "podSelector": {"matchLabels": EMULATOR_LABELS},
+    }
+    return {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": RECEIVED, "namespace": TEAM},
+        "spec": {
+            "displayName": "Received in the cluster",
+            "events": ["batch.succeeded"],
+            "apiKeySecretRef": {"name": "gemini-api-key"},
+            "receiver": {
+                "enabled": True,
+                "networkPolicy": {"publicFrom": [emulator_peer]},
+                "defaultRoute": {
+                    "targets": [{"service": {"name": SINK, "port": SINK_PORT, "path": "/events"}}]
+                },
+            },
+        },
+    }
+
+
+class Install:
+    """The README's world on the node: kubectl and helm on the admin's kubeconfig."""
+
+    def __init__(self, cluster: Cluster, home: Path) -> None:
+        self.cluster = cluster
+        self.helm = Helm(home, RELEASE_NAMESPACE)
+        self.helm.env["KUBECONFIG"] = str(cluster.kubeconfig)
+        self.values = home / "values.yaml"
+        self.values.write_text(yaml.safe_dump(INSTALL_VALUES))
+
+    def shell_env(self) -> dict[str, str]:
+        path = os.pathsep.join(
+            [str(Path(KUBECTL).parent), str(Path(helm_binary()).parent), os.environ["PATH"]]
+        )
+        return {**self.helm.env, "PATH": path, "GEMINI_API_KEY": API_KEY}
+
+    def ready_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.cluster.get("pod", "-n", namespace, name)
+        conditions = (found.get("status") or {}).get("conditions") or []
+        ok = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        return found if ok else None
+
+    def webhook(self, name: str) -> dict[str, Any]:
+        return self.cluster.get(crd.PLURAL, "-n", TEAM, name)
+
+    def emulator(self) -> ControlClient:
+        ip = self.cluster.get("service", "-n", RELEASE_NAMESPACE, EMULATOR)["spec"]["clusterIP"]
+        return ControlClient(f"http://{ip}:{EMULATOR_PORT}", API_KEY)
+
+    def remote_webhook_ids(self) -> set[str]:
+        ip = self.cluster.get("service", "-n", RELEASE_NAMESPACE, EMULATOR)["spec"]["clusterIP"]
+        request = urllib.request.Request(
+            f"http://{ip}:{EMULATOR_PORT}/v1/webhooks?page_size=1000",
+            headers={"x-goog-api-key": API_KEY},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            listed = json.load(answer)
+        return {hook["id"] for hook in listed.get("webhooks") or []}
+
+    def sink_events(self) -> list[dict[str, Any]]:
+        log = self.cluster.kubectl("logs", "-n", TEAM, SINK)
+        return [
+            json.loads(line[len("EVENT ") :])
+            for line in log.splitlines()
+            if line.startswith("EVENT ")
+        ]
+
+    def connects(self, namespace: str, pod: str, ip: str, port: int) -> bool:
+        """Whether a TCP connection from the Pod to ip:port opens within 2 seconds."""
+        attempt = (
+            "import socket, sys\n"
+            "try:\n"
+            f"    socket.create_connection(({ip!r}, {port}), timeout=2).close()\n"
+            "except OSError:\n"
+            "    sys.exit(3)\n"
+        )
+        result = subprocess.run(
+            [
+                KUBECTL,
+                "--kubeconfig",
+                str(self.cluster.kubeconfig),
+                "exec",
+                "-n",
+                namespace,
+                pod,
+                "--",
+                "python",
+                "-c",
+                attempt,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode in (0, 3), result.stderr
+        return result.returncode == 0
+
+    def operator_pods(self) -> list[dict[str, Any]]:
+        selector = (
+            f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=gemini-webhook-operator"
+        )
+        pods = self.cluster.get("pods", "-n", RELEASE_NAMESPACE, "-l", selector)["items"]
+        return [p for p in pods if "deletionTimestamp" not in p["metadata"]]
+
+    def cleanup(self) -> None:
+        """Leaves the node as the module found it, for the next module on it."""
+        releases = self.helm("list", "-q")
+        if RELEASE in releases.split():
+            self.helm("uninstall", RELEASE, "--wait")
+        # With the operator gone, nothing removes the resources' finalizers.
+        left = self.cluster.get(crd.PLURAL, "-A")["items"] if self.crd_exists() else []
+        for resource in left:
+            meta = resource["metadata"]
+            self.cluster.kubectl(
+                "patch",
+                crd.PLURAL,
+                "-n",
+                meta["namespace"],
+                meta["name"],
+                "--type=merge",
+                "-p",
+                '{"metadata": {"finalizers": null}}',
+            )
+        self.cluster.kubectl(
+            "delete", "namespace", TEAM, RELEASE_NAMESPACE, "--ignore-not-found", "--timeout=120s"
+        )
+        self.cluster.kubectl("delete", "-f", str(ROOT / "crds"), "--ignore-not-found")
+
+    def crd_exists(self) -> bool:
+        found = self.cluster.kubectl("get", "crd", crd.CRD_NAME, "--ignore-not-found", "-o", "name")
+        return bool(found.strip())
+
+
+@pytest.fixture(scope="module")
+def install(real_node: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
+    world = Install(real_node, tmp_path_factory.mktemp("real-install"))
+    try:
+        yield world
+    finally:
+        world.cleanup()
+
+
+def test_the_readme_install_block_runs_as_written_and_the_example_is_ready(
+    install: Install,
+) -> None:
+    started = time.monotonic()
+    # The emulator first, in the release namespace (restricted), for the operator to call.
+    install.cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": RELEASE_NAMESPACE, "labels": RESTRICTED},
+        },
+    )
+    wait_for(
+        "the default ServiceAccount",
+        lambda: install.cluster.kubectl("get", "sa", "-n", RELEASE_NAMESPACE, "-o", "name").strip(),
+        60,
+    )
+    install.cluster.apply(*emulator_objects())
+    block = install_block()
+    assert README_IMAGE in block, "the README's helm install changed: update this test"
+    image = nodeconfig.IMAGE_REPOSITORIES["product"]
+    script = block.replace(
+        README_IMAGE, f"--set image.repository={image} -f {install.values}"
+    ).replace(
+        f"kubectl create namespace {TEAM}\n",
+        f"kubectl create namespace {TEAM}\n"
+        f"kubectl label namespace {TEAM} pod-security.kubernetes.io/enforce=restricted\n",
+    )
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=ROOT,
+        env=install.shell_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "batch-results" in result.stdout  # `kubectl -n team-a get geminiwebhooks`
+    # Then, as the README says:
+    install.cluster.kubectl(
+        "-n", TEAM, "wait", "--for=condition=Ready", "geminiwebhook/batch-results", "--timeout=180s"
+    )
+    ready = time.monotonic() - started
+    hook = install.webhook("batch-results")
+    assert hook["status"]["webhookId"] in install.remote_webhook_ids()
+    # The operator: a real Pod with a Pod IP, the chart's security context and the projected
+    # token (no kubeconfig anywhere in its spec), admitted under `restricted`.
+    (operator,) = install.operator_pods()
+    spec = operator["spec"]
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert not spec["containers"][0]["securityContext"].get("privileged")
+    assert "KUBECONFIG" not in {e["name"] for e in spec["containers"][0].get("env") or []}
+    assert any(v.get("projected") for v in spec["volumes"]), "no projected ServiceAccount token"
+    assert not operator["status"]["podIP"].startswith("127.")
+    print(f"\nREADME install block -> batch-results Ready: {ready:.1f}s")
+
+
+def test_one_event_goes_emulator_receiver_target_through_the_cluster_exactly_once(
+    install: Install,
+) -> None:
+    install.cluster.apply(*sink_objects(), received_webhook())
+    install.cluster.kubectl(
+        "-n", TEAM, "wait", f"geminiwebhook/{RECEIVED}", "--for=condition=Ready", "--timeout=180s"
+    )
+    hook = install.webhook(RECEIVED)
+    # The receiver is a real Pod admitted under `restricted` and registered by its DNS name.
+    name = receiver_resources.receiver_name(RECEIVED)
+    assert hook["status"]["url"] == f"http://{name}.{TEAM}.svc.cluster.local:80/"
+    wait_for(
+        "the receiver's Deployment available",
+        lambda: (install.cluster.get("deployment", "-n", TEAM, name).get("status") or {}).get(
+            "availableReplicas"
+        ),
+        within=180,
+    )
+    wait_for("the sink Ready", lambda: install.ready_pod(TEAM, SINK), within=120)
+    # Its NetworkPolicy lets it reach the API server at the port the server listens on.
+    api_ports = {
+        p["port"]
+        for s in install.cluster.get(
+            "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes"
+        )["items"]
+        for p in s["ports"]
+    }
+    policy = install.cluster.get("networkpolicy", "-n", TEAM, name)
+    allowed = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports") or []}
+    assert api_ports <= allowed, (api_ports, allowed)
+
+    emulator = install.emulator()
+    fired = emulator.fire("batch.succeeded")
+    started = time.monotonic()
+    (delivery,) = emulator.wait_for_deliveries(
+        1, timeout=60, event_id=fired["event_id"], webhook_id=hook["status"]["webhookId"]
+    )
+    assert delivery["state"] == "delivered", delivery
+    # Gemini retries; a failed attempt never reached the sink (the receiver forwards what it
+    # verified and answers 200 after), and a repeated one is deduplicated by its webhook-id.
+    failed = [a["error"] for a in delivery["attempts"][:-1]]
+    assert delivery["attempts"][-1]["status_code"] == 200, delivery
+    arrived = wait_for(
+        "the event at the sink",
+        lambda: [e for e in install.sink_events() if e == fired["envelope"]],
+        within=60,
+    )
+    print(f"\nemulator -> receiver -> sink: {time.monotonic() - started:.2f}s; failed: {failed}")
+    assert len(arrived) == 1
+
+
+def test_the_operators_network_policy_is_enforced_and_it_still_reaches_api_and_emulator(
+    install: Install,
+) -> None:
+    (operator,) = install.operator_pods()
+    ip = operator["status"]["podIP"]
+    # From another namespace, the metrics port is shut; the health port (the kubelet's probes)
+    # answers, so the Pod is reachable and the policy is what shuts the first.
+    assert install.connects(TEAM, SINK, ip, VALUES["healthPort"])
+    assert not install.connects(TEAM, SINK, ip, VALUES["metricsPort"])
+    # Its egress: the API (it holds the Lease and keeps renewing it) and the emulator (the
+    # webhooks above are Ready, and a change reaches the remote now).
+    lease = install.cluster.get("lease", "-n", RELEASE_NAMESPACE, DEPLOYMENT)
+    assert lease["spec"]["holderIdentity"] == operator["metadata"]["name"]
+    install.cluster.kubectl(
+        "-n",
+        TEAM,
+        "patch",
+        crd.PLURAL,
+        "batch-results",
+        "--type=merge",
+        "-p",
+        '{"spec": {"events": ["batch.succeeded", "batch.failed"]}}',
+    )
+    install.cluster.kubectl(
+        "-n",
+        TEAM,
+        "wait",
+        "geminiwebhook/batch-results",
+        "--timeout=120s",
+        "--for=jsonpath={.status.observedGeneration}=2",
+    )
+    wait_for(
+        "the Lease renewed",
+        lambda: (
+            install.cluster.get("lease", "-n", RELEASE_NAMESPACE, DEPLOYMENT)["spec"]["renewTime"]
+            != lease["spec"]["renewTime"]
+        ),
+        within=60,
+        every=1,
+    )
+
+
+def test_helm_test_passes(install: Install) -> None:
+    # As docs/deploy.md runs it: once the rollout is complete (the Service then has a ready
+    # endpoint; before, kube-proxy refuses connections to it).
+    install.cluster.kubectl(
+        "-n", RELEASE_NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=300s"
+    )
+    output = install.helm("test", RELEASE, "--logs", timeout=300)
+    assert "Phase:          Succeeded" in output and "operator healthy" in output, output
+
+
+def test_helm_upgrade_rolls_out_and_the_webhooks_stay_ready(install: Install) -> None:
+    (old,) = install.operator_pods()
+    started = time.monotonic()
+    install.helm(
+        "upgrade",
+        RELEASE,
+        str(CHART_DIR),
+        "--reuse-values",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "operator.verbose=true",
+    )
+    install.cluster.kubectl(
+        "-n", RELEASE_NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=300s"
+    )
+    rolled = time.monotonic() - started
+    pods = install.operator_pods()
+    names = {p["metadata"]["name"] for p in pods}
+    assert len(pods) == 2 and old["metadata"]["name"] not in names
+    assert all("--verbose" in p["spec"]["containers"][0]["args"] for p in pods)
+    # One of the new replicas takes the Lease and acts: the webhooks stay Ready, and an
+    # event still arrives once.
+    wait_for(
+        "a new replica holds the Lease",
+        lambda: (
+            install.cluster.get("lease", "-n", RELEASE_NAMESPACE, DEPLOYMENT)["spec"].get(
+                "holderIdentity"
+            )
+            in names
+        ),
+        within=120,
+        every=1,
+    )
+    for name in ("batch-results", RECEIVED):
+        install.cluster.kubectl(
+            "-n", TEAM, "wait", f"geminiwebhook/{name}", "--for=condition=Ready", "--timeout=60s"
+        )
+    fired = install.emulator().fire("batch.succeeded")
+    wait_for(
+        "the second event at the sink",
+        lambda: [e for e in install.sink_events() if e == fired["envelope"]],
+        within=60,
+    )
+    print(f"\nhelm upgrade -> rollout complete: {rolled:.1f}s")
+
+
+def test_helm_uninstall_removes_the_operator_and_leaves_resources_secrets_and_crd(
+    install: Install,
+) -> None:
+    # docs/deploy.md §8: delete the resources first when the remote webhooks should go.
+    received_id = install.webhook(RECEIVED)["status"]["webhookId"]
+    install.cluster.kubectl("-n", TEAM, "delete", crd.PLURAL, RECEIVED, "--timeout=120s")
+    assert received_id not in install.remote_webhook_ids()
+    kept = install.webhook("batch-results")
+    install.helm("uninstall", RELEASE, "--wait")
+    chart_objects = [
+        ("deployment", RELEASE_NAMESPACE, DEPLOYMENT),
+        ("serviceaccount", RELEASE_NAMESPACE, DEPLOYMENT),
+        ("networkpolicy", RELEASE_NAMESPACE, DEPLOYMENT),
+        ("lease", RELEASE_NAMESPACE, DEPLOYMENT),
+        ("clusterrole", None, DEPLOYMENT),
+        ("clusterrolebinding", None, DEPLOYMENT),
+    ]
+    for kind, namespace, name in chart_objects:
+        where = ["-n", namespace] if namespace else []
+        left = install.cluster.kubectl(
+            "get", kind, *where, name, "--ignore-not-found", "-o", "name"
+        )
+        assert left.strip() == "", f"{kind} {name} left after helm uninstall"
+    # What stays: the resource, its signing-secret Secret, the CRD (and the remote webhook).
+    assert install.webhook("batch-results")["metadata"]["uid"] == kept["metadata"]["uid"]
+    secret = kept["status"]["signingSecretName"]
+    assert install.cluster.kubectl("get", "secret", "-n", TEAM, secret, "-o", "name").strip()
+    assert install.crd_exists()
+    assert kept["status"]["webhookId"] in install.remote_webhook_ids()
