@@ -121,3 +121,14 @@ def test_the_api_server_accepts_the_operator_network_policy(kube: Any, tmp_path:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_api_server_ports_value_reaches_the_operator_policy_and_the_receivers() -> None:
+    """A NetworkPolicy sees the API server's own port (after kube-proxy's rewrite of the
+    `kubernetes` Service's 443): the value names it for both policies."""
+    values = {"networkPolicy": {"apiServerPorts": [7443, 8443]}}
+    egress = _policy(values)["spec"]["egress"]
+    assert sorted(p["port"] for p in egress[1]["ports"]) == [443, 7443, 8443]
+    assert _receiver_settings(values).api_server_ports == (7443, 8443)
+    # Unset and no cluster to read (`helm template`): the usual 6443.
+    assert _receiver_settings({}).api_server_ports == (6443,)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import pytest
 import yaml
 
@@ -29,7 +30,7 @@ from gemini_webhook_operator import receiver_resources
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.controlplane import nodeconfig
 from gemini_webhooks.emulator import ControlClient
-from tests.chart.rendering import CHART_DIR, ROOT
+from tests.chart.rendering import CHART_DIR, ROOT, chart, find
 from tests.chart.test_helm_cli import Helm, helm_binary
 from tests.fixtures.kube import KUBECTL
 from tests.fixtures.real_node import Cluster, wait_for
@@ -356,6 +357,29 @@ def test_the_readme_install_block_runs_as_written_and_the_example_is_ready(
     assert any(v.get("projected") for v in spec["volumes"]), "no projected ServiceAccount token"
     assert not operator["status"]["podIP"].startswith("127.")
     print(f"\nREADME install block -> batch-results Ready: {ready:.1f}s")
+
+
+def test_the_chart_reads_the_api_servers_port_from_the_kubernetes_endpoint_slice(
+    install: Install,
+) -> None:
+    """The API server here listens on a free port, not 443/6443: with
+    `networkPolicy.apiServerPorts` unset, the chart reads it (Helm's lookup) for the
+    operator's policy and hands it to the operator for the receivers'."""
+    found = install.cluster.get("endpointslice", "-n", "default", "kubernetes")
+    ports = sorted(p["port"] for p in found["ports"])
+    assert ports and not {443, 6443} & set(ports)
+    config = helm.Config(kubeconfig_path=install.cluster.kubeconfig, namespace=RELEASE_NAMESPACE)
+    rendered = config.render(
+        chart(), {}, name=RELEASE, namespace=RELEASE_NAMESPACE, is_install=True
+    )
+    objects = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
+    (policy,) = find(objects, "NetworkPolicy")
+    assert sorted(p["port"] for p in policy["spec"]["egress"][1]["ports"]) == [443, *ports]
+    (deployment,) = find(objects, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--api-server-port=")] == [
+        f"--api-server-port={p}" for p in ports
+    ]
 
 
 def test_one_event_goes_emulator_receiver_target_through_the_cluster_exactly_once(

@@ -384,6 +384,15 @@ def test_egress_only_to_targets_redis_dns_the_api_server_and_the_jwks_host() -> 
     ]
 
 
+def test_egress_to_the_api_server_at_the_ports_it_listens_on() -> None:
+    """A NetworkPolicy sees the API server's own port (after kube-proxy's rewrite of the
+    `kubernetes` Service's 443), which the operator is told (`--api-server-port`)."""
+    egress = policy(webhook(), api_server_ports=(41357,))["spec"]["egress"]
+    assert [p["port"] for p in egress[1]["ports"]] == [443, 41357]
+    egress = policy(webhook(), api_server_ports=(443,))["spec"]["egress"]
+    assert [p["port"] for p in egress[1]["ports"]] == [443]
+
+
 @pytest.mark.parametrize(
     ("url", "to"),
     [
