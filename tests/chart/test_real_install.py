@@ -372,7 +372,13 @@ def test_the_chart_reads_the_api_servers_port_from_the_kubernetes_endpoint_slice
     rendered = config.render(
         chart(), {}, name=RELEASE, namespace=RELEASE_NAMESPACE, is_install=True
     )
-    objects = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
+    objects = [
+        document
+        for path, text in rendered.items()
+        if not path.endswith("NOTES.txt")
+        for document in yaml.safe_load_all(text)
+        if document
+    ]
     (policy,) = find(objects, "NetworkPolicy")
     assert sorted(p["port"] for p in policy["spec"]["egress"][1]["ports"]) == [443, *ports]
     (deployment,) = find(objects, "Deployment")
