@@ -225,37 +225,6 @@ class Install:
             if line.startswith("EVENT ")
         ]
 
-    def connects(self, namespace: str, pod: str, ip: str, port: int) -> bool:
-        """Whether a TCP connection from the Pod to ip:port opens within 2 seconds."""
-        attempt = (
-            "import socket, sys\n"
-            "try:\n"
-            f"    socket.create_connection(({ip!r}, {port}), timeout=2).close()\n"
-            "except OSError:\n"
-            "    sys.exit(3)\n"
-        )
-        result = subprocess.run(
-            [
-                KUBECTL,
-                "--kubeconfig",
-                str(self.cluster.kubeconfig),
-                "exec",
-                "-n",
-                namespace,
-                pod,
-                "--",
-                "python",
-                "-c",
-                attempt,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode in (0, 3), result.stderr
-        return result.returncode == 0
-
     def operator_pods(self) -> list[dict[str, Any]]:
         selector = (
             f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=gemini-webhook-operator"
@@ -282,10 +251,13 @@ class Install:
                 "-p",
                 '{"metadata": {"finalizers": null}}',
             )
-        self.cluster.kubectl(
-            "delete", "namespace", TEAM, RELEASE_NAMESPACE, "--ignore-not-found", "--timeout=120s"
-        )
+        self.waiting(120, "delete", "namespace", TEAM, RELEASE_NAMESPACE, "--ignore-not-found")
         self.cluster.kubectl("delete", "-f", str(ROOT / "crds"), "--ignore-not-found")
+
+    def waiting(self, within: int, *args: str) -> str:
+        """A kubectl command that waits (`wait`, `rollout status`, `delete`) up to `within`
+        seconds, and its process a little longer."""
+        return self.cluster.kubectl(*args, f"--timeout={within}s", timeout=within + 30)
 
     def crd_exists(self) -> bool:
         found = self.cluster.kubectl("get", "crd", crd.CRD_NAME, "--ignore-not-found", "-o", "name")
@@ -341,9 +313,7 @@ def test_the_readme_install_block_runs_as_written_and_the_example_is_ready(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "batch-results" in result.stdout  # `kubectl -n team-a get geminiwebhooks`
     # Then, as the README says:
-    install.cluster.kubectl(
-        "-n", TEAM, "wait", "--for=condition=Ready", "geminiwebhook/batch-results", "--timeout=180s"
-    )
+    install.waiting(180, "-n", TEAM, "wait", "--for=condition=Ready", "geminiwebhook/batch-results")
     ready = time.monotonic() - started
     hook = install.webhook("batch-results")
     assert hook["status"]["webhookId"] in install.remote_webhook_ids()
@@ -392,9 +362,7 @@ def test_one_event_goes_emulator_receiver_target_through_the_cluster_exactly_onc
     install: Install,
 ) -> None:
     install.cluster.apply(*sink_objects(), received_webhook())
-    install.cluster.kubectl(
-        "-n", TEAM, "wait", f"geminiwebhook/{RECEIVED}", "--for=condition=Ready", "--timeout=180s"
-    )
+    install.waiting(180, "-n", TEAM, "wait", f"geminiwebhook/{RECEIVED}", "--for=condition=Ready")
     hook = install.webhook(RECEIVED)
     # The receiver is a real Pod admitted under `restricted` and registered by its DNS name.
     name = receiver_resources.receiver_name(RECEIVED)
@@ -446,8 +414,8 @@ def test_the_operators_network_policy_is_enforced_and_it_still_reaches_api_and_e
     ip = operator["status"]["podIP"]
     # From another namespace, the metrics port is shut; the health port (the kubelet's probes)
     # answers, so the Pod is reachable and the policy is what shuts the first.
-    assert install.connects(TEAM, SINK, ip, VALUES["healthPort"])
-    assert not install.connects(TEAM, SINK, ip, VALUES["metricsPort"])
+    assert install.cluster.connects(TEAM, SINK, ip, VALUES["healthPort"])
+    assert not install.cluster.connects(TEAM, SINK, ip, VALUES["metricsPort"])
     # Its egress: the API (it holds the Lease and keeps renewing it) and the emulator (the
     # webhooks above are Ready, and a change reaches the remote now).
     lease = install.cluster.get("lease", "-n", RELEASE_NAMESPACE, DEPLOYMENT)
@@ -462,12 +430,12 @@ def test_the_operators_network_policy_is_enforced_and_it_still_reaches_api_and_e
         "-p",
         '{"spec": {"events": ["batch.succeeded", "batch.failed"]}}',
     )
-    install.cluster.kubectl(
+    install.waiting(
+        120,
         "-n",
         TEAM,
         "wait",
         "geminiwebhook/batch-results",
-        "--timeout=120s",
         "--for=jsonpath={.status.observedGeneration}=2",
     )
     wait_for(
@@ -484,9 +452,7 @@ def test_the_operators_network_policy_is_enforced_and_it_still_reaches_api_and_e
 def test_helm_test_passes(install: Install) -> None:
     # As docs/deploy.md runs it: once the rollout is complete (the Service then has a ready
     # endpoint; before, kube-proxy refuses connections to it).
-    install.cluster.kubectl(
-        "-n", RELEASE_NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=300s"
-    )
+    install.waiting(300, "-n", RELEASE_NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}")
     output = install.helm("test", RELEASE, "--logs", timeout=300)
     assert "Phase:          Succeeded" in output and "operator healthy" in output, output
 
@@ -504,9 +470,7 @@ def test_helm_upgrade_rolls_out_and_the_webhooks_stay_ready(install: Install) ->
         "--set",
         "operator.verbose=true",
     )
-    install.cluster.kubectl(
-        "-n", RELEASE_NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=300s"
-    )
+    install.waiting(300, "-n", RELEASE_NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}")
     rolled = time.monotonic() - started
     pods = install.operator_pods()
     names = {p["metadata"]["name"] for p in pods}
@@ -526,9 +490,7 @@ def test_helm_upgrade_rolls_out_and_the_webhooks_stay_ready(install: Install) ->
         every=1,
     )
     for name in ("batch-results", RECEIVED):
-        install.cluster.kubectl(
-            "-n", TEAM, "wait", f"geminiwebhook/{name}", "--for=condition=Ready", "--timeout=60s"
-        )
+        install.waiting(60, "-n", TEAM, "wait", f"geminiwebhook/{name}", "--for=condition=Ready")
     fired = install.emulator().fire("batch.succeeded")
     wait_for(
         "the second event at the sink",
@@ -543,7 +505,7 @@ def test_helm_uninstall_removes_the_operator_and_leaves_resources_secrets_and_cr
 ) -> None:
     # docs/deploy.md §8: delete the resources first when the remote webhooks should go.
     received_id = install.webhook(RECEIVED)["status"]["webhookId"]
-    install.cluster.kubectl("-n", TEAM, "delete", crd.PLURAL, RECEIVED, "--timeout=120s")
+    install.waiting(120, "-n", TEAM, "delete", crd.PLURAL, RECEIVED)
     assert received_id not in install.remote_webhook_ids()
     kept = install.webhook("batch-results")
     install.helm("uninstall", RELEASE, "--wait")

@@ -18,7 +18,6 @@ import yaml
 from gemini_webhook_operator import receiver_exposure
 from gemini_webhooks.contracts.crd_receiver import ReceiverSpec
 from gemini_webhooks.controlplane import nodeconfig
-from tests.fixtures.kube import KUBECTL
 from tests.fixtures.real_node import Cluster, host_snapshot, wait_for
 
 pytestmark = [pytest.mark.real_component, pytest.mark.late_build, pytest.mark.timeout(900)]
@@ -226,24 +225,7 @@ def test_a_container_allocating_past_its_memory_limit_is_oom_killed(
 
 
 def connects(cluster: Cluster, pod_name: str, ip: str, port: int) -> bool:
-    """Whether a TCP connection from the Pod to ip:port opens within 2 seconds."""
-    attempt = (
-        "import socket, sys\n"
-        "try:\n"
-        f"    socket.create_connection(({ip!r}, {port}), timeout=2).close()\n"
-        "except OSError:\n"
-        "    sys.exit(3)\n"
-    )
-    exec_in = [KUBECTL, "--kubeconfig", str(cluster.kubeconfig), "exec", "-n", NAMESPACE]
-    result = subprocess.run(
-        [*exec_in, pod_name, "--", "python", "-c", attempt],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode in (0, 3), result.stderr
-    return result.returncode == 0
+    return cluster.connects(NAMESPACE, pod_name, ip, port)
 
 
 def receiver_policy() -> dict[str, Any]:
