@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -474,6 +475,58 @@ def test_helm_test_hook_reaches_the_service_through_the_endpoints_contract(
     assert (result.returncode == 0) is passes, result.stderr
     if not passes:
         assert "lack gemini_webhook_operator_reconciles_total" in result.stderr
+
+
+def test_helm_test_hook_tries_a_refused_connection_again() -> None:
+    """A new Pod can be refused until the NetworkPolicy implementation admits its address
+    (kube-router rejects it meanwhile): the hook connects again rather than fail at once."""
+    import http.server
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
+
+    class OperatorDouble(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"gemini_webhook_operator_reconciles_total 0\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    with socket.socket() as probe:  # a port nothing listens on yet: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (pod,) = find(manifests(), "Pod")
+    script = pod["spec"]["containers"][0]["args"][0]
+    name = "gwo-gemini-webhook-operator-metrics"
+    overrides = {service_key(name, RELEASE_NAMESPACE, p): f"127.0.0.1:{port}" for p in (8080, 9090)}
+    hook = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env={"PATH": "/usr/bin:/bin", ENV_VAR: json.dumps(overrides)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2)  # the hook meets a refusal first
+        assert hook.poll() is None, hook.communicate()
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), OperatorDouble)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            out, err = hook.communicate(timeout=60)
+        finally:
+            server.shutdown()
+            server.server_close()
+    finally:
+        hook.kill()
+    assert hook.returncode == 0, err
+    assert "operator healthy" in out
 
 
 def test_helm_test_hook_can_be_switched_off() -> None:

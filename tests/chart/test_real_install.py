@@ -227,7 +227,8 @@ class Install:
 
     def operator_pods(self) -> list[dict[str, Any]]:
         selector = (
-            f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=gemini-webhook-operator"
+            f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator,"
+            "app.kubernetes.io/name=gemini-webhook-operator"
         )
         pods = self.cluster.get("pods", "-n", RELEASE_NAMESPACE, "-l", selector)["items"]
         return [p for p in pods if "deletionTimestamp" not in p["metadata"]]
