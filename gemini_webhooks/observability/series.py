@@ -21,8 +21,11 @@ RECEIVER_JOB = "gemini-webhook-receiver"
 OPERATOR_JOB = "gemini-webhook-operator"
 
 
-def _name(collector: MetricWrapperBase, suffix: str = "") -> str:
-    """The exposed sample name of a prometheus_client metric (`_total`, `_bucket`, ...)."""
+def _name(
+    collector: MetricWrapperBase | receiver_metrics.LatencyHistogram, suffix: str = ""
+) -> str:
+    """The exposed sample name of a prometheus_client metric or collector (`_total`,
+    `_bucket`, ...)."""
     (family,) = collector.describe()
     return family.name + suffix
 

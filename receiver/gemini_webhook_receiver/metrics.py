@@ -7,9 +7,92 @@ never ids, URLs with secrets, or secret material.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 NAMESPACE = "gemini_receiver"
+
+
+class _Observations:
+    """One label set's bucket counts (not cumulative; the last is +Inf) and sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1  # the first bound >= amount
+        self.sum += amount
+
+
+class LatencyHistogram(Collector):
+    """A Prometheus histogram for the delivery hot path, exposed as prometheus_client's
+    `Histogram` exposes one (`_bucket{le}`, `_count`, `_sum`; no `_created`) through its
+    custom-collector interface.
+
+    `prometheus_client.Histogram.observe` takes a lock per bucket and for the sum, and
+    walks the bounds in Python: three per delivery were ~5% of its CPU (bench/receiver).
+    Here an observation is a bisection and two additions. Observed and collected on the
+    event loop's thread only (the receiver's `/metrics` is served by that loop), so no
+    lock is needed.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        namespace: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.name = f"{namespace}_{name}"
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        bounds = tuple(float(b) for b in buckets)
+        if list(bounds) != sorted(bounds) or not bounds or bounds[-1] == float("inf"):
+            raise ValueError("buckets: ascending finite bounds (+Inf is added)")
+        self.bounds = bounds
+        self._les = [floatToGoString(b) for b in (*bounds, float("inf"))]
+        self._children: dict[tuple[str, ...], _Observations] = {}
+        if not self.labelnames:
+            self._children[()] = _Observations(bounds)
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Observations:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected labels {self.labelnames}")
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Observations(self.bounds)
+        return child
+
+    def observe(self, amount: float) -> None:
+        """Observe, for a histogram without labels."""
+        self._children[()].observe(amount)
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in list(self._children.items()):
+            cumulative, buckets = 0, []
+            for le, count in zip(self._les, list(child.counts), strict=True):
+                cumulative += count
+                buckets.append((le, float(cumulative)))
+            family.add_metric(list(values), buckets, child.sum)
+        yield family
+
 
 # Latency buckets in seconds, dense below 10 ms where acknowledgement lives.
 _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -23,20 +106,20 @@ deliveries = Counter(
     ["outcome", "reason"],
     namespace=NAMESPACE,
 )
-verification_seconds = Histogram(
+verification_seconds = LatencyHistogram(
     "verification_seconds",
     "Time to verify one delivery's signature, by scheme (hmac, jwt).",
     ["scheme"],
     namespace=NAMESPACE,
     buckets=_FAST,
 )
-ack_seconds = Histogram(
+ack_seconds = LatencyHistogram(
     "ack_seconds",
     "Time from request start to the answer sent to Gemini.",
     namespace=NAMESPACE,
     buckets=_FAST,
 )
-end_to_end_seconds = Histogram(
+end_to_end_seconds = LatencyHistogram(
     "end_to_end_seconds",
     "Time from receipt to delivery at every target.",
     namespace=NAMESPACE,

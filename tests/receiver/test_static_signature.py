@@ -25,7 +25,7 @@ _KEY = bytes(range(32))
     ("msg_id", "timestamp", "body"),
     [
         ("msg_1", 1_764_000_000, b'{"type":"batch.succeeded"}'),
-        ("msg_\u00e9\u4e2d", 0, "{\"type\":\"caf\u00e9\"}".encode()),
+        ("msg_\u00e9\u4e2d", 0, '{"type":"caf\u00e9"}'.encode()),
         ("m", static.MAX_TIMESTAMP, b""),
     ],
 )
