@@ -9,8 +9,7 @@ The signature is the library's (`Webhook.sign`: base64 of HMAC-SHA256 over
 `{id}.{timestamp}.{body}` under the secret's base64-decoded key; tests/receiver/
 test_static_signature.py checks that both agree) with the key set up once per secret: an
 HMAC object keyed at load, copied per delivery, instead of keying a new one and building a
-`datetime` per call. Measured with bench/receiver, `Webhook.sign` was a tenth of a
-delivery's CPU; the copy costs under half of it.
+`datetime` per call: 1.07-1.09x less CPU per delivery (bench/receiver, A/B).
 """
 
 from __future__ import annotations
