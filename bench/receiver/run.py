@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
 WARMUP_SECONDS = 2
+SOURCES = (".", "receiver", "operator")  # the import roots of this checkout's packages
 CONNECTIONS = 32
 
 
@@ -305,7 +306,9 @@ def running_ours(
             "--config",
             str(config_file),
         ],
-        cwd=ROOT,  # `-m` imports this checkout's sources, whatever the venv was installed from
+        cwd=ROOT,
+        # this checkout's sources, whatever checkout the venv's editable install points to
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / d) for d in SOURCES)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
