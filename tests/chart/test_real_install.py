@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import helm_python as helm
 import pytest
 import yaml
 
@@ -30,7 +29,7 @@ from gemini_webhook_operator import receiver_resources
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.controlplane import nodeconfig
 from gemini_webhooks.emulator import ControlClient
-from tests.chart.rendering import CHART_DIR, ROOT, chart, find
+from tests.chart.rendering import CHART_DIR, ROOT
 from tests.chart.test_helm_cli import Helm, helm_binary
 from tests.fixtures.kube import KUBECTL
 from tests.fixtures.real_node import Cluster, wait_for
@@ -334,25 +333,23 @@ def test_the_chart_reads_the_api_servers_port_from_the_kubernetes_endpoint_slice
     install: Install,
 ) -> None:
     """The API server here listens on a free port, not 443/6443: with
-    `networkPolicy.apiServerPorts` unset, the chart reads it (Helm's lookup) for the
-    operator's policy and hands it to the operator for the receivers'."""
+    `networkPolicy.apiServerPorts` unset, `helm install` read it (Helm's lookup, where the
+    API serves EndpointSlices) into the operator's policy and handed it to the operator for
+    the receivers'. Read back from what the install created, not from a render: a render
+    without the cluster's discovery would not take that path."""
     found = install.cluster.get("endpointslice", "-n", "default", "kubernetes")
     ports = sorted(p["port"] for p in found["ports"])
     assert ports and not {443, 6443} & set(ports)
-    config = helm.Config(kubeconfig_path=install.cluster.kubeconfig, namespace=RELEASE_NAMESPACE)
-    rendered = config.render(
-        chart(), {}, name=RELEASE, namespace=RELEASE_NAMESPACE, is_install=True
-    )
-    objects = [
-        document
-        for path, text in rendered.items()
-        if not path.endswith("NOTES.txt")
-        for document in yaml.safe_load_all(text)
-        if document
-    ]
-    (policy,) = find(objects, "NetworkPolicy")
+    installed = install.cluster.get(
+        "networkpolicy,deployment",
+        "-n",
+        RELEASE_NAMESPACE,
+        "-l",
+        f"app.kubernetes.io/instance={RELEASE}",
+    )["items"]
+    (policy,) = [o for o in installed if o["kind"] == "NetworkPolicy"]
     assert sorted(p["port"] for p in policy["spec"]["egress"][1]["ports"]) == [443, *ports]
-    (deployment,) = find(objects, "Deployment")
+    (deployment,) = [o for o in installed if o["kind"] == "Deployment"]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--api-server-port=")] == [
         f"--api-server-port={p}" for p in ports

@@ -64,14 +64,15 @@ app.kubernetes.io/managed-by: gemini-webhook-operator
 {{/* The ports the Kubernetes API servers listen on, comma-separated: what a NetworkPolicy
 sees of the API (kube-proxy rewrites the `kubernetes` Service's 443 to these before any
 policy looks). `networkPolicy.apiServerPorts` when set; else the ports of the `kubernetes`
-EndpointSlice in `default`, read at install and upgrade (Helm's `lookup`); else 6443
-(`helm template` and dry runs see no cluster). */}}
+EndpointSlice in `default`, read at install and upgrade (Helm's `lookup`) where the API
+serves EndpointSlices (a lookup of a kind the server does not know fails the release); else
+6443 (`helm template` and dry runs see no cluster). */}}
 {{- define "gwo.apiServerPorts" -}}
 {{- $ports := list -}}
 {{- range .Values.networkPolicy.apiServerPorts -}}
 {{- $ports = append $ports (int .) -}}
 {{- end -}}
-{{- if not $ports -}}
+{{- if and (not $ports) (.Capabilities.APIVersions.Has "discovery.k8s.io/v1/EndpointSlice") -}}
 {{- $slice := lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "kubernetes" -}}
 {{- range ($slice.ports | default list) -}}
 {{- $ports = append $ports (int .port) -}}
