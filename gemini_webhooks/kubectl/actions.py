@@ -66,22 +66,17 @@ def rotate_request(requested: str, immediate: bool) -> JSON:
 
 async def rotate(session: Session, name: str, within: float, immediate: bool = False) -> JSON:
     before = await session.webhook(name)
-    await session.patch_webhook(
-        name, {"metadata": {"annotations": rotate_request(_request_value(), immediate)}}
+    done = await _patch_and_wait(
+        session,
+        name,
+        {"metadata": {"annotations": rotate_request(_request_value(), immediate)}},
+        lambda _stored, now: rotated(before, now),
+        within,
+        lambda _stored: (
+            f"the operator did not rotate {name} within {within:g} s (the request "
+            "stays until it does)"
+        ),
     )
-    last: JSON = before
-
-    async def probe() -> JSON | None:
-        nonlocal last
-        last = await session.webhook(name)
-        return last if rotated(before, last) else None
-
-    done = await wait_until(probe, within=within)
-    if done is None:
-        raise PluginError(
-            f"the operator did not rotate {name} within {within:g} s (the request stays "
-            f"until it does): {_stuck(last)}"
-        )
     status = _status(done)
     report: JSON = {
         "name": name,
@@ -114,23 +109,23 @@ def rotate_text(report: JSON) -> str:
 
 async def set_paused(session: Session, name: str, paused: bool, within: float) -> JSON:
     await session.webhook(name)  # a clear NotFound before any write
-    stored = await session.patch_webhook(name, {"spec": {"rotation": {"paused": paused}}})
-    generation = int(stored["metadata"].get("generation") or 0)
-    last: JSON = stored
 
-    async def probe() -> JSON | None:
-        nonlocal last
-        last = await session.webhook(name)
-        observed = int(_status(last).get("observedGeneration") or 0)
-        return last if observed >= generation else None
+    def reconciled(stored: JSON, now: JSON) -> bool:
+        generation = int(stored["metadata"].get("generation") or 0)
+        return int(_status(now).get("observedGeneration") or 0) >= generation
 
-    done = await wait_until(probe, within=within)
-    if done is None:
-        raise PluginError(
-            f"rotation is {'paused' if paused else 'resumed'} in the spec of {name}, but the "
-            f"operator did not reconcile generation {generation} within {within:g} s: "
-            f"{_stuck(last)}"
-        )
+    done = await _patch_and_wait(
+        session,
+        name,
+        {"spec": {"rotation": {"paused": paused}}},
+        reconciled,
+        within,
+        lambda stored: (
+            f"rotation is {'paused' if paused else 'resumed'} in the spec of {name}, "
+            f"but the operator did not reconcile generation {stored['metadata'].get('generation')} "
+            f"within {within:g} s"
+        ),
+    )
     status = _status(done)
     return {
         "name": name,
@@ -165,21 +160,41 @@ async def _request(
     """Set a request annotation to a new value, wait until the operator has handled it."""
     await session.webhook(name)  # a clear NotFound before any write
     requested = _request_value()
-    await session.patch_webhook(name, {"metadata": {"annotations": {annotation: requested}}})
-    last: JSON = {}
+    return await _patch_and_wait(
+        session,
+        name,
+        {"metadata": {"annotations": {annotation: requested}}},
+        lambda _stored, now: handled(requested, now),
+        within,
+        lambda _stored: (
+            f"the operator did not {what} {name} within {within:g} s (is it "
+            "running? `kubectl gemini check`)"
+        ),
+    )
+
+
+async def _patch_and_wait(
+    session: Session,
+    name: str,
+    patch: JSON,
+    done: Callable[[JSON, JSON], bool],
+    within: float,
+    failure: Callable[[JSON], str],
+) -> JSON:
+    """Patch the resource, then poll it until `done(stored, now)`; else fail with
+    `failure(stored)` and what the conditions say."""
+    stored = await session.patch_webhook(name, patch)
+    last: JSON = stored
 
     async def probe() -> JSON | None:
         nonlocal last
         last = await session.webhook(name)
-        return last if handled(requested, last) else None
+        return last if done(stored, last) else None
 
-    done = await wait_until(probe, within=within)
-    if done is None:
-        raise PluginError(
-            f"the operator did not {what} {name} within {within:g} s (is it running? "
-            f"`kubectl gemini check`): {_stuck(last)}"
-        )
-    return done
+    result = await wait_until(probe, within=within)
+    if result is None:
+        raise PluginError(f"{failure(stored)}: {_stuck(last)}")
+    return result
 
 
 async def sync(session: Session, name: str, within: float) -> JSON:
