@@ -1,19 +1,26 @@
 """`kubectl gemini check` (as `cmctl check api`): is the cluster ready for GeminiWebhooks?
 
-The CRD installed, established and served; the operator's Deployment running; and its
-ServiceAccount holding every rule the operator needs, asked of the API server itself
+The CRD installed, established and served; the operator's Deployment running; with leader
+election, one replica holding the leader Lease and renewing it (the replica that acts);
+and its ServiceAccount holding every rule the operator needs, asked of the API server itself
 (SubjectAccessReview), so whatever grants them — the chart's ClusterRole, a Role per
-watched namespace, an aggregated role — counts. Prints what is missing.
+watched namespace, an aggregated role — counts. An operator run outside a Deployment (a
+process with its own kubeconfig, as in the local sandbox) counts as running when it holds
+and renews its leader Lease; its RBAC is then its credentials', which the check cannot
+name. Prints what is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from gemini_webhook_operator.kube import KubeError
+from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import MANAGED_BY
+from gemini_webhooks.contracts.times import parse_rfc3339
 from gemini_webhooks.kubectl.cluster import JSON, PluginError, Session, readable
 
 # The chart's operator Deployment (charts/.../_helpers.tpl `gwo.labels`).
@@ -54,6 +61,49 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("", "events", ("create",)),
     Rule("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"), namespaced=False),
 )
+
+
+def lease_state(lease: JSON, now: datetime) -> tuple[bool, str]:
+    """Whether a leader Lease has a live holder at `now` (the reader's clock), and what to
+    say: a holder that renewed it within its lease duration acts; an empty holder is a
+    released Lease; an older renewal is a holder that stopped (or a clock far off ours)."""
+    spec = lease.get("spec") or {}
+    holder = str(spec.get("holderIdentity") or "")
+    renewed = parse_rfc3339(spec.get("renewTime"))
+    duration = spec.get("leaseDurationSeconds")
+    if not holder:
+        return False, "no replica holds it (released, or never taken)"
+    if renewed is None or not isinstance(duration, int):
+        return False, f"held by {holder}, without a renewTime and leaseDurationSeconds"
+    age = (now - renewed).total_seconds()
+    if age > duration:
+        return False, (
+            f"held by {holder}, not renewed for {age:.0f} s (lease {duration} s): "
+            "the holder stopped acting, or this machine's clock is off"
+        )
+    return True, f"held by {holder}, renewed {max(age, 0.0):.0f} s ago"
+
+
+def leader_lease(deployment: JSON) -> tuple[str, str] | None:
+    """(namespace, name) of the Lease a Deployment's operator elects its leader by, read from
+    its arguments (`--leader-elect`, `--leader-election-id`, `--leader-election-namespace`),
+    or None without leader election."""
+    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in pod.get("containers") or []:
+        argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+        if "--leader-elect" not in argv:
+            continue
+        options: dict[str, str] = {}
+        for i, arg in enumerate(argv):
+            key, sep, value = arg.partition("=")
+            if not sep and i + 1 < len(argv):
+                value = argv[i + 1]
+            options.setdefault(key, value)
+        return (
+            options.get("--leader-election-namespace") or deployment["metadata"]["namespace"],
+            options.get("--leader-election-id") or DEFAULT_LEASE_NAME,
+        )
+    return None
 
 
 def _item(name: str, ok: bool, detail: str) -> JSON:
@@ -104,6 +154,34 @@ async def _operators(session: Session, namespace: str | None) -> tuple[list[JSON
         )
     )
     return list((found or {}).get("items") or []), problem
+
+
+async def _lease(session: Session, namespace: str, name: str) -> JSON:
+    what = f"leader Lease {namespace}/{name}"
+    found, problem = await readable(
+        session.kube.request(
+            "GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+        )
+    )
+    if problem:
+        return _item(what, False, f"cannot read it: {problem}")
+    if found is None:
+        return _item(what, False, "absent: no replica has taken it (see the operator's logs)")
+    ok, detail = lease_state(found, datetime.now(UTC))
+    return _item(what, ok, detail)
+
+
+async def _leases_outside(session: Session, namespace: str | None) -> list[JSON]:
+    """Leader Leases of the default name: an operator run outside a Deployment holds one."""
+    prefix = f"/namespaces/{namespace}" if namespace else ""
+    found, _ = await readable(
+        session.kube.request(
+            "GET",
+            f"/apis/coordination.k8s.io/v1{prefix}/leases",
+            params={"fieldSelector": f"metadata.name={DEFAULT_LEASE_NAME}"},
+        )
+    )
+    return list((found or {}).get("items") or [])
 
 
 def _service_account(deployment: JSON) -> tuple[str, str]:
@@ -175,14 +253,31 @@ async def run(
     if problem:
         checks.append(_item("operator Deployment", False, f"cannot list them: {problem}"))
     elif not deployments:
-        where = f"namespace {operator_namespace}" if operator_namespace else "any namespace"
-        checks.append(
-            _item(
-                "operator Deployment",
-                False,
-                f"none labelled {OPERATOR_SELECTOR} in {where}: install the chart",
+        outside = [
+            (lease, lease_state(lease, datetime.now(UTC)))
+            for lease in await _leases_outside(session, operator_namespace)
+        ]
+        live = [(lease, detail) for lease, (ok, detail) in outside if ok]
+        for lease, detail in live:
+            meta = lease["metadata"]
+            checks.append(
+                _item(
+                    f"operator (no Deployment; leader Lease {meta['namespace']}/{meta['name']})",
+                    True,
+                    f"{detail}; it runs with its own credentials, whose RBAC this check "
+                    "cannot name (--service-account NAMESPACE:NAME checks an account)",
+                )
             )
-        )
+        if not live:
+            where = f"namespace {operator_namespace}" if operator_namespace else "any namespace"
+            checks.append(
+                _item(
+                    "operator Deployment",
+                    False,
+                    f"none labelled {OPERATOR_SELECTOR} in {where}, and no live leader Lease "
+                    f"{DEFAULT_LEASE_NAME}: install the chart",
+                )
+            )
     for deployment in deployments:
         meta, status = deployment["metadata"], deployment.get("status") or {}
         available = int(status.get("availableReplicas") or 0)
@@ -196,6 +291,9 @@ async def run(
             )
         )
         accounts.append(_service_account(deployment))
+        elected_by = leader_lease(deployment)
+        if elected_by is not None:
+            checks.append(await _lease(session, *elected_by))
     if service_account:
         namespace, sep, name = service_account.partition(":")
         if not sep or not namespace or not name:

@@ -54,6 +54,7 @@ EXAMPLES_DIR = Path(__file__).parent / "examples"
 STATE_DIR_ENV = "GEMINI_WEBHOOKS_SANDBOX_DIR"
 DEFAULT_STATE_DIR = Path(os.environ.get(STATE_DIR_ENV) or ".sandbox")
 DEMO_NAME = "sandbox-demo"
+OPERATOR_POD_NAME = "gemini-webhook-operator-sandbox"
 
 
 @dataclass
@@ -363,6 +364,11 @@ class Sandbox:
             # Drift shows within seconds on a laptop (one list call per interval).
             "--drift-interval",
             str(self.options.drift_interval),
+            # As the chart runs it: one Lease elects the replica that acts, and
+            # `kubectl gemini check` finds the operator by it.
+            "--leader-elect",
+            "--leader-election-namespace",
+            self.options.namespace,
             *self.options.operator_args,
         ]
         self.operator_metrics_url = f"http://{LOOPBACK}:{metrics_port}/metrics"
@@ -370,7 +376,9 @@ class Sandbox:
             ProcessSpec(
                 "operator",
                 argv,
-                env=self.child_env(),
+                # Its "Pod" name: a restarted operator (a container restarted in its Pod)
+                # renews the Lease it held at once instead of waiting for it to expire.
+                env={**self.child_env(), "POD_NAME": OPERATOR_POD_NAME},
                 ready=http_ready(liveness),
                 ready_what=f"its liveness probe {liveness}",
             ),

@@ -263,7 +263,10 @@ async def test_check_reports_the_crd_served_and_the_operators_rbac(
     assert checks[f"RBAC of ServiceAccount {namespace}/{name}"]["ok"] is True, checks
     # No operator Deployment runs there (the tests run the operator in-process): missing.
     assert checks["operator Deployment"]["ok"] is False
-    assert "in namespace plugin-none: install the chart" in checks["operator Deployment"]["detail"]
+    assert (
+        "in namespace plugin-none, and no live leader Lease gemini-webhook-operator: install the "
+        "chart" in checks["operator Deployment"]["detail"]
+    )
     assert result.code == 1 and report["ok"] is False
     assert "✗ operator Deployment" in text.out and text.code == 1
 
