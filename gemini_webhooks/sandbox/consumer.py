@@ -4,6 +4,12 @@ It accepts every POST, prints one line per event it receives, and exposes what i
 `GET /_consumer/received` (JSON, oldest first) so the demo and the tests can check that each
 event arrived. It keeps the last `max_records` arrivals in memory and accepts bodies up
 to 1 MiB.
+
+When the process's standard `OTEL_*` environment turns tracing on (`gemini_webhooks.tracing`,
+as for the receiver), it continues the W3C trace each delivery carries (`traceparent`, sent
+by the receiver's `forward` span) with a `consume event` span of its own, its child, and
+exports it; otherwise it loads no OpenTelemetry module. The span holds the event's type and
+the request's path, never the body.
 """
 
 from __future__ import annotations
@@ -11,16 +17,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
+import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gemini_webhooks.contracts.delivery import HEADER_ID
+from gemini_webhooks.tracing import TracingConfigError, configured, tracer_provider
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+SERVICE_NAME = "sample-consumer"  # the spans' service.name unless OTEL_* names one
+SPAN_NAME = "consume event"
 RECEIVED_PATH = "/_consumer/received"
 HEALTH_PATH = "/healthz"
 MAX_BODY = 1024 * 1024
@@ -62,8 +77,44 @@ def describe(arrival: Arrival) -> str:
     )
 
 
+class _Spans:
+    """The consumer's spans (tracing on): one `consume event` per delivery, the child of the
+    context its headers carry (the configured propagators; W3C `traceparent` by default)."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        self.provider = provider
+        self.tracer = provider.get_tracer("gemini_webhooks.sandbox.consumer")
+
+    def record(self, arrival: Arrival, headers: Mapping[str, str]) -> None:
+        from opentelemetry import propagate
+        from opentelemetry.trace import SpanKind
+
+        attributes = {"url.path": arrival.path, "http.request.method": "POST"}
+        if arrival.event_type is not None:
+            attributes["gemini.event.type"] = arrival.event_type
+        parent = propagate.extract(dict(headers))
+        span = self.tracer.start_span(
+            SPAN_NAME, parent, SpanKind.SERVER, attributes, start_time=_nanos(arrival.received_at)
+        )
+        span.end()
+
+
+def _nanos(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+def spans_from(env: Mapping[str, str]) -> _Spans | None:
+    """The consumer's spans when `env` (the process's environment, which the SDK reads
+    itself) turns tracing on, else None; TracingConfigError for one that asks what is not
+    shipped."""
+    if not configured(env):
+        return None
+    return _Spans(tracer_provider(env, SERVICE_NAME))
+
+
 class SampleConsumer:
-    """The consumer's state and HTTP app; `start()` serves it on loopback (port 0)."""
+    """The consumer's state and HTTP app; `start()` serves it on loopback (port 0), tracing
+    when the process's `OTEL_*` environment says so."""
 
     def __init__(
         self, *, max_records: int = 10_000, echo: Callable[[str], None] | None = None
@@ -72,6 +123,7 @@ class SampleConsumer:
         self.echo = echo
         self.changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._spans: _Spans | None = None
         self.port = 0
 
     def app(self) -> web.Application:
@@ -90,6 +142,8 @@ class SampleConsumer:
             body = text
         headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         arrival = Arrival(request.path, headers, body, time.time())
+        if self._spans is not None:
+            self._spans.record(arrival, request.headers)
         self.arrivals.append(arrival)
         self.changed.set()
         if self.echo is not None:
@@ -103,6 +157,9 @@ class SampleConsumer:
         return web.json_response({"ok": True})
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve; TracingConfigError (before anything listens) when the `OTEL_*`
+        environment asks for what cannot be done."""
+        self._spans = spans_from(os.environ)
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -114,6 +171,9 @@ class SampleConsumer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._spans is not None:  # exports what is still batched
+            await asyncio.to_thread(self._spans.provider.shutdown)
+            self._spans = None
 
     def received(self, event_type: str | None = None) -> list[Arrival]:
         return [a for a in self.arrivals if event_type is None or a.event_type == event_type]
@@ -156,15 +216,20 @@ def main(argv: list[str] | None = None) -> int:
         consumer = SampleConsumer(echo=lambda line: print(line, flush=True))
         port = await consumer.start(args.host, args.port)
         print(f"sample consumer listening on http://{args.host}:{port}/", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await consumer.stop()
 
     try:
         asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
+    except TracingConfigError as error:
+        print(f"sample consumer: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gemini_webhooks.sandbox.consumer import spans_from
 from gemini_webhooks.tracing import TracingConfigError, check, configured, exporter_name
 from tests.receiver.conftest import base_config, new_secret, write_secrets
 
@@ -66,15 +67,12 @@ def test_what_is_shipped_is_accepted() -> None:
     assert exporter_name({"OTEL_TRACES_EXPORTER": " Console "}) == "console"
 
 
-def test_the_receiver_refuses_to_start_with_an_exporter_it_does_not_ship(tmp_path: Path) -> None:
-    secrets = tmp_path / "signing-secrets.json"
-    write_secrets(secrets, new_secret())
-    config = tmp_path / "receiver.json"
-    config.write_text(json.dumps(base_config("http://127.0.0.1:9/", secrets)))
+def _refused(argv: list[str]) -> None:
+    """`argv` exits 2 at start-up, naming the exporter it does not ship."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["OTEL_TRACES_EXPORTER"] = "zipkin"
     result = subprocess.run(
-        [sys.executable, "-m", "gemini_webhooks", "receiver", "--config", str(config)],
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
         env=env,
@@ -83,3 +81,23 @@ def test_the_receiver_refuses_to_start_with_an_exporter_it_does_not_ship(tmp_pat
     )
     assert result.returncode == 2, result.stderr
     assert "OTEL_TRACES_EXPORTER='zipkin'" in result.stderr
+
+
+def test_the_receiver_refuses_to_start_with_an_exporter_it_does_not_ship(tmp_path: Path) -> None:
+    secrets = tmp_path / "signing-secrets.json"
+    write_secrets(secrets, new_secret())
+    config = tmp_path / "receiver.json"
+    config.write_text(json.dumps(base_config("http://127.0.0.1:9/", secrets)))
+    _refused(["-m", "gemini_webhooks", "receiver", "--config", str(config)])
+
+
+def test_the_sample_consumer_refuses_to_start_with_an_exporter_it_does_not_ship() -> None:
+    _refused(["-m", "gemini_webhooks.sandbox.consumer", "--port", "0"])
+
+
+def test_the_sample_consumer_traces_only_when_the_environment_asks() -> None:
+    assert spans_from({}) is None
+    assert spans_from({"OTEL_TRACES_EXPORTER": "none"}) is None
+    spans = spans_from({"OTEL_TRACES_EXPORTER": "console"})
+    assert spans is not None
+    spans.provider.shutdown()

@@ -1,10 +1,9 @@
 """One delivery's trace, end to end, read back from a real trace backend: the receiver
 process (tracing on through the standard `OTEL_*` environment) verifies a signed delivery
-and forwards it to a consumer that continues the trace from the `traceparent` it gets; the
-OpenTelemetry Collector (built here from its Go modules) stores what both export.
-
-The consumer is a test double standing in for the user's Service: an HTTP endpoint that
-extracts the W3C context with the OpenTelemetry SDK and spans its handling as a child."""
+and forwards it to the sample consumer's process (`python -m gemini_webhooks.sandbox.consumer`,
+tracing on through the same environment), which continues the trace from the `traceparent`
+it gets; the OpenTelemetry Collector (built here from its Go modules) stores what both
+export."""
 
 from __future__ import annotations
 
@@ -15,27 +14,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from opentelemetry import propagate
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import SpanKind
 
+from gemini_webhooks.sandbox.consumer import RECEIVED_PATH, SERVICE_NAME, SPAN_NAME
 from tests.receiver.conftest import (
     base_config,
     envelope,
     listening,
     new_secret,
     signed_headers,
-    start_target,
     write_secrets,
 )
 from tests.tracing import collector as otelcol
@@ -47,40 +40,66 @@ pytestmark = [pytest.mark.real_component, pytest.mark.late_build]
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
 
 
-class TracingConsumer:
-    """A test double for the consumer Service: continues the trace it is sent."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.provider = TracerProvider(resource=Resource.create({"service.name": "test-consumer"}))
-        self.provider.add_span_processor(
-            SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"))
-        )
-        self.tracer = self.provider.get_tracer("test-consumer")
-        self.traceparents: list[str | None] = []
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        await request.read()
-        self.traceparents.append(request.headers.get("traceparent"))
-        context = propagate.extract(dict(request.headers))
-        with self.tracer.start_as_current_span("consume event", context, SpanKind.SERVER):
-            pass
-        return web.Response(status=204)
-
-
 @pytest.fixture
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[otelcol.Collector]:
     with otelcol.running(tmp_path_factory.mktemp("otelcol")) as running:
         yield running
 
 
+def _traced_env(collector: otelcol.Collector, service: str | None) -> dict[str, str]:
+    """This process's environment without its OTEL_*, exporting to `collector` (as
+    `service`, None: the program's own name), a batch every 100 ms."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    if service is not None:
+        env["OTEL_SERVICE_NAME"] = service
+    return env
+
+
+class ConsumerProcess:
+    """The sample consumer's own process, tracing to the collector."""
+
+    def __init__(self, tmp_path: Path, collector: otelcol.Collector) -> None:
+        self.log = tmp_path / "consumer.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gemini_webhooks.sandbox.consumer", "--port", "0"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_traced_env(collector, None),
+            )
+        self.url = ""
+
+    def wait_listening(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self.url:
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "consumer did not start: " + self.log.read_text()
+            for line in self.log.read_text().splitlines():
+                if line.startswith("sample consumer listening on "):
+                    self.url = line.rpartition(" ")[2].rstrip("/")
+            time.sleep(0.05)
+
+    def traceparents(self) -> list[str | None]:
+        """The `traceparent` of each delivery it got, oldest first."""
+        with urllib.request.urlopen(self.url + RECEIVED_PATH, timeout=10) as response:
+            return [a["headers"].get("traceparent") for a in json.load(response)]
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+        assert self.process.returncode == 0, self.log.read_text()
+
+
 @pytest.fixture
-async def consumer(collector: otelcol.Collector) -> AsyncIterator[TracingConsumer]:
-    double = TracingConsumer(collector.endpoint)
-    runner, double.url = await start_target(double.handle)
-    yield double
-    await runner.cleanup()
-    double.provider.shutdown()
+def consumer(tmp_path: Path, collector: otelcol.Collector) -> Iterator[ConsumerProcess]:
+    process = ConsumerProcess(tmp_path, collector)
+    try:
+        process.wait_listening()
+        yield process
+    finally:
+        if process.process.poll() is None:
+            process.stop()
 
 
 class TracedReceiver:
@@ -91,12 +110,7 @@ class TracedReceiver:
         self.secrets_path = tmp_path / "signing-secrets.json"
         write_secrets(self.secrets_path, self.secret)
         self.tmp_path = tmp_path
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        self.env |= {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
-            "OTEL_SERVICE_NAME": "receiver-under-test",
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
-        }
+        self.env = _traced_env(collector, "receiver-under-test")
 
     async def run(
         self,
@@ -146,20 +160,20 @@ def receiver(tmp_path: Path, collector: otelcol.Collector) -> TracedReceiver:
 
 
 async def test_a_deliverys_trace_holds_the_receivers_spans_and_the_consumers_child(
-    collector: otelcol.Collector, consumer: TracingConsumer, receiver: TracedReceiver
+    collector: otelcol.Collector, consumer: ConsumerProcess, receiver: TracedReceiver
 ) -> None:
     secret, other_secret = receiver.secret, new_secret()
     body = json.dumps(envelope()).encode()
     headers = signed_headers([secret], body, msg_id="msg_traced")
     forged = signed_headers([other_secret], body, msg_id="msg_forged")
-    config = base_config(consumer.url, receiver.secrets_path)
+    config = base_config(consumer.url + "/events", receiver.secrets_path)
     accepted, refused = await receiver.run(config, [headers, forged], body)
     assert accepted == (200, "accepted")
     assert refused[0] >= 400
 
     def complete(spans: list[dict[str, Any]]) -> bool:
         names = [s["name"] for s in spans]
-        return names.count("webhook delivery") == 2 and "consume event" in names
+        return names.count("webhook delivery") == 2 and SPAN_NAME in names
 
     spans = await asyncio.to_thread(collector.wait_for, complete)
     deliveries = {
@@ -177,11 +191,13 @@ async def test_a_deliverys_trace_holds_the_receivers_spans_and_the_consumers_chi
     assert forward["traceId"] == delivery["traceId"]
     assert forward["parentSpanId"] == delivery["spanId"]
     assert otelcol.attributes(forward)["gemini.forward.outcome"] == "ok"
-    [consumed] = [s for s in spans if s["name"] == "consume event"]
-    assert consumed["service"] == "test-consumer"
+    [consumed] = [s for s in spans if s["name"] == SPAN_NAME]
+    assert consumed["service"] == SERVICE_NAME
+    assert consumed["kind"] == SERVER
     assert consumed["traceId"] == delivery["traceId"]
     assert consumed["parentSpanId"] == forward["spanId"]
-    [traceparent] = consumer.traceparents
+    assert otelcol.attributes(consumed)["gemini.event.type"] == json.loads(body)["type"]
+    [traceparent] = consumer.traceparents()
     assert traceparent is not None
     version, trace_id, parent_id, flags = traceparent.split("-")
     assert (version, trace_id, parent_id) == ("00", delivery["traceId"], forward["spanId"])
@@ -206,22 +222,24 @@ async def test_a_deliverys_trace_holds_the_receivers_spans_and_the_consumers_chi
 
 async def test_in_redis_mode_the_delivery_from_the_stream_links_to_the_enqueue(
     collector: otelcol.Collector,
-    consumer: TracingConsumer,
+    consumer: ConsumerProcess,
     receiver: TracedReceiver,
     redis_server: str,
 ) -> None:
     body = json.dumps(envelope()).encode()
     headers = signed_headers([receiver.secret], body, msg_id="msg_queued")
-    config = base_config(consumer.url, receiver.secrets_path)
+    config = base_config(consumer.url + "/events", receiver.secrets_path)
     config["redis"] = {"url": redis_server}
     config["dedup"] = {"backend": "redis"}
     # Stopped once the consumer got it: the delivery from the stream has ended by then.
-    answers = await receiver.run(config, [headers], body, until=lambda: bool(consumer.traceparents))
+    answers = await receiver.run(
+        config, [headers], body, until=lambda: bool(consumer.traceparents())
+    )
     assert answers == [(200, "accepted")]
 
     def complete(spans: list[dict[str, Any]]) -> bool:
         names = {s["name"] for s in spans}
-        return {"webhook delivery", "enqueue", "deliver from stream", "consume event"} <= names
+        return {"webhook delivery", "enqueue", "deliver from stream", SPAN_NAME} <= names
 
     spans = await asyncio.to_thread(collector.wait_for, complete)
     by_name = {s["name"]: s for s in spans}
@@ -235,7 +253,7 @@ async def test_in_redis_mode_the_delivery_from_the_stream_links_to_the_enqueue(
     assert [(link["traceId"], link["spanId"]) for link in stream["links"]] == [
         (enqueue["traceId"], enqueue["spanId"])
     ]
-    forward, consumed = by_name["forward"], by_name["consume event"]
+    forward, consumed = by_name["forward"], by_name[SPAN_NAME]
     assert forward["traceId"] == stream["traceId"] and forward["parentSpanId"] == stream["spanId"]
     assert consumed["traceId"] == stream["traceId"]
     assert consumed["parentSpanId"] == forward["spanId"]
