@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 # "seconds": Kubernetes' metav1.Time (truncated, never rounded); "microseconds": its
-# MicroTime and the Gemini API's times; "auto": microseconds only when there are any.
-Precision = Literal["seconds", "microseconds", "auto"]
+# MicroTime and the Gemini API's times; "milliseconds": Redis stream entry ids';
+# "auto": microseconds only when there are any.
+Precision = Literal["seconds", "milliseconds", "microseconds", "auto"]
 
 
 def rfc3339(value: datetime, precision: Precision = "seconds") -> str:

@@ -27,6 +27,8 @@ examples:
   kubectl gemini pause batch-results                 # hold scheduled rotations
   kubectl gemini resume batch-results
   kubectl gemini verify batch-results --headers h.txt --body body.json
+  kubectl gemini replay batch-results                # every dead letter back to the stream
+  kubectl gemini replay batch-results --since 2h --id msg_1 --id msg_2
   kubectl gemini check                               # CRD, operator, the operator's RBAC
   source <(kubectl-gemini completion bash)
 
@@ -42,6 +44,7 @@ SUBCOMMAND_HELP = {
     "pause": "pause scheduled rotation (spec.rotation.paused) and wait for the operator",
     "resume": "resume scheduled rotation and wait for the operator",
     "verify": "check a captured delivery against the webhook's current signing secrets",
+    "replay": "move dead letters back to the delivery stream (Redis mode), run in a receiver Pod",
     "check": "check the CRD, the operator and its RBAC; print what is missing",
     "completion": "print a shell completion script",
 }
@@ -66,7 +69,8 @@ def _common(parser: argparse.ArgumentParser, default: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Operate GeminiWebhooks: status, rotation, delivery verification, checks.",
+        description="Operate GeminiWebhooks: status, rotation, delivery verification, "
+        "dead-letter replay, checks.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -112,6 +116,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="the delivery's headers: `Name: value` lines (curl -D) or a JSON object",
     )
     verify.add_argument("--body", required=True, metavar="FILE", help="the delivery's body")
+    replay = sub(
+        "replay",
+        "kubectl gemini replay batch-results --since 2026-12-06T18:00:00Z -o json\n"
+        "  kubectl gemini replay batch-results --since 30m --id msg_1 --id msg_2\n\n"
+        "It runs `gemini-webhooks receiver replay` in one Ready receiver Pod of the webhook,\n"
+        "as `kubectl exec` would (you need `create` on `pods/exec`), with the Pod's own config.",
+    )
+    replay.add_argument("name", help="the GeminiWebhook (its receiver in Redis mode)")
+    replay.add_argument(
+        "--since",
+        metavar="T",
+        help="only dead letters dead-lettered at or after T: an RFC 3339 time "
+        "(2026-12-06T18:00:00Z) or a duration back from now (90s, 15m, 2h, 7d)",
+    )
+    replay.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="only the dead letter with this webhook-id (repeatable)",
+    )
+    replay.add_argument(
+        "--timeout", type=_seconds, default=120.0, help="wait at most (120s) for the replay"
+    )
     check = sub("check", "kubectl gemini check -n team-a")
     check.add_argument(
         "--operator-namespace", help="where the operator runs (default: look everywhere)"
@@ -194,6 +223,13 @@ async def _verify(session: Any, args: argparse.Namespace) -> tuple[Any, Any, boo
     return report, verify.text(report), bool(report["verified"])
 
 
+async def _replay(session: Any, args: argparse.Namespace) -> tuple[Any, Any, bool]:
+    from gemini_webhooks.kubectl import replay
+
+    report = await replay.run(session, args.name, args.since, args.ids, args.timeout)
+    return report, replay.text(report), True
+
+
 async def _check(session: Any, args: argparse.Namespace) -> tuple[Any, Any, bool]:
     from gemini_webhooks.kubectl import check
 
@@ -209,6 +245,7 @@ HANDLERS: dict[str, Handler] = {
     "pause": _pause,
     "resume": _pause,
     "verify": _verify,
+    "replay": _replay,
     "check": _check,
 }
 

@@ -11,12 +11,14 @@ costs no generated models. The sandbox's `KubeApi` knows only the sandbox's kube
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 import yaml
 
 from gemini_webhook_operator.kube import (
@@ -126,6 +128,65 @@ class Session:
         )
         return list((found or {}).get("items") or [])
 
+    async def exec(
+        self, pod: str, container: str, command: Sequence[str], *, within: float
+    ) -> ExecResult:
+        """Run `command` in the Pod's container as `kubectl exec` does (the API server's
+        `pods/exec`, streamed over WebSocket), with the user's own credentials; PluginError
+        when the cluster refuses or cannot, or the command outlasts `within` seconds."""
+        access = self.kube.access
+        headers = {}
+        token = access.bearer_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        params = [("container", container), ("stdout", "true"), ("stderr", "true")]
+        params += [("command", word) for word in command]
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{pod}/exec"
+        url = access.server.rstrip("/") + path
+        output: dict[int, bytearray] = {STDOUT: bytearray(), STDERR: bytearray()}
+        status: Mapping[str, Any] | None = None
+        connector = aiohttp.TCPConnector(ssl=access.ssl_context())
+        try:
+            async with (
+                aiohttp.ClientSession(connector=connector) as http,
+                asyncio.timeout(within),
+                http.ws_connect(
+                    url, params=params, headers=headers, protocols=EXEC_PROTOCOLS
+                ) as socket,
+            ):
+                async for message in socket:
+                    if message.type != aiohttp.WSMsgType.BINARY or not message.data:
+                        continue
+                    channel, payload = message.data[0], message.data[1:]
+                    if channel in output:
+                        room = MAX_EXEC_OUTPUT - len(output[channel])
+                        output[channel] += payload[: max(room, 0)]
+                    elif channel == ERROR and payload:
+                        try:
+                            status = json.loads(payload)
+                        except ValueError:
+                            status = {"message": payload.decode("utf-8", "replace")[:300]}
+        except aiohttp.WSServerHandshakeError as error:
+            raise PluginError(
+                exec_refused(error.status, error.message, self.namespace, pod)
+            ) from None
+        except TimeoutError:
+            raise PluginError(
+                f"the command in Pod {self.namespace}/{pod} did not finish in {within:g}s"
+            ) from None
+        except aiohttp.ClientError as error:
+            raise PluginError(
+                f"cannot exec into Pod {self.namespace}/{pod}: the cluster is unreachable "
+                f"({type(error).__name__})"
+            ) from None
+        code, why = exec_outcome(status)
+        return ExecResult(
+            code,
+            output[STDOUT].decode("utf-8", "replace"),
+            output[STDERR].decode("utf-8", "replace"),
+            why,
+        )
+
     async def patch_webhook(self, name: str, patch: JSON) -> JSON:
         stored = await self.kube.request(
             "PATCH",
@@ -136,6 +197,57 @@ class Session:
         if stored is None:
             raise NotFound(f'{crd.SINGULAR} "{name}" not found in namespace "{self.namespace}"')
         return stored
+
+
+# `kubectl exec`'s streaming protocols over WebSocket, newest first: each binary message's
+# first byte is its channel (stdout, stderr, then the error channel, where the API server
+# writes the command's outcome as a metav1.Status; v5 adds a stream-close message, 255).
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+STDOUT, STDERR, ERROR, CLOSE = 1, 2, 3, 255
+MAX_EXEC_OUTPUT = 1024 * 1024  # per stream; more is cut (the replay prints one line)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """A finished command: its exit code (None: it did not run, `message` says why)."""
+
+    code: int | None
+    stdout: str
+    stderr: str
+    message: str = ""
+
+
+def exec_outcome(status: Mapping[str, Any] | None) -> tuple[int | None, str]:
+    """The exit code and message the error channel's metav1.Status reports: (0, "") for
+    Success, the `ExitCode` cause's number for NonZeroExitCode, else (None, message)."""
+    if status is None:
+        return None, "the cluster closed the exec stream without the command's outcome"
+    if status.get("status") == "Success":
+        return 0, ""
+    message = str(status.get("message") or status.get("reason") or "the command failed")
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message")), message
+            except (TypeError, ValueError):
+                break
+    return None, message
+
+
+def exec_refused(status: int, reason: str, namespace: str, pod: str) -> str:
+    """The one line for an exec the API server refused to open (its handshake's answer)."""
+    target = f"Pod {namespace}/{pod}"
+    if status == 401:
+        return f"cannot exec into {target}: the cluster does not accept your credentials"
+    if status == 403:
+        return (
+            f"cannot exec into {target}: your user may not (it needs `create` on `pods/exec`; "
+            f"try `kubectl auth can-i create pods/exec -n {namespace}`)"
+        )
+    return (
+        f"the cluster cannot exec into {target}: HTTP {status} {reason}".rstrip()
+        + " (its API server or the node's kubelet does not serve exec over WebSocket)"
+    )
 
 
 async def readable(read: Awaitable[T]) -> tuple[T | None, str | None]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-NAMED = ("status", "rotate", "sync", "ping", "pause", "resume", "verify")
+NAMED = ("status", "rotate", "sync", "ping", "pause", "resume", "verify", "replay")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

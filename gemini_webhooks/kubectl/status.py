@@ -110,7 +110,7 @@ def _secrets(seen: Observed, name: str) -> JSON:
     return {"name": name, "problem": problem} if problem else {"name": name, "secrets": secrets}
 
 
-def _pod(pod: JSON) -> JSON:
+def pod_summary(pod: JSON) -> JSON:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     ready = next(
         (
@@ -143,7 +143,7 @@ def _receiver(seen: Observed, name: str) -> JSON | None:
     report["replicas"] = int((seen.deployment.get("spec") or {}).get("replicas") or 0)
     report["readyReplicas"] = int(status.get("readyReplicas") or 0)
     report["updatedReplicas"] = int(status.get("updatedReplicas") or 0)
-    report["pods"] = [_pod(p) for p in seen.pods or []]
+    report["pods"] = [pod_summary(p) for p in seen.pods or []]
     return report
 
 

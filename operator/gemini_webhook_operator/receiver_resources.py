@@ -53,6 +53,7 @@ from gemini_webhooks.contracts.signing_secret import (
 JSON = dict[str, Any]
 
 APP_NAME = "gemini-webhook-receiver"
+CONTAINER = "receiver"  # the receiver Pod's container (`kubectl gemini replay` execs in it)
 COMPONENT_RECEIVER = "receiver"
 ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
 
@@ -415,7 +416,7 @@ def _deployment(
     name = receiver_name(webhook)
     pod_labels = labels(webhook)
     container: JSON = {
-        "name": "receiver",
+        "name": CONTAINER,
         "image": spec.image or settings.image,
         "imagePullPolicy": spec.image_pull_policy or settings.image_pull_policy,
         "args": ["receiver", "--config", CONFIG_PATH],

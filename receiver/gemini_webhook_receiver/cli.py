@@ -7,7 +7,9 @@ import asyncio
 import gc
 import signal
 import sys
+import time
 
+from gemini_webhooks.contracts import replay as replay_contract
 from gemini_webhooks.contracts.receiver_config import ReceiverConfig, ReceiverConfigError, load
 
 from . import logs
@@ -35,6 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="WEBHOOK_ID",
         help="only this webhook-id (repeatable); default: every dead letter",
+    )
+    replay.add_argument(
+        "--since",
+        metavar="T",
+        help="only those dead-lettered at or after T: an RFC 3339 time "
+        "(2026-12-06T18:00:00Z) or a duration back from now (90s, 15m, 2h, 7d)",
+    )
+    replay.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help=f'text, or json: {{"{replay_contract.COUNT_KEY}": N}}',
     )
 
 
@@ -78,7 +93,9 @@ async def _serve(config: ReceiverConfig, drain_seconds: float) -> int:
     return 0
 
 
-async def _replay(config: ReceiverConfig, ids: list[str] | None) -> int:
+async def _replay(
+    config: ReceiverConfig, ids: list[str] | None, since: float | None, output: str
+) -> int:
     from .queue import Stream
     from .redis_connection import open_client
 
@@ -91,10 +108,14 @@ async def _replay(config: ReceiverConfig, ids: list[str] | None) -> int:
         return 2
     client = open_client(config.redis)
     try:
-        moved = await Stream(client, config.redis, None).replay(set(ids) if ids else None)
+        stream = Stream(client, config.redis, None)
+        moved = await stream.replay(set(ids) if ids else None, since)
     finally:
         await client.aclose()
-    print(f"replayed {moved} dead letter(s)")
+    if output == "json":
+        print(replay_contract.output(moved))
+    else:
+        print(f"replayed {moved} dead letter(s)")
     return 0
 
 
@@ -108,11 +129,18 @@ def _run_loop(coro: object) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "replay":
+        since = None
+        if args.since is not None:
+            try:
+                since = replay_contract.parse_since(args.since, time.time())
+            except replay_contract.SinceError as error:
+                print(f"gemini-webhooks receiver replay: {error}", file=sys.stderr)
+                return 2
         config = _load(args.replay_config)
         if config is None:
             return 2
         logs.configure(config.logging.level, config.logging.format)
-        return _run_loop(_replay(config, args.ids))
+        return _run_loop(_replay(config, args.ids, since, args.output))
     config = _load(args.config)
     if config is None:
         return 2

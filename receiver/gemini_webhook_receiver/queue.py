@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -232,11 +233,13 @@ class Stream:
             pipe.delete(self.state_key(entry_id))
             await pipe.execute()
 
-    async def replay(self, ids: set[str] | None) -> int:
-        """Move dead letters (all, or those with these webhook-ids) back to the stream."""
+    async def replay(self, ids: set[str] | None, since: float | None = None) -> int:
+        """Move dead letters (all, or those with these webhook-ids; all, or those
+        dead-lettered at or after `since`) back to the stream. A dead letter's entry id is
+        the Redis server's time of dead-lettering, in milliseconds."""
         cfg = self.config
         moved = 0
-        cursor = "-"
+        cursor = "-" if since is None else f"{math.floor(since * 1000)}-0"
         while True:
             batch = await self.client.xrange(cfg.dead_letter_stream, min=cursor, count=100)
             if not batch:

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from gemini_webhook_receiver.metrics import FORWARD_HTTP_ERROR
+from gemini_webhooks.contracts import replay as replay_contract
 
 from .conftest import (
     RecordingTarget,
@@ -405,3 +406,68 @@ async def test_concurrent_deliveries_share_a_round_trip_and_each_gets_its_own_an
     answers = await asyncio.gather(*(client.deliver([secret]) for _ in range(5)))
     assert [(status, answer["status"]) for status, answer, _ in answers] == [(200, "accepted")] * 5
     await target.wait_for(35)
+
+
+async def test_replay_since_moves_only_those_dead_lettered_at_or_after_it(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    redis_server: str,
+    tmp_path: Path,
+) -> None:
+    path, secret = secrets_file
+    target.fail_always = True
+    config = _config(target.url, path, redis_server, max_attempts=1)
+    client = await start_receiver(config)
+    redis = aioredis.Redis.from_url(redis_server)
+
+    async def dead_letters(count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        for _ in range(200):
+            entries = await redis.xrange("gemini-webhooks:dead-letters")
+            if len(entries) >= count:
+                return entries
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not {count} dead letters in 10 s")
+
+    old = (await client.deliver([secret]))[2]
+    [(old_entry, _)] = await dead_letters(1)
+    # the next dead letters get a later millisecond than the first (bounded wait)
+    for _ in range(200):
+        seconds, micros = await redis.time()
+        if seconds * 1000 + micros // 1000 > int(old_entry.split(b"-")[0]) + 1:
+            break
+        await asyncio.sleep(0.005)
+    recent = [(await client.deliver([secret]))[2] for _ in range(2)]
+    entries = await dead_letters(3)
+    cut_ms = int(entries[1][0].split(b"-")[0])  # the second's own time: "at" counts
+    since = replay_contract.since_text(cut_ms / 1000)
+    target.fail_always = False
+    config_file = tmp_path / "receiver.yaml"
+    config_file.write_text(json.dumps(config))
+    replay = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "gemini_webhooks", "receiver", "replay"),
+        *("--config", str(config_file), "--since", since, "--output", "json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await replay.communicate()
+    assert replay.returncode == 0, err
+    assert replay_contract.replayed_count(out.decode()) == 2
+    await target.wait_for(2)
+    assert sorted(target.ids()) == sorted(recent)
+    left = await redis.xrange("gemini-webhooks:dead-letters")
+    assert [fields[b"id"].decode() for _, fields in left] == [old]
+    await redis.aclose()
+
+
+def test_replay_refuses_a_since_that_names_no_time(tmp_path: Path) -> None:
+    argv = ["receiver", "replay", "--since", "yesterday", "--config", str(tmp_path / "x.yaml")]
+    result = subprocess.run(
+        [sys.executable, "-m", "gemini_webhooks", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--since 'yesterday': expected an RFC 3339 time" in result.stderr
