@@ -167,9 +167,14 @@ class Session:
                         except ValueError:
                             status = {"message": payload.decode("utf-8", "replace")[:300]}
         except aiohttp.WSServerHandshakeError as error:
-            raise PluginError(
-                exec_refused(error.status, error.message, self.namespace, pod)
-            ) from None
+            said = ""
+            if error.status not in (401, 403):
+                async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=access.ssl_context()),
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ) as http:
+                    said = await _said(http, url, params=params, headers=headers)
+            raise PluginError(exec_refused(error.status, said, self.namespace, pod)) from None
         except TimeoutError:
             raise PluginError(
                 f"the command in Pod {self.namespace}/{pod} did not finish in {within:g}s"
@@ -234,8 +239,9 @@ def exec_outcome(status: Mapping[str, Any] | None) -> tuple[int | None, str]:
     return None, message
 
 
-def exec_refused(status: int, reason: str, namespace: str, pod: str) -> str:
-    """The one line for an exec the API server refused to open (its handshake's answer)."""
+def exec_refused(status: int, said: str, namespace: str, pod: str) -> str:
+    """The one line for an exec the API server refused to open: its handshake's HTTP
+    status and what the server said (its Status message, else the status's reason)."""
     target = f"Pod {namespace}/{pod}"
     if status == 401:
         return f"cannot exec into {target}: the cluster does not accept your credentials"
@@ -244,10 +250,20 @@ def exec_refused(status: int, reason: str, namespace: str, pod: str) -> str:
             f"cannot exec into {target}: your user may not (it needs `create` on `pods/exec`; "
             f"try `kubectl auth can-i create pods/exec -n {namespace}`)"
         )
-    return (
-        f"the cluster cannot exec into {target}: HTTP {status} {reason}".rstrip()
-        + " (its API server or the node's kubelet does not serve exec over WebSocket)"
-    )
+    return f"the cluster cannot exec into {target}: HTTP {status}: {said}".rstrip(": ")
+
+
+async def _said(http: aiohttp.ClientSession, url: str, **request: Any) -> str:
+    """What the API server says to the same request without the upgrade: the handshake's
+    error (aiohttp keeps no body) is in its Status message. Exec starts nothing without
+    the upgrade."""
+    try:
+        async with http.get(url, **request) as response:
+            payload = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return ""
+    message = payload.get("message") if isinstance(payload, dict) else None
+    return str(message)[:300] if message else ""
 
 
 async def readable(read: Awaitable[T]) -> tuple[T | None, str | None]:

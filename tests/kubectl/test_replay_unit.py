@@ -110,8 +110,9 @@ def test_a_refused_exec_says_why_in_one_line() -> None:
     assert "needs `create` on `pods/exec`" in exec_refused(403, "Forbidden", "team-a", "r-0")
     assert "kubectl auth can-i create pods/exec -n team-a" in exec_refused(403, "", "team-a", "p")
     assert "does not accept your credentials" in exec_refused(401, "Unauthorized", "n", "p")
-    refused = exec_refused(400, "Bad Request", "team-a", "r-0")
-    assert refused.startswith("the cluster cannot exec into Pod team-a/r-0: HTTP 400 Bad Request")
+    refused = exec_refused(404, 'nodes "n-1" not found', "team-a", "r-0")
+    assert refused == 'the cluster cannot exec into Pod team-a/r-0: HTTP 404: nodes "n-1" not found'
+    assert exec_refused(502, "", "team-a", "r-0").endswith("r-0: HTTP 502")
 
 
 def test_the_commands_outcome_is_the_count_or_its_own_words() -> None:
