@@ -28,11 +28,14 @@ import yaml
 from gemini_webhook_operator import receiver_resources
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.controlplane import nodeconfig
+from gemini_webhooks.controlplane.nodeconfig import NODE_NETWORK
 from gemini_webhooks.emulator import ControlClient
 from tests.chart.rendering import CHART_DIR, ROOT
 from tests.chart.test_helm_cli import Helm, helm_binary
 from tests.fixtures.kube import KUBECTL
 from tests.fixtures.real_node import Cluster, wait_for
+from tests.fixtures.redis import DURABLE_ARGS, RedisServer
+from tests.kubectl.plugin import executable
 from tests.test_readme import README, readme_blocks
 
 pytestmark = [pytest.mark.real_component, pytest.mark.late_build, pytest.mark.timeout(900)]
@@ -403,6 +406,102 @@ def test_one_event_goes_emulator_receiver_target_through_the_cluster_exactly_onc
     )
     print(f"\nemulator -> receiver -> sink: {time.monotonic() - started:.2f}s; failed: {failed}")
     assert len(arrived) == 1
+
+
+@pytest.fixture
+def node_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server (Debian's, as the Redis-mode tests start it) on the host, bound
+    to loopback and to the host's end of the node's veth, where Pods reach the host."""
+    server = RedisServer(tmp_path / "redis", DURABLE_ARGS, also_bind=(NODE_NETWORK.host_ip,))
+    server.workdir.mkdir()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def test_kubectl_gemini_replay_execs_in_a_receiver_pod_and_the_dead_letter_arrives_once(
+    install: Install, node_redis: RedisServer
+) -> None:
+    """Redis mode on the node: an event no route takes is dead-lettered for real; once the
+    route exists, `kubectl gemini replay` (the user's kubeconfig, `pods/exec` into a Ready
+    receiver Pod, the Pod's own config) moves it back and it arrives at the sink once."""
+    name = "replayed"
+    redis_url = f"redis://{NODE_NETWORK.host_ip}:{node_redis.port}/0"
+    webhook = received_webhook()
+    webhook["metadata"]["name"] = name
+    webhook["spec"]["events"] = ["batch.failed"]  # RECEIVED's sink gets no copy of it
+    receiver = webhook["spec"]["receiver"]
+    del receiver["defaultRoute"]  # every event unroutable: a dead letter
+    receiver["redis"] = {"url": redis_url}
+    deployment = receiver_resources.receiver_name(name)
+    plugin = [executable(), "--kubeconfig", str(install.cluster.kubeconfig), "-n", TEAM]
+    dead_letters = "gemini-webhooks:dead-letters"
+    try:
+        install.cluster.apply(webhook)
+        install.waiting(180, "-n", TEAM, "wait", f"geminiwebhook/{name}", "--for=condition=Ready")
+        install.waiting(180, "-n", TEAM, "rollout", "status", f"deployment/{deployment}")
+        fired = install.emulator().fire("batch.failed")
+        with node_redis.client() as redis_client:
+            wait_for("the dead letter", lambda: redis_client.xlen(dead_letters) == 1, 60)
+            # The route now exists: the Deployment rolls; replay once only the new Pod runs.
+            route = {"targets": [{"service": {"name": SINK, "port": SINK_PORT, "path": "/r"}}]}
+            install.cluster.kubectl(
+                "-n",
+                TEAM,
+                "patch",
+                crd.PLURAL,
+                name,
+                "--type=merge",
+                "-p",
+                json.dumps({"spec": {"receiver": {"defaultRoute": route}}}),
+            )
+            install.waiting(
+                120, "-n", TEAM, "wait", f"geminiwebhook/{name}", "--for=condition=Ready"
+            )
+            install.waiting(180, "-n", TEAM, "rollout", "status", f"deployment/{deployment}")
+            selector = ",".join(
+                f"{k}={v}" for k, v in receiver_resources.selector_labels(name).items()
+            )
+            wait_for(
+                "one receiver Pod left",
+                lambda: len(install.cluster.get("pods", "-n", TEAM, "-l", selector)["items"]) == 1,
+                120,
+            )
+            started = time.monotonic()
+            later = subprocess.run(
+                [*plugin, "replay", name, "--since", "2999-01-01T00:00:00Z", "-o", "json"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            replayed = subprocess.run(
+                [*plugin, "replay", name, "--since", "10m", "-o", "json"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert later.returncode == 0, later.stderr
+            assert json.loads(later.stdout)["replayed"] == 0
+            assert replayed.returncode == 0, replayed.stderr
+            report = json.loads(replayed.stdout)
+            assert report["replayed"] == 1 and report["webhook"] == name
+            assert report["pod"].startswith(deployment + "-")
+            arrived = wait_for(
+                "the replayed event at the sink",
+                lambda: [e for e in install.sink_events() if e == fired["envelope"]],
+                within=60,
+            )
+            print(
+                f"\nkubectl gemini replay (twice) -> at the sink: {time.monotonic() - started:.1f}s"
+            )
+            assert len(arrived) == 1
+            assert redis_client.xlen(dead_letters) == 0
+    finally:
+        install.cluster.kubectl("delete", "-n", TEAM, crd.PLURAL, name, "--ignore-not-found")
 
 
 def test_the_operators_network_policy_is_enforced_and_it_still_reaches_api_and_emulator(
