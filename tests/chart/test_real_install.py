@@ -436,7 +436,21 @@ def test_kubectl_gemini_replay_execs_in_a_receiver_pod_and_the_dead_letter_arriv
     del receiver["defaultRoute"]  # every event unroutable: a dead letter
     receiver["redis"] = {"url": redis_url}
     deployment = receiver_resources.receiver_name(name)
-    plugin = [executable(), "--kubeconfig", str(install.cluster.kubeconfig), "-n", TEAM]
+
+    def replay(*args: str) -> dict[str, Any]:
+        """`kubectl gemini replay ARGS -o json` with the admin's kubeconfig: its report."""
+        plugin = [executable(), "--kubeconfig", str(install.cluster.kubeconfig), "-n", TEAM]
+        result = subprocess.run(
+            [*plugin, "replay", *args, "-o", "json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        report: dict[str, Any] = json.loads(result.stdout)
+        return report
+
     dead_letters = "gemini-webhooks:dead-letters"
     try:
         install.cluster.apply(webhook)
@@ -470,24 +484,8 @@ def test_kubectl_gemini_replay_execs_in_a_receiver_pod_and_the_dead_letter_arriv
                 120,
             )
             started = time.monotonic()
-            later = subprocess.run(
-                [*plugin, "replay", name, "--since", "2999-01-01T00:00:00Z", "-o", "json"],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            replayed = subprocess.run(
-                [*plugin, "replay", name, "--since", "10m", "-o", "json"],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            assert later.returncode == 0, later.stderr
-            assert json.loads(later.stdout)["replayed"] == 0
-            assert replayed.returncode == 0, replayed.stderr
-            report = json.loads(replayed.stdout)
+            assert replay(name, "--since", "2999-01-01T00:00:00Z")["replayed"] == 0
+            report = replay(name, "--since", "10m")
             assert report["replayed"] == 1 and report["webhook"] == name
             assert report["pod"].startswith(deployment + "-")
             arrived = wait_for(

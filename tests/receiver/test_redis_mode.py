@@ -40,6 +40,21 @@ def _config(target_url: str, path: Path, redis_url: str, **redis_extra: Any) -> 
     return config
 
 
+async def _replay(config: dict[str, Any], tmp_path: Path, *args: str) -> str:
+    """`gemini-webhooks receiver replay --config FILE ARGS` (exit 0): what it printed."""
+    config_file = tmp_path / "receiver.json"
+    config_file.write_text(json.dumps(config))
+    replay = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "gemini_webhooks", "receiver", "replay"),
+        *("--config", str(config_file), *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await replay.communicate()
+    assert replay.returncode == 0, err
+    return out.decode()
+
+
 async def test_accepted_event_is_delivered_from_the_stream(
     start_receiver: StartReceiver,
     target: RecordingTarget,
@@ -135,22 +150,7 @@ async def test_event_is_dead_lettered_after_max_attempts_and_replay_delivers_it(
     assert await client.metric("gemini_receiver_dead_letters_total", reason="max_attempts") >= 1
 
     target.fail_always = False
-    config_file = tmp_path / "receiver.json"
-    config_file.write_text(json.dumps(config))
-    replay = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gemini_webhooks",
-        "receiver",
-        "replay",
-        "--config",
-        str(config_file),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = await replay.communicate()
-    assert replay.returncode == 0, err
-    assert b"replayed 1 dead letter" in out
+    assert "replayed 1 dead letter" in await _replay(config, tmp_path)
     await target.wait_for(1)
     assert target.ids() == [msg_id]
     assert await redis.xlen("gemini-webhooks:dead-letters") == 0
@@ -300,17 +300,8 @@ async def test_replay_of_chosen_ids_leaves_the_other_dead_letters(
             break
         await asyncio.sleep(0.05)
     target.fail_always = False
-    config_file = tmp_path / "receiver.yaml"
-    config_file.write_text(json.dumps(config))
-    replay = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "gemini_webhooks", "receiver", "replay"),
-        *("--config", str(config_file), "--id", ids[0], "--id", ids[2]),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = await replay.communicate()
-    assert replay.returncode == 0, err
-    assert b"replayed 2 dead letter" in out
+    out = await _replay(config, tmp_path, "--id", ids[0], "--id", ids[2])
+    assert "replayed 2 dead letter" in out
     await target.wait_for(2)
     assert sorted(target.ids()) == sorted([ids[0], ids[2]])
     left = await redis.xrange("gemini-webhooks:dead-letters")
@@ -442,17 +433,8 @@ async def test_replay_since_moves_only_those_dead_lettered_at_or_after_it(
     cut_ms = int(entries[1][0].split(b"-")[0])  # the second's own time: "at" counts
     since = replay_contract.since_text(cut_ms / 1000)
     target.fail_always = False
-    config_file = tmp_path / "receiver.yaml"
-    config_file.write_text(json.dumps(config))
-    replay = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "gemini_webhooks", "receiver", "replay"),
-        *("--config", str(config_file), "--since", since, "--output", "json"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = await replay.communicate()
-    assert replay.returncode == 0, err
-    assert replay_contract.replayed_count(out.decode()) == 2
+    out = await _replay(config, tmp_path, "--since", since, "--output", "json")
+    assert replay_contract.replayed_count(out) == 2
     await target.wait_for(2)
     assert sorted(target.ids()) == sorted(recent)
     left = await redis.xrange("gemini-webhooks:dead-letters")
