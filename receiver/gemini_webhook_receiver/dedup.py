@@ -38,10 +38,12 @@ class MemoryDedup:
         # names another slot (claimed again after expiring) or none (released) is skipped.
         self._slots: deque[tuple[int, deque[str]]] = deque()
         self._queued = 0
+        # When the oldest slot expires (inf: no slot): until then, and while the bound
+        # holds, a claim has nothing to evict and skips looking.
+        self._evict_at = float("inf")
 
     def _expired(self, slot: int, now: float) -> bool:
-        """Every id claimed in `slot` was claimed at least the TTL ago."""
-        return (slot + 1) * self._slot_seconds + self._ttl <= now
+        return self._expiry(slot) <= now
 
     def claim_now(self, msg_id: str, now: float) -> bool:
         seen = self._seen
@@ -51,13 +53,20 @@ class MemoryDedup:
         slot = int(now // self._slot_seconds)
         slots = self._slots
         if not slots or slots[-1][0] != slot:
+            if not slots:
+                self._evict_at = self._expiry(slot)
             slots.append((slot, deque()))
         current, ids = slots[-1]
         seen[msg_id] = current  # the slot's own int object: shared, not one per id
         ids.append(msg_id)
         self._queued += 1
-        self._evict(now)
+        if now >= self._evict_at or self._queued > self._max:
+            self._evict(now)
         return True
+
+    def _expiry(self, slot: int) -> float:
+        """When every id claimed in `slot` was claimed at least the TTL ago."""
+        return (slot + 1) * self._slot_seconds + self._ttl
 
     def _evict(self, now: float) -> None:
         slots, seen = self._slots, self._seen
@@ -65,15 +74,16 @@ class MemoryDedup:
             slot, ids = slots[0]
             expired = self._expired(slot, now)
             if not expired and self._queued <= self._max:
-                return
+                break
             while ids and (expired or self._queued > self._max):
                 old = ids.popleft()
                 self._queued -= 1
                 if seen.get(old) is slot:
                     del seen[old]
             if ids:
-                return
+                break
             slots.popleft()
+        self._evict_at = self._expiry(slots[0][0]) if slots else float("inf")
 
     def claim(self, msg_id: str) -> bool:
         """True when this id was not seen within the TTL (and is now claimed)."""

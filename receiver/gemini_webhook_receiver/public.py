@@ -287,7 +287,12 @@ class _Connection(asyncio.Protocol):
         self.framing_bytes = 0
         self.in_head = True  # between requests or inside a head
         self.pending: deque[_Request | _Answer] = deque()
+        # The connection's one task answers its requests in order. Between requests it
+        # waits on `wake` rather than ending: a future's wake-up costs a third of a new
+        # task (bench/receiver, A/B). `busy` while a request is queued or being answered.
         self.worker: asyncio.Task[None] | None = None
+        self.wake: asyncio.Future[None] | None = None
+        self.busy = False
         # Reading a head or a body must end by `deadline` (loop time); None while a request
         # is being answered. One lazy timer: moving the deadline later costs no re-arming.
         self.deadline: float | None = None
@@ -332,6 +337,7 @@ class _Connection(asyncio.Protocol):
         self.evictable.pop(self, None)
         self.done = self.closed = True
         self._disarm()
+        self._release_worker()
         # A delivery under way runs to its end (it is acknowledged or not by its own
         # outcome); only its answer has nowhere to go.
 
@@ -460,7 +466,7 @@ class _Connection(asyncio.Protocol):
                 self._finish_with(wrong)
             elif expect.lower() != "100-continue":
                 self._finish_with(_Answer(417, _EXPECTATION))
-            elif self.worker is None and not self.pending:
+            elif not self.busy:
                 assert self.transport is not None
                 self.batch.flush()  # after the answers queued before it
                 self.transport.write(_CONTINUE_BYTES)
@@ -493,8 +499,14 @@ class _Connection(asyncio.Protocol):
         request.body = body[0] if len(body) == 1 else b"".join(body)
         self.body = []
         self.pending.append(request)
-        if self.worker is None:
-            self.worker = self.loop.create_task(self._work())
+        if not self.busy:
+            self.busy = True
+            wake = self.wake
+            if wake is not None:
+                self.wake = None
+                wake.set_result(None)
+            else:
+                self.worker = self.loop.create_task(self._work())
         elif len(self.pending) >= MAX_PIPELINED and not self.queue_full:
             self.queue_full = True
             self._update_reading()
@@ -502,41 +514,56 @@ class _Connection(asyncio.Protocol):
     # ---- answering -------------------------------------------------------------------
 
     async def _work(self) -> None:
-        """Answer the pending requests in order; the connection's only task."""
+        """Answer the pending requests in order, then wait for the next; the connection's
+        only task, ended when the connection is."""
         pending = self.pending
         try:
-            while pending:
-                request = pending.popleft()
-                if self.queue_full and len(pending) < MAX_PIPELINED // 2:
-                    self.queue_full = False
-                    self._update_reading()
-                if isinstance(request, _Answer):
-                    if request is not _CONTINUE:
-                        self._close_with(request)
+            while True:
+                while pending:
+                    request = pending.popleft()
+                    if self.queue_full and len(pending) < MAX_PIPELINED // 2:
+                        self.queue_full = False
+                        self._update_reading()
+                    if isinstance(request, _Answer):
+                        if request is not _CONTINUE:
+                            self._close_with(request)
+                            return
+                        self._continue(bool(pending))
+                        continue
+                    wrong = self._misrouted(request)
+                    if wrong is not None:
+                        self._close_with(wrong)
                         return
-                    self._continue(bool(pending))
-                    continue
-                wrong = self._misrouted(request)
-                if wrong is not None:
-                    self._close_with(wrong)
+                    status, body = await self.server.deliver(request.headers, request.body)
+                    if self.closed:
+                        return
+                    keep_alive = request.keep_alive and not self.server.closing
+                    self._write(status, body, keep_alive)
+                    if not keep_alive:
+                        self.abort()  # after the buffered answer is written
+                        return
+                self.busy = False
+                if self.done:
                     return
-                status, body = await self.server.deliver(request.headers, request.body)
-                if self.closed:
-                    return
-                keep_alive = request.keep_alive and not self.server.closing
-                self._write(status, body, keep_alive)
-                if not keep_alive:
-                    self.abort()  # after the buffered answer is written
+                if self.deadline is None:
+                    self._expect_by()  # the next request's head (or the rest of a body) is due
+                if self.in_head:  # between requests, or the next head unfinished: evictable
+                    self.kept_alive = True
+                    self.evictable[self] = None
+                wake = self.wake = self.loop.create_future()
+                await wake  # a request queued (`busy` again), or the connection closed
+                if not pending:
                     return
         finally:
-            self.worker = None
-        if self.done:
-            return
-        if self.deadline is None:
-            self._expect_by()  # the next request's head (or the rest of a body) is due
-        if self.in_head:  # between requests, or the next head unfinished: evictable
-            self.kept_alive = True
-            self.evictable[self] = None
+            self.worker = self.wake = None
+            self.busy = False
+
+    def _release_worker(self) -> None:
+        """End the task waiting for a next request that will not come."""
+        wake = self.wake
+        if wake is not None:
+            self.wake = None
+            wake.set_result(None)
 
     def _misrouted(self, request: _Request) -> _Answer | None:
         if target_path(request.target) != self.server.path:
@@ -595,7 +622,7 @@ class _Connection(asyncio.Protocol):
             return
         self.done = True
         self._disarm()
-        if self.worker is None and not self.pending:
+        if not self.busy:
             self._close_with(answer)
             return
         self.pending.append(answer)
@@ -663,13 +690,14 @@ class _Connection(asyncio.Protocol):
             self.timer = None
 
     def close_if_idle(self) -> None:
-        if self.worker is None and self.request is None:
+        if not self.busy and self.request is None:
             self.abort()
 
     def abort(self) -> None:
         """Close now; what is already written still goes out first."""
         self.done = self.closed = True
         self._disarm()
+        self._release_worker()
         self.evictable.pop(self, None)  # on its way out already
         if self.transport is not None:
             self.transport.close()
@@ -685,5 +713,6 @@ class _Connection(asyncio.Protocol):
         self.batch.flush()
         self.done = self.closed = True
         self._disarm()
+        self._release_worker()
         if self.transport is not None:
             self.transport.abort()
