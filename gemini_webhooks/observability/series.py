@@ -22,7 +22,8 @@ OPERATOR_JOB = "gemini-webhook-operator"
 
 
 def _name(
-    collector: MetricWrapperBase | receiver_metrics.LatencyHistogram, suffix: str = ""
+    collector: MetricWrapperBase | receiver_metrics.LatencyHistogram | receiver_metrics.LeanCounter,
+    suffix: str = "",
 ) -> str:
     """The exposed sample name of a prometheus_client metric or collector (`_total`,
     `_bucket`, ...)."""

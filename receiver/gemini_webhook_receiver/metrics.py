@@ -7,11 +7,12 @@ never ids, URLs with secrets, or secret material.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -94,12 +95,67 @@ class LatencyHistogram(Collector):
         yield family
 
 
+class _Count:
+    """One label set's count, and when it was first counted (`_created`)."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self) -> None:
+        self.value += 1
+
+
+class LeanCounter(Collector):
+    """A Prometheus counter for the delivery hot path, exposed as prometheus_client's
+    `Counter` exposes one (`_total` and `_created` per label set).
+
+    `prometheus_client.Counter`'s `inc` checks its amount and takes a lock: two per
+    delivery were ~1% of its CPU. Here it is one addition; like `LatencyHistogram`,
+    counted and collected on the event loop's thread only. Counts by one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        namespace: str,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.name = f"{namespace}_{name}"
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _Count] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Count:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected labels {self.labelnames}")
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Count()
+        return child
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in list(self._children.items()):
+            family.add_metric(list(values), child.value, created=child.created)
+        yield family
+
+
 # Latency buckets in seconds, dense below 10 ms where acknowledgement lives.
 _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _SLOW = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 DELIVERIES_TOTAL = "gemini_receiver_deliveries_total"
-deliveries = Counter(
+deliveries = LeanCounter(
     "deliveries",
     "Deliveries received, by outcome (accepted, duplicate, ping, rejected, failed) and "
     "reason (ok or the rejection reason code).",
@@ -146,7 +202,7 @@ FORWARD_OUTCOMES: tuple[str, ...] = (
     FORWARD_INTERNAL_ERROR,
 )
 
-forwards = Counter(
+forwards = LeanCounter(
     "forwards",
     "Forward attempts, by target name and outcome (ok, http_error, connection_error, "
     "timeout, internal_error).",
