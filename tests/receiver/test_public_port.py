@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from gemini_webhook_receiver.public import (
     MAX_HEAD_BYTES,
     MAX_PIPELINED,
+    PublicServer,
     host_is_acceptable,
     target_path,
     valid_host,
@@ -1045,3 +1046,32 @@ async def test_fuzzed_pipelined_connections_are_answered_in_order_and_forwarded_
     assert problems == []
     assert {200, 400, 401, 404, 405, 413} <= set(answered)
     assert len(connections) >= 100
+
+
+async def test_one_task_answers_a_connections_requests_and_ends_with_it() -> None:
+    """Between requests the connection's task waits for the next one (no task per
+    request); when the connection closes, the waiting task ends (nothing is left pending)."""
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def deliver(headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        tasks.append(asyncio.current_task())
+        return 200, b"{}"
+
+    public = PublicServer("/", 1024, 5.0, deliver, lambda rejection, msg_id: b"{}")
+    server = await asyncio.get_running_loop().create_server(public.protocol, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    raw = b"POST / HTTP/1.1\r\nhost: r\r\ncontent-length: 2\r\n\r\n{}"
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(3):
+            writer.write(raw)
+            assert (await _answer(reader))[0] == 200
+        writer.close()
+        assert await _closed(reader)
+        (task,) = set(tasks)
+        assert task is not None and len(tasks) == 3
+        await asyncio.wait_for(task, 5)  # ended, not left waiting for a fourth request
+        assert not public.connections
+    finally:
+        server.close()
+        await server.wait_closed()
