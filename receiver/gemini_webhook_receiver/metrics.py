@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -34,7 +35,34 @@ class _Observations:
         self.sum += amount
 
 
-class LatencyHistogram(Collector):
+_Child = TypeVar("_Child")
+
+
+class _LeanFamily(Collector, Generic[_Child]):
+    """What the lean collectors below share: a name, label names, and one child per set
+    of label values, made by `_child`."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], namespace: str
+    ) -> None:
+        self.name = f"{namespace}_{name}"
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _Child] = {}
+
+    def _child(self) -> _Child:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> _Child:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected labels {self.labelnames}")
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._child()
+        return child
+
+
+class LatencyHistogram(_LeanFamily[_Observations]):
     """A Prometheus histogram for the delivery hot path, exposed as prometheus_client's
     `Histogram` exposes one (`_bucket{le}`, `_count`, `_sum`; no `_created`) through its
     custom-collector interface.
@@ -56,26 +84,18 @@ class LatencyHistogram(Collector):
         buckets: Sequence[float],
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
-        self.name = f"{namespace}_{name}"
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
+        super().__init__(name, documentation, labelnames, namespace)
         bounds = tuple(float(b) for b in buckets)
         if list(bounds) != sorted(bounds) or not bounds or bounds[-1] == float("inf"):
             raise ValueError("buckets: ascending finite bounds (+Inf is added)")
         self.bounds = bounds
         self._les = [floatToGoString(b) for b in (*bounds, float("inf"))]
-        self._children: dict[tuple[str, ...], _Observations] = {}
         if not self.labelnames:
-            self._children[()] = _Observations(bounds)
+            self._children[()] = self._child()
         registry.register(self)
 
-    def labels(self, *values: str) -> _Observations:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name}: expected labels {self.labelnames}")
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = _Observations(self.bounds)
-        return child
+    def _child(self) -> _Observations:
+        return _Observations(self.bounds)
 
     def observe(self, amount: float) -> None:
         """Observe, for a histogram without labels."""
@@ -108,7 +128,7 @@ class _Count:
         self.value += 1
 
 
-class LeanCounter(Collector):
+class LeanCounter(_LeanFamily[_Count]):
     """A Prometheus counter for the delivery hot path, exposed as prometheus_client's
     `Counter` exposes one (`_total` and `_created` per label set).
 
@@ -126,19 +146,11 @@ class LeanCounter(Collector):
         namespace: str,
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
-        self.name = f"{namespace}_{name}"
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], _Count] = {}
+        super().__init__(name, documentation, labelnames, namespace)
         registry.register(self)
 
-    def labels(self, *values: str) -> _Count:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name}: expected labels {self.labelnames}")
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = _Count()
-        return child
+    def _child(self) -> _Count:
+        return _Count()
 
     def describe(self) -> list[Metric]:
         return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
