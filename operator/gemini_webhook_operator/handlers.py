@@ -196,10 +196,11 @@ async def _write_back(
     latest = await write_status(
         kube, body, conditions_wanted, observed_generation=generation, fields=wanted
     )
-    versions.append(_version(latest))
+    if latest is not body:
+        versions.append(_version(latest))
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)
-    return [v for v in versions if v and v != versions[-1]], fields
+    return [v for v in versions[:-1] if v], fields  # all but the version now current
 
 
 def _version(obj: Mapping[str, Any] | None) -> str:
