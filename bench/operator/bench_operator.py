@@ -54,6 +54,23 @@ KUBECTL = str(ROOT / ".venv" / "bin" / "kubectl")
 OPERATOR = str(ROOT / ".venv" / "bin" / "gemini-webhooks")
 
 
+def stop(process: subprocess.Popen[Any]) -> None:
+    """Terminate the operator process; kill it if it has not exited within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def install(kubectl: list[str], env: dict[str, str]) -> None:
+    """Apply the CRD and create the API key Secret, with `kubectl` (a command line)."""
+    crd_file = str(ROOT / "crds" / f"{crd.CRD_NAME}.yaml")
+    subprocess.run([*kubectl, "apply", "-f", crd_file], env=env, check=True, capture_output=True)
+    secret = ["create", "secret", "generic", "gemini-api-key", f"--from-literal=api-key={API_KEY}"]
+    subprocess.run([*kubectl, *secret], env=env, check=True, capture_output=True)
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -212,25 +229,7 @@ def main() -> int:
     proxy = FaultProxy(emulator.base_url)
     emulator.call(proxy.start())
     env = dict(os.environ, KUBECONFIG=str(kubeconfig))
-    subprocess.run(
-        [KUBECTL, "apply", "-f", str(ROOT / "crds" / f"{crd.CRD_NAME}.yaml")],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            KUBECTL,
-            "create",
-            "secret",
-            "generic",
-            "gemini-api-key",
-            f"--from-literal=api-key={API_KEY}",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    install([KUBECTL], env)
     log = (workdir / "operator.log").open("w")
     operator = subprocess.Popen(
         [
@@ -345,11 +344,7 @@ def main() -> int:
         print("verdict:                        " + ("all targets met" if ok else "TARGET MISSED"))
         return 0 if ok else 1
     finally:
-        operator.terminate()
-        try:
-            operator.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            operator.kill()
+        stop(operator)
         log.close()
         emulator.call(proxy.stop())
         emulator.stop()

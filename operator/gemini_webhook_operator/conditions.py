@@ -1,4 +1,5 @@
-"""Status conditions per the Kubernetes API conventions, computed purely."""
+"""Status conditions per the Kubernetes API conventions, and what each writer applies to the
+status subresource, computed purely."""
 
 from __future__ import annotations
 
@@ -110,45 +111,87 @@ def applies(
     return writes
 
 
+# The status fields the reconciler writes: every field of the CRD's status but the ping
+# answer (written where the ping is asked for), the conditions and the generation.
+RECONCILER_FIELDS = tuple(
+    name
+    for name in crd.status_schema()["properties"]
+    if name not in ("lastPing", "conditions", "observedGeneration")
+)
+
+
+def status_changes(status: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of `wanted` that differs from `status` (None: the field is to be absent)."""
+    return {
+        key: value
+        for key, value in wanted.items()
+        if status.get(key) != value and not (value is None and key not in status)
+    }
+
+
+def reconciler_fields(status: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The reconciler's whole intent for its status fields: those `status` shows, with
+    `fields` set over them (None: absent). An apply states a manager's whole intent: a field
+    it leaves out that it alone owned is removed."""
+    shown = {name: status[name] for name in RECONCILER_FIELDS if name in status}
+    merged = shown | dict(fields)
+    return {name: value for name, value in merged.items() if value is not None}
+
+
 def status_applies(
     status: Mapping[str, Any],
     wanted: Sequence[Mapping[str, Any]],
     *,
     observed_generation: int | None = None,
+    fields: Mapping[str, Any] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """What to server-side-apply to `status` (the status subresource) per field manager: the
-    conditions of `applies`, and with the reconciler's its `observedGeneration` (given, or
-    as shown), so that no reader ever sees a generation marked observed beside conditions
-    that do not describe it. The reconciler also applies when only that generation moved."""
+    conditions of `applies`, and with the reconciler's, in the same write, its status fields
+    (`reconciler_fields`, `fields` over what is shown) and its `observedGeneration` (given, or
+    as shown), so that no reader ever sees a generation marked observed, or a field, beside
+    conditions that do not describe it. The reconciler also applies when only a field or the
+    generation moved; nothing is applied when nothing changed."""
     shown = list(status.get("conditions") or [])
     shown_generation = status.get("observedGeneration")
     generation = shown_generation if observed_generation is None else observed_generation
     writes = dict(applies(shown, wanted))
-    if generation != shown_generation and MANAGER_RECONCILER not in writes:
+    moved = generation != shown_generation or status_changes(status, fields or {})
+    if moved and MANAGER_RECONCILER not in writes:
         writes[MANAGER_RECONCILER] = _owned(wanted, MANAGER_RECONCILER)
     payloads = []
     for manager in (MANAGER_RECONCILER, MANAGER_HEALTH):
         if manager in writes:
             payload: dict[str, Any] = {"conditions": writes[manager]}
-            if manager == MANAGER_RECONCILER and generation is not None:
-                payload["observedGeneration"] = generation
+            if manager == MANAGER_RECONCILER:
+                payload |= reconciler_fields(status, fields or {})
+                if generation is not None:
+                    payload["observedGeneration"] = generation
             payloads.append((manager, payload))
     return payloads
 
 
 def removals(
-    stored: Sequence[Mapping[str, Any]], manager: str, intent: Sequence[Mapping[str, Any]]
+    stored: Mapping[str, Any], manager: str, payload: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
-    """JSON-patch operations that drop the conditions of `manager`'s types it no longer
-    applies but the stored object still has: ones another manager co-owns, such as the
-    whole-list merge patches of earlier operator versions (an apply removes only what it
-    alone owned). Each removal is guarded by a `test` of the type at that index; the last
-    index first, so earlier indices stay valid."""
-    wanted = {c.get("type") for c in intent}
+    """JSON-patch operations that drop what `manager` no longer applies (its `payload`) but
+    the stored status still has: condition types of its own, and, for the reconciler, status
+    fields of its own — ones another manager co-owns, such as the merge patches of earlier
+    operator versions (an apply removes only what it alone owned). Each removal is guarded by
+    a `test` of what it removes; conditions by index, the last index first, so earlier
+    indices stay valid."""
+    listed = list(stored.get("conditions") or [])
+    intent = {c.get("type") for c in payload.get("conditions") or []}
     ops: list[dict[str, Any]] = []
-    for index in reversed(range(len(stored))):
-        type_ = stored[index].get("type")
-        if manager_of(str(type_)) == manager and type_ not in wanted:
+    if manager == MANAGER_RECONCILER:
+        for name in RECONCILER_FIELDS:
+            if name in stored and name not in payload:
+                ops += [
+                    {"op": "test", "path": f"/status/{name}", "value": stored[name]},
+                    {"op": "remove", "path": f"/status/{name}"},
+                ]
+    for index in reversed(range(len(listed))):
+        type_ = listed[index].get("type")
+        if manager_of(str(type_)) == manager and type_ not in intent:
             path = f"/status/conditions/{index}"
             ops += [
                 {"op": "test", "path": f"{path}/type", "value": type_},

@@ -126,16 +126,6 @@ class _ClaimsView(Mapping[str, list[Claim]]):
             return default
 
 
-def status_changes(status: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of `wanted` that differs from `status` (None deletes a field): a drift check
-    that finds everything as it was writes nothing, so kopf sends no patch at all."""
-    return {
-        key: value
-        for key, value in wanted.items()
-        if status.get(key) != value and not (value is None and key not in status)
-    }
-
-
 def predates_own_write(
     status: Mapping[str, Any], written: Mapping[str, Any], *, age: float, max_age: float
 ) -> bool:
@@ -144,32 +134,34 @@ def predates_own_write(
     (kopf's watch has not delivered our write yet: under load, behind a write of the
     health timer's, whose resourceVersion no record of ours names). Trusted for `max_age`
     only, so that a status someone else changed cannot stop the drift checks for good."""
-    return age < max_age and bool(status_changes(status, written))
+    return age < max_age and bool(conditions.status_changes(status, written))
 
 
-async def apply_conditions(
+async def write_status(
     kube: Kube,
     body: Mapping[str, Any],
     wanted: list[dict[str, Any]],
     *,
     observed_generation: int | None = None,
+    fields: Mapping[str, Any] | None = None,
 ) -> Mapping[str, Any]:
-    """Write the conditions that changed, each type under its own field manager
-    (`conditions.status_applies`; the reconciler's with `status.observedGeneration`, in the
-    same write): never a whole-list replacement, which would put back another writer's
-    condition as this one last read it. A type that an earlier whole-list patch co-owns
-    outlives the apply that drops it; a guarded JSON patch removes it. Returns the resource
-    as stored after the last write (`body` if nothing was written, or it is gone)."""
+    """Write what changed in the status, one server-side apply per field manager whose part
+    changed (`conditions.status_applies`: the reconciler's conditions, status `fields` and
+    `observedGeneration` in one write; the health timer's condition in its own): never a
+    whole-list replacement, which would put back another writer's condition as this one last
+    read it; nothing when nothing changed. What an earlier operator version's merge patches
+    co-own outlives the apply that drops it; a guarded JSON patch removes it (once, at an
+    upgrade). Returns the resource as stored after the last write (`body` if nothing was
+    written, or it is gone)."""
     status = body.get("status") or {}
     latest: Mapping[str, Any] = body
     for manager, payload in conditions.status_applies(
-        status, wanted, observed_generation=observed_generation
+        status, wanted, observed_generation=observed_generation, fields=fields
     ):
         stored = await kube.apply_status(body, payload, field_manager=manager)
         if stored is None:
             return body  # the resource is gone
-        left = list((stored.get("status") or {}).get("conditions") or [])
-        ops = conditions.removals(left, manager, payload["conditions"])
+        ops = conditions.removals(stored.get("status") or {}, manager, payload)
         if ops:
             stored = await kube.json_patch_status(body, ops, field_manager=manager) or stored
         latest = stored
@@ -180,10 +172,10 @@ async def _write_back(
     kube: Kube, body: kopf.Body, outcome: Outcome
 ) -> tuple[list[str], dict[str, Any]]:
     """Write what the reconciliation changed, before the resource's lock is released (not
-    through kopf's patch, applied after the handler returns): annotations, then status
-    fields, then conditions, so that whoever reads the resource in between sees conditions
-    that the status fields beside them explain. The resourceVersions each write left behind,
-    and the status fields written.
+    through kopf's patch, applied after the handler returns): the annotations it answered,
+    then the status — its fields and conditions in one apply, so that whoever reads the
+    resource sees conditions that the status fields beside them explain. The
+    resourceVersions each write left behind, and the status fields that changed.
     """
     name, namespace = str(body.metadata.name), str(body.metadata.namespace)
     versions = [str(body.metadata.get("resourceVersion") or "")]
@@ -200,14 +192,15 @@ async def _write_back(
     wanted = dict(outcome.status)
     conditions_wanted = list(wanted.pop("conditions", None) or [])
     generation = wanted.pop("observedGeneration", None)
-    fields = status_changes(body.get("status") or {}, wanted)
-    if fields:
-        versions.append(_version(await kube.merge_patch_status(body, fields)))
-    latest = await apply_conditions(kube, body, conditions_wanted, observed_generation=generation)
-    versions.append(_version(latest))
+    fields = conditions.status_changes(body.get("status") or {}, wanted)
+    latest = await write_status(
+        kube, body, conditions_wanted, observed_generation=generation, fields=wanted
+    )
+    if latest is not body:
+        versions.append(_version(latest))
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)
-    return [v for v in versions if v and v != versions[-1]], fields
+    return [v for v in versions[:-1] if v], fields  # all but the version now current
 
 
 def _version(obj: Mapping[str, Any] | None) -> str:
@@ -399,7 +392,7 @@ async def _report_delivery(
         now=op.clock.now(),
     )
     try:
-        stored = await apply_conditions(op.kube, shown, updated)
+        stored = await write_status(op.kube, shown, updated)
     except KubeError as error:
         raise kopf.TemporaryError(f"DeliveryVerified not written: {error}", delay=10) from None
     if verdict.status is False:

@@ -18,7 +18,7 @@ from gemini_webhook_operator.conditions import (
     removals,
     set_condition,
 )
-from gemini_webhook_operator.handlers import apply_conditions
+from gemini_webhook_operator.handlers import write_status
 from gemini_webhooks.contracts.times import parse_rfc3339
 from tests.operator.harness import Cluster, condition, is_ready, operator_running, resource
 from tests.operator.test_delivery_verified_timer import NAME, RECEIVER_SPEC, receiver
@@ -60,13 +60,14 @@ def test_a_type_the_manager_dropped_is_removed_by_guarded_index_last_first() -> 
     order = ("Ready", "ReceiverStateShared", "Synced", "DeliveryVerified")
     stored = [by_type[t] for t in order]
     intent = [by_type["Ready"], by_type["Synced"]]
-    assert removals(stored, MANAGER_RECONCILER, intent) == [
+    assert removals({"conditions": stored}, MANAGER_RECONCILER, {"conditions": intent}) == [
         {"op": "test", "path": "/status/conditions/1/type", "value": "ReceiverStateShared"},
         {"op": "remove", "path": "/status/conditions/1"},
     ]
-    assert removals(stored, MANAGER_HEALTH, [stored[3]]) == []
+    assert removals({"conditions": stored}, MANAGER_HEALTH, {"conditions": [stored[3]]}) == []
     both = [*stored, *_set([], "Stale", True, "X")]
-    assert [op["path"] for op in removals(both, MANAGER_RECONCILER, intent)] == [
+    ops = removals({"conditions": both}, MANAGER_RECONCILER, {"conditions": intent})
+    assert [op["path"] for op in ops] == [
         "/status/conditions/4/type",
         "/status/conditions/4",
         "/status/conditions/1/type",
@@ -85,17 +86,15 @@ async def test_a_write_from_a_stale_copy_keeps_the_other_writers_condition(
     await cluster.apply(resource("stale", "https://example.com/hook", "http://127.0.0.1:9"))
     fresh = await cluster.get("stale")
     assert fresh is not None
-    await apply_conditions(cluster.client, fresh, BASE)
+    await write_status(cluster.client, fresh, BASE)
     stale = await cluster.get("stale")  # the reconciler's copy, read now
     assert stale is not None and set(_by_type(stale)) == {"Ready", "Synced", "DeliveryVerified"}
 
     # The health timer records a verdict; then the reconciler writes Synced from its copy,
     # which still shows the old DeliveryVerified.
-    await apply_conditions(
-        cluster.client, stale, _set(BASE, "DeliveryVerified", True, "PingVerified")
-    )
+    await write_status(cluster.client, stale, _set(BASE, "DeliveryVerified", True, "PingVerified"))
     stale_conditions = list(stale["status"]["conditions"])
-    await apply_conditions(
+    await write_status(
         cluster.client, stale, _set(stale_conditions, "Synced", False, "RemoteUnavailable")
     )
     shown = _by_type(await cluster.get("stale"))
@@ -127,10 +126,44 @@ async def test_a_type_written_by_an_earlier_whole_list_patch_is_removed(
     body = await cluster.get("legacy")
     assert body is not None and "ReceiverStateShared" in _by_type(body)
     # One replica again: the reconciler no longer wants ReceiverStateShared.
-    await apply_conditions(cluster.client, body, _set(BASE, "Synced", False, "RemoteUnavailable"))
+    await write_status(cluster.client, body, _set(BASE, "Synced", False, "RemoteUnavailable"))
     shown = _by_type(await cluster.get("legacy"))
     assert set(shown) == {"Ready", "Synced", "DeliveryVerified"}
     assert shown["Synced"]["reason"] == "RemoteUnavailable"
+
+
+def test_a_field_the_reconciler_no_longer_applies_is_removed_by_a_guarded_patch() -> None:
+    stored = {"webhookId": "w1", "nextRotationTime": "x", "lastPing": {"request": "1"}}
+    payload = {"conditions": [], "webhookId": "w1"}
+    assert removals(stored, MANAGER_RECONCILER, payload) == [
+        {"op": "test", "path": "/status/nextRotationTime", "value": "x"},
+        {"op": "remove", "path": "/status/nextRotationTime"},
+    ]
+    assert removals(stored, MANAGER_HEALTH, {"conditions": []}) == []
+
+
+async def test_a_field_written_by_an_earlier_merge_patch_is_removed_when_no_longer_wanted(
+    cluster: Cluster,
+) -> None:
+    await cluster.apply(resource("legacyf", "https://example.com/hook", "http://127.0.0.1:9"))
+    await cluster.client.request(  # what earlier versions wrote: a merge patch of the fields
+        "PATCH",
+        cluster.path("legacyf") + "/status",
+        {"status": {"webhookId": "w1", "nextRotationTime": "2026-06-01T00:00:00Z"}},
+        content_type="application/merge-patch+json",
+        params={"fieldManager": MANAGER_RECONCILER},
+    )
+    body = await cluster.get("legacyf")
+    assert body is not None and body["status"]["nextRotationTime"]
+    # Rotation paused: the reconciler no longer wants nextRotationTime.
+    await write_status(
+        cluster.client, body, BASE, fields={"webhookId": "w1", "nextRotationTime": None}
+    )
+    shown = await cluster.get("legacyf")
+    assert shown is not None
+    assert "nextRotationTime" not in shown["status"]
+    assert shown["status"]["webhookId"] == "w1"
+    assert set(_by_type(shown)) == {"Ready", "Synced", "DeliveryVerified"}
 
 
 async def _watch_conditions(

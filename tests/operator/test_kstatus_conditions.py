@@ -106,3 +106,42 @@ def test_a_generation_behind_is_applied_even_when_the_conditions_are_unchanged()
     ((manager, payload),) = status_applies(status, READY, observed_generation=3)
     assert manager == MANAGER_RECONCILER
     assert payload["observedGeneration"] == 3
+
+
+FIELDS = {
+    "webhookId": "w1",
+    "url": "https://a.example.com/",
+    "nextRotationTime": "2026-06-01T00:00:00Z",
+}
+
+
+def test_the_reconcilers_fields_conditions_and_generation_are_one_apply() -> None:
+    status = {"observedGeneration": 1, "conditions": READY}
+    moved = [dict(c, observedGeneration=2) for c in READY]
+    ((manager, payload),) = status_applies(status, moved, observed_generation=2, fields=FIELDS)
+    assert manager == MANAGER_RECONCILER
+    assert payload == {"conditions": moved, "observedGeneration": 2, **FIELDS}
+
+
+def test_a_changed_field_alone_is_applied_with_the_whole_intent_and_an_unchanged_one_not() -> None:
+    status = {"observedGeneration": 1, "conditions": READY, "lastPing": {"request": "1"}, **FIELDS}
+    assert status_applies(status, READY, observed_generation=1, fields=FIELDS) == []
+    later = dict(FIELDS, url="https://b.example.com/", nextRotationTime=None)
+    ((manager, payload),) = status_applies(status, READY, observed_generation=1, fields=later)
+    assert manager == MANAGER_RECONCILER
+    # An apply states the whole intent: the shown fields stay, None leaves the field out (the
+    # API server removes it), and the ping answer is not the reconciler's.
+    assert payload == {
+        "conditions": READY,
+        "observedGeneration": 1,
+        "webhookId": "w1",
+        "url": "https://b.example.com/",
+    }
+
+
+def test_a_failure_without_fields_keeps_the_shown_ones() -> None:
+    status = {"observedGeneration": 1, "conditions": READY, **FIELDS}
+    failed = _set(READY, "Synced", False, "RemoteUnavailable")
+    ((manager, payload),) = status_applies(status, failed, observed_generation=1, fields={})
+    assert manager == MANAGER_RECONCILER
+    assert {k: payload[k] for k in FIELDS} == FIELDS

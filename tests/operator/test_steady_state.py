@@ -226,3 +226,46 @@ async def test_a_drift_check_reapplies_a_receiver_field_someone_changed(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the drift check did not re-apply the edited Deployment")
+
+
+def _reconciled(obj: dict[str, Any]) -> bool:
+    status = obj.get("status") or {}
+    return is_ready(obj) and status.get("observedGeneration") == obj["metadata"]["generation"]
+
+
+def _changes(running: Any) -> int:
+    """Reconciliations of a change (create, update, resume) the operator has run."""
+    return sum(
+        int(sample.value)
+        for metric in running.metrics.reconciles.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["handler"] == "change"
+    )
+
+
+@pytest.mark.sandbox_only
+async def test_a_reconciliation_of_a_change_writes_the_status_once(
+    gemini: Cluster, emulator: Any, kube: Any, api_proxy: FaultProxy
+) -> None:
+    """Fields, conditions and observedGeneration in one apply: a create and a spec edit each
+    write the status once (bench/operator/writes.py counts the same on kube-apiserver)."""
+    if not kube.is_sandbox:  # the full suite's other tests share kube-apiserver's counters
+        pytest.skip("counts requests by the sandbox's audit; bench/operator/writes.py does")
+    endpoint = emulator.endpoint()
+    async with operator_running(kube, drift_interval=600) as running:
+        before = await kube_requests(kube)
+        await gemini.apply(resource("once", endpoint.url, api_proxy.url))
+        await gemini.wait_for("once", _reconciled)
+        patch = {"spec": {"events": ["batch.succeeded", "batch.failed"]}}
+        await gemini.client.merge_patch(crd.KIND, "default", "once", patch)
+        await gemini.wait_for("once", lambda o: o["metadata"]["generation"] == 2 and _reconciled(o))
+        for _ in range(100):  # the metric is counted as the handler returns
+            if _changes(running) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        after = await kube_requests(kube)
+        changes = _changes(running)
+    status_writes = _moved(after, before, crd.PLURAL, subresource="status")
+    assert set(status_writes) <= {"patch"}, status_writes
+    assert changes >= 2
+    assert status_writes.get("patch", 0) <= changes, (status_writes, changes)

@@ -3,7 +3,8 @@ whether a live receiver object already holds what the operator applies."""
 
 from __future__ import annotations
 
-from gemini_webhook_operator.handlers import predates_own_write, status_changes
+from gemini_webhook_operator.conditions import status_changes
+from gemini_webhook_operator.handlers import predates_own_write
 from gemini_webhook_operator.reconciler import holds
 
 

@@ -1,0 +1,325 @@
+"""Kubernetes writes per reconcile (issue 25): what one reconciliation writes, counted by the
+real API server.
+
+    .venv/bin/python bench/operator/writes.py [--resources 5] [--drift 30]
+
+Starts a real control plane (scripts/control-plane: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler; no node), the emulator, and the operator as a
+subprocess under the chart's ServiceAccount, exactly as deployed. Each GeminiWebhook serves a
+receiver, so its reconciliations also apply children. Three phases, each counted from the
+API server's own `apiserver_request_total{verb,group,resource,subresource}`, read before and
+after, and divided by the reconciliations the operator's own metrics
+(`gemini_webhook_operator_reconciles_total{handler}`) say ran in that phase:
+
+- create: every resource created, Ready, and settled;
+- spec edit: every resource's `spec.events` changed, reconciled (`observedGeneration`);
+- drift: nothing changes for two drift intervals; every resource's drift check runs.
+
+Printed per phase: writes of `geminiwebhooks` (the object, kopf's finalizer and bookkeeping
+annotations among them; its `status` subresource apart) per reconciliation, and the
+children's (Secrets, ConfigMaps, Services, Deployments, NetworkPolicies, ...) apart. A
+Deployment's count includes the deployment controller's own writes (its revision annotation,
+its status), which `apiserver_request_total` cannot tell from ours; only the objects are
+shown, not their status. The bench's own creates and edits are not counted. Targets
+(issue 25): at most 1 write of the resource's status per reconciliation of a changed resource
+(kopf's own patch of the object apart: its finalizer once, its last-handled configuration per
+change), children apart; 0 writes at all per drift tick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.operator.bench_operator import API_KEY, install, stop  # noqa: E402
+from gemini_webhooks.contracts import crd  # noqa: E402
+from gemini_webhooks.emulator import EmulatorConfig, ThreadedEmulator  # noqa: E402
+from gemini_webhooks.sandbox.kubeapi import KubeApi  # noqa: E402
+from tests.operator.api_proxy import FaultProxy  # noqa: E402
+
+BIN = Path(sys.executable).parent  # the venv this runs in
+KUBECTL = str(BIN / "kubectl")
+OPERATOR = str(BIN / "gemini-webhooks")
+READS = frozenset({"GET", "LIST", "WATCH"})
+CRD_RESOURCE = f"{crd.PLURAL}.{crd.API_GROUP}/{crd.VERSION}"
+# The children a served GeminiWebhook has, by (group, resource).
+CHILDREN = {
+    ("", "secrets"),
+    ("", "configmaps"),
+    ("", "services"),
+    ("", "serviceaccounts"),
+    ("apps", "deployments"),
+    ("networking.k8s.io", "networkpolicies"),
+    ("policy", "poddisruptionbudgets"),
+    ("rbac.authorization.k8s.io", "roles"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+}
+EVENTS = ["batch.succeeded"]
+EDIT = '{"spec":{"events":["batch.succeeded","batch.failed"]}}'
+# Before issue 25's write path (main at a0a2768, this bench, 5 resources): GeminiWebhook
+# writes per reconciliation, (status, the object).
+BEFORE = {"create": (2.0, 2.0), "spec edit": (1.0, 1.0), "drift tick": (0.0, 0.0)}
+TARGET_CHANGE = 1.0  # writes of the resource per reconciliation of a changed resource
+TARGET_DRIFT = 0.0  # per drift tick of an unchanged one
+
+# (group, resource, subresource, verb) -> requests served so far
+Requests = Counter[tuple[str, str, str, str]]
+
+
+async def apiserver_requests(kubeconfig: Path) -> Requests:
+    """`apiserver_request_total` by (group, resource, subresource, verb)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    api = KubeApi.from_kubeconfig(kubeconfig, timeout=60)
+    try:
+        text = await api.text("/metrics")
+    finally:
+        await api.close()
+    counted: Requests = Counter()
+    for family in text_string_to_metric_families(text):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            if sample.name == "apiserver_request_total":
+                labels = sample.labels
+                key = (
+                    labels.get("group", ""),
+                    labels.get("resource", ""),
+                    labels.get("subresource", ""),
+                    labels.get("verb", ""),
+                )
+                counted[key] += int(sample.value)
+    return counted
+
+
+def writes(moved: Requests, keep: Callable[[str, str, str], bool]) -> Counter[str]:
+    """Write requests (every verb but a read) among `moved`, by `resource[/subresource] VERB`."""
+    out: Counter[str] = Counter()
+    for (group, resource, sub, verb), count in moved.items():
+        if verb not in READS and count > 0 and keep(group, resource, sub):
+            out[f"{resource}{'/' + sub if sub else ''} {verb}"] += count
+    return out
+
+
+def reconciles(metrics_url: str) -> Counter[str]:
+    """Reconciliations the operator ran so far, by handler (its own counter)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    counted: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "gemini_webhook_operator_reconciles_total":
+                counted[sample.labels["handler"]] += int(sample.value)
+    return counted
+
+
+def body(name: str, api_base: str, events: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "events": events,
+            "apiKeySecretRef": {"name": "gemini-api-key"},
+            "apiBaseUrl": api_base,
+            "receiver": {
+                "enabled": True,
+                "defaultRoute": {"targets": [{"url": "https://consumer.example.com/events"}]},
+            },
+        },
+    }
+
+
+async def listed(kubeconfig: Path) -> list[dict[str, Any]]:
+    api = KubeApi.from_kubeconfig(kubeconfig, timeout=60)
+    try:
+        items: list[dict[str, Any]] = await api.list(CRD_RESOURCE, "default")
+        return items
+    finally:
+        await api.close()
+
+
+def settled(item: dict[str, Any]) -> bool:
+    """Ready, and reconciled at its current generation."""
+    status = item.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return ready and status.get("observedGeneration") == item["metadata"].get("generation")
+
+
+def wait_settled(kubeconfig: Path, count: int, timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        items = asyncio.run(listed(kubeconfig))
+        if len(items) >= count and all(settled(i) for i in items):
+            return time.monotonic() - started
+        time.sleep(0.3)
+    raise SystemExit(f"the resources did not settle within {timeout:.0f} s")
+
+
+def quiet(kubeconfig: Path, seconds: float, timeout: float) -> None:
+    """Wait until no GeminiWebhook write has been served for `seconds` (kopf's bookkeeping
+    patch follows the handler)."""
+    started = time.monotonic()
+    last = asyncio.run(apiserver_requests(kubeconfig))
+    calm = time.monotonic()
+    while time.monotonic() - started < timeout:
+        time.sleep(0.5)
+        now = asyncio.run(apiserver_requests(kubeconfig))
+        if writes(now - last, lambda g, r, s: g == crd.API_GROUP):
+            calm = time.monotonic()
+        last = now
+        if time.monotonic() - calm >= seconds:
+            return
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def report(
+    phase: str,
+    moved: Requests,
+    ran: Counter[str],
+    handler: str,
+    target: float,
+    bench: Requests | None = None,
+) -> tuple[bool, float]:
+    """Print one phase's figures; `bench`: the writes the bench itself made (its creates and
+    edits), not counted."""
+    count = ran[handler]
+    moved = moved - (bench or Counter())
+    own = writes(moved, lambda g, r, s: g == crd.API_GROUP and r == crd.PLURAL and s == "")
+    status = writes(moved, lambda g, r, s: g == crd.API_GROUP and r == crd.PLURAL and s == "status")
+    children = writes(moved, lambda g, r, s: (g, r) in CHILDREN and s == "")
+    events = writes(moved, lambda g, r, s: r == "events")
+    total = sum(own.values()) + sum(status.values())
+    per_status = sum(status.values()) / count if count else float("nan")
+    # A change: the status is ours alone; kopf writes the object (its finalizer, once; its
+    # last-handled configuration, per change). A drift tick: nobody should write anything.
+    per = (total if handler == "drift" else sum(status.values())) / count if count else 0.0
+
+    def show(c: Counter[str]) -> str:
+        return ", ".join(f"{k} {v / count:.2f}" for k, v in sorted(c.items())) or "none"
+
+    print(f"{phase}: {count} reconciliations ({handler}); per reconciliation:")
+    print(
+        f"  geminiwebhooks writes:   {total / count if count else 0.0:.2f}: "
+        f"status {per_status:.2f}, object {sum(own.values()) / count if count else 0.0:.2f} "
+        f"(target <= {target:.0f} {'in all' if handler == 'drift' else 'of the status'})"
+    )
+    before_status, before_object = BEFORE[phase]
+    print(f"    before (a0a2768):      status {before_status:.2f}, object {before_object:.2f}")
+    print(f"    the object:            {show(own)}  (kopf's finalizer and annotations)")
+    print(f"    its status:            {show(status)}")
+    print(f"  children writes:         {show(children)}")
+    print(f"  events:                  {show(events)}")
+    others = {k: v for k, v in ran.items() if k != handler and v}
+    if others:
+        print(f"  (other reconciliations in this phase: {dict(others)})")
+    return count > 0 and per <= target, per
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--resources", type=int, default=5)
+    parser.add_argument("--drift", type=float, default=30.0, help="drift interval, seconds")
+    args = parser.parse_args()
+
+    from gemini_webhooks.controlplane.threaded import ThreadedControlPlane
+    from tests.fixtures.control_plane import chart_rbac, operator_identity
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-writes-"))
+    plane = ThreadedControlPlane(workdir / "control-plane", with_node=False)
+    plane.start()
+    kubeconfig = plane.admin_kubeconfig
+    assert plane.plane is not None  # started
+    ca = plane.plane.layout.ca
+    operator_kubeconfig = operator_identity(
+        kubeconfig, plane.server, ca, workdir / "op.kubeconfig", chart_rbac()
+    )
+    emulator = ThreadedEmulator(EmulatorConfig(api_keys=(API_KEY,))).start()
+    proxy = FaultProxy(emulator.base_url)
+    emulator.call(proxy.start())
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
+    kubectl = [KUBECTL, "--kubeconfig", str(kubeconfig)]
+    install(kubectl, env)
+    port = free_port()
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    log = (workdir / "operator.log").open("w")
+    operator = subprocess.Popen(
+        [
+            *(OPERATOR, "operator", "--kubeconfig", str(operator_kubeconfig)),
+            *("--drift-interval", str(args.drift), "--drift-jitter", "0"),
+            *("--metrics-port", str(port), "--metrics-address", "127.0.0.1", "--api-rate", "1000"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    names = [f"writes-{i}" for i in range(args.resources)]
+    try:
+        time.sleep(2.0)
+        results = []
+        mine: dict[str, list[str]] = {}
+        for name in names:  # create, then edit: the bench's own writes, not counted
+            mine.setdefault("create", []).append(json.dumps(body(name, proxy.url, EVENTS)))
+            mine.setdefault("spec edit", []).append(name)
+        counted = asyncio.run(apiserver_requests(kubeconfig)), reconciles(metrics_url)
+        for phase, verb in (("create", "POST"), ("spec edit", "PATCH")):
+            started = time.monotonic()
+            for item in mine[phase]:
+                if phase == "create":
+                    command, stdin = [*kubectl, "apply", "-f", "-"], item.encode()
+                else:
+                    command = [*kubectl, "patch", crd.PLURAL, item, "--type", "merge", "-p", EDIT]
+                    stdin = None
+                subprocess.run(command, input=stdin, env=env, check=True, capture_output=True)
+            time.sleep(0.5)
+            wait_settled(kubeconfig, len(names), timeout=0.8 * args.drift)
+            quiet(kubeconfig, 1.5, timeout=args.drift)
+            print(f"{phase}: {len(names)} resources settled in {time.monotonic() - started:.1f} s")
+            now = asyncio.run(apiserver_requests(kubeconfig)), reconciles(metrics_url)
+            bench = Counter({(crd.API_GROUP, crd.PLURAL, "", verb): len(names)})
+            moved, ran = now[0] - counted[0], now[1] - counted[1]
+            results.append(report(phase, moved, ran, "change", TARGET_CHANGE, bench))
+            counted = now
+        time.sleep(2 * args.drift)  # nothing changes: every resource's drift checks run
+        now = asyncio.run(apiserver_requests(kubeconfig)), reconciles(metrics_url)
+        moved, ran = now[0] - counted[0], now[1] - counted[1]
+        results.append(report("drift tick", moved, ran, "drift", TARGET_DRIFT))
+        print("(health ticks are not measured here: they need a node to deliver to)")
+        ok = all(met for met, _ in results)
+        print("verdict: " + ("all targets met" if ok else "TARGET MISSED"))
+        return 0 if ok else 1
+    finally:
+        stop(operator)
+        log.close()
+        emulator.call(proxy.stop())
+        emulator.stop()
+        plane.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
