@@ -50,7 +50,12 @@ def _real_node(directory: Path, binaries: dict[str, Path], images: Path | None) 
     )
 
 
-async def _up(directory: Path, node_kind: str, images: Path | None = None) -> int:
+async def _up(
+    directory: Path,
+    node_kind: str,
+    images: Path | None = None,
+    audit_policy: Path | None = None,
+) -> int:
     # The node's binaries only for a real node: the process node needs none of them.
     binaries = (build.build_all if node_kind == "real" else build.build_control_plane)(_say)
     real_node = _real_node(directory, binaries, images) if node_kind == "real" else None
@@ -59,6 +64,7 @@ async def _up(directory: Path, node_kind: str, images: Path | None = None) -> in
         binaries,
         progress=_say,
         address=real_node.network.host_ip if real_node else LOOPBACK,
+        audit_policy=audit_policy,
     )
     stop = asyncio.Event()
     restore = install_stop_signals(stop)
@@ -162,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --node real: the folder `scripts/image build --output DIR` wrote "
         "(default: the images of these sources in scripts/image's cache)",
     )
+    up.add_argument(
+        "--audit-policy",
+        type=Path,
+        help="a kube-apiserver audit policy file: the events it selects are written to "
+        "DIR/audit.log, one JSON object a line (default: no audit log)",
+    )
     down = sub.add_parser("down", help="stop the control plane `up` started")
     down.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     sub.add_parser("paths", help="print where each built binary is")
@@ -180,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "up":
             node = "none" if args.no_node else args.node
-            return asyncio.run(_up(args.dir, node, args.images))
+            policy = args.audit_policy
+            if policy is not None and not policy.is_file():
+                parser.error(f"--audit-policy: no file {policy}")
+            return asyncio.run(
+                _up(args.dir, node, args.images, policy.resolve() if policy else None)
+            )
         return _down(args.dir)
     except build.BuildError as error:
         _say(str(error))

@@ -90,6 +90,11 @@ class Layout:
     def ca(self) -> Path:
         return self.pki / "ca.crt"
 
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit events, one JSON object a line (with an audit policy)."""
+        return self.root / "audit.log"
+
 
 def etcd_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
     client = f"http://{LOOPBACK}:{ports.etcd_client}"
@@ -109,14 +114,28 @@ def etcd_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
 
 
 def apiserver_argv(
-    binary: Path, layout: Layout, ports: Ports, address: str = LOOPBACK
+    binary: Path,
+    layout: Layout,
+    ports: Ports,
+    address: str = LOOPBACK,
+    audit_policy: Path | None = None,
 ) -> list[str]:
     """`address`: where the API server listens and what the `kubernetes` Service's
-    endpoints say; loopback unless a real node's Pods must reach it."""
+    endpoints say; loopback unless a real node's Pods must reach it. `audit_policy`: an
+    audit policy file; the events it selects go to `layout.audit_log` (off without it)."""
     p = layout.pki
     # The `kubernetes` Service's endpoints cannot be a loopback address (validation
     # refuses 127.0.0.0/8); on loopback everything reaches the API server by its URL.
     reconciler = ["--endpoint-reconciler-type=none"] if address == LOOPBACK else []
+    audit = (
+        [
+            f"--audit-policy-file={audit_policy}",
+            f"--audit-log-path={layout.audit_log}",
+            "--audit-log-format=json",
+        ]
+        if audit_policy is not None
+        else []
+    )
     return [
         str(binary),
         f"--etcd-servers=http://{LOOPBACK}:{ports.etcd_client}",
@@ -136,6 +155,7 @@ def apiserver_argv(
         "--enable-admission-plugins=NodeRestriction",
         "--allow-privileged=true",
         *reconciler,
+        *audit,
         # Logs, exec and port-forward reach a kubelet at its Node's address: our nodes'
         # names resolve nowhere.
         "--kubelet-preferred-address-types=InternalIP",
@@ -285,6 +305,7 @@ class ControlPlane:
     progress: Progress = field(default=lambda _line: None)
     supervisor: Supervisor | None = None  # share one with the caller's other children
     address: str = LOOPBACK  # where the API server listens (a real node's host address)
+    audit_policy: Path | None = None  # an audit policy: its events go to layout.audit_log
 
     def __post_init__(self) -> None:
         self.layout = Layout(self.root.resolve())
@@ -340,7 +361,9 @@ class ControlPlane:
         await supervisor.start(
             ProcessSpec(
                 "kube-apiserver",
-                apiserver_argv(binaries["kube-apiserver"], layout, ports, self.address),
+                apiserver_argv(
+                    binaries["kube-apiserver"], layout, ports, self.address, self.audit_policy
+                ),
                 ready=https_ready(f"{self.server}/readyz", layout.ca),
                 ready_what="/readyz",
             ),

@@ -30,6 +30,7 @@ from gemini_webhooks.contracts.times import rfc3339
 
 from . import batches as batch_model
 from . import decisions
+from .calls import Call, CallLog, operation
 from .clock import Clock, SystemClock, TimeScale, WallClock
 from .delivery import DeliveryEngine, DeliverySettings
 from .errors import ApiError, invalid_argument, not_found, permission_denied, unauthenticated
@@ -98,6 +99,7 @@ class Emulator:
         # merged over GEMINI_WEBHOOKS_SERVICE_ENDPOINTS at every delivery attempt.
         self.endpoint_overrides: dict[str, str] = {}
         self.webhooks = WebhookStore(self.config.secret_reporting)
+        self.calls = CallLog()
         self.batches = batch_model.BatchStore()
         self.keys = KeyRing(self.clock.now())
         self.engine = DeliveryEngine(
@@ -170,6 +172,7 @@ class Emulator:
         await self.engine.reset()
         self.webhooks.clear()
         self.batches.clear()
+        self.calls.clear()
         self.default_outcome = {"outcome": "succeeded"}
 
     async def _cancel_batches(self) -> None:
@@ -251,7 +254,7 @@ class Emulator:
     def _build_app(self) -> web.Application:
         app = web.Application(
             client_max_size=self.config.max_body_bytes,
-            middlewares=[self._errors_middleware, self._auth_middleware],
+            middlewares=[self._calls_middleware, self._errors_middleware, self._auth_middleware],
         )
         r = app.router
         for version in API_VERSIONS:
@@ -274,6 +277,7 @@ class Emulator:
         r.add_post(f"{c}/reset", self._control_reset)
         r.add_post(f"{c}/events", self._control_event)
         r.add_get(f"{c}/deliveries", self._control_deliveries)
+        r.add_get(f"{c}/calls", self._control_calls)
         r.add_get(f"{c}/deliveries/{{id}}", self._control_delivery)
         r.add_post(f"{c}/batches/{{id}}", self._control_batch_method)
         r.add_put(f"{c}/batch-outcome", self._control_batch_outcome)
@@ -283,6 +287,19 @@ class Emulator:
         r.add_get(f"{c}/endpoint-overrides", self._control_get_overrides)
         r.add_put(f"{c}/endpoint-overrides", self._control_put_overrides)
         return app
+
+    @web.middleware
+    async def _calls_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Records each WebhookService call with its caller's address and its answer (after
+        the errors middleware made every failure an answer)."""
+        named = operation(request.method, request.path)
+        response = await handler(request)
+        if named is not None:
+            what, webhook_id = named
+            source = request.remote or ""
+            now = self.clock.now()
+            self.calls.record(Call(now, source, what, webhook_id, response.status))
+        return response
 
     @web.middleware
     async def _errors_middleware(
@@ -545,6 +562,9 @@ class Emulator:
             state=q.get("state"),
         )
         return _json({"deliveries": [d.to_json() for d in found]})
+
+    async def _control_calls(self, request: web.Request) -> web.Response:
+        return _json(self.calls.show(request.query.get("source")))
 
     async def _control_delivery(self, request: web.Request) -> web.Response:
         delivery = self.engine.get(request.match_info["id"])

@@ -95,6 +95,14 @@ class ControlClient:
         found: dict[str, Any] = self._call("GET", f"{PREFIX}/deliveries/{delivery_id}")
         return found
 
+    def calls(self, source: str | None = None) -> dict[str, Any]:
+        """The WebhookService calls by caller address: `by_source` counts each operation,
+        `calls` lists the recent ones in order (`time`, `source`, `operation`,
+        `webhook_id`, `status_code`)."""
+        params = {"source": source} if source else {}
+        found: dict[str, Any] = self._call("GET", f"{PREFIX}/calls", params=params)
+        return found
+
     def wait_for_deliveries(
         self, count: int = 1, *, timeout: float = 10.0, settled: bool = True, **filters: str
     ) -> list[dict[str, Any]]:
