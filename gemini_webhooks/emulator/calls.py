@@ -46,7 +46,7 @@ class Call:
 
     def show(self) -> dict[str, Any]:
         return {
-            "time": rfc3339(self.time),
+            "time": rfc3339(self.time, "microseconds"),
             "source": self.source,
             "operation": self.operation,
             "webhook_id": self.webhook_id,

@@ -1,0 +1,633 @@
+"""Issue 24 on the real node: the chart's operator Deployment — 3 replicas electing a leader
+by Lease — rolled (`helm upgrade` changing the Pod template) under load, as a cluster admin
+would roll it; then its leader's container killed from the host.
+
+The load: 20 GeminiWebhooks, 15 rotating every 30 s (rotations fall due during the rollout),
+5 rotating only when asked (each asked once while the rollout runs), 2 of them delivering
+through a receiver to a sink, the others straight to it; the emulator (a Pod, the Gemini
+API) fires an event to all of them every 3 s.
+
+What each Pod wrote is counted without a proxy: the API server's audit log (the real-node
+fixture turns it on) names the Pod of every write, from the ServiceAccount token the kubelet
+projected into it (`user.extra["authentication.kubernetes.io/pod-name"]`, Kubernetes 1.30+);
+the emulator records every WebhookService call by the caller's Pod IP. From those:
+at most one replica writes at any instant, and only while it holds a Lease it renewed less
+than the renew deadline ago; the Lease changes hands only when released or expired; no
+rotation is done twice; every resource keeps exactly one remote webhook and a Secret
+holding a secret the emulator accepts; every delivery is delivered and verifies.
+The figures (takeover, writes per Pod in time order, double actions) are printed."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gemini_webhook_operator import receiver_resources
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.signing_secret import KNOWN, decode_data, remote_identity
+from gemini_webhooks.controlplane import nodeconfig
+from tests.chart.rendering import CHART_DIR
+from tests.chart.test_real_install import (
+    API_KEY,
+    DEPLOYMENT,
+    EMULATOR,
+    EMULATOR_LABELS,
+    EMULATOR_PORT,
+    RELEASE,
+    RELEASE_NAMESPACE,
+    RESTRICTED,
+    TAG,
+    TEAM,
+    Install,
+    _pod,
+    _service,
+    emulator_objects,
+)
+from tests.fixtures.real_node import Cluster, wait_for
+from tests.operator.test_leader_election import _verifies
+
+pytestmark = [pytest.mark.real_component, pytest.mark.late_build, pytest.mark.timeout(900)]
+
+RESOURCES, REQUESTED, RECEIVED = 20, 5, 2
+ROTATION = 30.0  # seconds between scheduled rotations
+DRIFT = 5  # seconds: how soon a due rotation is noticed (the chart's operator.driftInterval)
+TWICE_WITHIN = 5.0  # two rotations of one webhook this close: one was done twice
+FIRE_EVERY = 3.0
+LEASE = {"leaseDuration": 15, "renewDeadline": 10, "retryPeriod": 2}  # the chart's defaults
+OPERATOR_USER = f"system:serviceaccount:{RELEASE_NAMESPACE}:{DEPLOYMENT}"
+POD_NAME = "authentication.kubernetes.io/pod-name"
+REMOTE_WRITES = {"create", "update", "delete", "rotateSigningSecret"}
+SINK, SINK_PORT = "ha-sink", 8080
+SINK_URL = f"http://{SINK}.{TEAM}.svc.cluster.local:{SINK_PORT}"
+SINK_SERVER = f"""\
+import http.server, json
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        headers = {{k.lower(): v for k, v in self.headers.items()}}
+        seen = {{"path": self.path, "headers": headers, "body": body.decode()}}
+        print("EVENT " + json.dumps(seen), flush=True)
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("", {SINK_PORT}), Sink).serve_forever()
+"""
+VALUES = {
+    "image": {"pullPolicy": "Never"},
+    "replicaCount": 3,
+    "leaderElection": LEASE,
+    "operator": {
+        "apiBaseUrl": f"http://{EMULATOR}.{RELEASE_NAMESPACE}.svc.cluster.local:{EMULATOR_PORT}",
+        "driftInterval": DRIFT,
+    },
+    "networkPolicy": {
+        "extraEgress": [
+            {
+                "to": [{"podSelector": {"matchLabels": EMULATOR_LABELS}}],
+                "ports": [{"protocol": "TCP", "port": EMULATOR_PORT}],
+            }
+        ]
+    },
+}
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# --- What the observers saw, as plain data; the rules below are pure -------------------
+
+
+@dataclass(frozen=True)
+class Write:
+    at: float  # the API server's receipt (epoch seconds)
+    pod: str
+    verb: str
+    what: str  # resource[/subresource] namespace/name
+    code: int
+
+
+@dataclass(frozen=True)
+class LeaseWrite:
+    at: float
+    pod: str
+    holder: str  # "" once released
+
+
+def operator_writes(events: list[dict[str, Any]]) -> tuple[list[Write], list[LeaseWrite]]:
+    """The operator Pods' writes from the audit log: the Lease's (successful ones, with the
+    holder they wrote) and all others (attempts included). Every event must name its Pod."""
+    writes, leases = [], []
+    for event in events:
+        user = event.get("user") or {}
+        if user.get("username") != OPERATOR_USER or event.get("stage") != "ResponseComplete":
+            continue
+        pods = (user.get("extra") or {}).get(POD_NAME)
+        assert pods, f"an operator write without its Pod in the token's extra: {event}"
+        at, pod = parse_time(event["requestReceivedTimestamp"]), pods[0]
+        ref = event.get("objectRef") or {}
+        code = int((event.get("responseStatus") or {}).get("code") or 0)
+        if ref.get("resource") == "leases" and ref.get("name") == DEPLOYMENT:
+            if code < 300:
+                spec = (event.get("requestObject") or {}).get("spec") or {}
+                leases.append(LeaseWrite(at, pod, spec.get("holderIdentity") or ""))
+            continue
+        resource = "/".join(filter(None, [ref.get("resource"), ref.get("subresource")]))
+        what = f"{resource} {ref.get('namespace', '')}/{ref.get('name', '')}"
+        writes.append(Write(at, pod, event["verb"], what, code))
+    return sorted(writes, key=lambda w: w.at), sorted(leases, key=lambda w: w.at)
+
+
+def holder_at(leases: list[LeaseWrite], at: float) -> LeaseWrite | None:
+    """The Lease as its last write before `at` left it."""
+    before = [w for w in leases if w.at <= at]
+    return before[-1] if before else None
+
+
+def unfenced(writes: list[Write], leases: list[LeaseWrite], deadline: float) -> list[str]:
+    """Writes made by a Pod that did not hold the Lease, or had not renewed it within the
+    renew deadline, when the write reached the API server."""
+    wrong = []
+    for write in writes:
+        lease = holder_at(leases, write.at)
+        if lease is None or lease.holder != write.pod or write.at - lease.at > deadline:
+            wrong.append(f"{write.pod} {write.verb} {write.what} at {write.at:.3f} ({lease})")
+    return wrong
+
+
+def takeovers(leases: list[LeaseWrite], duration: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each change of holder: from whom, to whom, and how: after a release (seconds from
+    it) or after expiry, which may not come before `duration` past the last renewal."""
+    changes, wrong = [], []
+    for before, after in itertools.pairwise(leases):
+        if after.holder in ("", before.holder):
+            continue
+        if after.pod != after.holder:
+            wrong.append(f"{after.pod} wrote {after.holder} into the Lease")
+        released = before.holder == ""
+        gap = after.at - before.at
+        changes.append(
+            {
+                "from": before.pod,
+                "to": after.holder,
+                "released": released,
+                "after": gap,
+                "at": after.at,
+            }
+        )
+        if not released and gap < duration:
+            wrong.append(f"{after.holder} took the Lease {gap:.1f}s after {before.holder} renewed")
+    return changes, wrong
+
+
+def turns(stamped: list[tuple[float, str]]) -> list[str]:
+    """The writers in turn (consecutive writes of one as one turn): with one writer at any
+    instant, none appears twice."""
+    return [name for name, _ in itertools.groupby(name for _, name in sorted(stamped))]
+
+
+def double_rotations(
+    rotations: dict[str, list[float]], requested: set[str], expected: dict[str, int]
+) -> list[str]:
+    """Rotations done twice: a requested webhook rotated other than as often as asked, a
+    scheduled one twice within TWICE_WITHIN seconds."""
+    wrong = [
+        f"{w} rotated {len(rotations.get(w, []))} times, asked {expected[w]}"
+        for w in requested
+        if len(rotations.get(w, [])) != expected[w]
+    ]
+    for webhook, times in rotations.items():
+        for a, b in itertools.pairwise(sorted(times)):
+            if webhook not in requested and b - a < TWICE_WITHIN:
+                wrong.append(f"{webhook} rotated twice {b - a:.2f}s apart")
+    return wrong
+
+
+# --- The world on the node -------------------------------------------------------------
+
+
+def resource(name: str, *, requested: bool, received: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "events": ["batch.succeeded"],
+        "apiKeySecretRef": {"name": "gemini-api-key"},
+    }
+    if not requested:
+        spec["rotation"] = {"interval": f"{ROTATION:.0f}s"}
+    if received:
+        emulator_peer = {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": RELEASE_NAMESPACE}
+            },
+            "podSelector": {"matchLabels": EMULATOR_LABELS},
+        }
+        target = {"service": {"name": SINK, "port": SINK_PORT, "path": f"/received/{name}"}}
+        spec["receiver"] = {
+            "enabled": True,
+            "networkPolicy": {"publicFrom": [emulator_peer]},
+            "defaultRoute": {"targets": [target]},
+        }
+    else:
+        spec["url"] = f"{SINK_URL}/direct/{name}"
+    return {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": name, "namespace": TEAM},
+        "spec": spec,
+    }
+
+
+@dataclass
+class World:
+    install: Install
+    names: list[str]
+    requested: list[str]
+    received: list[str]
+    webhook_of: dict[str, str] = field(default_factory=dict)
+    asked: dict[str, int] = field(default_factory=dict)  # rotations requested per resource
+    pod_ips: dict[str, str] = field(default_factory=dict)  # IP -> operator Pod, ever seen
+    began: float = field(default_factory=time.time)  # the module's world, not earlier ones
+    fired: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @property
+    def cluster(self) -> Cluster:
+        return self.install.cluster
+
+    def emulator_url(self) -> str:
+        ip = self.cluster.get("service", "-n", RELEASE_NAMESPACE, EMULATOR)["spec"]["clusterIP"]
+        return f"http://{ip}:{EMULATOR_PORT}"
+
+    def emulator_get(self, path: str) -> Any:
+        request = urllib.request.Request(
+            f"{self.emulator_url()}{path}", headers={"x-goog-api-key": API_KEY}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.load(answer)
+
+    def note_pods(self) -> None:
+        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
+        for pod in self.cluster.get("pods", "-n", RELEASE_NAMESPACE, "-l", selector)["items"]:
+            ip = (pod.get("status") or {}).get("podIP")
+            if ip:
+                self.pod_ips[ip] = pod["metadata"]["name"]
+
+    def _run(self) -> None:
+        emulator = self.install.emulator()
+        while not self._stop.is_set():
+            try:
+                emulator.fire("batch.succeeded")
+                self.fired += 1
+                self.note_pods()
+            except Exception as error:  # reported by stop(), never swallowed
+                self.failures.append(repr(error))
+            self._stop.wait(FIRE_EVERY)
+
+    def start_load(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="load", daemon=True)
+        self._thread.start()
+
+    def stop_load(self) -> None:
+        assert self._thread is not None
+        self._stop.set()
+        self._thread.join(60)
+        assert not self.failures, self.failures
+
+    def request_rotation(self, name: str) -> None:
+        self.cluster.kubectl(
+            "-n", TEAM, "annotate", crd.PLURAL, name, f"{crd.ANNOTATION_ROTATE}=now", "--overwrite"
+        )
+        self.asked[name] = self.asked.get(name, 0) + 1
+
+    def rotated_on_request(self, name: str) -> bool:
+        found = self.install.webhook(name)
+        annotations = found["metadata"].get("annotations") or {}
+        reason = (found.get("status") or {}).get("lastRotationReason")
+        return crd.ANNOTATION_ROTATE not in annotations and reason == "RequestedByAnnotation"
+
+    def leader(self) -> str:
+        lease = self.cluster.get("lease", "-n", RELEASE_NAMESPACE, DEPLOYMENT)
+        return str(lease["spec"].get("holderIdentity") or "")
+
+    def operator_writes(self) -> tuple[list[Write], list[LeaseWrite]]:
+        writes, leases = operator_writes(self.cluster.audit_events())
+        return (
+            [w for w in writes if w.at >= self.began],
+            [w for w in leases if w.at >= self.began],
+        )
+
+    def settled_deliveries(self) -> list[dict[str, Any]]:
+        def settled() -> list[dict[str, Any]] | None:
+            found = self.emulator_get("/emulator/v1/deliveries")["deliveries"]
+            return None if any(d["state"] == "pending" for d in found) else found
+
+        result: list[dict[str, Any]] = wait_for("the deliveries settled", settled, 120, every=2)
+        return result
+
+    def sink_events(self) -> list[dict[str, Any]]:
+        log = self.cluster.kubectl("logs", "-n", TEAM, SINK, timeout=120)
+        return [json.loads(line[6:]) for line in log.splitlines() if line.startswith("EVENT ")]
+
+    def check(self, since: float) -> tuple[str, list[str]]:
+        """Everything observed from `since` (epoch seconds) on, checked: the figures, and
+        what went wrong."""
+        writes, leases = self.operator_writes()
+        deadline, duration = float(LEASE["renewDeadline"]), float(LEASE["leaseDuration"])
+        wrong = unfenced(writes, leases, deadline)
+        changes, bad_changes = takeovers(leases, duration)
+        wrong += bad_changes
+        self.note_pods()
+        calls = self.emulator_get("/emulator/v1/calls")["calls"]
+        remote = [
+            (parse_time(c["time"]), self.pod_ips.get(c["source"], c["source"]), c)
+            for c in calls
+            if c["operation"] in REMOTE_WRITES
+        ]
+        strangers = sorted({pod for _, pod, _ in remote if pod not in self.pod_ips.values()})
+        if strangers:
+            wrong.append(f"WebhookService writes from outside the operator Pods: {strangers}")
+        # Each Pod's remote writes while it held the Lease (one host clock: the emulator's
+        # Pod and the API server share it).
+        for at, pod, call in remote:
+            lease = holder_at(leases, at)
+            if lease is None or lease.holder != pod or at - lease.at > deadline:
+                wrong.append(f"{pod} {call['operation']} {call['webhook_id']} unfenced ({lease})")
+        writers = turns([(w.at, w.pod) for w in writes] + [(a, p) for a, p, _ in remote])
+        if len(set(writers)) != len(writers):
+            wrong.append(f"a Pod wrote again after another had: {' > '.join(writers)}")
+
+        rotations: dict[str, list[float]] = {}
+        creates = 0
+        for at, _who, call in remote:
+            if call["status_code"] != 200:
+                continue
+            creates += call["operation"] == "create"
+            if call["operation"] == "rotateSigningSecret":
+                rotations.setdefault(call["webhook_id"], []).append(at)
+        requested = {self.webhook_of[n] for n in self.requested}
+        expected = {self.webhook_of[n]: self.asked.get(n, 0) for n in self.requested}
+        doubles = double_rotations(rotations, requested, expected)
+        wrong += doubles
+        if creates != len(self.names):
+            wrong.append(f"{creates} remote webhooks created for {len(self.names)} resources")
+
+        listed = self.emulator_get("/v1/webhooks?page_size=1000")["webhooks"]
+        reported = {w["id"]: [s["truncated_secret"] for s in w["signing_secrets"]] for w in listed}
+        if sorted(reported) != sorted(self.webhook_of.values()):
+            wrong.append("not exactly one remote webhook per resource")
+        held_by: dict[str, list[str]] = {}
+        for name in self.names:
+            hook = self.install.webhook(name)
+            if hook["status"].get("webhookId") != self.webhook_of[name]:
+                wrong.append(f"{name}: its webhook changed")
+            secret = self.cluster.get("secret", "-n", TEAM, hook["status"]["signingSecretName"])
+            held = decode_data(secret.get("data") or {})
+            held_by[name] = [s.secret for s in held.secrets]
+            known = reported.get(self.webhook_of[name], [])
+            if held.current is None or remote_identity(held.current.secret, known) != KNOWN:
+                wrong.append(f"{name}: its Secret holds no secret the emulator accepts")
+
+        deliveries = self.settled_deliveries()
+        undelivered = [d["id"] for d in deliveries if d["state"] != "delivered"]
+        refused = sum(
+            1 for d in deliveries for a in d["attempts"] if a.get("status_code") in (401, 403)
+        )
+        failed = 0
+        sink = self.sink_events()
+        for seen in sink:
+            if int(seen["headers"].get("webhook-timestamp") or 0) < since:
+                continue  # verified when it was new (standardwebhooks' tolerance: 5 min)
+            kind, name = seen["path"].strip("/").split("/")
+            if kind == "direct" and not any(
+                _verifies(s, seen["body"].encode(), seen["headers"]) for s in held_by[name]
+            ):
+                failed += 1
+        if undelivered or failed or refused:
+            wrong.append(
+                f"deliveries: {len(undelivered)} not delivered, {refused} attempts refused by "
+                f"a receiver, {failed} at the sink failing verification"
+            )
+
+        per_pod: dict[str, list[float]] = {}
+        stamped = [(w.at, w.pod) for w in writes] + [(a, p) for a, p, _ in remote]
+        for at, pod in sorted(s for s in stamped if s[0] >= since):
+            per_pod.setdefault(pod, []).append(at)
+        kube_by = {p: sum(1 for w in writes if w.pod == p and w.at >= since) for p in per_pod}
+        remote_by = {p: sum(1 for a, q, _ in remote if q == p and a >= since) for p in per_pod}
+        order = ", ".join(
+            f"{p} {kube_by[p]}+{remote_by[p]} [{ts[0] - since:+.1f}s..{ts[-1] - since:+.1f}s]"
+            for p, ts in sorted(per_pod.items(), key=lambda item: item[1][0])
+        )
+        handed = "; ".join(
+            f"{c['from']} -> {c['to']} {'released' if c['released'] else 'expired'}, "
+            f"{c['after']:.1f}s after the last write of it at {c['at'] - since:+.1f}s"
+            for c in changes
+            if c["at"] >= since
+        )
+        figures = (
+            f"writes per Pod in time order (Kubernetes + WebhookService; relative to the "
+            f"start): {order} | Lease changes: {handed or 'none'} | rotations "
+            f"{sum(len(t) for t in rotations.values())}, double actions {len(doubles)} | "
+            f"deliveries {len(deliveries)} ({self.fired} events fired), {len(sink)} at the "
+            f"sink, {failed} failing verification, {len(undelivered)} not delivered"
+        )
+        return figures, wrong
+
+
+@pytest.fixture(scope="module")
+def world(real_node: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    install = Install(real_node, tmp_path_factory.mktemp("real-rollout"))
+    install.values.write_text(yaml.safe_dump(VALUES))
+    names = [f"ha-{i:02d}" for i in range(RESOURCES)]
+    built = World(install, names, names[:REQUESTED], names[-RECEIVED:])
+    try:
+        for namespace in (RELEASE_NAMESPACE, TEAM):
+            real_node.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": namespace, "labels": RESTRICTED},
+                }
+            )
+            wait_for(
+                f"the default ServiceAccount in {namespace}",
+                functools.partial(real_node.kubectl, "get", "sa", "-n", namespace, "-o", "name"),
+                60,
+            )
+        image = f"{nodeconfig.IMAGE_REPOSITORIES['product']}:{TAG}"
+        labels = {"app": SINK}
+        real_node.apply(
+            *emulator_objects(),
+            _pod(SINK, TEAM, image, labels, SINK_PORT, command=["python", "-c", SINK_SERVER]),
+            _service(SINK, TEAM, labels, SINK_PORT),
+        )
+        real_node.kubectl("apply", "-f", str(CHART_DIR.parents[1] / "crds"))
+        real_node.kubectl(
+            "-n",
+            TEAM,
+            "create",
+            "secret",
+            "generic",
+            "gemini-api-key",
+            f"--from-literal=api-key={API_KEY}",
+        )
+        install.helm(
+            "install",
+            RELEASE,
+            str(CHART_DIR),
+            "--set",
+            f"image.repository={nodeconfig.IMAGE_REPOSITORIES['product']}",
+            "-f",
+            str(install.values),
+        )
+        wait_for("the emulator Ready", lambda: install.ready_pod(RELEASE_NAMESPACE, EMULATOR), 120)
+        wait_for("the sink Ready", lambda: install.ready_pod(TEAM, SINK), 120)
+        install.waiting(
+            240, "-n", RELEASE_NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}"
+        )
+        real_node.apply(
+            *(
+                resource(n, requested=n in built.requested, received=n in built.received)
+                for n in names
+            )
+        )
+        install.waiting(240, "-n", TEAM, "wait", "--for=condition=Ready", crd.PLURAL, "--all")
+        built.webhook_of = {n: install.webhook(n)["status"]["webhookId"] for n in names}
+        for name in built.received:
+            deployment = receiver_resources.receiver_name(name)
+            install.waiting(180, "-n", TEAM, "rollout", "status", f"deployment/{deployment}")
+        yield built
+    finally:
+        with contextlib.suppress(AssertionError):
+            built.stop_load() if built._thread else None
+        install.cleanup()
+
+
+def test_a_rolling_update_under_load_hands_over_once_and_does_nothing_twice(
+    world: World,
+) -> None:
+    """`helm upgrade` changing the Pod template: the Deployment replaces the 3 replicas one
+    by one (maxSurge 1, maxUnavailable 0), a rotation requested at each step."""
+    install = world.install
+    before = {p["metadata"]["name"] for p in install.operator_pods()}
+    world.start_load()
+    start = time.time()
+    time.sleep(FIRE_EVERY * 2)  # deliveries flowing before anything changes
+    upgraded = time.time()
+    install.helm(
+        "upgrade",
+        RELEASE,
+        str(CHART_DIR),
+        "--reuse-values",
+        "--set",
+        f"podAnnotations.gwo-test/rolled={int(upgraded)}",
+    )
+    for name in world.requested:  # one request every few seconds, while the Pods turn over
+        world.request_rotation(name)
+        time.sleep(4)
+    install.waiting(300, "-n", RELEASE_NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}")
+    rolled = time.time() - upgraded
+    after = {p["metadata"]["name"] for p in install.operator_pods()}
+    assert len(after) == 3 and not after & before, (before, after)
+    wait_for("a new replica holds the Lease", lambda: world.leader() in after, 120, every=1)
+    for name in world.requested:
+        wait_for(
+            f"{name} rotated on request", functools.partial(world.rotated_on_request, name), 120
+        )
+    time.sleep(ROTATION / 2)  # due rotations under the new leader too
+    world.stop_load()
+    figures, wrong = world.check(start)
+    figures = (
+        f"HA figures (real node), rolling update of the chart's Deployment: 3 replicas, "
+        f"{RESOURCES} resources ({RESOURCES - REQUESTED} rotating every {ROTATION:.0f}s, "
+        f"{REQUESTED} on request, {RECEIVED} through receivers), rollout complete after "
+        f"{rolled:.1f}s | {figures}"
+    )
+    print(f"\n{figures}")
+    assert wrong == [], f"{wrong}\n{figures}"
+
+
+def container_processes(pod_uid: str) -> list[int]:
+    """Host PIDs of the Pod's processes but its sandbox's (pause), by their cgroup."""
+    marks = (pod_uid, pod_uid.replace("-", "_"))
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cgroup = (entry / "cgroup").read_text()
+            command = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            if any(m in cgroup for m in marks) and not command.endswith(b"/pause"):
+                found.append(int(entry.name))
+    return found
+
+
+def test_sigkill_of_the_leaders_container_hands_over_once_and_does_nothing_twice(
+    world: World,
+) -> None:
+    """kill -9 of the leading container's main process from the host: the kubelet restarts
+    it, the Lease goes to whichever replica acquires first (the restarted one may, under its
+    own name); nobody acts twice, and the first write after the kill comes within the lease
+    duration and retry period (plus kopf's start)."""
+    install = world.install
+    world.start_load()
+    start = time.time()
+    time.sleep(FIRE_EVERY * 2)
+    leader = world.leader()
+    (pod,) = [p for p in install.operator_pods() if p["metadata"]["name"] == leader]
+    main_pids = container_processes(pod["metadata"]["uid"])
+    assert main_pids, f"no process of {leader} on the host"
+    # The container's main process: the one whose parent is not in the container.
+    (main,) = [
+        pid
+        for pid in main_pids
+        if int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1]) not in main_pids
+    ]
+    killed = time.time()
+    os.kill(main, signal.SIGKILL)
+    for name in world.requested[:2]:
+        world.request_rotation(name)
+    for name in world.requested[:2]:
+        wait_for(
+            f"{name} rotated on request", functools.partial(world.rotated_on_request, name), 120
+        )
+    time.sleep(ROTATION / 2)
+    world.stop_load()
+    figures, wrong = world.check(start)
+    writes, leases = world.operator_writes()
+    acquired = [w for w in leases if w.at > killed and w.holder]
+    first_write = [w.at - killed for w in writes if w.at > killed]
+    takeover = acquired[0].at - killed if acquired else float("inf")
+    first = first_write[0] if first_write else float("inf")
+    restarts = install.cluster.get("pod", "-n", RELEASE_NAMESPACE, leader)["status"][
+        "containerStatuses"
+    ][0]["restartCount"]
+    bound = LEASE["leaseDuration"] + 1.2 * LEASE["retryPeriod"]
+    figures = (
+        f"HA figures (real node), SIGKILL of the leader's container ({leader}, pid {main}, "
+        f"restarted {restarts}x by the kubelet): Lease acquired {takeover:.1f}s after the "
+        f"kill by {acquired[0].holder if acquired else 'nobody'}, first write {first:.1f}s "
+        f"after it (lease + retry = {bound:.1f}s) | {figures}"
+    )
+    print(f"\n{figures}")
+    assert wrong == [], f"{wrong}\n{figures}"
+    assert takeover <= bound + 2.0, figures
+    assert first <= bound + 20.0, figures  # + kopf starting and listing on the new leader
