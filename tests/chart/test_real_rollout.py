@@ -75,13 +75,15 @@ REMOTE_WRITES = {"create", "update", "delete", "rotateSigningSecret"}
 SINK, SINK_PORT = "ha-sink", 8080
 SINK_URL = f"http://{SINK}.{TEAM}.svc.cluster.local:{SINK_PORT}"
 SINK_SERVER = f"""\
-import http.server, json
+import http.server, json, threading
+lock = threading.Lock()  # one line per request, whole, from concurrent handlers
 class Sink(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         headers = {{k.lower(): v for k, v in self.headers.items()}}
         seen = {{"path": self.path, "headers": headers, "body": body.decode()}}
-        print("EVENT " + json.dumps(seen), flush=True)
+        with lock:
+            print("EVENT " + json.dumps(seen), flush=True)
         self.send_response(204)
         self.end_headers()
     def log_message(self, *args):
@@ -537,7 +539,7 @@ def test_a_rolling_update_under_load_hands_over_once_and_does_nothing_twice(
         RELEASE,
         str(CHART_DIR),
         "--reuse-values",
-        "--set",
+        "--set-string",
         f"podAnnotations.gwo-test/rolled={int(upgraded)}",
     )
     for name in world.requested:  # one request every few seconds, while the Pods turn over
