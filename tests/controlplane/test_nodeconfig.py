@@ -108,6 +108,15 @@ def test_api_server_reconciles_its_endpoints_when_pods_can_reach_it() -> None:
     assert "--kubelet-preferred-address-types=InternalIP" in for_pods
 
 
+def test_api_server_writes_an_audit_log_only_with_a_policy() -> None:
+    layout, ports = Layout(Path("/cp")), Ports(1, 2, 3, 4, 5)
+    assert not any(a.startswith("--audit") for a in apiserver_argv(Path("/a"), layout, ports))
+    audited = apiserver_argv(Path("/a"), layout, ports, audit_policy=Path("/p.yaml"))
+    assert "--audit-policy-file=/p.yaml" in audited
+    assert "--audit-log-path=/cp/audit.log" in audited
+    assert "--audit-log-format=json" in audited
+
+
 def test_serving_certificate_names_the_address_pods_reach(tmp_path: Path) -> None:
     pair = pki.CertificateAuthority(tmp_path).issue(
         "apiserver", common_name="apiserver", server=True, extra_ips=(NETWORK.host_ip,)
