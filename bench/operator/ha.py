@@ -16,6 +16,13 @@ they measure from the outside:
 
 Lease timings are the tests' (8/6/1 s, client-go's proportions). A failing assertion is
 reported after the figures. The machine may be shared: re-run on a quiet one.
+
+    .venv/bin/python bench/operator/ha.py --real-node
+
+runs `tests/chart/test_real_rollout.py` instead (root; one real node on the machine at a
+time, `flock /tmp/gwo-real-node.lock`): the chart's Deployment on the real node, rolled by
+`helm upgrade` under load, then its leader's container killed from the host; writes per
+Pod from the API server's audit log and the emulator's calls, at the chart's Lease timings.
 """
 
 from __future__ import annotations
@@ -29,19 +36,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = "tests/operator/test_leader_election.py"
 SCENARIOS = "cut_from_the_api_server or three_replicas_under_load"
+REAL_NODE = "tests/chart/test_real_rollout.py"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kube", choices=("sandbox", "real"), default="real")
+    parser.add_argument(
+        "--real-node", action="store_true", help="the chart's Deployment on the real node"
+    )
     args = parser.parse_args()
-    env = dict(os.environ, GWO_KUBE=args.kube)
+    env = dict(os.environ, GWO_KUBE="sandbox" if args.real_node else args.kube)
     env.pop("KUBECONFIG", None)
     paths = [str(ROOT), str(ROOT / "operator"), str(ROOT / "receiver")]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", TESTS]
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider"]
+    selected = [REAL_NODE] if args.real_node else [TESTS, "-k", SCENARIOS]
     result = subprocess.run(
-        [*command, "-k", SCENARIOS], cwd=ROOT, env=env, capture_output=True, text=True
+        [*command, *selected], cwd=ROOT, env=env, capture_output=True, text=True
     )
     output = result.stdout + result.stderr
     # pytest's progress dots may precede a line: take each from its marker on.
