@@ -396,11 +396,17 @@ class World:
         if sorted(reported) != sorted(self.webhook_of.values()):
             wrong.append("not exactly one remote webhook per resource")
         held_by: dict[str, list[str]] = {}
+        hooks = {
+            h["metadata"]["name"]: h for h in self.cluster.get(crd.PLURAL, "-n", TEAM)["items"]
+        }
+        secrets = {
+            s["metadata"]["name"]: s for s in self.cluster.get("secrets", "-n", TEAM)["items"]
+        }
         for name in self.names:
-            hook = self.install.webhook(name)
+            hook = hooks[name]
             if hook["status"].get("webhookId") != self.webhook_of[name]:
                 wrong.append(f"{name}: its webhook changed")
-            secret = self.cluster.get("secret", "-n", TEAM, hook["status"]["signingSecretName"])
+            secret = secrets[hook["status"]["signingSecretName"]]
             held = decode_data(secret.get("data") or {})
             held_by[name] = [s.secret for s in held.secrets]
             known = reported.get(self.webhook_of[name], [])
