@@ -444,15 +444,24 @@ class World:
             f"{p} {kube_by[p]}+{remote_by[p]} [{ts[0] - since:+.1f}s..{ts[-1] - since:+.1f}s]"
             for p, ts in sorted(per_pod.items(), key=lambda item: item[1][0])
         )
-        handed = "; ".join(
-            f"{c['from']} -> {c['to']} {'released' if c['released'] else 'expired'}, "
-            f"{c['after']:.1f}s after the last write of it at {c['at'] - since:+.1f}s"
-            for c in changes
-            if c["at"] >= since
-        )
+        # Each handover in the window: bounded, and how soon the new holder wrote.
+        retry = float(LEASE["retryPeriod"])
+        handed = []
+        for change in (c for c in changes if c["at"] >= since):
+            bound = 1.2 * retry + (0 if change["released"] else duration) + 2.0  # + load
+            if change["after"] > bound:
+                wrong.append(f"a takeover {change['after']:.1f}s after the Lease was free")
+            wrote = [at for at, pod in stamped if pod == change["to"] and at >= change["at"]]
+            first = f"{min(wrote) - change['at']:.1f}s" if wrote else "never"
+            handed.append(
+                f"{change['from']} -> {change['to']} at {change['at'] - since:+.1f}s, "
+                f"{change['after']:.1f}s after the Lease was "
+                f"{'released' if change['released'] else 'last renewed'}, first write {first}"
+                f" after"
+            )
         figures = (
             f"writes per Pod in time order (Kubernetes + WebhookService; relative to the "
-            f"start): {order} | Lease changes: {handed or 'none'} | rotations "
+            f"start): {order} | Lease changes: {'; '.join(handed) or 'none'} | rotations "
             f"{sum(len(t) for t in rotations.values())}, double actions {len(doubles)} | "
             f"deliveries {len(deliveries)} ({self.fired} events fired), {len(sink)} at the "
             f"sink, {failed} failing verification, {len(undelivered)} not delivered"
