@@ -388,6 +388,18 @@ class World:
         expected = {self.webhook_of[n]: self.asked.get(n, 0) for n in self.requested}
         doubles = double_rotations(rotations, requested, expected)
         wrong += doubles
+        # How late scheduled rotations came: each one's gap from the one before, past the
+        # interval (due the interval after the last; noticed within the drift interval).
+        late = max(
+            (
+                b - a - ROTATION
+                for webhook, times in rotations.items()
+                if webhook not in requested
+                for a, b in itertools.pairwise(sorted(times))
+                if b >= since
+            ),
+            default=0.0,
+        )
         if creates != len(self.names):
             wrong.append(f"{creates} remote webhooks created for {len(self.names)} resources")
 
@@ -462,7 +474,8 @@ class World:
         figures = (
             f"writes per Pod in time order (Kubernetes + WebhookService; relative to the "
             f"start): {order} | Lease changes: {'; '.join(handed) or 'none'} | rotations "
-            f"{sum(len(t) for t in rotations.values())}, double actions {len(doubles)} | "
+            f"{sum(len(t) for t in rotations.values())}, double actions {len(doubles)}, "
+            f"a scheduled one at most {late:.1f}s past due (drift interval {DRIFT}s) | "
             f"deliveries {len(deliveries)} ({self.fired} events fired), {len(sink)} at the "
             f"sink, {failed} failing verification, {len(undelivered)} not delivered"
         )
