@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gemini_webhook_operator.kube import KubeError
-from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME
+from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaseRecord
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import MANAGED_BY
 from gemini_webhooks.contracts.times import parse_rfc3339
@@ -67,21 +67,20 @@ def lease_state(lease: JSON, now: datetime) -> tuple[bool, str]:
     """Whether a leader Lease has a live holder at `now` (the reader's clock), and what to
     say: a holder that renewed it within its lease duration acts; an empty holder is a
     released Lease; an older renewal is a holder that stopped (or a clock far off ours)."""
-    spec = lease.get("spec") or {}
-    holder = str(spec.get("holderIdentity") or "")
-    renewed = parse_rfc3339(spec.get("renewTime"))
-    duration = spec.get("leaseDurationSeconds")
-    if not holder:
+    record = LeaseRecord.from_object(lease)
+    renewed = parse_rfc3339(record.renew_time)
+    if not record.holder:
         return False, "no replica holds it (released, or never taken)"
-    if renewed is None or not isinstance(duration, int):
-        return False, f"held by {holder}, without a renewTime and leaseDurationSeconds"
+    if renewed is None or not record.lease_duration:
+        return False, f"held by {record.holder}, without a renewTime and leaseDurationSeconds"
     age = (now - renewed).total_seconds()
-    if age > duration:
+    if age > record.lease_duration:
         return False, (
-            f"held by {holder}, not renewed for {age:.0f} s (lease {duration} s): "
-            "the holder stopped acting, or this machine's clock is off"
+            f"held by {record.holder}, not renewed for {age:.0f} s "
+            f"(lease {record.lease_duration:g} s): the holder stopped acting, or this "
+            "machine's clock is off"
         )
-    return True, f"held by {holder}, renewed {max(age, 0.0):.0f} s ago"
+    return True, f"held by {record.holder}, renewed {max(age, 0.0):.0f} s ago"
 
 
 def leader_lease(deployment: JSON) -> tuple[str, str] | None:
