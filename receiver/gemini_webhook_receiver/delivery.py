@@ -108,14 +108,9 @@ async def deliver_inline(
         if left <= 0:
             break
         # One timer per attempt, bounded by what is left of the deadline.
-        seconds = min(config.timeout_seconds, left)
-        if len(pending) == 1:  # the common case, awaited without deliver_once's frame
-            if await forwarder.forward(event, pending[0], seconds) == FORWARD_OK:
-                return True
-        else:
-            pending = await deliver_once(forwarder, event, pending, seconds)
-            if not pending:
-                return True
+        pending = await deliver_once(forwarder, event, pending, min(config.timeout_seconds, left))
+        if not pending:
+            return True
         pause = backoff(config, attempt)
         if attempt == config.inline_attempts or time.monotonic() + pause >= deadline:
             break

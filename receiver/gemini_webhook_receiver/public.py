@@ -501,10 +501,8 @@ class _Connection(asyncio.Protocol):
         self.pending.append(request)
         if not self.busy:
             self.busy = True
-            wake = self.wake
-            if wake is not None:
-                self.wake = None
-                wake.set_result(None)
+            if self.wake is not None:
+                self._release_worker()  # the connection's task, waiting for this request
             else:
                 self.worker = self.loop.create_task(self._work())
         elif len(self.pending) >= MAX_PIPELINED and not self.queue_full:
@@ -559,7 +557,8 @@ class _Connection(asyncio.Protocol):
             self.busy = False
 
     def _release_worker(self) -> None:
-        """End the task waiting for a next request that will not come."""
+        """Wake the connection's task waiting between requests: one was queued, or none
+        will come (the connection closed) and it ends."""
         wake = self.wake
         if wake is not None:
             self.wake = None
