@@ -14,7 +14,8 @@ import contextlib
 import itertools
 from collections.abc import Mapping, Sequence
 
-from gemini_webhooks.sandbox.kubelet import PodPorts, selects, service_key
+from gemini_webhooks.contracts import label_selector
+from gemini_webhooks.sandbox.kubelet import PodPorts, service_key
 
 _CHUNK = 64 * 1024
 
@@ -31,12 +32,13 @@ def service_backends(
         spec: Mapping[str, object] = service.get("spec") or {}  # type: ignore[assignment]
         namespace = metadata.get("namespace", "default")
         selector: Mapping[str, str] = spec.get("selector") or {}  # type: ignore[assignment]
-        if not selector:
+        if not selector:  # a Service without a selector has its endpoints made by hand
             continue
+        selects = label_selector.from_labels(selector)
         for (pod_namespace, _), (labels, ports, ready) in sorted(
             pods.items(), key=lambda item: item[0]
         ):
-            if pod_namespace != namespace or not selects(selector, labels):
+            if pod_namespace != namespace or not selects.matches(labels):
                 continue
             for port in spec.get("ports") or []:  # type: ignore[attr-defined]
                 host_port = ports.lookup(port.get("targetPort", port["port"]))

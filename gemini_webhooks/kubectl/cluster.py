@@ -27,6 +27,7 @@ from gemini_webhook_operator.kube import (
     Kube,
     KubeConfigError,
     KubeError,
+    label_selector,
     object_path,
 )
 from gemini_webhooks.contracts import crd
@@ -117,8 +118,7 @@ class Session:
         return await self.kube.get(kind, self.namespace, name)
 
     async def select(self, kind: str, selector: Mapping[str, str]) -> list[JSON]:
-        terms = ",".join(f"{k}={v}" for k, v in selector.items())
-        return await self.kube.list(kind, self.namespace, terms)
+        return await self.kube.list(kind, self.namespace, label_selector(selector))
 
     async def events_about(self, uid: str) -> list[JSON]:
         found = await self.kube.request(

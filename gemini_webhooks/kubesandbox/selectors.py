@@ -6,62 +6,20 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gemini_webhooks.contracts import label_selector as label_selectors
 from gemini_webhooks.kubesandbox.errors import bad_request
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
-_SET_RE = re.compile(r"^\s*([^\s!=]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
 _EQ_RE = re.compile(r"^\s*([^\s!=]+)\s*(==|=|!=)\s*([^\s,]*)\s*$")
-_EXISTS_RE = re.compile(r"^\s*(!?)\s*([^\s!=()]+)\s*$")
-
-
-def _split(selector: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in selector:
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return [p for p in parts if p.strip()]
 
 
 def label_selector(selector: str) -> Predicate:
-    """`a=b,c!=d,e in (f,g),h notin (i),j,!k` -> a predicate over an object's labels."""
-    checks: list[Callable[[Mapping[str, str]], bool]] = []
-    for requirement in _split(selector):
-        if m := _SET_RE.match(requirement):
-            values = {v.strip() for v in m.group(3).split(",") if v.strip()}
-            checks.append(_in_set(m.group(1), values, negate=m.group(2) == "notin"))
-        elif m := _EQ_RE.match(requirement):
-            checks.append(_equals(m.group(1), m.group(3), negate=m.group(2) == "!="))
-        elif m := _EXISTS_RE.match(requirement):
-            checks.append(_exists(m.group(2), negate=bool(m.group(1))))
-        else:
-            raise bad_request(f"unable to parse requirement: {requirement.strip()!r}")
-
-    def predicate(obj: Mapping[str, Any]) -> bool:
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        return all(check(labels) for check in checks)
-
-    return predicate
-
-
-def _in_set(key: str, values: set[str], *, negate: bool) -> Callable[[Mapping[str, str]], bool]:
-    return lambda labels: (labels.get(key) in values) != negate
-
-
-def _equals(key: str, value: str, *, negate: bool) -> Callable[[Mapping[str, str]], bool]:
-    return lambda labels: (labels.get(key) == value) != negate
-
-
-def _exists(key: str, *, negate: bool) -> Callable[[Mapping[str, str]], bool]:
-    return lambda labels: (key in labels) != negate
+    """A `labelSelector` query -> a predicate over an object's labels; 400 when malformed."""
+    try:
+        return label_selectors.parse(selector).selects
+    except label_selectors.SelectorError as error:
+        raise bad_request(str(error)) from None
 
 
 def _lookup(obj: Mapping[str, Any], path: str) -> str:
@@ -116,7 +74,7 @@ def field_selector(
     the words of the type's own field-label conversion (`legacy`: secrets, pods, events,
     ...) or of the generic one, which lists what is selectable."""
     checks: list[Predicate] = []
-    for requirement in _split(selector):
+    for requirement in filter(str.strip, selector.split(",")):
         m = _EQ_RE.match(requirement)
         if not m:
             raise bad_request(f"invalid field selector: {requirement.strip()!r}")

@@ -23,6 +23,7 @@ import aiohttp.web
 import attrs
 import kmock
 
+from gemini_webhooks.contracts import label_selector
 from gemini_webhooks.kubesandbox import errors, openapi, openapi_v2, protobuf, tables
 from gemini_webhooks.kubesandbox.errors import ApiError
 from gemini_webhooks.kubesandbox.faults import (
@@ -910,7 +911,10 @@ def _scale_of(obj: Obj, paths: Mapping[str, str]) -> dict[str, Any]:
     if selector_path:
         selector = tables.jsonpath(obj, str(selector_path))
         if isinstance(selector, dict):  # a Deployment's LabelSelector, as a selector string
-            selector = _selector_string(selector)
+            try:
+                selector = str(label_selector.from_object(selector))
+            except label_selector.SelectorError:
+                selector = None  # FormatLabelSelector's "<error>": no selector to scale by
         if selector:
             status["selector"] = selector
     return {
@@ -924,27 +928,6 @@ def _scale_of(obj: Obj, paths: Mapping[str, str]) -> dict[str, Any]:
         "spec": {"replicas": spec_replicas or 0},
         "status": status,
     }
-
-
-def _selector_string(selector: Mapping[str, Any]) -> str:
-    """A LabelSelector as `metav1.LabelSelectorAsSelector(...).String()` prints it."""
-    requirements: list[tuple[str, str]] = [
-        (str(k), f"{k}={v}") for k, v in (selector.get("matchLabels") or {}).items()
-    ]
-    for expression in selector.get("matchExpressions") or []:
-        if not isinstance(expression, Mapping):
-            continue
-        key, operator = str(expression.get("key")), expression.get("operator")
-        values = ",".join(sorted(str(v) for v in expression.get("values") or []))
-        text = {
-            "In": f"{key} in ({values})",
-            "NotIn": f"{key} notin ({values})",
-            "Exists": key,
-            "DoesNotExist": f"!{key}",
-        }.get(str(operator))
-        if text is not None:
-            requirements.append((key, text))
-    return ",".join(text for _, text in sorted(requirements))
 
 
 def _set_path(obj: Obj, path: str, value: Any) -> Obj:

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from gemini_webhooks.contracts import label_selector
 from gemini_webhooks.contracts.times import now_rfc3339
 from gemini_webhooks.kubesandbox import builtin_validation, errors, owners, patching, schema
 from gemini_webhooks.kubesandbox.errors import ApiError, cause
@@ -1051,12 +1052,17 @@ def _validate_keys_and_values(meta: Obj) -> list[dict[str, str]]:
 
 def _deployment_selector(spec: Obj) -> list[dict[str, str]]:
     selector = spec.get("selector")
-    match = selector.get("matchLabels") if isinstance(selector, dict) else None
-    if not isinstance(selector, dict) or not (match or selector.get("matchExpressions")):
+    if not isinstance(selector, dict) or not (
+        selector.get("matchLabels") or selector.get("matchExpressions")
+    ):
         return [cause("spec.selector", "FieldValueRequired", "Required value")]
+    try:
+        selects = label_selector.from_object(selector)
+    except label_selector.SelectorError as error:
+        return [cause("spec.selector", "FieldValueInvalid", f"Invalid value: {error}")]
     template: Obj = spec["template"] if isinstance(spec.get("template"), dict) else {}
     labels = (template.get("metadata") or {}).get("labels") or {}
-    if isinstance(match, dict) and any(labels.get(k) != v for k, v in match.items()):
+    if not selects.matches(labels):
         return [
             cause(
                 "spec.template.metadata.labels",

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from gemini_webhooks.contracts import label_selector
 from gemini_webhooks.contracts.times import parse_rfc3339
 from gemini_webhooks.kubesandbox.resources import ResourceType
 
@@ -208,8 +209,12 @@ def _ingress_ports(obj: Any, _: datetime.datetime) -> str:
 
 
 def _pod_selector(obj: Any, _: datetime.datetime) -> str:
-    labels = ((obj.get("spec") or {}).get("podSelector") or {}).get("matchLabels") or {}
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
+    """As metav1.FormatLabelSelector prints it."""
+    try:
+        selector = label_selector.from_object((obj.get("spec") or {}).get("podSelector") or {})
+    except label_selector.SelectorError:
+        return "<error>"
+    return str(selector) or "<none>"
 
 
 # As `kubectl get` shows them from a real API server.

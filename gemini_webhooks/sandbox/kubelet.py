@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 
+from gemini_webhooks.contracts import label_selector
 from gemini_webhooks.contracts.service_endpoints import ENV_VAR, pod_key, service_key
 from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 from gemini_webhooks.contracts.times import now_rfc3339
@@ -61,10 +62,6 @@ def venv_executable(name: str) -> str:
     return shutil.which(name, path=str(here)) or shutil.which(name) or name
 
 
-def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
-
-
 def service_endpoints(
     services: list[JSON], pods: Mapping[tuple[str, str], tuple[Mapping[str, str], PodPorts]]
 ) -> dict[str, str]:
@@ -74,8 +71,11 @@ def service_endpoints(
         metadata = service["metadata"]
         namespace = metadata.get("namespace", "default")
         selector = (service.get("spec") or {}).get("selector") or {}
+        if not selector:  # a Service without a selector has its endpoints made by hand
+            continue
+        selects = label_selector.from_labels(selector)
         for (pod_namespace, _), (labels, ports) in sorted(pods.items()):
-            if pod_namespace != namespace or not selects(selector, labels):
+            if pod_namespace != namespace or not selects.matches(labels):
                 continue
             for port in (service.get("spec") or {}).get("ports") or []:
                 target = port.get("targetPort", port["port"])

@@ -30,6 +30,7 @@ import kopf
 import yaml
 
 from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts import label_selector as label_selectors
 from gemini_webhooks.contracts import signing_secret as contract
 
 JSON = dict[str, Any]
@@ -302,15 +303,9 @@ def bound_tls_read_buffer(size: int = TLS_READ_BUFFER) -> None:
 FIELD_MANAGER = contract.MANAGED_BY  # the one field manager of everything the operator applies
 
 
-def _selects(selector: str, labels: Mapping[str, str]) -> bool:
-    """Whether an equality-based label selector (`k=v,k2=v2`, the only kind we send) matches."""
-    wanted = (term.partition("=") for term in selector.split(",") if term)
-    return all(labels.get(key) == value for key, _, value in wanted)
-
-
 def label_selector(labels: Mapping[str, str]) -> str:
     """Labels as an equality-based `labelSelector` query."""
-    return ",".join(f"{k}={v}" for k, v in labels.items())
+    return str(label_selectors.from_labels(labels))
 
 
 def object_path(kind: str, namespace: str, name: str | None = None) -> str:
@@ -519,11 +514,14 @@ class Kube:
 
     def _remember(self, kind: str, namespace: str, name: str, stored: JSON | None) -> None:
         """Keep the shared listings in step with what this client read or wrote."""
-        labels = ((stored or {}).get("metadata") or {}).get("labels") or {}
         for (listed_kind, listed_namespace, selector), (_, by_name) in self._listed.items():
             if (listed_kind, listed_namespace) != (kind, namespace):
                 continue
-            if stored and stored.get("metadata") and _selects(selector, labels):
+            if (
+                stored
+                and stored.get("metadata")
+                and label_selectors.parse(selector).selects(stored)
+            ):
                 by_name[name] = stored
             else:
                 by_name.pop(name, None)

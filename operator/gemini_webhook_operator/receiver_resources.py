@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from gemini_webhook_operator import receiver_exposure
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
-from gemini_webhooks.contracts import dynamic_jobs
+from gemini_webhooks.contracts import dynamic_jobs, label_selector
 from gemini_webhooks.contracts import receiver_config as rc
 from gemini_webhooks.contracts.crd import API_VERSION, DEFAULT_SIGNING_SECRET_SUFFIX, KIND
 from gemini_webhooks.contracts.crd_receiver import (
@@ -221,11 +221,11 @@ def ping_status_pod_urls(
     terminating, with an IP — read at their IP and internal container port.
     """
     metadata = resource["metadata"]
-    namespace, wanted = metadata["namespace"], selector_labels(metadata["name"])
+    namespace = metadata["namespace"]
+    selected = label_selector.from_labels(selector_labels(metadata["name"]))
     urls: dict[str, str] = {}
     for pod in pods:
         pod_meta = pod.get("metadata") or {}
-        labels = pod_meta.get("labels") or {}
         status = pod.get("status") or {}
         ready = any(
             c.get("type") == "Ready" and c.get("status") == "True"
@@ -236,7 +236,7 @@ def ping_status_pod_urls(
             not ready
             or not address
             or pod_meta.get("deletionTimestamp")
-            or any(labels.get(k) != v for k, v in wanted.items())
+            or not selected.selects(pod)
         ):
             continue
         name = pod_meta.get("name") or address

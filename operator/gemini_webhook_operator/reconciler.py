@@ -63,6 +63,7 @@ from gemini_webhook_operator.webhookservice import (
     WebhookServices,
 )
 from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts import label_selector as label_selectors
 from gemini_webhooks.contracts.crd_receiver import CrdReceiverError, receiver_spec
 from gemini_webhooks.contracts.service_endpoints import overrides_from_env
 from gemini_webhooks.contracts.signing_secret import (
@@ -701,11 +702,11 @@ async def _apply_receiver(
     ours = receiver_resources.labels(spec.name)
     shared = max_age > 0
     selector = label_selector(RECEIVERS_SELECTOR if shared else ours)
+    is_ours = label_selectors.from_labels(ours)
     live: dict[tuple[str, str], dict[str, Any]] = {}
     for kind in RECEIVER_KINDS:
         for existing in await op.kube.list(kind, spec.namespace, selector, max_age=max_age):
-            labels = existing["metadata"].get("labels") or {}
-            if all(labels.get(k) == v for k, v in ours.items()):
+            if is_ours.selects(existing):
                 live[(kind, existing["metadata"]["name"])] = existing
     # Unchanged rendering and a live object that holds every field we render: no call.
     unchanged = status.get("receiverFingerprint") == outcome.status["receiverFingerprint"]

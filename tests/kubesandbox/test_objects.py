@@ -383,6 +383,29 @@ def test_a_deployment_whose_selector_misses_its_template_labels_is_a_422(api: Ap
     assert "spec.template.metadata.labels" in [c["field"] for c in reply.body["details"]["causes"]]
 
 
+def test_a_deployment_whose_selector_expressions_miss_its_template_labels_is_a_422(
+    api: Api,
+) -> None:
+    body = _deployment(unique("d"))
+    body["spec"]["selector"]["matchExpressions"] = [
+        {"key": "tier", "operator": "In", "values": ["web"]}
+    ]
+    reply = api.post(DEPLOYMENTS, body)
+    assert reply.status == 422
+    assert "spec.template.metadata.labels" in [c["field"] for c in reply.body["details"]["causes"]]
+
+
+def test_a_deployment_selector_with_an_unknown_operator_is_a_422(api: Api) -> None:
+    body = _deployment(unique("d"))
+    body["spec"]["selector"]["matchExpressions"] = [
+        {"key": "app", "operator": "Equals", "values": ["x"]}
+    ]
+    reply = api.post(DEPLOYMENTS, body)
+    assert reply.status == 422
+    fields = [c["field"] for c in reply.body["details"]["causes"]]
+    assert any(f.startswith("spec.selector") for f in fields), fields
+
+
 def test_strict_validation_of_a_built_in_rejects_a_mistyped_field(api: Api) -> None:
     body = {"metadata": {"name": unique("cm")}, "data": {"a": 1}}
     reply = api.post(CONFIGMAPS, body, query={"fieldValidation": "Strict"})
