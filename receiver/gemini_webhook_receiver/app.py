@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gemini_webhooks.contracts.delivery import (
@@ -40,6 +37,8 @@ from .dedup import MemoryDedup
 from .delivery import Targets, deliver_inline
 from .durability import DurabilityGate
 from .forwarding import Event, Forwarder
+from .internal import Answer as InternalAnswer
+from .internal import Handler, InternalServer
 from .job_origin import JobOrigin
 from .logs import log
 from .public import PublicServer
@@ -47,6 +46,8 @@ from .reasons import Rejection
 from .secret_sources import FileSecretSource, KubernetesSecretSource, SecretSource
 
 if TYPE_CHECKING:
+    import aiohttp
+
     # Imported where used: the Redis client only in Redis mode, PyJWT and cryptography only
     # with dynamic webhooks enabled (together a fifth of an idle receiver's memory).
     import redis.asyncio as aioredis
@@ -73,10 +74,6 @@ def _redis_failed(*more: type[Exception]) -> tuple[type[Exception], ...]:
     from redis.exceptions import RedisError
 
     return (RedisError, OSError, *more)
-
-
-def _answer(status: int, body: bytes) -> web.Response:
-    return web.Response(status=status, body=body, content_type=_JSON)
 
 
 Answer = tuple[int, bytes]  # status and JSON body of the public port's answer
@@ -175,7 +172,11 @@ class Receiver:
     # ---- lifecycle -------------------------------------------------------------------
 
     def session(self) -> aiohttp.ClientSession:
+        """The client for https targets and the JWKS, made (and aiohttp imported) on the
+        first request that needs it: a receiver forwarding over plain http never loads it."""
         if self._session is None:
+            import aiohttp
+
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     limit=self.config.forwarding.max_connections, keepalive_timeout=30
@@ -601,24 +602,24 @@ class Receiver:
 
     # ---- internal endpoint -----------------------------------------------------------
 
-    async def handle_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"content-type": CONTENT_TYPE_LATEST})
+    async def handle_metrics(self) -> InternalAnswer:
+        return InternalAnswer(200, generate_latest(), CONTENT_TYPE_LATEST)
 
-    async def handle_healthz(self, request: web.Request) -> web.Response:
-        return _answer(200, b'{"status":"ok"}')
+    async def handle_healthz(self) -> InternalAnswer:
+        return InternalAnswer(200, b'{"status":"ok"}')
 
-    async def handle_readyz(self, request: web.Request) -> web.Response:
+    async def handle_readyz(self) -> InternalAnswer:
         ok, checks = await self.ready()
         body: dict[str, Any] = {"ready": ok, "checks": checks}
         if self.durability is not None:
             body["redis_durability"] = self.durability.as_json()
-        return _answer(200 if ok else 503, orjson.dumps(body))
+        return InternalAnswer(200 if ok else 503, orjson.dumps(body))
 
     def ping_sources(self) -> list[str]:
         sources = [s.name for s in self.secret_sets]
         return [*sources, DYNAMIC_SOURCE] if self.config.dynamic.enabled else sources
 
-    async def handle_pings(self, request: web.Request) -> web.Response:
+    async def handle_pings(self) -> InternalAnswer:
         if self.shared_pings is None:
             pings = {name: record.as_json() for name, record in self.pings.items()}
         else:
@@ -628,17 +629,17 @@ class Receiver:
                 pings = await self.shared_pings.read(self.ping_sources())
             except _redis_failed(SharedPingError) as error:
                 log(40, "shared ping records unreadable", error=type(error).__name__)
-                return _answer(503, _PINGS_UNAVAILABLE)
-        return _answer(200, orjson.dumps({"pings": pings}))
+                return InternalAnswer(503, _PINGS_UNAVAILABLE)
+        return InternalAnswer(200, orjson.dumps({"pings": pings}))
 
 
-def internal_app(receiver: Receiver) -> web.Application:
-    app = web.Application()
-    app.router.add_get("/metrics", receiver.handle_metrics)
-    app.router.add_get("/healthz", receiver.handle_healthz)
-    app.router.add_get("/readyz", receiver.handle_readyz)
-    app.router.add_get(PINGS_PATH, receiver.handle_pings)
-    return app
+def internal_routes(receiver: Receiver) -> dict[str, Handler]:
+    return {
+        "/metrics": receiver.handle_metrics,
+        "/healthz": receiver.handle_healthz,
+        "/readyz": receiver.handle_readyz,
+        PINGS_PATH: receiver.handle_pings,
+    }
 
 
 @dataclass
@@ -646,7 +647,8 @@ class Running:
     receiver: Receiver
     public: asyncio.Server
     public_connections: PublicServer
-    runners: list[web.BaseRunner]
+    internal: asyncio.Server
+    internal_connections: InternalServer
     public_port: int
     internal_port: int
 
@@ -656,8 +658,9 @@ class Running:
         self.public_connections.close_idle()
         await self.receiver.stop(drain_seconds)
         self.public_connections.close_all()
-        for runner in self.runners:
-            await runner.cleanup()
+        self.internal.close()
+        self.internal_connections.close_all()
+        await self.internal.wait_closed()
         if self.receiver.tracing is not None:
             await asyncio.to_thread(self.receiver.tracing.shutdown)  # the last spans out
 
@@ -691,17 +694,11 @@ async def serve(config: ReceiverConfig, *, drain_seconds: float = 10.0) -> Runni
     public = await loop.create_server(
         connections.protocol, config.listen.host, config.listen.port, backlog=1024
     )
-    internal = web.AppRunner(
-        internal_app(receiver),
-        access_log=None,
-        shutdown_timeout=drain_seconds,
-        keepalive_timeout=75.0,
-        logger=logging.getLogger("aiohttp.server"),
+    internal_connections = InternalServer(internal_routes(receiver))
+    internal = await loop.create_server(
+        internal_connections.protocol, config.internal.host, config.internal.port, backlog=1024
     )
-    await internal.setup()
-    site = web.TCPSite(internal, config.internal.host, config.internal.port, backlog=1024)
-    await site.start()
-    ports = [public.sockets[0].getsockname()[1], internal.addresses[-1][1]]
+    ports = [public.sockets[0].getsockname()[1], internal.sockets[0].getsockname()[1]]
     log(
         20,
         "receiver listening",
@@ -710,4 +707,6 @@ async def serve(config: ReceiverConfig, *, drain_seconds: float = 10.0) -> Runni
         mode="redis" if config.redis else "inline",
         tracing=tracing is not None,
     )
-    return Running(receiver, public, connections, [internal], ports[0], ports[1])
+    return Running(
+        receiver, public, connections, internal, internal_connections, ports[0], ports[1]
+    )

@@ -13,7 +13,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from gemini_webhooks.contracts.receiver_config import TargetConfig
@@ -31,6 +30,8 @@ from .metrics import (
 )
 
 if TYPE_CHECKING:
+    import aiohttp  # imported with the session, by the first https forward
+
     from .tracing import Tracing  # imported only when tracing is on
 
 HEADER_EVENT_TYPE = "x-gemini-event-type"
@@ -166,16 +167,25 @@ class Forwarder:
     async def _post_via_aiohttp(
         self, target: Target, headers: dict[str, str], body: bytes, seconds: float
     ) -> int:
-        """One attempt to an https target, bounded by `seconds` in all."""
-        async with asyncio.timeout(seconds):
-            async with self._session().post(
-                target.url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                # Read to its end, so the connection can be reused, but kept nowhere: a
-                # target's answer, however large, costs one chunk of memory.
-                async for _ in response.content.iter_chunked(64 * 1024):
-                    pass
-                return response.status
+        """One attempt to an https target, bounded by `seconds` in all; fails as the plain
+        pool does, with TimeoutError or OSError (a ConnectionError for aiohttp's errors)."""
+        session = self._session()
+        from aiohttp import ClientError  # loaded with the session
+
+        try:
+            async with asyncio.timeout(seconds):
+                async with session.post(
+                    target.url, data=body, headers=headers, allow_redirects=False
+                ) as response:
+                    # Read to its end, so the connection can be reused, but kept nowhere: a
+                    # target's answer, however large, costs one chunk of memory.
+                    async for _ in response.content.iter_chunked(64 * 1024):
+                        pass
+                    return response.status
+        except ClientError as error:
+            if isinstance(error, TimeoutError):  # aiohttp's read and connect timeouts
+                raise
+            raise ConnectionError(f"{type(error).__name__}: {error}") from error
 
     async def _traced(self, event: Event, target: Target, attempt_seconds: float) -> str:
         assert self._tracing is not None
@@ -203,7 +213,7 @@ class Forwarder:
             outcome = FORWARD_OK if 200 <= status < 300 else FORWARD_HTTP_ERROR
         except TimeoutError:
             outcome = FORWARD_TIMEOUT
-        except (aiohttp.ClientError, OSError, ValueError):
+        except (OSError, ValueError):
             outcome = FORWARD_CONNECTION_ERROR
         except Exception as error:  # a bug here must fail the attempt, not the process
             log(

@@ -48,8 +48,6 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     # Warnings (a library's, say PyJWT's about a short key) would go to stderr as plain
     # text, breaking one JSON object per line: they become log records of `py.warnings`.
     logging.captureWarnings(True)
-    # aiohttp's access log would log every request; our own lines carry what matters.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def log(level: int, message: str, **fields: Any) -> None:

@@ -1,7 +1,7 @@
 """The public port: HTTP/1.1 parsed by llhttp (`httptools`), one route, no web framework.
 
 The public port serves exactly one thing — `POST <path>` with a small JSON body — on the
-hot path of every event. aiohttp's server (it still serves the internal port) spends, per
+hot path of every event. aiohttp's server (which served both ports once) spends, per
 request, a parser wrapper, a request object with a payload stream, a response object with
 a header multidict and a writer; measured with bench/receiver, that was a fifth of the
 CPU of a delivery. Here llhttp (the parser Node.js uses, through `httptools`, the binding
@@ -95,7 +95,7 @@ _WANTED = {
     )
     for wire in (name, name.title())
 }
-_PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
+PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 _NOT_FOUND = orjson.dumps({"error": "not_found", "message": "no such path"})
 _NOT_ALLOWED = orjson.dumps({"error": "method_not_allowed", "message": "only POST"})
 _EXPECTATION = orjson.dumps({"error": "expectation_failed", "message": "unknown Expect"})
@@ -157,7 +157,7 @@ def host_is_acceptable(version: str, host: str | None, repeated: bool, target: b
     return not target.startswith(b"/") or valid_host(host.rstrip(" \t"))
 
 
-class _Date:
+class HttpDate:
     """The `Date` header's value, formatted once per second."""
 
     def __init__(self) -> None:
@@ -216,7 +216,7 @@ class PublicServer:
         self.max_connections = max_connections
         self.deliver = deliver
         self.reject = reject
-        self.date = _Date()
+        self.date = HttpDate()
         self.batch: WriteBatch | None = None  # of this server's loop, made by the first connection
         self.connections: set[_Connection] = set()
         # The connections that may be closed to make room for a new one (none of their
@@ -600,7 +600,7 @@ class _Connection(asyncio.Protocol):
             b"date: %s\r\n%s%s\r\n%s"
             % (
                 status,
-                _PHRASES.get(status, b""),
+                PHRASES.get(status, b""),
                 len(body),
                 self.server.date.now(),
                 extra,

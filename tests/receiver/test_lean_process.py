@@ -1,6 +1,7 @@
 """The receiver process holds only what it runs: neither the operator, kopf, google-genai
 nor any of the tools (emulator, sandboxes, control plane), nor the Redis client and the JWT
-libraries when its configuration uses neither, nor OpenTelemetry when tracing is off."""
+libraries when its configuration uses neither, nor aiohttp (the client of https targets and
+the JWKS) when it forwards over plain http only, nor OpenTelemetry when tracing is off."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ async def _modules_of_a_receiver_run(
     target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
 ) -> set[str]:
     """Every module the real receiver process imports, from start-up through one static
-    delivery verified and forwarded (inline mode, dynamic webhooks off) to its shutdown."""
+    delivery verified and forwarded over plain http (inline mode, dynamic webhooks off) and
+    its internal port's readiness and metrics read, to its shutdown."""
     path, secret = secrets_file
     config = base_config(target.url, path, logging={"level": "INFO"})
     config_file = tmp_path / "receiver.json"
@@ -62,16 +64,19 @@ async def _modules_of_a_receiver_run(
             env=env,
         )
     try:
-        port = int((await listening(process, log))["port"])
+        ports = await listening(process, log)
         body = json.dumps(envelope()).encode()
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"http://127.0.0.1:{port}/", data=body, headers=signed_headers([secret], body)
-            ) as response,
-        ):
-            assert response.status == 200, await response.text()
-        await target.wait_for(1, timeout=30)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"http://127.0.0.1:{ports['port']}/",
+                data=body,
+                headers=signed_headers([secret], body),
+            ) as response:
+                assert response.status == 200, await response.text()
+            await target.wait_for(1, timeout=30)
+            for path in ("/readyz", "/metrics"):
+                async with session.get(f"http://127.0.0.1:{ports['internal_port']}{path}") as got:
+                    assert got.status == 200, await got.text()
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
@@ -100,6 +105,13 @@ async def test_an_inline_static_receiver_imports_neither_redis_nor_the_jwt_libra
 ) -> None:
     imported = await _modules_of_a_receiver_run(target, secrets_file, tmp_path)
     assert _under(("redis", "jwt", "cryptography"), imported) == []
+
+
+async def test_a_receiver_forwarding_over_plain_http_does_not_import_aiohttp(
+    target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
+) -> None:
+    imported = await _modules_of_a_receiver_run(target, secrets_file, tmp_path)
+    assert _under(("aiohttp", "multidict", "yarl"), imported) == []
 
 
 async def test_without_tracing_configured_no_opentelemetry_is_imported_nor_traceparent_sent(
