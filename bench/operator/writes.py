@@ -13,7 +13,12 @@ after, and divided by the reconciliations the operator's own metrics
 
 - create: every resource created, Ready, and settled;
 - spec edit: every resource's `spec.events` changed, reconciled (`observedGeneration`);
-- drift: nothing changes for two drift intervals; every resource's drift check runs.
+- drift: nothing changes for two drift intervals; every resource's drift check runs;
+- health ticks: one more resource, with `spec.healthCheck` on (interval 1 m, the least
+  allowed), whose receiver the bench runs as a process (reading the signing Secret through
+  the API, its internal Service mapped to it with the service-endpoints override, as the
+  local sandbox does); once its first ping verified, the health timer ticks (every 30 s)
+  until the operator has sent and verified periodic pings, and every write is counted.
 
 Printed per phase: writes of `geminiwebhooks` (the object, kopf's finalizer and bookkeeping
 annotations among them; its `status` subresource apart) per reconciliation, and the
@@ -23,7 +28,8 @@ its status), which `apiserver_request_total` cannot tell from ours; only the obj
 shown, not their status. The bench's own creates and edits are not counted. Targets
 (issue 25): at most 1 write of the resource's status per reconciliation of a changed resource
 (kopf's own patch of the object apart: its finalizer once, its last-handled configuration per
-change), children apart; 0 writes at all per drift tick.
+change), children apart; 0 writes at all per drift tick and per health tick of an unchanged,
+healthy resource.
 """
 
 from __future__ import annotations
@@ -47,7 +53,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.operator.bench_operator import API_KEY, install, stop  # noqa: E402
+from gemini_webhook_operator.receiver_resources import (  # noqa: E402
+    INTERNAL_PORT,
+    STATIC_SOURCE,
+    internal_service_name,
+)
 from gemini_webhooks.contracts import crd  # noqa: E402
+from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key  # noqa: E402
 from gemini_webhooks.emulator import EmulatorConfig, ThreadedEmulator  # noqa: E402
 from gemini_webhooks.sandbox.kubeapi import KubeApi  # noqa: E402
 from tests.operator.api_proxy import FaultProxy  # noqa: E402
@@ -76,6 +88,14 @@ EDIT = '{"spec":{"events":["batch.succeeded","batch.failed"]}}'
 BEFORE = {"create": (2.0, 2.0), "spec edit": (1.0, 1.0), "drift tick": (0.0, 0.0)}
 TARGET_CHANGE = 1.0  # writes of the resource per reconciliation of a changed resource
 TARGET_DRIFT = 0.0  # per drift tick of an unchanged one
+TARGET_HEALTH = 0.0  # per health tick (and periodic ping) of an unchanged, healthy one
+HEALTH = "writes-health"
+HEALTH_INTERVAL = "1m"  # the least spec.healthCheck.interval allows
+HEALTH_TICK = 30.0  # the operator's health timer (runtime.OperatorConfig.health_tick)
+PERIODIC_PINGS = 2  # verified pings to wait for after the first
+# Before the health timer stopped writing verdicts that repeat the condition (main at
+# 8505e1e, this bench): writes of the resource per periodic ping that verified again.
+BEFORE_HEALTH_PER_PING = 1.0
 
 # (group, resource, subresource, verb) -> requests served so far
 Requests = Counter[tuple[str, str, str, str]]
@@ -116,8 +136,8 @@ def writes(moved: Requests, keep: Callable[[str, str, str], bool]) -> Counter[st
     return out
 
 
-def reconciles(metrics_url: str) -> Counter[str]:
-    """Reconciliations the operator ran so far, by handler (its own counter)."""
+def operator_counts(metrics_url: str, sample_name: str, label: str) -> Counter[str]:
+    """One of the operator's counters so far, summed by one label."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(metrics_url, timeout=10) as response:
@@ -125,9 +145,19 @@ def reconciles(metrics_url: str) -> Counter[str]:
     counted: Counter[str] = Counter()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "gemini_webhook_operator_reconciles_total":
-                counted[sample.labels["handler"]] += int(sample.value)
+            if sample.name == sample_name:
+                counted[sample.labels[label]] += int(sample.value)
     return counted
+
+
+def reconciles(metrics_url: str) -> Counter[str]:
+    """Reconciliations the operator ran so far, by handler (its own counter)."""
+    return operator_counts(metrics_url, "gemini_webhook_operator_reconciles_total", "handler")
+
+
+def pings(metrics_url: str) -> Counter[str]:
+    """Health pings the operator sent so far, by result (`verified`, ...)."""
+    return operator_counts(metrics_url, "gemini_webhook_operator_delivery_pings_total", "result")
 
 
 def body(name: str, api_base: str, events: list[str]) -> dict[str, Any]:
@@ -145,6 +175,88 @@ def body(name: str, api_base: str, events: list[str]) -> dict[str, Any]:
             },
         },
     }
+
+
+def health_body(name: str, api_base: str, receiver_port: int) -> dict[str, Any]:
+    """A resource whose health checks ping the receiver the bench runs on `receiver_port`."""
+    resource = body(name, api_base, EVENTS)
+    spec = resource["spec"]
+    spec["url"] = f"http://127.0.0.1:{receiver_port}/"
+    spec["receiver"]["replicas"] = 1  # its pings are asked of the internal Service
+    spec["healthCheck"] = {"enabled": True, "interval": HEALTH_INTERVAL}
+    return resource
+
+
+def start_receiver(
+    name: str, public_port: int, internal_port: int, kubeconfig: Path, workdir: Path
+) -> subprocess.Popen[bytes]:
+    """The real receiver of GeminiWebhook `name`, standing in for its Pod: it reads the
+    signing Secret through the Kubernetes API, as its Deployment would."""
+    config = {
+        "listen": {"host": "127.0.0.1", "port": public_port},
+        "internal": {"host": "127.0.0.1", "port": internal_port},
+        "static_webhooks": [
+            {
+                "name": STATIC_SOURCE,
+                "secrets": {
+                    "kubernetes": {"namespace": "default", "name": f"{name}-signing-secret"}
+                },
+            }
+        ],
+        "dead_letter": {"target": {"url": "http://127.0.0.1:9/"}},
+    }
+    path = workdir / "receiver.json"
+    path.write_text(json.dumps(config))
+    return subprocess.Popen(
+        [OPERATOR, "receiver", "--config", str(path)],
+        stdout=(workdir / "receiver.log").open("w"),
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, KUBECONFIG=str(kubeconfig)),
+    )
+
+
+def health_verified(item: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == crd.CONDITION_DELIVERY_VERIFIED and c.get("status") == "True"
+        for c in (item.get("status") or {}).get("conditions") or []
+    )
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def health_report(moved: Requests, verified: int, seconds: float) -> tuple[bool, float]:
+    """Print the health phase: every write of the resource in it, per periodic ping and per
+    tick of the health timer."""
+    own = writes(moved, lambda g, r, s: g == crd.API_GROUP and r == crd.PLURAL and s == "")
+    status = writes(moved, lambda g, r, s: g == crd.API_GROUP and r == crd.PLURAL and s == "status")
+    children = writes(moved, lambda g, r, s: (g, r) in CHILDREN and s == "")
+    total = sum(own.values()) + sum(status.values())
+    ticks = seconds / HEALTH_TICK
+    print(
+        f"health ticks: {seconds:.0f} s, about {ticks:.0f} ticks of {HEALTH}'s health timer "
+        f"(every {HEALTH_TICK:.0f} s), {verified} periodic pings sent and verified "
+        f"(interval {HEALTH_INTERVAL}); the other resources' drift checks ran meanwhile"
+    )
+    print(
+        f"  geminiwebhooks writes:   {total} in all: {total / verified:.2f} per periodic ping, "
+        f"{total / ticks:.2f} per tick (target <= {TARGET_HEALTH:.0f})"
+    )
+    print(f"    before (8505e1e):      {BEFORE_HEALTH_PER_PING:.2f} per periodic ping (its status)")
+
+    def show(c: Counter[str]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "none"
+
+    print(f"    the object:            {show(own)}")
+    print(f"    its status:            {show(status)}")
+    print(f"  children writes:         {show(children)}")
+    return verified > 0 and total <= TARGET_HEALTH, total / ticks
 
 
 async def listed(kubeconfig: Path) -> list[dict[str, Any]]:
@@ -241,6 +353,46 @@ def report(
     return count > 0 and per <= target, per
 
 
+def health_phase(
+    kubectl: list[str],
+    env: dict[str, str],
+    kubeconfig: Path,
+    api_base: str,
+    metrics_url: str,
+    receiver_port: int,
+) -> tuple[bool, float]:
+    """Create the health-checked resource, wait for its first verified ping and quiet, then
+    count every write while its health timer ticks through `PERIODIC_PINGS` periodic pings."""
+    command = [*kubectl, "apply", "-f", "-"]
+    resource = json.dumps(health_body(HEALTH, api_base, receiver_port))
+    subprocess.run(command, input=resource.encode(), env=env, check=True, capture_output=True)
+
+    def first_verified() -> bool:
+        return any(
+            i["metadata"]["name"] == HEALTH and health_verified(i)
+            for i in asyncio.run(listed(kubeconfig))
+        )
+
+    waited = wait_until("the first health ping verified", first_verified, timeout=180)
+    print(f"health: {HEALTH} created; its first ping verified after {waited:.1f} s")
+    quiet(kubeconfig, 1.5, timeout=60)
+    before = asyncio.run(apiserver_requests(kubeconfig)), pings(metrics_url)
+    started = time.monotonic()
+    wait_until(
+        f"{PERIODIC_PINGS} periodic pings verified",
+        lambda: pings(metrics_url)["verified"] - before[1]["verified"] >= PERIODIC_PINGS,
+        timeout=PERIODIC_PINGS * 60 + 3 * HEALTH_TICK + 60,
+    )
+    time.sleep(3.0)  # what the last tick writes, given time to land
+    seconds = time.monotonic() - started
+    after = asyncio.run(apiserver_requests(kubeconfig)), pings(metrics_url)
+    verified = after[1]["verified"] - before[1]["verified"]
+    unverified = sum((after[1] - before[1]).values()) - verified
+    if unverified:
+        print(f"  ({unverified} pings did not verify: the resource was not healthy throughout)")
+    return health_report(after[0] - before[0], verified, seconds)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--resources", type=int, default=5)
@@ -267,6 +419,10 @@ def main() -> int:
     install(kubectl, env)
     port = free_port()
     metrics_url = f"http://127.0.0.1:{port}/metrics"
+    receiver_port, receiver_internal = free_port(), free_port()
+    receiver = start_receiver(HEALTH, receiver_port, receiver_internal, kubeconfig, workdir)
+    internal_service = service_key(internal_service_name(HEALTH), "default", INTERNAL_PORT)
+    env[ENV_VAR] = json.dumps({internal_service: f"127.0.0.1:{receiver_internal}"})
     log = (workdir / "operator.log").open("w")
     operator = subprocess.Popen(
         [
@@ -309,12 +465,15 @@ def main() -> int:
         now = asyncio.run(apiserver_requests(kubeconfig)), reconciles(metrics_url)
         moved, ran = now[0] - counted[0], now[1] - counted[1]
         results.append(report("drift tick", moved, ran, "drift", TARGET_DRIFT))
-        print("(health ticks are not measured here: they need a node to deliver to)")
+        results.append(
+            health_phase(kubectl, env, kubeconfig, proxy.url, metrics_url, receiver_port)
+        )
         ok = all(met for met, _ in results)
         print("verdict: " + ("all targets met" if ok else "TARGET MISSED"))
         return 0 if ok else 1
     finally:
         stop(operator)
+        stop(receiver)
         log.close()
         emulator.call(proxy.stop())
         emulator.stop()

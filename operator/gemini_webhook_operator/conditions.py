@@ -12,6 +12,11 @@ from gemini_webhooks.contracts.signing_secret import MANAGED_BY
 from gemini_webhooks.contracts.times import rfc3339
 
 
+def status_text(status: bool | None) -> str:
+    """A condition's `status` for True / False / None (Unknown)."""
+    return "Unknown" if status is None else ("True" if status else "False")
+
+
 def set_condition(
     conditions: Sequence[dict[str, Any]],
     type_: str,
@@ -23,16 +28,16 @@ def set_condition(
     now: datetime,
 ) -> list[dict[str, Any]]:
     """The conditions with `type_` set; `lastTransitionTime` moves only when status does."""
-    status_text = "Unknown" if status is None else ("True" if status else "False")
+    shown = status_text(status)
     previous = next((c for c in conditions if c.get("type") == type_), None)
     transition = (
         previous.get("lastTransitionTime")
-        if previous is not None and previous.get("status") == status_text
+        if previous is not None and previous.get("status") == shown
         else None
     ) or rfc3339(now)
     updated = {
         "type": type_,
-        "status": status_text,
+        "status": shown,
         "reason": reason,
         "message": message[:4096],
         "lastTransitionTime": transition,

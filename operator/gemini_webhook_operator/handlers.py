@@ -381,20 +381,28 @@ async def _report_delivery(
     op: Operator, body: kopf.Body, shown: Mapping[str, Any], verdict: health.Verdict
 ) -> Mapping[str, Any]:
     """Write DeliveryVerified (the health timer's only condition) from `shown`, the resource
-    as last read or written; the resource as it now is."""
-    updated = conditions.set_condition(
-        list((shown.get("status") or {}).get("conditions") or []),
-        crd.CONDITION_DELIVERY_VERIFIED,
-        verdict.status,
-        verdict.reason,
-        verdict.message,
-        generation=int(body.metadata.get("generation") or 0),
-        now=op.clock.now(),
-    )
-    try:
-        stored = await write_status(op.kube, shown, updated)
-    except KubeError as error:
-        raise kopf.TemporaryError(f"DeliveryVerified not written: {error}", delay=10) from None
+    as last read or written, unless the verdict only repeats it; the resource as it now is."""
+    shown_conditions = list((shown.get("status") or {}).get("conditions") or [])
+    generation = int(body.metadata.get("generation") or 0)
+    stored = shown
+    if not health.repeats(
+        conditions.condition(shown_conditions, crd.CONDITION_DELIVERY_VERIFIED),
+        verdict,
+        generation,
+    ):
+        updated = conditions.set_condition(
+            shown_conditions,
+            crd.CONDITION_DELIVERY_VERIFIED,
+            verdict.status,
+            verdict.reason,
+            verdict.message,
+            generation=generation,
+            now=op.clock.now(),
+        )
+        try:
+            stored = await write_status(op.kube, shown, updated)
+        except KubeError as error:
+            raise kopf.TemporaryError(f"DeliveryVerified not written: {error}", delay=10) from None
     if verdict.status is False:
         kopf.event(body, type="Warning", reason=verdict.reason, message=verdict.message)
     return stored

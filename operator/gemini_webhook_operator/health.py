@@ -9,6 +9,7 @@ Decisions (pure, no I/O):
 - `judge`: given when the ping was sent and what the receiver reports, the verdict:
   verified (with the current secret), verified only with a previous secret (the receiver
   has not picked up the rotation), not received in time, or keep waiting.
+- `repeats`: a verdict that says what the condition already says is not written.
 - `rotation_complete`: a rotation counts complete only when a ping sent after it verified
   with the current secret.
 - Several replicas: with Redis every replica records its pings there and any pod answers
@@ -37,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from gemini_webhook_operator.conditions import status_text
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics, PingResult
 from gemini_webhook_operator.receiver_resources import (
     STATIC_SOURCE,
@@ -120,6 +122,19 @@ class Verdict:
     @property
     def verified(self) -> bool:
         return self.status is True
+
+
+def repeats(previous: Mapping[str, Any] | None, verdict: Verdict, generation: int) -> bool:
+    """Whether `verdict` only says again what the condition `previous` says: the same status
+    and reason, at the same generation. Such a verdict is not written, so that the periodic
+    pings of an unchanged, healthy resource cost no write: the condition's message keeps
+    telling the ping that gave it its status (each later one's round trip is in
+    `gemini_webhook_operator_delivery_round_trip_seconds`)."""
+    return previous is not None and (
+        previous.get("status"),
+        previous.get("reason"),
+        previous.get("observedGeneration"),
+    ) == (status_text(verdict.status), verdict.reason, generation)
 
 
 def blocked_reason(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gemini_webhook_operator import health
+from gemini_webhook_operator import conditions, health
 from gemini_webhook_operator.health import (
     HealthMemo,
     PingObservation,
@@ -142,6 +142,57 @@ def test_messages_never_carry_secret_fingerprints() -> None:
         verdict = decide(observation, T0)
         assert verdict is not None
         assert "whsec_" not in verdict.message
+
+
+def _verified_at(sent_at: datetime) -> health.Verdict:
+    verdict = judge(
+        sent_at=sent_at,
+        observation=PingObservation(sent_at + timedelta(seconds=0.2), CURRENT),
+        current_fingerprint=CURRENT,
+        now=sent_at + timedelta(seconds=1),
+        timeout=timedelta(seconds=30),
+    )
+    assert verdict is not None and verdict.verified
+    return verdict
+
+
+def _condition(verdict: health.Verdict, generation: int) -> dict:
+    [written] = conditions.set_condition(
+        [],
+        "DeliveryVerified",
+        verdict.status,
+        verdict.reason,
+        verdict.message,
+        generation=generation,
+        now=T0,
+    )
+    return written
+
+
+def test_a_periodic_ping_that_verifies_again_repeats_the_condition() -> None:
+    shown = _condition(_verified_at(T0), generation=3)
+    assert health.repeats(shown, _verified_at(T0 + INTERVAL), 3)
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        health.Verdict(False, health.REASON_NOT_RECEIVED, "not received"),
+        health.Verdict(None, health.REASON_ROTATION_UNVERIFIED, "rotated"),
+        health.Verdict(None, health.REASON_RECEIVER_UNREACHABLE, "unreachable"),
+    ],
+)
+def test_another_status_or_reason_does_not_repeat_the_condition(later: health.Verdict) -> None:
+    assert not health.repeats(_condition(_verified_at(T0), generation=3), later, 3)
+
+
+def test_a_verdict_at_a_new_generation_does_not_repeat_the_condition() -> None:
+    shown = _condition(_verified_at(T0), generation=3)
+    assert not health.repeats(shown, _verified_at(T0 + INTERVAL), 4)
+
+
+def test_a_first_verdict_repeats_nothing() -> None:
+    assert not health.repeats(None, _verified_at(T0), 1)
 
 
 def test_receiver_ping_status_is_parsed_for_the_static_source() -> None:
