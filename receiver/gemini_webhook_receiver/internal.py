@@ -8,8 +8,10 @@ client is imported where a configuration uses it (https targets, the JWKS of dyn
 webhooks).
 
 Each thing a client can make us hold is bounded: a request head of at most
-`MAX_HEAD_BYTES` (else 431), a body (none of these paths reads one) of at most
-`MAX_BODY_BYTES` (else 413), a request that, once begun, arrives whole within
+`MAX_HEAD_BYTES` (else 431; counted as its bytes arrive, since llhttp holds a header line
+until it ends), a body (none of these paths reads one: it is dropped) of at most
+`MAX_BODY_BYTES` by its `Content-Length`, or with the head at most both limits together
+when chunked (else 413), a request that, once begun, arrives whole within
 `READ_SECONDS` (else the connection closes), an idle keep-alive connection closed after
 `IDLE_SECONDS` (aiohttp's keep-alive timeout here before), and pipelined requests answered
 in order with reading paused while `MAX_PIPELINED` wait. A request llhttp refuses gets
@@ -90,8 +92,12 @@ class _Connection(asyncio.Protocol):
         self.worker: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.target = b""
-        self.head_size = 0
-        self.body_size = 0
+        self.content_length = 0
+        self.head_size = 0  # of the head as llhttp reports it
+        # Bytes received of the request being read, counted as they arrive (llhttp holds a
+        # header line until it ends), and whether its head is still coming.
+        self.unread = 0
+        self.in_head = True
         self.done = False  # refused or closing: nothing more is read or answered
         self.discarded = 0
         self.paused = False
@@ -116,31 +122,47 @@ class _Connection(asyncio.Protocol):
             if self.discarded > LINGER_BYTES:
                 self.close()
             return
+        self.unread += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:  # bad framing, an upgrade, a callback's refusal
+        except httptools.HttpParserError:  # bad framing, an upgrade
             self._refuse(_BAD_REQUEST)
+            return
+        # A request completed within `data` resets the count: what follows it in `data` is
+        # not counted, an undercount of less than one read.
+        if self.in_head and self.unread > MAX_HEAD_BYTES:
+            self._refuse(_HEAD_TOO_LARGE)
+        elif self.unread > MAX_HEAD_BYTES + MAX_BODY_BYTES:
+            self._refuse(_BODY_TOO_LARGE)  # a chunked body, or trailers, without end
 
     # ---- httptools callbacks ---------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self.target = b""
-        self.head_size = self.body_size = 0
+        self.content_length = 0
+        self.head_size = 0
         self._close_in(READ_SECONDS)
 
     def on_url(self, url: bytes) -> None:
         self.target += url
-        self._count_head(len(url))
+        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
+        self.head_size += len(name) + len(value) + 4
+        # llhttp has checked the value's framing (digits, one value) by the head's end.
+        if name.lower() == b"content-length" and value.strip().isdigit():
+            self.content_length = int(value)
 
-    def on_body(self, chunk: bytes) -> None:
-        self.body_size += len(chunk)  # read and dropped: no path here takes a body
-        if self.body_size > MAX_BODY_BYTES:
-            self._refuse(_BODY_TOO_LARGE)
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self.head_size > MAX_HEAD_BYTES:  # a whole head within one read
+            self._refuse(_HEAD_TOO_LARGE)
+        elif self.content_length > MAX_BODY_BYTES:
+            self._refuse(_BODY_TOO_LARGE)  # no path here takes a body: read and dropped
 
     def on_message_complete(self) -> None:
+        self.in_head = True
+        self.unread = 0
         if self.done:
             return
         self._disarm()
@@ -153,11 +175,6 @@ class _Connection(asyncio.Protocol):
         if len(self.pending) >= MAX_PIPELINED and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
-
-    def _count_head(self, size: int) -> None:
-        self.head_size += size
-        if self.head_size > MAX_HEAD_BYTES:
-            self._refuse(_HEAD_TOO_LARGE)
 
     # ---- answering -------------------------------------------------------------------
 

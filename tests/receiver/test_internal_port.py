@@ -96,6 +96,19 @@ async def test_a_head_over_the_limit_is_431(client: Client) -> None:
     assert answer.startswith(b"HTTP/1.1 431 ")
 
 
+async def test_a_header_line_that_never_ends_is_431(client: Client) -> None:
+    raw = b"GET /healthz HTTP/1.1\r\nX-Filler: " + b"a" * (internal.MAX_HEAD_BYTES + 1)
+    [answer] = await _exchange(client, raw)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+async def test_a_chunked_body_without_end_is_413(client: Client) -> None:
+    chunk = b"%x\r\n%s\r\n" % (4096, b"x" * 4096)
+    raw = _get("/healthz", "Transfer-Encoding: chunked") + chunk * 25
+    [answer] = await _exchange(client, raw)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+
+
 async def test_a_body_over_the_limit_is_413(client: Client) -> None:
     size = internal.MAX_BODY_BYTES + 1
     raw = _get("/healthz", f"Content-Length: {size}") + b"x" * size
