@@ -6,7 +6,7 @@ Crossplane and every controller-runtime operator use), with its defaults: a Leas
 `lease_duration` (15 s) after its holder's last renewal *as another candidate observed it*
 (its own clock, never the holder's timestamps), renewed every `retry_period` (2 s), given
 up when no renewal succeeded for `renew_deadline` (10 s). A released Lease (empty holder)
-is taken at once.
+is taken at once; an expired one at the moment it expires, not at the next retry.
 
 The fence is what makes it safe when a leader is paused (a long GC pause, SIGSTOP, a frozen
 VM) or cut off: writes pass only until `renew_deadline` after the moment this replica
@@ -19,8 +19,9 @@ resumes after a pause finds its fence expired before it can write anything, and 
 that finds another holder ends its leadership at once: the process then stops (the kubelet
 restarts it as a follower), as controller-runtime's manager does.
 
-The decisions are pure functions (`acquirable`, `claim`); `LeaderElector` does the I/O
-with its own connection pool, so that renewals never queue behind the reconcilers' requests.
+The decisions are pure functions (`acquirable`, `until_next_try`, `claim`); `LeaderElector`
+does the I/O with its own connection pool, so that renewals never queue behind the
+reconcilers' requests.
 """
 
 from __future__ import annotations
@@ -115,6 +116,21 @@ def acquirable(record: LeaseRecord | None, me: str, observed_at: float, now: flo
     if record is None or not record.holder or record.holder == me:
         return True
     return now >= observed_at + record.lease_duration
+
+
+def until_next_try(
+    record: LeaseRecord | None, me: str, observed_at: float, now: float, retry: float
+) -> float:
+    """Seconds a candidate waits before its next try: the jittered retry period `retry`, or
+    less, to try the moment another holder's Lease, as observed, expires. client-go tries
+    only every retry period, so up to one more passes after the expiry; this way a follower
+    takes a dead leader's Lease within the lease duration and one jittered retry period of
+    the leader's last renewal (by which it has observed that renewal). After a try that
+    failed past the expiry (an API error), the full retry period: never a busy loop."""
+    if record is None or not record.holder or record.holder == me:
+        return retry
+    expires_in = observed_at + record.lease_duration - now
+    return min(retry, expires_in) if expires_in > 0 else retry
 
 
 def _micro_time(at: datetime) -> str:
@@ -255,7 +271,15 @@ class LeaderElector:
             if self.holder and self.holder != reported:
                 logger.info("the leader Lease is held by %s; standing by", self.holder)
                 reported = self.holder
-            await asyncio.sleep(self._jittered())
+            await asyncio.sleep(
+                until_next_try(
+                    self._observed,
+                    self.identity,
+                    self._observed_at,
+                    self._monotonic(),
+                    self._jittered(),
+                )
+            )
 
     async def hold(self) -> None:
         """Renew every retry period; return once leadership is lost: no renewal succeeded

@@ -59,6 +59,7 @@ class Recorded:
     path: str
     status: int
     at: float = field(default_factory=time.monotonic)
+    query: str = ""  # KubeLink's: e.g. whether a GET lists or watches
 
 
 @dataclass
@@ -201,13 +202,17 @@ class KubeLink:
         thread.join(timeout=10)
         loop.close()
 
-    def _record(self, method: str, path: str, status: int) -> None:
+    def _record(self, method: str, path: str, status: int, query: str = "") -> None:
         with self._lock:
-            self.records.append(Recorded(method, path, status))
+            self.records.append(Recorded(method, path, status, query=query))
+
+    def requests(self, since: float = -math.inf) -> list[Recorded]:
+        """Every request answered (or dropped) from `since` on, in order."""
+        with self._lock:
+            return [r for r in self.records if r.at >= since]
 
     def writes(self, since: float = -math.inf) -> list[Recorded]:
-        with self._lock:
-            return [r for r in self.records if r.method in WRITES and r.at >= since]
+        return [r for r in self.requests(since) if r.method in WRITES]
 
     def kubeconfig(self, path: Path) -> Path:
         """A kubeconfig that reaches the API only through this link."""
@@ -258,7 +263,7 @@ class KubeLink:
                 data=body or None,
                 headers=headers,
             ) as upstream:
-                self._record(request.method, request.path, upstream.status)
+                self._record(request.method, request.path, upstream.status, request.query_string)
                 response = web.StreamResponse(status=upstream.status)
                 if upstream.content_type:
                     response.content_type = upstream.content_type

@@ -45,6 +45,7 @@ from gemini_webhook_operator.leader import (
     acquirable,
     claim,
     released,
+    until_next_try,
 )
 from gemini_webhook_operator.metrics import LEADER, RECONCILES_TOTAL
 from gemini_webhooks.contracts import crd
@@ -79,6 +80,17 @@ def test_anothers_lease_is_acquirable_only_a_full_duration_after_we_observed_it(
     held = _record("b", duration=15)
     assert not acquirable(held, "a", observed_at=100, now=114.9)
     assert acquirable(held, "a", observed_at=100, now=115)
+
+
+def test_a_candidate_tries_again_the_moment_the_lease_it_observed_expires() -> None:
+    """Not at its next retry after that (client-go's polling): up to a retry period sooner."""
+    held = _record("b", duration=15)
+    assert until_next_try(held, "a", observed_at=100, now=101, retry=2.2) == 2.2
+    assert until_next_try(held, "a", observed_at=100, now=114.5, retry=2.2) == 0.5
+    # Past the expiry, a try failed (an API error): the retry period, never a busy loop.
+    assert until_next_try(held, "a", observed_at=100, now=115.1, retry=2.2) == 2.2
+    for free in (None, _record(""), _record("a")):  # tried at once anyway
+        assert until_next_try(free, "a", observed_at=100, now=114.5, retry=2.2) == 2.2
 
 
 def test_a_renewal_keeps_the_acquire_time_and_a_takeover_counts_a_transition() -> None:
@@ -550,6 +562,15 @@ RESOURCES = 20
 ROTATION_INTERVAL = 30.0  # seconds: rotations fall due all through the run
 DRIFT_INTERVAL = 5.0  # how often a due rotation is noticed
 REQUESTED = 5  # resources whose rotation is requested right after the leader dies
+# A SIGKILLed leader's Lease is taken within lease + 1.2 x retry of its last renewal, plus
+# the round trips of the taker's own Lease read and write (as its link records them: no
+# polling by the test in these figures).
+TAKEOVER_SLACK = 0.5
+# Then the new leader starts: kopf lists and watches, each reconciliation reads what it
+# acts on (re-read before acting), the first SDK client for the API key is built; measured
+# 0.5-1.3 s on the shared 2-core machine (1.4-2.7 s before a standby imported the SDK's
+# WebhookService models at start).
+STARTING = 1.5
 
 
 def _rotated_id(path: str) -> str:
@@ -684,6 +705,27 @@ class Load:
         return figures, wrong
 
 
+def _takeover(replica: Replica, since: float) -> tuple[float, float, float, float]:
+    """Seconds after `since` at which the replica took the Lease, had kopf's listing of the
+    GeminiWebhooks answered, read a Secret (its first reconciliation started) and first wrote
+    anything but the Lease, as its own link and WebhookService proxy saw them (inf: never)."""
+    link = replica.link
+    assert link is not None
+    seen = link.requests(since)
+    acquired = next(
+        (r.at for r in seen if r.method == "PATCH" and "/leases/" in r.path and r.status == 200),
+        math.inf,
+    )
+    after = [r for r in seen if r.at >= acquired and r.method == "GET"]
+    listed = next(
+        (r.at for r in after if r.path.endswith(f"/{crd.PLURAL}") and "watch" not in r.query),
+        math.inf,
+    )
+    read = next((r.at for r in after if "/secrets/" in r.path), math.inf)
+    wrote = next((t for t in _acts(replica) if t > since), math.inf)
+    return acquired - since, listed - since, read - since, wrote - since
+
+
 def _held_by_one_of(cluster: Cluster, names: set[str]) -> bool:
     return cluster.holder() in names
 
@@ -706,8 +748,9 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
 ) -> None:
     """Issue 24's load run: 3 replicas, 20 resources with rotations due every 30 s and five
     requested, deliveries flowing all along; the leader is SIGKILLed. The Lease is taken
-    within the lease duration and retry period, and the new leader writes once its kopf
-    machinery started; one replica writes at any time; every resource keeps one remote
+    within the lease duration and retry period, and the new leader's first write follows
+    within STARTING (a standby is warm: kopf's start is all that is left); one replica
+    writes at any time; every resource keeps one remote
     webhook and a Secret the remote accepts; no rotation twice; every delivery verifies with
     its resource's Secret. The figures are printed (bench/operator/ha.py shows them)."""
     access = ClusterAccess.load(str(kube.kubeconfig))
@@ -738,22 +781,23 @@ async def test_three_replicas_under_load_survive_a_killed_leader(
     await asyncio.sleep(ROTATION_INTERVAL + 5)  # due rotations under the new leader
     observed, wrong = await load.end([first, *others])
 
-    acted = [t - killed_at for t in _acts(leader) if t > killed_at]
-    first_action = acted[0] if acted else math.inf
+    acquired, listed, read, wrote = _takeover(leader, killed_at)
     bound = TIMING.lease_duration + 1.2 * TIMING.retry_period
     figures = (
         f"HA figures ({'sandbox' if kube.is_sandbox else 'real control plane'}), load: 3 "
         f"replicas, {RESOURCES} resources, rotation every {ROTATION_INTERVAL:.0f} s (noticed "
         f"within {DRIFT_INTERVAL:.0f} s), {REQUESTED} requested | SIGKILL of the leader: Lease "
-        f"taken over after {holder_change:.1f} s, first write by the new leader after "
-        f"{first_action:.1f} s (lease + retry = {bound:.1f} s) | {due_before} rotations by "
-        f"replica-a before the kill | {observed}"
+        f"taken over after {acquired:.2f} s (lease + retry = {bound:.1f} s; seen by the test "
+        f"after {holder_change:.1f} s), then GeminiWebhooks listed +{listed - acquired:.2f} s, "
+        f"first Secret read +{read - acquired:.2f} s, first write +{wrote - acquired:.2f} s: "
+        f"{wrote:.2f} s after the kill | {due_before} rotations by replica-a before the kill "
+        f"| {observed}"
     )
     print(figures)
     assert wrong == [], figures
     assert holder_change <= bound + 1.0, figures  # + the test's polling
-    # Acting also waits for kopf to start and list the resources on the new leader.
-    assert first_action <= bound + 5.0, figures
+    assert acquired <= bound + TAKEOVER_SLACK, figures
+    assert wrote <= bound + STARTING, figures
 
 
 @pytest.mark.timeout(600)

@@ -4,6 +4,8 @@ honouring Retry-After, and one shared inventory listing for concurrent observers
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -21,6 +23,24 @@ from gemini_webhook_operator.webhookservice import (
     WebhookServices,
 )
 from tests.operator.api_proxy import FaultProxy
+
+
+def test_a_first_client_imports_nothing_of_the_sdks_webhook_service() -> None:
+    """The SDK imports its WebhookService models (0.6-1.6 s here) on a client's first
+    `.webhooks`; the operator imports them with the module, so a standby pays that at start
+    and a new leader's first client, right after taking the Lease, does not."""
+    probe = (
+        "import sys\n"
+        "from gemini_webhook_operator.metrics import OperatorMetrics\n"
+        "from gemini_webhook_operator.webhookservice import WebhookServices\n"
+        "before = set(sys.modules)\n"
+        "WebhookServices(OperatorMetrics()).for_key('key', 'http://127.0.0.1:9')\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith('google.genai')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout[:2000]
 
 
 class FakeTime:
