@@ -11,8 +11,9 @@ they measure from the outside:
 - partition: the leader's link to the Kubernetes API refuses every connection; its last
   write attempt after the cut, when it stopped, when the standby took over;
 - load: 3 replicas, 20 resources rotating every 30 s (5 requested), deliveries flowing,
-  SIGKILL of the leader; takeover, first write of the new leader, writes per replica,
-  rotations and double actions, deliveries received and failing verification.
+  SIGKILL of the leader: kill -> Lease taken, then taken -> GeminiWebhooks listed, first
+  Secret read and first write of the new leader (from its own link and proxy); writes per
+  replica, rotations and double actions, deliveries received and failing verification.
 
 Lease timings are the tests' (8/6/1 s, client-go's proportions). A failing assertion is
 reported after the figures. The machine may be shared: re-run on a quiet one.
