@@ -22,8 +22,10 @@ reported after the figures. The machine may be shared: re-run on a quiet one.
 
 runs `tests/chart/test_real_rollout.py` instead (root; one real node on the machine at a
 time, `flock /tmp/gwo-real-node.lock`): the chart's Deployment on the real node, rolled by
-`helm upgrade` under load, then its leader's container killed from the host; writes per
-Pod from the API server's audit log and the emulator's calls, at the chart's Lease timings.
+`helm upgrade` under load, then its leader's container killed from the host, then stopped
+(SIGSTOP for twice the Lease) and resumed, then its Pod cut from the API server (an nftables
+rule in its network namespace; the emulator in reach) and healed; writes per Pod from the
+API server's audit log and the emulator's calls, at the chart's Lease timings.
 """
 
 from __future__ import annotations

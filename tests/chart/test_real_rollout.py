@@ -1,6 +1,8 @@
 """Issue 24 on the real node: the chart's operator Deployment — 3 replicas electing a leader
 by Lease — rolled (`helm upgrade` changing the Pod template) under load, as a cluster admin
-would roll it; then its leader's container killed from the host.
+would roll it; then its leader's container killed from the host; then stopped (SIGSTOP)
+for twice the Lease and resumed; then its Pod cut from the API server by an nftables rule
+in its network namespace, the WebhookService still in reach, and healed.
 
 The load: 20 GeminiWebhooks, 15 rotating every 30 s (rotations fall due during the rollout),
 5 rotating only when asked (each asked once while the rollout runs), 2 of them delivering
@@ -25,6 +27,7 @@ import itertools
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -38,6 +41,7 @@ import pytest
 import yaml
 
 from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator.leader import JITTER
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import KNOWN, decode_data, remote_identity
 from gemini_webhooks.controlplane import nodeconfig
@@ -336,6 +340,15 @@ class World:
             [w for w in leases if w.at >= self.began],
         )
 
+    def calls(self) -> list[tuple[float, str, dict[str, Any]]]:
+        """Every WebhookService call the emulator recorded: when, from which Pod (its
+        address where no operator Pod had it), and the call."""
+        self.note_pods()
+        calls = self.emulator_get("/emulator/v1/calls")["calls"]
+        return [
+            (parse_time(c["time"]), self.pod_ips.get(c["source"], c["source"]), c) for c in calls
+        ]
+
     def settled_deliveries(self) -> list[dict[str, Any]]:
         def settled() -> list[dict[str, Any]] | None:
             found = self.emulator_get("/emulator/v1/deliveries")["deliveries"]
@@ -356,13 +369,7 @@ class World:
         wrong = unfenced(writes, leases, deadline)
         changes, bad_changes = takeovers(leases, duration)
         wrong += bad_changes
-        self.note_pods()
-        calls = self.emulator_get("/emulator/v1/calls")["calls"]
-        remote = [
-            (parse_time(c["time"]), self.pod_ips.get(c["source"], c["source"]), c)
-            for c in calls
-            if c["operation"] in REMOTE_WRITES
-        ]
+        remote = [(at, pod, c) for at, pod, c in self.calls() if c["operation"] in REMOTE_WRITES]
         strangers = sorted({pod for _, pod, _ in remote if pod not in self.pod_ips.values()})
         if strangers:
             wrong.append(f"WebhookService writes from outside the operator Pods: {strangers}")
@@ -372,7 +379,11 @@ class World:
             lease = holder_at(leases, at)
             if lease is None or lease.holder != pod or at - lease.at > deadline:
                 wrong.append(f"{pod} {call['operation']} {call['webhook_id']} unfenced ({lease})")
-        writers = turns([(w.at, w.pod) for w in writes] + [(a, p) for a, p, _ in remote])
+        # Within the window: a Pod may lead again in a later term, after another did.
+        writers = turns(
+            [(w.at, w.pod) for w in writes if w.at >= since]
+            + [(a, p) for a, p, _ in remote if a >= since]
+        )
         if len(set(writers)) != len(writers):
             wrong.append(f"a Pod wrote again after another had: {' > '.join(writers)}")
 
@@ -595,19 +606,75 @@ def test_a_rolling_update_under_load_hands_over_once_and_does_nothing_twice(
     assert wrong == [], f"{wrong}\n{figures}"
 
 
-def container_processes(pod_uid: str) -> list[int]:
-    """Host PIDs of the Pod's processes but its sandbox's (pause), by their cgroup."""
+def pod_processes(pod_uid: str) -> dict[int, bytes]:
+    """Host PIDs of the Pod's processes, its sandbox's (pause) included, by their cgroup:
+    each with its command."""
     marks = (pod_uid, pod_uid.replace("-", "_"))
-    found = []
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
             cgroup = (entry / "cgroup").read_text()
             command = (entry / "cmdline").read_bytes().split(b"\0")[0]
-            if any(m in cgroup for m in marks) and not command.endswith(b"/pause"):
-                found.append(int(entry.name))
+            if any(m in cgroup for m in marks):
+                found[int(entry.name)] = command
     return found
+
+
+def container_processes(pod_uid: str) -> list[int]:
+    """Host PIDs of the Pod's processes but its sandbox's (pause)."""
+    return [pid for pid, cmd in pod_processes(pod_uid).items() if not cmd.endswith(b"/pause")]
+
+
+def sandbox_process(pod_uid: str) -> int:
+    """The host PID of the Pod's sandbox (pause): it holds the Pod's network namespace
+    while the container restarts."""
+    (pid,) = [pid for pid, cmd in pod_processes(pod_uid).items() if cmd.endswith(b"/pause")]
+    return pid
+
+
+def leading_container(world: World) -> tuple[dict[str, Any], int]:
+    """The Pod that holds the Lease, and its container's main process on the host (the
+    one whose parent is not in the container)."""
+    leader = world.leader()
+    (pod,) = [p for p in world.install.operator_pods() if p["metadata"]["name"] == leader]
+    pids = container_processes(pod["metadata"]["uid"])
+    assert pids, f"no process of {leader} on the host"
+    (main,) = [
+        pid
+        for pid in pids
+        if int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1]) not in pids
+    ]
+    return pod, main
+
+
+def pod_writes(world: World, pod: str) -> list[tuple[float, str]]:
+    """Every write the Pod made since the module began, in time order: each the API server
+    received from it (failed attempts and the Lease's included) and each WebhookService
+    write the emulator received from its address."""
+    found = []
+    for event in world.cluster.audit_events():
+        user = event.get("user") or {}
+        if (user.get("extra") or {}).get(POD_NAME) != [pod]:
+            continue
+        if event.get("stage") != "ResponseComplete":
+            continue
+        at = parse_time(event["requestReceivedTimestamp"])
+        ref = event.get("objectRef") or {}
+        found.append((at, f"{event['verb']} {ref.get('resource')} {ref.get('name')}"))
+    found += [
+        (at, f"WebhookService {call['operation']} {call['webhook_id']}")
+        for at, who, call in world.calls()
+        if who == pod and call["operation"] in REMOTE_WRITES
+    ]
+    return sorted(w for w in found if w[0] >= world.began)
+
+
+def container_status(world: World, pod: str) -> dict[str, Any]:
+    found = world.cluster.get("pod", "-n", RELEASE_NAMESPACE, pod)
+    status: dict[str, Any] = found["status"]["containerStatuses"][0]
+    return status
 
 
 def test_sigkill_of_the_leaders_container_hands_over_once_and_does_nothing_twice(
@@ -617,20 +684,11 @@ def test_sigkill_of_the_leaders_container_hands_over_once_and_does_nothing_twice
     it, the Lease goes to whichever replica acquires first (the restarted one may, under its
     own name); nobody acts twice, and the first write after the kill comes within the lease
     duration and retry period (plus kopf's start)."""
-    install = world.install
     world.start_load()
     start = time.time()
     time.sleep(FIRE_EVERY * 2)
-    leader = world.leader()
-    (pod,) = [p for p in install.operator_pods() if p["metadata"]["name"] == leader]
-    main_pids = container_processes(pod["metadata"]["uid"])
-    assert main_pids, f"no process of {leader} on the host"
-    # The container's main process: the one whose parent is not in the container.
-    (main,) = [
-        pid
-        for pid in main_pids
-        if int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1]) not in main_pids
-    ]
+    pod, main = leading_container(world)
+    leader = pod["metadata"]["name"]
     killed = time.time()
     os.kill(main, signal.SIGKILL)
     for name in world.requested[:2]:
@@ -647,9 +705,7 @@ def test_sigkill_of_the_leaders_container_hands_over_once_and_does_nothing_twice
     first_write = [w.at - killed for w in writes if w.at > killed]
     takeover = acquired[0].at - killed if acquired else float("inf")
     first = first_write[0] if first_write else float("inf")
-    restarts = install.cluster.get("pod", "-n", RELEASE_NAMESPACE, leader)["status"][
-        "containerStatuses"
-    ][0]["restartCount"]
+    restarts = container_status(world, leader)["restartCount"]
     bound = LEASE["leaseDuration"] + 1.2 * LEASE["retryPeriod"]
     figures = (
         f"HA figures (real node), SIGKILL of the leader's container ({leader}, pid {main}, "
@@ -661,3 +717,221 @@ def test_sigkill_of_the_leaders_container_hands_over_once_and_does_nothing_twice
     assert wrong == [], f"{wrong}\n{figures}"
     assert takeover <= bound + 2.0, figures
     assert first <= bound + 20.0, figures  # + kopf starting and listing on the new leader
+
+
+def liveness_failure_window() -> float:
+    """How long the chart's liveness probe takes, at the least, to have the kubelet restart a
+    container that stopped answering: its failures come a period apart, and the first may
+    be under way already when the container stops."""
+    probe = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["livenessProbe"]
+    return float((probe["failureThreshold"] - 1) * probe["periodSeconds"] + probe["timeoutSeconds"])
+
+
+# The pause: twice the Lease, and well inside the liveness probe's failure window (45 s with
+# the chart's defaults), so that the container resumes rather than being restarted by the
+# kubelet, and the resumed process is what is judged.
+PAUSE = 2.0 * LEASE["leaseDuration"]
+TAIL = 3 * LEASE["retryPeriod"]  # after the scenario: the old leader keeps standing by
+
+
+def lost_its_lease_and_exited(world: World, pod: str, restarts: int) -> str:
+    """Wait for the Pod's container to have exited on losing the Lease (LeadershipLost: exit
+    1 and its log line, not the kubelet's kill) and to run again; its last words."""
+
+    def restarted() -> dict[str, Any] | None:
+        status = container_status(world, pod)
+        return status if status["restartCount"] > restarts and status.get("ready") else None
+
+    status = wait_for(f"{pod} restarted and standing by", restarted, 120, every=1)
+    assert status["restartCount"] == restarts + 1, status
+    ended = status["lastState"]["terminated"]
+    log = world.cluster.kubectl("logs", "-n", RELEASE_NAMESPACE, pod, "--previous", timeout=60)
+    lost = [line for line in log.splitlines() if "lost the leader Lease" in line]
+    assert ended["exitCode"] == 1 and lost, (ended, log[-3000:])
+    return lost[-1]
+
+
+def test_a_leader_stopped_past_its_lease_writes_nothing_when_it_resumes_and_then_follows(
+    world: World,
+) -> None:
+    """SIGSTOP of the leading container's main process from the host (a long GC pause, a
+    frozen VM) for twice the Lease, rotations requested during the pause, then SIGCONT: a
+    follower took the Lease and did the rotations; the resumed process finds its fence
+    expired, writes nothing (not at the API server, not at the WebhookService), exits on
+    LeadershipLost, and its restarted container stands by."""
+    window = liveness_failure_window()
+    assert LEASE["leaseDuration"] + JITTER * LEASE["retryPeriod"] < PAUSE < window - 10
+    world.start_load()
+    start = time.time()
+    time.sleep(FIRE_EVERY * 2)
+    pod, main = leading_container(world)
+    leader = pod["metadata"]["name"]
+    restarts = container_status(world, leader)["restartCount"]
+    asked = world.requested[2:4]
+    stopped = time.time()
+    os.kill(main, signal.SIGSTOP)
+    try:
+        for name in asked:
+            world.request_rotation(name)
+        successor = wait_for(
+            "another replica holds the Lease",
+            lambda: (holder := world.leader()) not in ("", leader) and holder,
+            PAUSE,
+            every=1,
+        )
+        done_in_pause = False
+        while time.time() < stopped + PAUSE and not done_in_pause:
+            done_in_pause = all(world.rotated_on_request(name) for name in asked)
+            time.sleep(1)
+        time.sleep(max(0.0, stopped + PAUSE - time.time()))
+    finally:
+        os.kill(main, signal.SIGCONT)
+    resumed = time.time()
+    last_words = lost_its_lease_and_exited(world, leader, restarts)
+    for name in asked:
+        wait_for(
+            f"{name} rotated on request", functools.partial(world.rotated_on_request, name), 120
+        )
+    time.sleep(TAIL)
+    world.stop_load()
+    figures, wrong = world.check(start)
+    mine = pod_writes(world, leader)
+    before = [at for at, _ in mine if at < stopped]
+    after = [f"{at - resumed:+.2f}s {what}" for at, what in mine if at >= resumed]
+    _writes, leases = world.operator_writes()
+    taken = [w for w in leases if w.at > stopped and w.holder == successor]
+    figures = (
+        f"HA figures (real node), SIGSTOP of the leader's container ({leader}, pid {main}) "
+        f"for {resumed - stopped:.1f}s (Lease {LEASE['leaseDuration']}s; the liveness probe "
+        f"restarts a stopped container no sooner than {window:.0f}s), {len(asked)} rotations "
+        f"requested during it ({'done' if done_in_pause else 'not yet done'} by its end): "
+        f"its last write {stopped - before[-1]:.1f}s before the stop; {successor} took the "
+        f"Lease {taken[0].at - stopped:.1f}s after the stop; the resumed process wrote "
+        f"{len(after)} times and exited ({last_words.strip()[-90:]!r}) | {figures}"
+    )
+    print(f"\n{figures}")
+    assert after == [], f"{after}\n{figures}"
+    assert wrong == [], f"{wrong}\n{figures}"
+    assert world.leader() != leader, figures
+
+
+PARTITION_TABLE = "gwo_partition"  # the nftables table of the partition (one of ours only)
+
+
+def api_server_addresses(cluster: Cluster) -> list[tuple[str, int]]:
+    """Where a Pod reaches the API server: the `kubernetes` Service's address (what the
+    Pod connects to) and its endpoints' (what the node translates that into)."""
+    service = cluster.get("service", "-n", "default", "kubernetes")["spec"]
+    found = [(service["clusterIP"], int(port["port"])) for port in service["ports"]]
+    endpoints = cluster.get("endpointslice", "-n", "default", "kubernetes")
+    found += [
+        (address, int(port["port"]))
+        for endpoint in endpoints["endpoints"]
+        for address in endpoint["addresses"]
+        for port in endpoints["ports"]
+    ]
+    return found
+
+
+def nft_in(pid: int, *args: str, stdin: str | None = None) -> str:
+    """nft in the network namespace of a host process."""
+    done = subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", "nft", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@contextlib.contextmanager
+def cut_off(pid: int, addresses: list[tuple[str, int]]) -> Iterator[None]:
+    """The network namespace of `pid` cut from `addresses` both ways (nothing sent to them,
+    nothing taken from them: connections open hang, as in a partition), by a table of its
+    own; removed on the way out whatever happened, and the namespace's ruleset shown as it
+    was."""
+    pairs = ", ".join(f"{ip} . {port}" for ip, port in addresses)
+    ruleset = (
+        f"table inet {PARTITION_TABLE} {{\n"
+        f"  chain out {{ type filter hook output priority -300; "
+        f"ip daddr . tcp dport {{ {pairs} }} drop; }}\n"
+        f"  chain in {{ type filter hook input priority -300; "
+        f"ip saddr . tcp sport {{ {pairs} }} drop; }}\n"
+        f"}}\n"
+    )
+    before = nft_in(pid, "list", "ruleset")
+    assert PARTITION_TABLE not in before, before
+    nft_in(pid, "-f", "-", stdin=ruleset)
+    try:
+        yield
+    finally:
+        nft_in(pid, "delete", "table", "inet", PARTITION_TABLE)
+        after = nft_in(pid, "list", "ruleset")
+        assert after == before, f"the Pod's ruleset changed:\n{before}\n---\n{after}"
+
+
+def test_a_leader_cut_from_the_api_server_stops_writing_in_time_and_rejoins_as_a_follower(
+    world: World,
+) -> None:
+    """The leading Pod cut from the API server (an nftables rule in its network namespace,
+    set from the host) while the WebhookService stays reachable, a rotation requested
+    meanwhile: its last write (at the API server and at the emulator) comes within the
+    renew deadline of the cut, another replica takes over within the lease duration and
+    retry period, nothing is done twice; healed, its restarted container stands by."""
+    world.start_load()
+    start = time.time()
+    time.sleep(FIRE_EVERY * 2)
+    pod, _main = leading_container(world)
+    leader, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+    restarts = container_status(world, leader)["restartCount"]
+    api = api_server_addresses(world.cluster)
+    emulator_ip = world.cluster.get("service", "-n", RELEASE_NAMESPACE, EMULATOR)["spec"][
+        "clusterIP"
+    ]
+    asked = world.requested[4:] + world.requested[:1]
+    deadline = float(LEASE["renewDeadline"])
+    with cut_off(sandbox_process(uid), api):
+        cut = time.time()
+        for name in asked:
+            world.request_rotation(name)
+        # The dangerous half: the API server is out of reach, the WebhookService is not.
+        reaches = functools.partial(world.cluster.connects, RELEASE_NAMESPACE, leader)
+        assert not reaches(*api[0]) and reaches(emulator_ip, EMULATOR_PORT)
+        successor = wait_for(
+            "another replica holds the Lease",
+            lambda: (holder := world.leader()) not in ("", leader) and holder,
+            LEASE["leaseDuration"] + deadline + 10,
+            every=1,
+        )
+        taken = time.time() - cut
+        last_words = lost_its_lease_and_exited(world, leader, restarts)
+        for name in asked:
+            wait_for(
+                f"{name} rotated on request", functools.partial(world.rotated_on_request, name), 120
+            )
+    healed = time.time()
+    wait_for(f"{leader} Ready", lambda: world.install.ready_pod(RELEASE_NAMESPACE, leader), 60)
+    time.sleep(TAIL)
+    world.stop_load()
+    figures, wrong = world.check(start)
+    mine = [(at, what) for at, what in pod_writes(world, leader) if at >= start]
+    kube = [at - cut for at, what in mine if not what.startswith("WebhookService")]
+    remote = [at - cut for at, what in mine if what.startswith("WebhookService")]
+    late = [f"{at - cut:+.2f}s {what}" for at, what in mine if at - cut > deadline]
+    figures = (
+        f"HA figures (real node), partition of the leader's Pod ({leader}) from the API "
+        f"server ({', '.join(f'{a}:{p}' for a, p in api)} dropped both ways in its network "
+        f"namespace; the emulator reachable) for {healed - cut:.1f}s, {len(asked)} rotations "
+        f"requested during it: its last write {max(kube, default=float('nan')):+.1f}s from "
+        f"the cut at the API server, {max(remote, default=float('nan')):+.1f}s at the "
+        f"emulator (renew deadline {deadline:.0f}s); {successor} held the Lease "
+        f"{taken:.1f}s after the cut (seen by polling); the cut process exited "
+        f"({last_words.strip()[-90:]!r}), its restarted container stands by | {figures}"
+    )
+    print(f"\n{figures}")
+    assert late == [], f"{late}\n{figures}"
+    assert wrong == [], f"{wrong}\n{figures}"
+    assert world.leader() != leader and not [at for at, _ in mine if at >= healed], figures
