@@ -333,6 +333,17 @@ class World:
         lease = self.cluster.get("lease", "-n", RELEASE_NAMESPACE, DEPLOYMENT)
         return str(lease["spec"].get("holderIdentity") or "")
 
+    def wind_down(self, asked: list[str], start: float, tail: float) -> tuple[str, list[str]]:
+        """The end of a scenario: the rotations `asked` done, `tail` seconds more of load,
+        then everything since `start` checked (`check`)."""
+        for name in asked:
+            wait_for(
+                f"{name} rotated on request", functools.partial(self.rotated_on_request, name), 120
+            )
+        time.sleep(tail)
+        self.stop_load()
+        return self.check(start)
+
     def operator_writes(self) -> tuple[list[Write], list[LeaseWrite]]:
         writes, leases = operator_writes(self.cluster.audit_events())
         return (
@@ -589,13 +600,8 @@ def test_a_rolling_update_under_load_hands_over_once_and_does_nothing_twice(
     after = {p["metadata"]["name"] for p in install.operator_pods()}
     assert len(after) == 3 and not after & before, (before, after)
     wait_for("a new replica holds the Lease", lambda: world.leader() in after, 120, every=1)
-    for name in world.requested:
-        wait_for(
-            f"{name} rotated on request", functools.partial(world.rotated_on_request, name), 120
-        )
-    time.sleep(ROTATION / 2)  # due rotations under the new leader too
-    world.stop_load()
-    figures, wrong = world.check(start)
+    # Due rotations under the new leader too.
+    figures, wrong = world.wind_down(world.requested, start, ROTATION / 2)
     figures = (
         f"HA figures (real node), rolling update of the chart's Deployment: 3 replicas, "
         f"{RESOURCES} resources ({RESOURCES - REQUESTED} rotating every {ROTATION:.0f}s, "
@@ -693,13 +699,7 @@ def test_sigkill_of_the_leaders_container_hands_over_once_and_does_nothing_twice
     os.kill(main, signal.SIGKILL)
     for name in world.requested[:2]:
         world.request_rotation(name)
-    for name in world.requested[:2]:
-        wait_for(
-            f"{name} rotated on request", functools.partial(world.rotated_on_request, name), 120
-        )
-    time.sleep(ROTATION / 2)
-    world.stop_load()
-    figures, wrong = world.check(start)
+    figures, wrong = world.wind_down(world.requested[:2], start, ROTATION / 2)
     writes, leases = world.operator_writes()
     acquired = [w for w in leases if w.at > killed and w.holder]
     first_write = [w.at - killed for w in writes if w.at > killed]
@@ -792,13 +792,7 @@ def test_a_leader_stopped_past_its_lease_writes_nothing_when_it_resumes_and_then
     resumed = time.time()
     last_words = lost_its_lease_and_exited(world, leader, restarts)
     standing_by = time.time() - resumed
-    for name in asked:
-        wait_for(
-            f"{name} rotated on request", functools.partial(world.rotated_on_request, name), 120
-        )
-    time.sleep(TAIL)
-    world.stop_load()
-    figures, wrong = world.check(start)
+    figures, wrong = world.wind_down(asked, start, TAIL)
     mine = pod_writes(world, leader)
     before = [at for at, _ in mine if at < stopped]
     after = [f"{at - resumed:+.2f}s {what}" for at, what in mine if at >= resumed]
@@ -915,13 +909,7 @@ def test_a_leader_cut_from_the_api_server_stops_writing_in_time_and_rejoins_as_a
         last_words = lost_its_lease_and_exited(world, leader, restarts)
         standing_by = time.time() - cut
     healed = time.time()
-    for name in asked:
-        wait_for(
-            f"{name} rotated on request", functools.partial(world.rotated_on_request, name), 120
-        )
-    time.sleep(TAIL)
-    world.stop_load()
-    figures, wrong = world.check(start)
+    figures, wrong = world.wind_down(asked, start, TAIL)
     mine = [(at, what) for at, what in pod_writes(world, leader) if at >= start]
     kube = [at - cut for at, what in mine if not what.startswith("WebhookService")]
     remote = [at - cut for at, what in mine if what.startswith("WebhookService")]
