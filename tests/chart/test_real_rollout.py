@@ -796,6 +796,9 @@ def test_a_leader_stopped_past_its_lease_writes_nothing_when_it_resumes_and_then
     resumed = time.time()
     last_words = lost_its_lease_and_exited(world, leader, restarts)
     standing_by = time.time() - resumed
+    mine = pod_writes(world, leader)
+    after = [f"{at - resumed:+.2f}s {what}" for at, what in mine if at >= resumed]
+    assert after == [], f"the resumed process wrote: {after}"  # before what two writers do
     figures, wrong = world.wind_down(asked, start, TAIL)
     mine = pod_writes(world, leader)
     before = [at for at, _ in mine if at < stopped]
