@@ -482,11 +482,7 @@ class World:
         retry = float(LEASE["retryPeriod"])
         handed = []
         for change in (c for c in changes if c["at"] >= since):
-            # A follower tries every retry period (jittered). A released Lease it takes at
-            # its next try; an expired one, at its next try after the Lease expired on its
-            # own clock, which started when it saw the last renewal, up to a try late.
-            tries = 1 if change["released"] else 2
-            bound = tries * JITTER * retry + (0 if change["released"] else duration) + 2.0
+            bound = 1.2 * retry + (0 if change["released"] else duration) + 2.0  # + load
             if change["after"] > bound:
                 wrong.append(f"a takeover {change['after']:.1f}s after the Lease was free")
             wrote = [at for at, pod in stamped if pod == change["to"] and at >= change["at"]]
