@@ -223,7 +223,7 @@ class DynamicConfig(_Model):
 
 
 class ServiceTarget(_Model):
-    """A Kubernetes Service port, resolved by `contracts.service_endpoints.service_url`."""
+    """A Kubernetes Service port, reached at `contracts.service_endpoints.service_url`."""
 
     name: str = Field(min_length=1, description="Service name.")
     namespace: str = Field(min_length=1, description="Service namespace.")

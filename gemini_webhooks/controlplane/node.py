@@ -10,14 +10,17 @@ ServiceAccount token asked from the TokenRequest API for the Pod's ServiceAccoun
 bound to the Pod), probed by its readiness probe; every other image gets a clear waiting
 status (`UnsupportedImage`) instead of silence. The three ways a loopback pod differs
 from a real one are `podplan`'s (files under the pod's directory, loopback ports, no
-image): Pods report `127.0.0.1` as their IP, and Services that select them are published
-on loopback through the Service-endpoints file, as in the sandbox.
+image): each Pod reports an address of its own from `POD_NETWORK` as its IP, and the
+node's forward proxy (`sandbox.proxy`, named by `HTTP_PROXY` in every Pod it runs) maps
+that address and the Services that select its Pods to their loopback ports, as the
+sandbox's does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import platform
@@ -32,7 +35,6 @@ from typing import Any
 import aiohttp
 import yaml
 
-from gemini_webhooks.contracts.service_endpoints import ENV_VAR, FILE_ENV_VAR
 from gemini_webhooks.controlplane.balancer import RoundRobin, choose, service_backends
 from gemini_webhooks.controlplane.build import KUBERNETES_VERSION
 from gemini_webhooks.sandbox.kubeapi import JSON, KubeApi, KubeApiError
@@ -50,6 +52,7 @@ from gemini_webhooks.sandbox.podplan import (
     plan_pod_object,
     referenced_objects,
 )
+from gemini_webhooks.sandbox.proxy import SandboxProxy
 from gemini_webhooks.sandbox.supervisor import Child, ProcessSpec, Progress, Supervisor
 
 NODE_LABEL = "gwo.dev/node"
@@ -58,6 +61,8 @@ UNSUPPORTED_IMAGE = "UnsupportedImage"
 LEASE_SECONDS = 40
 TOKEN_SECONDS = 3600
 MAX_BACKOFF = 30.0
+# The Pods' addresses: what `status.podIP` says; only the node's proxy routes them.
+POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")
 DEFAULT_CAPACITY = {"cpu": "2", "memory": "24Gi", "pods": "110", "ephemeral-storage": "50Gi"}
 
 
@@ -152,6 +157,7 @@ class RunningPod:
     namespace: str
     name: str
     uid: str
+    address: str = ""  # its Pod IP, from POD_NETWORK
     ports: PodPorts = field(default_factory=PodPorts)
     labels: dict[str, str] = field(default_factory=dict)
     plan: PodPlan | None = None
@@ -183,7 +189,7 @@ class Node:
         ca: Path,
         base_env: Mapping[str, str] | None = None,
         static_endpoints: Mapping[str, str] | None = None,
-        endpoints_file: Path | None = None,
+        proxy: SandboxProxy | None = None,
         progress: Progress | None = None,
         interval: float = 0.5,
         executables: Callable[[str], str] = venv_executable,
@@ -197,7 +203,12 @@ class Node:
         self.base_env = dict(base_env if base_env is not None else os.environ)
         self.static_endpoints = dict(static_endpoints or {})
         self.endpoints: dict[str, str] = dict(self.static_endpoints)
-        self.endpoints_file = endpoints_file or state_dir / "service-endpoints.json"
+        # The proxy the Pods reach Services and each other through: the caller's (which
+        # must serve this node's `endpoints`), else one of the node's own.
+        self.proxy = proxy or SandboxProxy(lambda: self.endpoints)
+        self._own_proxy = proxy is None
+        self._addresses = POD_NETWORK.hosts()
+        next(self._addresses)  # .1 is the network's gateway in a cluster: not a Pod's
         self.progress: Progress = progress or (lambda _line: None)
         self.interval = interval
         self.executables = executables
@@ -230,7 +241,8 @@ class Node:
 
     async def register(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._write_endpoints()
+        if self._own_proxy:
+            await self.proxy.start()
         try:
             await self.api.create("nodes", None, node_object(self.name))
         except KubeApiError as error:
@@ -301,6 +313,8 @@ class Node:
         for balancer in self.balancers.values():
             await balancer.stop()
         self.balancers.clear()
+        if self._own_proxy:
+            await self.proxy.stop()
         await self.api.close()
 
     def _pods_of(self, namespace: str, name: str) -> list[RunningPod]:
@@ -339,7 +353,10 @@ class Node:
             running = self.pods.get(uid)
             if running is None:
                 running = self.pods[uid] = RunningPod(
-                    metadata.get("namespace", "default"), metadata["name"], uid
+                    metadata.get("namespace", "default"),
+                    metadata["name"],
+                    uid,
+                    address=str(next(self._addresses)),
                 )
             running.labels = dict(metadata.get("labels") or {})
             containers = (pod.get("spec") or {}).get("containers") or []
@@ -368,17 +385,14 @@ class Node:
         mapping = dict(self.static_endpoints)
         mapping.update(service_endpoints(services, pods))
         mapping.update(
-            pod_endpoints(
-                {(p.namespace, p.name): p.ports for p in self.pods.values() if p.plan is not None}
-            )
+            pod_endpoints({p.address: p.ports for p in self.pods.values() if p.plan is not None})
         )
         await self._balance(services, mapping)
         if mapping != self.endpoints:
             for key in sorted(set(mapping) - set(self.endpoints)):
-                if not key.startswith("pod:"):  # a Pod's own address is not news
+                if "/" in key:  # a Service's (a Pod's own address is not news)
                     self.progress(f"node: Service {key} -> http://{mapping[key]}")
             self.endpoints = mapping
-            self._write_endpoints()
 
     async def _balance(self, services: list[JSON], mapping: dict[str, str]) -> None:
         """A Service selecting several pods is published as its round-robin listener."""
@@ -400,12 +414,6 @@ class Node:
                 await balancer.start()
             balancer.backends = choose(found)
             mapping[key] = balancer.address
-
-    def _write_endpoints(self) -> None:
-        temporary = self.endpoints_file.with_suffix(".tmp")
-        temporary.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(self.endpoints, sort_keys=True, indent=1))
-        os.replace(temporary, self.endpoints_file)
 
     # -- one pod ------------------------------------------------------------------------
 
@@ -465,9 +473,7 @@ class Node:
     def _plan(
         self, running: RunningPod, pod: JSON, objects: Mapping[Any, Any], tokens: Mapping[str, str]
     ) -> PodPlan:
-        env = dict(self.base_env)
-        env[ENV_VAR] = json.dumps(self.static_endpoints, sort_keys=True)
-        env[FILE_ENV_VAR] = str(self.endpoints_file)
+        env = dict(self.base_env) | self.proxy.environment()
         env.pop("KUBECONFIG", None)
         env.pop("KUBERNETES_SERVICE_HOST", None)
         pod_dir = self._pod_dir(running)
@@ -643,8 +649,8 @@ class Node:
             "phase": phase,
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
+            "podIP": running.address,
+            "podIPs": [{"ip": running.address}],
             "startTime": (pod.get("status") or {}).get("startTime") or now,
             "conditions": [
                 condition("PodReadyToStartContainers", True),

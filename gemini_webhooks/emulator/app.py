@@ -95,8 +95,8 @@ class Emulator:
         # clock, while deliveries keep real timestamps that receivers accept.
         self.service_clock: WallClock = self.clock
         self.scale = TimeScale(self.config.time_scale)
-        # In-process endpoint overrides (`host:port` or `namespace/name:port` -> `addr:port`);
-        # merged over GEMINI_WEBHOOKS_SERVICE_ENDPOINTS at every delivery attempt.
+        # Endpoint overrides, like curl's --resolve (`host:port` or `namespace/name:port` ->
+        # `addr:port`), read at every delivery attempt; set through the control API.
         self.endpoint_overrides: dict[str, str] = {}
         self.webhooks = WebhookStore(self.config.secret_reporting)
         self.calls = CallLog()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import re
 import secrets
@@ -25,12 +26,12 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import standardwebhooks
 
-from gemini_webhooks.contracts import service_endpoints
 from gemini_webhooks.contracts.delivery import (
     HEADER_ID,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
 )
+from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
 from gemini_webhooks.contracts.times import rfc3339
 
 from . import decisions
@@ -56,7 +57,7 @@ def resolve_target(uri: str, overrides: Mapping[str, str]) -> tuple[str, str | N
     candidates = [f"{host}:{port}"]
     match = _SERVICE_HOST.match(host)
     if match:
-        candidates.append(service_endpoints.service_key(match["name"], match["namespace"], port))
+        candidates.append(f"{match['namespace']}/{match['name']}:{port}")
     for key in candidates:
         address = overrides.get(key)
         if address:
@@ -152,12 +153,16 @@ class DeliveryEngine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._gates: dict[str, asyncio.Semaphore] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._proxies = DIRECT
 
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        # As Gemini reaches a webhook from outside: through HTTP(S)_PROXY unless NO_PROXY
+        # says otherwise (the local sandbox names its proxy there), read once.
+        self._proxies = ProxySettings.from_environ(os.environ)
 
     async def stop(self) -> None:
         await self.cancel_all()
@@ -419,22 +424,14 @@ class DeliveryEngine:
             headers[HEADER_SIGNATURE] = self.keys.sign(claims)
         return headers
 
-    def _merged_overrides(self) -> dict[str, str]:
-        try:
-            merged = service_endpoints.overrides_from_env()
-        except service_endpoints.ServiceEndpointsError as error:
-            log.warning(json.dumps({"msg": "ignoring endpoint overrides", "error": str(error)}))
-            merged = {}
-        merged.update(self._overrides())
-        return merged
-
     async def _attempt(self, delivery: Delivery, uri: str) -> bool:
         assert self._session is not None, "engine not started"
         now = self.clock.now()
         headers = self._headers(delivery, uri, now)
-        url, host = resolve_target(uri, self._merged_overrides())
+        url, host = resolve_target(uri, self._overrides())
         if host is not None:
-            headers["host"] = host
+            headers["host"] = host  # an override: straight to the address it names
+        proxy = None if host is not None else self._proxies.proxy_for(url)
         started = time.perf_counter()
         status: int | None = None
         error: str | None = None
@@ -445,6 +442,7 @@ class DeliveryEngine:
                 headers=headers,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                proxy=proxy,
             ) as response:
                 status = response.status
                 await response.content.read(64 * 1024)

@@ -5,8 +5,9 @@ receivers, and for each one runs the real `gemini-webhooks receiver` process exa
 its pod template says (see `podplan` for the three ways a loopback pod differs from a
 node's). It restarts the process when the pod template changes (Recreate: the Service's
 loopback port stays the same) or when it exits (with a CrashLoopBackOff-like delay),
-keeps mounted ConfigMap/Secret files current, gives every Service that selects one of
-these pods a loopback address, and writes the Deployment's `status` (`readyReplicas`
+keeps mounted ConfigMap/Secret files current, keeps `endpoints` (every Service that
+selects one of these pods -> its loopback address, which the sandbox's proxy serves at
+the Service's cluster name, `sandbox.proxy`), and writes the Deployment's `status` (`readyReplicas`
 and friends) from the readiness probe.
 
 Limits, by design: one process per Deployment whatever `replicas` says (above zero);
@@ -17,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from typing import Any
 import aiohttp
 
 from gemini_webhooks.contracts import label_selector
-from gemini_webhooks.contracts.service_endpoints import ENV_VAR, pod_key, service_key
 from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 from gemini_webhooks.contracts.times import now_rfc3339
 from gemini_webhooks.sandbox.kubeapi import JSON, KubeApi, KubeApiError
@@ -45,13 +44,12 @@ from gemini_webhooks.sandbox.podplan import (
     template_hash,
 )
 from gemini_webhooks.sandbox.ports import free_port
+from gemini_webhooks.sandbox.proxy import pod_key, service_key
 from gemini_webhooks.sandbox.supervisor import Child, ProcessSpec, Progress, Supervisor
 
 RECEIVER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=receiver"
 DEPLOYMENTS = "deployments.apps/v1"
 MAX_BACKOFF = 30.0
-
-EndpointsListener = Callable[[dict[str, str]], None]
 
 
 def venv_executable(name: str) -> str:
@@ -87,12 +85,12 @@ def service_endpoints(
     return mapping
 
 
-def pod_endpoints(pods: Mapping[tuple[str, str], PodPorts]) -> dict[str, str]:
-    """`pod:namespace/name:port` -> `127.0.0.1:<loopback port>` for every container port of
-    the Pods (namespace, name) we run: what a Pod IP and port are in a cluster."""
+def pod_endpoints(pods: Mapping[str, PodPorts]) -> dict[str, str]:
+    """`address:port` -> `127.0.0.1:<loopback port>` for every container port of the Pods
+    we run, by their Pod address: what a Pod IP and port are in a cluster."""
     return {
-        pod_key(name, namespace, number): f"127.0.0.1:{host_port}"
-        for (namespace, name), ports in sorted(pods.items())
+        pod_key(address, number): f"127.0.0.1:{host_port}"
+        for address, ports in sorted(pods.items())
         for number, host_port in sorted(ports.by_number.items())
     }
 
@@ -163,7 +161,6 @@ class Kubelet:
         *,
         base_env: Mapping[str, str],
         static_endpoints: Mapping[str, str] | None = None,
-        on_endpoints: EndpointsListener | None = None,
         progress: Progress | None = None,
         selector: str = RECEIVER_SELECTOR,
         interval: float = 0.5,
@@ -174,7 +171,6 @@ class Kubelet:
         self.base_env = dict(base_env)
         self.static_endpoints = dict(static_endpoints or {})
         self.endpoints: dict[str, str] = dict(self.static_endpoints)
-        self.on_endpoints = on_endpoints
         self.progress: Progress = progress or (lambda _line: None)
         self.selector = selector
         self.interval = interval
@@ -254,8 +250,6 @@ class Kubelet:
             self.endpoints = mapping
             for key in added:
                 self.progress(f"kubelet: Service {key} -> http://{mapping[key]}")
-            if self.on_endpoints is not None:
-                self.on_endpoints(dict(mapping))
 
     # -- one pod --------------------------------------------------------------------------
 
@@ -276,7 +270,6 @@ class Kubelet:
 
     def _plan(self, pod: Pod, deployment: JSON, objects: Mapping[Any, Any]) -> PodPlan:
         env = dict(self.base_env)
-        env[ENV_VAR] = json.dumps(self.endpoints, sort_keys=True)
         return plan_pod(
             deployment,
             lookup=lambda kind, namespace, name: objects.get((kind, namespace, name)),

@@ -25,13 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.events import ALL_EVENT_TYPES, SUBSCRIBABLE_EVENT_TYPES
-from gemini_webhooks.contracts.service_endpoints import service_key, service_url
+from gemini_webhooks.contracts.service_endpoints import service_url
 from gemini_webhooks.contracts.signing_secret import SigningSecrets, decode, matches_truncated
 from gemini_webhooks.emulator.control import ControlClient
 from gemini_webhooks.jobs.webhook_config import WebhookConfigError, from_cluster
 from gemini_webhooks.sandbox.consumer import Arrival, SampleConsumer
 from gemini_webhooks.sandbox.kubeapi import ReadApi, run_kubectl
 from gemini_webhooks.sandbox.podplan import decode_secret_data
+from gemini_webhooks.sandbox.proxy import service_key
 
 GWH = f"{crd.PLURAL}.{crd.API_VERSION}"
 RECEIVER_SUFFIX = "-receiver"

@@ -7,15 +7,16 @@
 4. the kubelet (in this process), which runs the receiver of every GeminiWebhook;
 5. the operator (`gemini-webhooks operator`), pointed at both.
 
-Every child gets `KUBECONFIG` and the Service endpoints (`GEMINI_WEBHOOKS_SERVICE_ENDPOINTS`
-for what is known at start, `..._FILE` for what the kubelet learns later).
+Before them all, the sandbox's forward proxy (`sandbox.proxy`): every child gets
+`KUBECONFIG` and `HTTP_PROXY` naming it (`NO_PROXY` covering loopback), so a cluster name
+(`NAME.NAMESPACE.svc.cluster.local:PORT`, a Pod's address) reaches the local process that
+serves it, as cluster DNS and kube-proxy would route it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shlex
 import shutil
@@ -30,7 +31,6 @@ import yaml
 
 from gemini_webhooks.contracts import crd as crd_contract
 from gemini_webhooks.contracts.crd import DEFAULT_API_KEY_SECRET_KEY
-from gemini_webhooks.contracts.service_endpoints import ENV_VAR, FILE_ENV_VAR, service_key
 from gemini_webhooks.controlplane import build
 from gemini_webhooks.controlplane.cluster import ControlPlane
 from gemini_webhooks.controlplane.node import Node
@@ -38,6 +38,7 @@ from gemini_webhooks.sandbox.consumer import SampleConsumer
 from gemini_webhooks.sandbox.kubeapi import KubeApi, server_from_kubeconfig
 from gemini_webhooks.sandbox.kubelet import Kubelet, venv_executable
 from gemini_webhooks.sandbox.ports import LOOPBACK, free_port
+from gemini_webhooks.sandbox.proxy import SandboxProxy, service_key
 from gemini_webhooks.sandbox.supervisor import (
     Child,
     ChildFailedError,
@@ -109,7 +110,10 @@ class Sandbox:
         self.supervisor = Supervisor(self.state_dir / "logs", progress=self._say)
         self.consumer = SampleConsumer(echo=self._say if options.echo_consumer else None)
         self.kubeconfig = self.state_dir / "kubeconfig"
-        self.endpoints_file = self.state_dir / "service-endpoints.json"
+        # The Pods' map is the kubelet's (or the node's); until one runs, the consumer's.
+        self.proxy = SandboxProxy(
+            lambda: self.kubelet.endpoints if self.kubelet is not None else self.static_endpoints
+        )
         self.emulator_url = ""
         self.kube_url = ""
         self.operator_metrics_url = ""
@@ -132,16 +136,10 @@ class Sandbox:
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.kubeconfig)
-        env[ENV_VAR] = json.dumps(self.static_endpoints, sort_keys=True)
-        env[FILE_ENV_VAR] = str(self.endpoints_file)
+        env.update(self.proxy.environment())
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
-
-    def _write_endpoints(self, mapping: dict[str, str]) -> None:
-        temporary = self.endpoints_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(mapping, sort_keys=True, indent=1))
-        os.replace(temporary, self.endpoints_file)
 
     # -- start ----------------------------------------------------------------------------
 
@@ -156,8 +154,11 @@ class Sandbox:
         prepare_state_dir(self.state_dir)
         self._say(f"state, logs and kubeconfig in {self.state_dir}")
 
+        await self.proxy.start()
+        self._say(
+            f"cluster names (Services, Pods) served on loopback by the proxy {self.proxy.url}"
+        )
         await self.consumer.start(LOOPBACK, 0)
-        self._write_endpoints(self.static_endpoints)
         self._say(f"sample consumer listening on http://{LOOPBACK}:{self.consumer.port}/")
 
         await self._start_emulator()
@@ -267,7 +268,7 @@ class Sandbox:
             progress=self._say,
             base_env=self.child_env(),
             static_endpoints=self.static_endpoints,
-            endpoints_file=self.endpoints_file,
+            proxy=self.proxy,
         )
         await node.register()
         self.kubelet = node
@@ -339,7 +340,6 @@ class Sandbox:
             self.state_dir,
             base_env=env,
             static_endpoints=self.static_endpoints,
-            on_endpoints=self._write_endpoints,
             progress=self._say,
         )
         self._kubelet_task = asyncio.create_task(self.kubelet.run(), name="kubelet")
@@ -410,6 +410,8 @@ class Sandbox:
             f"export GEMINI_API_KEY={shlex.quote(self.options.api_key)}",
             f"export OPERATOR_METRICS_URL={shlex.quote(self.operator_metrics_url)}",
             f"export CONSUMER_URL=http://{LOOPBACK}:{self.consumer.port}",
+            # `curl -x "$SANDBOX_PROXY" http://NAME.NAMESPACE.svc.cluster.local:PORT/...`
+            f"export SANDBOX_PROXY={shlex.quote(self.proxy.url)}",
         ]
         self.env_file.write_text("\n".join(lines) + "\n")
 
@@ -445,6 +447,7 @@ class Sandbox:
             self._kubelet_task = None
         await self.supervisor.aclose()
         await self.consumer.stop()
+        await self.proxy.stop()
         if self.api is not None:
             await self.api.close()
 

@@ -20,6 +20,7 @@ from gemini_webhook_operator.reconciler import DEFAULT_MAX_CONCURRENT_RECONCILES
 from gemini_webhook_operator.runtime import LeaderElection, RunConfig
 from gemini_webhook_operator.webhookservice import ServiceSettings
 from gemini_webhooks import tracing
+from gemini_webhooks.contracts.egress_proxy import ProxySettings, ProxySettingsError
 from gemini_webhooks.tracing import TracingConfigError
 
 
@@ -168,6 +169,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise SystemExit("--heal-interval must be zero or more seconds")
     if args.max_concurrent_reconciles < 1:
         raise SystemExit("--max-concurrent-reconciles must be at least 1")
+    try:
+        proxies = ProxySettings.from_environ(os.environ)
+    except ProxySettingsError as error:
+        raise SystemExit(str(error)) from None
     election = None
     if args.leader_elect:
         namespace = args.leader_election_namespace or os.environ.get("POD_NAMESPACE")
@@ -188,6 +193,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         liveness_endpoint=args.liveness,
         service=ServiceSettings(timeout_seconds=args.api_timeout, rate=args.api_rate),
         receiver=receiver,
+        proxies=proxies,
     )
 
 

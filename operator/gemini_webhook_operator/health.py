@@ -21,9 +21,9 @@ Decisions (pure, no I/O):
 
 I/O (thin): `HealthChecker.check` sends one ping through a callable the caller provides
 (the WebhookService wrapper's `ping`), polls the receiver's `/internal/pings` (see
-docs/receiver.md) through its internal Service, or on each ready pod
-(`contracts.service_endpoints`, so the sandbox's overrides apply), until the verdict is
-in, and feeds the metrics.
+docs/receiver.md) through its internal Service (by cluster DNS) or on each ready pod (at
+its Pod IP), through the HTTP proxy the proxy variables name for it
+(`contracts.egress_proxy`), until the verdict is in, and feeds the metrics.
 `HealthChecker.tick` is what the operator's kopf timer calls for each resource.
 """
 
@@ -54,7 +54,7 @@ from gemini_webhooks.contracts.crd_receiver import (
     parse_duration,
     receiver_spec,
 )
-from gemini_webhooks.contracts.service_endpoints import overrides_from_env
+from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
 from gemini_webhooks.contracts.times import parse_rfc3339, rfc3339
 
 CONDITION = CONDITION_DELIVERY_VERIFIED
@@ -409,7 +409,7 @@ class HealthChecker:
         retry_after: timedelta = DEFAULT_RETRY_AFTER,
         request_timeout: float = 5.0,
         cluster_domain: str = "cluster.local",
-        overrides: Callable[[], Mapping[str, str]] = overrides_from_env,
+        proxies: ProxySettings = DIRECT,
         receiver_pods: ReceiverPods | None = None,
     ) -> None:
         self.metrics = metrics
@@ -419,7 +419,7 @@ class HealthChecker:
         self.retry_after = retry_after
         self.request_timeout = request_timeout
         self.cluster_domain = cluster_domain
-        self.overrides = overrides
+        self.proxies = proxies
         self.receiver_pods = receiver_pods
         self._session: aiohttp.ClientSession | None = None
 
@@ -438,7 +438,9 @@ class HealthChecker:
     async def observe(self, url: str) -> PingObservation | None:
         """Read the receiver's last verified ping; ReceiverUnreachableError when it can't."""
         try:
-            async with self._http().get(url, allow_redirects=False) as response:
+            async with self._http().get(
+                url, allow_redirects=False, proxy=self.proxies.proxy_for(url)
+            ) as response:
                 if response.status != 200:
                     raise ReceiverUnreachableError(f"ping status answered HTTP {response.status}")
                 body = await response.content.read(MAX_RESPONSE_BYTES + 1)
@@ -599,14 +601,13 @@ class HealthChecker:
     async def _targets(self, resource: Mapping[str, Any], receiver: ReceiverSpec) -> dict[str, str]:
         """Whom to ask (name -> ping-status URL): each ready pod when several keep their
         pings in memory and the pods can be listed; otherwise the internal Service."""
-        overrides = self.overrides()
         if receiver.replicas > 1 and receiver.redis is None and self.receiver_pods is not None:
             pods = await self.receiver_pods(resource)
-            urls = ping_status_pod_urls(resource, pods, overrides=overrides)
+            urls = ping_status_pod_urls(resource, pods)
             if urls:
                 return urls
         service = internal_service_name(resource["metadata"]["name"])
-        url = ping_status_url(resource, cluster_domain=self.cluster_domain, overrides=overrides)
+        url = ping_status_url(resource, cluster_domain=self.cluster_domain)
         return {f"service/{service}": url}
 
     async def requested(

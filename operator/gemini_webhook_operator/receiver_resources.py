@@ -173,12 +173,7 @@ def owner_reference(resource: Mapping[str, Any]) -> JSON:
     }
 
 
-def public_url(
-    resource: Mapping[str, Any],
-    *,
-    cluster_domain: str = "cluster.local",
-    overrides: Mapping[str, str] | None = None,
-) -> str:
+def public_url(resource: Mapping[str, Any], *, cluster_domain: str = "cluster.local") -> str:
     """Where deliveries reach the receiver's public Service (the webhook's default `url`)."""
     metadata = resource["metadata"]
     spec = receiver_spec(resource.get("spec") or {})
@@ -188,16 +183,10 @@ def public_url(
         spec.service.port,
         "/",
         cluster_domain=cluster_domain,
-        overrides=overrides,
     )
 
 
-def ping_status_url(
-    resource: Mapping[str, Any],
-    *,
-    cluster_domain: str = "cluster.local",
-    overrides: Mapping[str, str] | None = None,
-) -> str:
+def ping_status_url(resource: Mapping[str, Any], *, cluster_domain: str = "cluster.local") -> str:
     """The receiver's ping-status endpoint, through its internal Service."""
     metadata = resource["metadata"]
     return service_url(
@@ -206,22 +195,17 @@ def ping_status_url(
         INTERNAL_PORT,
         PING_STATUS_PATH,
         cluster_domain=cluster_domain,
-        overrides=overrides,
     )
 
 
 def ping_status_pod_urls(
-    resource: Mapping[str, Any],
-    pods: Iterable[Mapping[str, Any]],
-    *,
-    overrides: Mapping[str, str] | None = None,
+    resource: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]
 ) -> dict[str, str]:
     """Each ready receiver Pod's ping-status endpoint (Pod name -> URL): the Pods the
     internal Service sends requests to — selected by the Deployment's labels, `Ready`, not
     terminating, with an IP — read at their IP and internal container port.
     """
     metadata = resource["metadata"]
-    namespace = metadata["namespace"]
     selected = label_selector.from_labels(selector_labels(metadata["name"]))
     urls: dict[str, str] = {}
     for pod in pods:
@@ -240,9 +224,7 @@ def ping_status_pod_urls(
         ):
             continue
         name = pod_meta.get("name") or address
-        urls[name] = pod_url(
-            name, namespace, address, INTERNAL_PORT, PING_STATUS_PATH, overrides=overrides
-        )
+        urls[name] = pod_url(address, INTERNAL_PORT, PING_STATUS_PATH)
     return dict(sorted(urls.items()))
 
 

@@ -65,7 +65,6 @@ from gemini_webhook_operator.webhookservice import (
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import label_selector as label_selectors
 from gemini_webhooks.contracts.crd_receiver import CrdReceiverError, receiver_spec
-from gemini_webhooks.contracts.service_endpoints import overrides_from_env
 from gemini_webhooks.contracts.signing_secret import (
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -415,9 +414,7 @@ async def _converge(
     url = spec.url or spec.exposed_url
     if url is None:
         url = receiver_resources.public_url(
-            body,
-            cluster_domain=op.receiver_settings.cluster_domain,
-            overrides=overrides_from_env(),
+            body, cluster_domain=op.receiver_settings.cluster_domain
         )
 
     # A new sync request asks for the remote as it is now, not the shared listing.

@@ -37,6 +37,7 @@ from gemini_webhook_operator.reconciler import (
     SystemClock,
 )
 from gemini_webhook_operator.webhookservice import ServiceSettings, WebhookServices
+from gemini_webhooks.contracts.egress_proxy import ProxySettings
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class RunConfig:
     liveness_endpoint: str | None = None
     service: ServiceSettings = field(default_factory=ServiceSettings)
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
+    # HTTP(S)_PROXY/NO_PROXY for the receivers' ping status: the process's, unless told.
+    proxies: ProxySettings = field(default_factory=lambda: ProxySettings.from_environ(os.environ))
     api_key_retry: float = 60.0
     auth_retry: float = 300.0
     error_backoff: float = 10.0  # seconds before retrying a transient failure
@@ -334,6 +337,7 @@ async def _run_kopf(
         metrics=op.metrics,
         clock=op.clock.now,
         cluster_domain=config.receiver.cluster_domain,
+        proxies=config.proxies,
         retry_after=timedelta(seconds=config.health_retry),
         receiver_pods=receiver_pods(op.kube),
     )

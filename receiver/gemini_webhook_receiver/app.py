@@ -26,6 +26,7 @@ from gemini_webhooks.contracts.delivery import (
     PING_EVENT_TYPE,
     signature_scheme,
 )
+from gemini_webhooks.contracts.egress_proxy import ProxySettings
 from gemini_webhooks.contracts.receiver_config import DYNAMIC_SOURCE, ReceiverConfig
 from gemini_webhooks.contracts.signing_secret import SigningSecrets
 from gemini_webhooks.contracts.times import rfc3339
@@ -125,7 +126,10 @@ class Receiver:
         # delivery last verified (written on every one) and when the secrets last changed.
         self._last_verified: float | None = None
         self._last_reload: float | None = None
-        self.targets = Targets(config)
+        # The proxy variables, read once: each target's proxy is decided when first used.
+        # A malformed one stops the start (ProxySettingsError), naming the variable.
+        self.proxies = ProxySettings.from_environ(os.environ)
+        self.targets = Targets(config, self.proxies)
         self.secret_sets = [static.SecretSet(w.name) for w in config.static_webhooks]
         self.sources: list[SecretSource] = []
         self.pings: dict[str, PingRecord] = {}
@@ -245,7 +249,10 @@ class Receiver:
             self.jwks = dynamic.JwksCache(
                 cfg.dynamic,
                 dynamic.aiohttp_fetch(
-                    self.session, cfg.forwarding.timeout_seconds, cfg.dynamic.jwks_max_bytes
+                    self.session,
+                    cfg.forwarding.timeout_seconds,
+                    cfg.dynamic.jwks_max_bytes,
+                    self.proxies,
                 ),
             )
         if cfg.redis is not None:

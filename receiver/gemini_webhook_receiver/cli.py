@@ -65,6 +65,7 @@ def _load(path: str | None) -> ReceiverConfig | None:
 
 
 async def _serve(config: ReceiverConfig, drain_seconds: float) -> int:
+    from gemini_webhooks.contracts.egress_proxy import ProxySettingsError
     from gemini_webhooks.tracing import TracingConfigError
 
     from .app import RedisNotDurable, serve
@@ -72,7 +73,7 @@ async def _serve(config: ReceiverConfig, drain_seconds: float) -> int:
 
     try:
         running = await serve(config, drain_seconds=drain_seconds)
-    except (RedisNotDurable, JobKeyUnavailable, TracingConfigError) as error:
+    except (RedisNotDurable, JobKeyUnavailable, TracingConfigError, ProxySettingsError) as error:
         logs.log(50, "not started", reason=str(error))
         print(f"gemini-webhooks receiver: {error}", file=sys.stderr)
         return 2

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
 
+from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
 from gemini_webhooks.contracts.receiver_config import ForwardingConfig, ReceiverConfig, TargetConfig
-from gemini_webhooks.contracts.service_endpoints import ServiceEndpointsError, overrides_from_env
 
 from .forwarding import Event, Forwarder, Target, resolve
 from .logs import log
@@ -26,48 +25,23 @@ def backoff(config: ForwardingConfig, attempt: int) -> float:
 
 
 class Targets:
-    """Routes events and resolves their targets once per target (not per event).
+    """Routes events and resolves their targets once per target (not per event): a
+    Service's URL by cluster DNS, and the proxy (from the proxy variables read when the
+    config was loaded) each target goes through."""
 
-    Service targets resolve through `service_url` with the sandbox's overrides; the
-    overrides file may change while we run, so it is re-checked at most once a second.
-    """
-
-    def __init__(
-        self,
-        config: ReceiverConfig,
-        overrides: Callable[[], Mapping[str, str]] = overrides_from_env,
-    ) -> None:
+    def __init__(self, config: ReceiverConfig, proxies: ProxySettings = DIRECT) -> None:
         self._config = config
-        self._overrides_source = overrides
-        self._overrides = dict(overrides())
-        self._checked_at = time.monotonic()
+        self._proxies = proxies
         self.router = Router(config)
         self._resolved: dict[int, Target] = {}
         self._keep: list[TargetConfig] = []  # keeps the ids used as keys alive
         dead = config.dead_letter.target
         self._dead_letter = dead
 
-    def _refresh_overrides(self) -> None:
-        now = time.monotonic()
-        if now - self._checked_at < 1.0:
-            return
-        self._checked_at = now
-        try:
-            current = dict(self._overrides_source())
-        except ServiceEndpointsError as error:
-            log(
-                40, "service endpoint overrides unreadable; keeping the last ones", error=str(error)
-            )
-            return
-        if current != self._overrides:
-            self._overrides = current
-            self._resolved.clear()
-
     def resolve(self, target: TargetConfig) -> Target:
-        self._refresh_overrides()
         found = self._resolved.get(id(target))
         if found is None:
-            found = resolve(target, self._config.cluster_domain, self._overrides)
+            found = resolve(target, self._config.cluster_domain, self._proxies)
             self._resolved[id(target)] = found
             self._keep.append(target)
         return found

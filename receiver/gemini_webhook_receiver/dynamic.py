@@ -26,6 +26,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from gemini_webhooks.contracts.delivery import JWT_ALGORITHM, JWT_REGISTERED_CLAIMS
+from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
 from gemini_webhooks.contracts.receiver_config import DynamicConfig
 
 from . import json_depth, metrics, reasons
@@ -299,14 +300,21 @@ async def verify(
 
 
 def aiohttp_fetch(
-    session_factory: Callable[[], aiohttp.ClientSession], timeout: float, max_bytes: int
+    session_factory: Callable[[], aiohttp.ClientSession],
+    timeout: float,
+    max_bytes: int,
+    proxies: ProxySettings = DIRECT,
 ) -> Fetch:
     """GET the whole body, whatever its framing (length, chunked, or until the close), as
-    decoded (gzip, deflate): more than `max_bytes` of it raises JwksError."""
+    decoded (gzip, deflate), through the proxy `proxies` name for it: more than
+    `max_bytes` of it raises JwksError."""
 
     async def fetch(uri: str) -> bytes:
         async with session_factory().get(
-            uri, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+            uri,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
+            proxy=proxies.proxy_for(uri),
         ) as response:
             response.raise_for_status()
             body = bytearray()

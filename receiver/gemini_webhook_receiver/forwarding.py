@@ -15,11 +15,12 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from gemini_webhooks.contracts.egress_proxy import ProxySettings
 from gemini_webhooks.contracts.receiver_config import TargetConfig
 from gemini_webhooks.contracts.service_endpoints import service_url
 
 from . import metrics
-from .http11 import Pool
+from .http11 import PlainHttp, Pool
 from .logs import log
 from .metrics import (
     FORWARD_CONNECTION_ERROR,
@@ -61,20 +62,31 @@ class Event(NamedTuple):
 
 @dataclass(frozen=True)
 class Target:
-    """A resolved target: a stable name for metrics/logs and its URL."""
+    """A resolved target: a stable name for metrics/logs, its URL and the HTTP proxy it
+    goes through (None: directly), decided once from the proxy variables."""
 
     name: str
     url: str
     cloudevents: bool
+    proxy: str | None = None
 
     @cached_property
-    def plain_http(self) -> tuple[str, int, bytes] | None:
-        """(host, port, request target) for http:// URLs, which the lean pool serves."""
+    def plain_http(self) -> PlainHttp | None:
+        """For http:// URLs, directly or through a plain-http proxy without credentials:
+        what the lean pool needs. None sends the target through aiohttp."""
         parts = urlsplit(self.url)
         if parts.scheme != "http" or not parts.hostname or parts.username:
             return None
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        authority = f"{host}:{parts.port or 80}".encode()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return parts.hostname, parts.port or 80, path.encode()
+        if self.proxy is None:
+            return PlainHttp(parts.hostname, parts.port or 80, authority, path.encode())
+        proxy = urlsplit(self.proxy)
+        if proxy.scheme != "http" or not proxy.hostname or proxy.username:
+            return None  # TLS to the proxy, or its credentials: aiohttp's proxy support
+        absolute = f"http://{authority.decode()}{path}".encode()
+        return PlainHttp(proxy.hostname, proxy.port or 80, authority, absolute)
 
 
 def _public_name(url: str) -> str:
@@ -87,23 +99,24 @@ def _public_name(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def resolve(target: TargetConfig, cluster_domain: str, overrides: Mapping[str, str]) -> Target:
+def resolve(target: TargetConfig, cluster_domain: str, proxies: ProxySettings) -> Target:
+    """A target's URL (a Service's by cluster DNS) and the proxy it goes through."""
     if target.service is not None:
         svc = target.service
         url = service_url(
-            svc.name,
-            svc.namespace,
-            svc.port,
-            svc.path,
-            cluster_domain=cluster_domain,
-            overrides=overrides,
+            svc.name, svc.namespace, svc.port, svc.path, cluster_domain=cluster_domain
         )
         name = f"{svc.namespace}/{svc.name}:{svc.port}"
     else:
         assert target.url is not None
         url = target.url
         name = _public_name(url)
-    return Target(name=name, url=url, cloudevents=target.format == "cloudevents")
+    return Target(
+        name=name,
+        url=url,
+        cloudevents=target.format == "cloudevents",
+        proxy=proxies.proxy_for(url),
+    )
 
 
 def request_for(event: Event, target: Target) -> tuple[dict[str, str], bytes]:
@@ -139,7 +152,8 @@ def request_for(event: Event, target: Target) -> tuple[dict[str, str], bytes]:
 
 
 class Forwarder:
-    """Sends one event to one target: plain http through the lean pool, https via aiohttp;
+    """Sends one event to one target: plain http (directly or through a plain proxy)
+    through the lean pool, the rest via aiohttp;
     with tracing, each attempt in a span of its own, whose `traceparent` the target gets."""
 
     def __init__(
@@ -167,15 +181,20 @@ class Forwarder:
     async def _post_via_aiohttp(
         self, target: Target, headers: dict[str, str], body: bytes, seconds: float
     ) -> int:
-        """One attempt to an https target, bounded by `seconds` in all; fails as the plain
-        pool does, with TimeoutError or OSError (a ConnectionError for aiohttp's errors)."""
+        """One attempt to a target the lean pool does not serve (https, or a proxy it does
+        not speak to), bounded by `seconds` in all; fails as the plain pool does, with
+        TimeoutError or OSError (a ConnectionError for aiohttp's errors)."""
         session = self._session()
         from aiohttp import ClientError  # loaded with the session
 
         try:
             async with asyncio.timeout(seconds):
                 async with session.post(
-                    target.url, data=body, headers=headers, allow_redirects=False
+                    target.url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    proxy=target.proxy,
                 ) as response:
                     # Read to its end, so the connection can be reused, but kept nowhere: a
                     # target's answer, however large, costs one chunk of memory.
@@ -206,8 +225,7 @@ class Forwarder:
         plain = target.plain_http
         try:
             if plain is not None:  # bounded by `attempt_seconds` in all, connecting included
-                host, port, path = plain
-                status = await self.pool.post(host, port, path, headers, body, attempt_seconds)
+                status = await self.pool.post(plain, headers, body, attempt_seconds)
             else:
                 status = await self._post_via_aiohttp(target, headers, body, attempt_seconds)
             outcome = FORWARD_OK if 200 <= status < 300 else FORWARD_HTTP_ERROR

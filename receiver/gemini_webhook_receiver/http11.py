@@ -8,7 +8,9 @@ status of the answer — so this module writes the request bytes itself, and the
 framed by llhttp (`httptools`' response parser, as the public port's requests are): what
 it refuses (duplicate or conflicting Content-Length, Content-Length with chunked, invalid
 characters, an upgrade) fails the forward rather than being guessed at. https targets go
-through aiohttp (TLS, proxies and redirects are not handled here).
+through aiohttp (TLS, proxies that need TLS or credentials, and redirects are not
+handled here). A plain-http proxy is: the request goes to the proxy with the absolute URL
+as its target (RFC 9112 §3.2.2), which is all forwarding through one takes.
 """
 
 from __future__ import annotations
@@ -16,12 +18,23 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict, deque
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import httptools
 
 from .writes import WriteBatch
 
 _MAX_HEAD = 64 * 1024
+
+
+class PlainHttp(NamedTuple):
+    """How the lean pool sends to a plain-http target: where it connects, the `host`
+    header and the request target (origin form, or the absolute URL through a proxy)."""
+
+    host: str
+    port: int
+    authority: bytes
+    request_target: bytes
 
 
 class ConnectionBroken(OSError):
@@ -243,13 +256,7 @@ class Pool:
         return protocol
 
     async def post(
-        self,
-        host: str,
-        port: int,
-        target: bytes,
-        headers: Mapping[str, str],
-        body: bytes,
-        seconds: float,
+        self, to: PlainHttp, headers: Mapping[str, str], body: bytes, seconds: float
     ) -> int:
         """POST and return the status; raises OSError/ConnectionBroken on transport errors
         and TimeoutError when `seconds` pass first.
@@ -264,7 +271,8 @@ class Pool:
             loop = self._loop = asyncio.get_running_loop()
             self._batch = WriteBatch(loop)
         deadline = loop.time() + seconds
-        data = encode_request(f"{host}:{port}".encode(), target, headers, body)
+        host, port = to.host, to.port
+        data = encode_request(to.authority, to.request_target, headers, body)
         if not self._slots.try_acquire():
             async with asyncio.timeout_at(deadline):
                 await self._slots.acquire()

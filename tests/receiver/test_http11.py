@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from gemini_webhook_receiver.http11 import ConnectionBroken, Pool, encode_request
+from gemini_webhook_receiver.http11 import ConnectionBroken, PlainHttp, Pool, encode_request
 
 Serve = Callable[[list[bytes]], "asyncio.Future[int]"]
 
@@ -49,9 +49,8 @@ async def canned() -> AsyncIterator[Callable[[list[bytes]], asyncio.Future[int]]
 
 
 async def _post(pool: Pool, port: int, seconds: float = 5.0) -> int:
-    return await pool.post(
-        "127.0.0.1", port, b"/x", {"content-type": "application/json"}, b"{}", seconds
-    )
+    to = PlainHttp("127.0.0.1", port, b"127.0.0.1:%d" % port, b"/x")
+    return await pool.post(to, {"content-type": "application/json"}, b"{}", seconds)
 
 
 async def test_content_length_response_and_keep_alive_reuse(canned) -> None:  # type: ignore[no-untyped-def]

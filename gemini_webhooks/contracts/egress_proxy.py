@@ -1,0 +1,81 @@
+"""Which HTTP proxy a request to a URL goes through: the standard proxy variables.
+
+`HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` (lower case wins over upper case, as in curl
+and Python's urllib) mean here what they mean to Go's net/http and every in-cluster
+client: a request to an `http://` URL goes through `HTTP_PROXY`, one to an `https://`
+URL through `HTTPS_PROXY` (tunnelled with CONNECT), unless its host matches `NO_PROXY`
+(`*`, a host name, a domain suffix such as `.svc` or `.cluster.local`, an IP address,
+each optionally with `:port`; urllib's `proxy_bypass_environment` decides).
+
+The environment is read once (`ProxySettings.from_environ`), when a component loads its
+configuration; deciding a URL's proxy is then a pure function of both, so a hot path
+never re-reads the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
+
+
+class ProxySettingsError(ValueError):
+    """A proxy variable that is not a usable proxy URL."""
+
+
+def _variable(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name.lower())
+    if value is None:
+        value = environ.get(name.upper(), "")
+    return value.strip()
+
+
+def _proxy_url(name: str, raw: str) -> str | None:
+    if not raw:
+        return None
+    url = raw if "://" in raw else f"http://{raw}"  # `host:port`, as curl reads it
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # a port that is not a number raises here
+    except ValueError:
+        # The message names the variable, never its value: it may hold credentials.
+        raise ProxySettingsError(f"{name} is not a valid proxy URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProxySettingsError(f"{name} must be an http:// or https:// proxy URL with a host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ProxySettingsError(f"{name} must name a proxy, not a path on it")
+    return url
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The proxy variables of one environment, validated."""
+
+    http: str | None = None
+    https: str | None = None
+    no_proxy: str = ""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> ProxySettings:
+        """Reads `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY` (either case); ProxySettingsError
+        when a proxy variable is set to something that is not a proxy URL."""
+        return cls(
+            http=_proxy_url("HTTP_PROXY", _variable(environ, "http_proxy")),
+            https=_proxy_url("HTTPS_PROXY", _variable(environ, "https_proxy")),
+            no_proxy=_variable(environ, "no_proxy"),
+        )
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy URL a request to `url` goes through, or None to connect directly."""
+        parts = urlsplit(url)
+        proxy = {"http": self.http, "https": self.https}.get(parts.scheme)
+        if proxy is None or not parts.hostname:
+            return None
+        host = parts.netloc.rpartition("@")[2]  # host[:port], as NO_PROXY entries match it
+        if self.no_proxy and proxy_bypass_environment(host, {"no": self.no_proxy}):
+            return None
+        return proxy
+
+
+DIRECT = ProxySettings()
