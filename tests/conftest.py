@@ -28,6 +28,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.kube",
     "tests.fixtures.operator",
     "tests.fixtures.real_node",
+    "tests.fixtures.cluster_proxy",
 ]
 
 _session_cluster: SessionCluster | None = None

@@ -1,4 +1,5 @@
-"""What targets receive: envelope or binary CloudEvent, Services resolved via overrides."""
+"""What targets receive: envelope or binary CloudEvent; Services by cluster DNS, through
+HTTP_PROXY unless NO_PROXY says otherwise."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from gemini_webhooks.contracts.service_endpoints import ENV_VAR
+from gemini_webhook_receiver.forwarding import Target
+from gemini_webhook_receiver.http11 import PlainHttp
+from tests.fixtures.cluster_proxy import ClusterProxy
 
 from .conftest import RecordingTarget, StartReceiver, base_config, envelope, start_app
 
@@ -35,15 +38,15 @@ async def test_cloudevents_target_gets_a_binary_mode_cloudevent(
     assert json.loads(received.body) == event["data"]
 
 
-async def test_service_target_resolves_through_the_endpoint_overrides(
+async def test_service_target_goes_by_its_cluster_name_through_http_proxy(
     start_receiver: StartReceiver,
     target: RecordingTarget,
     secrets_file: tuple[Path, str],
-    monkeypatch: pytest.MonkeyPatch,
+    cluster_proxy: ClusterProxy,
 ) -> None:
     path, secret = secrets_file
     address = target.url.split("//")[1].split("/")[0]
-    monkeypatch.setenv(ENV_VAR, json.dumps({"team-a/handler:8080": address}))
+    cluster_proxy.serve_service("handler", "team-a", 8080, address)
     config = base_config(target.url, path)
     config["default_route"] = {
         "targets": [
@@ -53,12 +56,61 @@ async def test_service_target_resolves_through_the_endpoint_overrides(
     client = await start_receiver(config)
     assert (await client.deliver([secret]))[0] == 200
     assert len(target.requests) == 1
+    assert target.requests[0].headers["host"] == "handler.team-a.svc.cluster.local:8080"
     assert (
         await client.metric(
             "gemini_receiver_forwards_total", target="team-a/handler:8080", outcome="ok"
         )
         >= 1
     )
+
+
+async def test_a_no_proxy_host_is_reached_directly(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY names a port where nothing listens: only a direct connection delivers."""
+    path, secret = secrets_file
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    client = await start_receiver(base_config(target.url, path))
+    assert (await client.deliver([secret]))[0] == 200
+    assert len(target.requests) == 1
+
+
+async def test_a_target_behind_an_unreachable_proxy_is_not_delivered(
+    start_receiver: StartReceiver,
+    target: RecordingTarget,
+    secrets_file: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same receiver without NO_PROXY: the proxy is used, and it is not there."""
+    path, secret = secrets_file
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = await start_receiver(base_config(target.url, path))
+    assert (await client.deliver([secret]))[0] == 503
+    assert target.requests == []
+
+
+def test_the_lean_pool_sends_through_a_plain_proxy_with_the_absolute_url() -> None:
+    direct = Target("t", "http://orders.shop.svc.cluster.local:8080/in?x=1", cloudevents=False)
+    assert direct.plain_http == PlainHttp(
+        "orders.shop.svc.cluster.local", 8080, b"orders.shop.svc.cluster.local:8080", b"/in?x=1"
+    )
+    proxied = Target(direct.name, direct.url, cloudevents=False, proxy="http://10.0.0.1:3128")
+    assert proxied.plain_http == PlainHttp(
+        "10.0.0.1",
+        3128,
+        b"orders.shop.svc.cluster.local:8080",
+        b"http://orders.shop.svc.cluster.local:8080/in?x=1",
+    )
+    # A proxy that needs credentials or TLS goes through aiohttp's proxy support.
+    for proxy in ("http://user:pw@10.0.0.1:3128", "https://10.0.0.1:3128"):
+        assert Target("t", direct.url, cloudevents=False, proxy=proxy).plain_http is None
 
 
 async def test_event_goes_to_every_target_of_its_rule(
@@ -156,12 +208,13 @@ async def test_each_failed_forward_is_counted_by_what_failed(target: RecordingTa
 
 def test_url_target_name_carries_no_credentials_or_query() -> None:
     from gemini_webhook_receiver.forwarding import resolve
+    from gemini_webhooks.contracts.egress_proxy import DIRECT
     from gemini_webhooks.contracts.receiver_config import TargetConfig
 
     target = resolve(
         TargetConfig(url="https://user:hunter2@hooks.example.test:8443/in?token=abc#x"),
         "cluster.local",
-        {},
+        DIRECT,
     )
     assert target.name == "https://hooks.example.test:8443/in"
     assert target.url.endswith("/in?token=abc#x")  # what is sent is unchanged

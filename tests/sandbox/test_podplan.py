@@ -202,11 +202,11 @@ def test_each_pods_container_ports_are_published_as_its_own_address() -> None:
         PodPorts(by_number={8080: 41001, 9090: 41002}),
         PodPorts(by_number={9090: 41003}),
     )
-    pods = {("team-a", "orders-receiver-abc"): first, ("team-a", "orders-receiver-def"): second}
+    pods = {"10.244.0.2": first, "10.244.0.3": second}
     assert pod_endpoints(pods) == {
-        "pod:team-a/orders-receiver-abc:8080": "127.0.0.1:41001",
-        "pod:team-a/orders-receiver-abc:9090": "127.0.0.1:41002",
-        "pod:team-a/orders-receiver-def:9090": "127.0.0.1:41003",
+        "10.244.0.2:8080": "127.0.0.1:41001",
+        "10.244.0.2:9090": "127.0.0.1:41002",
+        "10.244.0.3:9090": "127.0.0.1:41003",
     }
 
 
