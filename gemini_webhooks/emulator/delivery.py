@@ -31,7 +31,7 @@ from gemini_webhooks.contracts.delivery import (
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
 )
-from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
+from gemini_webhooks.contracts.egress_proxy import ProxySettings, ProxySettingsError
 from gemini_webhooks.contracts.times import rfc3339
 
 from . import decisions
@@ -63,6 +63,14 @@ def resolve_target(uri: str, overrides: Mapping[str, str]) -> tuple[str, str | N
         if address:
             return urlunsplit((parts.scheme, address, parts.path, parts.query, "")), parts.netloc
     return uri, None
+
+
+def _proxy_for(url: str) -> str | None:
+    try:
+        return ProxySettings.from_environ(os.environ).proxy_for(url)
+    except ProxySettingsError as error:
+        log.warning(json.dumps({"msg": "ignoring the proxy variables", "error": str(error)}))
+        return None
 
 
 @dataclass
@@ -153,16 +161,12 @@ class DeliveryEngine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._gates: dict[str, asyncio.Semaphore] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._proxies = DIRECT
 
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
-        # As Gemini reaches a webhook from outside: through HTTP(S)_PROXY unless NO_PROXY
-        # says otherwise (the local sandbox names its proxy there), read once.
-        self._proxies = ProxySettings.from_environ(os.environ)
 
     async def stop(self) -> None:
         await self.cancel_all()
@@ -431,7 +435,9 @@ class DeliveryEngine:
         url, host = resolve_target(uri, self._overrides())
         if host is not None:
             headers["host"] = host  # an override: straight to the address it names
-        proxy = None if host is not None else self._proxies.proxy_for(url)
+        # Else as a client reaches a URL: through HTTP(S)_PROXY unless NO_PROXY says
+        # otherwise (the sandbox names its proxy there), read at each attempt.
+        proxy = None if host is not None else _proxy_for(url)
         started = time.perf_counter()
         status: int | None = None
         error: str | None = None

@@ -15,6 +15,7 @@ import pytest
 from gemini_webhook_operator.receiver_resources import internal_service_name
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import truncate_secret
+from tests.fixtures.cluster_proxy import ClusterProxy
 from tests.kubectl.plugin import run
 from tests.operator.harness import Cluster, is_ready, operator_running, resource
 from tests.operator.local_receiver import local_receiver
@@ -90,7 +91,11 @@ async def test_sync_and_ping_of_an_unknown_resource_are_not_found(
 
 
 async def test_ping_has_gemini_send_one_and_names_who_verified_it_with_which_secret(
-    gemini: Cluster, emulator: Any, kube: Any, monkeypatch: pytest.MonkeyPatch
+    cluster_proxy: ClusterProxy,
+    gemini: Cluster,
+    emulator: Any,
+    kube: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No spec.healthCheck: the ping is sent because it was asked for."""
     name = "plugin-ping"
@@ -99,7 +104,7 @@ async def test_ping_has_gemini_send_one_and_names_who_verified_it_with_which_sec
         "defaultRoute": {"targets": [{"url": "https://consumer.example.com/events"}]},
     }
     async with (
-        local_receiver(kube, name, monkeypatch) as local,
+        local_receiver(kube, name, monkeypatch, cluster_proxy) as local,
         operator_running(kube, drift_interval=3600.0),
     ):
         url = f"http://127.0.0.1:{local.public_port}/"

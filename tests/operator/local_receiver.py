@@ -1,10 +1,9 @@
 """The real receiver in the test's process, standing in for a GeminiWebhook's one receiver
 Pod: it reads the resource's signing Secret through the Kubernetes API (as its Deployment
-would), and its internal Service is mapped to it with the service-endpoints override."""
+would), and its internal Service is served by it through the test's cluster proxy."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,12 +17,16 @@ from gemini_webhook_operator.receiver_resources import (
 )
 from gemini_webhook_receiver import app as receiver_app
 from gemini_webhooks.contracts import receiver_config as rc
-from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
+from tests.fixtures.cluster_proxy import ClusterProxy
 
 
 @asynccontextmanager
 async def local_receiver(
-    kube: Any, name: str, monkeypatch: pytest.MonkeyPatch, namespace: str = "default"
+    kube: Any,
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: ClusterProxy,
+    namespace: str = "default",
 ) -> AsyncIterator[Any]:
     """The running receiver of GeminiWebhook `name` (its `public_port` takes deliveries)."""
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
@@ -43,8 +46,8 @@ async def local_receiver(
         dead_letter=rc.DeadLetterConfig(target=rc.TargetConfig(url="http://127.0.0.1:9/")),
     )
     running = await receiver_app.serve(config, drain_seconds=0.1)
-    key = service_key(internal_service_name(name), namespace, INTERNAL_PORT)
-    monkeypatch.setenv(ENV_VAR, json.dumps({key: f"127.0.0.1:{running.internal_port}"}))
+    address = f"127.0.0.1:{running.internal_port}"
+    cluster.serve_service(internal_service_name(name), namespace, INTERNAL_PORT, address)
     try:
         yield running
     finally:

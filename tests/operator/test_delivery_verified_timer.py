@@ -22,6 +22,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from gemini_webhooks.contracts.times import parse_rfc3339
+from tests.fixtures.cluster_proxy import ClusterProxy
 from tests.operator.harness import Cluster, condition, is_ready, operator_running, resource
 from tests.operator.local_receiver import local_receiver
 
@@ -49,9 +50,11 @@ RECEIVER_SPEC = {
 
 
 @pytest.fixture
-async def receiver(kube: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+async def receiver(
+    kube: Any, monkeypatch: pytest.MonkeyPatch, cluster_proxy: ClusterProxy
+) -> AsyncIterator[Any]:
     """The real receiver, reading `verified`'s signing Secret through the Kubernetes API."""
-    async with local_receiver(kube, NAME, monkeypatch) as running:
+    async with local_receiver(kube, NAME, monkeypatch, cluster_proxy) as running:
         yield running
 
 

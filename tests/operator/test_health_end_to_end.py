@@ -21,7 +21,6 @@ from gemini_webhook_operator.metrics import DELIVERY_ROUND_TRIP_SECONDS, Operato
 from gemini_webhook_operator.receiver_resources import internal_service_name
 from gemini_webhook_receiver import app as receiver_app
 from gemini_webhooks.contracts import receiver_config as rc
-from gemini_webhooks.contracts.service_endpoints import service_key
 from gemini_webhooks.contracts.signing_secret import (
     KEY_SECRETS,
     SigningSecret,
@@ -29,20 +28,23 @@ from gemini_webhooks.contracts.signing_secret import (
     encode,
     truncate_secret,
 )
+from tests.fixtures.cluster_proxy import ClusterProxy
 
 
 @dataclass
 class LocalReceiver:
     running: Any
     secrets_file: Path
+    cluster: ClusterProxy
 
     @property
     def public_url(self) -> str:
         return f"http://127.0.0.1:{self.running.public_port}/"
 
-    def overrides(self) -> dict[str, str]:
-        key = service_key(internal_service_name("orders"), "team-a", 9090)
-        return {key: f"127.0.0.1:{self.running.internal_port}"}
+    def serve(self) -> None:
+        """Its internal Service, as the operator reaches it, through the proxy."""
+        address = f"127.0.0.1:{self.running.internal_port}"
+        self.cluster.serve_service(internal_service_name("orders"), "team-a", 9090, address)
 
     async def hold(self, webhook_id: str, *secrets: str) -> None:
         """Write the secrets file and wait until the receiver has loaded it."""
@@ -61,7 +63,7 @@ class LocalReceiver:
 
 
 @pytest.fixture
-async def receiver(tmp_path: Path) -> AsyncIterator[LocalReceiver]:
+async def receiver(tmp_path: Path, cluster_proxy: ClusterProxy) -> AsyncIterator[LocalReceiver]:
     secrets_file = tmp_path / KEY_SECRETS
     config = rc.ReceiverConfig(
         listen=rc.ListenConfig(host="127.0.0.1", port=0),
@@ -76,7 +78,9 @@ async def receiver(tmp_path: Path) -> AsyncIterator[LocalReceiver]:
     )
     running = await receiver_app.serve(config, drain_seconds=0.1)
     try:
-        yield LocalReceiver(running, secrets_file)
+        local = LocalReceiver(running, secrets_file, cluster_proxy)
+        local.serve()
+        yield local
     finally:
         await running.stop(0.1)
 
@@ -101,7 +105,7 @@ def checker(local: LocalReceiver, metrics: OperatorMetrics) -> HealthChecker:
         poll_interval=0.05,
         timeout=timedelta(seconds=8),
         retry_after=timedelta(0),
-        overrides=local.overrides,
+        proxies=local.cluster.settings(),
     )
 
 
@@ -201,18 +205,20 @@ async def test_ping_the_receiver_cannot_verify_makes_delivery_verified_false(
     assert (verdict.status, verdict.reason) == (False, health.REASON_NOT_RECEIVED)
 
 
-async def test_unreachable_receiver_makes_delivery_verified_unknown(emulator: Any) -> None:
+async def test_unreachable_receiver_makes_delivery_verified_unknown(
+    emulator: Any, cluster_proxy: ClusterProxy
+) -> None:
     client = emulator.client()
     hook = await client.aio.webhooks.create(
         uri="http://127.0.0.1:9/", subscribed_events=["batch.succeeded"]
     )
-    key = service_key(internal_service_name("orders"), "team-a", 9090)
+    cluster_proxy.serve_service(internal_service_name("orders"), "team-a", 9090, "127.0.0.1:9")
     metrics = OperatorMetrics(CollectorRegistry())
     check = HealthChecker(
         metrics=metrics,
         poll_interval=0.05,
         timeout=timedelta(seconds=1),
-        overrides=lambda: {key: "127.0.0.1:9"},
+        proxies=cluster_proxy.settings(),
     )
     try:
         verdict = await check.tick(

@@ -33,7 +33,6 @@ from gemini_webhook_operator.metrics import OperatorMetrics
 from gemini_webhook_operator.receiver_resources import internal_service_name, selector_labels
 from gemini_webhook_receiver import app as receiver_app
 from gemini_webhooks.contracts import receiver_config as rc
-from gemini_webhooks.contracts.service_endpoints import pod_key, service_key
 from gemini_webhooks.contracts.signing_secret import (
     KEY_SECRETS,
     SigningSecret,
@@ -41,6 +40,7 @@ from gemini_webhooks.contracts.signing_secret import (
     encode,
     truncate_secret,
 )
+from tests.fixtures.cluster_proxy import ClusterProxy
 
 REPLICAS = 3
 
@@ -95,40 +95,44 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
+def pod_ip(index: int) -> str:
+    return f"10.244.9.{index + 1}"
+
+
 @dataclass
 class Replicas:
     running: list[Any]
     proxy: RoundRobinProxy
     secrets_file: Path
+    cluster: ClusterProxy
 
     @property
     def public_url(self) -> str:
         return f"http://127.0.0.1:{self.proxy.port}/"
 
-    def overrides(self) -> dict[str, str]:
-        """The internal Service, as the operator resolves it: replica 0's port; and each
-        pod's internal port, as the local node publishes Pod addresses."""
-        key = service_key(internal_service_name("orders"), "team-a", 9090)
-        mapping = {key: f"127.0.0.1:{self.running[0].internal_port}"}
+    def serve(self) -> None:
+        """The internal Service reaches replica 0; each pod's address (`pod_ip`) its own
+        internal port, as the local node's proxy serves them."""
+        first = f"127.0.0.1:{self.running[0].internal_port}"
+        self.cluster.serve_service(internal_service_name("orders"), "team-a", 9090, first)
         for index, running in enumerate(self.running):
-            mapping[pod_key(f"orders-{index}", "team-a", 9090)] = (
-                f"127.0.0.1:{running.internal_port}"
-            )
-        mapping[pod_key("orders-gone", "team-a", 9090)] = "127.0.0.1:9"  # refuses
-        return mapping
+            self.cluster.serve_pod(pod_ip(index), 9090, f"127.0.0.1:{running.internal_port}")
+        self.cluster.serve_pod(pod_ip(99), 9090, "127.0.0.1:9")  # "orders-gone": refuses
 
     def pods(self, *, unreachable_pod: bool = False) -> list[dict[str, Any]]:
         """The receiver's Pods as the API lists them: Ready, on the local node's address."""
-        names = [f"orders-{index}" for index in range(len(self.running))]
+        names = {f"orders-{index}": index for index in range(len(self.running))}
+        if unreachable_pod:
+            names["orders-gone"] = 99
         return [
             {
                 "metadata": {"name": name, "labels": selector_labels("orders")},
                 "status": {
-                    "podIP": "127.0.0.1",
+                    "podIP": pod_ip(index),
                     "conditions": [{"type": "Ready", "status": "True"}],
                 },
             }
-            for name in names + (["orders-gone"] if unreachable_pod else [])
+            for name, index in names.items()
         ]
 
     def took(self) -> list[str | None]:
@@ -172,7 +176,9 @@ def _config(secrets_file: Path, redis_url: str | None, name: str) -> rc.Receiver
 
 
 @contextlib.asynccontextmanager
-async def replicas(tmp_path: Path, redis_url: str | None) -> AsyncIterator[Replicas]:
+async def replicas(
+    tmp_path: Path, redis_url: str | None, cluster: ClusterProxy
+) -> AsyncIterator[Replicas]:
     secrets_file = tmp_path / KEY_SECRETS
     running = []
     proxy: RoundRobinProxy | None = None
@@ -182,7 +188,9 @@ async def replicas(tmp_path: Path, redis_url: str | None) -> AsyncIterator[Repli
             running.append(await receiver_app.serve(config, drain_seconds=0.1))
         proxy = RoundRobinProxy([r.public_port for r in running])
         await proxy.start()
-        yield Replicas(running, proxy, secrets_file)
+        group = Replicas(running, proxy, secrets_file, cluster)
+        group.serve()
+        yield group
     finally:
         if proxy is not None:
             await proxy.stop()
@@ -224,7 +232,7 @@ async def _ping_three_times(
         metrics=OperatorMetrics(CollectorRegistry()),
         poll_interval=0.05,
         timeout=timedelta(seconds=timeout),
-        overrides=group.overrides,
+        proxies=group.cluster.settings(),
         receiver_pods=None if pods is None else list_pods,
     )
     results = []
@@ -245,10 +253,10 @@ async def _ping_three_times(
 
 @pytest.mark.real_component
 async def test_with_redis_the_verdict_is_right_whichever_replica_took_the_ping(
-    emulator: Any, redis_server: str, tmp_path: Path
+    emulator: Any, redis_server: str, tmp_path: Path, cluster_proxy: ClusterProxy
 ) -> None:
     spec = {"enabled": True, "replicas": REPLICAS, "redis": {"url": redis_server}}
-    async with replicas(tmp_path, redis_server) as group:
+    async with replicas(tmp_path, redis_server, cluster_proxy) as group:
         results = await _ping_three_times(group, emulator, spec, timeout=8)
     for verdict, _ in results:
         assert (verdict.status, verdict.reason) == (True, health.REASON_VERIFIED), verdict.message
@@ -266,9 +274,9 @@ MEMORY_SPEC = {
 
 
 async def test_without_redis_every_ready_pod_is_asked_and_the_verdict_is_right(
-    emulator: Any, tmp_path: Path
+    emulator: Any, tmp_path: Path, cluster_proxy: ClusterProxy
 ) -> None:
-    async with replicas(tmp_path, None) as group:
+    async with replicas(tmp_path, None, cluster_proxy) as group:
         results = await _ping_three_times(
             group, emulator, MEMORY_SPEC, timeout=8, pods=group.pods()
         )
@@ -289,12 +297,13 @@ async def test_without_redis_every_ready_pod_is_asked_and_the_verdict_is_right(
 async def test_without_redis_a_ping_no_pod_verified_is_not_received_unless_one_was_unread(
     emulator: Any,
     tmp_path: Path,
+    cluster_proxy: ClusterProxy,
     unreadable_pod: bool,
     status: bool | None,
     reason: str,
     said: str,
 ) -> None:
-    async with replicas(tmp_path, None) as group:
+    async with replicas(tmp_path, None, cluster_proxy) as group:
         results = await _ping_three_times(
             group,
             emulator,
@@ -309,9 +318,9 @@ async def test_without_redis_a_ping_no_pod_verified_is_not_received_unless_one_w
 
 
 async def test_without_redis_or_pod_listing_a_ping_on_another_replica_is_unknown(
-    emulator: Any, tmp_path: Path
+    emulator: Any, tmp_path: Path, cluster_proxy: ClusterProxy
 ) -> None:
-    async with replicas(tmp_path, None) as group:
+    async with replicas(tmp_path, None, cluster_proxy) as group:
         results = await _ping_three_times(group, emulator, MEMORY_SPEC, timeout=1.5, pods=[])
     (first, took_first), *others = results
     assert took_first[0] is not None  # the first ping reached replica 0, the one asked

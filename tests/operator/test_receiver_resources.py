@@ -25,7 +25,6 @@ from gemini_webhook_operator.receiver_resources import (
 )
 from gemini_webhooks.contracts import receiver_config
 from gemini_webhooks.contracts.crd import API_VERSION, KIND
-from gemini_webhooks.contracts.service_endpoints import pod_key
 from gemini_webhooks.tracing import check as check_tracing
 from gemini_webhooks.tracing import configured as tracing_configured
 
@@ -353,16 +352,14 @@ def test_long_resource_names_still_give_valid_service_names() -> None:
     assert receiver_name("a" * 200) != receiver_name("a" * 199)
 
 
-def test_urls_go_through_the_service_endpoint_overrides() -> None:
+def test_urls_are_the_services_cluster_dns_names() -> None:
     resource = webhook(service={"port": 8443})
     name = receiver_name("orders")
-    overrides = {
-        f"team-a/{name}:8443": "127.0.0.1:5000",
-        f"team-a/{internal_service_name('orders')}:9090": "127.0.0.1:5001",
-    }
-    assert public_url(resource, overrides=overrides) == "http://127.0.0.1:5000/"
-    assert ping_status_url(resource, overrides=overrides) == "http://127.0.0.1:5001/internal/pings"
+    internal = internal_service_name("orders")
     assert public_url(resource) == f"http://{name}.team-a.svc.cluster.local:8443/"
+    assert ping_status_url(resource, cluster_domain="corp.internal") == (
+        f"http://{internal}.team-a.svc.corp.internal:9090/internal/pings"
+    )
 
 
 def receiver_pod(
@@ -396,14 +393,6 @@ def test_only_this_receivers_pods_are_asked() -> None:
     other = receiver_pod("other-a", "10.0.0.9")
     other["metadata"]["labels"] = selector_labels("other")
     assert list(ping_status_pod_urls(webhook(), [other, receiver_pod("orders-a")])) == ["orders-a"]
-
-
-def test_a_pod_on_the_local_node_is_asked_at_its_loopback_override() -> None:
-    overrides = {pod_key("orders-a", "team-a", 9090): "127.0.0.1:40001"}
-    pods = [receiver_pod("orders-a", "127.0.0.1")]
-    assert ping_status_pod_urls(webhook(), pods, overrides=overrides) == {
-        "orders-a": "http://127.0.0.1:40001/internal/pings"
-    }
 
 
 # --- tracing -------------------------------------------------------------------------
