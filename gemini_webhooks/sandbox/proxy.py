@@ -6,8 +6,10 @@ node) has neither: every Pod is a local process on a loopback port of its own. S
 processes it starts get `HTTP_PROXY` naming this proxy (and `NO_PROXY` covering loopback,
 where the API server and the emulator listen), and the proxy maps what a cluster would
 resolve — a Service host of any cluster domain, or a Pod address it handed out — to the
-loopback `host:port` that serves it. The product code is the same as in a cluster: it
-honours the standard proxy variables, as any in-cluster client does.
+loopback `host:port` that serves it. When that process does not answer (refused, reset,
+timed out), the caller's connection is dropped, as its own would fail in a cluster. The
+product code is the same as in a cluster: it honours the standard proxy variables, as any
+in-cluster client does.
 
 The map comes from whoever runs the Pods (`endpoints()`, read at every request, so new
 Services and Pods are reachable at once), keyed `namespace/name:port` for Services and
@@ -147,9 +149,9 @@ class SandboxProxy:
                 return web.Response(
                     status=answer.status, body=body, headers=_forwarded(answer.headers)
                 )
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            return web.Response(
-                status=502,
-                text=f"sandbox proxy: {host}:{port} ({address}) did not answer: "
-                f"{type(error).__name__}\n",
-            )
+        except (aiohttp.ClientConnectionError, OSError, TimeoutError):
+            # In a cluster the caller's own connection fails (refused, reset, timed out):
+            # so here, the proxy drops the caller's, rather than answer for the Pod.
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPBadGateway(text="") from None

@@ -28,6 +28,7 @@ from tests.chart.rendering import (
     notes,
     render,
 )
+from tests.fixtures.cluster_proxy import ClusterProxy
 
 KUBE_MINORS = sorted(
     {
@@ -426,17 +427,15 @@ def test_helm_test_hook_checks_the_operator_health_and_metrics() -> None:
     ("metrics", "passes"),
     [(b"gemini_webhook_operator_reconciles_total 0\n", True), (b"other_metric 1\n", False)],
 )
-def test_helm_test_hook_reaches_the_service_through_the_endpoints_contract(
-    metrics: bytes, passes: bool
+def test_helm_test_hook_reaches_the_service_by_its_cluster_name(
+    cluster_proxy: ClusterProxy, metrics: bytes, passes: bool
 ) -> None:
-    """The hook's script, run as the node runs it: the Service resolves through the
-    Service-endpoints override to a test double of the operator's health and metrics."""
+    """The hook's script, run as the node runs it: the Service's cluster name is served,
+    through the cluster proxy, by a test double of the operator's health and metrics."""
     import http.server
     import subprocess
     import sys
     import threading
-
-    from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
 
     seen: list[str] = []
 
@@ -459,10 +458,11 @@ def test_helm_test_hook_reaches_the_service_through_the_endpoints_contract(
         script = pod["spec"]["containers"][0]["args"][0]
         address = f"127.0.0.1:{server.server_address[1]}"
         name = "gwo-gemini-webhook-operator-metrics"
-        overrides = {service_key(name, RELEASE_NAMESPACE, p): address for p in (8080, 9090)}
+        for port in (8080, 9090):
+            cluster_proxy.serve_service(name, RELEASE_NAMESPACE, port, address)
         result = subprocess.run(
             [sys.executable, "-c", script],
-            env={"PATH": "/usr/bin:/bin", ENV_VAR: json.dumps(overrides)},
+            env={"PATH": "/usr/bin:/bin", **cluster_proxy.environment()},
             capture_output=True,
             text=True,
             timeout=60,
@@ -477,7 +477,7 @@ def test_helm_test_hook_reaches_the_service_through_the_endpoints_contract(
         assert "lack gemini_webhook_operator_reconciles_total" in result.stderr
 
 
-def test_helm_test_hook_tries_a_refused_connection_again() -> None:
+def test_helm_test_hook_tries_a_refused_connection_again(cluster_proxy: ClusterProxy) -> None:
     """A new Pod can be refused until the NetworkPolicy implementation admits its address
     (kube-router rejects it meanwhile): the hook connects again rather than fail at once."""
     import http.server
@@ -485,8 +485,6 @@ def test_helm_test_hook_tries_a_refused_connection_again() -> None:
     import subprocess
     import sys
     import threading
-
-    from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
 
     class OperatorDouble(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -505,10 +503,11 @@ def test_helm_test_hook_tries_a_refused_connection_again() -> None:
     (pod,) = find(manifests(), "Pod")
     script = pod["spec"]["containers"][0]["args"][0]
     name = "gwo-gemini-webhook-operator-metrics"
-    overrides = {service_key(name, RELEASE_NAMESPACE, p): f"127.0.0.1:{port}" for p in (8080, 9090)}
+    for service_port in (8080, 9090):
+        cluster_proxy.serve_service(name, RELEASE_NAMESPACE, service_port, f"127.0.0.1:{port}")
     hook = subprocess.Popen(
         [sys.executable, "-c", script],
-        env={"PATH": "/usr/bin:/bin", ENV_VAR: json.dumps(overrides)},
+        env={"PATH": "/usr/bin:/bin", **cluster_proxy.environment()},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -15,7 +15,6 @@ unused).
 from __future__ import annotations
 
 import base64
-import json
 import os
 import signal
 import subprocess
@@ -33,7 +32,6 @@ import yaml
 from gemini_webhook_operator import receiver_resources
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.service_endpoints import ENV_VAR
 from gemini_webhooks.kubesandbox import AuditEntry
 from tests.chart.rendering import RELEASE_NAMESPACE, ROOT, find, manifests
 from tests.fixtures import gateway_api
@@ -154,9 +152,9 @@ def lifecycle(
     kube_sandbox: Any, emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[[dict[str, Any]], Run]]:
     kube = kube_sandbox  # the sandbox's audit log records the calls (skips on a real cluster)
-    # The health check's pings go to the exposed host: the emulator (in this process) sends
-    # them to a closed loopback port instead.
-    monkeypatch.setenv(ENV_VAR, json.dumps({f"{EXPOSED['host']}:443": "127.0.0.1:9"}))
+    # The health check's pings go to the exposed host: the emulator sends them to a closed
+    # loopback port instead (its endpoint overrides, like curl's --resolve).
+    emulator.set_endpoint_overrides({f"{EXPOSED['host']}:443": "127.0.0.1:9"})
     processes: list[subprocess.Popen[bytes]] = []
 
     def run(values: dict[str, Any]) -> Run:

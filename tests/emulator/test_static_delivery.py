@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -177,19 +176,21 @@ def test_a_cluster_service_uri_is_delivered_through_an_in_process_override(emula
     assert request.headers["Host"] == "gemini-receiver.default.svc.cluster.local:8080"
 
 
-def test_the_service_endpoints_variable_is_read_at_delivery_time(emulator, monkeypatch):
+def test_a_cluster_service_uri_goes_through_http_proxy_read_at_delivery_time(
+    emulator, cluster_proxy
+):
     endpoint = emulator.endpoint()
     address = endpoint.url.split("/")[2]
     emulator.client().webhooks.create(
         uri="http://orders.shop.svc.cluster.local:9000/hook",
         subscribed_events=["batch.succeeded"],
     )
-    monkeypatch.setenv(
-        "GEMINI_WEBHOOKS_SERVICE_ENDPOINTS", json.dumps({"shop/orders:9000": address})
-    )
+    cluster_proxy.serve_service("orders", "shop", 9000, address)
     emulator.fire("batch.succeeded")
     [entry] = emulator.wait_for_deliveries(1, state="delivered")
     assert entry["attempts"][0]["status_code"] == 200
+    [request] = endpoint.wait_for(1)
+    assert request.headers["Host"] == "orders.shop.svc.cluster.local:9000"
 
 
 def test_the_delivery_log_keeps_a_bounded_number_of_settled_entries(emulator):

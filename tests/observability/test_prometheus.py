@@ -45,12 +45,12 @@ from standardwebhooks.webhooks import Webhook
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import receiver_config as rc
 from gemini_webhooks.contracts import signing_secret as fmt
-from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key
 from gemini_webhooks.emulator import EmulatorConfig, ThreadedEmulator
 from gemini_webhooks.kubesandbox import ThreadedKubeSandbox
 from gemini_webhooks.observability import __main__ as generator
 from gemini_webhooks.observability import series
 from tests.chart.rendering import RELEASE_NAMESPACE, find, manifests
+from tests.fixtures.cluster_proxy import ClusterProxy
 from tests.fixtures.kube import KUBECTL
 from tests.fixtures.redis import REDIS_SERVER
 from tests.observability.test_generated import _panels, alert_expressions
@@ -580,23 +580,23 @@ def test_promtool_check_metrics_finds_nothing_to_warn_about(stack: Stack, compon
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
-def test_the_charts_helm_test_hook_passes_against_a_running_operator(stack: Stack) -> None:
+def test_the_charts_helm_test_hook_passes_against_a_running_operator(
+    stack: Stack, cluster_proxy: ClusterProxy
+) -> None:
     metrics_port = int(urllib.parse.urlparse(stack.operator_metrics_url).port or 0)
     values = {"metricsPort": metrics_port, "healthPort": stack.operator_health_port}
     (pod,) = find(manifests(values), "Pod")
     script = pod["spec"]["containers"][0]["args"][0]
-    # The hook finds the Service by the Service-endpoints rule; here it is on loopback.
+    # The hook finds the Service by its cluster name; the cluster proxy serves it here.
     service = "gwo-gemini-webhook-operator-metrics"
-    endpoints = {
-        service_key(service, RELEASE_NAMESPACE, port): f"127.0.0.1:{port}"
-        for port in (metrics_port, stack.operator_health_port)
-    }
+    for port in (metrics_port, stack.operator_health_port):
+        cluster_proxy.serve_service(service, RELEASE_NAMESPACE, port, f"127.0.0.1:{port}")
     result = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, ENV_VAR: json.dumps(endpoints)},
+        env={**os.environ, **cluster_proxy.environment()},
     )
     assert result.returncode == 0, result.stderr
     assert "operator healthy" in result.stdout

@@ -84,6 +84,21 @@ async def test_an_unknown_name_gets_a_502_that_names_it(proxy_for_backend: Sandb
         assert "payments.shop.svc.cluster.local:8080" in await response.text()
 
 
+async def test_a_known_name_whose_process_refuses_fails_the_callers_connection() -> None:
+    """As a refused connection to a Pod does in a cluster: no HTTP answer to count on."""
+    proxy = SandboxProxy(lambda: {service_key("orders", "shop", 8080): "127.0.0.1:9"})
+    await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                async with session.get(
+                    "http://orders.shop.svc.cluster.local:8080/", proxy=proxy.url
+                ) as response:
+                    await response.read()
+    finally:
+        await proxy.stop()
+
+
 async def test_the_environment_sends_cluster_names_through_it_and_loopback_around_it() -> None:
     from gemini_webhooks.contracts.egress_proxy import ProxySettings
 
