@@ -485,6 +485,7 @@ class Node:
             host_ports=running.ports.by_number,
             executables=self.executables,
             base_env=env,
+            pod_ip=running.address,
         )
         # In-cluster config reads fixed paths; a loopback pod gets the same credentials
         # (the projected token, the cluster CA) through a kubeconfig beside its volumes.

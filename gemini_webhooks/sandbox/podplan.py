@@ -358,7 +358,7 @@ def plan_pod(
 
     `host_ports` maps each containerPort to its loopback port; `executables` resolves a
     command name (the image's binaries are this virtualenv's); `base_env` is what every
-    pod gets from the sandbox (KUBECONFIG, the Service endpoints, PATH).
+    pod gets from the sandbox (KUBECONFIG, HTTP_PROXY and NO_PROXY, PATH).
     """
     metadata = deployment["metadata"]
     namespace = metadata.get("namespace", "default")
@@ -398,9 +398,11 @@ def plan_pod_object(
     host_ports: Mapping[int, int],
     executables: Callable[[str], str],
     base_env: Mapping[str, str],
+    pod_ip: str = "127.0.0.1",
 ) -> PodPlan:
     """The same for a Pod a node was given: its own name and uid, the node it is bound to,
-    the downward API and the projected service-account tokens (`tokens`, by audience)."""
+    its address (`pod_ip`), the downward API and the projected service-account tokens
+    (`tokens`, by audience)."""
     metadata = pod["metadata"]
     namespace = metadata.get("namespace", "default")
     pod_spec = pod.get("spec") or {}
@@ -410,7 +412,7 @@ def plan_pod_object(
         "metadata.uid": metadata.get("uid", ""),
         "spec.nodeName": pod_spec.get("nodeName", ""),
         "spec.serviceAccountName": pod_spec.get("serviceAccountName", "default"),
-        "status.podIP": "127.0.0.1",
+        "status.podIP": pod_ip,
         "status.hostIP": "127.0.0.1",
     }
     for key, value in (metadata.get("labels") or {}).items():

@@ -5,7 +5,7 @@ The full loop runs for real: the operator (kopf, our handlers) creates the webho
 writes its Secret; the real receiver watches that Secret through the Kubernetes API (as
 its Deployment would) and verifies the pings the emulator delivers; the operator learns
 the verdict from the receiver's ping status. The receiver runs in this process instead of
-a Pod, so its internal Service is mapped to it with the service-endpoints override.
+a Pod, so its internal Service is served by it through the test's cluster proxy.
 """
 
 from __future__ import annotations
