@@ -65,35 +65,25 @@ async def test_service_target_goes_by_its_cluster_name_through_http_proxy(
     )
 
 
-async def test_a_no_proxy_host_is_reached_directly(
+@pytest.mark.parametrize(("no_proxy", "status", "delivered"), [("127.0.0.1", 200, 1), ("", 503, 0)])
+async def test_a_no_proxy_host_is_reached_directly_and_any_other_through_http_proxy(
     start_receiver: StartReceiver,
     target: RecordingTarget,
     secrets_file: tuple[Path, str],
     monkeypatch: pytest.MonkeyPatch,
+    no_proxy: str,
+    status: int,
+    delivered: int,
 ) -> None:
     """HTTP_PROXY names a port where nothing listens: only a direct connection delivers."""
     path, secret = secrets_file
+    for name in ("http_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
     client = await start_receiver(base_config(target.url, path))
-    assert (await client.deliver([secret]))[0] == 200
-    assert len(target.requests) == 1
-
-
-async def test_a_target_behind_an_unreachable_proxy_is_not_delivered(
-    start_receiver: StartReceiver,
-    target: RecordingTarget,
-    secrets_file: tuple[Path, str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The same receiver without NO_PROXY: the proxy is used, and it is not there."""
-    path, secret = secrets_file
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    client = await start_receiver(base_config(target.url, path))
-    assert (await client.deliver([secret]))[0] == 503
-    assert target.requests == []
+    assert (await client.deliver([secret]))[0] == status
+    assert len(target.requests) == delivered
 
 
 def test_the_lean_pool_sends_through_a_plain_proxy_with_the_absolute_url() -> None:
