@@ -81,6 +81,7 @@ async def _up(
 
             node = Node.for_control_plane(plane, progress=_say)
             await node.register()
+            _say(f"the node's Pods and Services by cluster name: HTTP_PROXY={node.proxy.url}")
             node_task = asyncio.create_task(node.run(), name="node")
         (plane.layout.root / "env").write_text("\n".join(env_lines(plane)) + "\n")
         (plane.layout.root / "up.pid").write_text(f"{os.getpid()}\n")
