@@ -58,3 +58,21 @@ def test_credentials_in_a_proxy_url_never_appear_in_the_error() -> None:
     with pytest.raises(ProxySettingsError) as raised:
         ProxySettings.from_environ({"HTTPS_PROXY": "http://user:s3cret@proxy:bad"})
     assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "url", "direct"),
+    [
+        ("svc.cluster.local:8080", SERVICE, True),
+        ("svc.cluster.local:9090", SERVICE, False),
+        ("[fd00::7]", "http://[fd00::7]:9090/", True),
+        ("[fd00::7]:9090", "http://[fd00::7]:9090/", True),
+        ("ders.shop.svc.cluster.local", SERVICE, False),  # a suffix, not a parent domain
+        (" , .LOCAL ", SERVICE, True),
+        ("example.com", "https://example.com/keys", True),
+        ("example.com:443", "https://example.com/keys", True),
+    ],
+)
+def test_no_proxy_ports_ipv6_and_parent_domains(no_proxy: str, url: str, direct: bool) -> None:
+    settings = ProxySettings(http="http://proxy:3128", https="http://proxy:3128", no_proxy=no_proxy)
+    assert (settings.proxy_for(url) is None) is direct
