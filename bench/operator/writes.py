@@ -59,9 +59,9 @@ from gemini_webhook_operator.receiver_resources import (  # noqa: E402
     internal_service_name,
 )
 from gemini_webhooks.contracts import crd  # noqa: E402
-from gemini_webhooks.contracts.service_endpoints import ENV_VAR, service_key  # noqa: E402
 from gemini_webhooks.emulator import EmulatorConfig, ThreadedEmulator  # noqa: E402
 from gemini_webhooks.sandbox.kubeapi import KubeApi  # noqa: E402
+from tests.fixtures.cluster_proxy import ClusterProxy  # noqa: E402
 from tests.operator.api_proxy import FaultProxy  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the venv this runs in
@@ -421,8 +421,13 @@ def main() -> int:
     metrics_url = f"http://127.0.0.1:{port}/metrics"
     receiver_port, receiver_internal = free_port(), free_port()
     receiver = start_receiver(HEALTH, receiver_port, receiver_internal, kubeconfig, workdir)
-    internal_service = service_key(internal_service_name(HEALTH), "default", INTERNAL_PORT)
-    env[ENV_VAR] = json.dumps({internal_service: f"127.0.0.1:{receiver_internal}"})
+    # The operator reaches the receiver's internal Service by its cluster name, through
+    # the sandbox's proxy (as the sandbox runs it).
+    cluster = ClusterProxy()
+    cluster.start()
+    address = f"127.0.0.1:{receiver_internal}"
+    cluster.serve_service(internal_service_name(HEALTH), "default", INTERNAL_PORT, address)
+    env.update(cluster.environment())
     log = (workdir / "operator.log").open("w")
     operator = subprocess.Popen(
         [
@@ -474,6 +479,7 @@ def main() -> int:
     finally:
         stop(operator)
         stop(receiver)
+        cluster.stop()
         log.close()
         emulator.call(proxy.stop())
         emulator.stop()
