@@ -16,7 +16,7 @@ after, and divided by the reconciliations the operator's own metrics
 - drift: nothing changes for two drift intervals; every resource's drift check runs;
 - health ticks: one more resource, with `spec.healthCheck` on (interval 1 m, the least
   allowed), whose receiver the bench runs as a process (reading the signing Secret through
-  the API, its internal Service mapped to it with the service-endpoints override, as the
+  the API, its internal Service served to the operator by the sandbox's proxy, as the
   local sandbox does); once its first ping verified, the health timer ticks (every 30 s)
   until the operator has sent and verified periodic pings, and every write is counted.
 
