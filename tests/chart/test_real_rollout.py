@@ -425,17 +425,20 @@ class World:
         if creates != len(self.names):
             wrong.append(f"{creates} remote webhooks created for {len(self.names)} resources")
 
-        listed = self.emulator_get("/v1/webhooks?page_size=1000")["webhooks"]
-        reported = {w["id"]: [s["truncated_secret"] for s in w["signing_secrets"]] for w in listed}
-        if sorted(reported) != sorted(self.webhook_of.values()):
-            wrong.append("not exactly one remote webhook per resource")
-        held_by: dict[str, list[str]] = {}
+        # The cluster first, the remote after: scheduled rotations go on while this reads,
+        # and a secret the Secret held stays listed for the grace period (24 h), whereas one
+        # rotated in between the two reads would be missing from an earlier listing.
         hooks = {
             h["metadata"]["name"]: h for h in self.cluster.get(crd.PLURAL, "-n", TEAM)["items"]
         }
         secrets = {
             s["metadata"]["name"]: s for s in self.cluster.get("secrets", "-n", TEAM)["items"]
         }
+        listed = self.emulator_get("/v1/webhooks?page_size=1000")["webhooks"]
+        reported = {w["id"]: [s["truncated_secret"] for s in w["signing_secrets"]] for w in listed}
+        if sorted(reported) != sorted(self.webhook_of.values()):
+            wrong.append("not exactly one remote webhook per resource")
+        held_by: dict[str, list[str]] = {}
         for name in self.names:
             hook = hooks[name]
             if hook["status"].get("webhookId") != self.webhook_of[name]:

@@ -654,14 +654,20 @@ class Load:
             if after - before < 5.0
         )
         core = kubernetes.client.CoreV1Api(self.cluster.objects.api_client)
-        listed = self.emulator.client().webhooks.list(page_size=100).webhooks or ()
-        remote = {w.id: w for w in listed}
-        unaccepted, held_by = [], {}
+        # The Secrets first, the remote after: scheduled rotations go on while this reads,
+        # and a secret a Secret held stays listed for the grace period (24 h), whereas one
+        # rotated between the two reads would be missing from an earlier listing.
+        held_in = {}
         for name in self.names:
             secret = core.read_namespaced_secret(
                 f"{name}{crd.DEFAULT_SIGNING_SECRET_SUFFIX}", self.cluster.namespace
             )
-            held = decode_data({k: str(v) for k, v in (secret.data or {}).items()})
+            held_in[name] = decode_data({k: str(v) for k, v in (secret.data or {}).items()})
+        listed = self.emulator.client().webhooks.list(page_size=100).webhooks or ()
+        remote = {w.id: w for w in listed}
+        unaccepted, held_by = [], {}
+        for name in self.names:
+            held = held_in[name]
             held_by[name] = [s.secret for s in held.secrets]
             found = remote[self.webhook_of[name]].signing_secrets or []
             reported = [str(s.truncated_secret) for s in found]
