@@ -5,7 +5,8 @@ and Python's urllib) mean here what they mean to Go's net/http and every in-clus
 client: a request to an `http://` URL goes through `HTTP_PROXY`, one to an `https://`
 URL through `HTTPS_PROXY` (tunnelled with CONNECT), unless its host matches `NO_PROXY`
 (`*`, a host name, a domain suffix such as `.svc` or `.cluster.local`, an IP address,
-each optionally with `:port`; matched as curl and urllib match them, `no_proxy_matches`).
+each optionally with `:port`, or an address block such as `10.0.0.0/8` or `fd00::/8`, as
+Go's net/http and curl ≥ 7.86 read it; `no_proxy_matches`).
 
 The environment is read once (`ProxySettings.from_environ`), when a component loads its
 configuration; deciding a URL's proxy is then a pure function of both, so a hot path
@@ -14,6 +15,7 @@ never re-reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
@@ -23,11 +25,32 @@ class ProxySettingsError(ValueError):
     """A proxy variable that is not a usable proxy URL."""
 
 
+def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The address block an entry such as `10.0.0.0/8` names; None for any other entry."""
+    if "/" not in entry:
+        return None
+    try:
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        raise ProxySettingsError(
+            f"NO_PROXY: {entry!r} is not an address block (such as 10.0.0.0/8)"
+        ) from None
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
 def no_proxy_matches(no_proxy: str, parts: SplitResult) -> bool:
     """Whether `NO_PROXY`'s list names the URL's host: `*`; a name or address, equal or
     a parent domain of the host (`cluster.local` and `.cluster.local` both match
-    `a.svc.cluster.local`); with `:port`, only that port. (Not urllib's function: importing
-    urllib.request costs the receiver some 100 modules and 12 MiB.)"""
+    `a.svc.cluster.local`); with `:port`, only that port; an address block, any port of an
+    address in it (a Pod's address in `10.244.0.0/16`; never a name). (Not urllib's
+    function: importing urllib.request costs the receiver some 100 modules and 12 MiB, and
+    it reads no ports, IPv6 or blocks.) ProxySettingsError for a block that is not one."""
     host = (parts.hostname or "").rstrip(".")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     for raw in no_proxy.split(","):
@@ -35,6 +58,12 @@ def no_proxy_matches(no_proxy: str, parts: SplitResult) -> bool:
         if entry == "*":
             return True
         if not entry:
+            continue
+        network = _network(entry)
+        if network is not None:
+            address = _address(host)
+            if address is not None and address.version == network.version and address in network:
+                return True
             continue
         name, wanted_port = entry, None
         if entry.startswith("["):  # [IPv6]:port
@@ -85,11 +114,15 @@ class ProxySettings:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ProxySettings:
         """Reads `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY` (either case); ProxySettingsError
-        when a proxy variable is set to something that is not a proxy URL."""
+        when a proxy variable is set to something that is not a proxy URL, or `NO_PROXY`
+        holds an address block that is not one."""
+        no_proxy = _variable(environ, "no_proxy")
+        for entry in no_proxy.split(","):
+            _network(entry.strip())  # a malformed block stops the start, not a request
         return cls(
             http=_proxy_url("HTTP_PROXY", _variable(environ, "http_proxy")),
             https=_proxy_url("HTTPS_PROXY", _variable(environ, "https_proxy")),
-            no_proxy=_variable(environ, "no_proxy"),
+            no_proxy=no_proxy,
         )
 
     def proxy_for(self, url: str) -> str | None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gemini_webhooks.contracts.egress_proxy import ProxySettings, ProxySettingsError
 
@@ -76,3 +78,44 @@ def test_credentials_in_a_proxy_url_never_appear_in_the_error() -> None:
 def test_no_proxy_ports_ipv6_and_parent_domains(no_proxy: str, url: str, direct: bool) -> None:
     settings = ProxySettings(http="http://proxy:3128", https="http://proxy:3128", no_proxy=no_proxy)
     assert (settings.proxy_for(url) is None) is direct
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "url", "direct"),
+    [
+        ("10.244.0.0/16", "http://10.244.3.7:8081/readyz", True),  # a Pod's address
+        ("10.244.0.0/16", "http://10.245.0.1:8081/", False),
+        ("10.244.7.9/16", "http://10.244.3.7:8081/", True),  # host bits ignored, as Go does
+        ("10.0.0.0/8", SERVICE, False),  # a block never matches a name
+        ("fd00::/8", "http://[fd00::7]:9090/", True),
+        ("fd00::/8", "http://[fe80::1]:9090/", False),
+        ("0.0.0.0/0", "http://[fd00::7]:9090/", False),  # an IPv4 block holds no IPv6 address
+        ("localhost, 10.96.0.0/12 ,.svc", "http://10.96.0.10:53/", True),
+    ],
+)
+def test_no_proxy_address_blocks(no_proxy: str, url: str, direct: bool) -> None:
+    settings = ProxySettings.from_environ({"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": no_proxy})
+    assert (settings.proxy_for(url) is None) is direct
+
+
+@given(
+    address=st.integers(min_value=0, max_value=2**32 - 1),
+    network=st.integers(min_value=0, max_value=2**32 - 1),
+    prefix=st.integers(min_value=0, max_value=32),
+)
+def test_an_ipv4_block_matches_exactly_the_addresses_sharing_its_prefix(
+    address: int, network: int, prefix: int
+) -> None:
+    def dotted(n: int) -> str:
+        return ".".join(str((n >> shift) & 255) for shift in (24, 16, 8, 0))
+
+    settings = ProxySettings(http="http://proxy:3128", no_proxy=f"{dotted(network)}/{prefix}")
+    shift = 32 - prefix
+    inside = address >> shift == network >> shift
+    assert (settings.proxy_for(f"http://{dotted(address)}:80/") is None) is inside
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.0/33", "10.0.0.300/8", "example.com/8", "fd00::/129"])
+def test_a_malformed_address_block_stops_the_start_naming_it(entry: str) -> None:
+    with pytest.raises(ProxySettingsError, match=r"NO_PROXY: .* is not an address block"):
+        ProxySettings.from_environ({"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": f"a,{entry}"})
