@@ -17,6 +17,9 @@ from typing import Any
 
 import jsonpatch
 
+from gemini_webhooks.kubesandbox import errors
+from gemini_webhooks.kubesandbox.errors import ApiError
+
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -262,3 +265,39 @@ def remove_unapplied(live: dict[str, Any], previous: Any, applied: Any, field: s
                     )
             if key not in applied and not kept:
                 live.pop(key, None)
+
+
+def patch_document(
+    document: dict[str, Any], content_type: str, patch_body: Any, *, custom: bool
+) -> tuple[Any, str]:
+    """Apply a patch of the given media type to a copy of `document`."""
+    content_type = content_type.split(";")[0].strip()
+    current = copy.deepcopy(document)
+    try:
+        if content_type == JSON_PATCH:
+            return json_patch(current, patch_body), content_type
+        if content_type == MERGE_PATCH:
+            if not isinstance(patch_body, dict):
+                raise PatchError("a merge patch must be a JSON object")
+            return merge_patch(current, patch_body), content_type
+        if content_type == STRATEGIC_MERGE_PATCH:
+            if custom:
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media "
+                    "types include: application/json-patch+json, "
+                    "application/merge-patch+json, application/apply-patch+yaml",
+                )
+            if not isinstance(patch_body, dict):
+                raise PatchError("a strategic merge patch must be a JSON object")
+            return strategic_merge_patch(current, patch_body), content_type
+    except PatchError as e:
+        raise errors.bad_request(str(e)) from None
+    except PatchConflict as e:
+        raise ApiError(422, "Invalid", str(e)) from None
+    raise ApiError(
+        415,
+        "UnsupportedMediaType",
+        f"the media type {content_type!r} is not a supported patch type",
+    )

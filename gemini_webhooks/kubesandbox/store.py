@@ -7,12 +7,9 @@ new dict, so a watch event's snapshot stays what it was.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import collections
 import copy
 import json
-import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from gemini_webhooks.contracts import label_selector
 from gemini_webhooks.contracts.times import now_rfc3339
-from gemini_webhooks.kubesandbox import builtin_validation, errors, owners, patching, schema
+from gemini_webhooks.kubesandbox import admission, collector, crds, errors
 from gemini_webhooks.kubesandbox.errors import ApiError, cause
+from gemini_webhooks.kubesandbox.object_meta import CRD_CLEANUP, FOREGROUND, ORPHAN
 from gemini_webhooks.kubesandbox.resources import (
     BUILTIN_TYPES,
     INITIAL_NAMESPACES,
@@ -40,8 +37,6 @@ Obj = dict[str, Any]
 StoreKey = tuple[str, str]  # (group, plural)
 ObjKey = tuple[str, str]  # (namespace or "", name)
 
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 # Types whose `metadata.generation` tracks spec changes (the others have none).
 _GENERATION_TYPES = {
@@ -51,11 +46,7 @@ _GENERATION_TYPES = {
     ("networking.k8s.io", "networkpolicies"),
     ("apiextensions.k8s.io", "customresourcedefinitions"),
 }
-_LABEL_NAMED = {("", "namespaces"), ("", "services")}
-FOREGROUND = "foregroundDeletion"
-CRDS = "customresourcedefinitions.apiextensions.k8s.io"
-CRD_CLEANUP = "customresourcecleanup.apiextensions.k8s.io"
-ORPHAN = "orphan"
+CRDS = collector.CRDS
 
 
 @dataclass(frozen=True)
@@ -136,262 +127,19 @@ class Cluster:
         for key, items in self.objects.items():
             for obj in items.values():
                 if obj["metadata"].get("uid") == uid:
-                    return self._type_for(key), obj
+                    return self.type_for(key), obj
         return None
 
-    def _type_for(self, key: StoreKey) -> ResourceType:
+    def type_for(self, key: StoreKey) -> ResourceType:
         candidates = [t for t in self.types.values() if t.store_key == key]
         storage = [t for t in candidates if t.version == t.storage_version]
         return (storage or candidates)[0]
 
     # --- admission ------------------------------------------------------------------------
 
-    def _check_namespace(
-        self, rtype: ResourceType, namespace: str | None, *, creating: bool
-    ) -> None:
-        if not rtype.namespaced:
-            return
-        if not namespace:
-            raise errors.bad_request(
-                "the namespace of the object must be given for a namespaced resource"
-            )
-        ns = self.objects[("", "namespaces")].get(("", namespace))
-        if ns is None:
-            raise errors.not_found("namespaces", "", namespace)
-        if creating and ns["metadata"].get("deletionTimestamp"):
-            raise ApiError(
-                403,
-                "Forbidden",
-                f'{rtype.plural} "" is forbidden: unable to create new content in namespace '
-                f"{namespace} because it is being terminated",
-            )
-
-    def _check_body(self, rtype: ResourceType, body: Any) -> Obj:
-        if not isinstance(body, dict):
-            raise errors.bad_request("the request body must be a JSON object")
-        api_version = body.get("apiVersion")
-        kind = body.get("kind")
-        if api_version is not None and api_version != rtype.api_version:
-            raise errors.bad_request(
-                f"the API version in the data ({api_version}) does not match the expected API "
-                f"version ({rtype.api_version})"
-            )
-        if kind is not None and kind != rtype.kind:
-            raise errors.bad_request(f"the kind in the data ({kind}) does not match {rtype.kind}")
-        if not isinstance(body.get("metadata", {}), dict):
-            raise errors.bad_request("metadata must be an object")
-        return body
-
-    def _validate_meta(self, rtype: ResourceType, obj: Obj) -> list[dict[str, str]]:
-        causes = []
-        meta = obj["metadata"]
-        name = meta.get("name")
-        pattern, limit, what, chars = (
-            (_DNS_LABEL, 63, "RFC 1123 label", "alphanumeric characters or '-'")
-            if (rtype.group, rtype.plural) in _LABEL_NAMED
-            else (_DNS_SUBDOMAIN, 253, "RFC 1123 subdomain", "alphanumeric characters, '-' or '.'")
-        )
-        if not name:
-            causes.append(
-                cause(
-                    "metadata.name",
-                    "FieldValueRequired",
-                    "Required value: name or generateName is required",
-                )
-            )
-        elif not isinstance(name, str) or len(name) > limit or not pattern.match(name):
-            causes.append(
-                cause(
-                    "metadata.name",
-                    "FieldValueInvalid",
-                    f'Invalid value: "{name}": a lowercase {what} must consist of lower case '
-                    f"{chars}, and must start and end with an alphanumeric character",
-                )
-            )
-        for field in ("labels", "annotations"):
-            values = meta.get(field)
-            if values is not None and (
-                not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values())
-            ):
-                causes.append(
-                    cause(
-                        f"metadata.{field}",
-                        "FieldValueTypeInvalid",
-                        "Invalid value: must be a map of strings",
-                    )
-                )
-        finalizers = meta.get("finalizers")
-        if finalizers is not None and (
-            not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)
-        ):
-            causes.append(
-                cause(
-                    "metadata.finalizers",
-                    "FieldValueTypeInvalid",
-                    "Invalid value: must be a list of strings",
-                )
-            )
-        causes += _validate_keys_and_values(meta)
-        causes += owners.reference_causes(meta.get("ownerReferences"))
-        return causes
-
-    def _admit(
-        self, rtype: ResourceType, obj: Obj, old: Obj | None, field_validation: str
-    ) -> list[str]:
-        """Type-specific normalisation, schema, validation. Returns warnings."""
-        warnings: list[str] = []
-        if not rtype.custom:
-            unknown = builtin_validation.prune_unknown(obj, rtype.group, rtype.version, rtype.kind)
-            if unknown and field_validation == "Strict":
-                quoted = ", ".join(f'unknown field "{u}"' for u in unknown)
-                raise errors.bad_request(
-                    f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
-                    f"{rtype.kind}: strict decoding error: {quoted}"
-                )
-            if unknown and field_validation == "Warn":
-                warnings += [f'unknown field "{u}"' for u in unknown]
-            if field_validation == "Strict":
-                builtin_validation.check_strict(obj, rtype.kind, rtype.group)
-        causes = self._validate_meta(rtype, obj)
-        kind_key = (rtype.group, rtype.plural)
-        if old is not None:
-            causes += _immutable_fields(kind_key, obj, old)
-        if kind_key == ("", "secrets"):
-            causes += _fold_secret(obj)
-        elif kind_key == ("", "services"):
-            self._default_service(obj, old)
-        elif kind_key == ("apps", "deployments"):
-            spec = obj.setdefault("spec", {})
-            if isinstance(spec, dict):
-                spec.setdefault("replicas", 1)
-                causes += _deployment_selector(spec)
-        elif kind_key == ("", "namespaces"):
-            obj.setdefault("status", {}).setdefault("phase", "Active")
-        elif kind_key == ("apiextensions.k8s.io", "customresourcedefinitions"):
-            causes += self._admit_crd(obj, old)
-        if not rtype.custom:
-            builtin_validation.apply_defaults(rtype.group, rtype.plural, obj)
-            causes += builtin_validation.causes(rtype.group, rtype.plural, obj)
-        if rtype.custom and rtype.schema is not None:
-            unknown, schema_causes = schema.admit(obj, rtype.schema)
-            if unknown and field_validation == "Strict":
-                quoted = ", ".join(f'unknown field "{u}"' for u in unknown)
-                raise errors.bad_request(
-                    f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
-                    f"{rtype.kind}: strict decoding error: {quoted}"
-                )
-            if unknown and field_validation == "Warn":
-                warnings += [f'unknown field "{u}"' for u in unknown]
-            causes += schema_causes
-        if causes:
-            raise errors.invalid(rtype.kind, rtype.group, obj["metadata"].get("name", ""), causes)
-        return warnings
-
-    def _default_service(self, obj: Obj, old: Obj | None) -> None:
-        spec = obj.setdefault("spec", {})
-        if not isinstance(spec, dict):
-            return
-        spec.setdefault("type", "ClusterIP")
-        if old is not None and old.get("spec", {}).get("clusterIP"):
-            spec["clusterIP"] = old["spec"]["clusterIP"]
-        elif spec.get("clusterIP") is None:
-            self._next_ip += 1
-            spec["clusterIP"] = f"10.96.{self._next_ip // 250}.{self._next_ip % 250 + 1}"
-        spec.setdefault("clusterIPs", [spec["clusterIP"]])
-        for port in spec.get("ports") or []:
-            if isinstance(port, dict):
-                port.setdefault("protocol", "TCP")
-                port.setdefault("targetPort", port.get("port"))
-        spec.setdefault("sessionAffinity", "None")
-
-    def _admit_crd(self, obj: Obj, old: Obj | None) -> list[dict[str, str]]:
-        causes = []
-        spec = obj.get("spec")
-        if not isinstance(spec, dict):
-            return [cause("spec", "FieldValueRequired", "Required value")]
-        names: dict[str, Any] = spec["names"] if isinstance(spec.get("names"), dict) else {}
-        group = spec.get("group")
-        if not group:
-            causes.append(cause("spec.group", "FieldValueRequired", "Required value"))
-        for field in ("plural", "kind"):
-            if not names.get(field):
-                causes.append(cause(f"spec.names.{field}", "FieldValueRequired", "Required value"))
-        if spec.get("scope") not in ("Namespaced", "Cluster"):
-            causes.append(
-                cause(
-                    "spec.scope",
-                    "FieldValueNotSupported",
-                    f'Unsupported value: "{spec.get("scope")}": supported values: '
-                    '"Cluster", "Namespaced"',
-                )
-            )
-        versions = spec.get("versions")
-        if not isinstance(versions, list) or not versions:
-            causes.append(cause("spec.versions", "FieldValueRequired", "Required value"))
-            versions = []
-        storage = [v for v in versions if isinstance(v, dict) and v.get("storage")]
-        if versions and len(storage) != 1:
-            causes.append(
-                cause(
-                    "spec.versions",
-                    "FieldValueInvalid",
-                    "Invalid value: must have exactly one version marked as storage version",
-                )
-            )
-        for index, version in enumerate(versions):
-            if not isinstance(version, dict) or not version.get("name"):
-                causes.append(
-                    cause(f"spec.versions[{index}].name", "FieldValueRequired", "Required value")
-                )
-                continue
-            version.setdefault("served", True)
-            openapi = (version.get("schema") or {}).get("openAPIV3Schema")
-            if not isinstance(openapi, dict):
-                causes.append(
-                    cause(
-                        f"spec.versions[{index}].schema.openAPIV3Schema",
-                        "FieldValueRequired",
-                        "Required value: schemas are required",
-                    )
-                )
-            elif openapi.get("type") != "object":
-                causes.append(
-                    cause(
-                        f"spec.versions[{index}].schema.openAPIV3Schema.type",
-                        "FieldValueRequired",
-                        "Required value: must be object at the root",
-                    )
-                )
-        name = obj["metadata"].get("name")
-        if group and names.get("plural") and name != f"{names['plural']}.{group}":
-            causes.append(
-                cause(
-                    "metadata.name",
-                    "FieldValueInvalid",
-                    f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
-                )
-            )
-        if old is not None and old.get("spec", {}).get("group") != group:
-            causes.append(
-                cause("spec.group", "FieldValueInvalid", "Invalid value: field is immutable")
-            )
-        if causes:
-            return causes
-        names.setdefault("singular", names["kind"].lower())
-        names.setdefault("listKind", f"{names['kind']}List")
-        spec.setdefault("conversion", {"strategy": "None"})
-        for (g, _, plural), rtype in list(self.types.items()):
-            if g == group and plural == names["plural"] and not rtype.custom:
-                return [
-                    cause(
-                        "spec.names.plural",
-                        "FieldValueInvalid",
-                        "Invalid value: conflicts with a built-in type",
-                    )
-                ]
-        return []
-
-    # --- writes ---------------------------------------------------------------------------
+    def _allocate_cluster_ip(self) -> str:
+        self._next_ip += 1
+        return f"10.96.{self._next_ip // 250}.{self._next_ip % 250 + 1}"
 
     def create(
         self,
@@ -402,7 +150,7 @@ class Cluster:
         field_validation: str = "Warn",
         dry_run: bool = False,
     ) -> tuple[Obj, list[str]]:
-        obj = copy.deepcopy(self._check_body(rtype, body))
+        obj = copy.deepcopy(admission.check_body(rtype, body))
         meta = obj.setdefault("metadata", {})
         if rtype.custom and self._crd_terminating(rtype):
             raise ApiError(
@@ -420,7 +168,9 @@ class Cluster:
                     "on the request"
                 )
             namespace = namespace or body_ns
-            self._check_namespace(rtype, namespace, creating=True)
+            admission.check_namespace(
+                rtype, namespace, self.objects[("", "namespaces")], creating=True
+            )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
@@ -447,7 +197,14 @@ class Cluster:
             rtype.custom or rtype.group in ("apps", "networking.k8s.io")
         ):
             obj.pop("status", None)
-        warnings = self._admit(rtype, obj, None, field_validation)
+        warnings = admission.admit(
+            rtype,
+            obj,
+            None,
+            field_validation,
+            served=self.types.values(),
+            allocate_cluster_ip=self._allocate_cluster_ip,
+        )
         if sent_rv and not dry_run:
             # kube-apiserver's storage refuses it after validation, as a plain error (500).
             raise errors.internal("resourceVersion should not be set on objects to be created")
@@ -459,7 +216,7 @@ class Cluster:
         if rtype.custom or (rtype.group, rtype.plural) in _GENERATION_TYPES:
             meta["generation"] = 1
         if (rtype.group, rtype.plural) == ("apiextensions.k8s.io", "customresourcedefinitions"):
-            self._establish(obj)
+            crds.establish(obj)
         if dry_run:
             meta["resourceVersion"] = str(self.rv)
             return obj, warnings
@@ -469,7 +226,7 @@ class Cluster:
         if (rtype.group, rtype.plural) == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._register_crd(obj)
         if meta.get("ownerReferences"):
-            self._collect()  # a dependent created without its owner is collected
+            collector.collect(self)  # a dependent created without its owner is collected
         return obj, warnings
 
     def update(
@@ -484,7 +241,7 @@ class Cluster:
         dry_run: bool = False,
         require_rv: bool | None = None,
     ) -> tuple[Obj, list[str]]:
-        new = copy.deepcopy(self._check_body(rtype, body))
+        new = copy.deepcopy(admission.check_body(rtype, body))
         old = self.get(rtype, namespace, name)
         meta = new.setdefault("metadata", {})
         if meta.get("name") not in (None, name):
@@ -562,7 +319,14 @@ class Cluster:
         new["apiVersion"] = rtype.api_version
         new["kind"] = rtype.kind
         new["metadata"].pop("managedFields", None)
-        warnings = self._admit(rtype, new, old, field_validation)
+        warnings = admission.admit(
+            rtype,
+            new,
+            old,
+            field_validation,
+            served=self.types.values(),
+            allocate_cluster_ip=self._allocate_cluster_ip,
+        )
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if _same(new, old):
             return old, warnings
@@ -571,7 +335,7 @@ class Cluster:
         if dry_run:
             return new, warnings
         if (rtype.group, rtype.plural) == ("apiextensions.k8s.io", "customresourcedefinitions"):
-            self._establish(new)
+            crds.establish(new)
         new["metadata"]["resourceVersion"] = str(self._next_rv())
         self.objects[rtype.store_key][(namespace or "", name)] = new
         self._emit(rtype.store_key, "MODIFIED", new, old)
@@ -579,152 +343,8 @@ class Cluster:
             self._register_crd(new)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             self._remove(rtype, new)
-        self._collect()
+        collector.collect(self)
         return new, warnings
-
-    def patch(
-        self,
-        rtype: ResourceType,
-        namespace: str | None,
-        name: str,
-        content_type: str,
-        patch_body: Any,
-        *,
-        subresource: str | None = None,
-        field_validation: str = "Warn",
-        dry_run: bool = False,
-        field_manager: str | None = None,
-    ) -> tuple[Obj, list[str]]:
-        content_type = content_type.split(";")[0].strip()
-        if content_type == patching.APPLY_PATCH:
-            return self.apply(
-                rtype,
-                namespace,
-                name,
-                patch_body,
-                field_validation=field_validation,
-                dry_run=dry_run,
-                subresource=subresource,
-                field_manager=field_manager,
-            )
-        old = self.get(rtype, namespace, name)
-        patched, _ = self.patch_document(old, content_type, patch_body, custom=rtype.custom)
-        if not isinstance(patched, dict):
-            raise errors.bad_request("the patch must leave a JSON object")
-        meta = patched.setdefault("metadata", {})
-        if not isinstance(meta, dict):
-            raise errors.bad_request("metadata must be an object")
-        # An unconditional patch: only a resourceVersion the patch itself changes is checked.
-        if meta.get("resourceVersion") in (None, ""):
-            meta["resourceVersion"] = old["metadata"]["resourceVersion"]
-        return self.update(
-            rtype,
-            namespace,
-            name,
-            patched,
-            subresource=subresource,
-            field_validation=field_validation,
-            dry_run=dry_run,
-            require_rv=False,
-        )
-
-    def patch_document(
-        self, document: Obj, content_type: str, patch_body: Any, *, custom: bool
-    ) -> tuple[Any, str]:
-        """Apply a patch of the given media type to a copy of `document`."""
-        content_type = content_type.split(";")[0].strip()
-        current = copy.deepcopy(document)
-        try:
-            if content_type == patching.JSON_PATCH:
-                return patching.json_patch(current, patch_body), content_type
-            if content_type == patching.MERGE_PATCH:
-                if not isinstance(patch_body, dict):
-                    raise patching.PatchError("a merge patch must be a JSON object")
-                return patching.merge_patch(current, patch_body), content_type
-            if content_type == patching.STRATEGIC_MERGE_PATCH:
-                if custom:
-                    raise ApiError(
-                        415,
-                        "UnsupportedMediaType",
-                        "the body of the request was in an unknown format - accepted media "
-                        "types include: application/json-patch+json, "
-                        "application/merge-patch+json, application/apply-patch+yaml",
-                    )
-                if not isinstance(patch_body, dict):
-                    raise patching.PatchError("a strategic merge patch must be a JSON object")
-                return patching.strategic_merge_patch(current, patch_body), content_type
-        except patching.PatchError as e:
-            raise errors.bad_request(str(e)) from None
-        except patching.PatchConflict as e:
-            raise ApiError(422, "Invalid", str(e)) from None
-        raise ApiError(
-            415,
-            "UnsupportedMediaType",
-            f"the media type {content_type!r} is not a supported patch type",
-        )
-
-    def apply(
-        self,
-        rtype: ResourceType,
-        namespace: str | None,
-        name: str,
-        body: Any,
-        *,
-        field_validation: str,
-        dry_run: bool,
-        subresource: str | None,
-        field_manager: str | None = None,
-    ) -> tuple[Obj, list[str]]:
-        """Server-side apply, simplified: create, or merge the applied fields; what the same
-        field manager applied before and no longer applies is removed. There is no shared
-        ownership, hence no conflicts (see the docs)."""
-        if not field_manager:
-            raise errors.invalid(
-                "PatchOptions",
-                "meta.k8s.io",
-                "",
-                [
-                    cause(
-                        "fieldManager",
-                        "FieldValueRequired",
-                        "Required value: is required for apply patch",
-                    )
-                ],
-            )
-        if not isinstance(body, dict):
-            raise errors.bad_request("an apply patch must be an object")
-        key = (namespace or "", name)
-        applied_key = (field_manager, subresource or "")
-        if key not in self.objects[rtype.store_key]:
-            if subresource:
-                raise errors.not_found(rtype.plural, rtype.group, name)
-            body = dict(body)
-            body.setdefault("metadata", {})["name"] = name
-            created = self.create(
-                rtype, namespace, body, field_validation=field_validation, dry_run=dry_run
-            )
-            if not dry_run:
-                self.applied[(*rtype.store_key, *key)] = {applied_key: copy.deepcopy(body)}
-            return created
-        old = self.objects[rtype.store_key][key]
-        merged = patching.strategic_merge_patch(copy.deepcopy(old), body)
-        previous = self.applied.get((*rtype.store_key, *key), {}).get(applied_key)
-        if previous is not None:
-            patching.remove_unapplied(merged, previous, body)
-        merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-        result = self.update(
-            rtype,
-            namespace,
-            name,
-            merged,
-            subresource=subresource,
-            field_validation=field_validation,
-            dry_run=dry_run,
-            require_rv=False,
-        )
-        if not dry_run:
-            self.applied.setdefault((*rtype.store_key, *key), {})[applied_key] = copy.deepcopy(body)
-        return result
 
     def delete(
         self,
@@ -757,19 +377,21 @@ class Cluster:
         finalizers = list(meta.get("finalizers") or [])
         if (
             propagation == "Foreground"
-            and self._dependents(meta["uid"])
+            and collector.dependents(self, meta["uid"])
             and FOREGROUND not in finalizers
         ):
             finalizers.append(FOREGROUND)
         elif propagation == "Orphan" and ORPHAN not in finalizers:
             finalizers.append(ORPHAN)
-        if (rtype.group, rtype.plural) == ("", "namespaces") and self._namespace_content(name):
+        if (rtype.group, rtype.plural) == ("", "namespaces") and collector.namespace_content(
+            self, name
+        ):
             finalizers = finalizers or ["kubernetes"]
-        if rtype.group_resource == CRDS and self._crd_content(obj):
+        if rtype.group_resource == CRDS and self.crd_content(obj):
             finalizers = [*finalizers, CRD_CLEANUP] if CRD_CLEANUP not in finalizers else finalizers
         if not finalizers:
             self._remove(rtype, obj)
-            self._collect()
+            collector.collect(self)
             return obj, True
         if meta.get("deletionTimestamp"):
             return obj, False
@@ -785,17 +407,17 @@ class Cluster:
         self.objects[rtype.store_key][(namespace or "", name)] = new
         self._emit(rtype.store_key, "MODIFIED", new, obj)
         if (rtype.group, rtype.plural) == ("", "namespaces"):
-            for ctype, child in self._namespace_content(name):
+            for ctype, child in collector.namespace_content(self, name):
                 if not child["metadata"].get("deletionTimestamp"):
                     self.delete(ctype, name, child["metadata"]["name"])
         if rtype.group_resource == CRDS:
-            ctype = self._type_for((obj["spec"]["group"], obj["spec"]["names"]["plural"]))
-            for child in self._crd_content(obj):
+            ctype = self.type_for((obj["spec"]["group"], obj["spec"]["names"]["plural"]))
+            for child in self.crd_content(obj):
                 if not child["metadata"].get("deletionTimestamp"):
                     self.delete(
                         ctype, child["metadata"].get("namespace"), child["metadata"]["name"]
                     )
-        self._collect()
+        collector.collect(self)
         return new, False
 
     def _crd_terminating(self, rtype: ResourceType) -> bool:
@@ -804,7 +426,7 @@ class Cluster:
         )
         return bool(crd and crd["metadata"].get("deletionTimestamp"))
 
-    def _crd_content(self, crd: Obj) -> list[Obj]:
+    def crd_content(self, crd: Obj) -> list[Obj]:
         return list(
             self.objects.get((crd["spec"]["group"], crd["spec"]["names"]["plural"]), {}).values()
         )
@@ -821,140 +443,22 @@ class Cluster:
         if (rtype.group, rtype.plural) == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._unregister_crd(obj)
 
-    # --- garbage collection & namespaces --------------------------------------------------
-
-    def _dependents(self, uid: str) -> list[tuple[ResourceType, Obj]]:
-        found = []
-        for key, items in self.objects.items():
-            for obj in items.values():
-                refs = obj["metadata"].get("ownerReferences") or []
-                if any(isinstance(r, dict) and r.get("uid") == uid for r in refs):
-                    found.append((self._type_for(key), obj))
-        return found
-
-    def _namespace_content(self, namespace: str) -> list[tuple[ResourceType, Obj]]:
-        found = []
-        for key, items in self.objects.items():
-            rtype = self._type_for(key)
-            if not rtype.namespaced:
-                continue
-            for (ns, _), obj in items.items():
-                if ns == namespace:
-                    found.append((rtype, obj))
-        return found
-
-    def _collect(self) -> None:
-        """Run the garbage collector and the namespace controller until nothing moves."""
-        for _ in range(100):
-            if not self._collect_once():
-                return
-
-    def _find_owner(
-        self, group: str, kind: str, name: str, namespace: str
-    ) -> tuple[bool, Obj | None]:
-        rtype = next((t for t in self.types.values() if (t.group, t.kind) == (group, kind)), None)
-        if rtype is None:
-            return False, None
-        return True, self.objects[rtype.store_key].get(
-            (namespace if rtype.namespaced else "", name)
-        )
-
-    def _collect_once(self) -> bool:
-        for key, items in list(self.objects.items()):
-            rtype = self._type_for(key)
-            for obj in list(items.values()):
-                meta = obj["metadata"]
-                refs = [r for r in meta.get("ownerReferences") or [] if isinstance(r, dict)]
-                if (
-                    refs
-                    and not meta.get("deletionTimestamp")
-                    and not any(
-                        owners.owner_present(r, meta.get("namespace") or "", self._find_owner)
-                        for r in refs
-                    )
-                ):
-                    self.delete(rtype, meta.get("namespace"), meta["name"])
-                    return True
-                if not meta.get("deletionTimestamp"):
-                    continue
-                finalizers = meta.get("finalizers") or []
-                if FOREGROUND in finalizers and not self._dependents(meta["uid"]):
-                    self._drop_finalizer(rtype, obj, FOREGROUND)
-                    return True
-                if FOREGROUND in finalizers:
-                    for dtype, dependent in self._dependents(meta["uid"]):
-                        if not dependent["metadata"].get("deletionTimestamp"):
-                            self.delete(
-                                dtype,
-                                dependent["metadata"].get("namespace"),
-                                dependent["metadata"]["name"],
-                                propagation="Foreground",
-                            )
-                            return True
-                if ORPHAN in finalizers:
-                    for dtype, dependent in self._dependents(meta["uid"]):
-                        orphaned = copy.deepcopy(dependent)
-                        orphaned["metadata"]["ownerReferences"] = [
-                            r
-                            for r in dependent["metadata"]["ownerReferences"]
-                            if r.get("uid") != meta["uid"]
-                        ] or None
-                        if orphaned["metadata"]["ownerReferences"] is None:
-                            del orphaned["metadata"]["ownerReferences"]
-                        self._store(dtype, orphaned, dependent)
-                    self._drop_finalizer(rtype, obj, ORPHAN)
-                    return True
-                if rtype.group_resource == CRDS and CRD_CLEANUP in finalizers:
-                    if not self._crd_content(obj):
-                        self._drop_finalizer(rtype, obj, CRD_CLEANUP)
-                        return True
-                if (rtype.group, rtype.plural) == ("", "namespaces") and "kubernetes" in finalizers:
-                    if not self._namespace_content(meta["name"]):
-                        self._drop_finalizer(rtype, obj, "kubernetes")
-                        return True
-        return False
-
-    def _store(self, rtype: ResourceType, new: Obj, old: Obj) -> None:
+    def store_modified(self, rtype: ResourceType, new: Obj, old: Obj) -> None:
         new["metadata"]["resourceVersion"] = str(self._next_rv())
         self.objects[rtype.store_key][
             (new["metadata"].get("namespace") or "", new["metadata"]["name"])
         ] = new
         self._emit(rtype.store_key, "MODIFIED", new, old)
 
-    def _drop_finalizer(self, rtype: ResourceType, obj: Obj, finalizer: str) -> None:
+    def drop_finalizer(self, rtype: ResourceType, obj: Obj, finalizer: str) -> None:
         new = copy.deepcopy(obj)
         new["metadata"]["finalizers"] = [f for f in obj["metadata"]["finalizers"] if f != finalizer]
         if not new["metadata"]["finalizers"]:
             self._remove(rtype, obj)
         else:
-            self._store(rtype, new, obj)
+            self.store_modified(rtype, new, obj)
 
     # --- CRDs -----------------------------------------------------------------------------
-
-    def _establish(self, crd: Obj) -> None:
-        names = dict(crd["spec"]["names"])
-        stamp = now_rfc3339()
-        crd["status"] = {
-            "acceptedNames": names,
-            "storedVersions": [v["name"] for v in crd["spec"]["versions"] if v.get("storage")],
-            "conditions": [
-                {
-                    "type": "NamesAccepted",
-                    "status": "True",
-                    "reason": "NoConflicts",
-                    "message": "no conflicts found",
-                    "lastTransitionTime": stamp,
-                },
-                {
-                    "type": "Established",
-                    "status": "True",
-                    "reason": "InitialNamesAccepted",
-                    "message": "the initial names have been accepted",
-                    "lastTransitionTime": stamp,
-                },
-            ],
-        }
-
     def _register_crd(self, crd: Obj) -> None:
         self._unregister_crd(crd, keep_objects=True)
         for rtype in types_from_crd(crd):
@@ -971,144 +475,6 @@ class Cluster:
             self.objects.pop((group, plural), None)
 
 
-_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_STANDARD_FINALIZERS = {"kubernetes", ORPHAN, FOREGROUND, CRD_CLEANUP}
-_NAME_RULE = (
-    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
-    "and end with an alphanumeric character"
-)
-
-
-def _qualified_name_problem(key: str) -> str | None:
-    prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        return "prefix part must be a lowercase RFC 1123 subdomain"
-    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
-        return _NAME_RULE + " (and be at most 63 characters)"
-    return None
-
-
-def _validate_keys_and_values(meta: Obj) -> list[dict[str, str]]:
-    """Label/annotation keys, label values and finalizer names, as the API server checks them."""
-    causes = []
-    for field in ("labels", "annotations"):
-        values = meta.get(field)
-        if not isinstance(values, dict):
-            continue
-        for key, value in values.items():
-            # kube-apiserver checks annotation keys lower-cased (`Example.COM/x` is fine).
-            problem = _qualified_name_problem(key.lower() if field == "annotations" else key)
-            if problem:
-                causes.append(
-                    cause(
-                        f"metadata.{field}",
-                        "FieldValueInvalid",
-                        f'Invalid value: "{key}": {problem}',
-                    )
-                )
-            if (
-                field == "labels"
-                and isinstance(value, str)
-                and value
-                and (len(value) > 63 or not _QUALIFIED_NAME.match(value))
-            ):
-                causes.append(
-                    cause(
-                        "metadata.labels",
-                        "FieldValueInvalid",
-                        f'Invalid value: "{value}": a valid label must be an empty '
-                        "string or consist of alphanumeric characters, '-', '_' or "
-                        "'.', and must start and end with an alphanumeric character "
-                        "(at most 63 characters)",
-                    )
-                )
-    annotations = meta.get("annotations")
-    if isinstance(annotations, dict):
-        size = sum(len(k) + len(v) for k, v in annotations.items() if isinstance(v, str))
-        if size > 256 * 1024:
-            causes.append(
-                cause(
-                    "metadata.annotations",
-                    "FieldValueTooLong",
-                    "Too long: must have at most 262144 bytes",
-                )
-            )
-    for index, finalizer in enumerate(meta.get("finalizers") or []):
-        if not isinstance(finalizer, str):
-            continue
-        problem = _qualified_name_problem(finalizer)
-        if problem is None and "/" not in finalizer and finalizer not in _STANDARD_FINALIZERS:
-            problem = "name is neither a standard finalizer name nor is it fully qualified"
-        if problem:
-            causes.append(
-                cause(
-                    f"metadata.finalizers[{index}]",
-                    "FieldValueInvalid",
-                    f'Invalid value: "{finalizer}": {problem}',
-                )
-            )
-    return causes
-
-
-def _deployment_selector(spec: Obj) -> list[dict[str, str]]:
-    selector = spec.get("selector")
-    if not isinstance(selector, dict) or not (
-        selector.get("matchLabels") or selector.get("matchExpressions")
-    ):
-        return [cause("spec.selector", "FieldValueRequired", "Required value")]
-    try:
-        selects = label_selector.from_object(selector)
-    except label_selector.SelectorError as error:
-        return [cause("spec.selector", "FieldValueInvalid", f"Invalid value: {error}")]
-    template: Obj = spec["template"] if isinstance(spec.get("template"), dict) else {}
-    labels = (template.get("metadata") or {}).get("labels") or {}
-    if not selects.matches(labels):
-        return [
-            cause(
-                "spec.template.metadata.labels",
-                "FieldValueInvalid",
-                f"Invalid value: {labels!r}: `selector` does not match template `labels`",
-            )
-        ]
-    return []
-
-
-def _immutable_fields(kind_key: tuple[str, str], new: Obj, old: Obj) -> list[dict[str, str]]:
-    def changed(*path: str) -> bool:
-        a: Any = new
-        b: Any = old
-        for part in path:
-            a = a.get(part) if isinstance(a, dict) else None
-            b = b.get(part) if isinstance(b, dict) else None
-        return bool(a != b)
-
-    immutable = "Invalid value: field is immutable"
-    causes = []
-    if kind_key in (("", "secrets"), ("", "configmaps")) and old.get("immutable") is True:
-        if new.get("immutable") is not True:
-            causes.append(
-                cause(
-                    "immutable",
-                    "FieldValueForbidden",
-                    "Forbidden: field is immutable when `immutable` is set",
-                )
-            )
-        for field in ("data", "binaryData", "stringData"):
-            if new.get(field) is not None and changed(field):
-                causes.append(
-                    cause(
-                        field,
-                        "FieldValueForbidden",
-                        "Forbidden: field is immutable when `immutable` is set",
-                    )
-                )
-    if kind_key == ("", "secrets") and new.get("type", "Opaque") != old.get("type", "Opaque"):
-        causes.append(cause("type", "FieldValueInvalid", immutable))
-    if kind_key == ("apps", "deployments") and changed("spec", "selector"):
-        causes.append(cause("spec.selector", "FieldValueInvalid", immutable))
-    return causes
-
-
 def _as_if_applied(manifest: Obj) -> Obj:
     """The manifest with kubectl's last-applied annotation, as `kubectl apply` would leave it
     (so a later `kubectl apply -f crds/` of the same file does not warn about it)."""
@@ -1117,40 +483,6 @@ def _as_if_applied(manifest: Obj) -> Obj:
     last = json.dumps(applied, separators=(",", ":"), sort_keys=True)
     applied["metadata"]["annotations"][LAST_APPLIED] = last + "\n"
     return applied
-
-
-def _fold_secret(obj: Obj) -> list[dict[str, str]]:
-    causes = []
-    data = obj.get("data") or {}
-    if not isinstance(data, dict):
-        return [cause("data", "FieldValueTypeInvalid", "Invalid value: must be a map of strings")]
-    for key, value in data.items():
-        try:
-            base64.b64decode(value, validate=True)
-        except (binascii.Error, TypeError, ValueError):
-            # The API server fails to decode such a body at all: 400, not 422.
-            raise errors.bad_request(
-                f'Secret in version "v1" cannot be handled as a Secret: illegal base64 data '
-                f"in data[{key}]"
-            ) from None
-    string_data = obj.pop("stringData", None) or {}
-    if not isinstance(string_data, dict):
-        return [
-            cause("stringData", "FieldValueTypeInvalid", "Invalid value: must be a map of strings")
-        ]
-    for key, value in string_data.items():
-        if not isinstance(value, str):
-            causes.append(
-                cause(
-                    f"stringData[{key}]", "FieldValueTypeInvalid", "Invalid value: must be a string"
-                )
-            )
-            continue
-        data[key] = base64.b64encode(value.encode()).decode()
-    if data:
-        obj["data"] = data
-    obj.setdefault("type", "Opaque")
-    return causes
 
 
 def _same(new: Obj, old: Obj) -> bool:
