@@ -131,13 +131,13 @@ def _timestamp(description: str) -> dict[str, Any]:
 
 
 def receiver_schema() -> dict[str, Any]:
-    """`spec.receiver`, defined beside the receiver's typed view (`crd_receiver`).
+    """`spec.receiver`, defined in `crd_receiver_schema` from the limits of the typed view.
 
-    Imported here, not at module level: `crd_receiver` itself imports this module's patterns.
+    Imported when called, so importing this module does not load the typed view (pydantic).
     """
-    from gemini_webhooks.contracts import crd_receiver
+    from gemini_webhooks.contracts import crd_receiver_schema
 
-    schema: dict[str, Any] = crd_receiver.receiver_schema()
+    schema: dict[str, Any] = crd_receiver_schema.receiver_schema()
     return copy.deepcopy(schema)
 
 

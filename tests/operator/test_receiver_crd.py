@@ -11,7 +11,6 @@ from pydantic import BaseModel
 
 from gemini_webhooks.contracts import crd, crd_receiver
 from gemini_webhooks.contracts.crd_receiver import (
-    RECEIVER_SCHEMA,
     CrdReceiverError,
     HealthCheckSpec,
     ReceiverSpec,
@@ -19,6 +18,7 @@ from gemini_webhooks.contracts.crd_receiver import (
     parse_duration,
     receiver_spec,
 )
+from gemini_webhooks.contracts.crd_receiver_schema import RECEIVER_SCHEMA
 
 
 def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
