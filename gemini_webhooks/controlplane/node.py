@@ -21,25 +21,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import os
-import platform
 import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
+from gemini_webhooks.contracts.times import now_rfc3339
 from gemini_webhooks.controlplane.balancer import RoundRobin, choose, service_backends
-from gemini_webhooks.controlplane.build import KUBERNETES_VERSION
+from gemini_webhooks.controlplane.node_object import node_object, node_status
+from gemini_webhooks.controlplane.pod_credentials import (
+    TOKEN_SECONDS,
+    pod_kubeconfig,
+    request_tokens,
+    token_audiences,
+)
+from gemini_webhooks.controlplane.pod_status import (
+    comparable,
+    pod_status,
+    restarts_after,
+    terminated_state,
+)
+from gemini_webhooks.controlplane.running_pod import RunningPod, pods_of
 from gemini_webhooks.sandbox.kubeapi import JSON, KubeApi, KubeApiError
 from gemini_webhooks.sandbox.kubelet import (
-    PodPorts,
     pod_endpoints,
     probe,
     service_endpoints,
@@ -53,128 +62,20 @@ from gemini_webhooks.sandbox.podplan import (
     referenced_objects,
 )
 from gemini_webhooks.sandbox.proxy import SandboxProxy
-from gemini_webhooks.sandbox.supervisor import Child, ProcessSpec, Progress, Supervisor
+from gemini_webhooks.sandbox.supervisor import ProcessSpec, Progress, Supervisor
 
-NODE_LABEL = "gwo.dev/node"
 IMAGE_NAME = "gemini-webhook-operator"  # the repository name of our image, any registry/tag
 UNSUPPORTED_IMAGE = "UnsupportedImage"
 LEASE_SECONDS = 40
-TOKEN_SECONDS = 3600
 MAX_BACKOFF = 30.0
 # The Pods' addresses: what `status.podIP` says; only the node's proxy routes them.
 POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")
-DEFAULT_CAPACITY = {"cpu": "2", "memory": "24Gi", "pods": "110", "ephemeral-storage": "50Gi"}
 
 
 def runs_image(image: str) -> bool:
     """Our image, from any registry, at any tag or digest."""
     repository = image.split("@", 1)[0].rsplit("/", 1)[-1]
     return repository.split(":", 1)[0] == IMAGE_NAME
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _micro_now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-
-
-def node_object(name: str) -> JSON:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                NODE_LABEL: "true",
-            },
-        },
-        "spec": {},
-    }
-
-
-def node_status(name: str) -> JSON:
-    now = _now()
-
-    def condition(kind: str, status: str, reason: str, message: str) -> JSON:
-        return {
-            "type": kind,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastHeartbeatTime": now,
-            "lastTransitionTime": now,
-        }
-
-    return {
-        "capacity": DEFAULT_CAPACITY,
-        "allocatable": DEFAULT_CAPACITY,
-        "addresses": [
-            {"type": "InternalIP", "address": "127.0.0.1"},
-            {"type": "Hostname", "address": name},
-        ],
-        "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "ok"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "ok"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "ok"),
-            condition(
-                "Ready", "True", "KubeletReady", "gwo-node runs our image's Pods as processes"
-            ),
-        ],
-        "nodeInfo": {
-            "machineID": "gwo-node",
-            "systemUUID": "gwo-node",
-            "bootID": "gwo-node",
-            "kernelVersion": platform.release(),
-            "osImage": "gwo-node (processes on loopback)",
-            "containerRuntimeVersion": "gwo-node://0.1.0",
-            "kubeletVersion": KUBERNETES_VERSION,
-            "kubeProxyVersion": "",
-            "operatingSystem": "linux",
-            "architecture": "amd64",
-        },
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
-    }
-
-
-def token_audiences(pod: JSON) -> list[str]:
-    """The audiences of every projected ServiceAccount token the Pod mounts ("" = default)."""
-    found = []
-    for volume in (pod.get("spec") or {}).get("volumes") or []:
-        for source in (volume.get("projected") or {}).get("sources") or []:
-            if "serviceAccountToken" in source:
-                found.append(source["serviceAccountToken"].get("audience", ""))
-    return sorted(set(found))
-
-
-@dataclass
-class RunningPod:
-    namespace: str
-    name: str
-    uid: str
-    address: str = ""  # its Pod IP, from POD_NETWORK
-    ports: PodPorts = field(default_factory=PodPorts)
-    labels: dict[str, str] = field(default_factory=dict)
-    plan: PodPlan | None = None
-    child: Child | None = None
-    ready: bool = False
-    restarts: int = 0
-    not_before: float = 0.0
-    started_at: str = ""
-    last_error: str = ""
-    last_status: JSON | None = None
-    tokens: dict[str, str] = field(default_factory=dict)
-    tokens_at: float = 0.0
-    terminated: JSON | None = None  # the last state of a container that is not restarted
-
-    @property
-    def label(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 class Node:
@@ -266,7 +167,7 @@ class Node:
             "spec": {
                 "holderIdentity": self.name,
                 "leaseDurationSeconds": LEASE_SECONDS,
-                "renewTime": _micro_now(),
+                "renewTime": now_rfc3339("microseconds"),
             },
         }
         resource = "leases.coordination.k8s.io/v1"
@@ -317,23 +218,10 @@ class Node:
             await self.proxy.stop()
         await self.api.close()
 
-    def _pods_of(self, namespace: str, name: str) -> list[RunningPod]:
-        """The pod called `name`, or the pods of Deployment `name` (`<name>-<hash>-<id>`)."""
-
-        def owned(pod_name: str) -> bool:
-            rest = pod_name.removeprefix(f"{name}-")
-            return rest != pod_name and rest.count("-") == 1
-
-        return [
-            p
-            for p in self.pods.values()
-            if p.namespace == namespace and (p.name == name or owned(p.name))
-        ]
-
     def kill_pod(self, namespace: str, name: str) -> int:
         """SIGKILL the process of a pod (by its name or its Deployment's): a crash, which
         the node restarts as a kubelet would."""
-        for pod in self._pods_of(namespace, name):
+        for pod in pods_of(self.pods.values(), namespace, name):
             if pod.child is not None and pod.child.running:
                 os.killpg(pod.child.pid, signal.SIGKILL)
                 return pod.child.pid
@@ -341,7 +229,7 @@ class Node:
 
     def restarts(self, namespace: str, name: str) -> int:
         """Container restarts of the pod `name`, or of Deployment `name`'s pods."""
-        return sum(p.restarts for p in self._pods_of(namespace, name))
+        return sum(p.restarts for p in pods_of(self.pods.values(), namespace, name))
 
     async def sync_once(self) -> None:
         listed = await self.api.list("pods", field_selector=f"spec.nodeName={self.name}")
@@ -441,28 +329,7 @@ class Node:
         fresh = time.monotonic() - running.tokens_at < TOKEN_SECONDS * 0.8
         if fresh and set(running.tokens) == set(audiences):
             return running.tokens
-        account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
-        tokens = {}
-        for audience in audiences:
-            spec: JSON = {
-                "expirationSeconds": TOKEN_SECONDS,
-                "boundObjectRef": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": running.name,
-                    "uid": running.uid,
-                },
-            }
-            if audience:
-                spec["audiences"] = [audience]
-            answer = await self.api.create_subresource(
-                "serviceaccounts",
-                running.namespace,
-                account,
-                "token",
-                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
-            )
-            tokens[audience] = answer["status"]["token"]
+        tokens = await request_tokens(self.api, pod, audiences)
         running.tokens = tokens
         running.tokens_at = time.monotonic()
         return tokens
@@ -499,33 +366,9 @@ class Node:
         )
         if token_file is not None:
             kubeconfig = pod_dir / "kubeconfig"
-            plan.files[kubeconfig] = yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {
-                            "name": "cluster",
-                            "cluster": {
-                                "server": self.server,
-                                "certificate-authority": str(self.ca),
-                            },
-                        }
-                    ],
-                    "users": [{"name": "pod", "user": {"tokenFile": str(token_file)}}],
-                    "contexts": [
-                        {
-                            "name": "pod",
-                            "context": {
-                                "cluster": "cluster",
-                                "user": "pod",
-                                "namespace": running.namespace,
-                            },
-                        }
-                    ],
-                    "current-context": "pod",
-                }
-            ).encode()
+            plan.files[kubeconfig] = pod_kubeconfig(
+                self.server, self.ca, token_file, running.namespace
+            )
             plan.env["KUBECONFIG"] = str(kubeconfig)
         return plan
 
@@ -599,7 +442,7 @@ class Node:
         running.child = await self.supervisor.start(spec)
         running.plan = plan
         running.ready = False
-        running.started_at = _now()
+        running.started_at = now_rfc3339()
         ports = ", ".join(f"{p.container_port}->{p.host_port}" for p in plan.ports)
         self.progress(f"node: started pod {running.label} (ports {ports})")
 
@@ -623,88 +466,16 @@ class Node:
             await self.api.delete_now("pods", running.namespace, running.name, uid=running.uid)
 
     async def _report(self, running: RunningPod, pod: JSON, state: JSON) -> None:
-        containers = (pod.get("spec") or {}).get("containers") or [{}]
-        container = containers[0]
-        is_running = "running" in state
-        ready = is_running and running.ready
-        now = _now()
-        phase = "Running" if is_running else "Pending"
-        if "terminated" in state:
-            phase = "Succeeded" if state["terminated"]["exitCode"] == 0 else "Failed"
-        previous = {c["type"]: c for c in (pod.get("status") or {}).get("conditions") or []}
-
-        def condition(kind: str, status: bool) -> JSON:
-            value = "True" if status else "False"
-            before = previous.get(kind)
-            since = (
-                before["lastTransitionTime"] if before and before.get("status") == value else now
-            )
-            return {
-                "type": kind,
-                "status": value,
-                "lastProbeTime": None,
-                "lastTransitionTime": since,
-            }
-
-        status: JSON = {
-            "phase": phase,
-            "hostIP": "127.0.0.1",
-            "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": running.address,
-            "podIPs": [{"ip": running.address}],
-            "startTime": (pod.get("status") or {}).get("startTime") or now,
-            "conditions": [
-                condition("PodReadyToStartContainers", True),
-                condition("Initialized", True),
-                condition("Ready", ready),
-                condition("ContainersReady", ready),
-                previous.get("PodScheduled") or condition("PodScheduled", True),
-            ],
-            "containerStatuses": [
-                {
-                    "name": container.get("name", "main"),
-                    "image": container.get("image", ""),
-                    "imageID": "",
-                    "ready": ready,
-                    "started": is_running,
-                    "restartCount": running.restarts,
-                    "state": state,
-                }
-            ],
-        }
-        comparable = json.dumps(
-            {
-                **status,
-                "conditions": [
-                    {k: v for k, v in c.items() if k != "lastTransitionTime"}
-                    for c in status["conditions"]
-                ],
-            },
-            sort_keys=True,
+        status = pod_status(
+            pod, state, ready=running.ready, restarts=running.restarts, address=running.address
         )
-        if running.last_status is not None and running.last_status.get("key") == comparable:
+        key = comparable(status)
+        if running.last_status is not None and running.last_status.get("key") == key:
             return
         await self.api.patch(
             "pods", running.namespace, running.name, {"status": status}, status=True
         )
-        running.last_status = {"key": comparable}
-
-
-def restarts_after(pod: JSON, exit_code: int | None) -> bool:
-    """The Pod's restartPolicy: `Always` (the default), `OnFailure` or `Never`."""
-    policy = (pod.get("spec") or {}).get("restartPolicy") or "Always"
-    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
-
-
-def terminated_state(exit_code: int | None, started_at: str) -> JSON:
-    """A container's `terminated` state; a process killed by signal N exits 128 + N."""
-    code = exit_code if exit_code is None or exit_code >= 0 else 128 - exit_code
-    return {
-        "exitCode": 137 if code is None else code,
-        "reason": "Completed" if code == 0 else "Error",
-        "startedAt": started_at or _now(),
-        "finishedAt": _now(),
-    }
+        running.last_status = {"key": key}
 
 
 def _write_atomically(path: Path, content: bytes) -> None:

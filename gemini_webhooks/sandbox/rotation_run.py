@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from gemini_webhooks.controlplane.node import Node, RunningPod
+from gemini_webhooks.controlplane.node import Node
+from gemini_webhooks.controlplane.running_pod import RunningPod
 from gemini_webhooks.sandbox.scenario import (
     INTERNAL_PORT,
     Scenario,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gemini_webhooks.controlplane.node import restarts_after, terminated_state
+from gemini_webhooks.controlplane.pod_status import restarts_after, terminated_state
 
 
 @pytest.mark.parametrize(
