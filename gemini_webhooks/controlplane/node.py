@@ -54,13 +54,8 @@ from gemini_webhooks.sandbox.kubelet import (
     service_endpoints,
     venv_executable,
 )
-from gemini_webhooks.sandbox.podplan import (
-    PodPlan,
-    PodPlanError,
-    decode_secret_data,
-    plan_pod_object,
-    referenced_objects,
-)
+from gemini_webhooks.sandbox.pod_inputs import PodPlanError, decode_secret_data, referenced_objects
+from gemini_webhooks.sandbox.podplan import PodPlan, plan_pod_object
 from gemini_webhooks.sandbox.proxy import SandboxProxy
 from gemini_webhooks.sandbox.supervisor import ProcessSpec, Progress, Supervisor
 

@@ -34,15 +34,8 @@ from gemini_webhooks.contracts import label_selector
 from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 from gemini_webhooks.contracts.times import now_rfc3339
 from gemini_webhooks.sandbox.kubeapi import JSON, KubeApi, KubeApiError
-from gemini_webhooks.sandbox.podplan import (
-    PodPlan,
-    PodPlanError,
-    Probe,
-    decode_secret_data,
-    plan_pod,
-    referenced_objects,
-    template_hash,
-)
+from gemini_webhooks.sandbox.pod_inputs import PodPlanError, decode_secret_data, referenced_objects
+from gemini_webhooks.sandbox.podplan import PodPlan, Probe, plan_pod, template_hash
 from gemini_webhooks.sandbox.ports import free_port
 from gemini_webhooks.sandbox.proxy import pod_key, service_key
 from gemini_webhooks.sandbox.supervisor import Child, ProcessSpec, Progress, Supervisor

@@ -31,7 +31,7 @@ from gemini_webhooks.emulator.control import ControlClient
 from gemini_webhooks.jobs.webhook_config import WebhookConfigError, from_cluster
 from gemini_webhooks.sandbox.consumer import Arrival, SampleConsumer
 from gemini_webhooks.sandbox.kubeapi import ReadApi, run_kubectl
-from gemini_webhooks.sandbox.podplan import decode_secret_data
+from gemini_webhooks.sandbox.pod_inputs import decode_secret_data
 from gemini_webhooks.sandbox.proxy import service_key
 
 GWH = f"{crd.PLURAL}.{crd.API_VERSION}"

@@ -11,12 +11,8 @@ import pytest
 import yaml
 
 from gemini_webhooks.sandbox.kubelet import PodPorts, pod_endpoints, service_endpoints
-from gemini_webhooks.sandbox.podplan import (
-    PodPlanError,
-    decode_secret_data,
-    plan_pod,
-    template_hash,
-)
+from gemini_webhooks.sandbox.pod_inputs import PodPlanError, decode_secret_data
+from gemini_webhooks.sandbox.podplan import plan_pod, template_hash
 
 CONFIG = {
     "listen": {"host": "0.0.0.0", "port": 8080},
