@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gemini_webhooks.emulator.control import ControlClient
-from gemini_webhooks.sandbox.scenario import Kubectl, Scenario, describe_failure
+from gemini_webhooks.sandbox.scenario import Scenario
+from gemini_webhooks.sandbox.steps import Kubectl, describe_failure
 from gemini_webhooks.sandbox.system import Sandbox
 
 STEP_TIMEOUT = 180.0

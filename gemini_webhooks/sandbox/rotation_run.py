@@ -27,14 +27,9 @@ import yaml
 
 from gemini_webhooks.controlplane.node import Node
 from gemini_webhooks.controlplane.running_pod import RunningPod
-from gemini_webhooks.sandbox.scenario import (
-    INTERNAL_PORT,
-    Scenario,
-    StepFailed,
-    poll,
-    scrape,
-    total,
-)
+from gemini_webhooks.sandbox.metric_samples import scrape, total
+from gemini_webhooks.sandbox.scenario import INTERNAL_PORT, Scenario
+from gemini_webhooks.sandbox.steps import StepFailed, poll
 from gemini_webhooks.sandbox.system import Sandbox
 
 EVENT_TYPE = "interaction.completed"

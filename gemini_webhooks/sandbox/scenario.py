@@ -10,18 +10,15 @@ receiver and the operator, and what the sample consumer received.
 from __future__ import annotations
 
 import asyncio
-import json
 import string
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from google import genai
 from google.genai import types
-from prometheus_client.parser import text_string_to_metric_families
 
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.events import ALL_EVENT_TYPES, SUBSCRIBABLE_EVENT_TYPES
@@ -30,17 +27,17 @@ from gemini_webhooks.contracts.signing_secret import SigningSecrets, decode, mat
 from gemini_webhooks.emulator.control import ControlClient
 from gemini_webhooks.jobs.webhook_config import WebhookConfigError, from_cluster
 from gemini_webhooks.sandbox.consumer import Arrival, SampleConsumer
-from gemini_webhooks.sandbox.kubeapi import ReadApi, run_kubectl
+from gemini_webhooks.sandbox.kubeapi import ReadApi
+from gemini_webhooks.sandbox.metric_samples import Samples, moved, scrape, total
 from gemini_webhooks.sandbox.pod_inputs import decode_secret_data
 from gemini_webhooks.sandbox.proxy import service_key
+from gemini_webhooks.sandbox.steps import Kubectl, StepFailed, poll
 
 GWH = f"{crd.PLURAL}.{crd.API_VERSION}"
 RECEIVER_SUFFIX = "-receiver"
 INTERNAL_PORT = 9090
 PUBLIC_PORT = 80
 DYNAMIC_METADATA = {"tour": "dynamic", "team": "sandbox"}
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def all_webhooks(client: genai.Client) -> list[Any]:
@@ -58,90 +55,6 @@ def all_webhooks(client: genai.Client) -> list[Any]:
         if not token:
             return found
     raise StepFailed("webhooks.list never ended")
-
-
-class StepFailed(AssertionError):
-    """A step of the scenario did not hold; the message says what was seen instead."""
-
-
-async def poll(
-    check: Callable[[], Awaitable[Any]], *, within: float, what: str, every: float = 0.2
-) -> Any:
-    """Call `check` until it returns something truthy; StepFailed naming `what` otherwise."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    last: Any = None
-    while True:
-        last = await check()
-        if last:
-            return last
-        if loop.time() > deadline:
-            raise StepFailed(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(every)
-
-
-async def scrape(url: str) -> Samples:
-    """Every sample of a Prometheus endpoint, keyed by (name, sorted labels)."""
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
-        session.get(url) as response,
-    ):
-        text = await response.text()
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples named `name` whose labels include `labels`."""
-    return sum(
-        value
-        for (sample_name, sample_labels), value in samples.items()
-        if sample_name == name and all((k, v) in sample_labels for k, v in labels.items())
-    )
-
-
-def moved(before: Samples, after: Samples, prefix: str) -> list[tuple[str, float]]:
-    """The counters under `prefix` that grew, with their growth, largest first."""
-    grown: list[tuple[str, float]] = []
-    for key, value in after.items():
-        name, labels = key
-        if not name.startswith(prefix) or not name.endswith("_total"):
-            continue
-        delta = value - before.get(key, 0.0)
-        if delta > 0:
-            label_text = ",".join(f"{k}={v}" for k, v in labels)
-            grown.append((f"{name}{{{label_text}}}", delta))
-    return sorted(grown, key=lambda item: (-item[1], item[0]))
-
-
-@dataclass
-class Kubectl:
-    """The real kubectl, with the sandbox's kubeconfig; each call is echoed like a shell."""
-
-    kubeconfig: Path
-    echo: Callable[[str], None] | None = None
-    timeout: float = 120.0
-
-    async def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        if self.echo is not None:
-            self.echo("$ kubectl " + " ".join(args))
-        code, out, _ = await run_kubectl(
-            args,
-            kubeconfig=str(self.kubeconfig),
-            stdin=stdin.encode() if stdin is not None else None,
-            within=self.timeout,
-            merge_stderr=True,
-        )
-        text = out.decode(errors="replace").rstrip()
-        if self.echo is not None and text:
-            for line in text.splitlines():
-                self.echo("  " + line)
-        if check and code != 0:
-            raise StepFailed(f"kubectl {' '.join(args)} exited {code}: {text}")
-        return text
 
 
 @dataclass
@@ -516,13 +429,3 @@ def real_cluster_example(name: str, namespace: str, receiver_url: str) -> str:
     spec["url"] = receiver_url
     spec["receiver"]["dynamic"] = {"enabled": True, "audiences": [receiver_url]}
     return str(yaml.safe_dump(document, sort_keys=False))
-
-
-def describe_failure(error: BaseException) -> str:
-    if isinstance(error, StepFailed):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
-
-
-def as_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)

@@ -32,7 +32,8 @@ import yaml
 
 from gemini_webhooks.sandbox.demo import scenario_for
 from gemini_webhooks.sandbox.kubeapi import KubectlApi, ReadApi
-from gemini_webhooks.sandbox.scenario import Kubectl, Scenario, real_cluster_example
+from gemini_webhooks.sandbox.scenario import Scenario, real_cluster_example
+from gemini_webhooks.sandbox.steps import Kubectl
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
 
 # GWO_KUBE=real: the sandbox system on a real control plane (its own, per module), with

@@ -10,7 +10,9 @@ import aiohttp
 import pytest
 
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.sandbox.scenario import StepFailed, poll, real_cluster_example, scrape, total
+from gemini_webhooks.sandbox.metric_samples import scrape, total
+from gemini_webhooks.sandbox.scenario import real_cluster_example
+from gemini_webhooks.sandbox.steps import StepFailed, poll
 from tests.e2e.conftest import System, kube_sandbox_of, sandbox_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

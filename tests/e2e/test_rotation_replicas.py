@@ -23,6 +23,7 @@ import pytest_asyncio
 from gemini_webhook_operator.metrics import DELIVERY_PINGS_TOTAL
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.sandbox.demo import scenario_for
+from gemini_webhooks.sandbox.metric_samples import scrape, total
 from gemini_webhooks.sandbox.rotation_run import (
     RotationRun,
     example,
@@ -31,7 +32,8 @@ from gemini_webhooks.sandbox.rotation_run import (
     set_revocation,
     wait_replicas,
 )
-from gemini_webhooks.sandbox.scenario import Scenario, StepFailed, poll, scrape, total
+from gemini_webhooks.sandbox.scenario import Scenario
+from gemini_webhooks.sandbox.steps import StepFailed, poll
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
 
 pytestmark = [

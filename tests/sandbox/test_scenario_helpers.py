@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gemini_webhooks.sandbox.demo import StepResult, table
 from gemini_webhooks.sandbox.kubeapi import KubectlApi
-from gemini_webhooks.sandbox.scenario import Samples, moved, total
+from gemini_webhooks.sandbox.metric_samples import Samples, moved, total
 
 BEFORE: Samples = {
     ("gemini_receiver_deliveries_total", (("outcome", "accepted"), ("reason", "ok"))): 2.0,
@@ -147,7 +147,7 @@ async def test_a_kubectl_cancelled_or_timed_out_is_killed_not_left_running(tmp_p
 
     import pytest
 
-    from gemini_webhooks.sandbox.scenario import Kubectl
+    from gemini_webhooks.sandbox.steps import Kubectl
 
     kubeconfig = tmp_path / "kubeconfig"
     exe = Path(sys.executable).parent / "gemini-webhooks"
