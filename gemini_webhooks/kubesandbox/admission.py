@@ -58,9 +58,6 @@ def check_body(rtype: ResourceType, body: Any) -> Obj:
     return body
 
 
-# --- writes ---------------------------------------------------------------------------
-
-
 def admit(
     rtype: ResourceType,
     obj: Obj,
@@ -74,14 +71,7 @@ def admit(
     warnings: list[str] = []
     if not rtype.custom:
         unknown = builtin_validation.prune_unknown(obj, rtype.group, rtype.version, rtype.kind)
-        if unknown and field_validation == "Strict":
-            quoted = ", ".join(f'unknown field "{u}"' for u in unknown)
-            raise errors.bad_request(
-                f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
-                f"{rtype.kind}: strict decoding error: {quoted}"
-            )
-        if unknown and field_validation == "Warn":
-            warnings += [f'unknown field "{u}"' for u in unknown]
+        warnings += _unknown_fields(rtype, unknown, field_validation)
         if field_validation == "Strict":
             builtin_validation.check_strict(obj, rtype.kind, rtype.group)
     causes = validate_meta(rtype, obj)
@@ -106,18 +96,24 @@ def admit(
         causes += builtin_validation.causes(rtype.group, rtype.plural, obj)
     if rtype.custom and rtype.schema is not None:
         unknown, schema_causes = schema.admit(obj, rtype.schema)
-        if unknown and field_validation == "Strict":
-            quoted = ", ".join(f'unknown field "{u}"' for u in unknown)
-            raise errors.bad_request(
-                f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
-                f"{rtype.kind}: strict decoding error: {quoted}"
-            )
-        if unknown and field_validation == "Warn":
-            warnings += [f'unknown field "{u}"' for u in unknown]
+        warnings += _unknown_fields(rtype, unknown, field_validation)
         causes += schema_causes
     if causes:
         raise errors.invalid(rtype.kind, rtype.group, obj["metadata"].get("name", ""), causes)
     return warnings
+
+
+def _unknown_fields(rtype: ResourceType, unknown: list[str], field_validation: str) -> list[str]:
+    """Fields the type does not know: refused when Strict, warned of when Warn."""
+    if unknown and field_validation == "Strict":
+        quoted = ", ".join(f'unknown field "{u}"' for u in unknown)
+        raise errors.bad_request(
+            f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
+            f"{rtype.kind}: strict decoding error: {quoted}"
+        )
+    if unknown and field_validation == "Warn":
+        return [f'unknown field "{u}"' for u in unknown]
+    return []
 
 
 def _default_service(obj: Obj, old: Obj | None, allocate_cluster_ip: Callable[[], str]) -> None:

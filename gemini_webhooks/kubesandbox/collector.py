@@ -8,7 +8,7 @@ import copy
 import functools
 from typing import TYPE_CHECKING, Any
 
-from gemini_webhooks.kubesandbox import owners
+from gemini_webhooks.kubesandbox import crds, owners
 from gemini_webhooks.kubesandbox.object_meta import CRD_CLEANUP, FOREGROUND, ORPHAN
 from gemini_webhooks.kubesandbox.resources import ResourceType
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from gemini_webhooks.kubesandbox.store import Cluster
 
 Obj = dict[str, Any]
-CRDS = "customresourcedefinitions.apiextensions.k8s.io"
 
 
 def dependents(cluster: Cluster, uid: str) -> list[tuple[ResourceType, Obj]]:
@@ -102,7 +101,7 @@ def _collect_once(cluster: Cluster) -> bool:
                     cluster.store_modified(dtype, orphaned, dependent)
                 cluster.drop_finalizer(rtype, obj, ORPHAN)
                 return True
-            if rtype.group_resource == CRDS and CRD_CLEANUP in finalizers:
+            if rtype.group_resource == crds.CRDS and CRD_CLEANUP in finalizers:
                 if not cluster.crd_content(obj):
                     cluster.drop_finalizer(rtype, obj, CRD_CLEANUP)
                     return True

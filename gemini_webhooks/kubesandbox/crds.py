@@ -11,6 +11,7 @@ from gemini_webhooks.kubesandbox.errors import cause
 from gemini_webhooks.kubesandbox.resources import ResourceType
 
 Obj = dict[str, Any]
+CRDS = "customresourcedefinitions.apiextensions.k8s.io"  # their group-resource
 
 
 def admit(obj: Obj, old: Obj | None, served: Iterable[ResourceType]) -> list[dict[str, str]]:

@@ -1,4 +1,6 @@
-"""The in-memory cluster state and the API server's object semantics.
+"""The in-memory cluster state and the API server's object semantics: create, update,
+delete, events. What a write must pass is `admission`; what follows a write or a delete
+(owners, finalizers) is `collector`; a PATCH request becomes an update in `patch_requests`.
 
 Everything here is synchronous and runs on the event loop's thread, so each operation is
 atomic without locks. Stored objects are never mutated in place: every write stores a
@@ -46,7 +48,6 @@ _GENERATION_TYPES = {
     ("networking.k8s.io", "networkpolicies"),
     ("apiextensions.k8s.io", "customresourcedefinitions"),
 }
-CRDS = collector.CRDS
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class Cluster:
         storage = [t for t in candidates if t.version == t.storage_version]
         return (storage or candidates)[0]
 
-    # --- admission ------------------------------------------------------------------------
+    # --- writes ---------------------------------------------------------------------------
 
     def _allocate_cluster_ip(self) -> str:
         self._next_ip += 1
@@ -387,7 +388,7 @@ class Cluster:
             self, name
         ):
             finalizers = finalizers or ["kubernetes"]
-        if rtype.group_resource == CRDS and self.crd_content(obj):
+        if rtype.group_resource == crds.CRDS and self.crd_content(obj):
             finalizers = [*finalizers, CRD_CLEANUP] if CRD_CLEANUP not in finalizers else finalizers
         if not finalizers:
             self._remove(rtype, obj)
@@ -410,7 +411,7 @@ class Cluster:
             for ctype, child in collector.namespace_content(self, name):
                 if not child["metadata"].get("deletionTimestamp"):
                     self.delete(ctype, name, child["metadata"]["name"])
-        if rtype.group_resource == CRDS:
+        if rtype.group_resource == crds.CRDS:
             ctype = self.type_for((obj["spec"]["group"], obj["spec"]["names"]["plural"]))
             for child in self.crd_content(obj):
                 if not child["metadata"].get("deletionTimestamp"):
