@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from gemini_webhook_operator.kube import KubeConfigError, KubeError
+    from gemini_webhook_operator.cluster_access import KubeConfigError
+    from gemini_webhook_operator.kube import KubeError
     from gemini_webhooks.jobs.cluster import webhook_config_from_cluster
     from gemini_webhooks.jobs.webhook_config import WebhookConfigError
 

@@ -21,15 +21,12 @@ from typing import Any, TypeVar
 import aiohttp
 import yaml
 
-from gemini_webhook_operator.kube import (
+from gemini_webhook_operator.cluster_access import (
     SERVICE_ACCOUNT_DIR,
     ClusterAccess,
-    Kube,
     KubeConfigError,
-    KubeError,
-    label_selector,
-    object_path,
 )
+from gemini_webhook_operator.kube import Kube, KubeError, label_selector, object_path
 from gemini_webhooks.contracts import crd
 
 JSON = dict[str, Any]

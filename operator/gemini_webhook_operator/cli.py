@@ -12,13 +12,17 @@ import os
 from opentelemetry import trace
 
 from gemini_webhook_operator import crashpoint, metrics, runtime
-from gemini_webhook_operator.kube import ClusterAccess, KubeConfigError, bound_tls_read_buffer
+from gemini_webhook_operator.cluster_access import (
+    ClusterAccess,
+    KubeConfigError,
+    bound_tls_read_buffer,
+)
 from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaseTiming
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhook_operator.reconciler import DEFAULT_MAX_CONCURRENT_RECONCILES, StepHook
 from gemini_webhook_operator.runtime import LeaderElection, RunConfig
-from gemini_webhook_operator.webhookservice import ServiceSettings
+from gemini_webhook_operator.webhookservice import ServiceSettings, warm_up_sdk
 from gemini_webhooks import tracing
 from gemini_webhooks.contracts.egress_proxy import ProxySettings, ProxySettingsError
 from gemini_webhooks.tracing import TracingConfigError
@@ -209,6 +213,15 @@ def freeze_imported_objects() -> None:
     gc.freeze()
 
 
+def prepare_process() -> None:
+    """What the operator's process does once, before it elects or serves (a standby too):
+    TLS read buffers bounded, the SDK's WebhookService loaded ahead (so a new leader does
+    not pay it), then everything imported frozen out of the collector's sight."""
+    bound_tls_read_buffer()
+    warm_up_sdk()
+    freeze_imported_objects()
+
+
 def start_tracing() -> None:
     """Spans of every reconciliation and WebhookService call exported as the process's
     `OTEL_*` environment says, when it turns tracing on (`gemini_webhooks.tracing`); the
@@ -227,8 +240,7 @@ def run(args: argparse.Namespace) -> int:
         start_tracing()
     except TracingConfigError as error:
         raise SystemExit(str(error)) from None
-    bound_tls_read_buffer()
-    freeze_imported_objects()
+    prepare_process()
     try:
         step = crashpoint.hook_from_environment(os.environ)  # None unless a test sets it
     except crashpoint.CrashPointError as error:

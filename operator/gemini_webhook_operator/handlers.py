@@ -31,7 +31,7 @@ from gemini_webhook_operator.reconciler import (
     reconcile,
 )
 from gemini_webhook_operator.signing_store import read_signing_secret
-from gemini_webhook_operator.webhookservice import WebhookServiceError
+from gemini_webhook_operator.webhookservice_errors import WebhookServiceError
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import API_GROUP, MANAGED_BY, truncate_secret
 from gemini_webhooks.contracts.times import parse_rfc3339

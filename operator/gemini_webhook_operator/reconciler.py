@@ -53,14 +53,13 @@ from gemini_webhook_operator.signing_store import (
     release_signing_secret,
     write_signing_secret,
 )
-from gemini_webhook_operator.webhookservice import (
+from gemini_webhook_operator.webhookservice import WebhookService, WebhookServices
+from gemini_webhook_operator.webhookservice_errors import (
     REASON_INVALID_API_KEY,
     REASON_PERMISSION_DENIED,
     NotFound,
     QuotaExceeded,
-    WebhookService,
     WebhookServiceError,
-    WebhookServices,
 )
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import label_selector as label_selectors

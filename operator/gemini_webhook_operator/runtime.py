@@ -24,7 +24,8 @@ from aiohttp import web
 from opentelemetry.trace import Tracer
 
 from gemini_webhook_operator import handlers, health
-from gemini_webhook_operator.kube import JSON, ClusterAccess, Kube, KubeError, label_selector
+from gemini_webhook_operator.cluster_access import ClusterAccess
+from gemini_webhook_operator.kube import JSON, Kube, KubeError, label_selector
 from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaderElector, LeaseTiming
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
 from gemini_webhook_operator.receiver_resources import ReceiverSettings, selector_labels

@@ -20,181 +20,62 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
-import httpx
 from google import genai
-from google.genai import _interactions_errors as sdk_errors
 from google.genai import types
-
-# The SDK's WebhookService resource, which a client imports on its first `.webhooks` (some
-# 380 modules and 290 pydantic models: 0.6-1.6 s on a shared 2-core machine). Imported with
-# this module, a standby pays that when it starts, not the new leader after it took over
-# (measured: most of the time between acquiring the Lease and the first write).
-from google.genai._gaos.google_genai import AsyncGeminiNextGenWebhooks
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gemini_webhook_operator.diff import RemoteWebhook
-from gemini_webhook_operator.metrics import CODE_TIMEOUT, CODE_TRANSPORT_ERROR, OperatorMetrics
+from gemini_webhook_operator.metrics import CODE_TRANSPORT_ERROR, OperatorMetrics
+from gemini_webhook_operator.rate_limiter import RateLimiter
+from gemini_webhook_operator.webhookservice_errors import (
+    AuthError,
+    NotFound,
+    QuotaExceeded,
+    Unavailable,
+    WebhookServiceError,
+    classify,
+)
 
 T = TypeVar("T")
 
 PAGE_SIZE = 1000
 MAX_PAGES = 1000
 
-# Condition reasons for WebhookService failures.
-REASON_INVALID_API_KEY = "InvalidAPIKey"
-REASON_PERMISSION_DENIED = "PermissionDenied"
-REASON_QUOTA = "QuotaExceeded"
-REASON_REMOTE_VALIDATION = "RemoteValidationError"
-REASON_NOT_FOUND = "RemoteNotFound"
-REASON_UNAVAILABLE = "RemoteUnavailable"
+logger = logging.getLogger(__name__)
 
 
-class WebhookServiceError(Exception):
-    """A WebhookService call failed. `reason` is a condition reason; the message is safe to
-    show (the remote's error message, never a secret or an API key)."""
+def warm_up_sdk(resource: str = "webhooks") -> bool:
+    """Loads the SDK's WebhookService `resource` now, through its public client, and tells
+    whether it could.
 
-    reason = REASON_UNAVAILABLE
-    retryable = True
-
-    def __init__(self, message: str, *, code: int | str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class AuthError(WebhookServiceError):
-    reason = REASON_INVALID_API_KEY
-    retryable = False
-
-
-class PermissionDenied(AuthError):
-    reason = REASON_PERMISSION_DENIED
-
-
-class QuotaExceeded(WebhookServiceError):
-    reason = REASON_QUOTA
-
-    def __init__(self, message: str, *, retry_after: float, code: int | str | None = 429) -> None:
-        super().__init__(message, code=code)
-        self.retry_after = retry_after
-
-
-class RemoteValidationError(WebhookServiceError):
-    reason = REASON_REMOTE_VALIDATION
-    retryable = False
-
-
-class NotFound(WebhookServiceError):
-    reason = REASON_NOT_FOUND
-    retryable = False
-
-
-class Unavailable(WebhookServiceError):
-    reason = REASON_UNAVAILABLE
-
-
-def _retry_after_seconds(response: Any, default: float) -> float:
-    if response is None:
-        return default
-    header = response.headers.get("retry-after")
-    if not header:
-        return default
+    A client loads that resource's modules on its first `.webhooks` (google-genai 3.6: 384
+    modules and some 290 pydantic models, 1.6-2.6 s on a shared 2-core machine), which
+    would otherwise fall to a new leader right after it took the Lease (measured: most of the
+    time between acquiring it and the first write). The operator calls this once at start,
+    so a standby has paid it before it leads. The client is built with a key that is never
+    sent (no call is made) and closed at once. Only an optimisation: whatever fails here
+    costs the first real client that time, and is logged at debug, never raised."""
     try:
-        return max(0.0, float(header))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return default
-    return max(0.0, moment.timestamp() - time.time())
-
-
-def _remote_message(error: sdk_errors.APIStatusError) -> str:
-    body = error.body
-    if isinstance(body, dict):
-        inner = body.get("error")
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])[:300]
-    return f"HTTP {error.status_code}"
-
-
-def classify(error: BaseException, *, quota_default: float = 5.0) -> WebhookServiceError:
-    """Map an SDK or transport exception to our typed errors."""
-    if isinstance(error, WebhookServiceError):
-        return error
-    if isinstance(error, sdk_errors.APIStatusError):
-        status = error.status_code
-        message = _remote_message(error)
-        if status == 401:
-            return AuthError(f"the API key was rejected: {message}", code=status)
-        if status == 403:
-            return PermissionDenied(f"the API key may not do this: {message}", code=status)
-        if status == 429:
-            retry = _retry_after_seconds(error.response, quota_default)
-            return QuotaExceeded(f"quota exceeded: {message}", retry_after=retry, code=status)
-        if status == 404:
-            return NotFound(message, code=status)
-        if status in (400, 409, 422):
-            return RemoteValidationError(message, code=status)
-        return Unavailable(f"the WebhookService answered {status}: {message}", code=status)
-    if isinstance(error, sdk_errors.APITimeoutError | httpx.TimeoutException | TimeoutError):
-        return Unavailable("the WebhookService did not answer in time", code=CODE_TIMEOUT)
-    if isinstance(error, sdk_errors.APIConnectionError | httpx.TransportError | OSError):
-        return Unavailable("the WebhookService could not be reached", code=CODE_TRANSPORT_ERROR)
-    return Unavailable(f"unexpected WebhookService failure ({type(error).__name__})")
-
-
-class RateLimiter:
-    """A token bucket shared by every caller of one WebhookService, paused by 429s."""
-
-    def __init__(
-        self,
-        rate: float,
-        burst: int,
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be positive and burst at least 1")
-        self.rate = rate
-        self.burst = burst
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._tokens = float(burst)
-        self._updated = monotonic()
-        self._paused_until = 0.0
-        self._lock = asyncio.Lock()
-
-    def pause(self, seconds: float) -> None:
-        """Stop every caller for `seconds` (a 429's Retry-After)."""
-        self._paused_until = max(self._paused_until, self._monotonic() + seconds)
-
-    @property
-    def paused_for(self) -> float:
-        return max(0.0, self._paused_until - self._monotonic())
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = self._monotonic()
-                if now < self._paused_until:
-                    await self._sleep(self._paused_until - now)
-                    continue
-                self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-                self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await self._sleep((1 - self._tokens) / self.rate)
+        with genai.Client(
+            api_key="warm-up", http_options=types.HttpOptions(base_url="http://127.0.0.1:9")
+        ) as client:
+            getattr(client.aio, resource)
+    except Exception as error:  # any failure of an optimisation only costs the optimisation
+        logger.debug(
+            "the SDK's %s resource was not loaded ahead (%s): the first client loads it",
+            resource,
+            type(error).__name__,
+        )
+        return False
+    return True
 
 
 def to_remote(webhook: Any) -> RemoteWebhook:
@@ -266,7 +147,7 @@ class WebhookService:
             retry_options=types.HttpRetryOptions(attempts=1),
         )
         self._client = genai.Client(api_key=api_key, http_options=options)
-        self._webhooks: AsyncGeminiNextGenWebhooks = self._client.aio.webhooks
+        self._webhooks = self._client.aio.webhooks
         self.limiter = RateLimiter(self.settings.rate, self.settings.burst, monotonic=monotonic)
         self._inventory = _Inventory()
         self._auth_failure: tuple[float, AuthError] | None = None

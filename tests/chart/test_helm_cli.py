@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gemini_webhook_operator.kube import ClusterAccess, Kube, KubeError
+from gemini_webhook_operator.cluster_access import ClusterAccess
+from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.controlplane.build import binaries_if_built
 from gemini_webhooks.sandbox.system import EXAMPLES_DIR as SANDBOX_EXAMPLES_DIR

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from gemini_webhook_operator.kube import ClusterAccess
+from gemini_webhook_operator.cluster_access import ClusterAccess
 
 
 async def _serve(

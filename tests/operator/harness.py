@@ -21,7 +21,8 @@ from typing import Any
 from opentelemetry.trace import Tracer
 
 from gemini_webhook_operator import runtime
-from gemini_webhook_operator.kube import ClusterAccess, Kube, KubeError
+from gemini_webhook_operator.cluster_access import ClusterAccess
+from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhook_operator.metrics import OperatorMetrics
 from gemini_webhook_operator.reconciler import Operator
 from gemini_webhook_operator.webhookservice import ServiceSettings

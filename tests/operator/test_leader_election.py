@@ -37,7 +37,7 @@ import pytest
 import standardwebhooks
 from prometheus_client.parser import text_string_to_metric_families
 
-from gemini_webhook_operator.kube import ClusterAccess
+from gemini_webhook_operator.cluster_access import ClusterAccess
 from gemini_webhook_operator.leader import (
     Fence,
     LeaseRecord,

@@ -3,7 +3,9 @@ honouring Retry-After, and one shared inventory listing for concurrent observers
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import logging
 import subprocess
 import sys
 from typing import Any
@@ -11,36 +13,82 @@ from typing import Any
 import pytest
 
 from gemini_webhook_operator.metrics import OperatorMetrics
+from gemini_webhook_operator.rate_limiter import RateLimiter
 from gemini_webhook_operator.webhookservice import (
+    ServiceSettings,
+    WebhookService,
+    WebhookServices,
+    warm_up_sdk,
+)
+from gemini_webhook_operator.webhookservice_errors import (
     AuthError,
     PermissionDenied,
     QuotaExceeded,
-    RateLimiter,
     RemoteValidationError,
-    ServiceSettings,
     Unavailable,
-    WebhookService,
-    WebhookServices,
 )
 from tests.operator.api_proxy import FaultProxy
 
 
-def test_a_first_client_imports_nothing_of_the_sdks_webhook_service() -> None:
-    """The SDK imports its WebhookService models (0.6-1.6 s here) on a client's first
-    `.webhooks`; the operator imports them with the module, so a standby pays that at start
-    and a new leader's first client, right after taking the Lease, does not."""
+def _new_sdk_modules_of_a_first_client(prepare: str) -> list[str]:
+    """The `google.genai` modules a first WebhookService client imports, in a fresh process
+    that ran `prepare` before."""
     probe = (
         "import sys\n"
         "from gemini_webhook_operator.metrics import OperatorMetrics\n"
         "from gemini_webhook_operator.webhookservice import WebhookServices\n"
+        f"{prepare}\n"
         "before = set(sys.modules)\n"
         "WebhookServices(OperatorMetrics()).for_key('key', 'http://127.0.0.1:9')\n"
         "print(sorted(m for m in set(sys.modules) - before if m.startswith('google.genai')))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
-    assert out.stdout.strip() == "[]", out.stdout[:2000]
+    return list(ast.literal_eval(out.stdout.strip()))
+
+
+def test_a_first_client_imports_nothing_of_the_sdks_webhook_service() -> None:
+    """The SDK imports its WebhookService models (1.6-2.6 s here) on a client's first
+    `.webhooks`; the operator's process loads them when it starts (`cli.prepare_process`,
+    before it elects), so a standby pays that at start and a new leader's first client,
+    right after taking the Lease, does not."""
+    prepared = _new_sdk_modules_of_a_first_client(
+        "from gemini_webhook_operator import cli; cli.prepare_process()"
+    )
+    assert prepared == [], prepared[:50]
+    # What the warm-up saves: without it, the first client imports them.
+    unprepared = _new_sdk_modules_of_a_first_client("pass")
+    assert any(".webhooks" in m for m in unprepared), unprepared[:50]
+
+
+def test_the_sdk_warm_up_loads_the_webhooks_resource_through_the_public_client() -> None:
+    probe = (
+        "import sys\n"
+        "from gemini_webhook_operator.webhookservice import warm_up_sdk\n"
+        "before = set(sys.modules)\n"
+        "print(warm_up_sdk(), len([m for m in set(sys.modules) - before if '.webhooks' in m]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded, webhooks_modules = out.stdout.split()
+    assert loaded == "True"
+    assert int(webhooks_modules) > 0
+
+
+def test_a_warm_up_that_cannot_load_the_resource_costs_only_the_warm_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An SDK release without the resource (a name that does not exist stands in for it):
+    no exception, one debug line that names what failed, and nothing of the key."""
+    with caplog.at_level(logging.DEBUG, logger="gemini_webhook_operator.webhookservice"):
+        assert warm_up_sdk("no_such_resource") is False
+    lines = [r for r in caplog.records if r.name == "gemini_webhook_operator.webhookservice"]
+    assert [r.levelno for r in lines] == [logging.DEBUG]
+    assert "no_such_resource" in lines[0].getMessage()
+    assert "AttributeError" in lines[0].getMessage()
+    assert "warm-up" not in lines[0].getMessage()
 
 
 class FakeTime:
