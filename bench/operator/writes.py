@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.operator.bench_operator import API_KEY, install, stop  # noqa: E402
-from gemini_webhook_operator.receiver_resources import (  # noqa: E402
+from gemini_webhook_operator.receiver_names import (  # noqa: E402
     INTERNAL_PORT,
     STATIC_SOURCE,
     internal_service_name,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator import receiver_names
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.kubectl.cluster import JSON, PluginError, Session, wait_until
 from gemini_webhooks.kubectl.status import fingerprints
@@ -93,7 +93,7 @@ async def rotate(session: Session, name: str, within: float, immediate: bool = F
 
 
 async def _fingerprints(session: Session, webhook: JSON) -> list[JSON]:
-    secret = await session.get("Secret", receiver_resources.signing_secret_name(webhook))
+    secret = await session.get("Secret", receiver_names.signing_secret_name(webhook))
     return fingerprints(secret)[0]
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator import receiver_names
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import replay as contract
 from gemini_webhooks.kubectl.cluster import ExecResult, PluginError
@@ -77,10 +77,10 @@ async def run(
         raise PluginError(str(error)) from None
     webhook = await session.webhook(name)
     require_redis_mode(webhook)
-    pods = await session.select("Pod", receiver_resources.selector_labels(name))
+    pods = await session.select("Pod", receiver_names.selector_labels(name))
     pod = choose_pod(name, pods)
-    command = contract.command(receiver_resources.CONFIG_PATH, since_time, ids)
-    result = await session.exec(pod, receiver_resources.CONTAINER, command, within=within)
+    command = contract.command(receiver_names.CONFIG_PATH, since_time, ids)
+    result = await session.exec(pod, receiver_names.CONTAINER, command, within=within)
     return {
         "webhook": name,
         "namespace": session.namespace,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from gemini_webhook_operator import receiver_exposure, receiver_resources
+from gemini_webhook_operator import receiver_exposure, receiver_names
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import signing_secret as contract
 from gemini_webhooks.kubectl.cluster import JSON, Session, readable
@@ -50,8 +50,8 @@ def _expose_kind(webhook: JSON) -> str | None:
 async def gather(session: Session, name: str) -> Observed:
     webhook = await session.webhook(name)
     seen = Observed(webhook)
-    receiver = receiver_resources.receiver_name(name)
-    secret_name = receiver_resources.signing_secret_name(webhook)
+    receiver = receiver_names.receiver_name(name)
+    secret_name = receiver_names.signing_secret_name(webhook)
     receiver_on = bool(((webhook.get("spec") or {}).get("receiver") or {}).get("enabled"))
     seen.route_kind = _expose_kind(webhook)
     uid = str(webhook["metadata"].get("uid") or "")
@@ -63,9 +63,7 @@ async def gather(session: Session, name: str) -> Observed:
         readable(session.get("Secret", secret_name)),
         readable(session.get("Deployment", receiver) if receiver_on else none()),
         readable(
-            session.select("Pod", receiver_resources.selector_labels(name))
-            if receiver_on
-            else none()
+            session.select("Pod", receiver_names.selector_labels(name)) if receiver_on else none()
         ),
         readable(session.get(seen.route_kind, receiver) if seen.route_kind else none()),
         readable(session.events_about(uid)),
@@ -132,7 +130,7 @@ def _receiver(seen: Observed, name: str) -> JSON | None:
     spec = (seen.webhook.get("spec") or {}).get("receiver") or {}
     if not spec.get("enabled"):
         return None
-    report: JSON = {"deployment": receiver_resources.receiver_name(name)}
+    report: JSON = {"deployment": receiver_names.receiver_name(name)}
     if seen.receiver_problem:
         report["problem"] = f"cannot read it: {seen.receiver_problem}"
         return report
@@ -150,7 +148,7 @@ def _receiver(seen: Observed, name: str) -> JSON | None:
 def _route(seen: Observed, name: str) -> JSON | None:
     if seen.route_kind is None:
         return None
-    report: JSON = {"kind": seen.route_kind, "name": receiver_resources.receiver_name(name)}
+    report: JSON = {"kind": seen.route_kind, "name": receiver_names.receiver_name(name)}
     if seen.route_problem:
         report["problem"] = f"cannot read it: {seen.route_problem}"
         return report
@@ -218,7 +216,7 @@ def summarize(seen: Observed) -> JSON:
             "paused": bool(((seen.webhook.get("spec") or {}).get("rotation") or {}).get("paused")),
         },
         "lastPing": status.get("lastPing"),
-        "signingSecret": _secrets(seen, receiver_resources.signing_secret_name(seen.webhook)),
+        "signingSecret": _secrets(seen, receiver_names.signing_secret_name(seen.webhook)),
         "receiver": _receiver(seen, name),
         "route": _route(seen, name),
         "events": _events(seen),

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator import receiver_names
 from gemini_webhook_receiver import reasons, static
 from gemini_webhooks.contracts import signing_secret as contract
 from gemini_webhooks.contracts.crd_receiver import parse_duration
@@ -135,7 +135,7 @@ def _tolerance(webhook: JSON) -> int:
 
 async def run(session: Session, name: str, headers: Mapping[str, str], body: bytes) -> JSON:
     webhook = await session.webhook(name)
-    secret_name = receiver_resources.signing_secret_name(webhook)
+    secret_name = receiver_names.signing_secret_name(webhook)
     secret = await session.get("Secret", secret_name)
     if secret is None:
         raise PluginError(f'the signing Secret "{secret_name}" of {name} does not exist')

@@ -18,7 +18,7 @@ from typing import Any, cast
 import kopf
 from opentelemetry.trace import Status, StatusCode
 
-from gemini_webhook_operator import conditions, health
+from gemini_webhook_operator import conditions, health, health_checker
 from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhook_operator.model import InvalidSpecError, WebhookSpec, parse
 from gemini_webhook_operator.reconciler import (
@@ -354,7 +354,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     )
     async def health_check(body: kopf.Body, memo: Any, **_: Any) -> None:
         op: Operator = memo.operator
-        checker: health.HealthChecker | None = getattr(memo, "health", None)
+        checker: health_checker.HealthChecker | None = getattr(memo, "health", None)
         if checker is None:
             return
         memos: _HealthMemos = memo.health_memos
@@ -432,7 +432,7 @@ async def _ping_means(
 
 
 async def _health_tick(
-    op: Operator, checker: health.HealthChecker, memo: health.HealthMemo, body: kopf.Body
+    op: Operator, checker: health_checker.HealthChecker, memo: health.HealthMemo, body: kopf.Body
 ) -> health.Verdict | None:
     try:
         spec = parse(dict(body))
@@ -449,7 +449,7 @@ async def _answer_ping_request(body: kopf.Body, memo: Any) -> None:
     which the health timer owns). From kopf's copy as its watch last delivered it (the
     operator's RBAC has no `get` on the resource)."""
     op: Operator = memo.operator
-    checker: health.HealthChecker | None = getattr(memo, "health", None)
+    checker: health_checker.HealthChecker | None = getattr(memo, "health", None)
     request = health.ping_request(body)
     if checker is None or request is None or body.metadata.get("deletionTimestamp"):
         return

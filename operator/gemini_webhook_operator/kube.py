@@ -52,7 +52,6 @@ class KubeError(Exception):
         self.status = status
 
 
-
 FIELD_MANAGER = contract.MANAGED_BY  # the one field manager of everything the operator applies
 
 

@@ -2,16 +2,13 @@
 
 `render(resource, settings)` returns every object the receiver needs: ConfigMap (the
 receiver's config, built with the `contracts.receiver_config` models), ServiceAccount,
-Role + RoleBinding (get/list/watch on its own signing Secret only), Deployment, the public
+Role + RoleBinding (get/list/watch on its own signing Secret only), the Deployment (from
+`receiver_deployment`), the public
 Service, an internal Service (health and ping status, for the operator), with more
 than one replica a PodDisruptionBudget, with `expose` an Ingress or HTTPRoute, and (unless
 turned off) a NetworkPolicy — those two from `receiver_exposure`. All are owned by the
-GeminiWebhook (garbage collected with it) and labelled so that the operator can find and prune them.
-
-Rolling rules: the pod template carries the hash of the rendered config, so a config
-change rolls the Deployment. The signing secrets are not in the pod template — the
-receiver watches its Secret through the API — so a rotation changes nothing here and the
-pods pick up the new secret without a restart.
+GeminiWebhook (garbage collected with it) and labelled so that the operator can find and
+prune them; their names are `receiver_names`'.
 
 With dynamic webhooks the pods mount the job-key Secret (`contracts.dynamic_jobs`). It is
 not rendered here: a rendering is applied on every change, and the key must be generated
@@ -22,28 +19,38 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from gemini_webhook_operator import receiver_exposure
+from gemini_webhook_operator.receiver_deployment import deployment
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
-from gemini_webhooks.contracts import dynamic_jobs, label_selector
+from gemini_webhook_operator.receiver_names import (
+    CONFIG_KEY,
+    HTTP_PORT,
+    INTERNAL_PORT,
+    JOB_KEY_PATH,
+    STATIC_SOURCE,
+    internal_service_name,
+    label_value,
+    receiver_name,
+    selector_labels,
+    signing_secret_name,
+)
 from gemini_webhooks.contracts import receiver_config as rc
-from gemini_webhooks.contracts.crd import API_VERSION, DEFAULT_SIGNING_SECRET_SUFFIX, KIND
+from gemini_webhooks.contracts.crd import API_VERSION, KIND
 from gemini_webhooks.contracts.crd_receiver import (
     CrdReceiverError,
-    ReceiverSpec,
     RedisSpec,
     TargetSpec,
     parse_duration,
     receiver_spec,
 )
-from gemini_webhooks.contracts.service_endpoints import pod_url, service_url
+from gemini_webhooks.contracts.service_endpoints import service_url
 from gemini_webhooks.contracts.signing_secret import (
-    API_GROUP,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     LABEL_WEBHOOK,
@@ -52,30 +59,7 @@ from gemini_webhooks.contracts.signing_secret import (
 
 JSON = dict[str, Any]
 
-APP_NAME = "gemini-webhook-receiver"
-CONTAINER = "receiver"  # the receiver Pod's container (`kubectl gemini replay` execs in it)
 COMPONENT_RECEIVER = "receiver"
-ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
-
-CONFIG_KEY = "config.yaml"
-CONFIG_DIR = "/etc/gemini-webhook-receiver"
-CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
-# The job-key Secret (dynamic webhooks), mounted: read once at start, no API access needed.
-JOB_KEY_DIR = "/etc/gemini-webhook-job-key"
-JOB_KEY_PATH = f"{JOB_KEY_DIR}/{dynamic_jobs.SECRET_KEY}"
-HTTP_PORT = 8080
-INTERNAL_PORT = 9090
-HEALTHZ_PATH = "/healthz"
-READYZ_PATH = "/readyz"
-PING_STATUS_PATH = "/internal/pings"
-# The routing `source` name of this webhook's own (static) deliveries; the CRD's route
-# `sources: [static]` maps onto it one to one.
-STATIC_SOURCE = "static"
-
-# Kubernetes names: a Service name is a DNS label (63), and so is a label value.
-_MAX_LABEL = 63
-_INTERNAL_SUFFIX = "-internal"
-_RECEIVER_SUFFIX = "-receiver"
 
 SECRET_VERBS = ("get", "list", "watch")
 
@@ -117,46 +101,12 @@ class ReceiverSettings:
     network_policy: NetworkPolicySettings = field(default_factory=NetworkPolicySettings)
 
 
-def _short(name: str, budget: int) -> str:
-    """`name` if it fits `budget`, else a prefix plus a stable hash (still unique)."""
-    if len(name) <= budget:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: budget - 9].rstrip('-.')}-{digest}"
-
-
-def receiver_name(webhook_name: str) -> str:
-    """Name of the receiver's objects; short enough for `<name>-internal` to be a DNS label."""
-    budget = _MAX_LABEL - len(_INTERNAL_SUFFIX)
-    return _short(webhook_name, budget - len(_RECEIVER_SUFFIX)) + _RECEIVER_SUFFIX
-
-
-def internal_service_name(webhook_name: str) -> str:
-    return receiver_name(webhook_name) + _INTERNAL_SUFFIX
-
-
-def signing_secret_name(resource: Mapping[str, Any]) -> str:
-    spec = resource.get("spec") or {}
-    name: str = spec.get("signingSecretName") or (
-        resource["metadata"]["name"] + DEFAULT_SIGNING_SECRET_SUFFIX
-    )
-    return name
-
-
-def selector_labels(webhook_name: str) -> dict[str, str]:
-    """The Deployment's (immutable) selector: stable for the life of the resource."""
-    return {
-        "app.kubernetes.io/name": APP_NAME,
-        "app.kubernetes.io/instance": _short(webhook_name, _MAX_LABEL),
-    }
-
-
 def labels(webhook_name: str) -> dict[str, str]:
     return {
         **selector_labels(webhook_name),
         "app.kubernetes.io/component": COMPONENT_RECEIVER,
         LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_WEBHOOK: _short(webhook_name, _MAX_LABEL),
+        LABEL_WEBHOOK: label_value(webhook_name),
         LABEL_COMPONENT: COMPONENT_RECEIVER,
     }
 
@@ -184,48 +134,6 @@ def public_url(resource: Mapping[str, Any], *, cluster_domain: str = "cluster.lo
         "/",
         cluster_domain=cluster_domain,
     )
-
-
-def ping_status_url(resource: Mapping[str, Any], *, cluster_domain: str = "cluster.local") -> str:
-    """The receiver's ping-status endpoint, through its internal Service."""
-    metadata = resource["metadata"]
-    return service_url(
-        internal_service_name(metadata["name"]),
-        metadata["namespace"],
-        INTERNAL_PORT,
-        PING_STATUS_PATH,
-        cluster_domain=cluster_domain,
-    )
-
-
-def ping_status_pod_urls(
-    resource: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]
-) -> dict[str, str]:
-    """Each ready receiver Pod's ping-status endpoint (Pod name -> URL): the Pods the
-    internal Service sends requests to — selected by the Deployment's labels, `Ready`, not
-    terminating, with an IP — read at their IP and internal container port.
-    """
-    metadata = resource["metadata"]
-    selected = label_selector.from_labels(selector_labels(metadata["name"]))
-    urls: dict[str, str] = {}
-    for pod in pods:
-        pod_meta = pod.get("metadata") or {}
-        status = pod.get("status") or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
-        address = status.get("podIP")
-        if (
-            not ready
-            or not address
-            or pod_meta.get("deletionTimestamp")
-            or not selected.selects(pod)
-        ):
-            continue
-        name = pod_meta.get("name") or address
-        urls[name] = pod_url(address, INTERNAL_PORT, PING_STATUS_PATH)
-    return dict(sorted(urls.items()))
 
 
 # --- The receiver's config -------------------------------------------------------------
@@ -355,151 +263,6 @@ def _metadata(resource: Mapping[str, Any], name: str) -> JSON:
     }
 
 
-def _container_security_context(settings: ReceiverSettings) -> JSON:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": settings.run_as_user,
-        "runAsGroup": settings.run_as_user,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "privileged": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def tracing_env(spec: ReceiverSpec, deployment: str, namespace: str) -> list[JSON]:
-    """The standard `OTEL_*` environment that turns the receiver's tracing on
-    (`gemini_webhooks.tracing`) as `spec.receiver.tracing` asks; none without it. The pod's
-    name comes from `POD_NAME`, which Kubernetes expands as it is defined before."""
-    tracing = spec.tracing
-    if tracing is None:
-        return []
-    env = [
-        {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": tracing.otlp_endpoint},
-        {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "http/protobuf"},
-        {"name": "OTEL_SERVICE_NAME", "value": tracing.service_name or deployment},
-        {
-            "name": "OTEL_RESOURCE_ATTRIBUTES",
-            "value": f"k8s.namespace.name={namespace},k8s.deployment.name={deployment},"
-            "k8s.pod.name=$(POD_NAME)",
-        },
-        {"name": "OTEL_TRACES_SAMPLER", "value": tracing.sampler},
-    ]
-    if tracing.sampler_arg is not None:
-        env.append({"name": "OTEL_TRACES_SAMPLER_ARG", "value": tracing.sampler_arg})
-    return env
-
-
-def _deployment(
-    resource: Mapping[str, Any], spec: ReceiverSpec, settings: ReceiverSettings, digest: str
-) -> JSON:
-    webhook = resource["metadata"]["name"]
-    name = receiver_name(webhook)
-    pod_labels = labels(webhook)
-    container: JSON = {
-        "name": CONTAINER,
-        "image": spec.image or settings.image,
-        "imagePullPolicy": spec.image_pull_policy or settings.image_pull_policy,
-        "args": ["receiver", "--config", CONFIG_PATH],
-        "ports": [
-            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-            {"name": "internal", "containerPort": INTERNAL_PORT, "protocol": "TCP"},
-        ],
-        "env": [
-            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            *tracing_env(spec, name, resource["metadata"]["namespace"]),
-        ],
-        "resources": (
-            spec.resources.model_dump(exclude_defaults=True)
-            if spec.resources is not None
-            else settings.resources
-        ),
-        "securityContext": _container_security_context(settings),
-        "readinessProbe": {
-            "httpGet": {"path": READYZ_PATH, "port": "internal"},
-            "periodSeconds": 5,
-            "timeoutSeconds": 2,
-            "failureThreshold": 3,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": HEALTHZ_PATH, "port": "internal"},
-            "periodSeconds": 10,
-            "timeoutSeconds": 2,
-            "failureThreshold": 3,
-        },
-        "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's
-        ],
-    }
-    pod_spec: JSON = {
-        "serviceAccountName": name,
-        "automountServiceAccountToken": True,  # the receiver watches its Secret via the API
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": settings.run_as_user,
-            "runAsGroup": settings.run_as_user,
-            "fsGroup": settings.run_as_user,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": [
-            {"name": "config", "configMap": {"name": name}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
-        ],
-        "terminationGracePeriodSeconds": 30,
-    }
-    if spec.dynamic.enabled:
-        container["volumeMounts"].append(
-            {"name": "job-key", "mountPath": JOB_KEY_DIR, "readOnly": True}
-        )
-        pod_spec["volumes"].append(
-            {
-                "name": "job-key",
-                "secret": {
-                    "secretName": dynamic_jobs.job_key_secret_name(webhook),
-                    "items": [{"key": dynamic_jobs.SECRET_KEY, "path": dynamic_jobs.SECRET_KEY}],
-                    "defaultMode": 0o440,  # owner root, group fsGroup: the receiver's group
-                },
-            }
-        )
-    if settings.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
-    if spec.replicas > 1:
-        pod_spec["topologySpreadConstraints"] = [
-            {
-                "maxSkew": 1,
-                "topologyKey": "kubernetes.io/hostname",
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": selector_labels(webhook)},
-            }
-        ]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(resource, name),
-        "spec": {
-            "replicas": spec.replicas,
-            "selector": {"matchLabels": selector_labels(webhook)},
-            # Never fewer verifying pods than asked for during a rollout.
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-            },
-            "template": {
-                "metadata": {
-                    "labels": pod_labels,
-                    "annotations": {ANNOTATION_CONFIG_HASH: digest},
-                },
-                "spec": pod_spec,
-            },
-        },
-    }
-
-
 def render(resource: Mapping[str, Any], settings: ReceiverSettings) -> list[JSON]:
     """Every object of the resource's receiver; [] when `spec.receiver.enabled` is false.
 
@@ -564,7 +327,14 @@ def render(resource: Mapping[str, Any], settings: ReceiverSettings) -> list[JSON
                 }
             ],
         },
-        _deployment(resource, spec, settings, config_hash(config_text)),
+        deployment(
+            resource,
+            spec,
+            settings,
+            config_hash(config_text),
+            metadata=_metadata(resource, name),
+            pod_labels=labels(webhook),
+        ),
         {
             "apiVersion": "v1",
             "kind": "Service",

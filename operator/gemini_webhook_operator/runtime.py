@@ -23,12 +23,13 @@ import kopf
 from aiohttp import web
 from opentelemetry.trace import Tracer
 
-from gemini_webhook_operator import handlers, health
+from gemini_webhook_operator import handlers, health_checker
 from gemini_webhook_operator.cluster_access import ClusterAccess
 from gemini_webhook_operator.kube import JSON, Kube, KubeError, label_selector
 from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaderElector, LeaseTiming
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
-from gemini_webhook_operator.receiver_resources import ReceiverSettings, selector_labels
+from gemini_webhook_operator.receiver_names import selector_labels
+from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhook_operator.reconciler import (
     DEFAULT_MAX_CONCURRENT_RECONCILES,
     Clock,
@@ -117,7 +118,7 @@ def build_operator(
     return op
 
 
-def receiver_pods(kube: Kube) -> health.ReceiverPods:
+def receiver_pods(kube: Kube) -> health_checker.ReceiverPods:
     """The health check's view of a receiver's pods: listed by the Deployment's selector."""
     logger = logging.getLogger("gemini_webhook_operator.health")
 
@@ -334,7 +335,7 @@ async def _run_kopf(
 
     settings = kopf_settings(config)
     settings.posting.reporting_instance = identity[:128]  # which replica (the API caps it)
-    checker = health.HealthChecker(
+    checker = health_checker.HealthChecker(
         metrics=op.metrics,
         clock=op.clock.now,
         cluster_domain=config.receiver.cluster_domain,

@@ -13,7 +13,6 @@ from google.genai import _interactions_errors as sdk_errors
 
 from gemini_webhook_operator.metrics import CODE_TIMEOUT, CODE_TRANSPORT_ERROR
 
-
 # Condition reasons for WebhookService failures.
 REASON_INVALID_API_KEY = "InvalidAPIKey"
 REASON_PERMISSION_DENIED = "PermissionDenied"

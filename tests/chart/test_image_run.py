@@ -21,7 +21,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from gemini_webhook_operator.receiver_resources import CONFIG_DIR, CONFIG_PATH
+from gemini_webhook_operator.receiver_names import CONFIG_DIR, CONFIG_PATH
 from tests.chart.container import Container, Image, build_images, readable_by_everyone, unpack
 from tests.fixtures.kube import KUBECTL
 from tests.operator.harness import Cluster, is_ready, operator_kubeconfig, resource

@@ -29,7 +29,7 @@ import httpx
 import pytest
 import yaml
 
-from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator import receiver_names, receiver_resources
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.kubesandbox import AuditEntry
@@ -220,7 +220,7 @@ def lifecycle(
         }
         side.request(AuditEntry("create", *gw, "", NAMESPACE), "POST", GW_PATH, body)
         ingresses = f"/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/ingresses"
-        receiver_name = receiver_resources.receiver_name(WEBHOOK)
+        receiver_name = receiver_names.receiver_name(WEBHOOK)
         side.wait(
             "the Ingress",
             lambda: (

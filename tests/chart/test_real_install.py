@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator import receiver_names
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.controlplane import nodeconfig
 from gemini_webhooks.controlplane.nodeconfig import NODE_NETWORK
@@ -366,7 +366,7 @@ def test_one_event_goes_emulator_receiver_target_through_the_cluster_exactly_onc
     install.waiting(180, "-n", TEAM, "wait", f"geminiwebhook/{RECEIVED}", "--for=condition=Ready")
     hook = install.webhook(RECEIVED)
     # The receiver is a real Pod admitted under `restricted` and registered by its DNS name.
-    name = receiver_resources.receiver_name(RECEIVED)
+    name = receiver_names.receiver_name(RECEIVED)
     assert hook["status"]["url"] == f"http://{name}.{TEAM}.svc.cluster.local:80/"
     wait_for(
         "the receiver's Deployment available",
@@ -435,7 +435,7 @@ def test_kubectl_gemini_replay_execs_in_a_receiver_pod_and_the_dead_letter_arriv
     receiver = webhook["spec"]["receiver"]
     del receiver["defaultRoute"]  # every event unroutable: a dead letter
     receiver["redis"] = {"url": redis_url}
-    deployment = receiver_resources.receiver_name(name)
+    deployment = receiver_names.receiver_name(name)
 
     def replay(*args: str) -> dict[str, Any]:
         """`kubectl gemini replay ARGS -o json` with the admin's kubeconfig: its report."""
@@ -475,9 +475,7 @@ def test_kubectl_gemini_replay_execs_in_a_receiver_pod_and_the_dead_letter_arriv
                 120, "-n", TEAM, "wait", f"geminiwebhook/{name}", "--for=condition=Ready"
             )
             install.waiting(180, "-n", TEAM, "rollout", "status", f"deployment/{deployment}")
-            selector = ",".join(
-                f"{k}={v}" for k, v in receiver_resources.selector_labels(name).items()
-            )
+            selector = ",".join(f"{k}={v}" for k, v in receiver_names.selector_labels(name).items())
             wait_for(
                 "one receiver Pod left",
                 lambda: len(install.cluster.get("pods", "-n", TEAM, "-l", selector)["items"]) == 1,

@@ -40,7 +40,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator import receiver_names
 from gemini_webhook_operator.leader import JITTER
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import KNOWN, decode_data, remote_identity
@@ -567,7 +567,7 @@ def world(real_node: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         install.waiting(240, "-n", TEAM, "wait", "--for=condition=Ready", crd.PLURAL, "--all")
         built.webhook_of = {n: install.webhook(n)["status"]["webhookId"] for n in names}
         for name in built.received:
-            deployment = receiver_resources.receiver_name(name)
+            deployment = receiver_names.receiver_name(name)
             install.waiting(180, "-n", TEAM, "rollout", "status", f"deployment/{deployment}")
         yield built
     finally:

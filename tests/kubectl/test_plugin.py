@@ -412,12 +412,12 @@ def test_every_next_step_is_for_a_reason_the_operator_sets() -> None:
     import gemini_webhook_operator.reconciler as reconciler
     import gemini_webhook_operator.replica_state as replica_state
     import gemini_webhook_operator.rotation as rotation
-    import gemini_webhook_operator.webhookservice as webhookservice
+    import gemini_webhook_operator.webhookservice_errors as webhookservice_errors
     from gemini_webhooks.kubectl.next_steps import ADVICE
 
     known = {
         value
-        for module in (health, job_key, exposure, reconciler, replica_state, webhookservice)
+        for module in (health, job_key, exposure, reconciler, replica_state, webhookservice_errors)
         for key, value in vars(module).items()
         if key.startswith("REASON_") and isinstance(value, str)
     } | {rotation.SECRET_MISSING}
@@ -428,10 +428,10 @@ def test_every_next_step_is_for_a_reason_the_operator_sets() -> None:
 async def test_status_shows_the_receiver_and_whether_its_route_is_admitted(
     gemini: Cluster, emulator: Any, kube: Any
 ) -> None:
-    from gemini_webhook_operator import receiver_resources
+    from gemini_webhook_operator import receiver_names
 
     name = "plugin-exposed"
-    receiver = receiver_resources.receiver_name(name)
+    receiver = receiver_names.receiver_name(name)
     spec = {
         "enabled": True,
         "defaultRoute": {"targets": [{"url": "https://consumer.example.com/events"}]},

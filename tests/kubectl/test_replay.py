@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator import receiver_names, receiver_resources
 from gemini_webhooks.contracts import crd
 from tests.kubectl.plugin import run
 from tests.operator.harness import Cluster, resource
@@ -39,7 +39,7 @@ async def _ready_pod(cluster: Cluster, webhook: str, pod: str) -> None:
         },
         "spec": {
             "nodeName": "replay-test-no-such-node",
-            "containers": [{"name": receiver_resources.CONTAINER, "image": "unused"}],
+            "containers": [{"name": receiver_names.CONTAINER, "image": "unused"}],
         },
     }
     assert await cluster.client.request("POST", "/api/v1/namespaces/default/pods", body)

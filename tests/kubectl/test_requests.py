@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gemini_webhook_operator.receiver_resources import internal_service_name
+from gemini_webhook_operator.receiver_names import internal_service_name
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import truncate_secret
 from tests.fixtures.cluster_proxy import ClusterProxy

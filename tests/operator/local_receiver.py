@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gemini_webhook_operator.receiver_resources import (
+from gemini_webhook_operator.receiver_names import (
     INTERNAL_PORT,
     STATIC_SOURCE,
     internal_service_name,

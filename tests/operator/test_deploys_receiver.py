@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator import receiver_names, receiver_resources
 from tests.operator.harness import (
     Cluster,
     condition,
@@ -28,7 +28,7 @@ async def test_receiver_objects_are_applied_owned_and_pruned(
     }
     body = resource("served", "unused", emulator.base_url, receiver=receiver)
     del body["spec"]["url"]
-    name = receiver_resources.receiver_name("served")
+    name = receiver_names.receiver_name("served")
     async with operator_running(kube):
         created = await gemini.apply(body)
         obj = await gemini.wait_for("served", is_ready)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator import receiver_names
 from tests.fixtures import gateway_api
 from tests.operator.harness import (
     Cluster,
@@ -25,7 +25,7 @@ from tests.operator.harness import (
 )
 
 NAME = "exposed"
-RECEIVER = receiver_resources.receiver_name(NAME)
+RECEIVER = receiver_names.receiver_name(NAME)
 INGRESSES = "/apis/networking.k8s.io/v1/namespaces/default/ingresses"
 HTTPROUTES = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes"
 CONTROLLER = "example.net/gateway-controller"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gemini_webhook_operator import conditions, health
+from gemini_webhook_operator import conditions, health, health_checker
 from gemini_webhook_operator.health import (
     HealthMemo,
     PingObservation,
@@ -273,7 +273,7 @@ def body(health_check: dict, remote_state: str = "enabled") -> dict:
 
 async def test_invalid_health_check_is_reported_without_pinging() -> None:
     ping = RecordingPing()
-    checker = health.HealthChecker()
+    checker = health_checker.HealthChecker()
     verdict = await checker.tick(
         body({"enabled": True, "interval": "30s"}),
         HealthMemo(),
@@ -288,7 +288,7 @@ async def test_invalid_health_check_is_reported_without_pinging() -> None:
 
 async def test_webhook_disabled_remotely_is_unknown_without_pinging() -> None:
     ping = RecordingPing()
-    checker = health.HealthChecker()
+    checker = health_checker.HealthChecker()
     verdict = await checker.tick(
         body({"enabled": True}, remote_state="disabled_due_to_failed_deliveries"),
         HealthMemo(),
@@ -304,7 +304,7 @@ async def test_webhook_disabled_remotely_is_unknown_without_pinging() -> None:
 async def test_nothing_is_sent_between_intervals() -> None:
     ping = RecordingPing()
     now = datetime.now(UTC)
-    checker = health.HealthChecker()
+    checker = health_checker.HealthChecker()
     memo = HealthMemo(last_sent_at=now, last_verified_sent_at=now)
     verdict = await checker.tick(
         body({"enabled": True}), memo, ping=ping, current_fingerprint=CURRENT

@@ -16,9 +16,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gemini_webhook_operator import health
-from gemini_webhook_operator.health import HealthChecker, HealthMemo
+from gemini_webhook_operator.health import HealthMemo
+from gemini_webhook_operator.health_checker import HealthChecker
 from gemini_webhook_operator.metrics import DELIVERY_ROUND_TRIP_SECONDS, OperatorMetrics
-from gemini_webhook_operator.receiver_resources import internal_service_name
+from gemini_webhook_operator.receiver_names import internal_service_name
 from gemini_webhook_receiver import app as receiver_app
 from gemini_webhooks.contracts import receiver_config as rc
 from gemini_webhooks.contracts.signing_secret import (

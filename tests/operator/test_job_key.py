@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from gemini_webhook_operator import job_key, receiver_resources
+from gemini_webhook_operator import job_key, receiver_names, receiver_resources
 from gemini_webhook_operator.kube import KubeError
 from gemini_webhooks.contracts import dynamic_jobs, receiver_config
 from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_WEBHOOK
@@ -79,14 +79,14 @@ async def test_the_job_key_is_created_once_owned_mounted_and_never_regenerated(
         assert labels[LABEL_COMPONENT] == dynamic_jobs.COMPONENT_JOB_KEY
         assert labels[LABEL_WEBHOOK] == "jobs"
 
-        name = receiver_resources.receiver_name("jobs")
+        name = receiver_names.receiver_name("jobs")
         deployment = await gemini.client.get("Deployment", "default", name)
         assert deployment is not None
         pod = deployment["spec"]["template"]["spec"]
         volume = next(v for v in pod["volumes"] if v["name"] == "job-key")
         assert volume["secret"]["secretName"] == SECRET
         mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "job-key")
-        assert mount["mountPath"] == receiver_resources.JOB_KEY_DIR
+        assert mount["mountPath"] == receiver_names.JOB_KEY_DIR
 
         # A re-rendered receiver (new config, rolled Deployment) and re-reconciliations.
         fingerprint = (await gemini.get("jobs") or {})["status"]["receiverFingerprint"]
@@ -120,7 +120,7 @@ async def test_a_foreign_secret_of_that_name_stops_the_receiver_and_is_left_alon
                 "jobs", lambda o: synced_reason(o) == job_key.REASON_CONFLICT
             )
             assert SECRET in condition(obj, "Synced")["message"]
-            name = receiver_resources.receiver_name("jobs")
+            name = receiver_names.receiver_name("jobs")
             assert await gemini.client.get("Deployment", "default", name) is None
         secret = await gemini.client.get("Secret", "default", SECRET)
         assert secret is not None and set(secret["data"]) == {"other"}
@@ -134,9 +134,9 @@ def test_the_opt_out_reaches_the_receiver_config() -> None:
     body["spec"]["receiver"] = _receiver(acceptJobsFromAnyProject=True)
     objects = receiver_resources.render(body, receiver_resources.ReceiverSettings())
     config_map = next(o for o in objects if o["kind"] == "ConfigMap")
-    config = receiver_config.parse(config_map["data"][receiver_resources.CONFIG_KEY])
+    config = receiver_config.parse(config_map["data"][receiver_names.CONFIG_KEY])
     assert config.dynamic.accept_jobs_from_any_project
-    assert config.dynamic.job_key_file == receiver_resources.JOB_KEY_PATH
+    assert config.dynamic.job_key_file == receiver_names.JOB_KEY_PATH
 
 
 class _RacingKube:

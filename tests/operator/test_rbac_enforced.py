@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator import receiver_names
 from tests.fixtures.control_plane import (
     OPERATOR_KUBECONFIG_ENV,
     chart_rbac,
@@ -99,7 +99,7 @@ async def test_a_missing_rule_is_a_condition_and_one_event_then_heals_when_grant
         role["rules"].append({**DEPLOYMENTS, "verbs": ["list", "create", "patch", "delete"]})
         kubectl(kube.kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(role))
         await gemini.wait_for("rbac-missing", is_ready, timeout=30)
-        name = receiver_resources.receiver_name("rbac-missing")
+        name = receiver_names.receiver_name("rbac-missing")
         assert await gemini.client.get("Deployment", "default", name) is not None
 
 

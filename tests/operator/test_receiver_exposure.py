@@ -11,11 +11,11 @@ import pytest
 
 from gemini_webhook_operator import model, receiver_exposure
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings, admission
+from gemini_webhook_operator.receiver_names import receiver_name
 from gemini_webhook_operator.receiver_resources import (
     ReceiverRenderError,
     ReceiverSettings,
     receiver_config,
-    receiver_name,
     render,
 )
 

@@ -8,20 +8,22 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from gemini_webhook_operator.receiver_resources import (
-    ANNOTATION_CONFIG_HASH,
+from gemini_webhook_operator.receiver_deployment import ANNOTATION_CONFIG_HASH
+from gemini_webhook_operator.receiver_names import (
     CONFIG_KEY,
     CONFIG_PATH,
     JOB_KEY_DIR,
-    ReceiverRenderError,
-    ReceiverSettings,
     internal_service_name,
     ping_status_pod_urls,
     ping_status_url,
-    public_url,
     receiver_name,
-    render,
     selector_labels,
+)
+from gemini_webhook_operator.receiver_resources import (
+    ReceiverRenderError,
+    ReceiverSettings,
+    public_url,
+    render,
 )
 from gemini_webhooks.contracts import receiver_config
 from gemini_webhooks.contracts.crd import API_VERSION, KIND

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gemini_webhook_operator import receiver_resources
+from gemini_webhook_operator import receiver_names
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.sandbox.kubeapi import KubeApi
 from tests.operator.api_proxy import FaultProxy
@@ -208,7 +208,7 @@ async def test_receiver_objects_are_not_reapplied_or_listed_per_resource_when_un
 async def test_a_drift_check_reapplies_a_receiver_field_someone_changed(
     gemini: Cluster, emulator: Any, kube: Any
 ) -> None:
-    name = receiver_resources.receiver_name("edited")
+    name = receiver_names.receiver_name("edited")
     async with operator_running(kube, drift_interval=DRIFT):
         await gemini.apply(_served("edited", emulator.base_url))
         await gemini.wait_for("edited", is_ready)

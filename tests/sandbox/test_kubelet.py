@@ -18,13 +18,8 @@ from google import genai
 from google.genai import types
 
 from gemini_webhook_operator import job_key
-from gemini_webhook_operator.receiver_resources import (
-    ReceiverSettings,
-    public_url,
-    receiver_name,
-    render,
-    signing_secret_name,
-)
+from gemini_webhook_operator.receiver_names import receiver_name, signing_secret_name
+from gemini_webhook_operator.receiver_resources import ReceiverSettings, public_url, render
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.dynamic_jobs import generate_key
 from gemini_webhooks.contracts.signing_secret import SigningSecret, SigningSecrets, encode

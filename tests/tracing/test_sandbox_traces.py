@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gemini_webhook_operator.receiver_resources import receiver_name
+from gemini_webhook_operator.receiver_names import receiver_name
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.emulator import ControlClient
 from gemini_webhooks.sandbox.kubeapi import KubeApi

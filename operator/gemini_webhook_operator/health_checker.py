@@ -1,0 +1,336 @@
+"""End-to-end health, the I/O: `HealthChecker.check` sends one ping through a callable the
+caller provides (the WebhookService wrapper's `ping`), polls the receiver's
+`/internal/pings` (see docs/receiver.md) through its internal Service (by cluster DNS) or
+on each ready pod (at its Pod IP), through the HTTP proxy the proxy variables name for it
+(`contracts.egress_proxy`), until the verdict is in, and feeds the metrics.
+`HealthChecker.tick` is what the operator's kopf timer calls for each resource. Every
+decision it acts on is a pure function of `health`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from gemini_webhook_operator.health import (
+    DEFAULT_RETRY_AFTER,
+    DEFAULT_TIMEOUT,
+    REASON_INVALID,
+    REASON_NO_SECRET,
+    REASON_NOT_RECEIVED,
+    REASON_RECEIVER_UNREACHABLE,
+    REASON_SEND_FAILED,
+    HealthMemo,
+    Ping,
+    PingObservation,
+    Verdict,
+    blocked_reason,
+    combine,
+    is_new,
+    judge,
+    parse_pings,
+    per_replica_caveat,
+    ping_reason,
+)
+from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
+from gemini_webhook_operator.receiver_names import (
+    internal_service_name,
+    ping_status_pod_urls,
+    ping_status_url,
+)
+from gemini_webhooks.contracts.crd_receiver import (
+    CrdReceiverError,
+    ReceiverSpec,
+    health_check_spec,
+    parse_duration,
+    receiver_spec,
+)
+from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
+from gemini_webhooks.contracts.times import parse_rfc3339
+
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class ReceiverUnreachableError(Exception):
+    """The receiver's ping status could not be read (message names why, never secrets)."""
+
+
+# The Pods of a resource's receiver (an empty list when they cannot be listed).
+ReceiverPods = Callable[[Mapping[str, Any]], Awaitable[list[dict[str, Any]]]]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(error: BaseException) -> str:
+    """Error class and HTTP status only: SDK messages may quote request details."""
+    code = getattr(error, "status_code", None) or getattr(error, "code", None)
+    return f"{type(error).__name__}" + (f" (HTTP {code})" if isinstance(code, int) else "")
+
+
+class HealthChecker:
+    """Sends pings and asks receivers; one per operator (shares an HTTP session)."""
+
+    def __init__(
+        self,
+        *,
+        metrics: OperatorMetrics = METRICS,
+        clock: Callable[[], datetime] = _utcnow,
+        poll_interval: float = 0.5,
+        timeout: timedelta = DEFAULT_TIMEOUT,
+        retry_after: timedelta = DEFAULT_RETRY_AFTER,
+        request_timeout: float = 5.0,
+        cluster_domain: str = "cluster.local",
+        proxies: ProxySettings = DIRECT,
+        receiver_pods: ReceiverPods | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self.request_timeout = request_timeout
+        self.cluster_domain = cluster_domain
+        self.proxies = proxies
+        self.receiver_pods = receiver_pods
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout)
+            )
+        return self._session
+
+    async def observe(self, url: str) -> PingObservation | None:
+        """Read the receiver's last verified ping; ReceiverUnreachableError when it can't."""
+        try:
+            async with self._http().get(
+                url, allow_redirects=False, proxy=self.proxies.proxy_for(url)
+            ) as response:
+                if response.status != 200:
+                    raise ReceiverUnreachableError(f"ping status answered HTTP {response.status}")
+                body = await response.content.read(MAX_RESPONSE_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ReceiverUnreachableError(f"ping status unreachable: {_describe(error)}") from None
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise ReceiverUnreachableError("ping status answer is too large")
+        try:
+            return parse_pings(json.loads(body))
+        except ValueError as error:
+            raise ReceiverUnreachableError(str(error)) from None
+
+    async def _observe_each(
+        self, urls: Sequence[str], errors: dict[str, str], reached: set[str]
+    ) -> list[PingObservation | None]:
+        """Every URL's observation (None where it could not be read: the last error in
+        `errors`); the URLs ever read are added to `reached`."""
+
+        async def one(url: str) -> PingObservation | None:
+            try:
+                observation = await self.observe(url)
+            except ReceiverUnreachableError as error:
+                errors[url] = str(error)
+                return None
+            reached.add(url)
+            return observation
+
+        return list(await asyncio.gather(*(one(url) for url in urls)))
+
+    async def check(
+        self,
+        *,
+        urls: Sequence[str],
+        ping: Ping,
+        current_fingerprint: str,
+        seen: dict[str, PingObservation] | None = None,
+    ) -> tuple[Verdict, datetime | None]:
+        """Send one ping and wait for the verdict of the receivers at `urls` (the internal
+        Service, or each ready pod); returns it and the send time. `seen` gets what each URL
+        reported of this ping."""
+        errors: dict[str, str] = {}
+        reached: set[str] = set()
+        # Read before sending (an unreachable pod may come up while the ping travels), so
+        # that an earlier ping is never taken for this one.
+        baselines = await self._observe_each(urls, errors, reached)
+        sent_at = self.clock()
+        try:
+            await ping()
+        except Exception as error:  # the SDK's errors have no common base worth naming
+            verdict = Verdict(
+                None,
+                REASON_SEND_FAILED,
+                f"the WebhookService did not send the ping: {_describe(error)}",
+                ping_result="send_failed",
+            )
+            return verdict, None
+        asked = "the receiver" if len(urls) == 1 else f"any of the {len(urls)} receiver pods"
+        while True:
+            observations = await self._observe_each(urls, errors, reached)
+            now = self.clock()
+            for url, observation, baseline in zip(urls, observations, baselines, strict=True):
+                if seen is not None and observation is not None:
+                    if is_new(observation, baseline, sent_at):
+                        seen[url] = observation
+            outcome = combine(
+                [
+                    judge(
+                        sent_at=sent_at,
+                        observation=observation,
+                        current_fingerprint=current_fingerprint,
+                        now=now,
+                        timeout=self.timeout,
+                        baseline=baseline,
+                        asked=asked,
+                    )
+                    for observation, baseline in zip(observations, baselines, strict=True)
+                ]
+            )
+            if outcome is not None:
+                unread = [url for url in urls if url not in reached]
+                if outcome.reason == REASON_NOT_RECEIVED and unread:
+                    what = (
+                        "the receiver's ping status could not be read"
+                        if len(urls) == 1
+                        else f"the ping status of {len(unread)} of {len(urls)} receiver pods "
+                        "could not be read"
+                    )
+                    outcome = Verdict(
+                        None,
+                        REASON_RECEIVER_UNREACHABLE,
+                        f"{what}: {errors.get(unread[0], 'no answer')}",
+                        ping_result="receiver_unreachable",
+                    )
+                return outcome, sent_at
+            await asyncio.sleep(self.poll_interval)
+
+    async def tick(
+        self,
+        resource: Mapping[str, Any],
+        memo: HealthMemo,
+        *,
+        ping: Ping,
+        current_fingerprint: str | None,
+    ) -> Verdict | None:
+        """One timer tick for one resource: the condition to report, or None (nothing new).
+
+        `resource` is the GeminiWebhook (body); `current_fingerprint` is
+        `truncate_secret(current secret)` of the Secret the operator holds.
+        """
+        metadata, spec = resource["metadata"], resource.get("spec") or {}
+        status = resource.get("status") or {}
+        namespace, name = metadata["namespace"], metadata["name"]
+        try:
+            health, receiver = health_check_spec(spec), receiver_spec(spec)
+        except CrdReceiverError as error:
+            return Verdict(None, REASON_INVALID, str(error))
+        blocked = blocked_reason(
+            health_enabled=health.enabled,
+            receiver_enabled=receiver.enabled,
+            webhook_id=status.get("webhookId"),
+            remote_state=status.get("remoteState"),
+            current_fingerprint=current_fingerprint,
+        )
+        if blocked is not None:
+            self.metrics.webhooks.set_delivery_verified(namespace, name, None)
+            return blocked
+        assert current_fingerprint is not None
+        last_rotation = parse_rfc3339(status.get("lastRotationTime"))
+        reason = ping_reason(
+            memo,
+            interval=parse_duration(health.interval),
+            retry_after=self.retry_after,
+            last_rotation=last_rotation,
+            now=self.clock(),
+        )
+        if reason is None:
+            return None
+        urls = await self._urls(resource, receiver)
+        verdict, sent_at = await self.check(
+            urls=urls, ping=ping, current_fingerprint=current_fingerprint
+        )
+        verdict = per_replica_caveat(
+            verdict,
+            replicas=receiver.replicas,
+            shared_pings=receiver.redis is not None,
+            asked=len(urls),
+        )
+        if sent_at is not None:
+            memo.last_sent_at = sent_at
+            if verdict.verified:
+                memo.last_verified_sent_at = sent_at
+        self.record(namespace, name, verdict)
+        return verdict
+
+    async def _urls(self, resource: Mapping[str, Any], receiver: ReceiverSpec) -> list[str]:
+        return list((await self._targets(resource, receiver)).values())
+
+    async def _targets(self, resource: Mapping[str, Any], receiver: ReceiverSpec) -> dict[str, str]:
+        """Whom to ask (name -> ping-status URL): each ready pod when several keep their
+        pings in memory and the pods can be listed; otherwise the internal Service."""
+        if receiver.replicas > 1 and receiver.redis is None and self.receiver_pods is not None:
+            pods = await self.receiver_pods(resource)
+            urls = ping_status_pod_urls(resource, pods)
+            if urls:
+                return urls
+        service = internal_service_name(resource["metadata"]["name"])
+        url = ping_status_url(resource, cluster_domain=self.cluster_domain)
+        return {f"service/{service}": url}
+
+    async def requested(
+        self, resource: Mapping[str, Any], *, ping: Ping, current_fingerprint: str | None
+    ) -> tuple[Verdict, datetime | None, dict[str, PingObservation]]:
+        """One ping someone asked for (`kubectl gemini ping`), whatever spec.healthCheck
+        says: the verdict, when it was sent, and each receiver that verified it (by name:
+        the Pod where each keeps its own pings, else the internal Service)."""
+        spec, status = resource.get("spec") or {}, resource.get("status") or {}
+        try:
+            receiver = receiver_spec(spec)
+        except CrdReceiverError as error:
+            return Verdict(None, REASON_INVALID, str(error)), None, {}
+        blocked = blocked_reason(
+            health_enabled=True,
+            receiver_enabled=receiver.enabled,
+            webhook_id=status.get("webhookId"),
+            remote_state=status.get("remoteState"),
+            current_fingerprint=current_fingerprint,
+        )
+        if blocked is not None or current_fingerprint is None:
+            return blocked or Verdict(None, REASON_NO_SECRET, "no signing secret"), None, {}
+        targets = await self._targets(resource, receiver)
+        seen: dict[str, PingObservation] = {}
+        verdict, sent_at = await self.check(
+            urls=list(targets.values()),
+            ping=ping,
+            current_fingerprint=current_fingerprint,
+            seen=seen,
+        )
+        verdict = per_replica_caveat(
+            verdict,
+            replicas=receiver.replicas,
+            shared_pings=receiver.redis is not None,
+            asked=len(targets),
+        )
+        by_name = {name: seen[url] for name, url in targets.items() if url in seen}
+        return verdict, sent_at, by_name
+
+    def record(self, namespace: str, name: str, verdict: Verdict) -> None:
+        if verdict.ping_result is not None:
+            round_trip = (
+                verdict.round_trip.total_seconds()
+                if verdict.verified and verdict.round_trip is not None
+                else None
+            )
+            self.metrics.observe_ping(verdict.ping_result, round_trip)
+        self.metrics.webhooks.set_delivery_verified(namespace, name, verdict.status)
