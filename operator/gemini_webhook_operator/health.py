@@ -1,5 +1,6 @@
-"""End-to-end health: ping the webhook, learn from its receiver that the ping arrived and
-verified, report `DeliveryVerified` — decide purely, act at the edge.
+"""End-to-end health, the decisions: ping the webhook, learn from its receiver that the ping
+arrived and verified, report `DeliveryVerified` — decided here, purely; `health_checker`
+acts on them.
 
 Decisions (pure, no I/O):
 - `ping_reason`: a chain of small checks, the first that fires says why a ping is due now
