@@ -50,8 +50,9 @@ TARGET_LISTS_PER_KIND_PER_INTERVAL = 1.0
 # Kinds only the control plane's own components write (leader-election leases renewed on
 # their own clock, so an idle window does not cancel them out); the operator never does.
 CONTROL_PLANE_ONLY = frozenset({"leases"})
-KUBECTL = str(ROOT / ".venv" / "bin" / "kubectl")
-OPERATOR = str(ROOT / ".venv" / "bin" / "gemini-webhooks")
+# Beside the interpreter that runs the bench (`.venv/bin/python`), also from a worktree.
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+OPERATOR = str(Path(sys.executable).parent / "gemini-webhooks")
 
 
 def stop(process: subprocess.Popen[Any]) -> None:

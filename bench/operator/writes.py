@@ -304,6 +304,19 @@ def quiet(kubeconfig: Path, seconds: float, timeout: float) -> None:
             return
 
 
+def wait_for_metrics(metrics_url: str, operator: subprocess.Popen[Any]) -> None:
+    """Until the operator serves its metrics (its start takes seconds on a loaded machine)."""
+    deadline = time.monotonic() + 120.0
+    while True:
+        try:
+            with urllib.request.urlopen(metrics_url, timeout=5):
+                return
+        except OSError:
+            if operator.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -441,7 +454,7 @@ def main() -> int:
     )
     names = [f"writes-{i}" for i in range(args.resources)]
     try:
-        time.sleep(2.0)
+        wait_for_metrics(metrics_url, operator)
         results = []
         mine: dict[str, list[str]] = {}
         for name in names:  # create, then edit: the bench's own writes, not counted
