@@ -48,6 +48,12 @@ REQUEST_ANNOTATIONS = (
     ANNOTATION_SYNC_REQUESTED,
     ANNOTATION_PING_REQUESTED,
 )
+# kopf's own state on a GeminiWebhook (its last-handled configuration, under
+# KOPF_DIFFBASE_KEY, and its handlers' progress): under a prefix of its own, apart from ours.
+# kopf leaves every annotation under its storage prefix out of the essence it compares, so
+# ours (the request annotations above) are changes like a spec edit.
+KOPF_STATE_PREFIX = f"kopf.{API_GROUP}"
+KOPF_DIFFBASE_KEY = "last-handled-configuration"
 
 # Condition types and the spec's enumerations, shared with the operator.
 CONDITION_READY = "Ready"

@@ -11,7 +11,7 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -30,6 +30,7 @@ from gemini_webhook_operator.reconciler import (
     delete,
     reconcile,
 )
+from gemini_webhook_operator.rotation import ANNOTATION_LAST_HEAL
 from gemini_webhook_operator.signing_store import read_signing_secret
 from gemini_webhook_operator.webhookservice_errors import WebhookServiceError
 from gemini_webhooks.contracts import crd
@@ -52,47 +53,40 @@ class _HealthMemos:
     by_uid: dict[str, health.HealthMemo] = field(default_factory=dict)
 
 
-REQUEST_FIELDS = tuple(("metadata", "annotations", a) for a in crd.REQUEST_ANNOTATIONS)
+# The ids of the handlers that keep progress (kopf's changing handlers).
+HANDLER_RECONCILE = "reconcile"
+HANDLER_FINALIZE = "finalize"
 
-
-# kopf keeps its state in annotations under our prefix (`gemini.webhooks.dev/`) and, when
-# it compares an object with the last handled one, drops every annotation under that
-# prefix as its own: twice, in the diff base (the prefix is branded `kopf-managed`) and in
-# the progress storage's `clear`. Our user-facing request annotations (rotate, its
-# revocation, sync) would be dropped with them and wait for the next drift check. These two
-# keep them in the compared essence, so setting one is a change like a spec edit and the
-# update handler runs at once.
-
-
-class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's last-handled configuration, plus the request annotations."""
-
-    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> Any:
-        return super().build(body=body, extra_fields=[*(extra_fields or ()), *REQUEST_FIELDS])
-
-
-class ProgressStorage(kopf.AnnotationsProgressStorage):
-    """kopf's handler progress; its `clear` keeps the request annotations in the essence."""
-
-    def clear(self, *, essence: Any) -> Any:
-        annotations = (essence.get("metadata") or {}).get("annotations") or {}
-        requested = {a: annotations[a] for a in crd.REQUEST_ANNOTATIONS if a in annotations}
-        cleared = super().clear(essence=essence)
-        if requested:
-            metadata = cleared.setdefault("metadata", {})
-            metadata.setdefault("annotations", {}).update(requested)
-        return cleared
+# What kopf kept under our prefix before it had its own (operator versions up to 2026-12-07):
+# its last-handled configuration, the brand that made it drop every annotation under our
+# prefix from its compared essence, its dummy touch and its handlers' progress. The first
+# reconciliation after an upgrade removes them (in the patch of the annotations it answered).
+LEGACY_KOPF_ANNOTATIONS = frozenset(
+    f"{API_GROUP}/{key}"
+    for key in (
+        crd.KOPF_DIFFBASE_KEY,
+        "kopf-managed",
+        "touch-dummy",
+        HANDLER_RECONCILE,
+        HANDLER_FINALIZE,
+    )
+)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """Our kopf settings: state in annotations (the CRD's structural schema prunes unknown
-    status fields) with the request annotations part of what is compared, our finalizer name,
-    no Kubernetes Event per kopf log line (a retry loop would post one per attempt): the
-    reconciler posts its own, deduplicated — under our name (`From:` in `kubectl describe`,
-    the Events' `reportingComponent` and `source.component`), not kopf's."""
-    settings.persistence.progress_storage = ProgressStorage(prefix=API_GROUP)
-    settings.persistence.diffbase_storage = DiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration"
+    status fields) under kopf's own prefix, so that our request annotations are changes and
+    the operator's own bookkeeping annotation (the last heal's time) is not; our finalizer
+    name; no Kubernetes Event per kopf log line (a retry loop would post one per attempt):
+    the reconciler posts its own, deduplicated — under our name (`From:` in `kubectl
+    describe`, the Events' `reportingComponent` and `source.component`), not kopf's."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=crd.KOPF_STATE_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=crd.KOPF_STATE_PREFIX,
+        key=crd.KOPF_DIFFBASE_KEY,
+        ignored_fields=[("metadata", "annotations", ANNOTATION_LAST_HEAL)],
     )
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.CRITICAL
@@ -180,9 +174,8 @@ async def _write_back(
     name, namespace = str(body.metadata.name), str(body.metadata.namespace)
     versions = [str(body.metadata.get("resourceVersion") or "")]
     annotations = body.metadata.annotations
-    changed: dict[str, str | None] = {
-        a: None for a in outcome.remove_annotations if a in annotations
-    }
+    removed = (*outcome.remove_annotations, *LEGACY_KOPF_ANNOTATIONS)
+    changed: dict[str, str | None] = {a: None for a in removed if a in annotations}
     changed |= {a: v for a, v in outcome.annotations.items() if annotations.get(a) != v}
     if changed:
         stored = await kube.merge_patch(
@@ -300,9 +293,9 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         )
         return {str(webhook_id): claim}
 
-    @kopf.on.resume(*RESOURCE, id="reconcile", registry=registry)
-    @kopf.on.create(*RESOURCE, id="reconcile", registry=registry)
-    @kopf.on.update(*RESOURCE, id="reconcile", registry=registry)
+    @kopf.on.resume(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
+    @kopf.on.create(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
+    @kopf.on.update(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
     async def reconcile_on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         await _run("change", body, memo, kwargs["webhook_claims"])
         await _answer_ping_request(body, memo)
@@ -321,7 +314,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     async def drift_check(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         await _run("drift", body, memo, kwargs["webhook_claims"])
 
-    @kopf.on.delete(*RESOURCE, id="finalize", registry=registry)
+    @kopf.on.delete(*RESOURCE, id=HANDLER_FINALIZE, registry=registry)
     async def finalize(body: kopf.Body, memo: Any, **_: Any) -> None:
         op: Operator = memo.operator
         async with op.lock(str(body.metadata.uid)):

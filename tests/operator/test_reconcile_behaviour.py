@@ -173,8 +173,8 @@ async def test_rotate_annotation_rotates_once_and_is_removed(
 async def test_rotate_annotation_acts_at_once_not_at_the_next_drift_check(
     gemini: Cluster, emulator: Any, kube: Any
 ) -> None:
-    """kopf marks our annotation prefix as its own and leaves it out of the diff; the
-    operator puts the rotate annotation back in, so setting it is a change like a spec edit."""
+    """kopf keeps its state under a prefix of its own and leaves only that out of the diff:
+    setting the rotate annotation, under ours, is a change like a spec edit."""
     endpoint = emulator.endpoint()
     async with operator_running(kube, drift_interval=3600.0) as running:
         await gemini.apply(resource("prompt", endpoint.url, emulator.base_url))

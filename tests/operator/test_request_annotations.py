@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from gemini_webhook_operator import health, model, rotation
-from gemini_webhook_operator.handlers import DiffBaseStorage, ProgressStorage
+from gemini_webhook_operator.handlers import configure
 from gemini_webhook_operator.reconciler import sync_request
+from gemini_webhook_operator.rotation import ANNOTATION_LAST_HEAL
 from gemini_webhooks.contracts import crd
 
 GRACE = model.RotationPolicy(revocation="Grace")
@@ -86,14 +87,25 @@ def test_a_ping_answer_names_each_verifier_by_fingerprint_only() -> None:
     assert (unsent["status"], unsent["sentAt"], unsent["verifiedBy"]) == ("Unknown", None, [])
 
 
-def test_every_request_annotation_stays_in_kopfs_compared_essence() -> None:
-    """kopf drops annotations under our prefix from the essence; ours are put back, so
-    setting one is a change that runs the update handler at once."""
+def test_our_request_annotations_are_in_kopfs_compared_essence_and_its_state_is_not() -> None:
+    """kopf leaves every annotation under its storage prefix out of the essence it compares:
+    under a prefix of its own, ours are changes (setting one runs the update handler at
+    once), the operator's own bookkeeping (the last heal's time) and kopf's state are not."""
     import kopf
 
-    annotations = {a: "v" for a in crd.REQUEST_ANNOTATIONS} | {f"{crd.API_GROUP}/other": "x"}
-    body = kopf.Body(_body(annotations))  # type: ignore[arg-type]
-    prefix = crd.API_GROUP
-    essence = DiffBaseStorage(prefix=prefix, key="last-handled-configuration").build(body=body)
-    cleared = ProgressStorage(prefix=prefix).clear(essence=essence)
-    assert cleared["metadata"]["annotations"] == {a: "v" for a in crd.REQUEST_ANNOTATIONS}
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    requested = {a: "v" for a in crd.REQUEST_ANNOTATIONS} | {f"{crd.API_GROUP}/other": "x"}
+    kopfs = {
+        f"{crd.KOPF_STATE_PREFIX}/{crd.KOPF_DIFFBASE_KEY}": "{}",
+        f"{crd.KOPF_STATE_PREFIX}/reconcile": '{"retries":1}',
+    }
+    body = kopf.Body(_body(requested | kopfs | {ANNOTATION_LAST_HEAL: "t"}))  # type: ignore[arg-type]
+    essence = settings.persistence.diffbase_storage.build(body=body)
+    cleared = settings.persistence.progress_storage.clear(essence=essence)
+    assert cleared["metadata"]["annotations"] == requested
+    patch = kopf.Patch()
+    settings.persistence.diffbase_storage.store(body=body, patch=patch, essence=cleared)
+    assert set(patch["metadata"]["annotations"]) == {
+        f"{crd.KOPF_STATE_PREFIX}/{crd.KOPF_DIFFBASE_KEY}"
+    }  # no `kopf-managed` brand beside it: kopf knows its `kopf.` prefixes

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import standardwebhooks
 
+from gemini_webhooks.contracts import crd
 from tests.operator.harness import Cluster, FakeClock, is_ready, operator_running, resource
 
 TICK = "test.gemini.webhooks.dev/tick"
-HANDLED = "gemini.webhooks.dev/last-handled-configuration"
+HANDLED = f"{crd.KOPF_STATE_PREFIX}/{crd.KOPF_DIFFBASE_KEY}"
 
 
 def _verifies_with_some(held: Any, request: Any) -> bool:

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 import standardwebhooks
 
+from gemini_webhooks.contracts import crd
 from tests.operator.harness import Cluster, FakeClock, condition, is_ready, operator_running
 from tests.operator.harness import resource as webhook_resource
 
 TICK = "test.gemini.webhooks.dev/tick"
-HANDLED = "gemini.webhooks.dev/last-handled-configuration"
+HANDLED = f"{crd.KOPF_STATE_PREFIX}/{crd.KOPF_DIFFBASE_KEY}"
 
 # (mode, head, tail) -> the reason Ready gives while the list cannot identify our secret
 MODES: dict[str, tuple[str, int, int, str]] = {
