@@ -54,8 +54,8 @@ HEAL_HOLD_REASONS: tuple[str, ...] = (
 )
 
 # When the last healing rotation happened (RFC 3339), on the GeminiWebhook: it survives the
-# Secret's deletion and operator restarts. Under our prefix, which kopf leaves out of the
-# compared essence, so writing it never triggers the update handler.
+# Secret's deletion and operator restarts. Left out of kopf's compared essence
+# (`handlers.configure`), so writing it never triggers the update handler.
 ANNOTATION_LAST_HEAL = f"{API_GROUP}/last-heal-time"
 DEFAULT_HEAL_INTERVAL = timedelta(hours=1)
 IMMEDIATE = REVOCATIONS[1]

@@ -108,4 +108,4 @@ def test_our_request_annotations_are_in_kopfs_compared_essence_and_its_state_is_
     settings.persistence.diffbase_storage.store(body=body, patch=patch, essence=cleared)
     assert set(patch["metadata"]["annotations"]) == {
         f"{crd.KOPF_STATE_PREFIX}/{crd.KOPF_DIFFBASE_KEY}"
-    }  # no `kopf-managed` brand beside it: kopf knows its `kopf.` prefixes
+    }  # no `kopf-managed` brand beside it: kopf brands no prefix starting with `kopf.`
