@@ -11,7 +11,7 @@ import os
 
 from opentelemetry import trace
 
-from gemini_webhook_operator import crashpoint, metrics, runtime
+from gemini_webhook_operator import metrics, runtime
 from gemini_webhook_operator.cluster_access import (
     ClusterAccess,
     KubeConfigError,
@@ -230,7 +230,8 @@ def start_tracing() -> None:
         trace.set_tracer_provider(tracing.tracer_provider(os.environ, "gemini-webhook-operator"))
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, step: StepHook | None = None) -> int:
+    """The operator, until it stops; `step` is awaited at each of `reconciler.STEPS`."""
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -241,10 +242,6 @@ def run(args: argparse.Namespace) -> int:
     except TracingConfigError as error:
         raise SystemExit(str(error)) from None
     prepare_process()
-    try:
-        step = crashpoint.hook_from_environment(os.environ)  # None unless a test sets it
-    except crashpoint.CrashPointError as error:
-        raise SystemExit(str(error)) from None
     try:
         access = ClusterAccess.load(args.kubeconfig, args.context)
     except (KubeConfigError, OSError, KeyError, ValueError) as error:

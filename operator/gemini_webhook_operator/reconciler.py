@@ -119,7 +119,7 @@ class SystemClock:
 
 StepHook = Callable[[str], Awaitable[None]]
 # Every `op.step(...)` boundary below, in order: where tests crash the operator
-# (`crashpoint.py`, GWO_TEST_CRASHPOINT) to prove each one heals.
+# (tests/fixtures/crashpoint.py, a test double of its process) to prove each one heals.
 STEPS = ("create.called", "create.secret_written", "rotate.called", "rotate.secret_written")
 
 

@@ -2,8 +2,8 @@
 restart there is still exactly one remote webhook and the Secret verifies the next
 delivery.
 
-Each case runs the real CLI (`python -m gemini_webhooks operator`) as a child process with
-`GWO_TEST_CRASHPOINT=<step>` (test-only fault injection, `crashpoint.py`): at that
+Each case runs the operator's own `cli.run` as a child process through a test double of its
+process (`tests/fixtures/crashpoint.py`) with `GWO_TEST_CRASHPOINT=<step>`: at that
 boundary the process sends itself SIGKILL — no `finally` block, no kopf shutdown. A second
 process, without the crash point, then heals. Runs against the kube sandbox, or a real
 cluster when KUBECONFIG is set.
@@ -31,7 +31,7 @@ import pytest
 import standardwebhooks
 from prometheus_client.parser import text_string_to_metric_families
 
-from gemini_webhook_operator import crashpoint, reconciler
+from gemini_webhook_operator import reconciler
 from gemini_webhook_operator.metrics import HEALS_TOTAL
 from gemini_webhook_operator.reconciler import (
     HEAL_DUPLICATE_DELETED,
@@ -40,8 +40,10 @@ from gemini_webhook_operator.reconciler import (
     STEPS,
 )
 from gemini_webhooks.contracts.signing_secret import SigningSecrets
+from tests.fixtures import crashpoint
 from tests.operator.harness import Cluster, is_ready, operator_kubeconfig, resource
 
+ROOT = Path(__file__).resolve().parents[2]  # where `tests.fixtures.crashpoint` imports from
 ROTATE_ANNOTATION = "gemini.webhooks.dev/rotate"
 ROTATE = {"metadata": {"annotations": {ROTATE_ANNOTATION: "crash-test"}}}
 CASES = [
@@ -106,6 +108,7 @@ async def operator_process(
     env = dict(os.environ)
     env.pop("KUBECONFIG", None)
     env.pop(crashpoint.ENV, None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     if crash_at is not None:
         env[crashpoint.ENV] = crash_at
     prefix: list[str] = []
@@ -119,8 +122,7 @@ async def operator_process(
                 *prefix,
                 sys.executable,
                 "-m",
-                "gemini_webhooks",
-                "operator",
+                "tests.fixtures.crashpoint",
                 "--kubeconfig",
                 operator_kubeconfig(kube),
                 "--drift-interval=1",
@@ -247,11 +249,12 @@ def test_a_crash_point_that_names_no_step_is_refused(value: str) -> None:
         crashpoint.hook_from_environment({crashpoint.ENV: value})
 
 
-def test_the_cli_refuses_an_unknown_crash_point_before_it_starts(tmp_path: Path) -> None:
+def test_the_double_refuses_an_unknown_crash_point_before_it_starts(tmp_path: Path) -> None:
     env = dict(os.environ, **{crashpoint.ENV: "create.typo"})
     env.pop("KUBECONFIG", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     result = subprocess.run(
-        [sys.executable, "-m", "gemini_webhooks", "operator", "--kubeconfig", "/nonexistent"],
+        [sys.executable, "-m", "tests.fixtures.crashpoint", "--kubeconfig", "/nonexistent"],
         env=env,
         capture_output=True,
         text=True,
@@ -267,7 +270,7 @@ async def test_the_armed_hook_passes_other_steps_and_kills_the_process_at_its_ow
 ) -> None:
     script = (
         "import asyncio, sys\n"
-        "from gemini_webhook_operator import crashpoint\n"
+        "from tests.fixtures import crashpoint\n"
         "hook = crashpoint.hook_from_environment({crashpoint.ENV: 'rotate.called'})\n"
         "async def main():\n"
         "    for step in ('create.called', 'create.secret_written', 'rotate.called'):\n"
@@ -282,6 +285,9 @@ async def test_the_armed_hook_passes_other_steps_and_kills_the_process_at_its_ow
     result = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-c", script],
+        env=dict(
+            os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+        ),
         capture_output=True,
         text=True,
         timeout=60,
