@@ -170,7 +170,7 @@ class Operator:
     receiver_settings: receiver_resources.ReceiverSettings = field(
         default_factory=receiver_resources.ReceiverSettings
     )
-    step: StepHook = _no_step  # crash-injection point for tests; a no-op in production
+    step: StepHook = _no_step  # awaited at each of STEPS; cli.run(step=...) sets it
     # Spans of each reconciliation: the global provider's (a no-op one unless the OTEL_*
     # environment turned tracing on, `gemini_webhooks.tracing`).
     tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer(TRACER_NAME))
