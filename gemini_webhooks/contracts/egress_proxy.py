@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
 
@@ -25,7 +25,12 @@ class ProxySettingsError(ValueError):
     """A proxy variable that is not a usable proxy URL."""
 
 
-def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+def _network(
+    entry: str, setting: str = "NO_PROXY"
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     """The address block an entry such as `10.0.0.0/8` names; None for any other entry."""
     if "/" not in entry:
         return None
@@ -33,7 +38,7 @@ def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None
         return ipaddress.ip_network(entry, strict=False)
     except ValueError:
         raise ProxySettingsError(
-            f"NO_PROXY: {entry!r} is not an address block (such as 10.0.0.0/8)"
+            f"{setting}: {entry!r} is not an address block (such as 10.0.0.0/8)"
         ) from None
 
 
@@ -105,10 +110,11 @@ def _proxy_url(name: str, raw: str) -> str | None:
 
 @dataclass(frozen=True)
 class ProxySettings:
-    """The proxy variables of one environment, validated."""
+    """The proxy variables of one environment, validated. The proxy URLs stay out of the
+    repr: they may hold credentials."""
 
-    http: str | None = None
-    https: str | None = None
+    http: str | None = field(default=None, repr=False)
+    https: str | None = field(default=None, repr=False)
     no_proxy: str = ""
 
     @classmethod
@@ -116,14 +122,39 @@ class ProxySettings:
         """Reads `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY` (either case); ProxySettingsError
         when a proxy variable is set to something that is not a proxy URL, or `NO_PROXY`
         holds an address block that is not one."""
-        no_proxy = _variable(environ, "no_proxy")
+        return cls.parse(
+            _variable(environ, "http_proxy"),
+            _variable(environ, "https_proxy"),
+            _variable(environ, "no_proxy"),
+        )
+
+    @classmethod
+    def parse(
+        cls,
+        http: str,
+        https: str,
+        no_proxy: str,
+        *,
+        settings: tuple[str, str, str] = VARIABLES,
+    ) -> ProxySettings:
+        """The three values as the variables mean them ("" for unset); a ProxySettingsError
+        names the one of `settings` (the variables, or the flags that carry them) that is
+        malformed, never a proxy URL's value."""
+        http_setting, https_setting, no_proxy_setting = settings
+        no_proxy = no_proxy.strip()
         for entry in no_proxy.split(","):
-            _network(entry.strip())  # a malformed block stops the start, not a request
+            _network(entry.strip(), no_proxy_setting)  # a malformed block stops the start
         return cls(
-            http=_proxy_url("HTTP_PROXY", _variable(environ, "http_proxy")),
-            https=_proxy_url("HTTPS_PROXY", _variable(environ, "https_proxy")),
+            http=_proxy_url(http_setting, http.strip()),
+            https=_proxy_url(https_setting, https.strip()),
             no_proxy=no_proxy,
         )
+
+    def environment(self) -> dict[str, str]:
+        """The variables that give a process these settings (`from_environ` reads them back
+        equal); none for what is unset."""
+        values = zip(VARIABLES, (self.http, self.https, self.no_proxy), strict=True)
+        return {name: value for name, value in values if value}
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy URL a request to `url` goes through, or None to connect directly."""

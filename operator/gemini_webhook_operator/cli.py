@@ -27,6 +27,28 @@ from gemini_webhooks import tracing
 from gemini_webhooks.contracts.egress_proxy import ProxySettings, ProxySettingsError
 from gemini_webhooks.tracing import TracingConfigError
 
+# The cluster's HTTP proxy for the receivers, one flag per standard variable (a proxy URL
+# may hold credentials: messages name the flag, never the value).
+RECEIVER_PROXY_FLAGS = (
+    ("--receiver-http-proxy", "HTTP_PROXY", "proxy URL for the receivers' http:// requests"),
+    ("--receiver-https-proxy", "HTTPS_PROXY", "proxy URL for their https:// requests"),
+    ("--receiver-no-proxy", "NO_PROXY", "hosts, domains and address blocks they reach directly"),
+)
+
+
+def receiver_proxy(args: argparse.Namespace) -> ProxySettings:
+    """The receivers' proxy from the flags; SystemExit naming the malformed flag."""
+    (http, _, _), (https, _, _), (no_proxy, _, _) = RECEIVER_PROXY_FLAGS
+    try:
+        return ProxySettings.parse(
+            args.receiver_http_proxy,
+            args.receiver_https_proxy,
+            args.receiver_no_proxy,
+            settings=(http, https, no_proxy),
+        )
+    except ProxySettingsError as error:
+        raise SystemExit(str(error)) from None
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -149,6 +171,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the operator's namespace, allowed on the receivers' internal port "
         "(default: $POD_NAMESPACE; unset: operator pods in any namespace)",
     )
+    for flag, variable, what in RECEIVER_PROXY_FLAGS:
+        parser.add_argument(
+            flag,
+            metavar=variable,
+            default="",
+            help=f"{what}, set as {variable} in every receiver the operator deploys "
+            "(default: none)",
+        )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -160,7 +190,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         prometheus_namespace=args.receiver_prometheus_namespace,
         api_server_ports=tuple(args.api_server_port or NetworkPolicySettings.api_server_ports),
     )
-    receiver = ReceiverSettings(cluster_domain=args.cluster_domain, network_policy=network_policy)
+    receiver = ReceiverSettings(
+        cluster_domain=args.cluster_domain,
+        network_policy=network_policy,
+        proxy=receiver_proxy(args),
+    )
     if args.receiver_image:
         receiver = dataclasses.replace(receiver, image=args.receiver_image)
     if not all(0 < port < 65536 for port in network_policy.api_server_ports):

@@ -1,5 +1,6 @@
 """The receiver's Deployment, rendered — pure: its pod (non-root, read-only, no
-capabilities), probes, config and job-key volumes, tracing environment, and rolling rules.
+capabilities), probes, config and job-key volumes, tracing and proxy environment, and
+rolling rules.
 
 The pod template carries the hash of the rendered config, so a config change rolls the
 Deployment; the signing secrets are not in it (the receiver watches its Secret through the
@@ -29,6 +30,7 @@ from gemini_webhooks.contracts.signing_secret import API_GROUP
 
 if TYPE_CHECKING:
     from gemini_webhook_operator.receiver_resources import ReceiverSettings
+    from gemini_webhooks.contracts.egress_proxy import ProxySettings
 
 JSON = dict[str, Any]
 
@@ -71,6 +73,13 @@ def tracing_env(spec: ReceiverSpec, deployment: str, namespace: str) -> list[JSO
     return env
 
 
+def proxy_env(proxy: ProxySettings) -> list[JSON]:
+    """`HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` as the operator was told them (the OLM
+    convention: an operator passes the cluster's proxy on to its operands); nothing when
+    unset, so that a receiver rendered without a proxy is exactly what it was before."""
+    return [{"name": name, "value": value} for name, value in proxy.environment().items()]
+
+
 def deployment(
     resource: Mapping[str, Any],
     spec: ReceiverSpec,
@@ -97,6 +106,7 @@ def deployment(
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             *tracing_env(spec, name, resource["metadata"]["namespace"]),
+            *proxy_env(settings.proxy),
         ],
         "resources": (
             spec.resources.model_dump(exclude_defaults=True)

@@ -49,6 +49,7 @@ from gemini_webhooks.contracts.crd_receiver import (
     parse_duration,
     receiver_spec,
 )
+from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
 from gemini_webhooks.contracts.service_endpoints import service_url
 from gemini_webhooks.contracts.signing_secret import (
     LABEL_COMPONENT,
@@ -99,6 +100,9 @@ class ReceiverSettings:
     cluster_domain: str = "cluster.local"
     image_pull_secrets: tuple[str, ...] = ()
     network_policy: NetworkPolicySettings = field(default_factory=NetworkPolicySettings)
+    # The cluster's HTTP proxy, for the receivers' targets and the JWKS: rendered into
+    # every receiver's environment as the standard variables (none while unset).
+    proxy: ProxySettings = DIRECT
 
 
 def labels(webhook_name: str) -> dict[str, str]:

@@ -38,6 +38,13 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "podAnnotations": {"example.com/owner": "platform"},
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "receivers": {
+            "proxy": {
+                "httpProxy": "http://proxy.corp.example:3128",
+                "httpsProxy": "proxy.corp.example:3128",
+                "noProxy": ".svc,.cluster.local,10.244.0.0/16",
+            }
+        },
     },
 }
 

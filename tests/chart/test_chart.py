@@ -150,6 +150,8 @@ def test_helm_loads_the_crds_from_the_chart() -> None:
         ({"apiKeySecret": {"createFromInsecureValue": True}}, "insecureValue"),
         ({"apiKey": "AIza-not-a-real-key"}, "apiKey"),
         ({"resources": {"limit": {"memory": "1Gi"}}}, "limit"),
+        ({"receivers": {"proxy": {"https_proxy": "http://p:3128"}}}, "https_proxy"),
+        ({"receivers": {"proxy": {"noProxy": [".svc"]}}}, "noProxy"),
     ],
 )
 def test_schema_rejects_typos_and_wrong_types(values: dict[str, Any], complaint: str) -> None:
@@ -582,3 +584,29 @@ def test_the_reconcile_concurrency_bound_is_passed_to_the_operator() -> None:
     assert default in _operator_args({})
     limited = _operator_args({"operator": {"maxConcurrentReconciles": 32}})
     assert "--max-concurrent-reconciles=32" in limited
+
+
+def test_without_a_receiver_proxy_the_operator_gets_no_proxy_flag() -> None:
+    assert not [arg for arg in _operator_args({}) if "proxy" in arg]
+
+
+def test_the_receivers_proxy_reaches_the_operator_as_its_flags() -> None:
+    from gemini_webhook_operator import cli
+    from gemini_webhooks.cli import build_parser
+
+    proxy = {
+        "httpProxy": "http://proxy.corp.example:3128",
+        "httpsProxy": "http://proxy.corp.example:3129",
+        "noProxy": ".svc,.cluster.local,10.244.0.0/16",
+    }
+    args = _operator_args({"receivers": {"proxy": proxy}})
+    assert "--receiver-http-proxy=http://proxy.corp.example:3128" in args
+    assert "--receiver-https-proxy=http://proxy.corp.example:3129" in args
+    assert "--receiver-no-proxy=.svc,.cluster.local,10.244.0.0/16" in args
+    with patch.dict(os.environ, {"POD_NAMESPACE": RELEASE_NAMESPACE}):
+        config = cli.config_from_args(build_parser().parse_args(args))
+    assert config.receiver.proxy.environment() == {
+        "HTTP_PROXY": proxy["httpProxy"],
+        "HTTPS_PROXY": proxy["httpsProxy"],
+        "NO_PROXY": proxy["noProxy"],
+    }

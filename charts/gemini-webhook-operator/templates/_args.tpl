@@ -21,6 +21,17 @@
 - --no-receiver-network-policy
 {{- end }}
 {{- end }}
+{{- with .Values.receivers.proxy }}
+{{- with .httpProxy }}
+- {{ printf "--receiver-http-proxy=%s" . | quote }}
+{{- end }}
+{{- with .httpsProxy }}
+- {{ printf "--receiver-https-proxy=%s" . | quote }}
+{{- end }}
+{{- with .noProxy }}
+- {{ printf "--receiver-no-proxy=%s" . | quote }}
+{{- end }}
+{{- end }}
 {{- with .Values.operator.apiBaseUrl }}
 - --api-base-url={{ . }}
 {{- end }}
