@@ -119,3 +119,29 @@ def test_an_ipv4_block_matches_exactly_the_addresses_sharing_its_prefix(
 def test_a_malformed_address_block_stops_the_start_naming_it(entry: str) -> None:
     with pytest.raises(ProxySettingsError, match=r"NO_PROXY: .* is not an address block"):
         ProxySettings.from_environ({"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": f"a,{entry}"})
+
+
+def test_the_settings_environment_reads_back_equal() -> None:
+    settings = ProxySettings.from_environ(
+        {"HTTPS_PROXY": "proxy:3128", "no_proxy": ".svc,10.244.0.0/16"}
+    )
+    assert settings.environment() == {
+        "HTTPS_PROXY": "http://proxy:3128",
+        "NO_PROXY": ".svc,10.244.0.0/16",
+    }
+    assert ProxySettings.from_environ(settings.environment()) == settings
+    assert ProxySettings().environment() == {}
+
+
+def test_errors_name_the_setting_that_carried_the_value() -> None:
+    flags = ("--http", "--https", "--no")
+    with pytest.raises(ProxySettingsError, match=r"^--https is not") as error:
+        ProxySettings.parse("", "http://user:s3cret@proxy:port", "", settings=flags)
+    assert "s3cret" not in str(error.value)
+    with pytest.raises(ProxySettingsError, match=r"^--no: '10\.0\.0\.0/99'"):
+        ProxySettings.parse("", "", ".svc,10.0.0.0/99", settings=flags)
+
+
+def test_the_repr_leaves_the_proxy_urls_and_their_credentials_out() -> None:
+    settings = ProxySettings.from_environ({"HTTPS_PROXY": "http://user:s3cret@proxy:3128"})
+    assert "s3cret" not in repr(settings)

@@ -97,6 +97,30 @@ def test_bad_options_are_rejected_with_a_message(option: list[str], message: str
         cli.config_from_args(args)
 
 
+def test_the_receivers_have_no_proxy_unless_told() -> None:
+    args = build_parser().parse_args(["operator"])
+    assert cli.config_from_args(args).receiver.proxy.environment() == {}
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--receiver-http-proxy", "ftp://user:s3cret@proxy:21"),
+        ("--receiver-https-proxy", "http://user:s3cret@proxy:port"),
+        ("--receiver-https-proxy", "http://user:s3cret@proxy:3128/path"),
+        ("--receiver-no-proxy", ".svc,10.0.0.0/s3cret"),
+    ],
+)
+def test_a_malformed_receiver_proxy_stops_the_start_naming_the_flag(flag: str, value: str) -> None:
+    args = build_parser().parse_args(["operator", f"{flag}={value}"])
+    with pytest.raises(SystemExit) as stopped:
+        cli.config_from_args(args)
+    message = str(stopped.value.code)
+    assert message.startswith(flag)
+    if "@" in value:  # a proxy URL's credentials are never in the message
+        assert "s3cret" not in message
+
+
 def test_the_identity_is_the_pod_name_or_the_uid_never_a_user_name() -> None:
     started = datetime(2026, 12, 6, 9, 30, tzinfo=UTC)
     identity = partial(operator_identity, uid=65532, host="h", started=started, suffix="ab")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import kubernetes_validate
@@ -27,6 +28,7 @@ from gemini_webhook_operator.receiver_resources import (
 )
 from gemini_webhooks.contracts import receiver_config
 from gemini_webhooks.contracts.crd import API_VERSION, KIND
+from gemini_webhooks.contracts.egress_proxy import ProxySettings
 from gemini_webhooks.tracing import check as check_tracing
 from gemini_webhooks.tracing import configured as tracing_configured
 
@@ -287,6 +289,45 @@ def test_a_replica_change_does_not_roll_the_pods() -> None:
     one = deployment(render(webhook(), SETTINGS))["spec"]["template"]
     three = deployment(render(webhook(replicas=3), SETTINGS))["spec"]["template"]
     assert one["metadata"] == three["metadata"]
+
+
+PROXY = ProxySettings.parse("http://proxy.corp.example:3128", "", ".svc,10.244.0.0/16")
+
+
+def _env_list(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = deployment(objects)["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
+    return env
+
+
+def test_the_operators_proxy_is_every_receivers_standard_proxy_environment() -> None:
+    with_proxy = dataclasses.replace(SETTINGS, proxy=PROXY)
+    env = _env_list(render(webhook(), with_proxy))
+    assert env[-2:] == [
+        {"name": "HTTP_PROXY", "value": "http://proxy.corp.example:3128"},
+        {"name": "NO_PROXY", "value": ".svc,10.244.0.0/16"},
+    ]
+    assert ProxySettings.from_environ({e["name"]: e.get("value", "") for e in env}) == PROXY
+
+
+def test_without_a_proxy_the_deployment_is_as_before_it_existed() -> None:
+    """Unset, nothing is rendered: an upgrade leaves existing receivers' pods alone."""
+    without = render(webhook(), SETTINGS)
+    assert [e["name"] for e in _env_list(without)] == ["PYTHONDONTWRITEBYTECODE", "POD_NAME"]
+    with_proxy = render(webhook(), dataclasses.replace(SETTINGS, proxy=PROXY))
+    for obj in with_proxy:
+        if obj["kind"] == "Deployment":
+            del obj["spec"]["template"]["spec"]["containers"][0]["env"][-2:]
+    assert with_proxy == without
+
+
+def test_a_proxy_change_rolls_the_receivers() -> None:
+    before = deployment(render(webhook(), dataclasses.replace(SETTINGS, proxy=PROXY)))
+    moved = dataclasses.replace(PROXY, http="http://proxy2.corp.example:3128")
+    after = deployment(render(webhook(), dataclasses.replace(SETTINGS, proxy=moved)))
+    assert before["spec"]["template"] != after["spec"]["template"]
+    assert {"name": "HTTP_PROXY", "value": "http://proxy2.corp.example:3128"} in _env_list([after])
 
 
 def test_disabled_receiver_renders_nothing() -> None:
