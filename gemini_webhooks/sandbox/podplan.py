@@ -43,6 +43,7 @@ CONFIG_FLAG = "--config"
 # The operator's flags that bind a port: given as a number, or as the port of a URL.
 PORT_FLAGS = ("--metrics-port",)
 URL_PORT_FLAGS = ("--liveness",)
+PROXY_VARIABLES = {"http_proxy", "https_proxy", "no_proxy"}
 
 
 @dataclass(frozen=True)
@@ -289,6 +290,11 @@ def _plan_spec(
         rest = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != image_bin]
         env["PATH"] = os.pathsep.join([image_bin, *rest])
     container_env = pod_inputs.container_env(container, namespace, pod_fields, lookup)
+    # A container that names its own proxy variable goes through that proxy, as on a node:
+    # the sandbox's (which lower case, winning, would keep) gives way in both cases.
+    for name in {k.lower() for k in container_env} & PROXY_VARIABLES:
+        env.pop(name, None)
+        env.pop(name.upper(), None)
     env.update({k: mounts.rewrite(v) for k, v in container_env.items()})
 
     command = list(container.get("command") or IMAGE_ENTRYPOINT)

@@ -281,6 +281,28 @@ def test_a_path_the_container_sets_is_kept(tmp_path: Path) -> None:
     assert _plan(tmp_path, deployment).env["PATH"] == "/opt/bin"
 
 
+def test_a_proxy_the_container_names_replaces_the_sandboxs_in_both_cases(
+    tmp_path: Path,
+) -> None:
+    deployment = copy.deepcopy(DEPLOYMENT)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [*container["env"], {"name": "HTTP_PROXY", "value": "http://corp:3128"}]
+    sandbox = {"HTTP_PROXY": "http://127.0.0.1:1", "http_proxy": "http://127.0.0.1:1"}
+    sandbox |= {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    plan = plan_pod(
+        deployment,
+        lookup=lambda kind, ns, name: OBJECTS.get((kind, ns, name)),
+        pod_dir=tmp_path,
+        host_ports=HOST_PORTS,
+        executables=lambda name: f"/venv/bin/{name}",
+        base_env=sandbox,
+    )
+    assert "http_proxy" not in plan.env
+    assert plan.env["HTTP_PROXY"] == "http://corp:3128"
+    # What the container does not name stays the sandbox's.
+    assert plan.env["no_proxy"] == plan.env["NO_PROXY"] == "127.0.0.1"
+
+
 def test_a_dynamic_receivers_job_key_is_written_where_its_config_reads_it(
     tmp_path: Path,
 ) -> None:
