@@ -33,6 +33,7 @@ from gemini_webhooks.contracts.crd_receiver import (
     RedisSpec,
     TargetSpec,
 )
+from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
 
 JSON = dict[str, Any]
 
@@ -262,9 +263,9 @@ def _host_peers(hostname: str, namespace: str) -> list[JSON] | None:
     return _anywhere()
 
 
-def _otlp_destination(endpoint: str, namespace: str) -> tuple[list[JSON] | None, int]:
-    """Where spans go: the OTLP endpoint's host (a Service's namespace when it names one)
-    and port."""
+def _endpoint_destination(endpoint: str, namespace: str) -> tuple[list[JSON] | None, int]:
+    """Where an endpoint the receiver sends to (the OTLP collector, the proxy) is: its
+    host (a Service's namespace when it names one) and port."""
     parts = urlsplit(endpoint)
     assert parts.hostname is not None  # the spec's pattern requires one
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -296,8 +297,10 @@ def network_policy(
     settings: NetworkPolicySettings,
     public_port: str,
     internal_port: str,
+    proxy: ProxySettings = DIRECT,
 ) -> JSON | None:
-    """The receiver's NetworkPolicy; None when the resource or the operator turns it off."""
+    """The receiver's NetworkPolicy; None when the resource or the operator turns it off.
+    With a `proxy`, egress to it too: the receiver's outside requests go there."""
     if not (settings.enabled and spec.network_policy.enabled):
         return None
     namespace = metadata["namespace"]
@@ -334,7 +337,10 @@ def network_policy(
     if spec.dynamic.enabled:
         destinations.append(_url_destination(spec.dynamic.jwks_uri))
     if spec.tracing is not None:
-        destinations.append(_otlp_destination(spec.tracing.otlp_endpoint, namespace))
+        destinations.append(_endpoint_destination(spec.tracing.otlp_endpoint, namespace))
+    for proxy_url in (proxy.http, proxy.https):
+        if proxy_url is not None:  # a URL with a host: ProxySettings validated it
+            destinations.append(_endpoint_destination(proxy_url, namespace))
     for to, port in destinations:
         rule: JSON = {}
         if to is not None:

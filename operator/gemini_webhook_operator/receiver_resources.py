@@ -390,6 +390,7 @@ def render(resource: Mapping[str, Any], settings: ReceiverSettings) -> list[JSON
         settings=settings.network_policy,
         public_port="http",
         internal_port="internal",
+        proxy=settings.proxy,
     )
     if policy is not None:
         objects.append(policy)

@@ -18,6 +18,7 @@ from gemini_webhook_operator.receiver_resources import (
     receiver_config,
     render,
 )
+from gemini_webhooks.contracts.egress_proxy import ProxySettings
 
 K8S_VERSION = "1.33.0"
 UID = "6f1d2a3b-0000-4000-8000-123456789abc"
@@ -462,3 +463,17 @@ def test_tracing_egress_reaches_the_otlp_endpoint(endpoint: str, to: Any, port: 
         else to
     )
     assert not [r for r in policy(webhook())["spec"]["egress"] if r.get("ports") == rule["ports"]]
+
+
+def test_egress_reaches_the_receivers_proxy_when_the_operator_names_one() -> None:
+    proxy = ProxySettings.parse("http://squid.proxy.svc:3128", "https://egress.corp.example", "")
+    objects = render(webhook(), ReceiverSettings(proxy=proxy))
+    egress = one(objects, "NetworkPolicy")["spec"]["egress"]
+    anywhere = [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}]
+    assert egress[-2:] == [
+        {"to": [_ns("proxy")], "ports": [{"protocol": "TCP", "port": 3128}]},
+        {"to": anywhere, "ports": [{"protocol": "TCP", "port": 443}]},
+    ]
+    kubernetes_validate.validate(one(objects, "NetworkPolicy"), K8S_VERSION, strict=True)
+    without = one(render(webhook(), ReceiverSettings()), "NetworkPolicy")["spec"]["egress"]
+    assert egress[: len(without)] == without and len(egress) == len(without) + 2

@@ -315,11 +315,9 @@ def test_without_a_proxy_the_deployment_is_as_before_it_existed() -> None:
     """Unset, nothing is rendered: an upgrade leaves existing receivers' pods alone."""
     without = render(webhook(), SETTINGS)
     assert [e["name"] for e in _env_list(without)] == ["PYTHONDONTWRITEBYTECODE", "POD_NAME"]
-    with_proxy = render(webhook(), dataclasses.replace(SETTINGS, proxy=PROXY))
-    for obj in with_proxy:
-        if obj["kind"] == "Deployment":
-            del obj["spec"]["template"]["spec"]["containers"][0]["env"][-2:]
-    assert with_proxy == without
+    with_proxy = deployment(render(webhook(), dataclasses.replace(SETTINGS, proxy=PROXY)))
+    del with_proxy["spec"]["template"]["spec"]["containers"][0]["env"][-2:]
+    assert with_proxy == deployment(without)
 
 
 def test_a_proxy_change_rolls_the_receivers() -> None:
