@@ -38,8 +38,7 @@ from .dedup import MemoryDedup
 from .delivery import Targets, deliver_inline
 from .durability import DurabilityGate
 from .forwarding import Event, Forwarder
-from .internal import Answer as InternalAnswer
-from .internal import Handler, InternalServer
+from .internal import JSON, Endpoint, InternalServer
 from .job_origin import JobOrigin
 from .logs import log
 from .public import PublicServer
@@ -609,24 +608,24 @@ class Receiver:
 
     # ---- internal endpoint -----------------------------------------------------------
 
-    async def handle_metrics(self) -> InternalAnswer:
-        return InternalAnswer(200, generate_latest(), CONTENT_TYPE_LATEST)
+    async def handle_metrics(self) -> tuple[int, bytes]:
+        return 200, generate_latest()
 
-    async def handle_healthz(self) -> InternalAnswer:
-        return InternalAnswer(200, b'{"status":"ok"}')
+    async def handle_healthz(self) -> tuple[int, bytes]:
+        return 200, b'{"status":"ok"}'
 
-    async def handle_readyz(self) -> InternalAnswer:
+    async def handle_readyz(self) -> tuple[int, bytes]:
         ok, checks = await self.ready()
         body: dict[str, Any] = {"ready": ok, "checks": checks}
         if self.durability is not None:
             body["redis_durability"] = self.durability.as_json()
-        return InternalAnswer(200 if ok else 503, orjson.dumps(body))
+        return 200 if ok else 503, orjson.dumps(body)
 
     def ping_sources(self) -> list[str]:
         sources = [s.name for s in self.secret_sets]
         return [*sources, DYNAMIC_SOURCE] if self.config.dynamic.enabled else sources
 
-    async def handle_pings(self) -> InternalAnswer:
+    async def handle_pings(self) -> tuple[int, bytes]:
         if self.shared_pings is None:
             pings = {name: record.as_json() for name, record in self.pings.items()}
         else:
@@ -636,16 +635,16 @@ class Receiver:
                 pings = await self.shared_pings.read(self.ping_sources())
             except _redis_failed(SharedPingError) as error:
                 log(40, "shared ping records unreadable", error=type(error).__name__)
-                return InternalAnswer(503, _PINGS_UNAVAILABLE)
-        return InternalAnswer(200, orjson.dumps({"pings": pings}))
+                return 503, _PINGS_UNAVAILABLE
+        return 200, orjson.dumps({"pings": pings})
 
 
-def internal_routes(receiver: Receiver) -> dict[str, Handler]:
+def internal_routes(receiver: Receiver) -> dict[str, tuple[Endpoint, str]]:
     return {
-        "/metrics": receiver.handle_metrics,
-        "/healthz": receiver.handle_healthz,
-        "/readyz": receiver.handle_readyz,
-        PINGS_PATH: receiver.handle_pings,
+        "/metrics": (receiver.handle_metrics, CONTENT_TYPE_LATEST),
+        "/healthz": (receiver.handle_healthz, JSON),
+        "/readyz": (receiver.handle_readyz, JSON),
+        PINGS_PATH: (receiver.handle_pings, JSON),
     }
 
 

@@ -18,14 +18,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gemini_webhook_receiver.public import (
-    MAX_HEAD_BYTES,
-    MAX_PIPELINED,
-    PublicServer,
-    host_is_acceptable,
-    target_path,
-    valid_host,
-)
+from gemini_webhook_receiver.http1 import MAX_PIPELINED
+from gemini_webhook_receiver.http1_messages import host_is_acceptable, target_path, valid_host
+from gemini_webhook_receiver.public import MAX_HEAD_BYTES, PublicServer
 
 from .conftest import (
     Client,
