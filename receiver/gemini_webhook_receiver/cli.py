@@ -97,8 +97,8 @@ async def _serve(config: ReceiverConfig, drain_seconds: float) -> int:
 async def _replay(
     config: ReceiverConfig, ids: list[str] | None, since: float | None, output: str
 ) -> int:
-    from .queue import Stream
     from .redis_connection import open_client
+    from .redis_stream import Stream
 
     if config.redis is None:
         print(

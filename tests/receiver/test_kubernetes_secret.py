@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from gemini_webhook_receiver import app as receiver_app
+from gemini_webhook_receiver import receiver as receiver_module
 from gemini_webhook_receiver import secret_sources
 from gemini_webhooks.contracts import signing_secret as fmt
 
@@ -154,7 +154,7 @@ async def test_watch_cut_with_expired_history_and_a_failed_list_still_sees_the_r
 def short_watches(monkeypatch: pytest.MonkeyPatch) -> None:
     """The receiver's Secret watches end after 1 s (the server's `timeoutSeconds`)."""
     monkeypatch.setattr(
-        receiver_app,
+        receiver_module,
         "KubernetesSecretSource",
         functools.partial(secret_sources.KubernetesSecretSource, watch_timeout_seconds=1),
     )
