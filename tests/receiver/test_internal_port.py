@@ -140,3 +140,30 @@ async def test_an_idle_keep_alive_connection_is_closed(
 ) -> None:
     monkeypatch.setattr(client.running.internal_connections, "idle_timeout", 0.2)
     await _closed_after(client, _get("/healthz"), b'{"status":"ok"}')
+
+
+async def test_an_http_1_1_request_without_host_is_400_and_closes(client: Client) -> None:
+    answers = await _exchange(client, b"GET /healthz HTTP/1.1\r\n\r\n" + _get("/healthz"), 2)
+    assert len(answers) == 1 and answers[0].startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+async def test_expect_100_continue_is_answered_before_the_body(client: Client) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.running.internal_port)
+    try:
+        writer.write(_get("/healthz", "Content-Length: 2", "Expect: 100-continue"))
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"{}")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        writer.close()
+
+
+async def test_a_body_that_stops_coming_is_408(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client.running.internal_connections, "read_timeout", 0.2)
+    raw = _get("/healthz", "Content-Length: 10") + b"{}"
+    [answer] = await _exchange(client, raw)
+    assert answer.startswith(b"HTTP/1.1 408 ")
