@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from . import reasons
-from .http1_messages import JSON, PHRASES, Answer, Request, host_is_acceptable
+from .http1_messages import JSON_HEADERS, PHRASES, Answer, Request, host_is_acceptable
 from .reasons import Rejection
 from .writes import WriteBatch
 
@@ -31,6 +31,15 @@ _EXPECTATION_FAILED = Answer(417, b'{"error":"expectation_failed","message":"unk
 
 
 class Connection(asyncio.Protocol):
+    # Slots: CPython 3.11 specializes attribute access on an instance dict of at most 30
+    # keys only (callgrind: +6% instructions per request with 32 attributes in a dict).
+    __slots__ = (
+        "batch body body_size busy closed continue_owed deadline discarded done evictable"
+        " framing_bytes head_bytes head_size head_sooner in_head kept_alive loop owing parser"
+        " pending queue_full reading request route server timer transport valid_host wake"
+        " wanted worker writes_blocked"
+    ).split()
+
     def __init__(
         self, server: Http1Server, loop: asyncio.AbstractEventLoop, batch: WriteBatch
     ) -> None:
@@ -100,7 +109,7 @@ class Connection(asyncio.Protocol):
             # there to bound.
             self.done = True
             answer = server.refusal(reasons.TOO_MANY_CONNECTIONS, None)
-            self._write(answer.status, answer.body, False, answer.content_type)
+            self._write(answer.status, answer.body, False, answer.headers)
             transport.close()
             return
         server.connections.add(self)
@@ -303,20 +312,18 @@ class Connection(asyncio.Protocol):
                         self._continue(bool(pending))
                         continue
                     routed = self.route(request)
-                    keep_alive = request.keep_alive and not self.server.closing
                     if isinstance(routed, Answer):
                         if routed.close:
                             self._close_with(routed)
                             return
-                        status, body, extra, head_only, _, content_type = routed
+                        status, body, headers, head_only, _ = routed
                     else:
-                        handler, content_type, head_only = routed
-                        extra = b""
+                        handler, headers, head_only = routed
                         status, body = await handler(request.headers, request.body)
                         if self.closed:
                             return
-                        keep_alive = keep_alive and not self.server.closing
-                    self._write(status, body, keep_alive, content_type, extra, head_only)
+                    keep_alive = request.keep_alive and not self.server.closing
+                    self._write(status, body, keep_alive, headers, head_only)
                     if not keep_alive:
                         self.abort()  # after the buffered answer is written
                         return
@@ -360,26 +367,20 @@ class Connection(asyncio.Protocol):
         status: int,
         body: bytes,
         keep_alive: bool,
-        content_type: bytes = JSON,
-        extra: bytes = b"",
+        headers: bytes = JSON_HEADERS,
         head_only: bool = False,
     ) -> None:
         """Answer: batched with the loop pass's other writes (`writes.py`) when the
         connection stays open; written at once, after what is queued, when it closes."""
         assert self.transport is not None
-        answer = (
-            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
-            b"date: %s\r\n%s%s\r\n%s"
-            % (
-                status,
-                PHRASES.get(status, b""),
-                content_type,
-                len(body),
-                self.server.date.now(),
-                extra,
-                b"" if keep_alive else b"connection: close\r\n",
-                b"" if head_only else body,
-            )
+        answer = b"HTTP/1.1 %d %s\r\n%scontent-length: %d\r\ndate: %s\r\n%s\r\n%s" % (
+            status,
+            PHRASES.get(status, b""),
+            headers,
+            len(body),
+            self.server.date.now(),
+            b"" if keep_alive else b"connection: close\r\n",
+            b"" if head_only else body,
         )
         if keep_alive:
             self.batch.write(self.transport, answer)
@@ -411,8 +412,8 @@ class Connection(asyncio.Protocol):
         """
         self.done = True
         self._disarm()
-        status, body, extra, head_only, _, content_type = answer
-        self._write(status, body, False, content_type, extra, head_only)
+        status, body, headers, head_only, _ = answer
+        self._write(status, body, False, headers, head_only)
         assert self.transport is not None
         if self.owing:
             self.owing = False

@@ -93,12 +93,22 @@ class HttpDate:
 Handler = Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
 
 
-class Route(NamedTuple):
-    """Where a request goes: the handler that answers it, and how its answer is sent."""
+def header_lines(content_type: bytes, extra: bytes = b"") -> bytes:
+    """An answer's `content-type` and `extra` header lines (each ending in CRLF), joined
+    once where the answer is defined rather than on every request."""
+    return b"content-type: %s\r\n%s" % (content_type, extra)
 
-    handler: Handler
-    content_type: bytes = JSON
-    head_only: bool = False  # an answer to HEAD: the headers of the body it does not carry
+
+JSON_HEADERS = header_lines(JSON)
+
+# Where a request goes: the handler that answers it, its answer's header lines, and
+# whether it answers HEAD (the headers of a body it does not carry). A plain tuple, not a
+# NamedTuple: unpacking a tuple subclass goes through an iterator, on every request.
+Route = tuple[Handler, bytes, bool]
+
+
+def route_to(handler: Handler, content_type: bytes = JSON, head_only: bool = False) -> Route:
+    return (handler, header_lines(content_type), head_only)
 
 
 class Answer(NamedTuple):
@@ -108,10 +118,9 @@ class Answer(NamedTuple):
 
     status: int
     body: bytes = b""
-    extra: bytes = b""  # more header lines, each ending in CRLF
+    headers: bytes = JSON_HEADERS  # `header_lines`
     head_only: bool = False
     close: bool = True  # the connection ends with it
-    content_type: bytes = JSON
 
 
 def wanted_headers(names: Iterable[str]) -> dict[bytes, str]:

@@ -21,7 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-from .http1_messages import PHRASES, Answer, Handler, Request, Route, target_path, wanted_headers
+from .http1_messages import (
+    PHRASES,
+    Answer,
+    Handler,
+    Request,
+    Route,
+    header_lines,
+    route_to,
+    target_path,
+    wanted_headers,
+)
 from .http1_server import Http1Server
 from .logs import log
 from .reasons import Rejection
@@ -40,7 +50,7 @@ Endpoint = Callable[[], Awaitable[tuple[int, bytes]]]
 
 def _text(status: int, close: bool = False, extra: bytes = b"") -> Answer:
     body = b"%d: %s" % (status, PHRASES[status])
-    return Answer(status, body, extra, close=close, content_type=TEXT)
+    return Answer(status, body, header_lines(TEXT, extra), close=close)
 
 
 _BAD_TARGET = _text(400)
@@ -75,8 +85,9 @@ class InternalServer(Http1Server):
         self.routes: dict[bytes, tuple[Route, Route]] = {}
         for path, (endpoint, content_type) in routes.items():
             handler = _guarded(path, endpoint)
-            get = Route(handler, content_type.encode())
-            self.routes[path.encode()] = (get, get._replace(head_only=True))
+            get = route_to(handler, content_type.encode())
+            head = route_to(handler, content_type.encode(), head_only=True)
+            self.routes[path.encode()] = (get, head)
 
     def route(self, request: Request) -> Route | Answer:
         path = target_path(request.target)

@@ -27,7 +27,17 @@ import orjson
 from gemini_webhooks.contracts.delivery import HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP
 
 from . import metrics
-from .http1_messages import Answer, Handler, Request, Route, target_path, wanted_headers
+from .http1_messages import (
+    JSON,
+    Answer,
+    Handler,
+    Request,
+    Route,
+    header_lines,
+    route_to,
+    target_path,
+    wanted_headers,
+)
 from .http1_server import Http1Server
 from .reasons import Rejection
 
@@ -41,9 +51,10 @@ RejectionHandler = Callable[[Rejection, str | None], bytes]
 _WANTED = wanted_headers((HEADER_ID, HEADER_TIMESTAMP, HEADER_SIGNATURE, "content-type"))
 _NOT_FOUND = Answer(404, orjson.dumps({"error": "not_found", "message": "no such path"}))
 _NOT_ALLOWED_BODY = orjson.dumps({"error": "method_not_allowed", "message": "only POST"})
-_NOT_ALLOWED = Answer(405, _NOT_ALLOWED_BODY, b"allow: POST\r\n")
+_NOT_ALLOWED_HEADERS = header_lines(JSON, b"allow: POST\r\n")
+_NOT_ALLOWED = Answer(405, _NOT_ALLOWED_BODY, _NOT_ALLOWED_HEADERS)
 # An answer to HEAD carries the headers of the body it does not have.
-_NOT_ALLOWED_TO_HEAD = Answer(405, _NOT_ALLOWED_BODY, b"allow: POST\r\n", head_only=True)
+_NOT_ALLOWED_TO_HEAD = Answer(405, _NOT_ALLOWED_BODY, _NOT_ALLOWED_HEADERS, head_only=True)
 
 
 class PublicServer(Http1Server):
@@ -68,7 +79,7 @@ class PublicServer(Http1Server):
         )
         self.path = path.encode()
         self.reject = reject
-        self.deliveries = Route(deliver)
+        self.deliveries = route_to(deliver)
         self.evicted = {
             state: metrics.connections_evicted.labels(state) for state in metrics.EVICTED_STATES
         }
