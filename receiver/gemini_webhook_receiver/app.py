@@ -17,12 +17,10 @@ from gemini_webhooks.tracing import tracer_provider
 from .internal import JSON, Endpoint, InternalServer
 from .logs import log
 from .public import PublicServer
-from .receiver import PINGS_PATH, Receiver, RedisNotDurable
+from .receiver import PINGS_PATH, Receiver
 
 if TYPE_CHECKING:
     from .tracing import Tracing
-
-__all__ = ["Receiver", "RedisNotDurable", "Running", "serve"]
 
 
 def internal_routes(receiver: Receiver) -> dict[str, tuple[Endpoint, str]]:

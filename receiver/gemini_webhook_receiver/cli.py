@@ -68,8 +68,9 @@ async def _serve(config: ReceiverConfig, drain_seconds: float) -> int:
     from gemini_webhooks.contracts.egress_proxy import ProxySettingsError
     from gemini_webhooks.tracing import TracingConfigError
 
-    from .app import RedisNotDurable, serve
+    from .app import serve
     from .job_origin import JobKeyUnavailable
+    from .receiver import RedisNotDurable
 
     try:
         running = await serve(config, drain_seconds=drain_seconds)

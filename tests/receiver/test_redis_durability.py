@@ -17,7 +17,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from gemini_webhook_receiver.app import RedisNotDurable, serve
+from gemini_webhook_receiver.app import serve
+from gemini_webhook_receiver.receiver import RedisNotDurable
 from gemini_webhooks.contracts import receiver_config as rc
 from tests.fixtures.redis import (
     VOLATILE_ARGS,
