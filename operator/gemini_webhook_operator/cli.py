@@ -20,7 +20,7 @@ from gemini_webhook_operator.cluster_access import (
 from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaseTiming
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
-from gemini_webhook_operator.reconciler import DEFAULT_MAX_CONCURRENT_RECONCILES, StepHook
+from gemini_webhook_operator.reconcile_context import DEFAULT_MAX_CONCURRENT_RECONCILES, StepHook
 from gemini_webhook_operator.runtime import LeaderElection, RunConfig
 from gemini_webhook_operator.webhookservice import ServiceSettings, warm_up_sdk
 from gemini_webhooks import tracing

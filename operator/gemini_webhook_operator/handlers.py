@@ -21,15 +21,9 @@ from opentelemetry.trace import Status, StatusCode
 from gemini_webhook_operator import conditions, health, health_checker
 from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhook_operator.model import InvalidSpecError, WebhookSpec, parse
-from gemini_webhook_operator.reconciler import (
-    REASON_INVALID_SPEC,
-    REASON_KUBE_ERROR,
-    Claim,
-    Operator,
-    Outcome,
-    delete,
-    reconcile,
-)
+from gemini_webhook_operator.reconcile_context import Claim, Operator
+from gemini_webhook_operator.reconcile_report import REASON_INVALID_SPEC, REASON_KUBE_ERROR, Outcome
+from gemini_webhook_operator.reconciler import delete, reconcile
 from gemini_webhook_operator.rotation import ANNOTATION_LAST_HEAL
 from gemini_webhook_operator.signing_store import read_signing_secret
 from gemini_webhook_operator.webhookservice_errors import WebhookServiceError

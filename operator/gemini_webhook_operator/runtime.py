@@ -30,7 +30,7 @@ from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaderElector, Le
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
 from gemini_webhook_operator.receiver_names import selector_labels
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
-from gemini_webhook_operator.reconciler import (
+from gemini_webhook_operator.reconcile_context import (
     DEFAULT_MAX_CONCURRENT_RECONCILES,
     Clock,
     Operator,

@@ -578,7 +578,7 @@ def test_the_heal_rate_limit_is_passed_to_the_operator() -> None:
 
 
 def test_the_reconcile_concurrency_bound_is_passed_to_the_operator() -> None:
-    from gemini_webhook_operator.reconciler import DEFAULT_MAX_CONCURRENT_RECONCILES
+    from gemini_webhook_operator.reconcile_context import DEFAULT_MAX_CONCURRENT_RECONCILES
 
     default = f"--max-concurrent-reconciles={DEFAULT_MAX_CONCURRENT_RECONCILES}"
     assert default in _operator_args({})

@@ -409,7 +409,7 @@ def test_every_next_step_is_for_a_reason_the_operator_sets() -> None:
     import gemini_webhook_operator.health as health
     import gemini_webhook_operator.job_key as job_key
     import gemini_webhook_operator.receiver_exposure as exposure
-    import gemini_webhook_operator.reconciler as reconciler
+    import gemini_webhook_operator.reconcile_report as reconcile_report
     import gemini_webhook_operator.replica_state as replica_state
     import gemini_webhook_operator.rotation as rotation
     import gemini_webhook_operator.webhookservice_errors as webhookservice_errors
@@ -417,7 +417,14 @@ def test_every_next_step_is_for_a_reason_the_operator_sets() -> None:
 
     known = {
         value
-        for module in (health, job_key, exposure, reconciler, replica_state, webhookservice_errors)
+        for module in (
+            health,
+            job_key,
+            exposure,
+            reconcile_report,
+            replica_state,
+            webhookservice_errors,
+        )
         for key, value in vars(module).items()
         if key.startswith("REASON_") and isinstance(value, str)
     } | {rotation.SECRET_MISSING}

@@ -24,7 +24,7 @@ from gemini_webhook_operator import runtime
 from gemini_webhook_operator.cluster_access import ClusterAccess
 from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhook_operator.metrics import OperatorMetrics
-from gemini_webhook_operator.reconciler import Operator
+from gemini_webhook_operator.reconcile_context import Operator
 from gemini_webhook_operator.webhookservice import ServiceSettings
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import (

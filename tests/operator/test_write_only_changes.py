@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gemini_webhook_operator.conditions import status_changes
 from gemini_webhook_operator.handlers import predates_own_write
-from gemini_webhook_operator.reconciler import holds
+from gemini_webhook_operator.receiver_apply import holds
 
 
 def test_an_unchanged_status_writes_nothing() -> None:

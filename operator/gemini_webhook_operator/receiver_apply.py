@@ -1,0 +1,106 @@
+"""The receiver's objects in the cluster: expose its route first when Gemini must learn its
+URL, apply what differs from the rendering, prune what an earlier spec rendered."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
+from typing import Any
+
+from gemini_webhook_operator import receiver_exposure, receiver_resources
+from gemini_webhook_operator.kube import Kube, label_selector
+from gemini_webhook_operator.model import WebhookSpec
+from gemini_webhooks.contracts import label_selector as label_selectors
+from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
+
+RECEIVERS_SELECTOR = {
+    LABEL_MANAGED_BY: MANAGED_BY,
+    LABEL_COMPONENT: receiver_resources.COMPONENT_RECEIVER,
+}
+
+RECEIVER_KINDS = (
+    "Ingress",
+    "HTTPRoute",
+    "NetworkPolicy",
+    "PodDisruptionBudget",
+    "Deployment",
+    "Service",
+    "ConfigMap",
+    "RoleBinding",
+    "Role",
+    "ServiceAccount",
+)
+
+
+async def expose(
+    kube: Kube, objects: list[dict[str, Any]]
+) -> tuple[receiver_exposure.Admission, set[tuple[str, str]]]:
+    """Apply the receiver's route and read whether its controller has admitted it."""
+    route = next(o for o in objects if o["kind"] in receiver_exposure.ROUTE_KINDS)
+    stored = await kube.apply(route)
+    return (
+        receiver_exposure.admission(route["kind"], stored),
+        {(route["kind"], route["metadata"]["name"])},
+    )
+
+
+async def apply_receiver(
+    kube: Kube,
+    objects: list[dict[str, Any]],
+    spec: WebhookSpec,
+    status: Mapping[str, Any],
+    wanted_status: dict[str, Any],
+    *,
+    skip: AbstractSet[tuple[str, str]] = frozenset(),
+    max_age: float = 0.0,
+) -> None:
+    """Apply `objects` (less `skip`), prune ours that they no longer hold; records the
+    rendering's fingerprint in `wanted_status`."""
+    wanted_status["receiverFingerprint"] = (
+        receiver_resources.fingerprint(objects) if objects else None
+    )
+    if not objects and not status.get("receiverFingerprint"):
+        return
+    # What exists, per kind: on a drift check from the listings of all receivers in the
+    # namespace that every resource shares (one list per kind per interval); otherwise afresh.
+    ours = receiver_resources.labels(spec.name)
+    shared = max_age > 0
+    selector = label_selector(RECEIVERS_SELECTOR if shared else ours)
+    is_ours = label_selectors.from_labels(ours)
+    live: dict[tuple[str, str], dict[str, Any]] = {}
+    for kind in RECEIVER_KINDS:
+        for existing in await kube.list(kind, spec.namespace, selector, max_age=max_age):
+            if is_ours.selects(existing):
+                live[(kind, existing["metadata"]["name"])] = existing
+    # Unchanged rendering and a live object that holds every field we render: no call.
+    unchanged = status.get("receiverFingerprint") == wanted_status["receiverFingerprint"]
+    for obj in objects:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key in skip or (unchanged and key in live and holds(live[key], _fields(obj))):
+            continue
+        await kube.apply(obj)
+    # Prune what an earlier spec rendered and this one does not (e.g. the PDB at 1 replica).
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for (kind, name), existing in live.items():
+        owners = existing["metadata"].get("ownerReferences") or []
+        if (kind, name) not in wanted and any(o.get("uid") == spec.uid for o in owners):
+            await kube.delete(kind, spec.namespace, name)
+
+
+def _fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """An object's fields less its type (the items of a list response carry none)."""
+    return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+
+
+def holds(live: Any, applied: Any) -> bool:
+    """Whether `live` has every field of `applied` as applied (fields the API server adds,
+    such as defaults and status, are not ours and are not compared)."""
+    if isinstance(applied, dict):
+        return isinstance(live, dict) and all(holds(live.get(k), v) for k, v in applied.items())
+    if isinstance(applied, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(applied)
+            and all(holds(a, b) for a, b in zip(live, applied, strict=True))
+        )
+    return bool(live == applied)
