@@ -330,7 +330,8 @@ async def _observe(run: _Run, prepared: _Prepared) -> RemoteWebhook | Outcome | 
         (str(recorded) if recorded else None, secrets.webhook_id if secrets else None),
         max_age,
     )
-    for duplicate in seen.duplicates_deleted:
+    for duplicate in seen.duplicates:  # keep one, delete the others (all ours)
+        await prepared.client.delete_one(duplicate)
         op.metrics.heals.labels(HEAL_DUPLICATE_DELETED).inc()
         outcome.event("Warning", "DuplicateDeleted", f"deleted duplicate webhook {duplicate}")
     remote = seen.remote

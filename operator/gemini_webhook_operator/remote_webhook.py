@@ -19,11 +19,12 @@ from gemini_webhook_operator.webhookservice_errors import NotFound, WebhookServi
 
 @dataclass(frozen=True)
 class Observation:
-    """The remote webhook found for a resource, and what finding it healed."""
+    """The remote webhook found for a resource, and how it was found."""
 
     remote: RemoteWebhook | None
     found_by_marker: bool = False  # not by a recorded ID: a crash lost the record
-    duplicates_deleted: tuple[str, ...] = field(default=())
+    # Others carrying our marker: several crashes before the ID was recorded (all ours).
+    duplicates: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,9 @@ class RemoteClient:
         if not mine:
             return Observation(None)
         # A crash between creating a webhook and recording it leaves it findable by our
-        # marker; more than one means several such crashes: keep one, delete the others.
+        # marker; more than one means several such crashes: the first is the one to keep.
         mine.sort(key=lambda w: w.id)
         keep, *extra = mine
-        for duplicate in extra:
-            await service.delete(duplicate.id)
         return Observation(keep, True, tuple(d.id for d in extra))
 
     async def create(self, spec: WebhookSpec, url: str) -> tuple[RemoteWebhook, str | None]:
@@ -91,10 +90,13 @@ class RemoteClient:
             self.service.invalidate()
             return None
 
+    async def delete_one(self, webhook_id: str) -> None:
+        await self.service.delete(webhook_id)
+
     async def delete(self, uid: str, known: str | None, max_age: float) -> None:
         """Delete the `known` webhook and every one carrying this resource's marker."""
         ids = {known} if known else set()
         mine = await self.service.find_by_marker(lambda w: marker_uid(w.name) == uid, max_age)
         ids.update(w.id for w in mine)
         for webhook in sorted(i for i in ids if i):
-            await self.service.delete(webhook)
+            await self.delete_one(webhook)
