@@ -18,7 +18,12 @@ from typing import Any, cast
 import kopf
 from opentelemetry.trace import Status, StatusCode
 
-from gemini_webhook_operator import conditions, health, health_checker
+from gemini_webhook_operator import conditions, health, health_checker, kopf_state
+from gemini_webhook_operator.kopf_state import (
+    HANDLER_FINALIZE,
+    HANDLER_RECONCILE,
+    LEGACY_KOPF_ANNOTATIONS,
+)
 from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhook_operator.model import InvalidSpecError, WebhookSpec, parse
 from gemini_webhook_operator.reconcile_context import Claim, Operator
@@ -47,41 +52,14 @@ class _HealthMemos:
     by_uid: dict[str, health.HealthMemo] = field(default_factory=dict)
 
 
-# The ids of the handlers that keep progress (kopf's changing handlers).
-HANDLER_RECONCILE = "reconcile"
-HANDLER_FINALIZE = "finalize"
-
-# What kopf kept under our prefix before it had its own (operator versions up to 2026-12-07):
-# its last-handled configuration, the brand that made it drop every annotation under our
-# prefix from its compared essence, its dummy touch and its handlers' progress. The first
-# reconciliation after an upgrade removes them (in the patch of the annotations it answered).
-LEGACY_KOPF_ANNOTATIONS = frozenset(
-    f"{API_GROUP}/{key}"
-    for key in (
-        crd.KOPF_DIFFBASE_KEY,
-        "kopf-managed",
-        "touch-dummy",
-        HANDLER_RECONCILE,
-        HANDLER_FINALIZE,
-    )
-)
-
-
 def configure(settings: kopf.OperatorSettings) -> None:
-    """Our kopf settings: state in annotations (the CRD's structural schema prunes unknown
-    status fields) under kopf's own prefix, so that our request annotations are changes and
-    the operator's own bookkeeping annotation (the last heal's time) is not; our finalizer
+    """Our kopf settings: its state as `kopf_state` keeps it (the diff base in memory, so
+    that a change costs no write of kopf's own; our request annotations are changes, the
+    operator's own bookkeeping annotation, the last heal's time, is not); our finalizer
     name; no Kubernetes Event per kopf log line (a retry loop would post one per attempt):
     the reconciler posts its own, deduplicated — under our name (`From:` in `kubectl
     describe`, the Events' `reportingComponent` and `source.component`), not kopf's."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=crd.KOPF_STATE_PREFIX
-    )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=crd.KOPF_STATE_PREFIX,
-        key=crd.KOPF_DIFFBASE_KEY,
-        ignored_fields=[("metadata", "annotations", ANNOTATION_LAST_HEAL)],
-    )
+    kopf_state.configure_storages(settings, ignored=[ANNOTATION_LAST_HEAL])
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.CRITICAL
     settings.posting.reporting_component = MANAGED_BY

@@ -271,6 +271,49 @@ class RunningOperator:
             await self.task
 
 
+def changes_reconciled(running: RunningOperator) -> float:
+    """Reconciliations of a change (create, update, resume) the operator has finished, its
+    writes made: what kopf's last-handled annotation told before kopf's diff base moved to
+    the operator's memory."""
+    return sum(
+        sample.value
+        for metric in running.metrics.reconciles.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["handler"] == "change"
+    )
+
+
+async def changes_reconciled_past(
+    running: RunningOperator, count: float, *, timeout: float = 15.0
+) -> float:
+    """Wait until more than `count` changes have been reconciled; the number then."""
+    deadline = time.monotonic() + timeout
+    while (now := changes_reconciled(running)) <= count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no more than {count} changes reconciled in {timeout} s")
+        await asyncio.sleep(0.05)
+    return now
+
+
+async def patch_reconciled(
+    gemini: Cluster,
+    running: RunningOperator,
+    name: str,
+    patch: dict[str, Any],
+    *,
+    timeout: float = 15.0,
+) -> dict[str, Any]:
+    """Patch `name`, wait until the operator has reconciled a change since, and return the
+    resource as it is then. Only while no other change of it is being reconciled (after its
+    creation was counted, say), or that one could be taken for this one."""
+    before = changes_reconciled(running)
+    await gemini.patch(name, patch)
+    await changes_reconciled_past(running, before, timeout=timeout)
+    obj = await gemini.get(name)
+    assert obj is not None, f"{name} is gone"
+    return obj
+
+
 @contextlib.asynccontextmanager
 async def operator_running(
     kube: Any,

@@ -1,9 +1,10 @@
-"""An upgrade from the operator version that kept kopf's state under our own prefix
-(`gemini.webhooks.dev/last-handled-configuration`, branded `gemini.webhooks.dev/kopf-managed`)
-to the one that keeps it under kopf's (`kopf.gemini.webhooks.dev/`): kopf finds no state of
-its own and takes the resource as new, so it is reconciled once — the same webhook, the same
-signing Secret, no rotation — and the old annotations go, in one patch. Then a request
-annotation acts at once again (the old brand made kopf leave all of ours out of the diff)."""
+"""An upgrade from the operator versions that kept kopf's state on the object — under our own
+prefix (`gemini.webhooks.dev/last-handled-configuration`, branded
+`gemini.webhooks.dev/kopf-managed`), then under kopf's (`kopf.gemini.webhooks.dev/...`) — to
+the one that keeps kopf's diff base in memory: kopf has no state for the resource and takes
+it as new, so it is reconciled once — the same webhook, the same signing Secret, no rotation
+— and the old annotations go, in one patch, and kopf writes none. Then a request annotation
+acts at once again (the old brand made kopf leave all of ours out of the diff)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from gemini_webhook_operator.handlers import LEGACY_KOPF_ANNOTATIONS
 from gemini_webhooks.contracts import crd
 from tests.operator.harness import Cluster, is_ready, operator_running, resource
 
-HANDLED = f"{crd.KOPF_STATE_PREFIX}/{crd.KOPF_DIFFBASE_KEY}"
+KOPF_PREFIX_HANDLED = f"{crd.KOPF_STATE_PREFIX}/{crd.KOPF_DIFFBASE_KEY}"
 LEGACY_HANDLED = f"{crd.API_GROUP}/{crd.KOPF_DIFFBASE_KEY}"
 # What the previous version kept beside it: its brand, and a handler's retry in progress.
 LEGACY_MORE = {
@@ -45,11 +46,14 @@ async def test_a_resource_the_previous_version_handled_is_reconciled_once_and_cl
     client = emulator.client()
     async with operator_running(kube, drift_interval=3600.0):
         await gemini.apply(resource(NAME, emulator.endpoint().url, emulator.base_url))
-        ready = await gemini.wait_for(NAME, lambda o: is_ready(o) and HANDLED in _annotations(o))
-    # The resource as the previous version left it.
-    legacy = {LEGACY_HANDLED: _annotations(ready)[HANDLED]} | LEGACY_MORE
+        ready = await gemini.wait_for(NAME, is_ready)
+    # kopf's state is nowhere on the object; then the resource as the previous versions
+    # left it (their last-handled configuration: the essence of the resource, as JSON).
+    assert not {a for a in _annotations(ready) if a.startswith(f"{crd.KOPF_STATE_PREFIX}/")}
+    essence = json.dumps({"spec": ready["spec"]}, separators=(",", ":"))
+    legacy = {LEGACY_HANDLED: essence, KOPF_PREFIX_HANDLED: essence} | LEGACY_MORE
     assert set(legacy) <= LEGACY_KOPF_ANNOTATIONS
-    await gemini.patch(NAME, {"metadata": {"annotations": {HANDLED: None} | legacy}})
+    await gemini.patch(NAME, {"metadata": {"annotations": legacy}})
     before = await gemini.get(NAME)
     held = await gemini.signing_secrets(NAME)
     assert before is not None and held is not None
@@ -57,16 +61,14 @@ async def test_a_resource_the_previous_version_handled_is_reconciled_once_and_cl
 
     async with operator_running(kube, drift_interval=3600.0) as running:
         after = await gemini.wait_for(
-            NAME,
-            lambda o: HANDLED in _annotations(o) and not set(legacy) & set(_annotations(o)),
-            timeout=30,
+            NAME, lambda o: not set(legacy) & set(_annotations(o)), timeout=30
         )
         await asyncio.sleep(1.0)  # room for a second reconciliation, which must not come
         changes = running.metrics.reconciles.labels("change", "success", "ReconcileSuccess")
         assert changes._value.get() == 1
         if kube.is_sandbox:  # kube-apiserver's counters are shared with the other tests
-            # Ours (the old annotations, all at once) and kopf's (its state, now under its prefix).
-            assert _object_patches(kube) - patches == 2
+            # Ours (the old annotations, all at once); kopf's state is in memory now.
+            assert _object_patches(kube) - patches == 1
         assert after["status"]["webhookId"] == before["status"]["webhookId"]
         assert after["status"].get("lastRotationTime") == before["status"].get("lastRotationTime")
         assert [w.id for w in client.webhooks.list().webhooks] == [before["status"]["webhookId"]]

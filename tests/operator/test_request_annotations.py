@@ -90,7 +90,8 @@ def test_a_ping_answer_names_each_verifier_by_fingerprint_only() -> None:
 def test_our_request_annotations_are_in_kopfs_compared_essence_and_its_state_is_not() -> None:
     """kopf leaves every annotation under its storage prefix out of the essence it compares:
     under a prefix of its own, ours are changes (setting one runs the update handler at
-    once), the operator's own bookkeeping (the last heal's time) and kopf's state are not."""
+    once), the operator's own bookkeeping (the last heal's time) and kopf's state are not.
+    The essence stays in memory: storing it adds nothing to kopf's patch of the object."""
     import kopf
 
     settings = kopf.OperatorSettings()
@@ -101,11 +102,34 @@ def test_our_request_annotations_are_in_kopfs_compared_essence_and_its_state_is_
         f"{crd.KOPF_STATE_PREFIX}/reconcile": '{"retries":1}',
     }
     body = kopf.Body(_body(requested | kopfs | {ANNOTATION_LAST_HEAL: "t"}))  # type: ignore[arg-type]
-    essence = settings.persistence.diffbase_storage.build(body=body)
+    storage = settings.persistence.diffbase_storage
+    essence = storage.build(body=body)
     cleared = settings.persistence.progress_storage.clear(essence=essence)
     assert cleared["metadata"]["annotations"] == requested
+    assert storage.fetch(body=body) is None  # never handled by this process: a creation
     patch = kopf.Patch()
-    settings.persistence.diffbase_storage.store(body=body, patch=patch, essence=cleared)
-    assert set(patch["metadata"]["annotations"]) == {
-        f"{crd.KOPF_STATE_PREFIX}/{crd.KOPF_DIFFBASE_KEY}"
-    }  # no `kopf-managed` brand beside it: kopf brands no prefix starting with `kopf.`
+    storage.store(body=body, patch=patch, essence=cleared)
+    assert not patch  # no write of kopf's own
+    assert storage.fetch(body=body) == cleared
+    cleared["metadata"]["annotations"].clear()  # what kopf does with it later changes nothing
+    assert storage.fetch(body=body)["metadata"]["annotations"] == requested  # type: ignore[index]
+
+
+def test_kopfs_essence_of_a_resource_being_deleted_is_dropped() -> None:
+    """A resource being deleted needs no diff base (kopf finalizes it by its deletion
+    timestamp): its essence is dropped, so deleted resources leave nothing in memory."""
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    storage = settings.persistence.diffbase_storage
+    live = _body({})
+    body = kopf.Body(live)  # type: ignore[arg-type]
+    storage.store(body=body, patch=kopf.Patch(), essence=storage.build(body=body))
+    assert len(storage) == 1  # type: ignore[arg-type]
+    deleting = kopf.Body(  # type: ignore[arg-type]
+        {**live, "metadata": {**live["metadata"], "deletionTimestamp": "2026-12-07T00:00:00Z"}}
+    )
+    assert storage.fetch(body=deleting) is None
+    storage.store(body=deleting, patch=kopf.Patch(), essence=storage.build(body=deleting))
+    assert len(storage) == 0  # type: ignore[arg-type]

@@ -10,11 +10,17 @@ from typing import Any
 import pytest
 import standardwebhooks
 
-from gemini_webhooks.contracts import crd
-from tests.operator.harness import Cluster, FakeClock, is_ready, operator_running, resource
+from tests.operator.harness import (
+    Cluster,
+    FakeClock,
+    changes_reconciled_past,
+    is_ready,
+    operator_running,
+    patch_reconciled,
+    resource,
+)
 
 TICK = "test.gemini.webhooks.dev/tick"
-HANDLED = f"{crd.KOPF_STATE_PREFIX}/{crd.KOPF_DIFFBASE_KEY}"
 
 
 def _verifies_with_some(held: Any, request: Any) -> bool:
@@ -47,19 +53,14 @@ async def test_weekly_rotation_for_30_days_with_grace_and_no_verification_gap(
         rotation={**policy, "revocation": "Grace"},
     )
     rotations: list[datetime] = []
-    async with operator_running(kube, clock=clock, drift_interval=3600):
+    async with operator_running(kube, clock=clock, drift_interval=3600) as running:
         await gemini.apply(body)
         await gemini.wait_for("weekly", is_ready)
+        await changes_reconciled_past(running, 0)  # its creation, counted
         for step in range(1, 61):  # 60 steps of 12 hours = 30 days
             clock.advance(timedelta(hours=12))
-            await gemini.patch("weekly", {"metadata": {"annotations": {TICK: str(step)}}})
-            obj = await gemini.wait_for(
-                "weekly",
-                lambda o, step=step: (
-                    f'"{TICK}":"{step}"'
-                    in (o["metadata"].get("annotations") or {}).get(HANDLED, "")
-                ),
-            )
+            tick = {"metadata": {"annotations": {TICK: str(step)}}}
+            obj = await patch_reconciled(gemini, running, "weekly", tick)
             last = datetime.fromisoformat(obj["status"]["lastRotationTime"].replace("Z", "+00:00"))
             if last > start and (not rotations or last != rotations[-1]):
                 rotations.append(last)
