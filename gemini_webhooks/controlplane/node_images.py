@@ -174,6 +174,13 @@ def kubernetes_source() -> Path:
     return Path(json.loads(result.stdout)["Dir"])
 
 
+def _compiler() -> str:
+    found = shutil.which("gcc")
+    if found is None:
+        raise build.BuildError("gcc is not installed: it compiles the pause container")
+    return found
+
+
 def _directory(name: str, key_parts: list[bytes]) -> Path:
     """Where an image's archive is cached: the key covers this module's own source too, so a
     change to the image writer rebuilds."""
