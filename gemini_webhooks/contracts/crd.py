@@ -92,7 +92,8 @@ CONDITIONS: dict[str, str] = {
 STATES = ("Enabled", "Disabled")
 REVOCATIONS = ("Grace", "Immediate")
 DELETION_POLICIES = ("Delete", "Orphan")
-REMOTE_STATES = ("enabled", "disabled", "disabled_due_to_failed_deliveries")
+REMOTE_DISABLED_BY_FAILURES = "disabled_due_to_failed_deliveries"
+REMOTE_STATES = ("enabled", "disabled", REMOTE_DISABLED_BY_FAILURES)
 
 DEFAULT_API_KEY_SECRET_KEY = "api-key"
 DEFAULT_SIGNING_SECRET_SUFFIX = "-signing-secret"

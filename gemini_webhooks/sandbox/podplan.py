@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from gemini_webhooks.contracts.receiver_config import DEFAULT_INTERNAL_PORT, DEFAULT_LISTEN_PORT
 from gemini_webhooks.sandbox import pod_inputs
 from gemini_webhooks.sandbox.pod_inputs import (
     JSON,
@@ -98,7 +99,8 @@ def _rewrite_receiver_config(
         return text, warnings
     document = mounts.rewrite_tree(document)
     by_container_port = {p.container_port: p.host_port for p in ports}
-    for section, default_port in (("listen", 8080), ("internal", 9090)):
+    defaults = (("listen", DEFAULT_LISTEN_PORT), ("internal", DEFAULT_INTERNAL_PORT))
+    for section, default_port in defaults:
         settings = dict(document.get(section) or {})
         container_port = int(settings.get("port", default_port))
         host_port = by_container_port.get(container_port)
