@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import struct
+from typing import Any
 
 import pytest
 
@@ -112,7 +113,7 @@ SCHEMA = {
 
 
 def test_schema_defaults_nest() -> None:
-    obj = {"spec": {}}
+    obj: dict[str, Any] = {"spec": {}}
     schema.apply_defaults(obj, SCHEMA)
     assert obj == {"spec": {"d": {"x": 7}}}
 
