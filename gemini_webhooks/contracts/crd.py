@@ -15,6 +15,7 @@ import copy
 from typing import Any
 
 from gemini_webhooks.contracts.events import SUBSCRIBABLE_EVENT_TYPES
+from gemini_webhooks.contracts.openapi_schema import boolean, obj, string
 from gemini_webhooks.contracts.signing_secret import API_GROUP
 
 KIND = "GeminiWebhook"
@@ -91,7 +92,8 @@ CONDITIONS: dict[str, str] = {
 STATES = ("Enabled", "Disabled")
 REVOCATIONS = ("Grace", "Immediate")
 DELETION_POLICIES = ("Delete", "Orphan")
-REMOTE_STATES = ("enabled", "disabled", "disabled_due_to_failed_deliveries")
+REMOTE_DISABLED_BY_FAILURES = "disabled_due_to_failed_deliveries"
+REMOTE_STATES = ("enabled", "disabled", REMOTE_DISABLED_BY_FAILURES)
 
 DEFAULT_API_KEY_SECRET_KEY = "api-key"
 DEFAULT_SIGNING_SECRET_SUFFIX = "-signing-secret"
@@ -107,33 +109,8 @@ URL_PATTERN = r"^https?://[^\s/?#]+([/?#]\S*)?$"
 WEBHOOK_ID_PATTERN = r"^[-_.a-zA-Z0-9]+$"
 
 
-def _string(description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "string", "description": description, **extra}
-
-
-def _bool(description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "boolean", "description": description, **extra}
-
-
-def _object(
-    description: str,
-    properties: dict[str, Any],
-    required: tuple[str, ...] = (),
-    **extra: Any,
-) -> dict[str, Any]:
-    schema: dict[str, Any] = {
-        "type": "object",
-        "description": description,
-        "properties": properties,
-    }
-    if required:
-        schema["required"] = list(required)
-    schema.update(extra)
-    return schema
-
-
 def _timestamp(description: str) -> dict[str, Any]:
-    return _string(description, format="date-time")
+    return string(description, format="date-time")
 
 
 def receiver_schema() -> dict[str, Any]:
@@ -148,17 +125,17 @@ def receiver_schema() -> dict[str, Any]:
 
 
 def spec_schema() -> dict[str, Any]:
-    return _object(
+    return obj(
         "The desired webhook: where Gemini delivers which events, the API key to manage it "
         "with, where its signing secrets are kept and how they rotate.",
         {
-            "displayName": _string(
+            "displayName": string(
                 "Human-readable name of the remote webhook. The operator appends a marker "
                 "with this resource's UID so that it can always find its own webhook.",
                 minLength=1,
                 maxLength=200,
             ),
-            "url": _string(
+            "url": string(
                 "The URL Gemini delivers events to (`https://...`; `http://` only for local "
                 "emulators). When `receiver.enabled` is true and this is omitted, the "
                 "operator uses `https://<host><path>` of `receiver.expose`, or — only with an "
@@ -176,11 +153,11 @@ def spec_schema() -> dict[str, Any]:
                 "minItems": 1,
                 "maxItems": len(SUBSCRIBABLE_EVENT_TYPES),
                 "x-kubernetes-list-type": "set",
-                "items": _string(
+                "items": string(
                     "One subscribable event type.", enum=list(SUBSCRIBABLE_EVENT_TYPES)
                 ),
             },
-            "state": _string(
+            "state": string(
                 "Desired remote state. `Disabled` keeps the webhook (and its secrets) but "
                 "stops deliveries. A webhook Gemini disabled after failed deliveries is "
                 "reported, not re-enabled behind your back: set `Disabled` then `Enabled` "
@@ -188,17 +165,17 @@ def spec_schema() -> dict[str, Any]:
                 enum=list(STATES),
                 default="Enabled",
             ),
-            "apiKeySecretRef": _object(
+            "apiKeySecretRef": obj(
                 "The Secret (in this namespace) holding the Gemini API key used to manage "
                 "this webhook.",
                 {
-                    "name": _string(
+                    "name": string(
                         "Name of the Secret.",
                         minLength=1,
                         maxLength=253,
                         pattern=DNS_SUBDOMAIN_PATTERN,
                     ),
-                    "key": _string(
+                    "key": string(
                         "Key within the Secret's data.",
                         default=DEFAULT_API_KEY_SECRET_KEY,
                         minLength=1,
@@ -208,7 +185,7 @@ def spec_schema() -> dict[str, Any]:
                 },
                 required=("name",),
             ),
-            "signingSecretName": _string(
+            "signingSecretName": string(
                 "Name of the Secret the operator writes the signing secrets to (format: "
                 "docs/operator.md). Defaults to `<metadata.name>-signing-secret`. Must not be "
                 "an existing Secret that this resource does not own.",
@@ -216,33 +193,33 @@ def spec_schema() -> dict[str, Any]:
                 maxLength=253,
                 pattern=DNS_SUBDOMAIN_PATTERN,
             ),
-            "rotation": _object(
+            "rotation": obj(
                 "When and how the signing secret rotates. Without `interval` or `schedule` "
                 "it rotates only when requested (annotation `" + ANNOTATION_ROTATE + "`) or "
                 "when the operator must regain a lost secret.",
                 {
-                    "interval": _string(
+                    "interval": string(
                         "Rotate this long after the last rotation, as hours/minutes/seconds "
                         "(`720h` = 30 days). Mutually exclusive with `schedule`.",
                         pattern=DURATION_PATTERN,
                         minLength=2,
                         maxLength=32,
                     ),
-                    "schedule": _string(
+                    "schedule": string(
                         "Rotate at the first time matching this 5-field cron expression "
                         "(UTC) after the last rotation, e.g. `0 3 1 * *`. Mutually exclusive "
                         "with `interval`.",
                         pattern=CRON_PATTERN,
                         maxLength=128,
                     ),
-                    "revocation": _string(
+                    "revocation": string(
                         "What happens to the previous secret: `Grace` keeps it valid for "
                         "24 hours (Gemini signs with both; consumers never miss a delivery), "
                         "`Immediate` revokes it at once.",
                         enum=list(REVOCATIONS),
                         default="Grace",
                     ),
-                    "paused": _bool(
+                    "paused": boolean(
                         "Suspend scheduled rotation. Lost secrets are still regained and an "
                         "explicit rotation request is still honoured.",
                         default=False,
@@ -250,31 +227,31 @@ def spec_schema() -> dict[str, Any]:
                 },
             )
             | {"not": {"required": ["interval", "schedule"]}},
-            "deletionPolicy": _string(
+            "deletionPolicy": string(
                 "What deleting this resource does to the remote webhook: `Delete` deletes it, "
                 "`Orphan` leaves it in place.",
                 enum=list(DELETION_POLICIES),
                 default="Delete",
             ),
-            "webhookId": _string(
+            "webhookId": string(
                 "Adopt the existing remote webhook with this ID instead of creating one. "
                 "The operator rotates its signing secret once to obtain a secret it holds.",
                 minLength=1,
                 maxLength=128,
                 pattern=WEBHOOK_ID_PATTERN,
             ),
-            "apiBaseUrl": _string(
+            "apiBaseUrl": string(
                 "Override the Gemini API base URL (for the local emulator or a proxy).",
                 maxLength=2048,
                 pattern=URL_PATTERN,
             ),
-            "healthCheck": _object(
+            "healthCheck": obj(
                 "End-to-end health: the operator pings the webhook periodically and after "
                 "every rotation, and reports whether the receiver verified the ping as the "
                 "`DeliveryVerified` condition.",
                 {
-                    "enabled": _bool("Run the periodic ping check.", default=False),
-                    "interval": _string(
+                    "enabled": boolean("Run the periodic ping check.", default=False),
+                    "interval": string(
                         "Time between pings, as hours/minutes/seconds.",
                         pattern=DURATION_PATTERN,
                         default="10m",
@@ -290,13 +267,13 @@ def spec_schema() -> dict[str, Any]:
 
 
 def _condition_schema() -> dict[str, Any]:
-    return _object(
+    return obj(
         "A condition, per the Kubernetes API conventions.",
         {
-            "type": _string("Condition type: " + ", ".join(CONDITIONS) + ".", maxLength=64),
-            "status": _string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
-            "reason": _string("Machine-readable CamelCase reason.", maxLength=128),
-            "message": _string("Human-readable details (never secret material).", maxLength=4096),
+            "type": string("Condition type: " + ", ".join(CONDITIONS) + ".", maxLength=64),
+            "status": string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+            "reason": string("Machine-readable CamelCase reason.", maxLength=128),
+            "message": string("Human-readable details (never secret material).", maxLength=4096),
             "lastTransitionTime": _timestamp("When the status last changed."),
             "observedGeneration": {
                 "type": "integer",
@@ -310,56 +287,56 @@ def _condition_schema() -> dict[str, Any]:
 
 
 def status_schema() -> dict[str, Any]:
-    return _object(
+    return obj(
         "The observed state, written by the operator.",
         {
-            "webhookId": _string("ID of the remote webhook this resource manages."),
-            "remoteState": _string(
+            "webhookId": string("ID of the remote webhook this resource manages."),
+            "remoteState": string(
                 "The remote webhook's state as last observed.", enum=list(REMOTE_STATES)
             ),
-            "url": _string(
+            "url": string(
                 "The URL the remote webhook delivers to (with `receiver.expose`: registered "
                 "once the route is admitted)."
             ),
-            "signingSecretName": _string("The Secret holding the signing secrets."),
+            "signingSecretName": string("The Secret holding the signing secrets."),
             "lastRotationTime": _timestamp(
                 "When the current signing secret was obtained (creation or rotation); the "
                 "next scheduled rotation is computed from it, so restarts never skip or "
                 "repeat one."
             ),
             "nextRotationTime": _timestamp("When the next scheduled rotation is due."),
-            "lastRotationReason": _string(
+            "lastRotationReason": string(
                 "Why the last rotation happened (e.g. DueByPolicy, SecretMissing)."
             ),
-            "lastSyncRequest": _string(
+            "lastSyncRequest": string(
                 "The last value of the annotation `" + ANNOTATION_SYNC_REQUESTED + "` the "
                 "operator reconciled for (`kubectl gemini sync` waits for it)."
             ),
-            "lastPing": _object(
+            "lastPing": obj(
                 "The answer to the last ping requested with the annotation `"
                 + ANNOTATION_PING_REQUESTED
                 + "` (`kubectl gemini ping`).",
                 {
-                    "request": _string("The annotation's value this answers."),
+                    "request": string("The annotation's value this answers."),
                     "sentAt": _timestamp("When Gemini was asked to send the ping."),
-                    "status": _string(
+                    "status": string(
                         "True: verified with the current signing secret; False: not "
                         "received, or verified only with a previous secret; Unknown: "
                         "could not tell, or no ping could be sent.",
                         enum=["True", "False", "Unknown"],
                     ),
-                    "reason": _string("As DeliveryVerified's reasons."),
-                    "message": _string("What happened, in a sentence."),
+                    "reason": string("As DeliveryVerified's reasons."),
+                    "message": string("What happened, in a sentence."),
                     "verifiedBy": {
                         "type": "array",
                         "description": "The receiver Pods (or, where Pods cannot be "
                         "listed, the internal Service) that verified this ping.",
-                        "items": _object(
+                        "items": obj(
                             "One receiver that verified the ping.",
                             {
-                                "name": _string("The Pod (or Service) asked."),
+                                "name": string("The Pod (or Service) asked."),
                                 "receivedAt": _timestamp("When it verified the ping."),
-                                "secretFingerprint": _string(
+                                "secretFingerprint": string(
                                     "The truncated signing secret that verified it "
                                     "(never the secret)."
                                 ),
@@ -368,7 +345,7 @@ def status_schema() -> dict[str, Any]:
                     },
                 },
             ),
-            "receiverFingerprint": _string(
+            "receiverFingerprint": string(
                 "Digest of the receiver objects last applied (empty: no receiver deployed)."
             ),
             "observedGeneration": {
@@ -461,15 +438,15 @@ def crd() -> dict[str, Any]:
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": printer_columns(),
                     "schema": {
-                        "openAPIV3Schema": _object(
+                        "openAPIV3Schema": obj(
                             "A Gemini API webhook managed declaratively: the operator creates "
                             "it through the WebhookService, keeps it as specified, stores its "
                             "signing secrets in a Secret and rotates them.",
                             {
-                                "apiVersion": _string(
+                                "apiVersion": string(
                                     "APIVersion defines the versioned schema of this object."
                                 ),
-                                "kind": _string("Kind is the type of this object."),
+                                "kind": string("Kind is the type of this object."),
                                 # kube-apiserver refuses anything but `type` (and name or
                                 # generateName rules) under a CRD's root `metadata`.
                                 "metadata": {"type": "object"},

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from gemini_webhooks.contracts.crd import DURATION_PATTERN
 from gemini_webhooks.contracts.delivery import (
     DEFAULT_TOLERANCE_SECONDS,
     GOOGLE_ISSUER,
@@ -31,9 +32,6 @@ from gemini_webhooks.contracts.delivery import (
 )
 from gemini_webhooks.contracts.receiver_config import SENTINEL_ADDRESS_PATTERN
 
-# Hours/minutes/seconds, as `contracts.crd` spells durations (same pattern; a test pins it).
-# Not imported from there: `crd` imports this module while it builds the schema.
-DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 DEFAULT_REPLICAS = 1

@@ -9,12 +9,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from gemini_webhooks.contracts.crd import DURATION_PATTERN
 from gemini_webhooks.contracts.crd_receiver import (
     DEFAULT_REPLICAS,
     DEFAULT_SERVICE_PORT,
     DEFAULT_TRACES_SAMPLER,
     DEFAULT_WAIT_TIMEOUT,
-    DURATION_PATTERN,
     HOST_PATTERN,
     MAX_REPLICAS,
     OTLP_ENDPOINT_PATTERN,
@@ -27,38 +27,8 @@ from gemini_webhooks.contracts.delivery import (
     GOOGLE_ISSUER,
     GOOGLE_JWKS_URI,
 )
+from gemini_webhooks.contracts.openapi_schema import array, boolean, integer, obj, string
 from gemini_webhooks.contracts.receiver_config import SENTINEL_ADDRESS_PATTERN
-
-
-def _str(description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "string", "description": description, **extra}
-
-
-def _int(description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "integer", "description": description, **extra}
-
-
-def _bool(description: str, default: bool) -> dict[str, Any]:
-    return {"type": "boolean", "description": description, "default": default}
-
-
-def _list(description: str, items: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"type": "array", "description": description, "items": items, **extra}
-
-
-def _obj(
-    description: str,
-    properties: dict[str, Any],
-    required: list[str] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "description": description}
-    schema["properties"] = properties
-    if required:
-        schema["required"] = required
-    schema.update(extra)
-    return schema
-
 
 _QUANTITY = {
     "anyOf": [{"type": "integer"}, {"type": "string"}],
@@ -70,23 +40,23 @@ _QUANTITY = {
     ),
 }
 
-_TARGET = _obj(
+_TARGET = obj(
     "Where an event goes: exactly one of `service` or `url`.",
     {
-        "service": _obj(
+        "service": obj(
             "A Service in the cluster.",
             {
-                "name": _str("Service name.", minLength=1),
-                "namespace": _str(
+                "name": string("Service name.", minLength=1),
+                "namespace": string(
                     "Service namespace; defaults to the GeminiWebhook's namespace.", minLength=1
                 ),
-                "port": _int("Service port.", minimum=1, maximum=65535),
-                "path": _str("Path on the Service.", default="/", pattern="^/"),
+                "port": integer("Service port.", minimum=1, maximum=65535),
+                "path": string("Path on the Service.", default="/", pattern="^/"),
             },
             required=["name", "port"],
         ),
-        "url": _str("An http(s) URL.", pattern="^https?://"),
-        "format": _str(
+        "url": string("An http(s) URL.", pattern="^https?://"),
+        "format": string(
             "`envelope`: the envelope JSON as received; `cloudevents`: a CloudEvent in binary "
             "mode (ce-* headers, data as body).",
             enum=["envelope", "cloudevents"],
@@ -96,52 +66,52 @@ _TARGET = _obj(
     oneOf=[{"required": ["service"]}, {"required": ["url"]}],
 )
 
-_TARGETS = _list("Every target receives the event.", _TARGET, minItems=1)
+_TARGETS = array("Every target receives the event.", _TARGET, minItems=1)
 
 _MATCH_LABELS = {
     "type": "object",
     "description": "Labels the selected objects carry (all of them).",
     "additionalProperties": {"type": "string"},
 }
-_LABEL_SELECTOR = _obj("A label selector (matchLabels).", {"matchLabels": _MATCH_LABELS})
+_LABEL_SELECTOR = obj("A label selector (matchLabels).", {"matchLabels": _MATCH_LABELS})
 
-_EXPOSE_SCHEMA = _obj(
+_EXPOSE_SCHEMA = obj(
     "Make the receiver reachable from the internet: the operator creates and owns an Ingress "
     "or a Gateway API HTTPRoute, derives the webhook's URL as `https://<host><path>` and "
     "registers it with Gemini once the route is admitted. Exactly one of `ingress` or "
     "`httpRoute`.",
     {
-        "ingress": _obj(
+        "ingress": obj(
             "An Ingress (networking.k8s.io/v1) in front of the receiver's Service.",
             {
-                "ingressClassName": _str("IngressClass of the ingress controller to use."),
-                "host": _str(
+                "ingressClassName": string("IngressClass of the ingress controller to use."),
+                "host": string(
                     "Public DNS name, e.g. `hooks.example.com`.",
                     pattern=HOST_PATTERN,
                     maxLength=253,
                 ),
-                "path": _str(
+                "path": string(
                     "Path Gemini delivers to (matched exactly).",
                     default="/",
                     pattern=PATH_PATTERN,
                     maxLength=1024,
                 ),
-                "tls": _obj(
+                "tls": obj(
                     "The certificate for `host`: exactly one of `secretName` (a TLS Secret "
                     "you provide) or `issuer` (cert-manager issues it into "
                     "`<name>-receiver-tls`).",
                     {
-                        "secretName": _str(
+                        "secretName": string(
                             "Existing `kubernetes.io/tls` Secret in this namespace.",
                             pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
                             maxLength=253,
                         ),
-                        "issuer": _obj(
+                        "issuer": obj(
                             "A cert-manager issuer (set as the Ingress annotation "
                             "`cert-manager.io/issuer` or `cert-manager.io/cluster-issuer`).",
                             {
-                                "name": _str("Issuer name.", minLength=1, maxLength=253),
-                                "kind": _str(
+                                "name": string("Issuer name.", minLength=1, maxLength=253),
+                                "kind": string(
                                     "Issuer kind.",
                                     enum=["Issuer", "ClusterIssuer"],
                                     default="ClusterIssuer",
@@ -161,22 +131,22 @@ _EXPOSE_SCHEMA = _obj(
             },
             required=["host", "tls"],
         ),
-        "httpRoute": _obj(
+        "httpRoute": obj(
             "A Gateway API HTTPRoute (gateway.networking.k8s.io/v1) attached to your Gateway; "
             "TLS is the Gateway listener's.",
             {
-                "parentRefs": _list(
+                "parentRefs": array(
                     "Gateways (listeners) the route attaches to.",
-                    _obj(
+                    obj(
                         "A Gateway.",
                         {
-                            "name": _str("Gateway name.", minLength=1, maxLength=253),
-                            "namespace": _str(
+                            "name": string("Gateway name.", minLength=1, maxLength=253),
+                            "namespace": string(
                                 "Gateway namespace; defaults to this namespace.",
                                 minLength=1,
                                 maxLength=63,
                             ),
-                            "sectionName": _str(
+                            "sectionName": string(
                                 "Listener name on the Gateway.", minLength=1, maxLength=253
                             ),
                         },
@@ -185,13 +155,13 @@ _EXPOSE_SCHEMA = _obj(
                     minItems=1,
                     maxItems=32,
                 ),
-                "hostnames": _list(
+                "hostnames": array(
                     "Public DNS names; the webhook's URL uses the first.",
                     {"type": "string", "pattern": HOST_PATTERN, "maxLength": 253},
                     minItems=1,
                     maxItems=16,
                 ),
-                "path": _str(
+                "path": string(
                     "Path Gemini delivers to (matched exactly).",
                     default="/",
                     pattern=PATH_PATTERN,
@@ -204,26 +174,26 @@ _EXPOSE_SCHEMA = _obj(
     oneOf=[{"required": ["ingress"]}, {"required": ["httpRoute"]}],
 )
 
-_NETWORK_POLICY_SCHEMA = _obj(
+_NETWORK_POLICY_SCHEMA = obj(
     "A NetworkPolicy for the receiver's pods (on by default): the public port only from "
     "`publicFrom`, the internal port only from the operator and Prometheus, egress only to "
     "the route targets, Redis, DNS, the Kubernetes API, the JWKS host and the OTLP endpoint.",
     {
-        "enabled": _bool("Render the NetworkPolicy.", True),
-        "publicFrom": _list(
+        "enabled": boolean("Render the NetworkPolicy.", default=True),
+        "publicFrom": array(
             "Who may reach the public port. Default: the ingress controller's namespace (an "
             "operator setting); with a NodePort or LoadBalancer Service and no `expose`: "
             "anyone.",
-            _obj(
+            obj(
                 "A NetworkPolicy peer.",
                 {
                     "namespaceSelector": _LABEL_SELECTOR,
                     "podSelector": _LABEL_SELECTOR,
-                    "ipBlock": _obj(
+                    "ipBlock": obj(
                         "An IP range.",
                         {
-                            "cidr": _str("CIDR, e.g. `10.0.0.0/8`.", minLength=1),
-                            "except": _list("CIDRs left out.", {"type": "string"}),
+                            "cidr": string("CIDR, e.g. `10.0.0.0/8`.", minLength=1),
+                            "except": array("CIDRs left out.", {"type": "string"}),
                         },
                         required=["cidr"],
                     ),
@@ -235,31 +205,31 @@ _NETWORK_POLICY_SCHEMA = _obj(
 )
 
 
-_TRACING_SCHEMA = _obj(
+_TRACING_SCHEMA = obj(
     "OpenTelemetry traces of every delivery (a span per delivery, a child span per forward "
     "attempt, W3C `traceparent` sent to every target), exported over OTLP/HTTP; off when "
     "absent. Sets the receiver's standard `OTEL_*` environment.",
     {
-        "otlpEndpoint": _str(
+        "otlpEndpoint": string(
             "OTLP/HTTP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`), e.g. "
             "`http://otel-collector.observability.svc:4318`: spans go to its `/v1/traces`. "
             "The receiver's NetworkPolicy lets it reach that host's port.",
             pattern=OTLP_ENDPOINT_PATTERN,
             maxLength=2048,
         ),
-        "serviceName": _str(
+        "serviceName": string(
             "The spans' `service.name` (`OTEL_SERVICE_NAME`); default: the receiver's "
             "Deployment name.",
             minLength=1,
             maxLength=253,
         ),
-        "sampler": _str(
+        "sampler": string(
             "Which traces are kept (`OTEL_TRACES_SAMPLER`); the `parentbased_` ones follow "
             "an incoming `traceparent`'s decision.",
             enum=list(TRACES_SAMPLERS),
             default=DEFAULT_TRACES_SAMPLER,
         ),
-        "samplerArg": _str(
+        "samplerArg": string(
             "The ratio kept by the `traceidratio` samplers (`OTEL_TRACES_SAMPLER_ARG`), "
             "from 0 to 1.",
             pattern=SAMPLER_ARG_PATTERN,
@@ -268,24 +238,24 @@ _TRACING_SCHEMA = _obj(
     required=["otlpEndpoint"],
 )
 
-RECEIVER_SCHEMA: dict[str, Any] = _obj(
+RECEIVER_SCHEMA: dict[str, Any] = obj(
     "A receiver deployed for this webhook: verifies every delivery's signature, drops "
     "replays and duplicates, and forwards events to the routes' targets.",
     {
-        "enabled": _bool("Deploy the receiver.", False),
-        "replicas": _int(
+        "enabled": boolean("Deploy the receiver.", default=False),
+        "replicas": integer(
             "Receiver pods; more than one also gets a PodDisruptionBudget (use `redis` to "
             "share deduplication between replicas).",
             minimum=1,
             maximum=MAX_REPLICAS,
             default=DEFAULT_REPLICAS,
         ),
-        "image": _str("Receiver image; defaults to the operator's configured receiver image."),
-        "imagePullPolicy": _str(
+        "image": string("Receiver image; defaults to the operator's configured receiver image."),
+        "imagePullPolicy": string(
             "Image pull policy of the receiver container.",
             enum=["Always", "IfNotPresent", "Never"],
         ),
-        "resources": _obj(
+        "resources": obj(
             "Compute resources of the receiver container; defaults to the operator's.",
             {
                 "requests": {
@@ -300,21 +270,21 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
                 },
             },
         ),
-        "routes": _list(
+        "routes": array(
             "Ordered routing rules; the first rule that matches an event decides its targets.",
-            _obj(
+            obj(
                 "One routing rule.",
                 {
-                    "name": _str("Rule name (logs and metrics).", minLength=1),
-                    "match": _obj(
+                    "name": string("Rule name (logs and metrics).", minLength=1),
+                    "match": obj(
                         "When the rule applies; every given condition must hold, an absent "
                         "one matches everything.",
                         {
-                            "types": _list(
+                            "types": array(
                                 "Event type globs, e.g. `batch.*`, `video.generated`.",
                                 {"type": "string", "minLength": 1},
                             ),
-                            "sources": _list(
+                            "sources": array(
                                 "Delivery sources: `static` (this webhook) and/or `dynamic` "
                                 "(request-level webhooks).",
                                 {"type": "string", "enum": ["static", "dynamic"]},
@@ -332,32 +302,32 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
                 required=["name", "targets"],
             ),
         ),
-        "defaultRoute": _obj(
+        "defaultRoute": obj(
             "Targets for events no rule matches. Without `redis`, set this or "
             "`deadLetter` so that an unroutable event is never dropped.",
             {"targets": _TARGETS},
             required=["targets"],
         ),
-        "deadLetter": _obj(
+        "deadLetter": obj(
             "Where unroutable events go when `redis` is not set (with Redis: a stream).",
             {"target": _TARGET},
             required=["target"],
         ),
-        "dynamic": _obj(
+        "dynamic": obj(
             "Also accept dynamic (request-level) webhooks, signed with RS256 JWTs.",
             {
-                "enabled": _bool("Accept JWT-signed deliveries.", False),
-                "audiences": _list(
+                "enabled": boolean("Accept JWT-signed deliveries.", default=False),
+                "audiences": array(
                     "Accepted `aud` values, usually the public URI of this receiver.",
                     {"type": "string", "minLength": 1},
                 ),
-                "issuer": _str("Required `iss` claim.", default=GOOGLE_ISSUER),
-                "jwksUri": _str(
+                "issuer": string("Required `iss` claim.", default=GOOGLE_ISSUER),
+                "jwksUri": string(
                     "JWKS URI pinned for verification.",
                     default=GOOGLE_JWKS_URI,
                     pattern="^https?://",
                 ),
-                "acceptJobsFromAnyProject": _bool(
+                "acceptJobsFromAnyProject": boolean(
                     "Accept dynamic deliveries of any Gemini project's jobs. By default only "
                     "jobs whose `user_metadata` carries a MAC under this receiver's job key "
                     "(the Secret `<name>-dynamic-job-key`, which the operator creates; "
@@ -365,46 +335,46 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
                     "every project's deliveries alike, so with this set anyone with a Gemini "
                     "API key can send events here and choose their routes through "
                     "`user_metadata`.",
-                    False,
+                    default=False,
                 ),
             },
         ),
-        "redis": _obj(
+        "redis": obj(
             "Durable mode: accept deliveries into a Redis Stream and share deduplication "
             "between replicas; exactly one of `url` or `sentinel`. The receiver refuses a "
             "server without `appendonly yes` and `appendfsync everysec` (or `always`).",
             {
-                "url": _str(
+                "url": string(
                     "Redis URL, e.g. `redis://redis.team-a.svc:6379/0`; it is written to the "
                     "receiver's ConfigMap, so it must not carry a password.",
                     pattern="^(redis|rediss|unix)://",
                 ),
-                "sentinel": _obj(
+                "sentinel": obj(
                     "Find the primary through Redis Sentinel and follow it across failovers.",
                     {
-                        "addresses": _list(
+                        "addresses": array(
                             "Sentinels as `host:port`, e.g. `redis-sentinel.team-a.svc:26379`.",
                             {"type": "string", "pattern": SENTINEL_ADDRESS_PATTERN},
                             minItems=1,
                         ),
-                        "masterName": _str("The monitored primary's name.", minLength=1),
-                        "db": _int("Database number on the primary.", minimum=0, default=0),
+                        "masterName": string("The monitored primary's name.", minLength=1),
+                        "db": integer("Database number on the primary.", minimum=0, default=0),
                     },
                     required=["addresses", "masterName"],
                 ),
-                "acceptDataLossRisk": _bool(
+                "acceptDataLossRisk": boolean(
                     "Run even when the server's persistence does not make an acknowledged "
                     "event survive a Redis crash; the receiver's /readyz and the "
                     "`gemini_receiver_redis_durability` metric then say `at_risk`.",
-                    False,
+                    default=False,
                 ),
-                "waitReplicas": _int(
+                "waitReplicas": integer(
                     "Acknowledge an event only once this many replicas hold it (`WAIT`); "
                     "fewer within `waitTimeout` answer 503 so that Gemini retries.",
                     minimum=0,
                     default=0,
                 ),
-                "waitTimeout": _str(
+                "waitTimeout": string(
                     "How long one `WAIT` for `waitReplicas` may take.",
                     default=DEFAULT_WAIT_TIMEOUT,
                     pattern=DURATION_PATTERN,
@@ -413,38 +383,38 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
             },
             oneOf=[{"required": ["url"]}, {"required": ["sentinel"]}],
         ),
-        "dedup": _obj(
+        "dedup": obj(
             "Deduplication on `webhook-id` (Gemini retries for 24 h).",
             {
-                "ttl": _str(
+                "ttl": string(
                     "How long a `webhook-id` is remembered.",
                     default="25h",
                     pattern=DURATION_PATTERN,
                     minLength=2,
                 ),
-                "maxEntries": _int(
+                "maxEntries": integer(
                     "Without Redis: the oldest ids are forgotten beyond this count.",
                     minimum=1,
                     default=1_000_000,
                 ),
             },
         ),
-        "replayTolerance": _str(
+        "replayTolerance": string(
             "Reject deliveries whose `webhook-timestamp` is older (or further in the future) "
             "than this.",
             default=f"{DEFAULT_TOLERANCE_SECONDS // 60}m",
             pattern=DURATION_PATTERN,
             minLength=2,
         ),
-        "service": _obj(
+        "service": obj(
             "The Service in front of the receiver; the webhook's `url` should reach it.",
             {
-                "type": _str(
+                "type": string(
                     "Service type.",
                     enum=["ClusterIP", "NodePort", "LoadBalancer"],
                     default="ClusterIP",
                 ),
-                "port": _int(
+                "port": integer(
                     "Service port for deliveries.",
                     minimum=1,
                     maximum=65535,
@@ -452,7 +422,7 @@ RECEIVER_SCHEMA: dict[str, Any] = _obj(
                 ),
             },
         ),
-        "logLevel": _str(
+        "logLevel": string(
             "Receiver log level.", enum=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO"
         ),
         "expose": _EXPOSE_SCHEMA,

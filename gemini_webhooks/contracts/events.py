@@ -74,10 +74,6 @@ SUBSCRIBABLE_EVENT_TYPES: tuple[str, ...] = tuple(
 KNOWN_MISSPELLINGS: dict[str, str] = {"batch.completed": "batch.succeeded"}
 
 
-class UnknownEventTypeError(ValueError):
-    """An event type a static webhook cannot subscribe to."""
-
-
 def subscription_error(event_type: str) -> str | None:
     """Why `event_type` cannot be subscribed to by a static webhook, or None if it can."""
     if event_type in SUBSCRIBABLE_EVENT_TYPES:
@@ -95,12 +91,3 @@ def subscription_error(event_type: str) -> str | None:
         f"unknown event type {event_type!r}; "
         f"a static webhook can subscribe to: {', '.join(SUBSCRIBABLE_EVENT_TYPES)}"
     )
-
-
-def validate_subscriptions(event_types: list[str]) -> list[str]:
-    """Return the list unchanged, or raise UnknownEventTypeError naming the first bad entry."""
-    for event_type in event_types:
-        error = subscription_error(event_type)
-        if error is not None:
-            raise UnknownEventTypeError(error)
-    return event_types

@@ -42,6 +42,10 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 ListenPort = Annotated[int, Field(ge=0, le=65535)]  # 0: an ephemeral port (tests)
 PositiveSeconds = Annotated[float, Field(gt=0)]
 SENTINEL_ADDRESS_PATTERN = r"^[^\s:]+:[0-9]{1,5}$"  # host:port
+DEFAULT_LISTEN_PORT = 8080
+DEFAULT_INTERNAL_PORT = 9090
+# On the internal port: what the receiver has seen of the operator's health pings.
+PING_STATUS_PATH = "/internal/pings"
 
 
 class ReceiverConfigError(ValueError):
@@ -56,7 +60,7 @@ class ListenConfig(_Model):
     """The public endpoint Gemini delivers to (the Service in front of the receiver)."""
 
     host: str = Field("0.0.0.0", description="Address to bind the delivery endpoint to.")
-    port: ListenPort = Field(8080, description="Port of the delivery endpoint.")
+    port: ListenPort = Field(DEFAULT_LISTEN_PORT, description="Port of the delivery endpoint.")
     path: str = Field(
         "/", pattern=r"^/", description="Path that accepts deliveries (static and dynamic)."
     )
@@ -69,7 +73,7 @@ class InternalConfig(_Model):
     """
 
     host: str = Field("0.0.0.0", description="Address to bind the internal endpoint to.")
-    port: ListenPort = Field(9090, description="Port of the internal endpoint.")
+    port: ListenPort = Field(DEFAULT_INTERNAL_PORT, description="Port of the internal endpoint.")
 
 
 class LimitsConfig(_Model):

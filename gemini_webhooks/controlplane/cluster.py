@@ -166,18 +166,27 @@ def apiserver_argv(
     ]
 
 
-def controller_manager_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
-    kubeconfig = layout.kubeconfig("controller-manager")
+def _component_argv(binary: Path, layout: Layout, component: str, port: int) -> list[str]:
+    """What the controller manager and the scheduler share: their own kubeconfig for the
+    API server and for delegated authentication and authorization, a loopback serving
+    port with a certificate of their own, and no leader election (there is one of each)."""
+    kubeconfig = layout.kubeconfig(component)
     return [
         str(binary),
         f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
         f"--authorization-kubeconfig={kubeconfig}",
         f"--bind-address={LOOPBACK}",
-        f"--secure-port={ports.controller_manager}",
-        f"--tls-cert-file={layout.pki / 'controller-manager-serving.crt'}",
-        f"--tls-private-key-file={layout.pki / 'controller-manager-serving.key'}",
+        f"--secure-port={port}",
+        f"--tls-cert-file={layout.pki / f'{component}-serving.crt'}",
+        f"--tls-private-key-file={layout.pki / f'{component}-serving.key'}",
         "--leader-elect=false",
+    ]
+
+
+def controller_manager_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
+    return [
+        *_component_argv(binary, layout, "controller-manager", ports.controller_manager),
         f"--service-account-private-key-file={layout.pki / 'service-account.key'}",
         f"--root-ca-file={layout.ca}",
         "--use-service-account-credentials=true",
@@ -190,17 +199,8 @@ def controller_manager_argv(binary: Path, layout: Layout, ports: Ports) -> list[
 
 
 def scheduler_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
-    kubeconfig = layout.kubeconfig("scheduler")
     return [
-        str(binary),
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        f"--bind-address={LOOPBACK}",
-        f"--secure-port={ports.scheduler}",
-        f"--tls-cert-file={layout.pki / 'scheduler-serving.crt'}",
-        f"--tls-private-key-file={layout.pki / 'scheduler-serving.key'}",
-        "--leader-elect=false",
+        *_component_argv(binary, layout, "scheduler", ports.scheduler),
         "--profiling=false",
         "--v=0",
     ]

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -57,12 +56,11 @@ from gemini_webhooks.sandbox.kubelet import (
 from gemini_webhooks.sandbox.pod_inputs import PodPlanError, decode_secret_data, referenced_objects
 from gemini_webhooks.sandbox.podplan import PodPlan, plan_pod_object
 from gemini_webhooks.sandbox.proxy import SandboxProxy
-from gemini_webhooks.sandbox.supervisor import ProcessSpec, Progress, Supervisor
+from gemini_webhooks.sandbox.supervisor import Progress, Supervisor
 
 IMAGE_NAME = "gemini-webhook-operator"  # the repository name of our image, any registry/tag
 UNSUPPORTED_IMAGE = "UnsupportedImage"
 LEASE_SECONDS = 40
-MAX_BACKOFF = 30.0
 # The Pods' addresses: what `status.podIP` says; only the node's proxy routes them.
 POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")
 
@@ -390,69 +388,36 @@ class Node:
                 running.last_error = str(error)
             return {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
         running.last_error = ""
-        if running.child is not None and not running.child.running:
-            code = running.child.process.returncode
-            if not restarts_after(pod, code):
-                self.progress(f"node: {running.label} exited with code {code}; not restarted")
-                self.supervisor.forget(running.child)
-                running.child = None
-                running.ready = False
-                running.terminated = terminated_state(code, running.started_at)
-                return {"terminated": running.terminated}
-            running.restarts += 1
-            delay = min(MAX_BACKOFF, 2.0 ** min(running.restarts - 1, 5))
+        code = running.exit_code()
+        if code is not None and not restarts_after(pod, code):
+            self.progress(f"node: {running.label} exited with code {code}; not restarted")
+            running.forget_exited(self.supervisor)
+            running.terminated = terminated_state(code, running.started_at)
+            return {"terminated": running.terminated}
+        if code is not None:
+            delay = running.back_off(self.supervisor)
             self.progress(
                 f"node: {running.label} exited with code {code}; restarting in {delay:.0f}s"
             )
-            self.supervisor.forget(running.child)
-            running.child = None
-            running.ready = False
-            running.not_before = time.monotonic() + delay
         if running.child is None:
-            if time.monotonic() < running.not_before:
+            if running.backing_off():
                 return {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting"}}
             await self._start(running, plan)
             return {"running": {"startedAt": running.started_at}}
-        self._write_changed_files(running, plan)
+        running.refresh_files(plan)
         running.ready = plan.readiness is None or await probe(plan.readiness)
         return {"running": {"startedAt": running.started_at}}
 
     async def _start(self, running: RunningPod, plan: PodPlan) -> None:
-        pod_dir = self._pod_dir(running)
-        if pod_dir.exists():
-            shutil.rmtree(pod_dir)
-        for directory in plan.dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-        pod_dir.mkdir(parents=True, exist_ok=True)
-        for path, content in plan.files.items():
-            _write_atomically(path, content)
         for warning in plan.warnings:
             self.progress(f"node: {running.label}: {warning}")
-        spec = ProcessSpec(
-            name=f"pod-{running.namespace}-{running.name}",
-            argv=plan.argv,
-            env=plan.env,
-            cwd=plan.cwd,
-        )
-        running.child = await self.supervisor.start(spec)
-        running.plan = plan
-        running.ready = False
+        await running.start(self.supervisor, self._pod_dir(running), plan)
         running.started_at = now_rfc3339()
         ports = ", ".join(f"{p.container_port}->{p.host_port}" for p in plan.ports)
         self.progress(f"node: started pod {running.label} (ports {ports})")
 
-    def _write_changed_files(self, running: RunningPod, plan: PodPlan) -> None:
-        previous = running.plan.files if running.plan is not None else {}
-        for path, content in plan.files.items():
-            if previous.get(path) != content:
-                _write_atomically(path, content)
-        running.plan = plan
-
     async def _stop(self, running: RunningPod) -> None:
-        if running.child is not None:
-            await self.supervisor.stop(running.child)
-        running.child = None
-        running.ready = False
+        await running.stop(self.supervisor)
 
     async def _terminate(self, running: RunningPod, pod: JSON) -> None:
         """A deleted Pod: stop its process, then remove the object (the kubelet's last word)."""
@@ -471,10 +436,3 @@ class Node:
             "pods", running.namespace, running.name, {"status": status}, status=True
         )
         running.last_status = {"key": key}
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)

@@ -8,33 +8,20 @@ from dataclasses import dataclass, field
 
 from gemini_webhooks.sandbox.kubeapi import JSON
 from gemini_webhooks.sandbox.kubelet import PodPorts
-from gemini_webhooks.sandbox.podplan import PodPlan
-from gemini_webhooks.sandbox.supervisor import Child
+from gemini_webhooks.sandbox.pod_process import PodProcess
 
 
 @dataclass
-class RunningPod:
-    namespace: str
-    name: str
+class RunningPod(PodProcess):
     uid: str
     address: str = ""  # its Pod IP, from POD_NETWORK
     ports: PodPorts = field(default_factory=PodPorts)
     labels: dict[str, str] = field(default_factory=dict)
-    plan: PodPlan | None = None
-    child: Child | None = None
-    ready: bool = False
-    restarts: int = 0
-    not_before: float = 0.0
     started_at: str = ""
-    last_error: str = ""
     last_status: JSON | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     tokens_at: float = 0.0
     terminated: JSON | None = None  # the last state of a container that is not restarted
-
-    @property
-    def label(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 def pods_of(pods: Iterable[RunningPod], namespace: str, name: str) -> list[RunningPod]:

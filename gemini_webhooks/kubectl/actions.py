@@ -9,11 +9,11 @@ reconciled), the ping annotation (`ping-requested-at`, answered in `status.lastP
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from gemini_webhook_operator import receiver_names
 from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.times import now_rfc3339
 from gemini_webhooks.kubectl.cluster import JSON, PluginError, Session, wait_until
 from gemini_webhooks.kubectl.status import fingerprints
 
@@ -51,7 +51,7 @@ def rotated(before: JSON, now: JSON) -> bool:
 
 def _request_value() -> str:
     """A new value for a request annotation: the time, to the microsecond."""
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return now_rfc3339("auto")
 
 
 def rotate_request(requested: str, immediate: bool) -> JSON:

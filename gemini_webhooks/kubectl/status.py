@@ -16,6 +16,7 @@ from datetime import datetime
 from gemini_webhook_operator import receiver_exposure, receiver_names
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import signing_secret as contract
+from gemini_webhooks.contracts.times import rfc3339
 from gemini_webhooks.kubectl.cluster import JSON, Session, readable
 from gemini_webhooks.kubectl.next_steps import unhealthy
 from gemini_webhooks.kubectl.output import Node
@@ -78,7 +79,7 @@ async def gather(session: Session, name: str) -> Observed:
 
 
 def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
+    return None if value is None else rfc3339(value, "auto")
 
 
 def fingerprints(secret: JSON | None) -> tuple[list[JSON], str | None]:

@@ -25,6 +25,7 @@ from gemini_webhooks.contracts.delivery import (
     signature_scheme,
 )
 from gemini_webhooks.contracts.receiver_config import DEFAULT_TOLERANCE_SECONDS
+from gemini_webhooks.contracts.times import rfc3339
 from gemini_webhooks.kubectl.cluster import JSON, PluginError, Session
 
 
@@ -100,7 +101,7 @@ def check(
         return _rejected(reasons.MALFORMED_BODY)
     secrets = static.SecretSet("static")
     secrets.replace(held)
-    signed_at = datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+    signed_at = rfc3339(datetime.fromtimestamp(timestamp, UTC), "auto")
     match = static.verify([secrets], msg_id, timestamp, signature, body, now)
     window = static.check_window(timestamp, now, tolerance)
     common: JSON = {

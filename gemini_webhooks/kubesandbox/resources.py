@@ -52,14 +52,6 @@ class ResourceType:
     def list_kind(self) -> str:
         return f"{self.kind}List"
 
-    def base_path(self) -> str:
-        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-
-    def collection_path(self, namespace: str | None) -> str:
-        if self.namespaced and namespace:
-            return f"{self.base_path()}/namespaces/{namespace}/{self.plural}"
-        return f"{self.base_path()}/{self.plural}"
-
 
 def _rt(
     group: str,

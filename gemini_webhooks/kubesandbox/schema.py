@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from gemini_webhooks.kubesandbox.errors import cause
 
@@ -194,46 +194,14 @@ def validate(value: Any, schema: Schema, path: str = "") -> list[dict[str, str]]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         causes += _check_bounds(value, schema, path)
     if isinstance(value, list):
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            causes.append(
-                cause(
-                    path,
-                    "FieldValueInvalid",
-                    f"Invalid value: {len(value)}: {path} in body should have at least "
-                    f"{schema['minItems']} items",
-                )
-            )
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            causes.append(
-                cause(
-                    path,
-                    "FieldValueTooMany",
-                    f"Too many: {len(value)}: must have at most {schema['maxItems']} items",
-                )
-            )
+        causes += _check_size(len(value), schema, path, "Items")
         causes += _check_list_type(value, schema, path)
         items = schema.get("items")
         if isinstance(items, Mapping):
             for index, item in enumerate(value):
                 causes += validate(item, items, f"{path}[{index}]")
     if isinstance(value, dict):
-        if "minProperties" in schema and len(value) < schema["minProperties"]:
-            causes.append(
-                cause(
-                    path,
-                    "FieldValueInvalid",
-                    f"Invalid value: {len(value)}: {path} in body should have at least "
-                    f"{schema['minProperties']} properties",
-                )
-            )
-        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-            causes.append(
-                cause(
-                    path,
-                    "FieldValueTooMany",
-                    f"Too many: {len(value)}: must have at most {schema['maxProperties']} items",
-                )
-            )
+        causes += _check_size(len(value), schema, path, "Properties")
         for required in schema.get("required") or ():
             if required not in value:
                 causes.append(cause(_join(path, required), "FieldValueRequired", "Required value"))
@@ -244,6 +212,33 @@ def validate(value: Any, schema: Schema, path: str = "") -> list[dict[str, str]]
                 causes += validate(item, properties[key], _join(path, key))
             elif isinstance(additional, Mapping):
                 causes += validate(item, additional, _join(path, key))
+    return causes
+
+
+def _check_size(
+    size: int, schema: Mapping[str, Any], path: str, what: Literal["Items", "Properties"]
+) -> list[dict[str, str]]:
+    """`minItems`/`maxItems` of a list, `minProperties`/`maxProperties` of an object; as
+    kube-apiserver says it, a count over the maximum is "too many items" either way."""
+    causes = []
+    low, high = f"min{what}", f"max{what}"
+    if low in schema and size < schema[low]:
+        causes.append(
+            cause(
+                path,
+                "FieldValueInvalid",
+                f"Invalid value: {size}: {path} in body should have at least "
+                f"{schema[low]} {what.lower()}",
+            )
+        )
+    if high in schema and size > schema[high]:
+        causes.append(
+            cause(
+                path,
+                "FieldValueTooMany",
+                f"Too many: {size}: must have at most {schema[high]} items",
+            )
+        )
     return causes
 
 

@@ -124,13 +124,6 @@ class Cluster:
             return [o for (ns, _), o in items.items() if ns == namespace]
         return list(items.values())
 
-    def find_by_uid(self, uid: str) -> tuple[ResourceType, Obj] | None:
-        for key, items in self.objects.items():
-            for obj in items.values():
-                if obj["metadata"].get("uid") == uid:
-                    return self.type_for(key), obj
-        return None
-
     def type_for(self, key: StoreKey) -> ResourceType:
         candidates = [t for t in self.types.values() if t.store_key == key]
         storage = [t for t in candidates if t.version == t.storage_version]

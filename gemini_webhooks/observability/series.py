@@ -16,6 +16,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from gemini_webhook_operator import metrics as operator_metrics
 from gemini_webhook_operator import rotation as operator_rotation
 from gemini_webhook_receiver import metrics as receiver_metrics
+from gemini_webhooks.contracts import crd
 
 RECEIVER_JOB = "gemini-webhook-receiver"
 OPERATOR_JOB = "gemini-webhook-operator"
@@ -60,7 +61,7 @@ DELIVERY_VERIFIED = operator_metrics.DELIVERY_VERIFIED
 DELIVERY_ROUND_TRIP_BUCKET = operator_metrics.DELIVERY_ROUND_TRIP_SECONDS + "_bucket"
 
 # Label values the queries select on, from the components' own closed sets.
-REMOTE_STATE_DISABLED_BY_FAILURES = "disabled_due_to_failed_deliveries"
+REMOTE_STATE_DISABLED_BY_FAILURES = crd.REMOTE_DISABLED_BY_FAILURES
 RECONCILE_ERROR = "error"
 CONDITION_SYNCED = "Synced"
 # The heals that rotate the signing secret (every consumer must pick up a new one).

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from gemini_webhooks.sandbox.supervisor import ChildFailedError, install_stop_signals
 from gemini_webhooks.sandbox.system import DEFAULT_STATE_DIR, Sandbox, SandboxOptions
+
+T = TypeVar("T")
 
 
 def _positive(value: str) -> float:
@@ -76,15 +80,10 @@ async def _main(options: SandboxOptions, *, demo: bool) -> int:
     restore = install_stop_signals(stop)
     sandbox = Sandbox(options)
     try:
-        start = asyncio.create_task(sandbox.start())
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if not start.done():
-            start.cancel()
-            await asyncio.gather(start, return_exceptions=True)
+        start = await _unless_stopped(sandbox.start(), stop)
+        if start is None:
             print("[sandbox] interrupted while starting; stopped everything", flush=True)
             return 130
-        stopper.cancel()
         try:
             start.result()
         except ChildFailedError as error:
@@ -93,15 +92,10 @@ async def _main(options: SandboxOptions, *, demo: bool) -> int:
         if demo:
             from gemini_webhooks.sandbox.demo import run_demo
 
-            tour = asyncio.create_task(run_demo(sandbox))
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({tour, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if not tour.done():
-                tour.cancel()
-                await asyncio.gather(tour, return_exceptions=True)
+            tour = await _unless_stopped(run_demo(sandbox), stop)
+            if tour is None:
                 print("[sandbox] demo interrupted; stopping everything", flush=True)
                 return 130
-            stopper.cancel()
             return 0 if tour.result() else 1
         print(sandbox.next_steps(), flush=True)
         await _wait_until_stopped_or_crashed(sandbox, stop)
@@ -111,6 +105,22 @@ async def _main(options: SandboxOptions, *, demo: bool) -> int:
         await asyncio.shield(sandbox.stop())
         restore()
         print("[sandbox] stopped; no processes left behind", flush=True)
+
+
+async def _unless_stopped(
+    work: Coroutine[Any, Any, T], stop: asyncio.Event
+) -> asyncio.Task[T] | None:
+    """Run `work` until it ends or `stop` is set: its finished task, or None when the stop
+    came first (`work` is then cancelled and awaited)."""
+    task = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+    return task
 
 
 async def _wait_until_stopped_or_crashed(sandbox: Sandbox, stop: asyncio.Event) -> None:

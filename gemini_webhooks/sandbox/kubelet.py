@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +34,14 @@ from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_MANA
 from gemini_webhooks.contracts.times import now_rfc3339
 from gemini_webhooks.sandbox.kubeapi import JSON, KubeApi, KubeApiError
 from gemini_webhooks.sandbox.pod_inputs import PodPlanError, decode_secret_data, referenced_objects
+from gemini_webhooks.sandbox.pod_process import PodProcess
 from gemini_webhooks.sandbox.podplan import PodPlan, Probe, plan_pod, template_hash
 from gemini_webhooks.sandbox.ports import free_port
 from gemini_webhooks.sandbox.proxy import pod_key, service_key
-from gemini_webhooks.sandbox.supervisor import Child, ProcessSpec, Progress, Supervisor
+from gemini_webhooks.sandbox.supervisor import Progress, Supervisor
 
 RECEIVER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=receiver"
 DEPLOYMENTS = "deployments.apps/v1"
-MAX_BACKOFF = 30.0
 
 
 def venv_executable(name: str) -> str:
@@ -110,22 +109,12 @@ class PodPorts:
 
 
 @dataclass
-class Pod:
-    namespace: str
-    name: str
+class Pod(PodProcess):
+    """The one pod of a receiver Deployment."""
+
     ports: PodPorts
     labels: dict[str, str]
     template_hash: str = ""
-    plan: PodPlan | None = None
-    child: Child | None = None
-    ready: bool = False
-    restarts: int = 0
-    not_before: float = 0.0
-    last_error: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 async def probe(target: Probe, *, within: float = 1.0) -> bool:
@@ -261,12 +250,15 @@ class Kubelet:
             found[(kind, namespace, name)] = data
         return found
 
+    def _pod_dir(self, pod: Pod) -> Path:
+        return self.state_dir / "pods" / pod.namespace / pod.name
+
     def _plan(self, pod: Pod, deployment: JSON, objects: Mapping[Any, Any]) -> PodPlan:
         env = dict(self.base_env)
         return plan_pod(
             deployment,
             lookup=lambda kind, namespace, name: objects.get((kind, namespace, name)),
-            pod_dir=self.state_dir / "pods" / pod.namespace / pod.name,
+            pod_dir=self._pod_dir(pod),
             host_ports=pod.ports.by_number,
             executables=venv_executable,
             base_env=env,
@@ -293,45 +285,28 @@ class Kubelet:
             await self._stop(pod)
             pod.restarts = 0
             pod.not_before = 0.0
-        if pod.child is not None and not pod.child.running:
-            code = pod.child.process.returncode
-            pod.restarts += 1
-            delay = min(MAX_BACKOFF, 2.0 ** min(pod.restarts - 1, 5))
+        code = pod.exit_code()
+        if code is not None and pod.child is not None:
+            log_path = pod.child.log_path
+            delay = pod.back_off(self.supervisor)
             self.progress(
                 f"kubelet: {pod.label} exited with code {code}; restarting in {delay:.0f}s "
-                f"(log {pod.child.log_path})"
+                f"(log {log_path})"
             )
-            self.supervisor.forget(pod.child)
-            pod.child = None
-            pod.ready = False
-            pod.not_before = time.monotonic() + delay
         if pod.child is None:
-            if time.monotonic() < pod.not_before:
+            if pod.backing_off():
                 return
             await self._start(pod, plan, wanted_hash)
             return
         # Running the right template: keep mounted files current, probe readiness.
-        self._write_changed_files(pod, plan)
+        pod.refresh_files(plan)
         pod.ready = plan.readiness is None or await probe(plan.readiness)
 
     async def _start(self, pod: Pod, plan: PodPlan, wanted_hash: str) -> None:
-        pod_dir = self.state_dir / "pods" / pod.namespace / pod.name
-        if pod_dir.exists():
-            shutil.rmtree(pod_dir)
-        for directory in plan.dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-        pod_dir.mkdir(parents=True, exist_ok=True)
-        for path, content in plan.files.items():
-            _write_atomically(path, content)
         for warning in plan.warnings:
             self.progress(f"kubelet: {pod.label}: {warning}")
-        spec = ProcessSpec(
-            name=f"pod-{pod.namespace}-{pod.name}", argv=plan.argv, env=plan.env, cwd=plan.cwd
-        )
-        pod.child = await self.supervisor.start(spec)
-        pod.plan = plan
+        await pod.start(self.supervisor, self._pod_dir(pod), plan)
         pod.template_hash = wanted_hash
-        pod.ready = False
         ports = ", ".join(f"{p.container_port}->{p.host_port}" for p in plan.ports)
         self.progress(f"kubelet: started pod of {pod.label} (ports {ports})")
         for port in plan.ports:
@@ -340,18 +315,8 @@ class Kubelet:
                     f"kubelet: {pod.label} metrics at http://127.0.0.1:{port.host_port}/metrics"
                 )
 
-    def _write_changed_files(self, pod: Pod, plan: PodPlan) -> None:
-        previous = pod.plan.files if pod.plan is not None else {}
-        for path, content in plan.files.items():
-            if previous.get(path) != content:
-                _write_atomically(path, content)
-        pod.plan = plan
-
     async def _stop(self, pod: Pod) -> None:
-        if pod.child is not None:
-            await self.supervisor.stop(pod.child)
-        pod.child = None
-        pod.ready = False
+        await pod.stop(self.supervisor)
 
     async def _report(self, pod: Pod, deployment: JSON) -> None:
         running = 1 if pod.child is not None and pod.child.running else 0
@@ -383,10 +348,3 @@ class Kubelet:
                 {"status": wanted | {"conditions": [condition]}},
                 status=True,
             )
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from gemini_webhooks.contracts.receiver_config import DEFAULT_INTERNAL_PORT, DEFAULT_LISTEN_PORT
 from gemini_webhooks.sandbox import pod_inputs
 from gemini_webhooks.sandbox.pod_inputs import (
     JSON,
@@ -98,7 +99,8 @@ def _rewrite_receiver_config(
         return text, warnings
     document = mounts.rewrite_tree(document)
     by_container_port = {p.container_port: p.host_port for p in ports}
-    for section, default_port in (("listen", 8080), ("internal", 9090)):
+    defaults = (("listen", DEFAULT_LISTEN_PORT), ("internal", DEFAULT_INTERNAL_PORT))
+    for section, default_port in defaults:
         settings = dict(document.get(section) or {})
         container_port = int(settings.get("port", default_port))
         host_port = by_container_port.get(container_port)
@@ -161,25 +163,19 @@ def plan_pod(
     pod gets from the sandbox (KUBECONFIG, HTTP_PROXY and NO_PROXY, PATH).
     """
     metadata = deployment["metadata"]
-    namespace = metadata.get("namespace", "default")
     template = deployment["spec"]["template"]
-    pod_spec = template.get("spec") or {}
     pod_name = f"{metadata['name']}-{template_hash(deployment)[:10]}"
-    pod_fields = {
-        "metadata.name": pod_name,
-        "metadata.namespace": namespace,
-        "metadata.uid": pod_name,
-        "spec.nodeName": "sandbox",
-        "spec.serviceAccountName": pod_spec.get("serviceAccountName", "default"),
-        "status.podIP": "127.0.0.1",
-        "status.hostIP": "127.0.0.1",
+    pod = {  # the Pod the Deployment's ReplicaSet would make, bound to the sandbox
+        "metadata": {
+            "name": pod_name,
+            "namespace": metadata.get("namespace", "default"),
+            "uid": pod_name,
+            "labels": (template.get("metadata") or {}).get("labels") or {},
+        },
+        "spec": {**(template.get("spec") or {}), "nodeName": "sandbox"},
     }
-    for key, value in (template.get("metadata", {}).get("labels") or {}).items():
-        pod_fields[f"metadata.labels['{key}']"] = value
-    return _plan_spec(
-        namespace,
-        pod_spec,
-        pod_fields,
+    return plan_pod_object(
+        pod,
         lookup=lookup,
         tokens=None,
         pod_dir=pod_dir,
@@ -193,7 +189,7 @@ def plan_pod_object(
     pod: JSON,
     *,
     lookup: Lookup,
-    tokens: Mapping[str, str],
+    tokens: Mapping[str, str] | None,
     pod_dir: Path,
     host_ports: Mapping[int, int],
     executables: Callable[[str], str],
@@ -202,7 +198,7 @@ def plan_pod_object(
 ) -> PodPlan:
     """The same for a Pod a node was given: its own name and uid, the node it is bound to,
     its address (`pod_ip`), the downward API and the projected service-account tokens
-    (`tokens`, by audience)."""
+    (`tokens`, by audience; None where no token is asked for, as in the sandbox)."""
     metadata = pod["metadata"]
     namespace = metadata.get("namespace", "default")
     pod_spec = pod.get("spec") or {}
@@ -217,31 +213,6 @@ def plan_pod_object(
     }
     for key, value in (metadata.get("labels") or {}).items():
         pod_fields[f"metadata.labels['{key}']"] = value
-    return _plan_spec(
-        namespace,
-        pod_spec,
-        pod_fields,
-        lookup=lookup,
-        tokens=tokens,
-        pod_dir=pod_dir,
-        host_ports=host_ports,
-        executables=executables,
-        base_env=base_env,
-    )
-
-
-def _plan_spec(
-    namespace: str,
-    pod_spec: JSON,
-    pod_fields: Mapping[str, str],
-    *,
-    lookup: Lookup,
-    tokens: Mapping[str, str] | None,
-    pod_dir: Path,
-    host_ports: Mapping[int, int],
-    executables: Callable[[str], str],
-    base_env: Mapping[str, str],
-) -> PodPlan:
     containers = pod_spec.get("containers") or []
     if not containers:
         raise PodPlanError("the pod template has no containers")

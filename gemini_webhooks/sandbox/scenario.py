@@ -20,6 +20,7 @@ from typing import Any
 from google import genai
 from google.genai import types
 
+from gemini_webhook_operator.receiver_names import INTERNAL_PORT
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.events import ALL_EVENT_TYPES, SUBSCRIBABLE_EVENT_TYPES
 from gemini_webhooks.contracts.service_endpoints import service_url
@@ -35,7 +36,6 @@ from gemini_webhooks.sandbox.steps import Kubectl, StepFailed, poll
 
 GWH = f"{crd.PLURAL}.{crd.API_VERSION}"
 RECEIVER_SUFFIX = "-receiver"
-INTERNAL_PORT = 9090
 PUBLIC_PORT = 80
 DYNAMIC_METADATA = {"tour": "dynamic", "team": "sandbox"}
 

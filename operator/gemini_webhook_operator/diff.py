@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-DISABLED_BY_FAILURES = "disabled_due_to_failed_deliveries"
+from gemini_webhooks.contracts.crd import REMOTE_DISABLED_BY_FAILURES
+
+DISABLED_BY_FAILURES = REMOTE_DISABLED_BY_FAILURES
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gemini_webhook_operator.kube import JSON, Kube, KubeError
+from gemini_webhooks.contracts.times import rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +134,6 @@ def until_next_try(
     return min(retry, expires_in) if expires_in > 0 else retry
 
 
-def _micro_time(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def claim(record: LeaseRecord | None, me: str, at: datetime, timing: LeaseTiming) -> JSON:
     """The Lease's spec with `me` holding it from `at` (a renewal keeps the acquire time)."""
     ours = record is not None and record.holder == me
@@ -144,8 +141,8 @@ def claim(record: LeaseRecord | None, me: str, at: datetime, timing: LeaseTiming
     return {
         "holderIdentity": me,
         "leaseDurationSeconds": max(1, math.ceil(timing.lease_duration)),
-        "acquireTime": record.acquire_time if ours and record else _micro_time(at),
-        "renewTime": _micro_time(at),
+        "acquireTime": record.acquire_time if ours and record else rfc3339(at, "microseconds"),
+        "renewTime": rfc3339(at, "microseconds"),
         "leaseTransitions": previous if ours or record is None else previous + 1,
     }
 
@@ -157,7 +154,7 @@ def released(record: LeaseRecord, at: datetime) -> JSON:
         "holderIdentity": "",
         "leaseDurationSeconds": 1,
         "acquireTime": record.acquire_time,
-        "renewTime": _micro_time(at),
+        "renewTime": rfc3339(at, "microseconds"),
         "leaseTransitions": record.transitions,
     }
 

@@ -31,6 +31,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from gemini_webhook_operator.rotation import HEAL_HOLD_REASONS, HEAL_REASONS
+from gemini_webhooks.contracts import crd
 
 NAMESPACE = "gemini_webhook_operator"
 
@@ -78,12 +79,7 @@ RECONCILE_RESULTS: tuple[str, ...] = ("success", "retry", "error")
 RECONCILE_SUCCESS_REASON = "ReconcileSuccess"
 # The conditions the per-resource gauge reports.
 REPORTED_CONDITIONS: tuple[str, ...] = ("Ready", "Synced")
-REMOTE_STATES: tuple[str, ...] = (
-    "enabled",
-    "disabled",
-    "disabled_due_to_failed_deliveries",
-    "absent",
-)
+REMOTE_STATES: tuple[str, ...] = (*crd.REMOTE_STATES, "absent")
 PingResult = Literal["verified", "not_verified", "send_failed", "receiver_unreachable"]
 PING_RESULTS: tuple[str, ...] = ("verified", "not_verified", "send_failed", "receiver_unreachable")
 # Status "code" of a WebhookService call that never got an HTTP answer.

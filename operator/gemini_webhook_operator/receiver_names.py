@@ -13,6 +13,7 @@ from typing import Any
 
 from gemini_webhooks.contracts import dynamic_jobs, label_selector
 from gemini_webhooks.contracts.crd import DEFAULT_SIGNING_SECRET_SUFFIX
+from gemini_webhooks.contracts.receiver_config import PING_STATUS_PATH
 from gemini_webhooks.contracts.service_endpoints import pod_url, service_url
 
 APP_NAME = "gemini-webhook-receiver"
@@ -28,7 +29,6 @@ HTTP_PORT = 8080
 INTERNAL_PORT = 9090
 HEALTHZ_PATH = "/healthz"
 READYZ_PATH = "/readyz"
-PING_STATUS_PATH = "/internal/pings"
 # The routing `source` name of this webhook's own (static) deliveries; the CRD's route
 # `sources: [static]` maps onto it one to one.
 STATIC_SOURCE = "static"

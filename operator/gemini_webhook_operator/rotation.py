@@ -30,6 +30,7 @@ from gemini_webhooks.contracts.signing_secret import (
     SigningSecrets,
     remote_identity,
 )
+from gemini_webhooks.contracts.times import rfc3339
 
 # Reasons (condition and Event reasons; also the `reason` label of the rotations metric).
 SECRET_MISSING = "SecretMissing"
@@ -190,8 +191,8 @@ def due_by_policy(given: RotationInput) -> Decision | None:
     if due is None:
         return Hold(NOT_DUE, "no rotation interval or schedule")
     if given.now >= due:
-        return Rotate(DUE_BY_POLICY, f"scheduled rotation was due at {due.isoformat()}")
-    return Hold(NOT_DUE, f"next rotation at {due.isoformat()}")
+        return Rotate(DUE_BY_POLICY, f"scheduled rotation was due at {rfc3339(due, 'auto')}")
+    return Hold(NOT_DUE, f"next rotation at {rfc3339(due, 'auto')}")
 
 
 CHAIN: tuple[Check, ...] = (
@@ -219,7 +220,7 @@ def decide(given: RotationInput, chain: Sequence[Check] = CHAIN) -> Decision:
                     HEAL_RATE_LIMITED,
                     f"{decision.reason}: {decision.message}; healing rotations are limited "
                     f"to one per {given.heal_interval}, the next is allowed at "
-                    f"{allowed.isoformat()}",
+                    f"{rfc3339(allowed, 'auto')}",
                 )
                 continue
         if held_heal is not None and isinstance(decision, Hold):

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gemini_webhooks.contracts.receiver_config import ReceiverConfig
+from gemini_webhooks.contracts.receiver_config import PING_STATUS_PATH, ReceiverConfig
 from gemini_webhooks.tracing import configured as tracing_configured
 from gemini_webhooks.tracing import tracer_provider
 
 from .internal import JSON, Endpoint, InternalServer
 from .logs import log
 from .public import PublicServer
-from .receiver import PINGS_PATH, Receiver
+from .receiver import Receiver
 
 if TYPE_CHECKING:
     from .tracing import Tracing
@@ -28,7 +28,7 @@ def internal_routes(receiver: Receiver) -> dict[str, tuple[Endpoint, str]]:
         "/metrics": (receiver.handle_metrics, CONTENT_TYPE_LATEST),
         "/healthz": (receiver.handle_healthz, JSON),
         "/readyz": (receiver.handle_readyz, JSON),
-        PINGS_PATH: (receiver.handle_pings, JSON),
+        PING_STATUS_PATH: (receiver.handle_pings, JSON),
     }
 
 

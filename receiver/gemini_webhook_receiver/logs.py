@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from gemini_webhooks.contracts.times import rfc3339
 
 logger = logging.getLogger("gemini_webhook_receiver")
 
@@ -18,8 +20,7 @@ logger = logging.getLogger("gemini_webhook_receiver")
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": rfc3339(datetime.fromtimestamp(record.created, UTC), "milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     from .shared_pings import SharedPings
     from .tracing import Tracing
 
-PINGS_PATH = "/internal/pings"
 _MAX_ID_LENGTH = 256
 _STARTUP_CHECK_SECONDS = 10.0
 _JSON = "application/json"

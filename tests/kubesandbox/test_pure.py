@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import struct
+from typing import Any
 
 import pytest
 
@@ -112,7 +113,7 @@ SCHEMA = {
 
 
 def test_schema_defaults_nest() -> None:
-    obj = {"spec": {}}
+    obj: dict[str, Any] = {"spec": {}}
     schema.apply_defaults(obj, SCHEMA)
     assert obj == {"spec": {"d": {"x": 7}}}
 
@@ -370,3 +371,31 @@ def test_openapi_v2_protobuf_encodes_definitions_by_gnostic_field_numbers() -> N
     prop_fields = {n: v for n, _, v in protobuf._fields(prop)}
     inner = {n: v for n, _, v in protobuf._fields(prop_fields[2])}
     assert prop_fields[1] == b"x" and inner[9] == struct.pack("<d", 1.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "bounds", "wanted"),
+    [
+        (
+            [],
+            {"minItems": 1},
+            ("FieldValueInvalid", "Invalid value: 0: x in body should have at least 1 items"),
+        ),
+        ([1, 2], {"maxItems": 1}, ("FieldValueTooMany", "Too many: 2: must have at most 1 items")),
+        (
+            {},
+            {"minProperties": 1},
+            ("FieldValueInvalid", "Invalid value: 0: x in body should have at least 1 properties"),
+        ),
+        (
+            {"a": 1, "b": 2},
+            {"maxProperties": 1},
+            ("FieldValueTooMany", "Too many: 2: must have at most 1 items"),
+        ),
+    ],
+)
+def test_size_bounds_of_lists_and_objects_are_said_as_kube_apiserver_says_them(
+    value: object, bounds: dict[str, int], wanted: tuple[str, str]
+) -> None:
+    [found] = schema.validate(value, bounds, "x")
+    assert (found["reason"], found["message"]) == wanted

@@ -184,7 +184,3 @@ def test_durations_are_read_like_kubernetes_durations(text: str, expected: timed
 def test_malformed_durations_are_rejected(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
-
-
-def test_durations_are_spelled_like_the_rest_of_the_crd() -> None:
-    assert crd_receiver.DURATION_PATTERN == crd.DURATION_PATTERN

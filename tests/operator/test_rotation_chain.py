@@ -37,6 +37,7 @@ def _input(**changes: object) -> RotationInput:
 def test_nothing_fires_before_the_interval_elapses() -> None:
     decision = decide(_input())
     assert isinstance(decision, Hold) and decision.reason == rotation.NOT_DUE
+    assert decision.message == "next rotation at 2026-04-08T12:00:00Z"
 
 
 def test_missing_secret_rotates_first() -> None:
@@ -132,7 +133,7 @@ def test_a_heal_within_the_interval_of_the_last_one_is_held() -> None:
     )
     decision = decide(given)
     assert isinstance(decision, Hold) and decision.reason == rotation.HEAL_RATE_LIMITED
-    assert (NOW - timedelta(minutes=59) + timedelta(hours=1)).isoformat() in decision.message
+    assert "the next is allowed at 2026-03-10T12:01:00Z" in decision.message
     note = rotation.held_heal(given, decision)
     assert note is not None and note.verified is False
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gemini_webhook_receiver import static
+from gemini_webhook_receiver import logs, static
 from gemini_webhooks.contracts.delivery import PING_EVENT_TYPE
 
 from .conftest import (
@@ -137,3 +137,10 @@ async def test_the_line_of_an_internal_error_carries_the_webhook_id(
     assert status == 503
     [line] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
     assert getattr(line, "fields", {}) == {"webhook_id": msg_id, "error": "RuntimeError"}
+
+
+def test_a_json_line_is_stamped_in_rfc_3339_utc_to_the_millisecond() -> None:
+    record = logging.LogRecord("gemini_webhook_receiver", logging.INFO, __file__, 1, "hi", (), None)
+    record.created = datetime(2026, 12, 6, 12, 30, 45, 123999, tzinfo=UTC).timestamp()
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["time"] == "2026-12-06T12:30:45.123Z"

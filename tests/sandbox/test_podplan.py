@@ -329,3 +329,26 @@ def test_a_dynamic_receivers_job_key_is_written_where_its_config_reads_it(
     config_path = Path(plan.argv[-1])
     config = yaml.safe_load(plan.files[config_path])
     assert plan.files[Path(config["dynamic"]["job_key_file"])] == key.encode()
+
+
+def test_a_sandbox_pod_reads_its_own_name_node_address_and_labels_from_the_downward_api(
+    tmp_path: Path,
+) -> None:
+    deployment = copy.deepcopy(DEPLOYMENT)
+    fields = ["metadata.name", "metadata.uid", "spec.nodeName", "status.podIP"]
+    fields += ["spec.serviceAccountName", "metadata.labels['app']"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [
+        {"name": f"F{i}", "valueFrom": {"fieldRef": {"fieldPath": path}}}
+        for i, path in enumerate(fields)
+    ]
+    plan = _plan(tmp_path, deployment)
+    pod_name = f"orders-receiver-{template_hash(deployment)[:10]}"
+    assert [plan.env[f"F{i}"] for i in range(len(fields))] == [
+        pod_name,
+        pod_name,
+        "sandbox",
+        "127.0.0.1",
+        "default",
+        "orders-receiver",
+    ]
