@@ -500,6 +500,51 @@ def test_kubectl_gemini_replay_execs_in_a_receiver_pod_and_the_dead_letter_arriv
         install.cluster.kubectl("delete", "-n", TEAM, crd.PLURAL, name, "--ignore-not-found")
 
 
+def test_the_receivers_network_policy_is_enforced_both_ways(install: Install) -> None:
+    """The NetworkPolicy the operator renders for RECEIVED's receiver, enforced by the node:
+    its public port answers the emulator's Pod only (`publicFrom`), its internal port the
+    operator's only; from its Pod, the API, cluster DNS and its target answer, and a Pod it
+    has no business with does not."""
+    selector = ",".join(f"{k}={v}" for k, v in receiver_names.selector_labels(RECEIVED).items())
+    pods = [
+        p
+        for p in install.cluster.get("pods", "-n", TEAM, "-l", selector)["items"]
+        if "deletionTimestamp" not in p["metadata"] and (p.get("status") or {}).get("podIP")
+    ]
+    assert pods, "no receiver Pod of RECEIVED"
+    receiver = pods[0]
+    ip, pod = receiver["status"]["podIP"], receiver["metadata"]["name"]
+    public, internal = receiver_names.HTTP_PORT, receiver_names.INTERNAL_PORT
+    (operator,) = install.operator_pods()
+    operator_pod = operator["metadata"]["name"]
+    # Ingress: who may open which port.
+    reach = {
+        "emulator": (RELEASE_NAMESPACE, EMULATOR),
+        "operator": (RELEASE_NAMESPACE, operator_pod),
+        "sink": (TEAM, SINK),
+    }
+    opened = {
+        (peer, port): install.cluster.connects(namespace, name, ip, port)
+        for peer, (namespace, name) in reach.items()
+        for port in (public, internal)
+    }
+    assert opened == {
+        ("emulator", public): True,
+        ("emulator", internal): False,
+        ("operator", public): False,
+        ("operator", internal): True,
+        ("sink", public): False,
+        ("sink", internal): False,
+    }, opened
+    # Egress, from the receiver's own Pod: the API (the `kubernetes` Service), its target by
+    # its DNS name (cluster DNS on the way), and not the emulator's Pod.
+    emulator_ip = install.cluster.get("pod", "-n", RELEASE_NAMESPACE, EMULATOR)["status"]["podIP"]
+    sink_name = f"{SINK}.{TEAM}.svc.cluster.local"
+    assert install.cluster.connects(TEAM, pod, "kubernetes.default.svc.cluster.local", 443)
+    assert install.cluster.connects(TEAM, pod, sink_name, SINK_PORT)
+    assert not install.cluster.connects(TEAM, pod, emulator_ip, EMULATOR_PORT)
+
+
 def test_the_operators_network_policy_is_enforced_and_it_still_reaches_api_and_emulator(
     install: Install,
 ) -> None:
