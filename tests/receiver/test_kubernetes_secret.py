@@ -6,6 +6,7 @@ import asyncio
 import functools
 import secrets as pysecrets
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,12 +34,25 @@ def _secret_body(current: str, *older: str) -> k8s.V1Secret:
     return k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=NAME, namespace=NAMESPACE), data=data)
 
 
+def _delete_secret(core: k8s.CoreV1Api) -> None:
+    try:
+        core.delete_namespaced_secret(NAME, NAMESPACE)
+    except k8s.ApiException as error:
+        if error.status != 404:
+            raise
+
+
 @pytest.fixture
-def core(kube: Any, monkeypatch: pytest.MonkeyPatch) -> k8s.CoreV1Api:
+def core(kube: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[k8s.CoreV1Api]:
+    """A client of the API the receiver watches; the test's Secret is gone before and after
+    (a real control plane is shared by the tests of a run)."""
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     api_client = k8s_config.new_client_from_config(config_file=str(kube.kubeconfig))
-    return k8s.CoreV1Api(api_client)
+    core = k8s.CoreV1Api(api_client)
+    _delete_secret(core)
+    yield core
+    _delete_secret(core)
 
 
 def _config(target: RecordingTarget, webhook: str = "orders") -> dict[str, Any]:
