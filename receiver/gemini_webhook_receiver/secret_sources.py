@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from gemini_webhooks.contracts.receiver_config import FileSecretRef, KubernetesSecretRef
 from gemini_webhooks.contracts.signing_secret import (
@@ -23,7 +23,7 @@ from gemini_webhooks.contracts.signing_secret import (
 )
 from gemini_webhooks.kube_access import ClusterAccess
 
-from . import metrics
+from . import kube_get, metrics
 from .logs import log
 from .watch_stream import (
     MAX_EVENT_BYTES,
@@ -36,9 +36,6 @@ from .watch_stream import (
     parse_event,
     parse_list,
 )
-
-if TYPE_CHECKING:  # aiohttp is imported only where a Secret is watched
-    import aiohttp
 
 OnUpdate = Callable[[SigningSecrets | None], None]
 _FILE_POLL_SECONDS = 0.2
@@ -109,7 +106,7 @@ _UNSEEN = object()  # nothing emitted yet
 
 
 class KubernetesSecretSource:
-    """List-then-watch one Secret through the API, on the event loop (aiohttp).
+    """List-then-watch one Secret through the API, on the event loop (`kube_get`).
 
     Credentials come from `gemini_webhooks.kube_access` (a kubeconfig, else the pod's
     ServiceAccount, in client-go's order). Updates arrive with the watch event (well under
@@ -153,72 +150,68 @@ class KubernetesSecretSource:
             return
         self._on_update(update)
 
-    async def _list(self, session: aiohttp.ClientSession, access: ClusterAccess) -> str:
-        """Lists the Secret, hands its data on, and returns the list's resourceVersion."""
-        import aiohttp
+    def _target(self, **query: str) -> str:
+        return f"{self._path}?{urlencode({**self._selector, **query})}"
 
-        async with session.get(
-            access.server.rstrip("/") + self._path,
-            params=self._selector,
-            headers=access.headers(),
-            timeout=aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT_SECONDS),
-        ) as response:
-            if response.status != 200:
-                raise ApiError(response.status)
-            body = bytearray()
-            async for chunk in response.content.iter_any():
-                body += chunk
-                if len(body) > MAX_EVENT_BYTES:
+    async def _list(self, access: ClusterAccess, tls: ssl.SSLContext | bool) -> str:
+        """Lists the Secret, hands its data on, and returns the list's resourceVersion."""
+        async with kube_get.get(
+            access,
+            tls,
+            self._target(),
+            connect_timeout=_REQUEST_TIMEOUT_SECONDS,
+            read_timeout=_REQUEST_TIMEOUT_SECONDS,
+        ) as (status, body):
+            if status != 200:
+                raise ApiError(status)
+            listed = bytearray()
+            async for chunk in body:
+                listed += chunk
+                if len(listed) > MAX_EVENT_BYTES:
                     raise OversizedEvent(f"a list over {MAX_EVENT_BYTES} bytes")
-        data, version = parse_list(bytes(body))
+        data, version = parse_list(bytes(listed))
         self._observe(data)
         return version
 
     async def _watch(
-        self, session: aiohttp.ClientSession, access: ClusterAccess, version: str
+        self, access: ClusterAccess, tls: ssl.SSLContext | bool, version: str
     ) -> AsyncIterator[WatchEvent]:
         """The events of one watch from `version`, until the server ends it."""
-        import aiohttp
-
-        params = {
-            **self._selector,
-            "watch": "true",
-            "resourceVersion": version,
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(self._watch_timeout),
-        }
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=_REQUEST_TIMEOUT_SECONDS,
-            sock_read=self._watch_timeout + _WATCH_READ_MARGIN_SECONDS,
+        target = self._target(
+            watch="true",
+            resourceVersion=version,
+            allowWatchBookmarks="true",
+            timeoutSeconds=str(self._watch_timeout),
         )
-        async with session.get(
-            access.server.rstrip("/") + self._path,
-            params=params,
-            headers=access.headers(),
-            timeout=timeout,
-        ) as response:
-            if response.status == 410:
+        async with kube_get.get(
+            access,
+            tls,
+            target,
+            connect_timeout=_REQUEST_TIMEOUT_SECONDS,
+            read_timeout=self._watch_timeout + _WATCH_READ_MARGIN_SECONDS,
+        ) as (status, body):
+            if status == 410:
                 raise ResourceVersionGone()
-            if response.status != 200:
-                raise ApiError(response.status)
+            if status != 200:
+                raise ApiError(status)
             lines = LineSplitter()
-            async for chunk in response.content.iter_any():
+            async for chunk in body:
                 for line in lines.feed(chunk):
                     yield parse_event(line)
 
-    async def _follow(self, session: aiohttp.ClientSession, access: ClusterAccess) -> None:
+    async def _follow(self, access: ClusterAccess, tls: ssl.SSLContext | bool) -> None:
         """List, then watch from the list's version, resuming each watch the server ends.
         Returns when the server forgot our version (410 Gone) after the watch had moved
         on from the list's: list again. Raises why the list or a watch failed, 410 Gone
         right after the list among them."""
-        version = await self._list(session, access)
+        version = await self._list(access, tls)
         self._first.set()
         loop = asyncio.get_running_loop()
         fresh = True  # the watch starts from the list's version and has seen nothing yet
         while True:
             started = loop.time()
             try:
-                async for event in self._watch(session, access, version):
+                async for event in self._watch(access, tls, version):
                     if event.kind != "BOOKMARK":
                         self._observe(event.data)
                     if event.resource_version:
@@ -232,29 +225,22 @@ class KubernetesSecretSource:
                 await asyncio.sleep(_BACKOFF_SECONDS)  # ended at once: no busy loop
 
     async def _run(self) -> None:
-        import aiohttp
-
         backoff = _BACKOFF_SECONDS
-        session: aiohttp.ClientSession | None = None
-        try:
-            while True:
-                try:
-                    if session is None:
-                        access = ClusterAccess.load()
-                        connector = aiohttp.TCPConnector(ssl=access.ssl_context(), limit=2)
-                        session = aiohttp.ClientSession(connector=connector)
-                    await self._follow(session, access)
-                    backoff = _BACKOFF_SECONDS  # expired history: list again at once
-                    continue
-                except ResourceVersionGone:
-                    pass  # Gone right after a list: do not list in a tight loop
-                except Exception as error:  # the watch must survive any failure
-                    self._report_watch_error(error)
-                await asyncio.sleep(backoff)
-                backoff = min(2 * backoff, _MAX_BACKOFF_SECONDS)
-        finally:
-            if session is not None:
-                await session.close()
+        loaded: tuple[ClusterAccess, ssl.SSLContext | bool] | None = None
+        while True:
+            try:
+                if loaded is None:
+                    access = ClusterAccess.load()
+                    loaded = access, access.ssl_context()
+                await self._follow(*loaded)
+                backoff = _BACKOFF_SECONDS  # expired history: list again at once
+                continue
+            except ResourceVersionGone:
+                pass  # Gone right after a list: do not list in a tight loop
+            except Exception as error:  # the watch must survive any failure
+                self._report_watch_error(error)
+            await asyncio.sleep(backoff)
+            backoff = min(2 * backoff, _MAX_BACKOFF_SECONDS)
 
     def _report_watch_error(self, error: Exception) -> None:
         status = getattr(error, "status", None)
