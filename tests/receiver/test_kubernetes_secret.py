@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import os
 import secrets as pysecrets
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -18,7 +25,8 @@ from gemini_webhook_receiver import receiver as receiver_module
 from gemini_webhook_receiver import secret_sources
 from gemini_webhooks.contracts import signing_secret as fmt
 
-from .conftest import Client, RecordingTarget, StartReceiver, base_config, new_secret
+from .conftest import Client, RecordingTarget, StartReceiver, base_config, listening, new_secret
+from .test_lean_process import NOT_THE_RECEIVER, _imported, _under
 
 NAMESPACE = "default"
 NAME = "orders-signing-secret"
@@ -271,3 +279,47 @@ async def test_data_change_after_gone_is_picked_up(
     await _rotation_seen_within_a_second(client, old, new)
     assert await _reloads(client, webhook) == 2
     assert _requests(kube_sandbox, "list") == 2
+
+
+# ---- what the process holds ------------------------------------------------------------
+
+
+async def test_a_receiver_watching_its_secret_imports_neither_the_kubernetes_client_nor_aiohttp(
+    core: k8s.CoreV1Api, kube: Any, target: RecordingTarget, tmp_path: Path
+) -> None:
+    """The Secret's list and watch run on the receiver's own loop with its own HTTP framing:
+    the `kubernetes` package (17.8 MiB) and aiohttp's client (9.4 MiB) stay out."""
+    secret = new_secret()
+    await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, _secret_body(secret))
+    config = _config(target)
+    config["logging"] = {"level": "INFO"}
+    config_file = tmp_path / "receiver.json"
+    config_file.write_text(json.dumps(config))
+    log = tmp_path / "stderr"
+    command = [sys.executable, "-X", "importtime", "-m", "gemini_webhooks", "receiver"]
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env["KUBECONFIG"] = str(kube.kubeconfig)
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*command, "--config", str(config_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+        )
+    try:
+        ports = await listening(process, log)
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{ports['internal_port']}/readyz"
+            deadline = time.monotonic() + 10
+            while True:  # ready once the Secret's list was read
+                async with session.get(url) as ready:
+                    if ready.status == 200:
+                        break
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                await asyncio.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    imported = _imported(log.read_text())
+    assert "gemini_webhook_receiver.kube_get" in imported  # the report is read right
+    assert _under(("kubernetes", "aiohttp", *NOT_THE_RECEIVER), imported) == []
