@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import os
 import secrets as pysecrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,8 +20,8 @@ from gemini_webhook_receiver import receiver as receiver_module
 from gemini_webhook_receiver import secret_sources
 from gemini_webhooks.contracts import signing_secret as fmt
 
-from .conftest import Client, RecordingTarget, StartReceiver, base_config, listening, new_secret
-from .test_lean_process import NOT_THE_RECEIVER, _imported, _under
+from .conftest import Client, RecordingTarget, StartReceiver, base_config, new_secret
+from .test_lean_process import NOT_THE_RECEIVER, _imported, _under, importtime_receiver
 
 NAMESPACE = "default"
 NAME = "orders-signing-secret"
@@ -291,23 +286,9 @@ async def test_a_receiver_watching_its_secret_imports_neither_the_kubernetes_cli
     the `kubernetes` package (17.8 MiB) and aiohttp's client (9.4 MiB) stay out."""
     secret = new_secret()
     await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, _secret_body(secret))
-    config = _config(target)
-    config["logging"] = {"level": "INFO"}
-    config_file = tmp_path / "receiver.json"
-    config_file.write_text(json.dumps(config))
-    log = tmp_path / "stderr"
-    command = [sys.executable, "-X", "importtime", "-m", "gemini_webhooks", "receiver"]
-    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-    env["KUBECONFIG"] = str(kube.kubeconfig)
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [*command, "--config", str(config_file)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=env,
-        )
-    try:
-        ports = await listening(process, log)
+    config = {**_config(target), "logging": {"level": "INFO"}}
+    env = {"KUBECONFIG": str(kube.kubeconfig)}  # KUBERNETES_SERVICE_HOST is unset (`core`)
+    async with importtime_receiver(config, tmp_path, **env) as (ports, log):
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{ports['internal_port']}/readyz"
             deadline = time.monotonic() + 10
@@ -317,9 +298,6 @@ async def test_a_receiver_watching_its_secret_imports_neither_the_kubernetes_cli
                         break
                 assert time.monotonic() < deadline, log.read_text()[-2000:]
                 await asyncio.sleep(0.05)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
     imported = _imported(log.read_text())
     assert "gemini_webhook_receiver.kube_get" in imported  # the report is read right
     assert _under(("kubernetes", "aiohttp", *NOT_THE_RECEIVER), imported) == []
