@@ -3,7 +3,7 @@ list and its watch stream, over asyncio streams (TLS with `ClusterAccess`'s cont
 
 Why not aiohttp's client: the receiver imports it only for https targets and JWKS, and it
 costs 9.4 MiB of resident memory, a fifth of the receiver's idle footprint (bench/receiver/
-memory.py --secrets kubernetes: 51.6 MiB with aiohttp, under 45 without). Two GETs are all
+memory.py --secrets kubernetes: 51.6 MiB idle with aiohttp, 42.0 without). Two GETs are all
 the Secret's watch needs; llhttp (`httptools`, which frames the receiver's other HTTP)
 decodes the chunked answer. One connection per request, closed after it."""
 
