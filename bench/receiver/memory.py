@@ -7,7 +7,11 @@ valid unique signed deliveries, a warm-up then `--duration` seconds) and reads i
 Prints both against the targets (idle <= 45 MiB, under load <= 60 MiB) and, when given,
 the baseline figures to compare with (`--baseline-idle`, `--baseline-load`).
 
-    .venv/bin/python bench/receiver/memory.py [--duration 10] [--runs 3]
+The signing secrets are a file, or with `--secrets kubernetes` a Secret the receiver lists
+and watches through the API of a Kubernetes API sandbox that this program serves (in its
+own process: the receiver's memory is the receiver's alone).
+
+    .venv/bin/python bench/receiver/memory.py [--duration 10] [--runs 3] [--secrets kubernetes]
 
 Needs `wrk` and `taskset`.
 """
@@ -15,14 +19,26 @@ Needs `wrk` and `taskset`.
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import json
 import re
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
-from run import machine_problem, measure, new_secret, running_ours, wait_port
+from run import (
+    machine_problem,
+    measure,
+    new_secret,
+    running_ours,
+    signing_secrets_json,
+    wait_port,
+)
 
 IDLE_TARGET_MIB = 45.0
 LOAD_TARGET_MIB = 60.0
@@ -38,9 +54,44 @@ def resident_mib(pid: int, field: str) -> float:
     return int(match.group(1)) / 1024
 
 
-def one_run(secret: str, duration: int, work: Path) -> tuple[float, float, float]:
+@contextlib.contextmanager
+def api_with_the_secret(secret: str, work: Path) -> Iterator[Path]:
+    """A Kubernetes API sandbox holding the Secret `default/bench-signing-secret`: yields
+    its kubeconfig."""
+    from gemini_webhooks.kubesandbox import ThreadedKubeSandbox
+
+    kubeconfig = work / "kubeconfig"
+    runner = ThreadedKubeSandbox(kubeconfig=kubeconfig)
+    runner.start()
+    try:
+        assert runner.server is not None
+        document = signing_secrets_json(secret).encode()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "bench-signing-secret", "namespace": "default"},
+            "data": {"signing-secrets.json": base64.b64encode(document).decode()},
+        }
+        request = urllib.request.Request(
+            f"{runner.server.base_url}/api/v1/namespaces/default/secrets",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+        yield kubeconfig
+    finally:
+        runner.stop()
+
+
+def one_run(
+    secret: str, duration: int, work: Path, kubeconfig: Path | None
+) -> tuple[float, float, float]:
     """Idle RSS, peak RSS under the load, and the load's throughput (req/s)."""
-    with running_ours("memory idle-and-load", secret, work, None) as (process, port):
+    with running_ours("memory idle-and-load", secret, work, None, kubeconfig=kubeconfig) as (
+        process,
+        port,
+    ):
         wait_port(port, process)
         time.sleep(SETTLE_SECONDS)  # start-up done: what a receiver Pod holds while it waits
         idle = resident_mib(process.pid, "VmRSS")
@@ -60,6 +111,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs; the median is reported")
     parser.add_argument("--baseline-idle", type=float, help="idle RSS (MiB) to compare with")
     parser.add_argument("--baseline-load", type=float, help="peak RSS (MiB) to compare with")
+    parser.add_argument(
+        "--secrets",
+        choices=("file", "kubernetes"),
+        default="file",
+        help="where the receiver's signing secrets come from",
+    )
     args = parser.parse_args()
     if problem := machine_problem():
         print(problem, file=sys.stderr)
@@ -68,8 +125,12 @@ def main() -> int:
     runs: list[tuple[float, float, float]] = []
     for number in range(1, args.runs + 1):
         print(f"run {number}/{args.runs} ...", file=sys.stderr, flush=True)
-        with tempfile.TemporaryDirectory(prefix="receiver-memory-") as tmp:
-            runs.append(one_run(secret, args.duration, Path(tmp)))
+        with contextlib.ExitStack() as stack:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="receiver-memory-")))
+            kubeconfig = None
+            if args.secrets == "kubernetes":
+                kubeconfig = stack.enter_context(api_with_the_secret(secret, work))
+            runs.append(one_run(secret, args.duration, work, kubeconfig))
     idle = statistics.median(r[0] for r in runs)
     load = statistics.median(r[1] for r in runs)
     rps = statistics.median(r[2] for r in runs)
@@ -78,7 +139,8 @@ def main() -> int:
         print(f"{number:>4} {i:13.1f} {p:24.1f} {r:8.0f}")
     baseline_idle = f" (baseline {args.baseline_idle:.1f})" if args.baseline_idle else ""
     baseline_load = f" (baseline {args.baseline_load:.1f})" if args.baseline_load else ""
-    print(f"\nidle RSS: {idle:.1f} MiB{baseline_idle}, {verdict(idle, IDLE_TARGET_MIB)}")
+    print(f"\nsigning secrets from: {args.secrets}")
+    print(f"idle RSS: {idle:.1f} MiB{baseline_idle}, {verdict(idle, IDLE_TARGET_MIB)}")
     print(
         f"peak RSS under the anchor load ({rps:.0f} req/s): {load:.1f} MiB{baseline_load}, "
         f"{verdict(load, LOAD_TARGET_MIB)}"

@@ -274,24 +274,39 @@ def bench_express(secret: str, duration: int, work: Path) -> Result:
         stop(process)
 
 
+def signing_secrets_json(secret: str) -> str:
+    """The signing secrets' document (contracts/signing_secret.py) holding `secret`."""
+    return json.dumps(
+        {
+            "version": 1,
+            "webhookId": "wh_bench",
+            "secrets": [
+                {"secret": secret, "createdAt": "2026-11-25T00:00:00Z", "expireTime": None}
+            ],
+        }
+    )
+
+
 @contextmanager
 def running_ours(
-    name: str, secret: str, work: Path, redis_url: str | None, accept_data_loss_risk: bool = False
+    name: str,
+    secret: str,
+    work: Path,
+    redis_url: str | None,
+    accept_data_loss_risk: bool = False,
+    kubeconfig: Path | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """Our receiver (this checkout's sources) on core 0, forwarding to a sink on core 1:
-    yields the receiver's process and port, once the sink listens."""
+    yields the receiver's process and port, once the sink listens. Its signing secrets are
+    a file, or with `kubeconfig` the Secret `default/bench-signing-secret` it watches
+    through that cluster's API."""
     secrets_file = work / "signing-secrets.json"
-    secrets_file.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "webhookId": "wh_bench",
-                "secrets": [
-                    {"secret": secret, "createdAt": "2026-11-25T00:00:00Z", "expireTime": None}
-                ],
-            }
-        )
-    )
+    secrets_file.write_text(signing_secrets_json(secret))
+    source: dict[str, object] = {"file": {"path": str(secrets_file)}}
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / d) for d in SOURCES))
+    if kubeconfig is not None:
+        source = {"kubernetes": {"namespace": "default", "name": "bench-signing-secret"}}
+        env["KUBECONFIG"] = str(kubeconfig)
     sink_port, port = free_port(), free_port()
     sink = subprocess.Popen(
         ["taskset", "-c", "1", sys.executable, str(HERE / "sink.py"), str(sink_port)]
@@ -299,7 +314,7 @@ def running_ours(
     config: dict[str, object] = {
         "listen": {"host": "127.0.0.1", "port": port},
         "internal": {"host": "127.0.0.1", "port": 0},
-        "static_webhooks": [{"name": "bench", "secrets": {"file": {"path": str(secrets_file)}}}],
+        "static_webhooks": [{"name": "bench", "secrets": source}],
         "default_route": {"targets": [{"url": f"http://127.0.0.1:{sink_port}/events"}]},
     }
     if redis_url:
@@ -320,8 +335,7 @@ def running_ours(
             str(config_file),
         ],
         cwd=ROOT,
-        # this checkout's sources, whatever checkout the venv's editable install points to
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / d) for d in SOURCES)),
+        env=env,  # this checkout's sources, whatever checkout the venv's install points to
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

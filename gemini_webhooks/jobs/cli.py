@@ -40,10 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from gemini_webhook_operator.cluster_access import KubeConfigError
     from gemini_webhook_operator.kube import KubeError
     from gemini_webhooks.jobs.cluster import webhook_config_from_cluster
     from gemini_webhooks.jobs.webhook_config import WebhookConfigError
+    from gemini_webhooks.kube_access import KubeConfigError
 
     try:
         config = webhook_config_from_cluster(

@@ -13,9 +13,9 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from gemini_webhook_operator.cluster_access import ClusterAccess
 from gemini_webhook_operator.kube import Kube
 from gemini_webhooks.jobs.webhook_config import from_cluster
+from gemini_webhooks.kube_access import ClusterAccess
 
 
 async def read_webhook_config(

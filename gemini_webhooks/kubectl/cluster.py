@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 import aiohttp
 import yaml
 
-from gemini_webhook_operator.cluster_access import (
+from gemini_webhook_operator.kube import Kube, KubeError, label_selector, object_path
+from gemini_webhooks.contracts import crd
+from gemini_webhooks.kube_access import (
     SERVICE_ACCOUNT_DIR,
     ClusterAccess,
     KubeConfigError,
 )
-from gemini_webhook_operator.kube import Kube, KubeError, label_selector, object_path
-from gemini_webhooks.contracts import crd
 
 JSON = dict[str, Any]
 T = TypeVar("T")

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +18,8 @@ from urllib.parse import quote
 
 import aiohttp
 import yaml
+
+from gemini_webhooks.kube_access import ClusterAccess
 
 JSON = dict[str, Any]
 
@@ -79,53 +80,29 @@ def resource_path(resource: str, namespace: str | None = None, name: str | None 
     return path
 
 
-def _kubeconfig_credentials(path: Path) -> tuple[str, ssl.SSLContext | None, Path | None]:
-    """Server, TLS context (CA and client certificate) and token file of a kubeconfig's
-    current context: what the real control plane's kubeconfigs use."""
-    config = yaml.safe_load(path.read_text()) or {}
-    contexts = {c["name"]: c.get("context", {}) for c in config.get("contexts") or []}
-    context = contexts.get(config.get("current-context", ""), {})
-    cluster: JSON = next(
-        (
-            c.get("cluster", {})
-            for c in config.get("clusters") or []
-            if c["name"] == context.get("cluster")
-        ),
-        {},
-    )
-    user: JSON = next(
-        (u.get("user", {}) for u in config.get("users") or [] if u["name"] == context.get("user")),
-        {},
-    )
-    server = server_from_kubeconfig(path.read_text())
-    if not server.startswith("https://"):
-        return server, None, None
-    tls = ssl.create_default_context(cafile=cluster.get("certificate-authority"))
-    if user.get("client-certificate") and user.get("client-key"):
-        tls.load_cert_chain(user["client-certificate"], user["client-key"])
-    token_file = user.get("tokenFile")
-    return server, tls, Path(token_file) if token_file else None
-
-
 class KubeApi:
     def __init__(
-        self,
-        server: str,
-        *,
-        timeout: float = 10.0,
-        tls: ssl.SSLContext | None = None,
-        token_file: Path | None = None,
+        self, server: str, *, timeout: float = 10.0, access: ClusterAccess | None = None
     ) -> None:
+        """A client of `server`, unauthenticated over plain HTTP (the API sandbox), or with
+        `access`'s credentials (a kubeconfig's, as `from_kubeconfig` loads them)."""
         self.server = server.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._tls = tls
-        self._token_file = token_file
+        self._access = access or ClusterAccess(server=self.server)
 
     @classmethod
     def from_kubeconfig(cls, path: Path | str, *, timeout: float = 10.0) -> KubeApi:
-        server, tls, token_file = _kubeconfig_credentials(Path(path))
-        return cls(server, timeout=timeout, tls=tls, token_file=token_file)
+        """With the credentials of the kubeconfig's current context (`kube_access`: CA,
+        client certificate, token or token file, as files or inline data)."""
+        access = ClusterAccess.load(str(path))
+        return cls(access.server, timeout=timeout, access=access)
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self._access.ssl_context())
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
+        return self._session
 
     async def _request(
         self,
@@ -136,14 +113,11 @@ class KubeApi:
         body: Any = None,
         content_type: str = "application/json",
     ) -> JSON:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self._tls) if self._tls is not None else None
-            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
+        session = self._open()
         data = None if body is None else json.dumps(body)
         headers = {"content-type": content_type, "accept": "application/json"}
-        if self._token_file is not None:  # re-read: projected tokens are rotated in place
-            headers["authorization"] = "Bearer " + self._token_file.read_text().strip()
-        async with self._session.request(
+        headers.update(self._access.headers())  # a token file is re-read every minute
+        async with session.request(
             method, self.server + path, params=params, data=data, headers=headers
         ) as response:
             text = await response.text()
@@ -158,13 +132,8 @@ class KubeApi:
 
     async def text(self, path: str) -> str:
         """GET a non-JSON path (e.g. `/metrics`) with this client's credentials."""
-        if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self._tls) if self._tls is not None else None
-            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
-        headers = {}
-        if self._token_file is not None:
-            headers["authorization"] = "Bearer " + self._token_file.read_text().strip()
-        async with self._session.get(self.server + path, headers=headers) as response:
+        session = self._open()
+        async with session.get(self.server + path, headers=self._access.headers()) as response:
             body = await response.text()
             if response.status >= 400:
                 raise KubeApiError(response.status, f"GET {path}: {response.status}")

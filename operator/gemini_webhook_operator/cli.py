@@ -12,11 +12,6 @@ import os
 from opentelemetry import trace
 
 from gemini_webhook_operator import metrics, runtime
-from gemini_webhook_operator.cluster_access import (
-    ClusterAccess,
-    KubeConfigError,
-    bound_tls_read_buffer,
-)
 from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaseTiming
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
@@ -25,6 +20,11 @@ from gemini_webhook_operator.runtime import LeaderElection, RunConfig
 from gemini_webhook_operator.webhookservice import ServiceSettings, warm_up_sdk
 from gemini_webhooks import tracing
 from gemini_webhooks.contracts.egress_proxy import ProxySettings, ProxySettingsError
+from gemini_webhooks.kube_access import (
+    ClusterAccess,
+    KubeConfigError,
+    bound_tls_read_buffer,
+)
 from gemini_webhooks.tracing import TracingConfigError
 
 # The cluster's HTTP proxy for the receivers, one flag per standard variable (a proxy URL

@@ -1,263 +1,56 @@
-"""How the operator reaches the Kubernetes API: credentials from a pod's ServiceAccount or a
-kubeconfig (token, tokenFile, client certificate, CA, as files or inline data), TLS, and
-kopf's session.
-
-A token file (a pod's projected token, a kubeconfig's `tokenFile`) is read again every
-minute, as client-go does, so the kubelet's token rotation is followed. A kubeconfig user
-with an `exec` or `auth-provider` plugin is handed to the `kubernetes` package's loader,
-imported only then (it costs 22 MiB of resident memory). The token never reaches a log.
-"""
+"""kopf's session to the Kubernetes API, from the credentials `gemini_webhooks.kube_access`
+loads for every process of ours."""
 
 from __future__ import annotations
 
-import atexit
-import base64
-import contextlib
-import os
-import ssl
-import tempfile
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import kopf
-import yaml
 
+from gemini_webhooks.kube_access import ClusterAccess
 
-class KubeConfigError(Exception):
-    """A kubeconfig that names no usable context, cluster or credentials."""
-
-
-def _relative(kubeconfig: str, path: str) -> str:
-    """A path in a kubeconfig is relative to that kubeconfig's directory (as kubectl has it)."""
-    return os.path.join(os.path.dirname(os.path.abspath(kubeconfig)), os.path.expanduser(path))
-
-
-def _file_of(kubeconfig: str, entry: Mapping[str, Any], field: str) -> str | None:
-    """The file a kubeconfig entry names in `field`, or its inline `field-data` written to
-    a private temporary file (what ssl.load_cert_chain needs), removed when we exit."""
-    if entry.get(field):
-        return _relative(kubeconfig, str(entry[field]))
-    data = entry.get(f"{field}-data")
-    if not data:
-        return None
-    descriptor, path = tempfile.mkstemp(prefix="gwo-kubeconfig-")  # mode 0600
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(base64.b64decode(data))
-    atexit.register(_remove, path)
-    return path
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # kopf's session: one connection per watch stream (each holds its own for as long as it
 # runs), and these for its patches, lists and events, which queue beyond them.
 KOPF_SPARE_CONNECTIONS = 16
-# Read buffer of each TLS connection. asyncio's is 256 KiB (`SSLProtocol.max_size`), filled
-# with zeros at connect, so resident: the operator keeps one TLS connection per watch stream
-# plus both pools' (~60 with 1,000 resources), 15 MiB. A TLS record is at most 16 KiB.
-TLS_READ_BUFFER = 64 * 1024
-# A token file is read again when the copy in memory is older than this: the kubelet
-# replaces a pod's projected ServiceAccount token long before it expires (client-go's
-# cached file token source re-reads every minute too).
-TOKEN_FILE_REFRESH_SECONDS = 60.0
 
 
-@dataclass
-class _TokenFile:
-    path: str
-    token: str | None = None
-    read_at: float = float("-inf")
+def kopf_session(
+    access: ClusterAccess,
+    *,
+    watch_streams: int = 1,
+    write_guard: Callable[[str], None] | None = None,
+) -> kopf.AiohttpSession:
+    """kopf's own client session, with at most `watch_streams` + KOPF_SPARE_CONNECTIONS
+    connections. kopf's default pool is unbounded: 1,000 resources arriving at once
+    opened ~800 concurrent TLS connections to kube-apiserver (asyncio keeps a 256 KiB
+    read buffer per TLS connection), and the operator's peak RSS rose by ~90 MiB over
+    plain HTTP. A bound below the number of watch streams would starve the rest. kopf
+    closes the session when it drops these credentials and logs in again (on a 401:
+    a replaced token file is read again then). `write_guard` is called before each of
+    kopf's requests that is not a GET (its patches and Events) and refuses it by
+    raising, as for the operator's own client."""
+    traces = []
+    if write_guard is not None:
+        guard = write_guard
 
-    def current(self, now: float) -> str | None:
-        if now - self.read_at >= TOKEN_FILE_REFRESH_SECONDS:
-            try:
-                with open(self.path, encoding="utf-8") as file:
-                    self.token = file.read().strip() or None
-            except OSError:
-                if self.token is None:
-                    raise
-                # Being replaced (the kubelet swaps a symlink): keep the last one we read.
-            self.read_at = now
-        return self.token
+        async def refuse_unguarded_writes(
+            session: aiohttp.ClientSession,
+            context: Any,
+            params: aiohttp.TraceRequestStartParams,
+        ) -> None:
+            if params.method != "GET":
+                guard(f"kopf {params.method} {params.url.path}")
 
-
-@dataclass(frozen=True)
-class ClusterAccess:
-    server: str
-    ca_path: str | None = None
-    insecure: bool = False
-    token: str | None = None
-    certificate_path: str | None = None
-    private_key_path: str | None = None
-    token_file: str | None = None  # read instead of `token`, again every minute
-    _token_cache: _TokenFile | None = field(default=None, init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.token_file:
-            object.__setattr__(self, "_token_cache", _TokenFile(self.token_file))
-
-    def bearer_token(self) -> str | None:
-        """The token to send now: a token file's current contents, else the fixed token."""
-        if self._token_cache is not None:
-            return self._token_cache.current(time.monotonic())
-        return self.token
-
-    def __repr__(self) -> str:  # the token stays out of logs
-        return f"ClusterAccess(server={self.server!r})"
-
-    @classmethod
-    def load(cls, kubeconfig: str | None = None, context: str | None = None) -> ClusterAccess:
-        """From a kubeconfig file (or $KUBECONFIG, ~/.kube/config), else in-cluster."""
-        path = kubeconfig or os.environ.get("KUBECONFIG")
-        if path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            return cls._in_cluster()
-        paths = [p for p in (path or "~/.kube/config").split(os.pathsep) if p]
-        return cls._from_kubeconfig([os.path.expanduser(p) for p in paths], context)
-
-    @classmethod
-    def _in_cluster(cls, directory: str = SERVICE_ACCOUNT_DIR) -> ClusterAccess:
-        host = os.environ["KUBERNETES_SERVICE_HOST"]
-        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        host = f"[{host}]" if ":" in host else host
-        access = cls(
-            server=f"https://{host}:{port}",
-            ca_path=os.path.join(directory, "ca.crt"),
-            token_file=os.path.join(directory, "token"),
-        )
-        access.bearer_token()  # a pod without its token fails here, at start
-        return access
-
-    @classmethod
-    def _from_kubeconfig(cls, paths: list[str], context: str | None) -> ClusterAccess:
-        """kubectl's merge of several files: the first file that names an entry wins."""
-        current: str | None = None
-        entries: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
-            "contexts": {},
-            "clusters": {},
-            "users": {},
-        }
-        for path in paths:
-            with open(path, encoding="utf-8") as file:
-                config = yaml.safe_load(file) or {}
-            current = current or config.get("current-context")
-            for section, named in entries.items():
-                field = section.removesuffix("s")
-                for item in config.get(section) or []:
-                    named.setdefault(item["name"], (path, item.get(field) or {}))
-        name = context or current
-        if not name or name not in entries["contexts"]:
-            raise KubeConfigError(f"kubeconfig has no context {name!r}")
-        _, ctx = entries["contexts"][name]
-        if ctx.get("cluster") not in entries["clusters"]:
-            raise KubeConfigError(f"context {name!r} names no known cluster")
-        cluster_file, cluster = entries["clusters"][ctx["cluster"]]
-        user_file, user = entries["users"].get(ctx.get("user") or "", (cluster_file, {}))
-        if "exec" in user or "auth-provider" in user:
-            return cls._through_kubernetes_client(paths, name)
-        token = user.get("token")
-        token_file = None if token else user.get("tokenFile")
-        access = cls(
-            server=str(cluster["server"]),
-            ca_path=_file_of(cluster_file, cluster, "certificate-authority"),
-            insecure=bool(cluster.get("insecure-skip-tls-verify")),
-            token=str(token).strip() or None if token else None,
-            certificate_path=_file_of(user_file, user, "client-certificate"),
-            private_key_path=_file_of(user_file, user, "client-key"),
-            token_file=_relative(user_file, token_file) if token_file else None,
-        )
-        access.bearer_token()  # an unreadable token file fails here, at start
-        return access
-
-    @classmethod
-    def _through_kubernetes_client(cls, paths: list[str], context: str) -> ClusterAccess:
-        """A credential plugin: the `kubernetes` package runs it (once, at start)."""
-        import kubernetes
-
-        configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(  # splits and merges os.pathsep-joined paths
-            config_file=os.pathsep.join(paths), context=context, client_configuration=configuration
-        )
-        # The client keeps the token under `BearerToken` (older releases: `authorization`).
-        keys = configuration.api_key or {}
-        authorization = keys.get("BearerToken") or keys.get("authorization") or ""
-        return cls(
-            server=configuration.host,
-            ca_path=configuration.ssl_ca_cert,
-            insecure=not configuration.verify_ssl,
-            token=authorization.removeprefix("Bearer ").strip() or None,
-            certificate_path=configuration.cert_file,
-            private_key_path=configuration.key_file,
-        )
-
-    def kopf_session(
-        self, *, watch_streams: int = 1, write_guard: Callable[[str], None] | None = None
-    ) -> kopf.AiohttpSession:
-        """kopf's own client session, with at most `watch_streams` + KOPF_SPARE_CONNECTIONS
-        connections. kopf's default pool is unbounded: 1,000 resources arriving at once
-        opened ~800 concurrent TLS connections to kube-apiserver (asyncio keeps a 256 KiB
-        read buffer per TLS connection), and the operator's peak RSS rose by ~90 MiB over
-        plain HTTP. A bound below the number of watch streams would starve the rest. kopf
-        closes the session when it drops these credentials and logs in again (on a 401:
-        a replaced token file is read again then). `write_guard` is called before each of
-        kopf's requests that is not a GET (its patches and Events) and refuses it by
-        raising, as for the operator's own client."""
-        token = self.bearer_token()
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        traces = []
-        if write_guard is not None:
-            guard = write_guard
-
-            async def refuse_unguarded_writes(
-                session: aiohttp.ClientSession,
-                context: Any,
-                params: aiohttp.TraceRequestStartParams,
-            ) -> None:
-                if params.method != "GET":
-                    guard(f"kopf {params.method} {params.url.path}")
-
-            trace = aiohttp.TraceConfig()
-            trace.on_request_start.append(refuse_unguarded_writes)
-            traces.append(trace)
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                ssl=self.ssl_context(), limit=watch_streams + KOPF_SPARE_CONNECTIONS
-            ),
-            headers=headers,
-            trace_configs=traces,
-        )
-        return kopf.AiohttpSession(server=self.server, aiohttp_session=session)
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        if not self.server.startswith("https"):
-            return False
-        context = ssl.create_default_context(cafile=self.ca_path)
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.certificate_path and self.private_key_path:
-            context.load_cert_chain(self.certificate_path, self.private_key_path)
-        return context
-
-
-def bound_tls_read_buffer(size: int = TLS_READ_BUFFER) -> None:
-    """Caps the read buffer asyncio gives each TLS connection of this process at `size`.
-
-    The operator's process calls it once at start (`gemini-webhooks operator`):
-    bench/operator --kube real, 1,000 resources, peak RSS 201-209 -> 195-199 MiB. The buffer
-    only bounds how many bytes one read takes from the socket; larger responses arrive in
-    more reads. asyncio has no public setting for it, so this lowers the class attribute
-    its TLS protocol reads the size from, and does nothing where that attribute is absent
-    (another event loop, a future Python)."""
-    from asyncio import sslproto
-
-    protocol = getattr(sslproto, "SSLProtocol", None)
-    current = getattr(protocol, "max_size", None)
-    if isinstance(current, int) and current > size:
-        protocol.max_size = size  # type: ignore[union-attr]
+        trace = aiohttp.TraceConfig()
+        trace.on_request_start.append(refuse_unguarded_writes)
+        traces.append(trace)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            ssl=access.ssl_context(), limit=watch_streams + KOPF_SPARE_CONNECTIONS
+        ),
+        headers=access.headers(),
+        trace_configs=traces,
+    )
+    return kopf.AiohttpSession(server=access.server, aiohttp_session=session)

@@ -1,6 +1,6 @@
 """The operator's own Kubernetes client: Secrets, the receiver's objects, our resources'
 status (the signing Secret's own rules are `signing_store`; who we are and how we connect
-is `cluster_access`).
+is `gemini_webhooks.kube_access`).
 
 kopf watches and patches GeminiWebhooks; everything else goes through this small async
 client (aiohttp, the same credentials kopf logs in with). Secret values are never logged
@@ -17,10 +17,10 @@ from typing import Any
 
 import aiohttp
 
-from gemini_webhook_operator.cluster_access import ClusterAccess
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import label_selector as label_selectors
 from gemini_webhooks.contracts import signing_secret as contract
+from gemini_webhooks.kube_access import ClusterAccess
 
 JSON = dict[str, Any]
 JSONPatch = list[JSON]  # RFC 6902 operations (an alias: inside Kube, `list` is a method)

@@ -24,7 +24,7 @@ from aiohttp import web
 from opentelemetry.trace import Tracer
 
 from gemini_webhook_operator import handlers, health_checker
-from gemini_webhook_operator.cluster_access import ClusterAccess
+from gemini_webhook_operator.cluster_access import kopf_session
 from gemini_webhook_operator.kube import JSON, Kube, KubeError, label_selector
 from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaderElector, LeaseTiming
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
@@ -40,6 +40,7 @@ from gemini_webhook_operator.reconcile_context import (
 )
 from gemini_webhook_operator.webhookservice import ServiceSettings, WebhookServices
 from gemini_webhooks.contracts.egress_proxy import ProxySettings
+from gemini_webhooks.kube_access import ClusterAccess
 
 
 @dataclass(frozen=True)
@@ -329,8 +330,8 @@ async def _run_kopf(
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.AiohttpSession:
-        return access.kopf_session(
-            watch_streams=kopf_watch_streams(config), write_guard=write_guard
+        return kopf_session(
+            access, watch_streams=kopf_watch_streams(config), write_guard=write_guard
         )
 
     settings = kopf_settings(config)

@@ -9,13 +9,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
-import os
-import threading
-import time
-from collections.abc import Callable
+import ssl
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from urllib.parse import quote, urlencode
 
 from gemini_webhooks.contracts.receiver_config import FileSecretRef, KubernetesSecretRef
 from gemini_webhooks.contracts.signing_secret import (
@@ -24,9 +21,21 @@ from gemini_webhooks.contracts.signing_secret import (
     SigningSecrets,
     decode,
 )
+from gemini_webhooks.kube_access import ClusterAccess
 
-from . import metrics
+from . import kube_get, metrics
 from .logs import log
+from .watch_stream import (
+    MAX_EVENT_BYTES,
+    ApiError,
+    Data,
+    LineSplitter,
+    OversizedEvent,
+    ResourceVersionGone,
+    WatchEvent,
+    parse_event,
+    parse_list,
+)
 
 OnUpdate = Callable[[SigningSecrets | None], None]
 _FILE_POLL_SECONDS = 0.2
@@ -88,33 +97,24 @@ class FileSecretSource:
                 await self._task
 
 
-def _kube_api() -> Any:
-    """In-cluster config in a pod; otherwise the kubeconfig that `KUBECONFIG` names (read
-    now, not at import: the client library caches it at import time)."""
-    from kubernetes import client, config
-
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        return client.CoreV1Api(client.ApiClient(configuration))
-    path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    return client.CoreV1Api(config.new_client_from_config(config_file=path))
-
-
 _WATCH_TIMEOUT_SECONDS = 300  # the server ends each watch after this; we resume it
 _WATCH_READ_MARGIN_SECONDS = 10  # the client's read timeout is this much longer
-_BACKOFF_SECONDS = 1.0
+_REQUEST_TIMEOUT_SECONDS = 30.0  # connecting, and a whole list
+_BACKOFF_SECONDS = 1.0  # after a failure; doubled at each failure in a row, up to the next
+_MAX_BACKOFF_SECONDS = 30.0
 _UNSEEN = object()  # nothing emitted yet
 
 
 class KubernetesSecretSource:
-    """List-then-watch one Secret with the `kubernetes` client, in a daemon thread.
+    """List-then-watch one Secret through the API, on the event loop (`kube_get`).
 
-    The client is synchronous; a thread keeps it off the event loop. Updates arrive with the
-    watch event (well under a second after the API server stores the change). A watch that
-    the server ends (its `timeoutSeconds`) is resumed from the last resourceVersion seen
-    (bookmarks included); the Secret is listed again only after 410 Gone or an error. The
-    callback runs only when the Secret's data, or whether it exists, changed.
+    Credentials come from `gemini_webhooks.kube_access` (a kubeconfig, else the pod's
+    ServiceAccount, in client-go's order). Updates arrive with the watch event (well under
+    a second after the API server stores the change). A watch that the server ends (its
+    `timeoutSeconds`) is resumed from the last resourceVersion seen (bookmarks included);
+    the Secret is listed again only after 410 Gone or an error (a failed request, a
+    malformed or oversized event), with a backoff. The callback runs only when the
+    Secret's data, or whether it exists, changed.
     """
 
     def __init__(
@@ -126,138 +126,145 @@ class KubernetesSecretSource:
         watch_timeout_seconds: int = _WATCH_TIMEOUT_SECONDS,
     ) -> None:
         self._webhook = webhook
-        self._ref = ref
         self._on_update = on_update
         self._watch_timeout = watch_timeout_seconds
-        self._stopped = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._first = threading.Event()
+        self._first = asyncio.Event()  # the first list answered, or failed
+        self._task: asyncio.Task[None] | None = None
         self._last: object = _UNSEEN  # the data (or None) last handed on
-        self._stream: Any = None  # the open watch, so that stop() can end it
+        self._path = f"/api/v1/namespaces/{quote(ref.namespace, safe='')}/secrets"
+        self._selector = {"fieldSelector": f"metadata.name={ref.name}"}
 
-    def _observe(self, data: dict[str, str] | None) -> None:
+    def _observe(self, data: Data | None) -> None:
         """Hand `data` on if it differs from what was handed on last (a bad update too:
         it is reported once, not at every re-list)."""
         if data == self._last:
             return
         self._last = dict(data) if data is not None else None
-        self._emit(data)
-
-    def _emit(self, data: dict[str, str] | None) -> None:
         if data is None:
-            update: SigningSecrets | None = None
-        else:
+            self._on_update(None)
+            return
+        try:
+            update = decode({k: base64.b64decode(v).decode() for k, v in data.items()})
+        except (SecretFormatError, ValueError) as error:
+            _report_error(self._webhook, "kubernetes", error)
+            return
+        self._on_update(update)
+
+    def _target(self, **query: str) -> str:
+        return f"{self._path}?{urlencode({**self._selector, **query})}"
+
+    async def _list(self, access: ClusterAccess, tls: ssl.SSLContext | bool) -> str:
+        """Lists the Secret, hands its data on, and returns the list's resourceVersion."""
+        async with kube_get.get(
+            access,
+            tls,
+            self._target(),
+            connect_timeout=_REQUEST_TIMEOUT_SECONDS,
+            read_timeout=_REQUEST_TIMEOUT_SECONDS,
+        ) as (status, body):
+            if status != 200:
+                raise ApiError(status)
+            listed = bytearray()
+            async for chunk in body:
+                listed += chunk
+                if len(listed) > MAX_EVENT_BYTES:
+                    raise OversizedEvent(f"a list over {MAX_EVENT_BYTES} bytes")
+        data, version = parse_list(bytes(listed))
+        self._observe(data)
+        return version
+
+    async def _watch(
+        self, access: ClusterAccess, tls: ssl.SSLContext | bool, version: str
+    ) -> AsyncIterator[WatchEvent]:
+        """The events of one watch from `version`, until the server ends it."""
+        target = self._target(
+            watch="true",
+            resourceVersion=version,
+            allowWatchBookmarks="true",
+            timeoutSeconds=str(self._watch_timeout),
+        )
+        async with kube_get.get(
+            access,
+            tls,
+            target,
+            connect_timeout=_REQUEST_TIMEOUT_SECONDS,
+            read_timeout=self._watch_timeout + _WATCH_READ_MARGIN_SECONDS,
+        ) as (status, body):
+            if status == 410:
+                raise ResourceVersionGone()
+            if status != 200:
+                raise ApiError(status)
+            lines = LineSplitter()
+            async for chunk in body:
+                for line in lines.feed(chunk):
+                    yield parse_event(line)
+
+    async def _follow(self, access: ClusterAccess, tls: ssl.SSLContext | bool) -> None:
+        """List, then watch from the list's version, resuming each watch the server ends.
+        Returns when the server forgot our version (410 Gone) after the watch had moved
+        on from the list's: list again. Raises why the list or a watch failed, 410 Gone
+        right after the list among them."""
+        version = await self._list(access, tls)
+        self._first.set()
+        loop = asyncio.get_running_loop()
+        fresh = True  # the watch starts from the list's version and has seen nothing yet
+        while True:
+            started = loop.time()
             try:
-                string_data = {k: base64.b64decode(v).decode() for k, v in data.items()}
-                update = decode(string_data)
-            except (SecretFormatError, ValueError) as error:
-                assert self._loop is not None
-                self._loop.call_soon_threadsafe(_report_error, self._webhook, "kubernetes", error)
+                async for event in self._watch(access, tls, version):
+                    if event.kind != "BOOKMARK":
+                        self._observe(event.data)
+                    if event.resource_version:
+                        version, fresh = event.resource_version, False
+            except ResourceVersionGone:
+                if fresh:
+                    raise
                 return
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._on_update, update)
+            fresh = False  # the server ended the watch: resume from `version`
+            if loop.time() - started < min(_BACKOFF_SECONDS, self._watch_timeout / 2):
+                await asyncio.sleep(_BACKOFF_SECONDS)  # ended at once: no busy loop
 
-    def _watch_forever(self) -> None:
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
-        ns, name = self._ref.namespace, self._ref.name
-        selector = f"metadata.name={name}"
-        api = None
-        version: str | None = None  # None: list first
-        fresh = False  # the watch starts from a list's version and has seen nothing yet
-        while not self._stopped.is_set():
+    async def _run(self) -> None:
+        backoff = _BACKOFF_SECONDS
+        loaded: tuple[ClusterAccess, ssl.SSLContext | bool] | None = None
+        while True:
             try:
-                if api is None:
-                    api = _kube_api()
-                if version is None:
-                    listed = api.list_namespaced_secret(ns, field_selector=selector)
-                    self._observe(listed.items[0].data or {} if listed.items else None)
-                    self._first.set()
-                    version = listed.metadata.resource_version
-                    fresh = True
-                stream = watch.Watch()
-                self._stream = stream
-                started = time.monotonic()
-                for event in stream.stream(
-                    api.list_namespaced_secret,
-                    ns,
-                    field_selector=selector,
-                    resource_version=version,
-                    allow_watch_bookmarks=True,
-                    timeout_seconds=self._watch_timeout,
-                    _request_timeout=self._watch_timeout + _WATCH_READ_MARGIN_SECONDS,
-                ):
-                    if self._stopped.is_set():
-                        stream.stop()
-                        break
-                    kind = event.get("type")
-                    raw = event.get("raw_object")
-                    raw = raw if isinstance(raw, dict) else {}
-                    if kind == "ERROR":  # the client raises these itself; just in case
-                        raise ApiException(status=raw.get("code"), reason=raw.get("reason"))
-                    if kind in ("ADDED", "MODIFIED"):
-                        self._observe(event["object"].data or {})
-                    elif kind == "DELETED":
-                        self._observe(None)
-                    seen = (raw.get("metadata") or {}).get("resourceVersion")
-                    if seen:
-                        version = str(seen)
-                        fresh = False
-                else:
-                    fresh = False  # the server ended the watch: resume from `version`
-                    if time.monotonic() - started < min(_BACKOFF_SECONDS, self._watch_timeout / 2):
-                        self._stopped.wait(_BACKOFF_SECONDS)  # ended at once: no busy loop
-            except ApiException as error:
-                if self._stopped.is_set():
-                    break
-                was_fresh, version, fresh = fresh, None, False
-                if error.status != 410:
-                    self._report_thread_error(error)
-                    self._stopped.wait(_BACKOFF_SECONDS)
-                elif was_fresh:  # Gone right after a list: do not list in a tight loop
-                    self._stopped.wait(_BACKOFF_SECONDS)
-            except Exception as error:  # the thread must survive any client failure
-                if self._stopped.is_set():
-                    break
-                version, fresh = None, False
-                self._report_thread_error(error)
-                self._stopped.wait(_BACKOFF_SECONDS)
-            finally:
-                self._stream = None
+                if loaded is None:
+                    access = ClusterAccess.load()
+                    loaded = access, access.ssl_context()
+                await self._follow(*loaded)
+                backoff = _BACKOFF_SECONDS  # expired history: list again at once
+                continue
+            except ResourceVersionGone:
+                pass  # Gone right after a list: do not list in a tight loop
+            except Exception as error:  # the watch must survive any failure
+                self._report_watch_error(error)
+            await asyncio.sleep(backoff)
+            backoff = min(2 * backoff, _MAX_BACKOFF_SECONDS)
 
-    def _report_thread_error(self, error: Exception) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            status = getattr(error, "status", None)
-            report = functools.partial(
-                log,
-                40,
-                "secret watch failed",
-                webhook=self._webhook,
-                error=type(error).__name__,
-                status=status,
-            )
-            self._loop.call_soon_threadsafe(report)
-            self._loop.call_soon_threadsafe(
-                metrics.secret_reloads.labels(self._webhook, "error").inc
-            )
+    def _report_watch_error(self, error: Exception) -> None:
+        status = getattr(error, "status", None)
+        log(
+            40,
+            "secret watch failed",
+            webhook=self._webhook,
+            error=type(error).__name__,
+            status=status,
+        )
+        metrics.secret_reloads.labels(self._webhook, "error").inc()
         self._first.set()
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(
-            target=self._watch_forever, name=f"secrets-kube-{self._webhook}", daemon=True
-        )
-        self._thread.start()
+        self._task = asyncio.create_task(self._run(), name=f"secrets-kube-{self._webhook}")
         # Give the first list a moment so readiness reflects it; never block start-up on it.
-        await asyncio.get_running_loop().run_in_executor(None, self._first.wait, 5.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first.wait(), 5.0)
 
     async def stop(self) -> None:
-        self._stopped.set()
-        stream = self._stream
-        if stream is not None:
-            stream.stop()  # unblocks the thread's read instead of waiting for the timeout
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 SecretSource = FileSecretSource | KubernetesSecretSource

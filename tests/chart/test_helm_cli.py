@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gemini_webhook_operator.cluster_access import ClusterAccess
 from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.controlplane.build import binaries_if_built
+from gemini_webhooks.kube_access import ClusterAccess
 from gemini_webhooks.sandbox.system import EXAMPLES_DIR as SANDBOX_EXAMPLES_DIR
 from tests.chart.rendering import CHART_DIR, RELEASE_NAMESPACE, ROOT, manifests
 from tests.fixtures.kube import KUBECTL

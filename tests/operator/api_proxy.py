@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from gemini_webhook_operator.cluster_access import ClusterAccess
+from gemini_webhooks.kube_access import ClusterAccess
 
 
 async def _serve(

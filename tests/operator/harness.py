@@ -21,7 +21,6 @@ from typing import Any
 from opentelemetry.trace import Tracer
 
 from gemini_webhook_operator import runtime
-from gemini_webhook_operator.cluster_access import ClusterAccess
 from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhook_operator.metrics import OperatorMetrics
 from gemini_webhook_operator.reconcile_context import Operator
@@ -33,6 +32,7 @@ from gemini_webhooks.contracts.signing_secret import (
     SigningSecrets,
     decode_data,
 )
+from gemini_webhooks.kube_access import ClusterAccess
 from tests.fixtures.kube import KUBECTL
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gemini_webhook_operator.cluster_access import ClusterAccess
+from gemini_webhooks.kube_access import ClusterAccess
 
 
 def _kubeconfig(tmp_path: Path, user: Mapping[str, object]) -> Path:
@@ -53,21 +53,21 @@ def test_a_replaced_token_file_is_read_again_after_a_minute(
 ) -> None:
     """The kubelet replaces a pod's projected token well before it expires; client-go
     re-reads it every minute, and so do we. A file missing mid-swap keeps the last one."""
-    from gemini_webhook_operator import cluster_access
+    from gemini_webhooks import kube_access
 
     now = [1000.0]
-    monkeypatch.setattr(cluster_access.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(kube_access.time, "monotonic", lambda: now[0])
     token_file = tmp_path / "token"
     token_file.write_text("first\n")
     access = ClusterAccess(server="https://k", token_file=str(token_file))
     assert access.bearer_token() == "first"
     token_file.write_text("second\n")
-    now[0] += cluster_access.TOKEN_FILE_REFRESH_SECONDS - 1
+    now[0] += kube_access.TOKEN_FILE_REFRESH_SECONDS - 1
     assert access.bearer_token() == "first"
     now[0] += 1
     assert access.bearer_token() == "second"
     token_file.unlink()
-    now[0] += cluster_access.TOKEN_FILE_REFRESH_SECONDS
+    now[0] += kube_access.TOKEN_FILE_REFRESH_SECONDS
     assert access.bearer_token() == "second"
 
 
@@ -80,10 +80,11 @@ async def test_the_kube_client_sends_the_current_token_of_a_token_file(
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    from gemini_webhook_operator import cluster_access, kube
+    from gemini_webhook_operator import kube
+    from gemini_webhooks import kube_access
 
     now = [0.0]
-    monkeypatch.setattr(cluster_access.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(kube_access.time, "monotonic", lambda: now[0])
     seen: list[str] = []
 
     async def record(request: web.Request) -> web.Response:
@@ -101,7 +102,7 @@ async def test_the_kube_client_sends_the_current_token_of_a_token_file(
     try:
         await client.get("Secret", "n", "s")
         token_file.write_text("after")
-        now[0] += cluster_access.TOKEN_FILE_REFRESH_SECONDS
+        now[0] += kube_access.TOKEN_FILE_REFRESH_SECONDS
         await client.get("Secret", "n", "s")
     finally:
         await client.close()
@@ -130,7 +131,7 @@ async def test_kopfs_session_bounds_its_connections_and_sends_the_token() -> Non
     from aiohttp.test_utils import TestServer
 
     from gemini_webhook_operator import runtime
-    from gemini_webhook_operator.cluster_access import KOPF_SPARE_CONNECTIONS
+    from gemini_webhook_operator.cluster_access import KOPF_SPARE_CONNECTIONS, kopf_session
 
     open_now = most = 0
     tokens: set[str] = set()
@@ -161,7 +162,7 @@ async def test_kopfs_session_bounds_its_connections_and_sends_the_token() -> Non
     assert streams == 42
     try:
         access = ClusterAccess(server=f"http://127.0.0.1:{port}", token="kopf-token")
-        info = access.kopf_session(watch_streams=streams)
+        info = kopf_session(access, watch_streams=streams)
         session = info.aiohttp_session
 
         async def call(watch: bool = False) -> None:
@@ -268,7 +269,7 @@ def test_several_files_merge_first_wins_and_a_context_can_be_chosen(tmp_path: Pa
 
 
 def test_an_unknown_context_is_a_clear_error(tmp_path: Path) -> None:
-    from gemini_webhook_operator.cluster_access import KubeConfigError
+    from gemini_webhooks.kube_access import KubeConfigError
 
     path = _kubeconfig(tmp_path, {"token": "x"})
     with pytest.raises(KubeConfigError, match="no context 'elsewhere'"):
@@ -333,7 +334,7 @@ from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestServer
 import ssl
 from gemini_webhooks.controlplane.pki import CertificateAuthority
-from gemini_webhook_operator.cluster_access import ClusterAccess, bound_tls_read_buffer
+from gemini_webhooks.kube_access import ClusterAccess, bound_tls_read_buffer
 
 BODY = bytes(range(256)) * (3 * 4096)  # 3 MiB, larger than any read buffer
 
@@ -382,7 +383,7 @@ def test_the_operator_bounds_each_tls_connections_read_buffer(tmp_path: Path) ->
     import subprocess
     import sys
 
-    from gemini_webhook_operator.cluster_access import TLS_READ_BUFFER
+    from gemini_webhooks.kube_access import TLS_READ_BUFFER
 
     def sslproto_bytes(mode: str) -> int:
         out = subprocess.run(
@@ -418,7 +419,7 @@ def test_the_operator_command_bounds_tls_buffers_and_freezes_its_imports(tmp_pat
         "print(gc.get_freeze_count())\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    from gemini_webhook_operator.cluster_access import TLS_READ_BUFFER
+    from gemini_webhooks.kube_access import TLS_READ_BUFFER
 
     lines = out.stdout.splitlines()
     assert "cannot load the cluster's credentials" in lines[0]

@@ -37,7 +37,6 @@ import pytest
 import standardwebhooks
 from prometheus_client.parser import text_string_to_metric_families
 
-from gemini_webhook_operator.cluster_access import ClusterAccess
 from gemini_webhook_operator.leader import (
     Fence,
     LeaseRecord,
@@ -50,6 +49,7 @@ from gemini_webhook_operator.leader import (
 from gemini_webhook_operator.metrics import LEADER, RECONCILES_TOTAL
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import KNOWN, decode_data, remote_identity
+from gemini_webhooks.kube_access import ClusterAccess
 from tests.fixtures.kube import KUBECTL
 from tests.operator.api_proxy import FaultProxy, KubeLink
 

@@ -13,10 +13,10 @@ from typing import Any
 import standardwebhooks
 
 from gemini_webhook_operator import signing
-from gemini_webhook_operator.cluster_access import ClusterAccess
 from gemini_webhook_operator.kube import Kube
 from gemini_webhook_operator.signing_store import read_signing_secret, write_signing_secret
 from gemini_webhooks.contracts import crd
+from gemini_webhooks.kube_access import ClusterAccess
 from tests.operator.harness import Cluster, is_ready, operator_running, resource
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -6,9 +6,12 @@ import asyncio
 import functools
 import secrets as pysecrets
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -18,6 +21,7 @@ from gemini_webhook_receiver import secret_sources
 from gemini_webhooks.contracts import signing_secret as fmt
 
 from .conftest import Client, RecordingTarget, StartReceiver, base_config, new_secret
+from .test_lean_process import NOT_THE_RECEIVER, _imported, _under, importtime_receiver
 
 NAMESPACE = "default"
 NAME = "orders-signing-secret"
@@ -33,12 +37,25 @@ def _secret_body(current: str, *older: str) -> k8s.V1Secret:
     return k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=NAME, namespace=NAMESPACE), data=data)
 
 
+def _delete_secret(core: k8s.CoreV1Api) -> None:
+    try:
+        core.delete_namespaced_secret(NAME, NAMESPACE)
+    except k8s.ApiException as error:
+        if error.status != 404:
+            raise
+
+
 @pytest.fixture
-def core(kube: Any, monkeypatch: pytest.MonkeyPatch) -> k8s.CoreV1Api:
+def core(kube: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[k8s.CoreV1Api]:
+    """A client of the API the receiver watches; the test's Secret is gone before and after
+    (a real control plane is shared by the tests of a run)."""
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     api_client = k8s_config.new_client_from_config(config_file=str(kube.kubeconfig))
-    return k8s.CoreV1Api(api_client)
+    core = k8s.CoreV1Api(api_client)
+    _delete_secret(core)
+    yield core
+    _delete_secret(core)
 
 
 def _config(target: RecordingTarget, webhook: str = "orders") -> dict[str, Any]:
@@ -257,3 +274,30 @@ async def test_data_change_after_gone_is_picked_up(
     await _rotation_seen_within_a_second(client, old, new)
     assert await _reloads(client, webhook) == 2
     assert _requests(kube_sandbox, "list") == 2
+
+
+# ---- what the process holds ------------------------------------------------------------
+
+
+async def test_a_receiver_watching_its_secret_imports_neither_the_kubernetes_client_nor_aiohttp(
+    core: k8s.CoreV1Api, kube: Any, target: RecordingTarget, tmp_path: Path
+) -> None:
+    """The Secret's list and watch run on the receiver's own loop with its own HTTP framing:
+    the `kubernetes` package (17.8 MiB) and aiohttp's client (9.4 MiB) stay out."""
+    secret = new_secret()
+    await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, _secret_body(secret))
+    config = {**_config(target), "logging": {"level": "INFO"}}
+    env = {"KUBECONFIG": str(kube.kubeconfig)}  # KUBERNETES_SERVICE_HOST is unset (`core`)
+    async with importtime_receiver(config, tmp_path, **env) as (ports, log):
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{ports['internal_port']}/readyz"
+            deadline = time.monotonic() + 10
+            while True:  # ready once the Secret's list was read
+                async with session.get(url) as ready:
+                    if ready.status == 200:
+                        break
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                await asyncio.sleep(0.05)
+    imported = _imported(log.read_text())
+    assert "gemini_webhook_receiver.kube_get" in imported  # the report is read right
+    assert _under(("kubernetes", "aiohttp", *NOT_THE_RECEIVER), imported) == []

@@ -5,12 +5,15 @@ the JWKS) when it forwards over plain http only, nor OpenTelemetry when tracing 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -42,6 +45,33 @@ def _imported(stderr: str) -> set[str]:
     }
 
 
+@contextlib.asynccontextmanager
+async def importtime_receiver(
+    config: dict[str, Any], tmp_path: Path, **env: str
+) -> AsyncIterator[tuple[dict[str, Any], Path]]:
+    """A real receiver process run with `config` under `python -X importtime` (extra
+    environment `env`): yields its `receiver listening` record and the file its report is
+    written to, complete once the block ends (the process is stopped then)."""
+    config_file = tmp_path / "receiver.json"
+    config_file.write_text(json.dumps(config))
+    log = tmp_path / "stderr"
+    command = [sys.executable, "-X", "importtime", "-m", "gemini_webhooks", "receiver"]
+    # Tracing off, as it is unless configured: no OTEL_* variable reaches the process.
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*command, "--config", str(config_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**environment, **env},
+        )
+    try:
+        yield await listening(process, log), log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
 async def _modules_of_a_receiver_run(
     target: RecordingTarget, secrets_file: tuple[Path, str], tmp_path: Path
 ) -> set[str]:
@@ -50,21 +80,7 @@ async def _modules_of_a_receiver_run(
     its internal port's readiness and metrics read, to its shutdown."""
     path, secret = secrets_file
     config = base_config(target.url, path, logging={"level": "INFO"})
-    config_file = tmp_path / "receiver.json"
-    config_file.write_text(json.dumps(config))
-    log = tmp_path / "stderr"
-    command = [sys.executable, "-X", "importtime", "-m", "gemini_webhooks", "receiver"]
-    # Tracing off, as it is unless configured: no OTEL_* variable reaches the process.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [*command, "--config", str(config_file)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=env,
-        )
-    try:
-        ports = await listening(process, log)
+    async with importtime_receiver(config, tmp_path) as (ports, log):
         body = json.dumps(envelope()).encode()
         async with aiohttp.ClientSession() as session:
             async with session.post(
@@ -74,12 +90,10 @@ async def _modules_of_a_receiver_run(
             ) as response:
                 assert response.status == 200, await response.text()
             await target.wait_for(1, timeout=30)
-            for path in ("/readyz", "/metrics"):
-                async with session.get(f"http://127.0.0.1:{ports['internal_port']}{path}") as got:
+            for endpoint in ("/readyz", "/metrics"):
+                internal = f"http://127.0.0.1:{ports['internal_port']}{endpoint}"
+                async with session.get(internal) as got:
                     assert got.status == 200, await got.text()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
     imported = _imported(log.read_text())
     assert "gemini_webhook_receiver.app" in imported  # the report is read right
     return imported
