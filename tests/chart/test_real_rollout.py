@@ -643,19 +643,24 @@ def sandbox_process(pod_uid: str) -> int:
     return pid
 
 
-def leading_container(world: World) -> tuple[dict[str, Any], int]:
-    """The Pod that holds the Lease, and its container's main process on the host (the
-    one whose parent is not in the container)."""
-    leader = world.leader()
-    (pod,) = [p for p in world.install.operator_pods() if p["metadata"]["name"] == leader]
+def main_process(pod: dict[str, Any]) -> int:
+    """The Pod's container's main process on the host (the one whose parent is not in the
+    container)."""
     pids = container_processes(pod["metadata"]["uid"])
-    assert pids, f"no process of {leader} on the host"
+    assert pids, f"no process of {pod['metadata']['name']} on the host"
     (main,) = [
         pid
         for pid in pids
         if int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1]) not in pids
     ]
-    return pod, main
+    return main
+
+
+def leading_container(world: World) -> tuple[dict[str, Any], int]:
+    """The Pod that holds the Lease, and its container's main process on the host."""
+    leader = world.leader()
+    (pod,) = [p for p in world.install.operator_pods() if p["metadata"]["name"] == leader]
+    return pod, main_process(pod)
 
 
 def pod_writes(world: World, pod: str) -> list[tuple[float, str]]:
@@ -680,10 +685,79 @@ def pod_writes(world: World, pod: str) -> list[tuple[float, str]]:
     return sorted(w for w in found if w[0] >= world.began)
 
 
-def container_status(world: World, pod: str) -> dict[str, Any]:
-    found = world.cluster.get("pod", "-n", RELEASE_NAMESPACE, pod)
+def container_status(world: World, pod: str, namespace: str = RELEASE_NAMESPACE) -> dict[str, Any]:
+    found = world.cluster.get("pod", "-n", namespace, pod)
     status: dict[str, Any] = found["status"]["containerStatuses"][0]
     return status
+
+
+BURST = 0.2  # seconds between events while a receiver container is killed: 5 a second
+
+
+def test_sigkill_of_a_receiver_container_mid_stream_loses_no_acknowledged_event(
+    world: World,
+) -> None:
+    """kill -9 of a receiver container's main process from the host while events stream in
+    (5 a second, each to every webhook): the kubelet restarts it; every delivery the
+    emulator saw answered 2xx by a receiver is at the sink (inline mode forwards before it
+    answers), and every delivery ends delivered (Gemini's retries reach the other replica
+    or the restarted one)."""
+    name = world.received[0]
+    selector = ",".join(f"{k}={v}" for k, v in receiver_names.selector_labels(name).items())
+    pods = [
+        p
+        for p in world.cluster.get("pods", "-n", TEAM, "-l", selector)["items"]
+        if "deletionTimestamp" not in p["metadata"]
+    ]
+    assert pods, f"no receiver Pod of {name}"
+    pod = pods[0]
+    victim = pod["metadata"]["name"]
+    restarts = container_status(world, victim, TEAM)["restartCount"]
+    main = main_process(pod)
+    emulator = world.install.emulator()
+    fired: list[str] = []
+
+    def burst(seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            fired.append(emulator.fire("batch.succeeded")["event_id"])
+            time.sleep(BURST)
+
+    start = time.time()
+    burst(2.0)
+    os.kill(main, signal.SIGKILL)
+    killed = time.time()
+    burst(4.0)
+
+    def restarted() -> dict[str, Any] | None:
+        status = container_status(world, victim, TEAM)
+        return status if status["restartCount"] > restarts and status.get("ready") else None
+
+    wait_for(f"{victim} restarted and Ready", restarted, 120, every=1)
+    back = time.time() - killed
+    burst(2.0)
+    figures, wrong = world.check(start)
+    ours = {world.webhook_of[n]: n for n in world.received}
+    deliveries = [d for d in world.settled_deliveries() if d.get("webhook_id") in ours]
+    at_sink = {(seen["path"], seen["headers"].get("webhook-id")) for seen in world.sink_events()}
+    acknowledged = [d for d in deliveries if d["state"] == "delivered"]
+    lost = [
+        d["id"]
+        for d in acknowledged
+        if (f"/received/{ours[d['webhook_id']]}", d["id"]) not in at_sink
+    ]
+    burst_ids = set(fired)
+    retried = sum(1 for d in deliveries if d["event_id"] in burst_ids and len(d["attempts"]) > 1)
+    figures = (
+        f"receiver SIGKILL (real node): {victim} pid {main} killed mid-stream, back Ready "
+        f"{back:.1f}s after; {len(fired)} events fired, {len(deliveries)} deliveries to the "
+        f"receivers ({retried} of this burst's retried), {len(acknowledged)} acknowledged, "
+        f"{len(lost)} of those missing at the sink | {figures}"
+    )
+    print(f"\n{figures}")
+    assert not lost, f"acknowledged but not at the sink: {lost}\n{figures}"
+    assert len(acknowledged) == len(deliveries), figures
+    assert wrong == [], f"{wrong}\n{figures}"
 
 
 def test_sigkill_of_the_leaders_container_hands_over_once_and_does_nothing_twice(
