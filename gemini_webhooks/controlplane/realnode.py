@@ -38,6 +38,10 @@ from gemini_webhooks.sandbox.supervisor import (
 )
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# systemd's default start limit (StartLimitBurst=5 within StartLimitIntervalSec=10s) is
+# for units that fail at once; a node process that ran for minutes and exited is started
+# again up to this many times within this window.
+RESTART_BURST, RESTART_WINDOW = 5, 600.0
 MARKER = ".gemini-webhooks-real-node"
 NETFILTER_TOOLS = ("iptables", "iptables-save", "iptables-restore", "ipset")
 
@@ -328,14 +332,29 @@ class RealNode:
         )
 
     async def watch(self) -> None:
-        """Return never; raise as soon as one of the node's processes exits."""
-        while not (exited := self.supervisor.exited()):  # noqa: ASYNC110 - nothing to await
-            await asyncio.sleep(1.0)
-        child = exited[0]
-        raise ChildFailedError(
-            f"{child.name} exited with code {child.process.returncode}; the end of its log "
-            f"({child.log_path}):\n{child.log_tail()}"
-        )
+        """Return never. A node process that exits is started again, as systemd restarts
+        the kubelet and containerd on a real node (`Restart=always`): the Pods run on (their
+        shims outlive containerd and the kubelet) and the restarted kubelet takes them up
+        again. More than RESTART_BURST exits within RESTART_WINDOW seconds (systemd's start
+        limit) raise instead, with the end of the process's log."""
+        exits: list[float] = []
+        while True:
+            exited = self.supervisor.exited()
+            if not exited:
+                await asyncio.sleep(1.0)
+                continue
+            child = exited[0]
+            now = time.monotonic()
+            exits = [*(t for t in exits if now - t < RESTART_WINDOW), now]
+            said = f"{child.name} exited with code {child.process.returncode}"
+            if len(exits) > RESTART_BURST:
+                raise ChildFailedError(
+                    f"{said}, its {len(exits)}th exit within {RESTART_WINDOW:.0f}s; the end of "
+                    f"its log ({child.log_path}):\n{child.log_tail()}"
+                )
+            self.progress(f"{said}; starting it again")
+            self.supervisor.forget(child)
+            await self.supervisor.start(child.spec, ready_timeout=120)
 
     async def _apply_rbac(self, plane: ControlPlane) -> None:
         api = KubeApi.from_kubeconfig(plane.layout.admin_kubeconfig)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -543,6 +544,74 @@ def test_the_receivers_network_policy_is_enforced_both_ways(install: Install) ->
     assert install.cluster.connects(TEAM, pod, "kubernetes.default.svc.cluster.local", 443)
     assert install.cluster.connects(TEAM, pod, sink_name, SINK_PORT)
     assert not install.cluster.connects(TEAM, pod, emulator_ip, EMULATOR_PORT)
+
+
+def test_the_kubelet_killed_pods_keep_serving_and_it_is_restarted_and_takes_them_up(
+    install: Install,
+) -> None:
+    """SIGKILL of the kubelet (a crash; systemd would restart it on a real node, and so does
+    our node): while it is gone the Pods run on and serve, so events keep arriving at the
+    sink through the receiver; the restarted kubelet takes the same containers up again (no
+    container restarted or replaced), the Node is Ready, and `kubectl exec` (through the
+    kubelet) works."""
+    old = install.cluster.node_process("kubelet")
+    assert old is not None, "no kubelet of this node"
+
+    def containers() -> dict[str, tuple[str, int]]:
+        pods = install.cluster.get("pods", "-n", TEAM)["items"]
+        return {
+            p["metadata"]["name"]: (s["containerID"], s["restartCount"])
+            for p in pods
+            for s in (p.get("status") or {}).get("containerStatuses") or []
+        }
+
+    before = containers()
+    emulator = install.emulator()
+    hook = install.webhook(RECEIVED)
+    killed = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    fired, gone = [], []
+    new: int | None = None
+    while time.monotonic() - killed < 10 or new is None:
+        assert time.monotonic() - killed < 120, "the kubelet was not started again"
+        new = install.cluster.node_process("kubelet")
+        fired.append(emulator.fire("batch.succeeded"))
+        if new in (None, old):
+            gone.append(fired[-1]["event_id"])  # fired while no kubelet ran
+        time.sleep(0.2)
+    back = time.monotonic() - killed
+    delivered = [
+        emulator.wait_for_deliveries(
+            1, timeout=60, event_id=event["event_id"], webhook_id=hook["status"]["webhookId"]
+        )[0]
+        for event in fired
+    ]
+    assert all(d["state"] == "delivered" for d in delivered), delivered
+    arrived = {json.dumps(e, sort_keys=True) for e in install.sink_events()}
+    missing = [
+        e["event_id"] for e in fired if json.dumps(e["envelope"], sort_keys=True) not in arrived
+    ]
+    assert not missing, missing
+    node = wait_for(
+        "the Node Ready again",
+        lambda: next(
+            (
+                c
+                for c in install.cluster.get("nodes")["items"][0]["status"]["conditions"]
+                if c["type"] == "Ready" and c["status"] == "True"
+            ),
+            None,
+        ),
+        within=120,
+    )
+    assert containers() == before, (before, containers())
+    assert install.cluster.connects(TEAM, SINK, "127.0.0.1", SINK_PORT)  # exec, via the kubelet
+    print(
+        f"\nkubelet SIGKILL: started again as pid {new}, {back:.1f}s; {len(fired)} events "
+        f"delivered through the receiver meanwhile, {len(gone)} of them while no kubelet ran; "
+        f"Node Ready ({node['reason']}), {len(before)} containers unchanged"
+    )
+    assert gone, "every event was fired with a kubelet running: the test showed nothing"
 
 
 def test_the_operators_network_policy_is_enforced_and_it_still_reaches_api_and_emulator(
