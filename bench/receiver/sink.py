@@ -38,13 +38,13 @@ class Sink(asyncio.Protocol):
             self.transport.write(RESPONSE)
 
 
-async def main(port: int) -> None:
+async def main(port: int, host: str = "127.0.0.1") -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Sink, "127.0.0.1", port, backlog=1024)
+    server = await loop.create_server(Sink, host, port, backlog=1024)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
     runner = uvloop.run if uvloop is not None else asyncio.run
-    runner(main(int(sys.argv[1])))
+    runner(main(int(sys.argv[1]), *sys.argv[2:3]))  # PORT [HOST]: a Pod's sink listens on 0.0.0.0

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,15 +27,17 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.receiver.run import write_deliveries
 from gemini_webhook_operator import receiver_names
 from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.signing_secret import decode_data
 from gemini_webhooks.controlplane import nodeconfig
 from gemini_webhooks.controlplane.nodeconfig import NODE_NETWORK
 from gemini_webhooks.emulator import ControlClient
 from tests.chart.rendering import CHART_DIR, ROOT
 from tests.chart.test_helm_cli import Helm, helm_binary
 from tests.fixtures.kube import KUBECTL
-from tests.fixtures.real_node import Cluster, wait_for
+from tests.fixtures.real_node import Cluster, main_process, wait_for
 from tests.fixtures.redis import DURABLE_ARGS, RedisServer
 from tests.kubectl.plugin import executable
 from tests.test_readme import README, readme_blocks
@@ -612,6 +615,146 @@ def test_the_kubelet_killed_pods_keep_serving_and_it_is_restarted_and_takes_them
         f"Node Ready ({node['reason']}), {len(before)} containers unchanged"
     )
     assert gone, "every event was fired with a kubelet running: the test showed nothing"
+
+
+LOADED, FAST_SINK = "loaded", "fast-sink"  # the GeminiWebhook under load, its target
+LOAD_SECONDS, LOAD_CONNECTIONS = 10, 32  # bench/receiver/run.py's connections
+
+
+class MemoryCgroup:
+    """A container's memory cgroup on the host (v1, as here, or v2): usage, the working set
+    as the kubelet computes it (usage less inactive file pages), the limit, OOM kills."""
+
+    def __init__(self, pid: int) -> None:
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(","):
+                self.v2, self.dir = False, Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+                break
+        else:
+            path = Path(f"/proc/{pid}/cgroup").read_text().split("::", 1)[1].strip()
+            self.v2, self.dir = True, Path("/sys/fs/cgroup") / path.lstrip("/")
+
+    def _read(self, v1: str, v2: str) -> str:
+        return (self.dir / (v2 if self.v2 else v1)).read_text().strip()
+
+    def stat(self, key: str) -> int:
+        for line in self._read("memory.stat", "memory.stat").splitlines():
+            name, value = line.split()
+            if name == key:
+                return int(value)
+        return 0
+
+    def working_set(self) -> int:
+        usage = int(self._read("memory.usage_in_bytes", "memory.current"))
+        inactive = self.stat("inactive_file" if self.v2 else "total_inactive_file")
+        return max(0, usage - inactive)
+
+    def peak_usage(self) -> int:
+        return int(self._read("memory.max_usage_in_bytes", "memory.peak"))
+
+    def limit(self) -> int:
+        return int(self._read("memory.limit_in_bytes", "memory.max"))
+
+    def oom_kills(self) -> int:
+        if self.v2:
+            events = dict(line.split() for line in self._read("", "memory.events").splitlines())
+            return int(events.get("oom_kill", 0))
+        return self.stat("oom_kill") or int(
+            dict(line.split() for line in self._read("memory.oom_control", "").splitlines()).get(
+                "oom_kill", 0
+            )
+        )
+
+
+def test_a_receiver_pod_under_the_benchmark_load_stays_under_its_memory_limit(
+    install: Install, tmp_path: Path
+) -> None:
+    """The receiver benchmark's load (wrk, 32 connections, unique signed deliveries) from
+    the host through the receiver's Service, against a receiver Pod as the operator renders
+    it, under its default memory limit, forwarding every event to a fast target Pod: every
+    delivery answered 2xx, its working set sampled against the limit, no OOM kill."""
+    sink = _pod(
+        FAST_SINK,
+        TEAM,
+        f"{nodeconfig.IMAGE_REPOSITORIES['product']}:{TAG}",
+        {"app": FAST_SINK},
+        SINK_PORT,
+        command=["python", "-c", (ROOT / "bench" / "receiver" / "sink.py").read_text()],
+        args=[str(SINK_PORT), "0.0.0.0"],
+    )
+    webhook = received_webhook()
+    webhook["metadata"]["name"] = LOADED
+    receiver = webhook["spec"]["receiver"]
+    receiver["networkPolicy"] = {"enabled": False}  # the load comes from the host
+    target = {"service": {"name": FAST_SINK, "port": SINK_PORT, "path": "/events"}}
+    receiver["defaultRoute"] = {"targets": [target]}
+    name = receiver_names.receiver_name(LOADED)
+    try:
+        install.cluster.apply(
+            sink, _service(FAST_SINK, TEAM, {"app": FAST_SINK}, SINK_PORT), webhook
+        )
+        install.waiting(180, "-n", TEAM, "wait", f"geminiwebhook/{LOADED}", "--for=condition=Ready")
+        install.waiting(180, "-n", TEAM, "rollout", "status", f"deployment/{name}")
+        wait_for("the fast sink Ready", lambda: install.ready_pod(TEAM, FAST_SINK), within=120)
+        hook = install.webhook(LOADED)
+        held = decode_data(
+            install.cluster.get("secret", "-n", TEAM, hook["status"]["signingSecretName"])["data"]
+        )
+        assert held.current is not None
+        deliveries = tmp_path / "deliveries.tsv"
+        write_deliveries(deliveries, held.current.secret, 150_000)
+        selector = ",".join(f"{k}={v}" for k, v in receiver_names.selector_labels(LOADED).items())
+        (pod,) = install.cluster.get("pods", "-n", TEAM, "-l", selector)["items"]
+        memory = MemoryCgroup(main_process(pod))
+        limit = memory.limit()
+        cluster_ip = install.cluster.get("service", "-n", TEAM, name)["spec"]["clusterIP"]
+        url = urllib.parse.urlsplit(hook["status"]["url"])
+        samples: list[int] = []
+        env = dict(os.environ, BENCH_FILE=str(deliveries), BENCH_OFFSET="0", BENCH_PATH=url.path)
+        wrk = subprocess.Popen(
+            [
+                "wrk",
+                "-t1",
+                f"-c{LOAD_CONNECTIONS}",
+                f"-d{LOAD_SECONDS}s",
+                "--timeout",
+                "5s",
+                "-s",
+                str(ROOT / "bench" / "receiver" / "deliveries.lua"),
+                f"http://{cluster_ip}:{url.port or 80}",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        while wrk.poll() is None:
+            samples.append(memory.working_set())
+            time.sleep(0.2)
+        out = wrk.communicate()[0]
+        line = next(x for x in out.splitlines() if x.startswith("BENCH_RESULT"))
+        result = {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+        status = install.cluster.get("pod", "-n", TEAM, pod["metadata"]["name"])["status"]
+        restarts = status["containerStatuses"][0]["restartCount"]
+        mib = 1 << 20
+        rate = result["requests"] / (result["duration_us"] / 1e6)
+        print(
+            f"\nreceiver Pod under load (real node, through its Service from the host): "
+            f"{rate:.0f} req/s, p50 {result['p50_us'] / 1000:.2f} ms, p99 "
+            f"{result['p99_us'] / 1000:.2f} ms, {result['non2xx']} non-2xx, {result['errors']} "
+            f"errors; working set peak {max(samples) / mib:.1f} MiB (idle "
+            f"{samples[0] / mib:.1f}) of its {limit / mib:.0f} MiB limit, peak usage "
+            f"(page cache included) {memory.peak_usage() / mib:.1f} MiB, OOM kills "
+            f"{memory.oom_kills()}, restarts {restarts}"
+        )
+        assert result["requests"] > 0 and result["non2xx"] == 0 and result["errors"] == 0, result
+        assert limit == 320 * mib  # the operator's default for a receiver
+        assert max(samples) < limit and memory.oom_kills() == 0 and restarts == 0
+    finally:
+        install.cluster.kubectl("delete", "-n", TEAM, crd.PLURAL, LOADED, "--ignore-not-found")
+        install.cluster.kubectl(
+            "delete", "-n", TEAM, "pod,service", FAST_SINK, "--ignore-not-found", timeout=120
+        )
 
 
 def test_the_operators_network_policy_is_enforced_and_it_still_reaches_api_and_emulator(

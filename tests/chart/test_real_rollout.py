@@ -34,7 +34,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,7 +61,7 @@ from tests.chart.test_real_install import (
     _service,
     emulator_objects,
 )
-from tests.fixtures.real_node import Cluster, wait_for
+from tests.fixtures.real_node import Cluster, main_process, pod_processes, wait_for
 from tests.operator.test_leader_election import _verifies
 
 pytestmark = [pytest.mark.real_component, pytest.mark.late_build, pytest.mark.timeout(900)]
@@ -615,45 +614,11 @@ def test_a_rolling_update_under_load_hands_over_once_and_does_nothing_twice(
     assert wrong == [], f"{wrong}\n{figures}"
 
 
-def pod_processes(pod_uid: str) -> dict[int, bytes]:
-    """Host PIDs of the Pod's processes, its sandbox's (pause) included, by their cgroup:
-    each with its command."""
-    marks = (pod_uid, pod_uid.replace("-", "_"))
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cgroup = (entry / "cgroup").read_text()
-            command = (entry / "cmdline").read_bytes().split(b"\0")[0]
-            if any(m in cgroup for m in marks):
-                found[int(entry.name)] = command
-    return found
-
-
-def container_processes(pod_uid: str) -> list[int]:
-    """Host PIDs of the Pod's processes but its sandbox's (pause)."""
-    return [pid for pid, cmd in pod_processes(pod_uid).items() if not cmd.endswith(b"/pause")]
-
-
 def sandbox_process(pod_uid: str) -> int:
     """The host PID of the Pod's sandbox (pause): it holds the Pod's network namespace
     while the container restarts."""
     (pid,) = [pid for pid, cmd in pod_processes(pod_uid).items() if cmd.endswith(b"/pause")]
     return pid
-
-
-def main_process(pod: dict[str, Any]) -> int:
-    """The Pod's container's main process on the host (the one whose parent is not in the
-    container)."""
-    pids = container_processes(pod["metadata"]["uid"])
-    assert pids, f"no process of {pod['metadata']['name']} on the host"
-    (main,) = [
-        pid
-        for pid in pids
-        if int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1]) not in pids
-    ]
-    return main
 
 
 def leading_container(world: World) -> tuple[dict[str, Any], int]:
