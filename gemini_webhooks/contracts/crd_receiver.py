@@ -338,10 +338,16 @@ class ReceiverSpec(SpecSection):
 
 
 class HealthCheckSpec(SpecSection):
-    """`spec.healthCheck` (its schema lives in `contracts.crd`)."""
+    """End-to-end health: the operator pings the webhook periodically and after every
+    rotation, and reports whether the receiver verified the ping as the `DeliveryVerified`
+    condition."""
 
-    enabled: bool = False
-    interval: Duration = DEFAULT_HEALTH_INTERVAL
+    enabled: bool = Field(False, description="Run the periodic ping check.")
+    interval: Duration = Field(
+        DEFAULT_HEALTH_INTERVAL,
+        max_length=32,
+        description="Time between pings, as hours/minutes/seconds.",
+    )
 
     @model_validator(mode="after")
     def _not_too_often(self) -> HealthCheckSpec:

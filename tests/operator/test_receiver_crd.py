@@ -23,7 +23,7 @@ from gemini_webhooks.contracts.crd_receiver import (
     parse_duration,
     receiver_spec,
 )
-from gemini_webhooks.contracts.crd_receiver_schema import RECEIVER_SCHEMA
+from gemini_webhooks.contracts.crd_receiver_schema import HEALTH_CHECK_SCHEMA, RECEIVER_SCHEMA
 from tests.operator.harness import Cluster, kubectl
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -39,9 +39,6 @@ def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, An
     if isinstance(extra, dict) and "description" in extra:
         found += walk(extra, f"{path}{{}}")
     return found
-
-
-HEALTH_CHECK_SCHEMA = crd.spec_schema()["properties"]["healthCheck"]
 
 
 @pytest.mark.parametrize("schema", [RECEIVER_SCHEMA, HEALTH_CHECK_SCHEMA])
@@ -96,8 +93,9 @@ def test_schema_and_typed_view_name_the_same_fields_with_the_same_defaults() -> 
     assert compare(HEALTH_CHECK_SCHEMA, HealthCheckSpec, "healthCheck") == []
 
 
-def test_the_crd_embeds_this_receiver_schema() -> None:
+def test_the_crd_embeds_these_generated_schemas() -> None:
     assert crd.spec_schema()["properties"]["receiver"] == RECEIVER_SCHEMA
+    assert crd.spec_schema()["properties"]["healthCheck"] == HEALTH_CHECK_SCHEMA
 
 
 def sections(
@@ -120,23 +118,28 @@ def sections(
 
 
 def schema_node(path: str) -> dict[str, Any]:
-    """The schema of the object at `path` (an array's items for a list of them)."""
-    node = RECEIVER_SCHEMA
-    for part in path.split(".")[1:]:
+    """The CRD's schema of the object at `path` below `spec` (an array's items for a list)."""
+    node = crd.spec_schema()
+    for part in path.split("."):
         node = node["properties"][part]
         if node["type"] == "array":
             node = node["items"]
     return node
 
 
-def test_every_field_of_the_typed_view_states_its_description_once_on_the_model() -> None:
+@pytest.mark.parametrize(
+    ("model", "section"), [(ReceiverSpec, "receiver"), (HealthCheckSpec, "healthCheck")]
+)
+def test_every_field_of_the_typed_view_states_its_description_once_on_the_model(
+    model: type[BaseModel], section: str
+) -> None:
     # A field is described by its own `description` or, for a section, its class docstring:
     # the schema can only say what the model says.
     undocumented = []
-    for path, model, description in sections(ReceiverSpec, "receiver"):
+    for path, part, description in sections(model, section):
         node = schema_node(path)
         assert node["description"] == description, path
-        for name, field in model.model_fields.items():
+        for name, field in part.model_fields.items():
             alias = field.alias or name
             if field.description is not None:
                 assert node["properties"][alias]["description"] == field.description, alias
@@ -148,7 +151,8 @@ def test_every_field_of_the_typed_view_states_its_description_once_on_the_model(
     assert undocumented == []
 
 
-def test_the_generated_schema_keeps_no_json_schema_leftovers() -> None:
+@pytest.mark.parametrize("schema", [RECEIVER_SCHEMA, HEALTH_CHECK_SCHEMA])
+def test_the_generated_schema_keeps_no_json_schema_leftovers(schema: dict[str, Any]) -> None:
     leftovers = []
 
     def visit(node: Any, path: str) -> None:
@@ -163,7 +167,7 @@ def test_the_generated_schema_keeps_no_json_schema_leftovers() -> None:
             for index, item in enumerate(node):
                 visit(item, f"{path}/{index}")
 
-    visit(RECEIVER_SCHEMA, "")
+    visit(schema, "")
     assert leftovers == []
 
 
