@@ -11,7 +11,6 @@ sandbox build on it. Change it only in backward-compatible ways within `v1alpha1
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from gemini_webhooks.contracts.events import SUBSCRIBABLE_EVENT_TYPES
@@ -114,14 +113,20 @@ def _timestamp(description: str) -> dict[str, Any]:
 
 
 def receiver_schema() -> dict[str, Any]:
-    """`spec.receiver`, defined in `crd_receiver_schema` from the limits of the typed view.
+    """`spec.receiver`, generated in `crd_receiver_schema` from the typed view.
 
     Imported when called, so importing this module does not load the typed view (pydantic).
     """
     from gemini_webhooks.contracts import crd_receiver_schema
 
-    schema: dict[str, Any] = crd_receiver_schema.receiver_schema()
-    return copy.deepcopy(schema)
+    return crd_receiver_schema.receiver_schema()
+
+
+def health_check_schema() -> dict[str, Any]:
+    """`spec.healthCheck`, generated in `crd_receiver_schema` from the typed view."""
+    from gemini_webhooks.contracts import crd_receiver_schema
+
+    return crd_receiver_schema.health_check_schema()
 
 
 def spec_schema() -> dict[str, Any]:
@@ -245,21 +250,7 @@ def spec_schema() -> dict[str, Any]:
                 maxLength=2048,
                 pattern=URL_PATTERN,
             ),
-            "healthCheck": obj(
-                "End-to-end health: the operator pings the webhook periodically and after "
-                "every rotation, and reports whether the receiver verified the ping as the "
-                "`DeliveryVerified` condition.",
-                {
-                    "enabled": boolean("Run the periodic ping check.", default=False),
-                    "interval": string(
-                        "Time between pings, as hours/minutes/seconds.",
-                        pattern=DURATION_PATTERN,
-                        default="10m",
-                        minLength=2,
-                        maxLength=32,
-                    ),
-                },
-            ),
+            "healthCheck": health_check_schema(),
             "receiver": receiver_schema(),
         },
         required=("events", "apiKeySecretRef"),

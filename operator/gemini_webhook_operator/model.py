@@ -18,13 +18,10 @@ import cronsim
 from pydantic import ValidationError
 
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.crd_receiver import (
-    CrdReceiverError,
-    ExposeSpec,
-    explain_error,
-    parse_duration,
-)
+from gemini_webhooks.contracts.crd_receiver import CrdReceiverError, parse_duration
+from gemini_webhooks.contracts.crd_receiver_exposure import ExposeSpec
 from gemini_webhooks.contracts.events import subscription_error
+from gemini_webhooks.contracts.spec_section import explain_error
 
 # The marker in the remote webhook's `name` that lets the operator find its own webhook
 # after a crash, before it could record the webhook's ID anywhere.

@@ -26,13 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from gemini_webhooks.contracts.crd_receiver import (
-    ExposeSpec,
-    PeerSpec,
-    ReceiverSpec,
-    RedisSpec,
-    TargetSpec,
-)
+from gemini_webhooks.contracts.crd_receiver import ReceiverSpec, RedisSpec, TargetSpec
+from gemini_webhooks.contracts.crd_receiver_exposure import ExposeSpec, PeerSpec
 from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
 
 JSON = dict[str, Any]

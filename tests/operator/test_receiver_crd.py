@@ -1,12 +1,17 @@
 """`spec.receiver` / `spec.healthCheck`: a structural, documented schema in step with the
-typed view the operator reads."""
+typed view the operator reads (`spec.receiver`'s generated from it), and served as such by
+the API server."""
 
 from __future__ import annotations
 
+import inspect
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from gemini_webhooks.contracts import crd, crd_receiver
@@ -18,7 +23,10 @@ from gemini_webhooks.contracts.crd_receiver import (
     parse_duration,
     receiver_spec,
 )
-from gemini_webhooks.contracts.crd_receiver_schema import RECEIVER_SCHEMA
+from gemini_webhooks.contracts.crd_receiver_schema import HEALTH_CHECK_SCHEMA, RECEIVER_SCHEMA
+from tests.operator.harness import Cluster, kubectl
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -31,9 +39,6 @@ def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, An
     if isinstance(extra, dict) and "description" in extra:
         found += walk(extra, f"{path}{{}}")
     return found
-
-
-HEALTH_CHECK_SCHEMA = crd.spec_schema()["properties"]["healthCheck"]
 
 
 @pytest.mark.parametrize("schema", [RECEIVER_SCHEMA, HEALTH_CHECK_SCHEMA])
@@ -88,8 +93,117 @@ def test_schema_and_typed_view_name_the_same_fields_with_the_same_defaults() -> 
     assert compare(HEALTH_CHECK_SCHEMA, HealthCheckSpec, "healthCheck") == []
 
 
-def test_the_crd_embeds_this_receiver_schema() -> None:
+def test_the_crd_embeds_these_generated_schemas() -> None:
     assert crd.spec_schema()["properties"]["receiver"] == RECEIVER_SCHEMA
+    assert crd.spec_schema()["properties"]["healthCheck"] == HEALTH_CHECK_SCHEMA
+
+
+def sections(
+    model: type[BaseModel], path: str, described: str | None = None
+) -> list[tuple[str, type[BaseModel], str]]:
+    """Every section model reachable from `model`, with its path in the schema and the
+    description its node should carry (its field's, for a single object, or its docstring)."""
+    docstring = " ".join((inspect.getdoc(model) or "").split())
+    found = [(path, model, described or docstring)]
+    for name, field in model.model_fields.items():
+        candidates = [field.annotation]
+        while candidates:
+            candidate = candidates.pop()
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                is_list = schema_node(path)["properties"][field.alias or name]["type"] == "array"
+                own = None if is_list else field.description
+                found += sections(candidate, f"{path}.{field.alias or name}", own)
+            candidates += getattr(candidate, "__args__", ())
+    return found
+
+
+def schema_node(path: str) -> dict[str, Any]:
+    """The CRD's schema of the object at `path` below `spec` (an array's items for a list)."""
+    node = crd.spec_schema()
+    for part in path.split("."):
+        node = node["properties"][part]
+        if node["type"] == "array":
+            node = node["items"]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("model", "section"), [(ReceiverSpec, "receiver"), (HealthCheckSpec, "healthCheck")]
+)
+def test_every_field_of_the_typed_view_states_its_description_once_on_the_model(
+    model: type[BaseModel], section: str
+) -> None:
+    # A field is described by its own `description` or, for a section, its class docstring:
+    # the schema can only say what the model says.
+    undocumented = []
+    for path, part, description in sections(model, section):
+        node = schema_node(path)
+        assert node["description"] == description, path
+        for name, field in part.model_fields.items():
+            alias = field.alias or name
+            if field.description is not None:
+                assert node["properties"][alias]["description"] == field.description, alias
+            elif not any(
+                isinstance(arg, type) and issubclass(arg, BaseModel)
+                for arg in (field.annotation, *getattr(field.annotation, "__args__", ()))
+            ):
+                undocumented.append(f"{path}.{alias}")
+    assert undocumented == []
+
+
+@pytest.mark.parametrize("schema", [RECEIVER_SCHEMA, HEALTH_CHECK_SCHEMA])
+def test_the_generated_schema_keeps_no_json_schema_leftovers(schema: dict[str, Any]) -> None:
+    leftovers = []
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("$ref", "$defs", "title") or value == {"type": "null"}:
+                    leftovers.append(f"{path}/{key}")
+                if key == "additionalProperties" and value is False:
+                    leftovers.append(f"{path}/{key}")
+                visit(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                visit(item, f"{path}/{index}")
+
+    visit(schema, "")
+    assert leftovers == []
+
+
+def test_the_typed_view_enforces_what_the_schema_states() -> None:
+    # What the schema says about an item or an int-or-string, pydantic checks too.
+    with pytest.raises(CrdReceiverError, match=r"spec\.receiver\.resources\.requests\.cpu"):
+        receiver_spec({"receiver": {"resources": {"requests": {"cpu": "lots"}}}})
+    assert receiver_spec(
+        {"receiver": {"resources": {"requests": {"cpu": "50m", "memory": 64}}}}
+    ).resources == crd_receiver.ResourcesSpec(requests={"cpu": "50m", "memory": 64})
+    with pytest.raises(CrdReceiverError, match=r"routes\[0\]\.match\.types\[0\]"):
+        receiver_spec(
+            {"receiver": {"routes": [{"name": "r", "match": {"types": [""]}, "targets": []}]}}
+        )
+
+
+def test_the_api_server_serves_the_generated_receiver_schema(cluster: Cluster, kube: Any) -> None:
+    # `kubectl explain` shows a field's description (kube-apiserver publishes a new CRD's
+    # OpenAPI a moment after it is Established).
+    deadline = time.monotonic() + 60
+    field = "geminiwebhook.spec.receiver.redis.waitTimeout"
+    while "waitReplicas" not in (explained := kubectl(kube, "explain", field, check=False)):
+        assert time.monotonic() < deadline, explained
+        time.sleep(0.5)
+    assert "How long one `WAIT` for `waitReplicas` may take." in explained
+    # What the generated schema forbids, the API server rejects, naming the field.
+    body = yaml.safe_load((EXAMPLES / "basic.yaml").read_text())
+    body["metadata"]["name"] = "invalid-receiver"
+    body["spec"]["receiver"] = {
+        "resources": {"requests": {"cpu": "lots"}},
+        "defaultRoute": {"targets": [{"url": "http://a/", "service": {"name": "b", "port": 1}}]},
+    }
+    output = kubectl(kube, "apply", "-f", "-", stdin=yaml.safe_dump(body), check=False)
+    assert "spec.receiver.resources.requests.cpu" in output, output
+    assert "spec.receiver.defaultRoute.targets[0]" in output, output
+    assert "created" not in output
 
 
 def test_absent_sections_mean_defaults() -> None:
