@@ -57,57 +57,6 @@ async def data_keys(client: Kube) -> set[str] | None:
     return None if stored is None else set(stored.get("data") or {})
 
 
-async def test_a_write_over_the_version_read_is_one_apply_and_a_stale_one_is_merged(
-    cluster: Cluster, emulator: Any, kube: Any
-) -> None:
-    """The conflict path request by request: the apply over the version read is refused
-    (409), the Secret read again, ours merged into the other writer's, applied again."""
-    owner = await cluster.apply(
-        resource("applied", "https://hooks.example.com/a", emulator.base_url)
-    )
-    uid = owner["metadata"]["uid"]
-    client = Recording(cluster.client)
-    other = Kube(ClusterAccess.load(str(kube.kubeconfig)))
-    try:
-        absent = await read_signing_secret(client, "default", SECRET, uid)
-        client.requests.clear()
-        first = await write_signing_secret(
-            client, owner, SECRET, signing.fresh("wh1", FIRST, NOW), absent
-        )
-        assert client.requests == [APPLY] and first.owned
-        base = await read_signing_secret(client, "default", SECRET, uid)
-        assert base.secrets is not None
-
-        # The other writer rotates between our read and our apply.
-        theirs = signing.rotated(
-            base.secrets,
-            "wh1",
-            THEIRS,
-            NOW + timedelta(seconds=2),
-            immediate=False,
-            remote_truncated=(),
-        )
-        await write_signing_secret(other, owner, SECRET, theirs, base)
-        ours = signing.rotated(
-            base.secrets,
-            "wh1",
-            OURS,
-            NOW + timedelta(seconds=1),
-            immediate=False,
-            remote_truncated=(),
-        )
-        client.requests.clear()
-        written = await write_signing_secret(client, owner, SECRET, ours, base)
-        assert client.requests == [APPLY, ("GET", ""), APPLY]
-        stored = await cluster.signing_secrets(secret_name=SECRET)
-        assert stored == written.secrets
-        assert stored is not None and [s.secret for s in stored.secrets] == [THEIRS, OURS, FIRST]
-    finally:
-        await other.close()
-        await client.close()
-        await cluster.client.delete("Secret", "default", SECRET)
-
-
 async def test_the_secret_holds_only_the_keys_written_also_after_an_older_operator(
     cluster: Cluster, emulator: Any
 ) -> None:
@@ -164,16 +113,19 @@ async def test_a_second_writer_between_read_and_write_loses_neither_secret(
         resource("stored", "https://hooks.example.com/s", emulator.base_url)
     )
     uid = owner["metadata"]["uid"]
+    client = Recording(cluster.client)  # our writer, its requests recorded
     other = Kube(ClusterAccess.load(str(kube.kubeconfig)))  # the second writer: its own client
     try:
-        absent = await read_signing_secret(cluster.client, "default", SECRET, uid)
+        absent = await read_signing_secret(client, "default", SECRET, uid)
+        client.requests.clear()
         first = await write_signing_secret(
-            cluster.client, owner, SECRET, signing.fresh("wh1", FIRST, NOW), absent
+            client, owner, SECRET, signing.fresh("wh1", FIRST, NOW), absent
         )
         assert first.exists and first.owned and first.resource_version
+        assert client.requests == [APPLY]  # a create is one apply
 
         # Both writers read the same version and rotate from it.
-        base = await read_signing_secret(cluster.client, "default", SECRET, uid)
+        base = await read_signing_secret(client, "default", SECRET, uid)
         assert base.secrets is not None
         theirs = await read_signing_secret(other, "default", SECRET, uid)
         rotated = signing.rotated(
@@ -193,7 +145,11 @@ async def test_a_second_writer_between_read_and_write_loses_neither_secret(
             immediate=False,
             remote_truncated=(),
         )
-        written = await write_signing_secret(cluster.client, owner, SECRET, ours, base)
+        client.requests.clear()
+        written = await write_signing_secret(client, owner, SECRET, ours, base)
+        # The apply over the version read refused (409), the Secret read again, ours merged
+        # into the other writer's and applied over the version read then.
+        assert client.requests == [APPLY, ("GET", ""), APPLY]
 
         stored = await cluster.signing_secrets(secret_name=SECRET)
         assert stored is not None and stored == written.secrets
@@ -202,11 +158,14 @@ async def test_a_second_writer_between_read_and_write_loses_neither_secret(
 
         # A write over the version just written is plain (no conflict, nothing merged).
         pruned = signing.SigningSecrets("wh1", stored.secrets[:2])
-        again = await write_signing_secret(cluster.client, owner, SECRET, pruned, written)
+        client.requests.clear()
+        again = await write_signing_secret(client, owner, SECRET, pruned, written)
+        assert client.requests == [APPLY]
         assert again.secrets == pruned
         assert await cluster.signing_secrets(secret_name=SECRET) == pruned
     finally:
         await other.close()
+        await client.close()
         await cluster.client.delete("Secret", "default", SECRET)
 
 
