@@ -36,16 +36,11 @@ class Recording(Kube):
         self.requests: list[tuple[str, str]] = []
 
     async def request(
-        self,
-        method: str,
-        path: str,
-        body: JSON | JSONPatch | None = None,
-        *,
-        content_type: str = "application/json",
-        params: Any = None,
+        self, method: str, path: str, body: JSON | JSONPatch | None = None, **options: Any
     ) -> JSON | None:
+        content_type = options.get("content_type", "application/json")
         self.requests.append((method, content_type if body is not None else ""))
-        return await super().request(method, path, body, content_type=content_type, params=params)
+        return await super().request(method, path, body, **options)
 
 
 APPLY = ("PATCH", "application/apply-patch+yaml")
