@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from gemini_webhook_operator import handlers, health_checker, reconciler, runtime
-from gemini_webhook_operator.cluster_access import ClusterAccess
 from gemini_webhook_operator.health import HealthMemo
 from gemini_webhooks.contracts import crd_receiver
+from gemini_webhooks.kube_access import ClusterAccess
 from tests.operator.harness import Cluster, is_ready, operator_kubeconfig, resource
 
 RECEIVER = {
