@@ -13,6 +13,8 @@ after, and divided by the reconciliations the operator's own metrics
 
 - create: every resource created, Ready, and settled;
 - spec edit: every resource's `spec.events` changed, reconciled (`observedGeneration`);
+- rotation: every resource's signing secret rotated on request (the rotate annotation),
+  the signing Secret's writes per rotation counted (issue 25: one request each);
 - drift: nothing changes for two drift intervals; every resource's drift check runs;
 - health ticks: one more resource, with `spec.healthCheck` on (interval 1 m, the least
   allowed), whose receiver the bench runs as a process (reading the signing Secret through
@@ -289,6 +291,39 @@ def wait_settled(kubeconfig: Path, count: int, timeout: float) -> float:
     raise SystemExit(f"the resources did not settle within {timeout:.0f} s")
 
 
+def rotated(item: dict[str, Any]) -> bool:
+    """The rotation the bench asked for is done (the operator removes the annotation)."""
+    annotations = item["metadata"].get("annotations") or {}
+    reason = (item.get("status") or {}).get("lastRotationReason")
+    return crd.ANNOTATION_ROTATE not in annotations and reason == "RequestedByAnnotation"
+
+
+def rotation_phase(
+    kubectl: list[str], env: dict[str, str], kubeconfig: Path, names: list[str], timeout: float
+) -> Requests:
+    """Every resource rotated on request; the signing Secret's writes per rotation printed.
+    Returns the requests counted from before the first annotation to after the last write."""
+    before = asyncio.run(apiserver_requests(kubeconfig))
+    started = time.monotonic()
+    for name in names:
+        annotation = f"{crd.ANNOTATION_ROTATE}=bench"
+        command = [*kubectl, "annotate", crd.PLURAL, name, annotation, "--overwrite"]
+        subprocess.run(command, env=env, check=True, capture_output=True)
+    wait_until(
+        "the rotations",
+        lambda: all(rotated(i) for i in asyncio.run(listed(kubeconfig))),
+        timeout,
+    )
+    quiet(kubeconfig, 1.5, timeout=timeout)
+    moved = asyncio.run(apiserver_requests(kubeconfig)) - before
+    secret_writes = writes(moved, lambda g, r, s: (g, r, s) == ("", "secrets", ""))
+    total = sum(secret_writes.values())
+    shown = ", ".join(f"{k} {v / len(names):.2f}" for k, v in sorted(secret_writes.items()))
+    print(f"rotation: {len(names)} resources rotated in {time.monotonic() - started:.1f} s")
+    print(f"  signing Secret writes:   {total / len(names):.2f} per rotation: {shown or 'none'}")
+    return moved
+
+
 def quiet(kubeconfig: Path, seconds: float, timeout: float) -> None:
     """Wait until no GeminiWebhook write has been served for `seconds` (kopf's bookkeeping
     patch follows the handler)."""
@@ -481,6 +516,8 @@ def main() -> int:
             target = TARGET_CHANGE + (FINALIZER_ONCE if phase == "create" else 0.0)
             results.append(report(phase, moved, ran, "change", target, bench))
             counted = now
+        rotation_phase(kubectl, env, kubeconfig, names, timeout=args.drift)
+        counted = asyncio.run(apiserver_requests(kubeconfig)), reconciles(metrics_url)
         time.sleep(2 * args.drift)  # nothing changes: every resource's drift checks run
         now = asyncio.run(apiserver_requests(kubeconfig)), reconciles(metrics_url)
         moved, ran = now[0] - counted[0], now[1] - counted[1]

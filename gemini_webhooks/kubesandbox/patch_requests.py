@@ -79,7 +79,9 @@ def apply(
 ) -> tuple[Obj, list[str]]:
     """Server-side apply, simplified: create, or merge the applied fields; what the same
     field manager applied before and no longer applies is removed. There is no shared
-    ownership, hence no conflicts (see the docs)."""
+    ownership, hence no conflicts between managers (see the docs). A `resourceVersion` in
+    the applied object is a precondition on an existing object (409 when it changed), and
+    ignored when the apply creates it, as kube-apiserver does."""
     if not field_manager:
         raise errors.invalid(
             "PatchOptions",
@@ -101,7 +103,9 @@ def apply(
         if subresource:
             raise errors.not_found(rtype.plural, rtype.group, name)
         body = dict(body)
-        body.setdefault("metadata", {})["name"] = name
+        metadata = body["metadata"] = dict(body.get("metadata") or {})
+        metadata["name"] = name
+        metadata.pop("resourceVersion", None)
         created = cluster.create(
             rtype, namespace, body, field_validation=field_validation, dry_run=dry_run
         )
@@ -109,6 +113,9 @@ def apply(
             cluster.applied[(*rtype.store_key, *key)] = {applied_key: copy.deepcopy(body)}
         return created
     old = cluster.objects[rtype.store_key][key]
+    given = (body.get("metadata") or {}).get("resourceVersion")
+    if given not in (None, "") and str(given) != old["metadata"]["resourceVersion"]:
+        raise errors.conflict(rtype.plural, rtype.group, name)
     merged = patching.strategic_merge_patch(copy.deepcopy(old), body)
     previous = cluster.applied.get((*rtype.store_key, *key), {}).get(applied_key)
     if previous is not None:

@@ -405,7 +405,7 @@ async def _health_tick(
         return None
     # The drift check's shared listing.
     ping, fingerprint = await _ping_means(op, body, spec, op.settings.drift_interval)
-    return await checker.tick(body, memo, ping=ping, current_fingerprint=fingerprint)
+    return await checker.tick(body, spec, memo, ping=ping, current_fingerprint=fingerprint)
 
 
 async def _answer_ping_request(body: kopf.Body, memo: Any) -> None:
@@ -427,7 +427,7 @@ async def _answer_ping_request(body: kopf.Body, memo: Any) -> None:
     else:
         ping, fingerprint = await _ping_means(op, resource, spec, 0.0)
         verdict, sent_at, verified_by = await checker.requested(
-            resource, ping=ping, current_fingerprint=fingerprint
+            resource, spec, ping=ping, current_fingerprint=fingerprint
         )
         answer = health.ping_answer(request, verdict, sent_at, verified_by)
     try:

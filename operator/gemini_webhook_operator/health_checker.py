@@ -38,6 +38,7 @@ from gemini_webhook_operator.health import (
     ping_reason,
 )
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
+from gemini_webhook_operator.model import WebhookSpec
 from gemini_webhook_operator.receiver_names import (
     internal_service_name,
     ping_status_pod_urls,
@@ -48,7 +49,6 @@ from gemini_webhooks.contracts.crd_receiver import (
     ReceiverSpec,
     health_check_spec,
     parse_duration,
-    receiver_spec,
 )
 from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
 from gemini_webhooks.contracts.times import parse_rfc3339
@@ -218,6 +218,7 @@ class HealthChecker:
     async def tick(
         self,
         resource: Mapping[str, Any],
+        spec: WebhookSpec,
         memo: HealthMemo,
         *,
         ping: Ping,
@@ -225,14 +226,13 @@ class HealthChecker:
     ) -> Verdict | None:
         """One timer tick for one resource: the condition to report, or None (nothing new).
 
-        `resource` is the GeminiWebhook (body); `current_fingerprint` is
+        `resource` is the GeminiWebhook (body), `spec` it parsed; `current_fingerprint` is
         `truncate_secret(current secret)` of the Secret the operator holds.
         """
-        metadata, spec = resource["metadata"], resource.get("spec") or {}
-        status = resource.get("status") or {}
+        metadata, status = resource["metadata"], resource.get("status") or {}
         namespace, name = metadata["namespace"], metadata["name"]
         try:
-            health, receiver = health_check_spec(spec), receiver_spec(spec)
+            health, receiver = health_check_spec(resource.get("spec") or {}), spec.receiver
         except CrdReceiverError as error:
             return Verdict(None, REASON_INVALID, str(error))
         blocked = blocked_reason(
@@ -289,14 +289,19 @@ class HealthChecker:
         return {f"service/{service}": url}
 
     async def requested(
-        self, resource: Mapping[str, Any], *, ping: Ping, current_fingerprint: str | None
+        self,
+        resource: Mapping[str, Any],
+        spec: WebhookSpec,
+        *,
+        ping: Ping,
+        current_fingerprint: str | None,
     ) -> tuple[Verdict, datetime | None, dict[str, PingObservation]]:
         """One ping someone asked for (`kubectl gemini ping`), whatever spec.healthCheck
         says: the verdict, when it was sent, and each receiver that verified it (by name:
         the Pod where each keeps its own pings, else the internal Service)."""
-        spec, status = resource.get("spec") or {}, resource.get("status") or {}
+        status = resource.get("status") or {}
         try:
-            receiver = receiver_spec(spec)
+            receiver = spec.receiver
         except CrdReceiverError as error:
             return Verdict(None, REASON_INVALID, str(error)), None, {}
         blocked = blocked_reason(

@@ -18,7 +18,12 @@ import cronsim
 from pydantic import ValidationError
 
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.crd_receiver import CrdReceiverError, parse_duration
+from gemini_webhooks.contracts.crd_receiver import (
+    CrdReceiverError,
+    ReceiverSpec,
+    parse_duration,
+    receiver_spec,
+)
 from gemini_webhooks.contracts.crd_receiver_exposure import ExposeSpec
 from gemini_webhooks.contracts.events import subscription_error
 from gemini_webhooks.contracts.spec_section import explain_error
@@ -65,9 +70,19 @@ class WebhookSpec:
     api_base_url: str | None
     receiver_enabled: bool
     rotate_requested: str | None  # the value of the rotate annotation, when present
+    # The typed spec.receiver, parsed once; or why it is invalid (the receiver's problem:
+    # the reconcile reports it as ReceiverInvalid, not this parse as InvalidSpec).
+    receiver_parsed: ReceiverSpec | str
     # The requested rotation's revocation (the rotate-revocation annotation), when set.
     rotate_revocation: str | None = None
     exposed_url: str | None = None  # https://<host><path> of spec.receiver.expose
+
+    @property
+    def receiver(self) -> ReceiverSpec:
+        """The typed spec.receiver; CrdReceiverError, naming the field, when it is invalid."""
+        if isinstance(self.receiver_parsed, str):
+            raise CrdReceiverError(self.receiver_parsed)
+        return self.receiver_parsed
 
     @property
     def remote_name(self) -> str:
@@ -207,7 +222,15 @@ def parse(body: dict[str, Any]) -> WebhookSpec:
         rotate_requested=annotations.get(crd.ANNOTATION_ROTATE),
         rotate_revocation=rotate_revocation,
         exposed_url=exposed_url,
+        receiver_parsed=_receiver(spec),
     )
+
+
+def _receiver(spec: dict[str, Any]) -> ReceiverSpec | str:
+    try:
+        return receiver_spec(spec)
+    except CrdReceiverError as error:
+        return str(error)
 
 
 def _exposed_url(spec: dict[str, Any]) -> str | None:

@@ -1,6 +1,6 @@
 """The receiver deployed for one GeminiWebhook, rendered as Kubernetes objects — pure.
 
-`render(resource, settings)` returns every object the receiver needs: ConfigMap (the
+`render(resource, spec, settings)` returns every object the receiver needs: ConfigMap (the
 receiver's config, built with the `contracts.receiver_config` models), ServiceAccount,
 Role + RoleBinding (get/list/watch on its own signing Secret only), the Deployment (from
 `receiver_deployment`), the public
@@ -44,10 +44,10 @@ from gemini_webhooks.contracts import receiver_config as rc
 from gemini_webhooks.contracts.crd import API_VERSION, KIND
 from gemini_webhooks.contracts.crd_receiver import (
     CrdReceiverError,
+    ReceiverSpec,
     RedisSpec,
     TargetSpec,
     parse_duration,
-    receiver_spec,
 )
 from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
 from gemini_webhooks.contracts.service_endpoints import service_url
@@ -127,10 +127,11 @@ def owner_reference(resource: Mapping[str, Any]) -> JSON:
     }
 
 
-def public_url(resource: Mapping[str, Any], *, cluster_domain: str = "cluster.local") -> str:
+def public_url(
+    resource: Mapping[str, Any], spec: ReceiverSpec, *, cluster_domain: str = "cluster.local"
+) -> str:
     """Where deliveries reach the receiver's public Service (the webhook's default `url`)."""
     metadata = resource["metadata"]
-    spec = receiver_spec(resource.get("spec") or {})
     return service_url(
         receiver_name(metadata["name"]),
         metadata["namespace"],
@@ -172,11 +173,13 @@ def _redis(redis: RedisSpec) -> rc.RedisConfig:
     )
 
 
-def receiver_config(resource: Mapping[str, Any], settings: ReceiverSettings) -> rc.ReceiverConfig:
-    """The receiver's configuration for this resource, as the contract's models."""
+def receiver_config(
+    resource: Mapping[str, Any], spec: ReceiverSpec, settings: ReceiverSettings
+) -> rc.ReceiverConfig:
+    """The receiver's configuration for this resource (`spec`: its typed spec.receiver), as
+    the contract's models."""
     metadata = resource["metadata"]
     namespace: str = metadata["namespace"]
-    spec = receiver_spec(resource.get("spec") or {})
     if spec.redis is None and spec.default_route is None and spec.dead_letter is None:
         raise ReceiverRenderError(
             "spec.receiver: without `redis`, set `defaultRoute` or `deadLetter` so that an "
@@ -267,8 +270,11 @@ def _metadata(resource: Mapping[str, Any], name: str) -> JSON:
     }
 
 
-def render(resource: Mapping[str, Any], settings: ReceiverSettings) -> list[JSON]:
-    """Every object of the resource's receiver; [] when `spec.receiver.enabled` is false.
+def render(
+    resource: Mapping[str, Any], spec: ReceiverSpec, settings: ReceiverSettings
+) -> list[JSON]:
+    """Every object of the resource's receiver (`spec`: its typed spec.receiver); [] when
+    `spec.receiver.enabled` is false.
 
     Raises ReceiverRenderError (naming the field) when the receiver section is invalid.
     """
@@ -276,10 +282,9 @@ def render(resource: Mapping[str, Any], settings: ReceiverSettings) -> list[JSON
         if not (resource.get("metadata") or {}).get(key):
             raise ReceiverRenderError(f"metadata.{key} is required to render a receiver")
     try:
-        spec = receiver_spec(resource.get("spec") or {})
         if not spec.enabled:
             return []
-        config = receiver_config(resource, settings)
+        config = receiver_config(resource, spec, settings)
     except CrdReceiverError as error:
         raise ReceiverRenderError(str(error)) from None
     config_text = rc.dump(config)

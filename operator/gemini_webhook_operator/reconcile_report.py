@@ -20,7 +20,7 @@ from gemini_webhook_operator.webhookservice_errors import (
     REASON_PERMISSION_DENIED,
 )
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.crd_receiver import CrdReceiverError, receiver_spec
+from gemini_webhooks.contracts.crd_receiver import CrdReceiverError
 from gemini_webhooks.contracts.signing_secret import SigningSecrets
 from gemini_webhooks.contracts.times import rfc3339
 
@@ -185,7 +185,7 @@ def success(
     report.set(crd.CONDITION_READY, ready, reason, message)
     report.set(crd.CONDITION_SYNCED, True, REASON_SYNCED, "the remote webhook matches the spec")
     outcome.stalled = not ready and reason in NEEDS_INTERVENTION
-    _replica_state(body, report, outcome)
+    _replica_state(spec, report, outcome)
     outcome.status.update(
         {
             "webhookId": remote.id,
@@ -206,11 +206,11 @@ def success(
     return outcome
 
 
-def _replica_state(body: Mapping[str, Any], report: Report, outcome: Outcome) -> None:
+def _replica_state(spec: WebhookSpec, report: Report, outcome: Outcome) -> None:
     """`ReceiverStateShared` for several receiver replicas (a Warning Event when they keep
     state per pod, once per reason); no such condition otherwise."""
     try:
-        state = replica_state.shared_state(receiver_spec(body.get("spec") or {}))
+        state = replica_state.shared_state(spec.receiver)
     except CrdReceiverError:
         return  # reported by the receiver's render, which ran first
     type_ = crd.CONDITION_RECEIVER_STATE_SHARED

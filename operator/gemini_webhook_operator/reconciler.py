@@ -71,7 +71,7 @@ from gemini_webhook_operator.webhookservice_errors import (
     WebhookServiceError,
 )
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.crd_receiver import receiver_spec
+from gemini_webhooks.contracts.crd_receiver import CrdReceiverError
 from gemini_webhooks.contracts.signing_secret import SigningSecrets
 from gemini_webhooks.contracts.times import parse_rfc3339, rfc3339
 
@@ -274,8 +274,9 @@ async def _prepare(run: _Run) -> _Prepared | Outcome:
     """Render the receiver, read the API key and the signing Secret, ensure the job key."""
     op, spec, body, max_age = run.op, run.spec, run.body, run.listing_max_age
     try:  # pure: a receiver that cannot be rendered stops us before any remote change
-        receiver_objects = receiver_resources.render(body, op.receiver_settings)
-    except receiver_resources.ReceiverRenderError as error:
+        receiver = spec.receiver
+        receiver_objects = receiver_resources.render(body, receiver, op.receiver_settings)
+    except (CrdReceiverError, receiver_resources.ReceiverRenderError) as error:
         return run.fail(REASON_RECEIVER_INVALID, str(error), retry_after=None)
 
     api_key = await op.kube.secret_value(
@@ -299,7 +300,7 @@ async def _prepare(run: _Run) -> _Prepared | Outcome:
         )
         return run.fail(REASON_SECRET_CONFLICT, message, retry_after=None)
 
-    if receiver_objects and receiver_spec(body.get("spec") or {}).dynamic.enabled:
+    if receiver_objects and receiver.dynamic.enabled:
         # Before the Deployment that mounts it; created once, never replaced.
         key = await job_key.ensure(op.kube, body, max_age=max_age)
         if key.action == "refuse":
@@ -310,7 +311,7 @@ async def _prepare(run: _Run) -> _Prepared | Outcome:
     url = spec.url or spec.exposed_url
     if url is None:
         url = receiver_resources.public_url(
-            body, cluster_domain=op.receiver_settings.cluster_domain
+            body, receiver, cluster_domain=op.receiver_settings.cluster_domain
         )
     publisher = SecretPublisher(op.kube, body, spec.signing_secret_name)
     return _Prepared(receiver_objects, client, held, publisher, url)

@@ -1,11 +1,15 @@
 """The signing Secret in Kubernetes: read it, and write it only over the version read.
 
-A write is conditional: a create when the Secret was absent, else a merge patch carrying
-the `resourceVersion` read (the API answers 409 when the Secret changed since). On a
-conflict the Secret is read again and our set merged into what is there
-(`signing.merged`: a secret Gemini showed once to either writer is never dropped), then
-written again over that version; a few attempts, then a KubeError. The format is
-`gemini_webhooks.contracts.signing_secret`; secret material never reaches an error.
+A write is one server-side apply of the whole Secret under the operator's field manager,
+carrying the `resourceVersion` read when the Secret existed (the API answers 409 when it
+changed since; an apply that creates it ignores the version). On a conflict the Secret
+is read again and our set merged into what is there (`signing.merged`: a secret Gemini
+showed once to either writer is never dropped), then applied again over that version; a
+few attempts, then a KubeError. A key the apply stops naming goes with it; a key it never
+owned (another writer's, or one an operator before server-side apply wrote by create and
+merge patch) is removed by a merge patch over the applied version, so the Secret holds
+exactly what we wrote. The format is `gemini_webhooks.contracts.signing_secret`; secret
+material never reaches an error.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ class HeldSecrets:
     secrets: SigningSecrets | None
     problem: str | None  # why `secrets` is None (never secret material)
     resource_version: str = ""  # the version read: a write is made over it
-    keys: frozenset[str] = frozenset()  # its data keys (a write removes those it lacks)
 
 
 def signing_secret_labels(webhook_name: str) -> dict[str, str]:
@@ -50,13 +53,13 @@ def held(secret: JSON | None, name: str, uid: str) -> HeldSecrets:
     metadata = secret.get("metadata") or {}
     owned = any(o.get("uid") == uid for o in metadata.get("ownerReferences") or [])
     data = secret.get("data") or {}
-    version, keys = str(metadata.get("resourceVersion") or ""), frozenset(data)
+    version = str(metadata.get("resourceVersion") or "")
     try:
         secrets = contract.decode_data(data)
     except SecretFormatError as error:
         problem = f"the signing Secret is unreadable: {error}"
-        return HeldSecrets(True, owned, None, problem, version, keys)
-    return HeldSecrets(True, owned, secrets, None, version, keys)
+        return HeldSecrets(True, owned, None, problem, version)
+    return HeldSecrets(True, owned, secrets, None, version)
 
 
 async def read_signing_secret(
@@ -86,18 +89,13 @@ async def write_signing_secret(
     current, wanted = base, secrets
     for _ in range(MAX_ATTEMPTS):
         data = contract.encode_data(wanted)
+        version = {"resourceVersion": current.resource_version} if current.exists else {}
+        # No `type`: it defaults to Opaque, and is immutable on a Secret that exists.
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {**meta, **version}, "data": data}
         try:
-            if not current.exists:
-                body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta}
-                stored = await kube.create({**body, "data": data})
-            else:
-                # The data wholesale: a merge patch would keep keys we no longer write.
-                stale: dict[str, str | None] = {k: None for k in current.keys if k not in data}
-                patch = {
-                    "metadata": {**meta, "resourceVersion": current.resource_version},
-                    "data": {**stale, **data},
-                }
-                stored = await kube.merge_patch("Secret", namespace, name, patch)
+            stored = await kube.apply(body)
+            if stored is not None:
+                stored = await _without_other_keys(kube, stored, data)
             if stored is not None:
                 return held(stored, name, uid)
         except KubeError as error:
@@ -107,6 +105,17 @@ async def write_signing_secret(
         current = held(await kube.get("Secret", namespace, name), name, uid)
         wanted = signing.merged(base.secrets, secrets, current.secrets)
     raise KubeError(409, f"the signing Secret {name!r} kept changing concurrently")
+
+
+async def _without_other_keys(kube: Kube, stored: JSON, data: Mapping[str, str]) -> JSON | None:
+    """`stored` without the data keys we did not write (apply leaves the keys it never
+    owned), by a merge patch over its version (409 if it changed since)."""
+    metadata = stored["metadata"]
+    others = {key: None for key in stored.get("data") or {} if key not in data}
+    if not others:
+        return stored
+    patch = {"metadata": {"resourceVersion": metadata["resourceVersion"]}, "data": others}
+    return await kube.merge_patch("Secret", metadata["namespace"], metadata["name"], patch)
 
 
 async def release_signing_secret(kube: Kube, namespace: str, name: str, uid: str) -> None:

@@ -26,6 +26,7 @@ from tests.chart.rendering import (
     find,
     manifests,
 )
+from tests.operator import receiver_rendering
 
 VALIDATOR_SOURCE = Path(__file__).resolve().parent / "prometheus_operator"
 VALIDATOR_DIR = ROOT / ".state" / "npm" / "prometheus-operator"
@@ -66,7 +67,7 @@ def test_pod_monitor_selects_the_receivers_the_operator_deploys() -> None:
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     deployment = next(
         o
-        for o in receiver_resources.render(
+        for o in receiver_rendering.render(
             _example_resource(), receiver_resources.ReceiverSettings()
         )
         if o["kind"] == "Deployment"

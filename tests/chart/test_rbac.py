@@ -29,13 +29,14 @@ import httpx
 import pytest
 import yaml
 
-from gemini_webhook_operator import receiver_names, receiver_resources
+from gemini_webhook_operator import receiver_names
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.kubesandbox import AuditEntry
 from tests.chart.rendering import RELEASE_NAMESPACE, ROOT, find, manifests
 from tests.fixtures import gateway_api
 from tests.fixtures.kube import KUBECTL
+from tests.operator import receiver_rendering
 
 pytestmark = [pytest.mark.real_component, pytest.mark.sandbox_only, pytest.mark.timeout(120)]
 
@@ -122,7 +123,7 @@ class Run:
 
 def _receiver_grants(resource: dict[str, Any]) -> list[AuditEntry]:
     body = {**resource, "metadata": {**resource["metadata"], "uid": "0"}}
-    roles = [o for o in receiver_resources.render(body, ReceiverSettings()) if o["kind"] == "Role"]
+    roles = [o for o in receiver_rendering.render(body, ReceiverSettings()) if o["kind"] == "Role"]
     assert roles, "the receiver has no Role"
     return [
         AuditEntry(verb, group, resource_name, "", NAMESPACE)

@@ -412,8 +412,12 @@ def test_strict_validation_of_a_built_in_rejects_a_mistyped_field(api: Api) -> N
     assert reply.status == 400 and reply.body["reason"] == "BadRequest"
 
 
-def _apply(api: Api, name: str, body: dict, manager: str | None = "tester") -> Reply:
+def _apply(
+    api: Api, name: str, body: dict, manager: str | None = "tester", *, force: bool = False
+) -> Reply:
     query = {"fieldManager": manager} if manager else {}
+    if force:  # taking over fields another manager set (kube-apiserver: else 409)
+        query["force"] = "true"
     return api.patch(
         f"{CONFIGMAPS}/{name}",
         {"apiVersion": "v1", "kind": "ConfigMap", **body},
@@ -435,6 +439,44 @@ def test_server_side_apply_creates_then_removes_what_is_no_longer_applied(api: A
     assert again.status == 200
     assert again.body["metadata"]["labels"] == {"a": "1", "theirs": "3"}
     assert again.body["data"] == {"x": "2"}
+
+
+def test_server_side_apply_with_a_resource_version_is_conditional(api: Api) -> None:
+    name = unique("cm")
+    created = _apply(api, name, {"metadata": {"name": name}, "data": {"x": "1"}}).body
+    version = created["metadata"]["resourceVersion"]
+    api.patch(f"{CONFIGMAPS}/{name}", {"data": {"x": "theirs"}})
+    stale = _apply(
+        api, name, {"metadata": {"name": name, "resourceVersion": version}, "data": {"x": "2"}}
+    )
+    assert stale.status == 409 and stale.body["reason"] == "Conflict"
+    assert api.get(f"{CONFIGMAPS}/{name}").body["data"] == {"x": "theirs"}
+    current = api.get(f"{CONFIGMAPS}/{name}").body["metadata"]["resourceVersion"]
+    fresh = _apply(
+        api,
+        name,
+        {"metadata": {"name": name, "resourceVersion": current}, "data": {"x": "3"}},
+        force=True,
+    )
+    assert fresh.status == 200 and fresh.body["data"] == {"x": "3"}
+
+
+def test_server_side_apply_creating_an_object_ignores_its_resource_version(api: Api) -> None:
+    name = unique("cm")
+    created = _apply(api, name, {"metadata": {"name": name, "resourceVersion": "12"}})
+    assert created.status == 201 and created.body["metadata"]["resourceVersion"] != "12"
+
+
+def test_server_side_apply_leaves_what_a_create_wrote_and_it_no_longer_applies(
+    api: Api,
+) -> None:
+    """Fields written by a create or an update are not the apply's to remove, even under
+    the manager's name: only what it applied itself goes when it stops applying it."""
+    name = unique("cm")
+    query = {"fieldManager": "tester"}
+    api.post(CONFIGMAPS, {"metadata": {"name": name}, "data": {"x": "1", "y": "1"}}, query=query)
+    applied = _apply(api, name, {"metadata": {"name": name}, "data": {"x": "2"}}, force=True)
+    assert applied.status == 200 and applied.body["data"] == {"x": "2", "y": "1"}
 
 
 def test_server_side_apply_needs_a_field_manager(api: Api) -> None:

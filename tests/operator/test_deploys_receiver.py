@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gemini_webhook_operator import receiver_names, receiver_resources
+from gemini_webhook_operator import receiver_names
+from tests.operator import receiver_rendering
 from tests.operator.harness import (
     Cluster,
     condition,
@@ -37,7 +38,7 @@ async def test_receiver_objects_are_applied_owned_and_pruned(
             found = await gemini.client.get(kind, "default", name)
             assert found is not None, kind
             assert found["metadata"]["ownerReferences"][0]["uid"] == uid
-        expected_url = receiver_resources.public_url(obj)
+        expected_url = receiver_rendering.public_url(obj)
         assert obj["status"]["url"] == expected_url
         remote = emulator.client().webhooks.get(id=obj["status"]["webhookId"])
         assert remote.uri == expected_url

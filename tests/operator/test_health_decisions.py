@@ -16,6 +16,7 @@ from gemini_webhook_operator.health import (
     ping_reason,
     rotation_complete,
 )
+from tests.operator.receiver_rendering import PARSEABLE, parsed
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 INTERVAL = timedelta(minutes=10)
@@ -266,7 +267,7 @@ class RecordingPing:
 def body(health_check: dict, remote_state: str = "enabled") -> dict:
     return {
         "metadata": {"name": "orders", "namespace": "team-a", "uid": "u1"},
-        "spec": {"healthCheck": health_check, "receiver": {"enabled": True}},
+        "spec": {**PARSEABLE, "healthCheck": health_check, "receiver": {"enabled": True}},
         "status": {"webhookId": "wh_1", "remoteState": remote_state},
     }
 
@@ -275,7 +276,7 @@ async def test_invalid_health_check_is_reported_without_pinging() -> None:
     ping = RecordingPing()
     checker = health_checker.HealthChecker()
     verdict = await checker.tick(
-        body({"enabled": True, "interval": "30s"}),
+        *parsed(body({"enabled": True, "interval": "30s"})),
         HealthMemo(),
         ping=ping,
         current_fingerprint=CURRENT,
@@ -290,7 +291,7 @@ async def test_webhook_disabled_remotely_is_unknown_without_pinging() -> None:
     ping = RecordingPing()
     checker = health_checker.HealthChecker()
     verdict = await checker.tick(
-        body({"enabled": True}, remote_state="disabled_due_to_failed_deliveries"),
+        *parsed(body({"enabled": True}, remote_state="disabled_due_to_failed_deliveries")),
         HealthMemo(),
         ping=ping,
         current_fingerprint=CURRENT,
@@ -307,7 +308,7 @@ async def test_nothing_is_sent_between_intervals() -> None:
     checker = health_checker.HealthChecker()
     memo = HealthMemo(last_sent_at=now, last_verified_sent_at=now)
     verdict = await checker.tick(
-        body({"enabled": True}), memo, ping=ping, current_fingerprint=CURRENT
+        *parsed(body({"enabled": True})), memo, ping=ping, current_fingerprint=CURRENT
     )
     await checker.close()
     assert verdict is None and ping.calls == 0

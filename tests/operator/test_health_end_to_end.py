@@ -30,6 +30,7 @@ from gemini_webhooks.contracts.signing_secret import (
     truncate_secret,
 )
 from tests.fixtures.cluster_proxy import ClusterProxy
+from tests.operator.receiver_rendering import PARSEABLE, parsed
 
 
 @dataclass
@@ -93,6 +94,7 @@ def resource(webhook_id: str, last_rotation: datetime | None = None) -> dict[str
     return {
         "metadata": {"name": "orders", "namespace": "team-a", "uid": "u1"},
         "spec": {
+            **PARSEABLE,
             "healthCheck": {"enabled": True, "interval": "10m"},
             "receiver": {"enabled": True},
         },
@@ -123,7 +125,7 @@ async def test_ping_that_the_receiver_verifies_makes_delivery_verified_true(
     memo = HealthMemo()
     try:
         verdict = await check.tick(
-            resource(hook.id),
+            *parsed(resource(hook.id)),
             memo,
             ping=lambda: client.aio.webhooks.ping(id=hook.id),
             current_fingerprint=truncate_secret(hook.new_signing_secret),
@@ -154,7 +156,7 @@ async def test_rotation_completes_only_when_the_receiver_verifies_with_the_new_s
 
     async def tick(current: str, rotated: datetime | None) -> health.Verdict | None:
         return await check.tick(
-            resource(hook.id, rotated),
+            *parsed(resource(hook.id, rotated)),
             memo,
             ping=lambda: client.aio.webhooks.ping(id=hook.id),
             current_fingerprint=truncate_secret(current),
@@ -195,7 +197,7 @@ async def test_ping_the_receiver_cannot_verify_makes_delivery_verified_false(
     check.timeout = timedelta(seconds=2)
     try:
         verdict = await check.tick(
-            resource(hook.id),
+            *parsed(resource(hook.id)),
             HealthMemo(),
             ping=lambda: client.aio.webhooks.ping(id=hook.id),
             current_fingerprint=truncate_secret(hook.new_signing_secret),
@@ -223,7 +225,7 @@ async def test_unreachable_receiver_makes_delivery_verified_unknown(
     )
     try:
         verdict = await check.tick(
-            resource(hook.id),
+            *parsed(resource(hook.id)),
             HealthMemo(),
             ping=lambda: client.aio.webhooks.ping(id=hook.id),
             current_fingerprint=truncate_secret(hook.new_signing_secret),
@@ -246,7 +248,7 @@ async def test_refused_ping_makes_delivery_verified_unknown_without_leaking_the_
     check = checker(receiver, OperatorMetrics(CollectorRegistry()))
     try:
         verdict = await check.tick(
-            resource(hook.id),
+            *parsed(resource(hook.id)),
             HealthMemo(),
             ping=lambda: bad_client.aio.webhooks.ping(id=hook.id),
             current_fingerprint=truncate_secret(hook.new_signing_secret),

@@ -42,6 +42,7 @@ from gemini_webhooks.contracts.signing_secret import (
     truncate_secret,
 )
 from tests.fixtures.cluster_proxy import ClusterProxy
+from tests.operator.receiver_rendering import PARSEABLE, parsed
 
 REPLICAS = 3
 
@@ -202,7 +203,11 @@ async def replicas(
 def resource(webhook_id: str, receiver: dict[str, Any]) -> dict[str, Any]:
     return {
         "metadata": {"name": "orders", "namespace": "team-a", "uid": "u1"},
-        "spec": {"healthCheck": {"enabled": True, "interval": "10m"}, "receiver": receiver},
+        "spec": {
+            **PARSEABLE,
+            "healthCheck": {"enabled": True, "interval": "10m"},
+            "receiver": receiver,
+        },
         "status": {"webhookId": webhook_id, "remoteState": "enabled"},
     }
 
@@ -240,7 +245,7 @@ async def _ping_three_times(
     try:
         for _ in range(REPLICAS):
             verdict = await check.tick(
-                resource(hook.id, receiver_spec),
+                *parsed(resource(hook.id, receiver_spec)),
                 HealthMemo(),
                 ping=lambda: client.aio.webhooks.ping(id=hook.id),
                 current_fingerprint=truncate_secret(hook.new_signing_secret),

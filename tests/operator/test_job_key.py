@@ -10,6 +10,7 @@ from gemini_webhook_operator import job_key, receiver_names, receiver_resources
 from gemini_webhook_operator.kube import KubeError
 from gemini_webhooks.contracts import dynamic_jobs, receiver_config
 from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_WEBHOOK
+from tests.operator import receiver_rendering
 from tests.operator.harness import (
     Cluster,
     condition,
@@ -132,7 +133,7 @@ def test_the_opt_out_reaches_the_receiver_config() -> None:
     body = resource("jobs", "unused", "http://gemini.test")
     body["metadata"]["uid"] = "u1"
     body["spec"]["receiver"] = _receiver(acceptJobsFromAnyProject=True)
-    objects = receiver_resources.render(body, receiver_resources.ReceiverSettings())
+    objects = receiver_rendering.render(body, receiver_resources.ReceiverSettings())
     config_map = next(o for o in objects if o["kind"] == "ConfigMap")
     config = receiver_config.parse(config_map["data"][receiver_names.CONFIG_KEY])
     assert config.dynamic.accept_jobs_from_any_project

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gemini_webhook_operator.receiver_resources import ReceiverSettings, render
+from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhooks.contracts import crd
 from tests.fixtures.kube import KUBECTL
+from tests.operator.receiver_rendering import render
 
 ROOT = Path(__file__).resolve().parents[2]
 

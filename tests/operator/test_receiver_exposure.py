@@ -12,13 +12,9 @@ import pytest
 from gemini_webhook_operator import model, receiver_exposure
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings, admission
 from gemini_webhook_operator.receiver_names import receiver_name
-from gemini_webhook_operator.receiver_resources import (
-    ReceiverRenderError,
-    ReceiverSettings,
-    receiver_config,
-    render,
-)
+from gemini_webhook_operator.receiver_resources import ReceiverRenderError, ReceiverSettings
 from gemini_webhooks.contracts.egress_proxy import ProxySettings
+from tests.operator.receiver_rendering import receiver_config, render
 
 K8S_VERSION = "1.33.0"
 UID = "6f1d2a3b-0000-4000-8000-123456789abc"

@@ -20,17 +20,13 @@ from gemini_webhook_operator.receiver_names import (
     receiver_name,
     selector_labels,
 )
-from gemini_webhook_operator.receiver_resources import (
-    ReceiverRenderError,
-    ReceiverSettings,
-    public_url,
-    render,
-)
+from gemini_webhook_operator.receiver_resources import ReceiverRenderError, ReceiverSettings
 from gemini_webhooks.contracts import receiver_config
 from gemini_webhooks.contracts.crd import API_VERSION, KIND
 from gemini_webhooks.contracts.egress_proxy import ProxySettings
 from gemini_webhooks.tracing import check as check_tracing
 from gemini_webhooks.tracing import configured as tracing_configured
+from tests.operator.receiver_rendering import public_url, render
 
 SETTINGS = ReceiverSettings(image="registry.example/gwo:1.0")
 K8S_VERSION = "1.33.0"

@@ -1,8 +1,9 @@
-"""The signing Secret is written only over the version read (issue 24): a concurrent write
-between the read and the write (a second replica rotating the same webhook) is merged
-with, never overwritten — neither writer's new secret, shown by Gemini once, is lost.
-On the sandbox and on the real control plane (kube-apiserver's 409 on a stale
-resourceVersion)."""
+"""The signing Secret is written only over the version read (issue 24), by one server-side
+apply (issue 25): a concurrent write between the read and the write (a second replica
+rotating the same webhook) is merged with, never overwritten — neither writer's new
+secret, shown by Gemini once, is lost; the Secret holds exactly the keys we wrote, also
+one an operator before server-side apply wrote. On the sandbox and on the real control
+plane (kube-apiserver's 409 on a stale resourceVersion, its field ownership)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Any
 import standardwebhooks
 
 from gemini_webhook_operator import signing
-from gemini_webhook_operator.kube import Kube
+from gemini_webhook_operator.kube import JSON, JSONPatch, Kube
 from gemini_webhook_operator.signing_store import read_signing_secret, write_signing_secret
 from gemini_webhooks.contracts import crd
+from gemini_webhooks.contracts.signing_secret import KEY_CURRENT, KEY_SECRETS, encode_data
 from gemini_webhooks.kube_access import ClusterAccess
 from tests.operator.harness import Cluster, is_ready, operator_running, resource
 
@@ -26,6 +28,79 @@ THEIRS = "whsec_" + "t" * 32
 SECRET = "stored-signing-secret"
 
 
+class Recording(Kube):
+    """The operator's client, recording each request as (method, content type)."""
+
+    def __init__(self, kube: Kube) -> None:
+        super().__init__(kube.access)
+        self.requests: list[tuple[str, str]] = []
+
+    async def request(
+        self, method: str, path: str, body: JSON | JSONPatch | None = None, **options: Any
+    ) -> JSON | None:
+        content_type = options.get("content_type", "application/json")
+        self.requests.append((method, content_type if body is not None else ""))
+        return await super().request(method, path, body, **options)
+
+
+APPLY = ("PATCH", "application/apply-patch+yaml")
+
+
+async def data_keys(client: Kube) -> set[str] | None:
+    """The Secret's data keys (keys only: a failure message shows no secret material)."""
+    stored = await client.get("Secret", "default", SECRET)
+    return None if stored is None else set(stored.get("data") or {})
+
+
+async def test_the_secret_holds_only_the_keys_written_also_after_an_older_operator(
+    cluster: Cluster, emulator: Any
+) -> None:
+    """A Secret an operator before server-side apply created and patched (its fields owned
+    by another manager, which an apply never removes) holds only our keys after our
+    write; and a key our apply stops writing goes with it."""
+    owner = await cluster.apply(
+        resource("legacy", "https://hooks.example.com/l", emulator.base_url)
+    )
+    uid = owner["metadata"]["uid"]
+    client = cluster.client
+    data = {**encode_data(signing.fresh("wh1", FIRST, NOW)), "left-over": "eA=="}
+    body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data}
+    try:
+        # What the older operator did: create, then a merge patch over the version read.
+        await client.create({**body, "metadata": {"name": SECRET, "namespace": "default"}})
+        read = await client.get("Secret", "default", SECRET)
+        assert read is not None
+        rotated = encode_data(
+            signing.rotated(
+                signing.fresh("wh1", FIRST, NOW),
+                "wh1",
+                THEIRS,
+                NOW,
+                immediate=False,
+                remote_truncated=(),
+            )
+        )
+        version = read["metadata"]["resourceVersion"]
+        await client.merge_patch(
+            "Secret", "default", SECRET, {"metadata": {"resourceVersion": version}, "data": rotated}
+        )
+
+        base = await read_signing_secret(client, "default", SECRET, uid)
+        assert base.secrets is not None and len(base.secrets.secrets) == 2
+        only_ours = signing.SigningSecrets("wh1", base.secrets.secrets[:1])
+        written = await write_signing_secret(client, owner, SECRET, only_ours, base)
+        assert await data_keys(client) == {KEY_SECRETS, KEY_CURRENT}
+        assert written.secrets == only_ours == await cluster.signing_secrets(secret_name=SECRET)
+        assert written.owned
+
+        # A set without a current secret has no `current` key: the apply drops it.
+        none = signing.SigningSecrets("wh1", ())
+        await write_signing_secret(client, owner, SECRET, none, written)
+        assert await data_keys(client) == {KEY_SECRETS}
+    finally:
+        await client.delete("Secret", "default", SECRET)
+
+
 async def test_a_second_writer_between_read_and_write_loses_neither_secret(
     cluster: Cluster, emulator: Any, kube: Any
 ) -> None:
@@ -33,16 +108,19 @@ async def test_a_second_writer_between_read_and_write_loses_neither_secret(
         resource("stored", "https://hooks.example.com/s", emulator.base_url)
     )
     uid = owner["metadata"]["uid"]
+    client = Recording(cluster.client)  # our writer, its requests recorded
     other = Kube(ClusterAccess.load(str(kube.kubeconfig)))  # the second writer: its own client
     try:
-        absent = await read_signing_secret(cluster.client, "default", SECRET, uid)
+        absent = await read_signing_secret(client, "default", SECRET, uid)
+        client.requests.clear()
         first = await write_signing_secret(
-            cluster.client, owner, SECRET, signing.fresh("wh1", FIRST, NOW), absent
+            client, owner, SECRET, signing.fresh("wh1", FIRST, NOW), absent
         )
         assert first.exists and first.owned and first.resource_version
+        assert client.requests == [APPLY]  # a create is one apply
 
         # Both writers read the same version and rotate from it.
-        base = await read_signing_secret(cluster.client, "default", SECRET, uid)
+        base = await read_signing_secret(client, "default", SECRET, uid)
         assert base.secrets is not None
         theirs = await read_signing_secret(other, "default", SECRET, uid)
         rotated = signing.rotated(
@@ -62,7 +140,11 @@ async def test_a_second_writer_between_read_and_write_loses_neither_secret(
             immediate=False,
             remote_truncated=(),
         )
-        written = await write_signing_secret(cluster.client, owner, SECRET, ours, base)
+        client.requests.clear()
+        written = await write_signing_secret(client, owner, SECRET, ours, base)
+        # The apply over the version read refused (409), the Secret read again, ours merged
+        # into the other writer's and applied over the version read then.
+        assert client.requests == [APPLY, ("GET", ""), APPLY]
 
         stored = await cluster.signing_secrets(secret_name=SECRET)
         assert stored is not None and stored == written.secrets
@@ -71,11 +153,14 @@ async def test_a_second_writer_between_read_and_write_loses_neither_secret(
 
         # A write over the version just written is plain (no conflict, nothing merged).
         pruned = signing.SigningSecrets("wh1", stored.secrets[:2])
-        again = await write_signing_secret(cluster.client, owner, SECRET, pruned, written)
+        client.requests.clear()
+        again = await write_signing_secret(client, owner, SECRET, pruned, written)
+        assert client.requests == [APPLY]
         assert again.secrets == pruned
         assert await cluster.signing_secrets(secret_name=SECRET) == pruned
     finally:
         await other.close()
+        await client.close()
         await cluster.client.delete("Secret", "default", SECRET)
 
 

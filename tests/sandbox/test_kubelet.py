@@ -19,7 +19,7 @@ from google.genai import types
 
 from gemini_webhook_operator import job_key
 from gemini_webhook_operator.receiver_names import receiver_name, signing_secret_name
-from gemini_webhook_operator.receiver_resources import ReceiverSettings, public_url, render
+from gemini_webhook_operator.receiver_resources import ReceiverSettings
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.dynamic_jobs import generate_key
 from gemini_webhooks.contracts.signing_secret import SigningSecret, SigningSecrets, encode
@@ -27,6 +27,7 @@ from gemini_webhooks.emulator import ControlClient
 from gemini_webhooks.sandbox.kubeapi import KubeApi
 from gemini_webhooks.sandbox.kubelet import DEPLOYMENTS
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
+from tests.operator.receiver_rendering import public_url, render
 
 RESOURCES = {
     "ConfigMap": "configmaps",

@@ -306,8 +306,9 @@ def test_a_proxy_the_container_names_replaces_the_sandboxs_in_both_cases(
 def test_a_dynamic_receivers_job_key_is_written_where_its_config_reads_it(
     tmp_path: Path,
 ) -> None:
-    from gemini_webhook_operator.receiver_resources import ReceiverSettings, render
+    from gemini_webhook_operator.receiver_resources import ReceiverSettings
     from gemini_webhooks.contracts import dynamic_jobs
+    from tests.operator.receiver_rendering import render
 
     resource = {
         "metadata": {"name": "orders", "namespace": "team-a", "uid": "u1"},
