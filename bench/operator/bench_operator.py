@@ -16,6 +16,12 @@ Prints figures and ratios against the targets of issue 5:
 - operator resident memory under 200 MiB;
 and, with `--kube real`, those of issue 12 §4: at steady state zero writes and at most one
 list per resource kind per drift interval for all resources together.
+Beside the wall time to Ready it prints what that phase cost, figures a shared machine
+moves far less than the time: CPU seconds of the operator, of kube-apiserver (`--kube real`)
+and of this process (the emulator, the counting proxy and the clients), the operator's
+reconciliations by trigger (its own counter; more than one change reconcile per resource is
+work done twice), the WebhookService calls by method and, with `--kube real`, the API
+requests by verb and resource, each from applied to the last Ready.
 The machine may be shared; the lead re-runs this on a quiet machine.
 """
 
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +77,21 @@ def install(kubectl: list[str], env: dict[str, str]) -> None:
     subprocess.run([*kubectl, "apply", "-f", crd_file], env=env, check=True, capture_output=True)
     secret = ["create", "secret", "generic", "gemini-api-key", f"--from-literal=api-key={API_KEY}"]
     subprocess.run([*kubectl, *secret], env=env, check=True, capture_output=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds `pid` used so far (user and system, its waited-for children's included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command's closing parenthesis: utime, stime, cutime, cstime are 12th-15th.
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def phase_costs(pids: dict[str, int], metrics_url: str) -> tuple[dict[str, float], Counter[str]]:
+    """CPU seconds of each named process so far, and the operator's reconciliations by
+    trigger so far: subtract two of these to get what a phase cost."""
+    from bench.operator.writes import reconciles  # it imports this module
+
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}, reconciles(metrics_url)
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
@@ -194,6 +216,8 @@ def _steady_by_kind(
 
 
 def main() -> int:
+    from bench.operator.writes import free_port, wait_for_metrics  # it imports this module
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--resources", type=int, default=1000)
     parser.add_argument("--drift", type=float, default=20.0, help="drift interval, seconds")
@@ -232,6 +256,8 @@ def main() -> int:
     env = dict(os.environ, KUBECONFIG=str(kubeconfig))
     install([KUBECTL], env)
     log = (workdir / "operator.log").open("w")
+    metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
+    metrics_port = metrics_url.split(":")[2].split("/")[0]
     operator = subprocess.Popen(
         [
             OPERATOR,
@@ -242,6 +268,7 @@ def main() -> int:
             str(args.drift),
             "--api-rate",
             "1000",
+            *("--metrics-port", metrics_port, "--metrics-address", "127.0.0.1"),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -249,11 +276,20 @@ def main() -> int:
     )
     try:
         time.sleep(2.0)
+        wait_for_metrics(metrics_url, operator)
+        pids = {"operator": operator.pid, "this process": os.getpid()}
+        if real:
+            pids["kube-apiserver"] = next(
+                c.process.pid for c in plane.plane.supervisor.children if c.name == "kube-apiserver"
+            )
         idle_before = idle_after = {}
         if real:  # what the control plane makes by itself, before any GeminiWebhook exists
             idle_before = asyncio.run(apiserver_requests(kubeconfig))
             time.sleep(args.drift * args.windows)
             idle_after = asyncio.run(apiserver_requests(kubeconfig))
+        cpu_before, reconciles_before = phase_costs(pids, metrics_url)
+        calls_before = len(proxy.calls())
+        kube_applied = asyncio.run(apiserver_requests(kubeconfig)) if real else {}
         started = time.monotonic()
         asyncio.run(create_all(kubeconfig, args.resources, "https://hooks.example.com", proxy.url))
         created = time.monotonic() - started
@@ -264,6 +300,9 @@ def main() -> int:
                 break
             time.sleep(0.5)
         to_ready = time.monotonic() - started
+        cpu_ready, reconciles_ready = phase_costs(pids, metrics_url)
+        ready_calls = Counter(c.method for c in proxy.calls()[calls_before:])
+        kube_ready = asyncio.run(apiserver_requests(kubeconfig)) if real else {}
         rss_after_create, _ = rss_mib(operator.pid)
 
         # Steady state: skip one interval (the first drift checks are spread over it), then
@@ -286,6 +325,24 @@ def main() -> int:
             f"Ready:                          {ready}/{total} after {to_ready:.1f} s "
             f"(target {TARGET_READY_SECONDS:.0f} s; ratio {to_ready / TARGET_READY_SECONDS:.2f})"
         )
+        cpu = {name: cpu_ready[name] - cpu_before[name] for name in pids}
+        print(
+            "CPU seconds, applied -> Ready:   "
+            + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())
+        )
+        ran = reconciles_ready - reconciles_before
+        print(
+            f"reconciles, applied -> Ready:    {dict(sorted(ran.items()))} "
+            f"({ran['change'] / args.resources:.2f} change reconciles per resource)"
+        )
+        print(f"WebhookService, applied -> Ready: {dict(sorted(ready_calls.items()))}")
+        if real:
+            reads, writes, by_resource = _delta(kube_ready, kube_applied)
+            busiest = sorted(by_resource.items(), key=lambda kv: -kv[1])[:10]
+            print(
+                f"Kubernetes API, applied -> Ready: {reads:.0f} reads, {writes:.0f} writes; "
+                + ", ".join(f"{k} {v:.0f}" for k, v in busiest)
+            )
         print(f"WebhookService calls, total:    {len(proxy.calls())} by method {methods}")
         print(
             f"steady state:                   {steady_calls} calls in {args.windows} x "
