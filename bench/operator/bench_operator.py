@@ -18,10 +18,11 @@ and, with `--kube real`, those of issue 12 §4: at steady state zero writes and 
 list per resource kind per drift interval for all resources together.
 Beside the wall time to Ready it prints what that phase cost, figures a shared machine
 moves far less than the time: CPU seconds of the operator, of kube-apiserver (`--kube real`)
-and of this process (the emulator, the counting proxy and the clients), the operator's
-reconciliations by trigger (its own counter; more than one change reconcile per resource is
-work done twice), the WebhookService calls by method and, with `--kube real`, the API
-requests by verb and resource, each from applied to the last Ready.
+and of this process (the emulator, the counting proxy, the clients; the Kubernetes API
+sandbox too without `--kube real`), the operator's reconciliations by trigger (its own
+counter; more than one change reconcile per resource is work done twice), the
+WebhookService calls by method and, with `--kube real`, the API requests by verb and
+resource, each from applied to the last Ready.
 The machine may be shared; the lead re-runs this on a quiet machine.
 """
 
