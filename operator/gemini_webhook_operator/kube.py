@@ -140,9 +140,13 @@ class Kube:
         self._remember(kind, namespace, name, found)
         return found
 
-    async def create(self, obj: JSON) -> JSON | None:
+    async def create(self, obj: JSON, *, field_manager: str | None = None) -> JSON | None:
+        """Create `obj` (409 when it exists); under `field_manager`, so that a later apply
+        by the same manager owns, and can remove, the fields it wrote."""
         metadata = obj["metadata"]
-        stored = await self.request("POST", object_path(obj["kind"], metadata["namespace"]), obj)
+        params = {"fieldManager": field_manager} if field_manager else None
+        path = object_path(obj["kind"], metadata["namespace"])
+        stored = await self.request("POST", path, obj, params=params)
         self._remember(obj["kind"], metadata["namespace"], metadata["name"], stored)
         return stored
 

@@ -1,8 +1,10 @@
 """The signing Secret in Kubernetes: read it, and write it only over the version read.
 
-A write is one server-side apply of the whole Secret under the operator's field manager,
-carrying the `resourceVersion` read when the Secret existed (the API answers 409 when it
-changed since; an apply that creates it ignores the version). On a conflict the Secret
+A write of a Secret that exists is one server-side apply of the whole Secret under the
+operator's field manager, carrying the `resourceVersion` read (the API answers 409 when it
+changed since). The first write is a create under the same manager: an apply has no
+"must not exist" precondition, and a create answers 409 to the second of two writers
+creating it at once, so neither overwrites the other's secrets. On a conflict the Secret
 is read again and our set merged into what is there (`signing.merged`: a secret Gemini
 showed once to either writer is never dropped), then applied again over that version; a
 few attempts, then a KubeError. A key the apply stops naming goes with it; a key it never
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gemini_webhook_operator import signing
-from gemini_webhook_operator.kube import JSON, Kube, KubeError, owner_reference
+from gemini_webhook_operator.kube import FIELD_MANAGER, JSON, Kube, KubeError, owner_reference
 from gemini_webhooks.contracts import signing_secret as contract
 from gemini_webhooks.contracts.signing_secret import SecretFormatError, SigningSecrets
 
@@ -89,13 +91,21 @@ async def write_signing_secret(
     current, wanted = base, secrets
     for _ in range(MAX_ATTEMPTS):
         data = contract.encode_data(wanted)
-        version = {"resourceVersion": current.resource_version} if current.exists else {}
-        # No `type`: it defaults to Opaque, and is immutable on a Secret that exists.
-        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {**meta, **version}, "data": data}
         try:
-            stored = await kube.apply(body)
-            if stored is not None:
-                stored = await _without_other_keys(kube, stored, data)
+            if current.exists:
+                # Over the version read: 409 if it changed since. No `type`: it defaults to
+                # Opaque, and is immutable on a Secret that exists.
+                version = {"resourceVersion": current.resource_version}
+                body = {"apiVersion": "v1", "kind": "Secret", "metadata": {**meta, **version}}
+                stored = await kube.apply({**body, "data": data})
+                if stored is not None:
+                    stored = await _without_other_keys(kube, stored, data)
+            else:
+                # A create, not an apply: an apply has no "must not exist" precondition, so
+                # of two writers creating it at once the second would overwrite the first's
+                # secrets; a create answers it 409, and it merges below.
+                body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta}
+                stored = await kube.create({**body, "data": data}, field_manager=FIELD_MANAGER)
             if stored is not None:
                 return held(stored, name, uid)
         except KubeError as error:

@@ -44,6 +44,7 @@ class Recording(Kube):
 
 
 APPLY = ("PATCH", "application/apply-patch+yaml")
+CREATE = ("POST", "application/json")
 
 
 async def data_keys(client: Kube) -> set[str] | None:
@@ -117,7 +118,7 @@ async def test_a_second_writer_between_read_and_write_loses_neither_secret(
             client, owner, SECRET, signing.fresh("wh1", FIRST, NOW), absent
         )
         assert first.exists and first.owned and first.resource_version
-        assert client.requests == [APPLY]  # a create is one apply
+        assert client.requests == [CREATE]  # the first write: a create
 
         # Both writers read the same version and rotate from it.
         base = await read_signing_secret(client, "default", SECRET, uid)
@@ -158,6 +159,39 @@ async def test_a_second_writer_between_read_and_write_loses_neither_secret(
         assert client.requests == [APPLY]
         assert again.secrets == pruned
         assert await cluster.signing_secrets(secret_name=SECRET) == pruned
+    finally:
+        await other.close()
+        await client.close()
+        await cluster.client.delete("Secret", "default", SECRET)
+
+
+async def test_two_writers_creating_the_secret_at_once_lose_neither_secret(
+    cluster: Cluster, emulator: Any, kube: Any
+) -> None:
+    """Both read the Secret absent and create it, each with its own first secret: the second
+    create is refused (409; an apply would have overwritten the first writer's data), the
+    Secret read again and both sets merged into it."""
+    owner = await cluster.apply(
+        resource("created", "https://hooks.example.com/c", emulator.base_url)
+    )
+    uid = owner["metadata"]["uid"]
+    client = Recording(cluster.client)
+    other = Kube(ClusterAccess.load(str(kube.kubeconfig)))
+    try:
+        absent = await read_signing_secret(client, "default", SECRET, uid)
+        theirs_absent = await read_signing_secret(other, "default", SECRET, uid)
+        assert not absent.exists and not theirs_absent.exists
+        await write_signing_secret(
+            other, owner, SECRET, signing.fresh("wh1", THEIRS, NOW), theirs_absent
+        )
+        client.requests.clear()
+        written = await write_signing_secret(
+            client, owner, SECRET, signing.fresh("wh1", OURS, NOW + timedelta(seconds=1)), absent
+        )
+        assert client.requests == [CREATE, ("GET", ""), APPLY]
+        stored = await cluster.signing_secrets(secret_name=SECRET)
+        assert stored is not None and stored == written.secrets
+        assert sorted(s.secret for s in stored.secrets) == sorted([OURS, THEIRS])
     finally:
         await other.close()
         await client.close()
