@@ -18,7 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.trace import Tracer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode, Tracer
 
 from gemini_webhook_operator import runtime
 from gemini_webhook_operator.kube import Kube, KubeError
@@ -271,44 +274,54 @@ class RunningOperator:
             await self.task
 
 
-def changes_reconciled(running: RunningOperator) -> float:
-    """Reconciliations of a change (create, update, resume) the operator has finished, its
-    writes made: what kopf's last-handled annotation told before kopf's diff base moved to
-    the operator's memory."""
-    return sum(
-        sample.value
-        for metric in running.metrics.reconciles.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_total") and sample.labels["handler"] == "change"
-    )
+class Reconciliations:
+    """A tracer for `operator_running(tracer=...)` whose finished `reconcile` spans tell, per
+    resource, how many reconciliations of a change (create, update, resume) it finished
+    without failing, its writes made: what kopf's last-handled annotation told before kopf's
+    diff base moved to the operator's memory. Per resource: on a shared API server other
+    tests' leftovers are reconciled too."""
 
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.tracer = provider.get_tracer("test-reconciliations")
 
-async def changes_reconciled_past(
-    running: RunningOperator, count: float, *, timeout: float = 15.0
-) -> float:
-    """Wait until more than `count` changes have been reconciled; the number then."""
-    deadline = time.monotonic() + timeout
-    while (now := changes_reconciled(running)) <= count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no more than {count} changes reconciled in {timeout} s")
-        await asyncio.sleep(0.05)
-    return now
+    def of(self, name: str, namespace: str = "default") -> int:
+        return sum(
+            1
+            for span in self.exporter.get_finished_spans()
+            if span.name == "reconcile"
+            and (span.attributes or {}).get("gemini.webhook.resource") == name
+            and (span.attributes or {}).get("k8s.namespace.name") == namespace
+            and (span.attributes or {}).get("gemini.reconcile.trigger") == "change"
+            and span.status.status_code != StatusCode.ERROR
+        )
+
+    async def past(self, name: str, count: int, *, timeout: float = 15.0) -> int:
+        """Wait until `name` has more than `count` such reconciliations; the number then."""
+        deadline = time.monotonic() + timeout
+        while (now := self.of(name)) <= count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name}: no more than {count} changes reconciled")
+            await asyncio.sleep(0.05)
+        return now
 
 
 async def patch_reconciled(
     gemini: Cluster,
-    running: RunningOperator,
+    reconciled: Reconciliations,
     name: str,
     patch: dict[str, Any],
     *,
     timeout: float = 15.0,
 ) -> dict[str, Any]:
-    """Patch `name`, wait until the operator has reconciled a change since, and return the
-    resource as it is then. Only while no other change of it is being reconciled (after its
-    creation was counted, say), or that one could be taken for this one."""
-    before = changes_reconciled(running)
+    """Patch `name`, wait until the operator has reconciled a change of it since, and return
+    the resource as it is then. Only while no other change of it is being reconciled (after
+    its creation was counted, say), or that one could be taken for this one."""
+    before = reconciled.of(name)
     await gemini.patch(name, patch)
-    await changes_reconciled_past(running, before, timeout=timeout)
+    await reconciled.past(name, before, timeout=timeout)
     obj = await gemini.get(name)
     assert obj is not None, f"{name} is gone"
     return obj

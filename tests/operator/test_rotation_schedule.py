@@ -13,7 +13,7 @@ import standardwebhooks
 from tests.operator.harness import (
     Cluster,
     FakeClock,
-    changes_reconciled_past,
+    Reconciliations,
     is_ready,
     operator_running,
     patch_reconciled,
@@ -53,14 +53,15 @@ async def test_weekly_rotation_for_30_days_with_grace_and_no_verification_gap(
         rotation={**policy, "revocation": "Grace"},
     )
     rotations: list[datetime] = []
-    async with operator_running(kube, clock=clock, drift_interval=3600) as running:
+    reconciled = Reconciliations()
+    async with operator_running(kube, clock=clock, drift_interval=3600, tracer=reconciled.tracer):
         await gemini.apply(body)
         await gemini.wait_for("weekly", is_ready)
-        await changes_reconciled_past(running, 0)  # its creation, counted
+        await reconciled.past("weekly", 0)  # its creation, counted
         for step in range(1, 61):  # 60 steps of 12 hours = 30 days
             clock.advance(timedelta(hours=12))
             tick = {"metadata": {"annotations": {TICK: str(step)}}}
-            obj = await patch_reconciled(gemini, running, "weekly", tick)
+            obj = await patch_reconciled(gemini, reconciled, "weekly", tick)
             last = datetime.fromisoformat(obj["status"]["lastRotationTime"].replace("Z", "+00:00"))
             if last > start and (not rotations or last != rotations[-1]):
                 rotations.append(last)

@@ -17,9 +17,7 @@ from gemini_webhooks.contracts import crd
 from tests.operator.harness import (
     Cluster,
     FakeClock,
-    RunningOperator,
-    changes_reconciled,
-    changes_reconciled_past,
+    Reconciliations,
     condition,
     is_ready,
     operator_running,
@@ -53,9 +51,11 @@ def _verifies(held: Any, request: Any) -> bool:
     return False
 
 
-async def _tick(gemini: Cluster, running: RunningOperator, name: str, step: int) -> dict[str, Any]:
+async def _tick(
+    gemini: Cluster, reconciled: Reconciliations, name: str, step: int
+) -> dict[str, Any]:
     return await patch_reconciled(
-        gemini, running, name, {"metadata": {"annotations": {TICK: str(step)}}}
+        gemini, reconciled, name, {"metadata": {"annotations": {TICK: str(step)}}}
     )
 
 
@@ -72,13 +72,16 @@ async def test_a_simulated_week_has_only_the_scheduled_rotations(
     body = webhook_resource(
         "week", endpoint.url, emulator.base_url, rotation={"interval": "72h", "revocation": "Grace"}
     )
-    async with operator_running(kube, clock=clock, drift_interval=3600) as running:
+    reconciled = Reconciliations()
+    async with operator_running(
+        kube, clock=clock, drift_interval=3600, tracer=reconciled.tracer
+    ) as running:
         await gemini.apply(body)
         await gemini.wait_for("week", is_ready)
-        await changes_reconciled_past(running, 0)  # its creation, counted
+        await reconciled.past("week", 0)  # its creation, counted
         for step in range(1, 15):  # 14 steps of 12 hours = 7 days
             clock.advance(timedelta(hours=12))
-            obj = await _tick(gemini, running, "week", step)
+            obj = await _tick(gemini, reconciled, "week", step)
             ready = condition(obj, "Ready")
             assert ready["status"] == "True", f"step {step}: {ready}"
             held = await gemini.signing_secrets("week")
@@ -112,16 +115,17 @@ async def test_the_previous_secret_leaves_when_the_grace_gemini_reports_ends(
     emulator.emulator.service_clock = clock
     endpoint = emulator.endpoint()
     body = webhook_resource("short", endpoint.url, emulator.base_url, rotation={"interval": "720h"})
-    async with operator_running(kube, clock=clock, drift_interval=3600) as running:
+    reconciled = Reconciliations()
+    async with operator_running(kube, clock=clock, drift_interval=3600, tracer=reconciled.tracer):
         await gemini.apply(body)
         await gemini.wait_for("short", is_ready)
-        await changes_reconciled_past(running, 0)  # its creation, counted
+        await reconciled.past("short", 0)  # its creation, counted
         clock.advance(timedelta(hours=1))
-        before = changes_reconciled(running)
+        before = reconciled.of("short")
         await gemini.patch("short", {"metadata": {"annotations": {crd.ANNOTATION_ROTATE: "now"}}})
         # The request, then its annotation's removal (a change too): both reconciled before
         # a tick, so that a tick's reconciliation is the one counted.
-        await changes_reconciled_past(running, before + 1)
+        await reconciled.past("short", before + 1)
         rotated = await gemini.get("short")
         assert rotated is not None
         assert rotated["status"].get("lastRotationReason") == "RequestedByAnnotation"
@@ -130,10 +134,10 @@ async def test_the_previous_secret_leaves_when_the_grace_gemini_reports_ends(
         rotated_at = clock.now()
         assert held.secrets[1].expire_time == rotated_at + timedelta(hours=6)  # not 24 h
         clock.advance(timedelta(hours=5, minutes=59))
-        await _tick(gemini, running, "short", 1)
+        await _tick(gemini, reconciled, "short", 1)
         held = await gemini.signing_secrets("short")
         assert held is not None and len(held.secrets) == 2
         clock.advance(timedelta(minutes=1))
-        await _tick(gemini, running, "short", 2)
+        await _tick(gemini, reconciled, "short", 2)
         held = await gemini.signing_secrets("short")
         assert held is not None and len(held.secrets) == 1
