@@ -4,9 +4,10 @@ in bytes, so a huge or endless line is an error, not unbounded memory."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from . import json_depth
 
 # A Secret holds at most 1 MiB of data, sent base64-encoded (4/3) with its metadata: 2 MiB
 # leaves room for both and for the event's framing.
@@ -76,7 +77,7 @@ class LineSplitter:
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        value = json_depth.loads(raw)  # a deep document is refused, not a RecursionError
     except ValueError:
         raise MalformedEvent("not JSON") from None
     if not isinstance(value, dict):

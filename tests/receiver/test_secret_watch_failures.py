@@ -249,6 +249,7 @@ def test_a_line_over_the_limit_is_refused_before_its_end_arrives() -> None:
         b'{"type": "ADDED"}',
         b'{"type": "WHAT", "object": {}}',
         b'{"type": "ADDED", "object": {"data": {"k": 1}}}',
+        b'{"type": "ADDED", "object": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
     ],
 )
 def test_malformed_events_are_refused(line: bytes) -> None:
