@@ -4,6 +4,8 @@
 Every field carries a description (so `kubectl explain` reads as documentation), and
 validation uses plain OpenAPI keywords (patterns, enums, bounds, `required`) that every
 API server — and our Kubernetes sandbox — checks before the operator sees a resource.
+The schema of `spec` is generated from the typed view the operator reads it with
+(`contracts.crd_spec`), where each of its fields is described, bounded and defaulted once.
 
 The spec/status layout is a contract: the operator reads it, the receiver's chart and the
 sandbox build on it. Change it only in backward-compatible ways within `v1alpha1`.
@@ -11,10 +13,10 @@ sandbox build on it. Change it only in backward-compatible ways within `v1alpha1
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from gemini_webhooks.contracts.events import SUBSCRIBABLE_EVENT_TYPES
-from gemini_webhooks.contracts.openapi_schema import boolean, obj, string
+from gemini_webhooks.contracts.openapi_schema import obj, string
 from gemini_webhooks.contracts.signing_secret import API_GROUP
 
 KIND = "GeminiWebhook"
@@ -88,9 +90,12 @@ CONDITIONS: dict[str, str] = {
     CONDITION_RECEIVER_STATE_SHARED: "With more than one receiver replica: whether they "
     "share dedup and ping records (Redis).",
 }
-STATES = ("Enabled", "Disabled")
-REVOCATIONS = ("Grace", "Immediate")
-DELETION_POLICIES = ("Delete", "Orphan")
+State = Literal["Enabled", "Disabled"]
+Revocation = Literal["Grace", "Immediate"]
+DeletionPolicy = Literal["Delete", "Orphan"]
+STATES: tuple[State, ...] = get_args(State)
+REVOCATIONS: tuple[Revocation, ...] = get_args(Revocation)
+DELETION_POLICIES: tuple[DeletionPolicy, ...] = get_args(DeletionPolicy)
 REMOTE_DISABLED_BY_FAILURES = "disabled_due_to_failed_deliveries"
 REMOTE_STATES = ("enabled", "disabled", REMOTE_DISABLED_BY_FAILURES)
 
@@ -112,149 +117,14 @@ def _timestamp(description: str) -> dict[str, Any]:
     return string(description, format="date-time")
 
 
-def receiver_schema() -> dict[str, Any]:
-    """`spec.receiver`, generated in `crd_receiver_schema` from the typed view.
+def spec_schema() -> dict[str, Any]:
+    """`spec`, generated in `crd_spec_schema` from the typed view (`crd_spec`).
 
     Imported when called, so importing this module does not load the typed view (pydantic).
     """
-    from gemini_webhooks.contracts import crd_receiver_schema
+    from gemini_webhooks.contracts import crd_spec_schema
 
-    return crd_receiver_schema.receiver_schema()
-
-
-def health_check_schema() -> dict[str, Any]:
-    """`spec.healthCheck`, generated in `crd_receiver_schema` from the typed view."""
-    from gemini_webhooks.contracts import crd_receiver_schema
-
-    return crd_receiver_schema.health_check_schema()
-
-
-def spec_schema() -> dict[str, Any]:
-    return obj(
-        "The desired webhook: where Gemini delivers which events, the API key to manage it "
-        "with, where its signing secrets are kept and how they rotate.",
-        {
-            "displayName": string(
-                "Human-readable name of the remote webhook. The operator appends a marker "
-                "with this resource's UID so that it can always find its own webhook.",
-                minLength=1,
-                maxLength=200,
-            ),
-            "url": string(
-                "The URL Gemini delivers events to (`https://...`; `http://` only for local "
-                "emulators). When `receiver.enabled` is true and this is omitted, the "
-                "operator uses `https://<host><path>` of `receiver.expose`, or — only with an "
-                "emulator named by `apiBaseUrl` — the receiver Service's cluster URL. For "
-                "Google's API it must be a public `https://` URL.",
-                maxLength=2048,
-                pattern=URL_PATTERN,
-            ),
-            "events": {
-                "type": "array",
-                "description": "Event types this webhook subscribes to. A static webhook can "
-                "subscribe to: " + ", ".join(SUBSCRIBABLE_EVENT_TYPES) + ". (`*.cancelled` "
-                "events reach only dynamic webhooks; `batch.completed` is spelled "
-                "`batch.succeeded`.)",
-                "minItems": 1,
-                "maxItems": len(SUBSCRIBABLE_EVENT_TYPES),
-                "x-kubernetes-list-type": "set",
-                "items": string(
-                    "One subscribable event type.", enum=list(SUBSCRIBABLE_EVENT_TYPES)
-                ),
-            },
-            "state": string(
-                "Desired remote state. `Disabled` keeps the webhook (and its secrets) but "
-                "stops deliveries. A webhook Gemini disabled after failed deliveries is "
-                "reported, not re-enabled behind your back: set `Disabled` then `Enabled` "
-                "to re-enable it.",
-                enum=list(STATES),
-                default="Enabled",
-            ),
-            "apiKeySecretRef": obj(
-                "The Secret (in this namespace) holding the Gemini API key used to manage "
-                "this webhook.",
-                {
-                    "name": string(
-                        "Name of the Secret.",
-                        minLength=1,
-                        maxLength=253,
-                        pattern=DNS_SUBDOMAIN_PATTERN,
-                    ),
-                    "key": string(
-                        "Key within the Secret's data.",
-                        default=DEFAULT_API_KEY_SECRET_KEY,
-                        minLength=1,
-                        maxLength=253,
-                        pattern=SECRET_KEY_PATTERN,
-                    ),
-                },
-                required=("name",),
-            ),
-            "signingSecretName": string(
-                "Name of the Secret the operator writes the signing secrets to (format: "
-                "docs/operator.md). Defaults to `<metadata.name>-signing-secret`. Must not be "
-                "an existing Secret that this resource does not own.",
-                minLength=1,
-                maxLength=253,
-                pattern=DNS_SUBDOMAIN_PATTERN,
-            ),
-            "rotation": obj(
-                "When and how the signing secret rotates. Without `interval` or `schedule` "
-                "it rotates only when requested (annotation `" + ANNOTATION_ROTATE + "`) or "
-                "when the operator must regain a lost secret.",
-                {
-                    "interval": string(
-                        "Rotate this long after the last rotation, as hours/minutes/seconds "
-                        "(`720h` = 30 days). Mutually exclusive with `schedule`.",
-                        pattern=DURATION_PATTERN,
-                        minLength=2,
-                        maxLength=32,
-                    ),
-                    "schedule": string(
-                        "Rotate at the first time matching this 5-field cron expression "
-                        "(UTC) after the last rotation, e.g. `0 3 1 * *`. Mutually exclusive "
-                        "with `interval`.",
-                        pattern=CRON_PATTERN,
-                        maxLength=128,
-                    ),
-                    "revocation": string(
-                        "What happens to the previous secret: `Grace` keeps it valid for "
-                        "24 hours (Gemini signs with both; consumers never miss a delivery), "
-                        "`Immediate` revokes it at once.",
-                        enum=list(REVOCATIONS),
-                        default="Grace",
-                    ),
-                    "paused": boolean(
-                        "Suspend scheduled rotation. Lost secrets are still regained and an "
-                        "explicit rotation request is still honoured.",
-                        default=False,
-                    ),
-                },
-            )
-            | {"not": {"required": ["interval", "schedule"]}},
-            "deletionPolicy": string(
-                "What deleting this resource does to the remote webhook: `Delete` deletes it, "
-                "`Orphan` leaves it in place.",
-                enum=list(DELETION_POLICIES),
-                default="Delete",
-            ),
-            "webhookId": string(
-                "Adopt the existing remote webhook with this ID instead of creating one. "
-                "The operator rotates its signing secret once to obtain a secret it holds.",
-                minLength=1,
-                maxLength=128,
-                pattern=WEBHOOK_ID_PATTERN,
-            ),
-            "apiBaseUrl": string(
-                "Override the Gemini API base URL (for the local emulator or a proxy).",
-                maxLength=2048,
-                pattern=URL_PATTERN,
-            ),
-            "healthCheck": health_check_schema(),
-            "receiver": receiver_schema(),
-        },
-        required=("events", "apiKeySecretRef"),
-    )
+    return crd_spec_schema.spec_schema()
 
 
 def _condition_schema() -> dict[str, Any]:

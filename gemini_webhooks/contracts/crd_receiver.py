@@ -6,7 +6,7 @@ defaults and descriptions — the one definition of these fields.
   operator uses to read a resource. They reject unknown keys, so a resource that slipped
   past admission (or a cluster without schema validation) still fails with a message
   naming the field.
-- `crd_receiver_schema.RECEIVER_SCHEMA`: the OpenAPI v3 *structural* schema that the CRD
+- `crd_spec_schema.RECEIVER_SCHEMA`: the OpenAPI v3 *structural* schema that the CRD
   (`contracts.crd`) embeds, generated from `ReceiverSpec`: each field's `description`,
   default, bounds and pattern are stated once, on the model; a section's description is its
   class docstring unless the field gives its own.

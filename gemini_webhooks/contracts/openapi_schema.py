@@ -74,7 +74,7 @@ def structural(json_schema: dict[str, Any]) -> dict[str, Any]:
     """A Kubernetes *structural* schema from a JSON Schema with `$defs` (as pydantic's
     `model_json_schema(by_alias=True)` gives it): references inlined (the referring field's
     own keywords, such as its description, win over the definition's), `Optional` as an
-    absent field rather than a `null` type, no titles, multi-line descriptions joined
+    absent field rather than a `null` type, no `null` defaults, no titles, multi-line descriptions joined
     into one line, nothing shared between two nodes; `x-kubernetes-*` extensions kept."""
     definitions = json_schema.get("$defs", {})
 
@@ -90,6 +90,8 @@ def structural(json_schema: dict[str, Any]) -> dict[str, Any]:
             node = {**not_null[0], **node} if len(not_null) == 1 else {"anyOf": not_null, **node}
         if "$ref" in node:
             node = {**definitions[node["$ref"].rsplit("/", 1)[-1]], **node}
+        if node.get("default", ...) is None:
+            del node["default"]  # "absent": the API server would refuse a null default
         converted: dict[str, Any] = {}
         for key, value in node.items():
             if key in _DROPPED or (key == "additionalProperties" and value is False):

@@ -1,8 +1,10 @@
 """A GeminiWebhook resource read into typed values — the operator's view of the CRD.
 
-The API server validates the schema already; this module re-checks what the schema cannot
-express (cron syntax, "url unless a receiver provides one") and what a cluster without
-schema validation could let through, with messages that name the field.
+The spec is read by its typed view (`contracts.crd_spec`), the model the CRD's schema is
+generated from: it re-checks what the API server validated already, what a cluster without
+schema validation could let through and what the schema cannot express (cron syntax,
+"url unless a receiver provides one"), with messages that name the field. `spec.receiver`
+is read apart: its errors are the receiver's (`InvalidReceiver`), not the spec's.
 """
 
 from __future__ import annotations
@@ -10,29 +12,21 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import cronsim
 from pydantic import ValidationError
 
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.crd_receiver import (
-    CrdReceiverError,
-    ReceiverSpec,
-    parse_duration,
-    receiver_spec,
-)
-from gemini_webhooks.contracts.crd_receiver_exposure import ExposeSpec
-from gemini_webhooks.contracts.events import subscription_error
+from gemini_webhooks.contracts.crd_receiver import CrdReceiverError, ReceiverSpec, receiver_spec
+from gemini_webhooks.contracts.crd_spec import GeminiWebhookSpec
 from gemini_webhooks.contracts.spec_section import explain_error
 
 # The marker in the remote webhook's `name` that lets the operator find its own webhook
 # after a crash, before it could record the webhook's ID anywhere.
 MARKER_PREFIX = "[k8s:"
 MARKER_RE = re.compile(r"\[k8s:([0-9a-fA-F-]{8,64})\]\s*$")
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class InvalidSpecError(ValueError):
@@ -102,91 +96,16 @@ def marker_uid(remote_name: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def _field(spec: dict[str, Any], path: str, kind: type, default: Any = None) -> Any:
-    value: Any = spec
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            raise InvalidSpecError(f"spec.{path}: expected an object above this field")
-        value = value.get(part)
-        if value is None:
-            return default
-    if not isinstance(value, kind):
-        raise InvalidSpecError(f"spec.{path}: expected {kind.__name__}")
-    return value
-
-
-def parse_interval(value: str, field: str) -> timedelta:
-    try:
-        interval = parse_duration(value)
-    except (ValueError, CrdReceiverError):
-        raise InvalidSpecError(
-            f"{field}: {value!r} is not a duration like '720h' or '1h30m'"
-        ) from None
-    if interval <= timedelta(0):
-        raise InvalidSpecError(f"{field}: must be longer than zero")
-    return interval
-
-
-def check_schedule(expression: str, field: str = "spec.rotation.schedule") -> str:
-    try:
-        cronsim.CronSim(expression, _EPOCH)
-    except cronsim.CronSimError as error:
-        message = f"{field}: {expression!r} is not a cron expression: {error}"
-        raise InvalidSpecError(message) from None
-    return expression
-
-
 def parse(body: dict[str, Any]) -> WebhookSpec:
     """Read a GeminiWebhook object. Raises InvalidSpecError naming the field."""
     metadata = body.get("metadata") or {}
     spec = body.get("spec")
     if not isinstance(spec, dict):
         raise InvalidSpecError("spec: required")
-    name = str(metadata.get("name", ""))
-    events = _field(spec, "events", list)
-    if not events:
-        raise InvalidSpecError("spec.events: subscribe to at least one event type")
-    for index, event in enumerate(events):
-        error = subscription_error(str(event))
-        if error is not None:
-            raise InvalidSpecError(f"spec.events[{index}]: {error}")
-    if len(set(events)) != len(events):
-        raise InvalidSpecError("spec.events: lists an event type twice")
-    api_key_secret = _field(spec, "apiKeySecretRef.name", str)
-    if not api_key_secret:
-        raise InvalidSpecError("spec.apiKeySecretRef.name: required")
-    state = _field(spec, "state", str, "Enabled")
-    if state not in crd.STATES:
-        raise InvalidSpecError(f"spec.state: must be one of {', '.join(crd.STATES)}")
-    interval_text = _field(spec, "rotation.interval", str)
-    schedule = _field(spec, "rotation.schedule", str)
-    if interval_text and schedule:
-        raise InvalidSpecError("spec.rotation: set either interval or schedule, not both")
-    revocation = _field(spec, "rotation.revocation", str, "Grace")
-    if revocation not in crd.REVOCATIONS:
-        raise InvalidSpecError(
-            f"spec.rotation.revocation: must be one of {', '.join(crd.REVOCATIONS)}"
-        )
-    deletion_policy = _field(spec, "deletionPolicy", str, "Delete")
-    if deletion_policy not in crd.DELETION_POLICIES:
-        raise InvalidSpecError(
-            f"spec.deletionPolicy: must be one of {', '.join(crd.DELETION_POLICIES)}"
-        )
-    receiver_enabled = bool(_field(spec, "receiver.enabled", bool, False))
-    url = _field(spec, "url", str)
-    if url is None and not receiver_enabled:
-        raise InvalidSpecError("spec.url: required unless spec.receiver.enabled is true")
-    exposed_url = _exposed_url(spec) if receiver_enabled else None
-    if url is not None and exposed_url is not None:
-        raise InvalidSpecError(
-            "spec.url: leave it unset with spec.receiver.expose (the URL is derived as "
-            "https://<host><path>)"
-        )
-    if url is not None and not re.fullmatch(crd.URL_PATTERN, url):
-        raise InvalidSpecError("spec.url: must be an http(s) URL")
-    base_url = _field(spec, "apiBaseUrl", str)
-    if base_url is not None and not re.fullmatch(crd.URL_PATTERN, base_url):
-        raise InvalidSpecError("spec.apiBaseUrl: must be an http(s) URL")
+    try:
+        typed = GeminiWebhookSpec.model_validate(spec)
+    except ValidationError as error:
+        raise InvalidSpecError(explain_error("spec", error)) from None
     annotations = metadata.get("annotations") or {}
     rotate_revocation = annotations.get(crd.ANNOTATION_ROTATE_REVOCATION)
     if rotate_revocation is not None and rotate_revocation not in crd.REVOCATIONS:
@@ -194,34 +113,34 @@ def parse(body: dict[str, Any]) -> WebhookSpec:
             f"annotation {crd.ANNOTATION_ROTATE_REVOCATION}: must be one of "
             f"{', '.join(crd.REVOCATIONS)}, not {rotate_revocation!r}"
         )
+    name = str(metadata.get("name", ""))
+    rotation = typed.rotation
     return WebhookSpec(
         namespace=str(metadata.get("namespace", "default")),
         name=name,
         uid=str(metadata.get("uid", "")),
         generation=int(metadata.get("generation") or 0),
-        display_name=_field(spec, "displayName", str) or name,
-        url=url,
-        events=tuple(events),
-        enabled=state == "Enabled",
-        api_key_secret=api_key_secret,
-        api_key_key=_field(spec, "apiKeySecretRef.key", str, crd.DEFAULT_API_KEY_SECRET_KEY),
-        signing_secret_name=_field(spec, "signingSecretName", str)
+        display_name=typed.display_name or name,
+        url=typed.url,
+        events=tuple(typed.events),
+        enabled=typed.state == "Enabled",
+        api_key_secret=typed.api_key_secret_ref.name,
+        api_key_key=typed.api_key_secret_ref.key,
+        signing_secret_name=typed.signing_secret_name
         or f"{name}{crd.DEFAULT_SIGNING_SECRET_SUFFIX}",
         rotation=RotationPolicy(
-            interval=parse_interval(interval_text, "spec.rotation.interval")
-            if interval_text
-            else None,
-            schedule=check_schedule(schedule) if schedule else None,
-            revocation=revocation,
-            paused=bool(_field(spec, "rotation.paused", bool, False)),
+            interval=rotation.period,
+            schedule=rotation.schedule,
+            revocation=rotation.revocation,
+            paused=rotation.paused,
         ),
-        deletion_policy=deletion_policy,
-        adopt_id=_field(spec, "webhookId", str),
-        api_base_url=base_url,
-        receiver_enabled=receiver_enabled,
+        deletion_policy=typed.deletion_policy,
+        adopt_id=typed.webhook_id,
+        api_base_url=typed.api_base_url,
+        receiver_enabled=typed.receiver_enabled,
         rotate_requested=annotations.get(crd.ANNOTATION_ROTATE),
         rotate_revocation=rotate_revocation,
-        exposed_url=exposed_url,
+        exposed_url=typed.exposed_url,
         receiver_parsed=_receiver(spec),
     )
 
@@ -231,16 +150,6 @@ def _receiver(spec: dict[str, Any]) -> ReceiverSpec | str:
         return receiver_spec(spec)
     except CrdReceiverError as error:
         return str(error)
-
-
-def _exposed_url(spec: dict[str, Any]) -> str | None:
-    raw = _field(spec, "receiver.expose", dict)
-    if raw is None:
-        return None
-    try:
-        return ExposeSpec.model_validate(raw).url
-    except ValidationError as error:
-        raise InvalidSpecError(explain_error("spec.receiver.expose", error)) from None
 
 
 # --- Can Google's Gemini API deliver to the URL? -----------------------------------------

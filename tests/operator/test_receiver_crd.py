@@ -23,7 +23,7 @@ from gemini_webhooks.contracts.crd_receiver import (
     parse_duration,
     receiver_spec,
 )
-from gemini_webhooks.contracts.crd_receiver_schema import HEALTH_CHECK_SCHEMA, RECEIVER_SCHEMA
+from gemini_webhooks.contracts.crd_spec_schema import HEALTH_CHECK_SCHEMA, RECEIVER_SCHEMA
 from tests.operator.harness import Cluster, kubectl
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
