@@ -22,7 +22,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, StringConstraints, ValidationError, WithJsonSchema, model_validator
+from pydantic import Field, StringConstraints, ValidationError, WithJsonSchema, field_validator
 
 from gemini_webhooks.contracts.crd import DURATION_PATTERN
 from gemini_webhooks.contracts.crd_receiver_exposure import ExposeSpec, NetworkPolicySpec
@@ -67,7 +67,10 @@ def parse_duration(value: str) -> timedelta:
     if not value or not re.fullmatch(DURATION_PATTERN, value):
         raise ValueError(f"invalid duration {value!r}: expected e.g. '90s', '5m', '1h30m'")
     seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"([0-9]+)([hms])", value))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:  # the pattern bounds the form, not the size
+        raise ValueError(f"duration {value!r} is too long") from None
 
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, min_length=2)]
@@ -222,11 +225,12 @@ class RedisSpec(SpecSection):
         DEFAULT_WAIT_TIMEOUT, description="How long one `WAIT` for `waitReplicas` may take."
     )
 
-    @model_validator(mode="after")
-    def _waits_at_all(self) -> RedisSpec:
-        if parse_duration(self.wait_timeout).total_seconds() == 0:
-            raise ValueError("waitTimeout must be at least 1s")
-        return self
+    @field_validator("wait_timeout")
+    @classmethod
+    def _waits_at_all(cls, wait_timeout: str) -> str:
+        if parse_duration(wait_timeout).total_seconds() == 0:
+            raise ValueError("must be at least 1s")
+        return wait_timeout
 
 
 class DedupSpec(SpecSection):
@@ -349,12 +353,13 @@ class HealthCheckSpec(SpecSection):
         description="Time between pings, as hours/minutes/seconds.",
     )
 
-    @model_validator(mode="after")
-    def _not_too_often(self) -> HealthCheckSpec:
+    @field_validator("interval")
+    @classmethod
+    def _not_too_often(cls, interval: str) -> str:
         # Each ping is a WebhookService call; the steady-state budget is one per interval.
-        if parse_duration(self.interval).total_seconds() < MIN_HEALTH_INTERVAL_SECONDS:
-            raise ValueError("interval must be at least 1m")
-        return self
+        if parse_duration(interval).total_seconds() < MIN_HEALTH_INTERVAL_SECONDS:
+            raise ValueError("must be at least 1m")
+        return interval
 
 
 def receiver_spec(spec: dict[str, Any]) -> ReceiverSpec:

@@ -101,6 +101,13 @@ def test_an_optional_field_is_absent_rather_than_null() -> None:
     assert schema["properties"]["port"]["type"] == "object"
 
 
+def test_a_null_default_is_no_default() -> None:
+    # A section read apart (`Any`, its schema given) defaults to None: absent, not null.
+    section = {"type": "object", "description": "Read apart.", "default": None, "title": "S"}
+    schema = structural(_json_schema(section=section))
+    assert schema["properties"]["section"] == {"type": "object", "description": "Read apart."}
+
+
 def test_int_or_string_and_other_kubernetes_extensions_are_kept() -> None:
     quantity = {
         "anyOf": [{"type": "integer"}, {"type": "string"}],

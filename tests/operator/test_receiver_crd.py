@@ -271,13 +271,23 @@ def test_target_needs_exactly_one_destination() -> None:
         )
 
 
+def test_a_malformed_duration_or_section_is_told_what_it_should_be() -> None:
+    # In words, not as the regular expression or the model's class name.
+    with pytest.raises(CrdReceiverError) as raised:
+        receiver_spec({"receiver": {"replayTolerance": "5 minutes", "dynamic": "on"}})
+    assert str(raised.value) == (
+        "spec.receiver.dynamic: expected an object; spec.receiver.replayTolerance: must be a "
+        "duration in hours/minutes/seconds, like '720h' or '1h30m'"
+    )
+
+
 def test_too_many_replicas_is_rejected() -> None:
     with pytest.raises(CrdReceiverError, match=r"spec\.receiver\.replicas"):
         receiver_spec({"receiver": {"replicas": crd_receiver.MAX_REPLICAS + 1}})
 
 
 def test_health_check_interval_below_a_minute_is_rejected() -> None:
-    with pytest.raises(CrdReceiverError, match="at least 1m"):
+    with pytest.raises(CrdReceiverError, match=r"spec\.healthCheck\.interval: must be at least 1m"):
         health_check_spec({"healthCheck": {"enabled": True, "interval": "30s"}})
 
 
@@ -298,3 +308,10 @@ def test_durations_are_read_like_kubernetes_durations(text: str, expected: timed
 def test_malformed_durations_are_rejected(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+def test_a_duration_too_long_to_hold_is_rejected_as_malformed() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration("9" * 20 + "h")
+    with pytest.raises(CrdReceiverError, match=r"spec\.healthCheck\.interval.*too long"):
+        health_check_spec({"healthCheck": {"interval": "9" * 20 + "s"}})

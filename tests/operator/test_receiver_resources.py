@@ -231,7 +231,10 @@ def test_redis_defaults_require_persistence_and_do_not_wait() -> None:
             "exactly one of 'url' or 'sentinel'",
         ),
         ({"sentinel": {"addresses": ["no-port"], "masterName": "m"}}, r"sentinel\.addresses"),
-        ({"url": "redis://r:6379/0", "waitTimeout": "0s"}, "waitTimeout must be at least 1s"),
+        (
+            {"url": "redis://r:6379/0", "waitTimeout": "0s"},
+            r"redis\.waitTimeout: must be at least 1s",
+        ),
         ({"url": "redis://r:6379/0", "waitReplicas": -1}, r"redis\.waitReplicas"),
     ],
 )
