@@ -105,7 +105,7 @@ def walker(revision: str) -> types.ModuleType:
     module = types.ModuleType(f"walker_model_{revision}")
     module.__dict__["__name__"] = module.__name__
     sys.modules[module.__name__] = module  # dataclasses look their module up
-    exec(compile(source, f"{revision}:{MODEL_PATH}", "exec"), module.__dict__)  # noqa: S102
+    exec(compile(source, f"{revision}:{MODEL_PATH}", "exec"), module.__dict__)
     return module
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from gemini_webhooks.contracts.events import SUBSCRIBABLE_EVENT_TYPES
 from gemini_webhooks.contracts.openapi_schema import obj, string
 from gemini_webhooks.contracts.signing_secret import API_GROUP
 

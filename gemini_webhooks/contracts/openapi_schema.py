@@ -74,8 +74,9 @@ def structural(json_schema: dict[str, Any]) -> dict[str, Any]:
     """A Kubernetes *structural* schema from a JSON Schema with `$defs` (as pydantic's
     `model_json_schema(by_alias=True)` gives it): references inlined (the referring field's
     own keywords, such as its description, win over the definition's), `Optional` as an
-    absent field rather than a `null` type, no `null` defaults, no titles, multi-line descriptions joined
-    into one line, nothing shared between two nodes; `x-kubernetes-*` extensions kept."""
+    absent field rather than a `null` type, no `null` defaults, no titles, multi-line
+    descriptions joined into one line, nothing shared between two nodes; `x-kubernetes-*`
+    extensions kept."""
     definitions = json_schema.get("$defs", {})
 
     def convert(node: dict[str, Any]) -> dict[str, Any]:

@@ -96,7 +96,7 @@ def explain_error(section: str, error: ValidationError) -> str:
         elif item["type"] == "model_type":
             message = "expected an object"
         elif item["type"] == "string_pattern_mismatch":
-            pattern = (item.get("ctx") or {}).get("pattern")
+            pattern = str((item.get("ctx") or {}).get("pattern"))
             message = PATTERN_MEANINGS.get(pattern, item["msg"])
         else:
             message = item["msg"]

@@ -93,7 +93,7 @@ def test_invalid_spec_names_the_field(spec: dict[str, Any], message: str) -> Non
 
 
 def test_a_resource_without_a_spec_is_an_invalid_spec() -> None:
-    with pytest.raises(model.InvalidSpecError, match="^spec: required$"):
+    with pytest.raises(model.InvalidSpecError, match=r"^spec: required$"):
         model.parse({"metadata": {"name": "w"}})
 
 
