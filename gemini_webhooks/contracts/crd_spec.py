@@ -57,6 +57,7 @@ from gemini_webhooks.contracts.spec_section import SpecSection, absent_nulls, fi
 # Any instant: cronsim needs one to parse an expression.
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 HttpUrl = Annotated[str, Field(max_length=2048, pattern=URL_PATTERN)]
+SecretName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
 
 
 class SchemaOf:
@@ -112,12 +113,7 @@ class ApiKeySecretRefSpec(_OwnSection):
     """The Secret (in this namespace) holding the Gemini API key used to manage this
     webhook."""
 
-    name: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=DNS_SUBDOMAIN_PATTERN,
-        description="Name of the Secret.",
-    )
+    name: SecretName = Field(description="Name of the Secret.")
     key: str = Field(
         DEFAULT_API_KEY_SECRET_KEY,
         min_length=1,
@@ -236,11 +232,8 @@ class GeminiWebhookSpec(_OwnSection):
         "re-enabled behind your back: set `Disabled` then `Enabled` to re-enable it.",
     )
     api_key_secret_ref: ApiKeySecretRefSpec
-    signing_secret_name: str | None = Field(
+    signing_secret_name: SecretName | None = Field(
         None,
-        min_length=1,
-        max_length=253,
-        pattern=DNS_SUBDOMAIN_PATTERN,
         description="Name of the Secret the operator writes the signing secrets to (format: "
         "docs/operator.md). Defaults to `<metadata.name>-signing-secret`. Must not be an "
         "existing Secret that this resource does not own.",

@@ -47,7 +47,7 @@ class SpecSection(BaseModel):
     at_most_one: ClassVar[tuple[str, str] | None] = None
 
     @model_validator(mode="after")
-    def _exactly_one_is_set(self) -> Self:
+    def _composition_holds(self) -> Self:
         if self.exactly_one is not None:
             if len(self._given(self.exactly_one)) != 1:
                 first, second = self.exactly_one
