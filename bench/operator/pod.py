@@ -27,7 +27,7 @@ operator's peak RSS (VmHWM, from the host). For the Pod also, against its limit:
 container's working set (usage less inactive file pages, as the kubelet counts it) sampled
 every 0.2 s, its cgroup's peak usage (page cache included), OOM kills and restarts (both
 must be 0). Then the machine's load, `down`, and what `down` left on the host compared
-with before `up` (must be nothing).
+with before `up` (must be nothing); the run's directory then keeps only the logs.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -365,7 +366,8 @@ def report(
     ]
     print(f"resources: {args.resources} per phase; drift interval {args.drift:.0f} s")
     print(f"{'':38}{'process':>10}{'Pod':>10}{'Pod/process':>13}")
-    print(f"{'Ready':38}{process.ready:>5}/{process.total:<4}{pod.ready:>5}/{pod.total:<4}")
+    ready = [f"{phase.ready}/{phase.total}" for phase in (process, pod)]
+    print(f"{'Ready':38}{ready[0]:>10}{ready[1]:>10}")
     for name, a, b, spec in rows:
         print(f"{name:38}{a:>10{spec}}{b:>10{spec}}{_ratio(b, a):>13}")
     print(f"WebhookService -> Ready by method: process {dict(sorted(process.calls.items()))}")
@@ -412,12 +414,29 @@ def left_behind(before: dict[str, object], state: Path) -> list[str]:
     return [*differ, *(f"process {pid}" for pid in found.stdout.split())]
 
 
+def keep_logs_only(workdir: Path) -> None:
+    """Free the disk (our images' copy, containerd's content, etcd: 1 GiB) once `down` left
+    nothing mounted under it; the logs and the small files stay."""
+    shutil.rmtree(workdir / "images", ignore_errors=True)
+    for state in (workdir / "control-plane", workdir / "control-plane-node"):
+        for child in state.iterdir() if state.is_dir() else []:
+            if child.name == "logs":
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-operator-node-"))
     with real_node_lock():
         started = time.monotonic()
         with running_node(workdir / "control-plane") as cluster:
-            print(f"control plane and real node up in {cluster.up_seconds:.0f} s", flush=True)
+            print(
+                f"control plane and real node up in {cluster.up_seconds:.0f} s; logs in {workdir}",
+                flush=True,
+            )
             emulator = ThreadedEmulator(EmulatorConfig(api_keys=(API_KEY,))).start()
             proxy = FaultProxy(emulator.base_url, host=nodeconfig.NODE_NETWORK.host_ip)
             emulator.call(proxy.start())
@@ -432,6 +451,8 @@ def run(args: argparse.Namespace) -> int:
                 emulator.call(proxy.stop())
                 emulator.stop()
         left = left_behind(cluster.before, workdir)
+        if not left:
+            keep_logs_only(workdir)
     met = report(process, pod, memory, status, pod_ready, args)
     print(f"whole run (up, both phases, down): {time.monotonic() - started:.0f} s")
     print(
