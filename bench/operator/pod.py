@@ -65,7 +65,7 @@ from bench.operator.bench_operator import (
     stop,
 )
 from bench.operator.writes import free_port, wait_for_metrics
-from gemini_webhooks.controlplane import nodeconfig
+from gemini_webhooks.controlplane import nodeconfig, realnode
 from gemini_webhooks.controlplane.cluster import Layout
 from gemini_webhooks.emulator import EmulatorConfig, ThreadedEmulator
 from tests.chart.rendering import CHART_DIR, ROOT
@@ -415,8 +415,8 @@ def left_behind(before: dict[str, object], state: Path) -> list[str]:
 
 
 def keep_logs_only(workdir: Path) -> None:
-    """Free the disk (our images' copy, containerd's content, etcd: 1 GiB) once `down` left
-    nothing mounted under it; the logs and the small files stay."""
+    """Free the disk (our images' copy, containerd's content, etcd: 1 GiB; call it only
+    with nothing mounted under `workdir`); the logs and the small files stay."""
     shutil.rmtree(workdir / "images", ignore_errors=True)
     for state in (workdir / "control-plane", workdir / "control-plane-node"):
         for child in state.iterdir() if state.is_dir() else []:
@@ -428,31 +428,40 @@ def keep_logs_only(workdir: Path) -> None:
                 child.unlink(missing_ok=True)
 
 
+def both_phases(
+    cluster: Cluster, args: argparse.Namespace, workdir: Path
+) -> tuple[Phase, Phase, PodMemory, dict[str, Any], float]:
+    emulator = ThreadedEmulator(EmulatorConfig(api_keys=(API_KEY,))).start()
+    proxy = FaultProxy(emulator.base_url, host=nodeconfig.NODE_NETWORK.host_ip)
+    emulator.call(proxy.start())
+    try:
+        prepare(cluster)
+        apiserver = cluster.control_plane_process("kube-apiserver")
+        assert apiserver is not None, "no kube-apiserver of this control plane"
+        process = process_phase(cluster, proxy, apiserver, args, workdir)
+        print(f"process phase done: Ready in {process.to_ready:.1f} s", flush=True)
+        return process, *pod_phase(cluster, proxy, apiserver, args, workdir)
+    finally:
+        emulator.call(proxy.stop())
+        emulator.stop()
+
+
 def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-operator-node-"))
     with real_node_lock():
         started = time.monotonic()
-        with running_node(workdir / "control-plane") as cluster:
-            print(
-                f"control plane and real node up in {cluster.up_seconds:.0f} s; logs in {workdir}",
-                flush=True,
-            )
-            emulator = ThreadedEmulator(EmulatorConfig(api_keys=(API_KEY,))).start()
-            proxy = FaultProxy(emulator.base_url, host=nodeconfig.NODE_NETWORK.host_ip)
-            emulator.call(proxy.start())
-            try:
-                prepare(cluster)
-                apiserver = cluster.control_plane_process("kube-apiserver")
-                assert apiserver is not None, "no kube-apiserver of this control plane"
-                process = process_phase(cluster, proxy, apiserver, args, workdir)
-                print(f"process phase done: Ready in {process.to_ready:.1f} s", flush=True)
-                pod, memory, status, pod_ready = pod_phase(cluster, proxy, apiserver, args, workdir)
-            finally:
-                emulator.call(proxy.stop())
-                emulator.stop()
-        left = left_behind(cluster.before, workdir)
-        if not left:
-            keep_logs_only(workdir)
+        try:
+            with running_node(workdir / "control-plane") as cluster:
+                print(
+                    f"control plane and real node up in {cluster.up_seconds:.0f} s; "
+                    f"logs in {workdir}",
+                    flush=True,
+                )
+                process, pod, memory, status, pod_ready = both_phases(cluster, args, workdir)
+            left = left_behind(cluster.before, workdir)
+        finally:  # Ctrl-C included
+            if not realnode.mounts_under([workdir]):
+                keep_logs_only(workdir)
     met = report(process, pod, memory, status, pod_ready, args)
     print(f"whole run (up, both phases, down): {time.monotonic() - started:.0f} s")
     print(
