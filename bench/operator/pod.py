@@ -28,6 +28,7 @@ container's working set (usage less inactive file pages, as the kubelet counts i
 every 0.2 s, its cgroup's peak usage (page cache included), OOM kills and restarts (both
 must be 0). Then the machine's load, `down`, and what `down` left on the host compared
 with before `up` (must be nothing); the run's directory then keeps only the logs.
+Ctrl-C stops everything it started and takes the node down in full.
 """
 
 from __future__ import annotations
