@@ -55,6 +55,9 @@ TARGET_READY_SECONDS = 60.0
 TARGET_CALLS_PER_RESOURCE_PER_INTERVAL = 1.0
 TARGET_RSS_MIB = 200.0
 TARGET_LISTS_PER_KIND_PER_INTERVAL = 1.0
+# The operator's WebhookService rate (calls/s): far above what 1,000 creates need, so that
+# the rate limit is not what Ready waits on (the chart's default is 20).
+API_RATE = 1000
 # Kinds only the control plane's own components write (leader-election leases renewed on
 # their own clock, so an idle window does not cancel them out); the operator never does.
 CONTROL_PLANE_ONLY = frozenset({"leases"})
@@ -108,7 +111,9 @@ def _api(kubeconfig: Path) -> KubeApi:
     return KubeApi.from_kubeconfig(kubeconfig, timeout=60)
 
 
-async def create_all(kubeconfig: Path, count: int, url: str, api_base: str) -> None:
+async def create_all(
+    kubeconfig: Path, count: int, url: str, api_base: str, namespace: str = "default"
+) -> None:
     resource = f"{crd.PLURAL}.{crd.API_GROUP}/{crd.VERSION}"
     semaphore = asyncio.Semaphore(16)
     api = _api(kubeconfig)
@@ -128,18 +133,18 @@ async def create_all(kubeconfig: Path, count: int, url: str, api_base: str) -> N
                 },
             }
             async with semaphore:
-                await api.create(resource, "default", body)
+                await api.create(resource, namespace, body)
 
         await asyncio.gather(*(one(i) for i in range(count)))
     finally:
         await api.close()
 
 
-async def count_ready(kubeconfig: Path) -> tuple[int, int]:
+async def count_ready(kubeconfig: Path, namespace: str = "default") -> tuple[int, int]:
     api = _api(kubeconfig)
     try:
         items: list[dict[str, Any]] = await api.list(
-            f"{crd.PLURAL}.{crd.API_GROUP}/{crd.VERSION}", "default"
+            f"{crd.PLURAL}.{crd.API_GROUP}/{crd.VERSION}", namespace
         )
     finally:
         await api.close()
@@ -152,6 +157,23 @@ async def count_ready(kubeconfig: Path) -> tuple[int, int]:
         )
     )
     return ready, len(items)
+
+
+def apply_and_wait_ready(
+    kubeconfig: Path, count: int, api_base: str, timeout: float, namespace: str = "default"
+) -> tuple[float, float, int, int]:
+    """Create `count` URL-only GeminiWebhooks and wait until all are Ready or `timeout`
+    seconds passed: (seconds to create, seconds to the last Ready, Ready, existing)."""
+    started = time.monotonic()
+    asyncio.run(create_all(kubeconfig, count, "https://hooks.example.com", api_base, namespace))
+    created = time.monotonic() - started
+    ready = total = 0
+    while time.monotonic() - started < timeout:
+        ready, total = asyncio.run(count_ready(kubeconfig, namespace))
+        if ready >= count:
+            break
+        time.sleep(0.5)
+    return created, time.monotonic() - started, ready, total
 
 
 async def apiserver_requests(kubeconfig: Path) -> dict[tuple[str, str], float]:
@@ -225,11 +247,20 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=2, help="steady-state intervals")
     parser.add_argument(
         "--kube",
-        choices=("sandbox", "real"),
+        choices=("sandbox", "real", "node"),
         default="sandbox",
-        help="the Kubernetes API sandbox (default) or a real control plane",
+        help="the Kubernetes API sandbox (default), a real control plane, or a real control "
+        "plane with the real node: the operator as a host process, then as the chart's Pod "
+        "(bench/operator/pod.py)",
+    )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=300.0, help="seconds to wait for all Ready"
     )
     args = parser.parse_args()
+    if args.kube == "node":
+        from bench.operator.pod import run  # it imports this module
+
+        return run(args)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-operator-"))
     real = args.kube == "real"
@@ -268,7 +299,7 @@ def main() -> int:
             "--drift-interval",
             str(args.drift),
             "--api-rate",
-            "1000",
+            str(API_RATE),
             *("--metrics-port", metrics_port, "--metrics-address", "127.0.0.1"),
         ],
         stdout=log,
@@ -291,16 +322,9 @@ def main() -> int:
         cpu_before, reconciles_before = phase_costs(pids, metrics_url)
         calls_before = len(proxy.calls())
         kube_applied = asyncio.run(apiserver_requests(kubeconfig)) if real else {}
-        started = time.monotonic()
-        asyncio.run(create_all(kubeconfig, args.resources, "https://hooks.example.com", proxy.url))
-        created = time.monotonic() - started
-        ready = total = 0
-        while time.monotonic() - started < 300:
-            ready, total = asyncio.run(count_ready(kubeconfig))
-            if ready >= args.resources:
-                break
-            time.sleep(0.5)
-        to_ready = time.monotonic() - started
+        created, to_ready, ready, total = apply_and_wait_ready(
+            kubeconfig, args.resources, proxy.url, args.ready_timeout
+        )
         cpu_ready, reconciles_ready = phase_costs(pids, metrics_url)
         ready_calls = Counter(c.method for c in proxy.calls()[calls_before:])
         kube_ready = asyncio.run(apiserver_requests(kubeconfig)) if real else {}

@@ -37,7 +37,7 @@ from gemini_webhooks.emulator import ControlClient
 from tests.chart.rendering import CHART_DIR, ROOT
 from tests.chart.test_helm_cli import Helm, helm_binary
 from tests.fixtures.kube import KUBECTL
-from tests.fixtures.real_node import Cluster, main_process, wait_for
+from tests.fixtures.real_node import Cluster, MemoryCgroup, main_process, wait_for
 from tests.fixtures.redis import DURABLE_ARGS, RedisServer
 from tests.kubectl.plugin import executable
 from tests.test_readme import README, readme_blocks
@@ -619,52 +619,6 @@ def test_the_kubelet_killed_pods_keep_serving_and_it_is_restarted_and_takes_them
 
 LOADED, FAST_SINK = "loaded", "fast-sink"  # the GeminiWebhook under load, its target
 LOAD_SECONDS, LOAD_CONNECTIONS = 10, 32  # bench/receiver/run.py's connections
-
-
-class MemoryCgroup:
-    """A container's memory cgroup on the host (v1, as here, or v2): usage, the working set
-    as the kubelet computes it (usage less inactive file pages), the limit, OOM kills."""
-
-    def __init__(self, pid: int) -> None:
-        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            if "memory" in controllers.split(","):
-                self.v2, self.dir = False, Path("/sys/fs/cgroup/memory") / path.lstrip("/")
-                break
-        else:
-            path = Path(f"/proc/{pid}/cgroup").read_text().split("::", 1)[1].strip()
-            self.v2, self.dir = True, Path("/sys/fs/cgroup") / path.lstrip("/")
-
-    def _read(self, v1: str, v2: str) -> str:
-        return (self.dir / (v2 if self.v2 else v1)).read_text().strip()
-
-    def stat(self, key: str) -> int:
-        for line in self._read("memory.stat", "memory.stat").splitlines():
-            name, value = line.split()
-            if name == key:
-                return int(value)
-        return 0
-
-    def working_set(self) -> int:
-        usage = int(self._read("memory.usage_in_bytes", "memory.current"))
-        inactive = self.stat("inactive_file" if self.v2 else "total_inactive_file")
-        return max(0, usage - inactive)
-
-    def peak_usage(self) -> int:
-        return int(self._read("memory.max_usage_in_bytes", "memory.peak"))
-
-    def limit(self) -> int:
-        return int(self._read("memory.limit_in_bytes", "memory.max"))
-
-    def oom_kills(self) -> int:
-        if self.v2:
-            events = dict(line.split() for line in self._read("", "memory.events").splitlines())
-            return int(events.get("oom_kill", 0))
-        return self.stat("oom_kill") or int(
-            dict(line.split() for line in self._read("memory.oom_control", "").splitlines()).get(
-                "oom_kill", 0
-            )
-        )
 
 
 def test_a_receiver_pod_under_the_benchmark_load_stays_under_its_memory_limit(

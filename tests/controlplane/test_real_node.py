@@ -6,6 +6,8 @@ it found it."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -357,5 +359,49 @@ def test_down_leaves_nothing_behind(cluster: Cluster) -> None:
     assert after == cluster.before
     leftovers = subprocess.run(
         ["pgrep", "-f", str(cluster.directory.parent)], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout == ""
+
+
+def test_ctrl_c_of_a_program_holding_a_real_node_leaves_nothing_behind(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Ctrl-C reaches a terminal's whole foreground process group: a program holding a real
+    node by `running_node` (bench/operator --kube node does) is interrupted, and the node is
+    taken down in full. (`up` must not get its own SIGINT: the SIGTERM that follows would
+    reach it mid-teardown and kill it there.) After `down` above: one node per machine."""
+    assert cluster.process.poll() is not None, "the session's node still runs"
+    tmp_path = tmp_path_factory.mktemp("ctrl-c")  # short: containerd's socket paths are bound
+    ready = tmp_path / "ready"
+    holder = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from tests.fixtures.real_node import running_node\n"
+        f"with running_node(Path({str(tmp_path / 'control-plane')!r})):\n"
+        f"    Path({str(ready)!r}).touch()\n"
+        "    time.sleep(600)\n"
+    )
+    before = host_snapshot(tmp_path)
+
+    def as_from_a_terminal() -> None:  # a background job's SIGINT is ignored, not a terminal's
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    program = subprocess.Popen(
+        [sys.executable, "-c", holder],
+        cwd=ROOT,
+        start_new_session=True,
+        preexec_fn=as_from_a_terminal,
+    )
+    try:
+        wait_for("the node up", lambda: ready.exists() or program.poll() is not None, 600)
+        assert program.poll() is None
+        os.killpg(program.pid, signal.SIGINT)
+        program.wait(timeout=300)
+    finally:
+        if program.poll() is None:
+            program.kill()
+    assert host_snapshot(tmp_path) == before
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
     )
     assert leftovers.stdout == ""

@@ -26,16 +26,19 @@ from gemini_webhooks.kube_access import ClusterAccess
 
 
 async def _serve(
-    app: web.Application, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    app: web.Application,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    host: str = "127.0.0.1",
 ) -> tuple[web.AppRunner, str]:
-    """Serve every path with `handler` on an ephemeral loopback port: the runner, the URL."""
+    """Serve every path with `handler` on an ephemeral port of `host` (loopback unless
+    told): the runner, the URL."""
     app.router.add_route("*", "/{tail:.*}", handler)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
+    return runner, f"http://{host}:{port}"
 
 
 @dataclass
@@ -71,6 +74,7 @@ class FaultProxy:
     latency: float = 0.0
     in_flight: int = 0
     most_in_flight: int = 0
+    host: str = "127.0.0.1"  # where it listens: the node's Pods reach the host at its veth end
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
@@ -148,7 +152,7 @@ class FaultProxy:
 
     async def start(self) -> FaultProxy:
         self._session = aiohttp.ClientSession()
-        self._runner, self.url = await _serve(web.Application(), self._handle)
+        self._runner, self.url = await _serve(web.Application(), self._handle, self.host)
         return self
 
     async def stop(self) -> None:
