@@ -98,7 +98,9 @@ async def _up(
         _say(f"failed: {error}")
         return 1
     finally:
-        restore()
+        # Until everything is down, a second Ctrl-C or `down` (a terminal's Ctrl-C reaches
+        # the whole process group) only sets `stop` again: the default action would kill this
+        # process mid-teardown and leave mounts, links, cgroups and changed sysctls behind.
         if node_task is not None:
             node_task.cancel()
             await asyncio.gather(node_task, return_exceptions=True)
@@ -111,6 +113,7 @@ async def _up(
                 await asyncio.to_thread(real_node.stop_leftovers)
         with contextlib.suppress(FileNotFoundError):
             (plane.layout.root / "up.pid").unlink()
+        restore()
         _say("stopped")
 
 
