@@ -753,6 +753,110 @@ def test_the_operators_network_policy_is_enforced_and_it_still_reaches_api_and_e
     )
 
 
+EXPOSED, EXPOSED_HOST, EXPOSED_PATH = "exposed", "hooks.team-a.example", "/gemini/exposed"
+INGRESS_ADDRESS = "192.0.2.10"  # TEST-NET-1: an address the test writes as a controller would
+
+
+def exposed_webhook() -> dict[str, Any]:
+    """The Ingress variant: the receiver behind an Ingress whose certificate cert-manager
+    issues (the operator renders its annotation), its public port open to the ingress
+    controller's namespace (the operator's default)."""
+    ingress = {
+        "host": EXPOSED_HOST,
+        "path": EXPOSED_PATH,
+        "tls": {"issuer": {"name": "letsencrypt", "kind": "ClusterIssuer"}},
+    }
+    return {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": EXPOSED, "namespace": TEAM},
+        "spec": {
+            "events": ["batch.succeeded"],
+            "apiKeySecretRef": {"name": "gemini-api-key"},
+            "receiver": {
+                "enabled": True,
+                "expose": {"ingress": ingress},
+                "defaultRoute": {
+                    "targets": [{"service": {"name": SINK, "port": SINK_PORT, "path": "/events"}}]
+                },
+            },
+        },
+    }
+
+
+def test_the_ingress_variant_runs_restricted_and_is_registered_once_its_controller_admits_it(
+    install: Install,
+) -> None:
+    """No ingress controller runs on the node: the test writes the Ingress's address into
+    its status as a controller would (a test double of the controller's status write, and
+    only that), after checking the operator waits for it and registers nothing before."""
+    install.cluster.apply(exposed_webhook())
+    name = receiver_names.receiver_name(EXPOSED)
+
+    def waiting_reason() -> str | None:
+        conditions = (install.webhook(EXPOSED).get("status") or {}).get("conditions") or []
+        ready = next((c for c in conditions if c["type"] == "Ready"), None)
+        return ready["reason"] if ready and ready["status"] == "False" else None
+
+    reason = wait_for("the resource waiting for its Ingress", waiting_reason, within=120)
+    assert reason == "WaitingForIngressAddress", install.webhook(EXPOSED).get("status")
+    # While it waits, its receiver runs (a real Pod admitted under `restricted`), not Ready:
+    # it holds no signing secret until the webhook is registered.
+    selector = ",".join(f"{k}={v}" for k, v in receiver_names.selector_labels(EXPOSED).items())
+
+    def running() -> list[dict[str, Any]]:
+        pods = install.cluster.get("pods", "-n", TEAM, "-l", selector)["items"]
+        return [
+            p
+            for p in pods
+            if any(
+                "running" in (c.get("state") or {})
+                for c in p["status"].get("containerStatuses") or []
+            )
+        ]
+
+    pods = wait_for("the exposed receiver's Pods running", running, within=180)
+    assert all(p["spec"]["securityContext"]["runAsUser"] == 65532 for p in pods)
+    assert "webhookId" not in (install.webhook(EXPOSED).get("status") or {})
+    # The Ingress as the API server stored it: our host and exact path to the receiver's
+    # public Service, TLS from the Secret cert-manager fills, its issuer named.
+    (ingress,) = install.cluster.get("ingress", "-n", TEAM)["items"]
+    (rule,) = ingress["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    assert (rule["host"], path["path"], path["pathType"]) == (EXPOSED_HOST, EXPOSED_PATH, "Exact")
+    backend = path["backend"]["service"]
+    service = install.cluster.get("service", "-n", TEAM, backend["name"])
+    assert backend["port"]["number"] in {p["port"] for p in service["spec"]["ports"]}
+    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert ingress["spec"]["tls"] == [{"hosts": [EXPOSED_HOST], "secretName": f"{name}-tls"}]
+    # The controller takes it: the URL is registered with Gemini, and the resource is Ready.
+    status = {"status": {"loadBalancer": {"ingress": [{"ip": INGRESS_ADDRESS}]}}}
+    install.cluster.kubectl(
+        "patch",
+        "ingress",
+        "-n",
+        TEAM,
+        ingress["metadata"]["name"],
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+    install.waiting(120, "-n", TEAM, "wait", f"geminiwebhook/{EXPOSED}", "--for=condition=Ready")
+    hook = install.webhook(EXPOSED)
+    assert hook["status"]["url"] == f"https://{EXPOSED_HOST}{EXPOSED_PATH}"
+    wait_for(  # holding its signing secret now, the receiver is Ready
+        "the exposed receiver's Deployment available",
+        lambda: (install.cluster.get("deployment", "-n", TEAM, name).get("status") or {}).get(
+            "availableReplicas"
+        ),
+        within=120,
+    )
+    assert hook["status"]["webhookId"] in install.remote_webhook_ids()
+    install.waiting(120, "-n", TEAM, "delete", crd.PLURAL, EXPOSED)
+    assert hook["status"]["webhookId"] not in install.remote_webhook_ids()
+
+
 def test_helm_test_passes(install: Install) -> None:
     # As docs/deploy.md runs it: once the rollout is complete (the Service then has a ready
     # endpoint; before, kube-proxy refuses connections to it).
