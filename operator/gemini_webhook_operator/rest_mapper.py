@@ -92,6 +92,8 @@ def _text(path: str, parent: Mapping[str, Any], key: str) -> str:
 
 def parse_aggregated(path: str, document: Mapping[str, Any]) -> dict[str, Kinds]:
     """An APIGroupDiscoveryList: the kinds of every group version it holds."""
+    if "items" not in document:
+        raise DiscoveryError(f"{path}: an APIGroupDiscoveryList without items")
     served: dict[str, Kinds] = {}
     for group in _items(path, document, "items"):
         metadata = group.get("metadata") or {}
