@@ -30,11 +30,7 @@ async def read_webhook_config(
     """Raises WebhookConfigError, or the client's KubeError / KubeConfigError / OSError."""
     kube = Kube(ClusterAccess.load(kubeconfig, context), timeout=15.0)
     try:
-
-        async def get(kind: str, ns: str, object_name: str) -> dict[str, Any] | None:
-            return await kube.get(kind, ns, object_name)
-
-        return await from_cluster(get, name, namespace, user_metadata, uri=uri)
+        return await from_cluster(kube.get, name, namespace, user_metadata, uri=uri)
     finally:
         await kube.close()
 

@@ -19,9 +19,9 @@ from gemini_webhooks.contracts import crd, dynamic_jobs
 from gemini_webhooks.contracts.crd_receiver import CrdReceiverError, receiver_spec
 
 JSON = dict[str, Any]
-# (kind, namespace, name) -> the object, or None when it does not exist; kind is
-# `crd.KIND` or "Secret".
-Get = Callable[[str, str, str], Awaitable[JSON | None]]
+# (apiVersion, kind, namespace, name) -> the object, or None when it does not exist; the
+# kind is `crd.KIND` or "Secret".
+Get = Callable[[str, str, str, str], Awaitable[JSON | None]]
 
 
 class WebhookConfigError(ValueError):
@@ -99,10 +99,10 @@ async def from_cluster(
     uri: str | None = None,
 ) -> JSON:
     """Read the GeminiWebhook and its job-key Secret through `get`; the `webhook_config`."""
-    resource = await get(crd.KIND, namespace, name)
+    resource = await get(crd.API_VERSION, crd.KIND, namespace, name)
     if resource is None:
         raise WebhookConfigError(f"GeminiWebhook {namespace}/{name} not found")
     receiver_uri(resource, uri)  # a resource without dynamic webhooks fails before the read
     secret_name = dynamic_jobs.job_key_secret_name(name)
-    key = key_from_secret(await get("Secret", namespace, secret_name), secret_name)
+    key = key_from_secret(await get("v1", "Secret", namespace, secret_name), secret_name)
     return webhook_config(resource, key, user_metadata, uri=uri)

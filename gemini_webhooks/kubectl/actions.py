@@ -93,7 +93,7 @@ async def rotate(session: Session, name: str, within: float, immediate: bool = F
 
 
 async def _fingerprints(session: Session, webhook: JSON) -> list[JSON]:
-    secret = await session.get("Secret", receiver_names.signing_secret_name(webhook))
+    secret = await session.get("v1", "Secret", receiver_names.signing_secret_name(webhook))
     return fingerprints(secret)[0]
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import aiohttp
 import yaml
 
-from gemini_webhook_operator.kube import Kube, KubeError, label_selector, object_path
+from gemini_webhook_operator.kube import Kube, KubeError, label_selector
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.kube_access import (
     SERVICE_ACCOUNT_DIR,
@@ -106,16 +106,16 @@ class Session:
         await self.kube.close()
 
     async def webhook(self, name: str) -> JSON:
-        found = await self.kube.get(crd.KIND, self.namespace, name)
+        found = await self.kube.get(crd.API_VERSION, crd.KIND, self.namespace, name)
         if found is None:
             raise NotFound(f'{crd.SINGULAR} "{name}" not found in namespace "{self.namespace}"')
         return found
 
-    async def get(self, kind: str, name: str) -> JSON | None:
-        return await self.kube.get(kind, self.namespace, name)
+    async def get(self, api_version: str, kind: str, name: str) -> JSON | None:
+        return await self.kube.get(api_version, kind, self.namespace, name)
 
-    async def select(self, kind: str, selector: Mapping[str, str]) -> list[JSON]:
-        return await self.kube.list(kind, self.namespace, label_selector(selector))
+    async def select(self, api_version: str, kind: str, selector: Mapping[str, str]) -> list[JSON]:
+        return await self.kube.list(api_version, kind, self.namespace, label_selector(selector))
 
     async def events_about(self, uid: str) -> list[JSON]:
         found = await self.kube.request(
@@ -190,12 +190,7 @@ class Session:
         )
 
     async def patch_webhook(self, name: str, patch: JSON) -> JSON:
-        stored = await self.kube.request(
-            "PATCH",
-            object_path(crd.KIND, self.namespace, name),
-            patch,
-            content_type="application/merge-patch+json",
-        )
+        stored = await self.kube.merge_patch(crd.API_VERSION, crd.KIND, self.namespace, name, patch)
         if stored is None:
             raise NotFound(f'{crd.SINGULAR} "{name}" not found in namespace "{self.namespace}"')
         return stored

@@ -77,7 +77,7 @@ async def run(
         raise PluginError(str(error)) from None
     webhook = await session.webhook(name)
     require_redis_mode(webhook)
-    pods = await session.select("Pod", receiver_names.selector_labels(name))
+    pods = await session.select("v1", "Pod", receiver_names.selector_labels(name))
     pod = choose_pod(name, pods)
     command = contract.command(receiver_names.CONFIG_PATH, since_time, ids)
     result = await session.exec(pod, receiver_names.CONTAINER, command, within=within)

@@ -61,12 +61,18 @@ async def gather(session: Session, name: str) -> Observed:
         return None
 
     results = await asyncio.gather(
-        readable(session.get("Secret", secret_name)),
-        readable(session.get("Deployment", receiver) if receiver_on else none()),
+        readable(session.get("v1", "Secret", secret_name)),
+        readable(session.get("apps/v1", "Deployment", receiver) if receiver_on else none()),
         readable(
-            session.select("Pod", receiver_names.selector_labels(name)) if receiver_on else none()
+            session.select("v1", "Pod", receiver_names.selector_labels(name))
+            if receiver_on
+            else none()
         ),
-        readable(session.get(seen.route_kind, receiver) if seen.route_kind else none()),
+        readable(
+            session.get(receiver_exposure.ROUTE_KINDS[seen.route_kind], seen.route_kind, receiver)
+            if seen.route_kind
+            else none()
+        ),
         readable(session.events_about(uid)),
     )
     (seen.secret, seen.secret_problem) = results[0]

@@ -137,7 +137,7 @@ def _tolerance(webhook: JSON) -> int:
 async def run(session: Session, name: str, headers: Mapping[str, str], body: bytes) -> JSON:
     webhook = await session.webhook(name)
     secret_name = receiver_names.signing_secret_name(webhook)
-    secret = await session.get("Secret", secret_name)
+    secret = await session.get("v1", "Secret", secret_name)
     if secret is None:
         raise PluginError(f'the signing Secret "{secret_name}" of {name} does not exist')
     try:

@@ -1,9 +1,11 @@
-"""Discovery: the server's version, health, the API group and resource lists, and the
-OpenAPI documents, all derived from the types the cluster serves."""
+"""Discovery: the server's version, health, the API group and resource lists (aggregated,
+apidiscovery.k8s.io/v2, when the client asks for it, as kube-apiserver ≥ 1.30 answers),
+and the OpenAPI documents, all derived from the types the cluster serves."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import aiohttp.web
@@ -12,6 +14,9 @@ import kmock
 from gemini_webhooks.kubesandbox import openapi, openapi_v2, wire
 from gemini_webhooks.kubesandbox.errors import ApiError
 from gemini_webhooks.kubesandbox.resources import ResourceType
+
+# What a client sends to /api and /apis for aggregated discovery, and what it gets back.
+AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
 SERVER_VERSION = {
     "major": "1",
@@ -40,6 +45,11 @@ def serve_static(
             | {f"/apis/{g}" for g in _groups(served)}
         )
         return wire.json_response({"paths": paths})
+    if path in ("/api", "/apis") and _wants_aggregated(request.headers.get("Accept", "")):
+        return aiohttp.web.Response(
+            body=json.dumps(aggregated(served, core=path == "/api")).encode(),
+            headers={"Content-Type": AGGREGATED, "Vary": "Accept"},
+        )
     if path == "/api":
         return wire.json_response(
             {
@@ -73,6 +83,70 @@ def serve_static(
             return aiohttp.web.Response(body=encoded, headers={"Content-Type": openapi_v2.PROTOBUF})
         return wire.json_response(doc)
     return None
+
+
+def _wants_aggregated(accept: str) -> bool:
+    """Whether an Accept header lists the v2 APIGroupDiscoveryList (its parameters in any
+    order, as kube-apiserver's negotiation reads them)."""
+    for media in accept.split(","):
+        kind, *params = (part.strip() for part in media.split(";"))
+        wanted = {"g=apidiscovery.k8s.io", "v=v2", "as=APIGroupDiscoveryList"}
+        if kind in ("application/json", "*/*") and wanted <= set(params):
+            return True
+    return False
+
+
+def aggregated(served: list[ResourceType], *, core: bool) -> dict[str, Any]:
+    """The APIGroupDiscoveryList of /api (`core`) or of /apis: every group, its versions
+    (the preferred first) and their resources."""
+    groups = _groups(served) if not core else {"": ["v1"]}
+    items = []
+    for group, versions in groups.items():
+        entries = []
+        for version in versions:
+            types = [t for t in served if t.group == group and t.version == version]
+            resources = [_aggregated_resource(t) for t in sorted(types, key=lambda t: t.plural)]
+            entries.append({"version": version, "resources": resources, "freshness": "Current"})
+        metadata: dict[str, Any] = {"creationTimestamp": None}
+        if group:
+            metadata["name"] = group
+        items.append({"metadata": metadata, "versions": entries})
+    return {
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    }
+
+
+def _aggregated_resource(rtype: ResourceType) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "resource": rtype.plural,
+        "responseKind": {"group": rtype.group, "version": rtype.version, "kind": rtype.kind},
+        "scope": "Namespaced" if rtype.namespaced else "Cluster",
+        "singularResource": rtype.singular,
+        "verbs": list(rtype.verbs),
+    }
+    if rtype.short_names:
+        entry["shortNames"] = list(rtype.short_names)
+    if rtype.categories:
+        entry["categories"] = list(rtype.categories)
+    if rtype.subresources:
+        entry["subresources"] = [
+            {
+                "subresource": sub,
+                "responseKind": _subresource_kind(rtype, sub),
+                "verbs": ["get", "patch", "update"],
+            }
+            for sub in sorted(rtype.subresources)
+        ]
+    return entry
+
+
+def _subresource_kind(rtype: ResourceType, sub: str) -> dict[str, str]:
+    if sub == "scale":
+        return {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+    return {"group": rtype.group, "version": rtype.version, "kind": rtype.kind}
 
 
 def _groups(served: list[ResourceType]) -> dict[str, list[str]]:

@@ -216,7 +216,9 @@ class Scenario:
             self.say(f"  {arrival.event_type:<28} -> consumer {arrival.path}")
         return f"all {len(ids)} subscribable types arrived, verified (HMAC) and routed"
 
-    async def _get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
         return await self.api.get(GWH if kind == crd.KIND else "secrets", namespace, name)
 
     async def dynamic_events(self, within: float = 30.0) -> str:

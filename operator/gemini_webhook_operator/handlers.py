@@ -151,7 +151,7 @@ async def _write_back(
     changed |= {a: v for a, v in outcome.annotations.items() if annotations.get(a) != v}
     if changed:
         stored = await kube.merge_patch(
-            crd.KIND, namespace, name, {"metadata": {"annotations": changed}}
+            crd.API_VERSION, crd.KIND, namespace, name, {"metadata": {"annotations": changed}}
         )
         versions.append(_version(stored))
     wanted = dict(outcome.status)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gemini_webhook_operator.kube import Kube, KubeError, owner_reference
+from gemini_webhook_operator.kube import SECRET, Kube, KubeError, owner_reference
 from gemini_webhooks.contracts import dynamic_jobs
 
 REASON_CONFLICT = "JobKeySecretConflict"
@@ -84,5 +84,5 @@ async def ensure(kube: Kube, resource: Mapping[str, Any], *, max_age: float = 0.
         if error.status != 409:
             raise
         # Created meanwhile (another replica, an earlier attempt): that one is the key.
-        return decide(await kube.get("Secret", namespace, name), uid, name)
+        return decide(await kube.get(*SECRET, namespace, name), uid, name)
     return verdict

@@ -1,6 +1,7 @@
 """The operator's own Kubernetes client: Secrets, the receiver's objects, our resources'
 status (the signing Secret's own rules are `signing_store`; who we are and how we connect
-is `gemini_webhooks.kube_access`).
+is `gemini_webhooks.kube_access`; where each kind lives, the server's discovery read by
+`rest_mapper`).
 
 kopf watches and patches GeminiWebhooks; everything else goes through this small async
 client (aiohttp, the same credentials kopf logs in with). Secret values are never logged
@@ -17,6 +18,9 @@ from typing import Any
 
 import aiohttp
 
+from gemini_webhook_operator import rest_mapper
+from gemini_webhook_operator.rest_mapper import RESTMapper
+from gemini_webhook_receiver import json_depth
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import label_selector as label_selectors
 from gemini_webhooks.contracts import signing_secret as contract
@@ -24,24 +28,6 @@ from gemini_webhooks.kube_access import ClusterAccess
 
 JSON = dict[str, Any]
 JSONPatch = list[JSON]  # RFC 6902 operations (an alias: inside Kube, `list` is a method)
-
-# Where each kind the operator applies lives in the API.
-_KINDS: dict[str, tuple[str, str]] = {
-    "ConfigMap": ("/api/v1", "configmaps"),
-    "Secret": ("/api/v1", "secrets"),
-    "Pod": ("/api/v1", "pods"),
-    "Service": ("/api/v1", "services"),
-    "ServiceAccount": ("/api/v1", "serviceaccounts"),
-    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
-    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
-    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
-    "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
-    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
-    crd.KIND: (f"/apis/{contract.API_GROUP}/{crd.VERSION}", crd.PLURAL),
-}
 
 
 class KubeError(Exception):
@@ -53,17 +39,21 @@ class KubeError(Exception):
 
 
 FIELD_MANAGER = contract.MANAGED_BY  # the one field manager of everything the operator applies
+SECRET = ("v1", "Secret")  # (apiVersion, kind)
+
+
+def _message(body: bytes) -> str:
+    """The `message` of a Status body, if it is one."""
+    try:
+        status = json_depth.loads(body)
+    except ValueError:
+        return ""
+    return str(status.get("message", ""))[:300] if isinstance(status, dict) else ""
 
 
 def label_selector(labels: Mapping[str, str]) -> str:
     """Labels as an equality-based `labelSelector` query."""
     return str(label_selectors.from_labels(labels))
-
-
-def object_path(kind: str, namespace: str, name: str | None = None) -> str:
-    prefix, plural = _KINDS[kind]
-    path = f"{prefix}/namespaces/{namespace}/{plural}"
-    return f"{path}/{name}" if name else path
 
 
 class Kube:
@@ -82,9 +72,11 @@ class Kube:
         self.write_guard = write_guard
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        # Shared listings by (kind, namespace, label selector): (monotonic time, by name).
-        self._listed: dict[tuple[str, str, str], tuple[float, dict[str, JSON]]] = {}
-        self._listing: dict[tuple[str, str, str], asyncio.Lock] = {}
+        # Shared listings: (monotonic time, by name).
+        # Shared listings by (apiVersion, kind, namespace, label selector).
+        self._listed: dict[tuple[str, str, str, str], tuple[float, dict[str, JSON]]] = {}
+        self._listing: dict[tuple[str, str, str, str], asyncio.Lock] = {}
+        self.mapper = RESTMapper(self._discovery)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -117,10 +109,7 @@ class Kube:
         write guard raises for a write it refuses)."""
         if method != "GET" and self.write_guard is not None:
             self.write_guard(f"{method} {path}")
-        headers = {"Content-Type": content_type} if body is not None else {}
-        token = self.access.bearer_token()  # per request: a token file may have been replaced
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        headers = self._authorized({"Content-Type": content_type} if body is not None else {})
         try:
             async with self._http().request(
                 method, path.lstrip("/"), json=body, headers=headers, params=params
@@ -135,9 +124,49 @@ class Kube:
         except (aiohttp.ClientError, TimeoutError) as error:
             raise KubeError(0, f"unreachable ({type(error).__name__})") from None
 
-    async def get(self, kind: str, namespace: str, name: str) -> JSON | None:
-        found = await self.request("GET", object_path(kind, namespace, name))
-        self._remember(kind, namespace, name, found)
+    def _authorized(self, headers: dict[str, str]) -> dict[str, str]:
+        token = self.access.bearer_token()  # per request: a token file may have been replaced
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    async def _discovery(self, path: str, accept: str) -> tuple[str, bytes] | None:
+        """One discovery document, bounded: (Content-Type, body), None for 404."""
+        headers = self._authorized({"Accept": accept})
+        try:
+            async with self._http().get(path.lstrip("/"), headers=headers) as response:
+                if response.status == 404:
+                    return None
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > rest_mapper.MAX_BYTES:
+                        raise KubeError(
+                            0, f"discovery at {path} is over {rest_mapper.MAX_BYTES} bytes"
+                        )
+                if response.status >= 400:
+                    raise KubeError(
+                        response.status, f"discovery at {path}: {_message(bytes(body))}"
+                    )
+                return response.headers.get("Content-Type", ""), bytes(body)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeError(0, f"unreachable ({type(error).__name__})") from None
+
+    async def path(
+        self, api_version: str, kind: str, namespace: str, name: str | None = None
+    ) -> str | None:
+        """Where an object (or, without `name`, its collection) lives; None when the API
+        does not serve its kind (KubeError when discovery fails)."""
+        try:
+            mapping = await self.mapper.mapping(api_version, kind)
+        except rest_mapper.DiscoveryError as error:
+            raise KubeError(0, f"discovery unusable: {error}") from None
+        return None if mapping is None else mapping.path(namespace, name)
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> JSON | None:
+        path = await self.path(api_version, kind, namespace, name)
+        found = None if path is None else await self.request("GET", path)
+        self._remember((api_version, kind, namespace), name, found)
         return found
 
     async def create(self, obj: JSON, *, field_manager: str | None = None) -> JSON | None:
@@ -145,35 +174,49 @@ class Kube:
         by the same manager owns, and can remove, the fields it wrote."""
         metadata = obj["metadata"]
         params = {"fieldManager": field_manager} if field_manager else None
-        path = object_path(obj["kind"], metadata["namespace"])
-        stored = await self.request("POST", path, obj, params=params)
-        self._remember(obj["kind"], metadata["namespace"], metadata["name"], stored)
+        of = (obj["apiVersion"], obj["kind"], metadata["namespace"])
+        path = await self.path(*of)
+        stored = None if path is None else await self.request("POST", path, obj, params=params)
+        self._remember(of, metadata["name"], stored)
         return stored
 
-    async def merge_patch(self, kind: str, namespace: str, name: str, patch: JSON) -> JSON | None:
-        stored = await self.request(
-            "PATCH",
-            object_path(kind, namespace, name),
-            patch,
-            content_type="application/merge-patch+json",
-        )
-        self._remember(kind, namespace, name, stored)
+    async def merge_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: JSON
+    ) -> JSON | None:
+        path = await self.path(api_version, kind, namespace, name)
+        stored = None
+        if path is not None:
+            stored = await self.request(
+                "PATCH", path, patch, content_type="application/merge-patch+json"
+            )
+        self._remember((api_version, kind, namespace), name, stored)
         return stored
 
-    async def delete(self, kind: str, namespace: str, name: str) -> None:
-        await self.request("DELETE", object_path(kind, namespace, name))
-        self._remember(kind, namespace, name, None)
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        path = await self.path(api_version, kind, namespace, name)
+        if path is not None:
+            await self.request("DELETE", path)
+        self._remember((api_version, kind, namespace), name, None)
 
     async def list(
-        self, kind: str, namespace: str, label_selector: str, *, max_age: float = 0.0
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        label_selector: str,
+        *,
+        max_age: float = 0.0,
     ) -> list[JSON]:
-        """The objects of a kind in a namespace. With `max_age`, from a listing at most that
-        old, shared by every caller (kept in step with what this client writes)."""
+        """The objects of a kind in a namespace (none when the API does not serve it). With
+        `max_age`, from a listing at most that old, shared by every caller (kept in step
+        with what this client writes)."""
+        of = (api_version, kind, namespace)
         if max_age > 0:
-            return list((await self._shared(kind, namespace, label_selector, max_age)).values())
-        found = await self.request(
-            "GET", object_path(kind, namespace), params={"labelSelector": label_selector}
-        )
+            return list((await self._shared(of, label_selector, max_age)).values())
+        path = await self.path(*of)
+        if path is None:
+            return []
+        found = await self.request("GET", path, params={"labelSelector": label_selector})
         return list((found or {}).get("items") or [])
 
     async def apply(self, obj: JSON) -> JSON | None:
@@ -181,15 +224,25 @@ class Kube:
         the operator owns what it renders); the object as stored (None when the API does not
         serve its kind)."""
         metadata = obj["metadata"]
-        stored = await self.request(
-            "PATCH",
-            object_path(obj["kind"], metadata["namespace"], metadata["name"]),
-            obj,
-            content_type="application/apply-patch+yaml",
-            params={"fieldManager": FIELD_MANAGER, "force": "true"},
-        )
-        self._remember(obj["kind"], metadata["namespace"], metadata["name"], stored)
+        of = (obj["apiVersion"], obj["kind"], metadata["namespace"])
+        path = await self.path(*of, metadata["name"])
+        stored = None
+        if path is not None:
+            stored = await self.request(
+                "PATCH",
+                path,
+                obj,
+                content_type="application/apply-patch+yaml",
+                params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            )
+        self._remember(of, metadata["name"], stored)
         return stored
+
+    async def _status_path(self, resource: Mapping[str, Any]) -> str | None:
+        metadata = resource["metadata"]
+        api_version = resource.get("apiVersion") or crd.API_VERSION
+        path = await self.path(api_version, crd.KIND, metadata["namespace"], metadata["name"])
+        return None if path is None else f"{path}/status"
 
     async def apply_status(
         self, resource: Mapping[str, Any], status: JSON, *, field_manager: str
@@ -198,12 +251,14 @@ class Kube:
         subresource) under `field_manager`, forced; the resource as stored, None if gone."""
         metadata = resource["metadata"]
         body = {
-            "apiVersion": resource.get("apiVersion") or f"{contract.API_GROUP}/{crd.VERSION}",
+            "apiVersion": resource.get("apiVersion") or crd.API_VERSION,
             "kind": crd.KIND,
             "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
             "status": status,
         }
-        path = object_path(crd.KIND, metadata["namespace"], metadata["name"]) + "/status"
+        path = await self._status_path(resource)
+        if path is None:
+            return None
         return await self.request(
             "PATCH",
             path,
@@ -214,8 +269,9 @@ class Kube:
 
     async def merge_patch_status(self, resource: Mapping[str, Any], status: JSON) -> JSON | None:
         """A merge patch of one of our resources' status subresource (None values remove)."""
-        metadata = resource["metadata"]
-        path = object_path(crd.KIND, metadata["namespace"], metadata["name"]) + "/status"
+        path = await self._status_path(resource)
+        if path is None:
+            return None
         return await self.request(
             "PATCH",
             path,
@@ -229,8 +285,9 @@ class Kube:
     ) -> JSON | None:
         """A JSON patch (RFC 6902, with its `test` guards) of a resource's status subresource;
         422 when a guard fails (the object changed since it was read)."""
-        metadata = resource["metadata"]
-        path = object_path(crd.KIND, metadata["namespace"], metadata["name"]) + "/status"
+        path = await self._status_path(resource)
+        if path is None:
+            return None
         return await self.request(
             "PATCH",
             path,
@@ -247,31 +304,33 @@ class Kube:
         list per namespace per interval, not 2N GETs. What this client wrote itself is in the
         listing as written; a name the listing lacks is read directly (it may be newer)."""
         if max_age > 0:
-            found = (await self._shared("Secret", namespace, "", max_age)).get(name)
+            found = (await self._shared((*SECRET, namespace), "", max_age)).get(name)
             if found is not None:
                 return found
-        return await self.get("Secret", namespace, name)
+        return await self.get(*SECRET, namespace, name)
 
     async def _shared(
-        self, kind: str, namespace: str, selector: str, max_age: float
+        self, of: tuple[str, str, str], selector: str, max_age: float
     ) -> dict[str, JSON]:
-        key = (kind, namespace, selector)
+        key = (*of, selector)
         async with self._listing.setdefault(key, asyncio.Lock()):
             listed = self._listed.get(key)
             if listed is not None and time.monotonic() - listed[0] < max_age:
                 return listed[1]
             started = time.monotonic()
             params = {"labelSelector": selector} if selector else None
-            found = await self.request("GET", object_path(kind, namespace), params=params)
+            path = await self.path(*of)
+            found = None if path is None else await self.request("GET", path, params=params)
             items = (found or {}).get("items") or []
             by_name = {str(item["metadata"]["name"]): item for item in items}
             self._listed[key] = (started, by_name)
             return by_name
 
-    def _remember(self, kind: str, namespace: str, name: str, stored: JSON | None) -> None:
-        """Keep the shared listings in step with what this client read or wrote."""
-        for (listed_kind, listed_namespace, selector), (_, by_name) in self._listed.items():
-            if (listed_kind, listed_namespace) != (kind, namespace):
+    def _remember(self, of: tuple[str, str, str], name: str, stored: JSON | None) -> None:
+        """Keep the shared listings in step with what this client read or wrote (`of`:
+        apiVersion, kind, namespace)."""
+        for (*listed, selector), (_, by_name) in self._listed.items():
+            if tuple(listed) != of:
                 continue
             if (
                 stored

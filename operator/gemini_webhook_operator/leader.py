@@ -42,6 +42,7 @@ from gemini_webhooks.contracts.times import rfc3339
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEASE_NAME = "gemini-webhook-operator"
+LEASE = ("coordination.k8s.io/v1", "Lease")  # (apiVersion, kind)
 # client-go's JitterFactor: retries are spread over [retry_period, 1.2 * retry_period].
 JITTER = 1.2
 
@@ -182,8 +183,8 @@ def lease_object(namespace: str, name: str, spec: JSON, resource_version: str = 
     if resource_version:
         metadata["resourceVersion"] = resource_version
     return {
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
+        "apiVersion": LEASE[0],
+        "kind": LEASE[1],
         "metadata": metadata,
         "spec": spec,
     }
@@ -218,7 +219,7 @@ class LeaderElector:
     async def _attempt(self) -> bool:
         """One try to acquire or renew (client-go's tryAcquireOrRenew)."""
         sent = self._monotonic()
-        found = await self.kube.get("Lease", self.namespace, self.name)
+        found = await self.kube.get(*LEASE, self.namespace, self.name)
         record = LeaseRecord.from_object(found) if found is not None else None
         if record is not None and not record.same_observation(self._observed):
             self._observed, self._observed_at = record, self._monotonic()
@@ -249,7 +250,7 @@ class LeaderElector:
         Lease deleted meanwhile, e.g. by `helm uninstall`; kube-apiserver's PUT would
         recreate a deleted Lease)."""
         patch = {"metadata": {"resourceVersion": resource_version}, "spec": spec}
-        return await self.kube.merge_patch("Lease", self.namespace, self.name, patch)
+        return await self.kube.merge_patch(*LEASE, self.namespace, self.name, patch)
 
     def _jittered(self) -> float:
         return self.timing.retry_period * random.uniform(1.0, JITTER)  # noqa: S311

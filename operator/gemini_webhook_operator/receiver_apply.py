@@ -10,6 +10,7 @@ from typing import Any
 from gemini_webhook_operator import receiver_exposure, receiver_resources
 from gemini_webhook_operator.kube import Kube, label_selector
 from gemini_webhook_operator.model import WebhookSpec
+from gemini_webhook_operator.receiver_resources import OWNED_KINDS
 from gemini_webhooks.contracts import label_selector as label_selectors
 from gemini_webhooks.contracts.signing_secret import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 
@@ -17,19 +18,6 @@ RECEIVERS_SELECTOR = {
     LABEL_MANAGED_BY: MANAGED_BY,
     LABEL_COMPONENT: receiver_resources.COMPONENT_RECEIVER,
 }
-
-RECEIVER_KINDS = (
-    "Ingress",
-    "HTTPRoute",
-    "NetworkPolicy",
-    "PodDisruptionBudget",
-    "Deployment",
-    "Service",
-    "ConfigMap",
-    "RoleBinding",
-    "Role",
-    "ServiceAccount",
-)
 
 
 async def expose(
@@ -68,8 +56,10 @@ async def apply_receiver(
     selector = label_selector(RECEIVERS_SELECTOR if shared else ours)
     is_ours = label_selectors.from_labels(ours)
     live: dict[tuple[str, str], dict[str, Any]] = {}
-    for kind in RECEIVER_KINDS:
-        for existing in await kube.list(kind, spec.namespace, selector, max_age=max_age):
+    api_versions = dict((kind, api_version) for api_version, kind in OWNED_KINDS)
+    for api_version, kind in OWNED_KINDS:
+        listed = await kube.list(api_version, kind, spec.namespace, selector, max_age=max_age)
+        for existing in listed:
             if is_ours.selects(existing):
                 live[(kind, existing["metadata"]["name"])] = existing
     # Unchanged rendering and a live object that holds every field we render: no call.
@@ -84,7 +74,7 @@ async def apply_receiver(
     for (kind, name), existing in live.items():
         owners = existing["metadata"].get("ownerReferences") or []
         if (kind, name) not in wanted and any(o.get("uid") == spec.uid for o in owners):
-            await kube.delete(kind, spec.namespace, name)
+            await kube.delete(api_versions[kind], kind, spec.namespace, name)
 
 
 def _fields(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,10 @@ JSON = dict[str, Any]
 INGRESS_API_VERSION = "networking.k8s.io/v1"
 HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 NETWORK_POLICY_API_VERSION = "networking.k8s.io/v1"
-ROUTE_KINDS = ("Ingress", "HTTPRoute")
+ROUTE_KINDS = {
+    "Ingress": INGRESS_API_VERSION,
+    "HTTPRoute": HTTPROUTE_API_VERSION,
+}  # kind: apiVersion
 TLS_SUFFIX = "-tls"
 CERT_MANAGER_ANNOTATION = {
     "Issuer": "cert-manager.io/issuer",

@@ -64,18 +64,20 @@ COMPONENT_RECEIVER = "receiver"
 
 SECRET_VERBS = ("get", "list", "watch")
 
-# Kinds render() may produce, for pruning what a disabled receiver leaves behind.
+# (apiVersion, kind) of what render() may produce, for pruning what an earlier rendering
+# left behind; in pruning order: the route before what it routes to, a binding before its
+# role, the ServiceAccount last.
 OWNED_KINDS: tuple[tuple[str, str], ...] = (
-    ("v1", "ConfigMap"),
-    ("v1", "ServiceAccount"),
-    ("rbac.authorization.k8s.io/v1", "Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("policy/v1", "PodDisruptionBudget"),
     (receiver_exposure.INGRESS_API_VERSION, "Ingress"),
     (receiver_exposure.HTTPROUTE_API_VERSION, "HTTPRoute"),
     (receiver_exposure.NETWORK_POLICY_API_VERSION, "NetworkPolicy"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("v1", "ServiceAccount"),
 )
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from gemini_webhook_operator import conditions, job_key, receiver_resources, rotation
 from gemini_webhook_operator.diff import RemoteWebhook
-from gemini_webhook_operator.kube import KubeError
+from gemini_webhook_operator.kube import SECRET, KubeError
 from gemini_webhook_operator.model import (
     InvalidSpecError,
     WebhookSpec,
@@ -479,4 +479,4 @@ async def delete(op: Operator, body: Mapping[str, Any]) -> None:
         held = await read_signing_secret(op.kube, spec.namespace, secret_name, str(uid))
         webhook_id = held.secrets.webhook_id if held.secrets else None
     await client.delete(str(uid), webhook_id, op.settings.drift_interval)
-    await op.kube.delete("Secret", spec.namespace, secret_name)
+    await op.kube.delete(*SECRET, spec.namespace, secret_name)

@@ -127,7 +127,7 @@ def receiver_pods(kube: Kube) -> health_checker.ReceiverPods:
         metadata = resource["metadata"]
         selector = label_selector(selector_labels(metadata["name"]))
         try:
-            return await kube.list("Pod", metadata["namespace"], selector)
+            return await kube.list("v1", "Pod", metadata["namespace"], selector)
         except KubeError as error:
             # Without them the check asks the Service (DeliveryVerified may be Unknown).
             logger.warning("receiver pods not listed for the health check: %s", error)

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from gemini_webhook_operator import signing
-from gemini_webhook_operator.kube import FIELD_MANAGER, JSON, Kube, KubeError, owner_reference
+from gemini_webhook_operator.kube import (
+    FIELD_MANAGER,
+    JSON,
+    SECRET,
+    Kube,
+    KubeError,
+    owner_reference,
+)
 from gemini_webhooks.contracts import signing_secret as contract
 from gemini_webhooks.contracts.signing_secret import SecretFormatError, SigningSecrets
 
@@ -112,7 +119,7 @@ async def write_signing_secret(
             if error.status != 409:
                 raise
         # Changed (or gone) since it was read: read it again and merge ours into it.
-        current = held(await kube.get("Secret", namespace, name), name, uid)
+        current = held(await kube.get(*SECRET, namespace, name), name, uid)
         wanted = signing.merged(base.secrets, secrets, current.secrets)
     raise KubeError(409, f"the signing Secret {name!r} kept changing concurrently")
 
@@ -125,15 +132,15 @@ async def _without_other_keys(kube: Kube, stored: JSON, data: Mapping[str, str])
     if not others:
         return stored
     patch = {"metadata": {"resourceVersion": metadata["resourceVersion"]}, "data": others}
-    return await kube.merge_patch("Secret", metadata["namespace"], metadata["name"], patch)
+    return await kube.merge_patch(*SECRET, metadata["namespace"], metadata["name"], patch)
 
 
 async def release_signing_secret(kube: Kube, namespace: str, name: str, uid: str) -> None:
     """Drop the resource's owner reference so the Secret outlives it (deletion policy Orphan)."""
-    secret = await kube.get("Secret", namespace, name)
+    secret = await kube.get(*SECRET, namespace, name)
     if secret is None:
         return
     owners = (secret.get("metadata") or {}).get("ownerReferences") or []
     kept = [o for o in owners if o.get("uid") != uid]
     if len(kept) != len(owners):
-        await kube.merge_patch("Secret", namespace, name, {"metadata": {"ownerReferences": kept}})
+        await kube.merge_patch(*SECRET, namespace, name, {"metadata": {"ownerReferences": kept}})

@@ -86,15 +86,15 @@ async def test_from_cluster_reads_the_resource_and_its_key_secret() -> None:
     }
     asked: list[tuple[str, str, str]] = []
 
-    async def get(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        asked.append((kind, namespace, name))
+    async def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        asked.append((f"{api_version} {kind}", namespace, name))
         return objects.get((kind, name))
 
     config = await from_cluster(get, "orders", "team-a", {"team": "finance"})
     assert dynamic_jobs.verify(config["user_metadata"], KEY)
     assert asked == [
-        ("GeminiWebhook", "team-a", "orders"),
-        ("Secret", "team-a", "orders-dynamic-job-key"),
+        ("gemini.webhooks.dev/v1alpha1 GeminiWebhook", "team-a", "orders"),
+        ("v1 Secret", "team-a", "orders-dynamic-job-key"),
     ]
     with pytest.raises(WebhookConfigError, match="not found"):
         await from_cluster(get, "absent", "team-a", {})

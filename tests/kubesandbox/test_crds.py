@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from tests.kubesandbox.conftest import GROUP, WIDGET_CRD, WIDGETS, Api, unique, widget
 
@@ -153,3 +154,53 @@ def test_deleting_a_crd_deletes_its_objects_and_waits_for_their_finalizers(widge
     finally:
         widgets.patch(f"{WIDGETS}/{held}", {"metadata": {"finalizers": None}})
     widgets.wait_gone(f"{CRDS}/widgets.{GROUP}", timeout=60)
+
+
+AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
+def _aggregated(api: Api, root: str) -> dict[str, dict[str, Any]]:
+    """An aggregated discovery root as {group/version: {plural: resource}}."""
+    reply = api.get(root, headers={"Accept": f"{AGGREGATED},application/json"})
+    assert reply.status == 200
+    assert "g=apidiscovery.k8s.io" in reply.headers["Content-Type"]
+    assert reply.body["kind"] == "APIGroupDiscoveryList"
+    return {
+        f"{item['metadata'].get('name', '')}/{version['version']}".lstrip("/"): {
+            r["resource"]: r for r in version["resources"]
+        }
+        for item in reply.body["items"]
+        for version in item["versions"]
+    }
+
+
+def test_a_created_crd_is_in_aggregated_discovery(widgets: Api) -> None:
+    widget_type = _aggregated(widgets, "/apis")[f"{GROUP}/v1"]["widgets"]
+    assert widget_type["responseKind"] == {"group": GROUP, "version": "v1", "kind": "Widget"}
+    assert widget_type["scope"] == "Namespaced"
+    assert widget_type["singularResource"] == "widget"
+    assert widget_type["shortNames"] == ["wg"]
+    assert widget_type["categories"] == ["gadgets"]
+    assert [s["subresource"] for s in widget_type["subresources"]] == ["status"]
+
+
+def test_aggregated_discovery_holds_what_the_unaggregated_lists(api: Api) -> None:
+    aggregated = {**_aggregated(api, "/api"), **_aggregated(api, "/apis")}
+    assert {"v1", "apps/v1", "rbac.authorization.k8s.io/v1"} <= set(aggregated)
+    for group_version, prefix in [("v1", "/api/v1"), ("apps/v1", "/apis/apps/v1")]:
+        listed = api.get(prefix).body["resources"]
+        unaggregated = {
+            r["name"]: (r["kind"], r["namespaced"]) for r in listed if "/" not in r["name"]
+        }
+        assert {
+            plural: (r["responseKind"]["kind"], r["scope"] == "Namespaced")
+            for plural, r in aggregated[group_version].items()
+        } == unaggregated
+    deployments = aggregated["apps/v1"]["deployments"]["subresources"]
+    scale = next(s for s in deployments if s["subresource"] == "scale")
+    assert scale["responseKind"] == {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+
+
+def test_discovery_without_the_aggregated_media_type_is_unaggregated(api: Api) -> None:
+    assert api.get("/apis").body["kind"] == "APIGroupList"
+    assert api.get("/api").body["kind"] == "APIVersions"

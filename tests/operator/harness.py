@@ -135,9 +135,9 @@ class Cluster:
             await self.patch(name, {"metadata": {"finalizers": None}}, namespace)
             await self.delete(name, namespace)
         selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-        for secret in await self.client.list("Secret", namespace, selector):
-            await self.client.delete("Secret", namespace, secret["metadata"]["name"])
-        await self.client.delete("Secret", namespace, API_KEY_SECRET)
+        for secret in await self.client.list("v1", "Secret", namespace, selector):
+            await self.client.delete("v1", "Secret", namespace, secret["metadata"]["name"])
+        await self.client.delete("v1", "Secret", namespace, API_KEY_SECRET)
 
     async def create_api_key(self, value: str, namespace: str = "default") -> None:
         body = {
@@ -177,7 +177,7 @@ class Cluster:
         self, name: str = "", namespace: str = "default", *, secret_name: str | None = None
     ) -> SigningSecrets | None:
         secret = await self.client.get(
-            "Secret", namespace, secret_name or f"{name}{crd.DEFAULT_SIGNING_SECRET_SUFFIX}"
+            "v1", "Secret", namespace, secret_name or f"{name}{crd.DEFAULT_SIGNING_SECRET_SUFFIX}"
         )
         if secret is None:
             return None

@@ -40,6 +40,7 @@ async def test_invalid_api_key_is_reported_without_a_hot_loop_and_recovers(
         )
         assert await _calls_during(api_proxy, 2.0) <= 2
         await gemini.client.merge_patch(
+            "v1",
             "Secret",
             "default",
             API_KEY_SECRET,

@@ -100,10 +100,10 @@ async def test_the_kube_client_sends_the_current_token_of_a_token_file(
     token_file.write_text("before")
     client = kube.Kube(ClusterAccess(server=f"http://127.0.0.1:{port}", token_file=str(token_file)))
     try:
-        await client.get("Secret", "n", "s")
+        await client.request("GET", "/api/v1/namespaces/n/secrets/s")
         token_file.write_text("after")
         now[0] += kube_access.TOKEN_FILE_REFRESH_SECONDS
-        await client.get("Secret", "n", "s")
+        await client.request("GET", "/api/v1/namespaces/n/secrets/s")
     finally:
         await client.close()
         await server.close()

@@ -17,7 +17,14 @@ from tests.operator.harness import (
     synced_reason,
 )
 
-KINDS = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service")
+KINDS = (
+    ("v1", "ConfigMap"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+)
 
 
 async def test_receiver_objects_are_applied_owned_and_pruned(
@@ -35,7 +42,7 @@ async def test_receiver_objects_are_applied_owned_and_pruned(
         obj = await gemini.wait_for("served", is_ready)
         uid = created["metadata"]["uid"]
         for kind in KINDS:
-            found = await gemini.client.get(kind, "default", name)
+            found = await gemini.client.get(*kind, "default", name)
             assert found is not None, kind
             assert found["metadata"]["ownerReferences"][0]["uid"] == uid
         expected_url = receiver_rendering.public_url(obj)
@@ -46,9 +53,9 @@ async def test_receiver_objects_are_applied_owned_and_pruned(
         await gemini.patch(
             "served", {"spec": {"receiver": {"enabled": False}, "url": "https://x.example.com/"}}
         )
-        left: list[str] = []
+        left: list[tuple[str, str]] = []
         for _ in range(100):  # the operator deletes them one by one: wait for all of them
-            left = [k for k in KINDS if await gemini.client.get(k, "default", name) is not None]
+            left = [k for k in KINDS if await gemini.client.get(*k, "default", name) is not None]
             if not left:
                 break
             await asyncio.sleep(0.1)

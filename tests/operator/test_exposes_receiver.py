@@ -84,13 +84,16 @@ async def test_an_ingress_url_is_registered_once_the_ingress_has_an_address(
         event = await gemini.wait_event(NAME, {"WaitingForIngressAddress"})
         assert event["type"] == "Normal"  # a wait, not a failure
         assert remote_uris(emulator) == []  # nothing registered before the route works
-        stored = await gemini.client.get("Ingress", "default", RECEIVER)
+        stored = await gemini.client.get("networking.k8s.io/v1", "Ingress", "default", RECEIVER)
         assert stored is not None
         assert stored["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
         assert stored["metadata"]["ownerReferences"][0]["uid"] == waiting["metadata"]["uid"]
         # The receiver itself is up while the route waits; its NetworkPolicy was accepted.
-        assert await gemini.client.get("Deployment", "default", RECEIVER) is not None
-        assert await gemini.client.get("NetworkPolicy", "default", RECEIVER) is not None
+        assert await gemini.client.get("apps/v1", "Deployment", "default", RECEIVER) is not None
+        assert (
+            await gemini.client.get("networking.k8s.io/v1", "NetworkPolicy", "default", RECEIVER)
+            is not None
+        )
 
         await set_status(gemini, INGRESSES, {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}})
         ready = await gemini.wait_for(NAME, is_ready)
@@ -106,14 +109,19 @@ async def test_an_ingress_url_is_registered_once_the_ingress_has_an_address(
             NAME, lambda o: o["status"].get("url") == "https://new.example.com/gemini"
         )
         assert remote_uris(emulator) == ["https://new.example.com/gemini"]
-        rule = (await gemini.client.get("Ingress", "default", RECEIVER) or {})["spec"]["rules"][0]
+        rule = (
+            await gemini.client.get("networking.k8s.io/v1", "Ingress", "default", RECEIVER) or {}
+        )["spec"]["rules"][0]
         assert rule["host"] == "new.example.com"
 
         await gemini.delete(NAME)
         await gemini.wait_gone(NAME, timeout=60)
 
         async def route_gone() -> bool:
-            return await gemini.client.get("Ingress", "default", RECEIVER) is None
+            return (
+                await gemini.client.get("networking.k8s.io/v1", "Ingress", "default", RECEIVER)
+                is None
+            )
 
         # A real garbage collector takes its time (owned objects go in the background).
         await eventually(route_gone, "the Ingress to be garbage-collected", timeout=90)
@@ -213,4 +221,4 @@ async def test_a_receiver_for_googles_api_without_expose_is_an_invalid_spec(
             NAME, lambda o: "https://" in condition(o, "Synced").get("message", "")
         )
         assert synced_reason(obj) == "InvalidSpec"
-    assert await gemini.client.get("Deployment", "default", RECEIVER) is None
+    assert await gemini.client.get("apps/v1", "Deployment", "default", RECEIVER) is None

@@ -59,7 +59,7 @@ def _receiver(**dynamic: Any) -> dict[str, Any]:
 
 
 async def _key(gemini: Cluster) -> tuple[dict[str, Any], str]:
-    secret = await gemini.client.get("Secret", "default", SECRET)
+    secret = await gemini.client.get("v1", "Secret", "default", SECRET)
     assert secret is not None
     return secret, secret["data"][dynamic_jobs.SECRET_KEY]
 
@@ -81,7 +81,7 @@ async def test_the_job_key_is_created_once_owned_mounted_and_never_regenerated(
         assert labels[LABEL_WEBHOOK] == "jobs"
 
         name = receiver_names.receiver_name("jobs")
-        deployment = await gemini.client.get("Deployment", "default", name)
+        deployment = await gemini.client.get("apps/v1", "Deployment", "default", name)
         assert deployment is not None
         pod = deployment["spec"]["template"]["spec"]
         volume = next(v for v in pod["volumes"] if v["name"] == "job-key")
@@ -122,11 +122,11 @@ async def test_a_foreign_secret_of_that_name_stops_the_receiver_and_is_left_alon
             )
             assert SECRET in condition(obj, "Synced")["message"]
             name = receiver_names.receiver_name("jobs")
-            assert await gemini.client.get("Deployment", "default", name) is None
-        secret = await gemini.client.get("Secret", "default", SECRET)
+            assert await gemini.client.get("apps/v1", "Deployment", "default", name) is None
+        secret = await gemini.client.get("v1", "Secret", "default", SECRET)
         assert secret is not None and set(secret["data"]) == {"other"}
     finally:
-        await gemini.client.delete("Secret", "default", SECRET)
+        await gemini.client.delete("v1", "Secret", "default", SECRET)
 
 
 def test_the_opt_out_reaches_the_receiver_config() -> None:
@@ -154,7 +154,7 @@ class _RacingKube:
         self.created.append(obj)
         raise KubeError(409, "already exists")
 
-    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
         return self.theirs
 
 

@@ -56,7 +56,7 @@ async def test_example_is_created_verified_updated_and_deleted(
         await gemini.wait_event(name, {"Adopted" if "webhookId" in spec else "Created"})
 
         secret_name = spec.get("signingSecretName", f"{name}-signing-secret")
-        secret = await gemini.client.get("Secret", "default", secret_name)
+        secret = await gemini.client.get("v1", "Secret", "default", secret_name)
         assert secret is not None
         assert secret["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGED_BY
         assert secret["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]

@@ -100,7 +100,7 @@ async def test_a_missing_rule_is_a_condition_and_one_event_then_heals_when_grant
         kubectl(kube.kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(role))
         await gemini.wait_for("rbac-missing", is_ready, timeout=30)
         name = receiver_names.receiver_name("rbac-missing")
-        assert await gemini.client.get("Deployment", "default", name) is not None
+        assert await gemini.client.get("apps/v1", "Deployment", "default", name) is not None
 
 
 async def _forbidden_events(gemini: Cluster) -> list[tuple[str, int]]:

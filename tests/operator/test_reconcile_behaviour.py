@@ -73,7 +73,7 @@ async def test_adopts_an_existing_webhook_and_orphans_it_on_delete(
         await gemini.delete("legacy")
         await gemini.wait_gone("legacy")
         assert client.webhooks.get(id=existing.id).id == existing.id
-        secret = await gemini.client.get("Secret", "default", "legacy-signing-secret")
+        secret = await gemini.client.get("v1", "Secret", "default", "legacy-signing-secret")
         assert secret is not None and not secret["metadata"].get("ownerReferences")
         assert len(client.webhooks.list().webhooks) == 1
 

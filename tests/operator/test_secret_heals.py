@@ -35,7 +35,7 @@ async def test_a_deleted_signing_secret_is_regained_by_rotating(
         await gemini.apply(resource("lost", endpoint.url, emulator.base_url))
         first = await gemini.wait_for("lost", is_ready)
         webhook_id = first["status"]["webhookId"]
-        await gemini.client.delete("Secret", "default", "lost-signing-secret")
+        await gemini.client.delete("v1", "Secret", "default", "lost-signing-secret")
         healed = await gemini.wait_for(
             "lost",
             lambda o: is_ready(o) and o["status"].get("lastRotationReason") == "SecretMissing",

@@ -49,7 +49,7 @@ CREATE = ("POST", "application/json")
 
 async def data_keys(client: Kube) -> set[str] | None:
     """The Secret's data keys (keys only: a failure message shows no secret material)."""
-    stored = await client.get("Secret", "default", SECRET)
+    stored = await client.get("v1", "Secret", "default", SECRET)
     return None if stored is None else set(stored.get("data") or {})
 
 
@@ -69,7 +69,7 @@ async def test_the_secret_holds_only_the_keys_written_also_after_an_older_operat
     try:
         # What the older operator did: create, then a merge patch over the version read.
         await client.create({**body, "metadata": {"name": SECRET, "namespace": "default"}})
-        read = await client.get("Secret", "default", SECRET)
+        read = await client.get("v1", "Secret", "default", SECRET)
         assert read is not None
         rotated = encode_data(
             signing.rotated(
@@ -83,7 +83,11 @@ async def test_the_secret_holds_only_the_keys_written_also_after_an_older_operat
         )
         version = read["metadata"]["resourceVersion"]
         await client.merge_patch(
-            "Secret", "default", SECRET, {"metadata": {"resourceVersion": version}, "data": rotated}
+            "v1",
+            "Secret",
+            "default",
+            SECRET,
+            {"metadata": {"resourceVersion": version}, "data": rotated},
         )
 
         base = await read_signing_secret(client, "default", SECRET, uid)
@@ -99,7 +103,7 @@ async def test_the_secret_holds_only_the_keys_written_also_after_an_older_operat
         await write_signing_secret(client, owner, SECRET, none, written)
         assert await data_keys(client) == {KEY_SECRETS}
     finally:
-        await client.delete("Secret", "default", SECRET)
+        await client.delete("v1", "Secret", "default", SECRET)
 
 
 async def test_a_second_writer_between_read_and_write_loses_neither_secret(
@@ -162,7 +166,7 @@ async def test_a_second_writer_between_read_and_write_loses_neither_secret(
     finally:
         await other.close()
         await client.close()
-        await cluster.client.delete("Secret", "default", SECRET)
+        await cluster.client.delete("v1", "Secret", "default", SECRET)
 
 
 async def test_two_writers_creating_the_secret_at_once_lose_neither_secret(
@@ -195,7 +199,7 @@ async def test_two_writers_creating_the_secret_at_once_lose_neither_secret(
     finally:
         await other.close()
         await client.close()
-        await cluster.client.delete("Secret", "default", SECRET)
+        await cluster.client.delete("v1", "Secret", "default", SECRET)
 
 
 async def test_a_rotation_racing_another_writer_keeps_both_secrets_and_verifies(

@@ -215,14 +215,14 @@ async def test_a_drift_check_reapplies_a_receiver_field_someone_changed(
     async with operator_running(kube, drift_interval=DRIFT):
         await gemini.apply(_served("edited", emulator.base_url))
         await gemini.wait_for("edited", is_ready)
-        deployment = await gemini.client.get("Deployment", "default", name)
+        deployment = await gemini.client.get("apps/v1", "Deployment", "default", name)
         assert deployment is not None
         replicas = deployment["spec"]["replicas"]
         await gemini.client.merge_patch(
-            "Deployment", "default", name, {"spec": {"replicas": replicas + 3}}
+            "apps/v1", "Deployment", "default", name, {"spec": {"replicas": replicas + 3}}
         )
         for _ in range(int(10 * DRIFT / 0.1)):
-            deployment = await gemini.client.get("Deployment", "default", name)
+            deployment = await gemini.client.get("apps/v1", "Deployment", "default", name)
             assert deployment is not None
             if deployment["spec"]["replicas"] == replicas:
                 break
@@ -261,7 +261,7 @@ async def test_a_reconciliation_of_a_change_writes_the_status_once(
         await gemini.apply(resource("once", endpoint.url, api_proxy.url))
         await gemini.wait_for("once", _reconciled)
         patch = {"spec": {"events": ["batch.succeeded", "batch.failed"]}}
-        await gemini.client.merge_patch(crd.KIND, "default", "once", patch)
+        await gemini.client.merge_patch(crd.API_VERSION, crd.KIND, "default", "once", patch)
         await gemini.wait_for("once", lambda o: o["metadata"]["generation"] == 2 and _reconciled(o))
         for _ in range(100):  # the metric is counted as the handler returns
             if _changes(running) >= 2:
