@@ -1,6 +1,6 @@
 """The operator's own Kubernetes client: Secrets, the receiver's objects, our resources'
 status (the signing Secret's own rules are `signing_store`; who we are and how we connect
-is `gemini_webhooks.kube_access`).
+is `gemini_webhooks.kube_access`; the watches it reads through are `watch_cache`).
 
 kopf watches and patches GeminiWebhooks; everything else goes through this small async
 client (aiohttp, the same credentials kopf logs in with). Secret values are never logged
@@ -9,9 +9,7 @@ and never part of an exception message.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,9 +19,14 @@ from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts import label_selector as label_selectors
 from gemini_webhooks.contracts import signing_secret as contract
 from gemini_webhooks.kube_access import ClusterAccess
+from gemini_webhooks.watch_events import name as object_name
+
+from .watch_cache import Keep, WatchCaches, WatchSettings
 
 JSON = dict[str, Any]
-JSONPatch = list[JSON]  # RFC 6902 operations (an alias: inside Kube, `list` is a method)
+# Aliases: inside Kube, `list` is a method.
+JSONPatch = list[JSON]  # RFC 6902 operations
+Objects = list[JSON]
 
 # Where each kind the operator applies lives in the API.
 _KINDS: dict[str, tuple[str, str]] = {
@@ -75,6 +78,7 @@ class Kube:
         *,
         timeout: float = 30.0,
         write_guard: Callable[[str], None] | None = None,
+        watch_settings: WatchSettings | None = None,
     ) -> None:
         self.access = access
         # Called with a description before every request that is not a GET; raises to refuse
@@ -82,14 +86,15 @@ class Kube:
         self.write_guard = write_guard
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        # Shared listings by (kind, namespace, label selector): (monotonic time, by name).
-        self._listed: dict[tuple[str, str, str], tuple[float, dict[str, JSON]]] = {}
-        self._listing: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._caches = WatchCaches(access, watch_settings)
+        # Per namespace, the Secrets read by name: only these are kept whole in its cache.
+        self._wanted_secrets: dict[str, set[str]] = {}
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            # Short requests only (no watches): more connections would cost memory, not time
-            # (bench/operator --kube real: 16 instead of 32, Ready as fast, 12 MiB less).
+            # Short requests only (watches have their own pool): more connections would cost
+            # memory, not time (bench/operator --kube real: 16 instead of 32, Ready as fast,
+            # 12 MiB less).
             connector = aiohttp.TCPConnector(ssl=self.access.ssl_context(), limit=16)
             self._session = aiohttp.ClientSession(
                 base_url=self.access.server.rstrip("/") + "/",
@@ -100,6 +105,8 @@ class Kube:
         return self._session
 
     async def close(self) -> None:
+        """Ends every watch and closes both connection pools."""
+        await self._caches.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -136,8 +143,10 @@ class Kube:
             raise KubeError(0, f"unreachable ({type(error).__name__})") from None
 
     async def get(self, kind: str, namespace: str, name: str) -> JSON | None:
+        """Read from the API (not from a cache)."""
         found = await self.request("GET", object_path(kind, namespace, name))
-        self._remember(kind, namespace, name, found)
+        if found is not None:  # a 404 says less than the watch: it may predate a create
+            self._remember(kind, namespace, name, found)
         return found
 
     async def create(self, obj: JSON, *, field_manager: str | None = None) -> JSON | None:
@@ -164,17 +173,22 @@ class Kube:
         await self.request("DELETE", object_path(kind, namespace, name))
         self._remember(kind, namespace, name, None)
 
-    async def list(
-        self, kind: str, namespace: str, label_selector: str, *, max_age: float = 0.0
-    ) -> list[JSON]:
-        """The objects of a kind in a namespace. With `max_age`, from a listing at most that
-        old, shared by every caller (kept in step with what this client writes)."""
-        if max_age > 0:
-            return list((await self._shared(kind, namespace, label_selector, max_age)).values())
+    async def list(self, kind: str, namespace: str, label_selector: str) -> list[JSON]:
+        """The objects of a kind in a namespace, listed now."""
         found = await self.request(
             "GET", object_path(kind, namespace), params={"labelSelector": label_selector}
         )
         return list((found or {}).get("items") or [])
+
+    async def watched(self, kind: str, namespace: str, label_selector: str) -> Objects:
+        """The objects of a kind in a namespace, from the watch cache of that selector
+        (started on first use; listed directly while it is not known good)."""
+        key = (kind, namespace, label_selector)
+        cache = await self._caches.synced(key, object_path(kind, namespace))
+        found = cache.objects() if cache is not None else None
+        if found is not None:
+            return found
+        return await self.list(kind, namespace, label_selector)
 
     async def apply(self, obj: JSON) -> JSON | None:
         """Server-side apply of the whole intended object under our one field manager (forced:
@@ -241,52 +255,36 @@ class Kube:
 
     # -- Secrets ---------------------------------------------------------------------------
 
-    async def read_secret(self, namespace: str, name: str, *, max_age: float = 0.0) -> JSON | None:
-        """A Secret, or None. With `max_age`, from a listing of its namespace at most that
-        many seconds old, shared by every caller: a drift check of N resources costs one
-        list per namespace per interval, not 2N GETs. What this client wrote itself is in the
-        listing as written; a name the listing lacks is read directly (it may be newer)."""
-        if max_age > 0:
-            found = (await self._shared("Secret", namespace, "", max_age)).get(name)
-            if found is not None:
+    async def read_secret(self, namespace: str, name: str) -> JSON | None:
+        """A Secret, or None: from the watch cache of its namespace's Secrets, read directly
+        while that is not known good (or knows the name only).
+
+        The cache watches every Secret of the namespace: the API-key Secret is the user's
+        and carries no label of ours, and a Secret that merely has our signing Secret's name
+        must be seen to be refused. It keeps whole only the Secrets read here by name (ours
+        and the API keys our resources name); the rest by name only, so a namespace full of
+        other Secrets costs their names, not their data."""
+        wanted = self._wanted_secrets.setdefault(namespace, set())
+        wanted.add(name)  # before any read: from here on, its events are kept whole
+        key = ("Secret", namespace, "")
+        cache = await self._caches.synced(key, object_path("Secret", namespace), self._keep(wanted))
+        if cache is not None:
+            known, found = cache.cached(name)
+            if known:
                 return found
         return await self.get("Secret", namespace, name)
 
-    async def _shared(
-        self, kind: str, namespace: str, selector: str, max_age: float
-    ) -> dict[str, JSON]:
-        key = (kind, namespace, selector)
-        async with self._listing.setdefault(key, asyncio.Lock()):
-            listed = self._listed.get(key)
-            if listed is not None and time.monotonic() - listed[0] < max_age:
-                return listed[1]
-            started = time.monotonic()
-            params = {"labelSelector": selector} if selector else None
-            found = await self.request("GET", object_path(kind, namespace), params=params)
-            items = (found or {}).get("items") or []
-            by_name = {str(item["metadata"]["name"]): item for item in items}
-            self._listed[key] = (started, by_name)
-            return by_name
+    @staticmethod
+    def _keep(wanted: set[str]) -> Keep:
+        return lambda secret: secret if object_name(secret) in wanted else None
 
     def _remember(self, kind: str, namespace: str, name: str, stored: JSON | None) -> None:
-        """Keep the shared listings in step with what this client read or wrote."""
-        for (listed_kind, listed_namespace, selector), (_, by_name) in self._listed.items():
-            if (listed_kind, listed_namespace) != (kind, namespace):
-                continue
-            if (
-                stored
-                and stored.get("metadata")
-                and label_selectors.parse(selector).selects(stored)
-            ):
-                by_name[name] = stored
-            else:
-                by_name.pop(name, None)
+        """Into the watch caches at once: a reconciliation sees its own writes."""
+        self._caches.remember(kind, namespace, name, stored)
 
-    async def secret_value(
-        self, namespace: str, name: str, key: str, *, max_age: float = 0.0
-    ) -> str | None:
+    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """One value of a Secret, decoded; None when the Secret or the key is missing."""
-        secret = await self.read_secret(namespace, name, max_age=max_age)
+        secret = await self.read_secret(namespace, name)
         if secret is None:
             return None
         raw = (secret.get("data") or {}).get(key)
