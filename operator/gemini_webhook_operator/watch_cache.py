@@ -233,11 +233,12 @@ class Informer:
                 if self._version is None:
                     await self._list()
                 productive = await self._watch()
-            except ResourceVersionGone:
+            except ResourceVersionGone as error:
                 self._version = None  # the history is gone: list again, at once the first time
                 if not relisting:
                     relisting = True
                     continue
+                self._failed(error)
             except ApiError as error:
                 if error.status == 404:  # the kind is not served: known empty until it is
                     self._absent()
