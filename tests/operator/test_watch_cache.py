@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -37,21 +38,19 @@ async def relay(kube: Any) -> AsyncIterator[Relay]:
 @pytest.fixture
 async def writer(kube: Any) -> AsyncIterator[Kube]:
     """Someone else: writes straight to the API, never through the relay."""
-    client = Kube(ClusterAccess.load(str(kube.kubeconfig)))
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        client = Kube(ClusterAccess.load(str(kube.kubeconfig)))
+        stack.push_async_callback(client.close)
         yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture
 async def reader(relay: Relay) -> AsyncIterator[Kube]:
     """The operator's client, through the relay."""
-    client = Kube(relay.access(), watch_settings=FAST)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        client = Kube(relay.access(), watch_settings=FAST)
+        stack.push_async_callback(client.close)
         yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture
@@ -97,13 +96,26 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+async def listed(reader: Kube, writer: Kube, labels: dict[str, str], *held: str) -> list[str]:
+    """ConfigMaps of this test's holding `held`, written, then read through `reader`'s cache."""
+    names = [unique("cm") for _ in held]
+    for name, value in zip(names, held, strict=True):
+        await writer.apply(config_map(name, labels, value))
+    assert await values(reader, labels) == dict(zip(names, held, strict=True))
+    return names
+
+
+async def watching(reader: Kube, writer: Kube, relay: Relay, labels: dict[str, str]) -> str:
+    """One ConfigMap of this test's, read through `reader`'s cache, its watch open."""
+    (name,) = await listed(reader, writer, labels, "1")
+    await relay.until("the watch", lambda: relay.open_watches == 1)
+    return name
+
+
 async def test_the_first_read_lists_once_and_later_reads_ask_nothing(
     reader: Kube, writer: Kube, relay: Relay, labels: dict[str, str]
 ) -> None:
-    a, b = unique("cm-a"), unique("cm-b")
-    await writer.apply(config_map(a, labels, "1"))
-    await writer.apply(config_map(b, labels, "2"))
-    assert await values(reader, labels) == {a: "1", b: "2"}
+    a, b = await listed(reader, writer, labels, "1", "2")
     await relay.until("the watch", lambda: relay.verbs() == ["list", "watch"])
     for _ in range(5):
         assert await values(reader, labels) == {a: "1", b: "2"}
@@ -114,10 +126,7 @@ async def test_the_first_read_lists_once_and_later_reads_ask_nothing(
 async def test_an_external_change_and_a_deletion_are_seen_without_a_request(
     reader: Kube, writer: Kube, relay: Relay, labels: dict[str, str]
 ) -> None:
-    a, b = unique("cm-a"), unique("cm-b")
-    await writer.apply(config_map(a, labels, "1"))
-    await writer.apply(config_map(b, labels, "1"))
-    assert await values(reader, labels) == {a: "1", b: "1"}
+    a, b = await listed(reader, writer, labels, "1", "1")
     await writer.apply(config_map(a, labels, "changed"))
     await eventually("the change", lambda: values(reader, labels), {a: "changed", b: "1"})
     await writer.delete("ConfigMap", NAMESPACE, b)
@@ -125,27 +134,26 @@ async def test_an_external_change_and_a_deletion_are_seen_without_a_request(
     assert relay.verbs() == ["list", "watch"]
 
 
-async def test_410_gone_relists_and_follows_on(
-    reader: Kube, writer: Kube, relay: Relay, labels: dict[str, str]
+@pytest.mark.parametrize("fault", ["gone_next", "malformed_next"], ids=["410", "malformed"])
+async def test_410_gone_or_a_malformed_event_relists_and_follows_on(
+    reader: Kube, writer: Kube, relay: Relay, labels: dict[str, str], fault: str
 ) -> None:
-    a = unique("cm")
-    await writer.apply(config_map(a, labels, "1"))
-    assert await values(reader, labels) == {a: "1"}
-    await relay.until("the watch", lambda: relay.open_watches == 1)
-    relay.gone_next = True
+    """The next watch answers 410 Gone, or starts with an event whose object has no usable
+    name: refused, nothing of it kept, listed afresh, and the watch followed again."""
+    a = await watching(reader, writer, relay, labels)
+    setattr(relay, fault, True)
     relay.cut()
     await relay.until("the relist", lambda: relay.verbs().count("list") == 2)
+    assert await values(reader, labels) == {a: "1"}
     await writer.apply(config_map(a, labels, "after"))
-    await eventually("the change after 410", lambda: values(reader, labels), {a: "after"})
+    await eventually("the change after", lambda: values(reader, labels), {a: "after"})
     assert "direct" not in relay.verbs()
 
 
 async def test_a_dropped_connection_resumes_from_the_last_version_seen(
     reader: Kube, writer: Kube, relay: Relay, labels: dict[str, str]
 ) -> None:
-    a = unique("cm")
-    await writer.apply(config_map(a, labels, "1"))
-    assert await values(reader, labels) == {a: "1"}
+    (a,) = await listed(reader, writer, labels, "1")
     changed = await writer.apply(config_map(a, labels, "2"))
     assert changed is not None
     await eventually("the change", lambda: values(reader, labels), {a: "2"})
@@ -156,21 +164,6 @@ async def test_a_dropped_connection_resumes_from_the_last_version_seen(
     assert resumed_at >= int(changed["metadata"]["resourceVersion"])  # not from the start
     await eventually("the change made while cut", lambda: values(reader, labels), {a: "while cut"})
     assert relay.verbs().count("list") == 1  # resumed, not relisted
-
-
-async def test_a_malformed_event_is_refused_and_the_cache_relists(
-    reader: Kube, writer: Kube, relay: Relay, labels: dict[str, str]
-) -> None:
-    a = unique("cm")
-    await writer.apply(config_map(a, labels, "1"))
-    assert await values(reader, labels) == {a: "1"}
-    await relay.until("the watch", lambda: relay.open_watches == 1)
-    relay.malformed_next = True
-    relay.cut()
-    await relay.until("the relist", lambda: relay.verbs().count("list") == 2)
-    assert await values(reader, labels) == {a: "1"}  # nothing of the bad event kept
-    await writer.apply(config_map(a, labels, "after"))
-    await eventually("the change after", lambda: values(reader, labels), {a: "after"})
 
 
 async def test_reads_go_to_the_api_while_the_watch_is_refused(
@@ -190,10 +183,7 @@ async def test_reads_go_to_the_api_while_the_watch_is_refused(
 async def test_a_cache_cut_off_longer_than_its_bound_is_not_read(
     reader: Kube, writer: Kube, relay: Relay, labels: dict[str, str]
 ) -> None:
-    a = unique("cm")
-    await writer.apply(config_map(a, labels, "1"))
-    assert await values(reader, labels) == {a: "1"}
-    await relay.until("the watch", lambda: relay.open_watches == 1)
+    a = await watching(reader, writer, relay, labels)
     relay.refuse = 500
     relay.cut()
     await writer.apply(config_map(a, labels, "2"))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import aiohttp.web
+from aiohttp.test_utils import TestServer
 
 from gemini_webhooks.kube_access import ClusterAccess
 
@@ -27,7 +28,7 @@ class Relay:
     malformed_next: bool = False
     refuse: int | None = None  # a status for every list and watch
     _open: set[aiohttp.web.Request] = field(default_factory=set)
-    _runner: aiohttp.web.AppRunner | None = None
+    _server: TestServer | None = None
     _session: aiohttp.ClientSession | None = None
     url: str = ""
 
@@ -37,16 +38,13 @@ class Relay:
         )
         app = aiohttp.web.Application()
         app.router.add_route("*", "/{path:.*}", self._forward)
-        self._runner = aiohttp.web.AppRunner(app)
-        await self._runner.setup()
-        site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+        self.url = str(self._server.make_url("")).rstrip("/")
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.close()
         if self._session is not None:
             await self._session.close()
 
