@@ -27,7 +27,7 @@ class Relay:
     gone_next: bool = False
     malformed_next: bool = False
     refuse: int | None = None  # a status for every list and watch
-    _open: set[aiohttp.web.Request] = field(default_factory=set)
+    _open: dict[int, aiohttp.web.Request] = field(default_factory=dict)  # by id: unhashable
     _server: TestServer | None = None
     _session: aiohttp.ClientSession | None = None
     url: str = ""
@@ -63,7 +63,7 @@ class Relay:
 
     def cut(self) -> None:
         """Drop every open watch's connection, mid-stream."""
-        for request in list(self._open):
+        for request in list(self._open.values()):
             if request.transport is not None:
                 request.transport.close()
 
@@ -91,7 +91,7 @@ class Relay:
         ) as up:
             response.set_status(up.status)
             await response.prepare(request)
-            self._open.add(request)
+            self._open[id(request)] = request
             try:
                 if watch and self.malformed_next:
                     self.malformed_next = False
@@ -107,7 +107,7 @@ class Relay:
             except (ConnectionResetError, aiohttp.ClientError):
                 return response
             finally:
-                self._open.discard(request)
+                self._open.pop(id(request), None)
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
         return response
