@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from gemini_webhook_operator.kube import JSON, Kube, label_selector
+from gemini_webhook_operator.receiver_apply import RECEIVER_KINDS, RECEIVERS
 from gemini_webhook_operator.watch_cache import Informer, WatchClient, WatchSettings
 from gemini_webhooks.kube_access import ClusterAccess
 from gemini_webhooks.watch_events import Event
+from tests.operator.harness import operator_kubeconfig
 from tests.operator.watch_relay import Relay
 
 NAMESPACE = "default"
@@ -27,7 +29,8 @@ FAST = WatchSettings(stale_after=1.0, backoff_initial=0.05, backoff_max=0.2, fir
 
 @pytest.fixture
 async def relay(kube: Any) -> AsyncIterator[Relay]:
-    relay = Relay(ClusterAccess.load(str(kube.kubeconfig)))
+    """The operator's identity upstream: on the real control plane, the chart's RBAC."""
+    relay = Relay(ClusterAccess.load(operator_kubeconfig(kube)))
     await relay.start()
     try:
         yield relay
@@ -209,6 +212,20 @@ async def test_secrets_are_kept_whole_only_once_read_by_name(
     await eventually("o2", lambda: reader.secret_value(NAMESPACE, other, "key"), "o2")
     await eventually("l1", lambda: reader.secret_value(NAMESPACE, later, "key"), "l1")
     assert relay.verbs().count("direct") == 1
+
+
+async def test_the_operator_may_list_and_watch_every_kind_it_reads(
+    reader: Kube, relay: Relay
+) -> None:
+    """Under the chart's RBAC (on the real control plane): a refused list or watch would
+    not fail a reconciliation, only send it to the API every time."""
+    await reader.read_secret(NAMESPACE, unique("absent"))
+    for kind in RECEIVER_KINDS:
+        await reader.watched(kind, NAMESPACE, RECEIVERS)
+    # Secrets and every receiver kind; HTTPRoutes too where the Gateway API is served.
+    assert relay.verbs().count("list") == len(RECEIVER_KINDS) + 1
+    await relay.until("the watches", lambda: relay.open_watches >= len(RECEIVER_KINDS))
+    assert "direct" not in relay.verbs()
 
 
 async def test_own_writes_are_read_back_at_once(
