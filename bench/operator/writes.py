@@ -139,6 +139,15 @@ def writes(moved: Requests, keep: Callable[[str, str, str], bool]) -> Counter[st
     return out
 
 
+def reads(moved: Requests, keep: Callable[[str, str, str], bool]) -> Counter[str]:
+    """Read requests (GET, LIST, WATCH) among `moved`, by verb."""
+    out: Counter[str] = Counter()
+    for (group, resource, sub, verb), count in moved.items():
+        if verb in READS and count > 0 and keep(group, resource, sub):
+            out[verb] += count
+    return out
+
+
 def operator_counts(metrics_url: str, sample_name: str, label: str) -> Counter[str]:
     """One of the operator's counters so far, summed by one label."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -396,6 +405,10 @@ def report(
     print(f"    its status:            {show(status)}")
     print(f"  children writes:         {show(children)}")
     print(f"  events:                  {show(events)}")
+    # Issue 25: the Secrets and children read from watches, not listed per reconciliation
+    # (a watch is counted when it ends; the control plane's own reads are included).
+    read = reads(moved, lambda g, r, s: (g, r) in CHILDREN)
+    print(f"  Secret and children reads: {show(read)}")
     others = {k: v for k, v in ran.items() if k != handler and v}
     if others:
         print(f"  (other reconciliations in this phase: {dict(others)})")

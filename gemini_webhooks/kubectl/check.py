@@ -43,7 +43,7 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule(crd.API_GROUP, crd.PLURAL, ("patch",), subresource="status"),
     Rule("", "secrets", ("get", "list", "watch", "create", "patch", "delete")),
     *(
-        Rule(group, resource, ("list", "create", "patch", "delete"))
+        Rule(group, resource, ("list", "watch", "create", "patch", "delete"))
         for group, resource in (
             ("", "configmaps"),
             ("", "services"),

@@ -218,12 +218,7 @@ async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) ->
             ) as span,
             op.metrics.time_reconcile(handler) as record,
         ):
-            # The drift check reads Secrets from a listing shared by all resources, at most
-            # one interval old; a change (create, update, resume) reads them afresh.
-            max_age = op.settings.drift_interval if handler == "drift" else 0.0
-            outcome = await reconcile(
-                op, body, claims=_ClaimsView(webhook_claims), listing_max_age=max_age
-            )
+            outcome = await reconcile(op, body, claims=_ClaimsView(webhook_claims))
             try:
                 versions, fields = await _write_back(op.kube, body, outcome)
             except KubeError as error:
@@ -374,16 +369,12 @@ async def _report_delivery(
 
 
 async def _ping_means(
-    op: Operator, body: Mapping[str, Any], spec: WebhookSpec, max_age: float
+    op: Operator, body: Mapping[str, Any], spec: WebhookSpec
 ) -> tuple[health.Ping, str | None]:
     """How to make Gemini ping this webhook, and the fingerprint of the secret held now
     (None, with a ping that fails, when there is no key, webhook or secret)."""
-    api_key = await op.kube.secret_value(
-        spec.namespace, spec.api_key_secret, spec.api_key_key, max_age=max_age
-    )
-    held = await read_signing_secret(
-        op.kube, spec.namespace, spec.signing_secret_name, spec.uid, max_age=max_age
-    )
+    api_key = await op.kube.secret_value(spec.namespace, spec.api_key_secret, spec.api_key_key)
+    held = await read_signing_secret(op.kube, spec.namespace, spec.signing_secret_name, spec.uid)
     current = held.secrets.current if held.secrets else None
     webhook_id = (body.get("status") or {}).get("webhookId")
     if not api_key or not webhook_id:
@@ -403,8 +394,7 @@ async def _health_tick(
         spec = parse(dict(body))
     except InvalidSpecError:
         return None
-    # The drift check's shared listing.
-    ping, fingerprint = await _ping_means(op, body, spec, op.settings.drift_interval)
+    ping, fingerprint = await _ping_means(op, body, spec)  # the Secrets from the watch cache
     return await checker.tick(body, spec, memo, ping=ping, current_fingerprint=fingerprint)
 
 
@@ -425,7 +415,7 @@ async def _answer_ping_request(body: kopf.Body, memo: Any) -> None:
         verdict = health.Verdict(None, REASON_INVALID_SPEC, str(error))
         answer = health.ping_answer(request, verdict, None, {})
     else:
-        ping, fingerprint = await _ping_means(op, resource, spec, 0.0)
+        ping, fingerprint = await _ping_means(op, resource, spec)
         verdict, sent_at, verified_by = await checker.requested(
             resource, spec, ping=ping, current_fingerprint=fingerprint
         )

@@ -70,12 +70,12 @@ def secret_body(resource: Mapping[str, Any], key_text: str) -> dict[str, Any]:
     }
 
 
-async def ensure(kube: Kube, resource: Mapping[str, Any], *, max_age: float = 0.0) -> Verdict:
+async def ensure(kube: Kube, resource: Mapping[str, Any]) -> Verdict:
     """Create the job-key Secret if absent; `refuse` verdicts are for the caller to report."""
     metadata = resource["metadata"]
     namespace, uid = metadata["namespace"], metadata["uid"]
     name = dynamic_jobs.job_key_secret_name(metadata["name"])
-    verdict = decide(await kube.read_secret(namespace, name, max_age=max_age), uid, name)
+    verdict = decide(await kube.read_secret(namespace, name), uid, name)
     if verdict.action != "create":
         return verdict
     try:

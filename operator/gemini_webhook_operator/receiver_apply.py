@@ -19,6 +19,8 @@ RECEIVERS_SELECTOR = {
     LABEL_COMPONENT: receiver_resources.COMPONENT_RECEIVER,
 }
 
+RECEIVERS = label_selector(RECEIVERS_SELECTOR)
+
 
 async def expose(
     kube: Kube, objects: list[dict[str, Any]]
@@ -40,7 +42,6 @@ async def apply_receiver(
     wanted_status: dict[str, Any],
     *,
     skip: AbstractSet[tuple[str, str]] = frozenset(),
-    max_age: float = 0.0,
 ) -> None:
     """Apply `objects` (less `skip`), prune ours that they no longer hold; records the
     rendering's fingerprint in `wanted_status`."""
@@ -49,17 +50,13 @@ async def apply_receiver(
     )
     if not objects and not status.get("receiverFingerprint"):
         return
-    # What exists, per kind: on a drift check from the listings of all receivers in the
-    # namespace that every resource shares (one list per kind per interval); otherwise afresh.
-    ours = receiver_resources.labels(spec.name)
-    shared = max_age > 0
-    selector = label_selector(RECEIVERS_SELECTOR if shared else ours)
-    is_ours = label_selectors.from_labels(ours)
+    # What exists, per kind: from the watch of all receivers in the namespace, one per kind
+    # shared by every resource (and kept in step with what we apply and delete).
+    is_ours = label_selectors.from_labels(receiver_resources.labels(spec.name))
     live: dict[tuple[str, str], dict[str, Any]] = {}
     api_versions = dict((kind, api_version) for api_version, kind in OWNED_KINDS)
     for api_version, kind in OWNED_KINDS:
-        listed = await kube.list(api_version, kind, spec.namespace, selector, max_age=max_age)
-        for existing in listed:
+        for existing in await kube.watched(api_version, kind, spec.namespace, RECEIVERS):
             if is_ours.selects(existing):
                 live[(kind, existing["metadata"]["name"])] = existing
     # Unchanged rendering and a live object that holds every field we render: no call.

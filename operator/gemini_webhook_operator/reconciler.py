@@ -99,7 +99,6 @@ class _Run:
     report: Report
     outcome: Outcome
     claims: Mapping[str, list[Claim]]
-    listing_max_age: float
 
     @property
     def now(self) -> datetime:
@@ -133,14 +132,11 @@ async def reconcile(
     body: Mapping[str, Any],
     *,
     claims: Mapping[str, list[Claim]] | None = None,
-    listing_max_age: float = 0.0,
 ) -> Outcome:
-    """Reconcile one GeminiWebhook; never raises for expected failures. `listing_max_age`:
-    read the Secrets and the receiver's objects from the listings per namespace shared by
-    all resources if they are at most this old (the drift check's way; a change reads afresh)."""
+    """Reconcile one GeminiWebhook; never raises for expected failures."""
     now = op.clock.now()
     report = Report(body, now)
-    outcome = await _reconcile(op, body, report, claims or {}, listing_max_age)
+    outcome = await _reconcile(op, body, report, claims or {})
     # Whatever the outcome, this generation was observed: the conditions say how it went.
     outcome.status["conditions"] = conditions.with_progress(
         outcome.status.get("conditions") or report.conditions,
@@ -167,7 +163,6 @@ async def _reconcile(
     body: Mapping[str, Any],
     report: Report,
     claims: Mapping[str, list[Claim]],
-    listing_max_age: float,
 ) -> Outcome:
     outcome = Outcome()
     try:
@@ -183,7 +178,7 @@ async def _reconcile(
         return failure(report, outcome, REASON_INVALID_SPEC, problem, retry_after=None)
 
     status = body.get("status") or {}
-    run = _Run(op, body, spec, status, report, outcome, claims, listing_max_age)
+    run = _Run(op, body, spec, status, report, outcome, claims)
     try:
         return await _converge(run)
     except WebhookServiceError as error:
@@ -238,7 +233,7 @@ async def _converge(run: _Run) -> Outcome:
         # Gemini learns the URL only once the route's controller has taken it.
         verdict, applied = await expose(op.kube, prepared.receiver_objects)
         if not verdict.admitted:
-            await _apply_receiver(run, prepared, applied, max_age=0.0)
+            await _apply_receiver(run, prepared, applied)
             return waiting(run.report, run.outcome, verdict, retry_after=op.settings.admission_poll)
 
     if remote is None:
@@ -251,13 +246,11 @@ async def _converge(run: _Run) -> Outcome:
         remote = await _update(run, prepared, remote)
         converged = await _rotate_or_prune(run, prepared, remote, prepared.held.secrets)
 
-    await _apply_receiver(run, prepared, applied, max_age=run.listing_max_age)
+    await _apply_receiver(run, prepared, applied)
     return success(op.metrics, run.body, spec, converged, run.report, run.outcome)
 
 
-async def _apply_receiver(
-    run: _Run, prepared: _Prepared, applied: set[tuple[str, str]], *, max_age: float
-) -> None:
+async def _apply_receiver(run: _Run, prepared: _Prepared, applied: set[tuple[str, str]]) -> None:
     """The receiver's objects, less those already `applied`; its fingerprint to the status."""
     await apply_receiver(
         run.op.kube,
@@ -266,22 +259,19 @@ async def _apply_receiver(
         run.status,
         run.outcome.status,
         skip=applied,
-        max_age=max_age,
     )
 
 
 async def _prepare(run: _Run) -> _Prepared | Outcome:
     """Render the receiver, read the API key and the signing Secret, ensure the job key."""
-    op, spec, body, max_age = run.op, run.spec, run.body, run.listing_max_age
+    op, spec, body = run.op, run.spec, run.body
     try:  # pure: a receiver that cannot be rendered stops us before any remote change
         receiver = spec.receiver
         receiver_objects = receiver_resources.render(body, receiver, op.receiver_settings)
     except (CrdReceiverError, receiver_resources.ReceiverRenderError) as error:
         return run.fail(REASON_RECEIVER_INVALID, str(error), retry_after=None)
 
-    api_key = await op.kube.secret_value(
-        spec.namespace, spec.api_key_secret, spec.api_key_key, max_age=max_age
-    )
+    api_key = await op.kube.secret_value(spec.namespace, spec.api_key_secret, spec.api_key_key)
     if not api_key:
         message = (
             f"the API key Secret {spec.api_key_secret!r} (key {spec.api_key_key!r}) "
@@ -290,9 +280,7 @@ async def _prepare(run: _Run) -> _Prepared | Outcome:
         return run.fail(REASON_API_KEY_MISSING, message, retry_after=op.settings.api_key_retry)
     client = RemoteClient(op.services.for_key(api_key, spec.api_base_url))
 
-    held = await read_signing_secret(
-        op.kube, spec.namespace, spec.signing_secret_name, spec.uid, max_age=max_age
-    )
+    held = await read_signing_secret(op.kube, spec.namespace, spec.signing_secret_name, spec.uid)
     if held.exists and not held.owned:
         message = (
             f"the Secret {spec.signing_secret_name!r} exists and is not owned by this resource; "
@@ -302,7 +290,7 @@ async def _prepare(run: _Run) -> _Prepared | Outcome:
 
     if receiver_objects and receiver.dynamic.enabled:
         # Before the Deployment that mounts it; created once, never replaced.
-        key = await job_key.ensure(op.kube, body, max_age=max_age)
+        key = await job_key.ensure(op.kube, body)
         if key.action == "refuse":
             return run.fail(key.reason, key.message, retry_after=None)
         if key.action == "create":

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gemini_webhook_receiver import json_depth
+from gemini_webhooks import json_depth
 
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 # Aggregated when served, the unaggregated document otherwise (what kubectl sends).

@@ -71,10 +71,8 @@ def held(secret: JSON | None, name: str, uid: str) -> HeldSecrets:
     return HeldSecrets(True, owned, secrets, None, version)
 
 
-async def read_signing_secret(
-    kube: Kube, namespace: str, name: str, uid: str, *, max_age: float = 0.0
-) -> HeldSecrets:
-    return held(await kube.read_secret(namespace, name, max_age=max_age), name, uid)
+async def read_signing_secret(kube: Kube, namespace: str, name: str, uid: str) -> HeldSecrets:
+    return held(await kube.read_secret(namespace, name), name, uid)
 
 
 async def write_signing_secret(

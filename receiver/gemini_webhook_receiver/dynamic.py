@@ -25,11 +25,12 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from gemini_webhooks import json_depth
 from gemini_webhooks.contracts.delivery import JWT_ALGORITHM, JWT_REGISTERED_CLAIMS
 from gemini_webhooks.contracts.egress_proxy import DIRECT, ProxySettings
 from gemini_webhooks.contracts.receiver_config import DynamicConfig
 
-from . import json_depth, metrics, reasons
+from . import metrics, reasons
 from .logs import log
 from .reasons import Rejection
 

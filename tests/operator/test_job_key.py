@@ -147,7 +147,7 @@ class _RacingKube:
         self.theirs = theirs
         self.created: list[dict[str, Any]] = []
 
-    async def read_secret(self, namespace: str, name: str, *, max_age: float = 0.0) -> None:
+    async def read_secret(self, namespace: str, name: str) -> None:
         return None
 
     async def create(self, obj: dict[str, Any]) -> None:

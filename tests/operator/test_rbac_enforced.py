@@ -96,7 +96,9 @@ async def test_a_missing_rule_is_a_condition_and_one_event_then_heals_when_grant
 
         # Granting the rule heals it without a restart.
         role = next(r for r in rbac if r["kind"] == "ClusterRole")
-        role["rules"].append({**DEPLOYMENTS, "verbs": ["list", "create", "patch", "delete"]})
+        role["rules"].append(
+            {**DEPLOYMENTS, "verbs": ["list", "watch", "create", "patch", "delete"]}
+        )
         kubectl(kube.kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(role))
         await gemini.wait_for("rbac-missing", is_ready, timeout=30)
         name = receiver_names.receiver_name("rbac-missing")

@@ -16,35 +16,36 @@ nothing unused).
   resources: ["geminiwebhooks/status"]
   verbs: ["patch"]
 # API-key Secrets are read; signing-secret Secrets written, rotated and, with the resource,
-# deleted; a dynamic receiver's job-key Secret created once (never rewritten). `watch` is
-# never called: Kubernetes requires it because the operator grants it
-# (each receiver's Role may get and watch its own signing-secret Secret).
+# deleted; a dynamic receiver's job-key Secret created once (never rewritten). They are
+# read from a list-watch of the namespace's Secrets (and by `get` where it is not ready);
+# each receiver's Role may get, list and watch its own signing-secret Secret too.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The receiver each GeminiWebhook asks for: created, merge-patched on change, listed by
-# label and pruned when the spec no longer renders them.
+# The receiver each GeminiWebhook asks for: applied, pruned when the spec no longer
+# renders them, and read from a list-watch per kind of all receivers (by label).
 - apiGroups: [""]
   resources: ["configmaps", "services", "serviceaccounts"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # `spec.receiver.expose` (an Ingress or a Gateway API HTTPRoute) and the receiver's
 # NetworkPolicy. The stored route comes back from create/patch with its status, so there
-# is no `get`; HTTPRoutes are listed (for pruning) even where the Gateway API is absent.
+# is no `get`; HTTPRoutes are listed and watched (for pruning) even where the Gateway API
+# is absent.
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses", "networkpolicies"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # The health check asks every ready receiver pod for its pings when several replicas
 # keep them in memory (no Redis): the pods are listed by the receiver's labels.
 - apiGroups: [""]

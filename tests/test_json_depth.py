@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gemini_webhook_receiver import json_depth
+from gemini_webhooks import json_depth
 
 
 @pytest.mark.parametrize(

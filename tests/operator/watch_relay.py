@@ -1,0 +1,137 @@
+"""A relay (test double) between the operator's client and the Kubernetes API — the sandbox
+or kube-apiserver alike: it forwards every request with the test's credentials and records
+it (`watch`, the cache's paged `list`, any other `GET` as `direct`, writes by method;
+discovery, which a client reads once, apart in `discovery`), and
+on request cuts the open watches, answers the next watch with 410 Gone, starts it with a
+malformed event, or refuses lists and watches. Served on loopback over plain HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+import aiohttp
+import aiohttp.web
+from aiohttp.test_utils import TestServer
+
+from gemini_webhooks.kube_access import ClusterAccess
+
+GONE = b'{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired"}}\n'
+MALFORMED = b'{"type":"ADDED","object":{"metadata":{"name":["not","a","name"]}}}\n'
+
+
+@dataclass
+class Relay:
+    upstream: ClusterAccess
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (verb, params)
+    discovery: list[str] = field(default_factory=list)  # paths
+    gone_next: bool = False
+    malformed_next: bool = False
+    refuse: int | None = None  # a status for every list and watch
+    _open: dict[int, aiohttp.web.Request] = field(default_factory=dict)  # by id: unhashable
+    _server: TestServer | None = None
+    _session: aiohttp.ClientSession | None = None
+    url: str = ""
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.upstream.ssl_context())
+        )
+        app = aiohttp.web.Application()
+        app.router.add_route("*", "/{path:.*}", self._forward)
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+        self.url = str(self._server.make_url("")).rstrip("/")
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+        if self._session is not None:
+            await self._session.close()
+
+    def access(self) -> ClusterAccess:
+        return ClusterAccess(server=self.url)
+
+    def verbs(self) -> list[str]:
+        return [verb for verb, _ in self.requests]
+
+    def watches(self) -> list[dict[str, str]]:
+        return [params for verb, params in self.requests if verb == "watch"]
+
+    @property
+    def open_watches(self) -> int:
+        return len(self._open)
+
+    def cut(self) -> None:
+        """Drop every open watch's connection, mid-stream."""
+        for request in list(self._open.values()):
+            if request.transport is not None:
+                request.transport.close()
+
+    async def _forward(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        params = dict(request.query)
+        parts = request.match_info["path"].strip("/").split("/")
+        depth = {"api": 2, "apis": 3}.get(parts[0], 0)  # /api/v1, /apis/group/version
+        if len(parts) <= depth and request.method == "GET":
+            self.discovery.append(request.path)
+            return await self._relay(request, params, watch=False)
+        watch = params.get("watch") in ("1", "true")
+        verb = "watch" if watch else "list" if "limit" in params else "direct"
+        if request.method != "GET":
+            verb = request.method
+        self.requests.append((verb, params))
+        if self.refuse is not None and verb in ("watch", "list"):
+            return aiohttp.web.json_response({"code": self.refuse}, status=self.refuse)
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        if watch and self.gone_next:
+            self.gone_next = False
+            await response.prepare(request)
+            await response.write(GONE)
+            return response
+        return await self._relay(request, params, watch=watch)
+
+    async def _relay(
+        self, request: aiohttp.web.Request, params: dict[str, str], *, watch: bool
+    ) -> aiohttp.web.StreamResponse:
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        assert self._session is not None
+        url = self.upstream.server.rstrip("/") + "/" + request.match_info["path"]
+        headers = {
+            **self.upstream.headers(),
+            "Content-Type": request.content_type,
+            "Accept": request.headers.get("Accept", "application/json"),
+        }
+        body = await request.read() if request.can_read_body else None
+        async with self._session.request(
+            request.method, url, params=params, headers=headers, data=body
+        ) as up:
+            response.set_status(up.status)
+            await response.prepare(request)
+            self._open[id(request)] = request
+            try:
+                if watch and self.malformed_next:
+                    self.malformed_next = False
+                    await response.write(MALFORMED)
+                while request.transport is not None and not request.transport.is_closing():
+                    try:  # polled: a client gone is noticed without waiting for a byte
+                        chunk = await asyncio.wait_for(up.content.readany(), 0.1)
+                    except TimeoutError:
+                        continue
+                    if not chunk:
+                        break
+                    await response.write(chunk)
+            except (ConnectionResetError, aiohttp.ClientError):
+                return response
+            finally:
+                self._open.pop(id(request), None)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write_eof()
+        return response
+
+    async def until(self, what: str, check: object, timeout: float = 15.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not (check() if callable(check) else check):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"not seen: {what}; requests {self.requests}")
+            await asyncio.sleep(0.02)
