@@ -97,12 +97,10 @@ class Relay:
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         assert self._session is not None
         url = self.upstream.server.rstrip("/") + "/" + request.match_info["path"]
-        headers = {
-            **self.upstream.headers(),
-            "Content-Type": request.content_type,
-            "Accept": request.headers.get("Accept", "application/json"),
-        }
+        headers = {**self.upstream.headers(), "Accept": request.headers.get("Accept", "*/*")}
         body = await request.read() if request.can_read_body else None
+        if body is not None:
+            headers["Content-Type"] = request.content_type
         async with self._session.request(
             request.method, url, params=params, headers=headers, data=body
         ) as up:
