@@ -11,6 +11,8 @@ and never part of an exception message.
 from __future__ import annotations
 
 import base64
+import socket
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -54,6 +56,19 @@ def _message(body: bytes) -> str:
     return str(status.get("message", ""))[:300] if isinstance(status, dict) else ""
 
 
+def abortive_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """A socket whose close discards what the peer has not acknowledged (SO_LINGER 0: a
+    reset, not a FIN after the kernel's retransmissions). A request cancelled before its
+    answer came (the leader Lease lost, a timeout) is then never delivered later: with a
+    plain close the kernel keeps retransmitting it, and a leader cut from the API server
+    had its writes applied when the path healed, long after another replica took over
+    (tests/chart/test_real_rollout.py). A connection closed idle loses nothing."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=kind, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return sock
+
+
 def label_selector(labels: Mapping[str, str]) -> str:
     """Labels as an equality-based `labelSelector` query."""
     return str(label_selectors.from_labels(labels))
@@ -86,7 +101,9 @@ class Kube:
             # Short requests only (watches have their own pool): more connections would cost
             # memory, not time (bench/operator --kube real: 16 instead of 32, Ready as fast,
             # 12 MiB less).
-            connector = aiohttp.TCPConnector(ssl=self.access.ssl_context(), limit=16)
+            connector = aiohttp.TCPConnector(
+                ssl=self.access.ssl_context(), limit=16, socket_factory=abortive_socket
+            )
             self._session = aiohttp.ClientSession(
                 base_url=self.access.server.rstrip("/") + "/",
                 headers={"Accept": "application/json"},
