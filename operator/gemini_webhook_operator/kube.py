@@ -27,7 +27,7 @@ from gemini_webhooks.contracts import signing_secret as contract
 from gemini_webhooks.kube_access import ClusterAccess
 from gemini_webhooks.watch_events import name as object_name
 
-from .watch_cache import Keep, WatchCaches, WatchSettings
+from .watch_cache import Keep, WatchCaches, WatchSettings, read_bounded
 
 JSON = dict[str, Any]
 # Aliases: inside Kube, `list` is a method.
@@ -160,18 +160,12 @@ class Kube:
             async with self._http().get(path.lstrip("/"), headers=headers) as response:
                 if response.status == 404:
                     return None
-                body = bytearray()
-                async for chunk in response.content.iter_chunked(64 * 1024):
-                    body += chunk
-                    if len(body) > rest_mapper.MAX_BYTES:
-                        raise KubeError(
-                            0, f"discovery at {path} is over {rest_mapper.MAX_BYTES} bytes"
-                        )
+                body = await read_bounded(response, rest_mapper.MAX_BYTES)
+                if body is None:
+                    raise KubeError(0, f"discovery at {path} is over {rest_mapper.MAX_BYTES} bytes")
                 if response.status >= 400:
-                    raise KubeError(
-                        response.status, f"discovery at {path}: {_message(bytes(body))}"
-                    )
-                return response.headers.get("Content-Type", ""), bytes(body)
+                    raise KubeError(response.status, f"discovery at {path}: {_message(body)}")
+                return response.headers.get("Content-Type", ""), body
         except (aiohttp.ClientError, TimeoutError) as error:
             raise KubeError(0, f"unreachable ({type(error).__name__})") from None
 

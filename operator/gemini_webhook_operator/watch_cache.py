@@ -137,12 +137,13 @@ class WatchClient:
             self._session = None
 
 
-async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """A response's whole body, however it is framed; None once it passes `limit` bytes."""
     body = bytearray()
     async for chunk in response.content.iter_any():
         body += chunk
         if len(body) > limit:
-            raise OversizedEvent(f"a list page over {limit} bytes")
+            return None
     return bytes(body)
 
 
@@ -278,7 +279,9 @@ class Informer:
         version: str | None = None
         while True:
             async with self._client.get(self._path, params) as response:
-                body = await _read_bounded(response, self._settings.max_page_bytes)
+                body = await read_bounded(response, self._settings.max_page_bytes)
+            if body is None:
+                raise OversizedEvent(f"a list page over {self._settings.max_page_bytes} bytes")
             page = watch_events.parse_list(body)
             version = version or page.resource_version  # every page is of the first's snapshot
             for obj in page.items:
