@@ -11,6 +11,12 @@ timed out), the caller's connection is dropped, as its own would fail in a clust
 product code is the same as in a cluster: it honours the standard proxy variables, as any
 in-cluster client does.
 
+Each caller connection has its own connections onward, closed when it closes: through
+kube-proxy a caller's connection is one backend's, so a Service with several Pods spreads
+its callers' connections over them, and one caller's keep-alive requests stay on one Pod.
+A proxy sharing one pool for all callers would instead pin every caller to the few Pods
+its pool happened to reach.
+
 The map comes from whoever runs the Pods (`endpoints()`, read at every request, so new
 Services and Pods are reachable at once), keyed `namespace/name:port` for Services and
 `address:port` for Pods. A name the map does not hold gets a 502 that names it. Only
@@ -20,6 +26,7 @@ plain http is proxied (Service URLs are http); a CONNECT (https) gets a 501.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Callable, Mapping
 
@@ -80,7 +87,9 @@ class SandboxProxy:
         self.host = host
         self.timeout = timeout
         self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
+        # Per caller connection, its onward connections (one per target it named).
+        self._onward: dict[asyncio.BaseTransport, aiohttp.ClientSession] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self.port = 0
 
     @property
@@ -108,17 +117,48 @@ class SandboxProxy:
         server = site._server  # the bound port, when asked for port 0
         assert isinstance(server, asyncio.Server)
         self.port = server.sockets[0].getsockname()[1]
-        self._session = aiohttp.ClientSession(
-            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=self.timeout)
-        )
+        self._sweeper = asyncio.create_task(self._sweep())
 
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for transport in list(self._onward):
+            await self._close_onward(transport)
+
+    @property
+    def onward_connections(self) -> int:
+        """How many caller connections hold onward connections now."""
+        return len(self._onward)
+
+    def _onward_for(self, transport: asyncio.BaseTransport) -> aiohttp.ClientSession:
+        session = self._onward.get(transport)
+        if session is None:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit_per_host=1),
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+            self._onward[transport] = session
+        return session
+
+    async def _close_onward(self, transport: asyncio.BaseTransport) -> None:
+        session = self._onward.pop(transport, None)
+        if session is not None:
+            await session.close()
+
+    async def _sweep(self, every: float = 1.0) -> None:
+        # aiohttp tells a handler nothing when its caller's connection closes; the
+        # transport says so, and its onward connections close within `every` seconds.
+        while True:
+            await asyncio.sleep(every)
+            for transport in [t for t in self._onward if t.is_closing()]:
+                await self._close_onward(transport)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.method == "CONNECT":
@@ -133,11 +173,14 @@ class SandboxProxy:
                 status=502,
                 text=f"sandbox proxy: no Service or Pod of the sandbox is {host}:{port}\n",
             )
-        assert self._session is not None
+        caller = request.transport
+        if caller is None:  # the caller has gone already
+            raise web.HTTPBadGateway(text="")
+        session = self._onward_for(caller)
         headers = _forwarded(request.headers)
         target = f"http://{address}{request.rel_url.raw_path_qs}"
         try:
-            async with self._session.request(
+            async with session.request(
                 request.method,
                 target,
                 headers=headers,
@@ -146,12 +189,12 @@ class SandboxProxy:
                 skip_auto_headers=("User-Agent", "Content-Type"),
             ) as answer:
                 body = await answer.read()
-                return web.Response(
-                    status=answer.status, body=body, headers=_forwarded(answer.headers)
-                )
         except (aiohttp.ClientConnectionError, OSError, TimeoutError):
             # In a cluster the caller's own connection fails (refused, reset, timed out):
             # so here, the proxy drops the caller's, rather than answer for the Pod.
-            if request.transport is not None:
-                request.transport.abort()
+            caller.abort()
+            await self._close_onward(caller)
             raise web.HTTPBadGateway(text="") from None
+        if not request.keep_alive:  # the caller's connection ends with this answer
+            await self._close_onward(caller)
+        return web.Response(status=answer.status, body=body, headers=_forwarded(answer.headers))

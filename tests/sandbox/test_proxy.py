@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -31,6 +32,8 @@ async def backend() -> AsyncIterator[tuple[str, list[web.Request]]]:
 
     async def answer(request: web.Request) -> web.Response:
         seen.append(request)
+        assert request.transport is not None
+        request["peer"] = request.transport.get_extra_info("peername")
         await request.read()
         return web.Response(status=201, text=f"got {request.path_qs}", headers={"x-b": "1"})
 
@@ -71,6 +74,55 @@ async def test_a_request_for_a_service_reaches_its_process_with_its_host(
         assert (response.status, await response.text()) == (201, "got /in?x=1")
         assert response.headers["x-b"] == "1"
     assert seen[0].headers["host"] == "orders.shop.svc.cluster.local:8080"
+
+
+def _onward_ports(seen: list[web.Request]) -> set[int]:
+    """The proxy's source ports the backend saw: one per onward connection."""
+    return {request["peer"][1] for request in seen}
+
+
+async def test_each_caller_connection_has_its_own_onward_connection_as_through_kube_proxy(
+    proxy_for_backend: SandboxProxy, backend: tuple[str, list[web.Request]]
+) -> None:
+    """A Service of several Pods spreads callers' connections (kube-proxy balances per
+    connection): a caller opening one connection per request reaches the backend on as
+    many; a keep-alive caller on one, as it would one Pod. A shared pool would pin both."""
+    _, seen = backend
+    url = "http://orders.shop.svc.cluster.local:8080/in"
+    closing = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=closing) as session:
+        for _ in range(3):
+            async with session.post(url, data=b"{}", proxy=proxy_for_backend.url) as response:
+                assert response.status == 201
+    assert len(_onward_ports(seen)) == 3
+    seen.clear()
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            async with session.post(url, data=b"{}", proxy=proxy_for_backend.url) as response:
+                assert response.status == 201
+        assert len(_onward_ports(seen)) == 1
+        assert proxy_for_backend.onward_connections >= 1
+    # The callers' connections are closed: so, within the sweep, are theirs onward.
+    for _ in range(50):
+        if proxy_for_backend.onward_connections == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert proxy_for_backend.onward_connections == 0
+
+
+async def test_a_caller_closing_after_its_request_closes_the_onward_connection_at_once(
+    proxy_for_backend: SandboxProxy, backend: tuple[str, list[web.Request]]
+) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            "http://orders.shop.svc.cluster.local:8080/",
+            proxy=proxy_for_backend.url,
+            headers={"Connection": "close"},
+        ) as response,
+    ):
+        assert response.status == 201
+    assert proxy_for_backend.onward_connections == 0
 
 
 async def test_an_unknown_name_gets_a_502_that_names_it(proxy_for_backend: SandboxProxy) -> None:
