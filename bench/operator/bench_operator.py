@@ -13,7 +13,7 @@ reads and writes (less what the control plane alone makes over an equal idle win
 Prints figures and ratios against the targets of issue 5:
 - all resources Ready within 60 s;
 - at steady state at most 1 WebhookService call per resource per drift interval;
-- operator resident memory under 200 MiB;
+- operator peak resident memory under 150 MiB (issue 25; issue 5 asked 200);
 and, with `--kube real`, those of issue 12 §4 and issue 25: at steady state zero writes
 and no list at all (the operator reads Secrets and the receivers' objects from its
 watches; the watch requests that ended in the window are printed beside).
@@ -54,7 +54,7 @@ READ_VERBS = {"GET", "LIST", "WATCH"}
 API_KEY = "bench-api-key"
 TARGET_READY_SECONDS = 60.0
 TARGET_CALLS_PER_RESOURCE_PER_INTERVAL = 1.0
-TARGET_RSS_MIB = 200.0
+TARGET_RSS_MIB = 150.0  # issue 25 (issue 5 asked < 200)
 TARGET_LISTS_PER_KIND_PER_INTERVAL = 0.0  # issue 25: watches, not listings
 # The operator's WebhookService rate (calls/s): far above what 1,000 creates need, so that
 # the rate limit is not what Ready waits on (the chart's default is 20).
@@ -382,7 +382,7 @@ def main() -> int:
         )
         print(
             f"operator RSS:                   {rss:.0f} MiB now, {peak:.0f} MiB peak, "
-            f"{rss_after_create:.0f} MiB when all Ready (target < {TARGET_RSS_MIB:.0f} MiB; "
+            f"{rss_after_create:.0f} MiB when all Ready (target <= {TARGET_RSS_MIB:.0f} MiB; "
             f"ratio {peak / TARGET_RSS_MIB:.2f})"
         )
         quiet = True
@@ -433,7 +433,7 @@ def main() -> int:
             and ready >= args.resources
             and to_ready <= TARGET_READY_SECONDS
             and per_resource <= TARGET_CALLS_PER_RESOURCE_PER_INTERVAL
-            and peak < TARGET_RSS_MIB
+            and peak <= TARGET_RSS_MIB
         )
         print("verdict:                        " + ("all targets met" if ok else "TARGET MISSED"))
         return 0 if ok else 1

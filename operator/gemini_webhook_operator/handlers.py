@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import kopf
 from opentelemetry.trace import Status, StatusCode
 
 from gemini_webhook_operator import conditions, health, health_checker, kopf_state
+from gemini_webhook_operator.drift import DriftRunner, DriftSchedule
 from gemini_webhook_operator.kopf_state import (
     HANDLER_FINALIZE,
     HANDLER_RECONCILE,
@@ -31,10 +31,13 @@ from gemini_webhook_operator.reconcile_report import REASON_INVALID_SPEC, REASON
 from gemini_webhook_operator.reconciler import delete, reconcile
 from gemini_webhook_operator.rotation import ANNOTATION_LAST_HEAL
 from gemini_webhook_operator.signing_store import read_signing_secret
+from gemini_webhook_operator.watch_cache import without_managed_fields
 from gemini_webhook_operator.webhookservice_errors import WebhookServiceError
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import API_GROUP, MANAGED_BY, truncate_secret
 from gemini_webhooks.contracts.times import parse_rfc3339
+
+logger = logging.getLogger(__name__)
 
 RESOURCE = (API_GROUP, crd.VERSION, crd.PLURAL)
 FINALIZER = f"{API_GROUP}/finalizer"
@@ -242,6 +245,35 @@ async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) ->
                 )
 
 
+def _drift_runner(
+    config: HandlerConfig, memo: Any, bodies_index: Any, webhook_claims: Any
+) -> DriftRunner:
+    def body_of(uid: str) -> Mapping[str, Any] | None:
+        try:
+            return next(iter(bodies_index[uid]), None)
+        except KeyError:
+            return None
+
+    async def check(uid: str, body: Mapping[str, Any]) -> float | None:
+        try:
+            await _run("drift", kopf.Body(cast(kopf.RawBody, body)), memo, webhook_claims)
+        except kopf.TemporaryError as error:
+            # As kopf logged a timer's: the message is ours, and names no secret.
+            metadata = body.get("metadata") or {}
+            logger.warning(
+                "drift check of %s/%s failed temporarily: %s; retried in %s s",
+                metadata.get("namespace"),
+                metadata.get("name"),
+                error,
+                error.delay,
+            )
+            return error.delay
+        return None
+
+    schedule = DriftSchedule(config.drift_interval, config.drift_jitter)
+    return DriftRunner(schedule, check, body_of, clock=time.monotonic)
+
+
 def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry:
     config = config or HandlerConfig()
     registry = kopf.OperatorRegistry()
@@ -267,19 +299,27 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         await _run("change", body, memo, kwargs["webhook_claims"])
         await _answer_ping_request(body, memo)
 
-    def _jittered(**_: Any) -> float:
-        spread = config.drift_interval * config.drift_jitter
-        return max(0.0, config.drift_interval + random.uniform(-spread, spread))  # noqa: S311
+    # The drift checks: one scheduler (`drift`), fed by an index of the resources as kopf's
+    # watch last delivered them; a resource being deleted leaves it (the finalizer owns it).
+    drift: list[DriftRunner] = []  # made by the first resource seen, stopped at cleanup
+    # (and kept, stopped: an index event after the cleanup starts nothing)
 
-    @kopf.timer(
-        *RESOURCE,
-        id="drift",
-        interval=config.drift_interval,
-        initial_delay=_jittered,
-        registry=registry,
-    )
-    async def drift_check(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-        await _run("drift", body, memo, kwargs["webhook_claims"])
+    @kopf.index(*RESOURCE, id="drift_bodies", registry=registry)
+    async def drift_bodies(body: kopf.Body, memo: Any, **kwargs: Any) -> Any:
+        if body.metadata.get("deletionTimestamp"):
+            return None
+        uid = str(body.metadata.uid)
+        if not drift:
+            drift.append(
+                _drift_runner(config, memo, kwargs["drift_bodies"], kwargs["webhook_claims"])
+            )
+        drift[0].saw(uid)
+        return {uid: without_managed_fields(dict(body))}
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_drift_checks(**_: Any) -> None:
+        for runner in drift:
+            await runner.stop()
 
     @kopf.on.delete(*RESOURCE, id=HANDLER_FINALIZE, registry=registry)
     async def finalize(body: kopf.Body, memo: Any, **_: Any) -> None:

@@ -87,7 +87,7 @@ def _newer(candidate: str | None, held: str | None) -> bool:
     return int(candidate) >= int(held)
 
 
-def _slim(obj: JSON) -> JSON:
+def without_managed_fields(obj: JSON) -> JSON:
     """The object without its managedFields: nothing the operator decides reads them, and
     they are often the object's largest part."""
     metadata = obj.get("metadata")
@@ -341,7 +341,7 @@ class Informer:
         entry = self._entries.get(name)
         if entry is not None and not _newer(version, entry.version):
             return
-        slim = _slim(obj)
+        slim = without_managed_fields(obj)
         kept = slim if self._keep is None else self._keep(slim)
         self._entries[name] = _Entry(version, kept)
 

@@ -1,0 +1,192 @@
+"""The drift checks: one scheduler for every resource, instead of a kopf timer each.
+
+Every resource is reconciled again `interval` seconds after its last check ended (the
+first time after a jittered interval, so that resources seen together are not checked
+together), in case something outside it changed: the remote webhook, the signing Secret,
+the receiver's objects. A check that asks to be retried sooner (a `TemporaryError`'s
+delay) is. kopf's timers did the same with a task, a stopper and a live copy of the body
+per resource — about 15 KiB each; here one task sleeps until the next check is due, and a
+check reads the resource as kopf's watch last delivered it (a kopf index keeps it).
+
+`DriftSchedule` decides which checks are due (pure: it is given the time); `DriftRunner`
+runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Check = Callable[[str, Mapping[str, Any]], Awaitable[float | None]]
+"""Reconcile one resource (uid, body); returns a delay to retry after, or None."""
+
+
+class DriftSchedule:
+    """When each resource's next drift check is due. A resource is in one of two states:
+    waiting (with a due time) or being checked; `finished` moves it back to waiting."""
+
+    def __init__(self, interval: float, jitter: float = 0.0, rng: random.Random | None = None):
+        if interval <= 0:
+            raise ValueError("the drift interval must be positive")
+        if not 0 <= jitter < 1:
+            raise ValueError("the drift jitter must be in [0, 1)")
+        self.interval = interval
+        self.jitter = jitter
+        self._rng = rng or random.Random()  # noqa: S311 — spreading load, not security
+        self._heap: list[tuple[float, str]] = []  # may hold stale entries; _due decides
+        self._due: dict[str, float] = {}
+        self._checking: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._due) + len(self._checking)
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self._due or uid in self._checking
+
+    def first_delay(self) -> float:
+        spread = self.interval * self.jitter
+        return max(0.0, self.interval + self._rng.uniform(-spread, spread))
+
+    def saw(self, uid: str, now: float) -> bool:
+        """A resource seen by the watch; a new one's first check is scheduled (True)."""
+        if uid in self:
+            return False
+        self._wait(uid, now + self.first_delay())
+        return True
+
+    def forget(self, uid: str) -> None:
+        """A resource gone (or going): no further check, unless it is seen again."""
+        self._due.pop(uid, None)
+        self._checking.discard(uid)
+
+    def take_due(self, now: float) -> list[str]:
+        """The resources whose check is due at `now`, now being checked."""
+        taken = []
+        while self._heap and self._heap[0][0] <= now:
+            at, uid = heapq.heappop(self._heap)
+            if self._due.get(uid) != at:
+                continue  # forgotten, or moved
+            del self._due[uid]
+            self._checking.add(uid)
+            taken.append(uid)
+        return taken
+
+    def finished(self, uid: str, now: float, retry_after: float | None = None) -> None:
+        """A check ended: the next one `retry_after` (when asked) or `interval` later.
+        A resource forgotten during its check stays forgotten."""
+        if uid not in self._checking:
+            return
+        self._checking.discard(uid)
+        self._wait(uid, now + (self.interval if retry_after is None else max(0.0, retry_after)))
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting check is due (None: nothing waits)."""
+        while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def _wait(self, uid: str, at: float) -> None:
+        self._due[uid] = at
+        heapq.heappush(self._heap, (at, uid))
+
+
+class DriftRunner:
+    """Runs the due checks of a `DriftSchedule`, each in a task of its own, with the body
+    `bodies(uid)` gives (None: the resource is gone, and is forgotten).
+
+    Started by the first `saw`, from inside kopf's processing of a resource: its tasks
+    run in a copy of that context, where `kopf.event` finds kopf's event queue."""
+
+    def __init__(
+        self,
+        schedule: DriftSchedule,
+        check: Check,
+        bodies: Callable[[str], Mapping[str, Any] | None],
+        *,
+        clock: Callable[[], float],
+        failure_delay: float = 60.0,
+    ) -> None:
+        self.schedule = schedule
+        self._check = check
+        self._bodies = bodies
+        self._clock = clock
+        self._failure_delay = failure_delay
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+
+    @property
+    def checking(self) -> int:
+        return len(self._checks)
+
+    def saw(self, uid: str) -> None:
+        """A resource seen by the watch (its first check scheduled if it is new)."""
+        if self._stopped:
+            return  # the operator is stopping; nothing starts again
+        if self.schedule.saw(uid, self._clock()):
+            self._wake.set()
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._loop(), name="drift checks")
+
+    async def stop(self) -> None:
+        """Cancel the scheduler and every check in flight; for good."""
+        self._stopped = True
+        tasks = [t for t in (self._loop_task, *self._checks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loop_task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._round()
+            except Exception:  # never the end of every drift check: logged, and on
+                logger.exception("the drift scheduler failed; it goes on in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _round(self) -> None:
+        """Start the checks due now, then sleep until the next is due or the schedule moves."""
+        for uid in self.schedule.take_due(self._clock()):
+            try:
+                body = self._bodies(uid)
+            except Exception:
+                logger.exception("the body of resource uid=%s could not be read", uid)
+                self.schedule.finished(uid, self._clock(), self._failure_delay)
+                continue
+            if body is None:
+                self.schedule.forget(uid)
+                continue
+            task = asyncio.create_task(self._one(uid, body))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+        self._wake.clear()
+        due = self.schedule.next_due()
+        timeout = None if due is None else max(0.0, due - self._clock())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _one(self, uid: str, body: Mapping[str, Any]) -> None:
+        retry_after: float | None = None
+        try:
+            retry_after = await self._check(uid, body)
+        except Exception:
+            logger.exception(
+                "the drift check of resource uid=%s failed; retried in %s s",
+                uid,
+                self._failure_delay,
+            )
+            retry_after = self._failure_delay
+        finally:
+            self.schedule.finished(uid, self._clock(), retry_after)
+            self._wake.set()

@@ -1,0 +1,236 @@
+"""The drift checks' scheduler: which resources are due when (pure), and its runner."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gemini_webhook_operator.drift import DriftRunner, DriftSchedule
+
+
+def test_a_new_resource_is_first_due_after_a_jittered_interval_and_only_once() -> None:
+    schedule = DriftSchedule(100.0, 0.1, random.Random(7))
+    assert schedule.saw("a", now=0.0)
+    assert not schedule.saw("a", now=50.0)  # seen again: its check stays where it was
+    due = schedule.next_due()
+    assert due is not None and 90.0 <= due <= 110.0
+    assert schedule.take_due(due - 0.001) == []
+    assert schedule.take_due(due) == ["a"]
+    assert schedule.take_due(due + 1000) == []  # being checked: not due again
+
+
+def test_no_jitter_means_exactly_the_interval() -> None:
+    schedule = DriftSchedule(30.0)
+    schedule.saw("a", now=5.0)
+    assert schedule.next_due() == 35.0
+
+
+def test_the_next_check_follows_the_end_of_the_last_or_its_retry_delay() -> None:
+    schedule = DriftSchedule(30.0)
+    schedule.saw("a", now=0.0)
+    schedule.saw("b", now=0.0)
+    assert schedule.take_due(30.0) == ["a", "b"]
+    assert not schedule.saw("a", now=31.0)  # seen while checked: nothing doubled
+    schedule.finished("a", now=32.0)
+    schedule.finished("b", now=33.0, retry_after=10.0)
+    assert schedule.next_due() == 43.0
+    assert schedule.take_due(43.0) == ["b"]
+    assert schedule.take_due(62.0) == ["a"]
+
+
+def test_a_forgotten_resource_is_never_due_even_if_it_was_being_checked() -> None:
+    schedule = DriftSchedule(10.0)
+    schedule.saw("waiting", now=0.0)
+    schedule.saw("checked", now=1.0)
+    schedule.forget("waiting")
+    assert schedule.take_due(11.0) == ["checked"]
+    schedule.forget("checked")
+    schedule.finished("checked", now=12.0)
+    assert schedule.next_due() is None
+    assert len(schedule) == 0
+    assert schedule.saw("checked", now=13.0)  # seen again: scheduled again
+
+
+@pytest.mark.parametrize(("interval", "jitter"), [(0.0, 0.1), (-1.0, 0.0), (10.0, 1.0)])
+def test_a_bad_interval_or_jitter_is_refused(interval: float, jitter: float) -> None:
+    with pytest.raises(ValueError, match="drift"):
+        DriftSchedule(interval, jitter)
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["saw", "take", "finish", "forget"]),
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.floats(min_value=0.0, max_value=50.0),
+        st.one_of(st.none(), st.floats(min_value=0.0, max_value=20.0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ops)
+def test_any_sequence_checks_each_resource_at_most_once_at_a_time_and_never_early(
+    ops: list[tuple[str, str, float, float | None]],
+) -> None:
+    schedule = DriftSchedule(10.0, 0.5, random.Random(1))
+    now = 0.0
+    checking: set[str] = set()
+    known: set[str] = set()
+    earliest: dict[str, float] = {}  # no check of a resource before this
+    for op, uid, step, retry in ops:
+        now += step
+        if op == "saw":
+            if schedule.saw(uid, now):
+                assert uid not in known
+                earliest[uid] = now + 5.0
+            known.add(uid)
+        elif op == "take":
+            for taken in schedule.take_due(now):
+                assert taken in known and taken not in checking
+                assert now >= earliest[taken]
+                checking.add(taken)
+        elif op == "finish":
+            schedule.finished(uid, now, retry)
+            if uid in checking:
+                checking.discard(uid)
+                earliest[uid] = now + (10.0 if retry is None else retry)
+        else:
+            schedule.forget(uid)
+            known.discard(uid)
+            checking.discard(uid)
+        assert len(schedule) == len(known)
+        due = schedule.next_due()
+        waiting = known - checking
+        assert (due is None) == (not waiting)
+
+
+class _Checks:
+    """Records each check; answers with `answers[uid]` (a delay, None, or an exception)."""
+
+    def __init__(self, answers: Mapping[str, Any] | None = None) -> None:
+        self.answers = dict(answers or {})
+        self.calls: list[tuple[str, float]] = []
+        self.running: set[str] = set()
+        self.overlapped = False
+
+    async def __call__(self, uid: str, body: Mapping[str, Any]) -> float | None:
+        assert body["uid"] == uid
+        if uid in self.running:
+            self.overlapped = True
+        self.running.add(uid)
+        self.calls.append((uid, time.monotonic()))
+        try:
+            await asyncio.sleep(0.01)
+            answer = self.answers.get(uid)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer  # type: ignore[no-any-return]
+        finally:
+            self.running.discard(uid)
+
+
+async def _until(predicate: Any, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_runner_checks_every_resource_every_interval_without_overlap() -> None:
+    bodies = {uid: {"uid": uid} for uid in ("a", "b")}
+    checks = _Checks()
+    runner = DriftRunner(DriftSchedule(0.1), checks, bodies.get, clock=time.monotonic)
+    try:
+        started = time.monotonic()
+        runner.saw("a")
+        runner.saw("b")
+        await _until(lambda: sum(uid == "a" for uid, _ in checks.calls) >= 3)
+        times = [at for uid, at in checks.calls if uid == "a"]
+        assert times[0] - started >= 0.1
+        # Each next check follows the end of the last (10 ms) by the interval.
+        assert all(later - earlier >= 0.1 for earlier, later in itertools.pairwise(times))
+        assert any(uid == "b" for uid, _ in checks.calls)
+        assert not checks.overlapped
+    finally:
+        await runner.stop()
+
+
+async def test_a_check_asking_for_a_retry_is_retried_after_its_delay_and_a_failure_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bodies = {uid: {"uid": uid} for uid in ("soon", "broken")}
+    checks = _Checks({"soon": 0.0, "broken": RuntimeError("boom")})
+    runner = DriftRunner(
+        DriftSchedule(0.05), checks, bodies.get, clock=time.monotonic, failure_delay=3600.0
+    )
+    try:
+        with caplog.at_level(logging.ERROR, logger="gemini_webhook_operator.drift"):
+            runner.saw("soon")
+            runner.saw("broken")
+            await _until(lambda: sum(uid == "soon" for uid, _ in checks.calls) >= 5)
+        assert [uid for uid, _ in checks.calls].count("broken") == 1  # next in an hour
+        assert "drift check of resource uid=broken failed" in caplog.text
+    finally:
+        await runner.stop()
+
+
+async def test_a_resource_gone_from_the_index_is_forgotten_and_stop_ends_every_check() -> None:
+    bodies: dict[str, dict[str, str]] = {"kept": {"uid": "kept"}, "gone": {"uid": "gone"}}
+    checks = _Checks({"kept": 0.0})
+    runner = DriftRunner(DriftSchedule(0.05), checks, bodies.get, clock=time.monotonic)
+    del bodies["gone"]
+    runner.saw("kept")
+    runner.saw("gone")
+    await _until(lambda: len(checks.calls) >= 3)
+    assert "gone" not in runner.schedule
+    assert all(uid == "kept" for uid, _ in checks.calls)
+    await runner.stop()
+    assert runner.checking == 0
+    count = len(checks.calls)
+    await asyncio.sleep(0.1)
+    assert len(checks.calls) == count
+
+
+async def test_a_stopped_runner_starts_nothing_when_a_resource_is_seen_after() -> None:
+    checks = _Checks()
+    runner = DriftRunner(DriftSchedule(0.01), checks, {"a": {"uid": "a"}}.get, clock=time.monotonic)
+    await runner.stop()
+    runner.saw("a")  # kopf's index may deliver one more event after the cleanup
+    await asyncio.sleep(0.1)
+    assert checks.calls == []
+    assert "a" not in runner.schedule
+
+
+async def test_a_body_that_cannot_be_read_is_retried_later_and_the_others_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def bodies(uid: str) -> Mapping[str, Any] | None:
+        if uid == "unreadable":
+            raise LookupError("index broken")
+        return {"uid": uid}
+
+    checks = _Checks({"fine": 0.0})
+    runner = DriftRunner(
+        DriftSchedule(0.02), checks, bodies, clock=time.monotonic, failure_delay=3600.0
+    )
+    try:
+        with caplog.at_level(logging.ERROR, logger="gemini_webhook_operator.drift"):
+            runner.saw("unreadable")
+            runner.saw("fine")
+            await _until(lambda: len(checks.calls) >= 3)
+        assert "the body of resource uid=unreadable could not be read" in caplog.text
+        assert "unreadable" in runner.schedule  # waiting an hour, not stuck "being checked"
+        due = runner.schedule.next_due()
+        assert due is not None
+    finally:
+        await runner.stop()
