@@ -28,6 +28,13 @@ Check = Callable[[str, Mapping[str, Any]], Awaitable[float | None]]
 """Reconcile one resource (uid, body); returns a delay to retry after, or None."""
 
 
+def drift_checked(metadata: Mapping[str, Any], finalizer: str) -> bool:
+    """Is a resource with this metadata drift-checked? Once `finalizer` is on it (before,
+    a check could register a webhook that a deletion would leave behind), and until it is
+    being deleted (the finalizer's handler owns it then)."""
+    return not metadata.get("deletionTimestamp") and finalizer in (metadata.get("finalizers") or [])
+
+
 class DriftSchedule:
     """When each resource's next drift check is due. A resource is in one of two states:
     waiting (with a due time) or being checked; `finished` moves it back to waiting."""

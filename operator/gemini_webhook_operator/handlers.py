@@ -18,7 +18,7 @@ import kopf
 from opentelemetry.trace import Status, StatusCode
 
 from gemini_webhook_operator import conditions, health, health_checker, kopf_state
-from gemini_webhook_operator.drift import DriftRunner, DriftSchedule
+from gemini_webhook_operator.drift import DriftRunner, DriftSchedule, drift_checked
 from gemini_webhook_operator.kopf_state import (
     HANDLER_FINALIZE,
     HANDLER_RECONCILE,
@@ -31,7 +31,7 @@ from gemini_webhook_operator.reconcile_report import REASON_INVALID_SPEC, REASON
 from gemini_webhook_operator.reconciler import delete, reconcile
 from gemini_webhook_operator.rotation import ANNOTATION_LAST_HEAL
 from gemini_webhook_operator.signing_store import read_signing_secret
-from gemini_webhook_operator.watch_cache import without_managed_fields
+from gemini_webhook_operator.watch_cache import compact
 from gemini_webhook_operator.webhookservice_errors import WebhookServiceError
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import API_GROUP, MANAGED_BY, truncate_secret
@@ -300,13 +300,15 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         await _answer_ping_request(body, memo)
 
     # The drift checks: one scheduler (`drift`), fed by an index of the resources as kopf's
-    # watch last delivered them; a resource being deleted leaves it (the finalizer owns it).
+    # watch last delivered them. A resource enters once kopf has put our finalizer on it
+    # (before, a check could register a webhook that a deletion would then leave behind),
+    # and leaves when it is being deleted (the finalizer owns it then).
     drift: list[DriftRunner] = []  # made by the first resource seen, stopped at cleanup
     # (and kept, stopped: an index event after the cleanup starts nothing)
 
     @kopf.index(*RESOURCE, id="drift_bodies", registry=registry)
     async def drift_bodies(body: kopf.Body, memo: Any, **kwargs: Any) -> Any:
-        if body.metadata.get("deletionTimestamp"):
+        if not drift_checked(body.metadata, FINALIZER):
             return None
         uid = str(body.metadata.uid)
         if not drift:
@@ -314,7 +316,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
                 _drift_runner(config, memo, kwargs["drift_bodies"], kwargs["webhook_claims"])
             )
         drift[0].saw(uid)
-        return {uid: without_managed_fields(dict(body))}
+        return {uid: compact(dict(body))}
 
     @kopf.on.cleanup(registry=registry)
     async def stop_drift_checks(**_: Any) -> None:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gemini_webhook_operator.drift import DriftRunner, DriftSchedule
+from gemini_webhook_operator.drift import DriftRunner, DriftSchedule, drift_checked
 
 
 def test_a_new_resource_is_first_due_after_a_jittered_interval_and_only_once() -> None:
@@ -58,6 +58,22 @@ def test_a_forgotten_resource_is_never_due_even_if_it_was_being_checked() -> Non
     assert schedule.next_due() is None
     assert len(schedule) == 0
     assert schedule.saw("checked", now=13.0)  # seen again: scheduled again
+
+
+@pytest.mark.parametrize(
+    ("metadata", "checked"),
+    [
+        ({"finalizers": ["ours/finalizer"]}, True),
+        ({"finalizers": ["other/finalizer", "ours/finalizer"]}, True),
+        ({}, False),  # kopf has not taken it in hand yet
+        ({"finalizers": ["other/finalizer"]}, False),
+        ({"finalizers": ["ours/finalizer"], "deletionTimestamp": "2026-12-07T12:00:00Z"}, False),
+    ],
+)
+def test_a_resource_is_drift_checked_from_our_finalizer_until_its_deletion(
+    metadata: dict[str, Any], checked: bool
+) -> None:
+    assert drift_checked(metadata, "ours/finalizer") is checked
 
 
 @pytest.mark.parametrize(("interval", "jitter"), [(0.0, 0.1), (-1.0, 0.0), (10.0, 1.0)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -18,11 +19,37 @@ import pytest
 from gemini_webhook_operator.kube import JSON, Kube, label_selector
 from gemini_webhook_operator.receiver_apply import RECEIVERS
 from gemini_webhook_operator.receiver_resources import OWNED_KINDS
-from gemini_webhook_operator.watch_cache import Informer, WatchClient, WatchSettings
+from gemini_webhook_operator.watch_cache import Informer, WatchClient, WatchSettings, compact
 from gemini_webhooks.kube_access import ClusterAccess
 from gemini_webhooks.watch_events import Event
 from tests.operator.harness import operator_kubeconfig
 from tests.operator.watch_relay import Relay
+
+
+def test_a_kept_object_has_no_managed_fields_and_shares_its_keys_with_the_others() -> None:
+    text = json.dumps(
+        {
+            "metadata": {"name": "a", "managedFields": [{"manager": "x"}], "labels": {"k": "v"}},
+            "data": {"secrets": "c2VjcmV0"},
+            "items": [{"nested": 1}],
+        }
+    )
+    first, second = compact(json.loads(text)), compact(json.loads(text))
+    expected = json.loads(text)
+    del expected["metadata"]["managedFields"]
+    assert first == second == expected
+    # Decoded apart, the same keys are one string each.
+    for a, b in [
+        (first, second),
+        (first["metadata"], second["metadata"]),
+        (first["metadata"]["labels"], second["metadata"]["labels"]),
+        (first["items"][0], second["items"][0]),
+    ]:
+        assert all(x is y for x, y in zip(a, b, strict=True))
+    source = json.loads(text)
+    compact(source)
+    assert "managedFields" in source["metadata"]  # the decoded object is not changed
+
 
 NAMESPACE = "default"
 FAST = WatchSettings(stale_after=1.0, backoff_initial=0.05, backoff_max=0.2, first_sync_wait=5.0)
