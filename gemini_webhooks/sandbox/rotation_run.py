@@ -61,9 +61,10 @@ class RotationRun:
 
     def summary(self) -> str:
         window = "n/a" if self.window_seconds is None else f"{self.window_seconds:.3f} s"
+        reloads = ",".join(f"{at:+.3f}" for at in sorted(self.reloads_at.values()))
         return (
             f"revocation={self.revocation} replicas={self.replicas} sent={self.sent} "
-            f"({self.rate:.1f}/s) window={window} retried={self.retried} "
+            f"({self.rate:.1f}/s) window={window} reloads_at=[{reloads}] retried={self.retried} "
             f"failed_attempts={self.failed_attempts} {dict(self.attempt_statuses)} "
             f"rejected={dict(self.rejected)} accepted_by={dict(self.accepted_by)} "
             f"arrivals_per_id={dict(self.arrivals)} undelivered={self.undelivered}"

@@ -43,7 +43,12 @@ import yaml
 from gemini_webhook_operator import receiver_names
 from gemini_webhook_operator.leader import JITTER
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.signing_secret import KNOWN, decode_data, remote_identity
+from gemini_webhooks.contracts.signing_secret import (
+    KNOWN,
+    SigningSecrets,
+    decode_data,
+    remote_identity,
+)
 from gemini_webhooks.controlplane import nodeconfig
 from gemini_webhooks.emulator.control import AsyncControlClient
 from gemini_webhooks.sandbox import rotation_run
@@ -1024,6 +1029,12 @@ def ready_endpoints(cluster: Cluster, service: str) -> int:
     )
 
 
+def held_secrets(world: World) -> SigningSecrets:
+    """What ROTATED's signing Secret holds."""
+    name = world.install.webhook(ROTATED)["status"]["signingSecretName"]
+    return decode_data(world.cluster.get("secret", "-n", TEAM, name).get("data") or {})
+
+
 @dataclass
 class NodeRig:
     """`rotation_run.Rig` on the real node: the emulator's control API (a Pod, through its
@@ -1050,17 +1061,19 @@ class NodeRig:
         return list((await self.control.fire(rotation_run.EVENT_TYPE))["deliveries"])
 
     async def request_rotation(self) -> None:
-        await asyncio.to_thread(self.world.request_rotation, ROTATED)
+        # A value of its own each time: the previous run's may not be removed yet.
+        requested = f"{crd.ANNOTATION_ROTATE}=requested-{time.time_ns()}"
+        await asyncio.to_thread(
+            self.world.cluster.kubectl,
+            *("-n", TEAM, "annotate", crd.PLURAL, ROTATED, requested, "--overwrite"),
+        )
 
     async def last_rotation_time(self) -> str | None:
         found = await asyncio.to_thread(self.world.install.webhook, ROTATED)
         return (found.get("status") or {}).get("lastRotationTime")
 
     async def newest_secret_created(self) -> float | None:
-        found = await asyncio.to_thread(self.world.install.webhook, ROTATED)
-        name = found["status"]["signingSecretName"]
-        secret = await asyncio.to_thread(self.world.cluster.get, "secret", "-n", TEAM, name)
-        held = decode_data(secret.get("data") or {})
+        held = await asyncio.to_thread(held_secrets, self.world)
         return held.secrets[0].created_at.timestamp() if held.secrets else None
 
     def _at_sink(self) -> list[str]:
@@ -1157,6 +1170,7 @@ def test_a_grace_rotation_under_50_events_per_second_fails_nothing_across_3_rece
     assert run.sent >= 100 and 40 <= run.rate <= 60, run.summary()
     assert rotation_run.broken_promises(run) == [], run.summary()
     assert (run.rejected, run.failed_attempts, run.retried) == ({}, 0, 0), run.summary()
+    assert len(held_secrets(rotated[0]).secrets) >= 2  # the previous one kept, in grace
 
 
 def test_an_immediate_rotation_under_50_events_per_second_loses_nothing_across_3_pods(
@@ -1169,3 +1183,4 @@ def test_an_immediate_rotation_under_50_events_per_second_loses_nothing_across_3
     run = rotate_on_the_node(*rotated, "Immediate")
     assert run.sent >= 100 and 40 <= run.rate <= 60, run.summary()
     assert rotation_run.broken_promises(run) == [], run.summary()
+    assert len(held_secrets(rotated[0]).secrets) == 1  # the previous one revoked at once
