@@ -367,28 +367,15 @@ class ScenarioRig:
 
 
 async def rotate_under_traffic(
-    scenario: Scenario,
-    node: Node,
-    *,
-    revocation: str,
-    replicas: int,
-    rate: float = 50.0,
-    lead: float = 2.0,
-    tail: float = 3.0,
-    within: float = 90.0,
+    scenario: Scenario, node: Node, *, revocation: str, replicas: int, **timing: float
 ) -> RotationRun:
+    """`measure_rotation` on the process node (`timing`: its rate, lead, tail, within),
+    the consumer's echo silenced meanwhile."""
     _, consumer = scenario._need_events()
     echo, consumer.echo = consumer.echo, None
     try:
-        return await measure_rotation(
-            ScenarioRig(scenario, node),
-            revocation=revocation,
-            replicas=replicas,
-            rate=rate,
-            lead=lead,
-            tail=tail,
-            within=within,
-        )
+        rig = ScenarioRig(scenario, node)
+        return await measure_rotation(rig, revocation=revocation, replicas=replicas, **timing)
     finally:
         consumer.echo = echo
 
