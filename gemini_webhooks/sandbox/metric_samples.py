@@ -16,6 +16,11 @@ async def scrape(url: str) -> Samples:
         session.get(url) as response,
     ):
         text = await response.text()
+    return parse(text)
+
+
+def parse(text: str) -> Samples:
+    """Every sample of a Prometheus exposition, keyed by (name, sorted labels)."""
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

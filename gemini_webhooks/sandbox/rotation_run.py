@@ -1,13 +1,17 @@
 """A rotation under steady traffic, with several receiver replicas, measured.
 
-Used by tests/e2e/test_rotation_replicas.py and bench/receiver/rotation.py, on the real
-control plane (`SandboxOptions(kube="real")`), whose node runs every Pod of the receiver's
-ReplicaSet and spreads the receiver Service's connections over them (controlplane/balancer).
+Used by tests/e2e/test_rotation_replicas.py and bench/receiver/rotation.py on the real
+control plane's process node (`SandboxOptions(kube="real")`, which runs every Pod of the
+receiver's ReplicaSet and spreads the receiver Service's connections over them:
+controlplane/balancer), and by tests/chart/test_real_rollout.py on the real node (the
+receivers as containers, kube-proxy spreading the connections). Each place hands
+`measure_rotation` a `Rig`: how it fires events, requests the rotation and reads what
+happened; the run and its figures are the same.
 
 One run: events fired through the emulator's control API at `rate` per second; the rotation
 requested (annotation) after `lead` seconds; every replica's `/metrics` polled (20 Hz) to see
 when it reloaded its signing secrets; traffic kept up `tail` seconds after the last replica
-reloaded; then every event is awaited at the sample consumer. Reported: the window (the new
+reloaded; then every event is awaited at the consumer. Reported: the window (the new
 secret's creation — the operator's rotate call — to the last replica's reload, after which
 it verifies with the new secret), deliveries retried (more than one attempt), attempts that
 failed, rejections by reason summed over the replicas, and arrivals per `webhook-id`.
@@ -20,19 +24,22 @@ import contextlib
 import json
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
 from gemini_webhooks.controlplane.node import Node
 from gemini_webhooks.controlplane.running_pod import RunningPod
-from gemini_webhooks.sandbox.metric_samples import scrape, total
+from gemini_webhooks.sandbox.metric_samples import Samples, scrape, total
 from gemini_webhooks.sandbox.scenario import INTERNAL_PORT, Scenario
 from gemini_webhooks.sandbox.steps import StepFailed, poll
 from gemini_webhooks.sandbox.system import Sandbox
 
 EVENT_TYPE = "interaction.completed"
+RELOADS = "gemini_receiver_secret_reloads_total"
+DELIVERIES = "gemini_receiver_deliveries_total"
 _IN_FLIGHT = 16
 
 
@@ -54,13 +61,220 @@ class RotationRun:
 
     def summary(self) -> str:
         window = "n/a" if self.window_seconds is None else f"{self.window_seconds:.3f} s"
+        reloads = ",".join(f"{at:+.3f}" for at in sorted(self.reloads_at.values()))
         return (
             f"revocation={self.revocation} replicas={self.replicas} sent={self.sent} "
-            f"({self.rate:.1f}/s) window={window} retried={self.retried} "
+            f"({self.rate:.1f}/s) window={window} reloads_at=[{reloads}] retried={self.retried} "
             f"failed_attempts={self.failed_attempts} {dict(self.attempt_statuses)} "
             f"rejected={dict(self.rejected)} accepted_by={dict(self.accepted_by)} "
             f"arrivals_per_id={dict(self.arrivals)} undelivered={self.undelivered}"
         )
+
+
+class Rig(Protocol):
+    """Where a run acts and what it reads: one GeminiWebhook, its receiver's replicas, the
+    emulator's control API and the consumer its receiver forwards to."""
+
+    async def replicas(self) -> dict[str, str]:
+        """Each ready receiver Pod -> the URL of its `/metrics`."""
+
+    async def scrape(self, url: str) -> Samples: ...
+
+    async def fire(self) -> list[str]:
+        """One `EVENT_TYPE` event: the ids (`webhook-id`) of its deliveries."""
+
+    async def request_rotation(self) -> None: ...
+
+    async def last_rotation_time(self) -> str | None: ...
+
+    async def newest_secret_created(self) -> float | None:
+        """When the Secret's newest signing secret was created (epoch seconds)."""
+
+    async def arrived(self, ids: list[str], within: float) -> list[str]:
+        """The `webhook-id` of every copy of `ids` at the consumer, once each has arrived
+        (StepFailed after `within` seconds, naming how many never did)."""
+
+    async def deliveries(self) -> list[dict[str, Any]]:
+        """The emulator's deliveries to the webhook (`id`, `state`, `attempts`)."""
+
+
+# --- The figures, from what was read: pure --------------------------------------------
+
+
+def copies_per_id(arrived: Iterable[str], wanted: Iterable[str]) -> dict[int, int]:
+    """How many of `wanted` arrived once, twice... (ids never arrived are not counted)."""
+    ids = set(wanted)
+    copies = Counter(webhook_id for webhook_id in arrived if webhook_id in ids)
+    return dict(Counter(copies.values()))
+
+
+def attempt_figures(deliveries: Iterable[Mapping[str, Any]]) -> tuple[int, int, dict[str, int]]:
+    """Deliveries retried (more than one attempt), those not delivered, and the failed
+    attempts (non-2xx, or no answer: `None`) by status code."""
+    retried = undelivered = 0
+    statuses: Counter[str] = Counter()
+    for delivery in deliveries:
+        retried += len(delivery["attempts"]) > 1
+        undelivered += delivery["state"] != "delivered"
+        for attempt in delivery["attempts"]:
+            code = attempt.get("status_code")
+            if not 200 <= (code or 0) < 300:
+                statuses[str(code)] += 1
+    return retried, undelivered, dict(statuses)
+
+
+def verdicts(
+    before: Mapping[str, Samples], after: Mapping[str, Samples]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """From each replica's samples before and after: rejections by reason (summed over the
+    replicas) and accepted deliveries by replica, counted since `before`."""
+    rejected: dict[str, float] = {}
+    accepted: dict[str, float] = {}
+    for pod, samples in after.items():
+        for (sample, labels), value in samples.items():
+            grown = value - before[pod].get((sample, labels), 0.0)
+            if sample != DELIVERIES or grown <= 0:
+                continue
+            labelled = dict(labels)
+            if labelled.get("outcome") == "rejected":
+                reason = labelled.get("reason", "")
+                rejected[reason] = rejected.get(reason, 0.0) + grown
+            if labelled.get("outcome") == "accepted":
+                accepted[pod] = accepted.get(pod, 0.0) + grown
+    return rejected, accepted
+
+
+def broken_promises(run: RotationRun) -> list[str]:
+    """What the run shows went wrong (issue 13 §3): an event lost or delivered twice, or a
+    replica that took no delivery or never reloaded (the rotation was not seen through all
+    of them); with Grace, any failed attempt or rejection; with Immediate, a rejection
+    other than 503 `secret_reload_pending` (a delivery signed with the new secret before
+    the replica reloaded) or 401 `revoked_secret` (one signed with the old secret just
+    before the rotation, reaching a replica after it: accepting it would accept a leaked
+    secret), or a failed attempt not so counted."""
+    wrong = []
+    if set(run.arrivals) - {1} or run.undelivered:
+        wrong.append(f"copies per event {run.arrivals}, {run.undelivered} undelivered")
+    if sum(run.arrivals.values()) != run.sent:
+        wrong.append(f"{run.sent - sum(run.arrivals.values())} of {run.sent} events never arrived")
+    if len(run.accepted_by) != run.replicas or len(run.reloads_at) != run.replicas:
+        wrong.append(
+            f"{len(run.accepted_by)} of {run.replicas} replicas took deliveries, "
+            f"{len(run.reloads_at)} reloaded"
+        )
+    counted = {"Grace": set(), "Immediate": {"secret_reload_pending", "revoked_secret"}}
+    codes = {"Grace": set(), "Immediate": {"503", "401"}}
+    allowed = counted.get(run.revocation, set())
+    if set(run.rejected) - allowed or set(run.attempt_statuses) - codes.get(run.revocation, set()):
+        wrong.append(f"rejected {run.rejected}, failed attempts {run.attempt_statuses}")
+    if run.failed_attempts != sum(run.rejected.values()) or run.retried > run.failed_attempts:
+        wrong.append(
+            f"{run.failed_attempts} failed attempts, {sum(run.rejected.values()):g} "
+            f"rejections counted by the replicas, {run.retried} deliveries retried"
+        )
+    return wrong
+
+
+# --- One run ---------------------------------------------------------------------------
+
+
+async def measure_rotation(
+    rig: Rig,
+    *,
+    revocation: str,
+    replicas: int,
+    rate: float = 50.0,
+    lead: float = 2.0,
+    tail: float = 3.0,
+    within: float = 90.0,
+) -> RotationRun:
+    run = RotationRun(revocation, replicas)
+    urls = await rig.replicas()
+    before = {name: await rig.scrape(url) for name, url in urls.items()}
+    counts = {name: total(s, RELOADS, outcome="ok") for name, s in before.items()}
+    reloaded: dict[str, float] = {}
+    stop = asyncio.Event()
+    sent: list[str] = []
+    last_rotation = await rig.last_rotation_time()
+
+    async def fire_one() -> None:
+        sent.extend(await rig.fire())
+
+    async def traffic() -> None:
+        # One control-API call per event, started on a fixed schedule (`rate` per second)
+        # whatever each call takes; at most `_IN_FLIGHT` calls at once.
+        started = time.monotonic()
+        calls: set[asyncio.Task[None]] = set()
+        fired = 0
+        while not stop.is_set():
+            if len(calls) < _IN_FLIGHT:
+                task = asyncio.create_task(fire_one())
+                calls.add(task)
+                task.add_done_callback(calls.discard)
+                fired += 1
+            delay = started + fired / rate - time.monotonic()
+            await asyncio.sleep(max(delay, 0.001))
+        await asyncio.gather(*calls)
+
+    async def watch_reloads() -> None:
+        # The latest reload of each replica (a later write of the Secret moves it on: the
+        # window is then over-, never under-stated).
+        while not stop.is_set():
+            for name, url in urls.items():
+                count = total(await rig.scrape(url), RELOADS, outcome="ok")
+                if count > counts[name]:
+                    counts[name] = count
+                    reloaded[name] = time.time()
+            await asyncio.sleep(0.05)
+
+    async def all_reloaded() -> bool:
+        return len(reloaded) == len(urls)
+
+    async def rotated() -> bool:
+        return await rig.last_rotation_time() not in (None, last_rotation)
+
+    started = time.monotonic()
+    pump = asyncio.create_task(traffic())
+    watcher = asyncio.create_task(watch_reloads())
+    try:
+        await asyncio.sleep(lead)
+        await rig.request_rotation()
+        await poll(rotated, within=within, what="status.lastRotationTime to move")
+        await poll(all_reloaded, within=within, what="every replica to reload its secrets")
+        await asyncio.sleep(tail)
+    finally:
+        stop.set()
+        await pump
+        await watcher
+    run.sent = len(sent)
+    run.rate = len(sent) / (time.monotonic() - started)
+    created = await rig.newest_secret_created()
+    if created is not None:
+        run.reloads_at = {name: at - created for name, at in sorted(reloaded.items())}
+        run.window_seconds = max(run.reloads_at.values(), default=None)
+    # Every event, including those Gemini retried, must reach the consumer.
+    run.arrivals = copies_per_id(await rig.arrived(sent, within + 30.0), sent)
+    wanted = set(sent)
+    ours: list[dict[str, Any]] = []
+
+    async def settled() -> bool:
+        # An event reaches the consumer before the receiver's 2xx reaches the emulator (it
+        # answers once the target took it), so the emulator may still be recording a
+        # retry's answer: wait until no delivery of ours is pending.
+        nonlocal ours
+        ours = [d for d in await rig.deliveries() if d["id"] in wanted]
+        return all(d["state"] != "pending" for d in ours)
+
+    with contextlib.suppress(StepFailed):  # what is still pending is counted below
+        await poll(settled, within=30.0, what="the emulator to record every delivery's answer")
+    run.retried, run.undelivered, run.attempt_statuses = attempt_figures(ours)
+    run.failed_attempts = sum(run.attempt_statuses.values())
+    after = {name: await rig.scrape(url) for name, url in urls.items()}
+    run.rejected, run.accepted_by = verdicts(before, after)
+    return run
+
+
+# --- On the process node (the sandbox on the real control plane) -----------------------
 
 
 def node_of(sandbox: Sandbox) -> Node:
@@ -111,139 +325,59 @@ def _metrics_url(pod: RunningPod) -> str:
     return f"http://127.0.0.1:{port}/metrics"
 
 
+@dataclass
+class ScenarioRig:
+    """The scenario's GeminiWebhook on the process node; the sample consumer is the
+    receiver's target."""
+
+    scenario: Scenario
+    node: Node
+
+    async def replicas(self) -> dict[str, str]:
+        pods = receiver_pods(self.node, self.scenario.namespace, self.scenario.receiver)
+        return {p.name: _metrics_url(p) for p in pods}
+
+    async def scrape(self, url: str) -> Samples:
+        return await scrape(url)
+
+    async def fire(self) -> list[str]:
+        return await self.scenario._fire(EVENT_TYPE)
+
+    async def request_rotation(self) -> None:
+        await self.scenario.request_rotation()
+
+    async def last_rotation_time(self) -> str | None:
+        status = ((await self.scenario.resource()) or {}).get("status") or {}
+        return status.get("lastRotationTime")
+
+    async def newest_secret_created(self) -> float | None:
+        _, held = await self.scenario._held_secrets()
+        if held is None or not held.secrets or held.secrets[0].created_at is None:
+            return None
+        return held.secrets[0].created_at.timestamp()
+
+    async def arrived(self, ids: list[str], within: float) -> list[str]:
+        await self.scenario._arrivals(ids, within, "events sent during the rotation")
+        _, consumer = self.scenario._need_events()
+        return [a.webhook_id for a in consumer.arrivals if a.webhook_id is not None]
+
+    async def deliveries(self) -> list[dict[str, Any]]:
+        control, _ = self.scenario._need_events()
+        return await asyncio.to_thread(control.deliveries, webhook_id=self.scenario.webhook_id)
+
+
 async def rotate_under_traffic(
-    scenario: Scenario,
-    node: Node,
-    *,
-    revocation: str,
-    replicas: int,
-    rate: float = 50.0,
-    lead: float = 2.0,
-    tail: float = 3.0,
-    within: float = 90.0,
+    scenario: Scenario, node: Node, *, revocation: str, replicas: int, **timing: float
 ) -> RotationRun:
-    control, consumer = scenario._need_events()
-    run = RotationRun(revocation, replicas)
-    pods = receiver_pods(node, scenario.namespace, scenario.receiver)
-    urls = {p.name: _metrics_url(p) for p in pods}
-    before = {name: await scrape(url) for name, url in urls.items()}
-    reloads_before = {
-        name: total(s, "gemini_receiver_secret_reloads_total", outcome="ok")
-        for name, s in before.items()
-    }
-    reloaded: dict[str, float] = {}
-    stop = asyncio.Event()
-    sent: list[str] = []
-    resource = await scenario.resource() or {}
-    last_rotation = (resource.get("status") or {}).get("lastRotationTime")
-
-    async def fire_one() -> None:
-        sent.extend(await scenario._fire(EVENT_TYPE))
-
-    async def traffic() -> None:
-        # One control-API call per event, started on a fixed schedule (`rate` per second)
-        # whatever each call takes; at most `_IN_FLIGHT` calls at once.
-        started = time.monotonic()
-        calls: set[asyncio.Task[None]] = set()
-        fired = 0
-        while not stop.is_set():
-            if len(calls) < _IN_FLIGHT:
-                task = asyncio.create_task(fire_one())
-                calls.add(task)
-                task.add_done_callback(calls.discard)
-                fired += 1
-            delay = started + fired / rate - time.monotonic()
-            await asyncio.sleep(max(delay, 0.001))
-        await asyncio.gather(*calls)
-
-    counts = dict(reloads_before)
-
-    async def watch_reloads() -> None:
-        # The latest reload of each replica (a later write of the Secret moves it on: the
-        # window is then over-, never under-stated).
-        while not stop.is_set():
-            for name, url in urls.items():
-                samples = await scrape(url)
-                count = total(samples, "gemini_receiver_secret_reloads_total", outcome="ok")
-                if count > counts[name]:
-                    counts[name] = count
-                    reloaded[name] = time.time()
-            await asyncio.sleep(0.05)
-
-    async def all_reloaded() -> bool:
-        return len(reloaded) == len(urls)
-
+    """`measure_rotation` on the process node (`timing`: its rate, lead, tail, within),
+    the consumer's echo silenced meanwhile."""
+    _, consumer = scenario._need_events()
     echo, consumer.echo = consumer.echo, None
-    started = time.monotonic()
-    pump = asyncio.create_task(traffic())
-    watcher = asyncio.create_task(watch_reloads())
     try:
-        await asyncio.sleep(lead)
-        await scenario.request_rotation()
-
-        async def rotated() -> bool:
-            status = ((await scenario.resource()) or {}).get("status") or {}
-            return status.get("lastRotationTime") not in (None, last_rotation)
-
-        await poll(rotated, within=within, what="status.lastRotationTime to move")
-        await poll(all_reloaded, within=within, what="every replica to reload its secrets")
-        await asyncio.sleep(tail)
+        rig = ScenarioRig(scenario, node)
+        return await measure_rotation(rig, revocation=revocation, replicas=replicas, **timing)
     finally:
-        stop.set()
-        await pump
-        await watcher
         consumer.echo = echo
-    run.sent = len(sent)
-    run.rate = len(sent) / (time.monotonic() - started)
-    _, held = await scenario._held_secrets()
-    if held is not None and held.secrets and held.secrets[0].created_at is not None:
-        created = held.secrets[0].created_at.timestamp()
-        run.reloads_at = {name: at - created for name, at in sorted(reloaded.items())}
-        run.window_seconds = max(run.reloads_at.values(), default=None)
-    # Every event, including those Gemini retried, must reach the consumer.
-    retry_wait = within + 30.0
-    await scenario._arrivals(sent, retry_wait, f"events sent during a {revocation} rotation")
-    wanted = set(sent)
-    copies = Counter(a.webhook_id for a in consumer.arrivals if a.webhook_id in wanted)
-    run.arrivals = dict(Counter(copies.values()))
-    ours: list[dict[str, Any]] = []
-
-    async def settled() -> bool:
-        # An event reaches the consumer before the receiver's 2xx reaches the emulator (it
-        # answers once the target took it), so the emulator may still be recording a
-        # retry's answer: wait until no delivery of ours is pending.
-        nonlocal ours
-        deliveries = await asyncio.to_thread(control.deliveries, webhook_id=scenario.webhook_id)
-        ours = [d for d in deliveries if d["id"] in wanted]
-        return all(d["state"] != "pending" for d in ours)
-
-    with contextlib.suppress(StepFailed):  # what is still pending is counted below
-        await poll(settled, within=30.0, what="the emulator to record every delivery's answer")
-    run.retried = sum(1 for d in ours if len(d["attempts"]) > 1)
-    run.undelivered = sum(1 for d in ours if d["state"] != "delivered")
-    statuses: Counter[str] = Counter()
-    for d in ours:
-        for attempt in d["attempts"]:
-            code = attempt.get("status_code")
-            if not 200 <= (code or 0) < 300:
-                statuses[str(code)] += 1
-    run.failed_attempts = sum(statuses.values())
-    run.attempt_statuses = dict(statuses)
-    rejected: dict[str, float] = {}
-    for pod in pods:
-        after = await scrape(urls[pod.name])
-        for (sample, labels), value in after.items():
-            if sample != "gemini_receiver_deliveries_total":
-                continue
-            labelled = dict(labels)
-            old = before[pod.name].get((sample, labels), 0.0)
-            if labelled.get("outcome") == "rejected" and value > old:
-                reason = labelled.get("reason", "")
-                rejected[reason] = rejected.get(reason, 0.0) + value - old
-            if labelled.get("outcome") == "accepted" and value > old:
-                run.accepted_by[pod.name] = run.accepted_by.get(pod.name, 0) + value - old
-    run.rejected = rejected
-    return run
 
 
 async def set_revocation(scenario: Scenario, revocation: str) -> None:

@@ -17,10 +17,15 @@ at most one replica writes at any instant, and only while it holds a Lease it re
 than the renew deadline ago; the Lease changes hands only when released or expired; no
 rotation is done twice; every resource keeps exactly one remote webhook and a Secret
 holding a secret the emulator accepts; every delivery is delivered and verifies.
-The figures (takeover, writes per Pod in time order, double actions) are printed."""
+The figures (takeover, writes per Pod in time order, double actions) are printed.
+
+Last, in the same world, issue 22 §4: a rotation under ~50 events/s through a receiver of 3
+Pods (Grace, then Immediate), measured by `gemini_webhooks.sandbox.rotation_run` as on the
+process node (tests/e2e/test_rotation_replicas.py); its figures are printed."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import itertools
@@ -33,7 +38,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -42,8 +47,18 @@ import yaml
 from gemini_webhook_operator import receiver_names
 from gemini_webhook_operator.leader import JITTER
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.signing_secret import KNOWN, decode_data, remote_identity
+from gemini_webhooks.contracts.signing_secret import (
+    KNOWN,
+    SigningSecrets,
+    decode_data,
+    remote_identity,
+)
 from gemini_webhooks.controlplane import nodeconfig
+from gemini_webhooks.emulator.control import AsyncControlClient
+from gemini_webhooks.sandbox import rotation_run
+from gemini_webhooks.sandbox.metric_samples import Samples, parse
+from gemini_webhooks.sandbox.rotation_run import RotationRun
+from gemini_webhooks.sandbox.steps import StepFailed, poll
 from tests.chart.rendering import CHART_DIR
 from tests.chart.test_real_install import (
     API_KEY,
@@ -61,7 +76,13 @@ from tests.chart.test_real_install import (
     _service,
     emulator_objects,
 )
-from tests.fixtures.real_node import Cluster, main_process, pod_processes, wait_for
+from tests.fixtures.real_node import (
+    Cluster,
+    NodeNetwork,
+    main_process,
+    pod_processes,
+    wait_for,
+)
 from tests.operator.test_leader_election import _verifies
 
 pytestmark = [pytest.mark.real_component, pytest.mark.late_build, pytest.mark.timeout(900)]
@@ -977,3 +998,193 @@ def test_a_leader_cut_from_the_api_server_stops_writing_in_time_and_rejoins_as_a
     assert late == [], f"{late}\n{figures}"
     assert wrong == [], f"{wrong}\n{figures}"
     assert world.leader() != leader and not [at for at, _ in mine if at >= healed], figures
+
+
+# --- Issue 22 §4: a rotation under ~50 events/s with 3 receiver replicas, as containers --
+
+ROTATED, ROTATED_REPLICAS = "rotated", 3
+
+
+def ready_receivers(cluster: Cluster, name: str) -> list[dict[str, Any]]:
+    """The receiver Pods of `name` that are Ready and not going away."""
+    selector = ",".join(f"{k}={v}" for k, v in receiver_names.selector_labels(name).items())
+    return [
+        p
+        for p in cluster.get("pods", "-n", TEAM, "-l", selector)["items"]
+        if "deletionTimestamp" not in p["metadata"]
+        and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (p.get("status") or {}).get("conditions") or []
+        )
+    ]
+
+
+def ready_endpoints(cluster: Cluster, service: str) -> int:
+    """How many ready endpoints the Service's EndpointSlices list (what kube-proxy spreads
+    connections over)."""
+    slices = cluster.get(
+        "endpointslices", "-n", TEAM, "-l", f"kubernetes.io/service-name={service}"
+    )["items"]
+    return sum(
+        1
+        for found in slices
+        for endpoint in found.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready")
+    )
+
+
+def held_secrets(world: World) -> SigningSecrets:
+    """What ROTATED's signing Secret holds."""
+    name = world.install.webhook(ROTATED)["status"]["signingSecretName"]
+    return decode_data(world.cluster.get("secret", "-n", TEAM, name).get("data") or {})
+
+
+@dataclass
+class NodeRig:
+    """`rotation_run.Rig` on the real node: the emulator's control API (a Pod, through its
+    ClusterIP), the receivers' `/metrics` from the node's network namespace (their
+    NetworkPolicy admits the node, not the host), the sink's log for what arrived."""
+
+    world: World
+    network: NodeNetwork
+    control: AsyncControlClient
+    webhook_id: str
+    since: str  # RFC 3339: the sink's log from here on
+
+    async def replicas(self) -> dict[str, str]:
+        pods = await asyncio.to_thread(ready_receivers, self.world.cluster, ROTATED)
+        port = receiver_names.INTERNAL_PORT
+        return {
+            p["metadata"]["name"]: f"http://{p['status']['podIP']}:{port}/metrics" for p in pods
+        }
+
+    async def scrape(self, url: str) -> Samples:
+        return parse(await self.network.get(url))
+
+    async def fire(self) -> list[str]:
+        return list((await self.control.fire(rotation_run.EVENT_TYPE))["deliveries"])
+
+    async def request_rotation(self) -> None:
+        # A value of its own each time: the previous run's may not be removed yet.
+        requested = f"{crd.ANNOTATION_ROTATE}=requested-{time.time_ns()}"
+        await asyncio.to_thread(
+            self.world.cluster.kubectl,
+            *("-n", TEAM, "annotate", crd.PLURAL, ROTATED, requested, "--overwrite"),
+        )
+
+    async def last_rotation_time(self) -> str | None:
+        found = await asyncio.to_thread(self.world.install.webhook, ROTATED)
+        return (found.get("status") or {}).get("lastRotationTime")
+
+    async def newest_secret_created(self) -> float | None:
+        held = await asyncio.to_thread(held_secrets, self.world)
+        return held.secrets[0].created_at.timestamp() if held.secrets else None
+
+    def _at_sink(self) -> list[str]:
+        log = self.world.cluster.kubectl(
+            "logs", "-n", TEAM, SINK, f"--since-time={self.since}", timeout=120
+        )
+        path = f"/received/{ROTATED}"
+        return [
+            seen["headers"].get("webhook-id", "")
+            for seen in (json.loads(line[6:]) for line in log.splitlines() if line[:6] == "EVENT ")
+            if seen["path"] == path
+        ]
+
+    async def arrived(self, ids: list[str], within: float) -> list[str]:
+        wanted, found = set(ids), []
+
+        async def all_there() -> bool:
+            nonlocal found
+            found = await asyncio.to_thread(self._at_sink)
+            return wanted <= set(found)
+
+        try:
+            await poll(all_there, within=within, what="every event at the sink", every=1.0)
+        except StepFailed:
+            raise StepFailed(
+                f"{len(wanted - set(found))} of {len(wanted)} events never reached the sink"
+            ) from None
+        return found
+
+    async def deliveries(self) -> list[dict[str, Any]]:
+        return await self.control.deliveries(webhook_id=self.webhook_id)
+
+
+@pytest.fixture(scope="module")
+def rotated(world: World) -> Iterator[tuple[World, NodeNetwork]]:
+    """A GeminiWebhook whose receiver runs 3 replicas forwarding inline to the sink, on an
+    event type none of the world's others subscribe to; Ready, with 3 ready Pods behind its
+    Service's endpoints. Deleted afterwards."""
+    found = resource(ROTATED, requested=True, received=True)
+    found["spec"]["events"] = [rotation_run.EVENT_TYPE]
+    found["spec"]["receiver"]["replicas"] = ROTATED_REPLICAS
+    network = NodeNetwork(world.cluster)
+    service = receiver_names.receiver_name(ROTATED)
+    try:
+        world.cluster.apply(found)
+        world.install.waiting(
+            180, "-n", TEAM, "wait", "--for=condition=Ready", f"{crd.PLURAL}/{ROTATED}"
+        )
+        wait_for(
+            f"{ROTATED_REPLICAS} ready receivers behind the Service",
+            lambda: (
+                len(ready_receivers(world.cluster, ROTATED)) == ROTATED_REPLICAS
+                and ready_endpoints(world.cluster, service) == ROTATED_REPLICAS
+            ),
+            180,
+            every=1,
+        )
+        yield world, network
+    finally:
+        network.close()
+        world.cluster.kubectl(
+            "delete", "-n", TEAM, crd.PLURAL, ROTATED, "--ignore-not-found", timeout=120
+        )
+
+
+def rotate_on_the_node(world: World, network: NodeNetwork, revocation: str) -> RotationRun:
+    """`rotation_run.measure_rotation` with the resource's revocation set to `revocation`."""
+    patch = {"spec": {"rotation": {"revocation": revocation}}}
+    world.cluster.kubectl(
+        "-n", TEAM, "patch", crd.PLURAL, ROTATED, "--type=merge", "-p", json.dumps(patch)
+    )
+    webhook_id = world.install.webhook(ROTATED)["status"]["webhookId"]
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    async def measured() -> RotationRun:
+        async with AsyncControlClient(world.emulator_url(), API_KEY) as control:
+            rig = NodeRig(world, network, control, webhook_id, since)
+            return await rotation_run.measure_rotation(
+                rig, revocation=revocation, replicas=ROTATED_REPLICAS
+            )
+
+    run = asyncio.run(measured())
+    print(f"\nrotation under traffic (real node, receivers as containers): {run.summary()}")
+    return run
+
+
+def test_a_grace_rotation_under_50_events_per_second_fails_nothing_across_3_receiver_pods(
+    rotated: tuple[World, NodeNetwork],
+) -> None:
+    """Issue 22 §4 on the real node: every event at the sink exactly once (by
+    `webhook-id`), every replica reloaded and took deliveries (kube-proxy spreads the
+    emulator's one connection per delivery), zero failed attempts and no rejection."""
+    run = rotate_on_the_node(*rotated, "Grace")
+    assert run.sent >= 100 and 40 <= run.rate <= 60, run.summary()
+    assert rotation_run.broken_promises(run) == [], run.summary()
+    assert (run.rejected, run.failed_attempts, run.retried) == ({}, 0, 0), run.summary()
+    assert len(held_secrets(rotated[0]).secrets) >= 2  # the previous one kept, in grace
+
+
+def test_an_immediate_rotation_under_50_events_per_second_loses_nothing_across_3_pods(
+    rotated: tuple[World, NodeNetwork],
+) -> None:
+    """The same with `revocation: Immediate`: the only failed attempts are 503
+    `secret_reload_pending` (signed with the new secret before a replica reloaded) and 401
+    `revoked_secret` (signed with the old one just before, reaching a replica after),
+    counted by the replicas, each retried and delivered once."""
+    run = rotate_on_the_node(*rotated, "Immediate")
+    assert run.sent >= 100 and 40 <= run.rate <= 60, run.summary()
+    assert rotation_run.broken_promises(run) == [], run.summary()
+    assert len(held_secrets(rotated[0]).secrets) == 1  # the previous one revoked at once

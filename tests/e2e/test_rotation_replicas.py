@@ -26,6 +26,7 @@ from gemini_webhooks.sandbox.demo import scenario_for
 from gemini_webhooks.sandbox.metric_samples import scrape, total
 from gemini_webhooks.sandbox.rotation_run import (
     RotationRun,
+    broken_promises,
     example,
     node_of,
     rotate_under_traffic,
@@ -68,16 +69,10 @@ async def three(
         yield sandbox, scenario
 
 
-def _exactly_once(run: RotationRun) -> None:
+def _steady(run: RotationRun) -> None:
+    """Enough traffic, at about the rate asked, for the rotation to fall in its middle."""
     assert run.sent >= 100, run.summary()
-    assert run.arrivals == {1: run.sent}, run.summary()
-    assert run.undelivered == 0, run.summary()
-
-
-def _spread(run: RotationRun) -> None:
-    """Every replica took deliveries: the rotation was seen through all three."""
-    assert len(run.accepted_by) == REPLICAS, run.summary()
-    assert len(run.reloads_at) == REPLICAS, run.summary()
+    assert 40 <= run.rate <= 60, run.summary()
 
 
 async def test_grace_rotation_has_zero_failed_verifications_across_3_replicas(
@@ -88,11 +83,10 @@ async def test_grace_rotation_has_zero_failed_verifications_across_3_replicas(
         scenario, node_of(sandbox), revocation="Grace", replicas=REPLICAS
     )
     print(run.summary())
-    _spread(run)
-    _exactly_once(run)
-    assert run.rejected == {}, run.summary()
-    assert (run.failed_attempts, run.retried) == (0, 0), run.summary()
-    assert 40 <= run.rate <= 60, run.summary()
+    _steady(run)
+    # Every event exactly once, through all three replicas; zero failed verifications.
+    assert broken_promises(run) == [], run.summary()
+    assert (run.rejected, run.failed_attempts, run.retried) == ({}, 0, 0), run.summary()
 
 
 async def test_immediate_rotation_loses_nothing_and_retries_only_503s(
@@ -104,19 +98,14 @@ async def test_immediate_rotation_loses_nothing_and_retries_only_503s(
         scenario, node_of(sandbox), revocation="Immediate", replicas=REPLICAS
     )
     print(run.summary())
-    _spread(run)
-    _exactly_once(run)
+    _steady(run)
     # Whatever reached a replica before it reloaded was answered so that Gemini retries,
     # under the counted reason. A delivery signed with the old secret just before the
     # rotation that reaches a replica after its reload is a 401 revoked_secret (the secret
     # is revoked at once; accepting it would accept a leaked one); Gemini's retry, signed
     # with the new secret, is accepted — seen in 1 of several runs on the real control
-    # plane (2 of 278 deliveries). Either way every event arrived exactly once (above).
-    assert set(run.rejected) <= {"secret_reload_pending", "revoked_secret"}, run.summary()
-    assert set(run.attempt_statuses) <= {"503", "401"}, run.summary()
-    assert run.failed_attempts == sum(run.rejected.values()), run.summary()
-    assert run.retried <= run.failed_attempts, run.summary()
-    assert 40 <= run.rate <= 60, run.summary()
+    # plane (2 of 278 deliveries). Either way every event arrived exactly once.
+    assert broken_promises(run) == [], run.summary()
 
 
 async def test_without_redis_every_replicas_pings_count_for_delivery_verified(
