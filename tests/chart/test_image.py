@@ -25,6 +25,8 @@ import yaml
 
 from gemini_webhooks.cli import SUBCOMMANDS, _available
 
+pytestmark = pytest.mark.kube_independent  # alike on any API server: once
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "gemini-webhook-operator"
 COMPILERS = re.compile(r"\b(build-essential|gcc|g\+\+|clang|cc|make|cargo|rustc)\b")

@@ -39,6 +39,9 @@ from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
 
 pytestmark = [
     pytest.mark.real_component,
+    # Its sandbox runs the real control plane whatever GWO_KUBE says: once, in the
+    # real-control-plane run, not again in the API sandbox's.
+    pytest.mark.real_cluster_only,
     pytest.mark.asyncio(loop_scope="module"),
     pytest.mark.timeout(900),
 ]

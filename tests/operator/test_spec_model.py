@@ -20,6 +20,8 @@ from gemini_webhooks.contracts.crd_spec_schema import SPEC_SCHEMA
 from gemini_webhooks.kubesandbox.schema import admit
 from tests.operator.schema_values import values
 
+pytestmark = pytest.mark.kube_independent  # alike on any API server: once
+
 UID = "6f1d2a3b-0000-4000-8000-123456789abc"
 
 
