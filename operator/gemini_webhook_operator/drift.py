@@ -152,6 +152,8 @@ class DriftRunner:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Ended; their done callbacks (which discard them) may not have run yet.
+        self._checks.clear()
         self._loop_task = None
 
     async def _loop(self) -> None:
