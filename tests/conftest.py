@@ -10,6 +10,9 @@
   the chart's ServiceAccount. Tests marked `real_cluster_only` run only there (they are
   deselected, not skipped, on the sandbox); tests marked `kube_independent` (the images
   built and run, pure decisions) only on the sandbox, since they run alike on both.
+- `scripts/test` runs the suites with pytest-xdist (`-n`, whole files per worker: module
+  fixtures and loops stay in one process); with `GWO_KUBE=real` each worker starts its own
+  control plane. Tests on a real node (`late_build`) run in one process, one at a time.
 """
 
 from __future__ import annotations
@@ -39,9 +42,16 @@ def real_cluster() -> bool:
     return bool(os.environ.get("KUBECONFIG"))
 
 
+def _xdist_controller(config: pytest.Config) -> bool:
+    """Under pytest-xdist (`-n N`), the process that only hands tests to its workers."""
+    return bool(config.getoption("numprocesses", None)) and not hasattr(config, "workerinput")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     global _session_cluster
-    if real_mode() and _session_cluster is None and not hasattr(config, "workerinput"):
+    # One control plane per process that runs tests: with `-n N`, each worker has its own
+    # (the tests share namespaces such as `default`, so workers must not share one).
+    if real_mode() and _session_cluster is None and not _xdist_controller(config):
         root = Path(tempfile.mkdtemp(prefix="gwo-real-kube-"))
         _session_cluster = SessionCluster(root)
         try:
