@@ -396,3 +396,17 @@ def test_product_venv_step_leaves_the_operator_and_receiver_only(
         env=env,
     ).stdout.split()
     assert gone == ["None", "None"]
+
+
+@pytest.mark.parametrize("keep", ["0", "two", "-1"])
+def test_scripts_image_refuses_a_bad_count_of_kept_builds(keep: str) -> None:
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "image"), "paths"],
+        env={**os.environ, "GWO_IMAGE_KEEP": keep},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"image: GWO_IMAGE_KEEP must be a positive integer, not '{keep}'\n"
