@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gemini_webhooks.sandbox.guide import next_steps
 from gemini_webhooks.sandbox.supervisor import ChildFailedError, install_stop_signals
 from gemini_webhooks.sandbox.system import DEFAULT_STATE_DIR, Sandbox, SandboxOptions
 
@@ -49,9 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("sandbox", "real"),
         default="sandbox",
         help="the Kubernetes API: `sandbox`, the in-memory API sandbox (instant; default), or "
-        "`real`, a real control plane built from the official Go modules (etcd, "
-        "kube-apiserver, kube-controller-manager, kube-scheduler; the first run builds them, "
-        "about 10 minutes on 2 cores) with a node that runs the receivers as Pods",
+        "`real`, a real control plane and a real node built from the official Go modules "
+        "(etcd, kube-apiserver, kube-controller-manager, kube-scheduler; containerd, runc, "
+        "the kubelet, kube-proxy, CoreDNS, in a network namespace), the receivers containers "
+        "of our image (root; the first run builds the binaries, about 15 minutes on 2 cores, "
+        "and the images with `scripts/image build` if missing)",
     )
     parser.add_argument(
         "--batch-seconds",
@@ -97,7 +100,7 @@ async def _main(options: SandboxOptions, *, demo: bool) -> int:
                 print("[sandbox] demo interrupted; stopping everything", flush=True)
                 return 130
             return 0 if tour.result() else 1
-        print(sandbox.next_steps(), flush=True)
+        print(next_steps(sandbox), flush=True)
         await _wait_until_stopped_or_crashed(sandbox, stop)
         print("\n[sandbox] stopping everything", flush=True)
         return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import string
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,12 +210,18 @@ class Scenario:
                 raise StepFailed(f"the emulator sent {event_type} to no webhook")
         flat = [i for group in ids.values() for i in group]
         arrivals = await self._arrivals(flat, within, "static events")
+        again = sorted(i for i, n in Counter(a.webhook_id for a in arrivals).items() if n > 1)
+        if again:
+            raise StepFailed(f"{len(again)} events reached the consumer more than once: {again}")
         for arrival in arrivals:
             expected = "/batches" if (arrival.event_type or "").startswith("batch.") else "/events"
             if arrival.path != expected:
                 raise StepFailed(f"{arrival.event_type} was routed to {arrival.path}")
             self.say(f"  {arrival.event_type:<28} -> consumer {arrival.path}")
-        return f"all {len(ids)} subscribable types arrived, verified (HMAC) and routed"
+        return (
+            f"all {len(ids)} subscribable types arrived, each exactly once, verified (HMAC) "
+            "and routed"
+        )
 
     async def _get(
         self, api_version: str, kind: str, namespace: str, name: str
