@@ -115,7 +115,9 @@ def our_images(say: Progress) -> dict[str, Path]:
     if result.returncode != 0:
         raise ChildFailedError(
             f"`scripts/image build` failed (exit {result.returncode}; its messages above); "
-            "the real node runs our images: fix that, or run it yourself, then try again"
+            "the real node runs our images. Behind a TLS-inspecting proxy, name the CA "
+            "bundle apt and pip must trust: GWO_IMAGE_CA_BUNDLE=/etc/ssl/certs/"
+            "ca-certificates.crt (see scripts/image); then try again"
         )
     return realnode.our_images()
 
