@@ -210,7 +210,7 @@ class Scenario:
                 raise StepFailed(f"the emulator sent {event_type} to no webhook")
         flat = [i for group in ids.values() for i in group]
         arrivals = await self._arrivals(flat, within, "static events")
-        again = sorted(i for i, n in Counter(a.webhook_id for a in arrivals).items() if n > 1)
+        again = sorted(str(i) for i, n in Counter(a.webhook_id for a in arrivals).items() if n > 1)
         if again:
             raise StepFailed(f"{len(again)} events reached the consumer more than once: {again}")
         for arrival in arrivals:
