@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from google import genai
 from google.genai import types
 
@@ -141,6 +142,13 @@ class Scenario:
             found["operator"] = await scrape(self.operator_metrics_url)
         return found
 
+    async def _scraped(self) -> bool:
+        try:
+            self.before = await self._scrape_all()
+        except (StepFailed, aiohttp.ClientError, OSError):
+            return False
+        return True
+
     def _need_events(self) -> tuple[ControlClient, SampleConsumer]:
         if self.control is None or self.consumer is None:
             raise StepFailed("this step needs the emulator's control API and the consumer")
@@ -196,7 +204,9 @@ class Scenario:
             raise StepFailed("Ready, but status.webhookId is empty")
         remote = await asyncio.to_thread(self.gemini().webhooks.get, id=self.webhook_id)
         if self.control is not None:  # loopback /metrics exist only in the sandbox
-            self.before = await self._scrape_all()
+            # Ready is not yet reachable: on a real node kube-proxy programs the Service's
+            # new endpoints a moment later (and the sandbox learns its ClusterIP).
+            await poll(self._scraped, within=within, what="the receiver's /metrics")
         return (
             f"Ready; webhook {self.webhook_id} registered at {remote.uri}; "
             f"receiver {self.receiver} running"
