@@ -413,9 +413,7 @@ def test_ctrl_c_of_a_program_holding_a_real_node_leaves_nothing_behind(
 
 
 def _sandbox(state: Path, *args: str) -> subprocess.Popen[str]:
-    """`gemini-webhooks sandbox --kube real ARGS` as scripts/sandbox runs it (our images
-    built first as the session's node has them: cached, the host's CA bundle handed over)."""
-    build_images()
+    """`gemini-webhooks sandbox --kube real ARGS` as scripts/sandbox runs it."""
     assert not Path("/sys/class/net", nodeconfig.NODE_NETWORK.host_veth).exists(), (
         "a real node runs on this machine"
     )
@@ -446,6 +444,7 @@ def test_sandbox_demo_on_the_real_node_holds_and_leaves_nothing_behind(
     the consumer exactly once, and the end takes the node down in full."""
     tmp_path = tmp_path_factory.mktemp("sbx")  # short: containerd's socket paths are bound
     before = host_snapshot(tmp_path)
+    build_images()  # as the session's node has them (cached; the host's CA bundle)
     started = time.monotonic()
     process = _sandbox(tmp_path / "s", "--demo", "--state-dir", str(tmp_path / "s"))
     try:
@@ -469,6 +468,7 @@ def test_ctrl_c_of_the_sandbox_on_the_real_node_leaves_nothing_behind(
     exit 0, and nothing of the node or the control plane is left."""
     tmp_path = tmp_path_factory.mktemp("sbx-int")
     before = host_snapshot(tmp_path)
+    build_images()  # as the session's node has them (cached; the host's CA bundle)
     started = time.monotonic()
     process = _sandbox(tmp_path / "s", "--state-dir", str(tmp_path / "s"))
     lines: list[str] = []
