@@ -51,6 +51,8 @@ PRODUCT_IMAGE = f"{nodeconfig.IMAGE_REPOSITORIES['product']}:{__version__}"
 ENDPOINT_SLICES = "endpointslices.discovery.k8s.io/v1"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 REFRESH_SECONDS = 0.5
+# containerd refuses a longer Unix socket path (its ttrpc socket's is the longest it binds).
+SOCKET_PATH_MAX = 104
 
 
 def require_root(euid: int) -> None:
@@ -122,6 +124,20 @@ def our_images(say: Progress) -> dict[str, Path]:
     return realnode.our_images()
 
 
+def check_socket_paths(node_root: Path) -> None:
+    """Refuse a node directory whose sockets containerd could not bind, before anything
+    starts (else containerd exits at start with `unix socket path too long`)."""
+    socket = nodeconfig.NodeLayout(node_root.resolve()).containerd_socket
+    longest = socket.with_name(socket.name + ".ttrpc")
+    if len(str(longest)) > SOCKET_PATH_MAX:
+        raise ChildFailedError(
+            f"the real node's directory {node_root} is too deep: containerd's socket "
+            f"{longest} would be {len(str(longest))} characters, more than the "
+            f"{SOCKET_PATH_MAX} a Unix socket path may have; choose a shorter --state-dir "
+            "(the node's directory is beside it)"
+        )
+
+
 @dataclass
 class RealNodeRun:
     """The control plane and the real node the sandbox runs on, and the Services' addresses
@@ -144,14 +160,15 @@ class RealNodeRun:
         """Root checked, binaries built and images found (or built), the node's network made
         (the API server listens on its host end), then the control plane started."""
         require_root(os.geteuid())
+        # Beside the state directory, which is emptied on every start: the node's must
+        # outlive a killed run, to say what to clean up (as `up` keeps DIR-node).
+        root = self.state_dir.parent / f"{self.state_dir.name}-node"
+        check_socket_paths(root)
         try:
             binaries = await asyncio.to_thread(build.build_all, self.progress)
         except build.BuildError as error:
             raise ChildFailedError(str(error)) from None
         images = await asyncio.to_thread(our_images, self.progress)
-        # Beside the state directory, which is emptied on every start: the node's must
-        # outlive a killed run, to say what to clean up (as `up` keeps DIR-node).
-        root = self.state_dir.parent / f"{self.state_dir.name}-node"
         self.node = realnode.RealNode(
             root, realnode.node_binaries(binaries), images, progress=self.progress
         )

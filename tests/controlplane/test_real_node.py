@@ -23,6 +23,7 @@ from gemini_webhooks.controlplane import nodeconfig
 from gemini_webhooks.controlplane.cluster import NODE_NAME
 from tests.chart.container import build_images
 from tests.fixtures.real_node import Cluster, host_snapshot, wait_for
+from tests.test_readme import README, readme_blocks
 
 pytestmark = [pytest.mark.real_component, pytest.mark.late_build, pytest.mark.timeout(900)]
 
@@ -412,14 +413,16 @@ def test_ctrl_c_of_a_program_holding_a_real_node_leaves_nothing_behind(
 # --- `gemini-webhooks sandbox --kube real` on its own real node (after `down` above) -------
 
 
-def _sandbox(state: Path, *args: str) -> subprocess.Popen[str]:
-    """`gemini-webhooks sandbox --kube real ARGS` as scripts/sandbox runs it."""
+def _sandbox(command: str, state: Path) -> subprocess.Popen[str]:
+    """`command` (a `scripts/sandbox --kube real ...` line) in bash, its state in `state`
+    (short: containerd's socket paths are bound), in a process group of its own."""
     assert not Path("/sys/class/net", nodeconfig.NODE_NETWORK.host_veth).exists(), (
         "a real node runs on this machine"
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "gemini_webhooks.cli", "sandbox", "--kube", "real", *args],
+        ["bash", "-euo", "pipefail", "-c", command],
         cwd=ROOT,
+        env={**os.environ, "GEMINI_WEBHOOKS_SANDBOX_DIR": str(state)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -438,15 +441,18 @@ def _nothing_left(tmp_path: Path, before: dict[str, object]) -> None:
 def test_sandbox_demo_on_the_real_node_holds_and_leaves_nothing_behind(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """`scripts/sandbox --kube real --demo`: the receivers containers of our image on the
-    real node, the emulator delivering through their Service, the consumer reached through
-    its Service (an EndpointSlice to the host); every step holds, each static event reaches
-    the consumer exactly once, and the end takes the node down in full."""
+    """The README's `scripts/sandbox --kube real --demo`, as written: the receivers
+    containers of our image on the real node, the emulator delivering through their Service,
+    the consumer reached through its Service (an EndpointSlice to the host); every step
+    holds, each static event reaches the consumer exactly once, and the end takes the node
+    down in full."""
+    (block,) = [b for b in readme_blocks(README.read_text()) if b.runner == "real-node"]
+    (command,) = block.commands
     tmp_path = tmp_path_factory.mktemp("sbx")  # short: containerd's socket paths are bound
     before = host_snapshot(tmp_path)
     build_images()  # as the session's node has them (cached; the host's CA bundle)
     started = time.monotonic()
-    process = _sandbox(tmp_path / "s", "--demo", "--state-dir", str(tmp_path / "s"))
+    process = _sandbox(command, tmp_path / "s")
     try:
         output, _ = process.communicate(timeout=600)
     finally:
@@ -470,7 +476,7 @@ def test_ctrl_c_of_the_sandbox_on_the_real_node_leaves_nothing_behind(
     before = host_snapshot(tmp_path)
     build_images()  # as the session's node has them (cached; the host's CA bundle)
     started = time.monotonic()
-    process = _sandbox(tmp_path / "s", "--state-dir", str(tmp_path / "s"))
+    process = _sandbox("scripts/sandbox --kube real", tmp_path / "s")
     lines: list[str] = []
     try:
         assert process.stdout is not None

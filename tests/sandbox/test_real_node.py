@@ -4,9 +4,13 @@ run itself: tests/controlplane/test_real_node.py, late_build.)"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gemini_webhooks.sandbox.real_node import (
+    SOCKET_PATH_MAX,
+    check_socket_paths,
     consumer_endpoint_slice,
     require_root,
     service_addresses,
@@ -51,3 +55,11 @@ def test_the_consumers_endpoint_slice_names_the_host_address_under_the_service_p
 def test_the_operator_on_the_real_node_gets_no_proxy_variables() -> None:
     env = {"HTTP_PROXY": "x", "no_proxy": "y", "Https_Proxy": "z", "PATH": "/bin", "HOME": "/"}
     assert without_proxy(env) == {"PATH": "/bin", "HOME": "/"}
+
+
+def test_a_node_directory_too_deep_for_containerds_sockets_is_refused_before_starting() -> None:
+    fits = Path("/tmp/s-node")
+    check_socket_paths(fits)
+    deep = Path("/tmp") / ("d" * SOCKET_PATH_MAX) / "s-node"
+    with pytest.raises(ChildFailedError, match="choose a shorter --state-dir"):
+        check_socket_paths(deep)
