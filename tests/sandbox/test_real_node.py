@@ -17,6 +17,7 @@ from gemini_webhooks.sandbox.real_node import (
     without_proxy,
 )
 from gemini_webhooks.sandbox.supervisor import ChildFailedError
+from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
 
 
 def test_anyone_but_root_is_told_to_use_sudo_or_the_in_memory_sandbox() -> None:
@@ -63,3 +64,14 @@ def test_a_node_directory_too_deep_for_containerds_sockets_is_refused_before_sta
     deep = Path("/tmp") / ("d" * SOCKET_PATH_MAX) / "s-node"
     with pytest.raises(ChildFailedError, match="choose a shorter --state-dir"):
         check_socket_paths(deep)
+
+
+async def test_sandbox_kube_real_without_root_stops_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    sandbox = Sandbox(SandboxOptions(state_dir=tmp_path / "s", kube="real"), progress=print)
+    with pytest.raises(ChildFailedError, match="needs root"):
+        await sandbox.start()
+    assert sandbox.control_plane is None and not sandbox.supervisor.children
+    assert not (tmp_path / "s-node").exists()
