@@ -101,9 +101,9 @@ async def _main(options: SandboxOptions, *, demo: bool) -> int:
                 return 130
             return 0 if tour.result() else 1
         print(next_steps(sandbox), flush=True)
-        await _wait_until_stopped_or_crashed(sandbox, stop)
+        code = await _wait_until_stopped_or_crashed(sandbox, stop)
         print("\n[sandbox] stopping everything", flush=True)
-        return 0
+        return code
     finally:
         await asyncio.shield(sandbox.stop())
         restore()
@@ -126,10 +126,16 @@ async def _unless_stopped(
     return task
 
 
-async def _wait_until_stopped_or_crashed(sandbox: Sandbox, stop: asyncio.Event) -> None:
-    """Serve until Ctrl-C; say so when a core child dies (pods are the kubelet's concern)."""
+async def _wait_until_stopped_or_crashed(sandbox: Sandbox, stop: asyncio.Event) -> int:
+    """Serve until Ctrl-C (0); say so when a core child dies (pods are the kubelet's
+    concern); stop when the real node fails (1: a node process exiting too often,
+    `RealNode.watch`)."""
     reported: set[int] = set()
     while not stop.is_set():
+        failure = sandbox.real_node.failed() if sandbox.real_node is not None else None
+        if failure is not None:
+            print(f"[sandbox] the real node failed: {failure}", file=sys.stderr, flush=True)
+            return 1
         for child in sandbox.supervisor.exited():
             if child.pid not in reported and not child.name.startswith("pod-"):
                 reported.add(child.pid)
@@ -142,3 +148,4 @@ async def _wait_until_stopped_or_crashed(sandbox: Sandbox, stop: asyncio.Event) 
             await asyncio.wait_for(stop.wait(), 1.0)
         except TimeoutError:
             pass
+    return 0

@@ -4,10 +4,12 @@ run itself: tests/controlplane/test_real_node.py, late_build.)"""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from gemini_webhooks.sandbox.cli import _wait_until_stopped_or_crashed
 from gemini_webhooks.sandbox.real_node import (
     SOCKET_PATH_MAX,
     check_socket_paths,
@@ -75,3 +77,21 @@ async def test_sandbox_kube_real_without_root_stops_before_anything_starts(
         await sandbox.start()
     assert sandbox.control_plane is None and not sandbox.supervisor.children
     assert not (tmp_path / "s-node").exists()
+
+
+async def test_a_failed_real_node_ends_the_sandbox_with_exit_1_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox = Sandbox(SandboxOptions(state_dir=tmp_path / "s", kube="real"), progress=print)
+    assert sandbox.real_node is not None
+    assert sandbox.real_node.failed() is None
+
+    async def node_gives_up() -> None:
+        raise ChildFailedError("kubelet exited with code 1, its 6th exit within 600s")
+
+    task = asyncio.create_task(node_gives_up())
+    await asyncio.gather(task, return_exceptions=True)
+    sandbox.real_node._tasks.append(task)
+    code = await asyncio.wait_for(_wait_until_stopped_or_crashed(sandbox, asyncio.Event()), 5)
+    assert code == 1
+    assert "the real node failed: kubelet exited with code 1" in capsys.readouterr().err
