@@ -61,6 +61,7 @@ RUNNERS = (
     "server",
     "real-cluster",
     "control-plane",
+    "real-node",
     "manifest",
     "python-with-client",
 )
@@ -428,7 +429,6 @@ def test_the_control_plane_commands_build_run_and_stop_it(block: Block, tmp_path
                 assert not _group_alive(up.pid), "up left processes behind"
         nodes = next(o for o in outputs if "gwo-node" in o)
         assert " Ready " in nodes
-        assert "Every step held." in outputs[-1]
     finally:
         if up is not None and up.poll() is None:
             os.killpg(up.pid, signal.SIGINT)

@@ -42,7 +42,9 @@ NAME = "rotation-bench"
 async def main(rate: float, replicas: int, revocations: list[str], state_dir: Path) -> int:
     log: list[str] = []
     sandbox = Sandbox(
-        SandboxOptions(state_dir=state_dir, echo_consumer=False, batch_seconds=2.0, kube="real"),
+        SandboxOptions(
+            state_dir=state_dir, echo_consumer=False, batch_seconds=2.0, kube="process-node"
+        ),
         progress=log.append,
     )
     async with sandbox:

@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gemini_webhooks.sandbox.guide import next_steps
 from gemini_webhooks.sandbox.supervisor import ChildFailedError, install_stop_signals
 from gemini_webhooks.sandbox.system import DEFAULT_STATE_DIR, Sandbox, SandboxOptions
 
@@ -49,9 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("sandbox", "real"),
         default="sandbox",
         help="the Kubernetes API: `sandbox`, the in-memory API sandbox (instant; default), or "
-        "`real`, a real control plane built from the official Go modules (etcd, "
-        "kube-apiserver, kube-controller-manager, kube-scheduler; the first run builds them, "
-        "about 10 minutes on 2 cores) with a node that runs the receivers as Pods",
+        "`real`, a real control plane and a real node built from the official Go modules "
+        "(etcd, kube-apiserver, kube-controller-manager, kube-scheduler; containerd, runc, "
+        "the kubelet, kube-proxy, CoreDNS, in a network namespace), the receivers containers "
+        "of our image (root; the first run builds the binaries, about 15 minutes on 2 cores, "
+        "and the images with `scripts/image build` if missing)",
     )
     parser.add_argument(
         "--batch-seconds",
@@ -97,10 +100,10 @@ async def _main(options: SandboxOptions, *, demo: bool) -> int:
                 print("[sandbox] demo interrupted; stopping everything", flush=True)
                 return 130
             return 0 if tour.result() else 1
-        print(sandbox.next_steps(), flush=True)
-        await _wait_until_stopped_or_crashed(sandbox, stop)
+        print(next_steps(sandbox), flush=True)
+        code = await _wait_until_stopped_or_crashed(sandbox, stop)
         print("\n[sandbox] stopping everything", flush=True)
-        return 0
+        return code
     finally:
         await asyncio.shield(sandbox.stop())
         restore()
@@ -123,10 +126,16 @@ async def _unless_stopped(
     return task
 
 
-async def _wait_until_stopped_or_crashed(sandbox: Sandbox, stop: asyncio.Event) -> None:
-    """Serve until Ctrl-C; say so when a core child dies (pods are the kubelet's concern)."""
+async def _wait_until_stopped_or_crashed(sandbox: Sandbox, stop: asyncio.Event) -> int:
+    """Serve until Ctrl-C (0); say so when a core child dies (pods are the kubelet's
+    concern); stop when the real node fails (1: a node process exiting too often,
+    `RealNode.watch`)."""
     reported: set[int] = set()
     while not stop.is_set():
+        failure = sandbox.real_node.failed() if sandbox.real_node is not None else None
+        if failure is not None:
+            print(f"[sandbox] the real node failed: {failure}", file=sys.stderr, flush=True)
+            return 1
         for child in sandbox.supervisor.exited():
             if child.pid not in reported and not child.name.startswith("pod-"):
                 reported.add(child.pid)
@@ -139,3 +148,4 @@ async def _wait_until_stopped_or_crashed(sandbox: Sandbox, stop: asyncio.Event) 
             await asyncio.wait_for(stop.wait(), 1.0)
         except TimeoutError:
             pass
+    return 0

@@ -28,8 +28,7 @@ class StepResult:
 
 
 def scenario_for(sandbox: Sandbox, say: Callable[[str], None]) -> Scenario:
-    assert sandbox.api is not None and sandbox.kubelet is not None
-    kubelet = sandbox.kubelet
+    assert sandbox.api is not None
     return Scenario(
         api=sandbox.api,
         kubectl=Kubectl(sandbox.kubeconfig, echo=say),
@@ -39,7 +38,7 @@ def scenario_for(sandbox: Sandbox, say: Callable[[str], None]) -> Scenario:
         example_path=sandbox.example_path(),
         consumer=sandbox.consumer,
         control=ControlClient(sandbox.emulator_url, api_key=sandbox.options.api_key),
-        endpoints=lambda: kubelet.endpoints,
+        endpoints=sandbox.endpoints,
         operator_metrics_url=sandbox.operator_metrics_url,
         say=say,
     )

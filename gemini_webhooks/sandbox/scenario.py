@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import string
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from google import genai
 from google.genai import types
 
@@ -140,6 +142,13 @@ class Scenario:
             found["operator"] = await scrape(self.operator_metrics_url)
         return found
 
+    async def _scraped(self) -> bool:
+        try:
+            self.before = await self._scrape_all()
+        except (StepFailed, aiohttp.ClientError, OSError):
+            return False
+        return True
+
     def _need_events(self) -> tuple[ControlClient, SampleConsumer]:
         if self.control is None or self.consumer is None:
             raise StepFailed("this step needs the emulator's control API and the consumer")
@@ -195,7 +204,9 @@ class Scenario:
             raise StepFailed("Ready, but status.webhookId is empty")
         remote = await asyncio.to_thread(self.gemini().webhooks.get, id=self.webhook_id)
         if self.control is not None:  # loopback /metrics exist only in the sandbox
-            self.before = await self._scrape_all()
+            # Ready is not yet reachable: on a real node kube-proxy programs the Service's
+            # new endpoints a moment later (and the sandbox learns its ClusterIP).
+            await poll(self._scraped, within=within, what="the receiver's /metrics")
         return (
             f"Ready; webhook {self.webhook_id} registered at {remote.uri}; "
             f"receiver {self.receiver} running"
@@ -209,12 +220,18 @@ class Scenario:
                 raise StepFailed(f"the emulator sent {event_type} to no webhook")
         flat = [i for group in ids.values() for i in group]
         arrivals = await self._arrivals(flat, within, "static events")
+        again = sorted(str(i) for i, n in Counter(a.webhook_id for a in arrivals).items() if n > 1)
+        if again:
+            raise StepFailed(f"{len(again)} events reached the consumer more than once: {again}")
         for arrival in arrivals:
             expected = "/batches" if (arrival.event_type or "").startswith("batch.") else "/events"
             if arrival.path != expected:
                 raise StepFailed(f"{arrival.event_type} was routed to {arrival.path}")
             self.say(f"  {arrival.event_type:<28} -> consumer {arrival.path}")
-        return f"all {len(ids)} subscribable types arrived, verified (HMAC) and routed"
+        return (
+            f"all {len(ids)} subscribable types arrived, each exactly once, verified (HMAC) "
+            "and routed"
+        )
 
     async def _get(
         self, api_version: str, kind: str, namespace: str, name: str

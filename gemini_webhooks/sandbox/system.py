@@ -1,4 +1,5 @@
 """The whole system on loopback: what `gemini-webhooks sandbox` starts, in order.
+(`--kube real` runs it on a real control plane and a real node instead: `real_node`.)
 
 1. the sample consumer (in this process), standing in for an in-cluster Service;
 2. the Gemini API emulator (`gemini-webhooks emulator`, a child process);
@@ -18,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import shutil
 import signal
 import string
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,18 @@ from gemini_webhooks.controlplane import build
 from gemini_webhooks.controlplane.cluster import ControlPlane
 from gemini_webhooks.controlplane.node import Node
 from gemini_webhooks.sandbox.consumer import SampleConsumer
+from gemini_webhooks.sandbox.guide import env_lines
 from gemini_webhooks.sandbox.kubeapi import KubeApi, server_from_kubeconfig
 from gemini_webhooks.sandbox.kubelet import Kubelet, venv_executable
 from gemini_webhooks.sandbox.ports import LOOPBACK, free_port
 from gemini_webhooks.sandbox.proxy import SandboxProxy, service_key
+from gemini_webhooks.sandbox.real_node import (
+    ENDPOINT_SLICES,
+    PRODUCT_IMAGE,
+    RealNodeRun,
+    consumer_endpoint_slice,
+    without_proxy,
+)
 from gemini_webhooks.sandbox.supervisor import (
     Child,
     ChildFailedError,
@@ -70,7 +79,9 @@ class SandboxOptions:
     drift_interval: float = 10.0
     operator_args: list[str] = field(default_factory=list)
     # "sandbox": the in-memory Kubernetes API sandbox and its kubelet (instant);
-    # "real": a real control plane (scripts/control-plane) and its node.
+    # "real": a real control plane and a real node, the receivers containers (real_node);
+    # "process-node": a real control plane and the process node (controlplane/node.py),
+    # which runs each receiver Pod as a host process (rotation_run's several replicas).
     kube: str = "sandbox"
 
 
@@ -110,10 +121,7 @@ class Sandbox:
         self.supervisor = Supervisor(self.state_dir / "logs", progress=self._say)
         self.consumer = SampleConsumer(echo=self._say if options.echo_consumer else None)
         self.kubeconfig = self.state_dir / "kubeconfig"
-        # The Pods' map is the kubelet's (or the node's); until one runs, the consumer's.
-        self.proxy = SandboxProxy(
-            lambda: self.kubelet.endpoints if self.kubelet is not None else self.static_endpoints
-        )
+        self.proxy = SandboxProxy(self.endpoints)
         self.emulator_url = ""
         self.kube_url = ""
         self.operator_metrics_url = ""
@@ -122,11 +130,28 @@ class Sandbox:
         self.kubelet: Kubelet | Node | None = None
         self._kubelet_task: asyncio.Task[None] | None = None
         self.control_plane: ControlPlane | None = None
+        self.real_node: RealNodeRun | None = None
+        if options.kube == "real":
+            self.real_node = RealNodeRun(self.state_dir, self.supervisor, self._say)
 
     def _say(self, line: str) -> None:
         self.progress(f"[sandbox] {line}")
 
     # -- environment ------------------------------------------------------------------------
+
+    def endpoints(self) -> Mapping[str, str]:
+        """Where the host reaches Services (and Pods) by `service_key`: the kubelet's (or the
+        process node's) loopback ports, the real node's ClusterIPs; until one runs, the
+        consumer's."""
+        if self.real_node is not None:
+            return self.real_node.endpoints
+        return self.kubelet.endpoints if self.kubelet is not None else self.static_endpoints
+
+    @property
+    def host(self) -> str:
+        """Where the emulator and the consumer listen: loopback, or the host's end of the
+        real node's veth pair (the Pods reach it)."""
+        return self.real_node.host_ip if self.real_node is not None else LOOPBACK
 
     @property
     def static_endpoints(self) -> dict[str, str]:
@@ -158,16 +183,22 @@ class Sandbox:
         self._say(
             f"cluster names (Services, Pods) served on loopback by the proxy {self.proxy.url}"
         )
-        await self.consumer.start(LOOPBACK, 0)
-        self._say(f"sample consumer listening on http://{LOOPBACK}:{self.consumer.port}/")
+        if self.real_node is not None:
+            self.control_plane = await self.real_node.start_control_plane()
+            self._use_control_plane()
+        await self.consumer.start(self.host, 0)
+        self._say(f"sample consumer listening on http://{self.host}:{self.consumer.port}/")
 
         await self._start_emulator()
-        if self.options.kube == "real":
+        if self.options.kube == "process-node":
             await self._start_control_plane()
-        else:
+        elif self.real_node is None:
             await self._start_kube()
         await self._install()
-        if self.options.kube == "real":
+        if self.real_node is not None:
+            assert self.api is not None
+            await self.real_node.start_node(self.api)
+        elif self.options.kube == "process-node":
             await self._start_node()
         else:
             self._start_kubelet()
@@ -182,7 +213,7 @@ class Sandbox:
             venv_executable("gemini-webhooks"),
             "emulator",
             "--host",
-            LOOPBACK,
+            self.host,
             "--port",
             "0",
             "--port-file",
@@ -199,7 +230,7 @@ class Sandbox:
             port = _read_text(port_file)
             if not port:
                 return False
-            self.emulator_url = f"http://{LOOPBACK}:{port}"
+            self.emulator_url = f"http://{self.host}:{port}"
             return await http_ready(f"{self.emulator_url}/emulator/v1/healthz")()
 
         await self.supervisor.start(
@@ -256,6 +287,10 @@ class Sandbox:
             supervisor=self.supervisor,
         )
         await self.control_plane.start()
+        self._use_control_plane()
+
+    def _use_control_plane(self) -> None:
+        assert self.control_plane is not None
         self.kubeconfig.write_text(self.control_plane.layout.admin_kubeconfig.read_text())
         self.kubeconfig.chmod(0o600)
         self.kube_url = self.control_plane.server
@@ -315,6 +350,11 @@ class Sandbox:
                 "spec": {"ports": [{"name": "http", "port": CONSUMER_PORT}]},
             },
         )
+        if self.real_node is not None:  # the consumer on the host, for the Pods
+            slice_ = consumer_endpoint_slice(
+                CONSUMER_SERVICE, namespace, "http", self.host, self.consumer.port
+            )
+            await self.api.apply(ENDPOINT_SLICES, namespace, slice_)
         self._say(
             f"Secret {namespace}/{API_KEY_SECRET} (the emulator's API key) and Service "
             f"{namespace}/{CONSUMER_SERVICE}:{CONSUMER_PORT} (the sample consumer) created"
@@ -371,6 +411,12 @@ class Sandbox:
             self.options.namespace,
             *self.options.operator_args,
         ]
+        env = {**self.child_env(), "POD_NAME": OPERATOR_POD_NAME}
+        if self.real_node is not None:
+            # Receivers of our image, imported into the node; their NetworkPolicy would shut
+            # out the sandbox's processes on the host (real_node's docstring).
+            argv += ["--receiver-image", PRODUCT_IMAGE, "--no-receiver-network-policy"]
+            env = without_proxy(env)
         self.operator_metrics_url = f"http://{LOOPBACK}:{metrics_port}/metrics"
         self.operator = await self.supervisor.start(
             ProcessSpec(
@@ -378,7 +424,7 @@ class Sandbox:
                 argv,
                 # Its "Pod" name: a restarted operator (a container restarted in its Pod)
                 # renews the Lease it held at once instead of waiting for it to expire.
-                env={**self.child_env(), "POD_NAME": OPERATOR_POD_NAME},
+                env=env,
                 ready=http_ready(liveness),
                 ready_what=f"its liveness probe {liveness}",
             ),
@@ -402,18 +448,7 @@ class Sandbox:
 
     def _write_env_file(self) -> None:
         """`source .sandbox/env`: kubectl, the kubeconfig and the emulator, for a shell."""
-        lines = [
-            "# Written by `gemini-webhooks sandbox` for this run; `source` it in a shell.",
-            f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"',
-            f"export KUBECONFIG={shlex.quote(str(self.kubeconfig))}",
-            f"export EMULATOR_URL={shlex.quote(self.emulator_url)}",
-            f"export GEMINI_API_KEY={shlex.quote(self.options.api_key)}",
-            f"export OPERATOR_METRICS_URL={shlex.quote(self.operator_metrics_url)}",
-            f"export CONSUMER_URL=http://{LOOPBACK}:{self.consumer.port}",
-            # `curl -x "$SANDBOX_PROXY" http://NAME.NAMESPACE.svc.cluster.local:PORT/...`
-            f"export SANDBOX_PROXY={shlex.quote(self.proxy.url)}",
-        ]
-        self.env_file.write_text("\n".join(lines) + "\n")
+        self.env_file.write_text("\n".join(env_lines(self)) + "\n")
 
     def render_example(self, name: str = DEMO_NAME, source: str = "sandbox-demo.yaml") -> str:
         """An example filled with this sandbox's URLs (and `name` for the resource)."""
@@ -445,7 +480,12 @@ class Sandbox:
             self._kubelet_task.cancel()
             await asyncio.gather(self._kubelet_task, return_exceptions=True)
             self._kubelet_task = None
+        if self.real_node is not None:
+            await self.stop_operator()  # not to act on the Pods going away
+            await self.real_node.stop_node()
         await self.supervisor.aclose()
+        if self.real_node is not None:
+            await self.real_node.stop_network()
         await self.consumer.stop()
         await self.proxy.stop()
         if self.api is not None:
@@ -457,39 +497,3 @@ class Sandbox:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.shield(self.stop())
-
-    # -- what to do next ------------------------------------------------------------------
-
-    def next_steps(self) -> str:
-        state = self.state_dir
-        return "\n".join(
-            [
-                "",
-                "The sandbox is up. In another terminal, from the same directory:",
-                "",
-                f"  source {self.env_file}   # kubectl, KUBECONFIG, EMULATOR_URL, GEMINI_API_KEY",
-                f"  kubectl apply -f {self.example_path()}",
-                f"  kubectl wait --for=condition=Ready geminiwebhook/{DEMO_NAME} --timeout=90s",
-                f"  kubectl wait --for=condition=Available deployment/{DEMO_NAME}-receiver"
-                " --timeout=60s",
-                "  kubectl get geminiwebhooks",
-                "",
-                "Make Gemini (the emulator) send an event; the receiver verifies it, and the",
-                "sample consumer prints it here:",
-                "",
-                '  curl -s -X POST "$EMULATOR_URL/emulator/v1/events" \\',
-                '       -H "x-goog-api-key: $GEMINI_API_KEY" \\',
-                '       -H "content-type: application/json" \\',
-                '       -d \'{"type": "batch.succeeded"}\'',
-                "",
-                "Where things are:",
-                f"  Gemini API emulator   {self.emulator_url}   (API key: {self.options.api_key})",
-                f"  Kubernetes API        {self.kube_url}   (kubeconfig: {self.kubeconfig})",
-                f"  operator /metrics     {self.operator_metrics_url or '(not started)'}",
-                "  receiver /metrics     printed here when each receiver starts",
-                f"  sample consumer       http://{LOOPBACK}:{self.consumer.port}/_consumer/received",
-                f"  logs                  {state / 'logs'}",
-                "",
-                "Ctrl-C stops everything.",
-            ]
-        )

@@ -20,7 +20,10 @@ import yaml
 from gemini_webhook_operator import receiver_exposure
 from gemini_webhooks.contracts.crd_receiver import ReceiverSpec
 from gemini_webhooks.controlplane import nodeconfig
+from gemini_webhooks.controlplane.cluster import NODE_NAME
+from tests.chart.container import build_images
 from tests.fixtures.real_node import Cluster, host_snapshot, wait_for
+from tests.test_readme import README, readme_blocks
 
 pytestmark = [pytest.mark.real_component, pytest.mark.late_build, pytest.mark.timeout(900)]
 
@@ -405,3 +408,89 @@ def test_ctrl_c_of_a_program_holding_a_real_node_leaves_nothing_behind(
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
     )
     assert leftovers.stdout == ""
+
+
+# --- `gemini-webhooks sandbox --kube real` on its own real node (after `down` above) -------
+
+
+def _sandbox(command: str, state: Path) -> subprocess.Popen[str]:
+    """`command` (a `scripts/sandbox --kube real ...` line) in bash, its state in `state`
+    (short: containerd's socket paths are bound), in a process group of its own."""
+    assert not Path("/sys/class/net", nodeconfig.NODE_NETWORK.host_veth).exists(), (
+        "a real node runs on this machine"
+    )
+    return subprocess.Popen(
+        ["bash", "-euo", "pipefail", "-c", command],
+        cwd=ROOT,
+        env={**os.environ, "GEMINI_WEBHOOKS_SANDBOX_DIR": str(state)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _nothing_left(tmp_path: Path, before: dict[str, object]) -> None:
+    assert host_snapshot(tmp_path) == before
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout == ""
+
+
+def test_sandbox_demo_on_the_real_node_holds_and_leaves_nothing_behind(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The README's `scripts/sandbox --kube real --demo`, as written: the receivers
+    containers of our image on the real node, the emulator delivering through their Service,
+    the consumer reached through its Service (an EndpointSlice to the host); every step
+    holds, each static event reaches the consumer exactly once, and the end takes the node
+    down in full."""
+    (block,) = [b for b in readme_blocks(README.read_text()) if b.runner == "real-node"]
+    (command,) = block.commands
+    tmp_path = tmp_path_factory.mktemp("sbx")  # short: containerd's socket paths are bound
+    before = host_snapshot(tmp_path)
+    build_images()  # as the session's node has them (cached; the host's CA bundle)
+    started = time.monotonic()
+    process = _sandbox(command, tmp_path / "s")
+    try:
+        output, _ = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            process.wait(timeout=300)
+    print(f"sandbox --kube real --demo: {time.monotonic() - started:.1f}s, down included")
+    assert process.returncode == 0, output[-6000:]
+    assert "Every step held." in output
+    assert "each exactly once" in output
+    assert f"real node {NODE_NAME} ready in" in output  # the receivers: its containers
+    _nothing_left(tmp_path, before)
+
+
+def test_ctrl_c_of_the_sandbox_on_the_real_node_leaves_nothing_behind(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Ctrl-C (the terminal's SIGINT to the sandbox's whole process group) once it is up:
+    exit 0, and nothing of the node or the control plane is left."""
+    tmp_path = tmp_path_factory.mktemp("sbx-int")
+    before = host_snapshot(tmp_path)
+    build_images()  # as the session's node has them (cached; the host's CA bundle)
+    started = time.monotonic()
+    process = _sandbox("scripts/sandbox --kube real", tmp_path / "s")
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C stops everything."):
+                break
+        assert process.poll() is None, "".join(lines)[-6000:]
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    print(f"sandbox --kube real, up then Ctrl-C: {time.monotonic() - started:.1f}s")
+    assert process.returncode == 0, (output or "")[-6000:]
+    assert "no processes left behind" in output
+    _nothing_left(tmp_path, before)

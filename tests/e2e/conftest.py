@@ -71,7 +71,7 @@ async def _sandbox_system(state_dir: Path) -> AsyncIterator[System]:
             state_dir=state_dir,
             echo_consumer=False,
             batch_seconds=2.0,
-            kube="real" if ON_CONTROL_PLANE else "sandbox",
+            kube="process-node" if ON_CONTROL_PLANE else "sandbox",
         ),
         progress=_lines(log),
     )

@@ -114,7 +114,7 @@ async def test_a_receiver_reaches_an_outside_target_through_the_charts_proxy(
         state_dir=tmp_path / "sandbox",
         echo_consumer=False,
         operator_args=flags,
-        kube="real" if ON_CONTROL_PLANE else "sandbox",
+        kube="process-node" if ON_CONTROL_PLANE else "sandbox",
     )
     async with Sandbox(options, progress=lambda line: None) as sandbox:
         api: Any = sandbox.api

@@ -57,7 +57,9 @@ async def three(
     log: list[str] = []
     state = tmp_path_factory.mktemp("rotation") / "state"
     sandbox = Sandbox(
-        SandboxOptions(state_dir=state, echo_consumer=False, batch_seconds=2.0, kube="real"),
+        SandboxOptions(
+            state_dir=state, echo_consumer=False, batch_seconds=2.0, kube="process-node"
+        ),
         progress=log.append,
     )
     async with sandbox:
