@@ -803,12 +803,35 @@ def running_receiver_pods(install: Install, name: str) -> list[dict[str, Any]]:
     ]
 
 
-def receiver_available(install: Install, name: str) -> int | None:
-    """The available replicas of the resource's receiver Deployment (it is available once it
-    holds its signing secret, i.e. once the webhook is registered)."""
-    deployment = install.cluster.get("deployment", "-n", TEAM, receiver_names.receiver_name(name))
-    available: int | None = (deployment.get("status") or {}).get("availableReplicas")
-    return available
+def check_receiver_runs_unregistered(install: Install, name: str) -> None:
+    """While its route waits, the resource's receiver runs (real Pods admitted under
+    `restricted`, as UID 65532), not Ready: it holds no signing secret, as no webhook is
+    registered."""
+    pods = wait_for(
+        f"the receiver Pods of {name} running",
+        lambda: running_receiver_pods(install, name),
+        within=180,
+    )
+    assert all(p["spec"]["securityContext"]["runAsUser"] == 65532 for p in pods)
+    assert "webhookId" not in (install.webhook(name).get("status") or {})
+
+
+def ready_and_registered(install: Install, name: str, url: str) -> dict[str, Any]:
+    """The resource once Ready with `url`, its receiver available (holding its signing
+    secret now) and its webhook known to the emulator."""
+    install.waiting(120, "-n", TEAM, "wait", f"geminiwebhook/{name}", "--for=condition=Ready")
+    hook = install.webhook(name)
+    assert hook["status"]["url"] == url
+    deployment = receiver_names.receiver_name(name)
+    wait_for(
+        f"the receiver Deployment of {name} available",
+        lambda: (install.cluster.get("deployment", "-n", TEAM, deployment).get("status") or {}).get(
+            "availableReplicas"
+        ),
+        within=120,
+    )
+    assert hook["status"]["webhookId"] in install.remote_webhook_ids()
+    return hook
 
 
 def test_the_ingress_variant_runs_restricted_and_is_registered_once_its_controller_admits_it(
@@ -828,15 +851,7 @@ def test_the_ingress_variant_runs_restricted_and_is_registered_once_its_controll
         "the resource waiting for its Ingress", lambda: not_ready_reason(install, EXPOSED), 120
     )
     assert reason == "WaitingForIngressAddress", install.webhook(EXPOSED).get("status")
-    # While it waits, its receiver runs (a real Pod admitted under `restricted`), not Ready:
-    # it holds no signing secret until the webhook is registered.
-    pods = wait_for(
-        "the exposed receiver's Pods running",
-        lambda: running_receiver_pods(install, EXPOSED),
-        within=180,
-    )
-    assert all(p["spec"]["securityContext"]["runAsUser"] == 65532 for p in pods)
-    assert "webhookId" not in (install.webhook(EXPOSED).get("status") or {})
+    check_receiver_runs_unregistered(install, EXPOSED)
     # The Ingress as the API server stored it: our host and exact path to the receiver's
     # public Service, TLS from the Secret cert-manager fills, its issuer named.
     (stored,) = install.cluster.get("ingress", "-n", TEAM)["items"]
@@ -861,16 +876,7 @@ def test_the_ingress_variant_runs_restricted_and_is_registered_once_its_controll
         "-p",
         json.dumps(status),
     )
-    install.waiting(120, "-n", TEAM, "wait", f"geminiwebhook/{EXPOSED}", "--for=condition=Ready")
-    hook = install.webhook(EXPOSED)
-    assert hook["status"]["url"] == f"https://{EXPOSED_HOST}{EXPOSED_PATH}"
-    # Holding its signing secret now, the receiver is Ready.
-    wait_for(
-        "the exposed receiver's Deployment available",
-        lambda: receiver_available(install, EXPOSED),
-        within=120,
-    )
-    assert hook["status"]["webhookId"] in install.remote_webhook_ids()
+    hook = ready_and_registered(install, EXPOSED, f"https://{EXPOSED_HOST}{EXPOSED_PATH}")
     install.waiting(120, "-n", TEAM, "delete", crd.PLURAL, EXPOSED)
     assert hook["status"]["webhookId"] not in install.remote_webhook_ids()
 
@@ -921,14 +927,7 @@ def test_the_http_route_variant_runs_restricted_and_is_registered_once_its_gatew
         reason = wait_for("the resource waiting for its HTTPRoute", route_reason, within=120)
         assert reason == "WaitingForRouteAccepted", install.webhook(ROUTED).get("status")
         waited = time.monotonic() - started
-        # While it waits, its receiver runs under `restricted`, and nothing is registered.
-        pods = wait_for(
-            "the routed receiver's Pods running",
-            lambda: running_receiver_pods(install, ROUTED),
-            within=180,
-        )
-        assert all(p["spec"]["securityContext"]["runAsUser"] == 65532 for p in pods)
-        assert "webhookId" not in (install.webhook(ROUTED).get("status") or {})
+        check_receiver_runs_unregistered(install, ROUTED)
         assert install.remote_webhook_ids() == registered
         # The HTTPRoute as the API server stored it (the CRD's defaults filled in): our
         # hostname, the exact path for POST, our Gateway's listener, the receiver's public
@@ -961,14 +960,7 @@ def test_the_http_route_variant_runs_restricted_and_is_registered_once_its_gatew
             "-p",
             json.dumps(accepted_by_gateway(stored)),
         )
-        install.waiting(120, "-n", TEAM, "wait", f"geminiwebhook/{ROUTED}", "--for=condition=Ready")
-        hook = install.webhook(ROUTED)
-        assert hook["status"]["url"] == f"https://{ROUTED_HOST}{ROUTED_PATH}"
-        wait_for(
-            "the routed receiver's Deployment available",
-            lambda: receiver_available(install, ROUTED),
-            within=120,
-        )
+        hook = ready_and_registered(install, ROUTED, f"https://{ROUTED_HOST}{ROUTED_PATH}")
         assert install.remote_webhook_ids() == registered | {hook["status"]["webhookId"]}
         install.waiting(120, "-n", TEAM, "delete", crd.PLURAL, ROUTED)
         assert install.remote_webhook_ids() == registered
