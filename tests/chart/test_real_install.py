@@ -36,6 +36,7 @@ from gemini_webhooks.controlplane.nodeconfig import NODE_NETWORK
 from gemini_webhooks.emulator import ControlClient
 from tests.chart.rendering import CHART_DIR, ROOT
 from tests.chart.test_helm_cli import Helm, helm_binary
+from tests.fixtures import gateway_api
 from tests.fixtures.kube import KUBECTL
 from tests.fixtures.real_node import Cluster, MemoryCgroup, main_process, wait_for
 from tests.fixtures.redis import DURABLE_ARGS, RedisServer
@@ -755,27 +756,25 @@ def test_the_operators_network_policy_is_enforced_and_it_still_reaches_api_and_e
 
 EXPOSED, EXPOSED_HOST, EXPOSED_PATH = "exposed", "hooks.team-a.example", "/gemini/exposed"
 INGRESS_ADDRESS = "192.0.2.10"  # TEST-NET-1: an address the test writes as a controller would
+ROUTED, ROUTED_HOST, ROUTED_PATH = "routed", "routes.team-a.example", "/gemini/routed"
+# The Gateway the HTTPRoute attaches to (none runs: the test writes its controller's verdict).
+GATEWAY = {"name": "public", "namespace": "gateway-system", "sectionName": "https"}
+GATEWAY_CONTROLLER = "example.net/gateway-controller"
 
 
-def exposed_webhook() -> dict[str, Any]:
-    """The Ingress variant: the receiver behind an Ingress whose certificate cert-manager
-    issues (the operator renders its annotation), its public port open to the ingress
-    controller's namespace (the operator's default)."""
-    ingress = {
-        "host": EXPOSED_HOST,
-        "path": EXPOSED_PATH,
-        "tls": {"issuer": {"name": "letsencrypt", "kind": "ClusterIssuer"}},
-    }
+def exposed_webhook(name: str, expose: dict[str, Any]) -> dict[str, Any]:
+    """A GeminiWebhook whose receiver is reached through `expose` (its public port open to
+    the ingress controller's namespace, the operator's default), forwarding to the sink."""
     return {
         "apiVersion": crd.API_VERSION,
         "kind": crd.KIND,
-        "metadata": {"name": EXPOSED, "namespace": TEAM},
+        "metadata": {"name": name, "namespace": TEAM},
         "spec": {
             "events": ["batch.succeeded"],
             "apiKeySecretRef": {"name": "gemini-api-key"},
             "receiver": {
                 "enabled": True,
-                "expose": {"ingress": ingress},
+                "expose": expose,
                 "defaultRoute": {
                     "targets": [{"service": {"name": SINK, "port": SINK_PORT, "path": "/events"}}]
                 },
@@ -784,51 +783,86 @@ def exposed_webhook() -> dict[str, Any]:
     }
 
 
+def not_ready_reason(install: Install, name: str) -> str | None:
+    """The reason of the resource's `Ready=False` condition; None while it has none."""
+    conditions = (install.webhook(name).get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if c["type"] == "Ready"), None)
+    return ready["reason"] if ready and ready["status"] == "False" else None
+
+
+def running_receiver_pods(install: Install, name: str) -> list[dict[str, Any]]:
+    """The Pods of the resource's receiver whose container runs."""
+    selector = ",".join(f"{k}={v}" for k, v in receiver_names.selector_labels(name).items())
+    pods = install.cluster.get("pods", "-n", TEAM, "-l", selector)["items"]
+    return [
+        p
+        for p in pods
+        if any(
+            "running" in (c.get("state") or {}) for c in p["status"].get("containerStatuses") or []
+        )
+    ]
+
+
+def check_receiver_runs_unregistered(install: Install, name: str) -> None:
+    """While its route waits, the resource's receiver runs (real Pods admitted under
+    `restricted`, as UID 65532), not Ready: it holds no signing secret, as no webhook is
+    registered."""
+    pods = wait_for(
+        f"the receiver Pods of {name} running",
+        lambda: running_receiver_pods(install, name),
+        within=180,
+    )
+    assert all(p["spec"]["securityContext"]["runAsUser"] == 65532 for p in pods)
+    assert "webhookId" not in (install.webhook(name).get("status") or {})
+
+
+def ready_and_registered(install: Install, name: str, url: str) -> dict[str, Any]:
+    """The resource once Ready with `url`, its receiver available (holding its signing
+    secret now) and its webhook known to the emulator."""
+    install.waiting(120, "-n", TEAM, "wait", f"geminiwebhook/{name}", "--for=condition=Ready")
+    hook = install.webhook(name)
+    assert hook["status"]["url"] == url
+    deployment = receiver_names.receiver_name(name)
+    wait_for(
+        f"the receiver Deployment of {name} available",
+        lambda: (install.cluster.get("deployment", "-n", TEAM, deployment).get("status") or {}).get(
+            "availableReplicas"
+        ),
+        within=120,
+    )
+    assert hook["status"]["webhookId"] in install.remote_webhook_ids()
+    return hook
+
+
 def test_the_ingress_variant_runs_restricted_and_is_registered_once_its_controller_admits_it(
     install: Install,
 ) -> None:
     """No ingress controller runs on the node: the test writes the Ingress's address into
     its status as a controller would (a test double of the controller's status write, and
     only that), after checking the operator waits for it and registers nothing before."""
-    install.cluster.apply(exposed_webhook())
+    ingress = {
+        "host": EXPOSED_HOST,
+        "path": EXPOSED_PATH,
+        "tls": {"issuer": {"name": "letsencrypt", "kind": "ClusterIssuer"}},
+    }
+    install.cluster.apply(exposed_webhook(EXPOSED, {"ingress": ingress}))
     name = receiver_names.receiver_name(EXPOSED)
-
-    def waiting_reason() -> str | None:
-        conditions = (install.webhook(EXPOSED).get("status") or {}).get("conditions") or []
-        ready = next((c for c in conditions if c["type"] == "Ready"), None)
-        return ready["reason"] if ready and ready["status"] == "False" else None
-
-    reason = wait_for("the resource waiting for its Ingress", waiting_reason, within=120)
+    reason = wait_for(
+        "the resource waiting for its Ingress", lambda: not_ready_reason(install, EXPOSED), 120
+    )
     assert reason == "WaitingForIngressAddress", install.webhook(EXPOSED).get("status")
-    # While it waits, its receiver runs (a real Pod admitted under `restricted`), not Ready:
-    # it holds no signing secret until the webhook is registered.
-    selector = ",".join(f"{k}={v}" for k, v in receiver_names.selector_labels(EXPOSED).items())
-
-    def running() -> list[dict[str, Any]]:
-        pods = install.cluster.get("pods", "-n", TEAM, "-l", selector)["items"]
-        return [
-            p
-            for p in pods
-            if any(
-                "running" in (c.get("state") or {})
-                for c in p["status"].get("containerStatuses") or []
-            )
-        ]
-
-    pods = wait_for("the exposed receiver's Pods running", running, within=180)
-    assert all(p["spec"]["securityContext"]["runAsUser"] == 65532 for p in pods)
-    assert "webhookId" not in (install.webhook(EXPOSED).get("status") or {})
+    check_receiver_runs_unregistered(install, EXPOSED)
     # The Ingress as the API server stored it: our host and exact path to the receiver's
     # public Service, TLS from the Secret cert-manager fills, its issuer named.
-    (ingress,) = install.cluster.get("ingress", "-n", TEAM)["items"]
-    (rule,) = ingress["spec"]["rules"]
+    (stored,) = install.cluster.get("ingress", "-n", TEAM)["items"]
+    (rule,) = stored["spec"]["rules"]
     (path,) = rule["http"]["paths"]
     assert (rule["host"], path["path"], path["pathType"]) == (EXPOSED_HOST, EXPOSED_PATH, "Exact")
     backend = path["backend"]["service"]
     service = install.cluster.get("service", "-n", TEAM, backend["name"])
     assert backend["port"]["number"] in {p["port"] for p in service["spec"]["ports"]}
-    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
-    assert ingress["spec"]["tls"] == [{"hosts": [EXPOSED_HOST], "secretName": f"{name}-tls"}]
+    assert stored["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert stored["spec"]["tls"] == [{"hosts": [EXPOSED_HOST], "secretName": f"{name}-tls"}]
     # The controller takes it: the URL is registered with Gemini, and the resource is Ready.
     status = {"status": {"loadBalancer": {"ingress": [{"ip": INGRESS_ADDRESS}]}}}
     install.cluster.kubectl(
@@ -836,25 +870,107 @@ def test_the_ingress_variant_runs_restricted_and_is_registered_once_its_controll
         "ingress",
         "-n",
         TEAM,
-        ingress["metadata"]["name"],
+        stored["metadata"]["name"],
         "--subresource=status",
         "--type=merge",
         "-p",
         json.dumps(status),
     )
-    install.waiting(120, "-n", TEAM, "wait", f"geminiwebhook/{EXPOSED}", "--for=condition=Ready")
-    hook = install.webhook(EXPOSED)
-    assert hook["status"]["url"] == f"https://{EXPOSED_HOST}{EXPOSED_PATH}"
-    wait_for(  # holding its signing secret now, the receiver is Ready
-        "the exposed receiver's Deployment available",
-        lambda: (install.cluster.get("deployment", "-n", TEAM, name).get("status") or {}).get(
-            "availableReplicas"
-        ),
-        within=120,
-    )
-    assert hook["status"]["webhookId"] in install.remote_webhook_ids()
+    hook = ready_and_registered(install, EXPOSED, f"https://{EXPOSED_HOST}{EXPOSED_PATH}")
     install.waiting(120, "-n", TEAM, "delete", crd.PLURAL, EXPOSED)
     assert hook["status"]["webhookId"] not in install.remote_webhook_ids()
+
+
+def accepted_by_gateway(route: dict[str, Any]) -> dict[str, Any]:
+    """The status a Gateway controller writes for an HTTPRoute it takes: Accepted and
+    ResolvedRefs for each of its parentRefs, at the route's current generation."""
+    generation = route["metadata"]["generation"]
+    conditions = [
+        {
+            "type": kind,
+            "status": "True",
+            "reason": kind,
+            "message": "",
+            "observedGeneration": generation,
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }
+        for kind in ("Accepted", "ResolvedRefs")
+    ]
+    parents = [
+        {"parentRef": ref, "controllerName": GATEWAY_CONTROLLER, "conditions": conditions}
+        for ref in route["spec"]["parentRefs"]
+    ]
+    return {"status": {"parents": parents}}
+
+
+def test_the_http_route_variant_runs_restricted_and_is_registered_once_its_gateway_accepts_it(
+    install: Install,
+) -> None:
+    """The Gateway API CRDs (the pinned module's) installed while the operator runs; no
+    Gateway controller runs on the node: the test writes the HTTPRoute's status as one would
+    (a test double of the controller's status write, and only that), after checking the
+    operator waits for it and registers nothing before."""
+    started = time.monotonic()
+    gateway_api.install(install.cluster)
+    try:
+        registered = install.remote_webhook_ids()
+        route = {"parentRefs": [GATEWAY], "hostnames": [ROUTED_HOST], "path": ROUTED_PATH}
+        install.cluster.apply(exposed_webhook(ROUTED, {"httpRoute": route}))
+        name = receiver_names.receiver_name(ROUTED)
+
+        # The operator learns of a kind installed since it last looked at its next discovery
+        # (within 30 s): until then, the route's kind is not served.
+        def route_reason() -> str | None:
+            reason = not_ready_reason(install, ROUTED)
+            return None if reason == "RouteKindNotServed" else reason
+
+        reason = wait_for("the resource waiting for its HTTPRoute", route_reason, within=120)
+        assert reason == "WaitingForRouteAccepted", install.webhook(ROUTED).get("status")
+        waited = time.monotonic() - started
+        check_receiver_runs_unregistered(install, ROUTED)
+        assert install.remote_webhook_ids() == registered
+        # The HTTPRoute as the API server stored it (the CRD's defaults filled in): our
+        # hostname, the exact path for POST, our Gateway's listener, the receiver's public
+        # Service at its port.
+        stored = install.cluster.get("httproute", "-n", TEAM, name)
+        spec = stored["spec"]
+        assert spec["hostnames"] == [ROUTED_HOST]
+        (parent,) = spec["parentRefs"]
+        assert parent == {**GATEWAY, "group": "gateway.networking.k8s.io", "kind": "Gateway"}
+        (rule,) = spec["rules"]
+        (match,) = rule["matches"]
+        assert match == {"path": {"type": "Exact", "value": ROUTED_PATH}, "method": "POST"}
+        (backend,) = rule["backendRefs"]
+        service = install.cluster.get("service", "-n", TEAM, name)
+        (public,) = [p["port"] for p in service["spec"]["ports"] if p["name"] == "http"]
+        assert (backend["name"], backend["port"], backend.get("kind", "Service")) == (
+            name,
+            public,
+            "Service",
+        )
+        # The Gateway takes it: the URL is registered with Gemini, and the resource is Ready.
+        install.cluster.kubectl(
+            "patch",
+            "httproute",
+            "-n",
+            TEAM,
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps(accepted_by_gateway(stored)),
+        )
+        hook = ready_and_registered(install, ROUTED, f"https://{ROUTED_HOST}{ROUTED_PATH}")
+        assert install.remote_webhook_ids() == registered | {hook["status"]["webhookId"]}
+        install.waiting(120, "-n", TEAM, "delete", crd.PLURAL, ROUTED)
+        assert install.remote_webhook_ids() == registered
+        print(
+            f"\nHTTPRoute variant: Gateway API CRDs installed -> waiting for its route "
+            f"{waited:.1f}s; whole test {time.monotonic() - started:.1f}s"
+        )
+    finally:
+        install.cluster.kubectl("delete", "-n", TEAM, crd.PLURAL, ROUTED, "--ignore-not-found")
+        gateway_api.uninstall(install.cluster)
 
 
 def test_helm_test_passes(install: Install) -> None:
