@@ -1,5 +1,5 @@
 """The cyclic garbage collector, paced: a full collection at most once a second while the
-operator works, and never more than a twentieth of its CPU time.
+operator works, and never more than a twentieth of its time.
 
 kopf wraps every watch event of a resource in a `Body` whose views (`meta`, `spec`,
 `status`) refer back to it: a reference cycle with the whole object inside, which only the
@@ -29,9 +29,8 @@ MAX_SHARE = 0.05  # of the time spent collecting, at most
 def next_delay(
     last_duration: float, *, min_interval: float = MIN_INTERVAL, max_share: float = MAX_SHARE
 ) -> float:
-    """Seconds until the next full collection, after one that took `last_duration` CPU
-    seconds: a long one (many objects kept, many resources) spaces the next out to stay
-    within `max_share`."""
+    """Seconds until the next full collection, after one that took `last_duration`: a long
+    one (many objects kept, many resources) spaces the next out to stay within `max_share`."""
     return max(min_interval, last_duration / max_share)
 
 
@@ -48,11 +47,10 @@ async def collect_paced(
     max_share: float = MAX_SHARE,
     collect: Callable[[], object] = gc.collect,
     counts: Callable[[], tuple[int, int, int]] = gc.get_count,
-    clock: Callable[[], float] = time.thread_time,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> None:
     """Until cancelled: a full collection whenever something was promoted since the last
-    one, paced by `next_delay` on the CPU time it took (`clock`: this thread's, which a
-    loaded machine does not stretch as it stretches the wall time)."""
+    one, paced by `next_delay`."""
     delay = min_interval
     while True:
         await asyncio.sleep(delay)
