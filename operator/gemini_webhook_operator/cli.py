@@ -11,7 +11,7 @@ import os
 
 from opentelemetry import trace
 
-from gemini_webhook_operator import gc_pacing, metrics, runtime
+from gemini_webhook_operator import metrics, runtime
 from gemini_webhook_operator.leader import DEFAULT_LEASE_NAME, LeaseTiming
 from gemini_webhook_operator.receiver_exposure import NetworkPolicySettings
 from gemini_webhook_operator.receiver_resources import ReceiverSettings
@@ -295,11 +295,5 @@ def run(args: argparse.Namespace, *, step: StepHook | None = None) -> int:
 
 
 async def _serve(access: ClusterAccess, config: RunConfig, step: StepHook | None) -> None:
-    """The operator on this process's loop, its garbage collected as it goes (`gc_pacing`:
-    the process froze its imports out of the collector's sight, `prepare_process`)."""
     operator = None if step is None else runtime.build_operator(access, config, step=step)
-    collector = asyncio.create_task(gc_pacing.collect_paced(), name="paced garbage collection")
-    try:
-        await runtime.run(access, config, operator=operator)
-    finally:
-        collector.cancel()
+    await runtime.run(access, config, operator=operator)
