@@ -1,11 +1,16 @@
-"""The drift checks: one scheduler for every resource, instead of a kopf timer each.
+"""The periodic checks of each resource: one scheduler per kind of check, instead of a kopf
+timer per resource. Two kinds run on it (`handlers.py`): the drift checks and the health
+checks.
 
-Every resource is reconciled again `interval` seconds after its last check ended (the
+Drift: every resource is reconciled again `interval` seconds after its last check ended (the
 first time after a jittered interval, so that resources seen together are not checked
 together), in case something outside it changed: the remote webhook, the signing Secret,
-the receiver's objects. A check that asks to be retried sooner (a `TemporaryError`'s
-delay) is. kopf's timers did the same with a task, a stopper and a live copy of the body
-per resource — about 15 KiB each; here one task sleeps until the next check is due, and a
+the receiver's objects. Health: every resource with `spec.healthCheck.enabled` is checked
+at once when seen, then `interval` after each check ended, as kopf's timer did. A check
+that asks to be retried sooner (a `TemporaryError`'s delay) is. kopf's timers did the same
+with a task, a stopper and a live copy of the body per resource — about 15 KiB each, and
+kopf keeps that copy of every resource of a kind that has a timer at all, also of those
+whose timer's filter never matches; here one task sleeps until the next check is due, and a
 check reads the resource as kopf's watch last delivered it (a kopf index keeps it).
 
 `DriftSchedule` decides which checks are due (pure: it is given the time); `DriftRunner`
@@ -20,7 +25,9 @@ import heapq
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
+
+import kopf
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +46,23 @@ class DriftSchedule:
     """When each resource's next drift check is due. A resource is in one of two states:
     waiting (with a due time) or being checked; `finished` moves it back to waiting."""
 
-    def __init__(self, interval: float, jitter: float = 0.0, rng: random.Random | None = None):
+    def __init__(
+        self,
+        interval: float,
+        jitter: float = 0.0,
+        rng: random.Random | None = None,
+        *,
+        first_at_once: bool = False,
+    ):
+        """`first_at_once`: a new resource's first check is due when it is seen (kopf's
+        timer without an initial delay), not after a jittered interval."""
         if interval <= 0:
             raise ValueError("the drift interval must be positive")
         if not 0 <= jitter < 1:
             raise ValueError("the drift jitter must be in [0, 1)")
         self.interval = interval
         self.jitter = jitter
+        self.first_at_once = first_at_once
         self._rng = rng or random.Random()  # noqa: S311 — spreading load, not security
         self._heap: list[tuple[float, str]] = []  # may hold stale entries; _due decides
         self._due: dict[str, float] = {}
@@ -58,6 +75,8 @@ class DriftSchedule:
         return uid in self._due or uid in self._checking
 
     def first_delay(self) -> float:
+        if self.first_at_once:
+            return 0.0
         spread = self.interval * self.jitter
         return max(0.0, self.interval + self._rng.uniform(-spread, spread))
 
@@ -199,3 +218,38 @@ class DriftRunner:
         finally:
             self.schedule.finished(uid, self._clock(), retry_after)
             self._wake.set()
+
+
+def index_reader(bodies_index: Any) -> Callable[[str], Mapping[str, Any] | None]:
+    """A resource's body as the `drift_bodies` index holds it (None: not there)."""
+
+    def body_of(uid: str) -> Mapping[str, Any] | None:
+        try:
+            return next(iter(bodies_index[uid]), None)
+        except KeyError:
+            return None
+
+    return body_of
+
+
+def retried(what: str, check: Callable[[kopf.Body], Awaitable[None]]) -> Check:
+    """`check` as a scheduled check: a TemporaryError is logged and asks for its delay."""
+
+    async def scheduled(uid: str, body: Mapping[str, Any]) -> float | None:
+        try:
+            await check(kopf.Body(cast(kopf.RawBody, body)))
+        except kopf.TemporaryError as error:
+            # As kopf logged a timer's: the message is ours, and names no secret.
+            metadata = body.get("metadata") or {}
+            logger.warning(
+                "%s of %s/%s failed temporarily: %s; retried in %s s",
+                what,
+                metadata.get("namespace"),
+                metadata.get("name"),
+                error,
+                error.delay,
+            )
+            return error.delay
+        return None
+
+    return scheduled

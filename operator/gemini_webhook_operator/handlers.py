@@ -18,7 +18,13 @@ import kopf
 from opentelemetry.trace import Status, StatusCode
 
 from gemini_webhook_operator import conditions, health, health_checker, kopf_state
-from gemini_webhook_operator.drift import DriftRunner, DriftSchedule, drift_checked
+from gemini_webhook_operator.drift import (
+    DriftRunner,
+    DriftSchedule,
+    drift_checked,
+    index_reader,
+    retried,
+)
 from gemini_webhook_operator.kopf_state import (
     HANDLER_FINALIZE,
     HANDLER_RECONCILE,
@@ -248,30 +254,30 @@ async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) ->
 def _drift_runner(
     config: HandlerConfig, memo: Any, bodies_index: Any, webhook_claims: Any
 ) -> DriftRunner:
-    def body_of(uid: str) -> Mapping[str, Any] | None:
-        try:
-            return next(iter(bodies_index[uid]), None)
-        except KeyError:
-            return None
-
-    async def check(uid: str, body: Mapping[str, Any]) -> float | None:
-        try:
-            await _run("drift", kopf.Body(cast(kopf.RawBody, body)), memo, webhook_claims)
-        except kopf.TemporaryError as error:
-            # As kopf logged a timer's: the message is ours, and names no secret.
-            metadata = body.get("metadata") or {}
-            logger.warning(
-                "drift check of %s/%s failed temporarily: %s; retried in %s s",
-                metadata.get("namespace"),
-                metadata.get("name"),
-                error,
-                error.delay,
-            )
-            return error.delay
-        return None
+    async def check(body: kopf.Body) -> None:
+        await _run("drift", body, memo, webhook_claims)
 
     schedule = DriftSchedule(config.drift_interval, config.drift_jitter)
-    return DriftRunner(schedule, check, body_of, clock=time.monotonic)
+    return DriftRunner(
+        schedule, retried("drift check", check), index_reader(bodies_index), clock=time.monotonic
+    )
+
+
+def _health_runner(config: HandlerConfig, memo: Any, bodies_index: Any) -> DriftRunner:
+    """The health checks: at once when a resource is seen, then every `health_tick` after
+    each check ended (kopf's timer did the same); a resource whose health check was turned
+    off is forgotten at its next tick."""
+    indexed = index_reader(bodies_index)
+
+    def body_of(uid: str) -> Mapping[str, Any] | None:
+        body = indexed(uid)
+        return body if body is not None and health.enabled(body) else None
+
+    async def check(body: kopf.Body) -> None:
+        await _health_check(body, memo)
+
+    schedule = DriftSchedule(config.health_tick, first_at_once=True)
+    return DriftRunner(schedule, retried("health check", check), body_of, clock=time.monotonic)
 
 
 def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry:
@@ -299,11 +305,13 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         await _run("change", body, memo, kwargs["webhook_claims"])
         await _answer_ping_request(body, memo)
 
-    # The drift checks: one scheduler (`drift`), fed by an index of the resources as kopf's
-    # watch last delivered them. A resource enters once kopf has put our finalizer on it
-    # (before, a check could register a webhook that a deletion would then leave behind),
-    # and leaves when it is being deleted (the finalizer owns it then).
+    # The drift and health checks: one scheduler each (`drift`), fed by an index of the
+    # resources as kopf's watch last delivered them. A resource enters once kopf has put our
+    # finalizer on it (before, a check could register a webhook that a deletion would then
+    # leave behind), and leaves when it is being deleted (the finalizer owns it then). No
+    # kopf timer: with one registered at all, kopf keeps a live copy of every resource.
     drift: list[DriftRunner] = []  # made by the first resource seen, stopped at cleanup
+    health_checks: list[DriftRunner] = []  # made by the first health-checked one, likewise
     # (and kept, stopped: an index event after the cleanup starts nothing)
 
     @kopf.index(*RESOURCE, id="drift_bodies", registry=registry)
@@ -316,11 +324,16 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
                 _drift_runner(config, memo, kwargs["drift_bodies"], kwargs["webhook_claims"])
             )
         drift[0].saw(uid)
-        return {uid: compact(dict(body))}
+        kept = compact(dict(body))
+        if health.enabled(kept):
+            if not health_checks:
+                health_checks.append(_health_runner(config, memo, kwargs["drift_bodies"]))
+            health_checks[0].saw(uid)
+        return {uid: kept}
 
     @kopf.on.cleanup(registry=registry)
     async def stop_drift_checks(**_: Any) -> None:
-        for runner in drift:
+        for runner in (*drift, *health_checks):
             await runner.stop()
 
     @kopf.on.delete(*RESOURCE, id=HANDLER_FINALIZE, registry=registry)
@@ -344,39 +357,32 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         if memos is not None:
             memos.by_uid.pop(uid, None)
 
-    def _health_enabled(spec: kopf.Spec, **_: Any) -> bool:
-        return bool((spec.get("healthCheck") or {}).get("enabled"))
-
-    @kopf.timer(
-        *RESOURCE,
-        id="health",
-        interval=config.health_tick,
-        when=_health_enabled,
-        registry=registry,
-    )
-    async def health_check(body: kopf.Body, memo: Any, **_: Any) -> None:
-        op: Operator = memo.operator
-        checker: health_checker.HealthChecker | None = getattr(memo, "health", None)
-        if checker is None:
-            return
-        memos: _HealthMemos = memo.health_memos
-        uid = str(body.metadata.uid)
-        health_memo = memos.by_uid.setdefault(uid, health.HealthMemo())
-        shown: Mapping[str, Any] = body
-        last_rotation = parse_rfc3339((body.get("status") or {}).get("lastRotationTime"))
-        reset = health.rotation_reset(health_memo, last_rotation)
-        if reset is not None:
-            # Shown at once, while the ping after the rotation is on its way.
-            op.metrics.webhooks.set_delivery_verified(
-                str(body.metadata.namespace), str(body.metadata.name), None
-            )
-            shown = await _report_delivery(op, body, shown, reset)
-            health_memo.reset_for = last_rotation
-        verdict = await _health_tick(op, checker, health_memo, body)
-        if verdict is not None:
-            await _report_delivery(op, body, shown, verdict)
-
     return registry
+
+
+async def _health_check(body: kopf.Body, memo: Any) -> None:
+    """One health tick of a resource with `spec.healthCheck.enabled`: DeliveryVerified
+    reset after a rotation, then the checker's verdict, each written when it is new."""
+    op: Operator = memo.operator
+    checker: health_checker.HealthChecker | None = getattr(memo, "health", None)
+    if checker is None:
+        return
+    memos: _HealthMemos = memo.health_memos
+    uid = str(body.metadata.uid)
+    health_memo = memos.by_uid.setdefault(uid, health.HealthMemo())
+    shown: Mapping[str, Any] = body
+    last_rotation = parse_rfc3339((body.get("status") or {}).get("lastRotationTime"))
+    reset = health.rotation_reset(health_memo, last_rotation)
+    if reset is not None:
+        # Shown at once, while the ping after the rotation is on its way.
+        op.metrics.webhooks.set_delivery_verified(
+            str(body.metadata.namespace), str(body.metadata.name), None
+        )
+        shown = await _report_delivery(op, body, shown, reset)
+        health_memo.reset_for = last_rotation
+    verdict = await _health_tick(op, checker, health_memo, body)
+    if verdict is not None:
+        await _report_delivery(op, body, shown, verdict)
 
 
 async def _report_delivery(

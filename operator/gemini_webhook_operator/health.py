@@ -11,6 +11,7 @@ Decisions (pure, no I/O):
   verified (with the current secret), verified only with a previous secret (the receiver
   has not picked up the rotation), not received in time, or keep waiting.
 - `repeats`: a verdict that says what the condition already says is not written.
+- `enabled`: whether a resource's health ticks run at all.
 - `rotation_complete`: a rotation counts complete only when a ping sent after it verified
   with the current secret.
 - Several replicas: with Redis every replica records its pings there and any pod answers
@@ -98,6 +99,12 @@ class Verdict:
     @property
     def verified(self) -> bool:
         return self.status is True
+
+
+def enabled(resource: Mapping[str, Any]) -> bool:
+    """Is this resource health-checked (its health ticks scheduled)? While
+    `spec.healthCheck.enabled`."""
+    return bool(((resource.get("spec") or {}).get("healthCheck") or {}).get("enabled"))
 
 
 def repeats(previous: Mapping[str, Any] | None, verdict: Verdict, generation: int) -> bool:

@@ -3,7 +3,7 @@ caller provides (the WebhookService wrapper's `ping`), polls the receiver's
 `/internal/pings` (see docs/receiver.md) through its internal Service (by cluster DNS) or
 on each ready pod (at its Pod IP), through the HTTP proxy the proxy variables name for it
 (`contracts.egress_proxy`), until the verdict is in, and feeds the metrics.
-`HealthChecker.tick` is what the operator's kopf timer calls for each resource. Every
+`HealthChecker.tick` is what the operator's health scheduler calls for each resource. Every
 decision it acts on is a pure function of `health`.
 """
 

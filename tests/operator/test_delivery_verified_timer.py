@@ -1,4 +1,4 @@
-"""The operator's kopf timer runs the health module for resources with
+"""The operator's health scheduler (`drift.py`) runs the health module for resources with
 `spec.healthCheck.enabled` and reports the `DeliveryVerified` condition.
 
 The full loop runs for real: the operator (kopf, our handlers) creates the webhook and

@@ -1,4 +1,5 @@
-"""The drift checks' scheduler: which resources are due when (pure), and its runner."""
+"""The periodic checks' scheduler (drift and health): which resources are due when (pure),
+its runner, and the operator's two runners on it instead of kopf timers."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import kopf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gemini_webhook_operator.drift import DriftRunner, DriftSchedule, drift_checked
+from gemini_webhook_operator import handlers
+from gemini_webhook_operator.drift import DriftRunner, DriftSchedule, drift_checked, retried
 
 
 def test_a_new_resource_is_first_due_after_a_jittered_interval_and_only_once() -> None:
@@ -32,6 +35,14 @@ def test_no_jitter_means_exactly_the_interval() -> None:
     schedule = DriftSchedule(30.0)
     schedule.saw("a", now=5.0)
     assert schedule.next_due() == 35.0
+
+
+def test_a_first_check_at_once_is_due_when_seen_then_an_exact_interval_after_each() -> None:
+    schedule = DriftSchedule(30.0, 0.5, random.Random(3), first_at_once=True)
+    assert schedule.saw("a", now=5.0)
+    assert schedule.take_due(5.0) == ["a"]  # no jitter on the first either
+    schedule.finished("a", now=6.0)
+    assert schedule.next_due() == 36.0
 
 
 def test_the_next_check_follows_the_end_of_the_last_or_its_retry_delay() -> None:
@@ -250,3 +261,53 @@ async def test_a_body_that_cannot_be_read_is_retried_later_and_the_others_go_on(
         assert due is not None
     finally:
         await runner.stop()
+
+
+def test_the_operator_registers_no_kopf_timer_or_daemon() -> None:
+    """kopf keeps a live copy of every resource of a kind for which any timer or daemon is
+    registered, whether its filter matches or not (the health timer, `when` healthCheck
+    enabled: 15 MiB at 1,000 GeminiWebhooks, bench/operator --kube real). The drift and
+    health checks run on `drift`'s schedulers instead."""
+    registry = handlers.build_registry()
+    assert not registry._spawning.get_all_handlers()
+
+
+async def test_health_checks_run_when_seen_then_every_tick_until_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ticks: list[float] = []
+
+    async def tick(body: Any, memo: Any) -> None:
+        assert body.metadata.uid == "a"
+        ticks.append(time.monotonic())
+
+    monkeypatch.setattr(handlers, "_health_check", tick)
+    on = {"metadata": {"uid": "a"}, "spec": {"healthCheck": {"enabled": True}}}
+    index: dict[str, list[dict[str, Any]]] = {"a": [on]}
+    runner = handlers._health_runner(handlers.HandlerConfig(health_tick=0.2), None, index)
+    try:
+        seen = time.monotonic()
+        runner.saw("a")
+        await _until(lambda: len(ticks) >= 2)
+        assert ticks[0] - seen < 0.15  # at once, as kopf's timer without an initial delay
+        assert ticks[1] - ticks[0] >= 0.2
+        index["a"] = [{**on, "spec": {"healthCheck": {"enabled": False}}}]
+        await _until(lambda: "a" not in runner.schedule)
+        count = len(ticks)
+        await asyncio.sleep(0.3)
+        assert len(ticks) == count
+    finally:
+        await runner.stop()
+
+
+async def test_a_check_failing_temporarily_is_logged_and_retried_after_its_delay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def failing(body: Any) -> None:
+        raise kopf.TemporaryError("not written: the API answered 500", delay=7)
+
+    check = retried("health check", failing)
+    body = {"metadata": {"uid": "a", "namespace": "ns", "name": "hook"}}
+    with caplog.at_level(logging.WARNING, logger="gemini_webhook_operator.drift"):
+        assert await check("a", body) == 7
+    assert "health check of ns/hook failed temporarily" in caplog.text
