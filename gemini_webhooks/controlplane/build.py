@@ -315,7 +315,7 @@ def _default_binary_name(package: str) -> str:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path, waiting: Callable[[], None]) -> Iterator[None]:
+def exclusive(lock_path: Path, waiting: Callable[[], None]) -> Iterator[None]:
     """One build of a component at a time across processes (two `scripts/test` runs, say):
     a second waits for the first, then finds its result in the cache."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,7 +339,7 @@ def build(component: Component, progress: Progress, *, every: float = 10.0) -> P
         progress(f"{component.name} {component.version}: cached in {directory}")
         return directory
     lock = directory.with_name(directory.name + ".lock")
-    with _exclusive(
+    with exclusive(
         lock, lambda: progress(f"{component.name} {component.version}: waiting for another build")
     ):
         return _build_locked(component, progress, every, go, directory)

@@ -191,10 +191,21 @@ def _directory(name: str, key_parts: list[bytes]) -> Path:
 
 
 def _cached(directory: Path, make: Callable[[Path], None], progress: build.Progress) -> Path:
-    """`make(directory)` unless done; a directory counts only with its `.complete` stamp."""
+    """`make(directory)` unless done; a directory counts only with its `.complete` stamp.
+    One maker at a time across processes (`scripts/test`'s background build and a test's
+    `scripts/control-plane build`, say): a second waits, then finds the first's result."""
     if (directory / ".complete").exists():
         progress(f"{directory.name}: cached in {directory}")
         return directory
+    lock = directory.with_name(directory.name + ".lock")
+    with build.exclusive(lock, lambda: progress(f"{directory.name}: waiting for another build")):
+        if (directory / ".complete").exists():  # made by the maker we waited for
+            progress(f"{directory.name}: cached in {directory}")
+            return directory
+        return _make(directory, make, progress)
+
+
+def _make(directory: Path, make: Callable[[Path], None], progress: build.Progress) -> Path:
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -153,7 +153,7 @@ def test_a_second_build_of_a_component_waits_for_the_first(tmp_path: Path) -> No
     holding, release = threading.Event(), threading.Event()
 
     def first() -> None:
-        with build._exclusive(lock, lambda: order.append("first waited")):
+        with build.exclusive(lock, lambda: order.append("first waited")):
             order.append("first builds")
             holding.set()
             release.wait(5)
@@ -163,7 +163,41 @@ def test_a_second_build_of_a_component_waits_for_the_first(tmp_path: Path) -> No
     thread.start()
     assert holding.wait(5)
     threading.Timer(0.2, release.set).start()
-    with build._exclusive(lock, lambda: order.append("second waits")):
+    with build.exclusive(lock, lambda: order.append("second waits")):
         order.append("second builds")
     thread.join(5)
     assert order == ["first builds", "second waits", "first done", "second builds"]
+
+
+def test_two_makers_of_a_node_image_make_it_once_and_the_second_finds_it(
+    tmp_path: Path,
+) -> None:
+    # scripts/test's background build and a test's `scripts/control-plane build` once made
+    # the pause image at once, each emptying the other's staging directory.
+    from gemini_webhooks.controlplane import node_images
+
+    directory = tmp_path / "pause-1-abc"
+    made: list[str] = []
+    lines: list[str] = []
+    started, release = threading.Event(), threading.Event()
+
+    def make(staging: Path) -> None:
+        made.append(staging.name)
+        started.set()
+        release.wait(5)
+        (staging / "pause.oci.tar").write_bytes(b"archive")
+
+    first = threading.Thread(target=node_images._cached, args=(directory, make, lines.append))
+    first.start()
+    assert started.wait(5)
+    threading.Timer(0.2, release.set).start()
+    second = node_images._cached(directory, make, lines.append)
+    first.join(5)
+    assert made == ["pause-1-abc.partial"]
+    assert second == directory
+    assert (directory / "pause.oci.tar").read_bytes() == b"archive"
+    assert lines == [
+        "pause-1-abc: waiting for another build",
+        f"pause-1-abc: built -> {directory}",
+        f"pause-1-abc: cached in {directory}",
+    ]
