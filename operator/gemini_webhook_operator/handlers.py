@@ -101,17 +101,6 @@ class _ClaimsView(Mapping[str, list[Claim]]):
             return default
 
 
-def predates_own_write(
-    status: Mapping[str, Any], written: Mapping[str, Any], *, age: float, max_age: float
-) -> bool:
-    """Is a copy whose status is `status` older than our own write of `written`, made
-    `age` seconds ago? Nobody else writes those fields, so a copy without them predates it
-    (kopf's watch has not delivered our write yet: under load, behind a write of the
-    health timer's, whose resourceVersion no record of ours names). Trusted for `max_age`
-    only, so that a status someone else changed cannot stop the drift checks for good."""
-    return age < max_age and bool(conditions.status_changes(status, written))
-
-
 async def write_status(
     kube: Kube,
     body: Mapping[str, Any],
@@ -143,17 +132,14 @@ async def write_status(
     return latest
 
 
-async def _write_back(
-    kube: Kube, body: kopf.Body, outcome: Outcome
-) -> tuple[list[str], dict[str, Any]]:
+async def _write_back(kube: Kube, body: kopf.Body, outcome: Outcome) -> Mapping[str, Any] | None:
     """Write what the reconciliation changed, before the resource's lock is released (not
     through kopf's patch, applied after the handler returns): the annotations it answered,
     then the status — its fields and conditions in one apply, so that whoever reads the
-    resource sees conditions that the status fields beside them explain. The
-    resourceVersions each write left behind, and the status fields that changed.
-    """
+    resource sees conditions that the status fields beside them explain. The resource as
+    the last write stored it (None when nothing was written)."""
     name, namespace = str(body.metadata.name), str(body.metadata.namespace)
-    versions = [str(body.metadata.get("resourceVersion") or "")]
+    stored: Mapping[str, Any] | None = None
     annotations = body.metadata.annotations
     removed = (*outcome.remove_annotations, *LEGACY_KOPF_ANNOTATIONS)
     changed: dict[str, str | None] = {a: None for a in removed if a in annotations}
@@ -162,23 +148,17 @@ async def _write_back(
         stored = await kube.merge_patch(
             crd.API_VERSION, crd.KIND, namespace, name, {"metadata": {"annotations": changed}}
         )
-        versions.append(_version(stored))
     wanted = dict(outcome.status)
     conditions_wanted = list(wanted.pop("conditions", None) or [])
     generation = wanted.pop("observedGeneration", None)
-    fields = conditions.status_changes(body.get("status") or {}, wanted)
     latest = await write_status(
         kube, body, conditions_wanted, observed_generation=generation, fields=wanted
     )
     if latest is not body:
-        versions.append(_version(latest))
+        stored = latest
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)
-    return [v for v in versions[:-1] if v], fields  # all but the version now current
-
-
-def _version(obj: Mapping[str, Any] | None) -> str:
-    return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
+    return stored
 
 
 async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) -> None:
@@ -193,27 +173,9 @@ async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) ->
         # reconcile one copy. Conditions derived from the resource as it was, then
         # compared with it as it is, once put back a condition the health timer had just
         # changed (DeliveryVerified, seen on kube-apiserver).
-        body = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(body))))
-        if handler == "drift" and body.metadata.get("resourceVersion") in op.superseded.get(
-            uid, ()
-        ):
-            # kopf's copy predates what the last reconciliation wrote (its watch has not
-            # delivered that yet); reconciling it would undo those writes. The next tick
-            # sees the resource as it is.
-            return
-        written_at, written = op.written_status.get(uid, (0.0, {}))
-        if handler == "drift" and predates_own_write(
-            body.get("status") or {},
-            written,
-            age=time.monotonic() - written_at,
-            max_age=2 * op.settings.drift_interval,
-        ):
-            # The same, for a copy whose resourceVersion is another writer's (the health
-            # timer's, written before ours reached kopf's watch): it would still carry a
-            # rotate annotation our rotation removed, and rotate again. A precaution — the
-            # failures seen on kube-apiserver were the live body's, above; the flap test
-            # counts one rotation per request.
-            return
+        body = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(op.own_writes.newest(body)))))
+        if body.metadata.get("deletionTimestamp"):
+            return  # our own last write saw the deletion start
         with (
             op.tracer.start_as_current_span(
                 "reconcile",
@@ -229,14 +191,11 @@ async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) ->
         ):
             outcome = await reconcile(op, body, claims=_ClaimsView(webhook_claims))
             try:
-                versions, fields = await _write_back(op.kube, body, outcome)
+                op.own_writes.wrote(await _write_back(op.kube, body, outcome))
             except KubeError as error:
                 record.failed(REASON_KUBE_ERROR, retry=True)
                 span.set_status(Status(StatusCode.ERROR, REASON_KUBE_ERROR))
                 raise kopf.TemporaryError(f"status not written: {error}", delay=10) from None
-            op.superseded[uid] = set(versions)
-            if fields:
-                op.written_status[uid] = (time.monotonic(), fields)
             if outcome.error is not None:
                 record.failed(outcome.error, retry=outcome.retry_after is not None)
                 span.set_status(Status(StatusCode.ERROR, outcome.error))
@@ -316,6 +275,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
 
     @kopf.index(*RESOURCE, id="drift_bodies", registry=registry)
     async def drift_bodies(body: kopf.Body, memo: Any, **kwargs: Any) -> Any:
+        memo.operator.own_writes.seen(body)  # every copy kopf's watch delivers
         if not drift_checked(body.metadata, FINALIZER):
             return None
         uid = str(body.metadata.uid)
@@ -351,8 +311,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
                     raise kopf.TemporaryError(str(error), delay=30) from None
         uid = str(body.metadata.uid)
         op.locks.pop(uid, None)
-        op.superseded.pop(uid, None)
-        op.written_status.pop(uid, None)
+        op.own_writes.forget(uid)
         memos: _HealthMemos | None = getattr(memo, "health_memos", None)
         if memos is not None:
             memos.by_uid.pop(uid, None)
@@ -368,6 +327,7 @@ async def _health_check(body: kopf.Body, memo: Any) -> None:
     if checker is None:
         return
     memos: _HealthMemos = memo.health_memos
+    body = kopf.Body(cast(kopf.RawBody, op.own_writes.newest(body)))
     uid = str(body.metadata.uid)
     health_memo = memos.by_uid.setdefault(uid, health.HealthMemo())
     shown: Mapping[str, Any] = body
@@ -409,6 +369,7 @@ async def _report_delivery(
         )
         try:
             stored = await write_status(op.kube, shown, updated)
+            op.own_writes.wrote(stored)
         except KubeError as error:
             raise kopf.TemporaryError(f"DeliveryVerified not written: {error}", delay=10) from None
     if verdict.status is False:
@@ -469,7 +430,7 @@ async def _answer_ping_request(body: kopf.Body, memo: Any) -> None:
         )
         answer = health.ping_answer(request, verdict, sent_at, verified_by)
     try:
-        await op.kube.merge_patch_status(resource, {"lastPing": answer})
+        op.own_writes.wrote(await op.kube.merge_patch_status(resource, {"lastPing": answer}))
     except KubeError as error:
         raise kopf.TemporaryError(f"ping answer not written: {error}", delay=10) from None
 

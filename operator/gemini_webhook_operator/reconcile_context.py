@@ -7,13 +7,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from opentelemetry import trace
 
 from gemini_webhook_operator import receiver_resources
 from gemini_webhook_operator.kube import Kube
 from gemini_webhook_operator.metrics import OperatorMetrics
+from gemini_webhook_operator.own_writes import OwnWrites
 from gemini_webhook_operator.webhookservice import WebhookServices
 
 
@@ -82,11 +83,8 @@ class Operator:
     # environment turned tracing on, `gemini_webhooks.tracing`).
     tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer(TRACER_NAME))
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    # Per resource uid: resourceVersions that our own last writes left behind.
-    superseded: dict[str, set[str]] = field(default_factory=dict)
-    # Per resource uid: the status fields the last reconciliation wrote, and when
-    # (time.monotonic()): a copy that does not show them yet predates those writes.
-    written_status: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    # Each resource as our newest write left it, until kopf's watch has delivered it.
+    own_writes: OwnWrites = field(default_factory=OwnWrites)
     reconcile_slots: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:

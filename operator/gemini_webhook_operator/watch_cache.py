@@ -81,7 +81,7 @@ class _Entry:
     obj: JSON | None  # None: known to exist, kept by name only
 
 
-def _newer(candidate: str | None, held: str | None) -> bool:
+def newer(candidate: str | None, held: str | None) -> bool:
     """Whether `candidate` may replace `held`: resourceVersions are opaque to clients, but
     etcd's (and the sandbox's) are increasing integers; anything else is taken as newer."""
     if not candidate or not held or not (candidate.isdigit() and held.isdigit()):
@@ -311,7 +311,7 @@ class Informer:
 
     def _replace(self, listed: dict[str, JSON], version: str) -> None:
         for name in list(self._entries):  # keep what we wrote after the list's snapshot
-            if name not in listed and not _newer(self._entries[name].version, version):
+            if name not in listed and not newer(self._entries[name].version, version):
                 del self._entries[name]
         for name, obj in listed.items():
             self._put(name, obj)
@@ -345,7 +345,7 @@ class Informer:
             name = watch_events.name(event.object)  # refused before anything changes
             if event.kind == "DELETED":
                 entry = self._entries.get(name)
-                if entry is not None and _newer(event.resource_version, entry.version):
+                if entry is not None and newer(event.resource_version, entry.version):
                     del self._entries[name]
             else:
                 self._put(name, event.object)
@@ -355,7 +355,7 @@ class Informer:
     def _put(self, name: str, obj: JSON) -> None:
         version = watch_events.resource_version(obj)
         entry = self._entries.get(name)
-        if entry is not None and not _newer(version, entry.version):
+        if entry is not None and not newer(version, entry.version):
             return
         slim = compact(obj)
         kept = slim if self._keep is None else self._keep(slim)

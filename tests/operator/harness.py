@@ -342,8 +342,9 @@ async def operator_running(
     heal_interval: float = 3600.0,
     max_concurrent_reconciles: int = runtime.RunConfig.max_concurrent_reconciles,
     tracer: Tracer | None = None,
+    access: ClusterAccess | None = None,  # where it reaches the API (default: `kube`'s)
 ) -> AsyncIterator[RunningOperator]:
-    access = ClusterAccess.load(operator_kubeconfig(kube))
+    access = access or ClusterAccess.load(operator_kubeconfig(kube))
     config = runtime.RunConfig(
         namespaces=namespaces,
         drift_interval=drift_interval,

@@ -22,8 +22,7 @@ from gemini_webhook_operator.receiver_resources import OWNED_KINDS
 from gemini_webhook_operator.watch_cache import Informer, WatchClient, WatchSettings, compact
 from gemini_webhooks.kube_access import ClusterAccess
 from gemini_webhooks.watch_events import Event
-from tests.operator.harness import operator_kubeconfig
-from tests.operator.watch_relay import Relay
+from tests.operator.watch_relay import Relay, relay_fixture  # noqa: F401 (a fixture)
 
 
 def test_a_kept_object_has_no_managed_fields_and_shares_its_keys_with_the_others() -> None:
@@ -53,17 +52,6 @@ def test_a_kept_object_has_no_managed_fields_and_shares_its_keys_with_the_others
 
 NAMESPACE = "default"
 FAST = WatchSettings(stale_after=1.0, backoff_initial=0.05, backoff_max=0.2, first_sync_wait=5.0)
-
-
-@pytest.fixture
-async def relay(kube: Any) -> AsyncIterator[Relay]:
-    """The operator's identity upstream: on the real control plane, the chart's RBAC."""
-    relay = Relay(ClusterAccess.load(operator_kubeconfig(kube)))
-    await relay.start()
-    try:
-        yield relay
-    finally:
-        await relay.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ whether a live receiver object already holds what the operator applies."""
 from __future__ import annotations
 
 from gemini_webhook_operator.conditions import status_changes
-from gemini_webhook_operator.handlers import predates_own_write
 from gemini_webhook_operator.receiver_apply import holds
 
 
@@ -38,16 +37,3 @@ def test_a_changed_value_a_missing_field_or_an_extra_list_item_is_not_held() -> 
     assert not holds({"spec": {"ports": [{"port": 80}]}}, applied)
     assert not holds({"spec": {"replicas": 2, "ports": [{"port": 80}, {"port": 81}]}}, applied)
     assert not holds({"spec": "not an object"}, applied)
-
-
-def test_a_copy_without_our_last_status_write_predates_it_for_a_while() -> None:
-    """A drift check given such a copy (kopf's watch behind our own write, seen on
-    kube-apiserver under load) would act on what that write already settled — a requested
-    rotation made twice; it is skipped, but only for `max_age`."""
-    written = {"lastRotationTime": "2026-12-04T20:00:01Z", "nextRotationTime": None}
-    stale = {"lastRotationTime": "2026-12-04T20:00:00Z"}
-    fresh = {"lastRotationTime": "2026-12-04T20:00:01Z", "webhookId": "w1"}
-    assert predates_own_write(stale, written, age=0.2, max_age=1.0)
-    assert not predates_own_write(fresh, written, age=0.2, max_age=1.0)
-    assert not predates_own_write(stale, written, age=1.0, max_age=1.0)
-    assert not predates_own_write(stale, {}, age=0.0, max_age=1.0)

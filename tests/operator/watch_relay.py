@@ -3,22 +3,52 @@ or kube-apiserver alike: it forwards every request with the test's credentials a
 it (`watch`, the cache's paged `list`, any other `GET` as `direct`, writes by method;
 discovery, which a client reads once, apart in `discovery`), and
 on request cuts the open watches, answers the next watch with 410 Gone, starts it with a
-malformed event, or refuses lists and watches. Served on loopback over plain HTTP."""
+malformed event, refuses lists and watches, or holds every watch's bytes back for
+`watch_delay` seconds (a watch that lags behind the writes, as kopf's does under load).
+Served on loopback over plain HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import aiohttp.web
+import pytest
 from aiohttp.test_utils import TestServer
 
 from gemini_webhooks.kube_access import ClusterAccess
+from tests.operator.harness import operator_kubeconfig
 
 GONE = b'{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired"}}\n'
 MALFORMED = b'{"type":"ADDED","object":{"metadata":{"name":["not","a","name"]}}}\n'
+
+
+class _Late:
+    """A watch's chunks written `delay` seconds after each came, in order."""
+
+    def __init__(self, response: aiohttp.web.StreamResponse, delay: float) -> None:
+        self.response, self.delay = response, delay
+        self.queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        self.writer = asyncio.create_task(self._write())
+
+    def put(self, chunk: bytes) -> None:
+        self.queue.put_nowait((asyncio.get_running_loop().time() + self.delay, chunk))
+
+    async def drain(self) -> None:
+        self.queue.put_nowait(None)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await self.writer
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (item := await self.queue.get()) is not None:
+            due, chunk = item
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            await self.response.write(chunk)
 
 
 @dataclass
@@ -29,6 +59,7 @@ class Relay:
     gone_next: bool = False
     malformed_next: bool = False
     refuse: int | None = None  # a status for every list and watch
+    watch_delay: float = 0.0  # each watch chunk passed on this long after it came
     _open: dict[int, aiohttp.web.Request] = field(default_factory=dict)  # by id: unhashable
     _server: TestServer | None = None
     _session: aiohttp.ClientSession | None = None
@@ -107,10 +138,13 @@ class Relay:
             response.set_status(up.status)
             await response.prepare(request)
             self._open[id(request)] = request
+            late: _Late | None = None
             try:
                 if watch and self.malformed_next:
                     self.malformed_next = False
                     await response.write(MALFORMED)
+                if watch and self.watch_delay:
+                    late = _Late(response, self.watch_delay)
                 while request.transport is not None and not request.transport.is_closing():
                     try:  # polled: a client gone is noticed without waiting for a byte
                         chunk = await asyncio.wait_for(up.content.readany(), 0.1)
@@ -118,11 +152,18 @@ class Relay:
                         continue
                     if not chunk:
                         break
-                    await response.write(chunk)
+                    if late is not None:
+                        late.put(chunk)
+                    else:
+                        await response.write(chunk)
+                if late is not None:
+                    await late.drain()
             except (ConnectionResetError, aiohttp.ClientError):
                 return response
             finally:
                 self._open.pop(id(request), None)
+                if late is not None:
+                    late.writer.cancel()
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
         return response
@@ -133,3 +174,15 @@ class Relay:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"not seen: {what}; requests {self.requests}")
             await asyncio.sleep(0.02)
+
+
+@pytest.fixture(name="relay")
+async def relay_fixture(kube: Any) -> AsyncIterator[Relay]:
+    """A relay to the API as the operator's identity (on the real control plane, the
+    chart's RBAC)."""
+    relay = Relay(ClusterAccess.load(operator_kubeconfig(kube)))
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.stop()
