@@ -274,7 +274,7 @@ def main() -> int:
         from gemini_webhooks.controlplane.threaded import ThreadedControlPlane
         from tests.fixtures.control_plane import chart_rbac, operator_identity
 
-        plane = ThreadedControlPlane(workdir / "control-plane", with_node=False)
+        plane = ThreadedControlPlane(workdir / "control-plane")
         plane.start()
         kubeconfig = plane.admin_kubeconfig
         layout = plane.plane.layout

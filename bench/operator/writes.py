@@ -465,7 +465,7 @@ def main() -> int:
     from tests.fixtures.control_plane import chart_rbac, operator_identity
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-writes-"))
-    plane = ThreadedControlPlane(workdir / "control-plane", with_node=False)
+    plane = ThreadedControlPlane(workdir / "control-plane")
     plane.start()
     kubeconfig = plane.admin_kubeconfig
     assert plane.plane is not None  # started

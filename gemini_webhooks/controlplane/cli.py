@@ -50,13 +50,25 @@ def _real_node(directory: Path, binaries: dict[str, Path], images: Path | None) 
     )
 
 
+def refusal(node_kind: str, euid: int) -> str | None:
+    """Why `up --node node_kind` cannot run as `euid`, naming what to do instead."""
+    if node_kind == "real" and euid != 0:
+        return (
+            "the node is a real Kubernetes node (containerd, the kubelet and runc in a network "
+            "namespace, with mounts and cgroups of its own), which needs root: run `sudo "
+            "scripts/control-plane up`, or `scripts/control-plane up --node none` for the "
+            "control plane alone"
+        )
+    return None
+
+
 async def _up(
     directory: Path,
     node_kind: str,
     images: Path | None = None,
     audit_policy: Path | None = None,
 ) -> int:
-    # The node's binaries only for a real node: the process node needs none of them.
+    # The node's binaries only for a node.
     binaries = (build.build_all if node_kind == "real" else build.build_control_plane)(_say)
     real_node = _real_node(directory, binaries, images) if node_kind == "real" else None
     plane = ControlPlane(
@@ -76,13 +88,6 @@ async def _up(
         if real_node is not None:
             await real_node.start(plane)
             node_task = asyncio.create_task(real_node.watch(), name="real-node")
-        if node_kind == "process":
-            from gemini_webhooks.controlplane.node import Node
-
-            node = Node.for_control_plane(plane, progress=_say)
-            await node.register()
-            _say(f"the node's Pods and Services by cluster name: HTTP_PROXY={node.proxy.url}")
-            node_task = asyncio.create_task(node.run(), name="node")
         (plane.layout.root / "env").write_text("\n".join(env_lines(plane)) + "\n")
         (plane.layout.root / "up.pid").write_text(f"{os.getpid()}\n")
         _say(f"admin kubeconfig: {plane.layout.admin_kubeconfig}")
@@ -160,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory")
     up.add_argument(
         "--node",
-        choices=("process", "real", "none"),
-        default="process",
-        help="process: Pods as local processes (kwok-style); real: containerd, the kubelet, "
-        "kube-proxy and CoreDNS in a network namespace; none: the API only",
+        choices=("real", "none"),
+        default="real",
+        help="real (as root): containerd, the kubelet, kube-proxy, CoreDNS and a "
+        "NetworkPolicy controller in a network namespace, our images imported; none: the "
+        "control plane alone",
     )
     up.add_argument("--no-node", action="store_true", help="the same as --node none")
     up.add_argument(
@@ -196,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "up":
             node = "none" if args.no_node else args.node
+            refused = refusal(node, os.geteuid())
+            if refused is not None:
+                _say(refused)
+                return 1
             policy = args.audit_policy
             if policy is not None and not policy.is_file():
                 parser.error(f"--audit-policy: no file {policy}")

@@ -1,44 +1,30 @@
-"""The control plane and its node on a background thread's event loop, for tests and
-benchmarks that run their own loop (pytest, kopf): `start()` blocks until the API server
-is ready and the node is registered; `stop()` stops every process it started."""
+"""The control plane on a background thread's event loop, for tests and benchmarks that
+run their own loop (pytest, kopf): `start()` blocks until the API server is ready;
+`stop()` stops every process it started. No node: what needs Pods to run uses the real
+node (`scripts/control-plane up`, `tests/fixtures/real_node.py`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from gemini_webhooks.controlplane import build
 from gemini_webhooks.controlplane.cluster import ControlPlane
-from gemini_webhooks.controlplane.node import Node
 
 
 class ThreadedControlPlane:
-    def __init__(
-        self,
-        root: Path,
-        *,
-        with_node: bool = True,
-        node_env: Mapping[str, str] | None = None,
-        static_endpoints: Mapping[str, str] | None = None,
-        progress: Callable[[str], None] | None = None,
-    ) -> None:
+    def __init__(self, root: Path, *, progress: Callable[[str], None] | None = None) -> None:
         self.root = root
-        self.with_node = with_node
-        self.node_env = node_env
-        self.static_endpoints = static_endpoints
         self.progress = progress or (lambda _line: None)
         self.plane: ControlPlane | None = None
-        self.node: Node | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._node_task: asyncio.Task[None] | None = None
 
     def start(self, timeout: float = 240.0) -> None:
-        binaries = build.build_control_plane(self.progress)  # its node is the process node
+        binaries = build.build_control_plane(self.progress)
         loop = self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=loop.run_forever, name="control-plane", daemon=True)
         self._thread.start()
@@ -51,25 +37,8 @@ class ThreadedControlPlane:
     async def _start(self, binaries: dict[str, Path]) -> None:
         self.plane = ControlPlane(self.root, binaries, progress=self.progress)
         await self.plane.start()
-        if self.with_node:
-            self.node = Node.for_control_plane(
-                self.plane,
-                progress=self.progress,
-                base_env=self.node_env,
-                static_endpoints=self.static_endpoints,
-            )
-            await self.node.register()
-            self._node_task = asyncio.create_task(self.node.run(), name="node")
-
-    def call(self, coroutine: Any, timeout: float = 60.0) -> Any:
-        """Run a coroutine on the control plane's loop (e.g. the node's methods)."""
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     async def _stop(self) -> None:
-        if self._node_task is not None:
-            self._node_task.cancel()
-            await asyncio.gather(self._node_task, return_exceptions=True)
         if self.plane is not None:
             await self.plane.stop()
 
