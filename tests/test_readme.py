@@ -394,7 +394,7 @@ def test_a_python_snippet_runs_against_the_emulator(block: Block) -> None:
 
 
 @pytest.mark.real_component
-@pytest.mark.late_build  # `up` runs the real node: one per machine, after the others' (scripts/test)
+@pytest.mark.late_build  # `up` runs the real node: one per machine (scripts/test)
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("block", _blocks("control-plane"), ids=lambda b: f"line-{b.line}")
 def test_the_control_plane_commands_build_run_and_stop_it(block: Block, tmp_path: Path) -> None:

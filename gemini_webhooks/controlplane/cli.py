@@ -38,14 +38,14 @@ def env_lines(plane: ControlPlane) -> list[str]:
 
 
 def _real_node(directory: Path, binaries: dict[str, Path], images: Path | None) -> RealNode:
-    from gemini_webhooks.controlplane import realnode
+    from gemini_webhooks.controlplane import node_images, realnode
 
     # Beside the control plane's directory, which is emptied on every start: the node's
     # must outlive a killed run, to say what to clean up.
     return realnode.RealNode(
         directory.resolve().parent / f"{directory.name}-node",
         realnode.node_binaries(binaries),
-        realnode.our_images(images),
+        node_images.our_images(images) if images else node_images.our_images_built(_say),
         progress=_say,
     )
 

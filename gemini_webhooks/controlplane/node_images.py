@@ -7,6 +7,9 @@ namespace, so it needs no image.)
 `scratch_image` writes an OCI image archive (the image layout of the OCI image spec, as a
 tar: what `ctr images import` and `buildah`/`skopeo` read) holding one layer of files. It is
 deterministic: the same files give the same digests, so a re-import is a no-op.
+
+Our own images (product and tools) are `scripts/image`'s: `our_images` finds them,
+`our_images_built` builds them first when these sources have none yet.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gemini_webhooks.controlplane import build
+from gemini_webhooks.controlplane import build, nodeconfig
+from gemini_webhooks.sandbox.supervisor import ChildFailedError
 
 # The pause version Kubernetes 1.37.2 ships (build/pause/Makefile's TAG; kubeadm's
 # PauseVersion; containerd 2.4's default sandbox image).
+IMAGE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "image"
 PAUSE_VERSION = "3.10.2"
 # A local name, so that nobody mistakes it for the registry's image.
 PAUSE_IMAGE = f"localhost/gemini-webhook-operator/pause:{PAUSE_VERSION}"
@@ -265,3 +270,48 @@ def build_images(progress: build.Progress) -> dict[str, Path]:
 def images_if_built() -> dict[str, Path] | None:
     pause = _pause_directory(kubernetes_source() / PAUSE_SOURCE, _gcc()[1]) / "pause.oci.tar"
     return {pause.name: pause} if (pause.parent / ".complete").exists() else None
+
+
+def our_images(directory: Path | None = None) -> dict[str, Path]:
+    """The product and tools images, by name: those `scripts/image build --output DIR` put
+    in `directory`, else those of these sources in `scripts/image`'s cache."""
+    if directory is not None:
+        images = {name: directory / f"{name}.oci.tar" for name in nodeconfig.IMAGE_REPOSITORIES}
+        missing = [str(path) for path in images.values() if not path.is_file()]
+        if missing:
+            raise ChildFailedError(f"no image archive {', '.join(missing)}")
+        return images
+    result = subprocess.run(  # noqa: S603 - our own script
+        [str(IMAGE_SCRIPT), "paths"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise ChildFailedError(
+            f"the real node runs our images, which are not built: {result.stderr.strip()} "
+            "(run `scripts/image build`)"
+        )
+    pairs = (line.partition("=") for line in result.stdout.splitlines() if "=" in line)
+    return {name: Path(path) for name, _, path in pairs if name in nodeconfig.IMAGE_REPOSITORIES}
+
+
+def our_images_built(say: Callable[[str], None]) -> dict[str, Path]:
+    """Our images' OCI archives for these sources, built by `scripts/image build` first
+    when there are none."""
+    try:
+        return our_images()
+    except ChildFailedError:
+        pass
+    say(
+        "our images (product, tools) are not built for these sources: running "
+        "`scripts/image build` (its progress below; several minutes the first time)"
+    )
+    result = subprocess.run(  # noqa: S603 - our own script
+        [str(IMAGE_SCRIPT), "build"], stdout=subprocess.DEVNULL, check=False
+    )
+    if result.returncode != 0:
+        raise ChildFailedError(
+            f"`scripts/image build` failed (exit {result.returncode}; its messages above); "
+            "the real node runs our images. Behind a TLS-inspecting proxy, name the CA "
+            "bundle apt and pip must trust: GWO_IMAGE_CA_BUNDLE=/etc/ssl/certs/"
+            "ca-certificates.crt (see scripts/image); then try again"
+        )
+    return our_images()

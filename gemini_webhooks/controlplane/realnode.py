@@ -475,25 +475,3 @@ def node_binaries(built: dict[str, Path]) -> NodeBinaries:
         pause_archive=built["pause.oci.tar"],
         sandbox_image=node_images.PAUSE_IMAGE,
     )
-
-
-def our_images(directory: Path | None = None) -> dict[str, Path]:
-    """The product and tools images, by name: those `scripts/image build --output DIR` put
-    in `directory`, else those of these sources in `scripts/image`'s cache."""
-    if directory is not None:
-        images = {name: directory / f"{name}.oci.tar" for name in nodeconfig.IMAGE_REPOSITORIES}
-        missing = [str(path) for path in images.values() if not path.is_file()]
-        if missing:
-            raise ChildFailedError(f"no image archive {', '.join(missing)}")
-        return images
-    script = Path(__file__).resolve().parents[2] / "scripts" / "image"
-    result = subprocess.run(  # noqa: S603 - our own script
-        [str(script), "paths"], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise ChildFailedError(
-            f"the real node runs our images, which are not built: {result.stderr.strip()} "
-            "(run `scripts/image build`)"
-        )
-    pairs = (line.partition("=") for line in result.stdout.splitlines() if "=" in line)
-    return {name: Path(path) for name, _, path in pairs if name in nodeconfig.IMAGE_REPOSITORIES}

@@ -31,21 +31,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gemini_webhooks import __version__
-from gemini_webhooks.controlplane import build, nodeconfig, realnode
+from gemini_webhooks.controlplane import build, node_images, nodeconfig, realnode
 from gemini_webhooks.controlplane.cluster import ControlPlane
 from gemini_webhooks.sandbox.kubeapi import KubeApi, KubeApiError
 from gemini_webhooks.sandbox.proxy import service_key
 from gemini_webhooks.sandbox.supervisor import ChildFailedError, Progress, Supervisor
 
 JSON = dict[str, Any]
-IMAGE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "image"
 # The receivers' image, as `RealNode.import_images` names it in containerd.
 PRODUCT_IMAGE = f"{nodeconfig.IMAGE_REPOSITORIES['product']}:{__version__}"
 ENDPOINT_SLICES = "endpointslices.discovery.k8s.io/v1"
@@ -100,30 +98,6 @@ def consumer_endpoint_slice(
     }
 
 
-def our_images(say: Progress) -> dict[str, Path]:
-    """Our images' OCI archives for these sources, built by `scripts/image build` first
-    when there are none."""
-    try:
-        return realnode.our_images()
-    except ChildFailedError:
-        pass
-    say(
-        "our images (product, tools) are not built for these sources: running "
-        "`scripts/image build` (its progress below; several minutes the first time)"
-    )
-    result = subprocess.run(  # noqa: S603 - our own script
-        [str(IMAGE_SCRIPT), "build"], stdout=subprocess.DEVNULL, check=False
-    )
-    if result.returncode != 0:
-        raise ChildFailedError(
-            f"`scripts/image build` failed (exit {result.returncode}; its messages above); "
-            "the real node runs our images. Behind a TLS-inspecting proxy, name the CA "
-            "bundle apt and pip must trust: GWO_IMAGE_CA_BUNDLE=/etc/ssl/certs/"
-            "ca-certificates.crt (see scripts/image); then try again"
-        )
-    return realnode.our_images()
-
-
 def check_socket_paths(node_root: Path) -> None:
     """Refuse a node directory whose sockets containerd could not bind, before anything
     starts (else containerd exits at start with `unix socket path too long`)."""
@@ -168,7 +142,7 @@ class RealNodeRun:
             binaries = await asyncio.to_thread(build.build_all, self.progress)
         except build.BuildError as error:
             raise ChildFailedError(str(error)) from None
-        images = await asyncio.to_thread(our_images, self.progress)
+        images = await asyncio.to_thread(node_images.our_images_built, self.progress)
         self.node = realnode.RealNode(
             root, realnode.node_binaries(binaries), images, progress=self.progress
         )
