@@ -70,7 +70,11 @@ async def _up(
 ) -> int:
     # The node's binaries only for a node.
     binaries = (build.build_all if node_kind == "real" else build.build_control_plane)(_say)
-    real_node = _real_node(directory, binaries, images) if node_kind == "real" else None
+    try:
+        real_node = _real_node(directory, binaries, images) if node_kind == "real" else None
+    except ChildFailedError as error:  # our images missing, and not buildable here
+        _say(f"failed: {error}")
+        return 1
     plane = ControlPlane(
         directory,
         binaries,

@@ -77,3 +77,16 @@ def test_up_without_root_refuses_the_real_node_and_says_what_to_do() -> None:
     message = cli.refusal("real", 1000)
     assert message is not None
     assert "sudo scripts/control-plane up" in message and "--node none" in message
+
+
+@pytest.mark.late_build  # `up` builds (finds cached) the node's binaries first
+def test_up_without_our_images_says_so_and_starts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gemini_webhooks.controlplane import cli
+
+    assert cli.main(["up", "--images", str(tmp_path), "--dir", str(tmp_path / "cp")]) == 1
+    out = capsys.readouterr().out
+    assert "[control-plane] failed: no image archive" in out
+    assert not (tmp_path / "cp").exists()
+    assert not (tmp_path / "cp-node").exists()
