@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.control_plane import SessionCluster, real_mode
+from tests.fixtures.control_plane import SessionCluster, real_mode, real_node_mode
 
 pytest_plugins: list[str] = [
     "tests.fixtures.emulator",
@@ -39,7 +39,7 @@ _session_cluster: SessionCluster | None = None
 
 
 def real_cluster() -> bool:
-    return bool(os.environ.get("KUBECONFIG"))
+    return bool(os.environ.get("KUBECONFIG")) or real_node_mode()
 
 
 def _xdist_controller(config: pytest.Config) -> bool:

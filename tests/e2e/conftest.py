@@ -35,11 +35,13 @@ from gemini_webhooks.sandbox.kubeapi import KubectlApi, ReadApi
 from gemini_webhooks.sandbox.scenario import Scenario, real_cluster_example
 from gemini_webhooks.sandbox.steps import Kubectl
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
+from tests.fixtures.control_plane import real_node_mode
 
-# GWO_KUBE=real: the sandbox system on a real control plane (its own, per module), with
-# the emulator; KUBECONFIG alone: a real cluster and the real Gemini API.
-ON_CONTROL_PLANE = os.environ.get("GWO_KUBE") == "real"
-REAL = bool(os.environ.get("KUBECONFIG")) and not ON_CONTROL_PLANE
+# GWO_KUBE=real-node: the sandbox system on its own control plane and real node (the
+# receivers containers), with the emulator; KUBECONFIG alone: a real cluster and the real
+# Gemini API.
+ON_REAL_NODE = real_node_mode()
+REAL = bool(os.environ.get("KUBECONFIG")) and not ON_REAL_NODE
 REAL_ENV = ("GWO_E2E_GEMINI_API_KEY", "GWO_E2E_RECEIVER_URL_TEMPLATE")
 GEMINI_API = "https://generativelanguage.googleapis.com"
 
@@ -71,7 +73,7 @@ async def _sandbox_system(state_dir: Path) -> AsyncIterator[System]:
             state_dir=state_dir,
             echo_consumer=False,
             batch_seconds=2.0,
-            kube="process-node" if ON_CONTROL_PLANE else "sandbox",
+            kube="real" if ON_REAL_NODE else "sandbox",
         ),
         progress=_lines(log),
     )
