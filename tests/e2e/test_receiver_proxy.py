@@ -2,17 +2,19 @@
 the operator as its flags, the operator renders it into the receiver's Deployment, and the
 receiver it deploys reaches a target outside the cluster only through that proxy.
 
-The target's name (`partner.example.test`, a reserved top-level domain) resolves nowhere:
-only a proxy that knows it can deliver there, and the proxy counts what it carried. The
-proxy's `NO_PROXY` keeps loopback (the API server, the emulator) direct, as a cluster's
-keeps its own names.
+The target's name (`partner.example.test`, a reserved top-level domain) resolves nowhere,
+not even through the real node's cluster DNS: only a proxy that knows it can deliver there,
+and the proxy counts what it carried. The proxy's `NO_PROXY` keeps where the emulator
+listens direct (loopback; on the real node, the host's end of the node's veth, which the
+receiver containers reach), as a cluster's keeps its own names. On the real node
+(`GWO_KUBE=real-node`) the receiver is a container of our image and the proxy listens on
+the host where the Pods reach it, as an egress proxy outside a cluster does.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +28,7 @@ from gemini_webhooks.sandbox.ports import LOOPBACK
 from gemini_webhooks.sandbox.proxy import SandboxProxy, pod_key
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
 from tests.chart.rendering import find, manifests
-from tests.e2e.conftest import ON_CONTROL_PLANE
+from tests.e2e.conftest import ON_REAL_NODE
 
 pytestmark = pytest.mark.sandbox_only  # it starts its own operator with the chart's flags
 
@@ -37,9 +39,9 @@ NAME = "proxied"
 class CountingProxy:
     """An HTTP forward proxy that knows one outside host, and counts what it carried."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, host: str) -> None:
         self.carried = 0
-        self.proxy = SandboxProxy(self._endpoints)
+        self.proxy = SandboxProxy(self._endpoints, host=host)
         self._target = target
 
     def _endpoints(self) -> dict[str, str]:
@@ -76,19 +78,9 @@ async def partner() -> AsyncIterator[tuple[Partner, str]]:
         await runner.cleanup()
 
 
-@pytest.fixture
-async def proxy(partner: tuple[Partner, str]) -> AsyncIterator[CountingProxy]:
-    counting = CountingProxy(partner[1])
-    await counting.proxy.start()
-    try:
-        yield counting
-    finally:
-        await counting.proxy.stop()
-
-
-def _chart_proxy_flags(proxy_url: str) -> list[str]:
+def _chart_proxy_flags(proxy_url: str, no_proxy: str) -> list[str]:
     """The operator's receiver-proxy flags, exactly as the chart renders them."""
-    values = {"receivers": {"proxy": {"httpProxy": proxy_url, "noProxy": "127.0.0.1,localhost"}}}
+    values = {"receivers": {"proxy": {"httpProxy": proxy_url, "noProxy": no_proxy}}}
     (deployment,) = find(manifests(values), "Deployment")
     args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     return [arg for arg in args if arg.startswith("--receiver-") and "proxy" in arg]
@@ -106,49 +98,62 @@ async def _wait(predicate: Callable[[], Awaitable[Any]], within: float, what: st
 
 
 async def test_a_receiver_reaches_an_outside_target_through_the_charts_proxy(
-    tmp_path: Path, partner: tuple[Partner, str], proxy: CountingProxy
+    tmp_path_factory: pytest.TempPathFactory, partner: tuple[Partner, str]
 ) -> None:
-    flags = _chart_proxy_flags(proxy.proxy.url)
-    assert flags, "the chart rendered no proxy flag"
     options = SandboxOptions(
-        state_dir=tmp_path / "sandbox",
+        # short: the real node's containerd socket paths are bound
+        state_dir=tmp_path_factory.mktemp("proxied") / "s",
         echo_consumer=False,
-        operator_args=flags,
-        kube="process-node" if ON_CONTROL_PLANE else "sandbox",
+        start_operator=False,  # started once the proxy listens, with its flags
+        kube="real" if ON_REAL_NODE else "sandbox",
     )
     async with Sandbox(options, progress=lambda line: None) as sandbox:
-        api: Any = sandbox.api
-        resource = sandbox.example()
-        resource["metadata"]["name"] = NAME
-        receiver = resource["spec"]["receiver"]
-        receiver.pop("dynamic")
-        receiver["routes"] = []
-        receiver["defaultRoute"] = {"targets": [{"url": f"http://{PARTNER}/hook"}]}
-        await api.create(f"{crd.PLURAL}.{crd.API_VERSION}", options.namespace, resource)
-
-        name = receiver_name(NAME)
-
-        async def ready() -> dict[str, Any] | None:
-            deployment = await api.get(DEPLOYMENTS, options.namespace, name)
-            status = (deployment or {}).get("status") or {}
-            return deployment if status.get("readyReplicas") == 1 else None
-
-        deployment = await _wait(ready, 90, "the receiver Deployment to be ready")
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        env = {e["name"]: e.get("value") for e in container["env"]}
-        assert env["HTTP_PROXY"] == proxy.proxy.url
-        assert env["NO_PROXY"] == "127.0.0.1,localhost"
-
-        carried_before = proxy.carried
-        control = ControlClient(sandbox.emulator_url, api_key=options.api_key)
-        await asyncio.to_thread(control.fire, "batch.succeeded", {"id": "batches/proxied-1"})
+        # Where the receivers reach the host: loopback, or the host's end of the node's veth.
+        proxy = CountingProxy(partner[1], host=sandbox.host)
+        await proxy.proxy.start()
         try:
-            await asyncio.wait_for(partner[0].arrived.wait(), 60)
-        except TimeoutError:
-            log = await asyncio.to_thread(control.deliveries)
-            raise AssertionError(f"not delivered to the partner; emulator log: {log}") from None
+            no_proxy = ",".join(dict.fromkeys([LOOPBACK, "localhost", sandbox.host]))
+            options.operator_args = _chart_proxy_flags(proxy.proxy.url, no_proxy)
+            assert options.operator_args, "the chart rendered no proxy flag"
+            await sandbox.start_operator()
+            env = await _receiver_env(sandbox)
+            assert (env["HTTP_PROXY"], env["NO_PROXY"]) == (proxy.proxy.url, no_proxy)
+
+            carried_before = proxy.carried
+            control = ControlClient(sandbox.emulator_url, api_key=options.api_key)
+            await asyncio.to_thread(control.fire, "batch.succeeded", {"id": "batches/proxied-1"})
+            try:
+                await asyncio.wait_for(partner[0].arrived.wait(), 60)
+            except TimeoutError:
+                log = await asyncio.to_thread(control.deliveries)
+                raise AssertionError(f"not delivered to the partner; emulator log: {log}") from None
+        finally:
+            await proxy.proxy.stop()
 
     hosts = {host.partition(":")[0] for host, _ in partner[0].events}
     assert hosts == {PARTNER}
     assert any("batches/proxied-1" in body for _, body in partner[0].events)
     assert proxy.carried > carried_before
+
+
+async def _receiver_env(sandbox: Sandbox) -> dict[str, str | None]:
+    """The example, its receiver forwarding everything to the partner, applied; once its
+    receiver Deployment is ready, its container's environment."""
+    api: Any = sandbox.api
+    namespace = sandbox.options.namespace
+    resource = sandbox.example()
+    resource["metadata"]["name"] = NAME
+    receiver = resource["spec"]["receiver"]
+    receiver.pop("dynamic")
+    receiver["routes"] = []
+    receiver["defaultRoute"] = {"targets": [{"url": f"http://{PARTNER}/hook"}]}
+    await api.create(f"{crd.PLURAL}.{crd.API_VERSION}", namespace, resource)
+
+    async def ready() -> dict[str, Any] | None:
+        deployment = await api.get(DEPLOYMENTS, namespace, receiver_name(NAME))
+        status = (deployment or {}).get("status") or {}
+        return deployment if status.get("readyReplicas") == 1 else None
+
+    deployment = await _wait(ready, 180, "the receiver Deployment to be ready")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
