@@ -3,6 +3,17 @@
 By default each test module starts the whole sandbox (`gemini_webhooks.sandbox.system`):
 emulator, Kubernetes API sandbox, operator, kubelet-run receivers, sample consumer.
 
+With `GWO_KUBE=real-node` (scripts/test's late-build step) each module's sandbox is
+`Sandbox(kube="real")`, what `scripts/sandbox --kube real` runs: its own control plane and a
+real node (containerd, the kubelet, runc, CNI, kube-proxy, CoreDNS), the receivers
+containers of our image; the operator, the emulator and the sample consumer stay host
+processes. It needs root, and only one real node can exist on a machine: run it in one
+process (no `-n`), under `flock /tmp/gwo-real-node.lock` where others may run one, e.g.
+`flock /tmp/gwo-real-node.lock env GWO_KUBE=real-node pytest tests/e2e`. There the only
+skips are the tests that need the Kubernetes API sandbox's fault injection
+(`kube_sandbox_of`); `GWO_KUBE=real` (the real control plane with the process node) does
+not run tests/e2e (tests/conftest.py refuses it at collection).
+
 Against a real cluster and the real Gemini API (README, "End-to-end tests on a real
 cluster"), set:
 
