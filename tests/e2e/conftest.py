@@ -187,13 +187,16 @@ async def _real_system() -> AsyncIterator[System]:
     )
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
+    """One system for the session's e2e modules (each names its resources apart and deletes
+    them): a real node's start and stop cost half a minute, so it is started once."""
     if REAL:
         async for real in _real_system():
             yield real
         return
-    async for sandbox in _sandbox_system(tmp_path_factory.mktemp("sandbox") / "state"):
+    # Short: the real node's containerd socket paths are bound.
+    async for sandbox in _sandbox_system(tmp_path_factory.mktemp("e2e") / "s"):
         yield sandbox
 
 

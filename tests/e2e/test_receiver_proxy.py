@@ -8,16 +8,20 @@ and the proxy counts what it carried. The proxy's `NO_PROXY` keeps where the emu
 listens direct (loopback; on the real node, the host's end of the node's veth, which the
 receiver containers reach), as a cluster's keeps its own names. On the real node
 (`GWO_KUBE=real-node`) the receiver is a container of our image and the proxy listens on
-the host where the Pods reach it, as an egress proxy outside a cluster does.
+the host where the Pods reach it, as an egress proxy outside a cluster does. The session's
+sandbox (tests/e2e/conftest.py) runs it, its operator restarted with the chart's proxy
+flags and, afterwards, without them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 
 from gemini_webhook_operator.receiver_names import receiver_name
@@ -26,11 +30,14 @@ from gemini_webhooks.emulator import ControlClient
 from gemini_webhooks.sandbox.kubelet import DEPLOYMENTS
 from gemini_webhooks.sandbox.ports import LOOPBACK
 from gemini_webhooks.sandbox.proxy import SandboxProxy, pod_key
-from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
+from gemini_webhooks.sandbox.system import Sandbox
 from tests.chart.rendering import find, manifests
-from tests.e2e.conftest import ON_REAL_NODE
+from tests.e2e.conftest import System, sandbox_of
 
-pytestmark = pytest.mark.sandbox_only  # it starts its own operator with the chart's flags
+pytestmark = [
+    pytest.mark.sandbox_only,  # it restarts the sandbox's operator with the chart's flags
+    pytest.mark.asyncio(loop_scope="session"),
+]
 
 PARTNER = "partner.example.test"  # outside the cluster, known only to the proxy
 NAME = "proxied"
@@ -62,7 +69,7 @@ class Partner:
         return web.Response(status=204)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")  # the test's loop: it serves during the test
 async def partner() -> AsyncIterator[tuple[Partner, str]]:
     partner = Partner()
     app = web.Application()
@@ -97,38 +104,53 @@ async def _wait(predicate: Callable[[], Awaitable[Any]], within: float, what: st
         await asyncio.sleep(0.2)
 
 
-async def test_a_receiver_reaches_an_outside_target_through_the_charts_proxy(
-    tmp_path_factory: pytest.TempPathFactory, partner: tuple[Partner, str]
-) -> None:
-    options = SandboxOptions(
-        # short: the real node's containerd socket paths are bound
-        state_dir=tmp_path_factory.mktemp("proxied") / "s",
-        echo_consumer=False,
-        start_operator=False,  # started once the proxy listens, with its flags
-        kube="real" if ON_REAL_NODE else "sandbox",
-    )
-    async with Sandbox(options, progress=lambda line: None) as sandbox:
-        # Where the receivers reach the host: loopback, or the host's end of the node's veth.
-        proxy = CountingProxy(partner[1], host=sandbox.host)
-        await proxy.proxy.start()
-        try:
-            no_proxy = ",".join(dict.fromkeys([LOOPBACK, "localhost", sandbox.host]))
-            options.operator_args = _chart_proxy_flags(proxy.proxy.url, no_proxy)
-            assert options.operator_args, "the chart rendered no proxy flag"
-            await sandbox.start_operator()
-            env = await _receiver_env(sandbox)
-            assert (env["HTTP_PROXY"], env["NO_PROXY"]) == (proxy.proxy.url, no_proxy)
+@contextlib.asynccontextmanager
+async def _operator_with(sandbox: Sandbox, flags: list[str]) -> AsyncIterator[None]:
+    """The sandbox's operator restarted with `flags` added (as the chart renders them), and
+    restarted without them afterwards."""
+    usual = sandbox.options.operator_args
+    await sandbox.stop_operator()
+    sandbox.options.operator_args = [*usual, *flags]
+    try:
+        await sandbox.start_operator()
+        yield
+    finally:
+        await sandbox.stop_operator()
+        sandbox.options.operator_args = usual
+        await sandbox.start_operator()
 
-            carried_before = proxy.carried
-            control = ControlClient(sandbox.emulator_url, api_key=options.api_key)
-            await asyncio.to_thread(control.fire, "batch.succeeded", {"id": "batches/proxied-1"})
+
+async def test_a_receiver_reaches_an_outside_target_through_the_charts_proxy(
+    system: System, partner: tuple[Partner, str]
+) -> None:
+    sandbox = sandbox_of(system)
+    # Where the receivers reach the host: loopback, or the host's end of the node's veth.
+    proxy = CountingProxy(partner[1], host=sandbox.host)
+    await proxy.proxy.start()
+    try:
+        no_proxy = ",".join(dict.fromkeys([LOOPBACK, "localhost", sandbox.host]))
+        flags = _chart_proxy_flags(proxy.proxy.url, no_proxy)
+        assert flags, "the chart rendered no proxy flag"
+        async with _operator_with(sandbox, flags):
             try:
-                await asyncio.wait_for(partner[0].arrived.wait(), 60)
-            except TimeoutError:
-                log = await asyncio.to_thread(control.deliveries)
-                raise AssertionError(f"not delivered to the partner; emulator log: {log}") from None
-        finally:
-            await proxy.proxy.stop()
+                env = await _receiver_env(sandbox)
+                assert (env["HTTP_PROXY"], env["NO_PROXY"]) == (proxy.proxy.url, no_proxy)
+                carried_before = proxy.carried
+                control = ControlClient(sandbox.emulator_url, api_key=sandbox.options.api_key)
+                await asyncio.to_thread(
+                    control.fire, "batch.succeeded", {"id": "batches/proxied-1"}
+                )
+                try:
+                    await asyncio.wait_for(partner[0].arrived.wait(), 60)
+                except TimeoutError:
+                    log = await asyncio.to_thread(control.deliveries)
+                    raise AssertionError(f"not delivered to the partner: {log}") from None
+            finally:
+                await system.kubectl(
+                    "delete", crd.PLURAL, NAME, "-n", system.namespace, "--wait=false", check=False
+                )
+    finally:
+        await proxy.proxy.stop()
 
     hosts = {host.partition(":")[0] for host, _ in partner[0].events}
     assert hosts == {PARTNER}

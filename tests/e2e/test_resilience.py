@@ -21,7 +21,7 @@ from gemini_webhooks.sandbox.system import Sandbox
 from tests.e2e.conftest import System, kube_sandbox_of, sandbox_of
 from tests.fixtures.real_node import main_process
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def _cleanup(system: System, name: str) -> None:

@@ -36,7 +36,7 @@ pytestmark = [
     # Several Pods of one Deployment: a real node's (the API sandbox's kubelet runs one).
     pytest.mark.real_cluster_only,
     pytest.mark.sandbox_only,  # the emulator's metrics and rotations
-    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.asyncio(loop_scope="session"),
     pytest.mark.timeout(600),
 ]
 
@@ -44,7 +44,7 @@ REPLICAS = 3
 NAME = "rotation-replicas"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def three(system: System) -> AsyncIterator[tuple[Sandbox, Scenario]]:
     """The example with 3 receiver replicas, Ready, its 3 Pods ready behind its Service."""
     sandbox = sandbox_of(system)
