@@ -10,7 +10,7 @@
   the chart's ServiceAccount. Tests marked `real_cluster_only` run only there (they are
   deselected, not skipped, on the sandbox); tests marked `kube_independent` (the images
   built and run, pure decisions) only on the sandbox, since they run alike on both.
-- `GWO_KUBE=real-node`: tests/e2e only, each module's sandbox on its own control plane
+- `GWO_KUBE=real-node`: tests/e2e only, the session's sandbox on its own control plane
   and real node (tests/e2e/conftest.py); counts as a real cluster for the markers and
   skips above. Any other suite collected with it, or tests/e2e with `GWO_KUBE=real`, is
   refused at collection (`control_plane.misplaced`).

@@ -1,9 +1,11 @@
 """The system the end-to-end tests run against: the sandbox by default, a real one on demand.
 
-By default each test module starts the whole sandbox (`gemini_webhooks.sandbox.system`):
-emulator, Kubernetes API sandbox, operator, kubelet-run receivers, sample consumer.
+By default the session starts the whole sandbox once (`gemini_webhooks.sandbox.system`):
+emulator, Kubernetes API sandbox, operator, kubelet-run receivers, sample consumer; the
+modules share it (each names its resources apart and deletes them; the loop is the
+session's).
 
-With `GWO_KUBE=real-node` (scripts/test's late-build step) each module's sandbox is
+With `GWO_KUBE=real-node` (scripts/test's late-build step) the sandbox is
 `Sandbox(kube="real")`, what `scripts/sandbox --kube real` runs: its own control plane and a
 real node (containerd, the kubelet, runc, CNI, kube-proxy, CoreDNS), the receivers
 containers of our image; the operator, the emulator and the sample consumer stay host
