@@ -1,7 +1,8 @@
 """Rotation benchmark: a rotation under ~50 events/s with 3 receiver replicas.
 
-Starts the sandbox system on the real control plane (its node runs the 3 receiver pods
-and spreads the receiver Service's connections over them), applies a GeminiWebhook with
+Starts the sandbox system on the real node (`scripts/sandbox --kube real`'s: the 3 receiver
+Pods are containers of our image, kube-proxy spreads the receiver Service's connections
+over them), applies a GeminiWebhook with
 `receiver.replicas: 3`, and rotates it under traffic, once with `Grace` and once with
 `Immediate` revocation (`gemini_webhooks.sandbox.rotation_run`). Prints, per rotation, the
 window (the new secret's creation, i.e. the operator's rotate call, to the last replica's
@@ -12,7 +13,9 @@ replicas, and how many copies of each event reached the consumer.
     .venv/bin/python bench/receiver/rotation.py [--rate 50] [--replicas 3]
         [--revocation Grace,Immediate] [--state-dir DIR]
 
-Needs the control plane's binaries (`scripts/control-plane build`).
+Root, as the real node needs. One real node per machine: beside the tests, run it under
+`flock /tmp/gwo-real-node.lock`, as they do. The node's binaries and our images are built
+on demand.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from gemini_webhooks.sandbox.demo import scenario_for  # noqa: E402
 from gemini_webhooks.sandbox.rotation_run import (  # noqa: E402
     example,
-    node_of,
     rotate_under_traffic,
     set_revocation,
     wait_replicas,
@@ -42,9 +44,7 @@ NAME = "rotation-bench"
 async def main(rate: float, replicas: int, revocations: list[str], state_dir: Path) -> int:
     log: list[str] = []
     sandbox = Sandbox(
-        SandboxOptions(
-            state_dir=state_dir, echo_consumer=False, batch_seconds=2.0, kube="process-node"
-        ),
+        SandboxOptions(state_dir=state_dir, echo_consumer=False, batch_seconds=2.0, kube="real"),
         progress=log.append,
     )
     async with sandbox:
@@ -55,13 +55,13 @@ async def main(rate: float, replicas: int, revocations: list[str], state_dir: Pa
         scenario.name = NAME
         await scenario.apply()
         await scenario.wait_ready(within=180)
-        node = node_of(sandbox)
-        await wait_replicas(scenario, node, replicas, within=180)
+        assert sandbox.api is not None
+        await wait_replicas(sandbox.api, scenario, replicas, within=180)
         print(f"{replicas} receiver replicas ready; {rate:g} events/s")
         for revocation in revocations:
             await set_revocation(scenario, revocation)
             run = await rotate_under_traffic(
-                scenario, node, revocation=revocation, replicas=replicas, rate=rate
+                scenario, sandbox.api, revocation=revocation, replicas=replicas, rate=rate
             )
             reloads = ", ".join(f"{at:.3f}" for at in run.reloads_at.values())
             window = "n/a" if run.window_seconds is None else f"{run.window_seconds:.3f} s"

@@ -1,10 +1,9 @@
 """A rotation under steady traffic, with several receiver replicas, measured.
 
-Used by bench/receiver/rotation.py on the real control plane's process node
-(`SandboxOptions(kube="process-node")`, which runs every Pod of the receiver's ReplicaSet
-and spreads the receiver Service's connections over them: controlplane/balancer), and by
-tests/chart/test_real_rollout.py on the real node (the
-receivers as containers, kube-proxy spreading the connections). Each place hands
+Used on the real node, the receivers containers and kube-proxy spreading the receiver
+Service's connections over them: by bench/receiver/rotation.py through the sandbox
+(`SandboxOptions(kube="real")`, the operator on the host) and by
+tests/chart/test_real_rollout.py (the operator a Pod of the chart). Each place hands
 `measure_rotation` a `Rig`: how it fires events, requests the rotation and reads what
 happened; the run and its figures are the same.
 
@@ -30,10 +29,11 @@ from typing import Any, Protocol
 
 import yaml
 
-from gemini_webhooks.controlplane.node import Node
-from gemini_webhooks.controlplane.running_pod import RunningPod
+from gemini_webhook_operator.receiver_names import ready_pod_urls, selector_labels
+from gemini_webhooks.sandbox.kubeapi import KubeApi
 from gemini_webhooks.sandbox.metric_samples import Samples, scrape, total
-from gemini_webhooks.sandbox.scenario import INTERNAL_PORT, Scenario
+from gemini_webhooks.sandbox.real_node import ENDPOINT_SLICES, SERVICE_NAME_LABEL
+from gemini_webhooks.sandbox.scenario import Scenario
 from gemini_webhooks.sandbox.steps import StepFailed, poll
 from gemini_webhooks.sandbox.system import Sandbox
 
@@ -274,32 +274,25 @@ async def measure_rotation(
     return run
 
 
-# --- On the process node (the sandbox on the real control plane) -----------------------
+# --- Through the sandbox on the real node (`kube="real"`) -------------------------------
 
 
-def node_of(sandbox: Sandbox) -> Node:
-    if not isinstance(sandbox.kubelet, Node):
-        raise StepFailed(
-            "several receiver replicas need the real control plane's process node "
-            "(kube='process-node')"
-        )
-    return sandbox.kubelet
-
-
-def receiver_pods(node: Node, namespace: str, deployment: str) -> list[RunningPod]:
-    """The running pods of `deployment` (`<deployment>-<hash>-<id>`) on the node."""
-    prefix = deployment + "-"
-    return sorted(
-        (
-            p
-            for p in node.pods.values()
-            if p.namespace == namespace
-            and p.name.startswith(prefix)
-            and p.name[len(prefix) :].count("-") == 1
-            and p.ready
-        ),
-        key=lambda p: p.name,
+def ready_endpoints(slices: Iterable[Mapping[str, Any]]) -> int:
+    """How many ready endpoints the EndpointSlices of a Service hold."""
+    return sum(
+        1
+        for found in slices
+        for endpoint in found.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready")
     )
+
+
+async def receiver_metrics_urls(api: KubeApi, scenario: Scenario) -> dict[str, str]:
+    """Each ready receiver Pod -> its `/metrics`, at its Pod IP."""
+    selector = ",".join(f"{k}={v}" for k, v in selector_labels(scenario.name).items())
+    pods = await api.list("pods", scenario.namespace, label_selector=selector)
+    resource = {"metadata": {"name": scenario.name, "namespace": scenario.namespace}}
+    return ready_pod_urls(resource, pods, "/metrics")
 
 
 def example(sandbox: Sandbox, name: str, revocation: str, replicas: int) -> str:
@@ -310,35 +303,29 @@ def example(sandbox: Sandbox, name: str, revocation: str, replicas: int) -> str:
     return str(yaml.safe_dump(document, sort_keys=False))
 
 
-async def wait_replicas(scenario: Scenario, node: Node, replicas: int, within: float) -> None:
-    key = f"{scenario.namespace}/{scenario.receiver}:80"
+async def wait_replicas(api: KubeApi, scenario: Scenario, replicas: int, within: float) -> None:
+    """Until `replicas` receiver Pods are ready and all of them behind its Service."""
+    selector = f"{SERVICE_NAME_LABEL}={scenario.receiver}"
 
     async def spread() -> bool:
-        pods = receiver_pods(node, scenario.namespace, scenario.receiver)
-        balancer = node.balancers.get(key)
-        return len(pods) == replicas and balancer is not None and len(balancer.backends) == replicas
+        pods = await receiver_metrics_urls(api, scenario)
+        slices = await api.list(ENDPOINT_SLICES, scenario.namespace, label_selector=selector)
+        return len(pods) == replicas and ready_endpoints(slices) == replicas
 
-    await poll(spread, within=within, what=f"{replicas} ready receiver pods behind one Service")
-
-
-def _metrics_url(pod: RunningPod) -> str:
-    port = pod.ports.lookup(INTERNAL_PORT)
-    if port is None:
-        raise StepFailed(f"pod {pod.label} has no internal port")
-    return f"http://127.0.0.1:{port}/metrics"
+    await poll(spread, within=within, what=f"{replicas} ready receiver Pods behind one Service")
 
 
 @dataclass
 class ScenarioRig:
-    """The scenario's GeminiWebhook on the process node; the sample consumer is the
-    receiver's target."""
+    """The scenario's GeminiWebhook on the real node, its receiver Pods read at their Pod
+    IPs from the host (the sandbox routes the Pod range to the node and puts no
+    NetworkPolicy on them); the sample consumer is the receiver's target."""
 
     scenario: Scenario
-    node: Node
+    api: KubeApi
 
     async def replicas(self) -> dict[str, str]:
-        pods = receiver_pods(self.node, self.scenario.namespace, self.scenario.receiver)
-        return {p.name: _metrics_url(p) for p in pods}
+        return await receiver_metrics_urls(self.api, self.scenario)
 
     async def scrape(self, url: str) -> Samples:
         return await scrape(url)
@@ -370,14 +357,14 @@ class ScenarioRig:
 
 
 async def rotate_under_traffic(
-    scenario: Scenario, node: Node, *, revocation: str, replicas: int, **timing: float
+    scenario: Scenario, api: KubeApi, *, revocation: str, replicas: int, **timing: float
 ) -> RotationRun:
-    """`measure_rotation` on the process node (`timing`: its rate, lead, tail, within),
+    """`measure_rotation` through the sandbox (`timing`: its rate, lead, tail, within),
     the consumer's echo silenced meanwhile."""
     _, consumer = scenario._need_events()
     echo, consumer.echo = consumer.echo, None
     try:
-        rig = ScenarioRig(scenario, node)
+        rig = ScenarioRig(scenario, api)
         return await measure_rotation(rig, revocation=revocation, replicas=replicas, **timing)
     finally:
         consumer.echo = echo

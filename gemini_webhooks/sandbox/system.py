@@ -32,9 +32,7 @@ import yaml
 
 from gemini_webhooks.contracts import crd as crd_contract
 from gemini_webhooks.contracts.crd import DEFAULT_API_KEY_SECRET_KEY
-from gemini_webhooks.controlplane import build
 from gemini_webhooks.controlplane.cluster import ControlPlane
-from gemini_webhooks.controlplane.node import Node
 from gemini_webhooks.sandbox.consumer import SampleConsumer
 from gemini_webhooks.sandbox.guide import env_lines
 from gemini_webhooks.sandbox.kubeapi import KubeApi, server_from_kubeconfig
@@ -79,9 +77,7 @@ class SandboxOptions:
     drift_interval: float = 10.0
     operator_args: list[str] = field(default_factory=list)
     # "sandbox": the in-memory Kubernetes API sandbox and its kubelet (instant);
-    # "real": a real control plane and a real node, the receivers containers (real_node);
-    # "process-node": a real control plane and the process node (controlplane/node.py),
-    # which runs each receiver Pod as a host process (bench/receiver/rotation.py's replicas).
+    # "real": a real control plane and a real node, the receivers containers (real_node).
     kube: str = "sandbox"
 
 
@@ -127,7 +123,7 @@ class Sandbox:
         self.operator_metrics_url = ""
         self.operator: Child | None = None
         self.api: KubeApi | None = None
-        self.kubelet: Kubelet | Node | None = None
+        self.kubelet: Kubelet | None = None
         self._kubelet_task: asyncio.Task[None] | None = None
         self.control_plane: ControlPlane | None = None
         self.real_node: RealNodeRun | None = None
@@ -140,9 +136,8 @@ class Sandbox:
     # -- environment ------------------------------------------------------------------------
 
     def endpoints(self) -> Mapping[str, str]:
-        """Where the host reaches Services (and Pods) by `service_key`: the kubelet's (or the
-        process node's) loopback ports, the real node's ClusterIPs; until one runs, the
-        consumer's."""
+        """Where the host reaches Services (and Pods) by `service_key`: the kubelet's loopback
+        ports, the real node's ClusterIPs; until one runs, the consumer's."""
         if self.real_node is not None:
             return self.real_node.endpoints
         return self.kubelet.endpoints if self.kubelet is not None else self.static_endpoints
@@ -190,16 +185,12 @@ class Sandbox:
         self._say(f"sample consumer listening on http://{self.host}:{self.consumer.port}/")
 
         await self._start_emulator()
-        if self.options.kube == "process-node":
-            await self._start_control_plane()
-        elif self.real_node is None:
+        if self.real_node is None:
             await self._start_kube()
         await self._install()
         if self.real_node is not None:
             assert self.api is not None
             await self.real_node.start_node(self.api)
-        elif self.options.kube == "process-node":
-            await self._start_node()
         else:
             self._start_kubelet()
         if self.options.start_operator:
@@ -276,39 +267,12 @@ class Sandbox:
         )
         self.api = KubeApi(self.kube_url)
 
-    async def _start_control_plane(self) -> None:
-        """etcd, kube-apiserver, kube-controller-manager and kube-scheduler, built from the
-        official Go modules (cached after the first build) and started on loopback."""
-        binaries = await asyncio.to_thread(build.build_control_plane, self._say)
-        self.control_plane = ControlPlane(
-            self.state_dir / "control-plane",
-            binaries,
-            progress=self._say,
-            supervisor=self.supervisor,
-        )
-        await self.control_plane.start()
-        self._use_control_plane()
-
     def _use_control_plane(self) -> None:
         assert self.control_plane is not None
         self.kubeconfig.write_text(self.control_plane.layout.admin_kubeconfig.read_text())
         self.kubeconfig.chmod(0o600)
         self.kube_url = self.control_plane.server
         self.api = KubeApi.from_kubeconfig(self.kubeconfig)
-
-    async def _start_node(self) -> None:
-        assert self.control_plane is not None
-        node = Node.for_control_plane(
-            self.control_plane,
-            progress=self._say,
-            base_env=self.child_env(),
-            static_endpoints=self.static_endpoints,
-            proxy=self.proxy,
-        )
-        await node.register()
-        self.kubelet = node
-        self._kubelet_task = asyncio.create_task(node.run(), name="node")
-        self._say(f"node {node.name} runs the Pods the scheduler binds to it")
 
     async def _install(self) -> None:
         """Our CRD, the API-key Secret and the sample consumer's Service."""

@@ -93,7 +93,14 @@ def ping_status_url(resource: Mapping[str, Any], *, cluster_domain: str = "clust
 def ping_status_pod_urls(
     resource: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]
 ) -> dict[str, str]:
-    """Each ready receiver Pod's ping-status endpoint (Pod name -> URL): the Pods the
+    """Each ready receiver Pod's ping-status endpoint (Pod name -> URL)."""
+    return ready_pod_urls(resource, pods, PING_STATUS_PATH)
+
+
+def ready_pod_urls(
+    resource: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], path: str
+) -> dict[str, str]:
+    """`path` on the internal port of each ready receiver Pod (Pod name -> URL): the Pods the
     internal Service sends requests to — selected by the Deployment's labels, `Ready`, not
     terminating, with an IP — read at their IP and internal container port.
     """
@@ -116,5 +123,5 @@ def ping_status_pod_urls(
         ):
             continue
         name = pod_meta.get("name") or address
-        urls[name] = pod_url(address, INTERNAL_PORT, PING_STATUS_PATH)
+        urls[name] = pod_url(address, INTERNAL_PORT, path)
     return dict(sorted(urls.items()))

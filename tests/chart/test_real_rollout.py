@@ -20,8 +20,8 @@ holding a secret the emulator accepts; every delivery is delivered and verifies.
 The figures (takeover, writes per Pod in time order, double actions) are printed.
 
 Last, in the same world, issue 22 §4: a rotation under ~50 events/s through a receiver of 3
-Pods (Grace, then Immediate), measured by `gemini_webhooks.sandbox.rotation_run` as on the
-process node (bench/receiver/rotation.py); its figures are printed."""
+Pods (Grace, then Immediate), measured by `gemini_webhooks.sandbox.rotation_run` as
+bench/receiver/rotation.py measures it through the sandbox; its figures are printed."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ processes. It needs root, and only one real node can exist on a machine: run it 
 process (no `-n`), under `flock /tmp/gwo-real-node.lock` where others may run one, e.g.
 `flock /tmp/gwo-real-node.lock env GWO_KUBE=real-node pytest tests/e2e`. There the only
 skips are the tests that need the Kubernetes API sandbox's fault injection
-(`kube_sandbox_of`); `GWO_KUBE=real` (the real control plane with the process node) does
+(`kube_sandbox_of`); `GWO_KUBE=real` (the real control plane, no node) does
 not run tests/e2e (tests/conftest.py refuses it at collection).
 
 Against a real cluster and the real Gemini API (README, "End-to-end tests on a real

@@ -20,12 +20,9 @@ import pytest
 import pytest_asyncio
 
 from gemini_webhook_operator.metrics import DELIVERY_PINGS_TOTAL
-from gemini_webhook_operator.receiver_names import receiver_name
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.sandbox.kubelet import DEPLOYMENTS
 from gemini_webhooks.sandbox.metric_samples import scrape, total
-from gemini_webhooks.sandbox.real_node import ENDPOINT_SLICES, SERVICE_NAME_LABEL
-from gemini_webhooks.sandbox.rotation_run import example
+from gemini_webhooks.sandbox.rotation_run import example, wait_replicas
 from gemini_webhooks.sandbox.scenario import Scenario
 from gemini_webhooks.sandbox.steps import StepFailed, poll
 from gemini_webhooks.sandbox.system import Sandbox
@@ -52,26 +49,11 @@ async def three(system: System) -> AsyncIterator[tuple[Sandbox, Scenario]]:
     api = sandbox.api
     scenario = await system.scenario(NAME)
     scenario.example_path.write_text(example(sandbox, NAME, "Grace", REPLICAS))
-    receiver = receiver_name(NAME)
-
-    async def spread() -> bool:
-        deployment = await api.get(DEPLOYMENTS, system.namespace, receiver) or {}
-        slices = await api.list(
-            ENDPOINT_SLICES, system.namespace, label_selector=f"{SERVICE_NAME_LABEL}={receiver}"
-        )
-        ready = [
-            endpoint
-            for found in slices
-            for endpoint in found.get("endpoints") or []
-            if (endpoint.get("conditions") or {}).get("ready")
-        ]
-        replicas = (deployment.get("status") or {}).get("readyReplicas")
-        return replicas == REPLICAS and len(ready) == REPLICAS
 
     try:
         await scenario.apply()
         await scenario.wait_ready(within=180)
-        await poll(spread, within=180, what=f"{REPLICAS} ready receiver Pods behind one Service")
+        await wait_replicas(api, scenario, REPLICAS, within=180)
         yield sandbox, scenario
     finally:
         await system.kubectl(

@@ -14,6 +14,7 @@ from gemini_webhooks.sandbox.rotation_run import (
     attempt_figures,
     broken_promises,
     copies_per_id,
+    ready_endpoints,
     verdicts,
 )
 
@@ -57,6 +58,17 @@ def test_verdicts_sum_rejections_over_replicas_and_count_acceptances_per_replica
     assert rejected == {"secret_reload_pending": 3.0, "revoked_secret": 2.0}
     assert accepted == {"a": 15.0, "b": 7.0}
     assert verdicts(after, after) == ({}, {})
+
+
+def test_ready_endpoints_counts_the_ready_endpoints_of_every_slice() -> None:
+    slices = [
+        {"endpoints": [{"conditions": {"ready": True}}, {"conditions": {"ready": False}}]},
+        {"endpoints": [{"conditions": {"ready": True}}, {}]},
+        {"endpoints": None},
+        {},
+    ]
+    assert ready_endpoints(slices) == 2
+    assert ready_endpoints([]) == 0
 
 
 def test_copies_per_id_counts_only_the_wanted_ids() -> None:
