@@ -1,5 +1,4 @@
-"""One pod's process on a loopback node: what the sandbox's kubelet and the control plane's
-node share. Its files laid out and the process started from a `PodPlan`, mounted files kept
+"""One pod's process on the sandbox's kubelet (a loopback node). Its files laid out and the process started from a `PodPlan`, mounted files kept
 current, the kubelet's crash back-off, and stopping it."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""A pod's process on a loopback node, as the sandbox's kubelet and the control plane's node
-both run it: a fresh directory per start, mounted files kept current, the crash back-off."""
+"""A pod's process on a loopback node, as the sandbox's kubelet runs it: a fresh directory
+per start, mounted files kept current, the crash back-off."""
 
 from __future__ import annotations
 
