@@ -1,6 +1,6 @@
 """One pod's process on the sandbox's kubelet (a loopback node). Its files laid out and the
-process started from a `PodPlan`, mounted files kept
-current, the kubelet's crash back-off, and stopping it."""
+process started from a `PodPlan`, mounted files kept current, the kubelet's crash back-off,
+and stopping it."""
 
 from __future__ import annotations
 
