@@ -49,9 +49,9 @@ RESOURCE = (API_GROUP, crd.VERSION, crd.PLURAL)
 FINALIZER = f"{API_GROUP}/finalizer"
 # How long kopf keeps a resource's worker once its events stop (kopf's default: 5 s). An
 # idle worker holds its task, its queue and the last watch event it handled, the whole
-# decoded object: a thousand resources arriving together kept a thousand of them at the
+# decoded object: a thousand resources arriving together kept 200-860 of them through the
 # peak (bench/operator --kube real, 1,000 resources, Ready in ~20 s: peak RSS 161-162 MiB,
-# 156 at 0.5 s, 149-151 at 0.1 s). A later event starts a new worker; kopf still waits for
+# 156 at 0.5 s, 144-151 at 0.1 s). A later event starts a new worker; kopf still waits for
 # its own patch's echo (`consistency_timeout`) whatever this is.
 WORKER_IDLE_SECONDS = 0.1
 
