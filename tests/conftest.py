@@ -5,11 +5,12 @@
   injection or the emulator's control API) skip when KUBECONFIG points at a real cluster.
 - Shared fixtures live in `tests/fixtures/` and are registered below.
 - `GWO_KUBE=real`: the session runs on a real control plane (etcd, kube-apiserver,
-  kube-controller-manager, kube-scheduler and our node, `tests/fixtures/control_plane.py`),
-  started once before collection; `KUBECONFIG` then names its admin, and operators run as
-  the chart's ServiceAccount. Tests marked `real_cluster_only` run only there (they are
-  deselected, not skipped, on the sandbox); tests marked `kube_independent` (the images
-  built and run, pure decisions) only on the sandbox, since they run alike on both.
+  kube-controller-manager and kube-scheduler, no node: no Pod runs there;
+  `tests/fixtures/control_plane.py`), started once before collection; `KUBECONFIG` then
+  names its admin, and operators run as the chart's ServiceAccount. Tests marked
+  `real_cluster_only` run only there (they are deselected, not skipped, on the sandbox);
+  tests marked `kube_independent` (the images built and run, pure decisions) only on the
+  sandbox, since they run alike on both.
 - `scripts/test` runs the suites with pytest-xdist (`-n`, whole files per worker: module
   fixtures and loops stay in one process); with `GWO_KUBE=real` each worker starts its own
   control plane. Tests on a real node (`late_build`) run in one process, one at a time.
