@@ -11,6 +11,10 @@
   `real_cluster_only` run only there (they are deselected, not skipped, on the sandbox);
   tests marked `kube_independent` (the images built and run, pure decisions) only on the
   sandbox, since they run alike on both.
+- `GWO_KUBE=real-node`: tests/e2e only, the session's sandbox on its own control plane
+  and real node (tests/e2e/conftest.py); counts as a real cluster for the markers and
+  skips above. Any other suite collected with it, or tests/e2e with `GWO_KUBE=real`, is
+  refused at collection (`control_plane.misplaced`).
 - `scripts/test` runs the suites with pytest-xdist (`-n`, whole files per worker: module
   fixtures and loops stay in one process); with `GWO_KUBE=real` each worker starts its own
   control plane. Tests on a real node (`late_build`) run in one process, one at a time.
@@ -25,7 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.control_plane import SessionCluster, real_mode
+from tests.fixtures.control_plane import (
+    MODE_ENV,
+    SessionCluster,
+    misplaced,
+    real_mode,
+    real_node_mode,
+)
 
 pytest_plugins: list[str] = [
     "tests.fixtures.emulator",
@@ -40,7 +50,7 @@ _session_cluster: SessionCluster | None = None
 
 
 def real_cluster() -> bool:
-    return bool(os.environ.get("KUBECONFIG"))
+    return bool(os.environ.get("KUBECONFIG")) or real_node_mode()
 
 
 def _xdist_controller(config: pytest.Config) -> bool:
@@ -70,6 +80,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    refused = misplaced(os.environ.get(MODE_ENV, "sandbox"), (item.nodeid for item in items))
+    if refused:
+        raise pytest.UsageError(refused)
     # On a real cluster, what runs alike on any API server ran in the sandbox's run already;
     # on the sandbox, what needs a real API server cannot run.
     unwanted = "kube_independent" if real_cluster() else "real_cluster_only"

@@ -1,9 +1,9 @@
 """A rotation under steady traffic, with several receiver replicas, measured.
 
-Used by tests/e2e/test_rotation_replicas.py and bench/receiver/rotation.py on the real
-control plane's process node (`SandboxOptions(kube="process-node")`, which runs every Pod of
-the receiver's ReplicaSet and spreads the receiver Service's connections over them:
-controlplane/balancer), and by tests/chart/test_real_rollout.py on the real node (the
+Used by bench/receiver/rotation.py on the real control plane's process node
+(`SandboxOptions(kube="process-node")`, which runs every Pod of the receiver's ReplicaSet
+and spreads the receiver Service's connections over them: controlplane/balancer), and by
+tests/chart/test_real_rollout.py on the real node (the
 receivers as containers, kube-proxy spreading the connections). Each place hands
 `measure_rotation` a `Rig`: how it fires events, requests the rotation and reads what
 happened; the run and its figures are the same.

@@ -81,7 +81,7 @@ class SandboxOptions:
     # "sandbox": the in-memory Kubernetes API sandbox and its kubelet (instant);
     # "real": a real control plane and a real node, the receivers containers (real_node);
     # "process-node": a real control plane and the process node (controlplane/node.py),
-    # which runs each receiver Pod as a host process (rotation_run's several replicas).
+    # which runs each receiver Pod as a host process (bench/receiver/rotation.py's replicas).
     kube: str = "sandbox"
 
 

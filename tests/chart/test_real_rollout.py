@@ -21,7 +21,7 @@ The figures (takeover, writes per Pod in time order, double actions) are printed
 
 Last, in the same world, issue 22 §4: a rotation under ~50 events/s through a receiver of 3
 Pods (Grace, then Immediate), measured by `gemini_webhooks.sandbox.rotation_run` as on the
-process node (tests/e2e/test_rotation_replicas.py); its figures are printed."""
+process node (bench/receiver/rotation.py); its figures are printed."""
 
 from __future__ import annotations
 

@@ -1,7 +1,20 @@
 """The system the end-to-end tests run against: the sandbox by default, a real one on demand.
 
-By default each test module starts the whole sandbox (`gemini_webhooks.sandbox.system`):
-emulator, Kubernetes API sandbox, operator, kubelet-run receivers, sample consumer.
+By default the session starts the whole sandbox once (`gemini_webhooks.sandbox.system`):
+emulator, Kubernetes API sandbox, operator, kubelet-run receivers, sample consumer; the
+modules share it (each names its resources apart and deletes them; the loop is the
+session's).
+
+With `GWO_KUBE=real-node` (scripts/test's late-build step) the sandbox is
+`Sandbox(kube="real")`, what `scripts/sandbox --kube real` runs: its own control plane and a
+real node (containerd, the kubelet, runc, CNI, kube-proxy, CoreDNS), the receivers
+containers of our image; the operator, the emulator and the sample consumer stay host
+processes. It needs root, and only one real node can exist on a machine: run it in one
+process (no `-n`), under `flock /tmp/gwo-real-node.lock` where others may run one, e.g.
+`flock /tmp/gwo-real-node.lock env GWO_KUBE=real-node pytest tests/e2e`. There the only
+skips are the tests that need the Kubernetes API sandbox's fault injection
+(`kube_sandbox_of`); `GWO_KUBE=real` (the real control plane with the process node) does
+not run tests/e2e (tests/conftest.py refuses it at collection).
 
 Against a real cluster and the real Gemini API (README, "End-to-end tests on a real
 cluster"), set:
@@ -35,11 +48,13 @@ from gemini_webhooks.sandbox.kubeapi import KubectlApi, ReadApi
 from gemini_webhooks.sandbox.scenario import Scenario, real_cluster_example
 from gemini_webhooks.sandbox.steps import Kubectl
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
+from tests.fixtures.control_plane import real_node_mode
 
-# GWO_KUBE=real: the sandbox system on a real control plane (its own, per module), with
-# the emulator; KUBECONFIG alone: a real cluster and the real Gemini API.
-ON_CONTROL_PLANE = os.environ.get("GWO_KUBE") == "real"
-REAL = bool(os.environ.get("KUBECONFIG")) and not ON_CONTROL_PLANE
+# GWO_KUBE=real-node: the sandbox system on its own control plane and real node (the
+# receivers containers), with the emulator; KUBECONFIG alone: a real cluster and the real
+# Gemini API.
+ON_REAL_NODE = real_node_mode()
+REAL = bool(os.environ.get("KUBECONFIG")) and not ON_REAL_NODE
 REAL_ENV = ("GWO_E2E_GEMINI_API_KEY", "GWO_E2E_RECEIVER_URL_TEMPLATE")
 GEMINI_API = "https://generativelanguage.googleapis.com"
 
@@ -71,7 +86,7 @@ async def _sandbox_system(state_dir: Path) -> AsyncIterator[System]:
             state_dir=state_dir,
             echo_consumer=False,
             batch_seconds=2.0,
-            kube="process-node" if ON_CONTROL_PLANE else "sandbox",
+            kube="real" if ON_REAL_NODE else "sandbox",
         ),
         progress=_lines(log),
     )
@@ -174,13 +189,16 @@ async def _real_system() -> AsyncIterator[System]:
     )
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
+    """One system for the session's e2e modules (each names its resources apart and deletes
+    them): a real node's start and stop cost half a minute, so it is started once."""
     if REAL:
         async for real in _real_system():
             yield real
         return
-    async for sandbox in _sandbox_system(tmp_path_factory.mktemp("sandbox") / "state"):
+    # Short: the real node's containerd socket paths are bound.
+    async for sandbox in _sandbox_system(tmp_path_factory.mktemp("e2e") / "s"):
         yield sandbox
 
 

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import textwrap
 from typing import Any
 
 import aiohttp
 import pytest
 
+from gemini_webhook_operator import receiver_names
 from gemini_webhooks.contracts import crd
+from gemini_webhooks.sandbox.kubeapi import KubeApi
 from gemini_webhooks.sandbox.metric_samples import scrape, total
 from gemini_webhooks.sandbox.scenario import real_cluster_example
 from gemini_webhooks.sandbox.steps import StepFailed, poll
+from gemini_webhooks.sandbox.system import Sandbox
 from tests.e2e.conftest import System, kube_sandbox_of, sandbox_of
+from tests.fixtures.real_node import main_process
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def _cleanup(system: System, name: str) -> None:
@@ -31,10 +37,58 @@ async def _cleanup(system: System, name: str) -> None:
     )
 
 
+async def _receiver_pod(api: KubeApi, namespace: str, webhook: str) -> dict[str, Any]:
+    """The one running receiver Pod of GeminiWebhook `webhook` (not one going away)."""
+    selector = ",".join(f"{k}={v}" for k, v in receiver_names.selector_labels(webhook).items())
+    pods = [
+        pod
+        for pod in await api.list("pods", namespace, label_selector=selector)
+        if "deletionTimestamp" not in pod["metadata"]
+    ]
+    assert len(pods) == 1, [pod["metadata"]["name"] for pod in pods]
+    return pods[0]
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    return sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses") or [])
+
+
+class ReceiverCrash:
+    """SIGKILL of a receiver's process and the restarts seen after it: the container's
+    main process on the real node (from the host, as an OOM kill or a crash ends it; the
+    kubelet restarts the container, counted in the Pod's restartCount), the Pod's process
+    on the API sandbox's kubelet."""
+
+    def __init__(self, system: System, sandbox: Sandbox, webhook: str) -> None:
+        self.system, self.sandbox, self.webhook = system, sandbox, webhook
+        self.receiver = receiver_names.receiver_name(webhook)
+        self.pod: dict[str, Any] = {}
+
+    async def kill(self) -> None:
+        if self.sandbox.real_node is None:
+            assert self.sandbox.kubelet is not None
+            self.sandbox.kubelet.kill_pod(self.system.namespace, self.receiver)
+            return
+        assert self.sandbox.api is not None
+        self.pod = await _receiver_pod(self.sandbox.api, self.system.namespace, self.webhook)
+        assert _restarts(self.pod) == 0
+        os.kill(main_process(self.pod), signal.SIGKILL)
+
+    async def restarts(self) -> int:
+        if self.sandbox.real_node is None:
+            assert self.sandbox.kubelet is not None
+            return self.sandbox.kubelet.restarts(self.system.namespace, self.receiver)
+        name = self.pod["metadata"]["name"]
+        found = await self.system.api.get("pods", self.system.namespace, name)
+        assert found is not None, "the killed receiver's Pod was replaced, not restarted"
+        return _restarts(found)
+
+
 @pytest.mark.sandbox_only
 async def test_a_receiver_killed_mid_stream_loses_no_event(system: System) -> None:
     sandbox = sandbox_of(system)
     scenario = await system.scenario("crash-receiver")
+    crash = ReceiverCrash(system, sandbox, "crash-receiver")
     try:
         await scenario.apply()
         await scenario.wait_ready()
@@ -42,14 +96,14 @@ async def test_a_receiver_killed_mid_stream_loses_no_event(system: System) -> No
         for index in range(40):
             sent += await scenario._fire("batch.succeeded", data={"id": f"batches/{index}"})
             if index == 10:
-                assert sandbox.kubelet is not None
-                sandbox.kubelet.kill_pod(system.namespace, scenario.receiver)
+                await crash.kill()
             await asyncio.sleep(0.05)
-        # Deliveries that failed while the pod was down are retried by Gemini (the emulator)
-        # and verified by the restarted receiver: every event arrives.
+        # Deliveries that failed while the receiver was down are retried by Gemini (the
+        # emulator) and verified by the restarted receiver: every event arrives.
         arrivals = await scenario._arrivals(sent, within=60, what="events sent around the crash")
         assert {a.webhook_id for a in arrivals} == set(sent)
-        assert sandbox.kubelet.restarts(system.namespace, scenario.receiver) >= 1
+        await poll(crash.restarts, within=60, what="the receiver's restart counted")
+        assert await crash.restarts() == 1
     finally:
         await _cleanup(system, scenario.name)
 

@@ -16,10 +16,10 @@ import pytest_asyncio
 from gemini_webhooks.sandbox.scenario import Scenario
 from tests.e2e.conftest import System
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def tour(system: System) -> AsyncIterator[Scenario]:
     scenario = await system.scenario("tour")
     yield scenario
