@@ -5,11 +5,12 @@
   injection or the emulator's control API) skip when KUBECONFIG points at a real cluster.
 - Shared fixtures live in `tests/fixtures/` and are registered below.
 - `GWO_KUBE=real`: the session runs on a real control plane (etcd, kube-apiserver,
-  kube-controller-manager, kube-scheduler and our node, `tests/fixtures/control_plane.py`),
-  started once before collection; `KUBECONFIG` then names its admin, and operators run as
-  the chart's ServiceAccount. Tests marked `real_cluster_only` run only there (they are
-  deselected, not skipped, on the sandbox); tests marked `kube_independent` (the images
-  built and run, pure decisions) only on the sandbox, since they run alike on both.
+  kube-controller-manager and kube-scheduler, no node: no Pod runs there;
+  `tests/fixtures/control_plane.py`), started once before collection; `KUBECONFIG` then
+  names its admin, and operators run as the chart's ServiceAccount. Tests marked
+  `real_cluster_only` run only there (they are deselected, not skipped, on the sandbox);
+  tests marked `kube_independent` (the images built and run, pure decisions) only on the
+  sandbox, since they run alike on both.
 - `GWO_KUBE=real-node`: tests/e2e only, the session's sandbox on its own control plane
   and real node (tests/e2e/conftest.py); counts as a real cluster for the markers and
   skips above. Any other suite collected with it, or tests/e2e with `GWO_KUBE=real`, is

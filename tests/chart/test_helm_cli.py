@@ -1,4 +1,4 @@
-"""The chart on the real control plane with the real `helm` CLI (GWO_KUBE=real only).
+"""The chart and the CRD on the real control plane (GWO_KUBE=real only), and the `helm` CLI.
 
 - Admission: every rendered combination (`rendering.COMBINATIONS`), the CRD and every
   example are accepted by kube-apiserver itself (`kubectl apply --dry-run=server`: the
@@ -7,11 +7,11 @@
   prometheus-operator CRDs the monitoring combinations need come from the
   `github.com/prometheus-operator/prometheus-operator` Go module at a pinned version
   (never committed).
-- Lifecycle: `helm install` runs the operator as a Pod of our node (a process, as the
-  chart's ServiceAccount under the chart's RBAC, talking to the emulator through
-  `operator.apiBaseUrl`); a GeminiWebhook becomes Ready; `helm upgrade` replaces the Pod
-  and the new one reconciles; `helm test` passes; `helm uninstall` leaves nothing but the
-  CRDs (Helm keeps those).
+- The CRD's rules: each allowed form admitted, each refused form refused with a 422 that
+  names the field (`dryRun=All`).
+- `Helm`: the real helm CLI with homes of its own, for the lifecycle tests on the real node
+  (tests/chart/test_real_helm_cli.py, test_real_install.py, test_real_rollout.py), which
+  need running Pods.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ import json
 import os
 import string
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -303,7 +301,7 @@ async def test_the_crds_rules_refuse_with_a_422_naming_the_field(
     assert f'"{field}" must' in message and rule in message, message
 
 
-# -- the lifecycle with the helm CLI --------------------------------------------------------
+# -- the helm CLI --------------------------------------------------------------------------
 
 
 def helm_binary() -> str:
@@ -335,277 +333,3 @@ class Helm:
                 f"{result.stdout}\n{result.stderr}"
             )
         return result.stdout
-
-
-def _operator_pods(namespace: str, release: str) -> list[dict[str, Any]]:
-    selector = (
-        f"app.kubernetes.io/instance={release},app.kubernetes.io/name=gemini-webhook-operator"
-    )
-    pods = kubectl_json("get", "pods", "-n", namespace, "-l", selector)["items"]
-    return [p for p in pods if "deletionTimestamp" not in p["metadata"]]
-
-
-def _replaced(namespace: str, release: str, old: dict[str, Any]) -> dict[str, Any] | None:
-    """The one operator Pod, once it is not `old`."""
-    pods = _operator_pods(namespace, release)
-    if len(pods) == 1 and pods[0]["metadata"]["uid"] != old["metadata"]["uid"]:
-        return pods[0]
-    return None
-
-
-def _webhook(namespace: str, name: str) -> dict[str, Any]:
-    return kubectl_json("get", crd.PLURAL, name, "-n", namespace)  # type: ignore[no-any-return]
-
-
-def _ready(obj: dict[str, Any]) -> bool:
-    conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
-    generation = obj["metadata"].get("generation")
-    return (
-        conditions.get("Ready", {}).get("status") == "True"
-        and (obj.get("status") or {}).get("observedGeneration") == generation
-    )
-
-
-def wait_until(what: str, check: Any, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-def _leftovers(namespace: str, release: str) -> list[str]:
-    """Every object left in `namespace` (bar what Kubernetes itself puts in each
-    namespace, and Events) and every cluster-scoped object of the release."""
-    resources = [
-        r
-        for r in kubectl("api-resources", "--verbs=list", "--namespaced", "-o", "name").split()
-        if r not in ("events", "events.events.k8s.io")
-    ]
-    items = kubectl_json("get", ",".join(resources), "-n", namespace)["items"]
-    found = [
-        f"{o['kind']}/{o['metadata']['name']}"
-        for o in items
-        if (o["kind"], o["metadata"]["name"])
-        not in {
-            ("ServiceAccount", "default"),
-            ("ConfigMap", "kube-root-ca.crt"),
-        }
-    ]
-    selector = f"app.kubernetes.io/instance={release}"
-    cluster = kubectl_json("get", "clusterroles,clusterrolebindings", "-l", selector)["items"]
-    return found + [f"{o['kind']}/{o['metadata']['name']}" for o in cluster]
-
-
-@pytest.fixture
-def release_namespace() -> Iterator[str]:
-    namespace = f"helm-{uuid.uuid4().hex[:6]}"
-    yield namespace
-    kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found", check=False)
-
-
-@pytest.mark.timeout(600)
-def test_install_upgrade_test_and_uninstall_with_the_helm_cli(
-    emulator: Any, release_namespace: str, tmp_path: Path
-) -> None:
-    namespace = release_namespace
-    release = f"life-{uuid.uuid4().hex[:5]}"
-    helm = Helm(tmp_path / "helm", namespace)
-    values = {
-        "watchNamespaces": [namespace],
-        "operator": {"apiBaseUrl": emulator.base_url, "driftInterval": 300},
-    }
-    values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-
-    # install: the operator Pod runs on our node and turns Ready (its readiness probe).
-    helm(
-        "install",
-        release,
-        str(CHART_DIR),
-        "--create-namespace",
-        "-f",
-        str(values_file),
-        "--wait",
-        "--timeout",
-        "180s",
-    )
-    (pod,) = _operator_pods(namespace, release)
-    account = pod["spec"]["serviceAccountName"]
-    assert account.startswith(release)
-    assert f"--api-base-url={emulator.base_url}" in pod["spec"]["containers"][0]["args"]
-    # The Pod's identity holds the chart's namespaced rules only (watchNamespaces).
-    user = f"system:serviceaccount:{namespace}:{account}"
-    can = kubectl("auth", "can-i", "list", "secrets", "-n", namespace, "--as", user, check=False)
-    cannot = kubectl("auth", "can-i", "list", "secrets", "-n", "default", "--as", user, check=False)
-    assert (can.strip(), cannot.strip()) == ("yes", "no")
-
-    # A GeminiWebhook without apiBaseUrl: the chart's operator.apiBaseUrl names the emulator.
-    kubectl(
-        "create",
-        "secret",
-        "generic",
-        API_KEY_SECRET,
-        "-n",
-        namespace,
-        f"--from-literal=api-key={emulator.api_key}",
-    )
-    body = _resource(namespace)
-    body["metadata"]["name"] = "lifecycle"
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
-    wait_until("the GeminiWebhook to be Ready", lambda: _ready(_webhook(namespace, "lifecycle")))
-    webhook_id = _webhook(namespace, "lifecycle")["status"]["webhookId"]
-    assert [w.id for w in emulator.client().webhooks.list().webhooks] == [webhook_id]
-
-    # upgrade with a changed value: the Pod is replaced (Recreate) and the new one reconciles.
-    helm(
-        "upgrade",
-        release,
-        str(CHART_DIR),
-        "--reuse-values",
-        "--set",
-        "operator.driftInterval=120",
-        "--wait",
-        "--timeout",
-        "180s",
-    )
-    new_pod = wait_until("the Pod to be replaced", lambda: _replaced(namespace, release, pod))
-    assert "--drift-interval=120" in new_pod["spec"]["containers"][0]["args"]
-    kubectl(
-        "patch",
-        crd.PLURAL,
-        "lifecycle",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"events": ["batch.succeeded", "batch.failed"]}}),
-    )
-    wait_until(
-        "the new operator to reconcile the change", lambda: _ready(_webhook(namespace, "lifecycle"))
-    )
-    (remote,) = emulator.client().webhooks.list().webhooks
-    assert remote.id == webhook_id
-    assert sorted(remote.subscribed_events) == ["batch.failed", "batch.succeeded"]
-
-    # helm test: the hook Pod runs to completion on the node (restartPolicy Never).
-    out = helm("test", release, "--timeout", "120s")
-    assert "Phase:          Succeeded" in out, out
-
-    # uninstall: first the resource (the operator removes the remote webhook and its
-    # finalizer), then the release; nothing is left but the CRDs.
-    kubectl("delete", crd.PLURAL, "lifecycle", "-n", namespace, "--timeout=60s")
-    assert not emulator.client().webhooks.list().webhooks
-    kubectl("delete", "secret", API_KEY_SECRET, "-n", namespace)
-    helm("uninstall", release, "--wait", "--timeout", "120s")
-    deadline = time.monotonic() + 60
-    while left := _leftovers(namespace, release):
-        assert time.monotonic() < deadline, f"left after helm uninstall: {left}"
-        time.sleep(0.5)
-    assert kubectl_json("get", "crd", crd.CRD_NAME)["metadata"]["name"] == crd.CRD_NAME
-
-
-@pytest.mark.parametrize(
-    ("policy", "code", "phase"),
-    [("Never", 3, "Failed"), ("Never", 0, "Succeeded"), ("OnFailure", 0, "Succeeded")],
-)
-def test_a_pod_that_runs_to_completion_is_not_restarted(policy: str, code: int, phase: str) -> None:
-    """What `helm test` waits for: the node reports a finished hook Pod's phase and exit
-    code and does not restart it."""
-    namespace = fresh_namespace("completion")
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "once", "namespace": namespace},
-        "spec": {
-            "restartPolicy": policy,
-            "automountServiceAccountToken": False,
-            "containers": [
-                {
-                    "name": "once",
-                    "image": "ghcr.io/gemini-webhook-operator/gemini-webhook-operator:0.1.0",
-                    "command": ["python", "-c", f"raise SystemExit({code})"],
-                }
-            ],
-        },
-    }
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(pod))
-    try:
-        wait_until(
-            f"phase {phase}",
-            lambda: (
-                kubectl_json("get", "pod", "once", "-n", namespace)["status"].get("phase") == phase
-            ),
-        )
-        time.sleep(3)  # a restart (back-off 1 s) would show by now
-        found = kubectl_json("get", "pod", "once", "-n", namespace)
-        (status,) = found["status"]["containerStatuses"]
-        assert found["status"]["phase"] == phase
-        assert status["restartCount"] == 0 and status["state"]["terminated"]["exitCode"] == code
-        assert status["state"]["terminated"]["reason"] == ("Completed" if code == 0 else "Error")
-    finally:
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-
-
-@pytest.mark.timeout(600)
-def test_an_ha_release_runs_two_replicas_and_one_reconciles(
-    emulator: Any, release_namespace: str, tmp_path: Path
-) -> None:
-    """replicaCount 2: both replicas start and are Ready (the standby answers its probes),
-    the chart's Lease names one of them, the chart's RBAC lets it lead, the resource is
-    reconciled once; uninstall leaves nothing (the Lease included)."""
-    namespace = release_namespace
-    release = f"ha-{uuid.uuid4().hex[:5]}"
-    helm = Helm(tmp_path / "helm", namespace)
-    helm(
-        "install",
-        release,
-        str(CHART_DIR),
-        "--create-namespace",
-        "--set",
-        f"watchNamespaces={{{namespace}}}",
-        "--set",
-        f"operator.apiBaseUrl={emulator.base_url}",
-        "--set",
-        "replicaCount=2",
-        "--wait",
-        "--timeout",
-        "180s",
-    )
-    pods = _operator_pods(namespace, release)
-    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
-    lease_name = f"{release}-gemini-webhook-operator"
-
-    def holder() -> str | None:
-        lease = kubectl_json("get", "lease", lease_name, "-n", namespace)
-        return (lease.get("spec") or {}).get("holderIdentity") or None
-
-    leader = wait_until("a replica to hold the chart's Lease", holder)
-    assert leader in {p["metadata"]["name"] for p in pods}
-    kubectl(
-        "create",
-        "secret",
-        "generic",
-        API_KEY_SECRET,
-        "-n",
-        namespace,
-        f"--from-literal=api-key={emulator.api_key}",
-    )
-    body = _resource(namespace)
-    body["metadata"]["name"] = "ha"
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
-    wait_until("the GeminiWebhook to be Ready", lambda: _ready(_webhook(namespace, "ha")))
-    remote = [w.id for w in emulator.client().webhooks.list().webhooks]
-    assert remote == [_webhook(namespace, "ha")["status"]["webhookId"]], remote
-    kubectl("delete", crd.PLURAL, "ha", "-n", namespace, "--timeout=60s")
-    assert not emulator.client().webhooks.list().webhooks
-    kubectl("delete", "secret", API_KEY_SECRET, "-n", namespace)
-    helm("uninstall", release, "--wait", "--timeout", "120s")
-    deadline = time.monotonic() + 60
-    while left := _leftovers(namespace, release):
-        assert time.monotonic() < deadline, f"left after helm uninstall: {left}"
-        time.sleep(0.5)

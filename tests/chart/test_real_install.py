@@ -132,21 +132,23 @@ def _service(name: str, namespace: str, labels: dict[str, str], port: int) -> di
     }
 
 
-def emulator_objects() -> list[dict[str, Any]]:
+def emulator_objects(namespace: str = RELEASE_NAMESPACE) -> list[dict[str, Any]]:
+    """The emulator (the Gemini API, key `API_KEY`) as a Pod of the tools image in
+    `namespace`, and its Service."""
     image = f"{nodeconfig.IMAGE_REPOSITORIES['tools']}:{TAG}"
     args = ["emulator", "--host", "0.0.0.0", "--port", str(EMULATOR_PORT), "--api-key", API_KEY]
     probe = {"httpGet": {"path": "/emulator/v1/healthz", "port": EMULATOR_PORT}}
     return [
         _pod(
             EMULATOR,
-            RELEASE_NAMESPACE,
+            namespace,
             image,
             EMULATOR_LABELS,
             EMULATOR_PORT,
             args=args,
             readinessProbe={**probe, "periodSeconds": 1},
         ),
-        _service(EMULATOR, RELEASE_NAMESPACE, EMULATOR_LABELS, EMULATOR_PORT),
+        _service(EMULATOR, namespace, EMULATOR_LABELS, EMULATOR_PORT),
     ]
 
 

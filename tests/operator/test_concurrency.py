@@ -2,14 +2,18 @@
 slot, and every resource still becomes Ready. The bound is what keeps a thousand resources
 arriving together from holding all their requests and responses at the same time (bench/
 operator --kube real measures the memory). `FaultProxy` (a test double in front of the
-emulator) slows each WebhookService call and counts how many it holds at once."""
+emulator) slows each WebhookService call and counts how many it holds at once. Likewise,
+kopf's worker of a resource is let go soon after the resource's events stop."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
 
+from gemini_webhook_operator.handlers import WORKER_IDLE_SECONDS
 from tests.operator.api_proxy import FaultProxy
 from tests.operator.harness import Cluster, is_ready, operator_running, resource
 
@@ -42,3 +46,30 @@ async def test_without_a_tight_bound_the_same_resources_reconcile_together(
 ) -> None:
     """The control: what the bound prevents happens without it."""
     assert await _most_calls_at_once(gemini, emulator, kube, api_proxy, RESOURCES, "wide") > 2
+
+
+def _kopf_workers_of(uid: str) -> list[asyncio.Task[Any]]:
+    """kopf's worker tasks of the resource with `uid` (kopf names each `worker for <key>`,
+    the key holding the uid)."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("worker for") and uid in task.get_name()
+    ]
+
+
+async def test_a_resources_kopf_worker_is_let_go_soon_after_its_events_stop(
+    gemini: Cluster, emulator: Any, kube: Any, api_proxy: FaultProxy
+) -> None:
+    """kopf keeps an object's worker, and with it the last watch event it handled (the whole
+    decoded object), until no event came for its idle timeout: 5 s by default, a thousand
+    workers at the peak of a thousand resources created together. Ours is shorter."""
+    created = await gemini.apply(resource("idle-worker", emulator.endpoint().url, api_proxy.url))
+    uid = created["metadata"]["uid"]
+    async with operator_running(kube, drift_interval=60.0):
+        await gemini.wait_for("idle-worker", is_ready, timeout=30)
+        ready_at = time.monotonic()
+        while _kopf_workers_of(uid):
+            # Ready is the resource's last event (its status write) or one shortly before it.
+            assert time.monotonic() - ready_at < WORKER_IDLE_SECONDS + 2.5, "worker still held"
+            await asyncio.sleep(0.05)
