@@ -158,12 +158,16 @@ class Replica:
     link: KubeLink | None = None  # its own link to the Kubernetes API, when it has one
 
     def health(self) -> tuple[int, Any]:
+        """The probe's status and body; (0, None) while nothing listens yet (a new
+        replica's liveness port opens a moment after its metrics port)."""
         url = f"http://127.0.0.1:{self.health_port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, None
+        except urllib.error.URLError:
+            return 0, None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
