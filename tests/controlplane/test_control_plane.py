@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 
 from gemini_webhooks.controlplane.threaded import ThreadedControlPlane
 from gemini_webhooks.sandbox.supervisor import group_alive
-from tests.fixtures.kube import KUBECTL
+from tests.fixtures.control_plane import kubectl
 
 pytestmark = [pytest.mark.real_component, pytest.mark.timeout(240)]
 
@@ -32,22 +31,10 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedControlP
         running.stop()
 
 
-def kubectl(plane: ThreadedControlPlane, *args: str) -> str:
-    result = subprocess.run(
-        [KUBECTL, "--kubeconfig", str(plane.admin_kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def test_the_api_server_is_kubernetes_1_37_2_with_rbac(plane: ThreadedControlPlane) -> None:
-    version = json.loads(kubectl(plane, "get", "--raw", "/version"))
+    version = json.loads(kubectl(plane.admin_kubeconfig, "get", "--raw", "/version"))
     assert version["gitVersion"] == "v1.37.2"
-    assert kubectl(plane, "auth", "can-i", "--list").strip()
+    assert kubectl(plane.admin_kubeconfig, "auth", "can-i", "--list").strip()
     # A client without credentials is system:anonymous, and refused.
     assert plane.plane is not None
     context = ssl.create_default_context(cafile=str(plane.plane.layout.ca))
