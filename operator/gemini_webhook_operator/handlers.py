@@ -32,6 +32,7 @@ from gemini_webhook_operator.kopf_state import (
 )
 from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhook_operator.model import InvalidSpecError, WebhookSpec, parse
+from gemini_webhook_operator.own_writes import OwnWrites
 from gemini_webhook_operator.reconcile_context import Claim, Operator
 from gemini_webhook_operator.reconcile_report import REASON_INVALID_SPEC, REASON_KUBE_ERROR, Outcome
 from gemini_webhook_operator.reconciler import delete, reconcile
@@ -141,21 +142,22 @@ async def write_status(
     return latest
 
 
-async def _write_back(kube: Kube, body: kopf.Body, outcome: Outcome) -> Mapping[str, Any] | None:
+async def _write_back(kube: Kube, body: kopf.Body, outcome: Outcome, writes: OwnWrites) -> None:
     """Write what the reconciliation changed, before the resource's lock is released (not
     through kopf's patch, applied after the handler returns): the annotations it answered,
     then the status — its fields and conditions in one apply, so that whoever reads the
-    resource sees conditions that the status fields beside them explain. The resource as
-    the last write stored it (None when nothing was written)."""
+    resource sees conditions that the status fields beside them explain. Each write is
+    recorded in `writes` as it is made (a failure after the first leaves it recorded)."""
     name, namespace = str(body.metadata.name), str(body.metadata.namespace)
-    stored: Mapping[str, Any] | None = None
     annotations = body.metadata.annotations
     removed = (*outcome.remove_annotations, *LEGACY_KOPF_ANNOTATIONS)
     changed: dict[str, str | None] = {a: None for a in removed if a in annotations}
     changed |= {a: v for a, v in outcome.annotations.items() if annotations.get(a) != v}
     if changed:
-        stored = await kube.merge_patch(
-            crd.API_VERSION, crd.KIND, namespace, name, {"metadata": {"annotations": changed}}
+        writes.wrote(
+            await kube.merge_patch(
+                crd.API_VERSION, crd.KIND, namespace, name, {"metadata": {"annotations": changed}}
+            )
         )
     wanted = dict(outcome.status)
     conditions_wanted = list(wanted.pop("conditions", None) or [])
@@ -164,10 +166,9 @@ async def _write_back(kube: Kube, body: kopf.Body, outcome: Outcome) -> Mapping[
         kube, body, conditions_wanted, observed_generation=generation, fields=wanted
     )
     if latest is not body:
-        stored = latest
+        writes.wrote(latest)
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)
-    return stored
 
 
 async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) -> None:
@@ -200,7 +201,7 @@ async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) ->
         ):
             outcome = await reconcile(op, body, claims=_ClaimsView(webhook_claims))
             try:
-                op.own_writes.wrote(await _write_back(op.kube, body, outcome))
+                await _write_back(op.kube, body, outcome, op.own_writes)
             except KubeError as error:
                 record.failed(REASON_KUBE_ERROR, retry=True)
                 span.set_status(Status(StatusCode.ERROR, REASON_KUBE_ERROR))

@@ -4,12 +4,17 @@ operator's own last write is never what a reconciliation decides on."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
+import kopf
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gemini_webhook_operator.handlers import _write_back
+from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhook_operator.own_writes import OwnWrites
+from gemini_webhook_operator.reconcile_report import Outcome
 from tests.operator.harness import (
     Cluster,
     is_ready,
@@ -145,3 +150,27 @@ async def test_drift_checks_behind_a_lagging_watch_rotate_once_per_request(
         held = await gemini.signing_secrets("lag")
         assert held is not None and len(held.secrets) == 2  # the new one and the previous
         assert len(running.operator.own_writes) == 0  # let go once the watch delivered
+
+
+class _RefusesStatus:
+    """A test double of `Kube`: the annotation patch succeeds, the status apply fails."""
+
+    async def merge_patch(self, *_: Any) -> dict[str, Any]:
+        return copy_at("11")
+
+    async def apply_status(self, *_: Any, **__: Any) -> dict[str, Any]:
+        raise KubeError(500, "status refused")
+
+
+async def test_a_write_made_before_a_later_one_fails_is_still_read_back() -> None:
+    """The rotate annotation removed, then the status apply refused (retried later): until
+    the watch delivers the removal, the copy still asking for a rotation is not used."""
+    writes = OwnWrites()
+    stale = copy_at("9")
+    stale["metadata"]["annotations"]["gemini.webhooks.dev/rotate"] = "1"
+    stale["metadata"] |= {"name": "r", "namespace": "default"}
+    outcome = Outcome(status={"webhookId": "w1"}, remove_annotations=["gemini.webhooks.dev/rotate"])
+    body = kopf.Body(cast(kopf.RawBody, stale))
+    with pytest.raises(KubeError):
+        await _write_back(cast(Kube, _RefusesStatus()), body, outcome, writes)
+    assert writes.newest(stale)["metadata"]["resourceVersion"] == "11"
