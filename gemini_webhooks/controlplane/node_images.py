@@ -28,9 +28,9 @@ from pathlib import Path
 from gemini_webhooks.controlplane import build, nodeconfig
 from gemini_webhooks.sandbox.supervisor import ChildFailedError
 
+IMAGE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "image"  # our images' builder
 # The pause version Kubernetes 1.37.2 ships (build/pause/Makefile's TAG; kubeadm's
 # PauseVersion; containerd 2.4's default sandbox image).
-IMAGE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "image"
 PAUSE_VERSION = "3.10.2"
 # A local name, so that nobody mistakes it for the registry's image.
 PAUSE_IMAGE = f"localhost/gemini-webhook-operator/pause:{PAUSE_VERSION}"
