@@ -170,7 +170,8 @@ async def serve_watch(
                     break
                 wait = remaining if wait is None else min(wait, remaining)
             try:
-                item: Event | None = await asyncio.wait_for(watch.queue.get(), wait)
+                async with asyncio.timeout(wait):
+                    item: Event | None = await watch.queue.get()
             except TimeoutError:
                 # A bookmark promises every event up to the cluster's resourceVersion
                 # was sent: not while one is still queued (the wait can time out just

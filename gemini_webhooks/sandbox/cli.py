@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -144,8 +145,7 @@ async def _wait_until_stopped_or_crashed(sandbox: Sandbox, stop: asyncio.Event) 
                     f"the end of its log:\n{child.log_tail()}",
                     flush=True,
                 )
-        try:
-            await asyncio.wait_for(stop.wait(), 1.0)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await stop.wait()
     return 0

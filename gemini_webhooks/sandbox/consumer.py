@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -189,10 +190,9 @@ class SampleConsumer:
             if remaining <= 0:
                 raise TimeoutError("the consumer did not receive what was expected in time")
             self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 0.5)):
+                    await self.changed.wait()
         return list(self.arrivals)
 
 

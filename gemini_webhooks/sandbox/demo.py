@@ -75,7 +75,8 @@ async def run_demo(sandbox: Sandbox, *, out: Callable[[str], None] | None = None
         say(f"\n== {index}/{len(steps)} {name}")
         started = time.monotonic()
         try:
-            detail = await asyncio.wait_for(step(), STEP_TIMEOUT)
+            async with asyncio.timeout(STEP_TIMEOUT):
+                detail = await step()
             status = "ok"
             say(f"   ok: {detail}")
         except Exception as error:

@@ -253,7 +253,8 @@ async def run_kubectl(
         env=dict(os.environ, KUBECONFIG=kubeconfig),
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(stdin), within)
+        async with asyncio.timeout(within):
+            out, err = await process.communicate(stdin)
     finally:
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -120,9 +120,8 @@ class Pod(PodProcess):
 async def probe(target: Probe, *, within: float = 1.0) -> bool:
     try:
         if target.kind == "tcp":
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", target.port), within
-            )
+            async with asyncio.timeout(within):
+                _, writer = await asyncio.open_connection("127.0.0.1", target.port)
             writer.close()
             return True
         async with (

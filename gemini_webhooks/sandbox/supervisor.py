@@ -128,7 +128,8 @@ async def stop_child(child: Child, *, grace: float = DEFAULT_STOP_GRACE) -> int 
     if child.running:
         _signal_group(pgid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(child.process.wait(), grace)
+            async with asyncio.timeout(grace):
+                await child.process.wait()
         except TimeoutError:
             _signal_group(pgid, signal.SIGKILL)
             await child.process.wait()

@@ -202,7 +202,8 @@ class DriftRunner:
         due = self.schedule.next_due()
         timeout = None if due is None else max(0.0, due - self._clock())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     async def _one(self, uid: str, body: Mapping[str, Any]) -> None:
         retry_after: float | None = None

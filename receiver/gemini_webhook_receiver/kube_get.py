@@ -74,10 +74,10 @@ async def get(
     an answer that ends before its framing says it is complete raises BrokenAnswer."""
     hostname, port, scheme, request = _request(access, target)
     context = tls if isinstance(tls, ssl.SSLContext) and scheme == "https" else None
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(hostname, port, ssl=context, limit=_READ_BYTES),
-        connect_timeout,
-    )
+    async with asyncio.timeout(connect_timeout):
+        reader, writer = await asyncio.open_connection(
+            hostname, port, ssl=context, limit=_READ_BYTES
+        )
     try:
         writer.write(request)
         answer = _Answer()
@@ -86,7 +86,8 @@ async def get(
             """Feeds the next bytes to the parser; False once the answer is complete."""
             if answer.complete:
                 return False
-            data = await asyncio.wait_for(reader.read(_READ_BYTES), read_timeout)
+            async with asyncio.timeout(read_timeout):
+                data = await reader.read(_READ_BYTES)
             if not data:
                 raise BrokenAnswer("the API server closed the connection mid-answer")
             answer.received += len(data)

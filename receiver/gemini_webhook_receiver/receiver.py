@@ -160,7 +160,8 @@ class Receiver:
         self.acceptance.durability = self.durability
         self.redis = open_client(cfg, self.durability)
         try:
-            await asyncio.wait_for(self.redis.ping(), _STARTUP_CHECK_SECONDS)
+            async with asyncio.timeout(_STARTUP_CHECK_SECONDS):
+                await self.redis.ping()
         except redis_failed(TimeoutError) as error:
             log(
                 30,
@@ -232,7 +233,8 @@ class Receiver:
         deadline = time.monotonic() + drain_seconds
         if self._inflight:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), drain_seconds)
+                async with asyncio.timeout(drain_seconds):
+                    await self._idle.wait()
         if self.consumer is not None:
             await self.consumer.stop(max(deadline - time.monotonic(), 0.5))
         for source in self.sources:
@@ -248,7 +250,8 @@ class Receiver:
         checks: dict[str, Any] = {s.name: s.valid_count(now) > 0 for s in self.secret_sets}
         if self.redis is not None:
             try:
-                checks["redis"] = bool(await asyncio.wait_for(self.redis.ping(), 2.0))
+                async with asyncio.timeout(2.0):
+                    checks["redis"] = bool(await self.redis.ping())
             except redis_failed(TimeoutError):
                 checks["redis"] = False
         if self.durability is not None:

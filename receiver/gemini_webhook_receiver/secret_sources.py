@@ -258,7 +258,8 @@ class KubernetesSecretSource:
         self._task = asyncio.create_task(self._run(), name=f"secrets-kube-{self._webhook}")
         # Give the first list a moment so readiness reflects it; never block start-up on it.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first.wait(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self._first.wait()
 
     async def stop(self) -> None:
         if self._task is not None:
