@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from gemini_webhooks.contracts import egress_proxy
 from gemini_webhooks.contracts.receiver_config import DEFAULT_INTERNAL_PORT, DEFAULT_LISTEN_PORT
 from gemini_webhooks.sandbox import pod_inputs
 from gemini_webhooks.sandbox.pod_inputs import (
@@ -44,7 +45,8 @@ CONFIG_FLAG = "--config"
 # The operator's flags that bind a port: given as a number, or as the port of a URL.
 PORT_FLAGS = ("--metrics-port",)
 URL_PORT_FLAGS = ("--liveness",)
-PROXY_VARIABLES = {"http_proxy", "https_proxy", "no_proxy"}
+# The proxy variables our components read (either case; the lower case wins).
+PROXY_VARIABLES = {name.lower() for name in egress_proxy.VARIABLES}
 
 
 @dataclass(frozen=True)
