@@ -71,6 +71,37 @@ def test_a_forgotten_resource_is_never_due_even_if_it_was_being_checked() -> Non
     assert schedule.saw("checked", now=13.0)  # seen again: scheduled again
 
 
+def test_a_retry_schedule_checks_only_when_asked_and_stops_at_the_first_success() -> None:
+    """The change handler's retries: no periodic check, a retry when asked, and a check
+    that asks for none is the last."""
+    schedule = DriftSchedule(None)
+    schedule.retry("a", now=0.0, delay=10.0)
+    assert schedule.take_due(9.9) == []
+    assert schedule.take_due(10.0) == ["a"]
+    schedule.finished("a", now=11.0, retry_after=5.0)  # failed again
+    assert schedule.take_due(16.0) == ["a"]
+    schedule.finished("a", now=17.0)  # succeeded
+    assert "a" not in schedule and schedule.next_due() is None
+
+
+def test_a_newer_attempt_supersedes_a_retry_in_progress() -> None:
+    """A change handled while a retry of the same resource is taken: that retry is no longer
+    `is_checking` (it writes nothing when it gets the resource's lock), and its end moves
+    nothing; the newer attempt's own retry, or none, is what stays."""
+    schedule = DriftSchedule(None)
+    schedule.retry("a", now=0.0, delay=1.0)
+    assert schedule.take_due(1.0) == ["a"] and schedule.is_checking("a")
+    schedule.retry("a", now=2.0, delay=30.0)  # the newer attempt failed too
+    assert not schedule.is_checking("a")
+    schedule.finished("a", now=3.0, retry_after=1.0)  # the superseded one ends
+    assert schedule.next_due() == 32.0
+    assert schedule.take_due(32.0) == ["a"]
+    schedule.forget("a")  # a newer attempt started (and succeeded)
+    assert not schedule.is_checking("a")
+    schedule.finished("a", now=33.0, retry_after=1.0)
+    assert "a" not in schedule and schedule.next_due() is None
+
+
 @pytest.mark.parametrize(
     ("metadata", "checked"),
     [
