@@ -59,7 +59,7 @@ WORKER_IDLE_SECONDS = 0.1
 # their queues). Safe because no handler sleeps out a retry in its worker: the change
 # handler's retries run on the operator's scheduler (`drift.py`), and a bounded pool then
 # holds only resources being worked on, not ones waiting to be retried.
-WORKER_LIMIT = 100
+WORKER_LIMIT = 50
 
 
 @dataclass(frozen=True)
