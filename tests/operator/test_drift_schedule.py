@@ -9,6 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
@@ -342,3 +343,66 @@ async def test_a_check_failing_temporarily_is_logged_and_retried_after_its_delay
     with caplog.at_level(logging.WARNING, logger="gemini_webhook_operator.drift"):
         assert await check("a", body) == 7
     assert "health check of ns/hook failed temporarily" in caplog.text
+
+
+async def test_a_retry_superseded_while_it_waits_for_the_resources_lock_does_nothing() -> None:
+    """A change handled while a scheduled retry of the same resource waits for its lock:
+    the retry, once it gets the lock, reconciles nothing (the newer change won) and is
+    not scheduled again."""
+    lock = asyncio.Lock()
+    reconciled: list[Mapping[str, Any]] = []
+
+    def newest(body: Mapping[str, Any]) -> Mapping[str, Any]:
+        reconciled.append(body)  # the reconciliation's first step; this double stops it
+        raise RuntimeError("reconciled")
+
+    op = SimpleNamespace(
+        lock=lambda uid: lock,
+        reconcile_slots=asyncio.Semaphore(1),
+        own_writes=SimpleNamespace(newest=newest),
+    )
+    body = {"metadata": {"uid": "u", "namespace": "ns", "name": "hook"}, "spec": {}}
+    runner = handlers._retry_runner(SimpleNamespace(operator=op), {"u": [body]}, {})
+    async with lock:  # a change of the resource being handled
+        runner.retry("u", 0.0)
+        await asyncio.sleep(0.05)
+        assert runner.schedule.is_checking("u") and runner.checking == 1
+        runner.forget("u")  # what the change handler does first
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if not runner.checking:
+            break
+    assert reconciled == []
+    assert "u" not in runner.schedule and runner.checking == 0
+    await runner.stop()
+
+
+async def test_a_retry_reconciles_the_resource_as_it_is_once_it_holds_the_lock() -> None:
+    """A retry that waited for the resource's lock while kopf's watch delivered a newer
+    copy reconciles that copy, not the one it was taken with."""
+    lock = asyncio.Lock()
+    reconciled: list[Mapping[str, Any]] = []
+
+    def newest(body: Mapping[str, Any]) -> Mapping[str, Any]:
+        reconciled.append(body)
+        raise RuntimeError("reconciled")  # this double stops the reconciliation here
+
+    op = SimpleNamespace(
+        lock=lambda uid: lock,
+        reconcile_slots=asyncio.Semaphore(1),
+        own_writes=SimpleNamespace(newest=newest),
+    )
+    older = {"metadata": {"uid": "u", "namespace": "ns", "name": "hook"}, "spec": {"v": 1}}
+    index = {"u": [older]}
+    runner = handlers._retry_runner(SimpleNamespace(operator=op), index, {})
+    async with lock:
+        runner.retry("u", 0.0)
+        await asyncio.sleep(0.05)
+        assert runner.checking == 1
+        index["u"] = [{**older, "spec": {"v": 2}}]
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if reconciled:
+            break
+    assert [body["spec"] for body in reconciled] == [{"v": 2}]
+    await runner.stop()
