@@ -1,6 +1,6 @@
 """The periodic checks of each resource: one scheduler per kind of check, instead of a kopf
-timer per resource. Two kinds run on it (`handlers.py`): the drift checks and the health
-checks.
+timer per resource. Three kinds run on it (`handlers.py`): the drift checks, the health
+checks and the change handler's retries.
 
 Drift: every resource is reconciled again `interval` seconds after its last check ended (the
 first time after a jittered interval, so that resources seen together are not checked
@@ -12,6 +12,12 @@ with a task, a stopper and a live copy of the body per resource — about 15 KiB
 kopf keeps that copy of every resource of a kind that has a timer at all, also of those
 whose timer's filter never matches; here one task sleeps until the next check is due, and a
 check reads the resource as kopf's watch last delivered it (a kopf index keeps it).
+
+Retries: a change reconciliation that must be tried again (the API unreachable, rate
+limited, a 5xx, …) is scheduled here and the handler returns, instead of raising kopf's
+`TemporaryError`, which kopf sleeps out inside the resource's worker: with kopf's
+`worker_limit` set, a few hundred resources retrying would otherwise hold every worker and
+stall every other resource's events. A retry is due only when asked (`interval` None).
 
 `DriftSchedule` decides which checks are due (pure: it is given the time); `DriftRunner`
 runs them.
@@ -48,15 +54,17 @@ class DriftSchedule:
 
     def __init__(
         self,
-        interval: float,
+        interval: float | None,
         jitter: float = 0.0,
         rng: random.Random | None = None,
         *,
         first_at_once: bool = False,
     ):
         """`first_at_once`: a new resource's first check is due when it is seen (kopf's
-        timer without an initial delay), not after a jittered interval."""
-        if interval <= 0:
+        timer without an initial delay), not after a jittered interval. `interval` None:
+        no periodic check; a resource is checked when `retry` asks, and each check that
+        asks for no retry is its last."""
+        if interval is not None and interval <= 0:
             raise ValueError("the drift interval must be positive")
         if not 0 <= jitter < 1:
             raise ValueError("the drift jitter must be in [0, 1)")
@@ -75,7 +83,7 @@ class DriftSchedule:
         return uid in self._due or uid in self._checking
 
     def first_delay(self) -> float:
-        if self.first_at_once:
+        if self.first_at_once or self.interval is None:
             return 0.0
         spread = self.interval * self.jitter
         return max(0.0, self.interval + self._rng.uniform(-spread, spread))
@@ -86,6 +94,16 @@ class DriftSchedule:
             return False
         self._wait(uid, now + self.first_delay())
         return True
+
+    def retry(self, uid: str, now: float, delay: float) -> None:
+        """Check the resource `delay` from now, whatever was due: this asks for the newest
+        attempt, and a check of it in progress is superseded (`is_checking` turns False)."""
+        self._checking.discard(uid)
+        self._wait(uid, now + max(0.0, delay))
+
+    def is_checking(self, uid: str) -> bool:
+        """Is a check of the resource taken, and not superseded (`retry`, `forget`) since?"""
+        return uid in self._checking
 
     def forget(self, uid: str) -> None:
         """A resource gone (or going): no further check, unless it is seen again."""
@@ -110,7 +128,10 @@ class DriftSchedule:
         if uid not in self._checking:
             return
         self._checking.discard(uid)
-        self._wait(uid, now + (self.interval if retry_after is None else max(0.0, retry_after)))
+        if retry_after is not None:
+            self._wait(uid, now + max(0.0, retry_after))
+        elif self.interval is not None:
+            self._wait(uid, now + self.interval)
 
     def next_due(self) -> float | None:
         """When the earliest waiting check is due (None: nothing waits)."""
@@ -159,6 +180,23 @@ class DriftRunner:
             return  # the operator is stopping; nothing starts again
         if self.schedule.saw(uid, self._clock()):
             self._wake.set()
+        self._start()
+
+    def retry(self, uid: str, delay: float | None) -> None:
+        """Check the resource `delay` seconds from now (`DriftSchedule.retry`; None: after
+        the failure delay)."""
+        if self._stopped:
+            return
+        self.schedule.retry(uid, self._clock(), self._failure_delay if delay is None else delay)
+        self._wake.set()
+        self._start()
+
+    def forget(self, uid: str) -> None:
+        """No further check of the resource until it is seen or retried again; one in
+        progress is superseded."""
+        self.schedule.forget(uid)
+
+    def _start(self) -> None:
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._loop(), name="drift checks")
 
@@ -240,17 +278,22 @@ def retried(what: str, check: Callable[[kopf.Body], Awaitable[None]]) -> Check:
         try:
             await check(kopf.Body(cast(kopf.RawBody, body)))
         except kopf.TemporaryError as error:
-            # As kopf logged a timer's: the message is ours, and names no secret.
-            metadata = body.get("metadata") or {}
-            logger.warning(
-                "%s of %s/%s failed temporarily: %s; retried in %s s",
-                what,
-                metadata.get("namespace"),
-                metadata.get("name"),
-                error,
-                error.delay,
-            )
-            return error.delay
+            return retry_logged(what, body, error)
         return None
 
     return scheduled
+
+
+def retry_logged(what: str, body: Mapping[str, Any], error: kopf.TemporaryError) -> float | None:
+    """Log a check that will be retried, as kopf logged a handler's or a timer's (the
+    message is ours, and names no secret); the delay it asked for."""
+    metadata = body.get("metadata") or {}
+    logger.warning(
+        "%s of %s/%s failed temporarily: %s; retried in %s s",
+        what,
+        metadata.get("namespace"),
+        metadata.get("name"),
+        error,
+        error.delay,
+    )
+    return error.delay

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,22 +24,22 @@ from gemini_webhook_operator.drift import (
     drift_checked,
     index_reader,
     retried,
+    retry_logged,
 )
 from gemini_webhook_operator.kopf_state import (
     HANDLER_FINALIZE,
     HANDLER_RECONCILE,
-    LEGACY_KOPF_ANNOTATIONS,
 )
-from gemini_webhook_operator.kube import Kube, KubeError
+from gemini_webhook_operator.kube import KubeError
 from gemini_webhook_operator.model import InvalidSpecError, WebhookSpec, parse
-from gemini_webhook_operator.own_writes import OwnWrites
 from gemini_webhook_operator.reconcile_context import Claim, Operator
-from gemini_webhook_operator.reconcile_report import REASON_INVALID_SPEC, REASON_KUBE_ERROR, Outcome
+from gemini_webhook_operator.reconcile_report import REASON_INVALID_SPEC, REASON_KUBE_ERROR
 from gemini_webhook_operator.reconciler import delete, reconcile
 from gemini_webhook_operator.rotation import ANNOTATION_LAST_HEAL
 from gemini_webhook_operator.signing_store import read_signing_secret
 from gemini_webhook_operator.watch_cache import compact
 from gemini_webhook_operator.webhookservice_errors import WebhookServiceError
+from gemini_webhook_operator.write_back import write_back, write_status
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import API_GROUP, MANAGED_BY, truncate_secret
 from gemini_webhooks.contracts.times import parse_rfc3339
@@ -55,6 +55,11 @@ FINALIZER = f"{API_GROUP}/finalizer"
 # 156 at 0.5 s, 144-151 at 0.1 s). A later event starts a new worker; kopf still waits for
 # its own patch's echo (`consistency_timeout`) whatever this is.
 WORKER_IDLE_SECONDS = 0.1
+# How many resources kopf works on at once (per watch stream; the others' events wait in
+# their queues). Safe because no handler sleeps out a retry in its worker: the change
+# handler's retries run on the operator's scheduler (`drift.py`), and a bounded pool then
+# holds only resources being worked on, not ones waiting to be retried.
+WORKER_LIMIT = 50
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     name; no Kubernetes Event per kopf log line (a retry loop would post one per attempt):
     the reconciler posts its own, deduplicated — under our name (`From:` in `kubectl
     describe`, the Events' `reportingComponent` and `source.component`), not kopf's; an
-    object's worker let go soon after its events stop (`WORKER_IDLE_SECONDS`)."""
+    object's worker let go soon after its events stop (`WORKER_IDLE_SECONDS`), and at most
+    `WORKER_LIMIT` of them at once."""
     kopf_state.configure_storages(settings, ignored=[ANNOTATION_LAST_HEAL])
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.CRITICAL
@@ -87,6 +93,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 60
     settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
+    settings.queueing.worker_limit = WORKER_LIMIT
 
 
 class _ClaimsView(Mapping[str, list[Claim]]):
@@ -111,81 +118,37 @@ class _ClaimsView(Mapping[str, list[Claim]]):
             return default
 
 
-async def write_status(
-    kube: Kube,
-    body: Mapping[str, Any],
-    wanted: list[dict[str, Any]],
+async def _run(
+    handler: str,
+    body: kopf.Body,
+    memo: Any,
+    webhook_claims: Any,
     *,
-    observed_generation: int | None = None,
-    fields: Mapping[str, Any] | None = None,
-) -> Mapping[str, Any]:
-    """Write what changed in the status, one server-side apply per field manager whose part
-    changed (`conditions.status_applies`: the reconciler's conditions, status `fields` and
-    `observedGeneration` in one write; the health timer's condition in its own): never a
-    whole-list replacement, which would put back another writer's condition as this one last
-    read it; nothing when nothing changed. What an earlier operator version's merge patches
-    co-own outlives the apply that drops it; a guarded JSON patch removes it (once, at an
-    upgrade). Returns the resource as stored after the last write (`body` if nothing was
-    written, or it is gone)."""
-    status = body.get("status") or {}
-    latest: Mapping[str, Any] = body
-    for manager, payload in conditions.status_applies(
-        status, wanted, observed_generation=observed_generation, fields=fields
-    ):
-        stored = await kube.apply_status(body, payload, field_manager=manager)
-        if stored is None:
-            return body  # the resource is gone
-        ops = conditions.removals(stored.get("status") or {}, manager, payload)
-        if ops:
-            stored = await kube.json_patch_status(body, ops, field_manager=manager) or stored
-        latest = stored
-    return latest
-
-
-async def _write_back(kube: Kube, body: kopf.Body, outcome: Outcome, writes: OwnWrites) -> None:
-    """Write what the reconciliation changed, before the resource's lock is released (not
-    through kopf's patch, applied after the handler returns): the annotations it answered,
-    then the status — its fields and conditions in one apply, so that whoever reads the
-    resource sees conditions that the status fields beside them explain. Each write is
-    recorded in `writes` as it is made (a failure after the first leaves it recorded)."""
-    name, namespace = str(body.metadata.name), str(body.metadata.namespace)
-    annotations = body.metadata.annotations
-    removed = (*outcome.remove_annotations, *LEGACY_KOPF_ANNOTATIONS)
-    changed: dict[str, str | None] = {a: None for a in removed if a in annotations}
-    changed |= {a: v for a, v in outcome.annotations.items() if annotations.get(a) != v}
-    if changed:
-        writes.wrote(
-            await kube.merge_patch(
-                crd.API_VERSION, crd.KIND, namespace, name, {"metadata": {"annotations": changed}}
-            )
-        )
-    wanted = dict(outcome.status)
-    conditions_wanted = list(wanted.pop("conditions", None) or [])
-    generation = wanted.pop("observedGeneration", None)
-    latest = await write_status(
-        kube, body, conditions_wanted, observed_generation=generation, fields=wanted
-    )
-    if latest is not body:
-        writes.wrote(latest)
-    for type_, reason, message in outcome.events:
-        kopf.event(body, type=type_, reason=reason, message=message)
-
-
-async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) -> None:
+    current: Callable[[], Mapping[str, Any] | None] | None = None,
+) -> bool:
+    """Reconcile the resource and write back what changed; whether it did. `current`, for a
+    scheduled retry: the resource as it is now, read once its lock is held (None: a newer
+    reconciliation superseded this retry, or the resource is gone), so that the newer spec
+    wins and a stale retry writes nothing."""
     op: Operator = memo.operator
     if body.metadata.get("deletionTimestamp"):
-        return  # the finalizer owns a resource being deleted: never recreate anything now
+        return False  # the finalizer owns a resource being deleted: never recreate anything
     uid = str(body.metadata.uid)
     # The per-resource lock first, then one of the operator's reconcile slots: a
     # reconciliation waiting for its resource's lock holds no slot.
     async with op.lock(uid), op.reconcile_slots:
+        if current is not None:
+            latest = current()
+            if latest is None:
+                return False
+            body = kopf.Body(cast(kopf.RawBody, latest))
         # kopf's body is a live view that its watch updates in place, also while we await:
         # reconcile one copy. Conditions derived from the resource as it was, then
         # compared with it as it is, once put back a condition the health timer had just
         # changed (DeliveryVerified, seen on kube-apiserver).
         body = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(op.own_writes.newest(body)))))
         if body.metadata.get("deletionTimestamp"):
-            return  # our own last write saw the deletion start
+            return False  # our own last write saw the deletion start
         with (
             op.tracer.start_as_current_span(
                 "reconcile",
@@ -201,7 +164,7 @@ async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) ->
         ):
             outcome = await reconcile(op, body, claims=_ClaimsView(webhook_claims))
             try:
-                await _write_back(op.kube, body, outcome, op.own_writes)
+                await write_back(op.kube, body, outcome, op.own_writes)
             except KubeError as error:
                 record.failed(REASON_KUBE_ERROR, retry=True)
                 span.set_status(Status(StatusCode.ERROR, REASON_KUBE_ERROR))
@@ -218,6 +181,7 @@ async def _run(handler: str, body: kopf.Body, memo: Any, webhook_claims: Any) ->
                 raise kopf.TemporaryError(
                     f"{outcome.error or 'retry'}: will retry", delay=outcome.retry_after
                 )
+    return True
 
 
 def _drift_runner(
@@ -230,6 +194,27 @@ def _drift_runner(
     return DriftRunner(
         schedule, retried("drift check", check), index_reader(bodies_index), clock=time.monotonic
     )
+
+
+def _retry_runner(memo: Any, bodies_index: Any, webhook_claims: Any) -> DriftRunner:
+    """The change handler's retries: each attempt reconciles the resource as kopf's watch
+    last delivered it, and answers a ping request after, as the change handler does."""
+    indexed = index_reader(bodies_index)
+
+    async def attempt(body: kopf.Body) -> None:
+        uid = str(body.metadata.uid)
+
+        def current() -> Mapping[str, Any] | None:
+            return indexed(uid) if runner.schedule.is_checking(uid) else None
+
+        if await _run("change", body, memo, webhook_claims, current=current):
+            latest = indexed(uid) or body
+            await _answer_ping_request(kopf.Body(cast(kopf.RawBody, latest)), memo)
+
+    runner = DriftRunner(
+        DriftSchedule(None), retried("reconcile", attempt), indexed, clock=time.monotonic
+    )
+    return runner
 
 
 def _health_runner(config: HandlerConfig, memo: Any, bodies_index: Any) -> DriftRunner:
@@ -267,12 +252,23 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         )
         return {str(webhook_id): claim}
 
+    # A change handler that must be tried again schedules its retry and returns: kopf would
+    # sleep out a `TemporaryError`'s delay inside the resource's worker (`WORKER_LIMIT`).
+    retries: list[DriftRunner] = []  # made by the first change, stopped at cleanup
+
     @kopf.on.resume(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
     @kopf.on.create(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
     @kopf.on.update(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
     async def reconcile_on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-        await _run("change", body, memo, kwargs["webhook_claims"])
-        await _answer_ping_request(body, memo)
+        if not retries:
+            retries.append(_retry_runner(memo, kwargs["drift_bodies"], kwargs["webhook_claims"]))
+        uid = str(body.metadata.uid)
+        retries[0].forget(uid)  # this attempt supersedes a scheduled one
+        try:
+            if await _run("change", body, memo, kwargs["webhook_claims"]):
+                await _answer_ping_request(body, memo)
+        except kopf.TemporaryError as error:
+            retries[0].retry(uid, retry_logged("reconcile", body, error))
 
     # The drift and health checks: one scheduler each (`drift`), fed by an index of the
     # resources as kopf's watch last delivered them. A resource enters once kopf has put our
@@ -303,7 +299,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
 
     @kopf.on.cleanup(registry=registry)
     async def stop_drift_checks(**_: Any) -> None:
-        for runner in (*drift, *health_checks):
+        for runner in (*drift, *health_checks, *retries):
             await runner.stop()
 
     @kopf.on.delete(*RESOURCE, id=HANDLER_FINALIZE, registry=registry)
@@ -320,6 +316,8 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
                     record.failed(reason, retry=True)
                     raise kopf.TemporaryError(str(error), delay=30) from None
         uid = str(body.metadata.uid)
+        for runner in retries:
+            runner.forget(uid)
         op.locks.pop(uid, None)
         op.own_writes.forget(uid)
         memos: _HealthMemos | None = getattr(memo, "health_memos", None)

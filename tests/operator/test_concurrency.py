@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from gemini_webhook_operator import handlers
 from gemini_webhook_operator.handlers import WORKER_IDLE_SECONDS
 from tests.operator.api_proxy import FaultProxy
-from tests.operator.harness import Cluster, is_ready, operator_running, resource
+from tests.operator.harness import Cluster, is_ready, operator_running, resource, synced_reason
 
 RESOURCES = 6
 
@@ -73,3 +74,49 @@ async def test_a_resources_kopf_worker_is_let_go_soon_after_its_events_stop(
             # Ready is the resource's last event (its status write) or one shortly before it.
             assert time.monotonic() - ready_at < WORKER_IDLE_SECONDS + 2.5, "worker still held"
             await asyncio.sleep(0.05)
+
+
+# Nothing listens on the discard port: every WebhookService call is refused at once.
+UNREACHABLE_API = "http://127.0.0.1:9"
+
+
+def _being_retried(obj: dict[str, Any]) -> bool:
+    return synced_reason(obj) == "RemoteUnavailable"
+
+
+async def test_resources_being_retried_leave_kopfs_workers_to_the_others(
+    gemini: Cluster, emulator: Any, kube: Any, api_proxy: FaultProxy, monkeypatch: Any
+) -> None:
+    """With kopf's workers bounded, resources whose reconciliation keeps failing (their
+    retries pending) hold none of them: a resource created after them becomes Ready at
+    once. kopf sleeps out a handler's `TemporaryError` inside the worker; with that, the
+    failing resources would hold every worker for good and the new one never start."""
+    monkeypatch.setattr(handlers, "WORKER_LIMIT", 2)
+    endpoint = emulator.endpoint()
+    failing = [f"retrying-{index}" for index in range(2)]
+    async with operator_running(kube, drift_interval=60.0):
+        for name in failing:
+            await gemini.apply(resource(name, endpoint.url, UNREACHABLE_API))
+        for name in failing:
+            await gemini.wait_for(name, _being_retried, timeout=30)
+        await gemini.apply(resource("after-them", endpoint.url, api_proxy.url))
+        await gemini.wait_for("after-them", is_ready, timeout=20)
+        for name in failing:  # still retried, and still failing
+            assert _being_retried(await gemini.get(name))
+
+
+async def test_an_edit_supersedes_a_pending_retry(
+    gemini: Cluster, emulator: Any, kube: Any, api_proxy: FaultProxy
+) -> None:
+    """A resource being retried (every 0.5 s here) and then fixed by an edit: the edit's
+    reconciliation wins, and no retry of the old spec writes its failure after it."""
+    endpoint = emulator.endpoint()
+    async with operator_running(kube, drift_interval=60.0):
+        await gemini.apply(resource("fixed-by-edit", endpoint.url, UNREACHABLE_API))
+        await gemini.wait_for("fixed-by-edit", _being_retried, timeout=30)
+        await gemini.patch("fixed-by-edit", {"spec": {"apiBaseUrl": api_proxy.url}})
+        await gemini.wait_for("fixed-by-edit", is_ready, timeout=30)
+        deadline = time.monotonic() + 3.0  # six retry delays
+        while time.monotonic() < deadline:
+            assert is_ready(await gemini.get("fixed-by-edit"))
+            await asyncio.sleep(0.1)

@@ -18,7 +18,7 @@ from gemini_webhook_operator.conditions import (
     removals,
     set_condition,
 )
-from gemini_webhook_operator.handlers import write_status
+from gemini_webhook_operator.write_back import write_status
 from gemini_webhooks.contracts.times import parse_rfc3339
 from tests.operator.harness import Cluster, condition, is_ready, operator_running, resource
 from tests.operator.test_delivery_verified_timer import NAME, RECEIVER_SPEC, receiver

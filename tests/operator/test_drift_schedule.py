@@ -9,6 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
@@ -69,6 +70,37 @@ def test_a_forgotten_resource_is_never_due_even_if_it_was_being_checked() -> Non
     assert schedule.next_due() is None
     assert len(schedule) == 0
     assert schedule.saw("checked", now=13.0)  # seen again: scheduled again
+
+
+def test_a_retry_schedule_checks_only_when_asked_and_stops_at_the_first_success() -> None:
+    """The change handler's retries: no periodic check, a retry when asked, and a check
+    that asks for none is the last."""
+    schedule = DriftSchedule(None)
+    schedule.retry("a", now=0.0, delay=10.0)
+    assert schedule.take_due(9.9) == []
+    assert schedule.take_due(10.0) == ["a"]
+    schedule.finished("a", now=11.0, retry_after=5.0)  # failed again
+    assert schedule.take_due(16.0) == ["a"]
+    schedule.finished("a", now=17.0)  # succeeded
+    assert "a" not in schedule and schedule.next_due() is None
+
+
+def test_a_newer_attempt_supersedes_a_retry_in_progress() -> None:
+    """A change handled while a retry of the same resource is taken: that retry is no longer
+    `is_checking` (it writes nothing when it gets the resource's lock), and its end moves
+    nothing; the newer attempt's own retry, or none, is what stays."""
+    schedule = DriftSchedule(None)
+    schedule.retry("a", now=0.0, delay=1.0)
+    assert schedule.take_due(1.0) == ["a"] and schedule.is_checking("a")
+    schedule.retry("a", now=2.0, delay=30.0)  # the newer attempt failed too
+    assert not schedule.is_checking("a")
+    schedule.finished("a", now=3.0, retry_after=1.0)  # the superseded one ends
+    assert schedule.next_due() == 32.0
+    assert schedule.take_due(32.0) == ["a"]
+    schedule.forget("a")  # a newer attempt started (and succeeded)
+    assert not schedule.is_checking("a")
+    schedule.finished("a", now=33.0, retry_after=1.0)
+    assert "a" not in schedule and schedule.next_due() is None
 
 
 @pytest.mark.parametrize(
@@ -311,3 +343,66 @@ async def test_a_check_failing_temporarily_is_logged_and_retried_after_its_delay
     with caplog.at_level(logging.WARNING, logger="gemini_webhook_operator.drift"):
         assert await check("a", body) == 7
     assert "health check of ns/hook failed temporarily" in caplog.text
+
+
+async def test_a_retry_superseded_while_it_waits_for_the_resources_lock_does_nothing() -> None:
+    """A change handled while a scheduled retry of the same resource waits for its lock:
+    the retry, once it gets the lock, reconciles nothing (the newer change won) and is
+    not scheduled again."""
+    lock = asyncio.Lock()
+    reconciled: list[Mapping[str, Any]] = []
+
+    def newest(body: Mapping[str, Any]) -> Mapping[str, Any]:
+        reconciled.append(body)  # the reconciliation's first step; this double stops it
+        raise RuntimeError("reconciled")
+
+    op = SimpleNamespace(
+        lock=lambda uid: lock,
+        reconcile_slots=asyncio.Semaphore(1),
+        own_writes=SimpleNamespace(newest=newest),
+    )
+    body = {"metadata": {"uid": "u", "namespace": "ns", "name": "hook"}, "spec": {}}
+    runner = handlers._retry_runner(SimpleNamespace(operator=op), {"u": [body]}, {})
+    async with lock:  # a change of the resource being handled
+        runner.retry("u", 0.0)
+        await asyncio.sleep(0.05)
+        assert runner.schedule.is_checking("u") and runner.checking == 1
+        runner.forget("u")  # what the change handler does first
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if not runner.checking:
+            break
+    assert reconciled == []
+    assert "u" not in runner.schedule and runner.checking == 0
+    await runner.stop()
+
+
+async def test_a_retry_reconciles_the_resource_as_it_is_once_it_holds_the_lock() -> None:
+    """A retry that waited for the resource's lock while kopf's watch delivered a newer
+    copy reconciles that copy, not the one it was taken with."""
+    lock = asyncio.Lock()
+    reconciled: list[Mapping[str, Any]] = []
+
+    def newest(body: Mapping[str, Any]) -> Mapping[str, Any]:
+        reconciled.append(body)
+        raise RuntimeError("reconciled")  # this double stops the reconciliation here
+
+    op = SimpleNamespace(
+        lock=lambda uid: lock,
+        reconcile_slots=asyncio.Semaphore(1),
+        own_writes=SimpleNamespace(newest=newest),
+    )
+    older = {"metadata": {"uid": "u", "namespace": "ns", "name": "hook"}, "spec": {"v": 1}}
+    index = {"u": [older]}
+    runner = handlers._retry_runner(SimpleNamespace(operator=op), index, {})
+    async with lock:
+        runner.retry("u", 0.0)
+        await asyncio.sleep(0.05)
+        assert runner.checking == 1
+        index["u"] = [{**older, "spec": {"v": 2}}]
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if reconciled:
+            break
+    assert [body["spec"] for body in reconciled] == [{"v": 2}]
+    await runner.stop()

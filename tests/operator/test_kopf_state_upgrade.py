@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from gemini_webhook_operator.handlers import LEGACY_KOPF_ANNOTATIONS
+from gemini_webhook_operator.kopf_state import LEGACY_KOPF_ANNOTATIONS
 from gemini_webhooks.contracts import crd
 from tests.operator.harness import Cluster, is_ready, operator_running, resource
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gemini_webhook_operator.handlers import _write_back
 from gemini_webhook_operator.kube import Kube, KubeError
 from gemini_webhook_operator.own_writes import OwnWrites
 from gemini_webhook_operator.reconcile_report import Outcome
+from gemini_webhook_operator.write_back import write_back
 from tests.operator.harness import (
     Cluster,
     is_ready,
@@ -172,5 +172,5 @@ async def test_a_write_made_before_a_later_one_fails_is_still_read_back() -> Non
     outcome = Outcome(status={"webhookId": "w1"}, remove_annotations=["gemini.webhooks.dev/rotate"])
     body = kopf.Body(cast(kopf.RawBody, stale))
     with pytest.raises(KubeError):
-        await _write_back(cast(Kube, _RefusesStatus()), body, outcome, writes)
+        await write_back(cast(Kube, _RefusesStatus()), body, outcome, writes)
     assert writes.newest(stale)["metadata"]["resourceVersion"] == "11"

@@ -83,12 +83,25 @@ async def test_a_missing_rule_is_a_condition_and_one_event_then_heals_when_grant
         await asyncio.sleep(1)  # kopf posts Events from a queue
         before = await _forbidden_events(gemini)
 
-        # No hot loop: each retry writes kopf's progress to the object, so its
-        # resourceVersion moves once per attempt; over 9 s at most one per auth_retry (3 s)
-        # for each of the two paths that reconcile (the change handler and the drift
-        # timer) plus the one in flight (the error backoff, 0.5 s, would move it ~36
-        # times); and no new Event (one is posted when the reason first appears).
+        # No hot loop: over 9 s at most one attempt per auth_retry (3 s) for each of the
+        # two paths that reconcile (the change handler's retries and the drift checks)
+        # plus the one in flight (the error backoff, 0.5 s, would make ~36); the object
+        # moves no more than the attempts; and no new Event (one is posted when the reason
+        # first appears).
+        attempts = running.metrics.reconciles
+        before_attempts = sum(
+            attempts.labels(trigger, "retry", "KubernetesForbidden")._value.get()
+            for trigger in ("change", "drift")
+        )
         versions = await _versions_during(gemini, "rbac-missing", 9.0)
+        made = (
+            sum(
+                attempts.labels(trigger, "retry", "KubernetesForbidden")._value.get()
+                for trigger in ("change", "drift")
+            )
+            - before_attempts
+        )
+        assert 1 <= made <= 2 * (9 / 3) + 2, made
         assert len(versions) <= 2 * (9 / 3) + 2, versions
         after = await _forbidden_events(gemini)
         assert after == before and 1 <= len(after) <= 2, after
