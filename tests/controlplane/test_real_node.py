@@ -444,8 +444,8 @@ def test_sandbox_demo_on_the_real_node_holds_and_leaves_nothing_behind(
     """The README's `scripts/sandbox --kube real --demo`, as written: the operator (our
     chart) and the receivers containers of our image on the real node, the emulator a Pod
     delivering through their Service, the receivers' NetworkPolicy on, the consumer reached
-    through its Service (an EndpointSlice to the host); every step holds, each static event reaches the consumer exactly once, and the end takes the node
-    down in full."""
+    through its Service (an EndpointSlice to the host); every step holds, each static event
+    reaches the consumer exactly once, and the end takes the node down in full."""
     (block,) = [b for b in readme_blocks(README.read_text()) if b.runner == "real-node"]
     (command,) = block.commands
     tmp_path = tmp_path_factory.mktemp("sbx")  # short: containerd's socket paths are bound
