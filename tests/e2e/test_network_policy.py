@@ -4,7 +4,8 @@ from Pods in and out of the allowed peers and its egress, is tests/chart/test_re
 (`test_the_receivers_network_policy_is_enforced_both_ways`); this pins the sandbox's own
 shape: the emulator's Pod (standing where an ingress controller would) on the public port
 only, the operator's Pod on the internal port only (its own policy's egress has no public
-port), the host on the internal port only (the sandbox's `host_access_policy`). On the API sandbox nothing enforces a policy: skipped."""
+port), the host on the internal port only (the sandbox's `host_access_policy`). On the API
+sandbox nothing enforces a policy: skipped."""
 
 from __future__ import annotations
 
