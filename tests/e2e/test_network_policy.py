@@ -5,7 +5,7 @@ from Pods in and out of the allowed peers and its egress, is tests/chart/test_re
 shape: the emulator's Pod (standing where an ingress controller would) on the public port
 only, the operator's Pod on the internal port only (its own policy's egress has no public
 port), the host on the internal port only (the sandbox's `host_access_policy`). On the API
-sandbox nothing enforces a policy: skipped."""
+sandbox nothing enforces a policy: deselected (`real_cluster_only`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,12 @@ from gemini_webhooks.sandbox.real_node import operator_pods
 from tests.e2e.conftest import System, sandbox_of
 from tests.e2e.test_resilience import _cleanup, _receiver_pod
 
-pytestmark = [pytest.mark.sandbox_only, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [
+    pytest.mark.real_component,
+    pytest.mark.real_cluster_only,  # a node that enforces NetworkPolicy
+    pytest.mark.sandbox_only,  # the sandbox's emulator and operator Pods
+    pytest.mark.asyncio(loop_scope="session"),
+]
 
 NAME = "policy"
 PUBLIC, INTERNAL = receiver_names.HTTP_PORT, receiver_names.INTERNAL_PORT
@@ -53,9 +58,7 @@ async def test_the_receivers_ports_open_to_the_emulator_the_operator_and_the_hos
     system: System,
 ) -> None:
     sandbox = sandbox_of(system)
-    if sandbox.real_node is None:
-        pytest.skip("no NetworkPolicy is enforced on the Kubernetes API sandbox")
-    assert sandbox.api is not None
+    assert sandbox.real_node is not None and sandbox.api is not None
     scenario = await system.scenario(NAME)
     try:
         await scenario.apply()
