@@ -67,6 +67,11 @@ REASON_ROTATION_UNVERIFIED = "RotationNotYetVerified"
 CLOCK_SKEW = timedelta(seconds=2)
 DEFAULT_TIMEOUT = timedelta(seconds=30)
 DEFAULT_RETRY_AFTER = timedelta(minutes=1)
+# After a rotation each receiver replica loads the new secret from its Secret's watch (well
+# under a second; a few seconds on a busy node): until this long after it, a ping verified
+# only with the previous secret is sent again (every `SETTLE_RESEND`) instead of reported.
+SECRET_SETTLE = timedelta(seconds=10)
+SETTLE_RESEND = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -290,6 +295,22 @@ def per_replica_caveat(
         "replicas, which keep pings in memory and could not all be asked: set "
         "spec.receiver.redis so that every replica's pings count",
         ping_result="not_verified",
+    )
+
+
+def still_settling(
+    verdict: Verdict,
+    *,
+    last_rotation: datetime | None,
+    now: datetime,
+    window: timedelta = SECRET_SETTLE,
+) -> bool:
+    """Is `verdict` one to send the ping again for rather than report: verified only with
+    the previous secret while the receivers may still be loading the rotated one?"""
+    return (
+        verdict.reason == REASON_PREVIOUS_SECRET
+        and last_rotation is not None
+        and now - last_rotation < window
     )
 
 

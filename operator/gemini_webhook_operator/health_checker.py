@@ -25,6 +25,8 @@ from gemini_webhook_operator.health import (
     REASON_NOT_RECEIVED,
     REASON_RECEIVER_UNREACHABLE,
     REASON_SEND_FAILED,
+    SECRET_SETTLE,
+    SETTLE_RESEND,
     HealthMemo,
     Ping,
     PingObservation,
@@ -36,6 +38,7 @@ from gemini_webhook_operator.health import (
     parse_pings,
     per_replica_caveat,
     ping_reason,
+    still_settling,
 )
 from gemini_webhook_operator.metrics import METRICS, OperatorMetrics
 from gemini_webhook_operator.model import WebhookSpec
@@ -85,6 +88,7 @@ class HealthChecker:
         poll_interval: float = 0.5,
         timeout: timedelta = DEFAULT_TIMEOUT,
         retry_after: timedelta = DEFAULT_RETRY_AFTER,
+        settle: timedelta = SECRET_SETTLE,
         request_timeout: float = 5.0,
         cluster_domain: str = "cluster.local",
         proxies: ProxySettings = DIRECT,
@@ -95,6 +99,7 @@ class HealthChecker:
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.retry_after = retry_after
+        self.settle = settle  # `health.still_settling`'s window after a rotation
         self.request_timeout = request_timeout
         self.cluster_domain = cluster_domain
         self.proxies = proxies
@@ -260,6 +265,15 @@ class HealthChecker:
         verdict, sent_at = await self.check(
             urls=urls, ping=ping, current_fingerprint=current_fingerprint
         )
+        # Right after a rotation, a replica may not have loaded the new secret yet: ping
+        # again (each one WebhookService call) rather than report a propagation delay.
+        while sent_at is not None and still_settling(
+            verdict, last_rotation=last_rotation, now=self.clock(), window=self.settle
+        ):
+            await asyncio.sleep(SETTLE_RESEND.total_seconds())
+            verdict, sent_at = await self.check(
+                urls=urls, ping=ping, current_fingerprint=current_fingerprint
+            )
         verdict = per_replica_caveat(
             verdict,
             replicas=receiver.replicas,

@@ -128,6 +128,20 @@ def test_ping_verified_only_with_a_previous_secret_is_false() -> None:
     assert (verdict.status, verdict.reason) == (False, health.REASON_PREVIOUS_SECRET)
 
 
+def test_a_previous_secret_verdict_is_pinged_again_only_while_a_rotation_settles() -> None:
+    previous = decide(PingObservation(T0 + timedelta(seconds=1), PREVIOUS), T0)
+    current = decide(PingObservation(T0 + timedelta(seconds=1), CURRENT), T0)
+    unheard = decide(None, T0 + timedelta(seconds=30))
+    assert previous is not None and current is not None and unheard is not None
+    settle = health.SECRET_SETTLE
+    just_now = T0 - timedelta(seconds=1)
+    assert health.still_settling(previous, last_rotation=just_now, now=T0)
+    assert not health.still_settling(previous, last_rotation=T0 - settle, now=T0)
+    assert not health.still_settling(previous, last_rotation=None, now=T0)
+    for other in (current, unheard):
+        assert not health.still_settling(other, last_rotation=just_now, now=T0)
+
+
 def test_an_older_ping_does_not_count_and_we_keep_waiting() -> None:
     assert decide(PingObservation(T0 - timedelta(minutes=5), CURRENT), T0) is None
 

@@ -102,12 +102,15 @@ def resource(webhook_id: str, last_rotation: datetime | None = None) -> dict[str
     }
 
 
-def checker(local: LocalReceiver, metrics: OperatorMetrics) -> HealthChecker:
+def checker(
+    local: LocalReceiver, metrics: OperatorMetrics, settle: timedelta = health.SECRET_SETTLE
+) -> HealthChecker:
     return HealthChecker(
         metrics=metrics,
         poll_interval=0.05,
         timeout=timedelta(seconds=8),
         retry_after=timedelta(0),
+        settle=settle,
         proxies=local.cluster.settings(),
     )
 
@@ -151,7 +154,8 @@ async def test_rotation_completes_only_when_the_receiver_verifies_with_the_new_s
     )
     old = hook.new_signing_secret
     await receiver.hold(hook.id, old)
-    check = checker(receiver, OperatorMetrics(CollectorRegistry()))
+    # No settle window: the stale verdict is reported at once, as it is past the window.
+    check = checker(receiver, OperatorMetrics(CollectorRegistry()), settle=timedelta(0))
     memo = HealthMemo()
 
     async def tick(current: str, rotated: datetime | None) -> health.Verdict | None:
@@ -164,13 +168,13 @@ async def test_rotation_completes_only_when_the_receiver_verifies_with_the_new_s
 
     try:
         assert (await tick(old, None)).status is True  # type: ignore[union-attr]
-        rotated_at = datetime.now(UTC)
         rotation = await client.aio.webhooks.rotate_signing_secret(
             id=hook.id, revocation_behavior="revoke_previous_secrets_after_h24"
         )
         new = rotation.secret
         # The receiver still holds only the old secret: Gemini signs with both during the
         # grace period, so the ping verifies — but not with the current secret.
+        rotated_at = datetime.now(UTC)
         stale = await tick(new, rotated_at)
         assert stale is not None
         assert (stale.status, stale.reason) == (False, health.REASON_PREVIOUS_SECRET)
@@ -183,6 +187,55 @@ async def test_rotation_completes_only_when_the_receiver_verifies_with_the_new_s
         assert health.rotation_complete(memo, rotated_at)
     finally:
         await check.close()
+
+
+async def test_a_receiver_that_loads_the_rotated_secret_late_is_verified_not_reported(
+    emulator: Any, receiver: LocalReceiver
+) -> None:
+    """Right after a rotation the receiver takes a moment to load the new secret: the ping
+    is sent again until it verifies with it, and no previous-secret verdict is counted (it
+    once made DeliveryVerified False for a health tick after a rotation on the real node)."""
+    client = emulator.client()
+    hook = await client.aio.webhooks.create(
+        uri=receiver.public_url, subscribed_events=["batch.succeeded"]
+    )
+    old = hook.new_signing_secret
+    await receiver.hold(hook.id, old)
+    metrics = OperatorMetrics(CollectorRegistry())
+    check = checker(receiver, metrics)
+    pings = 0
+
+    async def ping() -> Any:
+        nonlocal pings
+        pings += 1
+        return await client.aio.webhooks.ping(id=hook.id)
+
+    rotation = await client.aio.webhooks.rotate_signing_secret(
+        id=hook.id, revocation_behavior="revoke_previous_secrets_after_h24"
+    )
+    rotated_at = datetime.now(UTC)
+
+    async def load_late() -> None:
+        await asyncio.sleep(1.5)
+        await receiver.hold(hook.id, rotation.secret, old)
+
+    loading = asyncio.create_task(load_late())
+    try:
+        verdict = await check.tick(
+            *parsed(resource(hook.id, rotated_at)),
+            HealthMemo(),
+            ping=ping,
+            current_fingerprint=truncate_secret(rotation.secret),
+        )
+    finally:
+        await loading
+        await check.close()
+    assert verdict is not None
+    assert (verdict.status, verdict.reason) == (True, health.REASON_VERIFIED), verdict.message
+    assert pings >= 2
+    text = generate_latest(metrics.registry).decode()
+    assert 'result="not_verified"} 1.0' not in text
+    assert 'result="verified"} 1.0' in text
 
 
 async def test_ping_the_receiver_cannot_verify_makes_delivery_verified_false(
