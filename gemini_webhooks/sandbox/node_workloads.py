@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gemini_webhook_operator import receiver_names
 from gemini_webhooks import __version__
 from gemini_webhooks.controlplane import nodeconfig
 
@@ -39,9 +40,9 @@ OPERATOR_SELECTOR = {
     "app.kubernetes.io/component": "operator",
     "app.kubernetes.io/name": "gemini-webhook-operator",
 }
-# Every receiver Pod the operator renders (receiver_names.APP_NAME).
-RECEIVER_LABELS = {"app.kubernetes.io/name": "gemini-webhook-receiver"}
-RECEIVER_INTERNAL_PORT = 9090  # receiver_names.INTERNAL_PORT
+# Every receiver Pod the operator renders.
+RECEIVER_LABELS = {"app.kubernetes.io/name": receiver_names.APP_NAME}
+RECEIVER_INTERNAL_PORT = receiver_names.INTERNAL_PORT
 HOST_ACCESS_POLICY = "gemini-webhooks-sandbox-host"
 
 
