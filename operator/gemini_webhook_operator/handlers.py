@@ -17,7 +17,7 @@ from typing import Any, cast
 import kopf
 from opentelemetry.trace import Status, StatusCode
 
-from gemini_webhook_operator import conditions, health, health_checker, kopf_state
+from gemini_webhook_operator import conditions, finalizer, health, health_checker, kopf_state
 from gemini_webhook_operator.drift import (
     DriftRunner,
     DriftSchedule,
@@ -26,19 +26,16 @@ from gemini_webhook_operator.drift import (
     retried,
     retry_logged,
 )
-from gemini_webhook_operator.kopf_state import (
-    HANDLER_FINALIZE,
-    HANDLER_RECONCILE,
-)
+from gemini_webhook_operator.finalizer import FINALIZER
+from gemini_webhook_operator.kopf_state import HANDLER_RECONCILE
 from gemini_webhook_operator.kube import KubeError
 from gemini_webhook_operator.model import InvalidSpecError, WebhookSpec, parse
 from gemini_webhook_operator.reconcile_context import Claim, Operator
 from gemini_webhook_operator.reconcile_report import REASON_INVALID_SPEC, REASON_KUBE_ERROR
-from gemini_webhook_operator.reconciler import delete, reconcile
+from gemini_webhook_operator.reconciler import reconcile
 from gemini_webhook_operator.rotation import ANNOTATION_LAST_HEAL
 from gemini_webhook_operator.signing_store import read_signing_secret
 from gemini_webhook_operator.watch_cache import compact
-from gemini_webhook_operator.webhookservice_errors import WebhookServiceError
 from gemini_webhook_operator.write_back import write_back, write_status
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import API_GROUP, MANAGED_BY, truncate_secret
@@ -47,7 +44,7 @@ from gemini_webhooks.contracts.times import parse_rfc3339
 logger = logging.getLogger(__name__)
 
 RESOURCE = (API_GROUP, crd.VERSION, crd.PLURAL)
-FINALIZER = f"{API_GROUP}/finalizer"
+__all__ = ["FINALIZER", "build_registry", "configure"]
 # How long kopf keeps a resource's worker once its events stop (kopf's default: 5 s). An
 # idle worker holds its task, its queue and the last watch event it handled, the whole
 # decoded object: a thousand resources arriving together kept 200-860 of them through the
@@ -57,8 +54,9 @@ FINALIZER = f"{API_GROUP}/finalizer"
 WORKER_IDLE_SECONDS = 0.1
 # How many resources kopf works on at once (per watch stream; the others' events wait in
 # their queues). Safe because no handler sleeps out a retry in its worker: the change
-# handler's retries run on the operator's scheduler (`drift.py`), and a bounded pool then
-# holds only resources being worked on, not ones waiting to be retried.
+# handler's retries and the deletions run on the operator's scheduler (`drift.py`,
+# `finalizer.py`), and a bounded pool then holds only resources being worked on, not ones
+# waiting to be retried.
 WORKER_LIMIT = 50
 
 
@@ -77,14 +75,15 @@ class _HealthMemos:
 def configure(settings: kopf.OperatorSettings) -> None:
     """Our kopf settings: its state as `kopf_state` keeps it (the diff base in memory, so
     that a change costs no write of kopf's own; our request annotations are changes, the
-    operator's own bookkeeping annotation, the last heal's time, is not); our finalizer
-    name; no Kubernetes Event per kopf log line (a retry loop would post one per attempt):
+    operator's own bookkeeping annotation, the last heal's time, is not); kopf's
+    finalizer not ours (`finalizer.py`: kopf needs none, and would take ours off); no
+    Kubernetes Event per kopf log line (a retry loop would post one per attempt):
     the reconciler posts its own, deduplicated — under our name (`From:` in `kubectl
     describe`, the Events' `reportingComponent` and `source.component`), not kopf's; an
     object's worker let go soon after its events stop (`WORKER_IDLE_SECONDS`), and at most
     `WORKER_LIMIT` of them at once."""
     kopf_state.configure_storages(settings, ignored=[ANNOTATION_LAST_HEAL])
-    settings.persistence.finalizer = FINALIZER
+    settings.persistence.finalizer = finalizer.KOPF_FINALIZER
     settings.posting.level = logging.CRITICAL
     settings.posting.reporting_component = MANAGED_BY
     settings.posting.event_name_prefix = f"{MANAGED_BY}-"
@@ -149,6 +148,7 @@ async def _run(
         body = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(op.own_writes.newest(body)))))
         if body.metadata.get("deletionTimestamp"):
             return False  # our own last write saw the deletion start
+        body = await finalizer.hold(op, body)  # before anything remote is made for it
         with (
             op.tracer.start_as_current_span(
                 "reconcile",
@@ -234,6 +234,30 @@ def _health_runner(config: HandlerConfig, memo: Any, bodies_index: Any) -> Drift
     return DriftRunner(schedule, retried("health check", check), body_of, clock=time.monotonic)
 
 
+def _cleanup_runner(memo: Any, deleting_index: Any, retries: list[DriftRunner]) -> DriftRunner:
+    """The deletions: each resource's at once when seen being deleted, again
+    `DELETE_RETRY_DELAY` after each that failed, from its copy as kopf's watch last
+    delivered it; once done, the operator forgets the resource."""
+
+    async def attempt(body: kopf.Body) -> None:
+        op: Operator = memo.operator
+        uid = str(body.metadata.uid)
+        async with op.lock(uid):
+            await finalizer.clean_up(op, body)
+        for runner in retries:
+            runner.forget(uid)
+        op.locks.pop(uid, None)
+        op.own_writes.forget(uid)
+        memos: _HealthMemos | None = getattr(memo, "health_memos", None)
+        if memos is not None:
+            memos.by_uid.pop(uid, None)
+
+    indexed = index_reader(deleting_index)
+    return DriftRunner(
+        DriftSchedule(None), retried("deletion", attempt), indexed, clock=time.monotonic
+    )
+
+
 def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry:
     config = config or HandlerConfig()
     registry = kopf.OperatorRegistry()
@@ -299,30 +323,23 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
 
     @kopf.on.cleanup(registry=registry)
     async def stop_drift_checks(**_: Any) -> None:
-        for runner in (*drift, *health_checks, *retries):
+        for runner in (*drift, *health_checks, *retries, *cleanups):
             await runner.stop()
 
-    @kopf.on.delete(*RESOURCE, id=HANDLER_FINALIZE, registry=registry)
-    async def finalize(body: kopf.Body, memo: Any, **_: Any) -> None:
-        op: Operator = memo.operator
-        async with op.lock(str(body.metadata.uid)):
-            with op.metrics.time_reconcile("delete") as record:
-                try:
-                    await delete(op, body)
-                except (WebhookServiceError, KubeError) as error:
-                    reason = REASON_KUBE_ERROR
-                    if isinstance(error, WebhookServiceError):
-                        reason = error.reason
-                    record.failed(reason, retry=True)
-                    raise kopf.TemporaryError(str(error), delay=30) from None
+    # Deletions: one scheduler, fed by an index of the resources being deleted that our
+    # finalizer still holds (also those a previous operator process left), never kopf's
+    # deletion handler, which would sleep out each retry in the resource's kopf worker.
+    cleanups: list[DriftRunner] = []  # made by the first deletion seen, stopped at cleanup
+
+    @kopf.index(*RESOURCE, id="deleting_bodies", registry=registry)
+    async def deleting_bodies(body: kopf.Body, memo: Any, **kwargs: Any) -> Any:
+        if not finalizer.cleanup_due(body.metadata):
+            return None
         uid = str(body.metadata.uid)
-        for runner in retries:
-            runner.forget(uid)
-        op.locks.pop(uid, None)
-        op.own_writes.forget(uid)
-        memos: _HealthMemos | None = getattr(memo, "health_memos", None)
-        if memos is not None:
-            memos.by_uid.pop(uid, None)
+        if not cleanups:
+            cleanups.append(_cleanup_runner(memo, kwargs["deleting_bodies"], retries))
+        cleanups[0].saw(uid)
+        return {uid: compact(dict(body))}
 
     return registry
 

@@ -211,6 +211,22 @@ class Kube:
         self._remember((api_version, kind, namespace), name, stored)
         return stored
 
+    async def json_patch_resource(self, resource: Mapping[str, Any], ops: JSONPatch) -> JSON | None:
+        """A JSON patch (RFC 6902, with its `test` guards) of one of our resources itself;
+        422 when a guard fails (the object changed since it was read), None if it is gone."""
+        metadata = resource["metadata"]
+        api_version = resource.get("apiVersion") or crd.API_VERSION
+        path = await self.path(api_version, crd.KIND, metadata["namespace"], metadata["name"])
+        if path is None:
+            return None
+        return await self.request(
+            "PATCH",
+            path,
+            ops,
+            content_type="application/json-patch+json",
+            params={"fieldManager": FIELD_MANAGER},
+        )
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         path = await self.path(api_version, kind, namespace, name)
         if path is not None:
