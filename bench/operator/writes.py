@@ -89,7 +89,7 @@ EDIT = '{"spec":{"events":["batch.succeeded","batch.failed"]}}'
 # writes per reconciliation, (status, the object).
 BEFORE = {"create": (2.0, 2.0), "spec edit": (1.0, 1.0), "drift tick": (0.0, 0.0)}
 TARGET_CHANGE = 1.0  # writes of the resource per reconciliation of a changed resource
-FINALIZER_ONCE = 1.0  # and kopf's finalizer, once in each resource's life (its creation)
+FINALIZER_ONCE = 1.0  # and our finalizer, once in each resource's life (its creation)
 TARGET_DRIFT = 0.0  # per drift tick of an unchanged one
 TARGET_HEALTH = 0.0  # per health tick (and periodic ping) of an unchanged, healthy one
 HEALTH = "writes-health"
