@@ -43,6 +43,18 @@ async def _ready(gemini: Cluster, names: list[str], url: str, api: str) -> list[
     return ids
 
 
+async def _deleting_while_refused(
+    gemini: Cluster, api_proxy: FaultProxy, name: str, url: str, tries: int
+) -> str:
+    """A Ready resource deleted while the WebhookService refuses every DELETE, once its
+    deletion was tried `tries` times; its remote webhook's id."""
+    (webhook_id,) = await _ready(gemini, [name], url, api_proxy.url)
+    api_proxy.fail(503, count=ALWAYS, method="DELETE")
+    await gemini.delete(name)
+    await _until(lambda: _refused_deletes(api_proxy) >= tries, 30, "the deletion not tried")
+    return webhook_id
+
+
 async def test_deletions_that_keep_failing_leave_kopfs_workers_to_the_others(
     gemini: Cluster, emulator: Any, kube: Any, api_proxy: FaultProxy, monkeypatch: Any
 ) -> None:
@@ -72,10 +84,7 @@ async def test_a_failing_deletion_is_retried_and_completes_once_the_api_is_back(
     monkeypatch.setattr(finalizer, "DELETE_RETRY_DELAY", 0.5)
     endpoint = emulator.endpoint()
     async with operator_running(kube, drift_interval=60.0):
-        (webhook_id,) = await _ready(gemini, ["api-down"], endpoint.url, api_proxy.url)
-        api_proxy.fail(503, count=ALWAYS, method="DELETE")
-        await gemini.delete("api-down")
-        await _until(lambda: _refused_deletes(api_proxy) >= 2, 30, "the deletion not retried")
+        webhook_id = await _deleting_while_refused(gemini, api_proxy, "api-down", endpoint.url, 2)
         assert await gemini.get("api-down") is not None
         api_proxy.clear()
         await gemini.wait_gone("api-down")
@@ -109,10 +118,9 @@ async def test_a_restarted_operator_picks_up_a_deletion_the_last_one_left(
     process finds the resource being deleted and held by ours, and deletes it."""
     endpoint = emulator.endpoint()
     async with operator_running(kube, drift_interval=60.0):
-        (webhook_id,) = await _ready(gemini, ["left-behind"], endpoint.url, api_proxy.url)
-        api_proxy.fail(503, count=ALWAYS, method="DELETE")
-        await gemini.delete("left-behind")
-        await _until(lambda: _refused_deletes(api_proxy) >= 1, 30, "no deletion was tried")
+        webhook_id = await _deleting_while_refused(
+            gemini, api_proxy, "left-behind", endpoint.url, 1
+        )
     api_proxy.clear()
     assert await gemini.get("left-behind") is not None
     async with operator_running(kube, drift_interval=60.0):
