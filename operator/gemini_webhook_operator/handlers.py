@@ -21,7 +21,9 @@ from gemini_webhook_operator import conditions, finalizer, health, health_checke
 from gemini_webhook_operator.drift import (
     DriftRunner,
     DriftSchedule,
+    ErrorBackoff,
     drift_checked,
+    error_logged,
     index_reader,
     retried,
     retry_logged,
@@ -58,6 +60,9 @@ WORKER_IDLE_SECONDS = 0.1
 # `finalizer.py`), and a bounded pool then holds only resources being worked on, not ones
 # waiting to be retried.
 WORKER_LIMIT = 50
+# How long after an unexpected exception (a bug) a change is tried again, one step further
+# per failure in a row: kopf's error retries, which sleep in the worker, are never reached.
+ERROR_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
+    settings.queueing.error_delays = ERROR_DELAYS
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     settings.queueing.worker_limit = WORKER_LIMIT
 
@@ -196,7 +201,9 @@ def _drift_runner(
     )
 
 
-def _retry_runner(memo: Any, bodies_index: Any, webhook_claims: Any) -> DriftRunner:
+def _retry_runner(
+    memo: Any, bodies_index: Any, webhook_claims: Any, backoff: ErrorBackoff
+) -> DriftRunner:
     """The change handler's retries: each attempt reconciles the resource as kopf's watch
     last delivered it, and answers a ping request after, as the change handler does."""
     indexed = index_reader(bodies_index)
@@ -212,7 +219,7 @@ def _retry_runner(memo: Any, bodies_index: Any, webhook_claims: Any) -> DriftRun
             await _answer_ping_request(kopf.Body(cast(kopf.RawBody, latest)), memo)
 
     runner = DriftRunner(
-        DriftSchedule(None), retried("reconcile", attempt), indexed, clock=time.monotonic
+        DriftSchedule(None), retried("reconcile", attempt, backoff), indexed, clock=time.monotonic
     )
     return runner
 
@@ -234,7 +241,9 @@ def _health_runner(config: HandlerConfig, memo: Any, bodies_index: Any) -> Drift
     return DriftRunner(schedule, retried("health check", check), body_of, clock=time.monotonic)
 
 
-def _cleanup_runner(memo: Any, deleting_index: Any, retries: list[DriftRunner]) -> DriftRunner:
+def _cleanup_runner(
+    memo: Any, deleting_index: Any, retries: list[DriftRunner], backoff: ErrorBackoff
+) -> DriftRunner:
     """The deletions: each resource's at once when seen being deleted, again
     `DELETE_RETRY_DELAY` after each that failed, from its copy as kopf's watch last
     delivered it; once done, the operator forgets the resource."""
@@ -246,6 +255,7 @@ def _cleanup_runner(memo: Any, deleting_index: Any, retries: list[DriftRunner]) 
             await finalizer.clean_up(op, body)
         for runner in retries:
             runner.forget(uid)
+        backoff.ended(uid)
         op.locks.pop(uid, None)
         op.own_writes.forget(uid)
         memos: _HealthMemos | None = getattr(memo, "health_memos", None)
@@ -279,13 +289,16 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     # A change handler that must be tried again schedules its retry and returns: kopf would
     # sleep out a `TemporaryError`'s delay inside the resource's worker (`WORKER_LIMIT`).
     retries: list[DriftRunner] = []  # made by the first change, stopped at cleanup
+    backoff = ErrorBackoff(ERROR_DELAYS)  # a bug's retries, likewise off kopf's worker
 
     @kopf.on.resume(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
     @kopf.on.create(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
     @kopf.on.update(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
     async def reconcile_on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         if not retries:
-            retries.append(_retry_runner(memo, kwargs["drift_bodies"], kwargs["webhook_claims"]))
+            retries.append(
+                _retry_runner(memo, kwargs["drift_bodies"], kwargs["webhook_claims"], backoff)
+            )
         uid = str(body.metadata.uid)
         retries[0].forget(uid)  # this attempt supersedes a scheduled one
         try:
@@ -293,6 +306,10 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
                 await _answer_ping_request(body, memo)
         except kopf.TemporaryError as error:
             retries[0].retry(uid, retry_logged("reconcile", body, error))
+        except Exception as error:  # a bug: counted by `_run`, retried like a TemporaryError
+            retries[0].retry(uid, error_logged("reconcile", body, error, backoff.failed(uid)))
+            return
+        backoff.ended(uid)
 
     # The drift and health checks: one scheduler each (`drift`), fed by an index of the
     # resources as kopf's watch last delivered them. A resource enters once kopf has put our
@@ -337,7 +354,7 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
             return None
         uid = str(body.metadata.uid)
         if not cleanups:
-            cleanups.append(_cleanup_runner(memo, kwargs["deleting_bodies"], retries))
+            cleanups.append(_cleanup_runner(memo, kwargs["deleting_bodies"], retries, backoff))
         cleanups[0].saw(uid)
         return {uid: compact(dict(body))}
 
