@@ -3,23 +3,29 @@
 The real control plane (`controlplane.cluster`) and a real node beside it
 (`controlplane.realnode`: containerd, the kubelet, kube-proxy, CoreDNS and kube-router in a
 network namespace of their own; our images imported into its containerd), as
-`scripts/control-plane up --node real` runs them. The receivers are the Pods the operator
-renders, containers of our product image. The sandbox's own parts stay on the host, on the
-host's end of the node's veth pair (`NodeNetwork.host_ip`), which the Pods reach:
+`scripts/control-plane up --node real` runs them. Everything of the product runs there as
+it would in a cluster (`node_workloads`), in the sandbox's namespace, which enforces the
+`restricted` Pod Security Standard:
 
-- the sample consumer listens there; its Service has no selector, and an EndpointSlice of
-  ours names that address (`consumer_endpoint_slice`), so the receivers reach it by its
-  cluster name as they would an in-cluster Service;
-- the emulator listens there (the receivers fetch its JWKS) and reaches a receiver as
-  Gemini reaches an exposed receiver: through its Service, from outside the node — the
-  sandbox's proxy maps the Service's cluster name to its ClusterIP (`service_addresses`),
-  which kube-proxy's rules on the host's routes lead to a Pod;
-- the operator runs on the host as in the other modes (admin kubeconfig, no proxy: the
-  API server and the emulator listen on the host, the Pods' addresses are routed), with
-  the receivers' NetworkPolicy off: its Pod selectors cannot name the sandbox's processes
-  on the host (the emulator delivering, the operator reading a receiver's ping status), so
-  a policy would shut them out. tests/chart/test_real_install.py shows the policies
-  enforced, with the operator and the emulator as Pods.
+- the operator is our chart's Deployment (helm, our product image): its projected
+  ServiceAccount token, its own NetworkPolicy, the receivers' NetworkPolicy on (the chart's
+  default);
+- the emulator is a Pod of the tools image behind a Service; the operator and the receivers
+  reach it at its ClusterIP, and so does the host (kube-proxy's rules are on the host's
+  routes), which makes `emulator_url` one address for all. It delivers to a receiver
+  through the receiver's Service and cluster DNS, as Gemini reaches an exposed receiver
+  through an ingress controller: the chart's `ingressControllerNamespace` is the sandbox's
+  namespace, so the receivers' policies let it in;
+- the receivers are the Pods the operator renders, containers of our product image.
+
+Only the sample consumer stays on the host, on the host's end of the node's veth pair
+(`NodeNetwork.host_ip`), inside the sandbox process (its arrivals are what the tour
+checks): its Service has no selector, and an EndpointSlice of ours names that address
+(`consumer_endpoint_slice`). A NetworkPolicy of the sandbox's own
+(`node_workloads.host_access_policy`) adds to each receiver's the way to that port, and lets
+the host scrape the receivers' internal port as a Prometheus would; NetworkPolicies only
+add up, so nothing else of the receivers' is loosened. tests/chart/test_real_install.py
+shows the receivers' and the operator's policies enforced from allowed and other Pods.
 
 Root is required (namespaces, mounts, cgroups): without it `require_root` says so before
 anything starts. The node's binaries are built on demand (cached), as the control plane's
@@ -31,24 +37,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from gemini_webhooks import __version__
 from gemini_webhooks.controlplane import build, node_images, nodeconfig, realnode
 from gemini_webhooks.controlplane.cluster import ControlPlane
+from gemini_webhooks.sandbox import node_workloads
 from gemini_webhooks.sandbox.kubeapi import KubeApi, KubeApiError
+from gemini_webhooks.sandbox.node_workloads import Helm, HelmError
 from gemini_webhooks.sandbox.proxy import service_key
 from gemini_webhooks.sandbox.supervisor import ChildFailedError, Progress, Supervisor
 
 JSON = dict[str, Any]
-# The receivers' image, as `RealNode.import_images` names it in containerd.
-PRODUCT_IMAGE = f"{nodeconfig.IMAGE_REPOSITORIES['product']}:{__version__}"
+T = TypeVar("T")
 ENDPOINT_SLICES = "endpointslices.discovery.k8s.io/v1"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 REFRESH_SECONDS = 0.5
+NETWORK_POLICIES = "networkpolicies.networking.k8s.io/v1"
+POD_READY_SECONDS = 120
+HELM_WAIT_SECONDS = 240
 # containerd refuses a longer Unix socket path (its ttrpc socket's is the longest it binds).
 SOCKET_PATH_MAX = 104
 
@@ -112,6 +121,32 @@ def check_socket_paths(node_root: Path) -> None:
         )
 
 
+async def wait_until(check: Callable[[], Awaitable[T]], within: float, what: str) -> T:
+    """`check()`'s first true answer, polled; `what` names it in the failure."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not (found := await check()):
+        if loop.time() > deadline:
+            raise ChildFailedError(f"{what}: not within {within:.0f}s")
+        await asyncio.sleep(0.2)
+    return found
+
+
+async def _ready_pod(api: KubeApi, namespace: str, name: str) -> bool:
+    return node_workloads.pod_ready(await api.get("pods", namespace, name))
+
+
+async def operator_pods(api: KubeApi, namespace: str) -> list[JSON]:
+    """The operator's Pods of the sandbox's release that are Ready and not going away."""
+    selector = ",".join(f"{k}={v}" for k, v in node_workloads.OPERATOR_SELECTOR.items())
+    pods = await api.list("pods", namespace, label_selector=selector)
+    return [
+        pod
+        for pod in pods
+        if node_workloads.pod_ready(pod) and "deletionTimestamp" not in pod["metadata"]
+    ]
+
+
 @dataclass
 class RealNodeRun:
     """The control plane and the real node the sandbox runs on, and the Services' addresses
@@ -123,6 +158,7 @@ class RealNodeRun:
     node: realnode.RealNode | None = None
     plane: ControlPlane | None = None
     endpoints: dict[str, str] = field(default_factory=dict)
+    helm: Helm | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _network_made: bool = False
 
@@ -143,6 +179,7 @@ class RealNodeRun:
         except build.BuildError as error:
             raise ChildFailedError(str(error)) from None
         images = await asyncio.to_thread(node_images.our_images_built, self.progress)
+        self.helm = Helm(binaries["helm"], self.state_dir / "kubeconfig", self.state_dir / "helm")
         self.node = realnode.RealNode(
             root, realnode.node_binaries(binaries), images, progress=self.progress
         )
@@ -165,6 +202,57 @@ class RealNodeRun:
         self._tasks.append(asyncio.create_task(self.node.watch(), name="real-node"))
         await self._refresh(api)
         self._tasks.append(asyncio.create_task(self._keep_refreshed(api), name="services"))
+
+    async def secure_namespace(self, api: KubeApi, namespace: str, consumer_port: int) -> None:
+        """`namespace` enforcing the `restricted` Pod Security Standard, and the sandbox's
+        own NetworkPolicy for the host (`node_workloads.host_access_policy`)."""
+        labelled = {"metadata": {"labels": node_workloads.RESTRICTED}}
+        await api.patch("namespaces", None, namespace, labelled)
+        policy = node_workloads.host_access_policy(namespace, self.host_ip, consumer_port)
+        await api.apply(NETWORK_POLICIES, namespace, policy)
+
+    async def start_emulator(
+        self, api: KubeApi, namespace: str, api_key: str, args: tuple[str, ...]
+    ) -> str:
+        """The emulator's Pod and Service in `namespace`, once the Pod is Ready: its URL at
+        the Service's ClusterIP (the host, the operator and the receivers all reach it)."""
+        for body in node_workloads.emulator_objects(namespace, api_key=api_key, args=args):
+            resource = "pods" if body["kind"] == "Pod" else "services"
+            await api.apply(resource, namespace, body)
+        name = node_workloads.EMULATOR
+        await wait_until(
+            lambda: _ready_pod(api, namespace, name),
+            POD_READY_SECONDS,
+            f"the emulator's Pod {namespace}/{name} Ready (`kubectl describe pod {name}`)",
+        )
+        found = await api.get("services", namespace, name)
+        assert found is not None
+        return f"http://{found['spec']['clusterIP']}:{node_workloads.EMULATOR_PORT}"
+
+    async def install_operator(self, api: KubeApi, namespace: str, values: JSON) -> str:
+        """Our chart installed (or upgraded) in `namespace` with `values`, its operator Pod
+        Ready (`helm --wait`): the URL of that Pod's /metrics, which the host reaches."""
+        assert self.helm is not None
+        try:
+            await self.helm.install(
+                node_workloads.RELEASE, namespace, values, within=HELM_WAIT_SECONDS
+            )
+        except HelmError as error:
+            raise ChildFailedError(f"the operator's chart: {error}") from None
+        pods = await wait_until(
+            lambda: operator_pods(api, namespace),
+            POD_READY_SECONDS,
+            "the operator's Pod Ready after `helm upgrade --install`",
+        )
+        port = node_workloads.CHART_VALUES["metricsPort"]
+        return f"http://{pods[0]['status']['podIP']}:{port}/metrics"
+
+    async def uninstall_operator(self, namespace: str) -> None:
+        assert self.helm is not None
+        try:
+            await self.helm.uninstall(node_workloads.RELEASE, namespace, within=HELM_WAIT_SECONDS)
+        except HelmError as error:
+            raise ChildFailedError(f"the operator's chart: {error}") from None
 
     async def _refresh(self, api: KubeApi) -> None:
         self.endpoints = service_addresses(await api.list("services"))
@@ -196,10 +284,3 @@ class RealNodeRun:
         """What the node left: the network namespace, the veth pair, host paths, sysctls."""
         if self.node is not None and self._network_made:
             await asyncio.to_thread(self.node.stop_leftovers)
-
-
-def without_proxy(env: Mapping[str, str]) -> dict[str, str]:
-    """`env` without the proxy variables (the operator's on the real node: what it reaches,
-    the API server, the emulator and Pod addresses, is routed from the host)."""
-    names = {"http_proxy", "https_proxy", "no_proxy", "all_proxy"}
-    return {k: v for k, v in env.items() if k.lower() not in names}

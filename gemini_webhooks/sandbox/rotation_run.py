@@ -2,7 +2,7 @@
 
 Used on the real node, the receivers containers and kube-proxy spreading the receiver
 Service's connections over them: by bench/receiver/rotation.py through the sandbox
-(`SandboxOptions(kube="real")`, the operator on the host) and by
+(`SandboxOptions(kube="real")`, the operator the chart's Pod there too) and by
 tests/chart/test_real_rollout.py (the operator a Pod of the chart). Each place hands
 `measure_rotation` a `Rig`: how it fires events, requests the rotation and reads what
 happened; the run and its figures are the same.

@@ -1,5 +1,6 @@
 """The whole system on loopback: what `gemini-webhooks sandbox` starts, in order.
-(`--kube real` runs it on a real control plane and a real node instead: `real_node`.)
+(`--kube real` runs it on a real control plane and a real node instead, the emulator and
+the operator as Pods there: `real_node`.)
 
 1. the sample consumer (in this process), standing in for an in-cluster Service;
 2. the Gemini API emulator (`gemini-webhooks emulator`, a child process);
@@ -37,14 +38,13 @@ from gemini_webhooks.sandbox.consumer import SampleConsumer
 from gemini_webhooks.sandbox.guide import env_lines
 from gemini_webhooks.sandbox.kubeapi import KubeApi, server_from_kubeconfig
 from gemini_webhooks.sandbox.kubelet import Kubelet, venv_executable
+from gemini_webhooks.sandbox.node_workloads import operator_values
 from gemini_webhooks.sandbox.ports import LOOPBACK, free_port
 from gemini_webhooks.sandbox.proxy import SandboxProxy, service_key
 from gemini_webhooks.sandbox.real_node import (
     ENDPOINT_SLICES,
-    PRODUCT_IMAGE,
     RealNodeRun,
     consumer_endpoint_slice,
-    without_proxy,
 )
 from gemini_webhooks.sandbox.supervisor import (
     Child,
@@ -184,19 +184,34 @@ class Sandbox:
         await self.consumer.start(self.host, 0)
         self._say(f"sample consumer listening on http://{self.host}:{self.consumer.port}/")
 
-        await self._start_emulator()
         if self.real_node is None:
+            await self._start_emulator()
             await self._start_kube()
         await self._install()
         if self.real_node is not None:
             assert self.api is not None
             await self.real_node.start_node(self.api)
+            self.emulator_url = await self.real_node.start_emulator(
+                self.api, self.options.namespace, self.options.api_key, self._emulator_flags()
+            )
+            self._say(
+                f"emulator: Pod {self.options.namespace}/gemini-emulator, {self.emulator_url}"
+            )
         else:
             self._start_kubelet()
         if self.options.start_operator:
             await self.start_operator()
         self._write_examples()
         self._write_env_file()
+
+    def _emulator_flags(self) -> tuple[str, ...]:
+        options = self.options
+        return (
+            "--batch-seconds",
+            str(options.batch_seconds),
+            "--time-scale",
+            str(options.time_scale),
+        )
 
     async def _start_emulator(self) -> None:
         port_file = self.state_dir / "emulator.port"
@@ -211,10 +226,7 @@ class Sandbox:
             str(port_file),
             "--api-key",
             self.options.api_key,
-            "--batch-seconds",
-            str(self.options.batch_seconds),
-            "--time-scale",
-            str(self.options.time_scale),
+            *self._emulator_flags(),
         ]
 
         async def ready() -> bool:
@@ -319,6 +331,7 @@ class Sandbox:
                 CONSUMER_SERVICE, namespace, "http", self.host, self.consumer.port
             )
             await self.api.apply(ENDPOINT_SLICES, namespace, slice_)
+            await self.real_node.secure_namespace(self.api, namespace, self.consumer.port)
         self._say(
             f"Secret {namespace}/{API_KEY_SECRET} (the emulator's API key) and Service "
             f"{namespace}/{CONSUMER_SERVICE}:{CONSUMER_PORT} (the sample consumer) created"
@@ -350,6 +363,9 @@ class Sandbox:
         self._say("kubelet watching receiver Deployments")
 
     async def start_operator(self) -> None:
+        if self.real_node is not None:
+            await self._install_operator()
+            return
         metrics_port = free_port()
         liveness = f"http://{LOOPBACK}:{free_port()}/healthz"
         argv = [
@@ -376,11 +392,6 @@ class Sandbox:
             *self.options.operator_args,
         ]
         env = {**self.child_env(), "POD_NAME": OPERATOR_POD_NAME}
-        if self.real_node is not None:
-            # Receivers of our image, imported into the node; their NetworkPolicy would shut
-            # out the sandbox's processes on the host (real_node's docstring).
-            argv += ["--receiver-image", PRODUCT_IMAGE, "--no-receiver-network-policy"]
-            env = without_proxy(env)
         self.operator_metrics_url = f"http://{LOOPBACK}:{metrics_port}/metrics"
         self.operator = await self.supervisor.start(
             ProcessSpec(
@@ -395,8 +406,28 @@ class Sandbox:
             ready_timeout=60,
         )
 
+    async def _install_operator(self) -> None:
+        """The chart's operator on the real node, with `options.operator_args` added."""
+        assert self.real_node is not None and self.api is not None
+        values = operator_values(
+            self.options.namespace,
+            api_base_url=self.emulator_url,
+            host_ip=self.host,
+            drift_interval=self.options.drift_interval,
+            extra_args=list(self.options.operator_args),
+        )
+        self.operator_metrics_url = await self.real_node.install_operator(
+            self.api, self.options.namespace, values
+        )
+        self._say(f"operator: the chart's Deployment (helm), /metrics {self.operator_metrics_url}")
+
     async def stop_operator(self, *, kill: bool = False) -> None:
-        """Stop the operator: SIGTERM (a clean exit), or SIGKILL (a crash) with `kill`."""
+        """Stop the operator: SIGTERM (a clean exit), or SIGKILL (a crash) with `kill`; on
+        the real node, `helm uninstall` (a crash there is its container's: tests/e2e)."""
+        if self.real_node is not None and not kill:
+            await self.real_node.uninstall_operator(self.options.namespace)
+            self.operator_metrics_url = ""
+            return
         if self.operator is None:
             return
         if kill:
@@ -444,8 +475,7 @@ class Sandbox:
             self._kubelet_task.cancel()
             await asyncio.gather(self._kubelet_task, return_exceptions=True)
             self._kubelet_task = None
-        if self.real_node is not None:
-            await self.stop_operator()  # not to act on the Pods going away
+        if self.real_node is not None:  # the operator's Pod and the emulator's with it
             await self.real_node.stop_node()
         await self.supervisor.aclose()
         if self.real_node is not None:

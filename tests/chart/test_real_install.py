@@ -34,6 +34,8 @@ from gemini_webhooks.contracts.signing_secret import decode_data
 from gemini_webhooks.controlplane import nodeconfig
 from gemini_webhooks.controlplane.nodeconfig import NODE_NETWORK
 from gemini_webhooks.emulator import ControlClient
+from gemini_webhooks.sandbox import node_workloads
+from gemini_webhooks.sandbox.node_workloads import restricted_pod, service
 from tests.chart.rendering import CHART_DIR, ROOT
 from tests.chart.test_helm_cli import Helm, helm_binary
 from tests.fixtures import gateway_api
@@ -50,9 +52,9 @@ TAG = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["appVersion"]
 RELEASE, RELEASE_NAMESPACE, TEAM = "gemini-webhooks", "gemini-system", "team-a"
 DEPLOYMENT = f"{RELEASE}-gemini-webhook-operator"
 API_KEY = "real-install-emulator-key"
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
-EMULATOR, EMULATOR_PORT = "gemini-emulator", 8765
-EMULATOR_LABELS = {"app": EMULATOR}
+RESTRICTED = node_workloads.RESTRICTED
+EMULATOR, EMULATOR_PORT = node_workloads.EMULATOR, node_workloads.EMULATOR_PORT
+EMULATOR_LABELS = node_workloads.EMULATOR_LABELS
 SINK, SINK_PORT = "sink", 8080
 RECEIVED = "received"  # the GeminiWebhook whose receiver forwards to the sink
 README_IMAGE = "--set image.repository=ghcr.io/gemini-webhook-operator/gemini-webhook-operator"
@@ -92,64 +94,15 @@ def install_block() -> str:
     return block.text
 
 
-def _pod(
-    name: str,
-    namespace: str,
-    image: str,
-    labels: dict[str, str],
-    port: int,
-    **container: Any,
-) -> dict[str, Any]:
-    """A Pod with the chart's security contexts (what `restricted` admits)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "securityContext": VALUES["podSecurityContext"],
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": image,
-                    "imagePullPolicy": "Never",
-                    "ports": [{"name": "http", "containerPort": port}],
-                    "securityContext": VALUES["securityContext"],
-                    "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}},
-                    **container,
-                }
-            ],
-        },
-    }
-
-
-def _service(name: str, namespace: str, labels: dict[str, str], port: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": labels, "ports": [{"name": "http", "port": port}]},
-    }
+# The Pods' shape and the emulator's are the sandbox's (`sandbox --kube real` runs the same).
+_pod, _service = restricted_pod, service
 
 
 def emulator_objects(namespace: str = RELEASE_NAMESPACE) -> list[dict[str, Any]]:
     """The emulator (the Gemini API, key `API_KEY`) as a Pod of the tools image in
     `namespace`, and its Service."""
     image = f"{nodeconfig.IMAGE_REPOSITORIES['tools']}:{TAG}"
-    args = ["emulator", "--host", "0.0.0.0", "--port", str(EMULATOR_PORT), "--api-key", API_KEY]
-    probe = {"httpGet": {"path": "/emulator/v1/healthz", "port": EMULATOR_PORT}}
-    return [
-        _pod(
-            EMULATOR,
-            namespace,
-            image,
-            EMULATOR_LABELS,
-            EMULATOR_PORT,
-            args=args,
-            readinessProbe={**probe, "periodSeconds": 1},
-        ),
-        _service(EMULATOR, namespace, EMULATOR_LABELS, EMULATOR_PORT),
-    ]
+    return node_workloads.emulator_objects(namespace, api_key=API_KEY, image=image)
 
 
 def sink_objects() -> list[dict[str, Any]]:

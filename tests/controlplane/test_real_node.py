@@ -441,11 +441,11 @@ def _nothing_left(tmp_path: Path, before: dict[str, object]) -> None:
 def test_sandbox_demo_on_the_real_node_holds_and_leaves_nothing_behind(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """The README's `scripts/sandbox --kube real --demo`, as written: the receivers
-    containers of our image on the real node, the emulator delivering through their Service,
-    the consumer reached through its Service (an EndpointSlice to the host); every step
-    holds, each static event reaches the consumer exactly once, and the end takes the node
-    down in full."""
+    """The README's `scripts/sandbox --kube real --demo`, as written: the operator (our
+    chart) and the receivers containers of our image on the real node, the emulator a Pod
+    delivering through their Service, the receivers' NetworkPolicy on, the consumer reached
+    through its Service (an EndpointSlice to the host); every step holds, each static event
+    reaches the consumer exactly once, and the end takes the node down in full."""
     (block,) = [b for b in readme_blocks(README.read_text()) if b.runner == "real-node"]
     (command,) = block.commands
     tmp_path = tmp_path_factory.mktemp("sbx")  # short: containerd's socket paths are bound
@@ -464,6 +464,9 @@ def test_sandbox_demo_on_the_real_node_holds_and_leaves_nothing_behind(
     assert "Every step held." in output
     assert "each exactly once" in output
     assert f"real node {NODE_NAME} ready in" in output  # the receivers: its containers
+    # The operator and the emulator are Pods there too (the chart's, the tools image's).
+    assert "operator: the chart's Deployment (helm)" in output
+    assert "emulator: Pod default/gemini-emulator" in output
     _nothing_left(tmp_path, before)
 
 

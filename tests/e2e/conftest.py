@@ -7,10 +7,14 @@ session's).
 
 With `GWO_KUBE=real-node` (scripts/test's late-build step) the sandbox is
 `Sandbox(kube="real")`, what `scripts/sandbox --kube real` runs: its own control plane and a
-real node (containerd, the kubelet, runc, CNI, kube-proxy, CoreDNS), the receivers
-containers of our image; the operator, the emulator and the sample consumer stay host
-processes. It needs root, and only one real node can exist on a machine: run it in one
-process (no `-n`), under `flock /tmp/gwo-real-node.lock` where others may run one, e.g.
+real node (containerd, the kubelet, runc, CNI, kube-proxy, CoreDNS, kube-router), the
+operator installed by our chart and the receivers containers of our image, the emulator a
+Pod of the tools image, the receivers' NetworkPolicy on; only the sample consumer stays on
+the host (gemini_webhooks/sandbox/real_node.py). An operator "crash" there is a SIGKILL of
+its container's main process from the host, and the kubelet restarts the container in the
+same Pod (`_kill_operator_container`). It needs root, and only one real node can exist on
+a machine: run it in one process (no `-n`), under `flock /tmp/gwo-real-node.lock` where
+others may run one, e.g.
 `flock /tmp/gwo-real-node.lock env GWO_KUBE=real-node pytest tests/e2e`. There the only
 skips are the tests that need the Kubernetes API sandbox's fault injection
 (`kube_sandbox_of`); `GWO_KUBE=real` (the real control plane, no node) does
@@ -34,10 +38,12 @@ sample consumer are skipped (`sandbox_only`); everything else runs unchanged.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -45,10 +51,13 @@ import yaml
 
 from gemini_webhooks.sandbox.demo import scenario_for
 from gemini_webhooks.sandbox.kubeapi import KubectlApi, ReadApi
+from gemini_webhooks.sandbox.node_workloads import pod_ready
+from gemini_webhooks.sandbox.real_node import operator_pods, wait_until
 from gemini_webhooks.sandbox.scenario import Scenario, real_cluster_example
 from gemini_webhooks.sandbox.steps import Kubectl
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
 from tests.fixtures.control_plane import real_node_mode
+from tests.fixtures.real_node import main_process
 
 # GWO_KUBE=real-node: the sandbox system on its own control plane and real node (the
 # receivers containers), with the emulator; KUBECONFIG alone: a real cluster and the real
@@ -103,6 +112,9 @@ async def _sandbox_system(state_dir: Path) -> AsyncIterator[System]:
             return made
 
         async def restart_operator() -> None:
+            if sandbox.real_node is not None:
+                await _kill_operator_container(sandbox)
+                return
             await sandbox.stop_operator(kill=True)
             await sandbox.start_operator()
 
@@ -115,6 +127,29 @@ async def _sandbox_system(state_dir: Path) -> AsyncIterator[System]:
             restart_operator=restart_operator,
             sandbox=sandbox,
         )
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    return sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses") or [])
+
+
+async def _kill_operator_container(sandbox: Sandbox) -> None:
+    """SIGKILL of the operator container's main process (a crash, as an OOM kill ends it),
+    then its restart in the same Pod, Ready again (the same Pod name: it renews the Lease it
+    held at once)."""
+    assert sandbox.api is not None
+    namespace = sandbox.options.namespace
+    (pod,) = await operator_pods(sandbox.api, namespace)
+    before = _restarts(pod)
+    os.kill(main_process(pod), signal.SIGKILL)
+
+    async def restarted() -> bool:
+        assert sandbox.api is not None
+        found = await sandbox.api.get("pods", namespace, pod["metadata"]["name"])
+        assert found is not None, "the killed operator's Pod was replaced, not restarted"
+        return _restarts(found) > before and pod_ready(found)
+
+    await wait_until(restarted, 120, "the operator's container restarted and Ready")
 
 
 async def _real_system() -> AsyncIterator[System]:

@@ -89,7 +89,7 @@ async def test_without_redis_every_replicas_pings_count_for_delivery_verified(
             await poll(verified, within=120, what=f"a verified ping after rotation {rotation}")
         except StepFailed as error:
             raise AssertionError(f"{error}: {await seen()}") from None
-    assert await pings("not_verified") == unverified_before
+    assert await pings("not_verified") == unverified_before, await seen()
 
     async def shown() -> bool:  # the verdict is counted just before it is written
         condition = await scenario.condition(crd.CONDITION_DELIVERY_VERIFIED) or {}

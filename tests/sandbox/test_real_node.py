@@ -1,25 +1,32 @@
 """`sandbox --kube real`'s decisions, without a node: who may run it, how the host reaches
-Services, how the Pods reach the consumer on the host, the operator's environment. (The
-run itself: tests/controlplane/test_real_node.py, late_build.)"""
+Services, how the Pods reach the consumer on the host, the chart's values for the operator
+and the sandbox's NetworkPolicy for the host. (The run itself:
+tests/controlplane/test_real_node.py and GWO_KUBE=real-node tests/e2e, late_build.)"""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gemini_webhooks.sandbox.cli import _wait_until_stopped_or_crashed
+from gemini_webhooks.sandbox.node_workloads import (
+    EMULATOR_LABELS,
+    host_access_policy,
+    operator_values,
+)
 from gemini_webhooks.sandbox.real_node import (
     SOCKET_PATH_MAX,
     check_socket_paths,
     consumer_endpoint_slice,
     require_root,
     service_addresses,
-    without_proxy,
 )
 from gemini_webhooks.sandbox.supervisor import ChildFailedError
 from gemini_webhooks.sandbox.system import Sandbox, SandboxOptions
+from tests.chart.rendering import find, manifests
 
 
 def test_anyone_but_root_is_told_to_use_sudo_or_the_in_memory_sandbox() -> None:
@@ -55,9 +62,52 @@ def test_the_consumers_endpoint_slice_names_the_host_address_under_the_service_p
     assert slice_["ports"] == [{"name": "http", "port": 4321, "protocol": "TCP"}]
 
 
-def test_the_operator_on_the_real_node_gets_no_proxy_variables() -> None:
-    env = {"HTTP_PROXY": "x", "no_proxy": "y", "Https_Proxy": "z", "PATH": "/bin", "HOME": "/"}
-    assert without_proxy(env) == {"PATH": "/bin", "HOME": "/"}
+def _sandbox_release(**extra: Any) -> list[dict[str, Any]]:
+    values = operator_values(
+        "default",
+        api_base_url="http://10.0.0.9:8765",
+        host_ip="10.201.0.1",
+        drift_interval=10.0,
+        extra_args=["--receiver-http-proxy=http://10.201.0.1:3128"],
+    )
+    return manifests({**values, **extra})
+
+
+def test_the_sandboxs_operator_is_the_charts_with_the_receivers_network_policy_on() -> None:
+    (deployment,) = find(_sandbox_release(), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert container["image"].startswith("localhost/gwo-product:")
+    assert container["imagePullPolicy"] == "Never"  # imported into the node, never pulled
+    assert "--no-receiver-network-policy" not in args
+    # The emulator, in the sandbox's namespace, is the peer on the receivers' public port.
+    assert "--receiver-public-namespace=default" in args
+    assert "--api-base-url=http://10.0.0.9:8765" in args
+    assert "--drift-interval=10" in args
+    assert args[-1] == "--receiver-http-proxy=http://10.201.0.1:3128"  # options.operator_args
+
+
+def test_the_sandboxs_operator_may_reach_the_emulator_and_be_scraped_from_the_host() -> None:
+    (policy,) = find(_sandbox_release(), "NetworkPolicy")
+    spec = policy["spec"]
+    to_emulator = {
+        "to": [{"podSelector": {"matchLabels": EMULATOR_LABELS}}],
+        "ports": [{"protocol": "TCP", "port": 8765}],
+    }
+    assert to_emulator in spec["egress"]
+    (metrics,) = [rule for rule in spec["ingress"] if rule.get("from")]
+    assert {"ipBlock": {"cidr": "10.201.0.1/32"}} in metrics["from"]
+
+
+def test_the_hosts_policy_opens_the_receivers_internal_port_and_the_consumer_only() -> None:
+    policy = host_access_policy("default", "10.201.0.1", 4321)
+    host = [{"ipBlock": {"cidr": "10.201.0.1/32"}}]
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "gemini-webhook-receiver"}},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": host, "ports": [{"protocol": "TCP", "port": 9090}]}],
+        "egress": [{"to": host, "ports": [{"protocol": "TCP", "port": 4321}]}],
+    }
 
 
 def test_a_node_directory_too_deep_for_containerds_sockets_is_refused_before_starting() -> None:
