@@ -273,8 +273,8 @@ def index_reader(bodies_index: Any) -> Callable[[str], Mapping[str, Any] | None]
 
 class ErrorBackoff:
     """How long a resource whose attempts raise an unexpected exception (a bug) waits
-    before the next: one of `delays` further per failure in a row (kopf's error delays),
-    the last repeated; any other ending starts it over."""
+    before the next: one of `delays` further per failure in a row, the last repeated; any
+    other ending starts it over."""
 
     def __init__(self, delays: Sequence[float]) -> None:
         if not delays:

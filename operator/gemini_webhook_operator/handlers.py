@@ -61,7 +61,8 @@ WORKER_IDLE_SECONDS = 0.1
 # waiting to be retried.
 WORKER_LIMIT = 50
 # How long after an unexpected exception (a bug) a change is tried again, one step further
-# per failure in a row: kopf's error retries, which sleep in the worker, are never reached.
+# per failure in a row, on the operator's scheduler (kopf retried a handler's bug after 60 s,
+# asleep in its worker); also kopf's delays after errors of its own processing.
 ERROR_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
