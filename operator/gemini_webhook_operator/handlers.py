@@ -198,8 +198,20 @@ def _drift_runner(
 
     schedule = DriftSchedule(config.drift_interval, config.drift_jitter)
     return DriftRunner(
-        schedule, retried("drift check", check), index_reader(bodies_index), clock=time.monotonic
+        schedule, retried("drift check", check), _checked(bodies_index), clock=time.monotonic
     )
+
+
+def _checked(bodies_index: Any) -> Callable[[str], Mapping[str, Any] | None]:
+    """A resource's body from the `drift_bodies` index, if it is drift- and health-checked
+    (`drift_checked`; None: not, or not there)."""
+    indexed = index_reader(bodies_index)
+
+    def body_of(uid: str) -> Mapping[str, Any] | None:
+        body = indexed(uid)
+        return body if body is not None and drift_checked(body["metadata"], FINALIZER) else None
+
+    return body_of
 
 
 def _retry_runner(
@@ -229,7 +241,7 @@ def _health_runner(config: HandlerConfig, memo: Any, bodies_index: Any) -> Drift
     """The health checks: at once when a resource is seen, then every `health_tick` after
     each check ended (kopf's timer did the same); a resource whose health check was turned
     off is forgotten at its next tick."""
-    indexed = index_reader(bodies_index)
+    indexed = _checked(bodies_index)
 
     def body_of(uid: str) -> Mapping[str, Any] | None:
         body = indexed(uid)
@@ -313,9 +325,10 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         backoff.ended(uid)
 
     # The drift and health checks: one scheduler each (`drift`), fed by an index of the
-    # resources as kopf's watch last delivered them. A resource enters once kopf has put our
-    # finalizer on it (before, a check could register a webhook that a deletion would then
-    # leave behind), and leaves when it is being deleted (the finalizer owns it then). No
+    # resources as kopf's watch last delivered them (and the change handler's retries). A
+    # resource is checked once our finalizer is on it (before, a check could register a
+    # webhook that a deletion would then leave behind); it leaves the index when it is being
+    # deleted (the finalizer owns it then). No
     # kopf timer: with one registered at all, kopf keeps a live copy of every resource.
     drift: list[DriftRunner] = []  # made by the first resource seen, stopped at cleanup
     health_checks: list[DriftRunner] = []  # made by the first health-checked one, likewise
@@ -324,15 +337,17 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     @kopf.index(*RESOURCE, id="drift_bodies", registry=registry)
     async def drift_bodies(body: kopf.Body, memo: Any, **kwargs: Any) -> Any:
         memo.operator.own_writes.seen(body)  # every copy kopf's watch delivers
-        if not drift_checked(body.metadata, FINALIZER):
+        if body.metadata.get("deletionTimestamp"):
             return None
         uid = str(body.metadata.uid)
+        kept = compact(dict(body))
+        if not drift_checked(body.metadata, FINALIZER):
+            return {uid: kept}  # for a retry of a change whose finalizer was not yet added
         if not drift:
             drift.append(
                 _drift_runner(config, memo, kwargs["drift_bodies"], kwargs["webhook_claims"])
             )
         drift[0].saw(uid)
-        kept = compact(dict(body))
         if health.enabled(kept):
             if not health_checks:
                 health_checks.append(_health_runner(config, memo, kwargs["drift_bodies"]))

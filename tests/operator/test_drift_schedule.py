@@ -320,7 +320,8 @@ async def test_health_checks_run_when_seen_then_every_tick_until_turned_off(
         ticks.append(time.monotonic())
 
     monkeypatch.setattr(handlers, "_health_check", tick)
-    on = {"metadata": {"uid": "a"}, "spec": {"healthCheck": {"enabled": True}}}
+    metadata = {"uid": "a", "finalizers": [handlers.FINALIZER]}
+    on = {"metadata": metadata, "spec": {"healthCheck": {"enabled": True}}}
     index: dict[str, list[dict[str, Any]]] = {"a": [on]}
     runner = handlers._health_runner(handlers.HandlerConfig(health_tick=0.2), None, index)
     try:
