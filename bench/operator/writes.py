@@ -22,14 +22,14 @@ after, and divided by the reconciliations the operator's own metrics
   local sandbox does); once its first ping verified, the health timer ticks (every 30 s)
   until the operator has sent and verified periodic pings, and every write is counted.
 
-Printed per phase: writes of `geminiwebhooks` (the object, kopf's finalizer and bookkeeping
+Printed per phase: writes of `geminiwebhooks` (the object, our finalizer and kopf's bookkeeping
 annotations among them; its `status` subresource apart) per reconciliation, and the
 children's (Secrets, ConfigMaps, Services, Deployments, NetworkPolicies, ...) apart. A
 Deployment's count includes the deployment controller's own writes (its revision annotation,
 its status), which `apiserver_request_total` cannot tell from ours; only the objects are
 shown, not their status. The bench's own creates and edits are not counted. Targets
 (issue 25): at most 1 write of the resource (status and object together) per reconciliation
-of a changed resource, children apart, plus kopf's finalizer once in a resource's life (so 2
+of a changed resource, children apart, plus our finalizer once in a resource's life (so 2
 for a create); 0 writes at all per drift tick and per health tick of an unchanged, healthy
 resource.
 """
@@ -89,7 +89,7 @@ EDIT = '{"spec":{"events":["batch.succeeded","batch.failed"]}}'
 # writes per reconciliation, (status, the object).
 BEFORE = {"create": (2.0, 2.0), "spec edit": (1.0, 1.0), "drift tick": (0.0, 0.0)}
 TARGET_CHANGE = 1.0  # writes of the resource per reconciliation of a changed resource
-FINALIZER_ONCE = 1.0  # and kopf's finalizer, once in each resource's life (its creation)
+FINALIZER_ONCE = 1.0  # and our finalizer, once in each resource's life (its creation)
 TARGET_DRIFT = 0.0  # per drift tick of an unchanged one
 TARGET_HEALTH = 0.0  # per health tick (and periodic ping) of an unchanged, healthy one
 HEALTH = "writes-health"
@@ -401,7 +401,7 @@ def report(
     )
     before_status, before_object = BEFORE[phase]
     print(f"    before (a0a2768):      status {before_status:.2f}, object {before_object:.2f}")
-    print(f"    the object:            {show(own)}  (kopf's finalizer)")
+    print(f"    the object:            {show(own)}  (the finalizer, once)")
     print(f"    its status:            {show(status)}")
     print(f"  children writes:         {show(children)}")
     print(f"  events:                  {show(events)}")

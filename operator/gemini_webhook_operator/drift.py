@@ -30,7 +30,7 @@ import contextlib
 import heapq
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import kopf
@@ -271,17 +271,66 @@ def index_reader(bodies_index: Any) -> Callable[[str], Mapping[str, Any] | None]
     return body_of
 
 
-def retried(what: str, check: Callable[[kopf.Body], Awaitable[None]]) -> Check:
-    """`check` as a scheduled check: a TemporaryError is logged and asks for its delay."""
+class ErrorBackoff:
+    """How long a resource whose attempts raise an unexpected exception (a bug) waits
+    before the next: one of `delays` further per failure in a row, the last repeated; any
+    other ending starts it over."""
+
+    def __init__(self, delays: Sequence[float]) -> None:
+        if not delays:
+            raise ValueError("the error delays must not be empty")
+        self.delays = tuple(delays)
+        self._failures: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def failed(self, uid: str) -> float:
+        failures = self._failures.get(uid, 0)
+        self._failures[uid] = failures + 1
+        return self.delays[min(failures, len(self.delays) - 1)]
+
+    def ended(self, uid: str) -> None:
+        self._failures.pop(uid, None)
+
+
+def retried(
+    what: str, check: Callable[[kopf.Body], Awaitable[None]], backoff: ErrorBackoff | None = None
+) -> Check:
+    """`check` as a scheduled check: a TemporaryError is logged and asks for its delay; with
+    `backoff`, an unexpected exception is logged and asks for the backoff's."""
 
     async def scheduled(uid: str, body: Mapping[str, Any]) -> float | None:
         try:
             await check(kopf.Body(cast(kopf.RawBody, body)))
         except kopf.TemporaryError as error:
-            return retry_logged(what, body, error)
-        return None
+            delay = retry_logged(what, body, error)
+        except Exception as error:
+            if backoff is None:
+                raise
+            return error_logged(what, body, error, backoff.failed(uid))
+        else:
+            delay = None
+        if backoff is not None:
+            backoff.ended(uid)
+        return delay
 
     return scheduled
+
+
+def error_logged(what: str, body: Mapping[str, Any], error: Exception, delay: float) -> float:
+    """Log an attempt that raised an unexpected exception, by its type (its message may
+    quote what it should not); `delay`."""
+    metadata = body.get("metadata") or {}
+    logger.error(
+        "%s of %s/%s failed unexpectedly (%s); retried in %s s",
+        what,
+        metadata.get("namespace"),
+        metadata.get("name"),
+        type(error).__name__,
+        delay,
+    )
+    return delay
 
 
 def retry_logged(what: str, body: Mapping[str, Any], error: kopf.TemporaryError) -> float | None:

@@ -17,28 +17,27 @@ from typing import Any, cast
 import kopf
 from opentelemetry.trace import Status, StatusCode
 
-from gemini_webhook_operator import conditions, health, health_checker, kopf_state
+from gemini_webhook_operator import conditions, finalizer, health, health_checker, kopf_state
 from gemini_webhook_operator.drift import (
     DriftRunner,
     DriftSchedule,
+    ErrorBackoff,
     drift_checked,
+    error_logged,
     index_reader,
     retried,
     retry_logged,
 )
-from gemini_webhook_operator.kopf_state import (
-    HANDLER_FINALIZE,
-    HANDLER_RECONCILE,
-)
+from gemini_webhook_operator.finalizer import FINALIZER
+from gemini_webhook_operator.kopf_state import HANDLER_RECONCILE
 from gemini_webhook_operator.kube import KubeError
 from gemini_webhook_operator.model import InvalidSpecError, WebhookSpec, parse
 from gemini_webhook_operator.reconcile_context import Claim, Operator
 from gemini_webhook_operator.reconcile_report import REASON_INVALID_SPEC, REASON_KUBE_ERROR
-from gemini_webhook_operator.reconciler import delete, reconcile
+from gemini_webhook_operator.reconciler import reconcile
 from gemini_webhook_operator.rotation import ANNOTATION_LAST_HEAL
 from gemini_webhook_operator.signing_store import read_signing_secret
 from gemini_webhook_operator.watch_cache import compact
-from gemini_webhook_operator.webhookservice_errors import WebhookServiceError
 from gemini_webhook_operator.write_back import write_back, write_status
 from gemini_webhooks.contracts import crd
 from gemini_webhooks.contracts.signing_secret import API_GROUP, MANAGED_BY, truncate_secret
@@ -47,7 +46,7 @@ from gemini_webhooks.contracts.times import parse_rfc3339
 logger = logging.getLogger(__name__)
 
 RESOURCE = (API_GROUP, crd.VERSION, crd.PLURAL)
-FINALIZER = f"{API_GROUP}/finalizer"
+__all__ = ["FINALIZER", "build_registry", "configure"]
 # How long kopf keeps a resource's worker once its events stop (kopf's default: 5 s). An
 # idle worker holds its task, its queue and the last watch event it handled, the whole
 # decoded object: a thousand resources arriving together kept 200-860 of them through the
@@ -57,9 +56,14 @@ FINALIZER = f"{API_GROUP}/finalizer"
 WORKER_IDLE_SECONDS = 0.1
 # How many resources kopf works on at once (per watch stream; the others' events wait in
 # their queues). Safe because no handler sleeps out a retry in its worker: the change
-# handler's retries run on the operator's scheduler (`drift.py`), and a bounded pool then
-# holds only resources being worked on, not ones waiting to be retried.
+# handler's retries and the deletions run on the operator's scheduler (`drift.py`,
+# `finalizer.py`), and a bounded pool then holds only resources being worked on, not ones
+# waiting to be retried.
 WORKER_LIMIT = 50
+# How long after an unexpected exception (a bug) a change is tried again, one step further
+# per failure in a row, on the operator's scheduler (kopf retried a handler's bug after 60 s,
+# asleep in its worker); also kopf's delays after errors of its own processing.
+ERROR_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -77,21 +81,22 @@ class _HealthMemos:
 def configure(settings: kopf.OperatorSettings) -> None:
     """Our kopf settings: its state as `kopf_state` keeps it (the diff base in memory, so
     that a change costs no write of kopf's own; our request annotations are changes, the
-    operator's own bookkeeping annotation, the last heal's time, is not); our finalizer
-    name; no Kubernetes Event per kopf log line (a retry loop would post one per attempt):
+    operator's own bookkeeping annotation, the last heal's time, is not); kopf's
+    finalizer not ours (`finalizer.py`: kopf needs none, and would take ours off); no
+    Kubernetes Event per kopf log line (a retry loop would post one per attempt):
     the reconciler posts its own, deduplicated — under our name (`From:` in `kubectl
     describe`, the Events' `reportingComponent` and `source.component`), not kopf's; an
     object's worker let go soon after its events stop (`WORKER_IDLE_SECONDS`), and at most
     `WORKER_LIMIT` of them at once."""
     kopf_state.configure_storages(settings, ignored=[ANNOTATION_LAST_HEAL])
-    settings.persistence.finalizer = FINALIZER
+    settings.persistence.finalizer = finalizer.KOPF_FINALIZER
     settings.posting.level = logging.CRITICAL
     settings.posting.reporting_component = MANAGED_BY
     settings.posting.event_name_prefix = f"{MANAGED_BY}-"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
+    settings.queueing.error_delays = ERROR_DELAYS
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     settings.queueing.worker_limit = WORKER_LIMIT
 
@@ -149,6 +154,7 @@ async def _run(
         body = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(op.own_writes.newest(body)))))
         if body.metadata.get("deletionTimestamp"):
             return False  # our own last write saw the deletion start
+        body = await finalizer.hold(op, body)  # before anything remote is made for it
         with (
             op.tracer.start_as_current_span(
                 "reconcile",
@@ -192,11 +198,25 @@ def _drift_runner(
 
     schedule = DriftSchedule(config.drift_interval, config.drift_jitter)
     return DriftRunner(
-        schedule, retried("drift check", check), index_reader(bodies_index), clock=time.monotonic
+        schedule, retried("drift check", check), _checked(bodies_index), clock=time.monotonic
     )
 
 
-def _retry_runner(memo: Any, bodies_index: Any, webhook_claims: Any) -> DriftRunner:
+def _checked(bodies_index: Any) -> Callable[[str], Mapping[str, Any] | None]:
+    """A resource's body from the `drift_bodies` index, if it is drift- and health-checked
+    (`drift_checked`; None: not, or not there)."""
+    indexed = index_reader(bodies_index)
+
+    def body_of(uid: str) -> Mapping[str, Any] | None:
+        body = indexed(uid)
+        return body if body is not None and drift_checked(body["metadata"], FINALIZER) else None
+
+    return body_of
+
+
+def _retry_runner(
+    memo: Any, bodies_index: Any, webhook_claims: Any, backoff: ErrorBackoff
+) -> DriftRunner:
     """The change handler's retries: each attempt reconciles the resource as kopf's watch
     last delivered it, and answers a ping request after, as the change handler does."""
     indexed = index_reader(bodies_index)
@@ -212,7 +232,7 @@ def _retry_runner(memo: Any, bodies_index: Any, webhook_claims: Any) -> DriftRun
             await _answer_ping_request(kopf.Body(cast(kopf.RawBody, latest)), memo)
 
     runner = DriftRunner(
-        DriftSchedule(None), retried("reconcile", attempt), indexed, clock=time.monotonic
+        DriftSchedule(None), retried("reconcile", attempt, backoff), indexed, clock=time.monotonic
     )
     return runner
 
@@ -221,7 +241,7 @@ def _health_runner(config: HandlerConfig, memo: Any, bodies_index: Any) -> Drift
     """The health checks: at once when a resource is seen, then every `health_tick` after
     each check ended (kopf's timer did the same); a resource whose health check was turned
     off is forgotten at its next tick."""
-    indexed = index_reader(bodies_index)
+    indexed = _checked(bodies_index)
 
     def body_of(uid: str) -> Mapping[str, Any] | None:
         body = indexed(uid)
@@ -232,6 +252,33 @@ def _health_runner(config: HandlerConfig, memo: Any, bodies_index: Any) -> Drift
 
     schedule = DriftSchedule(config.health_tick, first_at_once=True)
     return DriftRunner(schedule, retried("health check", check), body_of, clock=time.monotonic)
+
+
+def _cleanup_runner(
+    memo: Any, deleting_index: Any, retries: list[DriftRunner], backoff: ErrorBackoff
+) -> DriftRunner:
+    """The deletions: each resource's at once when seen being deleted, again
+    `DELETE_RETRY_DELAY` after each that failed, from its copy as kopf's watch last
+    delivered it; once done, the operator forgets the resource."""
+
+    async def attempt(body: kopf.Body) -> None:
+        op: Operator = memo.operator
+        uid = str(body.metadata.uid)
+        async with op.lock(uid):
+            await finalizer.clean_up(op, body)
+        for runner in retries:
+            runner.forget(uid)
+        backoff.ended(uid)
+        op.locks.pop(uid, None)
+        op.own_writes.forget(uid)
+        memos: _HealthMemos | None = getattr(memo, "health_memos", None)
+        if memos is not None:
+            memos.by_uid.pop(uid, None)
+
+    indexed = index_reader(deleting_index)
+    return DriftRunner(
+        DriftSchedule(None), retried("deletion", attempt), indexed, clock=time.monotonic
+    )
 
 
 def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry:
@@ -255,13 +302,16 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     # A change handler that must be tried again schedules its retry and returns: kopf would
     # sleep out a `TemporaryError`'s delay inside the resource's worker (`WORKER_LIMIT`).
     retries: list[DriftRunner] = []  # made by the first change, stopped at cleanup
+    backoff = ErrorBackoff(ERROR_DELAYS)  # a bug's retries, likewise off kopf's worker
 
     @kopf.on.resume(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
     @kopf.on.create(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
     @kopf.on.update(*RESOURCE, id=HANDLER_RECONCILE, registry=registry)
     async def reconcile_on_change(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         if not retries:
-            retries.append(_retry_runner(memo, kwargs["drift_bodies"], kwargs["webhook_claims"]))
+            retries.append(
+                _retry_runner(memo, kwargs["drift_bodies"], kwargs["webhook_claims"], backoff)
+            )
         uid = str(body.metadata.uid)
         retries[0].forget(uid)  # this attempt supersedes a scheduled one
         try:
@@ -269,11 +319,16 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
                 await _answer_ping_request(body, memo)
         except kopf.TemporaryError as error:
             retries[0].retry(uid, retry_logged("reconcile", body, error))
+        except Exception as error:  # a bug: counted by `_run`, retried like a TemporaryError
+            retries[0].retry(uid, error_logged("reconcile", body, error, backoff.failed(uid)))
+            return
+        backoff.ended(uid)
 
     # The drift and health checks: one scheduler each (`drift`), fed by an index of the
-    # resources as kopf's watch last delivered them. A resource enters once kopf has put our
-    # finalizer on it (before, a check could register a webhook that a deletion would then
-    # leave behind), and leaves when it is being deleted (the finalizer owns it then). No
+    # resources as kopf's watch last delivered them (and the change handler's retries). A
+    # resource is checked once our finalizer is on it (before, a check could register a
+    # webhook that a deletion would then leave behind); it leaves the index when it is being
+    # deleted (the finalizer owns it then). No
     # kopf timer: with one registered at all, kopf keeps a live copy of every resource.
     drift: list[DriftRunner] = []  # made by the first resource seen, stopped at cleanup
     health_checks: list[DriftRunner] = []  # made by the first health-checked one, likewise
@@ -282,15 +337,17 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
     @kopf.index(*RESOURCE, id="drift_bodies", registry=registry)
     async def drift_bodies(body: kopf.Body, memo: Any, **kwargs: Any) -> Any:
         memo.operator.own_writes.seen(body)  # every copy kopf's watch delivers
-        if not drift_checked(body.metadata, FINALIZER):
+        if body.metadata.get("deletionTimestamp"):
             return None
         uid = str(body.metadata.uid)
+        kept = compact(dict(body))
+        if not drift_checked(body.metadata, FINALIZER):
+            return {uid: kept}  # for a retry of a change whose finalizer was not yet added
         if not drift:
             drift.append(
                 _drift_runner(config, memo, kwargs["drift_bodies"], kwargs["webhook_claims"])
             )
         drift[0].saw(uid)
-        kept = compact(dict(body))
         if health.enabled(kept):
             if not health_checks:
                 health_checks.append(_health_runner(config, memo, kwargs["drift_bodies"]))
@@ -299,30 +356,23 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
 
     @kopf.on.cleanup(registry=registry)
     async def stop_drift_checks(**_: Any) -> None:
-        for runner in (*drift, *health_checks, *retries):
+        for runner in (*drift, *health_checks, *retries, *cleanups):
             await runner.stop()
 
-    @kopf.on.delete(*RESOURCE, id=HANDLER_FINALIZE, registry=registry)
-    async def finalize(body: kopf.Body, memo: Any, **_: Any) -> None:
-        op: Operator = memo.operator
-        async with op.lock(str(body.metadata.uid)):
-            with op.metrics.time_reconcile("delete") as record:
-                try:
-                    await delete(op, body)
-                except (WebhookServiceError, KubeError) as error:
-                    reason = REASON_KUBE_ERROR
-                    if isinstance(error, WebhookServiceError):
-                        reason = error.reason
-                    record.failed(reason, retry=True)
-                    raise kopf.TemporaryError(str(error), delay=30) from None
+    # Deletions: one scheduler, fed by an index of the resources being deleted that our
+    # finalizer still holds (also those a previous operator process left), never kopf's
+    # deletion handler, which would sleep out each retry in the resource's kopf worker.
+    cleanups: list[DriftRunner] = []  # made by the first deletion seen, stopped at cleanup
+
+    @kopf.index(*RESOURCE, id="deleting_bodies", registry=registry)
+    async def deleting_bodies(body: kopf.Body, memo: Any, **kwargs: Any) -> Any:
+        if not finalizer.cleanup_due(body.metadata):
+            return None
         uid = str(body.metadata.uid)
-        for runner in retries:
-            runner.forget(uid)
-        op.locks.pop(uid, None)
-        op.own_writes.forget(uid)
-        memos: _HealthMemos | None = getattr(memo, "health_memos", None)
-        if memos is not None:
-            memos.by_uid.pop(uid, None)
+        if not cleanups:
+            cleanups.append(_cleanup_runner(memo, kwargs["deleting_bodies"], retries, backoff))
+        cleanups[0].saw(uid)
+        return {uid: compact(dict(body))}
 
     return registry
 

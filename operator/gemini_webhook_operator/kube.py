@@ -211,6 +211,21 @@ class Kube:
         self._remember((api_version, kind, namespace), name, stored)
         return stored
 
+    async def json_patch_resource(self, resource: Mapping[str, Any], ops: JSONPatch) -> JSON | None:
+        """A JSON patch (RFC 6902, with its `test` guards) of one of our resources itself;
+        422 when a guard fails (the object changed since it was read), None if it is gone."""
+        metadata = resource["metadata"]
+        api_version = resource.get("apiVersion") or crd.API_VERSION
+        path = await self.path(api_version, crd.KIND, metadata["namespace"], metadata["name"])
+        return await self._json_patch(path, ops, FIELD_MANAGER)
+
+    async def _json_patch(self, path: str | None, ops: JSONPatch, manager: str) -> JSON | None:
+        if path is None:
+            return None
+        content_type = "application/json-patch+json"
+        params = {"fieldManager": manager}
+        return await self.request("PATCH", path, ops, content_type=content_type, params=params)
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         path = await self.path(api_version, kind, namespace, name)
         if path is not None:
@@ -309,16 +324,7 @@ class Kube:
     ) -> JSON | None:
         """A JSON patch (RFC 6902, with its `test` guards) of a resource's status subresource;
         422 when a guard fails (the object changed since it was read)."""
-        path = await self._status_path(resource)
-        if path is None:
-            return None
-        return await self.request(
-            "PATCH",
-            path,
-            ops,
-            content_type="application/json-patch+json",
-            params={"fieldManager": field_manager},
-        )
+        return await self._json_patch(await self._status_path(resource), ops, field_manager)
 
     # -- Secrets ---------------------------------------------------------------------------
 

@@ -120,3 +120,37 @@ async def test_an_edit_supersedes_a_pending_retry(
         while time.monotonic() < deadline:
             assert is_ready(await gemini.get("fixed-by-edit"))
             await asyncio.sleep(0.1)
+
+
+async def test_resources_whose_reconciliation_raises_leave_kopfs_workers_to_the_others(
+    gemini: Cluster, emulator: Any, kube: Any, api_proxy: FaultProxy, monkeypatch: Any
+) -> None:
+    """An unexpected exception (a bug) is retried on the operator's scheduler, with kopf's
+    error delays, not slept out in the resource's kopf worker: two resources that raise
+    leave the two workers to a third, counted as errors; once the bug is gone they become
+    Ready too."""
+    monkeypatch.setattr(handlers, "WORKER_LIMIT", 2)
+    fixed = asyncio.Event()
+    reconcile = handlers.reconcile
+
+    async def buggy(op: Any, body: Any, **kwargs: Any) -> Any:
+        if body["metadata"]["name"].startswith("buggy") and not fixed.is_set():
+            raise RuntimeError("a bug")
+        return await reconcile(op, body, **kwargs)
+
+    monkeypatch.setattr(handlers, "reconcile", buggy)
+    endpoint = emulator.endpoint()
+    failing = [f"buggy-{index}" for index in range(2)]
+    async with operator_running(kube, drift_interval=60.0) as running:
+        errors = running.metrics.reconciles.labels("change", "error", "RuntimeError")
+        for name in failing:
+            await gemini.apply(resource(name, endpoint.url, api_proxy.url))
+        deadline = time.monotonic() + 30
+        while errors._value.get() < 2 * len(failing):  # each retried once at least
+            assert time.monotonic() < deadline, "the bug was not retried"
+            await asyncio.sleep(0.05)
+        await gemini.apply(resource("after-the-bug", endpoint.url, api_proxy.url))
+        await gemini.wait_for("after-the-bug", is_ready, timeout=20)
+        fixed.set()
+        for name in failing:
+            await gemini.wait_for(name, is_ready, timeout=30)

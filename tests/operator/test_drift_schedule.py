@@ -18,7 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gemini_webhook_operator import handlers
-from gemini_webhook_operator.drift import DriftRunner, DriftSchedule, drift_checked, retried
+from gemini_webhook_operator.drift import (
+    DriftRunner,
+    DriftSchedule,
+    ErrorBackoff,
+    drift_checked,
+    retried,
+)
 
 
 def test_a_new_resource_is_first_due_after_a_jittered_interval_and_only_once() -> None:
@@ -314,7 +320,8 @@ async def test_health_checks_run_when_seen_then_every_tick_until_turned_off(
         ticks.append(time.monotonic())
 
     monkeypatch.setattr(handlers, "_health_check", tick)
-    on = {"metadata": {"uid": "a"}, "spec": {"healthCheck": {"enabled": True}}}
+    metadata = {"uid": "a", "finalizers": [handlers.FINALIZER]}
+    on = {"metadata": metadata, "spec": {"healthCheck": {"enabled": True}}}
     index: dict[str, list[dict[str, Any]]] = {"a": [on]}
     runner = handlers._health_runner(handlers.HandlerConfig(health_tick=0.2), None, index)
     try:
@@ -362,7 +369,8 @@ async def test_a_retry_superseded_while_it_waits_for_the_resources_lock_does_not
         own_writes=SimpleNamespace(newest=newest),
     )
     body = {"metadata": {"uid": "u", "namespace": "ns", "name": "hook"}, "spec": {}}
-    runner = handlers._retry_runner(SimpleNamespace(operator=op), {"u": [body]}, {})
+    memo = SimpleNamespace(operator=op)
+    runner = handlers._retry_runner(memo, {"u": [body]}, {}, ErrorBackoff((1.0,)))
     async with lock:  # a change of the resource being handled
         runner.retry("u", 0.0)
         await asyncio.sleep(0.05)
@@ -394,7 +402,8 @@ async def test_a_retry_reconciles_the_resource_as_it_is_once_it_holds_the_lock()
     )
     older = {"metadata": {"uid": "u", "namespace": "ns", "name": "hook"}, "spec": {"v": 1}}
     index = {"u": [older]}
-    runner = handlers._retry_runner(SimpleNamespace(operator=op), index, {})
+    memo = SimpleNamespace(operator=op)
+    runner = handlers._retry_runner(memo, index, {}, ErrorBackoff((1.0,)))
     async with lock:
         runner.retry("u", 0.0)
         await asyncio.sleep(0.05)
@@ -406,3 +415,29 @@ async def test_a_retry_reconciles_the_resource_as_it_is_once_it_holds_the_lock()
             break
     assert [body["spec"] for body in reconciled] == [{"v": 2}]
     await runner.stop()
+
+
+def test_a_bugs_retries_back_off_per_failure_in_a_row_and_start_over_after_another_end() -> None:
+    backoff = ErrorBackoff((1.0, 5.0, 60.0))
+    assert [backoff.failed("a") for _ in range(4)] == [1.0, 5.0, 60.0, 60.0]
+    assert backoff.failed("b") == 1.0  # per resource
+    backoff.ended("a")
+    assert backoff.failed("a") == 1.0
+    backoff.ended("a")
+    backoff.ended("b")
+    assert len(backoff) == 0
+
+
+async def test_a_retried_check_that_raises_asks_for_the_backoffs_delay() -> None:
+    backoff = ErrorBackoff((1.0, 2.0))
+    outcomes: list[BaseException | None] = [RuntimeError("a bug"), RuntimeError("again"), None]
+
+    async def check(body: kopf.Body) -> None:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    scheduled = retried("reconcile", check, backoff)
+    body = {"metadata": {"namespace": "default", "name": "x", "uid": "u"}}
+    assert [await scheduled("u", body) for _ in range(3)] == [1.0, 2.0, None]
+    assert len(backoff) == 0

@@ -252,7 +252,7 @@ async def test_a_reconciliation_of_a_change_writes_the_status_once(
     gemini: Cluster, emulator: Any, kube: Any, api_proxy: FaultProxy
 ) -> None:
     """Fields, conditions and observedGeneration in one apply: a create and a spec edit each
-    write the status once, and the object not at all but for kopf's finalizer
+    write the status once, and the object not at all but for our finalizer
     (bench/operator/writes.py counts the same on kube-apiserver)."""
     if not kube.is_sandbox:  # the full suite's other tests share kube-apiserver's counters
         pytest.skip("counts requests by the sandbox's audit; bench/operator/writes.py does")
@@ -274,7 +274,7 @@ async def test_a_reconciliation_of_a_change_writes_the_status_once(
     assert set(status_writes) <= {"patch"}, status_writes
     assert changes >= 2
     assert status_writes.get("patch", 0) <= changes, (status_writes, changes)
-    # The object itself: the test's own spec edit and kopf's finalizer, once; kopf's diff
+    # The object itself: the test's own spec edit and our finalizer, once; kopf's diff
     # base is in the operator's memory, not one more patch after each change.
     moved = _moved(after, before, crd.PLURAL, subresource="")
     object_writes = {verb: n for verb, n in moved.items() if verb in WRITE_VERBS}

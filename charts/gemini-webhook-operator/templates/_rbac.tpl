@@ -7,7 +7,8 @@ nothing unused).
 
 {{/* Rules on namespaced resources, in every watched namespace. */}}
 {{- define "gwo.rbac.namespacedRules" -}}
-# GeminiWebhooks: kopf watches them and patches its finalizer and progress annotations;
+# GeminiWebhooks: kopf watches them, the operator patches its finalizer on and off (kopf
+# its progress annotations);
 # the reconciler reports status.
 - apiGroups: ["gemini.webhooks.dev"]
   resources: ["geminiwebhooks"]
