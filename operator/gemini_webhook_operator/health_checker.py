@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,6 +66,18 @@ class ReceiverUnreachableError(Exception):
 
 # The Pods of a resource's receiver (an empty list when they cannot be listed).
 ReceiverPods = Callable[[Mapping[str, Any]], Awaitable[list[dict[str, Any]]]]
+# Whom to ask now (ping-status URLs), read again before a ping is called not received.
+Relist = Callable[[], Awaitable[Sequence[str]]]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One ping's outcome: the verdict, when the ping was sent (None: it was not), and how
+    many receivers (pods, or the internal Service) were asked in the end."""
+
+    verdict: Verdict
+    sent_at: datetime | None
+    asked: int
 
 
 def _utcnow() -> datetime:
@@ -160,10 +173,14 @@ class HealthChecker:
         ping: Ping,
         current_fingerprint: str,
         seen: dict[str, PingObservation] | None = None,
-    ) -> tuple[Verdict, datetime | None]:
+        relist: Relist | None = None,
+    ) -> Checked:
         """Send one ping and wait for the verdict of the receivers at `urls` (the internal
-        Service, or each ready pod); returns it and the send time. `seen` gets what each URL
-        reported of this ping."""
+        Service, or each ready pod). Before the ping is called not received, `relist` says
+        whom to ask now, and those not asked yet are asked too: a pod that became ready
+        after `urls` were listed may have taken it (the Service sends to it at once).
+        `seen` gets what each URL reported of this ping."""
+        urls = list(urls)
         errors: dict[str, str] = {}
         reached: set[str] = set()
         # Read before sending (an unreachable pod may come up while the ping travels), so
@@ -179,46 +196,70 @@ class HealthChecker:
                 f"the WebhookService did not send the ping: {_describe(error)}",
                 ping_result="send_failed",
             )
-            return verdict, None
-        asked = "the receiver" if len(urls) == 1 else f"any of the {len(urls)} receiver pods"
+            return Checked(verdict, None, len(urls))
         while True:
-            observations = await self._observe_each(urls, errors, reached)
-            now = self.clock()
-            for url, observation, baseline in zip(urls, observations, baselines, strict=True):
-                if seen is not None and observation is not None:
-                    if is_new(observation, baseline, sent_at):
-                        seen[url] = observation
-            outcome = combine(
-                [
-                    judge(
-                        sent_at=sent_at,
-                        observation=observation,
-                        current_fingerprint=current_fingerprint,
-                        now=now,
-                        timeout=self.timeout,
-                        baseline=baseline,
-                        asked=asked,
-                    )
-                    for observation, baseline in zip(observations, baselines, strict=True)
-                ]
+            outcome = await self._judge_once(
+                urls, baselines, sent_at, current_fingerprint, errors, reached, seen
             )
-            if outcome is not None:
-                unread = [url for url in urls if url not in reached]
-                if outcome.reason == REASON_NOT_RECEIVED and unread:
-                    what = (
-                        "the receiver's ping status could not be read"
-                        if len(urls) == 1
-                        else f"the ping status of {len(unread)} of {len(urls)} receiver pods "
-                        "could not be read"
-                    )
-                    outcome = Verdict(
-                        None,
-                        REASON_RECEIVER_UNREACHABLE,
-                        f"{what}: {errors.get(unread[0], 'no answer')}",
-                        ping_result="receiver_unreachable",
-                    )
-                return outcome, sent_at
-            await asyncio.sleep(self.poll_interval)
+            if outcome is None:
+                await asyncio.sleep(self.poll_interval)
+                continue
+            if outcome.reason == REASON_NOT_RECEIVED and relist is not None:
+                late = [url for url in await relist() if url not in urls]
+                relist = None  # once: the ping has had its time
+                if late:
+                    # Not read before the ping: judged by when they received it.
+                    urls += late
+                    baselines += [None] * len(late)
+                    continue
+            unread = [url for url in urls if url not in reached]
+            if outcome.reason == REASON_NOT_RECEIVED and unread:
+                what = (
+                    "the receiver's ping status could not be read"
+                    if len(urls) == 1
+                    else f"the ping status of {len(unread)} of {len(urls)} receiver pods "
+                    "could not be read"
+                )
+                outcome = Verdict(
+                    None,
+                    REASON_RECEIVER_UNREACHABLE,
+                    f"{what}: {errors.get(unread[0], 'no answer')}",
+                    ping_result="receiver_unreachable",
+                )
+            return Checked(outcome, sent_at, len(urls))
+
+    async def _judge_once(
+        self,
+        urls: Sequence[str],
+        baselines: Sequence[PingObservation | None],
+        sent_at: datetime,
+        current_fingerprint: str,
+        errors: dict[str, str],
+        reached: set[str],
+        seen: dict[str, PingObservation] | None,
+    ) -> Verdict | None:
+        """Ask every URL once: the ping's verdict, or None to keep waiting."""
+        asked = "the receiver" if len(urls) == 1 else f"any of the {len(urls)} receiver pods"
+        observations = await self._observe_each(urls, errors, reached)
+        now = self.clock()
+        for url, observation, baseline in zip(urls, observations, baselines, strict=True):
+            if seen is not None and observation is not None:
+                if is_new(observation, baseline, sent_at):
+                    seen[url] = observation
+        return combine(
+            [
+                judge(
+                    sent_at=sent_at,
+                    observation=observation,
+                    current_fingerprint=current_fingerprint,
+                    now=now,
+                    timeout=self.timeout,
+                    baseline=baseline,
+                    asked=asked,
+                )
+                for observation, baseline in zip(observations, baselines, strict=True)
+            ]
+        )
 
     async def tick(
         self,
@@ -261,25 +302,33 @@ class HealthChecker:
         )
         if reason is None:
             return None
-        urls = await self._urls(resource, receiver)
-        verdict, sent_at = await self.check(
-            urls=urls, ping=ping, current_fingerprint=current_fingerprint
+
+        async def relist() -> list[str]:
+            return await self._urls(resource, receiver)
+
+        urls = await relist()
+        checked = await self.check(
+            urls=urls, ping=ping, current_fingerprint=current_fingerprint, relist=relist
         )
         # Right after a rotation, a replica may not have loaded the new secret yet: ping
         # again (each one WebhookService call) rather than report a propagation delay.
-        while sent_at is not None and still_settling(
-            verdict, last_rotation=last_rotation, now=self.clock(), window=self.settle
+        while checked.sent_at is not None and still_settling(
+            checked.verdict, last_rotation=last_rotation, now=self.clock(), window=self.settle
         ):
             await asyncio.sleep(SETTLE_RESEND.total_seconds())
-            verdict, sent_at = await self.check(
-                urls=urls, ping=ping, current_fingerprint=current_fingerprint
+            checked = await self.check(
+                urls=await relist(),
+                ping=ping,
+                current_fingerprint=current_fingerprint,
+                relist=relist,
             )
         verdict = per_replica_caveat(
-            verdict,
+            checked.verdict,
             replicas=receiver.replicas,
             shared_pings=receiver.redis is not None,
-            asked=len(urls),
+            asked=checked.asked,
         )
+        sent_at = checked.sent_at
         if sent_at is not None:
             memo.last_sent_at = sent_at
             if verdict.verified:
@@ -328,21 +377,28 @@ class HealthChecker:
         if blocked is not None or current_fingerprint is None:
             return blocked or Verdict(None, REASON_NO_SECRET, "no signing secret"), None, {}
         targets = await self._targets(resource, receiver)
+
+        async def relist() -> list[str]:
+            now = await self._targets(resource, receiver)
+            targets.update(now)  # so that a pod asked late is named too
+            return list(now.values())
+
         seen: dict[str, PingObservation] = {}
-        verdict, sent_at = await self.check(
+        checked = await self.check(
             urls=list(targets.values()),
             ping=ping,
             current_fingerprint=current_fingerprint,
             seen=seen,
+            relist=relist,
         )
         verdict = per_replica_caveat(
-            verdict,
+            checked.verdict,
             replicas=receiver.replicas,
             shared_pings=receiver.redis is not None,
-            asked=len(targets),
+            asked=checked.asked,
         )
         by_name = {name: seen[url] for name, url in targets.items() if url in seen}
-        return verdict, sent_at, by_name
+        return verdict, checked.sent_at, by_name
 
     def record(self, namespace: str, name: str, verdict: Verdict) -> None:
         if verdict.ping_result is not None:

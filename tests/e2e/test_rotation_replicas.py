@@ -74,9 +74,22 @@ async def test_without_redis_every_replicas_pings_count_for_delivery_verified(
         return total(samples, DELIVERY_PINGS_TOTAL, result=result)
 
     async def seen() -> str:
+        """What the health check saw: its counts, the condition, and its Warning Events
+        (a ping verified only with a previous secret, or not received)."""
         condition = await scenario.condition(crd.CONDITION_DELIVERY_VERIFIED) or {}
         results = {r: await pings(r) for r in ("verified", "not_verified", "receiver_unreachable")}
-        return f"pings {results}; DeliveryVerified {condition}"
+        events = await scenario.kubectl(
+            "get",
+            "events",
+            "-n",
+            scenario.namespace,
+            "--field-selector",
+            f"involvedObject.name={NAME}",
+            "-o",
+            "custom-columns=TIME:.lastTimestamp,TYPE:.type,REASON:.reason,MESSAGE:.message",
+            check=False,
+        )
+        return f"pings {results}; DeliveryVerified {condition}; events:\n{events}"
 
     verified_before, unverified_before = await pings("verified"), await pings("not_verified")
     for rotation in range(1, 4):

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from gemini_webhook_operator import health
 from gemini_webhook_operator.health import HealthMemo
-from gemini_webhook_operator.health_checker import HealthChecker
+from gemini_webhook_operator.health_checker import HealthChecker, ReceiverPods
 from gemini_webhook_operator.metrics import OperatorMetrics
 from gemini_webhook_operator.receiver_names import internal_service_name, selector_labels
 from gemini_webhook_receiver import app as receiver_app
@@ -220,10 +220,11 @@ async def _ping_three_times(
     *,
     pods: list[dict[str, Any]] | None = None,
     held_secret: str | None = None,
+    listing: ReceiverPods | None = None,
 ) -> list[tuple[health.Verdict, list[str | None]]]:
     """Three health checks (a fresh memo each: every one pings); each verdict with which
     replica had taken which ping by then. `pods`: what listing the receiver's Pods finds
-    (None: the listing is not offered); `held_secret`: what the
+    (None: the listing is not offered), or `listing` lists them; `held_secret`: what the
     receivers verify with (default: the webhook's secret)."""
     client = emulator.client()
     hook = await client.aio.webhooks.create(
@@ -239,7 +240,7 @@ async def _ping_three_times(
         poll_interval=0.05,
         timeout=timedelta(seconds=timeout),
         proxies=group.cluster.settings(),
-        receiver_pods=None if pods is None else list_pods,
+        receiver_pods=listing or (None if pods is None else list_pods),
     )
     results = []
     try:
@@ -290,6 +291,31 @@ async def test_without_redis_every_ready_pod_is_asked_and_the_verdict_is_right(
         assert (verdict.status, verdict.reason) == (True, health.REASON_VERIFIED), verdict.message
     *_, (_, took) = results
     assert all(took) and len(set(took)) == REPLICAS  # each replica took one of the pings
+
+
+async def test_without_redis_a_pod_ready_only_after_the_listing_is_asked_before_not_received(
+    emulator: Any, tmp_path: Path, cluster_proxy: ClusterProxy
+) -> None:
+    """The first listing finds replicas 1 and 2 ready, not yet replica 0, which the Service
+    then gives the first ping (a Deployment coming up): asked again before the ping is
+    called not received, the Pods listed now include it, and it verified the ping. Asking
+    only the Pods listed before the ping, the verdict was Unknown (PingsPerReplica)."""
+    listings: list[int] = []
+
+    async with replicas(tmp_path, None, cluster_proxy) as group:
+
+        async def listing(_: Any) -> list[dict[str, Any]]:
+            listings.append(1)
+            return group.pods()[1:] if len(listings) == 1 else group.pods()
+
+        results = await _ping_three_times(
+            group, emulator, MEMORY_SPEC, timeout=1.5, listing=listing
+        )
+    (first, took_first), *others = results
+    assert took_first[0] is not None and took_first[1:] == [None, None]
+    assert (first.status, first.reason) == (True, health.REASON_VERIFIED), first.message
+    for verdict, _ in others:
+        assert (verdict.status, verdict.reason) == (True, health.REASON_VERIFIED), verdict.message
 
 
 @pytest.mark.parametrize(
