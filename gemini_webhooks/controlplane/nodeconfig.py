@@ -64,6 +64,13 @@ FIXED_HOST_PATHS = (
     Path("/var/lib/cni"),
 )
 
+# One real node per machine (`hostlock`), and what the machine was like before it changed
+# anything (sysctls, fixed paths) with the node's directory: machine-wide, so that any next
+# `up` puts back what a killed node changed, whatever its directory. In /run, which a reboot
+# empties, as it resets what the record puts back.
+HOST_LOCK = Path("/run/gemini-webhooks-real-node.lock")
+HOST_STATE = Path("/run/gemini-webhooks-real-node.json")
+
 # The cgroup the kubelet puts every Pod under (cgroupfs driver, one per hierarchy).
 KUBEPODS_CGROUP = "kubepods"
 
@@ -132,11 +139,6 @@ class NodeLayout:
     @property
     def config(self) -> Path:
         return self.root / "config"
-
-    @property
-    def host_state(self) -> Path:
-        """What the host was like before `up` changed it (sysctls, fixed paths)."""
-        return self.root / "host-state.json"
 
     @property
     def containerd_root(self) -> Path:

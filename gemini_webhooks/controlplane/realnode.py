@@ -21,11 +21,12 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gemini_webhooks.controlplane import nodeconfig
 from gemini_webhooks.controlplane.cluster import NODE_NAME, ControlPlane
+from gemini_webhooks.controlplane.hostlock import HostBusyError, HostLock
 from gemini_webhooks.controlplane.nodeconfig import NodeLayout, NodeNetwork
 from gemini_webhooks.sandbox.kubeapi import KubeApi, KubeApiError
 from gemini_webhooks.sandbox.supervisor import (
@@ -119,18 +120,19 @@ def kubepods_cgroups() -> list[Path]:
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
-def processes_to_end(containerd_socket: Path) -> set[int]:
-    """Our containers' processes (in a `kubepods` cgroup) and the shims of our containerd
+def processes_to_end(containerd_sockets: list[Path]) -> set[int]:
+    """Our containers' processes (in a `kubepods` cgroup) and the shims of our containerds
     (their command line names its socket)."""
     pids: set[int] = set()
     for cgroup in kubepods_cgroups():
         with contextlib.suppress(OSError):
             pids |= {int(p) for p in (cgroup / "cgroup.procs").read_text().split()}
-    needle = str(containerd_socket).encode()
+    needles = [str(socket).encode() for socket in containerd_sockets]
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if needle in (entry / "cmdline").read_bytes():
+                cmdline = (entry / "cmdline").read_bytes()
+                if any(needle in cmdline for needle in needles):
                     pids.add(int(entry.name))
     pids.discard(os.getpid())
     return pids
@@ -138,30 +140,29 @@ def processes_to_end(containerd_socket: Path) -> set[int]:
 
 @dataclass
 class HostState:
-    """What `up` found before it changed anything, so that `down` can put it back."""
+    """What `up` found before it changed anything, so that `down` can put it back, and the
+    node directory that changed it (whose mounts a killed node left)."""
 
     sysctls: dict[str, str]
     existing_paths: list[str]
+    root: str
 
     @classmethod
-    def record(cls) -> HostState:
+    def record(cls, root: Path) -> HostState:
         sysctls = {n: v for n in nodeconfig.KUBELET_SYSCTLS if (v := read_sysctl(n)) is not None}
         existing = [str(p) for p in nodeconfig.FIXED_HOST_PATHS if p.exists()]
-        return cls(sysctls, existing)
+        return cls(sysctls, existing, str(root))
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            json.dumps({"sysctls": self.sysctls, "existing_paths": self.existing_paths})
-        )
+        path.write_text(json.dumps(asdict(self)))
 
     @classmethod
     def load(cls, path: Path) -> HostState | None:
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError):
+            return cls(dict(data["sysctls"]), list(data["existing_paths"]), str(data["root"]))
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        return cls(dict(data["sysctls"]), list(data["existing_paths"]))
 
 
 @dataclass
@@ -177,13 +178,22 @@ class RealNode:
         self.namespace_file = self.layout.root / "netns"
         self.supervisor = Supervisor(self.layout.logs, progress=self.progress)
         self.kubelet_started_at: float | None = None  # wall-clock seconds
+        self.host_lock = HostLock(nodeconfig.HOST_LOCK)
+        self.refused = False  # another living node had the machine: nothing here is ours
 
     # --- the network ---------------------------------------------------------------
 
     def create_network(self) -> None:
         """Record the host's state, then build the namespace, the veth pair and the routes.
-        The API server must then listen on `network.host_ip`."""
-        self.stop_leftovers()
+        The API server must then listen on `network.host_ip`. HostBusyError, having touched
+        nothing, while another living process runs a node on this machine."""
+        try:
+            self.host_lock.acquire(f"real node {self.layout.root}")
+        except HostBusyError:
+            self.refused = True
+            raise
+        self._clear_node()
+        self._clear_host()
         # kube-router runs them (in the node's namespace, where its rules and sets stay).
         missing = [tool for tool in NETFILTER_TOOLS if shutil.which(tool) is None]
         if missing:
@@ -191,12 +201,8 @@ class RealNode:
                 f"the real node's NetworkPolicy enforcement needs {', '.join(missing)} on PATH "
                 "(Debian's iptables and ipset packages; `scripts/bootstrap` installs them)"
             )
-        if Path("/sys/class/net", self.network.host_veth).exists():
-            raise ChildFailedError(
-                f"{self.network.host_veth} exists: another real node runs on this machine"
-            )
         self._fresh_directory()
-        HostState.record().save(self.layout.host_state)
+        HostState.record(self.layout.root).save(nodeconfig.HOST_STATE)
         self.namespace_file.touch()
         _run(["unshare", f"--net={self.namespace_file}", "true"])
         for command in self.network.setup_commands(self.namespace_file):
@@ -418,17 +424,40 @@ class RealNode:
 
     def stop_leftovers(self, *, keep_network: bool = False) -> None:
         """Whatever a previous `stop()` (or a killed run) left: processes, mounts, cgroups,
-        the namespace, fixed host paths, sysctls. Safe on a clean machine."""
-        state = HostState.load(self.layout.host_state)
-        self._end_processes()
-        for mount in mounts_under([self.layout.root, *nodeconfig.FIXED_HOST_PATHS]):
+        the namespace, fixed host paths, sysctls. Safe on a clean machine; refused, touching
+        nothing, while another living process runs a node here (`hostlock`): the names it
+        clears are that node's too (nothing at all after `create_network` was refused).
+        Without `keep_network`, the machine is free again after."""
+        if self.refused:
+            return
+        self.host_lock.acquire(f"real node {self.layout.root}")
+        if keep_network:
+            self._clear_node()
+            return
+        try:
+            self._clear_node()
+            self._clear_host()
+        finally:
+            self.host_lock.release()
+
+    def _clear_node(self) -> None:
+        """The node's processes, mounts and cgroups (and a killed previous node's, whatever
+        its directory)."""
+        roots = [self.layout.root]
+        state = HostState.load(nodeconfig.HOST_STATE)
+        if state is not None and Path(state.root) != self.layout.root:
+            roots.append(Path(state.root))
+        self._end_processes([NodeLayout(root).containerd_socket for root in roots])
+        for mount in mounts_under([*roots, *nodeconfig.FIXED_HOST_PATHS]):
             if mount != self.namespace_file:
                 _run(["umount", "--lazy", str(mount)], check=False)
         for cgroup in kubepods_cgroups():
             with contextlib.suppress(OSError):
                 cgroup.rmdir()
-        if keep_network:
-            return
+
+    def _clear_host(self) -> None:
+        """The namespace and veth pair, the fixed host paths and the sysctls `up` found."""
+        state = HostState.load(nodeconfig.HOST_STATE)
         self._delete_network()
         if state is None:
             return
@@ -438,17 +467,17 @@ class RealNode:
         for name, value in state.sysctls.items():
             if read_sysctl(name) != value:
                 write_sysctl(name, value)
-        left = [str(m) for m in mounts_under([self.layout.root])]
+        left = [str(m) for m in mounts_under([self.layout.root, Path(state.root)])]
         if left or kubepods_cgroups():
             # The record stays, so that the next `up` tries again.
             raise ChildFailedError(
                 f"could not remove mounts {left} or cgroups {kubepods_cgroups()}"
             )
-        self.layout.host_state.unlink()
+        nodeconfig.HOST_STATE.unlink()
 
-    def _end_processes(self, within: float = 20.0) -> None:
+    def _end_processes(self, sockets: list[Path], within: float = 20.0) -> None:
         deadline = time.monotonic() + within
-        while pids := processes_to_end(self.layout.containerd_socket):
+        while pids := processes_to_end(sockets):
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)

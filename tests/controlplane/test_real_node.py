@@ -356,6 +356,39 @@ def api_username(cluster: Cluster, pod_name: str) -> str | None:
         return None
 
 
+def test_a_second_real_node_is_refused_and_the_first_keeps_serving(
+    cluster: Cluster, serving: dict[str, Any], tmp_path: Path
+) -> None:
+    """A second `up --node real` on the machine (another checkout, a CI job beside a
+    developer's run) would clear the first node's veth pair, cgroups and Pods by their fixed
+    names: it is refused at once, naming the node that runs, and touches nothing of it."""
+    before = host_snapshot(cluster.directory.parent)
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gemini_webhooks.controlplane",
+            "up",
+            "--dir",
+            str(tmp_path / "cp"),
+            "--images",
+            str(cluster.directory.parent / "images"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert second.returncode == 1, second.stdout + second.stderr
+    said = second.stdout + second.stderr
+    assert "another real node runs on this machine" in said, said
+    assert f"pid {cluster.process.pid}, real node " in said, said
+    assert "Traceback" not in said, said
+    assert host_snapshot(cluster.directory.parent) == before
+    assert ready(cluster, "web")  # its Pods still run and serve
+    assert cluster.connects(NAMESPACE, "client", serving["status"]["podIP"], SERVE_PORT)
+
+
 def test_down_leaves_nothing_behind(cluster: Cluster) -> None:
     cluster.down()
     after = host_snapshot(cluster.directory.parent)
