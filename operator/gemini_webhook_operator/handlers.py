@@ -36,11 +36,11 @@ from gemini_webhook_operator.reconcile_context import Claim, Operator
 from gemini_webhook_operator.reconcile_report import REASON_INVALID_SPEC, REASON_KUBE_ERROR
 from gemini_webhook_operator.reconciler import reconcile
 from gemini_webhook_operator.rotation import ANNOTATION_LAST_HEAL
-from gemini_webhook_operator.signing_store import read_signing_secret
+from gemini_webhook_operator.signing_store import current_fingerprint
 from gemini_webhook_operator.watch_cache import compact
 from gemini_webhook_operator.write_back import write_back, write_status
 from gemini_webhooks.contracts import crd
-from gemini_webhooks.contracts.signing_secret import API_GROUP, MANAGED_BY, truncate_secret
+from gemini_webhooks.contracts.signing_secret import API_GROUP, MANAGED_BY
 from gemini_webhooks.contracts.times import parse_rfc3339
 
 logger = logging.getLogger(__name__)
@@ -444,8 +444,7 @@ async def _ping_means(
     """How to make Gemini ping this webhook, and the fingerprint of the secret held now
     (None, with a ping that fails, when there is no key, webhook or secret)."""
     api_key = await op.kube.secret_value(spec.namespace, spec.api_key_secret, spec.api_key_key)
-    held = await read_signing_secret(op.kube, spec.namespace, spec.signing_secret_name, spec.uid)
-    current = held.secrets.current if held.secrets else None
+    held = await current_fingerprint(op.kube, spec.namespace, spec.signing_secret_name, spec.uid)
     webhook_id = (body.get("status") or {}).get("webhookId")
     if not api_key or not webhook_id:
         return _never, None
@@ -454,7 +453,7 @@ async def _ping_means(
     async def ping() -> None:
         await service.ping(str(webhook_id))
 
-    return ping, truncate_secret(current.secret) if current else None
+    return ping, held
 
 
 async def _health_tick(

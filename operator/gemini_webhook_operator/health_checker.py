@@ -24,6 +24,7 @@ from gemini_webhook_operator.health import (
     REASON_INVALID,
     REASON_NO_SECRET,
     REASON_NOT_RECEIVED,
+    REASON_PREVIOUS_SECRET,
     REASON_RECEIVER_UNREACHABLE,
     REASON_SEND_FAILED,
     SECRET_SETTLE,
@@ -68,6 +69,8 @@ class ReceiverUnreachableError(Exception):
 ReceiverPods = Callable[[Mapping[str, Any]], Awaitable[list[dict[str, Any]]]]
 # Whom to ask now (ping-status URLs), read again before a ping is called not received.
 Relist = Callable[[], Awaitable[Sequence[str]]]
+# The fingerprint of the current signing secret the operator holds for a resource now.
+HeldFingerprint = Callable[[WebhookSpec], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class HealthChecker:
         cluster_domain: str = "cluster.local",
         proxies: ProxySettings = DIRECT,
         receiver_pods: ReceiverPods | None = None,
+        held_fingerprint: HeldFingerprint | None = None,
     ) -> None:
         self.metrics = metrics
         self.clock = clock
@@ -117,6 +121,7 @@ class HealthChecker:
         self.cluster_domain = cluster_domain
         self.proxies = proxies
         self.receiver_pods = receiver_pods
+        self.held_fingerprint = held_fingerprint
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -174,12 +179,16 @@ class HealthChecker:
         current_fingerprint: str,
         seen: dict[str, PingObservation] | None = None,
         relist: Relist | None = None,
+        held_now: Callable[[], Awaitable[str | None]] | None = None,
     ) -> Checked:
         """Send one ping and wait for the verdict of the receivers at `urls` (the internal
         Service, or each ready pod). Before the ping is called not received, `relist` says
         whom to ask now, and those not asked yet are asked too: a pod that became ready
         after `urls` were listed may have taken it (the Service sends to it at once).
-        `seen` gets what each URL reported of this ping."""
+        Before it is called verified only with a previous secret, `held_now` says which
+        secret the operator holds now: rotated while the ping travelled (a delivery retried
+        after the rotation is signed with the new secret), the receiver verified it with the
+        current one. `seen` gets what each URL reported of this ping."""
         urls = list(urls)
         errors: dict[str, str] = {}
         reached: set[str] = set()
@@ -204,6 +213,12 @@ class HealthChecker:
             if outcome is None:
                 await asyncio.sleep(self.poll_interval)
                 continue
+            if outcome.reason == REASON_PREVIOUS_SECRET and held_now is not None:
+                held = await held_now()
+                held_now = None  # once: a rotation per ping is plenty
+                if held is not None and held != current_fingerprint:
+                    current_fingerprint = held
+                    continue
             if outcome.reason == REASON_NOT_RECEIVED and relist is not None:
                 late = [url for url in await relist() if url not in urls]
                 relist = None  # once: the ping has had its time
@@ -306,9 +321,14 @@ class HealthChecker:
         async def relist() -> list[str]:
             return await self._urls(resource, receiver)
 
+        held_now = self._held_now(spec)
         urls = await relist()
         checked = await self.check(
-            urls=urls, ping=ping, current_fingerprint=current_fingerprint, relist=relist
+            urls=urls,
+            ping=ping,
+            current_fingerprint=current_fingerprint,
+            relist=relist,
+            held_now=held_now,
         )
         # Right after a rotation, a replica may not have loaded the new secret yet: ping
         # again (each one WebhookService call) rather than report a propagation delay.
@@ -321,6 +341,7 @@ class HealthChecker:
                 ping=ping,
                 current_fingerprint=current_fingerprint,
                 relist=relist,
+                held_now=held_now,
             )
         verdict = per_replica_caveat(
             checked.verdict,
@@ -335,6 +356,12 @@ class HealthChecker:
                 memo.last_verified_sent_at = sent_at
         self.record(namespace, name, verdict)
         return verdict
+
+    def _held_now(self, spec: WebhookSpec) -> Callable[[], Awaitable[str | None]] | None:
+        if self.held_fingerprint is None:
+            return None
+        held_fingerprint = self.held_fingerprint
+        return lambda: held_fingerprint(spec)
 
     async def _urls(self, resource: Mapping[str, Any], receiver: ReceiverSpec) -> list[str]:
         return list((await self._targets(resource, receiver)).values())
@@ -390,6 +417,7 @@ class HealthChecker:
             current_fingerprint=current_fingerprint,
             seen=seen,
             relist=relist,
+            held_now=self._held_now(spec),
         )
         verdict = per_replica_caveat(
             checked.verdict,

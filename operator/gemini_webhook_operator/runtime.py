@@ -38,6 +38,7 @@ from gemini_webhook_operator.reconcile_context import (
     StepHook,
     SystemClock,
 )
+from gemini_webhook_operator.signing_store import current_fingerprint
 from gemini_webhook_operator.webhookservice import ServiceSettings, WebhookServices
 from gemini_webhooks.contracts.egress_proxy import ProxySettings
 from gemini_webhooks.kube_access import ClusterAccess
@@ -343,6 +344,9 @@ async def _run_kopf(
         proxies=config.proxies,
         retry_after=timedelta(seconds=config.health_retry),
         receiver_pods=receiver_pods(op.kube),
+        held_fingerprint=lambda spec: current_fingerprint(
+            op.kube, spec.namespace, spec.signing_secret_name, spec.uid
+        ),
     )
     memo = kopf.Memo(operator=op, health=checker, health_memos=handlers._HealthMemos())
     try:

@@ -30,7 +30,11 @@ from gemini_webhook_operator.kube import (
     owner_reference,
 )
 from gemini_webhooks.contracts import signing_secret as contract
-from gemini_webhooks.contracts.signing_secret import SecretFormatError, SigningSecrets
+from gemini_webhooks.contracts.signing_secret import (
+    SecretFormatError,
+    SigningSecrets,
+    truncate_secret,
+)
 
 # Writes of one set before giving up on a Secret that keeps changing under us.
 MAX_ATTEMPTS = 5
@@ -73,6 +77,13 @@ def held(secret: JSON | None, name: str, uid: str) -> HeldSecrets:
 
 async def read_signing_secret(kube: Kube, namespace: str, name: str, uid: str) -> HeldSecrets:
     return held(await kube.read_secret(namespace, name), name, uid)
+
+
+async def current_fingerprint(kube: Kube, namespace: str, name: str, uid: str) -> str | None:
+    """The fingerprint (`truncate_secret`) of the current secret the Secret holds, or None."""
+    found = await read_signing_secret(kube, namespace, name, uid)
+    current = found.secrets.current if found.secrets else None
+    return truncate_secret(current.secret) if current else None
 
 
 async def write_signing_secret(

@@ -5,6 +5,7 @@ receiver's ping status."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from gemini_webhook_operator import health
 from gemini_webhook_operator.health import HealthMemo
-from gemini_webhook_operator.health_checker import HealthChecker
+from gemini_webhook_operator.health_checker import HealthChecker, HeldFingerprint
 from gemini_webhook_operator.metrics import DELIVERY_ROUND_TRIP_SECONDS, OperatorMetrics
 from gemini_webhook_operator.receiver_names import internal_service_name
 from gemini_webhook_receiver import app as receiver_app
@@ -103,9 +104,13 @@ def resource(webhook_id: str, last_rotation: datetime | None = None) -> dict[str
 
 
 def checker(
-    local: LocalReceiver, metrics: OperatorMetrics, settle: timedelta = health.SECRET_SETTLE
+    local: LocalReceiver,
+    metrics: OperatorMetrics,
+    settle: timedelta = health.SECRET_SETTLE,
+    held_fingerprint: HeldFingerprint | None = None,
 ) -> HealthChecker:
     return HealthChecker(
+        held_fingerprint=held_fingerprint,
         metrics=metrics,
         poll_interval=0.05,
         timeout=timedelta(seconds=8),
@@ -236,6 +241,54 @@ async def test_a_receiver_that_loads_the_rotated_secret_late_is_verified_not_rep
     text = generate_latest(metrics.registry).decode()
     assert 'result="not_verified"} 1.0' not in text
     assert 'result="verified"} 1.0' in text
+
+
+async def test_a_ping_rotated_while_it_travelled_verifies_with_the_secret_held_now(
+    emulator: Any, receiver: LocalReceiver
+) -> None:
+    """The tick read the secret it holds, sent the ping, and the webhook was rotated before
+    the ping was delivered (a delivery retried after the rotation, e.g. while the receiver's
+    Pods came up): the receiver verifies it with the new secret. That is the secret the
+    operator holds now, so the ping verified; it once said "only a previous signing secret"
+    (DeliveryVerified False, seen on the real node). A receiver verifying with a secret the
+    operator does not hold at all is still not verified."""
+    client = emulator.client()
+    hook = await client.aio.webhooks.create(
+        uri=receiver.public_url, subscribed_events=["batch.succeeded"]
+    )
+    old = hook.new_signing_secret
+    rotation = await client.aio.webhooks.rotate_signing_secret(
+        id=hook.id, revocation_behavior="revoke_previous_secrets_after_h24"
+    )
+    await receiver.hold(hook.id, rotation.secret, old)
+    held = truncate_secret(rotation.secret)
+
+    async def held_now(_: Any) -> str | None:
+        return held
+
+    metrics = OperatorMetrics(CollectorRegistry())
+    check = checker(receiver, metrics, held_fingerprint=held_now)
+
+    async def tick() -> health.Verdict | None:
+        return await check.tick(
+            *parsed(resource(hook.id)),
+            HealthMemo(),
+            ping=lambda: client.aio.webhooks.ping(id=hook.id),
+            current_fingerprint=truncate_secret(old),  # what the tick read before the ping
+        )
+
+    try:
+        verdict = await tick()
+        assert verdict is not None
+        assert (verdict.status, verdict.reason) == (True, health.REASON_VERIFIED), verdict.message
+        held = truncate_secret(
+            "whsec_" + base64.b64encode(bytes(32)).decode()
+        )  # neither the old one nor the one it verified with
+        stale = await tick()
+        assert stale is not None
+        assert (stale.status, stale.reason) == (False, health.REASON_PREVIOUS_SECRET)
+    finally:
+        await check.close()
 
 
 async def test_ping_the_receiver_cannot_verify_makes_delivery_verified_false(
