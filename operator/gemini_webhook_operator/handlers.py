@@ -54,14 +54,14 @@ __all__ = ["FINALIZER", "build_registry", "configure"]
 # 156 at 0.5 s, 144-151 at 0.1 s). A later event starts a new worker; kopf still waits for
 # its own patch's echo (`consistency_timeout`) whatever this is.
 WORKER_IDLE_SECONDS = 0.1
-# How many resources kopf works on at once (per watch stream; the others' events wait in
-# their queues); None: kopf's default, no bound. No handler sleeps out a retry in its worker
-# (the change handler's retries and the deletions run on the operator's scheduler,
-# `drift.py`, `finalizer.py`), and a bound of 50 took the peak RSS of 1,000 resources from
-# 147-154 to 137 MiB (docs/operator.md). It is not the default: on kube-apiserver (.ci/run of
-# dd5c82f, phase 2) an operator starting beside ~100 resources of namespaces being deleted
-# left a new resource unprocessed for 15 s ("Unprocessed streams left"), which nothing
-# explains yet. Until it is, a bound is the reader's to measure (tests use 2).
+# How many resources kopf works on at once (per watch stream); None: kopf's default, no bound.
+# No bound is safe with kopf 1.45 (nolar/kopf#1243): with `@kopf.index` handlers (ours has
+# three) each worker of the first listing waits until every listed resource is indexed, so
+# an operator starting beside more resources than the bound deadlocks (CI's "Unprocessed
+# streams left", .ci/run of dd5c82f). A reconciliation also waits for its API key's rate
+# limiter and calls inside its worker: a bound puts one key behind another's backlog.
+# tests/operator/test_worker_bound.py fails on either. A bound of 50 saved 10-17 MiB
+# (docs/operator.md, performance); it needs both taken out of kopf's workers first.
 WORKER_LIMIT: int | None = None
 # How long after an unexpected exception (a bug) a change is tried again, one step further
 # per failure in a row, on the operator's scheduler (kopf retried a handler's bug after 60 s,
