@@ -23,10 +23,8 @@ from gemini_webhook_operator.drift import (
     DriftSchedule,
     ErrorBackoff,
     drift_checked,
-    error_logged,
     index_reader,
     retried,
-    retry_logged,
 )
 from gemini_webhook_operator.finalizer import FINALIZER
 from gemini_webhook_operator.kopf_state import HANDLER_RECONCILE
@@ -302,8 +300,9 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         )
         return {str(webhook_id): claim}
 
-    # A change handler that must be tried again schedules its retry and returns: kopf would
-    # sleep out a `TemporaryError`'s delay inside the resource's worker (`WORKER_LIMIT`).
+    # A change is reconciled on the operator's scheduler, not in kopf's worker: the handler
+    # schedules it and returns, so that no worker waits for a resource's lock, a reconcile
+    # slot, an API key's rate limiter or a call (nor sleeps out a retry's delay).
     retries: list[DriftRunner] = []  # made by the first change, stopped at cleanup
     backoff = ErrorBackoff(ERROR_DELAYS)  # a bug's retries, likewise off kopf's worker
 
@@ -315,17 +314,8 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
             retries.append(
                 _retry_runner(memo, kwargs["drift_bodies"], kwargs["webhook_claims"], backoff)
             )
-        uid = str(body.metadata.uid)
-        retries[0].forget(uid)  # this attempt supersedes a scheduled one
-        try:
-            if await _run("change", body, memo, kwargs["webhook_claims"]):
-                await _answer_ping_request(body, memo)
-        except kopf.TemporaryError as error:
-            retries[0].retry(uid, retry_logged("reconcile", body, error))
-        except Exception as error:  # a bug: counted by `_run`, retried like a TemporaryError
-            retries[0].retry(uid, error_logged("reconcile", body, error, backoff.failed(uid)))
-            return
-        backoff.ended(uid)
+        # At once, superseding a scheduled or running attempt (the newest spec wins).
+        retries[0].retry(str(body.metadata.uid), 0.0)
 
     # The drift and health checks: one scheduler each (`drift`), fed by an index of the
     # resources as kopf's watch last delivered them (and the change handler's retries). A
