@@ -168,6 +168,9 @@ class DriftRunner:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
+        # Each resource's newest check: one superseded (`retry`) and taken again may still
+        # run, and must not end the newer one's turn (`finished`) when it ends.
+        self._newest: dict[str, asyncio.Task[None]] = {}
         self._stopped = False
 
     @property
@@ -211,6 +214,7 @@ class DriftRunner:
                 await task
         # Ended; their done callbacks (which discard them) may not have run yet.
         self._checks.clear()
+        self._newest.clear()
         self._loop_task = None
 
     async def _loop(self) -> None:
@@ -234,6 +238,7 @@ class DriftRunner:
                 self.schedule.forget(uid)
                 continue
             task = asyncio.create_task(self._one(uid, body))
+            self._newest[uid] = task
             self._checks.add(task)
             task.add_done_callback(self._checks.discard)
         self._wake.clear()
@@ -255,8 +260,10 @@ class DriftRunner:
             )
             retry_after = self._failure_delay
         finally:
-            self.schedule.finished(uid, self._clock(), retry_after)
-            self._wake.set()
+            if self._newest.get(uid) is asyncio.current_task():
+                del self._newest[uid]
+                self.schedule.finished(uid, self._clock(), retry_after)
+                self._wake.set()
 
 
 def index_reader(bodies_index: Any) -> Callable[[str], Mapping[str, Any] | None]:
