@@ -1,6 +1,6 @@
 """The periodic checks of each resource: one scheduler per kind of check, instead of a kopf
 timer per resource. Three kinds run on it (`handlers.py`): the drift checks, the health
-checks and the change handler's retries.
+checks and the changes (each change's reconciliation, and its retries).
 
 Drift: every resource is reconciled again `interval` seconds after its last check ended (the
 first time after a jittered interval, so that resources seen together are not checked
@@ -13,11 +13,13 @@ kopf keeps that copy of every resource of a kind that has a timer at all, also o
 whose timer's filter never matches; here one task sleeps until the next check is due, and a
 check reads the resource as kopf's watch last delivered it (a kopf index keeps it).
 
-Retries: a change reconciliation that must be tried again (the API unreachable, rate
-limited, a 5xx, …) is scheduled here and the handler returns, instead of raising kopf's
-`TemporaryError`, which kopf sleeps out inside the resource's worker: with kopf's
-`worker_limit` set, a few hundred resources retrying would otherwise hold every worker and
-stall every other resource's events. A retry is due only when asked (`interval` None).
+Changes: the change handler schedules each change here, due at once, and returns; a
+reconciliation that must be tried again (the API unreachable, rate limited, a 5xx, …) is
+scheduled again after its delay, instead of raising kopf's `TemporaryError`. So no kopf
+worker waits for a resource's lock, a reconcile slot, an API key's rate limiter, a call or
+a retry's delay: with kopf's `worker_limit` set, resources waiting would otherwise hold
+every worker and stall every other resource's events (one API key's backlog another
+key's new resource). A change is due only when made or retried (`interval` None).
 
 `DriftSchedule` decides which checks are due (pure: it is given the time); `DriftRunner`
 runs them.
