@@ -205,9 +205,15 @@ class DriftRunner:
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._loop(), name="drift checks")
 
-    async def stop(self) -> None:
-        """Cancel the scheduler and every check in flight; for good."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Start no check again, let those in flight finish for up to `grace` seconds, then
+        cancel the rest; for good. (A reconciliation cancelled between a remote call and its
+        write, a rotation say, is done again by the next leader.)"""
         self._stopped = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        if grace > 0 and self._checks:
+            await asyncio.wait(set(self._checks), timeout=grace)
         tasks = [t for t in (self._loop_task, *self._checks) if t is not None]
         for task in tasks:
             task.cancel()

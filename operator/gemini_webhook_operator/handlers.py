@@ -7,6 +7,7 @@ The memo carries the `Operator` (clients, clock, metrics) under `memo.operator`.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import time
@@ -348,9 +349,11 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         return {uid: kept}
 
     @kopf.on.cleanup(registry=registry)
-    async def stop_drift_checks(**_: Any) -> None:
-        for runner in (*drift, *health_checks, *retries, *cleanups):
-            await runner.stop()
+    async def stop_drift_checks(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # What is in flight may finish, as kopf lets its workers (`exit_timeout`).
+        grace = settings.queueing.exit_timeout or 0.0
+        runners = (*drift, *health_checks, *retries, *cleanups)
+        await asyncio.gather(*(runner.stop(grace) for runner in runners))
 
     # Deletions: one scheduler, fed by an index of the resources being deleted that our
     # finalizer still holds (also those a previous operator process left), never kopf's

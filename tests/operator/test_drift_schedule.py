@@ -417,6 +417,32 @@ async def test_a_change_while_its_resource_reconciles_is_reconciled_after_it() -
     await runner.stop()
 
 
+async def test_stopping_lets_a_check_in_flight_finish_within_the_grace_then_cancels() -> None:
+    """A reconciliation in flight when the operator stops (a rolling update's SIGTERM) may
+    finish, as kopf lets its workers: cancelled between the rotate call and the Secret's
+    write, the next leader would rotate again. One still running after the grace is
+    cancelled; none starts after the stop."""
+    finished: list[str] = []
+
+    async def check(uid: str, body: Mapping[str, Any]) -> float | None:
+        await asyncio.sleep(0.2 if uid == "quick" else 60)
+        finished.append(uid)
+        return None
+
+    runner = DriftRunner(DriftSchedule(None), check, lambda uid: {}, clock=time.monotonic)
+    runner.retry("quick", 0.0)
+    runner.retry("slow", 0.0)
+    await asyncio.sleep(0.05)
+    assert runner.checking == 2
+    started = time.monotonic()
+    await runner.stop(grace=1.0)
+    assert finished == ["quick"]
+    assert 0.9 < time.monotonic() - started < 3 and runner.checking == 0
+    runner.retry("later", 0.0)
+    await asyncio.sleep(0.05)
+    assert runner.checking == 0
+
+
 async def test_a_retry_reconciles_the_resource_as_it_is_once_it_holds_the_lock() -> None:
     """A retry that waited for the resource's lock while kopf's watch delivered a newer
     copy reconciles that copy, not the one it was taken with."""
