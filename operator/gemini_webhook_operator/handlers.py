@@ -219,8 +219,8 @@ def _checked(bodies_index: Any) -> Callable[[str], Mapping[str, Any] | None]:
 def _retry_runner(
     memo: Any, bodies_index: Any, webhook_claims: Any, backoff: ErrorBackoff
 ) -> DriftRunner:
-    """The change handler's retries: each attempt reconciles the resource as kopf's watch
-    last delivered it, and answers a ping request after, as the change handler does."""
+    """The changes and their retries: each attempt reconciles the resource as kopf's watch
+    last delivered it, and answers a ping request after."""
     indexed = index_reader(bodies_index)
 
     async def attempt(body: kopf.Body) -> None:
