@@ -57,10 +57,10 @@ WORKER_IDLE_SECONDS = 0.1
 # No bound is safe with kopf 1.45 (nolar/kopf#1243): with `@kopf.index` handlers (ours has
 # three) each worker of the first listing waits until every listed resource is indexed, so
 # an operator starting beside more resources than the bound deadlocks (CI's "Unprocessed
-# streams left", .ci/run of dd5c82f). A reconciliation also waits for its API key's rate
-# limiter and calls inside its worker: a bound puts one key behind another's backlog.
-# tests/operator/test_worker_bound.py fails on either. A bound of 50 saved 10-17 MiB
-# (docs/operator.md, performance); it needs both taken out of kopf's workers first.
+# streams left", .ci/run of dd5c82f; tests/operator/test_worker_bound.py). Nothing of ours
+# waits in a worker (changes, their retries and deletions run on `drift.py`'s scheduler),
+# and so with no bound the peak RSS of 1,000 resources is what a bound of 50 gave (137 MiB,
+# docs/operator.md).
 WORKER_LIMIT: int | None = None
 # How long after an unexpected exception (a bug) a change is tried again, one step further
 # per failure in a row, on the operator's scheduler (kopf retried a handler's bug after 60 s,
