@@ -1,6 +1,6 @@
 """The periodic checks of each resource: one scheduler per kind of check, instead of a kopf
 timer per resource. Three kinds run on it (`handlers.py`): the drift checks, the health
-checks and the change handler's retries.
+checks and the changes (each change's reconciliation, and its retries).
 
 Drift: every resource is reconciled again `interval` seconds after its last check ended (the
 first time after a jittered interval, so that resources seen together are not checked
@@ -13,11 +13,13 @@ kopf keeps that copy of every resource of a kind that has a timer at all, also o
 whose timer's filter never matches; here one task sleeps until the next check is due, and a
 check reads the resource as kopf's watch last delivered it (a kopf index keeps it).
 
-Retries: a change reconciliation that must be tried again (the API unreachable, rate
-limited, a 5xx, …) is scheduled here and the handler returns, instead of raising kopf's
-`TemporaryError`, which kopf sleeps out inside the resource's worker: with kopf's
-`worker_limit` set, a few hundred resources retrying would otherwise hold every worker and
-stall every other resource's events. A retry is due only when asked (`interval` None).
+Changes: the change handler schedules each change here, due at once, and returns; a
+reconciliation that must be tried again (the API unreachable, rate limited, a 5xx, …) is
+scheduled again after its delay, instead of raising kopf's `TemporaryError`. So no kopf
+worker waits for a resource's lock, a reconcile slot, an API key's rate limiter, a call or
+a retry's delay: with kopf's `worker_limit` set, resources waiting would otherwise hold
+every worker and stall every other resource's events (one API key's backlog another
+key's new resource). A change is due only when made or retried (`interval` None).
 
 `DriftSchedule` decides which checks are due (pure: it is given the time); `DriftRunner`
 runs them.
@@ -168,6 +170,9 @@ class DriftRunner:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
+        # Each resource's newest check: one superseded (`retry`) and taken again may still
+        # run, and must not end the newer one's turn (`finished`) when it ends.
+        self._newest: dict[str, asyncio.Task[None]] = {}
         self._stopped = False
 
     @property
@@ -200,9 +205,15 @@ class DriftRunner:
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._loop(), name="drift checks")
 
-    async def stop(self) -> None:
-        """Cancel the scheduler and every check in flight; for good."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Start no check again, let those in flight finish for up to `grace` seconds, then
+        cancel the rest; for good. (A reconciliation cancelled between a remote call and its
+        write, a rotation say, is done again by the next leader.)"""
         self._stopped = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        if grace > 0 and self._checks:
+            await asyncio.wait(set(self._checks), timeout=grace)
         tasks = [t for t in (self._loop_task, *self._checks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -211,6 +222,7 @@ class DriftRunner:
                 await task
         # Ended; their done callbacks (which discard them) may not have run yet.
         self._checks.clear()
+        self._newest.clear()
         self._loop_task = None
 
     async def _loop(self) -> None:
@@ -234,6 +246,7 @@ class DriftRunner:
                 self.schedule.forget(uid)
                 continue
             task = asyncio.create_task(self._one(uid, body))
+            self._newest[uid] = task
             self._checks.add(task)
             task.add_done_callback(self._checks.discard)
         self._wake.clear()
@@ -255,8 +268,10 @@ class DriftRunner:
             )
             retry_after = self._failure_delay
         finally:
-            self.schedule.finished(uid, self._clock(), retry_after)
-            self._wake.set()
+            if self._newest.get(uid) is asyncio.current_task():
+                del self._newest[uid]
+                self.schedule.finished(uid, self._clock(), retry_after)
+                self._wake.set()
 
 
 def index_reader(bodies_index: Any) -> Callable[[str], Mapping[str, Any] | None]:

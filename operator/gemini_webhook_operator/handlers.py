@@ -7,6 +7,7 @@ The memo carries the `Operator` (clients, clock, metrics) under `memo.operator`.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import time
@@ -23,10 +24,8 @@ from gemini_webhook_operator.drift import (
     DriftSchedule,
     ErrorBackoff,
     drift_checked,
-    error_logged,
     index_reader,
     retried,
-    retry_logged,
 )
 from gemini_webhook_operator.finalizer import FINALIZER
 from gemini_webhook_operator.kopf_state import HANDLER_RECONCILE
@@ -54,14 +53,14 @@ __all__ = ["FINALIZER", "build_registry", "configure"]
 # 156 at 0.5 s, 144-151 at 0.1 s). A later event starts a new worker; kopf still waits for
 # its own patch's echo (`consistency_timeout`) whatever this is.
 WORKER_IDLE_SECONDS = 0.1
-# How many resources kopf works on at once (per watch stream; the others' events wait in
-# their queues); None: kopf's default, no bound. No handler sleeps out a retry in its worker
-# (the change handler's retries and the deletions run on the operator's scheduler,
-# `drift.py`, `finalizer.py`), and a bound of 50 took the peak RSS of 1,000 resources from
-# 147-154 to 137 MiB (docs/operator.md). It is not the default: on kube-apiserver (.ci/run of
-# dd5c82f, phase 2) an operator starting beside ~100 resources of namespaces being deleted
-# left a new resource unprocessed for 15 s ("Unprocessed streams left"), which nothing
-# explains yet. Until it is, a bound is the reader's to measure (tests use 2).
+# How many resources kopf works on at once (per watch stream); None: kopf's default, no bound.
+# No bound is safe with kopf 1.45 (nolar/kopf#1243): with `@kopf.index` handlers (ours has
+# three) each worker of the first listing waits until every listed resource is indexed, so
+# an operator starting beside more resources than the bound deadlocks (CI's "Unprocessed
+# streams left", .ci/run of dd5c82f; tests/operator/test_worker_bound.py). Nothing of ours
+# waits in a worker (changes, their retries and deletions run on `drift.py`'s scheduler),
+# and so with no bound the peak RSS of 1,000 resources is what a bound of 50 gave (137 MiB,
+# docs/operator.md).
 WORKER_LIMIT: int | None = None
 # How long after an unexpected exception (a bug) a change is tried again, one step further
 # per failure in a row, on the operator's scheduler (kopf retried a handler's bug after 60 s,
@@ -220,8 +219,8 @@ def _checked(bodies_index: Any) -> Callable[[str], Mapping[str, Any] | None]:
 def _retry_runner(
     memo: Any, bodies_index: Any, webhook_claims: Any, backoff: ErrorBackoff
 ) -> DriftRunner:
-    """The change handler's retries: each attempt reconciles the resource as kopf's watch
-    last delivered it, and answers a ping request after, as the change handler does."""
+    """The changes and their retries: each attempt reconciles the resource as kopf's watch
+    last delivered it, and answers a ping request after."""
     indexed = index_reader(bodies_index)
 
     async def attempt(body: kopf.Body) -> None:
@@ -302,8 +301,9 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         )
         return {str(webhook_id): claim}
 
-    # A change handler that must be tried again schedules its retry and returns: kopf would
-    # sleep out a `TemporaryError`'s delay inside the resource's worker (`WORKER_LIMIT`).
+    # A change is reconciled on the operator's scheduler, not in kopf's worker: the handler
+    # schedules it and returns, so that no worker waits for a resource's lock, a reconcile
+    # slot, an API key's rate limiter or a call (nor sleeps out a retry's delay).
     retries: list[DriftRunner] = []  # made by the first change, stopped at cleanup
     backoff = ErrorBackoff(ERROR_DELAYS)  # a bug's retries, likewise off kopf's worker
 
@@ -315,17 +315,8 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
             retries.append(
                 _retry_runner(memo, kwargs["drift_bodies"], kwargs["webhook_claims"], backoff)
             )
-        uid = str(body.metadata.uid)
-        retries[0].forget(uid)  # this attempt supersedes a scheduled one
-        try:
-            if await _run("change", body, memo, kwargs["webhook_claims"]):
-                await _answer_ping_request(body, memo)
-        except kopf.TemporaryError as error:
-            retries[0].retry(uid, retry_logged("reconcile", body, error))
-        except Exception as error:  # a bug: counted by `_run`, retried like a TemporaryError
-            retries[0].retry(uid, error_logged("reconcile", body, error, backoff.failed(uid)))
-            return
-        backoff.ended(uid)
+        # At once, superseding a scheduled or running attempt (the newest spec wins).
+        retries[0].retry(str(body.metadata.uid), 0.0)
 
     # The drift and health checks: one scheduler each (`drift`), fed by an index of the
     # resources as kopf's watch last delivered them (and the change handler's retries). A
@@ -358,9 +349,11 @@ def build_registry(config: HandlerConfig | None = None) -> kopf.OperatorRegistry
         return {uid: kept}
 
     @kopf.on.cleanup(registry=registry)
-    async def stop_drift_checks(**_: Any) -> None:
-        for runner in (*drift, *health_checks, *retries, *cleanups):
-            await runner.stop()
+    async def stop_drift_checks(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # What is in flight may finish, as kopf lets its workers (`exit_timeout`).
+        grace = settings.queueing.exit_timeout or 0.0
+        runners = (*drift, *health_checks, *retries, *cleanups)
+        await asyncio.gather(*(runner.stop(grace) for runner in runners))
 
     # Deletions: one scheduler, fed by an index of the resources being deleted that our
     # finalizer still holds (also those a previous operator process left), never kopf's

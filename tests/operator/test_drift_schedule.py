@@ -385,6 +385,64 @@ async def test_a_retry_superseded_while_it_waits_for_the_resources_lock_does_not
     await runner.stop()
 
 
+async def test_a_change_while_its_resource_reconciles_is_reconciled_after_it() -> None:
+    """Every change is reconciled on the runner: one that comes while the resource's last
+    reconciliation still runs is taken at once and waits for the lock; when the older one
+    ends, it must not end the newer one's turn (the newer spec would be lost)."""
+    lock = asyncio.Lock()
+    release = asyncio.Event()
+    still_current: list[bool] = []
+
+    async def check(uid: str, body: Mapping[str, Any]) -> float | None:
+        async with lock:  # the resource's lock, as `handlers._run` takes it
+            still_current.append(runner.schedule.is_checking(uid))
+            if len(still_current) == 1:
+                await release.wait()
+        return None
+
+    runner = DriftRunner(DriftSchedule(None), check, lambda uid: {}, clock=time.monotonic)
+    runner.retry("u", 0.0)
+    while not still_current:
+        await asyncio.sleep(0.01)
+    runner.retry("u", 0.0)  # a newer change
+    await asyncio.sleep(0.05)
+    assert runner.checking == 2  # the newer one waits for the lock
+    release.set()
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if not runner.checking:
+            break
+    assert still_current == [True, True]
+    assert "u" not in runner.schedule
+    await runner.stop()
+
+
+async def test_stopping_lets_a_check_in_flight_finish_within_the_grace_then_cancels() -> None:
+    """A reconciliation in flight when the operator stops (a rolling update's SIGTERM) may
+    finish, as kopf lets its workers: cancelled between the rotate call and the Secret's
+    write, the next leader would rotate again. One still running after the grace is
+    cancelled; none starts after the stop."""
+    finished: list[str] = []
+
+    async def check(uid: str, body: Mapping[str, Any]) -> float | None:
+        await asyncio.sleep(0.2 if uid == "quick" else 60)
+        finished.append(uid)
+        return None
+
+    runner = DriftRunner(DriftSchedule(None), check, lambda uid: {}, clock=time.monotonic)
+    runner.retry("quick", 0.0)
+    runner.retry("slow", 0.0)
+    await asyncio.sleep(0.05)
+    assert runner.checking == 2
+    started = time.monotonic()
+    await runner.stop(grace=1.0)
+    assert finished == ["quick"]
+    assert 0.9 < time.monotonic() - started < 3 and runner.checking == 0
+    runner.retry("later", 0.0)
+    await asyncio.sleep(0.05)
+    assert runner.checking == 0
+
+
 async def test_a_retry_reconciles_the_resource_as_it_is_once_it_holds_the_lock() -> None:
     """A retry that waited for the resource's lock while kopf's watch delivered a newer
     copy reconciles that copy, not the one it was taken with."""
