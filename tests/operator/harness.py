@@ -236,6 +236,15 @@ class Cluster:
         raise AssertionError(f"{name} was not deleted")
 
 
+async def bound_beside_listed(gemini: Cluster, bound: int) -> int:
+    """A kopf worker bound for a test: `bound` more than the GeminiWebhooks the operator's
+    first listing holds (on a shared API server, earlier tests' resources in other
+    namespaces). Fewer deadlocks kopf 1.45's start (nolar/kopf#1243,
+    tests/operator/test_worker_bound.py)."""
+    found = await gemini.client.request("GET", f"/apis/{crd.API_GROUP}/{crd.VERSION}/{crd.PLURAL}")
+    return bound + len((found or {}).get("items") or [])
+
+
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     for item in (obj.get("status") or {}).get("conditions") or []:
         if item.get("type") == type_:

@@ -16,7 +16,14 @@ import pytest
 from gemini_webhook_operator import handlers
 from gemini_webhook_operator.handlers import WORKER_IDLE_SECONDS
 from tests.operator.api_proxy import FaultProxy
-from tests.operator.harness import Cluster, is_ready, operator_running, resource, synced_reason
+from tests.operator.harness import (
+    Cluster,
+    bound_beside_listed,
+    is_ready,
+    operator_running,
+    resource,
+    synced_reason,
+)
 
 RESOURCES = 6
 
@@ -91,7 +98,7 @@ async def test_resources_being_retried_leave_kopfs_workers_to_the_others(
     retries pending) hold none of them: a resource created after them becomes Ready at
     once. kopf sleeps out a handler's `TemporaryError` inside the worker; with that, the
     failing resources would hold every worker for good and the new one never start."""
-    monkeypatch.setattr(handlers, "WORKER_LIMIT", 2)
+    monkeypatch.setattr(handlers, "WORKER_LIMIT", await bound_beside_listed(gemini, 2))
     endpoint = emulator.endpoint()
     failing = [f"retrying-{index}" for index in range(2)]
     async with operator_running(kube, drift_interval=60.0):
@@ -129,7 +136,7 @@ async def test_resources_whose_reconciliation_raises_leave_kopfs_workers_to_the_
     error delays, not slept out in the resource's kopf worker: two resources that raise
     leave the two workers to a third, counted as errors; once the bug is gone they become
     Ready too."""
-    monkeypatch.setattr(handlers, "WORKER_LIMIT", 2)
+    monkeypatch.setattr(handlers, "WORKER_LIMIT", await bound_beside_listed(gemini, 2))
     fixed = asyncio.Event()
     reconcile = handlers.reconcile
 

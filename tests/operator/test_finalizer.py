@@ -12,7 +12,14 @@ from typing import Any
 
 from gemini_webhook_operator import finalizer, handlers
 from tests.operator.api_proxy import FaultProxy
-from tests.operator.harness import API_KEY_SECRET, Cluster, is_ready, operator_running, resource
+from tests.operator.harness import (
+    API_KEY_SECRET,
+    Cluster,
+    bound_beside_listed,
+    is_ready,
+    operator_running,
+    resource,
+)
 
 ALWAYS = 10**6  # a fault that lasts for the whole test
 
@@ -61,7 +68,7 @@ async def test_deletions_that_keep_failing_leave_kopfs_workers_to_the_others(
     """With kopf's workers bounded, resources whose deletion keeps failing hold none of
     them: a resource created after them becomes Ready at once. kopf's own deletion handler
     slept out its 30 s retry inside the worker, holding every worker here."""
-    monkeypatch.setattr(handlers, "WORKER_LIMIT", 2)
+    monkeypatch.setattr(handlers, "WORKER_LIMIT", await bound_beside_listed(gemini, 2))
     endpoint = emulator.endpoint()
     failing = [f"undeletable-{index}" for index in range(2)]
     async with operator_running(kube, drift_interval=60.0):

@@ -24,9 +24,14 @@ import time
 from typing import Any
 
 from gemini_webhook_operator import handlers
-from gemini_webhooks.contracts import crd
 from tests.operator.api_proxy import FaultProxy
-from tests.operator.harness import Cluster, is_ready, operator_running, resource
+from tests.operator.harness import (
+    Cluster,
+    bound_beside_listed,
+    is_ready,
+    operator_running,
+    resource,
+)
 
 BEYOND = 2  # resources more than the bound
 SLOW_CALL = 3.0  # seconds each WebhookService call of the backlog's key takes
@@ -35,12 +40,6 @@ FEW_SECONDS = 6.0
 
 def _bound() -> int:
     return handlers.WORKER_LIMIT or 0
-
-
-async def _listed(gemini: Cluster) -> list[dict[str, Any]]:
-    """Every GeminiWebhook of the cluster."""
-    found = await gemini.client.request("GET", f"/apis/{crd.API_GROUP}/{crd.VERSION}/{crd.PLURAL}")
-    return list((found or {}).get("items") or [])
 
 
 async def test_an_operator_starting_beside_more_resources_than_its_worker_bound_reconciles(
@@ -66,7 +65,7 @@ async def test_one_keys_backlog_leaves_another_keys_new_resource_alone(
     bound = _bound() or 4
     # Beyond what the first listing holds (on a shared API server, earlier tests' resources
     # in other namespaces): the operator must start (above); this test is about what follows.
-    monkeypatch.setattr(handlers, "WORKER_LIMIT", bound + len(await _listed(gemini)))
+    monkeypatch.setattr(handlers, "WORKER_LIMIT", await bound_beside_listed(gemini, bound))
     endpoint = emulator.endpoint()
     other_api_proxy.latency = SLOW_CALL
     backlog = [f"backlog-{index}" for index in range(2 * bound + 6)]
