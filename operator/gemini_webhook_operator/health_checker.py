@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -358,10 +359,7 @@ class HealthChecker:
         return verdict
 
     def _held_now(self, spec: WebhookSpec) -> Callable[[], Awaitable[str | None]] | None:
-        if self.held_fingerprint is None:
-            return None
-        held_fingerprint = self.held_fingerprint
-        return lambda: held_fingerprint(spec)
+        return None if self.held_fingerprint is None else partial(self.held_fingerprint, spec)
 
     async def _urls(self, resource: Mapping[str, Any], receiver: ReceiverSpec) -> list[str]:
         return list((await self._targets(resource, receiver)).values())
