@@ -7,16 +7,22 @@ by those names: a second node would tear the first one down from under it. So `u
 this lock first, and refuses with the holder's pid and directory while another node lives.
 The kernel drops the lock when its holder dies, however it dies, so a killed node's
 leftovers never block the next `up`, which then clears them.
+
+`HostState` is the machine's record of what `up` found before it changed anything (the
+sysctls the kubelet sets, the fixed host paths), kept beside the lock, so that whichever
+`up` or `down` comes next puts it back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gemini_webhooks.controlplane import nodeconfig
 from gemini_webhooks.sandbox.supervisor import ChildFailedError
 
 
@@ -71,3 +77,41 @@ class HostLock:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         os.close(fd)
+
+
+def read_sysctl(name: str) -> str | None:
+    try:
+        return Path("/proc/sys", *name.split(".")).read_text().strip()
+    except OSError:
+        return None
+
+
+def write_sysctl(name: str, value: str) -> None:
+    Path("/proc/sys", *name.split(".")).write_text(value + "\n")
+
+
+@dataclass
+class HostState:
+    """What `up` found before it changed anything, so that `down` can put it back, and the
+    node directory that changed it (whose mounts a killed node left)."""
+
+    sysctls: dict[str, str]
+    existing_paths: list[str]
+    root: str
+
+    @classmethod
+    def record(cls, root: Path) -> HostState:
+        sysctls = {n: v for n in nodeconfig.KUBELET_SYSCTLS if (v := read_sysctl(n)) is not None}
+        existing = [str(p) for p in nodeconfig.FIXED_HOST_PATHS if p.exists()]
+        return cls(sysctls, existing, str(root))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: Path) -> HostState | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(dict(data["sysctls"]), list(data["existing_paths"]), str(data["root"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None

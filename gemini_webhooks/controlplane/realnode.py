@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gemini_webhooks.controlplane import nodeconfig
 from gemini_webhooks.controlplane.cluster import NODE_NAME, ControlPlane
-from gemini_webhooks.controlplane.hostlock import HostBusyError, HostLock
+from gemini_webhooks.controlplane.hostlock import (
+    HostBusyError,
+    HostLock,
+    HostState,
+    read_sysctl,
+    write_sysctl,
+)
 from gemini_webhooks.controlplane.nodeconfig import NodeLayout, NodeNetwork
 from gemini_webhooks.sandbox.kubeapi import KubeApi, KubeApiError
 from gemini_webhooks.sandbox.supervisor import (
@@ -88,17 +93,6 @@ def unix_socket_ready(path: Path) -> ReadinessCheck:
     return check
 
 
-def read_sysctl(name: str) -> str | None:
-    try:
-        return Path("/proc/sys", *name.split(".")).read_text().strip()
-    except OSError:
-        return None
-
-
-def write_sysctl(name: str, value: str) -> None:
-    Path("/proc/sys", *name.split(".")).write_text(value + "\n")
-
-
 def mounts_under(roots: list[Path]) -> list[Path]:
     """Mount points at or below any of `roots`, deepest first (so each unmounts cleanly)."""
     found: list[Path] = []
@@ -136,33 +130,6 @@ def processes_to_end(containerd_sockets: list[Path]) -> set[int]:
                     pids.add(int(entry.name))
     pids.discard(os.getpid())
     return pids
-
-
-@dataclass
-class HostState:
-    """What `up` found before it changed anything, so that `down` can put it back, and the
-    node directory that changed it (whose mounts a killed node left)."""
-
-    sysctls: dict[str, str]
-    existing_paths: list[str]
-    root: str
-
-    @classmethod
-    def record(cls, root: Path) -> HostState:
-        sysctls = {n: v for n in nodeconfig.KUBELET_SYSCTLS if (v := read_sysctl(n)) is not None}
-        existing = [str(p) for p in nodeconfig.FIXED_HOST_PATHS if p.exists()]
-        return cls(sysctls, existing, str(root))
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self)))
-
-    @classmethod
-    def load(cls, path: Path) -> HostState | None:
-        try:
-            data = json.loads(path.read_text())
-            return cls(dict(data["sysctls"]), list(data["existing_paths"]), str(data["root"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
 
 
 @dataclass
